@@ -1,0 +1,1 @@
+"""HealthCode Ledger gateway (FastAPI service); built in the gateway issue."""
