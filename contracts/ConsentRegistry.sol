@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: Apache-2.0
+// HealthCode Ledger (ConsentRegistry.sol)
+pragma solidity ^0.8.24;
+
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
+import {IConsentRegistry} from "./interfaces/IConsentRegistry.sol";
+import {IMemberRegistry} from "./interfaces/IMemberRegistry.sol";
+import {Vocabulary} from "./libraries/Vocabulary.sol";
+
+/**
+ * @dev Patient consents, guardians, emergency opt-out and break-glass access. See {IConsentRegistry}.
+ *
+ * EIP-712 domain: name "HealthCode Ledger", version "1", this chain's id and this contract's address
+ * (readable through ERC-5267 `eip712Domain()`). Typed messages:
+ *
+ *   ConsentGrant(address patient,address grantee,uint16 categories,uint8 purposes,uint40 validFrom,
+ *                uint40 validUntil,uint64 nonce,uint256 deadline)
+ *   ConsentRevoke(address patient,address grantee,uint64 nonce,uint256 deadline)
+ *
+ * Storage layout (on purpose): everything about one (patient, grantee) consent - categories, purposes,
+ * status, validity window and two counters - is packed into ONE slot, and that slot doubles as the
+ * replay protection of signed messages: its `nonce` counts grants and revokes of the pair, so a signed
+ * message is usable once and only while no newer grant or revoke happened. A separate OpenZeppelin
+ * {Nonces} slot would cost a second cold SSTORE (22,100 gas) on a patient's first signed grant.
+ *
+ * IMPORTANT: no health data and nothing identifying a person is stored or emitted: patients are
+ * addresses, categories and purposes are bit masks, an emergency reason is only a hash.
+ */
+contract ConsentRegistry is IConsentRegistry, EIP712 {
+    /// @dev Length of an emergency (break-glass) window.
+    uint40 public constant EMERGENCY_WINDOW = 4 hours;
+
+    bytes32 private constant CONSENT_GRANT_TYPEHASH =
+        keccak256(
+            "ConsentGrant(address patient,address grantee,uint16 categories,uint8 purposes,uint40 validFrom,uint40 validUntil,uint64 nonce,uint256 deadline)"
+        );
+    bytes32 private constant CONSENT_REVOKE_TYPEHASH =
+        keccak256("ConsentRevoke(address patient,address grantee,uint64 nonce,uint256 deadline)");
+
+    // one slot: categories (2) | purposes (1) | status (1) | validFrom (5) | validUntil (5) | nonce (8) | grantNonce (8)
+    struct ConsentSlot {
+        uint16 categories;
+        uint8 purposes;
+        ConsentStatus status;
+        uint40 validFrom;
+        uint40 validUntil;
+        uint64 nonce;
+        uint64 grantNonce;
+    }
+
+    // one slot: categories (2) | validUntil (5)
+    struct EmergencySlot {
+        uint16 categories;
+        uint40 validUntil;
+    }
+
+    IMemberRegistry private immutable _members;
+
+    mapping(address patient => mapping(address grantee => ConsentSlot)) private _consents;
+    mapping(address patient => mapping(address guardian => uint40 validUntil)) private _guardians;
+    mapping(address patient => bool) private _emergencyOptOut;
+    mapping(address patient => mapping(address member => EmergencySlot)) private _emergency;
+
+    constructor(IMemberRegistry members) EIP712("HealthCode Ledger", "1") {
+        _members = members;
+    }
+
+    // ---------------------------------------------------------------- patients
+
+    /// @inheritdoc IConsentRegistry
+    function grant(
+        address grantee,
+        uint16 categories,
+        uint8 purposes,
+        uint40 validFrom,
+        uint40 validUntil
+    ) external returns (bytes32 consentId) {
+        GrantTerms memory terms = GrantTerms(msg.sender, grantee, categories, purposes, validFrom, validUntil);
+        return _grant(terms, _consents[msg.sender][grantee].nonce, msg.sender);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function grantBySig(
+        GrantTerms calldata terms,
+        uint64 nonce,
+        uint256 deadline,
+        address signer,
+        bytes calldata signature
+    ) external returns (bytes32 consentId) {
+        if (block.timestamp > deadline) revert ConsentExpiredSignature(deadline);
+        if (_members.activeRoles(msg.sender) == 0) revert ConsentUnauthorizedSubmitter(msg.sender);
+        _checkSigner(terms.patient, signer);
+        bytes32 structHash = keccak256(
+            abi.encode(
+                CONSENT_GRANT_TYPEHASH,
+                terms.patient,
+                terms.grantee,
+                terms.categories,
+                terms.purposes,
+                terms.validFrom,
+                terms.validUntil,
+                nonce,
+                deadline
+            )
+        );
+        _checkSignature(signer, structHash, signature);
+        return _grant(terms, nonce, signer);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function revoke(address grantee) external {
+        _revoke(msg.sender, grantee, _consents[msg.sender][grantee].nonce, msg.sender);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function revokeBySig(
+        address patient,
+        address grantee,
+        uint64 nonce,
+        uint256 deadline,
+        address signer,
+        bytes calldata signature
+    ) external {
+        if (block.timestamp > deadline) revert ConsentExpiredSignature(deadline);
+        _checkSigner(patient, signer);
+        bytes32 structHash = keccak256(abi.encode(CONSENT_REVOKE_TYPEHASH, patient, grantee, nonce, deadline));
+        _checkSignature(signer, structHash, signature);
+        _revoke(patient, grantee, nonce, signer);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function setGuardian(address guardian, uint40 validUntil) external {
+        if (guardian == address(0) || guardian == msg.sender || validUntil <= block.timestamp) {
+            revert ConsentInvalidGuardian(guardian);
+        }
+        _guardians[msg.sender][guardian] = validUntil;
+        emit GuardianSet(msg.sender, guardian, validUntil);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function removeGuardian(address guardian) external {
+        if (_guardians[msg.sender][guardian] == 0) revert ConsentUnknownGuardian(msg.sender, guardian);
+        delete _guardians[msg.sender][guardian];
+        emit GuardianRemoved(msg.sender, guardian);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function setEmergencyOptOut(bool optedOut) external {
+        _emergencyOptOut[msg.sender] = optedOut;
+        emit EmergencyOptOutSet(msg.sender, optedOut);
+    }
+
+    // ---------------------------------------------------------------- emergency
+
+    /// @inheritdoc IConsentRegistry
+    function emergencyAccess(
+        address patient,
+        uint16 categories,
+        bytes32 reasonHash
+    ) external returns (bytes32 accessId) {
+        uint16 roles = _members.activeRoles(msg.sender);
+        if (roles & Vocabulary.ROLE_EMERGENCY == 0 || roles & Vocabulary.PROVIDER_ROLES == 0) {
+            revert ConsentNotEmergencyMember(msg.sender);
+        }
+        if (categories == 0 || categories & ~Vocabulary.EMERGENCY_SAFE_CATEGORIES != 0) {
+            revert ConsentEmergencyCategoryNotAllowed(categories);
+        }
+        if (_emergencyOptOut[patient]) revert ConsentEmergencyOptedOut(patient);
+        if (reasonHash == bytes32(0)) revert ConsentEmergencyReasonRequired();
+        uint40 validUntil = uint40(block.timestamp) + EMERGENCY_WINDOW;
+        _emergency[patient][msg.sender] = EmergencySlot(categories, validUntil);
+        accessId = _emergencyId(patient, msg.sender, validUntil);
+        emit EmergencyAccessGranted(accessId, patient, msg.sender, categories, validUntil, reasonHash);
+    }
+
+    // ---------------------------------------------------------------- views
+
+    /// @inheritdoc IConsentRegistry
+    function check(
+        address patient,
+        address grantee,
+        uint8 category,
+        uint8 purpose
+    ) external view returns (bool allowed, bytes32 consentId, bool emergency) {
+        if (category >= Vocabulary.CATEGORY_COUNT || purpose >= Vocabulary.PURPOSE_COUNT) return (false, 0, false);
+        uint16 roles = _members.activeRoles(grantee);
+        if (roles & Vocabulary.PROVIDER_ROLES == 0) return (false, 0, false);
+
+        ConsentSlot memory c = _consents[patient][grantee];
+        if (
+            c.status == ConsentStatus.Active &&
+            (c.categories >> category) & 1 == 1 &&
+            (c.purposes >> purpose) & 1 == 1 &&
+            c.validFrom <= block.timestamp &&
+            block.timestamp < c.validUntil
+        ) {
+            return (true, _consentId(patient, grantee, c.grantNonce), false);
+        }
+
+        if (purpose == Vocabulary.PURPOSE_EMERGENCY && roles & Vocabulary.ROLE_EMERGENCY != 0) {
+            EmergencySlot memory e = _emergency[patient][grantee];
+            if (
+                block.timestamp < e.validUntil &&
+                (e.categories >> category) & 1 == 1 &&
+                !_emergencyOptOut[patient]
+            ) {
+                return (true, _emergencyId(patient, grantee, e.validUntil), true);
+            }
+        }
+        return (false, 0, false);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function consentOf(address patient, address grantee) external view returns (Consent memory) {
+        ConsentSlot memory c = _consents[patient][grantee];
+        bytes32 id = c.status == ConsentStatus.None ? bytes32(0) : _consentId(patient, grantee, c.grantNonce);
+        return Consent(id, c.categories, c.purposes, c.status, c.validFrom, c.validUntil, c.nonce);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function nonces(address patient, address grantee) external view returns (uint64) {
+        return _consents[patient][grantee].nonce;
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function guardianUntil(address patient, address guardian) external view returns (uint40) {
+        return _guardians[patient][guardian];
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function emergencyOptedOut(address patient) external view returns (bool) {
+        return _emergencyOptOut[patient];
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function emergencyWindow(address patient, address member) external view returns (uint16 categories, uint40 validUntil) {
+        EmergencySlot memory e = _emergency[patient][member];
+        return (e.categories, e.validUntil);
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    /// @dev Validates `terms`, consumes `nonce` and stores the consent, without access restriction.
+    function _grant(GrantTerms memory terms, uint64 nonce, address signer) private returns (bytes32 consentId) {
+        if (_members.activeRoles(terms.grantee) & Vocabulary.PROVIDER_ROLES == 0) {
+            revert ConsentInvalidGrantee(terms.grantee);
+        }
+        if (terms.categories == 0 || terms.categories & ~Vocabulary.ALL_CATEGORIES != 0) {
+            revert ConsentInvalidCategories(terms.categories);
+        }
+        if (terms.purposes == 0 || terms.purposes & ~Vocabulary.ALL_PURPOSES != 0) {
+            revert ConsentInvalidPurposes(terms.purposes);
+        }
+        if (terms.validFrom >= terms.validUntil || terms.validUntil <= block.timestamp) {
+            revert ConsentInvalidWindow(terms.validFrom, terms.validUntil);
+        }
+        ConsentSlot storage slot = _consents[terms.patient][terms.grantee];
+        uint64 current = slot.nonce;
+        if (nonce != current) revert ConsentInvalidNonce(nonce, current);
+        _consents[terms.patient][terms.grantee] = ConsentSlot({
+            categories: terms.categories,
+            purposes: terms.purposes,
+            status: ConsentStatus.Active,
+            validFrom: terms.validFrom,
+            validUntil: terms.validUntil,
+            nonce: current + 1,
+            grantNonce: current
+        });
+        consentId = _consentId(terms.patient, terms.grantee, current);
+        emit ConsentGranted(
+            consentId,
+            terms.patient,
+            terms.grantee,
+            terms.categories,
+            terms.purposes,
+            terms.validFrom,
+            terms.validUntil,
+            signer
+        );
+    }
+
+    /// @dev Revokes the active consent of (`patient`, `grantee`) consuming `nonce`, without access restriction.
+    function _revoke(address patient, address grantee, uint64 nonce, address signer) private {
+        ConsentSlot storage slot = _consents[patient][grantee];
+        if (slot.status != ConsentStatus.Active) revert ConsentNotActive(patient, grantee);
+        uint64 current = slot.nonce;
+        if (nonce != current) revert ConsentInvalidNonce(nonce, current);
+        slot.status = ConsentStatus.Revoked;
+        slot.nonce = current + 1;
+        emit ConsentRevoked(_consentId(patient, grantee, slot.grantNonce), patient, grantee, signer);
+    }
+
+    /// @dev Requires `signer` to be `patient` or one of its guardians whose guardianship has not expired.
+    function _checkSigner(address patient, address signer) private view {
+        if (signer != patient && _guardians[patient][signer] <= block.timestamp) {
+            revert ConsentInvalidSigner(signer, patient);
+        }
+    }
+
+    /// @dev Requires `signature` over the typed `structHash` to be valid for `signer` (EOA or ERC-1271).
+    function _checkSignature(address signer, bytes32 structHash, bytes calldata signature) private view {
+        if (!SignatureChecker.isValidSignatureNow(signer, _hashTypedDataV4(structHash), signature)) {
+            revert ConsentInvalidSignature(signer);
+        }
+    }
+
+    function _consentId(address patient, address grantee, uint64 grantNonce) private pure returns (bytes32) {
+        return keccak256(abi.encode(patient, grantee, grantNonce));
+    }
+
+    function _emergencyId(address patient, address member, uint40 validUntil) private pure returns (bytes32) {
+        return keccak256(abi.encode("emergency", patient, member, validUntil));
+    }
+}

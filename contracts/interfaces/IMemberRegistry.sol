@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: Apache-2.0
+// HealthCode Ledger (interfaces/IMemberRegistry.sol)
+pragma solidity ^0.8.24;
+
+/**
+ * @dev Consortium membership of HealthCode Ledger: which institutions belong to the network, in which
+ * roles, and the M-of-N governance among admins that changes it.
+ *
+ * Roles are bits of a `uint16` mask (see {Vocabulary}): HOSPITAL, CLINIC, LAB, PHARMACY, GATEWAY,
+ * AUDITOR, REGULATOR and the EMERGENCY capability. Names and other institution details live off-chain;
+ * the chain keeps only a metadata hash and the member's X25519 encryption public key.
+ */
+interface IMemberRegistry {
+    /// @dev Lifecycle of a member. `None` = never added; `Removed` members may be added again.
+    enum MemberStatus {
+        None,
+        Active,
+        Suspended,
+        Removed
+    }
+
+    /// @dev What a governance proposal does once executed.
+    enum Action {
+        AddMember,
+        SuspendMember,
+        ReinstateMember,
+        RemoveMember,
+        ChangeRoles,
+        RotateEncryptionKey,
+        AddAdmin,
+        RemoveAdmin,
+        ChangeThreshold
+    }
+
+    /// @dev Lifecycle of a governance proposal.
+    enum ProposalStatus {
+        None,
+        Pending,
+        Executed,
+        Cancelled
+    }
+
+    /// @dev A member as returned by {memberOf}.
+    struct Member {
+        MemberStatus status;
+        uint16 roles;
+        uint40 since;
+        bytes32 encryptionKey;
+        bytes32 metadataHash;
+    }
+
+    /// @dev A governance proposal as returned by {proposalOf}. `arg` holds the roles mask for
+    /// AddMember/ChangeRoles and the new threshold for ChangeThreshold.
+    struct Proposal {
+        address target;
+        uint16 arg;
+        Action action;
+        uint8 approvals;
+        ProposalStatus status;
+        uint40 expiresAt;
+        uint16 adminEpoch;
+        address proposer;
+        bytes32 encryptionKey;
+        bytes32 metadataHash;
+    }
+
+    // ---------------------------------------------------------------- errors
+
+    /// @dev `account` is not a governance admin.
+    error MemberRegistryNotAdmin(address account);
+    /// @dev The threshold `threshold` is not within 1..`adminCount`.
+    error MemberRegistryInvalidThreshold(uint256 threshold, uint256 adminCount);
+    /// @dev `roles` is zero or has bits outside the defined roles.
+    error MemberRegistryInvalidRoles(uint16 roles);
+    /// @dev A zero address was given where an account is needed.
+    error MemberRegistryZeroAddress();
+    /// @dev A zero encryption key was given.
+    error MemberRegistryInvalidEncryptionKey();
+    /// @dev `member` is in status `status`, which does not allow the requested change.
+    error MemberRegistryInvalidMemberStatus(address member, MemberStatus status);
+    /// @dev `account` is already an admin (add) or is not one (remove).
+    error MemberRegistryAdminState(address account, bool isAdmin);
+    /// @dev Removing an admin would leave fewer admins than the threshold (or none).
+    error MemberRegistryAdminUnderflow(uint256 adminCount, uint256 threshold);
+    /// @dev No pending proposal `proposalId`.
+    error MemberRegistryUnknownProposal(uint256 proposalId);
+    /// @dev Proposal `proposalId` is no longer pending (executed or cancelled).
+    error MemberRegistryProposalNotPending(uint256 proposalId, ProposalStatus status);
+    /// @dev Proposal `proposalId` expired at `expiresAt`.
+    error MemberRegistryProposalExpired(uint256 proposalId, uint40 expiresAt);
+    /// @dev Proposal `proposalId` was made under an earlier admin set and can no longer be executed.
+    error MemberRegistryProposalStale(uint256 proposalId);
+    /// @dev `admin` already approved proposal `proposalId`.
+    error MemberRegistryAlreadyApproved(uint256 proposalId, address admin);
+    /// @dev Proposal `proposalId` has `approvals` approvals and needs `threshold`.
+    error MemberRegistryNotEnoughApprovals(uint256 proposalId, uint256 approvals, uint256 threshold);
+    /// @dev Only the proposer may cancel a pending, unexpired proposal.
+    error MemberRegistryNotProposer(uint256 proposalId, address account);
+
+    // ---------------------------------------------------------------- events
+
+    /// @dev A governance proposal was created (and approved by its proposer).
+    event ProposalCreated(
+        uint256 indexed proposalId,
+        address indexed proposer,
+        Action indexed action,
+        address target,
+        uint16 arg,
+        bytes32 encryptionKey,
+        bytes32 metadataHash,
+        uint40 expiresAt
+    );
+    /// @dev `admin` approved proposal `proposalId`, which now has `approvals` approvals.
+    event ProposalApproved(uint256 indexed proposalId, address indexed admin, uint8 approvals);
+    /// @dev Proposal `proposalId` was executed by `executor`.
+    event ProposalExecuted(uint256 indexed proposalId, address indexed executor);
+    /// @dev Proposal `proposalId` was cancelled by `account`.
+    event ProposalCancelled(uint256 indexed proposalId, address indexed account);
+
+    /// @dev `member` joined the consortium.
+    event MemberAdded(address indexed member, uint16 roles, bytes32 encryptionKey, bytes32 metadataHash);
+    /// @dev `member` was suspended: it keeps its data but may do nothing until reinstated.
+    event MemberSuspended(address indexed member);
+    /// @dev `member` was reinstated after a suspension.
+    event MemberReinstated(address indexed member);
+    /// @dev `member` left the consortium.
+    event MemberRemoved(address indexed member);
+    /// @dev The roles of `member` changed from `previousRoles` to `roles`.
+    event MemberRolesChanged(address indexed member, uint16 previousRoles, uint16 roles);
+    /// @dev The X25519 encryption key of `member` was rotated.
+    event EncryptionKeyRotated(address indexed member, bytes32 encryptionKey);
+    /// @dev `account` became a governance admin.
+    event AdminAdded(address indexed account);
+    /// @dev `account` is no longer a governance admin.
+    event AdminRemoved(address indexed account);
+    /// @dev The approval threshold changed.
+    event ThresholdChanged(uint8 previousThreshold, uint8 threshold);
+
+    // ---------------------------------------------------------------- governance
+
+    /**
+     * @dev Proposes a membership or governance change; the proposer's approval is counted at once.
+     *
+     * Requirements:
+     * - the caller is an admin;
+     * - the arguments are valid for `action` (checked again at execution).
+     *
+     * Emits a {ProposalCreated} and a {ProposalApproved} event.
+     */
+    function propose(
+        Action action,
+        address target,
+        uint16 arg,
+        bytes32 encryptionKey,
+        bytes32 metadataHash
+    ) external returns (uint256 proposalId);
+
+    /**
+     * @dev Approves pending proposal `proposalId`.
+     *
+     * Requirements:
+     * - the caller is an admin that has not approved it yet;
+     * - the proposal is pending, unexpired and made under the current admin set.
+     *
+     * Emits a {ProposalApproved} event.
+     */
+    function approve(uint256 proposalId) external;
+
+    /**
+     * @dev Executes pending proposal `proposalId` once it has at least `threshold` approvals.
+     *
+     * Requirements:
+     * - the caller is an admin;
+     * - the proposal is pending, unexpired, made under the current admin set and approved enough.
+     *
+     * Emits {ProposalExecuted} and the event of the change itself (e.g. {MemberAdded}).
+     */
+    function execute(uint256 proposalId) external;
+
+    /**
+     * @dev Cancels pending proposal `proposalId`.
+     *
+     * Requirements:
+     * - the caller is its proposer, or the proposal has expired (then any admin may clean it up).
+     *
+     * Emits a {ProposalCancelled} event.
+     */
+    function cancel(uint256 proposalId) external;
+
+    // ---------------------------------------------------------------- views
+
+    /// @dev Whether `member` is active and holds at least one of the role bits in `roles`.
+    function isActive(address member, uint16 roles) external view returns (bool);
+
+    /// @dev The roles of `member` if it is active, 0 otherwise: one call for every role test.
+    function activeRoles(address member) external view returns (uint16);
+
+    /// @dev The full member record of `member` (status None if unknown).
+    function memberOf(address member) external view returns (Member memory);
+
+    /// @dev Whether `account` is a governance admin.
+    function isAdmin(address account) external view returns (bool);
+
+    /// @dev The number of admins and the approval threshold.
+    function governance() external view returns (uint8 adminCount, uint8 threshold, uint16 adminEpoch);
+
+    /// @dev Proposal `proposalId` (status None if unknown).
+    function proposalOf(uint256 proposalId) external view returns (Proposal memory);
+
+    /// @dev Whether `admin` approved proposal `proposalId`.
+    function hasApproved(uint256 proposalId, address admin) external view returns (bool);
+
+    /// @dev The number of proposals ever made; ids run from 1 to this number.
+    function proposalCount() external view returns (uint256);
+}
