@@ -1,0 +1,264 @@
+"""The connection to a chain: RPC, transaction sending, nonce management and error translation.
+
+One :class:`ChainClient` is shared by every contract wrapper. It signs transactions locally (keys never
+go to the node), keeps a per-sender nonce so concurrent senders in one process never collide, estimates
+gas, waits for receipts, and turns web3/requests failures into :mod:`node_client.errors` exceptions at
+this boundary: a revert becomes the Solidity error's own exception class, an unreachable node becomes
+:class:`ChainUnavailable` so callers can fail closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import requests
+from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.middleware import ExtraDataToPOAMiddleware
+from web3.types import TxReceipt
+
+from node_client._exceptions import (
+    ChainUnavailable,
+    ContractRevert,
+    TransactionError,
+    decode_revert,
+)
+
+__all__ = ["DEFAULT_GAS_MARGIN", "DEFAULT_TIMEOUT", "ChainClient", "TxResult"]
+
+#: Seconds to wait for an RPC answer and for a receipt.
+DEFAULT_TIMEOUT: float = 30.0
+#: Estimated gas is multiplied by this, so a state change between estimate and inclusion does not OOG.
+DEFAULT_GAS_MARGIN: float = 1.2
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class TxResult:
+    """A mined, successful transaction."""
+
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    receipt: TxReceipt
+
+
+class _NonceManager:
+    """Next nonce per sender, safe under concurrent senders in one process.
+
+    The first use asks the node for the pending count; afterwards nonces are handed out locally so that
+    two threads sending for the same key never reuse one. A failed send resynchronises from the node.
+    """
+
+    def __init__(self, w3: Web3) -> None:
+        self._w3 = w3
+        self._lock = threading.Lock()
+        self._next: dict[str, int] = {}
+        self._sender_locks: dict[str, threading.Lock] = {}
+
+    @contextlib.contextmanager
+    def reserve(self, address: str) -> Iterator[int]:
+        """Yields the sender's next nonce; it is consumed only if the block exits without error."""
+        with self._lock:
+            sender_lock = self._sender_locks.setdefault(address, threading.Lock())
+        with sender_lock:
+            nonce = self._next.get(address)
+            if nonce is None:
+                nonce = self._w3.eth.get_transaction_count(address, "pending")
+            try:
+                yield nonce
+            except BaseException:
+                self._next.pop(address, None)  # resync from the node next time
+                raise
+            self._next[address] = nonce + 1
+
+    def reset(self) -> None:
+        """Forgets every cached nonce (after a chain reorg, ``evm_revert`` or a restart of the node)."""
+        with self._lock:
+            self._next.clear()
+
+
+class ChainClient:
+    """A connection to one chain.
+
+    Example::
+
+        client = ChainClient(rpc_url="http://127.0.0.1:8545")
+        result = client.transact(contract.functions.revoke(grantee), signer=patient)
+
+    ``poa=True`` injects web3's ``ExtraDataToPOAMiddleware`` so the same client works on
+    proof-of-authority chains (Besu QBFT, Clique) whose blocks carry long ``extraData``.
+    """
+
+    def __init__(
+        self,
+        *,
+        rpc_url: str,
+        poa: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        gas_margin: float = DEFAULT_GAS_MARGIN,
+    ) -> None:
+        self.rpc_url = rpc_url
+        self.timeout = timeout
+        self.gas_margin = gas_margin
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        if poa:
+            self.w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+        self._nonces = _NonceManager(self.w3)
+        self._chain_id: int | None = None
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def chain_id(self) -> int:
+        """The chain id (asked once, then cached)."""
+        if self._chain_id is None:
+            self._chain_id = self.rpc(lambda: self.w3.eth.chain_id)
+        return self._chain_id
+
+    def block_number(self) -> int:
+        """The latest block number."""
+        return self.rpc(lambda: self.w3.eth.block_number)
+
+    def block_timestamp(self, block: int | str = "latest") -> int:
+        """The timestamp of ``block``."""
+        return int(self.rpc(lambda: self.w3.eth.get_block(block))["timestamp"])
+
+    def is_connected(self) -> bool:
+        """Whether the node answers."""
+        try:
+            self.block_number()
+        except ChainUnavailable:
+            return False
+        return True
+
+    def reset_nonces(self) -> None:
+        """Forgets cached nonces: call after reverting the chain to a snapshot or restarting the node."""
+        self._nonces.reset()
+
+    def rpc(self, fn: Callable[[], T]) -> T:
+        """Runs one RPC-using callable, translating transport failures into :class:`ChainUnavailable`."""
+        try:
+            return fn()
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ChainUnavailable(f"chain RPC {self.rpc_url} unreachable: {exc}") from exc
+        except ContractLogicError as exc:
+            raise _revert_from(exc) from exc
+
+    def call(self, fn: ContractFunction, *, block: int | str = "latest") -> Any:
+        """``eth_call`` of a contract function; a revert raises the Solidity error's exception."""
+        return self.rpc(lambda: fn.call(block_identifier=block))
+
+    # ------------------------------------------------------------------ transactions
+
+    def transact(
+        self,
+        fn: ContractFunction,
+        *,
+        signer: LocalAccount,
+        gas: int | None = None,
+        value: int = 0,
+    ) -> TxResult:
+        """Signs and sends a contract call, waits for its receipt and returns it.
+
+        Gas is estimated (times :attr:`gas_margin`) unless given; a revert found by the estimate raises
+        before anything is sent. A transaction that is mined but reverted is replayed with ``eth_call``
+        at its block to recover the error.
+        """
+        sender = signer.address
+        tx_params: dict[str, Any] = {"from": sender, "value": value, "chainId": self.chain_id}
+        if gas is None:
+            estimated = self.rpc(lambda: fn.estimate_gas(tx_params))
+            gas = int(estimated * self.gas_margin)
+        with self._nonces.reserve(sender) as nonce:
+            tx = self.rpc(lambda: fn.build_transaction({**tx_params, "gas": gas, "nonce": nonce}))
+            signed = signer.sign_transaction(tx)
+            try:
+                tx_hash = self.rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
+            except Web3RPCError as exc:
+                revert = _revert_from_rpc_error(exc)
+                if revert is not None:
+                    raise revert from exc
+                raise TransactionError(f"node refused the transaction: {exc}") from exc
+        return self.wait(tx_hash, fn=fn, sender=sender)
+
+    def send_raw(self, tx: dict[str, Any], *, signer: LocalAccount) -> TxResult:
+        """Signs and sends a plain transaction (e.g. a contract deployment built by the caller)."""
+        sender = signer.address
+        with self._nonces.reserve(sender) as nonce:
+            full = {"chainId": self.chain_id, "value": 0, **tx, "from": sender, "nonce": nonce}
+            if "gas" not in full:
+                full["gas"] = int(self.rpc(lambda: self.w3.eth.estimate_gas(full)) * self.gas_margin)
+            self._fill_fees(full)
+            signed = signer.sign_transaction(full)
+            tx_hash = self.rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
+        return self.wait(tx_hash)
+
+    def wait(self, tx_hash: HexBytes | bytes, *, fn: ContractFunction | None = None, sender: str | None = None) -> TxResult:
+        """Waits for the receipt of ``tx_hash``; raises if it reverted."""
+        hex_hash = HexBytes(tx_hash).to_0x_hex()
+        try:
+            receipt = self.rpc(
+                lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.timeout, poll_latency=0.05)
+            )
+        except TimeExhausted as exc:
+            raise TransactionError(f"no receipt for {hex_hash} after {self.timeout}s", tx_hash=hex_hash) from exc
+        if receipt["status"] != 1:
+            if fn is not None and sender is not None:
+                try:
+                    fn.call({"from": sender}, block_identifier=receipt["blockNumber"] - 1)
+                except ContractLogicError as exc:
+                    err = _revert_from(exc)
+                    err.tx_hash = hex_hash
+                    raise err from exc
+            raise TransactionError(f"transaction {hex_hash} reverted", tx_hash=hex_hash)
+        return TxResult(hex_hash, int(receipt["blockNumber"]), int(receipt["gasUsed"]), receipt)
+
+    def _fill_fees(self, tx: dict[str, Any]) -> None:
+        if "gasPrice" in tx or "maxFeePerGas" in tx:
+            return
+        latest = self.rpc(lambda: self.w3.eth.get_block("latest"))
+        base = latest.get("baseFeePerGas")
+        if base is None:  # pre-London / zero-fee permissioned chains
+            tx["gasPrice"] = self.rpc(lambda: self.w3.eth.gas_price)
+            return
+        tip = self.rpc(lambda: self.w3.eth.max_priority_fee)
+        tx["maxPriorityFeePerGas"] = tip
+        tx["maxFeePerGas"] = 2 * int(base) + int(tip)
+
+
+def _revert_from_rpc_error(exc: Web3RPCError) -> ContractRevert | None:
+    """The revert carried by a refused ``eth_sendRawTransaction``, if any.
+
+    Hardhat (automine) mines a transaction that passed the gas estimate but reverts at inclusion (the
+    state or the block time changed in between) and answers the send with an error holding the revert
+    data and the transaction hash, so no receipt is ever waited for: decode it here.
+    """
+    response = exc.rpc_response or {}
+    error = response.get("error") if isinstance(response, dict) else None
+    data = error.get("data") if isinstance(error, dict) else None
+    tx_hash = None
+    if isinstance(data, dict):
+        tx_hash = data.get("txHash")
+        data = data.get("data")
+    if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
+        return decode_revert(data, tx_hash=tx_hash)
+    return None
+
+
+def _revert_from(exc: ContractLogicError) -> ContractRevert:
+    """web3's revert exception → ours, decoded against the contracts' ABIs."""
+    data = exc.data
+    if isinstance(data, dict):
+        data = data.get("data")
+    if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
+        return decode_revert(data)
+    return ContractRevert({"message": str(exc)})

@@ -1,0 +1,613 @@
+"""``hcl``: the HealthCode Ledger command line.
+
+Thin commands over the node client: each parses options, builds settings, and delegates. Every failure
+the client raises on purpose (``NodeClientError``) is printed as one line and exits 1.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+from eth_account.signers.local import LocalAccount
+from eth_utils import is_address, to_checksum_address
+from rich.console import Console
+from rich.table import Table
+
+from node_client import __version__
+from node_client._client import ChainClient
+from node_client._exceptions import NodeClientError
+from node_client.settings import DEV_CHAIN_ID, ClientSettings
+
+app = typer.Typer(name="hcl", help="HealthCode Ledger: consent and data-sharing audit network.", no_args_is_help=True)
+chain_app = typer.Typer(help="Run a local chain node.", no_args_is_help=True)
+member_app = typer.Typer(help="Consortium membership and M-of-N governance.", no_args_is_help=True)
+consent_app = typer.Typer(help="Patient consents.", no_args_is_help=True)
+keys_app = typer.Typer(help="Encrypted keystore files.", no_args_is_help=True)
+dev_app = typer.Typer(help="Developer tasks: regenerate generated files.", no_args_is_help=True)
+app.add_typer(chain_app, name="chain")
+app.add_typer(member_app, name="member")
+app.add_typer(consent_app, name="consent")
+app.add_typer(keys_app, name="keys")
+app.add_typer(dev_app, name="dev")
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# ---------------------------------------------------------------- shared options
+
+RpcOpt = Annotated[str | None, typer.Option("--rpc-url", help="JSON-RPC URL [env HCL_RPC_URL]", show_default=False)]
+ManifestOpt = Annotated[
+    Path | None, typer.Option("--manifest", help="deployment manifest [env HCL_MANIFEST]", show_default=False)
+]
+KeyOpt = Annotated[Path | None, typer.Option("--key", help="encrypted keystore file of the signer")]
+PasswordFileOpt = Annotated[
+    Path | None, typer.Option("--password-file", help="file holding the keystore password [env HCL_KEY_PASSWORD]")
+]
+DevAccountOpt = Annotated[
+    int | None, typer.Option("--dev-account", help="sign with Hardhat dev account N (dev chain 31337 only)")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+def _handle_errors(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NodeClientError as exc:
+            err_console.print(f"[red]error[/red] {type(exc).__name__}: {exc}")
+            raise typer.Exit(1) from None
+        except ValueError as exc:
+            err_console.print(f"[red]invalid input[/red]: {exc}")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(rpc_url: str | None = None, manifest: Path | None = None) -> ClientSettings:
+    overrides: dict[str, Any] = {}
+    if rpc_url:
+        overrides["rpc_url"] = rpc_url
+    if manifest:
+        overrides["manifest"] = manifest
+    return ClientSettings(**overrides)
+
+
+def _client(settings: ClientSettings) -> ChainClient:
+    return ChainClient(rpc_url=settings.rpc_url, poa=settings.poa, timeout=settings.rpc_timeout)
+
+
+def _ledger(settings: ClientSettings):  # type: ignore[no-untyped-def]
+    from node_client.deploy import Manifest
+
+    client = _client(settings)
+    return Manifest.load(settings.manifest).connect(client)
+
+
+def _signer(client: ChainClient, key: Path | None, password_file: Path | None, dev_account: int | None) -> LocalAccount:
+    from node_client.keys import dev_account as _dev
+    from node_client.keys import load_keystore
+
+    if key is not None and dev_account is not None:
+        raise ValueError("give either --key or --dev-account, not both")
+    if dev_account is not None:
+        if client.chain_id != DEV_CHAIN_ID:
+            raise ValueError(f"--dev-account is only allowed on the dev chain {DEV_CHAIN_ID}")
+        return _dev(dev_account)
+    if key is None:
+        raise ValueError("a signer is needed: --key <keystore> (or --dev-account N on the dev chain)")
+    return load_keystore(key, _password(password_file, confirm=False))
+
+
+def _password(password_file: Path | None, *, confirm: bool) -> str:
+    if password_file is not None:
+        return password_file.read_text().rstrip("\n")
+    env = os.environ.get("HCL_KEY_PASSWORD")
+    if env:
+        return env
+    password = getpass.getpass("keystore password: ")
+    if confirm and getpass.getpass("again: ") != password:
+        raise ValueError("passwords differ")
+    return password
+
+
+def _address(value: str, what: str) -> str:
+    if not is_address(value):
+        raise ValueError(f"{what} {value!r} is not an Ethereum address")
+    return to_checksum_address(value)
+
+
+_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_duration(value: str) -> int:
+    """``"30d"`` → seconds. Units: s, m, h, d, w."""
+    match = _DURATION.match(value.strip().lower())
+    if not match:
+        raise ValueError(f"duration {value!r} must look like 90m, 12h, 30d or 2w")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=_json_default).decode())
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+# ---------------------------------------------------------------- top level
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hcl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """HealthCode Ledger: patient-controlled consent and a tamper-evident access ledger."""
+
+
+@app.command()
+@_handle_errors
+def deploy(
+    rpc_url: RpcOpt = None,
+    manifest: ManifestOpt = None,
+    dev: Annotated[bool, typer.Option("--dev", help="dev consortium: Hardhat accounts 0-2 admins (2-of-3), 7 members")] = False,
+    key: KeyOpt = None,
+    password_file: PasswordFileOpt = None,
+    admins: Annotated[str | None, typer.Option(help="comma-separated admin addresses (non-dev)")] = None,
+    threshold: Annotated[int, typer.Option(help="approvals needed per governance action (non-dev)")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compile, deploy and wire the four contracts; write the deployment manifest."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from node_client._compile import compile_contracts
+    from node_client.deploy import deploy as _deploy
+    from node_client.deploy import deploy_dev
+
+    settings = _settings(rpc_url, manifest)
+    client = _client(settings)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console) as bar:
+        task = bar.add_task("compiling contracts", total=2)
+        artifacts = compile_contracts()
+        bar.update(task, advance=1, description="deploying and running initial governance")
+        if dev:
+            if client.chain_id != DEV_CHAIN_ID:
+                raise ValueError(f"--dev is only allowed on the dev chain {DEV_CHAIN_ID}")
+            result = deploy_dev(client, artifacts=artifacts)
+        else:
+            deployer = _signer(client, key, password_file, None)
+            admin_list = [_address(a, "admin") for a in (admins or deployer.address).split(",") if a.strip()]
+            signers = [deployer] if deployer.address in admin_list else []
+            result = _deploy(
+                client, deployer=deployer, admins=admin_list, threshold=threshold, governance_signers=signers,
+                artifacts=artifacts,
+            )
+        bar.update(task, advance=1, description="deployed")
+    result.save(settings.manifest)
+    if as_json:
+        typer.echo(result.to_json().decode())
+        return
+    table = Table(title=f"HealthCode Ledger on chain {result.chain_id} (block {result.deploy_block})")
+    table.add_column("contract")
+    table.add_column("address")
+    for name, address in result.contracts.items():
+        table.add_row(name, address)
+    console.print(table)
+    console.print(f"admins: {len(result.admins)}, threshold {result.threshold}; members: {len(result.members)}")
+    console.print(f"manifest: {settings.manifest}")
+
+
+@app.command("gas-report")
+@_handle_errors
+def gas_report_cmd(
+    out: Annotated[Path, typer.Option(help="JSON output")] = Path("bench/results/gas.json"),
+) -> None:
+    """Measure the gas of every state-changing function on a fresh local node; write JSON, print a table."""
+    from node_client._node import HardhatNode, free_port
+    from node_client.gas_report import GOALS, run_gas_report, write_gas_report
+
+    with HardhatNode().start(port=free_port()) as node:
+        solc, rows = run_gas_report(ChainClient(rpc_url=node.url))
+    path = write_gas_report(solc, rows, out)
+    table = Table(title=f"Gas (solc {solc})")
+    for col in ("operation", "gas", "goal", "", "note"):
+        table.add_column(col, justify="right" if col in ("gas", "goal") else "left")
+    for row in rows:
+        goal = GOALS.get(row.name)
+        mark = "" if goal is None else ("[green]ok[/green]" if row.gas <= goal else "[yellow]over[/yellow]")
+        table.add_row(row.name, f"{row.gas:,}", f"{goal:,}" if goal else "", mark, row.note)
+    console.print(table)
+    console.print(f"written: {path}")
+
+
+# ---------------------------------------------------------------- chain
+
+
+@chain_app.command("up")
+@_handle_errors
+def chain_up(
+    port: Annotated[int, typer.Option(help="TCP port", envvar="HCL_CHAIN_PORT")] = 8545,
+    host: Annotated[str, typer.Option(help="interface to bind (keep it on loopback)")] = "127.0.0.1",
+    detach: Annotated[bool, typer.Option(help="leave the node running in the background and return")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait until the node answers")] = 60.0,
+) -> None:
+    """Start a local Hardhat node and wait until it answers (foreground unless --detach)."""
+    from node_client._node import HardhatNode
+
+    node = HardhatNode().start(port=port, host=host, timeout=timeout)
+    console.print(f"chain up: {node.url} (chain id {DEV_CHAIN_ID}, pid {node.pid}, log {node.log_path})")
+    if detach:
+        pid_file = Path(".hcl") / f"chain-{port}.pid"
+        pid_file.parent.mkdir(exist_ok=True)
+        pid_file.write_text(str(node.detach()))
+        return
+
+    def _interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while node.running:
+            time.sleep(0.5)
+        err_console.print(f"[red]the node exited[/red]; log {node.log_path}")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        console.print("stopping the chain")
+    finally:
+        node.stop()
+
+
+@chain_app.command("down")
+@_handle_errors
+def chain_down(port: Annotated[int, typer.Option(help="port of a node started with --detach")] = 8545) -> None:
+    """Stop a node started with ``hcl chain up --detach``."""
+    pid_file = Path(".hcl") / f"chain-{port}.pid"
+    if not pid_file.exists():
+        raise ValueError(f"no detached node on port {port} ({pid_file} missing)")
+    pid = int(pid_file.read_text())
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    pid_file.unlink()
+    console.print(f"chain on port {port} stopped")
+
+
+# ---------------------------------------------------------------- members
+
+
+def _action(name: str):  # type: ignore[no-untyped-def]
+    from node_client.contracts import Action
+
+    key = name.upper().replace("-", "_")
+    aliases = {"ADD": "ADD_MEMBER", "SUSPEND": "SUSPEND_MEMBER", "REINSTATE": "REINSTATE_MEMBER", "REMOVE": "REMOVE_MEMBER"}
+    key = aliases.get(key, key)
+    try:
+        return Action[key]
+    except KeyError:
+        known = ", ".join(a.name.lower().replace("_", "-") for a in Action)
+        raise ValueError(f"unknown action {name!r}; known: {known}") from None
+
+
+@member_app.command("propose")
+@_handle_errors
+def member_propose(
+    action: Annotated[str, typer.Argument(help="add, suspend, reinstate, remove, change-roles, rotate-encryption-key, add-admin, remove-admin, change-threshold")],
+    target: Annotated[str | None, typer.Argument(help="member or admin address (none for change-threshold)")] = None,
+    roles: Annotated[str | None, typer.Option(help="roles, e.g. hospital,emergency (add, change-roles)")] = None,
+    threshold: Annotated[int | None, typer.Option(help="new threshold (change-threshold)")] = None,
+    encryption_key: Annotated[str | None, typer.Option(help="X25519 public key, 32 bytes hex")] = None,
+    metadata_file: Annotated[Path | None, typer.Option(help="off-chain metadata JSON; its SHA-256 goes on-chain")] = None,
+    rpc_url: RpcOpt = None,
+    manifest: ManifestOpt = None,
+    key: KeyOpt = None,
+    password_file: PasswordFileOpt = None,
+    dev_account: DevAccountOpt = None,
+) -> None:
+    """Propose a membership or governance change (your approval counts at once)."""
+    from node_client.contracts import Action
+    from node_client.deploy import metadata_hash
+    from node_client.vocabulary import parse_roles
+
+    act = _action(action)
+    ledger = _ledger(_settings(rpc_url, manifest))
+    signer = _signer(ledger.client, key, password_file, dev_account)
+    arg = parse_roles(roles) if roles else 0
+    if act is Action.CHANGE_THRESHOLD:
+        if threshold is None:
+            raise ValueError("change-threshold needs --threshold")
+        arg = threshold
+    meta = metadata_hash(orjson.loads(metadata_file.read_bytes())) if metadata_file else None
+    enc = bytes.fromhex(encryption_key.removeprefix("0x")) if encryption_key else None
+    addr = _address(target, "target") if target else None
+    proposal_id, result = ledger.members.propose(signer, act, addr, arg=arg, encryption_key=enc, metadata_hash=meta)
+    console.print(f"proposal {proposal_id} created ({act.name.lower()}), tx {result.tx_hash}")
+
+
+@member_app.command("approve")
+@_handle_errors
+def member_approve(
+    proposal_id: Annotated[int, typer.Argument(help="proposal id")],
+    rpc_url: RpcOpt = None,
+    manifest: ManifestOpt = None,
+    key: KeyOpt = None,
+    password_file: PasswordFileOpt = None,
+    dev_account: DevAccountOpt = None,
+) -> None:
+    """Approve a pending proposal."""
+    ledger = _ledger(_settings(rpc_url, manifest))
+    result = ledger.members.approve(_signer(ledger.client, key, password_file, dev_account), proposal_id)
+    p = ledger.members.proposal_of(proposal_id)
+    console.print(f"proposal {proposal_id}: {p.approvals} approval(s), threshold {ledger.members.governance().threshold}; tx {result.tx_hash}")
+
+
+@member_app.command("execute")
+@_handle_errors
+def member_execute(
+    proposal_id: Annotated[int, typer.Argument(help="proposal id")],
+    rpc_url: RpcOpt = None,
+    manifest: ManifestOpt = None,
+    key: KeyOpt = None,
+    password_file: PasswordFileOpt = None,
+    dev_account: DevAccountOpt = None,
+) -> None:
+    """Execute a proposal that has enough approvals."""
+    ledger = _ledger(_settings(rpc_url, manifest))
+    result = ledger.members.execute(_signer(ledger.client, key, password_file, dev_account), proposal_id)
+    console.print(f"proposal {proposal_id} executed, tx {result.tx_hash}")
+
+
+@member_app.command("list")
+@_handle_errors
+def member_list(rpc_url: RpcOpt = None, manifest: ManifestOpt = None, as_json: JsonOpt = False) -> None:
+    """List the consortium's members with their current status and roles."""
+    from node_client.deploy import Manifest
+    from node_client.vocabulary import roles_of
+
+    settings = _settings(rpc_url, manifest)
+    man = Manifest.load(settings.manifest)
+    ledger = man.connect(_client(settings))
+    names = {m["address"]: m["name"] for m in man.members}
+    members = ledger.members.members()
+    gov = ledger.members.governance()
+    if as_json:
+        _print_json(
+            {
+                "governance": {"admins": gov.admin_count, "threshold": gov.threshold},
+                "members": [
+                    {
+                        "address": m.address,
+                        "name": names.get(m.address, ""),
+                        "status": m.status.name.lower(),
+                        "roles": roles_of(m.roles),
+                        "since": m.since,
+                        "encryptionKey": m.encryption_key,
+                    }
+                    for m in members
+                ],
+            }
+        )
+        return
+    table = Table(title=f"Members (governance: {gov.threshold}-of-{gov.admin_count})")
+    for col in ("address", "name (off-chain)", "status", "roles"):
+        table.add_column(col)
+    for m in members:
+        table.add_row(m.address, names.get(m.address, ""), m.status.name.lower(), ",".join(roles_of(m.roles)))
+    console.print(table)
+
+
+# ---------------------------------------------------------------- consents
+
+
+@consent_app.command("grant")
+@_handle_errors
+def consent_grant(
+    grantee: Annotated[str, typer.Option(help="member address that may read")],
+    categories: Annotated[str, typer.Option(help="e.g. allergies,lab-results")],
+    purposes: Annotated[str, typer.Option("--purposes", "--purpose", help="e.g. treatment,referral")] = "treatment",
+    valid: Annotated[str, typer.Option(help="validity, e.g. 30d, 12h, 2w")] = "30d",
+    rpc_url: RpcOpt = None,
+    manifest: ManifestOpt = None,
+    key: KeyOpt = None,
+    password_file: PasswordFileOpt = None,
+    dev_account: DevAccountOpt = None,
+) -> None:
+    """Grant a consent as the patient (the signer), effective now."""
+    from node_client.vocabulary import parse_categories, parse_purposes
+
+    ledger = _ledger(_settings(rpc_url, manifest))
+    patient = _signer(ledger.client, key, password_file, dev_account)
+    now = ledger.client.block_timestamp()
+    consent_id, result = ledger.consents.grant(
+        patient, _address(grantee, "grantee"), parse_categories(categories), parse_purposes(purposes), now,
+        now + parse_duration(valid),
+    )
+    console.print(f"consent 0x{consent_id.hex()} granted, tx {result.tx_hash}")
+
+
+@consent_app.command("revoke")
+@_handle_errors
+def consent_revoke(
+    grantee: Annotated[str, typer.Option(help="member whose consent to revoke")],
+    rpc_url: RpcOpt = None,
+    manifest: ManifestOpt = None,
+    key: KeyOpt = None,
+    password_file: PasswordFileOpt = None,
+    dev_account: DevAccountOpt = None,
+) -> None:
+    """Revoke your consent to a member, effective from the next block."""
+    ledger = _ledger(_settings(rpc_url, manifest))
+    patient = _signer(ledger.client, key, password_file, dev_account)
+    result = ledger.consents.revoke(patient, _address(grantee, "grantee"))
+    console.print(f"consent revoked, tx {result.tx_hash}")
+
+
+@consent_app.command("list")
+@_handle_errors
+def consent_list(
+    patient: Annotated[str, typer.Option(help="patient address")],
+    rpc_url: RpcOpt = None,
+    manifest: ManifestOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List a patient's consents (current state of every institution ever granted)."""
+    from node_client.vocabulary import CATEGORIES, PURPOSES
+
+    ledger = _ledger(_settings(rpc_url, manifest))
+    who = _address(patient, "patient")
+    grantees: dict[str, None] = {}
+    for ev in ledger.consents.events(["ConsentGranted"]):
+        if ev["patient"] == who:
+            grantees.setdefault(ev["grantee"], None)
+    now = ledger.client.block_timestamp()
+    rows = []
+    for grantee in grantees:
+        c = ledger.consents.consent_of(who, grantee)
+        state = c.status.name.lower()
+        if state == "active" and now >= c.valid_until:
+            state = "expired"
+        elif state == "active" and now < c.valid_from:
+            state = "not yet valid"
+        rows.append(
+            {
+                "grantee": grantee,
+                "consentId": c.consent_id,
+                "state": state,
+                "categories": [t.slug for t in CATEGORIES if c.categories >> t.bit & 1],
+                "purposes": [t.slug for t in PURPOSES if c.purposes >> t.bit & 1],
+                "validFrom": c.valid_from,
+                "validUntil": c.valid_until,
+            }
+        )
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title=f"Consents of {who}")
+    for col in ("grantee", "state", "categories", "purposes", "valid until (UTC)"):
+        table.add_column(col)
+    for r in rows:
+        until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r["validUntil"]))
+        table.add_row(r["grantee"], r["state"], ",".join(r["categories"]), ",".join(r["purposes"]), until)
+    console.print(table)
+
+
+@consent_app.command("check")
+@_handle_errors
+def consent_check(
+    patient: Annotated[str, typer.Argument(help="patient address")],
+    grantee: Annotated[str, typer.Argument(help="member address")],
+    category: Annotated[str, typer.Argument(help="one category, e.g. lab-results")],
+    purpose: Annotated[str, typer.Argument(help="one purpose, e.g. treatment")] = "treatment",
+    rpc_url: RpcOpt = None,
+    manifest: ManifestOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask the chain whether a member may read a category of a patient's data for a purpose, now.
+
+    Exits 0 when allowed, 3 when refused.
+    """
+    from node_client.vocabulary import parse_categories, parse_purposes
+
+    cat_mask, pur_mask = parse_categories(category), parse_purposes(purpose)
+    if cat_mask & (cat_mask - 1) or pur_mask & (pur_mask - 1):
+        raise ValueError("check takes exactly one category and one purpose")
+    ledger = _ledger(_settings(rpc_url, manifest))
+    result = ledger.consents.check(
+        _address(patient, "patient"), _address(grantee, "grantee"), cat_mask.bit_length() - 1, pur_mask.bit_length() - 1
+    )
+    if as_json:
+        _print_json({"allowed": result.allowed, "consentId": result.consent_id, "emergency": result.emergency})
+    else:
+        verdict = "[green]allowed[/green]" if result.allowed else "[red]refused[/red]"
+        extra = f" (consent 0x{result.consent_id.hex()}{', EMERGENCY' if result.emergency else ''})" if result.allowed else ""
+        console.print(f"{verdict}{extra}")
+    if not result.allowed:
+        raise typer.Exit(3)
+
+
+# ---------------------------------------------------------------- keys
+
+
+@keys_app.command("new")
+@_handle_errors
+def keys_new(
+    out: Annotated[Path, typer.Argument(help="keystore file to create (refuses to overwrite)")],
+    password_file: PasswordFileOpt = None,
+) -> None:
+    """Create a new key in an encrypted keystore file (scrypt, mode 0600)."""
+    from node_client.keys import new_keystore
+
+    address = new_keystore(out, _password(password_file, confirm=True))
+    console.print(f"{address}  ->  {out}")
+
+
+@keys_app.command("show")
+@_handle_errors
+def keys_show(keystore: Annotated[Path, typer.Argument(help="keystore file")]) -> None:
+    """Print the address a keystore holds (without decrypting it)."""
+    from node_client.keys import keystore_address
+
+    typer.echo(keystore_address(keystore))
+
+
+# ---------------------------------------------------------------- dev
+
+
+@dev_app.command("gen-abi")
+@_handle_errors
+def dev_gen_abi() -> None:
+    """Regenerate node_client/abi/*.json from the contracts."""
+    from node_client._abi import CONTRACT_NAMES
+    from node_client._compile import compile_contracts, repo_root
+
+    result = compile_contracts()
+    for name in CONTRACT_NAMES:
+        path = repo_root() / "node_client" / "abi" / f"{name}.json"
+        path.write_bytes(orjson.dumps(result.contracts[name].abi, option=orjson.OPT_INDENT_2) + b"\n")
+        console.print(f"wrote {path}")
+
+
+@dev_app.command("gen-vocabulary")
+@_handle_errors
+def dev_gen_vocabulary() -> None:
+    """Regenerate contracts/libraries/Vocabulary.sol and docs/vocabulary.md from node_client/vocabulary.py."""
+    from node_client._compile import repo_root
+    from node_client.vocabulary import render_markdown, render_solidity
+
+    for path, text in (
+        (repo_root() / "contracts" / "libraries" / "Vocabulary.sol", render_solidity()),
+        (repo_root() / "docs" / "vocabulary.md", render_markdown()),
+    ):
+        path.write_text(text)
+        console.print(f"wrote {path}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
