@@ -2,6 +2,7 @@
 // HealthCode Ledger (ConsentRegistry.sol)
 pragma solidity ^0.8.24;
 
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
 import {IConsentRegistry} from "./interfaces/IConsentRegistry.sol";
@@ -299,8 +300,15 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
     }
 
     /// @dev Requires `signature` over the typed `structHash` to be valid for `signer` (EOA or ERC-1271).
+    ///
+    /// ECDSA is tried first and ERC-1271 only if it does not recover `signer`: a contract has no key
+    /// that could produce an ECDSA signature for its own address, so the order changes no outcome, and
+    /// patients (EOAs) do not pay the cold EXTCODESIZE (2,600 gas) that `isValidSignatureNow` starts with.
     function _checkSignature(address signer, bytes32 structHash, bytes calldata signature) private view {
-        if (!SignatureChecker.isValidSignatureNow(signer, _hashTypedDataV4(structHash), signature)) {
+        bytes32 digest = _hashTypedDataV4(structHash);
+        (address recovered, ECDSA.RecoverError err, ) = ECDSA.tryRecoverCalldata(digest, signature);
+        if (err == ECDSA.RecoverError.NoError && recovered == signer) return;
+        if (!SignatureChecker.isValidERC1271SignatureNowCalldata(signer, digest, signature)) {
             revert ConsentInvalidSignature(signer);
         }
     }
