@@ -12,9 +12,10 @@ import {Vocabulary} from "./libraries/Vocabulary.sol";
  * of governance itself (add/remove admin, change threshold) goes through propose → approve → execute.
  * Once the threshold is above 1, no single key can onboard or suspend an institution.
  *
- * Proposals carry the admin epoch they were made under: any change of the admin set bumps the epoch and
- * makes older proposals stale, so approvals of a removed admin can never count. Proposals expire after
- * {PROPOSAL_TTL}.
+ * Proposals carry the admin epoch they were made under: any change of the rules themselves - the admin
+ * set or the threshold - bumps the epoch and makes every pending proposal stale, so approvals of a removed
+ * admin never count and a lowered threshold cannot suddenly make old, under-approved proposals executable.
+ * Proposals expire after {PROPOSAL_TTL}.
  *
  * Storage layout (on purpose): a member's hot data (status, roles, since) fits one slot so that the
  * membership checks other contracts make on every access cost one SLOAD; the encryption key and the
@@ -223,9 +224,9 @@ contract MemberRegistry is IMemberRegistry {
     }
 
     /// @dev Static validation of a proposal's arguments (state is checked again when it executes).
-    function _validate(Action action, address target, uint16 arg, bytes32 encryptionKey) private pure {
+    function _validate(Action action, address target, uint16 arg, bytes32 encryptionKey) private view {
         if (action == Action.ChangeThreshold) {
-            if (arg == 0 || arg > type(uint8).max) revert MemberRegistryInvalidThreshold(arg, 0);
+            if (arg == 0 || arg > type(uint8).max) revert MemberRegistryInvalidThreshold(arg, _gov.adminCount);
             return;
         }
         if (target == address(0)) revert MemberRegistryZeroAddress();
@@ -273,6 +274,7 @@ contract MemberRegistry is IMemberRegistry {
             _bumpEpoch();
         } else {
             _setThreshold(uint8(arg));
+            _bumpEpoch();
         }
     }
 
@@ -303,7 +305,7 @@ contract MemberRegistry is IMemberRegistry {
     function _addAdmin(address account) private {
         if (account == address(0)) revert MemberRegistryZeroAddress();
         if (_admins[account]) revert MemberRegistryAdminState(account, true);
-        if (_gov.adminCount == type(uint8).max) revert MemberRegistryAdminUnderflow(_gov.adminCount, _gov.threshold);
+        if (_gov.adminCount == type(uint8).max) revert MemberRegistryTooManyAdmins(type(uint8).max);
         _admins[account] = true;
         _gov.adminCount += 1;
         emit AdminAdded(account);
@@ -326,7 +328,7 @@ contract MemberRegistry is IMemberRegistry {
         emit ThresholdChanged(previous, threshold);
     }
 
-    /// @dev A changed admin set invalidates every pending proposal (see the contract NatSpec).
+    /// @dev A changed admin set or threshold invalidates every pending proposal (see the contract NatSpec).
     function _bumpEpoch() private {
         unchecked {
             // wrapping after 65,536 admin changes is harmless: proposals also expire after PROPOSAL_TTL

@@ -82,13 +82,15 @@ interface IMemberRegistry {
     error MemberRegistryAdminState(address account, bool isAdmin);
     /// @dev Removing an admin would leave fewer admins than the threshold (or none).
     error MemberRegistryAdminUnderflow(uint256 adminCount, uint256 threshold);
+    /// @dev The admin set is full (`max` admins).
+    error MemberRegistryTooManyAdmins(uint256 max);
     /// @dev No pending proposal `proposalId`.
     error MemberRegistryUnknownProposal(uint256 proposalId);
     /// @dev Proposal `proposalId` is no longer pending (executed or cancelled).
     error MemberRegistryProposalNotPending(uint256 proposalId, ProposalStatus status);
     /// @dev Proposal `proposalId` expired at `expiresAt`.
     error MemberRegistryProposalExpired(uint256 proposalId, uint40 expiresAt);
-    /// @dev Proposal `proposalId` was made under an earlier admin set and can no longer be executed.
+    /// @dev Proposal `proposalId` was made under an earlier admin set or threshold and can no longer be executed.
     error MemberRegistryProposalStale(uint256 proposalId);
     /// @dev `admin` already approved proposal `proposalId`.
     error MemberRegistryAlreadyApproved(uint256 proposalId, address admin);
