@@ -56,11 +56,18 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         uint40 validUntil;
     }
 
+    // one slot: optedOut (1) | lastOptOut (5). `lastOptOut` (when the patient last opted out) ends every
+    // window opened until then for good: opting back in must not revive them.
+    struct OptOutSlot {
+        bool optedOut;
+        uint40 lastOptOut;
+    }
+
     IMemberRegistry private immutable _members;
 
     mapping(address patient => mapping(address grantee => ConsentSlot)) private _consents;
     mapping(address patient => mapping(address guardian => uint40 validUntil)) private _guardians;
-    mapping(address patient => bool) private _emergencyOptOut;
+    mapping(address patient => OptOutSlot) private _emergencyOptOut;
     mapping(address patient => mapping(address member => EmergencySlot)) private _emergency;
 
     constructor(IMemberRegistry members) EIP712("HealthCode Ledger", "1") {
@@ -148,7 +155,11 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
 
     /// @inheritdoc IConsentRegistry
     function setEmergencyOptOut(bool optedOut) external {
-        _emergencyOptOut[msg.sender] = optedOut;
+        if (optedOut) {
+            _emergencyOptOut[msg.sender] = OptOutSlot(true, uint40(block.timestamp));
+        } else {
+            _emergencyOptOut[msg.sender].optedOut = false;
+        }
         emit EmergencyOptOutSet(msg.sender, optedOut);
     }
 
@@ -167,7 +178,7 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         if (categories == 0 || categories & ~Vocabulary.EMERGENCY_SAFE_CATEGORIES != 0) {
             revert ConsentEmergencyCategoryNotAllowed(categories);
         }
-        if (_emergencyOptOut[patient]) revert ConsentEmergencyOptedOut(patient);
+        if (_emergencyOptOut[patient].optedOut) revert ConsentEmergencyOptedOut(patient);
         if (reasonHash == bytes32(0)) revert ConsentEmergencyReasonRequired();
         uint40 validUntil = uint40(block.timestamp) + EMERGENCY_WINDOW;
         _emergency[patient][msg.sender] = EmergencySlot(categories, validUntil);
@@ -201,10 +212,13 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
 
         if (purpose == Vocabulary.PURPOSE_EMERGENCY && roles & Vocabulary.ROLE_EMERGENCY != 0) {
             EmergencySlot memory e = _emergency[patient][grantee];
+            OptOutSlot memory o = _emergencyOptOut[patient];
+            // a window opened at `e.validUntil - EMERGENCY_WINDOW`; one opened before an opt-out stays ended
             if (
                 block.timestamp < e.validUntil &&
                 (e.categories >> category) & 1 == 1 &&
-                !_emergencyOptOut[patient]
+                !o.optedOut &&
+                e.validUntil - EMERGENCY_WINDOW > o.lastOptOut
             ) {
                 return (true, _emergencyId(patient, grantee, e.validUntil), true);
             }
@@ -231,7 +245,7 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
 
     /// @inheritdoc IConsentRegistry
     function emergencyOptedOut(address patient) external view returns (bool) {
-        return _emergencyOptOut[patient];
+        return _emergencyOptOut[patient].optedOut;
     }
 
     /// @inheritdoc IConsentRegistry

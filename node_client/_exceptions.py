@@ -8,7 +8,7 @@
     ├── SignatureError          an EIP-712 message does not verify off-chain
     ├── DeploymentError         a manifest is missing, malformed or for another chain
     └── TransactionError        a transaction failed (carries .tx_hash when one was sent)
-        └── ContractRevert      the contract reverted; .error_name / .args / .data
+        └── ContractRevert      the contract reverted; .error_name / .args_by_name / .data
             ├── <one subclass per Solidity custom error, named after it>
             │     e.g. ConsentExpiredSignature, MemberRegistryNotAdmin, AccessLedgerNotAuthorized
             └── RevertWithReason / Panic (Error(string) / Panic(uint256))
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from eth_abi import decode as abi_decode
-from eth_utils import function_signature_to_4byte_selector
+from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 
 __all__ = [
     "ChainUnavailable",
@@ -83,8 +83,9 @@ class TransactionError(NodeClientError):
 class ContractRevert(TransactionError):
     """A contract call or transaction reverted.
 
-    ``error_name`` is the Solidity error's name, ``args`` its decoded arguments by name, ``data`` the raw
-    revert data (selector + ABI-encoded arguments).
+    ``error_name`` is the Solidity error's name, ``args_by_name`` its decoded arguments by name (also
+    readable as attributes, e.g. ``exc.deadline``; addresses checksummed), ``data`` the raw revert data
+    (selector + ABI-encoded arguments).
     """
 
     error_name: str = "ContractRevert"
@@ -178,4 +179,6 @@ def decode_revert(data: bytes | str, *, tx_hash: str | None = None) -> ContractR
         values = abi_decode(types, bytes(data[4:]))
     except Exception:  # malformed revert data: keep the raw bytes rather than hide the revert
         return cls({}, data=data, tx_hash=tx_hash)
+    # Addresses checksummed, as in decoded events and LocalAccount.address (eth-abi gives lowercase).
+    values = [to_checksum_address(v) if t == "address" else v for t, v in zip(types, values, strict=True)]
     return cls(dict(zip(names, values, strict=True)), data=data, tx_hash=tx_hash)

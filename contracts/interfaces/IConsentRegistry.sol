@@ -195,7 +195,8 @@ interface IConsentRegistry {
 
     /**
      * @dev Opts the caller out of (or back into) emergency access. Opting out also ends open
-     * emergency windows: {check} refuses them from this block on.
+     * emergency windows: {check} refuses them from this block on, and opting back in does not revive
+     * them (a new {emergencyAccess} is needed).
      *
      * Emits an {EmergencyOptOutSet} event.
      */
