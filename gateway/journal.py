@@ -1,0 +1,1091 @@
+"""The release journal of batch ledger mode: durable, hash-chained, Merkle-anchored.
+
+In batch mode a release is not mined one transaction at a time. Instead it is appended here, and only
+once its row is on disk (fsynced) is the response sent. Every few seconds the :class:`Anchorer`
+publishes on-chain (``AccessLedger.anchorBatch(root, treeSize)``) the RFC 6962 root of the Merkle
+tree whose leaves are the journal rows, so an auditor can later prove that every journal entry is
+included under an anchored root and that each anchored tree extends the previous one
+(``node_client.merkle``). The journal itself is additionally hash-chained so that local tampering is
+caught on every open, even before an auditor looks.
+
+Entry encoding, version 1 (``JournalEntry.to_bytes``)
+-----------------------------------------------------
+The Merkle leaf of entry ``i`` is ``SHA-256(0x00 || to_bytes(entry_i))``. ``to_bytes`` is a fixed
+binary layout of exactly 151 bytes (no lengths, no text, so no canonicalisation questions; the auditor
+re-derives it in any language from the exported fields)::
+
+    offset size  field
+         0    4  magic        b"HCLJ"
+         4    1  version      0x01
+         5   20  requester    address, 20 raw bytes
+        25   20  patient      address, 20 raw bytes
+        45   32  record_id    bytes32
+        77    1  purpose      uint8 (the on-chain purpose code)
+        78   32  consent_id   bytes32
+       110    1  emergency    0x00 or 0x01 (anything else is rejected)
+       111   32  access_hash  bytes32 (the ``accessId`` of the release response)
+       143    8  released_at  uint64 big-endian, unix time in milliseconds
+       151       (end)
+
+Addresses are stored as bytes, so letter case is not part of the entry: entries are normalised to
+the EIP-55 checksummed form when built and when decoded.
+
+Database (SQLite, WAL, ``synchronous=FULL``: a commit returns only after the WAL is fsynced)::
+
+    entries(idx INTEGER PRIMARY KEY, entry BLOB NOT NULL, leaf_hash BLOB NOT NULL, chain_hash BLOB NOT NULL)
+    anchors(tree_size INTEGER PRIMARY KEY, root BLOB, tx_hash TEXT, block_number INTEGER, anchored_at INTEGER)
+
+``chain_hash(i) = SHA-256(chain_hash(i-1) || leaf_hash(i))`` with ``chain_hash(-1)`` = 32 zero bytes.
+``anchored_at`` is unix seconds (like the chain's ``anchoredAt``). ``PRAGMA user_version`` is 1.
+
+Group commit
+------------
+An fsync per release would cap throughput at the disk's fsync rate and, worse, serialise callers
+behind each other. Callers instead enqueue their entry and wait on a future; ONE writer thread takes
+everything queued (up to ``batch_max`` entries), inserts it in one transaction, commits (one fsync)
+and only then resolves the futures with the indexes. Callers arriving while a commit is in flight
+form the next batch. When the previous batch had companions the writer lingers up to
+``batch_wait_ms`` for as many callers as last time, so steady concurrent load settles into full
+batches; a lone caller never waits for that.
+
+Failure semantics: if a write or commit fails (disk full, I/O error, closed connection) the journal
+becomes unavailable *for good*: that batch, everything queued and every later append raise
+:class:`JournalUnavailable`, and nothing of the failed batch is reported as appended. It does not
+retry, because after a failed fsync the kernel may already have dropped the dirty pages and a retry
+can "succeed" without the data; re-opening the journal (restarting the gateway) re-reads what is
+really on disk. A row that was written although its commit reported failure is harmless: that
+release was refused, so the journal over-reports, never under-reports.
+
+Export format (:meth:`Journal.export`, read back and checked by :func:`read_export`)
+-----------------------------------------------------------------------------------
+JSON Lines, UTF-8, one object per line, hex strings ``0x``-prefixed lowercase:
+
+1. header: ``{"type": "header", "format": "hcl-release-journal", "version": 1,
+   "entry_encoding": "HCLJ/1", "size": N, "root": MTH of the N entries,
+   "chain_head": chain_hash(N-1) or 32 zero bytes}``
+2. N entries, idx ascending: ``{"type": "entry", "idx", "requester", "patient", "record_id",
+   "purpose", "consent_id", "emergency", "access_hash", "released_at", "encoded": to_bytes() hex,
+   "leaf_hash", "chain_hash"}``. An auditor re-encodes the fields (layout above), checks
+   ``encoded``, and recomputes ``leaf_hash`` and ``chain_hash``; it must not trust the hashes given.
+3. the anchors recorded up to size N, tree_size ascending: ``{"type": "anchor", "tree_size",
+   "root", "tx_hash", "block_number", "anchored_at"}``; the auditor compares them with the
+   ``AccessBatchAnchored`` events on-chain, which are the authoritative copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import fcntl
+import functools
+import hashlib
+import logging
+import os
+import queue
+import re
+import sqlite3
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+from eth_utils import to_checksum_address
+
+from node_client.merkle import MerkleTree, leaf_hash
+
+__all__ = [
+    "ENTRY_SIZE",
+    "ENTRY_VERSION",
+    "Anchor",
+    "AnchorFn",
+    "Anchorer",
+    "ExportedJournal",
+    "Journal",
+    "JournalCorrupt",
+    "JournalEntry",
+    "JournalError",
+    "JournalUnavailable",
+    "read_export",
+]
+
+log = logging.getLogger("hcl.gateway.journal")
+
+ENTRY_MAGIC = b"HCLJ"
+ENTRY_VERSION = 1
+_ENTRY = struct.Struct(">4sB20s20s32sB32sB32sQ")
+ENTRY_SIZE = _ENTRY.size  # 151
+ZERO_HASH = b"\x00" * 32
+EXPORT_FORMAT = "hcl-release-journal"
+EXPORT_VERSION = 1
+SCHEMA_VERSION = 1
+
+_ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
+_sha256 = hashlib.sha256
+
+
+class JournalError(Exception):
+    """Base class of journal errors."""
+
+
+class JournalUnavailable(JournalError):
+    """The journal cannot durably record anything (closed, disk full, I/O error): release nothing."""
+
+
+class JournalCorrupt(JournalError):
+    """What is on disk is not what was written: a row changed, vanished or moved.
+
+    ``index`` is the first entry found bad (``None`` when the damage is not tied to one entry).
+    """
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message if index is None else f"{message} (entry {index})")
+        self.index = index
+
+
+# ---------------------------------------------------------------------------------------- entries
+
+
+@functools.lru_cache(maxsize=16384)
+def _checksum(address: str) -> str:
+    # EIP-55 costs ~60 us (keccak in Python land); releases involve few distinct addresses
+    return to_checksum_address(address)
+
+
+def _b32(name: str, value: bytes) -> bytes:
+    if not isinstance(value, (bytes, bytearray)) or len(value) != 32:
+        raise ValueError(f"{name} must be 32 bytes")
+    return bytes(value)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One release, as journaled. Validated and normalised on construction (see module docstring)."""
+
+    requester: str
+    patient: str
+    record_id: bytes
+    purpose: int
+    consent_id: bytes
+    emergency: bool
+    access_hash: bytes
+    released_at: int  # unix ms
+
+    def __post_init__(self) -> None:
+        for name in ("requester", "patient"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _ADDRESS_RE.fullmatch(value):
+                raise ValueError(f"{name} must be a 0x-prefixed 20-byte hex address")
+            object.__setattr__(self, name, _checksum(value))
+        for name in ("record_id", "consent_id", "access_hash"):
+            object.__setattr__(self, name, _b32(name, getattr(self, name)))
+        if isinstance(self.purpose, bool) or not isinstance(self.purpose, int) or not 0 <= self.purpose <= 255:
+            raise ValueError("purpose must be an integer 0..255")
+        if not isinstance(self.emergency, bool):
+            raise ValueError("emergency must be a bool")
+        if isinstance(self.released_at, bool) or not isinstance(self.released_at, int):
+            raise ValueError("released_at must be an integer (unix ms)")
+        if not 0 <= self.released_at < 1 << 64:
+            raise ValueError("released_at out of range")
+
+    def to_bytes(self) -> bytes:
+        """The canonical 151-byte encoding, version 1 (layout in the module docstring)."""
+        return _ENTRY.pack(
+            ENTRY_MAGIC,
+            ENTRY_VERSION,
+            bytes.fromhex(self.requester[2:]),
+            bytes.fromhex(self.patient[2:]),
+            self.record_id,
+            self.purpose,
+            self.consent_id,
+            1 if self.emergency else 0,
+            self.access_hash,
+            self.released_at,
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> JournalEntry:
+        """Inverse of :meth:`to_bytes`; rejects anything that is not exactly a canonical encoding."""
+        if len(data) != ENTRY_SIZE:
+            raise ValueError(f"an entry is {ENTRY_SIZE} bytes, not {len(data)}")
+        magic, version, req, pat, rid, purpose, cid, emergency, ah, at = _ENTRY.unpack(data)
+        if magic != ENTRY_MAGIC or version != ENTRY_VERSION:
+            raise ValueError("not a version 1 journal entry")
+        if emergency not in (0, 1):
+            raise ValueError("emergency byte must be 0 or 1")
+        return cls(
+            requester="0x" + req.hex(),
+            patient="0x" + pat.hex(),
+            record_id=rid,
+            purpose=purpose,
+            consent_id=cid,
+            emergency=bool(emergency),
+            access_hash=ah,
+            released_at=at,
+        )
+
+    def leaf_hash(self) -> bytes:
+        """The Merkle leaf hash of this entry: ``SHA-256(0x00 || to_bytes())``."""
+        return leaf_hash(self.to_bytes())
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry's fields as in the export (hex strings ``0x``-prefixed)."""
+        return {
+            "requester": self.requester,
+            "patient": self.patient,
+            "record_id": "0x" + self.record_id.hex(),
+            "purpose": self.purpose,
+            "consent_id": "0x" + self.consent_id.hex(),
+            "emergency": self.emergency,
+            "access_hash": "0x" + self.access_hash.hex(),
+            "released_at": self.released_at,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> JournalEntry:
+        """Inverse of :meth:`to_json` (extra keys are ignored)."""
+        return cls(
+            requester=obj["requester"],
+            patient=obj["patient"],
+            record_id=_unhex(obj["record_id"]),
+            purpose=obj["purpose"],
+            consent_id=_unhex(obj["consent_id"]),
+            emergency=obj["emergency"],
+            access_hash=_unhex(obj["access_hash"]),
+            released_at=obj["released_at"],
+        )
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+def _unhex(s: Any) -> bytes:
+    if not isinstance(s, str) or not s.startswith("0x"):
+        raise ValueError(f"expected a 0x-prefixed hex string, got {s!r}")
+    return bytes.fromhex(s[2:])
+
+
+def _chain(previous: bytes, leaf: bytes) -> bytes:
+    return _sha256(previous + leaf).digest()
+
+
+class Anchor(NamedTuple):
+    """A root published on-chain: ``anchorBatch(root, tree_size)`` mined in ``tx_hash``/``block_number``."""
+
+    tree_size: int
+    root: bytes
+    tx_hash: str
+    block_number: int
+    anchored_at: int  # unix seconds
+
+
+# ---------------------------------------------------------------------------------------- journal
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    idx INTEGER PRIMARY KEY,
+    entry BLOB NOT NULL,
+    leaf_hash BLOB NOT NULL,
+    chain_hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS anchors (
+    tree_size INTEGER PRIMARY KEY,
+    root BLOB,
+    tx_hash TEXT,
+    block_number INTEGER,
+    anchored_at INTEGER
+);
+"""
+
+
+class _Request:
+    """One caller's append: its encoded entries, their leaf hashes and the future it waits on."""
+
+    __slots__ = ("blobs", "leaves", "future", "many")
+
+    def __init__(self, blobs: list[bytes], leaves: list[bytes], many: bool) -> None:
+        self.blobs = blobs
+        self.leaves = leaves
+        self.future: Future[Any] = Future()
+        self.many = many
+
+
+_STOP = object()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Makes a directory entry durable (a new file is not crash-safe until its directory is synced)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """The durable release journal (see the module docstring). Thread-safe.
+
+    Opening loads every row, re-derives each leaf hash from the stored entry, checks the hash chain
+    and the recorded anchors, and builds the in-memory Merkle tree: O(n) (about 1.5 s per million
+    rows here), then every root and proof is O(log n) from memory.
+    """
+
+    def __init__(self, path: Path, *, batch_max: int = 512, batch_wait_ms: float = 2.0) -> None:
+        if batch_max < 1:
+            raise ValueError("batch_max must be >= 1")
+        if batch_wait_ms < 0:
+            raise ValueError("batch_wait_ms must be >= 0")
+        self.path = Path(path)
+        self.batch_max = batch_max
+        self.batch_wait = batch_wait_ms / 1000.0
+        #: committed transactions of entries (one fsync each): appends / commits is the batching factor
+        self.commits = 0
+        #: entries committed by this process
+        self.appended = 0
+        self.max_batch = 0
+
+        self._state_lock = threading.Lock()  # closed / error / enqueue
+        self._conn_lock = threading.Lock()  # the write connection
+        self._tree_lock = threading.RLock()  # tree and anchor bookkeeping
+        self._anchor_lock = threading.Lock()  # serialises record_anchor
+        self._closed = False
+        self._error: BaseException | None = None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._listeners: list[Callable[[int], None]] = []
+        self._commit_times: collections.deque[tuple[int, float]] = collections.deque()
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = self._lock_file()
+        try:
+            created = not self.path.exists()
+            self._conn: sqlite3.Connection | None = self._connect()
+            conn = self._conn
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise JournalUnavailable(f"{self.path}: WAL mode unavailable (got {mode})")
+            conn.execute("PRAGMA synchronous=FULL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise JournalUnavailable(f"{self.path}: journal schema {version} is newer than this code")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):  # not executescript(): it would COMMIT first
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+            if created:  # the new database (and its WAL) must survive a crash as directory entries too
+                _fsync_dir(self.path.parent)
+            self._tree = MerkleTree()
+            self._chain_head = ZERO_HASH
+            self._last_anchor: Anchor | None = None
+            self._load()
+        except BaseException:
+            self._release_lock_file()
+            conn_ = getattr(self, "_conn", None)
+            if conn_ is not None:
+                conn_.close()
+            raise
+        self._writer = threading.Thread(target=self._run, name=f"journal-writer:{self.path.name}", daemon=True)
+        self._writer.start()
+
+    # ------------------------------------------------------------------ opening
+
+    def _lock_file(self) -> int:
+        """An exclusive ``flock`` on ``<db>.lock``: two processes appending to one journal would fork it."""
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise JournalUnavailable(f"{self.path} is open in another journal (process or object)") from exc
+        return fd
+
+    def _release_lock_file(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # closing drops the flock
+            self._lock_fd = -1
+
+    def _connect(self, *, readonly: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        if readonly:
+            conn.execute("PRAGMA query_only=1")
+        return conn
+
+    def _load(self) -> None:
+        """Rebuilds the tree from disk, verifying every row, then checks the recorded anchors."""
+        assert self._conn is not None
+        expected = 0
+        chain = ZERO_HASH
+        tree = self._tree
+        rows = self._conn.execute("SELECT idx, entry, leaf_hash, chain_hash FROM entries ORDER BY idx")
+        for idx, blob, leaf, stored_chain in rows:
+            self._check_row(expected, idx, blob, leaf, stored_chain, chain)
+            chain = bytes(stored_chain)
+            tree.append(bytes(leaf))
+            expected += 1
+        self._chain_head = chain
+        anchors = self._read_anchors(self._conn)
+        previous = 0
+        for a in anchors:
+            if a.tree_size <= previous:
+                raise JournalCorrupt("anchor tree sizes do not increase")
+            previous = a.tree_size
+            if a.tree_size > tree.size:
+                raise JournalCorrupt(
+                    f"an anchor covers {a.tree_size} entries but the journal has {tree.size}", tree.size
+                )
+            if a.root != tree.root(a.tree_size):
+                raise JournalCorrupt(f"the entries do not hash to the root anchored at size {a.tree_size}")
+        self._last_anchor = anchors[-1] if anchors else None
+        anchored = self._last_anchor.tree_size if self._last_anchor else 0
+        if tree.size > anchored:
+            # unanchored rows from a previous run: age them by their release time (wall clock)
+            row = self._conn.execute("SELECT entry FROM entries WHERE idx = ?", (anchored,)).fetchone()
+            age = max(0.0, time.time() - JournalEntry.from_bytes(bytes(row[0])).released_at / 1000)
+            self._commit_times.append((tree.size, time.monotonic() - age))
+
+    @staticmethod
+    def _check_row(expected: int, idx: int, blob: bytes, leaf: bytes, stored_chain: bytes, chain: bytes) -> None:
+        if idx != expected:
+            raise JournalCorrupt("entry missing or out of place" if idx > expected else "bad index", expected)
+        if not isinstance(blob, bytes) or leaf_hash(blob) != leaf:
+            raise JournalCorrupt("entry does not match its leaf hash", idx)
+        if _chain(chain, leaf) != stored_chain:
+            raise JournalCorrupt("hash chain broken", idx)
+
+    @staticmethod
+    def _read_anchors(conn: sqlite3.Connection) -> list[Anchor]:
+        rows = conn.execute(
+            "SELECT tree_size, root, tx_hash, block_number, anchored_at FROM anchors ORDER BY tree_size"
+        ).fetchall()
+        return [Anchor(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows]
+
+    # ------------------------------------------------------------------ appending
+
+    def _submit(self, entries: Sequence[JournalEntry], many: bool) -> _Request:
+        blobs = []
+        for e in entries:
+            if not isinstance(e, JournalEntry):
+                raise TypeError("expected a JournalEntry")
+            blobs.append(e.to_bytes())
+        # hash in the caller's thread: the single writer is the bottleneck, callers are not
+        req = _Request(blobs, [leaf_hash(b) for b in blobs], many)
+        with self._state_lock:
+            self._raise_if_unusable()
+            self._queue.put(req)
+        return req
+
+    def _raise_if_unusable(self) -> None:
+        if self._error is not None:
+            raise JournalUnavailable(f"the journal failed: {self._error!r}") from self._error
+        if self._closed:
+            raise JournalUnavailable("the journal is closed")
+
+    def append(self, entry: JournalEntry) -> int:
+        """Appends one entry and returns its index once it is durable (fsynced). Blocks until then.
+
+        Raises :class:`JournalUnavailable` if it could not be made durable: then it was not appended.
+        """
+        return int(self._submit([entry], many=False).future.result())
+
+    def append_many(self, entries: Sequence[JournalEntry]) -> list[int]:
+        """Appends entries atomically (one transaction, consecutive indexes); returns their indexes."""
+        if not entries:
+            return []
+        return list(self._submit(list(entries), many=True).future.result())
+
+    async def append_async(self, entry: JournalEntry) -> int:
+        """:meth:`append` for coroutines: awaits durability without blocking the event loop."""
+        return int(await asyncio.wrap_future(self._submit([entry], many=False).future))
+
+    def _run(self) -> None:
+        """The writer thread: take a batch, commit it, resolve it; forever, until stopped or broken."""
+        previous_requests = 1
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    return
+                batch: list[_Request] = [item]
+                count = len(item.blobs)
+                stop = False
+                deadline: float | None = None
+                while count < self.batch_max:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        # linger only for the companions the previous batch suggests are coming
+                        if self.batch_wait <= 0 or len(batch) >= previous_requests:
+                            break
+                        now = time.monotonic()
+                        if deadline is None:
+                            deadline = now + self.batch_wait
+                        if now >= deadline:
+                            break
+                        try:
+                            item = self._queue.get(timeout=deadline - now)
+                        except queue.Empty:
+                            break
+                    if item is _STOP:
+                        stop = True
+                        break
+                    batch.append(item)
+                    count += len(item.blobs)
+                previous_requests = len(batch)
+                if not self._commit(batch) or stop:
+                    return
+        except BaseException as exc:  # a bug here must not leave callers waiting forever
+            log.exception("journal writer crashed")
+            self._fail(exc, [])
+
+    def _commit(self, batch: list[_Request]) -> bool:
+        idx = self._tree.size
+        chain = self._chain_head
+        rows: list[tuple[int, bytes, bytes, bytes]] = []
+        firsts: list[int] = []
+        for req in batch:
+            firsts.append(idx)
+            for blob, leaf in zip(req.blobs, req.leaves):
+                chain = _chain(chain, leaf)
+                rows.append((idx, blob, leaf, chain))
+                idx += 1
+        try:
+            with self._conn_lock:
+                conn = self._conn
+                if conn is None:
+                    raise JournalUnavailable("the journal is closed")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(
+                        "INSERT INTO entries (idx, entry, leaf_hash, chain_hash) VALUES (?, ?, ?, ?)", rows
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        conn.execute("ROLLBACK")
+                    raise
+        except BaseException as exc:
+            log.error("journal write failed; the journal is now unavailable: %r", exc)
+            self._fail(exc, batch)
+            return False
+        now = time.monotonic()
+        with self._tree_lock:
+            for row in rows:
+                self._tree.append(row[2])
+            self._chain_head = chain
+            self._commit_times.append((idx, now))
+        self.commits += 1
+        self.appended += len(rows)
+        self.max_batch = max(self.max_batch, len(rows))
+        for req, first in zip(batch, firsts):
+            req.future.set_result(list(range(first, first + len(req.blobs))) if req.many else first)
+        for listener in list(self._listeners):
+            try:
+                listener(idx)
+            except Exception:
+                log.exception("journal commit listener failed")
+        return True
+
+    def _fail(self, exc: BaseException, batch: list[_Request]) -> None:
+        """Marks the journal unavailable and fails ``batch`` and everything still queued."""
+        with self._state_lock:
+            if self._error is None:
+                self._error = exc
+        error = JournalUnavailable(f"the journal could not be written: {exc!r}")
+        error.__cause__ = exc
+        pending = list(batch)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                pending.append(item)
+        for req in pending:
+            if not req.future.done():
+                req.future.set_exception(error)
+
+    def add_commit_listener(self, listener: Callable[[int], None]) -> None:
+        """Calls ``listener(new_size)`` after every commit (in the writer thread: keep it quick)."""
+        self._listeners.append(listener)
+
+    # ------------------------------------------------------------------ state and proofs
+
+    @property
+    def size(self) -> int:
+        """Number of durable entries."""
+        return self._tree.size
+
+    @property
+    def available(self) -> bool:
+        """False once closed or failed."""
+        return self._error is None and not self._closed
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the journal became unavailable, if it did."""
+        return self._error
+
+    def root(self, size: int | None = None) -> bytes:
+        with self._tree_lock:
+            return self._tree.root(size)
+
+    def leaf_hash(self, idx: int) -> bytes:
+        with self._tree_lock:
+            return self._tree.leaf(idx)
+
+    def inclusion_proof(self, idx: int, size: int | None = None) -> list[bytes]:
+        with self._tree_lock:
+            return self._tree.inclusion_proof(idx, size)
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        with self._tree_lock:
+            return self._tree.consistency_proof(old_size, new_size)
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A separate read-only connection: WAL readers never wait for the writer, nor it for them."""
+        if self._closed:
+            raise JournalUnavailable("the journal is closed")
+        try:
+            conn = self._connect(readonly=True)
+        except sqlite3.Error as exc:
+            raise JournalUnavailable(f"cannot read the journal: {exc!r}") from exc
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def entries(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, JournalEntry, bytes]]:
+        """``(idx, entry, leaf_hash)`` for ``start <= idx < stop`` (default: the current size).
+
+        Each row is checked against the in-memory tree (verified at open, extended only by our own
+        commits), so a row altered on disk since is reported as :class:`JournalCorrupt`.
+        """
+        size = self.size
+        stop = size if stop is None else min(stop, size)
+        start = max(start, 0)
+        if start >= stop:
+            return
+        with self._reader() as conn:
+            expected = start
+            for idx, blob, _leaf in conn.execute(
+                "SELECT idx, entry, leaf_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop)
+            ):
+                blob = bytes(blob)
+                leaf = self._tree.leaf(expected)
+                if idx != expected:
+                    raise JournalCorrupt("entry missing or out of place", expected)
+                if leaf_hash(blob) != leaf:
+                    raise JournalCorrupt("entry changed on disk", idx)
+                try:
+                    entry = JournalEntry.from_bytes(blob)
+                except ValueError as exc:  # a valid leaf hash over an invalid encoding: never written by us
+                    raise JournalCorrupt(f"entry does not decode: {exc}", idx) from exc
+                yield idx, entry, leaf
+                expected += 1
+            if expected != stop:
+                raise JournalCorrupt("entry missing", expected)
+
+    def verify_chain(self, start: int = 0) -> None:
+        """Re-reads rows ``start..size`` from disk and checks them; raises :class:`JournalCorrupt`.
+
+        Each row must hash to its leaf, chain from the previous row's stored ``chain_hash``, and agree
+        with the in-memory tree. ``start > 0`` trusts row ``start - 1``'s chain hash (checked earlier).
+        """
+        size = self.size
+        if not 0 <= start <= size:
+            raise ValueError(f"start {start} not in 0..{size}")
+        with self._reader() as conn:
+            chain = ZERO_HASH
+            if start > 0:
+                row = conn.execute("SELECT chain_hash FROM entries WHERE idx = ?", (start - 1,)).fetchone()
+                if row is None:
+                    raise JournalCorrupt("entry missing", start - 1)
+                chain = bytes(row[0])
+            expected = start
+            rows = conn.execute(
+                "SELECT idx, entry, leaf_hash, chain_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (start, size),
+            )
+            for idx, blob, leaf, stored_chain in rows:
+                blob, leaf, stored_chain = bytes(blob), bytes(leaf), bytes(stored_chain)
+                self._check_row(expected, idx, blob, leaf, stored_chain, chain)
+                if leaf != self._tree.leaf(idx):
+                    raise JournalCorrupt("entry differs from the one committed", idx)
+                chain = stored_chain
+                expected += 1
+            if expected != size:
+                raise JournalCorrupt("entry missing", expected)
+
+    # ------------------------------------------------------------------ anchoring bookkeeping
+
+    def pending_anchor(self) -> tuple[int, bytes] | None:
+        """``(size, root)`` to anchor next, or None when everything is anchored already."""
+        with self._tree_lock:
+            size = self._tree.size
+            anchored = self._last_anchor.tree_size if self._last_anchor else 0
+            if size <= anchored:
+                return None
+            return size, self._tree.root(size)
+
+    def record_anchor(
+        self, tree_size: int, root: bytes, tx_hash: str, block_number: int, anchored_at: int | None = None
+    ) -> Anchor:
+        """Durably records that ``root`` of ``tree_size`` entries was anchored on-chain.
+
+        Refuses (``ValueError``) a size that does not grow or a root this journal does not have: a
+        bookkeeping error must never make the journal vouch for a root it cannot prove.
+        """
+        when = int(time.time()) if anchored_at is None else anchored_at
+        anchor = Anchor(tree_size, bytes(root), tx_hash, block_number, when)
+        with self._anchor_lock:
+            last = self._last_anchor
+            if tree_size < 1 or (last is not None and tree_size <= last.tree_size):
+                raise ValueError(f"tree size {tree_size} does not grow (last anchored {last.tree_size if last else 0})")
+            if tree_size > self.size:
+                raise ValueError(f"tree size {tree_size} > journal size {self.size}")
+            if anchor.root != self.root(tree_size):
+                raise ValueError(f"{anchor.root.hex()} is not the journal's root at size {tree_size}")
+            with self._conn_lock:
+                conn = self._conn
+                if conn is None or self._error is not None:
+                    raise JournalUnavailable("the journal is closed or failed")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        conn.execute("INSERT INTO anchors VALUES (?, ?, ?, ?, ?)", tuple(anchor))
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            conn.execute("ROLLBACK")
+                        raise
+                except sqlite3.Error as exc:
+                    raise JournalUnavailable(f"cannot record the anchor: {exc!r}") from exc
+            with self._tree_lock:
+                self._last_anchor = anchor
+                while self._commit_times and self._commit_times[0][0] <= tree_size:
+                    self._commit_times.popleft()
+        return anchor
+
+    def last_anchor(self) -> Anchor | None:
+        """The latest recorded anchor (a tuple: ``last_anchor()[0]`` is its tree size)."""
+        return self._last_anchor
+
+    def anchors(self) -> list[Anchor]:
+        """All recorded anchors, tree size ascending."""
+        with self._reader() as conn:
+            return self._read_anchors(conn)
+
+    def unanchored_since(self) -> float | None:
+        """``time.monotonic()`` when the oldest unanchored entry was committed; None if all are anchored."""
+        with self._tree_lock:
+            anchored = self._last_anchor.tree_size if self._last_anchor else 0
+            if self._tree.size <= anchored:
+                return None
+            for end, when in self._commit_times:
+                if end > anchored:
+                    return when
+            return None
+
+    # ------------------------------------------------------------------ export and close
+
+    def export(self, path: Path) -> int:
+        """Writes the journal (format in the module docstring) atomically; returns the entry count."""
+        path = Path(path)
+        with self._tree_lock:
+            size = self._tree.size
+            root = self._tree.root(size)
+        anchors = [a for a in self.anchors() if a.tree_size <= size]
+        tmp = path.with_name(path.name + ".tmp")
+        chain = ZERO_HASH
+        with open(tmp, "wb") as f, self._reader() as conn:
+            lines: list[bytes] = []
+            expected = 0
+            for idx, blob, leaf, stored_chain in conn.execute(
+                "SELECT idx, entry, leaf_hash, chain_hash FROM entries WHERE idx < ? ORDER BY idx", (size,)
+            ):
+                blob, leaf, stored_chain = bytes(blob), bytes(leaf), bytes(stored_chain)
+                self._check_row(expected, idx, blob, leaf, stored_chain, chain)
+                if leaf != self._tree.leaf(idx):
+                    raise JournalCorrupt("entry differs from the one committed", idx)
+                chain = stored_chain
+                obj = {"type": "entry", "idx": idx, **JournalEntry.from_bytes(blob).to_json()}
+                obj.update(encoded=_hex(blob), leaf_hash=_hex(leaf), chain_hash=_hex(chain))
+                lines.append(orjson.dumps(obj))
+                expected += 1
+            if expected != size:
+                raise JournalCorrupt("entry missing", expected)
+            header = {
+                "type": "header",
+                "format": EXPORT_FORMAT,
+                "version": EXPORT_VERSION,
+                "entry_encoding": f"HCLJ/{ENTRY_VERSION}",
+                "size": size,
+                "root": _hex(root),
+                "chain_head": _hex(chain),
+            }
+            f.write(orjson.dumps(header) + b"\n")
+            for line in lines:
+                f.write(line + b"\n")
+            for a in anchors:
+                f.write(
+                    orjson.dumps(
+                        {
+                            "type": "anchor",
+                            "tree_size": a.tree_size,
+                            "root": _hex(a.root),
+                            "tx_hash": a.tx_hash,
+                            "block_number": a.block_number,
+                            "anchored_at": a.anchored_at,
+                        }
+                    )
+                    + b"\n"
+                )
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        return size
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Commits what is already queued, stops the writer, closes the database. Idempotent."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
+        self._writer.join()
+        with self._conn_lock:
+            if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
+                self._conn = None
+        self._release_lock_file()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------- export
+
+
+@dataclass(frozen=True)
+class ExportedJournal:
+    """A checked export: every hash re-derived from the entry fields, never taken from the file."""
+
+    size: int
+    root: bytes
+    entries: list[JournalEntry]
+    leaf_hashes: list[bytes]
+    chain_head: bytes
+    anchors: list[Anchor]
+    tree: MerkleTree
+
+
+def read_export(path: Path) -> ExportedJournal:
+    """Parses and verifies an export (what an auditor does first); raises :class:`JournalCorrupt`.
+
+    Checks: header format and version; indexes dense from 0; each ``encoded`` equals the re-encoded
+    fields; ``leaf_hash`` and ``chain_hash`` recomputed; the header's size, root and chain head;
+    each anchor's root equals the recomputed root at its size and sizes grow.
+    """
+    entries: list[JournalEntry] = []
+    leaves: list[bytes] = []
+    anchors: list[Anchor] = []
+    tree = MerkleTree()
+    chain = ZERO_HASH
+    header: dict[str, Any] | None = None
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            obj = orjson.loads(line)
+            kind = obj.get("type")
+            if lineno == 1:
+                if kind != "header" or obj.get("format") != EXPORT_FORMAT or obj.get("version") != EXPORT_VERSION:
+                    raise JournalCorrupt("not a version 1 release-journal export")
+                header = obj
+                continue
+            if kind == "entry":
+                if anchors:
+                    raise JournalCorrupt("entry after anchors", obj.get("idx"))
+                idx = len(entries)
+                if obj.get("idx") != idx:
+                    raise JournalCorrupt("entry missing or out of place", idx)
+                try:
+                    entry = JournalEntry.from_json(obj)
+                except (KeyError, ValueError) as exc:
+                    raise JournalCorrupt(f"bad entry fields: {exc}", idx) from exc
+                encoded = entry.to_bytes()
+                if _unhex(obj["encoded"]) != encoded:
+                    raise JournalCorrupt("encoded bytes differ from the fields", idx)
+                leaf = leaf_hash(encoded)
+                if _unhex(obj["leaf_hash"]) != leaf:
+                    raise JournalCorrupt("wrong leaf hash", idx)
+                chain = _chain(chain, leaf)
+                if _unhex(obj["chain_hash"]) != chain:
+                    raise JournalCorrupt("hash chain broken", idx)
+                entries.append(entry)
+                leaves.append(leaf)
+                tree.append(leaf)
+            elif kind == "anchor":
+                a = Anchor(obj["tree_size"], _unhex(obj["root"]), obj["tx_hash"], obj["block_number"], obj["anchored_at"])
+                if anchors and a.tree_size <= anchors[-1].tree_size:
+                    raise JournalCorrupt("anchor sizes do not grow")
+                if not 1 <= a.tree_size <= tree.size or a.root != tree.root(a.tree_size):
+                    raise JournalCorrupt(f"anchor at size {a.tree_size} does not match the entries")
+                anchors.append(a)
+            else:
+                raise JournalCorrupt(f"line {lineno}: unknown record type {kind!r}")
+    if header is None:
+        raise JournalCorrupt("empty export")
+    if header["size"] != tree.size:
+        raise JournalCorrupt(f"header says {header['size']} entries, found {tree.size}", tree.size)
+    if _unhex(header["root"]) != tree.root() or _unhex(header["chain_head"]) != chain:
+        raise JournalCorrupt("header root or chain head does not match the entries")
+    return ExportedJournal(tree.size, tree.root(), entries, leaves, chain, anchors, tree)
+
+
+# ---------------------------------------------------------------------------------------- anchorer
+
+#: ``anchor_fn(root, tree_size) -> (tx_hash, block_number)``: publishes a root (``anchorBatch``).
+AnchorFn = Callable[[bytes, int], tuple[str, int]]
+
+
+class Anchorer:
+    """Anchors the journal's root on-chain every ``interval`` seconds, or sooner once
+    ``size_threshold`` entries are waiting. Failures are logged, exposed and retried next interval.
+
+    ``anchor_fn`` is injected (the gateway passes one calling ``AccessLedger.anchorBatch``). It is
+    never called concurrently. If it succeeds but the anchor cannot be recorded locally, the anchor
+    is kept and recorded on the next round rather than anchoring the same size twice (the contract
+    would refuse a size that does not grow).
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        anchor_fn: AnchorFn,
+        *,
+        interval: float = 2.0,
+        size_threshold: int = 10_000,
+        retry_interval: float | None = None,
+    ) -> None:
+        if interval <= 0 or size_threshold < 1:
+            raise ValueError("interval must be > 0 and size_threshold >= 1")
+        self.journal = journal
+        self.anchor_fn = anchor_fn
+        self.interval = interval
+        self.size_threshold = size_threshold
+        self.retry_interval = interval if retry_interval is None else retry_interval
+        #: the last failure (``"ExceptionType: message"``), cleared by the next success
+        self.last_error: str | None = None
+        self.anchors_made = 0
+        self.failures = 0
+        self._attempt_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._unrecorded: Anchor | None = None
+        self._backoff_until = 0.0
+        journal.add_commit_listener(self._on_commit)
+
+    @property
+    def lag_seconds(self) -> float:
+        """Age of the oldest entry not yet anchored (0.0 when everything is anchored)."""
+        since = self.journal.unanchored_since()
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
+
+    def _anchored_size(self) -> int:
+        last = self.journal.last_anchor()
+        return last.tree_size if last else 0
+
+    def _on_commit(self, size: int) -> None:
+        if size - self._anchored_size() >= self.size_threshold and time.monotonic() >= self._backoff_until:
+            self._wake.set()
+
+    def anchor_once(self) -> Anchor | None:
+        """Anchors what is pending now, in the calling thread; raises what ``anchor_fn`` raises."""
+        with self._attempt_lock:
+            if self._unrecorded is not None:  # anchored on-chain last time, but not recorded
+                u = self._unrecorded
+                try:
+                    self.journal.record_anchor(*u)
+                except ValueError:  # recorded meanwhile (or superseded): nothing left to do
+                    log.warning("dropping unrecorded anchor at size %d", u.tree_size)
+                self._unrecorded = None
+                self.anchors_made += 1
+            pending = self.journal.pending_anchor()
+            if pending is None:
+                return None
+            size, root = pending
+            tx_hash, block_number = self.anchor_fn(root, size)
+            anchor = Anchor(size, root, str(tx_hash), int(block_number), int(time.time()))
+            self._unrecorded = anchor
+            self.journal.record_anchor(*anchor)
+            self._unrecorded = None
+            self.anchors_made += 1
+            log.info("journal anchored", extra={"tree_size": size, "root": root.hex(), "tx": anchor.tx_hash})
+            return anchor
+
+    def _attempt(self) -> bool:
+        try:
+            self.anchor_once()
+        except Exception as exc:
+            self.failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("anchoring failed (will retry): %s", self.last_error)
+            return False
+        self.last_error = None
+        return True
+
+    def _run(self) -> None:
+        next_due = time.monotonic() + self.interval
+        while not self._stopping:
+            self._wake.wait(max(0.0, next_due - time.monotonic()))
+            self._wake.clear()
+            if self._stopping:
+                return
+            now = time.monotonic()
+            if now < next_due:  # woken early: only for the threshold, and not while backing off
+                pending = self.journal.pending_anchor()
+                if now < self._backoff_until or pending is None:
+                    continue
+                if pending[0] - self._anchored_size() < self.size_threshold:
+                    continue
+            if self._attempt():
+                next_due = time.monotonic() + self.interval
+                self._backoff_until = 0.0
+            else:
+                next_due = self._backoff_until = time.monotonic() + self.retry_interval
+
+    def start(self) -> None:
+        """Starts the background thread (idempotent)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="journal-anchorer", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, flush: bool = True, timeout: float | None = 30.0) -> None:
+        """Stops the thread, then (``flush``) anchors whatever is still pending, once."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("anchorer did not stop within %s s (anchor_fn hanging?); not flushing", timeout)
+                return
+        if flush and self.journal.available:
+            self._attempt()

@@ -1,0 +1,342 @@
+"""RFC 6962 / RFC 9162 Merkle trees: hashing, an append-only tree with proofs, and the verifiers.
+
+Shared by the gateway (which builds the tree over its release journal and anchors roots on-chain) and
+the auditor (which checks that every journal entry is under an anchored root and that successive
+anchored roots are consistent). Both sides must agree *bit for bit* with the standard, otherwise a
+proof the gateway hands out proves nothing to anybody using another implementation; the tests pin the
+Certificate Transparency reference vectors for that reason.
+
+Definitions (RFC 9162 section 2.1.1, identical to RFC 6962 section 2.1)::
+
+    MTH({})       = SHA-256()                                   (EMPTY_ROOT)
+    MTH({d0})     = SHA-256(0x00 || d0)                         (leaf_hash)
+    MTH(D[n])     = SHA-256(0x01 || MTH(D[0:k]) || MTH(D[k:n])) (node_hash)
+                    where k is the largest power of two < n
+
+The 0x00 / 0x01 prefixes separate leaves from interior nodes (no second-preimage tricks where an
+interior node is passed off as a leaf). The split at the largest power of two (not the midpoint)
+makes every left subtree complete and aligned, so a tree of size n is a fixed, append-only structure:
+its left parts never change when leaves are added, which is what makes consistency proofs possible.
+
+Complexity of :class:`MerkleTree` (n leaves, all costs in SHA-256 compressions of 65 bytes):
+
+* memory: every complete, aligned subtree hash is kept, level by level, packed 32 bytes per hash in
+  one ``bytearray`` per level: n + n/2 + n/4 + ... < 2n hashes, i.e. < 64 bytes per leaf
+  (1,000,000 leaves ~ 64 MB, no per-hash Python object);
+* ``append``: amortised 1 node hash (a new leaf completes on average one aligned subtree), worst
+  case log2(n);
+* ``root(size)`` for ANY past or current size: size is a sum of powers of two, each the hash of a
+  stored complete aligned subtree, so at most popcount(size) - 1 <= log2(n) node hashes; the current
+  root is additionally cached until the next append;
+* ``inclusion_proof`` / ``consistency_proof``: O(log n) stored-hash lookups plus at most one
+  O(log n) fold for the (single) incomplete right-edge subtree the proof needs.
+
+The tree is not itself locked: one thread may append while others read, provided readers only ask
+about sizes <= :attr:`MerkleTree.size` they have observed (``size`` is published after all the nodes
+an append creates). Callers that need more (the journal does) wrap it in their own lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "MerkleTree",
+    "leaf_hash",
+    "node_hash",
+    "root_from_inclusion_proof",
+    "root_from_leaf_hashes",
+    "verify_consistency",
+    "verify_inclusion",
+]
+
+HASH_SIZE = 32
+_sha256 = hashlib.sha256
+
+#: MTH of the empty tree: SHA-256 of the empty string (no prefix).
+EMPTY_ROOT: bytes = _sha256(b"").digest()
+
+
+def leaf_hash(data: bytes) -> bytes:
+    """``SHA-256(0x00 || data)``: the hash of one leaf (one journal entry's canonical encoding)."""
+    return _sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """``SHA-256(0x01 || left || right)``: the hash of an interior node."""
+    return _sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two strictly smaller than ``n`` (n >= 2): RFC 6962's split point k."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
+    """MTH over already-hashed leaves, computed without recursion.
+
+    Folds a stack of complete subtrees (the binary counter of the size, like the tree's right edge):
+    O(n) hashes, O(log n) memory, same result as the recursive definition.
+    """
+    if not hashes:
+        return EMPTY_ROOT
+    stack: list[tuple[int, bytes]] = []  # (height, hash) of complete subtrees, heights decreasing
+    for h in hashes:
+        height, node = 0, h
+        while stack and stack[-1][0] == height:
+            node = node_hash(stack.pop()[1], node)
+            height += 1
+        stack.append((height, node))
+    node = stack.pop()[1]
+    while stack:
+        node = node_hash(stack.pop()[1], node)
+    return node
+
+
+def _check_hash(name: str, value: bytes) -> None:
+    if not isinstance(value, (bytes, bytearray)) or len(value) != HASH_SIZE:
+        raise ValueError(f"{name} must be {HASH_SIZE} bytes")
+
+
+class MerkleTree:
+    """Append-only RFC 6962 tree over leaf hashes, answering roots and proofs for any past size.
+
+    ``_levels[h]`` holds, packed, the hashes of all complete aligned subtrees of height ``h``:
+    entry ``j`` covers leaves ``[j * 2**h, (j + 1) * 2**h)``. Those nodes never change once written
+    (append-only), so every historical tree is a combination of them.
+    """
+
+    __slots__ = ("_levels", "_size", "_root_cache")
+
+    def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
+        self._levels: list[bytearray] = [bytearray()]
+        self._size = 0
+        self._root_cache: tuple[int, bytes] = (0, EMPTY_ROOT)
+        for h in leaf_hashes:
+            self.append(h)
+
+    # ------------------------------------------------------------------ building
+
+    @property
+    def size(self) -> int:
+        """Number of leaves."""
+        return self._size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, leaf_hash: bytes) -> int:
+        """Adds a leaf (its hash, ``leaf_hash(data)``) and returns its index. Amortised O(1)."""
+        _check_hash("leaf_hash", leaf_hash)
+        index = self._size
+        levels = self._levels
+        levels[0] += leaf_hash
+        node = bytes(leaf_hash)
+        height, j = 0, index
+        # a new node at (height, j) completes its parent iff it is a right child (j odd)
+        while j & 1:
+            left = bytes(levels[height][(j - 1) * HASH_SIZE : j * HASH_SIZE])
+            node = node_hash(left, node)
+            height += 1
+            j >>= 1
+            if height == len(levels):
+                levels.append(bytearray())
+            levels[height] += node
+        self._size = index + 1  # published last: every node of the new size exists by now
+        return index
+
+    def leaf(self, index: int) -> bytes:
+        """The leaf hash at ``index``."""
+        if not 0 <= index < self._size:
+            raise IndexError(f"leaf index {index} out of range for size {self._size}")
+        return self._node(0, index)
+
+    # ------------------------------------------------------------------ hashes of ranges
+
+    def _node(self, height: int, j: int) -> bytes:
+        """Stored hash of the complete aligned subtree ``(height, j)``."""
+        return bytes(self._levels[height][j * HASH_SIZE : (j + 1) * HASH_SIZE])
+
+    def _range_hash(self, start: int, end: int) -> bytes:
+        """MTH(D[start:end]) for a range that occurs in the RFC recursion.
+
+        Such a range starts at a multiple of the largest power of two >= its length (it is a left
+        part, hence complete and aligned, or a right part ending at some tree size). Its length in
+        binary then names stored aligned subtrees, which are folded right to left.
+        """
+        length = end - start
+        if length <= 0:
+            raise ValueError("empty range")
+        parts: list[bytes] = []
+        offset = start
+        for height in range(length.bit_length() - 1, -1, -1):
+            if length >> height & 1:
+                parts.append(self._node(height, offset >> height))
+                offset += 1 << height
+        node = parts.pop()
+        while parts:
+            node = node_hash(parts.pop(), node)
+        return node
+
+    def _check_size(self, size: int | None) -> int:
+        if size is None:
+            return self._size
+        if not 0 <= size <= self._size:
+            raise ValueError(f"size {size} out of range: the tree has {self._size} leaves")
+        return size
+
+    def root(self, size: int | None = None) -> bytes:
+        """MTH of the first ``size`` leaves (default: all). O(log n) for any size."""
+        size = self._check_size(size)
+        if size == 0:
+            return EMPTY_ROOT
+        cached_size, cached = self._root_cache
+        if cached_size == size:
+            return cached
+        root = self._range_hash(0, size)
+        if size == self._size:
+            self._root_cache = (size, root)
+        return root
+
+    # ------------------------------------------------------------------ proofs
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """PATH(index, D[size]) of RFC 6962 2.1.1 / RFC 9162 2.1.3.1, leaf to root order."""
+        size = self._check_size(size)
+        if not 0 <= index < size:
+            raise ValueError(f"leaf index {index} not in a tree of size {size}")
+        path: list[bytes] = []
+        start, end, m = 0, size, index
+        while end - start > 1:
+            k = _split(end - start)
+            if m < k:
+                path.append(self._range_hash(start + k, end))
+                end = start + k
+            else:
+                path.append(self._range_hash(start, start + k))
+                start, m = start + k, m - k
+        path.reverse()
+        return path
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        """PROOF(old_size, D[new_size]) of RFC 6962 2.1.2 / RFC 9162 2.1.4.1.
+
+        Empty when ``old_size`` is 0 or equal to ``new_size`` (nothing to prove: the verifier then
+        checks the roots directly).
+        """
+        new_size = self._check_size(new_size)
+        if not 0 <= old_size <= new_size:
+            raise ValueError(f"old size {old_size} not in 0..{new_size}")
+        if old_size == 0 or old_size == new_size:
+            return []
+        proof: list[bytes] = []
+        start, end, m, whole = 0, new_size, old_size, True
+        while True:
+            n = end - start
+            if m == n:
+                if not whole:
+                    proof.append(self._range_hash(start, end))
+                break
+            k = _split(n)
+            if m <= k:
+                proof.append(self._range_hash(start + k, end))
+                end = start + k
+            else:
+                proof.append(self._range_hash(start, start + k))
+                start, m, whole = start + k, m - k, False
+        proof.reverse()
+        return proof
+
+
+# ---------------------------------------------------------------------- verification
+
+
+def root_from_inclusion_proof(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
+    """The root implied by an inclusion proof (RFC 9162 2.1.3.2); ``ValueError`` if malformed.
+
+    Malformed means: index not below size, a hash of the wrong length, or a proof of the wrong
+    length for (index, size) - which the algorithm detects by ``sn`` not ending at 0.
+    """
+    _check_hash("leaf_hash", leaf_hash)
+    if not 0 <= index < size:
+        raise ValueError(f"leaf index {index} not in a tree of size {size}")
+    fn, sn = index, size - 1
+    r = bytes(leaf_hash)
+    for p in proof:
+        _check_hash("proof element", p)
+        if sn == 0:
+            raise ValueError("inclusion proof too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ValueError("inclusion proof too short")
+    return r
+
+
+def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> bool:
+    """True iff ``proof`` shows the leaf with hash ``leaf_hash`` at ``index`` in the tree ``root`` of ``size``."""
+    try:
+        _check_hash("root", root)
+        return root_from_inclusion_proof(leaf_hash, index, size, proof) == root
+    except ValueError:
+        return False
+
+
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> bool:
+    """True iff ``proof`` shows the tree (old_size, old_root) is a prefix of (new_size, new_root).
+
+    RFC 9162 2.1.4.2, plus the trivial cases it leaves to the caller: equal sizes need equal roots
+    and an empty proof; old size 0 needs an empty proof and ``old_root == EMPTY_ROOT`` (stricter than
+    some libraries, which accept any old root there: a non-empty-tree root for size 0 is a lie).
+    """
+    try:
+        _check_hash("old_root", old_root)
+        _check_hash("new_root", new_root)
+        for p in proof:
+            _check_hash("proof element", p)
+    except ValueError:
+        return False
+    if not 0 <= old_size <= new_size:
+        return False
+    if old_size == new_size:
+        return not proof and old_root == new_root
+    if old_size == 0:
+        return not proof and old_root == EMPTY_ROOT
+    if not proof:
+        return False
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:  # an exact power of two: the old root is a node of the new tree
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == old_root and sr == new_root
