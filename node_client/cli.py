@@ -34,11 +34,13 @@ member_app = typer.Typer(help="Consortium membership and M-of-N governance.", no
 consent_app = typer.Typer(help="Patient consents.", no_args_is_help=True)
 keys_app = typer.Typer(help="Encrypted keystore files.", no_args_is_help=True)
 dev_app = typer.Typer(help="Developer tasks: regenerate generated files.", no_args_is_help=True)
+gateway_app = typer.Typer(help="The gateway service hospitals call.", no_args_is_help=True)
 app.add_typer(chain_app, name="chain")
 app.add_typer(member_app, name="member")
 app.add_typer(consent_app, name="consent")
 app.add_typer(keys_app, name="keys")
 app.add_typer(dev_app, name="dev")
+app.add_typer(gateway_app, name="gateway")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -606,6 +608,64 @@ def dev_gen_vocabulary() -> None:
     ):
         path.write_text(text)
         console.print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------- gateway
+
+
+@gateway_app.command("serve")
+@_handle_errors
+def gateway_serve(
+    host: Annotated[str | None, typer.Option(help="interface [env HCL_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [env HCL_PORT]")] = None,
+) -> None:
+    """Run the gateway (settings from HCL_* variables and hcl.toml)."""
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.settings import GatewaySettings
+
+    overrides: dict[str, Any] = {}
+    if host:
+        overrides["host"] = host
+    if port:
+        overrides["port"] = port
+    settings = GatewaySettings(**overrides)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False)
+
+
+@gateway_app.command("rotate-kek")
+@_handle_errors
+def gateway_rotate_kek() -> None:
+    """Re-wrap every data key under a new key-encryption key (ciphertexts untouched). Stop the gateway first."""
+    from gateway.db import Database
+    from gateway.keyrotation import rotate_kek
+    from gateway.settings import GatewaySettings
+
+    settings = GatewaySettings()
+    db = Database(settings.db_path)
+    result = rotate_kek(Path(settings.kek_file or settings.data_dir / "kek.key"), db)
+    console.print(f"KEK {result.old_key_id} -> {result.new_key_id}: {result.rewrapped} data keys re-wrapped")
+
+
+@gateway_app.command("export-journal")
+@_handle_errors
+def gateway_export_journal(
+    out: Annotated[Path, typer.Argument(help="JSON Lines file to write")],
+) -> None:
+    """Export the release journal (batch mode) with its anchors, for the auditor."""
+    from gateway.journal import Journal
+    from gateway.settings import GatewaySettings
+
+    settings = GatewaySettings()
+    if not settings.journal_path.exists():
+        raise ValueError(f"no journal at {settings.journal_path} (batch mode writes one)")
+    journal = Journal(settings.journal_path)
+    try:
+        count = journal.export(out)
+    finally:
+        journal.close()
+    console.print(f"{count} entries written to {out}")
 
 
 def main() -> None:

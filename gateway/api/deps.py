@@ -1,0 +1,50 @@
+"""FastAPI dependencies: the components of this app, and who is calling."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gateway.problems import Problem
+from gateway.state import Components
+
+__all__ = ["CallerDep", "ComponentsDep", "read_body"]
+
+
+def get_components(request: Request) -> Components:
+    return request.app.state.components
+
+
+ComponentsDep = Annotated[Components, Depends(get_components)]
+
+
+def get_caller(request: Request, c: ComponentsDep) -> str:
+    """The address bound to the bearer token (membership is checked by each route, on-chain)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Problem("unauthenticated", "send Authorization: Bearer <token> (POST /v1/auth/challenge first)")
+    return c.auth.verify(token.strip())
+
+
+CallerDep = Annotated[str, Depends(get_caller)]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) as soon as it exceeds ``limit`` bytes — without buffering more."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise Problem("payload_too_large", f"the limit is {limit} bytes", limit=limit)
+        except ValueError:
+            raise Problem("invalid_request", "bad Content-Length") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem("payload_too_large", f"the limit is {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

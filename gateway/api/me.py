@@ -1,0 +1,143 @@
+"""What a patient sees about themselves, derived from chain events (what an auditor would see)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from node_client.vocabulary import CATEGORIES, PURPOSES, categories_of, purposes_of
+
+from gateway.api.deps import CallerDep, ComponentsDep
+
+router = APIRouter(prefix="/v1/me", tags=["patients"])
+
+
+def _hex(value: bytes | None) -> str | None:
+    return None if value is None else "0x" + bytes(value).hex()
+
+
+@router.get("/records")
+def my_records(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
+    """My records: category, provider, when registered, status."""
+    rows = c.db.read().execute(
+        "SELECT record_id, category, provider, status, time, tx_hash FROM chain_records WHERE patient = ?"
+        " ORDER BY block DESC",
+        (caller,),
+    ).fetchall()
+    return {
+        "patient": caller,
+        "records": [
+            {
+                "recordId": _hex(r["record_id"]),
+                "category": CATEGORIES[r["category"]].slug,
+                "provider": r["provider"],
+                "providerName": c.member_names.get(r["provider"], ""),
+                "status": r["status"],
+                "registeredAt": r["time"],
+                "txHash": r["tx_hash"],
+            }
+            for r in rows
+        ],
+    }
+
+
+@router.get("/consents")
+def my_consents(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
+    """My consents, one per institution, with their current state, and their history."""
+    now = c.ledger.client.block_timestamp()
+    current = c.db.read().execute("SELECT * FROM chain_consents WHERE patient = ?", (caller,)).fetchall()
+    history = c.db.read().execute(
+        "SELECT * FROM chain_consent_events WHERE patient = ? ORDER BY block, log_index", (caller,)
+    ).fetchall()
+
+    def state(r: Any) -> str:
+        if r["status"] != "active":
+            return r["status"]
+        if now >= r["valid_until"]:
+            return "expired"
+        return "active" if now >= r["valid_from"] else "not yet valid"
+
+    return {
+        "patient": caller,
+        "consents": [
+            {
+                "consentId": _hex(r["consent_id"]),
+                "grantee": r["grantee"],
+                "granteeName": c.member_names.get(r["grantee"], ""),
+                "state": state(r),
+                "categories": [CATEGORIES[int(x)].slug for x in categories_of(r["categories"])],
+                "purposes": [PURPOSES[int(x)].slug for x in purposes_of(r["purposes"])],
+                "validFrom": r["valid_from"],
+                "validUntil": r["valid_until"],
+                "signer": r["signer"],
+                "txHash": r["tx_hash"],
+            }
+            for r in current
+        ],
+        "history": [
+            {"consentId": _hex(h["consent_id"]), "event": h["kind"], "grantee": h["grantee"],
+             "signer": h["signer"], "time": h["time"], "txHash": h["tx_hash"]}
+            for h in history
+        ],
+    }
+
+
+@router.get("/access-log")
+def my_access_log(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
+    """Who read which of my records, when, why; emergency accesses flagged; each with its ledger proof."""
+    rows = c.db.read().execute(
+        "SELECT a.*, r.category FROM chain_accesses a LEFT JOIN chain_records r ON r.record_id = a.record_id"
+        " WHERE a.patient = ? ORDER BY a.block DESC, a.log_index DESC",
+        (caller,),
+    ).fetchall()
+    entries = [
+        {
+            "accessId": _hex(a["access_hash"]),
+            "requester": a["requester"],
+            "requesterName": c.member_names.get(a["requester"], ""),
+            "recordId": _hex(a["record_id"]),
+            "category": CATEGORIES[a["category"]].slug if a["category"] is not None else None,
+            "purpose": PURPOSES[a["purpose"]].slug,
+            "emergency": bool(a["emergency"]),
+            "consentId": _hex(a["consent_id"]),
+            "time": a["time"],
+            "ledger": {"mode": "strict", "txHash": a["tx_hash"], "blockNumber": a["block"]},
+        }
+        for a in rows
+    ]
+    if c.journal is not None:
+        for index, entry, _leaf in c.journal.entries(0, c.journal.size):
+            if entry.patient != caller:
+                continue
+            cat = c.db.read().execute(
+                "SELECT category FROM chain_records WHERE record_id = ?", (entry.record_id,)
+            ).fetchone()
+            entries.append(
+                {
+                    "accessId": _hex(entry.access_hash),
+                    "requester": entry.requester,
+                    "requesterName": c.member_names.get(entry.requester, ""),
+                    "recordId": _hex(entry.record_id),
+                    "category": CATEGORIES[cat["category"]].slug if cat else None,
+                    "purpose": PURPOSES[entry.purpose].slug,
+                    "emergency": entry.emergency,
+                    "consentId": _hex(entry.consent_id),
+                    "time": entry.released_at // 1000,
+                    "ledger": {"mode": "batch", "journalIndex": index},
+                }
+            )
+        entries.sort(key=lambda e: e["time"], reverse=True)
+    emergencies = c.db.read().execute(
+        "SELECT * FROM chain_emergency WHERE patient = ? ORDER BY block DESC", (caller,)
+    ).fetchall()
+    return {
+        "patient": caller,
+        "accesses": entries,
+        "emergencyWindows": [
+            {"accessId": _hex(e["access_id"]), "member": e["member"], "memberName": c.member_names.get(e["member"], ""),
+             "categories": [CATEGORIES[int(x)].slug for x in categories_of(e["categories"])],
+             "openedAt": e["time"], "validUntil": e["valid_until"], "txHash": e["tx_hash"]}
+            for e in emergencies
+        ],
+    }

@@ -1,0 +1,90 @@
+"""Request and response bodies of the JSON API (pydantic models at the boundary)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ChallengeIn",
+    "ChallengeOut",
+    "EmergencyIn",
+    "SignedGrantIn",
+    "SignedRevokeIn",
+    "TokenIn",
+    "TokenOut",
+]
+
+HexAddress = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
+HexBytes = Field(pattern=r"^0x([0-9a-fA-F]{2})*$", max_length=4096)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChallengeIn(_Strict):
+    address: str = HexAddress
+
+
+class ChallengeOut(BaseModel):
+    message: str
+    nonce: str
+    expiresAt: int
+
+
+class TokenIn(_Strict):
+    message: str = Field(max_length=2048)
+    signature: str = HexBytes
+
+
+class TokenOut(BaseModel):
+    token: str
+    tokenType: Literal["Bearer"] = "Bearer"
+    address: str
+    expiresAt: int
+
+
+class GrantMessage(_Strict):
+    patient: str = HexAddress
+    grantee: str = HexAddress
+    categories: int = Field(ge=1, lt=1 << 16)
+    purposes: int = Field(ge=1, lt=1 << 8)
+    valid_from: int = Field(ge=0, lt=1 << 40)
+    valid_until: int = Field(ge=0, lt=1 << 40)
+    nonce: int = Field(ge=0, lt=1 << 64)
+    deadline: int = Field(ge=0, lt=1 << 256)
+
+
+class RevokeMessage(_Strict):
+    patient: str = HexAddress
+    grantee: str = HexAddress
+    nonce: int = Field(ge=0, lt=1 << 64)
+    deadline: int = Field(ge=0, lt=1 << 256)
+
+
+class SignedGrantIn(_Strict):
+    """A patient- or guardian-signed EIP-712 ConsentGrant (the health-code payload)."""
+
+    type: Literal["ConsentGrant"] = "ConsentGrant"
+    message: GrantMessage
+    signer: str = HexAddress
+    signature: str = HexBytes
+
+
+class SignedRevokeIn(_Strict):
+    type: Literal["ConsentRevoke"] = "ConsentRevoke"
+    message: RevokeMessage
+    signer: str = HexAddress
+    signature: str = HexBytes
+
+
+class EmergencyIn(_Strict):
+    """A break-glass request: the member's own signed ``emergencyAccess`` transaction, and the reason.
+
+    The reason stays off-chain in the gateway; the transaction carries only its SHA-256.
+    """
+
+    signedTransaction: str = Field(pattern=r"^0x([0-9a-fA-F]{2})+$", max_length=8192)
+    reason: str = Field(min_length=3, max_length=2000)

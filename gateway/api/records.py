@@ -1,0 +1,164 @@
+"""Records: upload (providers), discovery, release, retraction."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from eth_utils import is_address, to_checksum_address
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from node_client.vocabulary import CATEGORIES, PURPOSES, parse_categories, parse_purposes
+
+from gateway import releases, uploads
+from gateway.api.deps import CallerDep, ComponentsDep, read_body
+from gateway.problems import Problem
+
+router = APIRouter(tags=["records"])
+
+FHIR_TYPES = ("application/fhir+json", "application/json")
+
+
+def parse_record_id(value: str) -> bytes:
+    raw = value.removeprefix("0x")
+    if len(raw) != 64:
+        raise Problem("invalid_request", "a record id is 32 bytes of hex")
+    try:
+        return bytes.fromhex(raw)
+    except ValueError:
+        raise Problem("invalid_request", "a record id is 32 bytes of hex") from None
+
+
+def parse_purpose(value: str) -> int:
+    try:
+        mask = parse_purposes(value)
+    except ValueError as exc:
+        raise Problem("invalid_request", str(exc)) from None
+    if mask & (mask - 1):
+        raise Problem("invalid_request", "state exactly one purpose")
+    return mask.bit_length() - 1
+
+
+@router.post("/v1/records", status_code=201)
+async def upload_records(
+    request: Request,
+    c: ComponentsDep,
+    caller: CallerDep,
+    patient: Annotated[str, Query(description="the patient's address")],
+) -> JSONResponse:
+    """Upload a FHIR R4 resource or Bundle for a patient: validated, grouped by category into records,
+    encrypted, stored and registered on-chain in one transaction."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in FHIR_TYPES:
+        raise Problem("unsupported_media_type", "send application/fhir+json", status=415)
+    body = await read_body(request, c.settings.max_body_bytes)
+    result = await run_in_threadpool(uploads.upload, c, provider=caller, patient=patient, body=body)
+    return JSONResponse(
+        {
+            "uploadId": result.upload_id,
+            "patient": result.patient,
+            "provider": result.provider,
+            "txHash": result.tx_hash,
+            "blockNumber": result.block_number,
+            "records": [
+                {
+                    "recordId": "0x" + r.record_id.hex(),
+                    "category": CATEGORIES[r.category].slug,
+                    "resources": r.resources,
+                    "locator": r.locator,
+                    "contentHash": "0x" + r.content_hash.hex(),
+                    "size": r.size,
+                }
+                for r in result.records
+            ],
+            "ignored": [{"resourceType": t, "reason": why} for t, why in result.ignored],
+        },
+        status_code=201,
+    )
+
+
+@router.get("/v1/records/{record_id}")
+def get_record(
+    record_id: str,
+    c: ComponentsDep,
+    caller: CallerDep,
+    purpose: Annotated[str, Query(description="why you read it, e.g. treatment, referral, emergency")],
+) -> dict[str, Any]:
+    """Release a record: consent checked on-chain, access ledgered before release, FHIR JSON encrypted to
+    the caller's registered X25519 key (HPKE)."""
+    try:
+        return releases.release(c, caller=caller, record_id=parse_record_id(record_id), purpose=parse_purpose(purpose)).body
+    except Problem as exc:
+        c.metrics.denials.labels(reason=exc.code).inc()
+        raise
+
+
+@router.delete("/v1/records/{record_id}")
+def retract_record(record_id: str, c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
+    """Erase a record (patient or uploading provider): its data key is destroyed and it is retracted on-chain."""
+    tx = uploads.retract(c, caller=caller, record_id=parse_record_id(record_id))
+    return {"recordId": record_id, "retracted": True, "txHash": tx}
+
+
+@router.get("/v1/patients/{address}/records")
+def discover(
+    address: str,
+    c: ComponentsDep,
+    caller: CallerDep,
+    category: Annotated[str | None, Query(description="e.g. lab-results")] = None,
+    since: Annotated[str | None, Query(description="ISO date: resources dated on or after")] = None,
+    code: Annotated[str | None, Query(description="a resource code, e.g. LOINC 4548-4")] = None,
+    purpose: Annotated[str, Query()] = "treatment",
+) -> dict[str, Any]:
+    """Record metadata of a patient, only for categories the caller currently has consent for."""
+    c.policy.require_member(caller)
+    if not is_address(address):
+        raise Problem("invalid_request", "not an address")
+    patient = to_checksum_address(address)
+    pur = parse_purpose(purpose)
+    wanted = None
+    if category:
+        try:
+            wanted = {t.bit for t in CATEGORIES if parse_categories(category) >> t.bit & 1}
+        except ValueError as exc:
+            raise Problem("invalid_request", str(exc)) from None
+    rows = c.db.read().execute(
+        "SELECT r.record_id, r.category, r.provider, r.time, r.block, r.tx_hash FROM chain_records r"
+        " JOIN record_keys k ON k.record_id = r.record_id AND k.state = 'registered'"
+        " WHERE r.patient = ? AND r.status != 'retracted' ORDER BY r.block DESC",
+        (patient,),
+    ).fetchall()
+    allowed: dict[int, bool] = {}
+    out = []
+    for row in rows:
+        cat = int(row["category"])
+        if wanted is not None and cat not in wanted:
+            continue
+        if cat not in allowed:
+            allowed[cat] = c.policy.check(patient, caller, cat, pur).allowed
+        if not allowed[cat]:
+            continue
+        q = "SELECT resource_type, code_system, code, display, date FROM resource_index WHERE record_id = ?"
+        args: list[Any] = [row["record_id"]]
+        if code:
+            q += " AND code = ?"
+            args.append(code)
+        if since:
+            q += " AND date >= ?"
+            args.append(since)
+        resources = [dict(r) for r in c.db.read().execute(q, args).fetchall()]
+        if (code or since) and not resources:
+            continue
+        out.append(
+            {
+                "recordId": "0x" + bytes(row["record_id"]).hex(),
+                "category": CATEGORIES[cat].slug,
+                "provider": row["provider"],
+                "providerName": c.member_names.get(row["provider"], ""),
+                "registeredAt": row["time"],
+                "resources": resources,
+            }
+        )
+    return {"patient": patient, "purpose": PURPOSES[pur].slug, "records": out,
+            "consentedCategories": [CATEGORIES[k].slug for k, v in sorted(allowed.items()) if v]}

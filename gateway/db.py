@@ -1,0 +1,252 @@
+"""The gateway's SQLite database: its own state and its index of the chain.
+
+Two kinds of tables live here:
+
+* gateway-owned state the chain must never see: wrapped data keys, the per-resource discovery index,
+  sign-in nonces, emergency reasons (free text);
+* ``chain_*`` tables, a read model rebuilt from contract events by :mod:`gateway.indexer`. They can be
+  dropped and rebuilt from the chain at any time; the chain stays the source of truth.
+
+SQLite runs in WAL mode so request threads read while the indexer writes. One connection per thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Database"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS record_keys (
+    record_id    BLOB PRIMARY KEY,
+    patient      TEXT NOT NULL,
+    provider     TEXT NOT NULL,
+    category     INTEGER NOT NULL,
+    content_hash BLOB NOT NULL,
+    locator      BLOB NOT NULL,
+    wrapped_key  BLOB,              -- NULL once crypto-shredded
+    kek_id       TEXT,
+    upload_id    TEXT NOT NULL,
+    state        TEXT NOT NULL,     -- pending | registered | retracted
+    tx_hash      TEXT,
+    size         INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS record_keys_patient ON record_keys (patient);
+CREATE INDEX IF NOT EXISTS record_keys_state ON record_keys (state);
+
+CREATE TABLE IF NOT EXISTS resource_index (
+    record_id     BLOB NOT NULL,
+    resource_type TEXT NOT NULL,
+    resource_id   TEXT,
+    code_system   TEXT,
+    code          TEXT,
+    display       TEXT,
+    date          TEXT
+);
+CREATE INDEX IF NOT EXISTS resource_index_record ON resource_index (record_id);
+CREATE INDEX IF NOT EXISTS resource_index_code ON resource_index (code);
+
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce      TEXT PRIMARY KEY,
+    address    TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+);
+
+CREATE TABLE IF NOT EXISTS emergency_reasons (
+    access_id  BLOB PRIMARY KEY,
+    member     TEXT NOT NULL,
+    patient    TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS chain_members (
+    address        TEXT PRIMARY KEY,
+    status         INTEGER NOT NULL,
+    roles          INTEGER NOT NULL,
+    encryption_key BLOB NOT NULL,
+    metadata_hash  BLOB NOT NULL,
+    since_block    INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS chain_consents (
+    patient     TEXT NOT NULL,
+    grantee     TEXT NOT NULL,
+    consent_id  BLOB NOT NULL,
+    categories  INTEGER NOT NULL,
+    purposes    INTEGER NOT NULL,
+    valid_from  INTEGER NOT NULL,
+    valid_until INTEGER NOT NULL,
+    status      TEXT NOT NULL,      -- active | revoked
+    signer      TEXT NOT NULL,
+    block       INTEGER NOT NULL,
+    tx_hash     TEXT NOT NULL,
+    PRIMARY KEY (patient, grantee)
+);
+
+CREATE TABLE IF NOT EXISTS chain_consent_events (
+    consent_id  BLOB NOT NULL,
+    kind        TEXT NOT NULL,      -- granted | revoked
+    patient     TEXT NOT NULL,
+    grantee     TEXT NOT NULL,
+    categories  INTEGER,
+    purposes    INTEGER,
+    valid_from  INTEGER,
+    valid_until INTEGER,
+    signer      TEXT NOT NULL,
+    block       INTEGER NOT NULL,
+    time        INTEGER NOT NULL,
+    tx_hash     TEXT NOT NULL,
+    log_index   INTEGER NOT NULL,
+    PRIMARY KEY (tx_hash, log_index)
+);
+CREATE INDEX IF NOT EXISTS chain_consent_events_patient ON chain_consent_events (patient);
+
+CREATE TABLE IF NOT EXISTS chain_guardians (
+    patient     TEXT NOT NULL,
+    guardian    TEXT NOT NULL,
+    valid_until INTEGER NOT NULL,
+    PRIMARY KEY (patient, guardian)
+);
+
+CREATE TABLE IF NOT EXISTS chain_optouts (
+    patient   TEXT PRIMARY KEY,
+    opted_out INTEGER NOT NULL,
+    block     INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS chain_emergency (
+    access_id   BLOB PRIMARY KEY,
+    patient     TEXT NOT NULL,
+    member      TEXT NOT NULL,
+    categories  INTEGER NOT NULL,
+    valid_until INTEGER NOT NULL,
+    reason_hash BLOB NOT NULL,
+    block       INTEGER NOT NULL,
+    time        INTEGER NOT NULL,
+    tx_hash     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chain_emergency_patient ON chain_emergency (patient);
+
+CREATE TABLE IF NOT EXISTS chain_records (
+    record_id    BLOB PRIMARY KEY,
+    patient      TEXT NOT NULL,
+    provider     TEXT NOT NULL,
+    category     INTEGER NOT NULL,
+    content_hash BLOB NOT NULL,
+    locator      BLOB NOT NULL,
+    status       TEXT NOT NULL,     -- active | amended | retracted
+    gateway      TEXT NOT NULL,
+    block        INTEGER NOT NULL,
+    time         INTEGER NOT NULL,
+    tx_hash      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chain_records_patient ON chain_records (patient);
+
+CREATE TABLE IF NOT EXISTS chain_accesses (
+    tx_hash     TEXT NOT NULL,
+    log_index   INTEGER NOT NULL,
+    requester   TEXT NOT NULL,
+    patient     TEXT NOT NULL,
+    record_id   BLOB NOT NULL,
+    consent_id  BLOB NOT NULL,
+    purpose     INTEGER NOT NULL,
+    emergency   INTEGER NOT NULL,
+    access_hash BLOB NOT NULL,
+    block       INTEGER NOT NULL,
+    time        INTEGER NOT NULL,
+    PRIMARY KEY (tx_hash, log_index)
+);
+CREATE INDEX IF NOT EXISTS chain_accesses_patient ON chain_accesses (patient);
+
+CREATE TABLE IF NOT EXISTS chain_anchors (
+    gateway     TEXT NOT NULL,
+    idx         INTEGER NOT NULL,
+    root        BLOB NOT NULL,
+    tree_size   INTEGER NOT NULL,
+    anchored_at INTEGER NOT NULL,
+    block       INTEGER NOT NULL,
+    tx_hash     TEXT NOT NULL,
+    PRIMARY KEY (gateway, idx)
+);
+"""
+
+
+class Database:
+    """SQLite in WAL mode with a connection per thread.
+
+    ``read()`` gives a connection for queries; ``write()`` a transaction that commits on success and
+    rolls back on error, serialised by a process-wide lock so writers never see ``database is locked``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        with self._write_lock:
+            self._conn().executescript(SCHEMA)  # executescript manages its own transaction
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def read(self) -> sqlite3.Connection:
+        return self._conn()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.read().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row["value"] if row else default
+
+    def set_meta(self, conn: sqlite3.Connection, key: str, value: Any) -> None:
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, str(value)),
+        )
+
+    def check(self) -> None:
+        """Raises sqlite3.Error if the database cannot be read."""
+        self.read().execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+        self._local = threading.local()

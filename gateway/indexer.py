@@ -1,0 +1,251 @@
+"""The chain follower: contract events → the ``chain_*`` tables, block by block.
+
+A background thread polls the head, reads every event of the deployment from the last indexed block on
+(paged, in order) and applies a page in one SQLite transaction together with the new ``indexed_block``,
+so the read model is always the state *at* some block. ``synced`` says whether that block is the head
+the gateway last saw: release decisions may use the cache only then (issue: "a revocation mined in block
+N stops every request that arrives after the gateway has seen block N").
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from node_client._exceptions import ChainUnavailable
+from node_client.deploy import Ledger
+from node_client.events import EventRecord, read_events
+
+from gateway.db import Database
+
+__all__ = ["Indexer", "IndexerStatus"]
+
+log = logging.getLogger("hcl.gateway.indexer")
+
+_RECORD_STATUS = {"RecordAmended": "amended", "RecordRetracted": "retracted"}
+
+
+@dataclass(frozen=True, slots=True)
+class IndexerStatus:
+    indexed_block: int
+    head_block: int
+    last_poll: float
+    error: str | None
+
+    @property
+    def lag_blocks(self) -> int:
+        return max(0, self.head_block - self.indexed_block)
+
+
+class Indexer:
+    """Follows the chain into :class:`Database`. ``poll_once()`` is the unit of work; ``start()`` loops it."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        db: Database,
+        *,
+        deploy_block: int,
+        poll_interval: float = 0.25,
+        page_size: int = 2_000,
+        on_block: Callable[[int], None] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.db = db
+        self.deploy_block = deploy_block
+        self.poll_interval = poll_interval
+        self.page_size = page_size
+        self.on_block = on_block
+        self._head = 0
+        self._last_poll = 0.0
+        self._error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._block_times: dict[int, int] = {}
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def indexed_block(self) -> int:
+        return int(self.db.get_meta("indexed_block", str(self.deploy_block - 1)) or 0)
+
+    def status(self) -> IndexerStatus:
+        return IndexerStatus(self.indexed_block, self._head, self._last_poll, self._error)
+
+    @property
+    def synced(self) -> bool:
+        """Whether the read model is at the head the gateway last saw, and that sighting is recent."""
+        return (
+            self._error is None
+            and self.indexed_block >= self._head > 0
+            and time.monotonic() - self._last_poll < max(2.0, 8 * self.poll_interval)
+        )
+
+    # ------------------------------------------------------------------ work
+
+    def poll_once(self) -> int:
+        """Indexes up to the current head; returns the number of events applied."""
+        with self._lock:
+            head = self.ledger.client.block_number()
+            self._head = max(self._head, head)
+            applied = 0
+            start = self.indexed_block + 1
+            while start <= head:
+                end = min(start + self.page_size - 1, head)
+                events = list(
+                    read_events(self.ledger.client, self.ledger.addresses, from_block=start, to_block=end)
+                )
+                with self.db.write() as conn:
+                    for ev in events:
+                        self._apply(conn, ev)
+                    self.db.set_meta(conn, "indexed_block", end)
+                applied += len(events)
+                start = end + 1
+            self._last_poll = time.monotonic()
+            self._error = None
+        if self.on_block is not None:
+            self.on_block(head)
+        return applied
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="hcl-indexer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except ChainUnavailable as exc:
+                self._error = f"chain unavailable: {exc}"
+            except Exception as exc:  # keep following; the error is visible in /healthz
+                self._error = f"{type(exc).__name__}: {exc}"
+                log.exception("indexer poll failed")
+            self._stop.wait(self.poll_interval)
+
+    # ------------------------------------------------------------------ events
+
+    def _time(self, block: int) -> int:
+        t = self._block_times.get(block)
+        if t is None:
+            t = self.ledger.client.block_timestamp(block)
+            if len(self._block_times) > 10_000:
+                self._block_times.clear()
+            self._block_times[block] = t
+        return t
+
+    def _apply(self, conn, ev: EventRecord) -> None:  # type: ignore[no-untyped-def]  # noqa: C901
+        a = ev.args
+        name = ev.name
+        if name == "MemberAdded":
+            conn.execute(
+                "INSERT INTO chain_members (address, status, roles, encryption_key, metadata_hash, since_block)"
+                " VALUES (?, 1, ?, ?, ?, ?) ON CONFLICT (address) DO UPDATE SET status = 1, roles = excluded.roles,"
+                " encryption_key = excluded.encryption_key, metadata_hash = excluded.metadata_hash,"
+                " since_block = excluded.since_block",
+                (a["member"], a["roles"], a["encryptionKey"], a["metadataHash"], ev.block_number),
+            )
+        elif name in ("MemberSuspended", "MemberReinstated", "MemberRemoved"):
+            status = {"MemberSuspended": 2, "MemberReinstated": 1, "MemberRemoved": 3}[name]
+            conn.execute("UPDATE chain_members SET status = ? WHERE address = ?", (status, a["member"]))
+        elif name == "MemberRolesChanged":
+            conn.execute("UPDATE chain_members SET roles = ? WHERE address = ?", (a["roles"], a["member"]))
+        elif name == "EncryptionKeyRotated":
+            conn.execute(
+                "UPDATE chain_members SET encryption_key = ? WHERE address = ?", (a["encryptionKey"], a["member"])
+            )
+        elif name == "ConsentGranted":
+            conn.execute(
+                "INSERT INTO chain_consents (patient, grantee, consent_id, categories, purposes, valid_from,"
+                " valid_until, status, signer, block, tx_hash) VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)"
+                " ON CONFLICT (patient, grantee) DO UPDATE SET consent_id = excluded.consent_id,"
+                " categories = excluded.categories, purposes = excluded.purposes, valid_from = excluded.valid_from,"
+                " valid_until = excluded.valid_until, status = 'active', signer = excluded.signer,"
+                " block = excluded.block, tx_hash = excluded.tx_hash",
+                (
+                    a["patient"], a["grantee"], a["consentId"], a["categories"], a["purposes"], a["validFrom"],
+                    a["validUntil"], a["signer"], ev.block_number, ev.tx_hash,
+                ),
+            )
+            self._consent_event(conn, ev, "granted")
+        elif name == "ConsentRevoked":
+            conn.execute(
+                "UPDATE chain_consents SET status = 'revoked', block = ?, tx_hash = ? WHERE patient = ? AND grantee = ?",
+                (ev.block_number, ev.tx_hash, a["patient"], a["grantee"]),
+            )
+            self._consent_event(conn, ev, "revoked")
+        elif name == "GuardianSet":
+            conn.execute(
+                "INSERT INTO chain_guardians (patient, guardian, valid_until) VALUES (?, ?, ?)"
+                " ON CONFLICT (patient, guardian) DO UPDATE SET valid_until = excluded.valid_until",
+                (a["patient"], a["guardian"], a["validUntil"]),
+            )
+        elif name == "GuardianRemoved":
+            conn.execute("DELETE FROM chain_guardians WHERE patient = ? AND guardian = ?", (a["patient"], a["guardian"]))
+        elif name == "EmergencyOptOutSet":
+            conn.execute(
+                "INSERT INTO chain_optouts (patient, opted_out, block) VALUES (?, ?, ?)"
+                " ON CONFLICT (patient) DO UPDATE SET opted_out = excluded.opted_out, block = excluded.block",
+                (a["patient"], int(a["optedOut"]), ev.block_number),
+            )
+        elif name == "EmergencyAccessGranted":
+            conn.execute(
+                "INSERT OR REPLACE INTO chain_emergency (access_id, patient, member, categories, valid_until,"
+                " reason_hash, block, time, tx_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    a["accessId"], a["patient"], a["member"], a["categories"], a["validUntil"], a["reasonHash"],
+                    ev.block_number, self._time(ev.block_number), ev.tx_hash,
+                ),
+            )
+        elif name == "RecordRegistered":
+            conn.execute(
+                "INSERT OR REPLACE INTO chain_records (record_id, patient, provider, category, content_hash, locator,"
+                " status, gateway, block, time, tx_hash) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
+                (
+                    a["recordId"], a["patient"], a["provider"], a["category"], a["contentHash"], a["locator"],
+                    a["gateway"], ev.block_number, self._time(ev.block_number), ev.tx_hash,
+                ),
+            )
+        elif name in _RECORD_STATUS:
+            record_id = a["previousRecordId"] if name == "RecordAmended" else a["recordId"]
+            conn.execute("UPDATE chain_records SET status = ? WHERE record_id = ?", (_RECORD_STATUS[name], record_id))
+        elif name == "AccessLogged":
+            conn.execute(
+                "INSERT OR IGNORE INTO chain_accesses (tx_hash, log_index, requester, patient, record_id, consent_id,"
+                " purpose, emergency, access_hash, block, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ev.tx_hash, ev.log_index, a["requester"], a["patient"], a["recordId"], a["consentId"],
+                    a["purpose"], int(a["emergency"]), a["accessHash"], ev.block_number, self._time(ev.block_number),
+                ),
+            )
+        elif name == "AccessBatchAnchored":
+            conn.execute(
+                "INSERT OR IGNORE INTO chain_anchors (gateway, idx, root, tree_size, anchored_at, block, tx_hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (a["gateway"], a["index"], a["root"], a["treeSize"], a["anchoredAt"], ev.block_number, ev.tx_hash),
+            )
+
+    def _consent_event(self, conn, ev: EventRecord, kind: str) -> None:  # type: ignore[no-untyped-def]
+        a = ev.args
+        conn.execute(
+            "INSERT OR IGNORE INTO chain_consent_events (consent_id, kind, patient, grantee, categories, purposes,"
+            " valid_from, valid_until, signer, block, time, tx_hash, log_index)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                a["consentId"], kind, a["patient"], a["grantee"], a.get("categories"), a.get("purposes"),
+                a.get("validFrom"), a.get("validUntil"), a["signer"], ev.block_number, self._time(ev.block_number),
+                ev.tx_hash, ev.log_index,
+            ),
+        )

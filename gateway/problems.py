@@ -1,0 +1,127 @@
+"""The gateway's one error model: RFC 9457 ``application/problem+json`` with stable type codes.
+
+Every refusal and failure is a :class:`Problem` carrying a stable ``code`` (``consent_missing``,
+``chain_unavailable``, ...). The response's ``type`` is ``/problems/<code>``, a page the gateway serves
+describing the code, and ``code`` is repeated as a member so clients can switch on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+__all__ = ["PROBLEMS", "Problem", "install_problem_handlers", "problem_response"]
+
+log = logging.getLogger("hcl.gateway")
+
+#: code → (HTTP status, title). The list is the contract; codes are never renamed.
+PROBLEMS: dict[str, tuple[int, str]] = {
+    "invalid_request": (400, "The request is malformed"),
+    "invalid_fhir": (422, "The FHIR content is invalid"),
+    "invalid_signature": (401, "The signature does not verify"),
+    "unauthenticated": (401, "Authentication is required"),
+    "token_expired": (401, "The bearer token has expired"),
+    "replayed_nonce": (401, "The sign-in nonce was already used or has expired"),
+    "not_member": (403, "The caller is not an active consortium member"),
+    "member_suspended": (403, "The caller's membership is suspended"),
+    "wrong_role": (403, "The caller's role does not allow this"),
+    "not_patient": (403, "Only the patient (or a guardian) may do this"),
+    "consent_missing": (403, "No consent covers this access"),
+    "consent_expired": (403, "The consent has expired or is not valid yet"),
+    "consent_revoked": (403, "The consent was revoked"),
+    "wrong_category": (403, "The consent does not cover this category"),
+    "wrong_purpose": (403, "The consent does not cover this purpose"),
+    "emergency_not_allowed": (403, "Emergency access is not allowed here"),
+    "record_not_found": (404, "No such record"),
+    "record_retracted": (410, "The record was retracted"),
+    "payload_too_large": (413, "The request body is too large"),
+    "unsupported_media_type": (415, "Unsupported media type"),
+    "chain_rejected": (409, "The chain refused the transaction"),
+    "integrity_error": (502, "Stored data does not match the ledger"),
+    "chain_unavailable": (503, "The chain is unreachable; nothing was released"),
+    "storage_unavailable": (503, "Record storage is unreachable; nothing was released"),
+    "journal_unavailable": (503, "The release journal is unavailable; nothing was released"),
+    "storage_full": (507, "Record storage is full"),
+    "internal_error": (500, "Internal error"),
+}
+
+
+class Problem(Exception):
+    """A refusal or failure to report as problem+json."""
+
+    def __init__(self, code: str, detail: str = "", *, status: int | None = None, **extra: Any) -> None:
+        if code not in PROBLEMS:
+            raise ValueError(f"unknown problem code {code!r}")
+        default_status, self.title = PROBLEMS[code]
+        self.code = code
+        self.status = status or default_status
+        self.detail = detail
+        self.extra = extra
+        super().__init__(f"{code}: {detail}")
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"/problems/{self.code}",
+            "code": self.code,
+            "title": self.title,
+            "status": self.status,
+        }
+        if self.detail:
+            body["detail"] = self.detail
+        if instance:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+
+def problem_response(problem: Problem, instance: str | None = None) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+    return Response(
+        orjson.dumps(problem.body(instance), default=_default),
+        status_code=problem.status,
+        media_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return str(value)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Every error the app can produce leaves as problem+json."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> Response:
+        return problem_response(exc, request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"path": ".".join(str(p) for p in err.get("loc", ())), "message": str(err.get("msg", ""))}
+            for err in exc.errors()
+        ]
+        return problem_response(Problem("invalid_request", "request validation failed", errors=errors), request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "record_not_found", 405: "invalid_request", 413: "payload_too_large"}.get(
+            exc.status_code, "invalid_request"
+        )
+        problem = Problem(code, str(exc.detail), status=exc.status_code)
+        if exc.status_code == 404 and not request.url.path.startswith("/v1/records"):
+            problem = Problem("invalid_request", "no such endpoint", status=404)
+        return problem_response(problem, request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return problem_response(Problem("internal_error"), request.url.path)

@@ -1,0 +1,196 @@
+"""Release: the only path by which a byte of a patient's record leaves the gateway.
+
+1. the caller is an active care provider (asked of the chain);
+2. the record exists on-chain, is not retracted, and consent for (patient, caller, category, purpose)
+   holds at the latest block (``ConsentRegistry.check``);
+3. the ciphertext is fetched and its SHA-256 compared with the on-chain ``contentHash``; it is decrypted
+   and re-encrypted to the caller's registered X25519 key (HPKE) — all in memory, nothing sent yet;
+4. the access is ledgered: strict mode mines ``AccessLedger.logAccess`` (which re-checks consent
+   on-chain and reverts if it no longer holds); batch mode appends a durable journal row;
+5. only then is the response returned. Any failure before the end releases nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from node_client import hpke
+from node_client._exceptions import ChainUnavailable, ContractRevert
+from node_client.contracts import RecordStatus
+from node_client.vocabulary import CATEGORIES, PURPOSES
+
+from gateway.blobstore import BlobStoreError, IntegrityMismatch
+from gateway.crypto import GatewayCryptoError, decrypt_record
+from gateway.journal import JournalEntry, JournalUnavailable
+from gateway.problems import Problem
+from gateway.settings import LedgerMode
+from gateway.state import Components
+
+__all__ = ["HPKE_INFO", "Release", "release"]
+
+log = logging.getLogger("hcl.gateway.releases")
+
+#: HPKE ``info`` of release responses: binds the ciphertext to this protocol and version.
+HPKE_INFO = b"HealthCode Ledger release v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    body: dict[str, Any]
+    emergency: bool
+
+
+def hpke_aad(record_id: bytes, requester: str) -> bytes:
+    """AAD of a release: the record id and the requester's address (a response is for one reader)."""
+    return record_id + bytes.fromhex(requester.removeprefix("0x"))
+
+
+def _onchain_content(c: Components, record_id: bytes) -> tuple[bytes, bytes]:
+    """(contentHash, locator) as registered on-chain, from the read model (indexing once if needed)."""
+    q = "SELECT content_hash, locator FROM chain_records WHERE record_id = ?"
+    row = c.db.read().execute(q, (record_id,)).fetchone()
+    if row is None:
+        c.indexer.poll_once()
+        row = c.db.read().execute(q, (record_id,)).fetchone()
+    if row is None:
+        raise Problem("record_not_found", "the record's registration is not visible on-chain")
+    return bytes(row["content_hash"]), bytes(row["locator"])
+
+
+def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Release:
+    started = time.perf_counter()
+    member = c.policy.require_member(caller)
+    try:
+        record = c.ledger.records.record_of(record_id)
+    except ChainUnavailable as exc:
+        raise Problem("chain_unavailable", str(exc)) from exc
+    if record.status is RecordStatus.NONE:
+        raise Problem("record_not_found", "no such record")
+    if record.status is RecordStatus.RETRACTED:
+        raise Problem("record_retracted", "the record was retracted")
+    keys = c.db.read().execute(
+        "SELECT wrapped_key FROM record_keys WHERE record_id = ? AND state = 'registered'", (record_id,)
+    ).fetchone()
+    if keys is None or keys["wrapped_key"] is None:
+        raise Problem("record_not_found", "this gateway does not hold the record")
+    decision = c.policy.require(record.patient, caller, record.category, purpose)
+
+    content_hash, locator = _onchain_content(c, record_id)
+    try:
+        ciphertext = c.store.get(locator)
+    except IntegrityMismatch:
+        ciphertext = b""  # corrupted at rest: fall through to the integrity failure below
+    except BlobStoreError as exc:
+        raise Problem("storage_unavailable", "the record's ciphertext cannot be read") from exc
+    if hashlib.sha256(ciphertext).digest() != content_hash:
+        c.metrics.integrity_errors.inc()
+        log.error("integrity error: stored ciphertext does not match the chain", extra={"record": record_id.hex()})
+        raise Problem("integrity_error", "the stored record does not match its on-chain hash; nothing released")
+    try:
+        data_key = c.kek.unwrap(bytes(keys["wrapped_key"]), record_id=record_id)
+        plaintext = decrypt_record(
+            ciphertext, data_key, record_id=record_id, patient=record.patient, category=record.category
+        )
+    except GatewayCryptoError as exc:
+        c.metrics.integrity_errors.inc()
+        log.error("record does not decrypt", extra={"record": record_id.hex()})
+        raise Problem("integrity_error", "the record does not decrypt; nothing released") from exc
+
+    if c.settings.plaintext_responses:
+        payload: dict[str, Any] = {"contentType": "application/fhir+json", "resource": orjson.loads(plaintext)}
+        response_bytes = plaintext
+    else:
+        enc, sealed = hpke.seal(
+            member.encryption_key, plaintext, info=HPKE_INFO, aad=hpke_aad(record_id, caller)
+        )
+        payload = {
+            "contentType": "application/fhir+json",
+            "encryption": {
+                "suite": hpke.SUITE_ID,
+                "info": HPKE_INFO.decode(),
+                "aad": "recordId || requester address",
+                "enc": base64.b64encode(enc).decode(),
+                "ciphertext": base64.b64encode(sealed).decode(),
+            },
+        }
+        response_bytes = enc + sealed
+
+    released_at = int(time.time() * 1000)
+    access_hash = hashlib.sha256(
+        orjson.dumps(
+            {
+                "v": 1,
+                "recordId": record_id.hex(),
+                "requester": caller,
+                "purpose": purpose,
+                "response": hashlib.sha256(response_bytes).hexdigest(),
+                "nonce": secrets.token_hex(16),
+                "releasedAt": released_at,
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
+    ).digest()
+
+    mode = c.settings.ledger_mode
+    ledger_info: dict[str, Any]
+    emergency = decision.emergency
+    consent_id = decision.consent_id
+    if mode is LedgerMode.STRICT:
+        try:
+            checked, tx = c.ledger.access.log_access(
+                c.gateway_account, caller, record.patient, record_id, purpose, access_hash
+            )
+        except ChainUnavailable as exc:
+            raise Problem("chain_unavailable", "the access could not be ledgered; nothing released") from exc
+        except ContractRevert as exc:
+            # consent changed between the check and the transaction: the chain has the last word
+            raise c.policy.explain(record.patient, caller, record.category, purpose) from exc
+        consent_id, emergency = checked.consent_id, checked.emergency
+        ledger_info = {"mode": "strict", "txHash": tx.tx_hash, "blockNumber": tx.block_number}
+    else:
+        assert c.journal is not None  # built with batch mode
+        entry = JournalEntry(
+            requester=caller,
+            patient=record.patient,
+            record_id=record_id,
+            purpose=purpose,
+            consent_id=consent_id,
+            emergency=emergency,
+            access_hash=access_hash,
+            released_at=released_at,
+        )
+        try:
+            index = c.journal.append(entry)
+        except JournalUnavailable as exc:
+            raise Problem("journal_unavailable", "the access could not be journaled; nothing released") from exc
+        ledger_info = {"mode": "batch", "journalIndex": index}
+
+    c.metrics.releases.labels(mode=mode.value, emergency=str(emergency).lower()).inc()
+    c.metrics.release_seconds.labels(mode=mode.value).observe(time.perf_counter() - started)
+    log.info(
+        "record released",
+        extra={
+            "record": record_id.hex(), "requester": caller, "purpose": purpose, "emergency": emergency,
+            "mode": mode.value,
+        },
+    )
+    body = {
+        "accessId": "0x" + access_hash.hex(),
+        "recordId": "0x" + record_id.hex(),
+        "patient": record.patient,
+        "category": CATEGORIES[record.category].slug,
+        "purpose": PURPOSES[purpose].slug,
+        "consentId": "0x" + consent_id.hex(),
+        "emergency": emergency,
+        "ledger": ledger_info,
+        **payload,
+    }
+    return Release(body, emergency)

@@ -1,0 +1,110 @@
+"""Gateway settings: the CLI's :class:`ClientSettings` plus what the service needs.
+
+Sources, highest first: explicit arguments, ``HCL_*`` environment variables, ``.env``, a TOML file
+(``HCL_CONFIG``, default ``hcl.toml`` if present), then the defaults. Paths default under ``data_dir``
+so a whole gateway lives in one directory that can be backed up.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from node_client.settings import ClientSettings
+
+__all__ = ["GatewaySettings", "LedgerMode", "StoreKind"]
+
+
+class LedgerMode(StrEnum):
+    """How releases are ledgered before any byte leaves."""
+
+    STRICT = "strict"  # one AccessLedger.logAccess transaction mined per release
+    BATCH = "batch"  # a durable, hash-chained journal row; Merkle roots anchored on-chain
+
+
+class StoreKind(StrEnum):
+    LOCAL = "local"
+    IPFS = "ipfs"
+
+
+class GatewaySettings(ClientSettings):
+    """Everything a gateway process needs to run."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HCL_", env_file=".env", env_ignore_empty=True, extra="ignore", toml_file="hcl.toml"
+    )
+
+    host: str = Field("127.0.0.1", description="interface to bind")
+    port: int = Field(8000, ge=1, le=65535)
+    public_url: str = Field("", description="URL clients use (SIWE domain); default http://host:port")
+    data_dir: Path = Field(Path(".hcl/gateway"), description="database, blobs, journal, keys")
+    kek_file: Path | None = Field(None, description="key-encryption key file; default <data_dir>/kek.key")
+    gateway_key: Path | None = Field(None, description="keystore of the gateway's member account")
+    gateway_key_password_file: Path | None = None
+    gateway_dev_account: int | None = Field(None, description="Hardhat dev account index (dev chain only)")
+    store: StoreKind = StoreKind.LOCAL
+    ipfs_api: str = Field("/ip4/127.0.0.1/tcp/5001/http", description="Kubo RPC API multiaddr")
+    ledger_mode: LedgerMode = LedgerMode.STRICT
+    anchor_interval: float = Field(2.0, gt=0, description="seconds between Merkle anchors (batch mode)")
+    anchor_threshold: int = Field(10_000, gt=0, description="anchor early after this many new entries")
+    max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    max_bundle_entries: int = Field(10_000, gt=0)
+    token_ttl: int = Field(900, gt=0, le=900, description="bearer token lifetime, seconds (<= 15 min)")
+    challenge_ttl: int = Field(300, gt=0)
+    plaintext_responses: bool = Field(
+        False, description="release FHIR JSON unencrypted (only behind TLS termination you trust)"
+    )
+    indexer_poll: float = Field(0.25, gt=0, description="seconds between chain polls")
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _defaults(self) -> GatewaySettings:
+        if self.kek_file is None:
+            self.kek_file = self.data_dir / "kek.key"
+        if not self.public_url:
+            self.public_url = f"http://{self.host}:{self.port}"
+        return self
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "gateway.db"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.data_dir / "journal.db"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def token_key_file(self) -> Path:
+        return self.data_dir / "token.key"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path: Any = os.environ.get("HCL_CONFIG") or "hcl.toml"
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+            file_secret_settings,
+        )

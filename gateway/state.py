@@ -1,0 +1,143 @@
+"""Wiring: build the gateway's components from settings, start and stop their background threads.
+
+The components are plain objects with one job each (chain access, database, blob store, KEK, journal,
+indexer, authenticator, metrics); :class:`Components` only holds them so routes can reach them through
+FastAPI dependencies. The work itself lives in :mod:`gateway.uploads` and :mod:`gateway.releases`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+
+from node_client._client import ChainClient
+from node_client.deploy import Ledger, Manifest
+from node_client.keys import dev_account, load_keystore
+from node_client.settings import DEV_CHAIN_ID
+
+from gateway.auth import Authenticator, load_or_create_key
+from gateway.blobstore import BlobStore, IpfsBlobStore, LocalBlobStore
+from gateway.crypto import Kek
+from gateway.db import Database
+from gateway.indexer import Indexer
+from gateway.journal import Anchorer, Journal
+from gateway.keyrotation import finish_pending_rotation
+from gateway.observability import Metrics
+from gateway.policy import AccessPolicy
+from gateway.settings import GatewaySettings, LedgerMode, StoreKind
+
+__all__ = ["Components", "build_components"]
+
+log = logging.getLogger("hcl.gateway")
+
+
+@dataclass
+class Components:
+    settings: GatewaySettings
+    manifest: Manifest
+    ledger: Ledger
+    gateway_account: LocalAccount
+    db: Database
+    store: BlobStore
+    kek: Kek
+    policy: AccessPolicy
+    indexer: Indexer
+    auth: Authenticator
+    metrics: Metrics
+    journal: Journal | None = None
+    anchorer: Anchorer | None = None
+    member_names: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        """Catches the read model up with the chain once, then follows it; starts anchoring in batch mode."""
+        try:
+            self.indexer.poll_once()
+        except Exception:  # the chain may be down at start: /healthz shows it, requests fail closed
+            log.exception("initial indexing failed")
+        self.indexer.start()
+        if self.anchorer is not None:
+            self.anchorer.start()
+
+    def stop(self) -> None:
+        if self.anchorer is not None:
+            self.anchorer.stop()
+        self.indexer.stop()
+        if self.journal is not None:
+            self.journal.close()
+        self.db.close()
+
+
+def _gateway_account(settings: GatewaySettings, client: ChainClient) -> LocalAccount:
+    if settings.gateway_dev_account is not None:
+        if client.chain_id != DEV_CHAIN_ID:
+            raise ValueError("gateway_dev_account is only allowed on the dev chain")
+        return dev_account(settings.gateway_dev_account)
+    if settings.gateway_key is None:
+        raise ValueError("the gateway needs its member key: HCL_GATEWAY_KEY (keystore) or HCL_GATEWAY_DEV_ACCOUNT")
+    password_file = settings.gateway_key_password_file
+    if password_file is None:
+        raise ValueError("HCL_GATEWAY_KEY_PASSWORD_FILE is required with HCL_GATEWAY_KEY")
+    return load_keystore(settings.gateway_key, Path(password_file).read_text().rstrip("\n"))
+
+
+def _kek(path: Path, db: Database) -> Kek:
+    finish_pending_rotation(path, db)
+    if not path.exists():
+        log.info("creating a new key-encryption key", extra={"path": str(path)})
+        Kek.generate(path)
+    return Kek.load(path)
+
+
+def build_components(settings: GatewaySettings) -> Components:
+    client = ChainClient(rpc_url=settings.rpc_url, poa=settings.poa, timeout=settings.rpc_timeout)
+    manifest = Manifest.load(settings.manifest)
+    ledger = manifest.connect(client)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_path)
+    store: BlobStore
+    if settings.store is StoreKind.IPFS:
+        store = IpfsBlobStore(settings.ipfs_api)
+    else:
+        store = LocalBlobStore(settings.blob_dir, create=True)
+    account = _gateway_account(settings, client)
+    metrics = Metrics()
+    indexer = Indexer(ledger, db, deploy_block=manifest.deploy_block, poll_interval=settings.indexer_poll)
+    auth = Authenticator(
+        db,
+        load_or_create_key(settings.token_key_file),
+        domain=settings.public_url.split("://", 1)[-1],
+        uri=settings.public_url,
+        chain_id=manifest.chain_id,
+        token_ttl=settings.token_ttl,
+        challenge_ttl=settings.challenge_ttl,
+    )
+    journal = anchorer = None
+    if settings.ledger_mode is LedgerMode.BATCH:
+        journal = Journal(settings.journal_path)
+
+        def anchor(root: bytes, tree_size: int) -> tuple[str, int]:
+            result = ledger.access.anchor_batch(account, root, tree_size)
+            return result.tx_hash, result.block_number
+
+        anchorer = Anchorer(
+            journal, anchor, interval=settings.anchor_interval, size_threshold=settings.anchor_threshold
+        )
+    return Components(
+        settings=settings,
+        manifest=manifest,
+        ledger=ledger,
+        gateway_account=account,
+        db=db,
+        store=store,
+        kek=_kek(Path(settings.kek_file or settings.data_dir / "kek.key"), db),
+        policy=AccessPolicy(ledger),
+        indexer=indexer,
+        auth=auth,
+        metrics=metrics,
+        journal=journal,
+        anchorer=anchorer,
+        member_names={m["address"]: m["name"] for m in manifest.members},
+    )

@@ -1,0 +1,149 @@
+"""A real gateway for tests: its own Hardhat node and deployment, the FastAPI app served by uvicorn on a
+free port in a background thread, and an HTTP client that signs in like a hospital or patient does.
+
+The gateway gets its own chain (not the session node of the contract tests) because the contract tests
+revert snapshots, which would pull the chain out from under the gateway's indexer.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+
+from node_client import hpke
+from node_client._client import ChainClient
+from node_client._node import HardhatNode, free_port
+from node_client.deploy import Ledger, Manifest, deploy_dev, dev_encryption_key
+from node_client.keys import dev_account
+
+from gateway.app import create_app
+from gateway.releases import HPKE_INFO, hpke_aad
+from gateway.settings import GatewaySettings
+from gateway.state import Components, build_components
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples"
+
+#: dev account indices of the dev consortium (node_client.deploy.DEV_CONSORTIUM)
+GATEWAY, HOSPITAL, CLINIC, LAB, PHARMACY, AUDITOR = 3, 4, 5, 6, 7, 8
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    settings: GatewaySettings
+    components: Components
+    client: ChainClient
+    manifest: Manifest
+    ledger: Ledger
+    server: uvicorn.Server
+    thread: threading.Thread
+    node: HardhatNode
+
+    @contextmanager
+    def chain_paused(self) -> Iterator[None]:
+        """The chain node stops answering (SIGSTOP) inside the block, and resumes after it."""
+        import os
+        import signal
+
+        assert self.node.pid is not None
+        os.killpg(self.node.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(self.node.pid, signal.SIGCONT)
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def login(self, account: LocalAccount) -> httpx.Client:
+        """An HTTP client carrying a bearer token for ``account`` (SIWE challenge → signature → token)."""
+        http = self.http()
+        ch = http.post("/v1/auth/challenge", json={"address": account.address})
+        ch.raise_for_status()
+        message = ch.json()["message"]
+        sig = Account.sign_message(encode_defunct(text=message), account.key).signature
+        tok = http.post("/v1/auth/token", json={"message": message, "signature": "0x" + bytes(sig).hex()})
+        tok.raise_for_status()
+        http.headers["Authorization"] = f"Bearer {tok.json()['token']}"
+        return http
+
+    def wait_indexed(self, timeout: float = 10.0) -> None:
+        """Blocks until the gateway's indexer has seen the current head."""
+        head = self.client.block_number()
+        deadline = time.monotonic() + timeout
+        while self.components.indexer.indexed_block < head:
+            if time.monotonic() > deadline:
+                raise TimeoutError("indexer did not catch up")
+            time.sleep(0.05)
+
+
+def open_release(body: dict[str, Any], account_index: int, requester: str) -> bytes:
+    """Decrypts a release response with the requester's X25519 private key (dev key of that account)."""
+    private, _public = dev_encryption_key(account_index)
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    enc = base64.b64decode(body["encryption"]["enc"])
+    ct = base64.b64decode(body["encryption"]["ciphertext"])
+    record_id = bytes.fromhex(body["recordId"][2:])
+    return hpke.open_sealed(raw, enc, ct, info=HPKE_INFO, aad=hpke_aad(record_id, requester))
+
+
+@contextmanager
+def running_gateway(tmp: Path, **overrides: Any) -> Iterator[RunningGateway]:
+    node = HardhatNode(log_path=tmp / "hardhat.log").start(port=free_port())
+    try:
+        client = ChainClient(rpc_url=node.url)
+        manifest = deploy_dev(client)
+        manifest_path = tmp / "manifest.json"
+        manifest.save(manifest_path)
+        port = free_port()
+        settings = GatewaySettings(
+            rpc_url=node.url,
+            manifest=manifest_path,
+            data_dir=tmp / "gateway",
+            gateway_dev_account=GATEWAY,
+            host="127.0.0.1",
+            port=port,
+            indexer_poll=0.1,
+            anchor_interval=0.5,
+            log_level="WARNING",
+            **overrides,
+        )
+        components = build_components(settings)
+        app = create_app(settings, components=components)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.05)
+        gw = RunningGateway(
+            f"http://127.0.0.1:{port}", settings, components, client, manifest, manifest.connect(client), server, thread,
+            node,
+        )
+        try:
+            yield gw
+        finally:
+            server.should_exit = True
+            thread.join(timeout=15)
+    finally:
+        node.stop()
+
+
+def dev(i: int) -> LocalAccount:
+    return dev_account(i)
