@@ -42,6 +42,8 @@ from urllib.parse import urlsplit
 import ipfshttpclient
 import ipfshttpclient.exceptions as ipfs_exc
 
+from gateway._fs import fsync_dir
+
 __all__ = [
     "CODEC_DAG_PB",
     "CODEC_RAW",
@@ -292,7 +294,7 @@ class LocalBlobStore:
         except OSError as exc:
             raise _os_error(exc, "cannot create shard directory") from None
         else:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         self._write_atomic(shard, final, data)
         return cid
 
@@ -319,7 +321,7 @@ class LocalBlobStore:
             tmp.unlink(missing_ok=True)
             raise
         try:
-            _fsync_dir(shard)
+            fsync_dir(shard)
         except OSError as exc:
             raise _os_error(exc, "cannot sync blob directory") from None
 
@@ -350,7 +352,7 @@ class LocalBlobStore:
         except OSError as exc:
             raise _os_error(exc, "cannot delete blob") from None
         try:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
             raise _os_error(exc, "cannot sync blob directory") from None
 
@@ -409,17 +411,6 @@ class LocalBlobStore:
                 raise _os_error(exc, "cannot remove temporary file") from None
         return removed
 
-
-def _fsync_dir(directory: Path) -> None:
-    """``fsync`` of a directory so a create/rename/unlink in it survives a crash."""
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # pragma: no cover - filesystems that cannot sync directories
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------

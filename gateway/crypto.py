@@ -38,7 +38,6 @@ Failures are deliberately uniform: any problem decrypting or unwrapping raises
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import hmac
 import os
@@ -49,6 +48,8 @@ from typing import NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gateway._fs import fsync_dir
 
 __all__ = [
     "CATEGORY_MAX",
@@ -279,7 +280,7 @@ class Kek:
             path.unlink(missing_ok=True)
             raise KeyFileError(f"cannot write KEK file {path}: {exc.strerror}") from None
         os.close(fd)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return cls(key)
 
     @classmethod
@@ -394,18 +395,3 @@ def _parse_key_file(data: bytes, path: Path) -> bytes:
         except (UnicodeDecodeError, ValueError):
             pass
     raise KeyFileError(f"KEK file {path} must hold {KEK_SIZE} raw bytes or {2 * KEK_SIZE} hex characters")
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Makes a just-created directory entry durable (best effort where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # pragma: no cover - filesystems without directory fsync
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)

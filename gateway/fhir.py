@@ -20,10 +20,10 @@ is the gate between that untrusted body and the ledger:
 Validation uses the ``fhir.resources.R4B`` models, because fhir.resources 8 has no R4 package. R4B
 (4.3.0) was limited to the medication-definition, evidence-based-medicine and subscription resources
 plus technical corrections; the clinical resources a hospital sends are wire-compatible with R4, which
-every valid sample in the test corpus (Synthea bundles and the official R4 examples) confirms. The one difference that matters on input is the set of
-resource types: 18 R4 types (``MedicinalProduct*``, ``Substance{NucleicAcid,Polymer,Protein,
-ReferenceInformation,SourceMaterial,Specification}``, ``EffectEvidenceSynthesis``,
-``RiskEvidenceSynthesis``) have no R4B model. None of them is patient data, so as a Bundle entry (or the
+every valid sample in the test corpus (Synthea bundles and the official R4 examples) confirms. The one
+difference that matters on input is the set of resource types: 18 R4 types (``MedicinalProduct*``,
+``Substance{NucleicAcid,Polymer,Protein,ReferenceInformation,SourceMaterial,Specification}``,
+``EffectEvidenceSynthesis``, ``RiskEvidenceSynthesis``) have no R4B model. None of them is patient data, so as a Bundle entry (or the
 whole upload) they are accepted without model validation and then ignored with a reason; contained in
 another resource they cannot be validated and are rejected. See :data:`R4_ONLY_RESOURCE_TYPES`.
 

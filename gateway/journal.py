@@ -99,6 +99,8 @@ from eth_utils import to_checksum_address
 
 from node_client.merkle import MerkleTree, leaf_hash
 
+from gateway._fs import fsync_dir
+
 __all__ = [
     "ENTRY_SIZE",
     "ENTRY_VERSION",
@@ -319,15 +321,6 @@ class _Request:
 _STOP = object()
 
 
-def _fsync_dir(path: Path) -> None:
-    """Makes a directory entry durable (a new file is not crash-safe until its directory is synced)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Journal:
     """The durable release journal (see the module docstring). Thread-safe.
 
@@ -380,7 +373,7 @@ class Journal:
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
             if created:  # the new database (and its WAL) must survive a crash as directory entries too
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
             self._tree = MerkleTree()
             self._chain_head = ZERO_HASH
             self._last_anchor: Anchor | None = None
@@ -851,7 +844,7 @@ class Journal:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return size
 
     @property

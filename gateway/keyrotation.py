@@ -14,12 +14,13 @@ unused ``.new`` file. Retired KEKs are kept for backups made before the rotation
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.crypto import Kek, rewrap
 from gateway.db import Database
+
+from gateway._fs import fsync_dir
 
 __all__ = ["RotationResult", "finish_pending_rotation", "rotate_kek"]
 
@@ -33,19 +34,11 @@ class RotationResult:
     rewrapped: int
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _swap(kek_file: Path, old_id: str) -> None:
     pending = kek_file.with_name(kek_file.name + ".new")
     kek_file.replace(kek_file.with_name(f"{kek_file.name}.{old_id}.retired"))
     pending.replace(kek_file)
-    _fsync_dir(kek_file.parent)
+    fsync_dir(kek_file.parent)
 
 
 def finish_pending_rotation(kek_file: Path, db: Database) -> None:

@@ -8,6 +8,7 @@ FastAPI dependencies. The work itself lives in :mod:`gateway.uploads` and :mod:`
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from gateway.auth import Authenticator, load_or_create_key
 from gateway.blobstore import BlobStore, IpfsBlobStore, LocalBlobStore
 from gateway.crypto import Kek
 from gateway.db import Database
+from gateway.fhir import warm_up
 from gateway.indexer import Indexer
 from gateway.journal import Anchorer, Journal
 from gateway.keyrotation import finish_pending_rotation
@@ -52,7 +54,11 @@ class Components:
     member_names: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
-        """Catches the read model up with the chain once, then follows it; starts anchoring in batch mode."""
+        """Catches the read model up with the chain once, then follows it; starts anchoring in batch mode.
+
+        The FHIR models load in the background (1-3 s) so the first upload is not the one that pays.
+        """
+        threading.Thread(target=warm_up, name="hcl-fhir-warm-up", daemon=True).start()
         try:
             self.indexer.poll_once()
         except Exception:  # the chain may be down at start: /healthz shows it, requests fail closed

@@ -9,37 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from node_client._exceptions import (
-    ChainUnavailable,
-    CompilationError,
-    ContractRevert,
-    DeploymentError,
-    KeystoreError,
-    NodeClientError,
-    NodeError,
-    Panic,
-    RevertWithReason,
-    SignatureError,
-    TransactionError,
-    decode_revert,
-    revert_class,
-)
+from node_client import _exceptions
+from node_client._exceptions import *  # noqa: F403 - this module is the public face of _exceptions
+from node_client._exceptions import revert_class
 
-__all__ = [
-    "ChainUnavailable",
-    "CompilationError",
-    "ContractRevert",
-    "DeploymentError",
-    "KeystoreError",
-    "NodeClientError",
-    "NodeError",
-    "Panic",
-    "RevertWithReason",
-    "SignatureError",
-    "TransactionError",
-    "decode_revert",
-    "revert_class",
-]
+__all__ = list(_exceptions.__all__)
 
 
 def __getattr__(name: str) -> Any:
