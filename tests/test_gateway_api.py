@@ -407,3 +407,73 @@ def test_chain_outage_is_503_and_releases_nothing(tmp_path: Path) -> None:
         # service resumes by itself once the node answers again
         assert hospital.get(f"/v1/records/{record}", params={"purpose": "treatment"}).status_code == 200
         assert len(list(ogw.ledger.access.events(["AccessLogged"]))) == released_before + 1
+
+
+# ---------------------------------------------------------------- the ipfs blob store
+
+
+from ipfs_fixture import ipfs_node  # noqa: E402,F401  (pytest fixture)
+
+
+def test_ipfs_store_end_to_end(tmp_path: Path, ipfs_node) -> None:  # noqa: ANN001, F811
+    """Upload and release through a gateway whose ciphertexts live in a real Kubo node."""
+    with running_gateway(tmp_path, store="ipfs", ipfs_api=ipfs_node.api_multiaddr) as igw:
+        assert igw.http().get("/healthz").json()["checks"]["storage"]["kind"] == "ipfs"
+        hospital = igw.login(dev(HOSPITAL))
+        r = hospital.post("/v1/records", params={"patient": dev(16).address}, content=SYNTHEA.read_bytes(), headers=FHIR)
+        assert r.status_code == 201, r.text
+        records = r.json()["records"]
+        pinned = ipfs_node.ipfs("pin", "ls", "--type=recursive")
+        assert all(rec["locator"] in pinned for rec in records)
+        labs = next(rec for rec in records if rec["category"] == "lab-results")
+        _grant(igw, 16, dev(CLINIC).address, "lab-results")
+        clinic = igw.login(dev(CLINIC))
+        got = clinic.get(f"/v1/records/{labs['recordId']}", params={"purpose": "treatment"})
+        assert got.status_code == 200, got.text
+        bundle = orjson.loads(open_release(got.json(), CLINIC, dev(CLINIC).address))
+        assert bundle["type"] == "collection"
+
+
+# ---------------------------------------------------------------- more refusals
+
+
+def test_revocation_seen_in_block_n_stops_every_later_request(gw: RunningGateway, uploaded: dict) -> None:
+    """A revocation mined in block N stops every request arriving after the gateway has seen block N."""
+    _grant(gw, 10, dev(LAB).address, "lab-results")
+    lab = gw.login(dev(LAB))
+    record = _record(uploaded, "lab-results")
+    assert lab.get(f"/v1/records/{record}", params={"purpose": "treatment"}).status_code == 200
+    block_n = gw.ledger.consents.revoke(dev(10), dev(LAB).address).block_number
+    gw.wait_indexed()
+    assert gw.components.indexer.indexed_block >= block_n
+    for _ in range(3):
+        r = lab.get(f"/v1/records/{record}", params={"purpose": "treatment"})
+        assert r.status_code == 403 and r.json()["code"] == "consent_revoked"
+
+
+def test_expired_consent_is_refused(gw: RunningGateway, uploaded: dict) -> None:
+    _grant(gw, 10, dev(LAB).address, "lab-results", seconds=60)
+    lab = gw.login(dev(LAB))
+    record = _record(uploaded, "lab-results")
+    assert lab.get(f"/v1/records/{record}", params={"purpose": "treatment"}).status_code == 200
+    gw.client.w3.provider.make_request("evm_increaseTime", [120])
+    gw.client.w3.provider.make_request("evm_mine", [])
+    r = lab.get(f"/v1/records/{record}", params={"purpose": "treatment"})
+    assert r.status_code == 403 and r.json()["code"] == "consent_expired"
+
+
+def test_storage_outage_is_503_and_releases_nothing(gw: RunningGateway, uploaded: dict) -> None:
+    _grant(gw, 10, dev(CLINIC).address, "encounters,medications,lab-results")
+    clinic = gw.login(dev(CLINIC))
+    record = _record(uploaded, "medications")
+    blobs = gw.settings.blob_dir
+    hidden = blobs.with_name("blobs-away")
+    before = gw.client.block_number()
+    blobs.rename(hidden)
+    try:
+        r = clinic.get(f"/v1/records/{record}", params={"purpose": "treatment"})
+        assert r.status_code == 503 and r.json()["code"] == "storage_unavailable", r.text
+        assert list(gw.ledger.access.events(["AccessLogged"], from_block=before + 1)) == []
+    finally:
+        hidden.rename(blobs)
+    assert clinic.get(f"/v1/records/{record}", params={"purpose": "treatment"}).status_code == 200
