@@ -67,6 +67,13 @@ class Components:
         if self.anchorer is not None:
             self.anchorer.start()
 
+    def catch_up(self) -> None:
+        """Indexes up to the head now, so a caller reads its own write (best effort: the poller retries)."""
+        try:
+            self.indexer.poll_once()
+        except Exception:
+            log.warning("catch-up indexing failed; the indexer thread will retry")
+
     def stop(self) -> None:
         if self.anchorer is not None:
             self.anchorer.stop()

@@ -138,6 +138,7 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
             "UPDATE record_keys SET state = 'registered', tx_hash = ? WHERE upload_id = ?",
             (result.tx_hash, upload_id),
         )
+    c.catch_up()
     c.metrics.uploads.inc(len(out))
     log.info(
         "upload registered",

@@ -318,6 +318,9 @@ def test_patient_access_log_matches_the_chain(gw: RunningGateway, uploaded: dict
     chain = [e for e in gw.ledger.access.events(["AccessLogged"]) if e["patient"] == dev(10).address]
     assert sorted(a["ledger"]["txHash"] for a in log["accesses"]) == sorted(e.tx_hash for e in chain)
     assert any(a["emergency"] for a in log["accesses"])
+    emergency = next(a for a in log["accesses"] if a["emergency"])
+    assert emergency["emergencyReason"] == "unconscious on arrival, allergy check before anaesthesia"
+    assert log["emergencyWindows"][0]["reason"] == emergency["emergencyReason"]
     assert {a["requesterName"] for a in log["accesses"]} >= {"Riverside Community Health Centre"}
     records = me.get("/v1/me/records").json()["records"]
     assert len(records) == len(uploaded["records"])

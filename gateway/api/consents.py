@@ -77,6 +77,7 @@ def grant(body: SignedGrantIn, c: ComponentsDep, caller: CallerDep) -> dict[str,
         raise Problem("chain_unavailable", str(exc)) from exc
     except ContractRevert as exc:
         raise _chain_problem(exc) from exc
+    c.catch_up()
     return {"consentId": "0x" + consent_id.hex(), "txHash": tx.tx_hash, "blockNumber": tx.block_number}
 
 
@@ -84,7 +85,10 @@ def grant(body: SignedGrantIn, c: ComponentsDep, caller: CallerDep) -> dict[str,
 def revoke(consent_id: str, body: SignedRevokeIn, c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
     """Submit a patient-signed ConsentRevoke for the consent ``consent_id``."""
     signed = _signed(c, body)
-    current = c.ledger.consents.consent_of(body.message.patient, body.message.grantee)
+    try:
+        current = c.ledger.consents.consent_of(body.message.patient, body.message.grantee)
+    except ChainUnavailable as exc:
+        raise Problem("chain_unavailable", str(exc)) from exc
     if "0x" + current.consent_id.hex() != consent_id.lower():
         raise Problem("consent_missing", "that consent is not the one in force for this patient and institution")
     try:
@@ -93,6 +97,7 @@ def revoke(consent_id: str, body: SignedRevokeIn, c: ComponentsDep, caller: Call
         raise Problem("chain_unavailable", str(exc)) from exc
     except ContractRevert as exc:
         raise _chain_problem(exc) from exc
+    c.catch_up()
     return {"consentId": consent_id, "revoked": True, "txHash": tx.tx_hash, "blockNumber": tx.block_number}
 
 
@@ -142,6 +147,7 @@ def emergency_access(body: EmergencyIn, c: ComponentsDep, caller: CallerDep) -> 
             " VALUES (?, ?, ?, ?, strftime('%s','now'))",
             (bytes(ev["accessId"]), caller, ev["patient"], body.reason),
         )
+    c.catch_up()
     return {
         "accessId": "0x" + bytes(ev["accessId"]).hex(),
         "patient": ev["patient"],

@@ -91,6 +91,10 @@ def my_access_log(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
         " WHERE a.patient = ? ORDER BY a.block DESC, a.log_index DESC",
         (caller,),
     ).fetchall()
+    reasons = {
+        bytes(r["access_id"]): r["reason"]
+        for r in c.db.read().execute("SELECT access_id, reason FROM emergency_reasons WHERE patient = ?", (caller,))
+    }
     entries = [
         {
             "accessId": _hex(a["access_hash"]),
@@ -100,6 +104,7 @@ def my_access_log(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
             "category": CATEGORIES[a["category"]].slug if a["category"] is not None else None,
             "purpose": PURPOSES[a["purpose"]].slug,
             "emergency": bool(a["emergency"]),
+            "emergencyReason": reasons.get(bytes(a["consent_id"])) if a["emergency"] else None,
             "consentId": _hex(a["consent_id"]),
             "time": a["time"],
             "ledger": {"mode": "strict", "txHash": a["tx_hash"], "blockNumber": a["block"]},
@@ -122,6 +127,7 @@ def my_access_log(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
                     "category": CATEGORIES[cat["category"]].slug if cat else None,
                     "purpose": PURPOSES[entry.purpose].slug,
                     "emergency": entry.emergency,
+                    "emergencyReason": reasons.get(entry.consent_id) if entry.emergency else None,
                     "consentId": _hex(entry.consent_id),
                     "time": entry.released_at // 1000,
                     "ledger": {"mode": "batch", "journalIndex": index},
@@ -137,6 +143,7 @@ def my_access_log(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
         "emergencyWindows": [
             {"accessId": _hex(e["access_id"]), "member": e["member"], "memberName": c.member_names.get(e["member"], ""),
              "categories": [CATEGORIES[int(x)].slug for x in categories_of(e["categories"])],
+             "reason": reasons.get(bytes(e["access_id"])),
              "openedAt": e["time"], "validUntil": e["valid_until"], "txHash": e["tx_hash"]}
             for e in emergencies
         ],

@@ -56,8 +56,14 @@ def healthz(c: ComponentsDep) -> JSONResponse:
             "anchorError": c.anchorer.last_error,
         }
         c.metrics.anchor_lag.set(c.anchorer.lag_seconds or 0)
-    body = {"status": "ok" if ok else "degraded", "ledgerMode": c.settings.ledger_mode.value, "time": int(time.time()),
-            "checks": checks}
+    body = {
+        "status": "ok" if ok else "degraded",
+        "ledgerMode": c.settings.ledger_mode.value,
+        "time": int(time.time()),
+        "deployment": {"chainId": c.manifest.chain_id, "deployBlock": c.manifest.deploy_block,
+                       "contracts": c.manifest.contracts, "gateway": c.gateway_account.address},
+        "checks": checks,
+    }
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

@@ -1,0 +1,1032 @@
+"""The HealthCode Ledger demo: seed a dev network, then play the "health code" scenario over the real API.
+
+    python -m gateway.demo seed   # county hospital through governance, demo patients, their FHIR records
+    python -m gateway.demo run    # the scenario, narrated step by step (exit 1 at the first surprise)
+
+Both talk to a running gateway and chain, as ``./scripts/up`` starts them (``hcl deploy --dev``). Every
+key is one of Hardhat's PUBLIC dev keys (the mnemonic "test test ... junk"): the demo refuses any chain
+but the dev chain 31337, and the keystores it writes use the password "demo". Never for real data.
+
+The scenario: Wang, a patient of City First People's Hospital (the tertiary hospital) with a diabetes
+work-up, creates a health code — an EIP-712 signed consent — for Riverside Community Health Centre, which
+then finds and reads exactly what it needs (discharge summary, medications, latest HbA1c) instead of
+repeating tests. An emergency department breaks the glass for an allergy lookup; Wang sees every read in
+the access log, revokes the centre's consent, the centre is refused, and the log is checked against the
+chain.
+
+``seed`` and ``run`` are plain functions too (the tests call them); they raise :class:`DemoError` on
+anything unexpected, which the command line prints and turns into exit code 1.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import orjson
+import typer
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from node_client import hpke, signing
+from node_client._client import ChainClient
+from node_client._exceptions import ContractRevert, NodeClientError
+from node_client.contracts import Action, ConsentStatus, MemberStatus, ProposalStatus
+from node_client.deploy import Ledger, Manifest, MemberSpec, dev_encryption_key
+from node_client.keys import dev_account, keystore_address, load_keystore, new_keystore
+from node_client.settings import DEV_CHAIN_ID
+from node_client.vocabulary import CATEGORIES, PURPOSES, Role, parse_categories, parse_purposes
+
+from gateway.releases import HPKE_INFO, hpke_aad
+
+__all__ = ["DemoError", "RunResult", "SeedResult", "app", "run", "seed"]
+
+# ---------------------------------------------------------------- the cast (dev accounts)
+
+ADMIN_A, ADMIN_B = 0, 1  # two of the three dev admins (threshold 2)
+HOSPITAL = 4  # City First People's Hospital: tertiary hospital, HOSPITAL | EMERGENCY
+CLINIC = 5  # Riverside Community Health Centre
+COUNTY = 19  # Lakeside County Hospital, onboarded by `seed` through governance
+COUNTY_NAME = "Lakeside County Hospital"
+
+PASSWORD = "demo"  # the demo keystores' password: a demo, never a real password
+
+DEV_KEYS_NOTE = (
+    "Dev keys only: every key here is one of Hardhat's PUBLIC test keys (mnemonic \"test test ... junk\"), "
+    "known to everyone; demo keystores use the password \"demo\". Never use them for real data."
+)
+
+DEFAULT_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples"
+
+
+@dataclass(frozen=True)
+class DemoPatient:
+    key: str  # short name used for files
+    name: str
+    account: int
+    bundle: str  # file under synthea/
+    about: str
+    guardian: int | None = None
+
+
+#: Wang: Synthea's patient-1 is the best fit in the sample corpus for "hypertension and diabetes": no
+#: bundle there has both diagnoses (none has hypertension at all); patient-1 has Prediabetes, two HbA1c
+#: results (LOINC 4548-4), an active diabetes self-management care plan, medications and allergies (which
+#: steps 4 and 5 need). patient-2 has no medications or allergies; patient-3 is the paediatric one.
+PATIENTS: tuple[DemoPatient, ...] = (
+    DemoPatient("wang", "Wang", 10, "patient-1-Emmie273_Kovacek682.json",
+                "discharged from the tertiary hospital; diabetes work-up (prediabetes, HbA1c follow-up)"),
+    DemoPatient("li", "Li", 11, "patient-2-7b4cf3d5.json", "adult patient of the tertiary hospital"),
+    DemoPatient("zhang", "Zhang", 12, "patient-3-cc3bf71c.json", "a child; a parent is the on-chain guardian",
+                guardian=16),
+)
+WANG = PATIENTS[0]
+
+HBA1C = "4548-4"  # LOINC Hemoglobin A1c/Hemoglobin.total in Blood
+GRANT_CATEGORIES = "encounters,medications,lab-results,conditions"
+GRANT_PURPOSES = "treatment,care-coordination"
+GRANT_DAYS = 30
+EMERGENCY_REASON = (
+    "Patient brought in unresponsive to the emergency department; allergy check before giving drugs"
+)
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+class DemoError(Exception):
+    """Something the demo did not expect: the message says what and what to do."""
+
+
+@dataclass
+class SeedResult:
+    county_hospital: str
+    onboarded_now: bool
+    keystores_written: list[str] = field(default_factory=list)
+    uploaded: dict[str, str] = field(default_factory=dict)  # patient name -> tx hash of this seed's upload
+    skipped: list[str] = field(default_factory=list)  # patients who already had records
+    seconds: float = 0.0
+
+
+@dataclass
+class RunResult:
+    ok: bool
+    consent_id: str
+    access_ids: list[str]
+    log_entries: int
+    chain_events: int
+    seconds: float = 0.0
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def _when(ts: int | float | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _short(h: str | None) -> str:
+    if not h:
+        return "-"
+    return h if len(h) <= 20 else f"{h[:10]}…{h[-8:]}"
+
+
+def _slugs(mask: int, terms: tuple[Any, ...]) -> list[str]:
+    return [t.slug for t in terms if mask >> t.bit & 1]
+
+
+def _term(slug: str, terms: tuple[Any, ...]) -> Any:
+    return next(t for t in terms if t.slug == slug)
+
+
+def _problem(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:300]
+    if isinstance(body, dict) and "code" in body:
+        return f"{body['code']}: {body.get('detail') or body.get('title', '')}"
+    return json.dumps(body)[:300]
+
+
+def _expect(resp: httpx.Response, status: int, action: str) -> Any:
+    if resp.status_code != status:
+        raise DemoError(f"{action}: expected HTTP {status}, the gateway answered {resp.status_code} ({_problem(resp)})")
+    return resp.json()
+
+
+def open_release(body: dict[str, Any], private_key: Any, requester: str) -> dict[str, Any]:
+    """The FHIR JSON of a release, decrypted with the requester's X25519 private key (HPKE)."""
+    if "resource" in body:  # a gateway configured for plaintext responses
+        return body["resource"]
+    raw = private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    enc = base64.b64decode(body["encryption"]["enc"])
+    ct = base64.b64decode(body["encryption"]["ciphertext"])
+    record_id = bytes.fromhex(body["recordId"][2:])
+    return orjson.loads(hpke.open_sealed(raw, enc, ct, info=HPKE_INFO, aad=hpke_aad(record_id, requester)))
+
+
+def _resources(bundle: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
+    if bundle.get("resourceType") == resource_type:
+        return [bundle]
+    return [e["resource"] for e in bundle.get("entry", []) if e.get("resource", {}).get("resourceType") == resource_type]
+
+
+def _concept(cc: dict[str, Any] | None) -> str:
+    if not cc:
+        return "?"
+    if cc.get("text"):
+        return str(cc["text"])
+    for coding in cc.get("coding", []):
+        if coding.get("display"):
+            return str(coding["display"])
+    return "?"
+
+
+def _has_code(resource: dict[str, Any], code: str) -> bool:
+    return any(c.get("code") == code for c in resource.get("code", {}).get("coding", []))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` via a temp file in the same directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- the session: gateway + chain
+
+
+class Session:
+    """One demo session: an HTTP client per signed-in account, the chain, the deployment."""
+
+    def __init__(self, url: str, manifest: Path, rpc_url: str, console: Console) -> None:
+        self.url = url.rstrip("/")
+        self.manifest_path = Path(manifest)
+        self.rpc_url = rpc_url
+        self.out = console
+        self._clients: dict[str, httpx.Client] = {}
+        self.http = httpx.Client(base_url=self.url, timeout=60)
+        try:
+            health = self.http.get("/healthz")
+        except httpx.HTTPError as exc:
+            raise DemoError(
+                f"the gateway at {self.url} does not answer ({type(exc).__name__}): start ./scripts/up first "
+                "(in another terminal), or pass --url"
+            ) from None
+        try:
+            checks = health.json()["checks"]
+        except (ValueError, KeyError, TypeError):
+            checks = None
+        if health.status_code not in (200, 503) or checks is None:
+            raise DemoError(f"{self.url}/healthz is not a HealthCode Ledger gateway (HTTP {health.status_code})")
+        if health.status_code == 503:
+            raise DemoError(f"the gateway at {self.url} is degraded: {checks}")
+        try:
+            self.manifest = Manifest.load(self.manifest_path)
+        except NodeClientError as exc:
+            raise DemoError(f"{exc} (start ./scripts/up first, or pass --manifest)") from None
+        self.client = ChainClient(rpc_url=rpc_url, timeout=30)
+        try:
+            chain_id = self.client.chain_id
+        except NodeClientError:
+            raise DemoError(f"the chain at {rpc_url} does not answer: start ./scripts/up first, or pass --rpc-url") from None
+        if chain_id != DEV_CHAIN_ID:
+            raise DemoError(f"the chain at {rpc_url} is chain {chain_id}: the demo uses public dev keys and runs "
+                            f"only on the dev chain {DEV_CHAIN_ID}")
+        try:
+            self.ledger: Ledger = self.manifest.connect(self.client)
+        except NodeClientError as exc:
+            raise DemoError(f"{exc}") from None
+        self.names = {m["address"]: m["name"] for m in self.manifest.members}
+        self.names.update({dev_account(p.account).address: p.name for p in PATIENTS})
+
+    def close(self) -> None:
+        for c in self._clients.values():
+            c.close()
+        self.http.close()
+
+    def name(self, address: str | None) -> str:
+        if not address:
+            return "-"
+        return self.names.get(address) or _short(address)
+
+    def refresh_names(self) -> None:
+        """Adds the names the gateway knows (from the manifest it loaded at start) that ours lacks."""
+        members = _expect(self.http.get("/v1/members"), 200, "listing the members")["members"]
+        for m in members:
+            if m["name"]:
+                self.names.setdefault(m["address"], m["name"])
+
+    def login(self, account: LocalAccount) -> httpx.Client:
+        """An HTTP client with a bearer token for ``account`` (SIWE: challenge, personal_sign, token)."""
+        if account.address in self._clients:
+            return self._clients[account.address]
+        http = httpx.Client(base_url=self.url, timeout=120)
+        ch = _expect(http.post("/v1/auth/challenge", json={"address": account.address}), 200,
+                     f"sign-in challenge for {account.address}")
+        sig = Account.sign_message(encode_defunct(text=ch["message"]), account.key).signature
+        tok = _expect(http.post("/v1/auth/token", json={"message": ch["message"], "signature": "0x" + bytes(sig).hex()}),
+                      200, f"sign-in of {account.address}")
+        if tok["address"] != account.address:
+            raise DemoError(f"the gateway bound the token to {tok['address']}, not {account.address}")
+        http.headers["Authorization"] = f"Bearer {tok['token']}"
+        self._clients[account.address] = http
+        return http
+
+    def wait_indexed(self, block: int | None = None, timeout: float = 30.0) -> None:
+        """Waits until the gateway's read model (its chain indexer) has seen ``block`` (default: the head)."""
+        target = self.client.block_number() if block is None else block
+        deadline = time.monotonic() + timeout
+        while True:
+            checks = self.http.get("/healthz").json()["checks"]
+            indexed = checks["indexer"]["indexedBlock"]
+            if indexed >= target:
+                return
+            if time.monotonic() > deadline:
+                raise DemoError(
+                    f"the gateway has indexed block {indexed}, the chain at {self.rpc_url} is at {target} "
+                    f"after {timeout:.0f}s: is the gateway following this chain? ({checks['indexer'].get('error')})"
+                )
+            time.sleep(0.1)
+
+    def chain_now(self) -> int:
+        return self.client.block_timestamp()
+
+
+@contextmanager
+def _session(url: str, manifest: Path, rpc_url: str, console: Console) -> Iterator[Session]:
+    s = Session(url, manifest, rpc_url, console)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _console(console: Console | None) -> Console:
+    return console or Console()
+
+
+def _step(out: Console, n: int | str, title: str, why: str) -> None:
+    out.print()
+    out.rule(f"[bold]Step {n}. {title}", align="left")
+    out.print(f"[italic]{why}[/italic]")
+
+
+def _ok(out: Console, text: str) -> None:
+    out.print(f"[green]✔[/green] {text}")
+
+
+# ---------------------------------------------------------------- seed
+
+
+def _onboard_county_hospital(s: Session) -> tuple[str, bool]:
+    out = s.out
+    members = s.ledger.members
+    county = dev_account(COUNTY)
+    _, public = dev_encryption_key(COUNTY)
+    spec = MemberSpec(county.address, int(Role.HOSPITAL), public, COUNTY_NAME, "hospital")
+    out.print()
+    out.rule(f"[bold]Onboarding {COUNTY_NAME} through governance", align="left")
+    out.print("[italic]No single key can add an institution: the MemberRegistry needs an M-of-N approval of the "
+              "consortium's admins (here 2 of 3). Admin 0 proposes, admin 1 approves, then it is executed.[/italic]")
+    current = members.member_of(county.address)
+    if current.status is MemberStatus.ACTIVE:
+        _ok(out, f"{COUNTY_NAME} ({county.address}) is already an active member (onboarded by an earlier seed)")
+        _record_in_manifest(s, spec)
+        return county.address, False
+    if current.status is not MemberStatus.NONE:
+        raise DemoError(f"{COUNTY_NAME} ({county.address}) is {current.status.name.lower()} on this network; "
+                        "the demo onboards only a new member (redeploy with ./scripts/up)")
+    admin_a, admin_b = dev_account(ADMIN_A), dev_account(ADMIN_B)
+    for i, admin in ((ADMIN_A, admin_a), (ADMIN_B, admin_b)):
+        if not members.is_admin(admin.address):
+            raise DemoError(f"dev account {i} is not an admin of this deployment: it was not deployed with "
+                            "`hcl deploy --dev`; onboard with `hcl member propose/approve/execute` instead")
+    gov = members.governance()
+    now = s.chain_now()
+
+    # a proposal left pending by an interrupted earlier seed is reused rather than duplicated
+    proposal_id = None
+    for pid in range(members.proposal_count(), max(0, members.proposal_count() - 50), -1):
+        p = members.proposal_of(pid)
+        if (p.action is Action.ADD_MEMBER and p.target == county.address and p.status is ProposalStatus.PENDING
+                and p.expires_at > now and p.encryption_key == public):
+            proposal_id = pid
+            out.print(f"  found pending proposal #{pid} from an earlier seed ({p.approvals} approval(s))")
+            break
+    if proposal_id is None:
+        proposal_id, tx = members.propose(admin_a, Action.ADD_MEMBER, county.address, arg=int(Role.HOSPITAL),
+                                          encryption_key=public, metadata_hash=spec.metadata_hash)
+        out.print(f"  1. admin 0 ({_short(admin_a.address)}) proposes: add {COUNTY_NAME} {county.address}, role "
+                  f"hospital, X25519 key {public.hex()[:16]}…, metadata hash {spec.metadata_hash.hex()[:16]}…")
+        out.print(f"     → proposal #{proposal_id}, 1 of {gov.threshold} approvals, tx {tx.tx_hash}")
+    p = members.proposal_of(proposal_id)
+    if p.approvals < gov.threshold:
+        try:
+            members.execute(admin_a, proposal_id)
+        except ContractRevert as exc:
+            if exc.error_name != "MemberRegistryNotEnoughApprovals":
+                raise DemoError(f"executing with one approval failed for an unexpected reason: {exc}") from exc
+            out.print(f"  2. admin 0 alone tries to execute → refused by the contract: [yellow]{exc}[/yellow]")
+        else:
+            raise DemoError("a single admin executed a membership proposal: M-of-N governance is broken")
+        if not members.has_approved(proposal_id, admin_b.address):
+            tx = members.approve(admin_b, proposal_id)
+            approvals = members.proposal_of(proposal_id).approvals
+            out.print(f"  3. admin 1 ({_short(admin_b.address)}) approves → {approvals} of {gov.threshold}, "
+                      f"tx {tx.tx_hash}")
+    tx = members.execute(admin_b, proposal_id)
+    out.print(f"  4. admin 1 executes proposal #{proposal_id} → tx {tx.tx_hash}")
+    m = members.member_of(county.address)
+    if m.status is not MemberStatus.ACTIVE or not m.roles & Role.HOSPITAL or m.encryption_key != public:
+        raise DemoError(f"after execution {COUNTY_NAME} is {m.status.name}, roles {m.roles:#x}: not onboarded")
+    _ok(out, f"{COUNTY_NAME} is an active member (roles: hospital) from block {tx.block_number}")
+    _record_in_manifest(s, spec)
+    return county.address, True
+
+
+def _record_in_manifest(s: Session, spec: MemberSpec) -> None:
+    """Appends the new member's off-chain description to the manifest's ``members`` (atomically).
+
+    Names stay off-chain (only their hash is on-chain); the gateway reads them from the manifest at
+    start, so a gateway already running shows the county hospital without a name until it restarts.
+    """
+    path = s.manifest_path
+    data = orjson.loads(path.read_bytes())
+    members = data.setdefault("members", [])
+    if any(to_checksum_address(m["address"]) == spec.address for m in members):
+        return
+    members.append({
+        "address": to_checksum_address(spec.address),
+        "name": spec.name,
+        "kind": spec.kind,
+        "roles": spec.roles,
+        "metadataHash": "0x" + spec.metadata_hash.hex(),
+        "encryptionKey": "0x" + spec.encryption_key.hex(),
+    })
+    _atomic_write(path, orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    s.names[spec.address] = spec.name
+    s.out.print(f"  added {spec.name} to {path} (the running gateway shows its name after a restart)")
+
+
+def _keystores(s: Session, keys_dir: Path) -> list[str]:
+    out = s.out
+    out.print()
+    out.rule("[bold]Demo patients' keys", align="left")
+    out.print("[italic]Each patient holds their own key (on a phone, in practice): encrypted keystores, scrypt, "
+              f"mode 0600. Password \"{PASSWORD}\" — a demo.[/italic]")
+    wanted: list[tuple[str, str, int]] = []
+    for p in PATIENTS:
+        wanted.append((f"{p.key}.json", f"{p.name} (patient, dev account {p.account})", p.account))
+        if p.guardian is not None:
+            wanted.append((f"{p.key}-guardian.json", f"{p.name}'s parent, the guardian (dev account {p.guardian})",
+                           p.guardian))
+    written = []
+    table = Table("file", "who", "address", "")
+    for filename, who, index in wanted:
+        path = keys_dir / filename
+        account = dev_account(index)
+        if path.exists():
+            try:
+                held = keystore_address(path)
+            except NodeClientError as exc:
+                raise DemoError(f"{path} exists and is not a keystore ({exc}); refusing to overwrite it") from None
+            if held != account.address:
+                raise DemoError(f"{path} holds {held}, not {who} {account.address}; refusing to overwrite a key")
+            table.add_row(str(path), who, account.address, "kept (exists)")
+            continue
+        new_keystore(path, PASSWORD, account=account)
+        written.append(str(path))
+        table.add_row(str(path), who, account.address, "[green]written[/green]")
+    out.print(table)
+    lines = [
+        "HealthCode Ledger demo keys  --  DEMO ONLY",
+        "",
+        "These are encrypted keystores (Web3 Secret Storage v3, scrypt) of Hardhat's PUBLIC dev accounts",
+        '(mnemonic "test test test test test test test test test test test junk"). Everyone knows these',
+        'keys: never use them, or this password, for anything real.',
+        "",
+        f"Password of every file: {PASSWORD}",
+        "",
+    ]
+    lines += [f"{f:<22} {who}  {dev_account(i).address}" for f, who, i in wanted]
+    lines += ["", "Written by `python -m gateway.demo seed`; existing files are never overwritten.", ""]
+    _atomic_write(keys_dir / "README.txt", "\n".join(lines).encode())
+    return written
+
+
+def _guardian(s: Session) -> None:
+    out = s.out
+    for p in PATIENTS:
+        if p.guardian is None:
+            continue
+        child, parent = dev_account(p.account), dev_account(p.guardian)
+        now = s.chain_now()
+        until = s.ledger.consents.guardian_until(child.address, parent.address)
+        if until > now + 30 * 86_400:
+            _ok(out, f"{p.name}'s guardian {parent.address} is set on-chain until {_when(until)}")
+            continue
+        tx = s.ledger.consents.set_guardian(child, parent.address, now + 365 * 86_400)
+        until = s.ledger.consents.guardian_until(child.address, parent.address)
+        if until <= now:
+            raise DemoError(f"setGuardian for {p.name} was mined but the guardian is not in force")
+        _ok(out, f"{p.name} (a child) names a guardian, {parent.address}, until {_when(until)} "
+                 f"(ConsentRegistry.setGuardian signed by {p.name}'s key), tx {tx.tx_hash}")
+
+
+def _upload(s: Session, samples: Path, result: SeedResult) -> None:
+    out = s.out
+    out.print()
+    out.rule("[bold]Uploading the patients' FHIR records as City First People's Hospital", align="left")
+    out.print("[italic]The hospital posts each patient's FHIR bundle; the gateway validates it, groups it into one "
+              "encrypted record per data category and registers their hashes on-chain in one transaction. "
+              "No health data goes on-chain.[/italic]")
+    hospital = s.login(dev_account(HOSPITAL))
+    s.wait_indexed()
+    table = Table("patient", "address", "records (resources) per category", "tx hash", "")
+    for p in PATIENTS:
+        patient = dev_account(p.account)
+        mine = _expect(s.login(patient).get("/v1/me/records"), 200, f"listing {p.name}'s records")["records"]
+        if mine:
+            per_cat = Counter(r["category"] for r in mine)
+            txs = sorted({r["txHash"] for r in mine})
+            table.add_row(p.name, patient.address, ", ".join(f"{c} {n}" for c, n in sorted(per_cat.items())),
+                          "\n".join(txs), "already there")
+            result.skipped.append(p.name)
+            continue
+        path = samples / "synthea" / p.bundle
+        if not path.is_file():
+            raise DemoError(f"FHIR sample {path} is missing (pass --samples or set HCL_FHIR_SAMPLES)")
+        up = _expect(hospital.post("/v1/records", params={"patient": patient.address}, content=path.read_bytes(),
+                                   headers=FHIR_JSON), 201, f"uploading {p.name}'s records")
+        if up["patient"] != patient.address or not up["records"]:
+            raise DemoError(f"the upload for {p.name} returned no records for {patient.address}: {up}")
+        cats = ", ".join(f"{r['category']} 1 ({r['resources']})" for r in up["records"])
+        table.add_row(p.name, patient.address, cats, up["txHash"], f"[green]uploaded[/green] "
+                      f"({len(up['ignored'])} non-clinical resources ignored)")
+        result.uploaded[p.name] = up["txHash"]
+    out.print(table)
+    s.wait_indexed()  # a second seed (or `run`) then sees these records
+
+
+def seed(
+    url: str = "http://127.0.0.1:8000",
+    manifest: Path | str = Path("deployments/local.json"),
+    rpc_url: str = "http://127.0.0.1:8545",
+    keys_dir: Path | str = Path(".hcl/demo"),
+    *,
+    samples: Path | str | None = None,
+    console: Console | None = None,
+) -> SeedResult:
+    """Seeds a dev network: county hospital via governance, demo keystores, guardian, FHIR uploads.
+
+    Idempotent: whatever is already there is kept (and said so).
+    """
+    out = _console(console)
+    started = time.monotonic()
+    samples_dir = Path(samples or os.environ.get("HCL_FHIR_SAMPLES") or DEFAULT_SAMPLES)
+    out.print(Panel.fit(f"[bold]HealthCode Ledger demo: seeding[/bold]\n[yellow]{DEV_KEYS_NOTE}[/yellow]"))
+    with _session(url, Path(manifest), rpc_url, out) as s:
+        county, now_onboarded = _onboard_county_hospital(s)
+        result = SeedResult(county_hospital=county, onboarded_now=now_onboarded)
+        result.keystores_written = _keystores(s, Path(keys_dir))
+        _guardian(s)
+        _upload(s, samples_dir, result)
+    result.seconds = time.monotonic() - started
+    out.print(f"\n[bold green]seeded[/bold green] in {result.seconds:.1f} s; keys in {keys_dir} "
+              f"(see {Path(keys_dir) / 'README.txt'}). Next: python -m gateway.demo run")
+    return result
+
+
+# ---------------------------------------------------------------- run: the scenario
+
+
+def _load_patient_key(keys_dir: Path, p: DemoPatient) -> LocalAccount:
+    path = keys_dir / f"{p.key}.json"
+    if not path.exists():
+        raise DemoError(f"no keystore for {p.name} at {path}: run `python -m gateway.demo seed` first "
+                        "(./scripts/up does), or pass --keys-dir")
+    try:
+        account = load_keystore(path, PASSWORD)
+    except NodeClientError as exc:
+        raise DemoError(str(exc)) from None
+    return account
+
+
+def _latest_record(records: list[dict[str, Any]], category: str) -> dict[str, Any]:
+    for r in records:  # the gateway lists the newest first
+        if r["category"] == category:
+            return r
+    raise DemoError(f"no {category} record is visible to the centre")
+
+
+def _read(s: Session, http: httpx.Client, record_id: str, purpose: str, reader: LocalAccount, reader_index: int,
+          what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    body = _expect(http.get(f"/v1/records/{record_id}", params={"purpose": purpose}), 200, f"reading {what}")
+    if body["recordId"] != record_id or body["purpose"] != purpose:
+        raise DemoError(f"the release of {what} is for {body['recordId']} / {body['purpose']}")
+    if "encryption" in body and "resource" in body:
+        raise DemoError("a release carried plaintext next to its ciphertext")
+    private, _ = dev_encryption_key(reader_index)
+    try:
+        fhir = open_release(body, private, reader.address)
+    except Exception as exc:
+        raise DemoError(f"the release of {what} does not decrypt with the reader's key: {exc}") from exc
+    return body, fhir
+
+
+def _ledger_ref(body: dict[str, Any]) -> str:
+    led = body["ledger"]
+    if led["mode"] == "strict":
+        return f"AccessLogged in tx {led['txHash']} (block {led['blockNumber']})"
+    return f"journal entry #{led['journalIndex']} (anchored on-chain in a Merkle batch)"
+
+
+def run(
+    url: str = "http://127.0.0.1:8000",
+    manifest: Path | str = Path("deployments/local.json"),
+    rpc_url: str = "http://127.0.0.1:8545",
+    keys_dir: Path | str = Path(".hcl/demo"),
+    *,
+    console: Console | None = None,
+) -> RunResult:
+    """Plays the scenario; raises :class:`DemoError` at the first unexpected answer. Repeatable."""
+    out = _console(console)
+    started = time.monotonic()
+    keys_dir = Path(keys_dir)
+    out.print(Panel.fit(f"[bold]HealthCode Ledger demo: Wang's health code[/bold]\n[yellow]{DEV_KEYS_NOTE}[/yellow]"))
+    with _session(url, Path(manifest), rpc_url, out) as s:
+        s.refresh_names()
+        wang = _load_patient_key(keys_dir, WANG)
+        hospital_acct, clinic_acct = dev_account(HOSPITAL), dev_account(CLINIC)
+        hospital_name, clinic_name = s.name(hospital_acct.address), s.name(clinic_acct.address)
+        for acct, role in ((hospital_acct, Role.HOSPITAL | Role.EMERGENCY), (clinic_acct, Role.CLINIC)):
+            m = s.ledger.members.member_of(acct.address)
+            if m.status is not MemberStatus.ACTIVE or m.roles & role != role:
+                raise DemoError(f"{s.name(acct.address)} is not an active {role!r} member of this deployment")
+        out.print(f"Wang {wang.address} (keystore {keys_dir / 'wang.json'}); {clinic_name} {clinic_acct.address}; "
+                  f"{hospital_name} {hospital_acct.address}")
+        s.wait_indexed()
+        access_ids: list[str] = []
+        releases: list[dict[str, Any]] = []
+
+        # 1 ------------------------------------------------------------------------------------------
+        _step(out, 1, f"Wang was discharged from {hospital_name}",
+              "The hospital uploaded Wang's records at discharge. Wang signs in with their own key (Sign-In with "
+              "Ethereum) and lists them: the gateway shows what is registered on-chain — categories and "
+              "providers, never the content.")
+        me = s.login(wang)
+        records = _expect(me.get("/v1/me/records"), 200, "listing Wang's records")["records"]
+        if not records:
+            raise DemoError("Wang has no records: run `python -m gateway.demo seed` first")
+        if not any(r["provider"] == hospital_acct.address for r in records):
+            raise DemoError(f"none of Wang's records comes from {hospital_name}")
+        t = Table("category", "provider", "registered", "status", "tx hash")
+        for r in records:
+            t.add_row(r["category"], r["providerName"] or s.name(r["provider"]), _when(r["registeredAt"]),
+                      r["status"], _short(r["txHash"]))
+        out.print(t)
+        _ok(out, f"{len(records)} records in {len({r['category'] for r in records})} categories, uploaded by "
+                 f"{hospital_name}")
+
+        # 2 ------------------------------------------------------------------------------------------
+        _step(out, 2, f"Wang creates a health code for {clinic_name}",
+              "For follow-up care close to home, Wang signs — on their own device, off-line — an EIP-712 "
+              "ConsentGrant: only the categories the centre needs, only for treatment and care coordination, "
+              f"for {GRANT_DAYS} days. The signed payload is what the health-code QR carries.")
+        consents = s.ledger.consents
+        previous = consents.consent_of(wang.address, clinic_acct.address)
+        if previous.status is ConsentStatus.ACTIVE:
+            out.print(f"  (an earlier consent {_short('0x' + previous.consent_id.hex())} to the centre is active: "
+                      "the new grant replaces it — one consent per patient and institution)")
+        elif previous.status is ConsentStatus.REVOKED:
+            out.print(f"  (an earlier run's consent {_short('0x' + previous.consent_id.hex())} was revoked; "
+                      "the new grant replaces it)")
+        now = s.chain_now()
+        categories, purposes = parse_categories(GRANT_CATEGORIES), parse_purposes(GRANT_PURPOSES)
+        grant = consents.build_grant(wang.address, clinic_acct.address, categories, purposes, now,
+                                     now + GRANT_DAYS * 86_400, deadline=now + 3600)
+        domain = consents.domain()
+        signed = signing.sign(wang, domain, grant)
+        payload = signed.as_dict()
+        size = len(orjson.dumps(payload))
+        summary = Table.grid(padding=(0, 2))
+        summary.add_row("who may read", f"{clinic_name} ({clinic_acct.address})")
+        summary.add_row("what", "\n".join(f"{_term(c, CATEGORIES).en} ({_term(c, CATEGORIES).zh})"
+                                          for c in _slugs(categories, CATEGORIES)))
+        summary.add_row("why", ", ".join(f"{_term(p, PURPOSES).en} ({_term(p, PURPOSES).zh})"
+                                         for p in _slugs(purposes, PURPOSES)))
+        summary.add_row("from / until", f"{_when(grant.valid_from)} → {_when(grant.valid_until)}")
+        summary.add_row("signed by", f"Wang {signed.signer} (EIP-712, chain {domain.chain_id}, ConsentRegistry "
+                                     f"{_short(domain.verifying_contract)}, nonce {grant.nonce})")
+        summary.add_row("submit before", _when(grant.deadline))
+        summary.add_row("health-code payload", f"{size} bytes of signed JSON (the QR rendering is another issue)")
+        out.print(Panel(summary, title="Wang's health code, in plain language", expand=False))
+        if signing.recover_signer(domain, grant, signed.signature) != wang.address:
+            raise DemoError("the health code does not verify as Wang's signature")
+
+        # 3 ------------------------------------------------------------------------------------------
+        _step(out, 3, "The centre submits the health code",
+              "The centre scans the code and posts it to the gateway, which checks the signature and relays it "
+              "to ConsentRegistry.grantBySig. The centre cannot change a single field: the chain re-verifies "
+              "Wang's signature.")
+        centre = s.login(clinic_acct)
+        granted = _expect(centre.post("/v1/consents", json=payload), 201, "submitting Wang's health code")
+        consent_id = granted["consentId"]
+        onchain = consents.consent_of(wang.address, clinic_acct.address)
+        if ("0x" + onchain.consent_id.hex() != consent_id or onchain.status is not ConsentStatus.ACTIVE
+                or onchain.categories != categories or onchain.purposes != purposes):
+            raise DemoError(f"the chain does not hold the consent the gateway reported: {onchain}")
+        _ok(out, f"consent {consent_id} is active on-chain, tx {granted['txHash']} (block {granted['blockNumber']})")
+
+        # 4 ------------------------------------------------------------------------------------------
+        _step(out, 4, "The centre finds and reads what it needs",
+              "Discovery lists only the categories Wang consented to. The centre looks for an existing HbA1c "
+              f"(LOINC {HBA1C}) instead of repeating the test, then reads the discharge summary, the "
+              "medications and that lab record. Each release is ledgered before it leaves (an on-chain AccessLogged "
+              "event; in batch mode a journal entry anchored on-chain) and encrypted to the centre's own X25519 "
+              "key (HPKE): nobody else can read it in transit.")
+        s.wait_indexed()
+        found = _expect(centre.get(f"/v1/patients/{wang.address}/records", params={"purpose": "treatment"}), 200,
+                        "discovering Wang's records")
+        visible = {r["category"] for r in found["records"]}
+        if not visible or not visible <= set(_slugs(categories, CATEGORIES)):
+            raise DemoError(f"discovery showed categories {sorted(visible)}, consent covers {GRANT_CATEGORIES}")
+        out.print(f"  discovery: {len(found['records'])} records in {', '.join(sorted(visible))} "
+                  f"(not shown: Wang's other {len({r['category'] for r in records} - visible)} categories)")
+        hba1c = _expect(centre.get(f"/v1/patients/{wang.address}/records", params={"code": HBA1C}), 200,
+                        "searching for HbA1c results")["records"]
+        hits = [(res["date"] or "", r["recordId"]) for r in hba1c for res in r["resources"] if res["code"] == HBA1C]
+        if not hits:
+            raise DemoError(f"no HbA1c (LOINC {HBA1C}) result found for Wang")
+        latest_date, lab_record = max(hits)
+        out.print(f"  HbA1c search: {len(hits)} result(s) on file, latest {latest_date[:10]} in record "
+                  f"{_short(lab_record)} → no need to repeat the test")
+        wanted = [("encounters", _latest_record(found["records"], "encounters")["recordId"], "the discharge summary"),
+                  ("medications", _latest_record(found["records"], "medications")["recordId"], "the medications"),
+                  ("lab-results", lab_record, "the HbA1c lab record")]
+        t = Table("read", "summary (decrypted with the centre's key)", "ledgered as")
+        for category, record_id, what in wanted:
+            body, fhir = _read(s, centre, record_id, "treatment", clinic_acct, CLINIC, what)
+            if body["emergency"] or body["consentId"] != consent_id or body["category"] != category:
+                raise DemoError(f"the release of {what} is not under consent {consent_id}: {body['consentId']}, "
+                                f"emergency={body['emergency']}, category={body['category']}")
+            access_ids.append(body["accessId"])
+            releases.append(body)
+            t.add_row(what, _summarise(category, fhir), _ledger_ref(body))
+        out.print(t)
+        _ok(out, f"{len(wanted)} releases, each under consent {_short(consent_id)}")
+
+        # 5 ------------------------------------------------------------------------------------------
+        _step(out, 5, f"Break glass: {hospital_name}'s emergency department",
+              "Wang is brought in unresponsive. The emergency department has no consent, so it opens an "
+              "emergency window itself: it signs its own ConsentRegistry.emergencyAccess transaction (only "
+              "emergency-safe categories; the reason stays off-chain, its SHA-256 goes on-chain) and the "
+              "gateway relays it. Members without the EMERGENCY capability cannot do this.")
+        er = s.login(hospital_acct)
+        raw = _emergency_tx(s, hospital_acct, wang.address, parse_categories("allergies"), EMERGENCY_REASON)
+        opened = _expect(er.post("/v1/emergency-access", json={"signedTransaction": raw, "reason": EMERGENCY_REASON}),
+                         201, "breaking the glass")
+        if opened["patient"] != wang.address or opened["categories"] != ["allergies"]:
+            raise DemoError(f"the emergency window is not the one asked for: {opened}")
+        out.print(f"  reason: \"{EMERGENCY_REASON}\"")
+        out.print(f"  emergency window {_short(opened['accessId'])} for allergies until {_when(opened['validUntil'])}, "
+                  f"tx {opened['txHash']}")
+        s.wait_indexed()
+        ed_found = _expect(er.get(f"/v1/patients/{wang.address}/records",
+                                  params={"purpose": "emergency", "category": "allergies"}), 200,
+                           "emergency discovery of allergies")["records"]
+        if not ed_found:
+            raise DemoError("the emergency department sees no allergies record of Wang")
+        body, fhir = _read(s, er, ed_found[0]["recordId"], "emergency", hospital_acct, HOSPITAL, "the allergies")
+        if body["emergency"] is not True:
+            raise DemoError("the emergency release is not flagged as emergency")
+        access_ids.append(body["accessId"])
+        releases.append(body)
+        out.print(f"  [bold red]EMERGENCY[/bold red] release: {_summarise('allergies', fhir)}")
+        _ok(out, f"flagged emergency=true, {_ledger_ref(body)}")
+
+        # 6 ------------------------------------------------------------------------------------------
+        _step(out, 6, "Wang sees who read what, when and why",
+              "Wang's access log is derived from the ledger: every release, with the reader, the category, the "
+              "purpose, and its on-chain proof. Emergency reads stand out.")
+        s.wait_indexed()
+        log = _expect(me.get("/v1/me/access-log"), 200, "reading Wang's access log")
+        by_id = {a["accessId"]: a for a in log["accesses"]}
+        missing = [a for a in access_ids if a not in by_id]
+        if missing:
+            raise DemoError(f"Wang's access log lacks this run's releases {missing}")
+        t = Table("when", "who", "what", "why", "", "proof")
+        for a in log["accesses"]:
+            if a["accessId"] not in access_ids:
+                continue
+            style = "bold red" if a["emergency"] else None
+            proof = a["ledger"].get("txHash") or f"journal #{a['ledger'].get('journalIndex')}"
+            t.add_row(_when(a["time"]), a["requesterName"] or s.name(a["requester"]), a["category"] or "?",
+                      a["purpose"], "EMERGENCY" if a["emergency"] else "", proof, style=style)
+        out.print(t)
+        earlier = len(log["accesses"]) - len(access_ids)
+        windows = [w for w in log["emergencyWindows"] if w["txHash"] == opened["txHash"]]
+        if not windows:
+            raise DemoError("the emergency window is not in Wang's access log")
+        for w in windows:
+            out.print(f"  [bold red]emergency window[/bold red] opened by {w['memberName'] or s.name(w['member'])} "
+                      f"at {_when(w['openedAt'])} for {', '.join(w['categories'])}, until {_when(w['validUntil'])}, "
+                      f"tx {w['txHash']}")
+        _ok(out, f"{len(access_ids)} reads of this run listed"
+                 + (f" ({earlier} earlier entries, from earlier runs, not shown)" if earlier else ""))
+
+        # 7 ------------------------------------------------------------------------------------------
+        _step(out, 7, "Wang revokes the centre's consent",
+              "Follow-up done: Wang signs a ConsentRevoke (EIP-712) for the centre. It takes effect from the "
+              "block it is mined in.")
+        revoke = signing.sign(wang, domain, consents.build_revoke(wang.address, clinic_acct.address,
+                                                                   deadline=s.chain_now() + 3600))
+        revoked = _expect(me.post(f"/v1/consents/{consent_id}/revoke", json=revoke.as_dict()), 200,
+                          "revoking the centre's consent")
+        if revoked.get("revoked") is not True:
+            raise DemoError(f"the revoke was not confirmed: {revoked}")
+        if consents.consent_of(wang.address, clinic_acct.address).status is not ConsentStatus.REVOKED:
+            raise DemoError("the chain still shows the consent as active after the revoke")
+        _ok(out, f"consent {_short(consent_id)} revoked, tx {revoked['txHash']} (block {revoked['blockNumber']})")
+
+        # 8 ------------------------------------------------------------------------------------------
+        _step(out, 8, "The centre's next request is refused",
+              "The centre tries to read the HbA1c record again. The gateway asks the chain, which says no; the "
+              "refusal names the reason, as application/problem+json, and nothing is released or ledgered.")
+        refused = centre.get(f"/v1/records/{lab_record}", params={"purpose": "treatment"})
+        media = refused.headers.get("content-type", "")
+        if refused.status_code != 403 or not media.startswith("application/problem+json"):
+            raise DemoError(f"expected a 403 problem+json refusal, got HTTP {refused.status_code} {media}: "
+                            f"{refused.text[:300]}")
+        problem = refused.json()
+        if problem.get("code") != "consent_revoked":
+            raise DemoError(f"expected the refusal consent_revoked, got {problem.get('code')}: {problem}")
+        out.print(f"  HTTP {refused.status_code} {media}")
+        out.print_json(data=problem)
+        _ok(out, "refused: consent_revoked")
+
+        # 9 ------------------------------------------------------------------------------------------
+        _step(out, 9, "The access log matches the chain",
+              "Anyone with chain access (an auditor, Wang's own app) can check the gateway: Wang's access log "
+              "must list exactly the AccessLogged events the AccessLedger emitted for Wang.")
+        log_entries, chain_events = _compare_with_chain(s, me, wang.address, releases)
+
+    seconds = time.monotonic() - started
+    out.print(f"\n[bold green]demo complete[/bold green] in {seconds:.1f} s: consent {consent_id} granted, used, "
+              "revoked; every read ledgered and visible to Wang.")
+    return RunResult(True, consent_id, access_ids, log_entries, chain_events, seconds)
+
+
+def _emergency_tx(s: Session, member: LocalAccount, patient: str, categories: int, reason: str) -> str:
+    """The member's own signed EIP-1559 ``emergencyAccess`` transaction (the gateway only relays it)."""
+    w3 = s.client.w3
+    fn = s.ledger.consents.contract.functions.emergencyAccess(patient, categories,
+                                                              hashlib.sha256(reason.encode()).digest())
+    try:
+        gas = int(s.client.rpc(lambda: fn.estimate_gas({"from": member.address})) * 1.3)
+    except ContractRevert as exc:
+        raise DemoError(f"the chain would refuse the emergency access: {exc}") from exc
+    latest = s.client.rpc(lambda: w3.eth.get_block("latest"))
+    base = latest.get("baseFeePerGas")
+    if base is None:
+        raise DemoError("this chain has no EIP-1559 base fee; the gateway relays only typed (EIP-1559) transactions")
+    tip = s.client.rpc(lambda: w3.eth.max_priority_fee)
+    tx = s.client.rpc(lambda: fn.build_transaction({
+        "from": member.address,
+        "chainId": s.client.chain_id,
+        "nonce": w3.eth.get_transaction_count(member.address, "pending"),
+        "gas": gas,
+        "maxFeePerGas": 2 * int(base) + int(tip),
+        "maxPriorityFeePerGas": int(tip),
+    }))
+    return "0x" + bytes(member.sign_transaction(tx).raw_transaction).hex()
+
+
+def _compare_with_chain(s: Session, me: httpx.Client, patient: str, releases: list[dict[str, Any]]) -> tuple[int, int]:
+    out = s.out
+    s.wait_indexed()
+    log = _expect(me.get("/v1/me/access-log"), 200, "reading Wang's access log")["accesses"]
+    strict = [a for a in log if a["ledger"]["mode"] == "strict"]
+    batch = [a for a in log if a["ledger"]["mode"] == "batch"]
+    events = [e for e in s.ledger.access.events(["AccessLogged"]) if e["patient"] == patient]
+
+    def from_log(a: dict[str, Any]) -> tuple[Any, ...]:
+        return (a["ledger"]["txHash"].lower(), a["accessId"], a["requester"], a["recordId"], a["purpose"],
+                bool(a["emergency"]), a["consentId"])
+
+    def from_chain(e: Any) -> tuple[Any, ...]:
+        return (e.tx_hash.lower(), "0x" + bytes(e["accessHash"]).hex(), e["requester"],
+                "0x" + bytes(e["recordId"]).hex(), PURPOSES[int(e["purpose"])].slug, bool(e["emergency"]),
+                "0x" + bytes(e["consentId"]).hex())
+
+    gw, chain = Counter(map(from_log, strict)), Counter(map(from_chain, events))
+    if gw != chain:
+        only_gw, only_chain = gw - chain, chain - gw
+        raise DemoError(f"MISMATCH: the gateway's log has {len(strict)} strict entries, the chain {len(events)} "
+                        f"AccessLogged events; only in the log: {list(only_gw)[:3]}; only on chain: "
+                        f"{list(only_chain)[:3]}")
+    emergencies = sum(1 for e in events if e["emergency"])
+    if strict or events or not batch:
+        _ok(out, f"[bold]match[/bold]: {len(strict)} entries in Wang's access log = {len(events)} AccessLogged events "
+                 f"on chain for Wang ({emergencies} emergency), same tx, access hash, reader, record, purpose, "
+                 "consent")
+    if batch:
+        # batch mode: releases are journaled and anchored as Merkle roots, not one event each
+        top = max(a["ledger"]["journalIndex"] for a in batch)
+        deadline = time.monotonic() + 30
+        while True:
+            anchors = list(s.ledger.access.events(["AccessBatchAnchored"]))
+            covering = [a for a in anchors if int(a["treeSize"]) > top]
+            if covering:
+                break
+            if time.monotonic() > deadline:
+                raise DemoError(f"journal entry #{top} is not covered by an on-chain anchor after 30 s")
+            time.sleep(0.5)
+        a = covering[0]
+        _ok(out, f"{len(batch)} batch-mode entries are covered by anchor #{a['index']} (tree size {a['treeSize']}, "
+                 f"tx {a.tx_hash})")
+    this_run = [r["ledger"]["txHash"] for r in releases if r["ledger"]["mode"] == "strict"]
+    if not set(h.lower() for h in this_run) <= {k[0] for k in chain}:
+        raise DemoError("a release of this run has no AccessLogged event on chain")
+    return len(log), len(events)
+
+
+# ---------------------------------------------------------------- summaries of decrypted records
+
+
+def _summarise(category: str, fhir: dict[str, Any]) -> str:
+    try:
+        if category == "encounters":
+            encounters = _resources(fhir, "Encounter")
+            if not encounters:
+                return f"{len(fhir.get('entry', []))} resources, no Encounter"
+            encounters.sort(key=lambda e: e.get("period", {}).get("start", ""))
+            last = encounters[-1]
+            kind = _concept((last.get("type") or [None])[0])
+            where = last.get("serviceProvider", {}).get("display", "")
+            return (f"{len(encounters)} encounters, {encounters[0].get('period', {}).get('start', '')[:10]} to "
+                    f"{last.get('period', {}).get('start', '')[:10]}; latest: {kind} "
+                    f"[{last.get('class', {}).get('code', '?')}]" + (f" at {where}" if where else ""))
+        if category == "medications":
+            meds = _resources(fhir, "MedicationRequest")
+            meds.sort(key=lambda m: (m.get("status") != "active", m.get("authoredOn", "")))
+            names = [f"{_concept(m.get('medicationCodeableConcept')) if m.get('medicationCodeableConcept') else m.get('medicationReference', {}).get('display', '?')} ({m.get('status', '?')})" for m in meds]
+            return f"{len(meds)} prescriptions: " + "; ".join(names)
+        if category == "lab-results":
+            obs = [o for o in _resources(fhir, "Observation") if _has_code(o, HBA1C)]
+            if not obs:
+                return f"{len(_resources(fhir, 'Observation'))} lab observations, no HbA1c"
+            obs.sort(key=lambda o: o.get("effectiveDateTime", ""))
+            parts = []
+            for o in reversed(obs):
+                q = o.get("valueQuantity", {})
+                parts.append(f"{float(q.get('value', 'nan')):.1f} {q.get('unit', '')} on "
+                             f"{o.get('effectiveDateTime', '')[:10]}")
+            return f"HbA1c {parts[0]}" + (f" (earlier: {', '.join(parts[1:])})" if parts[1:] else "")
+        if category == "allergies":
+            allergies = _resources(fhir, "AllergyIntolerance")
+            return f"{len(allergies)} allergies: " + ", ".join(
+                f"{_concept(a.get('code'))} ({a.get('criticality', '?')})" for a in allergies)
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"{len(fhir.get('entry', []))} resources (not summarised: {exc})"
+    return f"{len(fhir.get('entry', []))} resources"
+
+
+# ---------------------------------------------------------------- command line
+
+app = typer.Typer(
+    name="gateway.demo",
+    help=(
+        "HealthCode Ledger demo: `seed` a dev network, then `run` the health-code scenario over the gateway's "
+        "HTTP API. Assumes ./scripts/up is running in another terminal (a chain deployed with "
+        "`hcl deploy --dev` and a gateway on --url). " + DEV_KEYS_NOTE
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+UrlOpt = Annotated[str, typer.Option("--url", help="the gateway's base URL")]
+ManifestOpt = Annotated[Path, typer.Option("--manifest", envvar="HCL_MANIFEST", help="deployment manifest")]
+RpcOpt = Annotated[str, typer.Option("--rpc-url", envvar="HCL_RPC_URL", help="JSON-RPC URL of the chain")]
+KeysOpt = Annotated[Path, typer.Option("--keys-dir", envvar="HCL_DEMO_KEYS_DIR", help="where the demo patients' keystores are (password \"demo\")")]
+
+
+def _cli(fn: Any, *args: Any, **kwargs: Any) -> None:
+    err = Console(stderr=True)
+    try:
+        fn(*args, **kwargs)
+    except DemoError as exc:
+        err.print(f"[bold red]demo stopped:[/bold red] {exc}")
+        raise typer.Exit(1) from None
+    except NodeClientError as exc:
+        err.print(f"[bold red]demo stopped:[/bold red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from None
+    except httpx.HTTPError as exc:
+        err.print(f"[bold red]demo stopped:[/bold red] the gateway stopped answering ({type(exc).__name__}: {exc}); "
+                  "is ./scripts/up still running?")
+        raise typer.Exit(1) from None
+
+
+@app.command("seed")
+def seed_cmd(
+    url: UrlOpt = "http://127.0.0.1:8000",
+    manifest: ManifestOpt = Path("deployments/local.json"),
+    rpc_url: RpcOpt = "http://127.0.0.1:8545",
+    keys_dir: KeysOpt = Path(".hcl/demo"),
+    samples: Annotated[Path | None, typer.Option("--samples", envvar="HCL_FHIR_SAMPLES",
+                                                 help="FHIR sample corpus [default: <repo>/../shared/fhir-samples]",
+                                                 show_default=False)] = None,
+) -> None:
+    """Seed the network: county hospital via governance, demo patients, their FHIR records.
+
+    Onboards Lakeside County Hospital through 2-of-3 governance, writes the demo patients' encrypted keystores (password "demo"), sets the child's guardian on-chain and uploads the patients' FHIR records as City First People's Hospital. Safe to run again: keeps what exists. Needs ./scripts/up running in another terminal.
+    """
+    _cli(seed, url, manifest, rpc_url, keys_dir, samples=samples)
+
+
+@app.command("run")
+def run_cmd(
+    url: UrlOpt = "http://127.0.0.1:8000",
+    manifest: ManifestOpt = Path("deployments/local.json"),
+    rpc_url: RpcOpt = "http://127.0.0.1:8545",
+    keys_dir: KeysOpt = Path(".hcl/demo"),
+) -> None:
+    """Play the scenario, narrated step by step (run `seed` first; ./scripts/up does).
+
+    Wang's records, Wang's health code for the community health centre, discovery and encrypted reads, a break-glass emergency read, Wang's access log, revocation, the refused request, and the access log checked against the chain. Exits 1 at the first unexpected answer. Repeatable on the same network. Needs ./scripts/up running in another terminal.
+    """
+    _cli(run, url, manifest, rpc_url, keys_dir)
+
+
+if __name__ == "__main__":
+    app()
