@@ -89,7 +89,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -367,7 +367,8 @@ class Journal:
             self._conn: sqlite3.Connection | None = self._connect()
             conn = self._conn
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
+            mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+            if mode.lower() != "wal":
                 raise JournalUnavailable(f"{self.path}: WAL mode unavailable (got {mode})")
             conn.execute("PRAGMA synchronous=FULL")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -385,11 +386,15 @@ class Journal:
             self._chain_head = ZERO_HASH
             self._last_anchor: Anchor | None = None
             self._load()
-        except BaseException:
+        except BaseException as exc:
             self._release_lock_file()
             conn_ = getattr(self, "_conn", None)
             if conn_ is not None:
                 conn_.close()
+            if isinstance(exc, sqlite3.OperationalError):  # I/O, permissions, locked
+                raise JournalUnavailable(f"cannot open {self.path}: {exc}") from exc
+            if isinstance(exc, sqlite3.DatabaseError):  # malformed, not a database
+                raise JournalCorrupt(f"{self.path} is not a readable journal database: {exc}") from exc
             raise
         self._writer = threading.Thread(target=self._run, name=f"journal-writer:{self.path.name}", daemon=True)
         self._writer.start()
@@ -413,6 +418,9 @@ class Journal:
 
     def _connect(self, *, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        # TEXT comes back as bytes: a blob re-typed behind our back is judged by its content, and a
+        # non-UTF-8 TEXT value cannot make reads fail with a decoding error
+        conn.text_factory = bytes
         if readonly:
             conn.execute("PRAGMA query_only=1")
         return conn
@@ -479,7 +487,16 @@ class Journal:
         ).fetchall()
         # a NULL or non-blob root (the column is nullable) can only come from outside: it then fails
         # the root comparison on open instead of crashing with a TypeError
-        return [Anchor(r[0], r[1] if isinstance(r[1], bytes) else b"", r[2], r[3], r[4]) for r in rows]
+        return [
+            Anchor(
+                r[0],
+                r[1] if isinstance(r[1], bytes) else b"",
+                r[2].decode("utf-8", "replace") if isinstance(r[2], bytes) else r[2],
+                r[3],
+                r[4],
+            )
+            for r in rows
+        ]
 
     # ------------------------------------------------------------------ appending
 
@@ -522,12 +539,15 @@ class Journal:
     def _run(self) -> None:
         """The writer thread: take a batch, commit it, resolve it; forever, until stopped or broken."""
         previous_requests = 1
+        batch: list[_Request] = []
         try:
             while True:
                 item = self._queue.get()
                 if item is _STOP:
                     return
-                batch: list[_Request] = [item]
+                if not item.future.set_running_or_notify_cancel():
+                    continue  # its caller gave up before we started: not written, not reported
+                batch = [item]
                 count = len(item.blobs)
                 stop = False
                 deadline: float | None = None
@@ -550,14 +570,16 @@ class Journal:
                     if item is _STOP:
                         stop = True
                         break
-                    batch.append(item)
-                    count += len(item.blobs)
+                    # RUNNING from here: a late cancel() fails, so the result is always deliverable
+                    if item.future.set_running_or_notify_cancel():
+                        batch.append(item)
+                        count += len(item.blobs)
                 previous_requests = len(batch)
                 if not self._commit(batch) or stop:
                     return
         except BaseException as exc:  # a bug here must not leave callers waiting forever
             log.exception("journal writer crashed")
-            self._fail(exc, [])
+            self._fail(exc, [r for r in batch if not r.future.done()])
 
     def _commit(self, batch: list[_Request]) -> bool:
         idx = self._tree.size
@@ -623,7 +645,7 @@ class Journal:
             if item is not _STOP:
                 pending.append(item)
         for req in pending:
-            if not req.future.done():
+            with contextlib.suppress(InvalidStateError):  # cancelled by its caller meanwhile
                 req.future.set_exception(error)
 
     def add_commit_listener(self, listener: Callable[[int], None]) -> None:
@@ -696,11 +718,10 @@ class Journal:
             for idx, blob, _leaf in conn.execute(
                 "SELECT idx, entry, leaf_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop)
             ):
-                blob = bytes(blob)
                 leaf = self._tree.leaf(expected)
                 if idx != expected:
                     raise JournalCorrupt("entry missing or out of place", expected)
-                if leaf_hash(blob) != leaf:
+                if not isinstance(blob, bytes) or leaf_hash(blob) != leaf:
                     raise JournalCorrupt("entry changed on disk", idx)
                 try:
                     entry = JournalEntry.from_bytes(blob)
@@ -724,16 +745,15 @@ class Journal:
             chain = ZERO_HASH
             if start > 0:
                 row = conn.execute("SELECT chain_hash FROM entries WHERE idx = ?", (start - 1,)).fetchone()
-                if row is None:
+                if row is None or not isinstance(row[0], bytes):
                     raise JournalCorrupt("entry missing", start - 1)
-                chain = bytes(row[0])
+                chain = row[0]
             expected = start
             rows = conn.execute(
                 "SELECT idx, entry, leaf_hash, chain_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
                 (start, size),
             )
             for idx, blob, leaf, stored_chain in rows:
-                blob, leaf, stored_chain = bytes(blob), bytes(leaf), bytes(stored_chain)
                 self._check_row(expected, idx, blob, leaf, stored_chain, chain)
                 if leaf != self._tree.leaf(idx):
                     raise JournalCorrupt("entry differs from the one committed", idx)

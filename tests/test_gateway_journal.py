@@ -183,7 +183,7 @@ def test_append_reopen_keeps_entries_chain_and_tree(jpath: Path) -> None:
 
 def test_wal_and_full_sync(journal: Journal, jpath: Path) -> None:
     assert journal._conn is not None
-    assert journal._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert journal._conn.execute("PRAGMA journal_mode").fetchone()[0] in ("wal", b"wal")
     assert journal._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
@@ -216,6 +216,26 @@ def test_group_commit_batches_concurrent_appends(journal: Journal) -> None:
         assert [i for i, _ in mine] == sorted(i for i, _ in mine)  # a caller's own appends are ordered
         for i, e in mine:
             assert on_disk[i] == e
+
+
+def test_an_acknowledged_index_is_provable_at_once(journal: Journal) -> None:
+    """The tree is extended before callers are woken: a caller can prove its entry immediately."""
+    failures: list[str] = []
+
+    def worker(t: int) -> None:
+        for k in range(30):
+            e = entry(t * 1000 + k)
+            i = journal.append(e)
+            size = journal.size
+            if not verify_inclusion(e.leaf_hash(), i, size, journal.inclusion_proof(i, size), journal.root(size)):
+                failures.append(f"{t}/{k}")
+
+    ts = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not failures and journal.size == 16 * 30
 
 
 def test_append_many_is_atomic_and_contiguous(journal: Journal) -> None:
@@ -261,6 +281,28 @@ def test_append_async_does_not_block_the_loop(journal: Journal) -> None:
     idxs, ticks = asyncio.run(main())
     assert sorted(idxs) == list(range(200))
     assert ticks > 1  # the loop kept running while appends were being committed
+
+
+def test_cancelled_async_appends_do_not_break_the_journal(journal: Journal) -> None:
+    """A client that goes away cancels its task, and with it the future the writer will resolve."""
+
+    async def main() -> list[object]:
+        tasks = [asyncio.create_task(journal.append_async(entry(i))) for i in range(300)]
+        for round_ in range(6):
+            await asyncio.sleep(0.001 * round_)
+            for t in tasks[round_::6]:
+                t.cancel()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    for _ in range(5):
+        results = asyncio.run(main())
+        assert any(isinstance(r, asyncio.CancelledError) for r in results)
+        assert journal.available, journal.error
+        done = {r: i for i, r in enumerate(results) if isinstance(r, int)}
+        entries = {idx: e for idx, e, _ in journal.entries()}
+        for idx, i in done.items():
+            assert entries[idx] == entry(i)
+    assert journal.append(entry(1)) == journal.size - 1
 
 
 def test_closed_journal_refuses_and_second_opener_is_refused(jpath: Path) -> None:
@@ -524,6 +566,31 @@ def test_truncated_anchored_tail_is_caught(jpath: Path) -> None:
     assert info.value.index == 18
 
 
+def test_a_row_of_the_wrong_type_is_corruption_not_a_crash(jpath: Path) -> None:
+    with Journal(jpath) as j:
+        fill(j, 6)
+    _tamper(jpath, "UPDATE entries SET entry = 12345 WHERE idx = 2")
+    with pytest.raises(JournalCorrupt) as info:
+        Journal(jpath)
+    assert info.value.index == 2
+
+
+def test_a_file_that_is_not_a_database_is_corruption(jpath: Path) -> None:
+    jpath.write_bytes(b"this is not an SQLite database, just a file with some bytes in it" * 100)
+    for _ in range(2):  # the second time too: a failed open must not leave its lock behind
+        with pytest.raises(JournalCorrupt):
+            Journal(jpath)
+
+
+def test_a_null_anchor_root_is_corruption_not_a_crash(jpath: Path) -> None:
+    with Journal(jpath) as j:
+        fill(j, 3)
+        j.record_anchor(3, j.root(), "0x1", 1)
+    _tamper(jpath, "UPDATE anchors SET root = NULL")
+    with pytest.raises(JournalCorrupt, match="anchored at size 3"):
+        Journal(jpath)
+
+
 def test_tampering_while_open_is_caught_by_reads_and_verify_chain(journal: Journal, jpath: Path) -> None:
     fill(journal, 20)
     # a consistent rewrite (leaf and chain recomputed): only the in-memory tree still knows the truth
@@ -531,9 +598,17 @@ def test_tampering_while_open_is_caught_by_reads_and_verify_chain(journal: Journ
     with pytest.raises(JournalCorrupt) as info:
         list(journal.entries())
     assert info.value.index == 4
+    assert [i for i, _, _ in journal.entries(0, 4)] == [0, 1, 2, 3]  # the rows before are still fine
     with pytest.raises(JournalCorrupt) as info:
         journal.verify_chain()
     assert info.value.index == 4
+    with pytest.raises(JournalCorrupt) as info:
+        journal.verify_chain(start=2)
+    assert info.value.index == 4
+    _tamper(jpath, "UPDATE entries SET entry = 3.5 WHERE idx = 1")
+    with pytest.raises(JournalCorrupt) as info:
+        list(journal.entries())
+    assert info.value.index == 1
     with pytest.raises(JournalCorrupt):
         journal.export(jpath.parent / "export.jsonl")
 

@@ -435,3 +435,27 @@ def test_consistency_proofs(data: st.DataObject, n: int, salt: int) -> None:
         assert not verify_consistency(
             old, new, r_old, rewritten.root(), rewritten.consistency_proof(old, new)
         )
+
+
+@PROPS
+@given(chunks=st.lists(st.integers(0, 70), min_size=1, max_size=8), salt=st.integers(0, 2**32))
+def test_extend_equals_appending_one_by_one(chunks: list[int], salt: int) -> None:
+    leaves = leaves_for(sum(chunks), salt)
+    one_by_one = MerkleTree(leaves)
+    bulk = MerkleTree()
+    at = 0
+    for n in chunks:
+        assert bulk.extend(leaves[at : at + n]) == at + n
+        at += n
+        assert bulk.root() == one_by_one.root(at)
+    assert [bytes(level) for level in bulk._levels if level] == [bytes(level) for level in one_by_one._levels if level]
+    assert bulk.size == one_by_one.size
+    for size in range(bulk.size + 1):
+        assert bulk.root(size) == one_by_one.root(size)
+    with pytest.raises(ValueError):
+        bulk.extend([leaf_hash(b"ok"), b"short"])
+    assert bulk.size == one_by_one.size  # nothing added by a refused extend
+    extra = leaf_hash(b"after")
+    bulk.append(extra)
+    one_by_one.append(extra)
+    assert bulk.root() == one_by_one.root()
