@@ -9,7 +9,6 @@ the Solidity error's own exception (``node_client.errors``).
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -368,7 +367,7 @@ class ConsentRegistry(_Wrapper):
             valid_from=valid_from,
             valid_until=valid_until,
             nonce=self.nonces(patient, grantee) if nonce is None else nonce,
-            deadline=deadline if deadline is not None else int(time.time()) + 3600,
+            deadline=deadline if deadline is not None else self._default_deadline(),
         )
 
     def build_revoke(
@@ -379,8 +378,12 @@ class ConsentRegistry(_Wrapper):
             patient=to_checksum_address(patient),
             grantee=to_checksum_address(grantee),
             nonce=self.nonces(patient, grantee) if nonce is None else nonce,
-            deadline=deadline if deadline is not None else int(time.time()) + 3600,
+            deadline=deadline if deadline is not None else self._default_deadline(),
         )
+
+    def _default_deadline(self) -> int:
+        """One hour after the chain's (not the wall clock's) latest block time."""
+        return self.client.block_timestamp() + 3600
 
     def grant_by_sig(self, submitter: LocalAccount, signed: SignedMessage) -> tuple[bytes, TxResult]:
         """Submits a signed grant (the submitter must be an active member); returns the consent id."""

@@ -66,24 +66,28 @@ def hospital(accounts):
     return accounts.hospital
 
 
-def build_grant(ledger, chain, patient: str, grantee: str, **overrides) -> ConsentGrant:
-    """A 30-day consent starting now, its signature valid for one hour of chain time."""
+def build_grant(
+    ledger,
+    chain,
+    patient: str,
+    grantee: str,
+    *,
+    categories: int = CATEGORIES,
+    purposes: int = PURPOSES,
+    deadline: int | None = None,
+    nonce: int | None = None,
+) -> ConsentGrant:
+    """A 30-day consent starting now; its signature valid for one hour of chain time."""
     now = chain.now()
-    kwargs = {"valid_from": now, "valid_until": now + 30 * DAY, "deadline": now + HOUR}
-    kwargs.update(overrides)
     return ledger.consents.build_grant(
-        patient,
-        grantee,
-        kwargs.pop("categories", CATEGORIES),
-        kwargs.pop("purposes", PURPOSES),
-        kwargs.pop("valid_from"),
-        kwargs.pop("valid_until"),
-        **kwargs,
+        patient, grantee, categories, purposes, now, now + 30 * DAY,
+        deadline=now + HOUR if deadline is None else deadline, nonce=nonce,
     )
 
 
-def build_revoke(ledger, chain, patient: str, grantee: str, **overrides) -> ConsentRevoke:
-    return ledger.consents.build_revoke(patient, grantee, **{"deadline": chain.now() + HOUR, **overrides})
+def build_revoke(ledger, chain, patient: str, grantee: str, *, deadline: int | None = None) -> ConsentRevoke:
+    deadline = chain.now() + HOUR if deadline is None else deadline
+    return ledger.consents.build_revoke(patient, grantee, deadline=deadline)
 
 
 def expected_digest(domain: Domain, g: ConsentGrant) -> bytes:
@@ -412,27 +416,26 @@ def test_revoke_by_sig_may_be_submitted_by_a_non_member(ledger, chain, domain, p
 
 
 @pytest.mark.parametrize(
-    "change",
+    "tamper",
     [
-        {"categories": CATEGORIES | category_mask([Category.MENTAL_HEALTH])},
-        {"purposes": purpose_mask([Purpose.TREATMENT, Purpose.RESEARCH])},
-        {"valid_until": None},  # extended by a year, filled in below
-        {"grantee": None},  # redirected to the lab, filled in below
+        lambda g, accounts: {"categories": g.categories | category_mask([Category.MENTAL_HEALTH])},
+        lambda g, accounts: {"purposes": g.purposes | purpose_mask([Purpose.RESEARCH])},
+        lambda g, accounts: {"valid_until": g.valid_until + 365 * DAY},
+        lambda g, accounts: {"grantee": accounts.lab.address},
+        lambda g, accounts: {"deadline": g.deadline + DAY},
     ],
-    ids=["categories", "purposes", "valid-until", "grantee"],
+    ids=["categories", "purposes", "valid-until", "grantee", "deadline"],
 )
-def test_tampered_terms_are_refused(ledger, chain, domain, patient, hospital, accounts, change):
+def test_tampered_terms_are_refused(ledger, chain, domain, patient, hospital, accounts, tamper):
     grant = build_grant(ledger, chain, patient.address, hospital.address)
     signed = signing.sign(patient, domain, grant)
-    if "valid_until" in change:
-        change = {"valid_until": grant.valid_until + 365 * DAY}
-    if "grantee" in change:
-        change = {"grantee": accounts.lab.address}
-    tampered = SignedMessage(dataclasses.replace(grant, **change), signed.signer, signed.signature)
-    with pytest.raises(ConsentInvalidSignature):
+    tampered = SignedMessage(dataclasses.replace(grant, **tamper(grant, accounts)), signed.signer, signed.signature)
+    with pytest.raises(ConsentInvalidSignature) as info:
         ledger.consents.grant_by_sig(hospital, tampered)
+    assert info.value.signer == patient.address
     with pytest.raises(SignatureError):
         signing.verify(domain, tampered)
+    assert ledger.consents.nonces(patient.address, hospital.address) == 0
 
 
 # ------------------------------------------------------------------------------------------ off-chain
