@@ -1,0 +1,215 @@
+"""``hcl code``: make, show and submit health codes (健康码).
+
+    hcl code new --key patient.json --grantee 0x… --categories allergies,lab-results --purpose treatment \\
+                 --valid 30d --deadline 1d --out code.png
+    hcl code show code.png          # summary; add --offline to skip the chain
+    hcl code submit code.png --key hospital.json
+
+The codec lives in :mod:`node_client.healthcode`; this module only parses options and prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from node_client import healthcode as hc
+from node_client._exceptions import ChainUnavailable, DeploymentError
+from node_client._cli_common import (
+    DevAccountOpt,
+    JsonOpt,
+    KeyOpt,
+    ManifestOpt,
+    PasswordFileOpt,
+    RpcOpt,
+    _address,
+    _handle_errors,
+    _ledger,
+    _print_json,
+    _settings,
+    _signer,
+    console,
+    err_console,
+    parse_duration,
+)
+from node_client.signing import ConsentGrant, sign
+
+__all__ = ["app", "code_app"]
+
+code_app = typer.Typer(help="Health codes (健康码): a patient's signed consent in a QR code.", no_args_is_help=True)
+app = code_app
+
+_PICTURES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+
+SourceArg = Annotated[str, typer.Argument(help="a picture of the code (.png, .jpg, …), a .txt file, or the HCL:… text")]
+
+
+def _read_source(source: str) -> str:
+    """The health-code text from a picture, a text file, or the text itself."""
+    text = source.strip()
+    if text.upper().startswith(hc.PREFIX):
+        return text
+    path = Path(source)
+    if not path.exists():
+        raise hc.HealthCodeError(f"{source}: no such file, and not health-code text (it starts with {hc.PREFIX!r})")
+    if path.suffix.lower() in _PICTURES or path.suffix.lower() == ".svg":
+        return hc.read_image(path)
+    return path.read_text().strip()
+
+
+def _write(text: str, out: Path) -> None:
+    suffix = out.suffix.lower()
+    if suffix == ".png":
+        hc.render_png(text, out)
+    elif suffix == ".svg":
+        hc.render_svg(text, out)
+    elif suffix == ".txt":
+        out.write_text(text + "\n")
+    else:
+        raise ValueError(f"--out {out}: use a .png, .svg or .txt file name")
+
+
+@code_app.command("new")
+@_handle_errors
+def code_new(
+    grantee: Annotated[str, typer.Option(help="member (institution) address that may read")],
+    categories: Annotated[str, typer.Option(help="e.g. allergies,lab-results")] = "",
+    purposes: Annotated[str, typer.Option("--purpose", "--purposes", help="e.g. treatment,referral")] = "treatment",
+    valid: Annotated[str, typer.Option(help="how long the consent lasts, e.g. 30d, 12h, 2w")] = "30d",
+    deadline: Annotated[str, typer.Option(help="how long the code may be submitted, e.g. 1d, 2h")] = "1d",
+    patient: Annotated[
+        str | None, typer.Option(help="patient address when a guardian signs (default: the signer)")
+    ] = None,
+    revoke: Annotated[bool, typer.Option("--revoke", help="make a revocation code instead of a grant")] = False,
+    out: Annotated[Path | None, typer.Option(help="write the code: .png or .svg picture, or .txt")] = None,
+    rpc_url: RpcOpt = None,
+    manifest: ManifestOpt = None,
+    key: KeyOpt = None,
+    password_file: PasswordFileOpt = None,
+    dev_account: DevAccountOpt = None,
+) -> None:
+    """Sign a consent as the patient (or guardian) and make its health code.
+
+    The domain and the pair's nonce are read from the chain named by the manifest; nothing is sent.
+    """
+    from node_client.vocabulary import parse_categories, parse_purposes
+
+    grantee_addr = _address(grantee, "grantee")
+    deadline_s = parse_duration(deadline)
+    ledger = _ledger(_settings(rpc_url, manifest))
+    signer = _signer(ledger.client, key, password_file, dev_account)
+    patient_addr = _address(patient, "patient") if patient else signer.address
+    now = ledger.client.block_timestamp()
+    domain = ledger.consents.domain()
+    if revoke:
+        message = ledger.consents.build_revoke(patient_addr, grantee_addr, deadline=now + deadline_s)
+    else:
+        if not categories:
+            raise ValueError("--categories is required for a grant")
+        message = ledger.consents.build_grant(
+            patient_addr,
+            grantee_addr,
+            parse_categories(categories),
+            parse_purposes(purposes),
+            now,
+            now + parse_duration(valid),
+            deadline=now + deadline_s,
+        )
+    text = hc.encode(sign(signer, domain, message), domain)
+    if out is not None:
+        _write(text, out)
+        version = hc.qr(text).version
+        console.print(f"health code written to {out} (QR version {version}, {len(text)} characters)", soft_wrap=True)
+    else:
+        typer.echo(text)
+
+
+def _print_summary(s: hc.HealthCodeSummary) -> None:
+    title = "Health code 健康码" + ("" if s.online else " (offline check)")
+    table = Table(title=title, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for label, value in s.rows():
+        style = None
+        if (label == "signature" and s.signature == "invalid") or (label == "submit before" and s.deadline_expired):
+            style = "red"
+        elif label == "already used" and s.used:
+            style = "red"
+        elif label == "categories" and s.sensitive:
+            style = "yellow"
+        table.add_row(label, value, style=style)
+    console.print(table)
+    verdict = s.submittable
+    if verdict is True:
+        console.print("[green]can be submitted[/green]")
+    elif verdict is False:
+        console.print("[red]cannot be submitted[/red]")
+    else:
+        console.print("[yellow]offline: not checked whether it was used or who may sign[/yellow]")
+
+
+@code_app.command("show")
+@_handle_errors
+def code_show(
+    source: SourceArg,
+    offline: Annotated[bool, typer.Option("--offline", help="do not ask the chain (signature check only)")] = False,
+    rpc_url: RpcOpt = None,
+    manifest: ManifestOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what a health code says and whether it can be submitted.
+
+    Works off-line (signature and deadline); with a reachable chain it also checks whether the code was
+    already used and whether a guardian signer is a current guardian.
+    """
+    text = _read_source(source)
+    signed, domain = hc.decode(text)
+    ledger = None
+    members = None
+    if not offline:
+        try:
+            from node_client.deploy import Manifest
+
+            settings = _settings(rpc_url, manifest)
+            members = Manifest.load(settings.manifest).members
+            ledger = _ledger(settings)
+        except (ChainUnavailable, DeploymentError) as exc:
+            err_console.print(f"[yellow]offline check[/yellow]: {type(exc).__name__}: {exc}")
+            ledger = None
+    s = hc.summary(signed, domain, ledger=ledger, members=members)
+    if as_json:
+        _print_json(s.as_dict())
+    else:
+        _print_summary(s)
+
+
+@code_app.command("submit")
+@_handle_errors
+def code_submit(
+    source: SourceArg,
+    rpc_url: RpcOpt = None,
+    manifest: ManifestOpt = None,
+    key: KeyOpt = None,
+    password_file: PasswordFileOpt = None,
+    dev_account: DevAccountOpt = None,
+) -> None:
+    """Submit a health code to the chain as a member (grantBySig / revokeBySig)."""
+    text = _read_source(source)
+    signed, domain = hc.decode(text)
+    ledger = _ledger(_settings(rpc_url, manifest))
+    on_chain = ledger.consents.domain()
+    if (on_chain.chain_id, on_chain.verifying_contract.lower()) != (domain.chain_id, domain.verifying_contract.lower()):
+        raise hc.HealthCodeError(
+            f"this code is for chain {domain.chain_id} / {domain.verifying_contract}, not this ledger "
+            f"({on_chain.chain_id} / {on_chain.verifying_contract})"
+        )
+    submitter = _signer(ledger.client, key, password_file, dev_account)
+    if isinstance(signed.message, ConsentGrant):
+        consent_id, result = ledger.consents.grant_by_sig(submitter, signed)
+        console.print(f"consent 0x{consent_id.hex()} granted, tx {result.tx_hash}", soft_wrap=True)
+    else:
+        result = ledger.consents.revoke_by_sig(submitter, signed)
+        console.print(f"consent revoked, tx {result.tx_hash}", soft_wrap=True)
