@@ -568,9 +568,11 @@ def gateway_export_journal(
 
 
 # sub-apps that reuse the helpers above (imported last to avoid a circular import)
+from node_client.audit_cli import audit_app  # noqa: E402
 from node_client.code_cli import code_app  # noqa: E402
 
 app.add_typer(code_app, name="code")
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

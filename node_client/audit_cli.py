@@ -1,0 +1,91 @@
+"""``hcl audit``: replay the ledger and prove (or refute) every release, from cron, CI or a terminal.
+
+Exit codes are part of the interface (cron and CI branch on them): 0 clean (break-glass accesses listed
+for review are allowed), 1 anomalies found, 2 the audit could not be run (no chain, bad manifest, bad
+journal file...). The lead registers :data:`audit_app` in ``node_client/cli.py`` as ``hcl audit``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from node_client._cli_common import ManifestOpt, RpcOpt, _client, _settings
+
+__all__ = ["audit_app"]
+
+audit_app = typer.Typer(help="Audit the ledger: replay it from genesis and verify every release.", no_args_is_help=True)
+
+_err = Console(stderr=True)
+
+
+@audit_app.callback()
+def _audit() -> None:
+    """Audit the ledger: replay it from genesis and verify every release."""
+    # a callback keeps ``replay`` a sub-command even while it is the only one
+
+
+@audit_app.command("replay")
+def replay_cmd(
+    rpc_url: RpcOpt = None,
+    manifest: ManifestOpt = None,
+    journal: Annotated[Path | None, typer.Option("--journal", help="exported release journal (JSON Lines)")] = None,
+    out: Annotated[Path, typer.Option("--out", help="folder for report.json, accesses.csv, report.html, FHIR")] = Path(
+        "audit-report"
+    ),
+    from_block: Annotated[int | None, typer.Option("--from-block", help="default: the deploy block")] = None,
+    to_block: Annotated[int | None, typer.Option("--to-block", help="default: the latest block")] = None,
+    gateway: Annotated[str | None, typer.Option("--gateway", help="gateway address whose anchors the journal is checked against")] = None,
+    clock_skew: Annotated[int, typer.Option("--clock-skew", help="seconds the chain clock runs ahead of the gateway's")] = 0,
+    anchor_grace: Annotated[int, typer.Option("--anchor-grace", help="seconds an entry may stay unanchored")] = 60,
+    as_json: Annotated[bool, typer.Option("--json", help="quiet: print the summary as JSON only")] = False,
+) -> None:
+    """Replays every event from the deploy block (plus the journal) and writes the audit outputs."""
+    from node_client.audit import replay, write_outputs
+    from node_client.deploy import Manifest
+
+    try:
+        settings = _settings(rpc_url, manifest)
+        client = _client(settings)
+        loaded = Manifest.load(settings.manifest)
+        if as_json:
+            report = replay(client, loaded, journal=journal, from_block=from_block, to_block=to_block,
+                            gateway=gateway, clock_skew=clock_skew, anchor_grace=anchor_grace)
+        else:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=_err, transient=True) as bar:
+                tasks: dict[str, int] = {}
+
+                def progress(phase: str, done: int, total: int) -> None:
+                    if phase not in tasks:
+                        tasks[phase] = bar.add_task({"events": "blocks", "timestamps": "timestamps"}.get(phase, phase),
+                                                    total=total)
+                    bar.update(tasks[phase], completed=done, total=total)
+
+                report = replay(client, loaded, journal=journal, from_block=from_block, to_block=to_block,
+                                progress=progress, gateway=gateway, clock_skew=clock_skew, anchor_grace=anchor_grace)
+        paths = write_outputs(report, out)
+    except Exception as exc:  # noqa: BLE001 - any failure to audit is exit 2, never a false "clean"
+        if as_json:
+            typer.echo(orjson.dumps({"error": f"{type(exc).__name__}: {exc}"}).decode())
+        else:
+            _err.print(f"[red]audit failed[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from None
+
+    if as_json:
+        typer.echo(orjson.dumps({"exit_code": report.exit_code, "summary": report.summary,
+                                 "outputs": {k: str(v) for k, v in paths.items()}}).decode())
+    else:
+        s = report.summary
+        colour = "green" if report.exit_code == 0 else "red"
+        _err.print(f"[{colour}]{'clean' if report.exit_code == 0 else 'ANOMALIES'}[/{colour}] "
+                   f"{s['accesses']} accesses, {s['errors']} errors, {s['reviews']} for review "
+                   f"({s['seconds']['total']} s); outputs in {out}")
+        for a in report.errors[:20]:
+            _err.print(f"  [red]{a.kind}[/red] {a.message} {a.evidence.get('tx_hash') or a.evidence.get('entry_index', '')}")
+    raise typer.Exit(report.exit_code)
