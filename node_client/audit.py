@@ -29,11 +29,8 @@ from __future__ import annotations
 
 import bisect
 import csv
-import functools
 import hashlib
 import html
-import re
-import struct
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -49,6 +46,7 @@ from eth_utils import to_checksum_address
 from node_client._client import ChainClient
 from node_client.deploy import Manifest
 from node_client.events import DEFAULT_PAGE_SIZE, EventRecord, read_events
+from node_client.journal_entry import JournalEntry
 from node_client.merkle import MerkleTree, verify_consistency, verify_inclusion
 from node_client.vocabulary import CATEGORIES, PURPOSES, Purpose, Role
 
@@ -95,10 +93,7 @@ _ACTIVE, _SUSPENDED, _REMOVED = 1, 2, 3
 _C_ACTIVE, _C_REVOKED = 1, 2
 _R_ACTIVE, _R_AMENDED, _R_RETRACTED = 1, 2, 3
 
-# the journal entry layout, version 1 (gateway/journal.py module docstring), re-derived independently
-_ENTRY = struct.Struct(">4sB20s20s32sB32sB32sQ")
 _ZERO = b"\x00" * 32
-_ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 # ---------------------------------------------------------------------------------------- results
@@ -359,29 +354,13 @@ def _unhex(value: Any, size: int | None = None) -> bytes:
     return raw
 
 
-@functools.lru_cache(maxsize=65536)
-def _checksum(address: str) -> str:
-    # EIP-55 costs ~150 us in pure Python; a journal has few distinct addresses and many rows
-    return to_checksum_address(address)
-
-
 def _encode(obj: Mapping[str, Any]) -> tuple[bytes, tuple[Any, ...]]:
-    """The canonical 151-byte encoding of an exported entry's fields (raises ValueError if invalid)."""
-    req, pat = obj["requester"], obj["patient"]
-    for v in (req, pat):
-        if not isinstance(v, str) or not _ADDRESS_RE.fullmatch(v):
-            raise ValueError(f"bad address {v!r}")
-    purpose, emergency, at = obj["purpose"], obj["emergency"], obj["released_at"]
-    if isinstance(purpose, bool) or not isinstance(purpose, int) or not 0 <= purpose <= 255:
-        raise ValueError("bad purpose")
-    if not isinstance(emergency, bool):
-        raise ValueError("bad emergency flag")
-    if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < 1 << 64:
-        raise ValueError("bad released_at")
-    rid, cid, ah = _unhex(obj["record_id"], 32), _unhex(obj["consent_id"], 32), _unhex(obj["access_hash"], 32)
-    data = _ENTRY.pack(b"HCLJ", 1, bytes.fromhex(req[2:]), bytes.fromhex(pat[2:]), rid, purpose, cid,
-                       1 if emergency else 0, ah, at)
-    return data, (_checksum(req), _checksum(pat), rid, purpose, cid, emergency, ah, at)
+    """The canonical encoding of an exported entry's fields (raises ValueError if invalid)."""
+    entry = JournalEntry.from_json(dict(obj))
+    return entry.to_bytes(), (
+        entry.requester, entry.patient, entry.record_id, entry.purpose, entry.consent_id, entry.emergency,
+        entry.access_hash, entry.released_at,
+    )
 
 
 def _load_journal(path: Path) -> tuple[list[_Entry], dict[str, Any], list[Anomaly]]:
