@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from node_client._exceptions import ChainUnavailable
@@ -51,14 +50,12 @@ class Indexer:
         deploy_block: int,
         poll_interval: float = 0.25,
         page_size: int = 2_000,
-        on_block: Callable[[int], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.db = db
         self.deploy_block = deploy_block
         self.poll_interval = poll_interval
         self.page_size = page_size
-        self.on_block = on_block
         self._head = 0
         self._last_poll = 0.0
         self._error: str | None = None
@@ -107,8 +104,6 @@ class Indexer:
                 start = end + 1
             self._last_poll = time.monotonic()
             self._error = None
-        if self.on_block is not None:
-            self.on_block(head)
         return applied
 
     def start(self) -> None:

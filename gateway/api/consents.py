@@ -45,7 +45,12 @@ def _signed(c, body: SignedGrantIn | SignedRevokeIn) -> signing.SignedMessage:  
         signing.verify(domain, signed)
     except SignatureError as exc:
         # may still be an ERC-1271 contract wallet: only the chain can tell; EOAs fail here, cheaply
-        if c.ledger.client.w3.eth.get_code(signed.signer):
+        client = c.ledger.client
+        try:
+            is_contract = bool(client.rpc(lambda: client.w3.eth.get_code(signed.signer)))
+        except ChainUnavailable as chain_exc:
+            raise Problem("chain_unavailable", str(chain_exc)) from chain_exc
+        if is_contract:
             return signed
         raise Problem("invalid_signature", str(exc)) from exc
     return signed

@@ -42,7 +42,13 @@ def healthz(c: ComponentsDep) -> JSONResponse:
         checks["database"] = {"ok": False, "error": type(exc).__name__}
     st = c.indexer.status()
     lag = (head - st.indexed_block) if head is not None else None
-    checks["indexer"] = {"ok": st.error is None, "indexedBlock": st.indexed_block, "lagBlocks": lag, "error": st.error}
+    checks["indexer"] = {
+        "ok": st.error is None,
+        "synced": c.indexer.synced,
+        "indexedBlock": st.indexed_block,
+        "lagBlocks": lag,
+        "error": st.error,
+    }
     c.metrics.indexed_block.set(st.indexed_block)
     if lag is not None:
         c.metrics.indexer_lag.set(lag)
