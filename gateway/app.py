@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
 
-from gateway.api import auth, consents, me, records, system
+from gateway.api import auth, consents, me, records, system, transactions
 from gateway.observability import configure_logging
 from gateway.problems import install_problem_handlers
 from gateway.settings import GatewaySettings
@@ -59,6 +59,6 @@ def create_app(settings: GatewaySettings | None = None, *, components: Component
             )
         return response
 
-    for module in (auth, records, consents, me, system):
+    for module in (auth, records, consents, transactions, me, system):
         app.include_router(module.router)
     return app

@@ -190,6 +190,30 @@ class ChainClient:
                 raise TransactionError(f"node refused the transaction: {exc}") from exc
         return self.wait(tx_hash, fn=fn, sender=sender)
 
+    def draft(self, fn: ContractFunction, *, sender: str) -> dict[str, Any]:
+        """An unsigned transaction of ``fn`` from ``sender``, for a key held elsewhere (a browser) to sign.
+
+        Gas is estimated from ``sender`` (a revert found by the estimate raises here, before anyone
+        signs), the nonce is the sender's pending count, fees follow :meth:`_fill_fees`.
+        """
+        tx_params: dict[str, Any] = {"from": sender, "value": 0, "chainId": self.chain_id}
+        gas = int(self.rpc(lambda: fn.estimate_gas(tx_params)) * self.gas_margin)
+        nonce = self.rpc(lambda: self.w3.eth.get_transaction_count(sender, "pending"))
+        tx = {**tx_params, "to": fn.address, "data": fn._encode_transaction_data(), "gas": gas, "nonce": nonce}
+        self._fill_fees(tx)
+        return tx
+
+    def send_signed(self, raw: bytes, *, fn: ContractFunction | None = None, sender: str | None = None) -> TxResult:
+        """Broadcasts a transaction someone else signed and waits for it; reverts raise as in :meth:`transact`."""
+        try:
+            tx_hash = self.rpc(lambda: self.w3.eth.send_raw_transaction(raw))
+        except Web3RPCError as exc:
+            revert = _revert_from_rpc_error(exc)
+            if revert is not None:
+                raise revert from exc
+            raise TransactionError(f"node refused the transaction: {exc}") from exc
+        return self.wait(tx_hash, fn=fn, sender=sender)
+
     def send_raw(self, tx: dict[str, Any], *, signer: LocalAccount) -> TxResult:
         """Signs and sends a plain transaction (e.g. a contract deployment built by the caller)."""
         sender = signer.address

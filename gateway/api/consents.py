@@ -5,19 +5,19 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from eth_account import Account
 from eth_utils import to_checksum_address
 from fastapi import APIRouter
 from hexbytes import HexBytes
-from web3.exceptions import Web3RPCError
 
 from node_client import signing
 from node_client._exceptions import ChainUnavailable, ContractRevert, SignatureError
 from node_client.vocabulary import CATEGORIES, Role, categories_of
 
+from gateway import relay
 from gateway.api.deps import CallerDep, ComponentsDep
 from gateway.api.models import EmergencyIn, SignedGrantIn, SignedRevokeIn
 from gateway.problems import Problem
+from gateway.relay import revert_problem
 
 router = APIRouter(tags=["consents"])
 
@@ -56,22 +56,6 @@ def _signed(c, body: SignedGrantIn | SignedRevokeIn) -> signing.SignedMessage:  
     return signed
 
 
-def _chain_problem(exc: ContractRevert) -> Problem:
-    name = exc.error_name
-    code = {
-        "ConsentInvalidNonce": "replayed_nonce",
-        "ConsentExpiredSignature": "invalid_signature",
-        "ConsentInvalidSignature": "invalid_signature",
-        "ConsentInvalidSigner": "not_patient",
-        "ConsentNotActive": "consent_missing",
-        "ConsentInvalidGrantee": "not_member",
-        "ConsentEmergencyOptedOut": "emergency_not_allowed",
-        "ConsentEmergencyCategoryNotAllowed": "emergency_not_allowed",
-        "ConsentNotEmergencyMember": "emergency_not_allowed",
-    }.get(name, "chain_rejected")
-    return Problem(code, str(exc), error=name)
-
-
 @router.post("/v1/consents", status_code=201)
 def grant(body: SignedGrantIn, c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
     """Submit a patient- (or guardian-) signed ConsentGrant — the health-code payload — with grantBySig."""
@@ -81,7 +65,7 @@ def grant(body: SignedGrantIn, c: ComponentsDep, caller: CallerDep) -> dict[str,
     except ChainUnavailable as exc:
         raise Problem("chain_unavailable", str(exc)) from exc
     except ContractRevert as exc:
-        raise _chain_problem(exc) from exc
+        raise revert_problem(exc) from exc
     c.catch_up()
     return {"consentId": "0x" + consent_id.hex(), "txHash": tx.tx_hash, "blockNumber": tx.block_number}
 
@@ -101,7 +85,7 @@ def revoke(consent_id: str, body: SignedRevokeIn, c: ComponentsDep, caller: Call
     except ChainUnavailable as exc:
         raise Problem("chain_unavailable", str(exc)) from exc
     except ContractRevert as exc:
-        raise _chain_problem(exc) from exc
+        raise revert_problem(exc) from exc
     c.catch_up()
     return {"consentId": consent_id, "revoked": True, "txHash": tx.tx_hash, "blockNumber": tx.block_number}
 
@@ -114,37 +98,11 @@ def emergency_access(body: EmergencyIn, c: ComponentsDep, caller: CallerDep) -> 
     commits to exactly this reason (reasonHash = SHA-256 of the UTF-8 reason) before relaying it.
     """
     c.policy.require_member(caller, int(Role.EMERGENCY))
-    raw = bytes(HexBytes(body.signedTransaction))
-    try:
-        sender = Account.recover_transaction(raw)
-        from eth_account.typed_transactions import TypedTransaction
-
-        tx = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
-    except Exception:
-        raise Problem("invalid_request", "signedTransaction must be a signed typed (EIP-1559) transaction") from None
-    if sender != caller:
-        raise Problem("invalid_signature", "the transaction is not signed by the caller")
-    registry = c.ledger.consents
-    if to_checksum_address(tx.get("to") or "0x" + "00" * 20) != registry.address:
-        raise Problem("invalid_request", "the transaction does not call the ConsentRegistry")
-    try:
-        fn, args = registry.contract.decode_function_input(tx["data"])
-    except Exception:
-        raise Problem("invalid_request", "the transaction does not call emergencyAccess") from None
-    if fn.fn_name != "emergencyAccess":
-        raise Problem("invalid_request", "the transaction does not call emergencyAccess")
-    if bytes(args["reasonHash"]) != hashlib.sha256(body.reason.encode()).digest():
+    call = relay.decode(c, body.signedTransaction, caller, frozenset({"emergencyAccess"}))
+    if bytes(call.args["reasonHash"]) != hashlib.sha256(body.reason.encode()).digest():
         raise Problem("invalid_request", "reasonHash must be the SHA-256 of the reason given")
-    try:
-        tx_hash = c.ledger.client.rpc(lambda: c.ledger.client.w3.eth.send_raw_transaction(raw))
-        result = c.ledger.client.wait(tx_hash, fn=registry.contract.functions.emergencyAccess(
-            args["patient"], args["categories"], args["reasonHash"]), sender=sender)
-    except ChainUnavailable as exc:
-        raise Problem("chain_unavailable", str(exc)) from exc
-    except ContractRevert as exc:
-        raise _chain_problem(exc) from exc
-    except Web3RPCError as exc:
-        raise Problem("chain_rejected", f"the node refused the transaction: {exc}") from exc
+    result = relay.send(c, call)
+    registry = c.ledger.consents
     (ev,) = registry.events_in(result, "EmergencyAccessGranted")
     with c.db.write() as conn:
         conn.execute(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -88,3 +88,16 @@ class EmergencyIn(_Strict):
 
     signedTransaction: str = Field(pattern=r"^0x([0-9a-fA-F]{2})+$", max_length=8192)
     reason: str = Field(min_length=3, max_length=2000)
+
+
+class TxDraftIn(_Strict):
+    """A ConsentRegistry call to prepare for the caller's own signature (see ``gateway.relay``)."""
+
+    function: str = Field(max_length=64, examples=["setEmergencyOptOut"])
+    args: dict[str, Any] = Field(default_factory=dict, examples=[{"optedOut": True}])
+
+
+class SignedTxIn(_Strict):
+    """A transaction the caller signed (EIP-1559), to relay."""
+
+    signedTransaction: str = Field(pattern=r"^0x([0-9a-fA-F]{2})+$", max_length=8192)
