@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 
 from gateway.api import auth, consents, me, records, system, transactions
+from gateway import portal
 from gateway.observability import configure_logging
 from gateway.problems import install_problem_handlers
 from gateway.settings import GatewaySettings
@@ -61,4 +64,6 @@ def create_app(settings: GatewaySettings | None = None, *, components: Component
 
     for module in (auth, records, consents, transactions, me, system):
         app.include_router(module.router)
+    app.include_router(portal.router)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     return app

@@ -51,7 +51,7 @@ from node_client._client import ChainClient
 from node_client._exceptions import ContractRevert, NodeClientError
 from node_client.contracts import Action, ConsentStatus, MemberStatus, ProposalStatus
 from node_client.deploy import Ledger, Manifest, MemberSpec, dev_encryption_key
-from node_client.keys import dev_account, keystore_address, load_keystore, new_keystore
+from node_client.keys import dev_account, keystore_address, load_keystore, new_keystore, write_x25519_jwk
 from node_client.settings import DEV_CHAIN_ID
 from node_client.vocabulary import CATEGORIES, PURPOSES, Role, parse_categories, parse_purposes
 
@@ -99,6 +99,14 @@ PATIENTS: tuple[DemoPatient, ...] = (
                 guardian=16),
 )
 WANG = PATIENTS[0]
+
+#: Institutions' keystores for the portal (file, who, dev account) and their release-decryption keys.
+INSTITUTION_KEYS: tuple[tuple[str, str, int], ...] = (
+    ("hospital.json", "City First People's Hospital (institution, dev account 4)", HOSPITAL),
+    ("clinic.json", "Riverside Community Health Centre (institution, dev account 5)", CLINIC),
+    ("auditor.json", "Provincial Health Data Audit Office (auditor, dev account 8)", 8),
+)
+RELEASE_KEYS: tuple[tuple[str, int], ...] = (("hospital.x25519.jwk", HOSPITAL), ("clinic.x25519.jwk", CLINIC))
 
 HBA1C = "4548-4"  # LOINC Hemoglobin A1c/Hemoglobin.total in Blood
 GRANT_CATEGORIES = "encounters,medications,lab-results,conditions"
@@ -450,6 +458,8 @@ def _keystores(s: Session, keys_dir: Path) -> list[str]:
         if p.guardian is not None:
             wanted.append((f"{p.key}-guardian.json", f"{p.name}'s parent, the guardian (dev account {p.guardian})",
                            p.guardian))
+    for filename, who, index in INSTITUTION_KEYS:
+        wanted.append((filename, who, index))
     written = []
     table = Table("file", "who", "address", "")
     for filename, who, index in wanted:
@@ -467,6 +477,13 @@ def _keystores(s: Session, keys_dir: Path) -> list[str]:
         new_keystore(path, PASSWORD, account=account)
         written.append(str(path))
         table.add_row(str(path), who, account.address, "[green]written[/green]")
+    for filename, index in RELEASE_KEYS:
+        path = keys_dir / filename
+        if not path.exists():
+            write_x25519_jwk(path, dev_encryption_key(index)[0])
+            written.append(str(path))
+            table.add_row(str(path), f"release-decryption key of dev account {index} (X25519 JWK)", "",
+                          "[green]written[/green]")
     out.print(table)
     lines = [
         "HealthCode Ledger demo keys  --  DEMO ONLY",

@@ -65,6 +65,10 @@ class GatewaySettings(ClientSettings):
         False, description="release FHIR JSON unencrypted (only behind TLS termination you trust)"
     )
     indexer_poll: float = Field(0.25, gt=0, description="seconds between chain polls")
+    display_timezone: str = Field("Asia/Shanghai", description="time zone of times shown on portal pages")
+    audit_reports_dir: Path | None = Field(
+        None, description="folder of `hcl audit replay --out` folders listed on the auditor page; default <data_dir>/audit"
+    )
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -468,6 +468,17 @@ def keys_new(
     console.print(f"{address}  ->  {out}")
 
 
+@keys_app.command("new-encryption")
+@_handle_errors
+def keys_new_encryption(
+    out: Annotated[Path, typer.Argument(help="JWK file to create, e.g. hospital.x25519.jwk (refuses to overwrite)")],
+) -> None:
+    """Create a member's release-decryption key (X25519 JWK, mode 0600); prints the public key to register."""
+    from node_client.keys import write_x25519_jwk
+
+    typer.echo("0x" + write_x25519_jwk(out).hex())
+
+
 @keys_app.command("show")
 @_handle_errors
 def keys_show(keystore: Annotated[Path, typer.Argument(help="keystore file")]) -> None:

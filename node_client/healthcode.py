@@ -282,21 +282,30 @@ def render_svg(text: str, path: str | Path, *, scale: int = 6, border: int = 4) 
     return path
 
 
-def read_image(path: str | Path) -> str:
-    """Finds a health code in a picture (PNG, JPEG, … anything Pillow opens) and returns its text."""
+def read_image(source: str | Path | bytes) -> str:
+    """Finds a health code in a picture (PNG, JPEG, … anything Pillow opens) and returns its text.
+
+    ``source`` is a file path or the picture's bytes (an upload).
+    """
+    import io
+
     import zxingcpp
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
-    if path.suffix.lower() == ".svg":
-        raise HealthCodeError(f"{path}: reading SVG pictures is not supported; use the PNG or the code text")
+    if isinstance(source, bytes):
+        path, opened = "the picture", io.BytesIO(source)
+    else:
+        path = Path(source)
+        if path.suffix.lower() == ".svg":
+            raise HealthCodeError(f"{path}: reading SVG pictures is not supported; use the PNG or the code text")
+        opened = path
     try:
-        with Image.open(path) as img:
+        with Image.open(opened) as img:
             img.load()
             barcodes = zxingcpp.read_barcodes(img.convert("L"), formats=zxingcpp.BarcodeFormat.QRCode)
     except FileNotFoundError:
         raise HealthCodeError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise HealthCodeError(f"{path}: not a readable picture ({exc})") from None
     texts = [b.text for b in barcodes if b.valid and b.text.strip().upper().startswith(PREFIX)]
     if not texts:

@@ -12,6 +12,10 @@ import json
 import os
 from pathlib import Path
 
+import base64
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
@@ -24,6 +28,8 @@ __all__ = [
     "load_keystore",
     "new_keystore",
     "keystore_address",
+    "read_x25519_jwk",
+    "write_x25519_jwk",
 ]
 
 #: Hardhat's default, PUBLIC test mnemonic. Throw-away dev keys only.
@@ -84,3 +90,44 @@ def load_keystore(path: Path, password: str) -> LocalAccount:
     except ValueError as exc:
         raise KeystoreError(f"cannot decrypt {path}: wrong password?") from exc
     return Account.from_key(key)
+
+
+# ---------------------------------------------------------------- release (X25519) keys
+
+
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def write_x25519_jwk(path: Path, private: X25519PrivateKey | None = None) -> bytes:
+    """Writes a member's release-decryption key as an X25519 JWK (RFC 8037) file, mode 0600.
+
+    JWK because browsers import it directly (WebCrypto) and so does every JOSE library; the portal opens
+    releases with it inside the page. Refuses to overwrite. Returns the raw 32-byte public key, the value
+    a member registers on-chain.
+    """
+    private = private or X25519PrivateKey.generate()
+    d = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    x = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeystoreError(f"{path} exists; refusing to overwrite a key") from None
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"kty": "OKP", "crv": "X25519", "x": _b64u(x), "d": _b64u(d), "use": "enc"}, fh)
+    return x
+
+
+def read_x25519_jwk(path: Path) -> X25519PrivateKey:
+    """Reads a key written by :func:`write_x25519_jwk` (any X25519 private JWK)."""
+    try:
+        jwk = json.loads(path.read_text())
+        if jwk.get("kty") != "OKP" or jwk.get("crv") != "X25519":
+            raise ValueError("not an X25519 JWK")
+        d = base64.urlsafe_b64decode(jwk["d"] + "=" * (-len(jwk["d"]) % 4))
+        return X25519PrivateKey.from_private_bytes(d)
+    except FileNotFoundError:
+        raise KeystoreError(f"no key at {path}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise KeystoreError(f"{path} is not an X25519 private JWK: {exc}") from exc

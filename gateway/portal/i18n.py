@@ -1,0 +1,224 @@
+"""The portal's two languages: Simplified Chinese (default) and English.
+
+One catalog, key → (zh-CN, en). Templates call ``t("key")``; the page script gets the keys it needs
+as JSON (``js_messages``). Category and purpose names come from :mod:`node_client.vocabulary`, which
+already carries both languages. A test checks that every key a template or the script uses exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request
+
+__all__ = ["DEFAULT", "LANGS", "MESSAGES", "negotiate", "translator"]
+
+LANGS = ("zh-CN", "en")
+DEFAULT = "zh-CN"
+COOKIE = "hcl_lang"
+
+MESSAGES: dict[str, tuple[str, str]] = {
+    # chrome
+    "app_name": ("健康码链", "HealthCode Ledger"),
+    "tagline": ("患者授权、可追溯的医疗数据共享", "Patient-controlled, traceable health-data sharing"),
+    "nav_patient": ("患者", "Patient"),
+    "nav_hospital": ("医疗机构", "Hospital"),
+    "nav_auditor": ("审计", "Auditor"),
+    "language": ("语言", "Language"),
+    "sign_out": ("退出", "Sign out"),
+    "signed_in_as": ("已登录：", "Signed in as "),
+    "dev_note": ("开发网络：演示密钥均为公开测试密钥，切勿用于真实数据。",
+                 "Dev network: the demo keys are public test keys — never use them for real data."),
+    # unlock / sign in
+    "unlock_title": ("解锁密钥", "Unlock your key"),
+    "unlock_help": ("选择加密的密钥文件（keystore）并输入密码。私钥只在本页面内解密和使用，不会发送到任何服务器。",
+                    "Choose your encrypted keystore file and enter its password. The key is decrypted and used "
+                    "only inside this page; it is never sent anywhere."),
+    "keystore_file": ("密钥文件（keystore JSON）", "Keystore file (JSON)"),
+    "password": ("密码", "Password"),
+    "encryption_key_file": ("解密密钥文件（X25519 JWK，查看病历时需要）",
+                            "Release decryption key (X25519 JWK, needed to open records)"),
+    "unlock": ("解锁并登录", "Unlock and sign in"),
+    "use_wallet": ("使用浏览器钱包", "Use browser wallet"),
+    "unlocking": ("正在解密密钥…", "Decrypting the key…"),
+    "signing_in": ("正在登录…", "Signing in…"),
+    "unlocked": ("已解锁", "Unlocked"),
+    "locked": ("未解锁：签名操作前需要解锁密钥", "Locked: unlock your key before signing"),
+    "wrong_password": ("密码错误或密钥文件无效", "Wrong password or not a keystore file"),
+    "choose_keystore": ("请选择密钥文件", "Choose a keystore file"),
+    "unlock_first": ("请先解锁密钥", "Unlock your key first"),
+    "sign_in_to_see": ("解锁密钥并登录后显示。", "Shown after you unlock your key and sign in."),
+    "session_expired": ("登录已过期，请重新解锁。", "Your session expired; unlock again."),
+    # patient
+    "patient_title": ("我的健康数据", "My health data"),
+    "my_records": ("我的病历", "My records"),
+    "no_records": ("还没有登记的病历。", "No records registered yet."),
+    "category": ("类别", "Category"),
+    "provider": ("机构", "Provider"),
+    "registered": ("登记时间", "Registered"),
+    "status": ("状态", "Status"),
+    "record_active": ("有效", "active"),
+    "record_amended": ("已更正", "amended"),
+    "record_retracted": ("已撤回", "retracted"),
+    "create_code": ("生成健康码（授权）", "Create a health code (consent)"),
+    "create_code_help": ("选择机构、数据类别、用途和期限。机构扫码后提交上链，授权才生效；您可随时撤销。",
+                         "Pick the institution, the kinds of data, the purpose and how long. The consent takes "
+                         "effect when the institution scans and submits it; you can revoke it at any time."),
+    "institution": ("机构", "Institution"),
+    "categories": ("数据类别", "Kinds of data"),
+    "sensitive": ("敏感", "sensitive"),
+    "sensitive_note": ("敏感类别需要您单独勾选，请谨慎授权。", "Sensitive categories need your explicit tick: share them with care."),
+    "purposes": ("用途", "Purpose"),
+    "duration": ("授权期限", "Valid for"),
+    "days": ("天", "days"),
+    "code_deadline": ("健康码提交期限", "Code must be submitted within"),
+    "hours": ("小时", "hours"),
+    "sign_and_create": ("签名并生成健康码", "Sign and create the code"),
+    "code_ready": ("健康码已生成：请出示给机构扫码", "Your health code: show it to the institution"),
+    "download_png": ("下载 PNG", "Download PNG"),
+    "download_svg": ("下载 SVG", "Download SVG"),
+    "code_text": ("健康码文本（可复制粘贴）", "Code text (to copy and paste)"),
+    "pick_category": ("请至少选择一个数据类别", "Pick at least one kind of data"),
+    "pick_purpose": ("请至少选择一个用途", "Pick at least one purpose"),
+    "my_consents": ("我的授权", "My consents"),
+    "no_consents": ("没有授权记录。", "No consents."),
+    "valid_from": ("生效", "Valid from"),
+    "valid_until": ("截止", "Valid until"),
+    "state": ("状态", "State"),
+    "revoke": ("撤销", "Revoke"),
+    "revoked_ok": ("授权已撤销", "Consent revoked"),
+    "confirm_revoke": ("确定撤销对该机构的授权吗？", "Revoke this institution's consent?"),
+    "state_active": ("有效", "active"),
+    "state_revoked": ("已撤销", "revoked"),
+    "state_expired": ("已过期", "expired"),
+    "state_not yet valid": ("未生效", "not yet valid"),
+    "timeline": ("访问记录：谁在何时因何读取了什么", "Access log: who read what, when, why"),
+    "no_accesses": ("还没有人读取您的数据。", "Nobody has read your data yet."),
+    "time": ("时间", "Time"),
+    "reader": ("读取机构", "Reader"),
+    "purpose": ("用途", "Purpose"),
+    "proof": ("上链证明", "Ledger proof"),
+    "emergency": ("急救", "Emergency"),
+    "emergency_access": ("紧急访问（破窗）", "Emergency (break-glass) access"),
+    "reason": ("原因", "Reason"),
+    "journal_entry": ("日志条目", "journal entry"),
+    "emergency_windows": ("紧急访问窗口", "Emergency access windows"),
+    "guardians": ("监护人", "Guardians"),
+    "guardians_help": ("监护人可以代您签署授权（例如父母代子女）。", "A guardian may sign consents for you (a parent for a child, say)."),
+    "no_guardians": ("没有监护人。", "No guardians."),
+    "guardian_address": ("监护人地址", "Guardian's address"),
+    "guardian_days": ("有效天数", "Valid for (days)"),
+    "add_guardian": ("添加监护人", "Add guardian"),
+    "remove": ("移除", "Remove"),
+    "optout_title": ("紧急访问", "Emergency access"),
+    "optout_on": ("您已拒绝紧急访问：急救时机构不能破窗读取您的数据。",
+                  "You have opted out: in an emergency, institutions cannot break the glass for your data."),
+    "optout_off": ("急救时，具备急救资质的机构可在 4 小时内读取过敏、用药、诊断和疫苗信息，并被记录和审查。",
+                   "In an emergency, institutions with emergency rights may read allergies, medications, "
+                   "conditions and immunizations for 4 hours, ledgered and reviewed."),
+    "optout_do": ("拒绝紧急访问", "Opt out of emergency access"),
+    "optout_undo": ("恢复紧急访问", "Allow emergency access again"),
+    "tx_sent": ("交易已上链", "Transaction on the ledger"),
+    # hospital
+    "hospital_title": ("机构工作台", "Institution desk"),
+    "scan_title": ("扫描或粘贴健康码", "Scan or paste a health code"),
+    "scan_picture": ("上传健康码图片", "Upload a picture of the code"),
+    "use_camera": ("使用摄像头", "Use the camera"),
+    "stop_camera": ("关闭摄像头", "Stop the camera"),
+    "paste_code": ("或粘贴健康码文本（HCL:…）", "or paste the code text (HCL:…)"),
+    "preview": ("预览", "Preview"),
+    "submit_code": ("提交上链", "Submit to the ledger"),
+    "submitted_ok": ("授权已上链", "Consent is on the ledger"),
+    "cannot_submit": ("此健康码不能提交", "This code cannot be submitted"),
+    "can_submit": ("可以提交", "Can be submitted"),
+    "patient_records": ("患者病历（当前授权范围内）", "A patient's records (under current consents)"),
+    "patient_address": ("患者地址", "Patient's address"),
+    "find": ("查询", "Find"),
+    "open": ("打开", "Open"),
+    "no_available": ("当前授权下没有可读取的病历。", "No records available under current consents."),
+    "consented_categories": ("已授权类别", "Consented categories"),
+    "record": ("病历", "Record"),
+    "resources": ("内容", "Contents"),
+    "decrypted_record": ("已解密病历", "Decrypted record"),
+    "need_enc_key": ("打开病历需要机构的解密密钥（X25519 JWK）", "Opening a record needs the institution's decryption key (X25519 JWK)"),
+    "break_glass": ("破窗（紧急访问）", "Break glass (emergency access)"),
+    "break_glass_help": ("仅限急救。原因必填，链上只记录原因的哈希；患者和审计方会看到这次访问。",
+                         "Emergencies only. The reason is mandatory; only its hash goes on-chain; the patient and "
+                         "the auditors will see this access."),
+    "reason_required": ("请填写原因", "Give the reason"),
+    "open_window": ("开启 4 小时紧急访问", "Open a 4-hour emergency window"),
+    "window_open": ("紧急访问窗口已开启，截止", "Emergency window open until"),
+    "summary_type": ("类型", "Type"),
+    "summary_patient": ("患者", "Patient"),
+    "summary_grantee": ("被授权机构", "Grantee"),
+    "summary_signed_by": ("签署人", "Signed by"),
+    "summary_signature": ("签名", "Signature"),
+    "summary_deadline": ("提交期限", "Submit before"),
+    "summary_used": ("是否已使用", "Already used"),
+    "summary_ledger": ("链 / 合约", "Chain / contract"),
+    "kind_grant": ("授权", "consent grant"),
+    "kind_revoke": ("撤销授权", "consent revocation"),
+    "signed_patient": ("患者本人", "the patient"),
+    "signed_guardian": ("监护人", "a guardian"),
+    "guardian_not_current": ("不是患者当前的监护人", "NOT a current guardian of the patient"),
+    "sig_valid": ("有效", "valid"),
+    "sig_invalid": ("无效", "invalid"),
+    "sig_onchain": ("由合约钱包在链上验证", "checked on-chain (contract wallet)"),
+    "yes_used": ("是：已使用或已被后续授权/撤销取代", "yes — used or replaced by a later grant/revoke"),
+    "no": ("否", "no"),
+    "expired": ("已过期", "EXPIRED"),
+    "not_this_ledger": ("不是本链", "NOT this ledger"),
+    "not_for_you": ("此健康码授权给其他机构，不是您", "This code is for another institution, not you"),
+    # auditor
+    "auditor_title": ("审计概览", "Audit overview"),
+    "ledger_activity": ("账本活动", "Ledger activity"),
+    "members": ("成员机构", "Members"),
+    "consents_count": ("授权（含历史）", "Consents (incl. history)"),
+    "records_count": ("病历", "Records"),
+    "strict_accesses": ("逐笔上链访问", "Strict (per-access) ledger entries"),
+    "journal_entries": ("批量日志条目", "Batch journal entries"),
+    "anchors": ("链上 Merkle 锚点", "Merkle anchors on-chain"),
+    "review_emergency": ("待审查的紧急访问", "Emergency accesses to review"),
+    "no_emergency": ("没有紧急访问。", "No emergency accesses."),
+    "per_institution": ("各机构访问次数", "Accesses per institution"),
+    "accesses": ("访问次数", "Accesses"),
+    "replay_reports": ("账本重放审计报告", "Ledger replay reports"),
+    "no_reports": ("还没有报告。运行 hcl audit replay --out 到报告目录：", "No reports yet. Run hcl audit replay with --out in the reports folder:"),
+    "verdict": ("结论", "Verdict"),
+    # errors
+    "forbidden_role": ("此页面需要以下身份：", "This page needs the role: "),
+    "error": ("出错了", "Something went wrong"),
+    "working": ("处理中…", "Working…"),
+    "tx": ("交易", "transaction"),
+    "block": ("区块", "block"),
+    "from": ("发送方", "from"),
+    "events": ("事件", "Events"),
+    "tx_title": ("链上交易", "Ledger transaction"),
+    "not_found": ("未找到", "Not found"),
+    "back": ("返回", "Back"),
+}
+
+
+def negotiate(request: Request) -> str:
+    """``?lang=`` wins (and is remembered in a cookie), then the cookie, then the default (zh-CN)."""
+    for value in (request.query_params.get("lang"), request.cookies.get(COOKIE)):
+        if value in LANGS:
+            return value
+    return DEFAULT
+
+
+def translator(lang: str) -> Callable[[str], str]:
+    """``t(key)`` in ``lang``; an unknown key renders as itself (a test keeps that from shipping)."""
+    index = 0 if lang == "zh-CN" else 1
+
+    def t(key: str) -> str:
+        entry = MESSAGES.get(key)
+        return entry[index] if entry else key
+
+    return t
+
+
+def js_messages(lang: str) -> dict[str, str]:
+    """The whole catalog in ``lang``, for the page script (small: a few KB)."""
+    t = translator(lang)
+    return {key: t(key) for key in MESSAGES}

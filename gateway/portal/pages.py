@@ -1,0 +1,474 @@
+"""The portal: server-rendered pages for patients, institutions and auditors (Jinja2, zh-CN and en).
+
+Pages read the same data as the JSON API (the ``/v1/me`` and discovery functions are called directly)
+and are rendered on the server; a small script (``static/portal.js``) does what needs the user's key —
+sign-in, EIP-712 consent signing, transaction signing, opening HPKE releases — inside the page.
+Everything that changes state goes through the ``/v1`` API with a bearer token, exactly as any client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from eth_utils import is_address, to_checksum_address
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+
+from node_client import healthcode as hc
+from node_client._exceptions import ChainUnavailable
+from node_client.vocabulary import CATEGORIES, PROVIDER_ROLES, PURPOSES, Role, roles_of
+
+from gateway.api import me
+from gateway.api.consents import _signed
+from gateway.api.deps import ComponentsDep
+from gateway.api.models import SignedGrantIn
+from gateway.api.records import discover
+from gateway.portal import i18n
+from gateway.portal.session import Viewer, clear, require_portal_post, require_viewer, store, viewer
+from gateway.problems import Problem
+
+__all__ = ["router", "templates"]
+
+HERE = Path(__file__).resolve().parent.parent
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(include_in_schema=False)
+
+MAX_PICTURE_BYTES = 10 * 1024 * 1024
+
+#: Content-Security-Policy of every portal page: nothing from anywhere but the gateway itself.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+
+
+def _formatter(c: Any) -> Any:
+    zone = ZoneInfo(c.settings.display_timezone)
+
+    def dt(ts: int | float | None) -> str:
+        if not ts:
+            return "-"
+        return datetime.fromtimestamp(int(ts), UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+    return dt
+
+
+def _render(request: Request, c: Any, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    lang = i18n.negotiate(request)
+    v = ctx.pop("viewer", None) or viewer(request, c)
+    response = templates.TemplateResponse(
+        request,
+        name,
+        {
+            "lang": lang,
+            "t": i18n.translator(lang),
+            "js_messages": i18n.js_messages(lang),
+            "dt": _formatter(c),
+            "viewer": v,
+            "viewer_name": c.member_names.get(v.address, "") if v else "",
+            "short": lambda a: f"{a[:8]}…{a[-6:]}" if a and len(a) > 16 else a,
+            "term": lambda t: t.zh if lang == "zh-CN" else t.en,
+            "dev": c.ledger.client.chain_id == 31337,
+            **ctx,
+        },
+        status_code=status,
+    )
+    if request.query_params.get("lang") in i18n.LANGS:
+        response.set_cookie(i18n.COOKIE, lang, max_age=365 * 86400, samesite="lax", path="/")
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _fragment_viewer(request: Request, c: Any) -> Viewer:
+    return require_viewer(request, c)
+
+
+# ---------------------------------------------------------------- pages
+
+
+@router.get("/")
+def root() -> RedirectResponse:
+    return RedirectResponse("/portal", status_code=303)
+
+
+@router.get("/portal", response_class=HTMLResponse)
+def index(request: Request, c: ComponentsDep) -> HTMLResponse:
+    return _render(request, c, "index.html", page="index")
+
+
+def _page(request: Request, c: Any, page: str, sections: Any) -> HTMLResponse:
+    v = viewer(request, c)
+    forbidden = v is not None and not _allowed(page, v)
+    ctx = sections(c, v) if v is not None and not forbidden else {}
+    return _render(request, c, f"{page}.html", page=page, viewer=v, forbidden=forbidden, **ctx)
+
+
+def _allowed(page: str, v: Viewer) -> bool:
+    return {"patient": True, "hospital": v.is_provider, "auditor": v.is_auditor}[page]
+
+
+def _sections(request: Request, c: Any, page: str, sections: Any) -> HTMLResponse:
+    v = _fragment_viewer(request, c)
+    if not _allowed(page, v):
+        return _render(request, c, "forbidden.html", status=403, page=page, viewer=v)
+    return _render(request, c, f"{page}_sections.html", page=page, viewer=v, **sections(c, v))
+
+
+@router.get("/portal/patient", response_class=HTMLResponse)
+def patient_page(request: Request, c: ComponentsDep) -> HTMLResponse:
+    return _page(request, c, "patient", _patient)
+
+
+@router.get("/portal/patient/sections", response_class=HTMLResponse)
+def patient_sections(request: Request, c: ComponentsDep) -> HTMLResponse:
+    return _sections(request, c, "patient", _patient)
+
+
+@router.get("/portal/hospital", response_class=HTMLResponse)
+def hospital_page(request: Request, c: ComponentsDep) -> HTMLResponse:
+    return _page(request, c, "hospital", _hospital)
+
+
+@router.get("/portal/hospital/sections", response_class=HTMLResponse)
+def hospital_sections(request: Request, c: ComponentsDep) -> HTMLResponse:
+    return _sections(request, c, "hospital", _hospital)
+
+
+@router.get("/portal/auditor", response_class=HTMLResponse)
+def auditor_page(request: Request, c: ComponentsDep) -> HTMLResponse:
+    return _page(request, c, "auditor", _auditor)
+
+
+@router.get("/portal/auditor/sections", response_class=HTMLResponse)
+def auditor_sections(request: Request, c: ComponentsDep) -> HTMLResponse:
+    return _sections(request, c, "auditor", _auditor)
+
+
+# ---------------------------------------------------------------- page data
+
+
+def _providers(c: Any) -> list[dict[str, Any]]:
+    rows = c.db.read().execute("SELECT address, roles FROM chain_members WHERE status = 1 ORDER BY since_block")
+    return [
+        {"address": r["address"], "name": c.member_names.get(r["address"], "") or r["address"],
+         "roles": roles_of(r["roles"])}
+        for r in rows
+        if r["roles"] & int(PROVIDER_ROLES)
+    ]
+
+
+def _patient(c: Any, v: Viewer) -> dict[str, Any]:
+    records = me.my_records(c, v.address)["records"]
+    by_category: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_category.setdefault(r["category"], []).append(r)
+    now = int(time.time())
+    guardians = [
+        {"address": g["guardian"], "validUntil": g["valid_until"], "current": g["valid_until"] > now}
+        for g in c.db.read().execute(
+            "SELECT guardian, valid_until FROM chain_guardians WHERE patient = ? ORDER BY guardian", (v.address,)
+        )
+    ]
+    optout = c.db.read().execute("SELECT opted_out FROM chain_optouts WHERE patient = ?", (v.address,)).fetchone()
+    consents = me.my_consents(c, v.address)
+    return {
+        "records_by_category": by_category,
+        "term_of": {t.slug: t for t in CATEGORIES},
+        "purpose_of": {t.slug: t for t in PURPOSES},
+        "categories": CATEGORIES,
+        "purposes": PURPOSES,
+        "providers": _providers(c),
+        "consents": consents["consents"],
+        "access": me.my_access_log(c, v.address),
+        "guardians": guardians,
+        "opted_out": bool(optout and optout["opted_out"]),
+    }
+
+
+def _hospital(c: Any, v: Viewer) -> dict[str, Any]:
+    return {
+        "emergency_categories": [t for t in CATEGORIES if t.emergency_safe],
+        "can_break_glass": bool(v.roles & int(Role.EMERGENCY)),
+        "purposes": PURPOSES,
+    }
+
+
+def _report_dir(c: Any) -> Path:
+    return c.settings.audit_reports_dir or c.settings.data_dir / "audit"
+
+
+def _reports(c: Any) -> list[dict[str, Any]]:
+    import orjson
+
+    base = _report_dir(c)
+    out = []
+    if base.is_dir():
+        for d in sorted(base.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+            if (d / "report.html").is_file():
+                verdict = None
+                try:
+                    data = orjson.loads((d / "report.json").read_bytes())
+                    verdict = data.get("verdict") or data.get("summary", {}).get("verdict")
+                except Exception:  # a report being written, or another tool's: list it anyway
+                    pass
+                out.append({"name": d.name, "verdict": verdict, "time": int(d.stat().st_mtime)})
+    return out
+
+
+def _auditor(c: Any, v: Viewer) -> dict[str, Any]:
+    db = c.db.read()
+
+    def count(sql: str) -> int:
+        return int(db.execute(sql).fetchone()[0])
+
+    per_member: Counter[str] = Counter(r["requester"] for r in db.execute("SELECT requester FROM chain_accesses"))
+    journal_size = c.journal.size if c.journal is not None else 0
+    if c.journal is not None:
+        for _index, entry, _leaf in c.journal.entries(0, journal_size):
+            per_member[entry.requester] += 1
+    reasons = {bytes(r["access_id"]): r["reason"] for r in db.execute("SELECT access_id, reason FROM emergency_reasons")}
+    emergencies = [
+        {"accessId": "0x" + bytes(e["access_id"]).hex(), "patient": e["patient"], "member": e["member"],
+         "memberName": c.member_names.get(e["member"], ""), "time": e["time"], "validUntil": e["valid_until"],
+         "reason": reasons.get(bytes(e["access_id"])), "txHash": e["tx_hash"],
+         "categories": [CATEGORIES[t.bit] for t in CATEGORIES if e["categories"] >> t.bit & 1]}
+        for e in db.execute("SELECT * FROM chain_emergency ORDER BY block DESC")
+    ]
+    return {
+        "stats": {
+            "members": count("SELECT COUNT(*) FROM chain_members WHERE status = 1"),
+            "consents_count": count("SELECT COUNT(*) FROM chain_consent_events WHERE kind = 'granted'"),
+            "records_count": count("SELECT COUNT(*) FROM chain_records"),
+            "strict_accesses": count("SELECT COUNT(*) FROM chain_accesses"),
+            "journal_entries": journal_size,
+            "anchors": count("SELECT COUNT(*) FROM chain_anchors"),
+        },
+        "emergencies": emergencies,
+        "per_member": [
+            {"address": a, "name": c.member_names.get(a, ""), "count": n} for a, n in per_member.most_common()
+        ],
+        "reports": _reports(c),
+        "reports_dir": _report_dir(c),
+    }
+
+
+# ---------------------------------------------------------------- session
+
+
+class SessionIn(BaseModel):
+    token: str = Field(max_length=1024)
+
+
+@router.post("/portal/session")
+def open_session(body: SessionIn, request: Request, c: ComponentsDep) -> JSONResponse:
+    """Keeps a bearer token (from ``/v1/auth/token``) in the portal's HttpOnly cookie."""
+    require_portal_post(request)
+    address = c.auth.verify(body.token)
+    from gateway.portal.session import active_roles
+
+    v = Viewer(address, active_roles(c, address))
+    response = JSONResponse({"address": address, "roles": roles_of(v.roles), "home": v.home})
+    store(response, request, body.token, c.settings.token_ttl)
+    return response
+
+
+@router.post("/portal/logout")
+def close_session(request: Request) -> Response:
+    require_portal_post(request)
+    response = JSONResponse({"signedOut": True})
+    clear(response)
+    return response
+
+
+# ---------------------------------------------------------------- patient helpers
+
+
+class DraftIn(BaseModel):
+    """What the patient picked in the health-code form."""
+
+    kind: str = Field("grant", pattern="^(grant|revoke)$")
+    grantee: str = Field(max_length=64)
+    categories: list[str] = Field(default_factory=list, max_length=32)
+    purposes: list[str] = Field(default_factory=list, max_length=16)
+    validDays: int = Field(30, ge=1, le=3650)
+    deadlineHours: int = Field(24, ge=1, le=24 * 30)
+
+
+@router.post("/portal/patient/draft")
+def draft(body: DraftIn, request: Request, c: ComponentsDep) -> dict[str, Any]:
+    """The EIP-712 typed data of the patient's grant (or revoke), with the pair's current nonce.
+
+    The page signs exactly this with the patient's key; the gateway never sees the key.
+    """
+    from node_client.signing import typed_data
+    from node_client.vocabulary import parse_categories, parse_purposes
+
+    require_portal_post(request)
+    v = require_viewer(request, c)
+    if not is_address(body.grantee):
+        raise Problem("invalid_request", "grantee is not an address")
+    grantee = to_checksum_address(body.grantee)
+    try:
+        now = c.ledger.client.block_timestamp()
+        deadline = now + body.deadlineHours * 3600
+        if body.kind == "revoke":
+            message = c.ledger.consents.build_revoke(v.address, grantee, deadline=deadline)
+        else:
+            try:
+                cats = parse_categories(",".join(body.categories))
+                purps = parse_purposes(",".join(body.purposes))
+            except ValueError as exc:
+                raise Problem("invalid_request", str(exc)) from None
+            if not cats or not purps:
+                raise Problem("invalid_request", "pick at least one category and one purpose")
+            message = c.ledger.consents.build_grant(
+                v.address, grantee, cats, purps, now, now + body.validDays * 86400, deadline=deadline
+            )
+        domain = c.ledger.consents.domain()
+    except ChainUnavailable as exc:
+        raise Problem("chain_unavailable", str(exc)) from exc
+    typed = typed_data(domain, message)
+    return {"typedData": typed, "type": message.primary_type, "message": asdict(message)}
+
+
+@router.post("/portal/patient/health-code", response_class=HTMLResponse)
+def make_code(body: SignedGrantIn, request: Request, c: ComponentsDep) -> HTMLResponse:
+    """The health code of a grant the patient just signed in the page: QR on screen, PNG and SVG."""
+    require_portal_post(request)
+    require_viewer(request, c)
+    signed = _signed(c, body)
+    try:
+        domain = c.ledger.consents.domain()
+    except ChainUnavailable as exc:
+        raise Problem("chain_unavailable", str(exc)) from exc
+    text = hc.encode(signed, domain)
+    code = hc.qr(text)
+    summary = hc.summary(signed, domain, members=c.member_names)
+    return _render(
+        request, c, "code_ready.html",
+        text=text, version=code.version,
+        svg_uri=code.svg_data_uri(scale=6, border=4, title="Health code / 健康码"),
+        png_uri=code.png_data_uri(scale=8, border=4),
+        summary=summary,
+    )
+
+
+# ---------------------------------------------------------------- hospital helpers
+
+
+@router.post("/portal/hospital/preview", response_class=HTMLResponse)
+async def preview(
+    request: Request,
+    c: ComponentsDep,
+    picture: Annotated[UploadFile | None, File()] = None,
+    text: Annotated[str, Form(max_length=4096)] = "",
+) -> HTMLResponse:
+    """What a scanned or pasted health code says, checked against the ledger, before submitting."""
+    require_portal_post(request)
+    v = require_viewer(request, c)
+    code_text = text.strip()
+    if picture is not None and picture.filename:
+        data = await picture.read(MAX_PICTURE_BYTES + 1)
+        if len(data) > MAX_PICTURE_BYTES:
+            raise Problem("payload_too_large", f"pictures up to {MAX_PICTURE_BYTES} bytes")
+        try:
+            code_text = hc.read_image(data)
+        except hc.HealthCodeError as exc:
+            raise Problem("invalid_request", str(exc)) from None
+    if not code_text:
+        raise Problem("invalid_request", "upload a picture of the code or paste its text")
+    try:
+        signed, domain = hc.decode(code_text)
+        summary = hc.summary(signed, domain, ledger=c.ledger, members=c.member_names)
+    except hc.HealthCodeError as exc:
+        raise Problem("invalid_request", f"not a valid health code: {exc}") from None
+    except ChainUnavailable as exc:
+        raise Problem("chain_unavailable", str(exc)) from exc
+    payload = signed.as_dict()
+    consent_id = None
+    if summary.kind == "revoke" and summary.ledger_matches:
+        try:
+            consent_id = "0x" + c.ledger.consents.consent_of(summary.patient, summary.grantee).consent_id.hex()
+        except ChainUnavailable as exc:
+            raise Problem("chain_unavailable", str(exc)) from exc
+    return _render(
+        request, c, "code_preview.html", viewer=v, summary=summary, payload={"payload": payload, "consentId": consent_id},
+        for_me=summary.grantee == v.address,
+        term=lambda tv: tv.zh if i18n.negotiate(request) == "zh-CN" else tv.en,
+    )
+
+
+@router.get("/portal/hospital/records", response_class=HTMLResponse)
+def hospital_records(request: Request, c: ComponentsDep, patient: str, purpose: str = "treatment") -> HTMLResponse:
+    """The patient's records this institution may read now (the discovery API, as a table)."""
+    v = require_viewer(request, c)
+    found = discover(patient, c, v.address, purpose=purpose)
+    return _render(request, c, "hospital_records.html", viewer=v, found=found,
+                   term_of={t.slug: t for t in CATEGORIES})
+
+
+# ---------------------------------------------------------------- ledger links and reports
+
+
+@router.get("/portal/tx/{tx_hash}", response_class=HTMLResponse)
+def transaction(tx_hash: str, request: Request, c: ComponentsDep) -> HTMLResponse:
+    """One ledger transaction, decoded: what a patient's "ledger proof" link opens."""
+    raw = tx_hash.removeprefix("0x")
+    if len(raw) != 64 or any(ch not in "0123456789abcdefABCDEF" for ch in raw):
+        raise Problem("invalid_request", "a transaction hash is 32 bytes of hex")
+    client = c.ledger.client
+    try:
+        receipt = client.rpc(lambda: client.w3.eth.get_transaction_receipt("0x" + raw))
+    except ChainUnavailable as exc:
+        raise Problem("chain_unavailable", str(exc)) from exc
+    except Exception:
+        receipt = None
+    if receipt is None:
+        return _render(request, c, "tx.html", status=404, tx_hash="0x" + raw, receipt=None, events=[])
+    events = []
+    for contract in (c.ledger.members, c.ledger.consents, c.ledger.records, c.ledger.access):
+        for log in receipt["logs"]:
+            if to_checksum_address(log["address"]) != contract.address:
+                continue
+            for ev in contract.contract.events:
+                try:
+                    decoded = ev.process_log(log)
+                except Exception:
+                    continue
+                events.append({"contract": type(contract).__name__, "event": decoded["event"],
+                               "args": {k: _show(v) for k, v in decoded["args"].items()}})
+                break
+    block = client.rpc(lambda: client.w3.eth.get_block(receipt["blockNumber"]))
+    return _render(request, c, "tx.html", tx_hash="0x" + raw, receipt=receipt, events=events,
+                   block_time=int(block["timestamp"]), sender=receipt["from"])
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    return str(value)
+
+
+@router.get("/portal/reports/{name}/{filename}")
+def report_file(name: str, filename: str, request: Request, c: ComponentsDep) -> FileResponse:
+    """A file of an ``hcl audit replay`` output folder (auditors and regulators only)."""
+    v = require_viewer(request, c)
+    if not v.is_auditor:
+        raise Problem("wrong_role", "audit reports are for auditors and regulators")
+    base = _report_dir(c).resolve()
+    path = (base / name / filename).resolve()
+    if path.parent.parent != base or not path.is_file() or filename.startswith("."):
+        raise Problem("record_not_found", "no such report file", status=404)
+    return FileResponse(path)

@@ -1,0 +1,362 @@
+// HealthCode Ledger portal script. What needs the user's key happens here, inside the page:
+// keystore decryption, sign-in (EIP-4361), consent signing (EIP-712), transaction signing, and opening
+// HPKE releases. The key is held in memory only: it never leaves the page and is gone on reload.
+// Everything that changes state goes through the gateway's /v1 API with a bearer token.
+(() => {
+  "use strict";
+  const V = window.hclVendor;
+  if (!V) { document.body.dataset.error = "vendor"; return; }
+  const E = V.ethers;
+  const M = JSON.parse(document.getElementById("hcl-messages").textContent);
+  const t = (k) => M[k] || k;
+  const state = { signer: null, address: null, token: null, x25519: null, stream: null };
+  const $ = (sel, root = document) => root.querySelector(sel);
+
+  // ------------------------------------------------------------------ HTTP
+  class ProblemError extends Error {
+    constructor(problem, status) {
+      super((problem && (problem.detail || problem.title)) || `HTTP ${status}`);
+      this.problem = problem || {}; this.status = status;
+    }
+  }
+  async function parse(resp) {
+    const type = resp.headers.get("content-type") || "";
+    const body = type.includes("json") ? await resp.json() : await resp.text();
+    if (!resp.ok) throw new ProblemError(typeof body === "object" ? body : { title: body }, resp.status);
+    return body;
+  }
+  async function api(method, path, body) {
+    const headers = { "Accept": "application/json" };
+    if (state.token) headers["Authorization"] = `Bearer ${state.token}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    return parse(resp);
+  }
+  async function portal(method, path, body, { form = false } = {}) {
+    const headers = { "X-HCL-Portal": "1" };
+    if (body !== undefined && !form) headers["Content-Type"] = "application/json";
+    const resp = await fetch(path, {
+      method, headers, credentials: "same-origin",
+      body: body === undefined ? undefined : (form ? body : JSON.stringify(body)),
+    });
+    return parse(resp);
+  }
+  function describe(err) {
+    if (err instanceof ProblemError) {
+      const p = err.problem;
+      const title = p.title || t("error");
+      return p.detail && p.detail !== title ? `${title}: ${p.detail}` : title;
+    }
+    return err && err.message ? err.message : String(err);
+  }
+  function showError(scope, err) {
+    const el = scope && (scope.matches && scope.matches(".error") ? scope : $(".error", scope));
+    const text = typeof err === "string" ? err : describe(err);
+    if (el) { el.textContent = text; el.hidden = false; }
+    if (err instanceof ProblemError && err.problem.code) el && (el.dataset.code = err.problem.code);
+    toast(text, true);
+  }
+  function clearError(scope) {
+    const el = scope && $(".error", scope);
+    if (el) { el.hidden = true; el.textContent = ""; delete el.dataset.code; }
+  }
+  function toast(text, bad = false) {
+    const el = $("#toast");
+    el.textContent = text; el.hidden = false; el.className = bad ? "bad" : "ok";
+    clearTimeout(toast.timer); toast.timer = setTimeout(() => { el.hidden = true; }, 6000);
+  }
+  async function busy(button, fn) {
+    const old = button ? button.textContent : null;
+    if (button) { button.disabled = true; button.setAttribute("aria-busy", "true"); }
+    try { return await fn(); } finally {
+      if (button) { button.disabled = false; button.removeAttribute("aria-busy"); button.textContent = old; }
+    }
+  }
+
+  // ------------------------------------------------------------------ key and sign-in
+  function keyStatus() {
+    const el = $("#key-status");
+    if (!el) return;
+    if (state.signer) {
+      el.dataset.state = "unlocked";
+      el.textContent = `${t("unlocked")}: ${state.address}`;
+      const form = $("#unlock-form"); if (form) form.hidden = true;
+    } else { el.dataset.state = "locked"; el.textContent = t("locked"); }
+  }
+  async function signIn() {
+    const status = $("#key-status");
+    if (status) status.textContent = t("signing_in");
+    const ch = await api("POST", "/v1/auth/challenge", { address: state.address });
+    const signature = await state.signer.signMessage(ch.message);
+    const tok = await api("POST", "/v1/auth/token", { message: ch.message, signature });
+    state.token = tok.token;
+    await portal("POST", "/portal/session", { token: tok.token });
+    keyStatus();
+    await refresh();
+  }
+  async function readJsonFile(input) {
+    const file = input && input.files && input.files[0];
+    return file ? file.text() : null;
+  }
+  async function unlock(form) {
+    clearError(form);
+    const json = await readJsonFile($("#keystore", form));
+    if (!json) return showError(form, t("choose_keystore"));
+    const progress = $("#unlock-progress", form);
+    const status = $("#key-status");
+    if (status) status.textContent = t("unlocking");
+    progress.hidden = false; progress.value = 0;
+    let wallet;
+    try {
+      wallet = await E.Wallet.fromEncryptedJson(json, $("#password", form).value, (p) => { progress.value = Math.round(p * 100); });
+    } catch (err) {
+      progress.hidden = true; keyStatus();
+      return showError(form, t("wrong_password"));
+    }
+    progress.hidden = true;
+    const enc = $("#enckey", form);
+    if (enc && enc.files && enc.files[0]) {
+      try { state.x25519 = JSON.parse(await enc.files[0].text()); } catch (err) { return showError(form, t("need_enc_key")); }
+    }
+    state.signer = wallet; state.address = wallet.address;
+    $("#password", form).value = "";
+    await signIn();
+  }
+  async function useWallet() {
+    const provider = new E.BrowserProvider(window.ethereum);
+    state.signer = await provider.getSigner();
+    state.address = await state.signer.getAddress();
+    state.injected = true;
+    await signIn();
+  }
+  function requireKey() {
+    if (state.signer && state.token) return;
+    const panel = $("#unlock"); if (panel) { panel.scrollIntoView({ behavior: "smooth" }); const pw = $("#keystore"); pw && pw.focus(); }
+    throw new Error(t("unlock_first"));
+  }
+  async function refresh() {
+    const box = $("#sections");
+    if (!box || !box.dataset.src) return;
+    const html = await fetch(box.dataset.src, { credentials: "same-origin" });
+    if (html.status === 401) { box.innerHTML = `<p class="muted">${t("session_expired")}</p>`; return; }
+    if (!html.ok && html.status !== 403) throw new ProblemError(await html.json().catch(() => ({})), html.status);
+    box.innerHTML = await html.text();
+    wire(box);
+  }
+
+  // ------------------------------------------------------------------ signing helpers
+  async function signTyped(draft) {
+    const { EIP712Domain, ...types } = draft.typedData.types;
+    const signature = await state.signer.signTypedData(draft.typedData.domain, types, draft.typedData.message);
+    return { type: draft.type, message: draft.message, signer: state.address, signature };
+  }
+  async function signAndRelay(fn, args) {
+    const d = await api("POST", "/v1/transactions/draft", { function: fn, args });
+    const tx = d.transaction;
+    const fields = {
+      to: tx.to, data: tx.data, nonce: tx.nonce, gasLimit: tx.gas, chainId: tx.chainId, value: 0,
+      type: tx.type,
+    };
+    if (tx.type === 2) { fields.maxFeePerGas = tx.maxFeePerGas; fields.maxPriorityFeePerGas = tx.maxPriorityFeePerGas; }
+    else fields.gasPrice = tx.gasPrice;
+    if (state.injected) { // a browser wallet sends it itself (it will not sign without sending)
+      const sent = await state.signer.sendTransaction(fields);
+      await sent.wait();
+      return { txHash: sent.hash };
+    }
+    return state.signer.signTransaction(fields);
+  }
+  function checkedValues(form, name) {
+    return [...form.querySelectorAll(`input[name="${name}"]:checked`)].map((i) => i.value);
+  }
+  const b64 = (s) => Uint8Array.from(atob(s), (ch) => ch.charCodeAt(0));
+
+  // ------------------------------------------------------------------ patient
+  const actions = {};
+  actions["create-code"] = async (form) => {
+    requireKey();
+    const categories = checkedValues(form, "categories");
+    const purposes = checkedValues(form, "purposes");
+    if (!categories.length) throw new Error(t("pick_category"));
+    if (!purposes.length) throw new Error(t("pick_purpose"));
+    const draft = await portal("POST", "/portal/patient/draft", {
+      kind: "grant", grantee: form.grantee.value, categories, purposes,
+      validDays: Number(form.validDays.value), deadlineHours: Number(form.deadlineHours.value),
+    });
+    const signed = await signTyped(draft);
+    const html = await portal("POST", "/portal/patient/health-code", signed);
+    const out = $("#code-result"); out.innerHTML = html; out.scrollIntoView({ behavior: "smooth" });
+  };
+  actions["revoke"] = async (button) => {
+    requireKey();
+    if (!window.confirm(t("confirm_revoke"))) return;
+    const draft = await portal("POST", "/portal/patient/draft", { kind: "revoke", grantee: button.dataset.grantee });
+    const signed = await signTyped(draft);
+    await api("POST", `/v1/consents/${button.dataset.consentId}/revoke`, signed);
+    toast(t("revoked_ok"));
+    await refresh();
+  };
+  async function relayed(fn, args) {
+    const raw = await signAndRelay(fn, args);
+    const result = typeof raw === "string" ? await api("POST", "/v1/transactions", { signedTransaction: raw }) : raw;
+    toast(`${t("tx_sent")}: ${result.txHash}`);
+    await refresh();
+  }
+  actions["add-guardian"] = async (form) => {
+    requireKey();
+    const validUntil = Math.floor(Date.now() / 1000) + Number(form.days.value) * 86400;
+    await relayed("setGuardian", { guardian: form.guardian.value.trim(), validUntil });
+  };
+  actions["remove-guardian"] = async (button) => { requireKey(); await relayed("removeGuardian", { guardian: button.dataset.guardian }); };
+  actions["opt-out"] = async (button) => { requireKey(); await relayed("setEmergencyOptOut", { optedOut: button.dataset.value === "true" }); };
+
+  // ------------------------------------------------------------------ hospital
+  actions["preview"] = async (form) => {
+    const data = new FormData();
+    const file = form.picture.files[0];
+    if (file) data.append("picture", file);
+    data.append("text", form.text.value);
+    const html = await portal("POST", "/portal/hospital/preview", data, { form: true });
+    const out = $("#preview"); out.innerHTML = html;
+  };
+  actions["submit-code"] = async (button) => {
+    requireKey();
+    const { payload, consentId } = JSON.parse($("#code-payload").textContent);
+    const result = payload.type === "ConsentGrant"
+      ? await api("POST", "/v1/consents", payload)
+      : await api("POST", `/v1/consents/${consentId}/revoke`, payload);
+    const out = $("#preview");
+    out.innerHTML = `<p class="verdict ok" id="submitted">${t("submitted_ok")}: <a href="/portal/tx/${result.txHash}">${result.txHash}</a></p>`;
+    const patient = $("#patient"); if (patient) patient.value = payload.message.patient;
+    toast(t("submitted_ok"));
+  };
+  actions["find-records"] = async (form) => {
+    const q = new URLSearchParams({ patient: form.patient.value.trim(), purpose: form.purpose.value });
+    const resp = await fetch(`/portal/hospital/records?${q}`, { credentials: "same-origin" });
+    if (!resp.ok) throw new ProblemError(await resp.json(), resp.status);
+    $("#records-list").innerHTML = await resp.text();
+    $("#record-view").innerHTML = "";
+  };
+  async function openRelease(body, recordId) {
+    if (body.resource) return body.resource;
+    if (!state.x25519) throw new Error(t("need_enc_key"));
+    const suite = new V.hpke.CipherSuite({
+      kem: new V.hpke.DhkemX25519HkdfSha256(), kdf: new V.hpke.HkdfSha256(), aead: new V.hpke.Aes256Gcm(),
+    });
+    const jwk = { kty: state.x25519.kty, crv: state.x25519.crv, x: state.x25519.x, d: state.x25519.d };
+    const key = await suite.kem.importKey("jwk", jwk, false);
+    const aad = new Uint8Array([...E.getBytes(recordId), ...E.getBytes(state.address)]);
+    const recipient = await suite.createRecipientContext({
+      recipientKey: key, enc: b64(body.encryption.enc), info: new TextEncoder().encode(body.encryption.info),
+    });
+    const plain = await recipient.open(b64(body.encryption.ciphertext), aad);
+    return JSON.parse(new TextDecoder().decode(plain));
+  }
+  function resourceLines(fhir) {
+    const list = fhir.resourceType === "Bundle" ? (fhir.entry || []).map((e) => e.resource) : [fhir];
+    return list.map((r) => {
+      const cc = r.code || r.medicationCodeableConcept || r.vaccineCode || r.type && r.type[0] || {};
+      const text = cc.text || (cc.coding && cc.coding[0] && (cc.coding[0].display || cc.coding[0].code)) || "";
+      const when = r.effectiveDateTime || r.recordedDate || r.authoredOn || r.occurrenceDateTime || r.onsetDateTime || (r.period && r.period.start) || "";
+      const value = r.valueQuantity ? ` = ${r.valueQuantity.value} ${r.valueQuantity.unit || ""}` : "";
+      return { type: r.resourceType, text: `${text}${value}`, when };
+    });
+  }
+  actions["open-record"] = async (button) => {
+    requireKey();
+    const id = button.dataset.recordId;
+    const body = await api("GET", `/v1/records/${id}?purpose=${encodeURIComponent(button.dataset.purpose)}`);
+    const fhir = await openRelease(body, id);
+    const view = $("#record-view");
+    view.innerHTML = "";
+    const h = document.createElement("h3"); h.textContent = `${t("decrypted_record")} ${id.slice(0, 10)}…`;
+    const ul = document.createElement("ul"); ul.id = "record-resources";
+    for (const line of resourceLines(fhir)) {
+      const li = document.createElement("li");
+      li.textContent = `${line.type}: ${line.text}${line.when ? ` (${line.when})` : ""}`;
+      ul.appendChild(li);
+    }
+    const proof = document.createElement("p");
+    proof.className = "muted";
+    const l = body.ledger || {};
+    proof.textContent = `${t("proof")}: ${l.txHash || `${t("journal_entry")} #${l.journalIndex}`}`;
+    const details = document.createElement("details");
+    const summary = document.createElement("summary"); summary.textContent = "FHIR JSON";
+    const pre = document.createElement("pre"); pre.textContent = JSON.stringify(fhir, null, 2);
+    details.append(summary, pre);
+    view.append(h, ul, proof, details);
+    view.scrollIntoView({ behavior: "smooth" });
+  };
+  actions["break-glass"] = async (form) => {
+    requireKey();
+    const reason = form.reason.value.trim();
+    if (reason.length < 3) throw new Error(t("reason_required"));
+    const mask = [...form.querySelectorAll('input[name="categories"]:checked')].reduce((m, i) => m | (1 << Number(i.dataset.bit)), 0);
+    const args = { patient: form.patient.value.trim(), categories: mask, reasonHash: E.sha256(E.toUtf8Bytes(reason)) };
+    const raw = await signAndRelay("emergencyAccess", args);
+    if (typeof raw !== "string") throw new Error("a browser wallet cannot relay break-glass; use a keystore");
+    const result = await api("POST", "/v1/emergency-access", { signedTransaction: raw, reason });
+    const until = new Date(result.validUntil * 1000).toLocaleString();
+    $("#break-glass-result").innerHTML = "";
+    const p = document.createElement("p"); p.className = "verdict ok"; p.id = "window-open";
+    p.textContent = `${t("window_open")} ${until}`;
+    $("#break-glass-result").appendChild(p);
+    const patient = $("#patient"); if (patient) patient.value = args.patient;
+  };
+
+  // ------------------------------------------------------------------ camera (where available)
+  actions["camera"] = async (button) => {
+    const box = $(".camera"); const video = $("#camera-video");
+    if (state.stream) { state.stream.getTracks().forEach((tr) => tr.stop()); state.stream = null; box.hidden = true; button.textContent = t("use_camera"); return; }
+    state.stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+    video.srcObject = state.stream; box.hidden = false; await video.play();
+    button.textContent = t("stop_camera");
+    const canvas = document.createElement("canvas");
+    const tick = async () => {
+      if (!state.stream) return;
+      canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+      canvas.getContext("2d").drawImage(video, 0, 0);
+      const blob = await new Promise((ok) => canvas.toBlob(ok, "image/png"));
+      const data = new FormData(); data.append("picture", blob, "frame.png");
+      try {
+        $("#preview").innerHTML = await portal("POST", "/portal/hospital/preview", data, { form: true });
+        actions["camera"](button); // found one: stop
+      } catch (err) { setTimeout(tick, 700); }
+    };
+    setTimeout(tick, 700);
+  };
+
+  actions["sign-out"] = async () => {
+    await portal("POST", "/portal/logout");
+    state.signer = null; state.token = null; state.x25519 = null;
+    window.location.reload();
+  };
+  actions["unlock"] = unlock;
+  actions["use-wallet"] = useWallet;
+
+  // ------------------------------------------------------------------ wiring
+  async function run(name, el, scope) {
+    clearError(scope);
+    const button = el.tagName === "FORM" ? $("button[type=submit]", el) : el;
+    try { await busy(button, () => actions[name](el)); } catch (err) { showError(scope, err); }
+  }
+  function wire(root) {
+    if (window.ethereum) { const w = $("#wallet-button"); if (w) w.hidden = false; }
+    if (navigator.mediaDevices && navigator.mediaDevices.getUserMedia) { const c = $("#camera-button", root); if (c) c.hidden = false; }
+  }
+  document.addEventListener("submit", (e) => {
+    const form = e.target.closest("form[data-action]");
+    if (!form) return;
+    e.preventDefault();
+    run(form.dataset.action, form, form);
+  });
+  document.addEventListener("click", (e) => {
+    const el = e.target.closest("button[data-action]");
+    if (!el || el.type === "submit") return;
+    e.preventDefault();
+    run(el.dataset.action, el, el.closest(".preview, section, form") || el.parentElement);
+  });
+  wire(document);
+  keyStatus();
+  document.body.dataset.ready = "1";
+})();
