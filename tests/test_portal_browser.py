@@ -184,7 +184,7 @@ def test_health_code_story_from_patient_to_hospital_and_back(net: tuple[RunningG
     error = hospital.locator("#patient-records .error")
     error.wait_for(state="visible")
     assert error.get_attribute("data-code") == "consent_revoked"
-    assert "revoked" in error.inner_text()
+    assert "患者已撤销授权" in error.inner_text() and "revoked" in error.inner_text()
     shot(hospital, "09-hospital-refused")
 
 
@@ -271,6 +271,45 @@ def test_break_glass_then_the_auditor_reviews_it(net: tuple[RunningGateway, Path
     unlock(other, keys / "li.json")
     other.wait_for_selector("#forbidden")
     assert "Auditor" in other.inner_text("#forbidden")
+
+
+def test_guardian_and_emergency_opt_out(net: tuple[RunningGateway, Path], new_page: Any) -> None:
+    gw, keys = net
+    zhang, parent, aunt = dev(12).address, dev(16).address, dev(17).address
+    page = new_page()
+    page.goto(f"{gw.url}/portal/patient?lang=en")
+    unlock(page, keys / "zhang.json")
+    page.wait_for_selector(f"#guardians code:text('{parent}')")  # set on-chain by the demo seed
+
+    # name a second guardian: the patient signs the transaction in the page, the gateway relays it
+    page.fill("#guardian-address", aunt)
+    page.fill("#guardian-days", "30")
+    page.click("#guardian-form button[type=submit]")
+    page.wait_for_selector(f"#guardians code:text('{aunt}')")
+    assert gw.ledger.consents.guardian_until(zhang, aunt) > gw.client.block_timestamp()
+    page.locator("#guardians li", has_text=aunt).locator("button[data-action=remove-guardian]").click()
+    page.locator("#guardians li", has_text=aunt).wait_for(state="detached")
+    assert gw.ledger.consents.guardian_until(zhang, aunt) == 0
+
+    # opt out of emergency access: the hospital's break-glass is then refused
+    page.click("button[data-action=opt-out]")
+    page.wait_for_selector("#optout-state[data-opted-out='1']")
+    assert gw.ledger.consents.emergency_opted_out(zhang)
+    shot(page, "16-patient-guardian-opt-out")
+    hospital = new_page()
+    hospital.goto(f"{gw.url}/portal/hospital?lang=en")
+    unlock(hospital, keys / "hospital.json", enc_key=keys / "hospital.x25519.jwk")
+    hospital.fill("#bg-patient", zhang)
+    hospital.fill("#bg-reason", "Trauma call, allergy check")
+    hospital.click("#break-glass-form button[type=submit]")
+    error = hospital.locator("#break-glass-form .error")
+    error.wait_for(state="visible")
+    assert error.get_attribute("data-code") == "emergency_not_allowed"
+    assert "Emergency access is not allowed here" in error.inner_text()
+
+    page.click("button[data-action=opt-out]")  # and back
+    page.wait_for_selector("#optout-state[data-opted-out='0']")
+    assert not gw.ledger.consents.emergency_opted_out(zhang)
 
 
 def test_english_and_phone_width(net: tuple[RunningGateway, Path], new_page: Any) -> None:

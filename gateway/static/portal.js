@@ -44,7 +44,7 @@
   function describe(err) {
     if (err instanceof ProblemError) {
       const p = err.problem;
-      const title = p.title || t("error");
+      const title = (p.code && M[`problem_${p.code}`]) || p.title || t("error");
       return p.detail && p.detail !== title ? `${title}: ${p.detail}` : title;
     }
     return err && err.message ? err.message : String(err);
