@@ -12,9 +12,7 @@ Every page is saved as a screenshot under artifacts/screenshots/ (CI keeps them)
 
 from __future__ import annotations
 
-import base64
 import io
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from browser_harness import chromium, shot
-from gateway_harness import SAMPLES, CLINIC, HOSPITAL, AUDITOR, RunningGateway, dev, running_gateway
+from gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
 from rich.console import Console
 
 from gateway import demo
@@ -174,7 +172,7 @@ def test_health_code_story_from_patient_to_hospital_and_back(net: tuple[RunningG
     # she revokes (the key is gone after the reload: unlock again), one click and a confirmation
     unlock(patient, keys / "wang.json")
     patient.on("dialog", lambda d: d.accept())
-    row = patient.locator(f"#consents tr[data-state=active]", has_text="Riverside").first
+    row = patient.locator("#consents tr[data-state=active]", has_text="Riverside").first
     row.locator("button[data-action=revoke]").click()
     patient.wait_for_selector("#consents tr[data-state=revoked]")
     shot(patient, "08-patient-revoked")
@@ -330,3 +328,36 @@ def test_english_and_phone_width(net: tuple[RunningGateway, Path], new_page: Any
         ident = control.get_attribute("id")
         if ident:
             assert page.locator(f"label[for='{ident}']").count() == 1, ident
+
+
+def test_an_injected_wallet_signs_instead_of_a_keystore(net: tuple[RunningGateway, Path], new_page: Any) -> None:
+    """An EIP-1193 wallet in the page (here: the Hardhat node's own account signing, reached through
+    a bridge the test exposes) signs in and signs the health code; no keystore involved."""
+    import httpx
+
+    gw, _keys = net
+    li = dev(LI).address
+    rpc = httpx.Client(base_url=gw.settings.rpc_url, timeout=30)
+
+    def bridge(method: str, params: list[Any]) -> Any:
+        if method in ("eth_requestAccounts", "eth_accounts"):
+            return [li]
+        reply = rpc.post("", json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).json()
+        if "error" in reply:
+            raise RuntimeError(reply["error"].get("message"))
+        return reply["result"]
+
+    page = new_page()
+    page.expose_function("hclWalletBridge", bridge)
+    page.add_init_script(
+        "window.ethereum = { isTestWallet: true, on() {}, removeListener() {},"
+        " request: ({ method, params }) => window.hclWalletBridge(method, params || []) };"
+    )
+    page.goto(f"{gw.url}/portal/patient?lang=en")
+    page.click("#wallet-button")
+    page.wait_for_selector("#key-status[data-state=unlocked]")
+    assert li in page.inner_text("#key-status")
+    make_code(page, dev(CLINIC).address, ["allergies"])
+    signed, _domain = hc.decode(page.input_value("#code-text"))
+    assert signed.signer == li and signed.message.patient == li
+    shot(page, "17-patient-wallet-code")
