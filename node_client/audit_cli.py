@@ -41,21 +41,39 @@ def replay_cmd(
     from_block: Annotated[int | None, typer.Option("--from-block", help="default: the deploy block")] = None,
     to_block: Annotated[int | None, typer.Option("--to-block", help="default: the latest block")] = None,
     gateway: Annotated[str | None, typer.Option("--gateway", help="gateway address whose anchors the journal is checked against")] = None,
-    clock_skew: Annotated[int, typer.Option("--clock-skew", help="seconds the chain clock runs ahead of the gateway's")] = 0,
+    clock_skew: Annotated[str, typer.Option(
+        "--clock-skew", help="seconds the chain clock runs ahead of the gateway's, or 'auto' to measure it from the anchors",
+    )] = "auto",
     anchor_grace: Annotated[int, typer.Option("--anchor-grace", help="seconds an entry may stay unanchored")] = 60,
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", help="write the rebuilt state and position here, for a later --resume")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="continue from a checkpoint instead of the deploy block (same verdict as a full replay)")] = None,
+    store: Annotated[str | None, typer.Option(
+        "--store", help="re-hash stored ciphertexts: a local blob-store folder or an IPFS API URL (http://...:5001)")] = None,
+    claims: Annotated[Path | None, typer.Option(
+        "--claims", help="JSON Lines of release responses a requester received; each must be ledgered")] = None,
+    detail: Annotated[str, typer.Option(
+        "--detail", help="per-access rows in the outputs: 'all', or 'issues' (not ok) for very large ledgers")] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="quiet: print the summary as JSON only")] = False,
 ) -> None:
     """Replays every event from the deploy block (plus the journal) and writes the audit outputs."""
-    from node_client.audit import replay, write_outputs
+    from node_client.audit import DETAILS, read_checkpoint, replay, write_checkpoint, write_outputs
     from node_client.deploy import Manifest
 
     try:
+        if detail not in DETAILS:
+            raise ValueError(f"--detail must be one of {', '.join(DETAILS)}")
+        skew: int | None = None if clock_skew == "auto" else int(clock_skew)
         settings = _settings(rpc_url, manifest)
         client = _client(settings)
         loaded = Manifest.load(settings.manifest)
+        kwargs = dict(journal=journal, from_block=from_block, to_block=to_block, gateway=gateway, clock_skew=skew,
+                      anchor_grace=anchor_grace, store=store if store is None or "://" in store else Path(store),
+                      claims=claims, checkpoint=checkpoint is not None,
+                      resume=read_checkpoint(resume) if resume is not None else None)
         if as_json:
-            report = replay(client, loaded, journal=journal, from_block=from_block, to_block=to_block,
-                            gateway=gateway, clock_skew=clock_skew, anchor_grace=anchor_grace)
+            report = replay(client, loaded, **kwargs)  # type: ignore[arg-type]
         else:
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=_err, transient=True) as bar:
@@ -67,9 +85,10 @@ def replay_cmd(
                                                     total=total)
                     bar.update(tasks[phase], completed=done, total=total)
 
-                report = replay(client, loaded, journal=journal, from_block=from_block, to_block=to_block,
-                                progress=progress, gateway=gateway, clock_skew=clock_skew, anchor_grace=anchor_grace)
-        paths = write_outputs(report, out)
+                report = replay(client, loaded, progress=progress, **kwargs)  # type: ignore[arg-type]
+        paths = write_outputs(report, out, detail=detail)
+        if checkpoint is not None:
+            paths["checkpoint"] = write_checkpoint(report, checkpoint)
     except Exception as exc:  # noqa: BLE001 - any failure to audit is exit 2, never a false "clean"
         if as_json:
             typer.echo(orjson.dumps({"error": f"{type(exc).__name__}: {exc}"}).decode())

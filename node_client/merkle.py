@@ -109,14 +109,57 @@ class MerkleTree:
     (append-only), so every historical tree is a combination of them.
     """
 
-    __slots__ = ("_levels", "_size", "_root_cache")
+    __slots__ = ("_base", "_levels", "_size", "_root_cache")
 
     def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
         self._levels: list[bytearray] = [bytearray()]
         self._size = 0
+        self._base = 0  # leaves before this are known only through the frontier (see from_frontier)
         self._root_cache: tuple[int, bytes] = (0, EMPTY_ROOT)
         for h in leaf_hashes:
             self.append(h)
+
+    # ------------------------------------------------------------------ compact form
+
+    def frontier(self) -> list[bytes]:
+        """The roots of the complete aligned subtrees that make up the current tree, left to right
+        (one per set bit of ``size``, at most ``log2(size) + 1`` hashes).
+
+        With the size, this is all that is needed to keep going: :meth:`from_frontier` rebuilds a
+        tree that gives the same roots (and proofs for later leaves) as this one after the same
+        appends. The auditor's checkpoints store it instead of every leaf hash.
+        """
+        out: list[bytes] = []
+        offset = 0
+        for height in range(self._size.bit_length() - 1, -1, -1):
+            if self._size >> height & 1:
+                out.append(self._node(height, offset >> height))
+                offset += 1 << height
+        return out
+
+    @classmethod
+    def from_frontier(cls, size: int, frontier: Sequence[bytes]) -> MerkleTree:
+        """A tree of ``size`` leaves known only by its :meth:`frontier`.
+
+        Appending works as usual. Roots of sizes ``>= size``, inclusion proofs of leaves
+        ``>= size`` and consistency proofs from sizes ``>= size`` are exact (they only need frontier
+        nodes and later ones); anything about the earlier leaves raises ``ValueError``.
+        """
+        if size < 0 or len(frontier) != bin(size).count("1"):
+            raise ValueError(f"a frontier of size {size} has {bin(size).count('1')} hashes, not {len(frontier)}")
+        tree = cls()
+        tree._levels = [bytearray(HASH_SIZE * (size >> h)) for h in range(max(1, size.bit_length()))]
+        offset = 0
+        hashes = iter(frontier)
+        for height in range(size.bit_length() - 1, -1, -1):
+            if size >> height & 1:
+                node = next(hashes)
+                _check_hash("frontier hash", node)
+                j = offset >> height  # the last node of its level: (size >> height) - 1
+                tree._levels[height][j * HASH_SIZE : (j + 1) * HASH_SIZE] = node
+                offset += 1 << height
+        tree._size = tree._base = size
+        return tree
 
     # ------------------------------------------------------------------ building
 
@@ -183,6 +226,8 @@ class MerkleTree:
 
     def leaf(self, index: int) -> bytes:
         """The leaf hash at ``index``."""
+        if index < self._base:
+            raise ValueError(f"leaf {index} precedes the frontier this tree was built from")
         if not 0 <= index < self._size:
             raise IndexError(f"leaf index {index} out of range for size {self._size}")
         return self._node(0, index)
@@ -226,6 +271,8 @@ class MerkleTree:
         size = self._check_size(size)
         if size == 0:
             return EMPTY_ROOT
+        if size < self._base:
+            raise ValueError(f"size {size} precedes the frontier this tree was built from ({self._base})")
         cached_size, cached = self._root_cache
         if cached_size == size:
             return cached
@@ -241,6 +288,8 @@ class MerkleTree:
         size = self._check_size(size)
         if not 0 <= index < size:
             raise ValueError(f"leaf index {index} not in a tree of size {size}")
+        if index < self._base:
+            raise ValueError(f"leaf {index} precedes the frontier this tree was built from")
         path: list[bytes] = []
         start, end, m = 0, size, index
         while end - start > 1:
@@ -265,6 +314,8 @@ class MerkleTree:
             raise ValueError(f"old size {old_size} not in 0..{new_size}")
         if old_size == 0 or old_size == new_size:
             return []
+        if old_size < self._base:
+            raise ValueError(f"size {old_size} precedes the frontier this tree was built from ({self._base})")
         proof: list[bytes] = []
         start, end, m, whole = 0, new_size, old_size, True
         while True:

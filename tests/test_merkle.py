@@ -459,3 +459,30 @@ def test_extend_equals_appending_one_by_one(chunks: list[int], salt: int) -> Non
     bulk.append(extra)
     one_by_one.append(extra)
     assert bulk.root() == one_by_one.root()
+
+
+def test_tree_from_frontier_continues_like_the_full_tree() -> None:
+    """A checkpoint keeps only the frontier: appending to it gives the full tree's later roots and proofs."""
+    import os
+    import random
+
+    rnd = random.Random(7)
+    for _ in range(60):
+        n, extra = rnd.randrange(0, 70), rnd.randrange(0, 70)
+        leaves = [os.urandom(32) for _ in range(n + extra)]
+        full = MerkleTree()
+        full.extend(leaves)
+        prefix = MerkleTree()
+        prefix.extend(leaves[:n])
+        resumed = MerkleTree.from_frontier(n, prefix.frontier())
+        resumed.extend(leaves[n:])
+        for size in range(max(n, 1), n + extra + 1):
+            assert resumed.root(size) == full.root(size)
+            assert resumed.consistency_proof(n, size) == full.consistency_proof(n, size)
+        for i in range(n, n + extra):
+            assert resumed.inclusion_proof(i) == full.inclusion_proof(i)
+        if n:
+            with pytest.raises(ValueError):
+                resumed.inclusion_proof(n - 1)
+    with pytest.raises(ValueError):
+        MerkleTree.from_frontier(3, [b"\x00" * 32])
