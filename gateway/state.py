@@ -8,6 +8,7 @@ FastAPI dependencies. The work itself lives in :mod:`gateway.uploads` and :mod:`
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,19 @@ __all__ = ["Components", "build_components"]
 
 log = logging.getLogger("hcl.gateway")
 
+#: The interpreter's default recursion limit, restored when the gateway starts. py_ecc (imported by
+#: web3 through eth_keys) raises the limit to 100,000 on import; with that, Python's json decoder (which
+#: FastAPI uses for every JSON body) recurses into a body of ``[`` x 100,000 until the C stack
+#: overflows and the whole process dies: one unauthenticated request to /v1/auth/challenge. With the
+#: default limit the decoder raises RecursionError and the request is a 400 invalid_request.
+RECURSION_LIMIT = 1000
+
+
+def limit_recursion() -> None:
+    """Puts the recursion limit back to :data:`RECURSION_LIMIT` if something raised it."""
+    if sys.getrecursionlimit() > RECURSION_LIMIT:
+        sys.setrecursionlimit(RECURSION_LIMIT)
+
 
 @dataclass
 class Components:
@@ -58,6 +72,7 @@ class Components:
 
         The FHIR models load in the background (1-3 s) so the first upload is not the one that pays.
         """
+        limit_recursion()
         threading.Thread(target=warm_up, name="hcl-fhir-warm-up", daemon=True).start()
         try:
             self.indexer.poll_once()
@@ -146,7 +161,7 @@ def build_components(settings: GatewaySettings) -> Components:
         db=db,
         store=store,
         kek=_kek(Path(settings.kek_file or settings.data_dir / "kek.key"), db),
-        policy=AccessPolicy(ledger),
+        policy=AccessPolicy(ledger, db=db, indexer=indexer),
         indexer=indexer,
         auth=auth,
         metrics=metrics,
