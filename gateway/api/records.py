@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from eth_utils import is_address, to_checksum_address
@@ -28,6 +29,24 @@ def parse_record_id(value: str) -> bytes:
         return bytes.fromhex(raw)
     except ValueError:
         raise Problem("invalid_request", "a record id is 32 bytes of hex") from None
+
+
+#: FHIR date or dateTime, possibly partial (``2013``, ``2013-04``, ``2013-04-02``, ``2013-04-02T09:30:10+01:00``)
+_FHIR_DATE = re.compile(
+    r"[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9](:([0-5][0-9]|60)(\.[0-9]{1,9})?)?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))?)?)?)?",
+    re.ASCII,
+)
+
+
+def parse_since(value: str | None) -> str | None:
+    """``since`` as an ISO 8601 date(Time) prefix: index dates are compared as text, so anything else
+    (``' OR '1'='1`` sorts before every date) would silently match everything."""
+    if value is None or value == "":
+        return None
+    if _FHIR_DATE.fullmatch(value) is None:
+        raise Problem("invalid_request", "since must be an ISO 8601 date, e.g. 2024-01-31")
+    return value
 
 
 def parse_purpose(value: str) -> int:
@@ -117,6 +136,7 @@ def discover(
         raise Problem("invalid_request", "not an address")
     patient = to_checksum_address(address)
     pur = parse_purpose(purpose)
+    since = parse_since(since)
     wanted = None
     if category:
         try:
