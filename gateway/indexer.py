@@ -57,6 +57,7 @@ class Indexer:
         self.poll_interval = poll_interval
         self.page_size = page_size
         self._head = 0
+        self._head_time = 0
         self._last_poll = 0.0
         self._error: str | None = None
         self._stop = threading.Event()
@@ -74,6 +75,11 @@ class Indexer:
         return IndexerStatus(self.indexed_block, self._head, self._last_poll, self._error)
 
     @property
+    def head_time(self) -> int:
+        """The timestamp of the newest block the gateway has seen (0 before the first poll)."""
+        return self._head_time
+
+    @property
     def synced(self) -> bool:
         """Whether the read model is at the head the gateway last saw, and that sighting is recent."""
         return (
@@ -88,6 +94,8 @@ class Indexer:
         """Indexes up to the current head; returns the number of events applied."""
         with self._lock:
             head = self.ledger.client.block_number()
+            if head > self._head or not self._head_time:
+                self._head_time = self._time(head)
             self._head = max(self._head, head)
             applied = 0
             start = self.indexed_block + 1

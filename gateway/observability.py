@@ -50,6 +50,9 @@ class Metrics:
         r = self.registry
         self.releases = Counter("hcl_releases_total", "Records released", ["mode", "emergency"], registry=r)
         self.denials = Counter("hcl_denials_total", "Requests refused, by problem code", ["reason"], registry=r)
+        self.decisions = Counter(
+            "hcl_consent_decisions_total", "Release consent decisions, by source (cache or chain)", ["source"], registry=r
+        )
         self.uploads = Counter("hcl_records_uploaded_total", "Records uploaded and registered", registry=r)
         self.integrity_errors = Counter(
             "hcl_integrity_errors_total", "Stored ciphertext not matching the on-chain hash", registry=r

@@ -1,9 +1,19 @@
 """Access decisions: is the caller an active member in a fitting role, and does consent hold *now*?
 
-Decisions ask the chain (``eth_call``) at the latest block. The indexer's cache is used only for
-read models (lists, timelines), never to say yes to a release, unless it is synced to the head the
-gateway last saw (see :attr:`gateway.indexer.Indexer.synced`). When the chain cannot be asked, nothing
-is decided: :class:`Problem` ``chain_unavailable`` (fail closed).
+Two sources, one answer:
+
+* **the read model** (the indexer's ``chain_*`` tables), but only while the indexer is *synced*: it has
+  applied every block up to the head the gateway last saw, and saw it recently (see
+  :attr:`gateway.indexer.Indexer.synced`). A revocation or suspension is then in force for every
+  request that arrives after the gateway has seen its block. Time is taken conservatively: a consent
+  must have started by the head block's time and must still be valid at the later of the wall clock and
+  that time, so the cache is never looser than the chain at its head. Only *yes* comes from the cache:
+* **the chain** (``eth_call`` at the latest block) decides everything else: when the indexer lags or has
+  failed, every refusal (so the caller gets the chain's word and a precise reason), and every emergency
+  (break-glass) request. When the chain cannot be asked, nothing is decided: :class:`Problem`
+  ``chain_unavailable`` (fail closed).
+
+In strict ledger mode the chain checks again in ``logAccess`` whatever the cache said.
 
 When the chain says no, :meth:`AccessPolicy.explain` looks at the consent to give the caller the precise
 reason (missing, revoked, expired, wrong category, wrong purpose) as a stable problem code.
@@ -11,16 +21,25 @@ reason (missing, revoked, expired, wrong category, wrong purpose) as a stable pr
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from node_client._exceptions import ChainUnavailable
-from node_client.contracts import CheckResult, ConsentStatus, Member, MemberStatus
+from node_client.contracts import CheckResult, ConsentStatus, Member, MemberStatus, Record, RecordStatus
 from node_client.deploy import Ledger
 from node_client.vocabulary import PROVIDER_ROLES, Category, Purpose, Role
 
 from gateway.problems import Problem
 
+if TYPE_CHECKING:
+    from gateway.db import Database
+    from gateway.indexer import Indexer
+
 __all__ = ["AccessPolicy", "Decision"]
+
+
+_RECORD_STATUS = {"active": RecordStatus.ACTIVE, "amended": RecordStatus.AMENDED, "retracted": RecordStatus.RETRACTED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,17 +47,47 @@ class Decision:
     allowed: bool
     consent_id: bytes
     emergency: bool
+    source: str = "chain"  # "chain" | "cache"
 
 
 class AccessPolicy:
-    """Membership and consent checks against the chain."""
+    """Membership, record and consent checks: from the synced read model, else from the chain."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, *, db: Database | None = None, indexer: Indexer | None = None) -> None:
         self.ledger = ledger
+        self.db = db
+        self.indexer = indexer
+
+    def _cache(self) -> bool:
+        """Whether the read model may answer now (there is one, and it is synced to the seen head)."""
+        return self.db is not None and self.indexer is not None and self.indexer.synced
 
     def member(self, address: str) -> Member:
+        if self._cache():
+            assert self.db is not None
+            row = self.db.read().execute("SELECT * FROM chain_members WHERE address = ?", (address,)).fetchone()
+            if row is None:
+                return Member(address, MemberStatus.NONE, 0, 0, b"", b"")
+            return Member(address, MemberStatus(row["status"]), int(row["roles"]), int(row["since_block"]),
+                          bytes(row["encryption_key"]), bytes(row["metadata_hash"]))
         try:
             return self.ledger.members.member_of(address)
+        except ChainUnavailable as exc:
+            raise Problem("chain_unavailable", str(exc)) from exc
+
+    def record(self, record_id: bytes) -> Record:
+        """The record's registration (patient, category, status)."""
+        if self._cache():
+            assert self.db is not None
+            row = self.db.read().execute(
+                "SELECT patient, category, status, time FROM chain_records WHERE record_id = ?", (record_id,)
+            ).fetchone()
+            if row is not None:
+                return Record(record_id, row["patient"], int(row["category"]), _RECORD_STATUS[row["status"]],
+                              int(row["time"]))
+            # unknown to the synced read model: registered after the head we saw, or never; the chain says
+        try:
+            return self.ledger.records.record_of(record_id)
         except ChainUnavailable as exc:
             raise Problem("chain_unavailable", str(exc)) from exc
 
@@ -53,7 +102,32 @@ class AccessPolicy:
             raise Problem("wrong_role", f"{address} lacks the role for this ({Role(roles)!r})")
         return m
 
+    def _cached_check(self, patient: str, requester: str, category: int, purpose: int) -> Decision | None:
+        """A *yes* from the synced read model, or ``None`` (then the chain decides)."""
+        assert self.db is not None and self.indexer is not None
+        db = self.db.read()
+        m = db.execute("SELECT status, roles FROM chain_members WHERE address = ?", (requester,)).fetchone()
+        if m is None or m["status"] != MemberStatus.ACTIVE or not m["roles"] & int(PROVIDER_ROLES):
+            return None
+        k = db.execute(
+            "SELECT consent_id, categories, purposes, valid_from, valid_until, status FROM chain_consents"
+            " WHERE patient = ? AND grantee = ?",
+            (patient, requester),
+        ).fetchone()
+        if k is None or k["status"] != "active":
+            return None
+        head_time = self.indexer.head_time
+        if not (k["valid_from"] <= head_time and max(head_time, time.time()) < k["valid_until"]):
+            return None
+        if not (k["categories"] >> category & 1 and k["purposes"] >> purpose & 1):
+            return None
+        return Decision(True, bytes(k["consent_id"]), False, "cache")
+
     def check(self, patient: str, requester: str, category: int, purpose: int) -> Decision:
+        if purpose != Purpose.EMERGENCY and 0 <= category < len(Category) and self._cache():
+            cached = self._cached_check(patient, requester, category, purpose)
+            if cached is not None:
+                return cached
         try:
             result: CheckResult = self.ledger.consents.check(patient, requester, category, purpose)
         except ChainUnavailable as exc:
@@ -69,10 +143,17 @@ class AccessPolicy:
     def explain(self, patient: str, requester: str, category: int, purpose: int) -> Problem:
         """Why ``check`` said no, as a problem."""
         try:
+            member = self.ledger.members.member_of(requester)  # the chain's word, not the cache's
             consent = self.ledger.consents.consent_of(patient, requester)
             now = self.ledger.client.block_timestamp()
         except ChainUnavailable as exc:
             return Problem("chain_unavailable", str(exc))
+        if member.status is MemberStatus.SUSPENDED:
+            return Problem("member_suspended", f"{requester} is suspended")
+        if member.status is not MemberStatus.ACTIVE:
+            return Problem("not_member", f"{requester} is not an active member")
+        if not member.roles & int(PROVIDER_ROLES):
+            return Problem("wrong_role", f"{requester} is not a care provider")
         cat, pur = Category(category).name.lower(), Purpose(purpose).name.lower()
         if purpose == Purpose.EMERGENCY and (consent.status is not ConsentStatus.ACTIVE or not consent.purposes >> purpose & 1):
             return Problem(

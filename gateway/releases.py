@@ -68,20 +68,18 @@ def _onchain_content(c: Components, record_id: bytes) -> tuple[bytes, bytes]:
 def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Release:
     started = time.perf_counter()
     member = c.policy.require_member(caller)
-    try:
-        record = c.ledger.records.record_of(record_id)
-    except ChainUnavailable as exc:
-        raise Problem("chain_unavailable", str(exc)) from exc
+    record = c.policy.record(record_id)
     if record.status is RecordStatus.NONE:
         raise Problem("record_not_found", "no such record")
     if record.status is RecordStatus.RETRACTED:
         raise Problem("record_retracted", "the record was retracted")
-    keys = c.db.read().execute(
-        "SELECT wrapped_key FROM record_keys WHERE record_id = ? AND state = 'registered'", (record_id,)
-    ).fetchone()
-    if keys is None or keys["wrapped_key"] is None:
+    keys = c.db.read().execute("SELECT wrapped_key, state FROM record_keys WHERE record_id = ?", (record_id,)).fetchone()
+    if keys is not None and keys["state"] in ("shredded", "retracted"):
+        raise Problem("record_retracted", "the record was retracted; its key is destroyed")
+    if keys is None or keys["state"] != "registered" or keys["wrapped_key"] is None:
         raise Problem("record_not_found", "this gateway does not hold the record")
     decision = c.policy.require(record.patient, caller, record.category, purpose)
+    c.metrics.decisions.labels(source=decision.source).inc()
 
     content_hash, locator = _onchain_content(c, record_id)
     try:

@@ -186,6 +186,7 @@ def retract(c: Components, *, caller: str, record_id: bytes) -> str:
         raise Problem("chain_unavailable", "the key is destroyed; the on-chain retraction will be retried") from exc
     with c.db.write() as conn:
         conn.execute("UPDATE record_keys SET state = 'retracted' WHERE record_id = ?", (record_id,))
+    c.catch_up()
     try:
         c.store.delete(row["locator"])
     except BlobStoreError:
