@@ -1,0 +1,95 @@
+"""``./scripts/bench``: the benchmark suite.
+
+``./scripts/bench`` (or ``--quick``) runs every benchmark of :data:`SUITE`; ``./scripts/bench audit``
+or ``./scripts/bench gas`` runs one. Each writes ``bench/results/<name>.json`` and prints a table.
+Throughput benchmarks of the gateway (release, upload, consent) are meant to be added here as
+further commands and ``SUITE`` entries.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+app = typer.Typer(help="HealthCode Ledger benchmarks; results go to bench/results/.", add_completion=False)
+console = Console()
+
+QuickOpt = Annotated[bool, typer.Option("--quick", help="small sizes: a smoke run in well under a minute")]
+
+
+@app.command("audit")
+def audit_cmd(
+    quick: QuickOpt = False,
+    accesses: Annotated[int | None, typer.Option("--accesses", help="journal entries (default 1,000,000; --quick 10,000)")] = None,
+    anchor_every: Annotated[int | None, typer.Option("--anchor-every", help="entries per anchor (default: N/20, at most 10,000)")] = None,
+    detail: Annotated[str, typer.Option("--detail", help="hcl audit replay --detail (all|issues)")] = "issues",
+    out: Annotated[Path | None, typer.Option("--out", help="result file (default bench/results/audit.json, audit-quick.json)")] = None,
+) -> None:
+    """A batch-mode ledger of N accesses (real chain, consents, anchors), replayed by ``hcl audit replay``."""
+    from bench.audit import GOAL_SECONDS, GOAL_VERIFY_RATE, run_audit_bench
+
+    n = accesses or (10_000 if quick else 1_000_000)
+    with Progress(TextColumn("journal entries"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("journal", total=n)
+        result = run_audit_bench(n, anchor_every=anchor_every, log=lambda m: console.print(f"[dim]{m}[/dim]"),
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                 replay_args=["--detail", detail])
+    data = result.to_json()
+    data["detail"] = detail
+    data["quick"] = quick
+    out = out or RESULTS / ("audit-quick.json" if quick else "audit.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    table = Table(title=f"Audit replay of {result.accesses:,} accesses ({data['anchors']} anchors)")
+    for col in ("measure", "value", "goal"):
+        table.add_column(col, justify="right" if col != "measure" else "left")
+    verify = data["accesses_per_s_verify"] or 0
+    table.add_row("end to end (hcl audit replay)", f"{data['seconds']:.1f} s",
+                  f"<= {GOAL_SECONDS:.0f} s" if not quick else "")
+    table.add_row("accesses/s, end to end", f"{data['accesses_per_s']:,.0f}", "")
+    table.add_row("accesses/s, verify phase", f"{verify:,.0f}", f">= {GOAL_VERIFY_RATE:,.0f}")
+    for phase, secs in (data["phases"] or {}).items():
+        table.add_row(f"  phase {phase}", f"{secs:.2f} s", "")
+    table.add_row("ledger generation (not timed)", f"{data['generate_seconds']:.1f} s", "")
+    console.print(table)
+    console.print(f"written: {out}")
+
+
+@app.command("gas")
+def gas_cmd(quick: QuickOpt = False) -> None:
+    """Gas of every state-changing function (``hcl gas-report``, writes bench/results/gas.json)."""
+    hcl = str(Path(sys.executable).with_name("hcl"))
+    code = subprocess.call([hcl, "gas-report", "--out", str(RESULTS / "gas.json")], cwd=ROOT)
+    if code:
+        raise typer.Exit(code)
+
+
+#: every benchmark, in the order a full run takes them: name -> command
+SUITE: dict[str, Callable[..., None]] = {"gas": gas_cmd, "audit": audit_cmd}
+
+
+@app.callback(invoke_without_command=True)
+def run_all(ctx: typer.Context, quick: QuickOpt = False) -> None:
+    """Without a command: run every benchmark (``--quick``: each at its small size)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    for name, command in SUITE.items():
+        console.rule(name)
+        command(quick=quick)
+
+
+def main() -> None:
+    app()
