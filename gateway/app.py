@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
-from gateway.api import auth, consents, me, records, system, transactions
+from gateway.api import accesses, auth, consents, me, records, system, transactions
 from gateway import portal
 from gateway.observability import configure_logging
 from gateway.problems import install_problem_handlers
@@ -62,7 +62,7 @@ def create_app(settings: GatewaySettings | None = None, *, components: Component
             )
         return response
 
-    for module in (auth, records, consents, transactions, me, system):
+    for module in (auth, records, consents, transactions, accesses, me, system):
         app.include_router(module.router)
     app.include_router(portal.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")

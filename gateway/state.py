@@ -29,6 +29,7 @@ from gateway.indexer import Indexer
 from gateway.journal import Anchorer, Journal
 from gateway.keyrotation import finish_pending_rotation
 from gateway.observability import Metrics
+from gateway.journal_index import JournalIndex
 from gateway.policy import AccessPolicy
 from gateway.settings import GatewaySettings, LedgerMode, StoreKind
 
@@ -65,6 +66,7 @@ class Components:
     metrics: Metrics
     journal: Journal | None = None
     anchorer: Anchorer | None = None
+    journal_index: JournalIndex | None = None
     member_names: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -166,6 +168,7 @@ def build_components(settings: GatewaySettings) -> Components:
         auth=auth,
         metrics=metrics,
         journal=journal,
+        journal_index=JournalIndex(journal) if journal is not None else None,
         anchorer=anchorer,
         member_names={m["address"]: m["name"] for m in manifest.members},
     )

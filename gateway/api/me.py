@@ -111,10 +111,8 @@ def my_access_log(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
         }
         for a in rows
     ]
-    if c.journal is not None:
-        for index, entry, _leaf in c.journal.entries(0, c.journal.size):
-            if entry.patient != caller:
-                continue
+    if c.journal_index is not None:
+        for index, entry in c.journal_index.entries_of(caller):
             cat = c.db.read().execute(
                 "SELECT category FROM chain_records WHERE record_id = ?", (entry.record_id,)
             ).fetchone()

@@ -235,9 +235,8 @@ def _auditor(c: Any, v: Viewer) -> dict[str, Any]:
 
     per_member: Counter[str] = Counter(r["requester"] for r in db.execute("SELECT requester FROM chain_accesses"))
     journal_size = c.journal.size if c.journal is not None else 0
-    if c.journal is not None:
-        for _index, entry, _leaf in c.journal.entries(0, journal_size):
-            per_member[entry.requester] += 1
+    if c.journal_index is not None:
+        per_member.update(c.journal_index.requester_counts())
     reasons = {bytes(r["access_id"]): r["reason"] for r in db.execute("SELECT access_id, reason FROM emergency_reasons")}
     emergencies = [
         {"accessId": "0x" + bytes(e["access_id"]).hex(), "patient": e["patient"], "member": e["member"],

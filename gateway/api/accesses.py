@@ -1,0 +1,96 @@
+"""Proof that a release was ledgered: ``GET /v1/accesses/{ref}/proof``.
+
+Every release response names its ledger entry: ``ledger.txHash`` (strict mode: an ``AccessLogged``
+event) or ``ledger.journalIndex`` (batch mode: an entry of the hash-chained journal, anchored on-chain
+under a Merkle root within the anchor interval). This endpoint returns what a requester, the patient or
+an auditor needs to check that entry *without trusting the gateway*: in batch mode the entry's bytes,
+its RFC 6962 leaf hash, the anchor (root, tree size, transaction) and the inclusion proof, which
+:func:`node_client.merkle.root_from_inclusion_proof` turns back into the anchored root; in strict mode
+the transaction and log that carry the access hash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from node_client.vocabulary import PURPOSES, Role
+
+from gateway.api.deps import CallerDep, ComponentsDep
+from gateway.problems import Problem
+
+router = APIRouter(tags=["accesses"])
+
+_AUDIT = int(Role.AUDITOR | Role.REGULATOR)
+
+
+def _may_see(c: Any, caller: str, requester: str, patient: str) -> None:
+    if caller in (requester, patient):
+        return
+    member = c.policy.member(caller)
+    if member.status.value != 1 or not member.roles & _AUDIT:
+        raise Problem("wrong_role", "only the requester, the patient and auditors may see this proof")
+
+
+@router.get("/v1/accesses/{ref}/proof")
+def proof(ref: str, c: ComponentsDep, caller: CallerDep) -> JSONResponse:
+    """The ledger proof of one release: ``ref`` is a journal index (batch) or an access id (strict)."""
+    if ref.isdigit():
+        return _batch_proof(c, caller, int(ref))
+    raw = ref.removeprefix("0x")
+    if len(raw) != 64:
+        raise Problem("invalid_request", "ref is a journal index (batch mode) or a 32-byte access id (strict)")
+    try:
+        access_hash = bytes.fromhex(raw)
+    except ValueError:
+        raise Problem("invalid_request", "an access id is 32 bytes of hex") from None
+    row = c.db.read().execute("SELECT * FROM chain_accesses WHERE access_hash = ?", (access_hash,)).fetchone()
+    if row is None:
+        raise Problem("record_not_found", "no ledgered access with this id (batch-mode releases: use journalIndex)",
+                      status=404)
+    _may_see(c, caller, row["requester"], row["patient"])
+    return JSONResponse({
+        "mode": "strict", "accessId": "0x" + access_hash.hex(), "requester": row["requester"],
+        "patient": row["patient"], "recordId": "0x" + bytes(row["record_id"]).hex(),
+        "purpose": PURPOSES[row["purpose"]].slug, "emergency": bool(row["emergency"]),
+        "txHash": row["tx_hash"], "blockNumber": row["block"], "logIndex": row["log_index"],
+        "contract": c.ledger.access.address, "event": "AccessLogged",
+    })
+
+
+def _batch_proof(c: Any, caller: str, idx: int) -> JSONResponse:
+    if c.journal is None or c.journal_index is None:
+        raise Problem("record_not_found", "this gateway ledgers in strict mode: use the access id", status=404)
+    entry = c.journal_index.entry(idx) if idx < c.journal.size else None
+    if entry is None:
+        raise Problem("record_not_found", f"no journal entry {idx}", status=404)
+    _may_see(c, caller, entry.requester, entry.patient)
+    body: dict[str, Any] = {
+        "mode": "batch",
+        "journalIndex": idx,
+        "entry": "0x" + entry.to_bytes().hex(),
+        "leafHash": "0x" + c.journal.leaf_hash(idx).hex(),
+        "accessId": "0x" + entry.access_hash.hex(),
+        "requester": entry.requester,
+        "patient": entry.patient,
+        "recordId": "0x" + entry.record_id.hex(),
+        "purpose": PURPOSES[entry.purpose].slug,
+        "emergency": entry.emergency,
+        "releasedAt": entry.released_at,
+        "hashes": "RFC 6962: leaf = SHA-256(0x00 || entry), node = SHA-256(0x01 || left || right)",
+    }
+    anchor = c.journal.last_anchor()
+    if anchor is None or anchor.tree_size <= idx:
+        body["anchored"] = False
+        retry = max(1, round(c.settings.anchor_interval))
+        return JSONResponse(body, status_code=202, headers={"Retry-After": str(retry)})
+    body.update({
+        "anchored": True,
+        "anchor": {"treeSize": anchor.tree_size, "root": "0x" + anchor.root.hex(), "txHash": anchor.tx_hash,
+                   "blockNumber": anchor.block_number, "contract": c.ledger.access.address,
+                   "gateway": c.gateway_account.address},
+        "inclusionProof": ["0x" + h.hex() for h in c.journal.inclusion_proof(idx, anchor.tree_size)],
+    })
+    return JSONResponse(body)
