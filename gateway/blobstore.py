@@ -43,6 +43,7 @@ import ipfshttpclient
 import ipfshttpclient.exceptions as ipfs_exc
 
 from gateway._fs import fsync_dir
+from gateway.crashpoints import crashpoint
 
 __all__ = [
     "CODEC_DAG_PB",
@@ -313,7 +314,9 @@ class LocalBlobStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            crashpoint("blob.after_temp_write")
             os.replace(tmp, final)
+            crashpoint("blob.after_rename")
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise _os_error(exc, "cannot write blob") from None
@@ -351,6 +354,7 @@ class LocalBlobStore:
             return
         except OSError as exc:
             raise _os_error(exc, "cannot delete blob") from None
+        crashpoint("blob.after_delete")
         try:
             fsync_dir(path.parent)
         except OSError as exc:

@@ -78,6 +78,7 @@ from node_client.journal_entry import ENTRY_SIZE, ENTRY_VERSION, JournalEntry, u
 from node_client.merkle import MerkleTree, leaf_hash
 
 from gateway._fs import fsync_dir
+from gateway.crashpoints import crashpoint
 
 __all__ = [
     "ENTRY_SIZE",
@@ -451,6 +452,7 @@ class Journal:
                     conn.executemany(
                         "INSERT INTO entries (idx, entry, leaf_hash, chain_hash) VALUES (?, ?, ?, ?)", rows
                     )
+                    crashpoint("journal.before_commit")
                     conn.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(Exception):
@@ -460,6 +462,7 @@ class Journal:
             log.error("journal write failed; the journal is now unavailable: %r", exc)
             self._fail(exc, batch)
             return False
+        crashpoint("journal.after_commit")
         now = time.monotonic()
         with self._tree_lock:
             for row in rows:
@@ -929,10 +932,13 @@ class Anchorer:
             if pending is None:
                 return None
             size, root = pending
+            crashpoint("anchor.before_tx")
             tx_hash, block_number = self.anchor_fn(root, size)
+            crashpoint("anchor.after_tx")
             anchor = Anchor(size, root, str(tx_hash), int(block_number), int(time.time()))
             self._unrecorded = anchor
             self.journal.record_anchor(*anchor)
+            crashpoint("anchor.after_record")
             self._unrecorded = None
             self.anchors_made += 1
             log.info("journal anchored", extra={"tree_size": size, "root": root.hex(), "tx": anchor.tx_hash})

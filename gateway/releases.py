@@ -28,6 +28,7 @@ from node_client.contracts import RecordStatus
 from node_client.vocabulary import CATEGORIES, PURPOSES
 
 from gateway.blobstore import BlobStoreError, IntegrityMismatch
+from gateway.crashpoints import crashpoint
 from gateway.crypto import GatewayCryptoError, decrypt_record
 from gateway.journal import JournalEntry, JournalUnavailable
 from gateway.problems import Problem
@@ -80,6 +81,7 @@ def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Re
         raise Problem("record_not_found", "this gateway does not hold the record")
     decision = c.policy.require(record.patient, caller, record.category, purpose)
     c.metrics.decisions.labels(source=decision.source).inc()
+    crashpoint("release.after_decision")
 
     content_hash, locator = _onchain_content(c, record_id)
     try:
@@ -137,6 +139,7 @@ def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Re
         )
     ).digest()
 
+    crashpoint("release.before_ledger")
     mode = c.settings.ledger_mode
     ledger_info: dict[str, Any]
     emergency = decision.emergency
@@ -170,6 +173,7 @@ def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Re
         except JournalUnavailable as exc:
             raise Problem("journal_unavailable", "the access could not be journaled; nothing released") from exc
         ledger_info = {"mode": "batch", "journalIndex": index}
+    crashpoint("release.after_ledger")
 
     c.metrics.releases.labels(mode=mode.value, emergency=str(emergency).lower()).inc()
     c.metrics.release_seconds.labels(mode=mode.value).observe(time.perf_counter() - started)

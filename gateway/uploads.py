@@ -21,6 +21,7 @@ from node_client._exceptions import ChainUnavailable, ContractRevert
 from node_client.contracts import RecordInput
 
 from gateway.blobstore import BlobStoreError, StorageFull, cid_to_str
+from gateway.crashpoints import crashpoint
 from gateway.crypto import encrypt_record
 from gateway.fhir import InvalidFhir, canonical_json, group, parse
 from gateway.problems import Problem
@@ -93,6 +94,8 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
             )
             locator = c.store.put(ciphertext)
             written.append((record_id, locator))
+            if len(written) == 1:
+                crashpoint("upload.after_first_blob")
             content_hash = hashlib.sha256(ciphertext).digest()
             wrapped = c.kek.wrap(data_key, record_id=record_id)
             rows.append(
@@ -111,6 +114,7 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
     except BlobStoreError as exc:
         _discard(c, written)
         raise _storage_problem(exc) from exc
+    crashpoint("upload.after_blobs")
 
     with c.db.write() as conn:
         conn.executemany(
@@ -123,6 +127,7 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             index_rows,
         )
+    crashpoint("upload.after_pending_rows")
 
     try:
         result = c.ledger.records.register_batch(c.gateway_account, patient, provider, inputs)
@@ -132,12 +137,14 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
     except ContractRevert as exc:
         _discard(c, written)
         raise Problem("chain_rejected", f"{exc.error_name}", error=exc.error_name) from exc
+    crashpoint("upload.after_register_tx")
 
     with c.db.write() as conn:
         conn.execute(
             "UPDATE record_keys SET state = 'registered', tx_hash = ? WHERE upload_id = ?",
             (result.tx_hash, upload_id),
         )
+    crashpoint("upload.after_registered")
     c.catch_up()
     c.metrics.uploads.inc(len(out))
     log.info(
@@ -180,12 +187,15 @@ def retract(c: Components, *, caller: str, record_id: bytes) -> str:
         conn.execute(
             "UPDATE record_keys SET wrapped_key = NULL, state = 'shredded' WHERE record_id = ?", (record_id,)
         )
+    crashpoint("retract.after_shred")
     try:
         result = c.ledger.records.retract(c.gateway_account, record_id)
     except ChainUnavailable as exc:
         raise Problem("chain_unavailable", "the key is destroyed; the on-chain retraction will be retried") from exc
+    crashpoint("retract.after_chain_retract")
     with c.db.write() as conn:
         conn.execute("UPDATE record_keys SET state = 'retracted' WHERE record_id = ?", (record_id,))
+    crashpoint("retract.after_retracted")
     c.catch_up()
     try:
         c.store.delete(row["locator"])
