@@ -77,8 +77,61 @@ def gas_cmd(quick: QuickOpt = False) -> None:
         raise typer.Exit(code)
 
 
+def _kubo_api() -> str | None:
+    """A Kubo RPC API for the IPFS runs, when ``./scripts/build_ipfs`` has built one (else IPFS is skipped)."""
+    import os
+
+    return os.environ.get("HCL_BENCH_IPFS_API") or None
+
+
+def _release_table(data: dict) -> Table:  # type: ignore[type-arg]
+    goals = data["goals"]
+    table = Table(title="Ledgered releases (loopback, this machine)")
+    for col in ("mode", "store", "size", "clients", "releases/s", "p50 ms", "p95 ms", "p99 ms", "errors",
+                "released", "ledgered", "anchored in", "gas/access", "peak RSS MB"):
+        table.add_column(col, justify="left" if col in ("mode", "store") else "right")
+    for r in data["runs"]:
+        size = f"{r['size'] // 1024} KB" if r["size"] < 1 << 20 else f"{r['size'] >> 20} MB"
+        same = "[green]" if r["ledgered"] == r["released"] else "[red]"
+        table.add_row(r["mode"], r["store"], size, str(r["clients"]), f"{r['releases_per_s']:,.0f}",
+                      f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['p99_ms']:.1f}", str(r["errors"]),
+                      f"{r['released']:,}", f"{same}{r['ledgered']:,}",
+                      f"{r['anchor_delay_s']} s" if r.get("anchor_delay_s") is not None else "-",
+                      str(r.get("anchor_gas_per_access", "-")), f"{r['peak_rss_mb']:.0f}")
+    table.caption = (f"goals (batch, 10 KB, 64 clients, local): >= {goals['releases_per_s']:,.0f}/s, p99 <= "
+                     f"{goals['p99_ms']:.0f} ms, anchored <= {goals['anchor_s']:.0f} s, <= {goals['gas_per_access']:.0f} "
+                     f"gas/access, RSS <= {goals['peak_rss_mb']:.0f} MB")
+    return table
+
+
+@app.command("release")
+def release_cmd(
+    quick: QuickOpt = False,
+    seconds: Annotated[float | None, typer.Option(help="measured seconds per run (default 8; --quick 2)")] = None,
+    out: Annotated[Path | None, typer.Option(help="result file (default bench/results/release.json)")] = None,
+) -> None:
+    """Ledgered releases/s and latency: sizes x concurrent clients x ledger mode x store (a gateway process,
+    a separate load process)."""
+    from bench.release import default_plan, run_release_bench
+
+    api = _kubo_api()
+    plan = default_plan(quick=quick, ipfs=api is not None)
+    if seconds:
+        plan.seconds = seconds
+    data = run_release_bench(plan, ipfs_api=api, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    data["quick"] = quick
+    out = out or RESULTS / ("release-quick.json" if quick else "release.json")
+    out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    console.print(_release_table(data))
+    console.print(f"written: {out}")
+    bad = [r for r in data["runs"] if r["ledgered"] != r["released"]]
+    if bad:
+        console.print(f"[red]ledgered != released in {len(bad)} run(s): the promise is broken[/red]")
+        raise typer.Exit(1)
+
+
 #: every benchmark, in the order a full run takes them: name -> command
-SUITE: dict[str, Callable[..., None]] = {"gas": gas_cmd, "audit": audit_cmd}
+SUITE: dict[str, Callable[..., None]] = {"gas": gas_cmd, "release": release_cmd, "audit": audit_cmd}
 
 
 @app.callback(invoke_without_command=True)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from gateway.api import accesses, auth, consents, me, records, system, transactions
 from gateway import portal
+from gateway.framing import RejectAmbiguousFraming
 from gateway.observability import configure_logging
 from gateway.problems import install_problem_handlers
 from gateway.settings import GatewaySettings
@@ -23,6 +25,40 @@ __all__ = ["create_app"]
 
 def _operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+class RequestTiming:
+    """ASGI middleware: request duration by route, method and status (``hcl_request_seconds``).
+
+    Plain ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware runs every
+    response through an extra task and stream, which cost ~15 % of a release's CPU in the profile.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            c = getattr(scope["app"].state, "components", None) if "app" in scope else None
+            if c is not None:
+                path = getattr(scope.get("route"), "path", "unmatched")
+                c.metrics.request_seconds.labels(path, scope["method"], str(status)).observe(
+                    time.perf_counter() - started
+                )
 
 
 def create_app(settings: GatewaySettings | None = None, *, components: Components | None = None) -> FastAPI:
@@ -49,18 +85,8 @@ def create_app(settings: GatewaySettings | None = None, *, components: Component
     )
     install_problem_handlers(app)
 
-    @app.middleware("http")
-    async def _timing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        c = getattr(request.app.state, "components", None)
-        if c is not None:
-            c.metrics.request_seconds.labels(path, request.method, str(response.status_code)).observe(
-                time.perf_counter() - started
-            )
-        return response
+    app.add_middleware(RequestTiming)
+    app.add_middleware(RejectAmbiguousFraming)  # outermost: nothing of a smuggled request reaches the app
 
     for module in (auth, records, consents, transactions, accesses, me, system):
         app.include_router(module.router)

@@ -2,9 +2,11 @@
 
 A background thread polls the head, reads every event of the deployment from the last indexed block on
 (paged, in order) and applies a page in one SQLite transaction together with the new ``indexed_block``,
-so the read model is always the state *at* some block. ``synced`` says whether that block is the head
-the gateway last saw: release decisions may use the cache only then (issue: "a revocation mined in block
-N stops every request that arrives after the gateway has seen block N").
+so the read model is always the state *at* some block. A poll that has applied everything up to the
+head it read makes that head *seen*: ``synced`` says the read model is complete up to the newest block
+the gateway has seen, and that it saw it recently. Release decisions may use the cache only then; a
+revocation mined in block N is in force for every request that arrives after the gateway has seen
+block N (one poll interval after it is mined, typically).
 """
 
 from __future__ import annotations
@@ -57,7 +59,10 @@ class Indexer:
         self.poll_interval = poll_interval
         self.page_size = page_size
         self._head = 0
-        self._head_time = 0
+        self._head_time = 0  # timestamp of the seen head (see ``synced``)
+        self._seen_head = 0  # the newest head whose events are all applied
+        self._seen_at = 0.0  # monotonic time of that
+        self._indexed = int(db.get_meta("indexed_block", str(deploy_block - 1)) or 0)
         self._last_poll = 0.0
         self._error: str | None = None
         self._stop = threading.Event()
@@ -69,23 +74,31 @@ class Indexer:
 
     @property
     def indexed_block(self) -> int:
-        return int(self.db.get_meta("indexed_block", str(self.deploy_block - 1)) or 0)
+        """The last block whose events are in the read model (kept in memory; persisted with each page)."""
+        return self._indexed
 
     def status(self) -> IndexerStatus:
         return IndexerStatus(self.indexed_block, self._head, self._last_poll, self._error)
 
     @property
     def head_time(self) -> int:
-        """The timestamp of the newest block the gateway has seen (0 before the first poll)."""
+        """The timestamp of the newest block the gateway has seen (0 before the first complete poll)."""
         return self._head_time
 
     @property
+    def freshness(self) -> float:
+        """How long a completed poll keeps the read model usable for decisions (seconds)."""
+        return max(2.0, 8 * self.poll_interval)
+
+    @property
     def synced(self) -> bool:
-        """Whether the read model is at the head the gateway last saw, and that sighting is recent."""
+        """Whether the read model holds every event up to the newest head the gateway has seen, and that
+        was recent (within :attr:`freshness`). A poll in progress does not unsync it; a failed one does."""
         return (
             self._error is None
-            and self.indexed_block >= self._head > 0
-            and time.monotonic() - self._last_poll < max(2.0, 8 * self.poll_interval)
+            and self._seen_head > 0
+            and self._indexed >= self._seen_head
+            and time.monotonic() - self._seen_at < self.freshness
         )
 
     # ------------------------------------------------------------------ work
@@ -94,8 +107,7 @@ class Indexer:
         """Indexes up to the current head; returns the number of events applied."""
         with self._lock:
             head = self.ledger.client.block_number()
-            if head > self._head or not self._head_time:
-                self._head_time = self._time(head)
+            head_time = self._time(head) if head != self._seen_head or not self._head_time else self._head_time
             self._head = max(self._head, head)
             applied = 0
             start = self.indexed_block + 1
@@ -108,9 +120,14 @@ class Indexer:
                     for ev in events:
                         self._apply(conn, ev)
                     self.db.set_meta(conn, "indexed_block", end)
+                self._indexed = end
                 applied += len(events)
                 start = end + 1
             self._last_poll = time.monotonic()
+            if self._indexed >= head:
+                self._head_time = head_time
+                self._seen_head = max(self._seen_head, head)
+                self._seen_at = self._last_poll
             self._error = None
         return applied
 

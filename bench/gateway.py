@@ -1,0 +1,207 @@
+"""What the gateway benchmarks share: a real chain, a real gateway *process*, a realistic dataset.
+
+* :func:`chain` starts a Hardhat node on a free port and deploys the dev consortium (``deploy_dev``).
+* :func:`gateway_process` runs ``hcl gateway serve`` as its own process (settings through ``HCL_*``
+  variables, as an operator would), so the load generator never shares its CPU time or GIL.
+* :func:`seed` uploads FHIR records of a given size through the API (the real upload path: validation,
+  encryption, storage, on-chain registration) and has the patients grant the reading institutions.
+
+Nothing here is mocked; the numbers are for this machine, loopback only.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+from node_client._client import ChainClient
+from node_client._node import HardhatNode, free_port
+from node_client.deploy import Manifest, deploy_dev
+from node_client.keys import dev_account
+from node_client.vocabulary import parse_categories, parse_purposes
+
+ROOT = Path(__file__).resolve().parents[1]
+HOSPITAL = 4
+READERS = (4, 5, 6, 7)  # hospital, clinic, lab, pharmacy: the institutions that read in the runs
+PATIENTS = tuple(range(10, 18))
+
+
+def environment() -> dict[str, Any]:
+    """What every result records: the commit, the machine, the interpreter."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"commit": commit, "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+@dataclass
+class Chain:
+    node: HardhatNode
+    client: ChainClient
+    manifest: Manifest
+    manifest_path: Path
+
+
+@contextmanager
+def chain(folder: Path) -> Iterator[Chain]:
+    node = HardhatNode(log_path=folder / "hardhat.log").start(port=free_port())
+    try:
+        client = ChainClient(rpc_url=node.url)
+        manifest = deploy_dev(client)
+        path = folder / "manifest.json"
+        manifest.save(path)
+        yield Chain(node, client, manifest, path)
+    finally:
+        node.stop()
+
+
+@dataclass
+class GatewayProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+
+    def peak_rss_mb(self) -> float:
+        """Peak resident set size of the gateway process so far (VmHWM), in MB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """The sum of a Prometheus counter's samples matching ``labels`` (a substring), from /metrics."""
+        total = 0.0
+        for line in httpx.get(self.url + "/metrics", timeout=30).text.splitlines():
+            if line.startswith(name) and not line.startswith(name + "_created") and labels in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+@contextmanager
+def gateway_process(folder: Path, net: Chain, *, mode: str = "batch", store: str = "local",
+                    ipfs_api: str | None = None, extra_env: dict[str, str] | None = None) -> Iterator[GatewayProcess]:
+    port = free_port()
+    data_dir = folder / f"gateway-{mode}-{store}"
+    env = {
+        **os.environ,
+        "HCL_RPC_URL": net.node.url, "HCL_MANIFEST": str(net.manifest_path), "HCL_DATA_DIR": str(data_dir),
+        "HCL_GATEWAY_DEV_ACCOUNT": "3", "HCL_LEDGER_MODE": mode, "HCL_STORE": store, "HCL_HOST": "127.0.0.1",
+        "HCL_PORT": str(port), "HCL_LOG_LEVEL": "WARNING", **(extra_env or {}),
+    }
+    if ipfs_api:
+        env["HCL_IPFS_API"] = ipfs_api
+    hcl = str(Path(sys.executable).with_name("hcl"))
+    log = (folder / f"gateway-{mode}-{store}.log").open("wb")
+    proc = subprocess.Popen([hcl, "gateway", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway did not start; see {log.name}")
+            time.sleep(0.2)
+        yield GatewayProcess(url, proc, data_dir)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def login(url: str, index: int) -> str:
+    """A bearer token for dev account ``index`` (SIWE challenge, signed locally)."""
+    account = dev_account(index)
+    with httpx.Client(base_url=url, timeout=30) as http:
+        ch = http.post("/v1/auth/challenge", json={"address": account.address}).json()
+        sig = Account.sign_message(encode_defunct(text=ch["message"]), account.key).signature
+        tok = http.post("/v1/auth/token", json={"message": ch["message"], "signature": "0x" + bytes(sig).hex()})
+        tok.raise_for_status()
+        return tok.json()["token"]
+
+
+def observation_bundle(size: int, serial: int, *, resources: int = 1) -> bytes:
+    """A FHIR Bundle of ``resources`` laboratory Observations (HbA1c), padded to about ``size`` bytes."""
+    entries = []
+    for r in range(resources):
+        entries.append({
+            "resource": {
+                "resourceType": "Observation", "id": f"bench-{serial}-{r}", "status": "final",
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                          "code": "laboratory"}]}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4",
+                                     "display": "Hemoglobin A1c/Hemoglobin.total in Blood"}]},
+                "effectiveDateTime": f"2026-{1 + serial % 12:02d}-{1 + r % 28:02d}T08:00:00Z",
+                "valueQuantity": {"value": 5.0 + (serial % 30) / 10, "unit": "%", "system": "http://unitsofmeasure.org",
+                                  "code": "%"},
+            }
+        })
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "collection", "entry": entries}
+    base = len(orjson.dumps(bundle))
+    if size > base + 64:
+        note = "x" * (size - base - 40)
+        entries[0]["resource"]["note"] = [{"text": note}]
+    return orjson.dumps(bundle)
+
+
+def upload(url: str, token: str, patient: str, body: bytes) -> dict[str, Any]:
+    r = httpx.post(url + "/v1/records", params={"patient": patient}, content=body, timeout=120,
+                   headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
+    if r.status_code != 201:
+        raise RuntimeError(f"upload failed: {r.status_code} {r.text[:300]}")
+    return r.json()
+
+
+def grant_all(net: Chain, readers: tuple[int, ...] = READERS, categories: str = "lab-results,vital-signs") -> None:
+    """Every demo patient lets every reader see ``categories`` for treatment, for a year (signed by the patient)."""
+    ledger = net.manifest.connect(net.client)
+    now = net.client.block_timestamp()
+    for p in PATIENTS:
+        for r in readers:
+            ledger.consents.grant(dev_account(p), dev_account(r).address, parse_categories(categories),
+                                  parse_purposes("treatment"), now, now + 365 * 86_400)
+
+
+def seed_records(gw: GatewayProcess, sizes: tuple[int, ...]) -> dict[int, list[str]]:
+    """One record of each size per patient, uploaded by the hospital: size -> record ids."""
+    token = login(gw.url, HOSPITAL)
+    out: dict[int, list[str]] = {}
+    for size in sizes:
+        for n, p in enumerate(PATIENTS):
+            result = upload(gw.url, token, dev_account(p).address, observation_bundle(size, n))
+            out.setdefault(size, []).extend(r["recordId"] for r in result["records"])
+    return out
+
+
+def wait_indexed(gw: GatewayProcess, net: Chain, timeout: float = 30) -> None:
+    head = net.client.block_number()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = httpx.get(gw.url + "/healthz", timeout=10).json()
+        indexer = health.get("indexer") or health.get("checks", {}).get("indexer") or {}
+        if int(indexer.get("indexedBlock", indexer.get("indexed_block", -1))) >= head:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the gateway's indexer did not catch up")

@@ -1,0 +1,146 @@
+"""``./scripts/bench release``: ledgered releases per second, and their latency.
+
+For each ledger mode (batch, strict) and store (local; IPFS when a Kubo binary is there) a gateway
+*process* is started on a fresh chain, records of each size are uploaded through the API and the
+patients grant the four reading institutions. Then, for each record size and number of concurrent
+clients, a separate load process (:mod:`bench.load`) requests releases for a fixed time.
+
+Every run checks the product's promise, not just speed: ``ledgered`` (batch: journal entries added;
+strict: ``AccessLogged`` events in the run's blocks) must equal ``released`` (HTTP 200s), and in batch
+mode the time until every entry of the run is anchored on-chain is measured, with the anchoring gas per
+access. The gateway's peak RSS is read from /proc.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.gateway import READERS, Chain, GatewayProcess, chain, environment, gateway_process, grant_all, login, \
+    seed_records, wait_indexed
+
+SIZES = (1024, 10 * 1024, 100 * 1024, 1024 * 1024)
+CLIENTS = (1, 8, 64)
+GOAL_RATE, GOAL_P99_MS, GOAL_ANCHOR_S, GOAL_GAS, GOAL_RSS_MB = 2000.0, 50.0, 2.0, 100.0, 300.0
+
+
+@dataclass
+class Plan:
+    """Which runs to make: (mode, store) gateways, and per gateway the (size, clients) grid."""
+
+    gateways: list[tuple[str, str]]
+    grid: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)
+    seconds: float = 8.0
+    warmup: float = 1.0
+
+
+def default_plan(*, quick: bool, ipfs: bool) -> Plan:
+    if quick:
+        plan = Plan([("batch", "local"), ("strict", "local")], seconds=2.0, warmup=0.5)
+        plan.grid = {("batch", "local"): [(10 * 1024, 8)], ("strict", "local"): [(10 * 1024, 8)]}
+        return plan
+    gateways = [("batch", "local"), ("strict", "local")] + ([("batch", "ipfs")] if ipfs else [])
+    plan = Plan(gateways)
+    plan.grid[("batch", "local")] = [(s, c) for s in SIZES for c in CLIENTS]
+    plan.grid[("strict", "local")] = [(10 * 1024, c) for c in CLIENTS] + [(1024 * 1024, 8)]
+    if ipfs:
+        plan.grid[("batch", "ipfs")] = [(10 * 1024, c) for c in CLIENTS] + [(1024 * 1024, 8)]
+    return plan
+
+
+def _ledgered_strict(net: Chain, gw: GatewayProcess, from_block: int, to_block: int) -> int:
+    ledger = net.manifest.connect(net.client)
+    logs = ledger.access.contract.events.AccessLogged().get_logs(from_block=from_block, to_block=to_block)
+    return len(logs)
+
+
+def _journal(gw: GatewayProcess) -> dict[str, Any]:
+    return httpx.get(gw.url + "/healthz", timeout=30).json()["checks"]["journal"]
+
+
+def _anchor_gas(net: Chain, from_block: int, to_block: int) -> tuple[int, int]:
+    """(anchors, total gas) of the anchoring transactions mined in the block range."""
+    ledger = net.manifest.connect(net.client)
+    logs = ledger.access.contract.events.AccessBatchAnchored().get_logs(from_block=from_block, to_block=to_block)
+    gas = sum(int(net.client.w3.eth.get_transaction_receipt(log["transactionHash"])["gasUsed"]) for log in logs)
+    return len(logs), gas
+
+
+def one_run(net: Chain, gw: GatewayProcess, mode: str, store: str, size: int, records: list[str],
+            tokens: list[str], clients: int, plan: Plan, folder: Path) -> dict[str, Any]:
+    plan_file = folder / "plan.json"
+    plan_file.write_bytes(orjson.dumps({"tokens": tokens, "records": records}))
+    block0 = net.client.block_number()
+    size0 = _journal(gw)["size"] if mode == "batch" else 0
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.load", "--url", gw.url, "--plan", str(plan_file), "--clients", str(clients),
+         "--seconds", str(plan.seconds), "--warmup", str(plan.warmup)],
+        capture_output=True, text=True, check=True,
+    )
+    ended = time.monotonic()
+    load = orjson.loads(out.stdout.strip().splitlines()[-1])
+    # rates and latencies are of the measured window; released/ledgered count every request, warm-up too
+    run: dict[str, Any] = {"mode": mode, "store": store, "size": size, "clients": clients, **{
+        k: load[k] for k in ("releases_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors", "requests",
+                             "seconds", "statuses")}, "released": load["released_total"]}
+    if mode == "batch":
+        # wait for every entry to be anchored; the delay is the anchoring latency after the last release
+        anchored_in = None
+        deadline = ended + 30
+        while time.monotonic() < deadline:
+            j = _journal(gw)
+            if j["anchoredSize"] >= j["size"]:
+                anchored_in = time.monotonic() - ended
+                break
+            time.sleep(0.05)
+        j = _journal(gw)
+        run["ledgered"] = j["size"] - size0
+        anchors, gas = _anchor_gas(net, block0 + 1, net.client.block_number())
+        run["anchor_delay_s"] = round(anchored_in, 2) if anchored_in is not None else None
+        run["anchors"] = anchors
+        run["anchor_gas_per_access"] = round(gas / max(1, run["ledgered"]), 1)
+    else:
+        time.sleep(0.5)
+        run["ledgered"] = _ledgered_strict(net, gw, block0 + 1, net.client.block_number())
+    run["peak_rss_mb"] = round(gw.peak_rss_mb(), 1)
+    return run
+
+
+def run_release_bench(plan: Plan, *, ipfs_api: str | None = None, log: Any = print) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="hcl-bench-release-") as tmp:
+        folder = Path(tmp)
+        for mode, store in plan.gateways:
+            grid = plan.grid[(mode, store)]
+            sizes = tuple(sorted({s for s, _ in grid}))
+            (folder / f"{mode}-{store}").mkdir(parents=True, exist_ok=True)
+            with chain(folder / f"{mode}-{store}") as net:
+                grant_all(net)
+                with gateway_process(folder / f"{mode}-{store}", net, mode=mode, store=store,
+                                     ipfs_api=ipfs_api) as gw:
+                    log(f"{mode}/{store}: seeding records of {', '.join(_fmt(s) for s in sizes)}")
+                    records = seed_records(gw, sizes)
+                    wait_indexed(gw, net)
+                    tokens = [login(gw.url, r) for r in READERS]
+                    for size, clients in grid:
+                        run = one_run(net, gw, mode, store, size, records[size], tokens, clients, plan,
+                                      folder / f"{mode}-{store}")
+                        log(f"{mode}/{store} {_fmt(size)} x{clients}: {run['releases_per_s']:.0f}/s "
+                            f"p50 {run['p50_ms']} p99 {run['p99_ms']} ms, ledgered {run['ledgered']} "
+                            f"released {run['released']}")
+                        runs.append(run)
+    return {"runs": runs, "goals": {"releases_per_s": GOAL_RATE, "p99_ms": GOAL_P99_MS, "anchor_s": GOAL_ANCHOR_S,
+                                    "gas_per_access": GOAL_GAS, "peak_rss_mb": GOAL_RSS_MB},
+            **environment()}
+
+
+def _fmt(size: int) -> str:
+    return f"{size // (1024 * 1024)} MB" if size >= 1024 * 1024 else f"{size // 1024} KB"
