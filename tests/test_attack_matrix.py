@@ -89,6 +89,7 @@ def _grant(gw: RunningGateway, patient: int, grantee: int, categories: str, purp
 def _advance(gw: RunningGateway, seconds: int) -> None:
     gw.client.w3.provider.make_request("evm_increaseTime", [seconds])
     gw.client.w3.provider.make_request("evm_mine", [])
+    gw.wait_indexed()
 
 
 def _accesses(gw: RunningGateway) -> int:
@@ -337,6 +338,7 @@ def test_release_after_revocation(gw: RunningGateway, wang: dict[str, str]) -> N
     clinic = gw.login(dev(CLINIC))
     assert _read(clinic, wang["encounters"]).status_code == 200
     gw.ledger.consents.revoke(dev(10), dev(CLINIC).address)
+    gw.wait_indexed()  # decisions take effect once the gateway has seen the block (gateway.policy)
     with _nothing_released(gw):
         _refused(_read(clinic, wang["encounters"]), "consent_revoked")
 
@@ -346,6 +348,7 @@ def test_release_to_a_suspended_member(gw: RunningGateway, wang: dict[str, str])
     pharmacy = gw.login(dev(PHARMACY))
     admins = [dev(0), dev(1)]
     gw.ledger.members.enact(admins, Action.SUSPEND_MEMBER, dev(PHARMACY).address)
+    gw.wait_indexed()
     try:
         with _nothing_released(gw):
             _refused(_read(pharmacy, wang["medications"]), "member_suspended")
@@ -426,6 +429,7 @@ def test_emergency_for_a_category_that_is_not_emergency_safe(gw: RunningGateway,
 
 def test_emergency_after_patient_opt_out(gw: RunningGateway, li: dict[str, str]) -> None:
     gw.ledger.consents.set_emergency_opt_out(dev(11), True)
+    gw.wait_indexed()
     try:
         reason = "anaphylaxis suspected"
         hospital = gw.login(dev(HOSPITAL))
@@ -448,6 +452,7 @@ def test_emergency_window_opened_before_an_opt_out_is_closed_by_it(gw: RunningGa
     assert _read(hospital, wang["allergies"], "emergency").status_code == 200
     gw.ledger.consents.set_emergency_opt_out(dev(10), True)
     gw.ledger.consents.set_emergency_opt_out(dev(10), False)  # opting back in does not revive the window
+    gw.wait_indexed()
     with _nothing_released(gw):
         _refused(_read(hospital, wang["allergies"], "emergency"), "emergency_not_allowed")
 
