@@ -396,6 +396,25 @@ class LocalBlobStore:
 
     # -- maintenance ---------------------------------------------------------------------------
 
+    def locators(self) -> list[bytes]:
+        """Every blob in the store (by file name; not verified), for ``hcl gateway reconcile``."""
+        self._require_root()
+        out = []
+        try:
+            for shard in self.root.iterdir():
+                if not shard.is_dir() or shard.name.startswith(_TMP_PREFIX):
+                    continue
+                for f in shard.iterdir():
+                    try:
+                        cid = cid_from_str(f.name)
+                    except InvalidLocator:
+                        continue  # temp files and anything that is not ours
+                    if cid[1] == CODEC_RAW and self._path(cid) == f:
+                        out.append(cid)
+        except OSError as exc:
+            raise _os_error(exc, "cannot list the blob store") from None
+        return out
+
     def cleanup_temp(self, *, older_than: float = 3600.0) -> int:
         """Removes ``.tmp-*`` files left by crashed writers that are older than ``older_than`` s.
 
@@ -594,6 +613,17 @@ class IpfsBlobStore:
             return s in result["Keys"]
         except (KeyError, TypeError):
             return False
+
+    def locators(self) -> list[bytes]:
+        """Every recursively pinned CID of the accepted format (the node is assumed to be the gateway's own)."""
+        result: Any = self._call("pin ls", lambda: self._client.pin.ls(type="recursive"))
+        out = []
+        for s in (result.get("Keys") or {}) if isinstance(result, dict) or hasattr(result, "get") else {}:
+            try:
+                out.append(cid_from_str(s))
+            except InvalidLocator:
+                continue
+        return out
 
     def check(self) -> None:
         result: Any = self._call("id", self._client.id)

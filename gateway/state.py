@@ -16,6 +16,7 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 
 from node_client._client import ChainClient
+from node_client._exceptions import ChainUnavailable
 from node_client.deploy import Ledger, Manifest
 from node_client.keys import dev_account, load_keystore
 from node_client.settings import DEV_CHAIN_ID
@@ -31,9 +32,10 @@ from gateway.keyrotation import finish_pending_rotation
 from gateway.observability import Metrics
 from gateway.journal_index import JournalIndex
 from gateway.policy import AccessPolicy
+from gateway.reconcile import AnchorGuard, GatewayLock
 from gateway.settings import GatewaySettings, LedgerMode, StoreKind
 
-__all__ = ["Components", "build_components"]
+__all__ = ["Components", "build_components", "make_store"]
 
 log = logging.getLogger("hcl.gateway")
 
@@ -67,7 +69,9 @@ class Components:
     journal: Journal | None = None
     anchorer: Anchorer | None = None
     journal_index: JournalIndex | None = None
+    anchor_guard: AnchorGuard | None = None
     member_names: dict[str, str] = field(default_factory=dict)
+    _lock: GatewayLock | None = None
 
     def start(self) -> None:
         """Catches the read model up with the chain once, then follows it; starts anchoring in batch mode.
@@ -75,6 +79,18 @@ class Components:
         The FHIR models load in the background (1-3 s) so the first upload is not the one that pays.
         """
         limit_recursion()
+        # one gateway per data dir (reconcile takes the same lock, so it never runs beside a gateway)
+        self._lock = GatewayLock(self.settings.data_dir).acquire()
+        if self.anchor_guard is not None:
+            # the chain must not hold an anchor this journal cannot reproduce (journal rolled back or
+            # replaced): then refuse to start. Anchors mined but not recorded (crash) are recorded here.
+            try:
+                self.anchor_guard.check()
+            except ChainUnavailable:
+                log.warning("chain unavailable at start: the journal's anchors are checked before the first anchor")
+            except BaseException:
+                self._lock.release()
+                raise
         threading.Thread(target=warm_up, name="hcl-fhir-warm-up", daemon=True).start()
         try:
             self.indexer.poll_once()
@@ -98,6 +114,8 @@ class Components:
         if self.journal is not None:
             self.journal.close()
         self.db.close()
+        if self._lock is not None:
+            self._lock.release()
 
 
 def _gateway_account(settings: GatewaySettings, client: ChainClient) -> LocalAccount:
@@ -121,17 +139,19 @@ def _kek(path: Path, db: Database) -> Kek:
     return Kek.load(path)
 
 
+def make_store(settings: GatewaySettings) -> BlobStore:
+    if settings.store is StoreKind.IPFS:
+        return IpfsBlobStore(settings.ipfs_api)
+    return LocalBlobStore(settings.blob_dir, create=True)
+
+
 def build_components(settings: GatewaySettings) -> Components:
     client = ChainClient(rpc_url=settings.rpc_url, poa=settings.poa, timeout=settings.rpc_timeout)
     manifest = Manifest.load(settings.manifest)
     ledger = manifest.connect(client)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_path)
-    store: BlobStore
-    if settings.store is StoreKind.IPFS:
-        store = IpfsBlobStore(settings.ipfs_api)
-    else:
-        store = LocalBlobStore(settings.blob_dir, create=True)
+    store = make_store(settings)
     account = _gateway_account(settings, client)
     metrics = Metrics()
     indexer = Indexer(ledger, db, deploy_block=manifest.deploy_block, poll_interval=settings.indexer_poll)
@@ -144,16 +164,12 @@ def build_components(settings: GatewaySettings) -> Components:
         token_ttl=settings.token_ttl,
         challenge_ttl=settings.challenge_ttl,
     )
-    journal = anchorer = None
+    journal = anchorer = guard = None
     if settings.ledger_mode is LedgerMode.BATCH:
         journal = Journal(settings.journal_path)
-
-        def anchor(root: bytes, tree_size: int) -> tuple[str, int]:
-            result = ledger.access.anchor_batch(account, root, tree_size)
-            return result.tx_hash, result.block_number
-
+        guard = AnchorGuard(journal, ledger, account, deploy_block=manifest.deploy_block)
         anchorer = Anchorer(
-            journal, anchor, interval=settings.anchor_interval, size_threshold=settings.anchor_threshold
+            journal, guard.anchor, interval=settings.anchor_interval, size_threshold=settings.anchor_threshold
         )
     return Components(
         settings=settings,
@@ -170,5 +186,6 @@ def build_components(settings: GatewaySettings) -> Components:
         journal=journal,
         journal_index=JournalIndex(journal) if journal is not None else None,
         anchorer=anchorer,
+        anchor_guard=guard,
         member_names={m["address"]: m["name"] for m in manifest.members},
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from eth_utils import is_address, to_checksum_address
 
 from node_client._exceptions import ChainUnavailable, ContractRevert
-from node_client.contracts import RecordInput
+from node_client.contracts import RecordInput, RecordStatus
 
 from gateway.blobstore import BlobStoreError, StorageFull, cid_to_str
 from gateway.crashpoints import crashpoint
@@ -116,17 +117,13 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
         raise _storage_problem(exc) from exc
     crashpoint("upload.after_blobs")
 
-    with c.db.write() as conn:
-        conn.executemany(
-            "INSERT INTO record_keys (record_id, patient, provider, category, content_hash, locator, wrapped_key,"
-            " kek_id, upload_id, state, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-            rows,
-        )
-        conn.executemany(
-            "INSERT INTO resource_index (record_id, resource_type, resource_id, code_system, code, display, date)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            index_rows,
-        )
+    try:
+        _write_pending(c, rows, index_rows)
+    except sqlite3.Error as exc:  # disk full, I/O error: the transaction rolled back, only blobs to undo
+        _discard_blobs(c, written)
+        if "full" in str(exc).lower():
+            raise Problem("storage_full", "the gateway's database is full; nothing was registered") from exc
+        raise Problem("storage_unavailable", "the gateway's database cannot be written; nothing was registered") from exc
     crashpoint("upload.after_pending_rows")
 
     try:
@@ -154,12 +151,31 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
     return UploadResult(upload_id, patient, provider, result.tx_hash, result.block_number, out, list(grouping.ignored))
 
 
+def _write_pending(c: Components, rows: list, index_rows: list) -> None:  # type: ignore[type-arg]
+    """The upload's rows in state ``pending``, in one transaction, before anything is sent to the chain."""
+    with c.db.write() as conn:
+        conn.executemany(
+            "INSERT INTO record_keys (record_id, patient, provider, category, content_hash, locator, wrapped_key,"
+            " kek_id, upload_id, state, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            rows,
+        )
+        conn.executemany(
+            "INSERT INTO resource_index (record_id, resource_type, resource_id, code_system, code, display, date)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            index_rows,
+        )
+
+
 def _discard(c: Components, written: list[tuple[bytes, bytes]]) -> None:
     """Removes what a refused upload wrote (blobs and pending rows)."""
     ids = [rid for rid, _ in written]
     with c.db.write() as conn:
         conn.executemany("DELETE FROM resource_index WHERE record_id = ?", [(r,) for r in ids])
         conn.executemany("DELETE FROM record_keys WHERE record_id = ? AND state = 'pending'", [(r,) for r in ids])
+    _discard_blobs(c, written)
+
+
+def _discard_blobs(c: Components, written: list[tuple[bytes, bytes]]) -> None:
     for _, locator in written:
         try:
             c.store.delete(locator)
@@ -192,6 +208,17 @@ def retract(c: Components, *, caller: str, record_id: bytes) -> str:
         result = c.ledger.records.retract(c.gateway_account, record_id)
     except ChainUnavailable as exc:
         raise Problem("chain_unavailable", "the key is destroyed; the on-chain retraction will be retried") from exc
+    except ContractRevert as exc:
+        # a concurrent (or earlier, crashed) retraction of the same record got there first
+        try:
+            status = c.ledger.records.record_of(record_id).status
+        except ChainUnavailable as exc2:
+            raise Problem("chain_unavailable", "the key is destroyed; the on-chain retraction will be retried") from exc2
+        if status is not RecordStatus.RETRACTED:
+            raise Problem("chain_rejected", f"{exc.error_name}", error=exc.error_name) from exc
+        with c.db.write() as conn:
+            conn.execute("UPDATE record_keys SET state = 'retracted' WHERE record_id = ?", (record_id,))
+        raise Problem("record_retracted", "already retracted") from exc
     crashpoint("retract.after_chain_retract")
     with c.db.write() as conn:
         conn.execute("UPDATE record_keys SET state = 'retracted' WHERE record_id = ?", (record_id,))

@@ -578,6 +578,42 @@ def gateway_export_journal(
     console.print(f"{count} entries written to {out}")
 
 
+@gateway_app.command("reconcile")
+@_handle_errors
+def gateway_reconcile(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report what would be repaired; change nothing")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Find and repair what a crash left half-done: blobs without registration, pending uploads and
+    retractions, anchors not recorded; report what cannot be repaired (missing blobs, a rolled-back
+    journal). Stop the gateway first (it holds <data_dir>/gateway.lock).
+
+    Exit 0: nothing left to do; 1: something needs a person (or, with --dry-run, something to repair);
+    2: reconcile could not run (gateway running, chain or store unavailable). Rules: docs/reliability.md.
+    """
+    from gateway.reconcile import ReconcileError, reconcile
+    from gateway.settings import GatewaySettings
+
+    try:
+        report = reconcile(GatewaySettings(), dry_run=dry_run)
+    except ReconcileError as exc:
+        err_console.print(f"[red]error[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from None
+    if json_out:
+        _print_json(report.as_dict())
+    else:
+        table = Table("kind", "subject", "severity", "action", "done")
+        for f in report.findings:
+            table.add_row(f.kind, f.subject, f.severity, f.action, "yes" if f.repaired else "no")
+        if report.findings:
+            console.print(table)
+        checked = ", ".join(f"{v} {k}" for k, v in report.checked.items())
+        verdict = "nothing to repair" if not report.findings else f"{len(report.outstanding)} outstanding"
+        console.print(f"{'dry run: ' if dry_run else ''}checked {checked}: {verdict}")
+    code = 1 if (dry_run and report.outstanding) else report.exit_code
+    raise typer.Exit(code)
+
+
 # sub-apps that reuse the helpers above (imported last to avoid a circular import)
 from node_client.audit_cli import audit_app  # noqa: E402
 from node_client.code_cli import code_app  # noqa: E402

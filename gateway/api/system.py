@@ -54,8 +54,14 @@ def healthz(c: ComponentsDep) -> JSONResponse:
         c.metrics.indexer_lag.set(lag)
     if c.journal is not None and c.anchorer is not None:
         last = c.journal.last_anchor()
+        # a failed journal (disk full, I/O error) stays failed until restart; a journal the chain's
+        # anchors contradict (rolled back, replaced) is reported by the anchor guard
+        guard_problem = c.anchor_guard.problem if c.anchor_guard is not None else None
+        journal_ok = c.journal.available and guard_problem is None
+        ok = ok and journal_ok
         checks["journal"] = {
-            "ok": True,
+            "ok": journal_ok,
+            "error": (repr(c.journal.error) if c.journal.error is not None else None) or guard_problem,
             "size": c.journal.size,
             "anchoredSize": last[0] if last else 0,
             "anchorLagSeconds": c.anchorer.lag_seconds,

@@ -1,0 +1,494 @@
+"""Reconcile: find and repair what a crash (or an outage in the middle of a request) left half-done.
+
+``hcl gateway reconcile [--dry-run] [--json]``. Run it with the gateway stopped: it takes the gateway's
+lock (``<data_dir>/gateway.lock``, held by a running gateway) and refuses to run while it is held, so
+an upload in flight is never taken for an orphan. Every rule is idempotent, so a reconcile that is
+itself interrupted is simply run again.
+
+Repair rules (``kind``: what it is → what reconcile does):
+
+``upload_unregistered``
+    record_keys rows ``pending`` whose records are not on-chain: the upload was never acknowledged
+    (no 201 was sent), so the provider retries it. → rows, index rows and blobs **deleted**. Not
+    re-registered: the provider would then hold a duplicate it never heard of. Skipped (reported) while
+    the gateway account has a transaction in the mempool, which might still register them.
+``upload_registered``
+    rows ``pending`` whose records *are* on-chain (crash between the transaction and the update)
+    → marked ``registered`` (with the transaction hash): the upload took effect, nothing is lost.
+``retract_pending``
+    rows ``shredded`` (data key already destroyed) whose record is not retracted on-chain → the
+    ``retract`` transaction is **retried**, then the row is ``retracted`` and the blob deleted; rows
+    whose retract was mined (or whose record never was registered) → ``retracted``, blob deleted.
+``orphan_blob``
+    a ciphertext in the store that no pending/registered/shredded row references (crash after the
+    store write, or a retracted record's blob left behind) → **deleted**.
+``temp_file``
+    a ``.tmp-*`` file of the local store (crash mid-write) → deleted.
+``blob_missing`` (lost)
+    a registered record whose ciphertext is not in the store → row marked ``missing_blob`` (releases
+    answer ``record_not_found``) and **reported**: data cannot be invented; restore the blob from a
+    backup and run reconcile again (the row then goes back to ``registered``, ``blob_restored``).
+``registration_without_key`` (lost)
+    a record this gateway registered on-chain with no row here (the database was lost or replaced)
+    → **reported**.
+``anchor_unrecorded``
+    an ``AccessBatchAnchored`` of this gateway that the journal did not record (crash between the
+    anchor transaction and its bookkeeping) whose root the journal reproduces → **recorded**.
+``journal_behind_chain`` (lost)
+    the chain holds an anchor the journal cannot reproduce (the journal was rolled back, truncated
+    or replaced) → **reported**; the gateway refuses to start until an operator restores the journal.
+``journal_unanchored`` (info)
+    durable journal entries not anchored yet → reported; the gateway's anchorer resumes on start.
+
+Exit codes of the command: 0 nothing left to do, 1 something needs a person (``lost`` findings, or a
+dry run found something to repair), 2 reconcile could not run (gateway running, chain or store down).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node_client._exceptions import ChainUnavailable, ContractRevert
+from node_client.contracts import RecordStatus
+from node_client.deploy import Ledger
+
+from gateway.blobstore import BlobStore, BlobStoreError, LocalBlobStore, cid_to_str
+from gateway.crashpoints import crashpoint
+from gateway.journal import Anchor, Journal, JournalError
+
+__all__ = [
+    "AnchorGuard",
+    "AnchorsAdopted",
+    "Finding",
+    "GatewayLock",
+    "GatewayRunning",
+    "JournalBehindChain",
+    "ReconcileError",
+    "Report",
+    "reconcile",
+    "sync_anchors",
+]
+
+log = logging.getLogger("hcl.gateway.reconcile")
+
+#: severities: "repair" (an orphan reconcile fixes), "lost" (needs a person), "info"
+REPAIR, LOST, INFO = "repair", "lost", "info"
+
+
+class ReconcileError(Exception):
+    """Reconcile could not run (nothing was changed by the step that failed)."""
+
+
+class GatewayRunning(ReconcileError):
+    """Another process (a running gateway) holds ``<data_dir>/gateway.lock``."""
+
+
+class JournalBehindChain(JournalError):
+    """The chain holds an anchor of this gateway that the journal cannot reproduce: the journal was
+    rolled back, truncated or replaced (or belongs to another chain). The gateway refuses to start."""
+
+
+class AnchorsAdopted(JournalError):
+    """Anchors found on-chain were recorded just now; the anchorer computes its next root again."""
+
+
+# ---------------------------------------------------------------------------------------- lock
+
+
+class GatewayLock:
+    """An exclusive ``flock`` on ``<data_dir>/gateway.lock``: one gateway (or reconcile) per data dir.
+
+    The kernel drops it when the process dies, kill -9 included, so a crash never leaves it stale.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / "gateway.lock"
+        self._fd = -1
+
+    def acquire(self) -> GatewayLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise GatewayRunning(f"{self.path} is held: a gateway (or reconcile) is running on this data dir") from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> GatewayLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# ---------------------------------------------------------------------------------------- anchors
+
+
+def _chain_anchors(ledger: Ledger, gateway: str, from_block: int) -> list[Anchor]:
+    out = []
+    for ev in ledger.access.events(["AccessBatchAnchored"], from_block=from_block):
+        if ev["gateway"] == gateway:
+            root = ev["root"]
+            root = bytes.fromhex(root.removeprefix("0x")) if isinstance(root, str) else bytes(root)
+            out.append(Anchor(int(ev["treeSize"]), root, ev.tx_hash, ev.block_number, int(ev["anchoredAt"])))
+    return sorted(out)
+
+
+def sync_anchors(
+    journal: Journal, ledger: Ledger, gateway: str, *, deploy_block: int = 0, record: bool = True
+) -> list[Anchor]:
+    """Compares the journal's anchors with the chain's for ``gateway``; returns the anchors the chain has
+    and the journal had not recorded (recorded now unless ``record=False``).
+
+    Raises :class:`JournalBehindChain` when the chain has an anchor the journal cannot reproduce (its
+    root at that size differs, or the journal is shorter), or the journal recorded anchors the chain
+    does not have (another chain). :class:`~node_client.ChainUnavailable` when the chain cannot be asked.
+    """
+    latest = ledger.access.latest_anchor(gateway)
+    last = journal.last_anchor()
+    local = last.tree_size if last else 0
+    if latest.tree_size < local:
+        raise JournalBehindChain(
+            f"the journal recorded anchors up to {local} entries but the chain's latest anchor of {gateway}"
+            f" covers {latest.tree_size}: this journal belongs to another chain or deployment"
+        )
+    if latest.tree_size == local:
+        if last is not None:  # same size: the same root, or the journal was replaced by another one
+            same = [a for a in _chain_anchors(ledger, gateway, last.block_number) if a.tree_size == local]
+            if not same or same[0].root != last.root:
+                raise JournalBehindChain(f"the chain's anchor at size {local} has another root than the journal's")
+        return []
+    missing = [a for a in _chain_anchors(ledger, gateway, last.block_number if last else deploy_block) if a.tree_size > local]
+    adopted = []
+    for a in missing:
+        if a.tree_size > journal.size or journal.root(a.tree_size) != a.root:
+            raise JournalBehindChain(
+                f"the chain has an anchor of {a.tree_size} entries (root 0x{a.root.hex()}, tx {a.tx_hash}) that this"
+                f" journal of {journal.size} entries does not reproduce: it was rolled back or replaced"
+            )
+        if record:
+            journal.record_anchor(*a)
+        adopted.append(a)
+    if adopted:
+        log.warning("recorded %d anchor(s) found on-chain only (crash after anchoring?)", len(adopted))
+    return adopted
+
+
+class AnchorGuard:
+    """Keeps the journal and the chain in agreement about this gateway's anchors.
+
+    :meth:`check` runs at gateway start (a mismatch refuses the start). If the chain cannot be asked
+    then, :meth:`anchor`, the anchorer's ``anchor_fn``, checks before its first anchor; a mismatch found
+    there stays in :attr:`problem` (``/healthz`` shows the journal as failed) and no anchor is sent.
+    """
+
+    def __init__(self, journal: Journal, ledger: Ledger, account: Any, *, deploy_block: int) -> None:
+        self.journal = journal
+        self.ledger = ledger
+        self.account = account
+        self.deploy_block = deploy_block
+        self.checked = False
+        self.problem: str | None = None
+
+    def check(self) -> list[Anchor]:
+        try:
+            adopted = sync_anchors(self.journal, self.ledger, self.account.address, deploy_block=self.deploy_block)
+        except JournalBehindChain as exc:
+            self.problem = str(exc)
+            raise
+        self.checked, self.problem = True, None
+        return adopted
+
+    def anchor(self, root: bytes, tree_size: int) -> tuple[str, int]:
+        if not self.checked:
+            self.check()
+            last = self.journal.last_anchor()
+            if last is not None and last.tree_size >= tree_size:
+                raise AnchorsAdopted(f"anchors up to {last.tree_size} were found on-chain and recorded")
+        result = self.ledger.access.anchor_batch(self.account, root, tree_size)
+        return result.tx_hash, result.block_number
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    subject: str  # record id, locator, or journal size
+    severity: str  # repair | lost | info
+    action: str  # what was done (or, in a dry run, would be done)
+    repaired: bool = False
+
+
+@dataclass
+class Report:
+    dry_run: bool
+    findings: list[Finding] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def outstanding(self) -> list[Finding]:
+        """Findings that still need something (not info, not repaired)."""
+        return [f for f in self.findings if f.severity != INFO and not f.repaired]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for f in self.findings:
+            out[f.kind] += 1
+        return dict(out)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dryRun": self.dry_run,
+            "checked": self.checked,
+            "counts": self.counts(),
+            "outstanding": len(self.outstanding),
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+    @property
+    def exit_code(self) -> int:
+        if any(f.severity == LOST for f in self.findings):
+            return 1
+        return 1 if self.outstanding else 0
+
+
+# ---------------------------------------------------------------------------------------- reconcile
+
+
+class _Reconciler:
+    def __init__(self, *, db: Any, store: BlobStore, ledger: Ledger, account: Any, dry_run: bool) -> None:
+        self.db = db
+        self.store = store
+        self.ledger = ledger
+        self.account = account
+        self.report = Report(dry_run)
+        self.dry_run = dry_run
+        self._repairs = 0
+
+    def _found(self, kind: str, subject: str, severity: str, action: str) -> Finding:
+        f = Finding(kind, subject, severity, action, repaired=False)
+        self.report.findings.append(f)
+        return f
+
+    def _done(self, f: Finding) -> None:
+        self.report.findings[self.report.findings.index(f)] = Finding(f.kind, f.subject, f.severity, f.action, True)
+        self._repairs += 1
+        if self._repairs == 1:
+            crashpoint("reconcile.after_repair")
+
+    def _status(self, record_id: bytes) -> RecordStatus:
+        return self.ledger.records.record_of(record_id).status
+
+    def _delete_blob(self, locator: bytes) -> None:
+        try:
+            self.store.delete(locator)
+        except BlobStoreError as exc:
+            raise ReconcileError(f"cannot delete blob {cid_to_str(locator)}: {exc}") from exc
+
+    def run(self, journal_path: Path | None) -> Report:
+        db = self.db
+        try:
+            stored = set(self.store.locators())  # type: ignore[attr-defined]
+        except BlobStoreError as exc:
+            raise ReconcileError(f"the blob store cannot be listed: {exc}") from exc
+        rows = db.read().execute("SELECT record_id, upload_id, state, locator FROM record_keys").fetchall()
+        self.report.checked = {"rows": len(rows), "blobs": len(stored)}
+        registrations = {}
+        for ev in self.ledger.records.events(["RecordRegistered"]):
+            if ev["gateway"] == self.account.address:
+                registrations[bytes(ev["recordId"])] = ev.tx_hash
+        self.report.checked["registrations"] = len(registrations)
+        referenced: set[bytes] = set()
+
+        # pending uploads: registered on-chain or not at all (registerBatch is atomic)
+        uploads: dict[str, list[Any]] = defaultdict(list)
+        for r in rows:
+            if r["state"] == "pending":
+                uploads[r["upload_id"]].append(r)
+        mempool = None
+        for upload_id, group in uploads.items():
+            ids = [bytes(r["record_id"]) for r in group]
+            on_chain = [self._status(i) is not RecordStatus.NONE for i in ids]
+            if all(on_chain):
+                f = self._found("upload_registered", upload_id, REPAIR, f"{len(ids)} record(s) marked registered")
+                referenced.update(bytes(r["locator"]) for r in group)
+                if not self.dry_run:
+                    with db.write() as conn:
+                        conn.executemany(
+                            "UPDATE record_keys SET state = 'registered', tx_hash = ? WHERE record_id = ? AND state = 'pending'",
+                            [(registrations.get(i), i) for i in ids],
+                        )
+                    self._done(f)
+                continue
+            if any(on_chain):  # cannot happen with registerBatch; never guess
+                self._found("upload_partial", upload_id, LOST, "some records of the upload are on-chain, some not")
+                referenced.update(bytes(r["locator"]) for r in group)
+                continue
+            if mempool is None:
+                addr = self.account.address
+                w3 = self.ledger.client.w3
+                mempool = self.ledger.client.rpc(
+                    lambda: w3.eth.get_transaction_count(addr, "pending") > w3.eth.get_transaction_count(addr, "latest")
+                )
+            if mempool:
+                self._found("upload_unregistered", upload_id, REPAIR, "skipped: a gateway transaction is pending; run again")
+                referenced.update(bytes(r["locator"]) for r in group)
+                continue
+            f = self._found("upload_unregistered", upload_id, REPAIR, f"{len(ids)} unacknowledged record(s) and blob(s) deleted")
+            if self.dry_run:
+                referenced.update(bytes(r["locator"]) for r in group)
+                continue
+            with db.write() as conn:  # rows first: a crash in between leaves orphan blobs, found next time
+                conn.executemany("DELETE FROM resource_index WHERE record_id = ?", [(i,) for i in ids])
+                conn.executemany("DELETE FROM record_keys WHERE record_id = ? AND state = 'pending'", [(i,) for i in ids])
+            self._done(f)
+            for r in group:
+                self._delete_blob(bytes(r["locator"]))
+
+        # retractions whose on-chain part did not happen (or was not recorded)
+        for r in rows:
+            if r["state"] != "shredded":
+                continue
+            rid = bytes(r["record_id"])
+            status = self._status(rid)
+            if status in (RecordStatus.ACTIVE, RecordStatus.AMENDED):
+                f = self._found("retract_pending", rid.hex(), REPAIR, "on-chain retract retried, blob deleted")
+                if self.dry_run:
+                    continue
+                try:
+                    self.ledger.records.retract(self.account, rid)
+                except ContractRevert:
+                    if self._status(rid) is not RecordStatus.RETRACTED:
+                        raise
+            else:
+                f = self._found("retract_pending", rid.hex(), REPAIR, "marked retracted, blob deleted")
+                if self.dry_run:
+                    continue
+            with db.write() as conn:
+                conn.execute("UPDATE record_keys SET state = 'retracted' WHERE record_id = ?", (rid,))
+            self._done(f)
+            self._delete_blob(bytes(r["locator"]))
+            stored.discard(bytes(r["locator"]))
+
+        # registered records and their blobs
+        for r in rows:
+            locator = bytes(r["locator"])
+            rid = bytes(r["record_id"])
+            if r["state"] == "registered":
+                referenced.add(locator)
+                if locator not in stored:
+                    f = self._found("blob_missing", rid.hex(), LOST, "marked missing_blob; restore the blob and run again")
+                    if not self.dry_run:
+                        with db.write() as conn:
+                            conn.execute("UPDATE record_keys SET state = 'missing_blob' WHERE record_id = ?", (rid,))
+            elif r["state"] == "missing_blob":
+                referenced.add(locator)
+                if locator in stored:
+                    f = self._found("blob_restored", rid.hex(), REPAIR, "blob is back: marked registered")
+                    if not self.dry_run:
+                        with db.write() as conn:
+                            conn.execute("UPDATE record_keys SET state = 'registered' WHERE record_id = ?", (rid,))
+                        self._done(f)
+                else:
+                    self._found("blob_missing", rid.hex(), LOST, "still missing; restore the blob and run again")
+            elif r["state"] == "shredded" and self.dry_run:
+                referenced.add(locator)
+
+        known = {bytes(r["record_id"]) for r in rows}
+        for rid, tx in registrations.items():
+            if rid not in known:
+                self._found("registration_without_key", rid.hex(), LOST, f"registered on-chain (tx {tx}) but no key here")
+
+        for locator in sorted(stored - referenced):
+            f = self._found("orphan_blob", cid_to_str(locator), REPAIR, "deleted")
+            if not self.dry_run:
+                self._delete_blob(locator)
+                self._done(f)
+
+        if isinstance(self.store, LocalBlobStore):
+            temps = list(self.store.root.glob(".tmp-*")) + list(self.store.root.glob("*/.tmp-*"))
+            for t in temps:
+                f = self._found("temp_file", t.name, REPAIR, "deleted")
+                if not self.dry_run:
+                    t.unlink(missing_ok=True)
+                    self._done(f)
+
+        if journal_path is not None and journal_path.exists():
+            self._journal(journal_path)
+        return self.report
+
+    def _journal(self, path: Path) -> None:
+        try:
+            journal = Journal(path)  # opening verifies every row, the hash chain and the recorded anchors
+        except JournalError as exc:
+            self._found("journal_corrupt", path.name, LOST, f"{type(exc).__name__}: {exc}")
+            return
+        try:
+            journal.verify_chain()
+            self.report.checked["journalEntries"] = journal.size
+            try:
+                adopted = sync_anchors(
+                    journal, self.ledger, self.account.address,
+                    deploy_block=self.ledger.access.deploy_block, record=not self.dry_run,
+                )
+            except JournalBehindChain as exc:
+                self._found("journal_behind_chain", str(journal.size), LOST, str(exc))
+                return
+            for a in adopted:
+                f = self._found("anchor_unrecorded", str(a.tree_size), REPAIR, f"recorded (tx {a.tx_hash})")
+                if not self.dry_run:
+                    self._done(f)
+            last = journal.last_anchor()
+            anchored = last.tree_size if last else 0
+            if adopted and self.dry_run:
+                anchored = adopted[-1].tree_size
+            if journal.size > anchored:
+                self._found(
+                    "journal_unanchored", str(journal.size - anchored), INFO,
+                    f"entries {anchored}..{journal.size - 1} not anchored yet; the gateway's anchorer resumes on start",
+                )
+        finally:
+            journal.close()
+
+
+def reconcile(settings: Any, *, dry_run: bool = False) -> Report:
+    """Runs every rule of the module docstring against the gateway configured by ``settings``."""
+    from node_client._client import ChainClient
+    from node_client.deploy import Manifest
+
+    from gateway.db import Database
+    from gateway.state import _gateway_account, make_store
+
+    with GatewayLock(settings.data_dir):
+        client = ChainClient(rpc_url=settings.rpc_url, poa=settings.poa, timeout=settings.rpc_timeout)
+        manifest = Manifest.load(settings.manifest)
+        ledger = manifest.connect(client)
+        if not settings.db_path.exists():
+            raise ReconcileError(f"no gateway database at {settings.db_path}")
+        db = Database(settings.db_path)
+        try:
+            store = make_store(settings)
+            account = _gateway_account(settings, client)
+            try:
+                return _Reconciler(db=db, store=store, ledger=ledger, account=account, dry_run=dry_run).run(
+                    settings.journal_path
+                )
+            except ChainUnavailable as exc:
+                raise ReconcileError(f"the chain is unavailable: {exc}") from exc
+        finally:
+            db.close()
