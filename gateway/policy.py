@@ -36,7 +36,11 @@ if TYPE_CHECKING:
     from gateway.db import Database
     from gateway.indexer import Indexer
 
-__all__ = ["AccessPolicy", "Decision"]
+__all__ = ["AccessPolicy", "Decision", "NeedsChain"]
+
+
+class NeedsChain(Exception):
+    """Raised in ``offline`` mode when only the chain can answer (the caller then takes the full path)."""
 
 
 _RECORD_STATUS = {"active": RecordStatus.ACTIVE, "amended": RecordStatus.AMENDED, "retracted": RecordStatus.RETRACTED}
@@ -62,7 +66,11 @@ class AccessPolicy:
         """Whether the read model may answer now (there is one, and it is synced to the seen head)."""
         return self.db is not None and self.indexer is not None and self.indexer.synced
 
-    def member(self, address: str) -> Member:
+    def cache_ready(self) -> bool:
+        """Whether decisions can come from the read model right now."""
+        return self._cache()
+
+    def member(self, address: str, *, offline: bool = False) -> Member:
         if self._cache():
             assert self.db is not None
             row = self.db.read().execute("SELECT * FROM chain_members WHERE address = ?", (address,)).fetchone()
@@ -70,12 +78,14 @@ class AccessPolicy:
                 return Member(address, MemberStatus.NONE, 0, 0, b"", b"")
             return Member(address, MemberStatus(row["status"]), int(row["roles"]), int(row["since_block"]),
                           bytes(row["encryption_key"]), bytes(row["metadata_hash"]))
+        if offline:
+            raise NeedsChain("the read model is not synced")
         try:
             return self.ledger.members.member_of(address)
         except ChainUnavailable as exc:
             raise Problem("chain_unavailable", str(exc)) from exc
 
-    def record(self, record_id: bytes) -> Record:
+    def record(self, record_id: bytes, *, offline: bool = False) -> Record:
         """The record's registration (patient, category, status)."""
         if self._cache():
             assert self.db is not None
@@ -86,14 +96,16 @@ class AccessPolicy:
                 return Record(record_id, row["patient"], int(row["category"]), _RECORD_STATUS[row["status"]],
                               int(row["time"]))
             # unknown to the synced read model: registered after the head we saw, or never; the chain says
+        if offline:
+            raise NeedsChain("the record is not in the read model")
         try:
             return self.ledger.records.record_of(record_id)
         except ChainUnavailable as exc:
             raise Problem("chain_unavailable", str(exc)) from exc
 
-    def require_member(self, address: str, roles: int = int(PROVIDER_ROLES)) -> Member:
+    def require_member(self, address: str, roles: int = int(PROVIDER_ROLES), *, offline: bool = False) -> Member:
         """The caller's member record if it is active and holds one of ``roles``; else a 403 problem."""
-        m = self.member(address)
+        m = self.member(address, offline=offline)
         if m.status is MemberStatus.SUSPENDED:
             raise Problem("member_suspended", f"{address} is suspended")
         if m.status is not MemberStatus.ACTIVE:
@@ -134,7 +146,15 @@ class AccessPolicy:
             raise Problem("chain_unavailable", str(exc)) from exc
         return Decision(result.allowed, result.consent_id, result.emergency)
 
-    def require(self, patient: str, requester: str, category: int, purpose: int) -> Decision:
+    def require(self, patient: str, requester: str, category: int, purpose: int, *, offline: bool = False) -> Decision:
+        """A *yes*, or the problem saying why not. ``offline``: a yes from the read model or :class:`NeedsChain`."""
+        if offline:
+            cached = None
+            if purpose != Purpose.EMERGENCY and 0 <= category < len(Category) and self._cache():
+                cached = self._cached_check(patient, requester, category, purpose)
+            if cached is None:
+                raise NeedsChain("only the chain can decide this")
+            return cached
         decision = self.check(patient, requester, category, purpose)
         if not decision.allowed:
             raise self.explain(patient, requester, category, purpose)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 
 from node_client import hpke
 from node_client._exceptions import ChainUnavailable, ContractRevert
@@ -31,11 +32,12 @@ from gateway.blobstore import BlobStoreError, IntegrityMismatch
 from gateway.crashpoints import crashpoint
 from gateway.crypto import GatewayCryptoError, decrypt_record
 from gateway.journal import JournalEntry, JournalUnavailable
+from gateway.policy import NeedsChain
 from gateway.problems import Problem
 from gateway.settings import LedgerMode
 from gateway.state import Components
 
-__all__ = ["HPKE_INFO", "Release", "release"]
+__all__ = ["HPKE_INFO", "Release", "release", "release_async"]
 
 log = logging.getLogger("hcl.gateway.releases")
 
@@ -54,11 +56,13 @@ def hpke_aad(record_id: bytes, requester: str) -> bytes:
     return record_id + bytes.fromhex(requester.removeprefix("0x"))
 
 
-def _onchain_content(c: Components, record_id: bytes) -> tuple[bytes, bytes]:
+def _onchain_content(c: Components, record_id: bytes, *, offline: bool = False) -> tuple[bytes, bytes]:
     """(contentHash, locator) as registered on-chain, from the read model (indexing once if needed)."""
     q = "SELECT content_hash, locator FROM chain_records WHERE record_id = ?"
     row = c.db.read().execute(q, (record_id,)).fetchone()
     if row is None:
+        if offline:
+            raise NeedsChain("the record is not in the read model yet")
         c.indexer.poll_once()
         row = c.db.read().execute(q, (record_id,)).fetchone()
     if row is None:
@@ -66,10 +70,28 @@ def _onchain_content(c: Components, record_id: bytes) -> tuple[bytes, bytes]:
     return bytes(row["content_hash"]), bytes(row["locator"])
 
 
-def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Release:
+@dataclass(slots=True)
+class _Prepared:
+    """A release checked, decrypted and re-encrypted in memory: everything but the ledger step."""
+
+    started: float
+    caller: str
+    record_id: bytes
+    patient: str
+    category: int
+    purpose: int
+    consent_id: bytes
+    emergency: bool
+    access_hash: bytes
+    released_at: int
+    payload: dict[str, Any]
+
+
+def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offline: bool) -> _Prepared:
+    """Steps 1-3 of the module docstring. ``offline``: from the read model only, else :class:`NeedsChain`."""
     started = time.perf_counter()
-    member = c.policy.require_member(caller)
-    record = c.policy.record(record_id)
+    member = c.policy.require_member(caller, offline=offline)
+    record = c.policy.record(record_id, offline=offline)
     if record.status is RecordStatus.NONE:
         raise Problem("record_not_found", "no such record")
     if record.status is RecordStatus.RETRACTED:
@@ -79,11 +101,11 @@ def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Re
         raise Problem("record_retracted", "the record was retracted; its key is destroyed")
     if keys is None or keys["state"] != "registered" or keys["wrapped_key"] is None:
         raise Problem("record_not_found", "this gateway does not hold the record")
-    decision = c.policy.require(record.patient, caller, record.category, purpose)
+    decision = c.policy.require(record.patient, caller, record.category, purpose, offline=offline)
     c.metrics.decisions.labels(source=decision.source).inc()
     crashpoint("release.after_decision")
 
-    content_hash, locator = _onchain_content(c, record_id)
+    content_hash, locator = _onchain_content(c, record_id, offline=offline)
     try:
         ciphertext = c.store.get(locator)
     except IntegrityMismatch:
@@ -138,61 +160,91 @@ def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Re
             option=orjson.OPT_SORT_KEYS,
         )
     ).digest()
+    return _Prepared(started, caller, record_id, record.patient, record.category, purpose, decision.consent_id,
+                     decision.emergency, access_hash, released_at, payload)
 
-    crashpoint("release.before_ledger")
+
+def _entry(p: _Prepared) -> JournalEntry:
+    return JournalEntry(
+        requester=p.caller, patient=p.patient, record_id=p.record_id, purpose=p.purpose, consent_id=p.consent_id,
+        emergency=p.emergency, access_hash=p.access_hash, released_at=p.released_at,
+    )
+
+
+def _finish(c: Components, p: _Prepared, ledger_info: dict[str, Any]) -> Release:
+    """Step 5: the access is ledgered; count it and build the response."""
     mode = c.settings.ledger_mode
-    ledger_info: dict[str, Any]
-    emergency = decision.emergency
-    consent_id = decision.consent_id
-    if mode is LedgerMode.STRICT:
+    c.metrics.releases.labels(mode=mode.value, emergency=str(p.emergency).lower()).inc()
+    c.metrics.release_seconds.labels(mode=mode.value).observe(time.perf_counter() - p.started)
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "record released",
+            extra={
+                "record": p.record_id.hex(), "requester": p.caller, "purpose": p.purpose, "emergency": p.emergency,
+                "mode": mode.value,
+            },
+        )
+    body = {
+        "accessId": "0x" + p.access_hash.hex(),
+        "recordId": "0x" + p.record_id.hex(),
+        "patient": p.patient,
+        "category": CATEGORIES[p.category].slug,
+        "purpose": PURPOSES[p.purpose].slug,
+        "consentId": "0x" + p.consent_id.hex(),
+        "emergency": p.emergency,
+        "ledger": ledger_info,
+        **p.payload,
+    }
+    return Release(body, p.emergency)
+
+
+def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Release:
+    """The whole release, blocking (strict mode mines a transaction; a lagging read model asks the chain)."""
+    p = _prepare(c, caller=caller, record_id=record_id, purpose=purpose, offline=False)
+    crashpoint("release.before_ledger")
+    if c.settings.ledger_mode is LedgerMode.STRICT:
         try:
             checked, tx = c.ledger.access.log_access(
-                c.gateway_account, caller, record.patient, record_id, purpose, access_hash
+                c.gateway_account, caller, p.patient, record_id, purpose, p.access_hash
             )
         except ChainUnavailable as exc:
             raise Problem("chain_unavailable", "the access could not be ledgered; nothing released") from exc
         except ContractRevert as exc:
             # consent changed between the check and the transaction: the chain has the last word
-            raise c.policy.explain(record.patient, caller, record.category, purpose) from exc
-        consent_id, emergency = checked.consent_id, checked.emergency
+            raise c.policy.explain(p.patient, caller, p.category, purpose) from exc
+        p.consent_id, p.emergency = checked.consent_id, checked.emergency
         ledger_info = {"mode": "strict", "txHash": tx.tx_hash, "blockNumber": tx.block_number}
     else:
         assert c.journal is not None  # built with batch mode
-        entry = JournalEntry(
-            requester=caller,
-            patient=record.patient,
-            record_id=record_id,
-            purpose=purpose,
-            consent_id=consent_id,
-            emergency=emergency,
-            access_hash=access_hash,
-            released_at=released_at,
-        )
         try:
-            index = c.journal.append(entry)
+            index = c.journal.append(_entry(p))
         except JournalUnavailable as exc:
             raise Problem("journal_unavailable", "the access could not be journaled; nothing released") from exc
         ledger_info = {"mode": "batch", "journalIndex": index}
     crashpoint("release.after_ledger")
+    return _finish(c, p, ledger_info)
 
-    c.metrics.releases.labels(mode=mode.value, emergency=str(emergency).lower()).inc()
-    c.metrics.release_seconds.labels(mode=mode.value).observe(time.perf_counter() - started)
-    log.info(
-        "record released",
-        extra={
-            "record": record_id.hex(), "requester": caller, "purpose": purpose, "emergency": emergency,
-            "mode": mode.value,
-        },
-    )
-    body = {
-        "accessId": "0x" + access_hash.hex(),
-        "recordId": "0x" + record_id.hex(),
-        "patient": record.patient,
-        "category": CATEGORIES[record.category].slug,
-        "purpose": PURPOSES[purpose].slug,
-        "consentId": "0x" + consent_id.hex(),
-        "emergency": emergency,
-        "ledger": ledger_info,
-        **payload,
-    }
-    return Release(body, emergency)
+
+async def release_async(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Release:
+    """The release for the event loop: batch mode, local store and a synced read model decide and seal
+    in the loop (a few hundred microseconds of CPU, no I/O that can stall) and *await* the journal's
+    group commit; anything else — strict mode, IPFS, a lagging read model, a refusal that needs the
+    chain's reason — runs :func:`release` in the thread pool. Same checks, same order, same result."""
+    if (
+        c.settings.ledger_mode is LedgerMode.STRICT
+        or c.journal is None
+        or c.store.name != "local"
+        or not c.policy.cache_ready()
+    ):
+        return await run_in_threadpool(release, c, caller=caller, record_id=record_id, purpose=purpose)
+    try:
+        p = _prepare(c, caller=caller, record_id=record_id, purpose=purpose, offline=True)
+    except NeedsChain:
+        return await run_in_threadpool(release, c, caller=caller, record_id=record_id, purpose=purpose)
+    crashpoint("release.before_ledger")
+    try:
+        index = await c.journal.append_async(_entry(p))
+    except JournalUnavailable as exc:
+        raise Problem("journal_unavailable", "the access could not be journaled; nothing released") from exc
+    crashpoint("release.after_ledger")
+    return _finish(c, p, {"mode": "batch", "journalIndex": index})

@@ -187,6 +187,9 @@ def test_release_without_ledger_entry_is_reported_from_the_requesters_claims(gw,
         def append(self, entry: JournalEntry) -> int:
             return journal.size
 
+        async def append_async(self, entry: JournalEntry) -> int:  # the event-loop release path
+            return journal.size
+
     monkeypatch.setattr(g.components, "journal", NoLedgerJournal())
     skipped = _reads(g, record, 1)[0]
     monkeypatch.undo()

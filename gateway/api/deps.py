@@ -12,14 +12,14 @@ from gateway.state import Components
 __all__ = ["CallerDep", "ComponentsDep", "read_body"]
 
 
-def get_components(request: Request) -> Components:
+async def get_components(request: Request) -> Components:
     return request.app.state.components
 
 
 ComponentsDep = Annotated[Components, Depends(get_components)]
 
 
-def get_caller(request: Request, c: ComponentsDep) -> str:
+async def get_caller(request: Request, c: ComponentsDep) -> str:
     """The address bound to the bearer token (membership is checked by each route, on-chain)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
+import orjson
 from eth_utils import is_address, to_checksum_address
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from node_client.vocabulary import CATEGORIES, PURPOSES, parse_categories, parse_purposes
 
@@ -98,19 +99,21 @@ async def upload_records(
 
 
 @router.get("/v1/records/{record_id}")
-def get_record(
+async def get_record(
     record_id: str,
     c: ComponentsDep,
     caller: CallerDep,
     purpose: Annotated[str, Query(description="why you read it, e.g. treatment, referral, emergency")],
-) -> dict[str, Any]:
+) -> Response:
     """Release a record: consent checked on-chain, access ledgered before release, FHIR JSON encrypted to
     the caller's registered X25519 key (HPKE)."""
+    rid, pur = parse_record_id(record_id), parse_purpose(purpose)
     try:
-        return releases.release(c, caller=caller, record_id=parse_record_id(record_id), purpose=parse_purpose(purpose)).body
+        released = await releases.release_async(c, caller=caller, record_id=rid, purpose=pur)
     except Problem as exc:
         c.metrics.denials.labels(reason=exc.code).inc()
         raise
+    return Response(orjson.dumps(released.body), media_type="application/json")
 
 
 @router.delete("/v1/records/{record_id}")
