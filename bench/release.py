@@ -13,6 +13,7 @@ access. The gateway's peak RSS is read from /proc.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,7 @@ class Plan:
     grid: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)
     seconds: float = 8.0
     warmup: float = 1.0
+    driver: str = field(default_factory=lambda: "wrk" if shutil.which("wrk") else "httpx")
 
 
 def default_plan(*, quick: bool, ipfs: bool) -> Plan:
@@ -80,17 +82,20 @@ def one_run(net: Chain, gw: GatewayProcess, mode: str, store: str, size: int, re
     plan_file.write_bytes(orjson.dumps({"tokens": tokens, "records": records}))
     block0 = net.client.block_number()
     size0 = _journal(gw)["size"] if mode == "batch" else 0
+    released0 = gw.metric("hcl_releases_total")
     out = subprocess.run(
         [sys.executable, "-m", "bench.load", "--url", gw.url, "--plan", str(plan_file), "--clients", str(clients),
-         "--seconds", str(plan.seconds), "--warmup", str(plan.warmup)],
+         "--seconds", str(plan.seconds), "--warmup", str(plan.warmup), "--driver", plan.driver],
         capture_output=True, text=True, check=True,
     )
     ended = time.monotonic()
     load = orjson.loads(out.stdout.strip().splitlines()[-1])
-    # rates and latencies are of the measured window; released/ledgered count every request, warm-up too
+    # rates and latencies are of the measured window. ``released`` is the gateway's own count of responses
+    # it released (warm-up included), ``received`` what the clients got: requests still in flight when a
+    # client stops at its deadline are released and ledgered but not received (at most ``clients`` per run)
     run: dict[str, Any] = {"mode": mode, "store": store, "size": size, "clients": clients, **{
         k: load[k] for k in ("releases_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors", "requests",
-                             "seconds", "statuses")}, "released": load["released_total"]}
+                             "seconds", "statuses", "driver")}, "received": load["released_total"]}
     if mode == "batch":
         # wait for every entry to be anchored; the delay is the anchoring latency after the last release
         anchored_in = None
@@ -110,6 +115,7 @@ def one_run(net: Chain, gw: GatewayProcess, mode: str, store: str, size: int, re
     else:
         time.sleep(0.5)
         run["ledgered"] = _ledgered_strict(net, gw, block0 + 1, net.client.block_number())
+    run["released"] = int(gw.metric("hcl_releases_total") - released0)
     run["peak_rss_mb"] = round(gw.peak_rss_mb(), 1)
     return run
 
