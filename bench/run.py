@@ -130,8 +130,35 @@ def release_cmd(
         raise typer.Exit(1)
 
 
+@app.command("consent")
+def consent_cmd(
+    quick: QuickOpt = False,
+    out: Annotated[Path | None, typer.Option(help="result file (default bench/results/consent.json)")] = None,
+) -> None:
+    """Consent decision latency (read model vs eth_call) and revocation-to-refusal delay."""
+    from bench.consent import run_consent_bench
+
+    data = run_consent_bench(quick=quick, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    data["quick"] = quick
+    out = out or RESULTS / ("consent-quick.json" if quick else "consent.json")
+    out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    table = Table(title="Consent decisions")
+    for col in ("what", "n", "p50 ms", "p95 ms", "p99 ms"):
+        table.add_column(col, justify="left" if col == "what" else "right")
+    for name, label in (("cache", "read model (synced)"), ("eth_call", "ConsentRegistry.check, eth_call")):
+        d = data["decision"][name]
+        table.add_row(label, f"{d['n']:,}", f"{d['p50_ms']:.4f}", f"{d['p95_ms']:.4f}", f"{d['p99_ms']:.4f}")
+    rev = data["revocation"]
+    table.caption = (f"revocation mined -> first refusal: median {rev['delay_ms_median']} ms, max {rev['delay_ms_max']} ms "
+                     f"over {len(rev['trials'])} trials; goal: cache p99 <= {data['goals']['cache_p99_ms']} ms")
+    console.print(table)
+    console.print(f"written: {out}")
+
+
 #: every benchmark, in the order a full run takes them: name -> command
-SUITE: dict[str, Callable[..., None]] = {"gas": gas_cmd, "release": release_cmd, "audit": audit_cmd}
+SUITE: dict[str, Callable[..., None]] = {
+    "gas": gas_cmd, "release": release_cmd, "consent": consent_cmd, "audit": audit_cmd,
+}
 
 
 @app.callback(invoke_without_command=True)

@@ -1,0 +1,123 @@
+"""``./scripts/bench consent``: how fast a consent decision is, and how soon a revocation bites.
+
+1. **Decision latency**, in the gateway's own code: :meth:`AccessPolicy.require` answered from the synced
+   read model (``offline=True``: a *yes* only from the cache) against ``ConsentRegistry.check`` by
+   ``eth_call`` on the Hardhat node, N times each, same (patient, institution, category, purpose).
+2. **Revocation to refusal**, end to end: a gateway process in batch mode, an institution reading a
+   record in a tight loop; the patient revokes (a real transaction); the delay is from the block that
+   mined the revocation (its receipt) to the first refusal, and the releases in between are counted
+   (they are allowed: the gateway had not seen the block yet — that window is what this measures).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.gateway import Chain, chain, environment, gateway_process, grant_all, login, seed_records, wait_indexed
+from node_client.keys import dev_account
+from node_client.vocabulary import Category, Purpose, parse_categories, parse_purposes
+
+GOAL_P99_MS = 1.0
+
+
+def _pcts(values: list[float]) -> dict[str, float]:
+    values = sorted(values)
+
+    def p(q: float) -> float:
+        return round(values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))], 4)
+
+    return {"p50_ms": p(50), "p95_ms": p(95), "p99_ms": p(99), "mean_ms": round(statistics.fmean(values), 4)}
+
+
+def decision_latency(folder: Path, net: Chain, n: int) -> dict[str, Any]:
+    from gateway.settings import GatewaySettings
+    from gateway.state import build_components
+
+    settings = GatewaySettings(rpc_url=net.node.url, manifest=net.manifest_path, data_dir=folder / "decisions",
+                               gateway_dev_account=3, ledger_mode="batch", log_level="WARNING", indexer_poll=0.1)
+    c = build_components(settings)
+    c.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not c.policy.cache_ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the read model did not sync")
+            time.sleep(0.05)
+        patient, reader = dev_account(10).address, dev_account(5).address
+        cat, pur = int(Category.LAB_RESULTS), int(Purpose.TREATMENT)
+        cached: list[float] = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            d = c.policy.require(patient, reader, cat, pur, offline=True)
+            cached.append((time.perf_counter() - t0) * 1000)
+            assert d.allowed and d.source == "cache"
+        chained: list[float] = []
+        for _ in range(max(200, n // 10)):
+            t0 = time.perf_counter()
+            r = c.ledger.consents.check(patient, reader, cat, pur)
+            chained.append((time.perf_counter() - t0) * 1000)
+            assert r.allowed
+        return {"cache": {"n": len(cached), **_pcts(cached)}, "eth_call": {"n": len(chained), **_pcts(chained)}}
+    finally:
+        c.stop()
+
+
+def revocation_delay(folder: Path, net: Chain, trials: int) -> dict[str, Any]:
+    ledger = net.manifest.connect(net.client)
+    patient = dev_account(11)
+    reader = 6  # the lab
+    results = []
+    with gateway_process(folder, net, mode="batch") as gw:
+        records = seed_records(gw, (1024,))  # one record per patient, in PATIENTS order: dev 11 is the second
+        target = records[1024][1]
+        token = login(gw.url, reader)
+        http = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        for _ in range(trials):
+            now = net.client.block_timestamp()
+            ledger.consents.grant(patient, dev_account(reader).address, parse_categories("lab-results,vital-signs"),
+                                  parse_purposes("treatment"), now, now + 86_400)
+            wait_indexed(gw, net)
+            assert http.get(f"/v1/records/{target}", params={"purpose": "treatment"}).status_code == 200
+            mined_at: list[float] = []
+            done = threading.Event()
+
+            def revoke() -> None:
+                ledger.consents.revoke(patient, dev_account(reader).address)
+                mined_at.append(time.monotonic())
+                done.set()
+
+            releases_after, refused_at = 0, None
+            t = threading.Thread(target=revoke)
+            t.start()
+            while refused_at is None:
+                r = http.get(f"/v1/records/{target}", params={"purpose": "treatment"})
+                now_m = time.monotonic()
+                if r.status_code == 403:
+                    refused_at = now_m
+                elif r.status_code == 200 and done.is_set():
+                    releases_after += 1
+            t.join()
+            results.append({"delay_ms": round((refused_at - mined_at[0]) * 1000, 1), "releases_after_mined": releases_after})
+        http.close()
+    delays = [r["delay_ms"] for r in results]
+    return {"trials": results, "delay_ms_median": statistics.median(delays), "delay_ms_max": max(delays),
+            "indexer_poll_s": 0.25}
+
+
+def run_consent_bench(*, quick: bool, log: Any = print) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="hcl-bench-consent-") as tmp:
+        folder = Path(tmp)
+        with chain(folder) as net:
+            grant_all(net)
+            log("decision latency: read model vs eth_call")
+            latency = decision_latency(folder, net, 2_000 if quick else 20_000)
+            log("revocation to refusal, end to end")
+            revocation = revocation_delay(folder, net, 3 if quick else 10)
+    return {"decision": latency, "revocation": revocation, "goals": {"cache_p99_ms": GOAL_P99_MS}, **environment()}
