@@ -8,9 +8,10 @@ further commands and ``SUITE`` entries.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -77,11 +78,34 @@ def gas_cmd(quick: QuickOpt = False) -> None:
         raise typer.Exit(code)
 
 
-def _kubo_api() -> str | None:
-    """A Kubo RPC API for the IPFS runs, when ``./scripts/build_ipfs`` has built one (else IPFS is skipped)."""
+@contextlib.contextmanager
+def _kubo() -> Iterator[str | None]:
+    """A Kubo RPC API for the IPFS runs: ``HCL_BENCH_IPFS_API``, else an offline node started from the
+    binary ``./scripts/build_ipfs`` built (the tests' starter), else ``None`` (IPFS runs are skipped)."""
     import os
+    import tempfile
 
-    return os.environ.get("HCL_BENCH_IPFS_API") or None
+    if os.environ.get("HCL_BENCH_IPFS_API"):
+        yield os.environ["HCL_BENCH_IPFS_API"]
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    from ipfs_fixture import IpfsFixtureError, find_ipfs_binary, start_ipfs_node
+
+    if find_ipfs_binary() is None:
+        console.print("[yellow]no Kubo binary (./scripts/build_ipfs): the IPFS runs are skipped[/yellow]")
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="hcl-bench-ipfs-") as tmp:
+        try:
+            node = start_ipfs_node(Path(tmp))
+        except IpfsFixtureError as exc:
+            console.print(f"[yellow]Kubo did not start ({exc}): the IPFS runs are skipped[/yellow]")
+            yield None
+            return
+        try:
+            yield node.api_multiaddr
+        finally:
+            node.stop()
 
 
 def _release_table(data: dict) -> Table:  # type: ignore[type-arg]
@@ -114,11 +138,11 @@ def release_cmd(
     a separate load process)."""
     from bench.release import default_plan, run_release_bench
 
-    api = _kubo_api()
-    plan = default_plan(quick=quick, ipfs=api is not None)
-    if seconds:
-        plan.seconds = seconds
-    data = run_release_bench(plan, ipfs_api=api, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    with _kubo() if not quick else contextlib.nullcontext(None) as api:
+        plan = default_plan(quick=quick, ipfs=api is not None)
+        if seconds:
+            plan.seconds = seconds
+        data = run_release_bench(plan, ipfs_api=api, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     data["quick"] = quick
     out = out or RESULTS / ("release-quick.json" if quick else "release.json")
     out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
