@@ -202,6 +202,18 @@ def upload_cmd(
     console.print(f"written: {out}")
 
 
+@app.command("report")
+def report_cmd(write: Annotated[bool, typer.Option("--write", help="replace the tables in docs/performance.md")] = False) -> None:
+    """The measured tables of bench/results/*.json as Markdown (for docs/performance.md)."""
+    from bench.report import markdown
+    from bench.report import write as write_doc
+
+    if write:
+        console.print(f"written: {write_doc()}")
+    else:
+        print(markdown())
+
+
 #: every benchmark, in the order a full run takes them: name -> command
 SUITE: dict[str, Callable[..., None]] = {
     "gas": gas_cmd, "release": release_cmd, "upload": upload_cmd, "consent": consent_cmd, "audit": audit_cmd,
