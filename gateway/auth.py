@@ -9,7 +9,8 @@
 
 Tokens are HMAC-SHA256 over (address, issue time, expiry, id) with a key only the gateway holds: checking
 one costs no I/O. They carry no roles: membership and roles are re-checked against the chain on every
-sensitive call, so a suspension takes effect at once whatever tokens exist.
+sensitive call (from the read model once the gateway has seen the block, see :mod:`gateway.policy`), so a
+suspension takes effect whatever tokens exist.
 """
 
 from __future__ import annotations
