@@ -109,7 +109,12 @@ class ChainClient:
         self.rpc_url = rpc_url
         self.timeout = timeout
         self.gas_margin = gas_margin
-        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        # no retries inside web3: its default retries a timed-out read 5 times with back-off, so a node
+        # that accepts connections but does not answer (frozen, overloaded) made each call take ~7x
+        # ``timeout`` and a gateway request (several calls) half a minute before its 503. Callers retry.
+        self.w3 = Web3(
+            Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+        )
         if poa:
             self.w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
         self._nonces = _NonceManager(self.w3)
