@@ -16,6 +16,7 @@ from gateway.api import accesses, auth, consents, me, records, system, transacti
 from gateway import portal
 from gateway.framing import RejectAmbiguousFraming
 from gateway.observability import configure_logging
+from gateway.openapi import install_openapi
 from gateway.problems import install_problem_handlers
 from gateway.settings import GatewaySettings
 from gateway.state import Components, build_components
@@ -84,6 +85,7 @@ def create_app(settings: GatewaySettings | None = None, *, components: Component
         generate_unique_id_function=_operation_id,
     )
     install_problem_handlers(app)
+    install_openapi(app)
 
     app.add_middleware(RequestTiming)
     app.add_middleware(RejectAmbiguousFraming)  # outermost: nothing of a smuggled request reaches the app
