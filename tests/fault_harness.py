@@ -1,0 +1,273 @@
+"""Gateways as real separate processes for the fault tests: ``hcl gateway serve`` started with ``HCL_*``
+variables against a Hardhat node the test owns, killed with SIGKILL (or by a crash point, see
+:mod:`gateway.crashpoints`), restarted on the same data directory.
+
+Unlike :mod:`gateway_harness` (the app in a thread of the test process), nothing here shares memory
+with the gateway: what survives a kill is exactly what the gateway made durable.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+
+from node_client._client import ChainClient
+from node_client._node import HardhatNode, free_port
+from node_client.deploy import Ledger, Manifest, deploy_dev
+
+from gateway.settings import GatewaySettings
+
+HCL = Path(sys.executable).with_name("hcl")
+GATEWAY = 3  # dev account of the dev consortium's gateway
+
+
+@dataclass
+class FaultChain:
+    """A Hardhat node with the dev deployment, owned by one test module."""
+
+    node: HardhatNode
+    client: ChainClient
+    manifest: Manifest
+    manifest_path: Path
+    ledger: Ledger
+
+    @classmethod
+    def start(cls, tmp: Path) -> FaultChain:
+        node = HardhatNode(log_path=tmp / "hardhat.log").start(port=free_port())
+        client = ChainClient(rpc_url=node.url)
+        manifest = deploy_dev(client)
+        path = tmp / "manifest.json"
+        manifest.save(path)
+        return cls(node, client, manifest, path, manifest.connect(client))
+
+    def stop(self) -> None:
+        self.node.stop()
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The node stops answering (SIGSTOP of its process group) inside the block."""
+        assert self.node.pid is not None
+        os.killpg(self.node.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(self.node.pid, signal.SIGCONT)
+
+
+class TcpProxy:
+    """A loopback TCP forwarder in front of the chain node, so the test can really stop the endpoint
+    (connection refused, open connections cut) and start it again on the same port: a Hardhat node
+    keeps its state in memory, so restarting the node itself would be a new, empty chain."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._server: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> TcpProxy:
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", self.port))
+        srv.listen(64)
+        self._server = srv
+        threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        srv, self._server = self._server, None
+        if srv is not None:
+            try:
+                srv.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone leaves it listening)
+            except OSError:
+                pass
+            srv.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def _accept(self, srv: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = srv.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def sign_in(url: str, account: LocalAccount) -> str:
+    """A bearer token for ``account`` (SIWE challenge → signature → token)."""
+    with httpx.Client(base_url=url, timeout=30) as http:
+        ch = http.post("/v1/auth/challenge", json={"address": account.address})
+        ch.raise_for_status()
+        message = ch.json()["message"]
+        sig = Account.sign_message(encode_defunct(text=message), account.key).signature
+        tok = http.post("/v1/auth/token", json={"message": message, "signature": "0x" + bytes(sig).hex()})
+        tok.raise_for_status()
+        return str(tok.json()["token"])
+
+
+class GatewayProcess:
+    """``hcl gateway serve`` in its own process (own session), on a fixed port and data directory."""
+
+    def __init__(
+        self, chain: FaultChain, data_dir: Path, *, mode: str = "strict", rpc_url: str | None = None,
+        **settings: Any,
+    ) -> None:
+        self.chain = chain
+        self.data_dir = data_dir
+        self.mode = mode
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.values: dict[str, Any] = {
+            "rpc_url": rpc_url or chain.node.url,
+            "manifest": str(chain.manifest_path),
+            "data_dir": str(data_dir),
+            "gateway_dev_account": GATEWAY,
+            "host": "127.0.0.1",
+            "port": self.port,
+            "ledger_mode": mode,
+            "indexer_poll": 0.1,
+            "anchor_interval": 0.5,
+            "rpc_timeout": 3,
+            "log_level": "WARNING",
+            **settings,
+        }
+        self._tokens: dict[str, str] = {}
+
+    def settings(self) -> GatewaySettings:
+        return GatewaySettings(**self.values)
+
+    def env(self, crash_at: str | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HCL_")}
+        env.update({f"HCL_{k.upper()}": str(v) for k, v in self.values.items()})
+        if crash_at:
+            env["HCL_TEST_CRASH_AT"] = crash_at
+        return env
+
+    def start(self, crash_at: str | None = None, timeout: float = 60) -> GatewayProcess:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            log.write(f"--- start crash_at={crash_at}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [str(HCL), "gateway", "serve"], env=self.env(crash_at), cwd=self.data_dir.parent,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                httpx.get(self.url + "/healthz", timeout=5)
+                return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"gateway did not answer within {timeout} s:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_dead(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill(self) -> int:
+        """kill -9."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        return self.proc.wait(30)
+
+    def stop(self) -> int:
+        """A clean stop (SIGTERM: uvicorn shuts down, the anchorer flushes)."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                return self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                return self.kill()
+        return self.proc.returncode
+
+    def token(self, account: LocalAccount) -> str:
+        """Tokens survive restarts (the token key is in the data directory)."""
+        if account.address not in self._tokens:
+            self._tokens[account.address] = sign_in(self.url, account)
+        return self._tokens[account.address]
+
+    def http(self, account: LocalAccount | None = None, timeout: float = 30) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token(account)}"} if account is not None else {}
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+
+    def health(self) -> dict[str, Any]:
+        return httpx.get(self.url + "/healthz", timeout=30).json()
+
+    def reconcile_cli(self, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(HCL), "gateway", "reconcile", *args], env=self.env(crash_at), cwd=self.data_dir.parent,
+            capture_output=True, text=True, timeout=120,
+        )
