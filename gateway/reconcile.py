@@ -475,20 +475,18 @@ def reconcile(settings: Any, *, dry_run: bool = False) -> Report:
     from gateway.state import _gateway_account, make_store
 
     with GatewayLock(settings.data_dir):
-        client = ChainClient(rpc_url=settings.rpc_url, poa=settings.poa, timeout=settings.rpc_timeout)
-        manifest = Manifest.load(settings.manifest)
-        ledger = manifest.connect(client)
         if not settings.db_path.exists():
             raise ReconcileError(f"no gateway database at {settings.db_path}")
         db = Database(settings.db_path)
         try:
+            client = ChainClient(rpc_url=settings.rpc_url, poa=settings.poa, timeout=settings.rpc_timeout)
+            ledger = Manifest.load(settings.manifest).connect(client)
             store = make_store(settings)
             account = _gateway_account(settings, client)
-            try:
-                return _Reconciler(db=db, store=store, ledger=ledger, account=account, dry_run=dry_run).run(
-                    settings.journal_path
-                )
-            except ChainUnavailable as exc:
-                raise ReconcileError(f"the chain is unavailable: {exc}") from exc
+            return _Reconciler(db=db, store=store, ledger=ledger, account=account, dry_run=dry_run).run(
+                settings.journal_path
+            )
+        except ChainUnavailable as exc:
+            raise ReconcileError(f"the chain is unavailable: {exc}") from exc
         finally:
             db.close()
