@@ -386,3 +386,44 @@ def test_journal_disk_full_is_503_then_restart_recovers(own_chain: FaultChain, t
         assert status == 200, body
     finally:
         gw.stop()
+
+
+# ---------------------------------------------------------------------------------------- lost data
+
+
+def test_registered_record_whose_blob_vanished_is_marked_and_reported(chain: FaultChain, tmp_path: Path) -> None:
+    """Reconcile cannot invent a ciphertext: it marks the record, reports it, and undoes the mark once
+    the blob is restored (from a backup)."""
+    gw = GatewayProcess(chain, tmp_path / "gw", mode="strict").start()
+    try:
+        record = _upload(gw, 18)
+        _grant(chain, 18)
+        assert _release(gw, record)[0] == 200
+    finally:
+        gw.stop()
+    settings = gw.settings()
+    (blob,) = [f for f in settings.blob_dir.glob("*/b*")]
+    backup = tmp_path / "blob-backup"
+    blob.rename(backup)
+    report = reconcile(settings)
+    (lost,) = [f for f in report.findings if f.kind == "blob_missing"]
+    assert lost.severity == "lost" and lost.subject == record[2:] and report.exit_code == 1
+    db = Database(settings.db_path)
+    try:
+        state = db.read().execute("SELECT state FROM record_keys").fetchone()[0]
+    finally:
+        db.close()
+    assert state == "missing_blob"
+    gw.start()
+    try:
+        status, body = _release(gw, record)
+        assert status == 404 and body["code"] == "record_not_found", body
+    finally:
+        gw.stop()
+    backup.rename(blob)
+    assert [f.kind for f in reconcile(settings).findings if f.repaired] == ["blob_restored"]
+    gw.start()
+    try:
+        assert _release(gw, record)[0] == 200
+    finally:
+        gw.stop()
