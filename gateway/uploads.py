@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from eth_utils import is_address, to_checksum_address
 
-from node_client._exceptions import ChainUnavailable, ContractRevert
+from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
 from node_client.contracts import RecordInput, RecordStatus
 
 from gateway.blobstore import BlobStoreError, StorageFull, cid_to_str
@@ -134,6 +134,8 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
     except ContractRevert as exc:
         _discard(c, written)
         raise Problem("chain_rejected", f"{exc.error_name}", error=exc.error_name) from exc
+    except TransactionError as exc:  # sent, but no receipt (node stalled): it may still be mined
+        raise Problem("chain_unavailable", "the registration's outcome is unknown; retry later") from exc
     crashpoint("upload.after_register_tx")
 
     with c.db.write() as conn:
@@ -219,6 +221,8 @@ def retract(c: Components, *, caller: str, record_id: bytes) -> str:
         with c.db.write() as conn:
             conn.execute("UPDATE record_keys SET state = 'retracted' WHERE record_id = ?", (record_id,))
         raise Problem("record_retracted", "already retracted") from exc
+    except TransactionError as exc:  # sent, but no receipt (node stalled): reconcile finds out
+        raise Problem("chain_unavailable", "the key is destroyed; the on-chain retraction will be retried") from exc
     crashpoint("retract.after_chain_retract")
     with c.db.write() as conn:
         conn.execute("UPDATE record_keys SET state = 'retracted' WHERE record_id = ?", (record_id,))
