@@ -185,15 +185,18 @@ class ChainClient:
             gas = int(estimated * self.gas_margin)
         with self._nonces.reserve(sender) as nonce:
             tx = self.rpc(lambda: fn.build_transaction({**tx_params, "gas": gas, "nonce": nonce}))
-            signed = signer.sign_transaction(tx)
-            try:
-                tx_hash = self.rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
-            except Web3RPCError as exc:
-                revert = _revert_from_rpc_error(exc)
-                if revert is not None:
-                    raise revert from exc
-                raise TransactionError(f"node refused the transaction: {exc}") from exc
+            tx_hash = self._broadcast(signer.sign_transaction(tx).raw_transaction)
         return self.wait(tx_hash, fn=fn, sender=sender)
+
+    def _broadcast(self, raw: bytes) -> HexBytes:
+        """``eth_sendRawTransaction``; a revert the node reports at once raises its Solidity error."""
+        try:
+            return self.rpc(lambda: self.w3.eth.send_raw_transaction(raw))
+        except Web3RPCError as exc:
+            revert = _revert_from_rpc_error(exc)
+            if revert is not None:
+                raise revert from exc
+            raise TransactionError(f"node refused the transaction: {exc}") from exc
 
     def draft(self, fn: ContractFunction, *, sender: str) -> dict[str, Any]:
         """An unsigned transaction of ``fn`` from ``sender``, for a key held elsewhere (a browser) to sign.
@@ -210,14 +213,7 @@ class ChainClient:
 
     def send_signed(self, raw: bytes, *, fn: ContractFunction | None = None, sender: str | None = None) -> TxResult:
         """Broadcasts a transaction someone else signed and waits for it; reverts raise as in :meth:`transact`."""
-        try:
-            tx_hash = self.rpc(lambda: self.w3.eth.send_raw_transaction(raw))
-        except Web3RPCError as exc:
-            revert = _revert_from_rpc_error(exc)
-            if revert is not None:
-                raise revert from exc
-            raise TransactionError(f"node refused the transaction: {exc}") from exc
-        return self.wait(tx_hash, fn=fn, sender=sender)
+        return self.wait(self._broadcast(raw), fn=fn, sender=sender)
 
     def send_raw(self, tx: dict[str, Any], *, signer: LocalAccount) -> TxResult:
         """Signs and sends a plain transaction (e.g. a contract deployment built by the caller)."""

@@ -43,6 +43,17 @@ def dev_account(index: int) -> LocalAccount:
     return Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
 
 
+def _write_key_file(path: Path, data: dict) -> None:  # type: ignore[type-arg]
+    """Writes ``data`` as JSON to a new file of mode 0600; never overwrites (a key may be lost otherwise)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeystoreError(f"{path} exists; refusing to overwrite a key") from None
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+
+
 def new_keystore(path: Path, password: str, *, account: LocalAccount | None = None) -> str:
     """Creates a keystore at ``path`` (a fresh key unless ``account`` is given) and returns its address.
 
@@ -52,13 +63,7 @@ def new_keystore(path: Path, password: str, *, account: LocalAccount | None = No
         raise KeystoreError("a keystore needs a non-empty password")
     acct = account or Account.create()
     data = Account.encrypt(acct.key, password)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise KeystoreError(f"{path} exists; refusing to overwrite a key") from None
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
+    _write_key_file(path, data)
     return acct.address
 
 
@@ -109,13 +114,7 @@ def write_x25519_jwk(path: Path, private: X25519PrivateKey | None = None) -> byt
     private = private or X25519PrivateKey.generate()
     d = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     x = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise KeystoreError(f"{path} exists; refusing to overwrite a key") from None
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"kty": "OKP", "crv": "X25519", "x": _b64u(x), "d": _b64u(d), "use": "enc"}, fh)
+    _write_key_file(path, {"kty": "OKP", "crv": "X25519", "x": _b64u(x), "d": _b64u(d), "use": "enc"})
     return x
 
 

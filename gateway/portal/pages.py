@@ -112,7 +112,7 @@ def _page(request: Request, c: Any, page: str, sections: Any) -> HTMLResponse:
     v = viewer(request, c)
     forbidden = v is not None and not _allowed(page, v)
     ctx = sections(c, v) if v is not None and not forbidden else {}
-    return _render(request, c, f"{page}.html", page=page, viewer=v, forbidden=forbidden, **ctx)
+    return _render(request, c, "role_page.html", page=page, viewer=v, forbidden=forbidden, **ctx)
 
 
 def _allowed(page: str, v: Viewer) -> bool:
