@@ -37,7 +37,9 @@ def _may_see(c: Any, caller: str, requester: str, patient: str) -> None:
 @router.get("/v1/accesses/{ref}/proof")
 def proof(ref: str, c: ComponentsDep, caller: CallerDep) -> JSONResponse:
     """The ledger proof of one release: ``ref`` is a journal index (batch) or an access id (strict)."""
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():  # str.isdigit() alone also accepts '³', which int() refuses
+        if len(ref) > 18:  # past any journal, and int() refuses more than 4300 digits
+            raise Problem("record_not_found", "no such journal entry", status=404)
         return _batch_proof(c, caller, int(ref))
     raw = ref.removeprefix("0x")
     if len(raw) != 64:
