@@ -87,8 +87,11 @@ class Indexer:
 
     @property
     def freshness(self) -> float:
-        """How long a completed poll keeps the read model usable for decisions (seconds)."""
-        return max(2.0, 8 * self.poll_interval)
+        """How long a completed poll keeps the read model usable for decisions (seconds).
+
+        Also the longest a chain outage can go unnoticed by decisions: the gateway learns the chain is gone
+        only when a poll fails, so this is kept short (a second at the default 0.25 s poll)."""
+        return max(1.0, 4 * self.poll_interval)
 
     @property
     def synced(self) -> bool:

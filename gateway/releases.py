@@ -24,7 +24,7 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 
 from node_client import hpke
-from node_client._exceptions import ChainUnavailable, ContractRevert
+from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
 from node_client.contracts import RecordStatus
 from node_client.vocabulary import CATEGORIES, PURPOSES
 
@@ -212,6 +212,8 @@ def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Re
         except ContractRevert as exc:
             # consent changed between the check and the transaction: the chain has the last word
             raise c.policy.explain(p.patient, caller, p.category, purpose) from exc
+        except TransactionError as exc:  # sent, but no receipt in time: not known to be ledgered
+            raise Problem("chain_unavailable", "the access could not be ledgered; nothing released") from exc
         p.consent_id, p.emergency = checked.consent_id, checked.emergency
         ledger_info = {"mode": "strict", "txHash": tx.tx_hash, "blockNumber": tx.block_number}
     else:
