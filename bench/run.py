@@ -202,6 +202,20 @@ def upload_cmd(
     console.print(f"written: {out}")
 
 
+@app.command("soak")
+def soak_cmd(
+    seconds: Annotated[float, typer.Option(help="seconds of mixed load with revocations, split between strict and batch")] = 600,
+) -> None:
+    """The soak test (tests/test_soak.py) for longer than CI's 60 s: afterwards requests = releases +
+    refusals, releases = ledger entries, and no release after a revocation the gateway had seen."""
+    import os
+
+    env = {**os.environ, "HCL_SOAK_SECONDS": str(seconds)}
+    code = subprocess.call([sys.executable, "-m", "pytest", "-q", "tests/test_soak.py"], cwd=ROOT, env=env)
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command("report")
 def report_cmd(write: Annotated[bool, typer.Option("--write", help="replace the tables in docs/performance.md")] = False) -> None:
     """The measured tables of bench/results/*.json as Markdown (for docs/performance.md)."""
