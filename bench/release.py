@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,20 +77,51 @@ def _anchor_gas(net: Chain, from_block: int, to_block: int) -> tuple[int, int]:
     return len(logs), gas
 
 
+def _quiesce(gw: GatewayProcess, timeout: float = 120.0) -> None:
+    """Waits until the gateway has finished every request in flight (its release counter stands still for
+    a second): a client stopping at its deadline leaves requests behind, which must not be counted in the
+    next run's window."""
+    deadline = time.monotonic() + timeout
+    last = gw.metric("hcl_releases_total")
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = gw.metric("hcl_releases_total")
+        if now == last:
+            return
+        last = now
+
+
 def one_run(net: Chain, gw: GatewayProcess, mode: str, store: str, size: int, records: list[str],
             tokens: list[str], clients: int, plan: Plan, folder: Path) -> dict[str, Any]:
     plan_file = folder / "plan.json"
     plan_file.write_bytes(orjson.dumps({"tokens": tokens, "records": records}))
+    _quiesce(gw)
     block0 = net.client.block_number()
     size0 = _journal(gw)["size"] if mode == "batch" else 0
     released0 = gw.metric("hcl_releases_total")
+    lags: list[float] = []
+    sampling = threading.Event()
+
+    def sample_anchor_lag() -> None:  # the age of the oldest unanchored entry, as the gateway reports it
+        while not sampling.is_set():
+            try:
+                lag = _journal(gw).get("anchorLagSeconds")
+            except (httpx.HTTPError, KeyError):
+                lag = None
+            if lag is not None:
+                lags.append(float(lag))
+            sampling.wait(0.2)
+
+    sampler = threading.Thread(target=sample_anchor_lag, daemon=True)
+    if mode == "batch":
+        sampler.start()
     out = subprocess.run(
         [sys.executable, "-m", "bench.load", "--url", gw.url, "--plan", str(plan_file), "--clients", str(clients),
          "--seconds", str(plan.seconds), "--warmup", str(plan.warmup), "--driver", plan.driver],
         capture_output=True, text=True, check=True,
     )
-    ended = time.monotonic()
     load = orjson.loads(out.stdout.strip().splitlines()[-1])
+    _quiesce(gw)  # the requests the clients abandoned at their deadline finish, and are counted here
     # rates and latencies are of the measured window. ``released`` is the gateway's own count of responses
     # it released (warm-up included), ``received`` what the clients got: requests still in flight when a
     # client stops at its deadline are released and ledgered but not received (at most ``clients`` per run)
@@ -97,23 +129,22 @@ def one_run(net: Chain, gw: GatewayProcess, mode: str, store: str, size: int, re
         k: load[k] for k in ("releases_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors", "requests",
                              "seconds", "statuses", "driver")}, "received": load["released_total"]}
     if mode == "batch":
-        # wait for every entry to be anchored; the delay is the anchoring latency after the last release
-        anchored_in = None
-        deadline = ended + 30
+        # every entry anchored, and the longest any entry waited for its anchor while the run went on
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             j = _journal(gw)
             if j["anchoredSize"] >= j["size"]:
-                anchored_in = time.monotonic() - ended
                 break
             time.sleep(0.05)
+        sampling.set()
+        sampler.join()
         j = _journal(gw)
         run["ledgered"] = j["size"] - size0
         anchors, gas = _anchor_gas(net, block0 + 1, net.client.block_number())
-        run["anchor_delay_s"] = round(anchored_in, 2) if anchored_in is not None else None
+        run["anchor_delay_s"] = round(max(lags), 2) if lags else None  # max age of an unanchored entry
         run["anchors"] = anchors
         run["anchor_gas_per_access"] = round(gas / max(1, run["ledgered"]), 1)
     else:
-        time.sleep(0.5)
         run["ledgered"] = _ledgered_strict(net, gw, block0 + 1, net.client.block_number())
     run["released"] = int(gw.metric("hcl_releases_total") - released0)
     run["peak_rss_mb"] = round(gw.peak_rss_mb(), 1)

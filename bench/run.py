@@ -239,9 +239,17 @@ def run_all(ctx: typer.Context, quick: QuickOpt = False) -> None:
     """Without a command: run every benchmark (``--quick``: each at its small size)."""
     if ctx.invoked_subcommand is not None:
         return
+    failed = []
     for name, command in SUITE.items():
         console.rule(name)
-        command(quick=quick)
+        try:
+            command(quick=quick)
+        except typer.Exit as exc:  # one broken part must not hide the others' numbers
+            if exc.exit_code:
+                failed.append(name)
+    if failed:
+        console.print(f"[red]failed: {', '.join(failed)}[/red]")
+        raise typer.Exit(1)
 
 
 def main() -> None:

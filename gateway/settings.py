@@ -55,7 +55,9 @@ class GatewaySettings(ClientSettings):
     store: StoreKind = StoreKind.LOCAL
     ipfs_api: str = Field("/ip4/127.0.0.1/tcp/5001/http", description="Kubo RPC API multiaddr")
     ledger_mode: LedgerMode = LedgerMode.STRICT
-    anchor_interval: float = Field(2.0, gt=0, description="seconds between Merkle anchors (batch mode)")
+    anchor_interval: float = Field(
+        1.5, gt=0, description="seconds between Merkle anchors (batch mode); with the transaction, every entry is anchored within 2 s"
+    )
     anchor_threshold: int = Field(10_000, gt=0, description="anchor early after this many new entries")
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_bundle_entries: int = Field(10_000, gt=0)
