@@ -38,7 +38,7 @@ def markdown() -> str:
         g = rel["goals"]
         out += [f"### Releases (`bench/results/release.json`; {_env(rel)})", "",
                 "| mode | store | size | clients | releases/s | p50 ms | p95 ms | p99 ms | errors | released | ledgered"
-                " | anchored after | anchor gas/access | peak RSS MB |",
+                " | longest wait for anchor | anchor gas/access | peak RSS MB |",
                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rel["runs"]:
             anchored = f"{r['anchor_delay_s']} s" if r.get("anchor_delay_s") is not None else "-"
