@@ -18,6 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -168,6 +169,17 @@ class HardhatNode:
                     f"log {log_path}:\n{self.log_tail()}"
                 )
             time.sleep(_POLL_INTERVAL)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The node stops answering inside the block (SIGSTOP of its process group), and resumes after it:
+        an outage that keeps the chain's state, for fail-closed tests."""
+        assert self.pid is not None, "the node is not running"
+        os.killpg(self.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(self.pid, signal.SIGCONT)
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """Terminate the node's process group; SIGKILL it if still alive after ``grace`` s."""

@@ -564,6 +564,19 @@ def _load_journal(path: Path, *, skip: int = 0, chain_head: bytes | None = None
 # ---------------------------------------------------------------------------------------- chain
 
 
+def _batch_rpc(client: ChainClient, method: str, params: list[list[Any]]) -> list[Any]:
+    """One JSON-RPC batch request: the results in the order of ``params``. Raises ``ValueError`` when the
+    node does not answer batches (callers then ask one by one)."""
+    payload = [{"jsonrpc": "2.0", "id": j, "method": method, "params": p} for j, p in enumerate(params)]
+    resp = client.rpc(lambda: requests.post(client.rpc_url, json=payload, timeout=client.timeout))
+    resp.raise_for_status()
+    answers = resp.json()
+    if not isinstance(answers, list):
+        raise ValueError("node does not batch")
+    by_id = {int(a["id"]): a["result"] for a in answers}
+    return [by_id[j] for j in range(len(params))]
+
+
 def _block_timestamps(client: ChainClient, blocks: Iterable[int], cache: dict[int, int],
                       progress: Progress | None = None, batch: int = 500) -> dict[int, int]:
     """Each distinct block's timestamp, fetched once, in JSON-RPC batches (one HTTP round trip per
@@ -572,15 +585,9 @@ def _block_timestamps(client: ChainClient, blocks: Iterable[int], cache: dict[in
     for i in range(0, len(todo), batch):
         chunk = todo[i : i + batch]
         try:
-            payload = [{"jsonrpc": "2.0", "id": n, "method": "eth_getBlockByNumber", "params": [hex(n), False]}
-                       for n in chunk]
-            resp = client.rpc(lambda p=payload: requests.post(client.rpc_url, json=p, timeout=client.timeout))
-            resp.raise_for_status()
-            answers = resp.json()
-            if not isinstance(answers, list):
-                raise ValueError("node does not batch")
-            for ans in answers:
-                cache[int(ans["id"])] = int(ans["result"]["timestamp"], 16)
+            answers = _batch_rpc(client, "eth_getBlockByNumber", [[hex(n), False] for n in chunk])
+            for n, ans in zip(chunk, answers):
+                cache[n] = int(ans["timestamp"], 16)
         except (ValueError, KeyError, TypeError, requests.RequestException):
             for n in chunk:  # a node without batch support: one by one
                 cache[n] = client.block_timestamp(n)
@@ -646,15 +653,9 @@ def _tx_senders(client: ChainClient, tx_hashes: Iterable[str], batch: int = 500)
     for i in range(0, len(todo), batch):
         chunk = todo[i : i + batch]
         try:
-            payload = [{"jsonrpc": "2.0", "id": j, "method": "eth_getTransactionByHash", "params": [h]}
-                       for j, h in enumerate(chunk)]
-            resp = client.rpc(lambda p=payload: requests.post(client.rpc_url, json=p, timeout=client.timeout))
-            resp.raise_for_status()
-            answers = resp.json()
-            if not isinstance(answers, list):
-                raise ValueError("node does not batch")
-            for ans in answers:
-                out[chunk[int(ans["id"])]] = to_checksum_address(ans["result"]["from"])
+            answers = _batch_rpc(client, "eth_getTransactionByHash", [[h] for h in chunk])
+            for h, ans in zip(chunk, answers):
+                out[h] = to_checksum_address(ans["from"])
         except (ValueError, KeyError, TypeError, requests.RequestException):
             for h in chunk:
                 out[h] = to_checksum_address(client.rpc(lambda h=h: client.w3.eth.get_transaction(h))["from"])

@@ -51,18 +51,9 @@ class RunningGateway:
     thread: threading.Thread
     node: HardhatNode
 
-    @contextmanager
-    def chain_paused(self) -> Iterator[None]:
+    def chain_paused(self):  # type: ignore[no-untyped-def]
         """The chain node stops answering (SIGSTOP) inside the block, and resumes after it."""
-        import os
-        import signal
-
-        assert self.node.pid is not None
-        os.killpg(self.node.pid, signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            os.killpg(self.node.pid, signal.SIGCONT)
+        return self.node.frozen()
 
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
