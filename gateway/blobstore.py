@@ -177,6 +177,9 @@ class BlobStore(Protocol):
     """What the gateway needs from a ciphertext store. Locators are CIDv1 bytes."""
 
     name: str
+    #: whether ``get`` talks to another process over the network (may stall): then it must not run on
+    #: the event loop (see ``gateway.releases.release_async``)
+    remote: bool
 
     def put(self, data: bytes) -> bytes:
         """Stores ``data`` durably; returns its locator. Idempotent for identical bytes."""
@@ -233,6 +236,7 @@ class LocalBlobStore:
     """
 
     name = "local"
+    remote = False
 
     def __init__(self, root: str | os.PathLike[str], *, create: bool = False) -> None:
         self.root = Path(root)
@@ -502,6 +506,7 @@ class IpfsBlobStore:
     """
 
     name = "ipfs"
+    remote = True
 
     def __init__(self, api_url: str, *, timeout: float = 10, local_only: bool = True) -> None:
         self.api_addr = api_multiaddr(api_url)

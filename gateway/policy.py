@@ -62,22 +62,21 @@ class AccessPolicy:
         self.db = db
         self.indexer = indexer
 
-    def _cache(self) -> bool:
+    def cache_ready(self) -> bool:
         """Whether the read model may answer now (there is one, and it is synced to the seen head)."""
         return self.db is not None and self.indexer is not None and self.indexer.synced
 
-    def cache_ready(self) -> bool:
-        """Whether decisions can come from the read model right now."""
-        return self._cache()
+    def _cached_member(self, address: str) -> Member:
+        assert self.db is not None
+        row = self.db.read().execute("SELECT * FROM chain_members WHERE address = ?", (address,)).fetchone()
+        if row is None:
+            return Member(address, MemberStatus.NONE, 0, 0, b"", b"")
+        return Member(address, MemberStatus(row["status"]), int(row["roles"]), int(row["since_block"]),
+                      bytes(row["encryption_key"]), bytes(row["metadata_hash"]))
 
     def member(self, address: str, *, offline: bool = False) -> Member:
-        if self._cache():
-            assert self.db is not None
-            row = self.db.read().execute("SELECT * FROM chain_members WHERE address = ?", (address,)).fetchone()
-            if row is None:
-                return Member(address, MemberStatus.NONE, 0, 0, b"", b"")
-            return Member(address, MemberStatus(row["status"]), int(row["roles"]), int(row["since_block"]),
-                          bytes(row["encryption_key"]), bytes(row["metadata_hash"]))
+        if self.cache_ready():
+            return self._cached_member(address)
         if offline:
             raise NeedsChain("the read model is not synced")
         try:
@@ -87,7 +86,7 @@ class AccessPolicy:
 
     def record(self, record_id: bytes, *, offline: bool = False) -> Record:
         """The record's registration (patient, category, status)."""
-        if self._cache():
+        if self.cache_ready():
             assert self.db is not None
             row = self.db.read().execute(
                 "SELECT patient, category, status, time FROM chain_records WHERE record_id = ?", (record_id,)
@@ -114,14 +113,17 @@ class AccessPolicy:
             raise Problem("wrong_role", f"{address} lacks the role for this ({Role(roles)!r})")
         return m
 
-    def _cached_check(self, patient: str, requester: str, category: int, purpose: int) -> Decision | None:
-        """A *yes* from the synced read model, or ``None`` (then the chain decides)."""
-        assert self.db is not None and self.indexer is not None
-        db = self.db.read()
-        m = db.execute("SELECT status, roles FROM chain_members WHERE address = ?", (requester,)).fetchone()
-        if m is None or m["status"] != MemberStatus.ACTIVE or not m["roles"] & int(PROVIDER_ROLES):
+    def _from_cache(self, patient: str, requester: str, category: int, purpose: int,
+                    member: Member | None = None) -> Decision | None:
+        """A *yes* from the synced read model, or ``None`` (then the chain decides). ``member``: the
+        requester's record if the caller already read it from the read model (saves the lookup)."""
+        if purpose == Purpose.EMERGENCY or not 0 <= category < len(Category) or not self.cache_ready():
             return None
-        k = db.execute(
+        assert self.db is not None and self.indexer is not None
+        m = member if member is not None else self._cached_member(requester)
+        if m.status is not MemberStatus.ACTIVE or not m.roles & int(PROVIDER_ROLES):
+            return None
+        k = self.db.read().execute(
             "SELECT consent_id, categories, purposes, valid_from, valid_until, status FROM chain_consents"
             " WHERE patient = ? AND grantee = ?",
             (patient, requester),
@@ -136,22 +138,20 @@ class AccessPolicy:
         return Decision(True, bytes(k["consent_id"]), False, "cache")
 
     def check(self, patient: str, requester: str, category: int, purpose: int) -> Decision:
-        if purpose != Purpose.EMERGENCY and 0 <= category < len(Category) and self._cache():
-            cached = self._cached_check(patient, requester, category, purpose)
-            if cached is not None:
-                return cached
+        cached = self._from_cache(patient, requester, category, purpose)
+        if cached is not None:
+            return cached
         try:
             result: CheckResult = self.ledger.consents.check(patient, requester, category, purpose)
         except ChainUnavailable as exc:
             raise Problem("chain_unavailable", str(exc)) from exc
         return Decision(result.allowed, result.consent_id, result.emergency)
 
-    def require(self, patient: str, requester: str, category: int, purpose: int, *, offline: bool = False) -> Decision:
+    def require(self, patient: str, requester: str, category: int, purpose: int, *, offline: bool = False,
+                member: Member | None = None) -> Decision:
         """A *yes*, or the problem saying why not. ``offline``: a yes from the read model or :class:`NeedsChain`."""
         if offline:
-            cached = None
-            if purpose != Purpose.EMERGENCY and 0 <= category < len(Category) and self._cache():
-                cached = self._cached_check(patient, requester, category, purpose)
+            cached = self._from_cache(patient, requester, category, purpose, member)
             if cached is None:
                 raise NeedsChain("only the chain can decide this")
             return cached

@@ -101,7 +101,7 @@ def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offl
         raise Problem("record_retracted", "the record was retracted; its key is destroyed")
     if keys is None or keys["state"] != "registered" or keys["wrapped_key"] is None:
         raise Problem("record_not_found", "this gateway does not hold the record")
-    decision = c.policy.require(record.patient, caller, record.category, purpose, offline=offline)
+    decision = c.policy.require(record.patient, caller, record.category, purpose, offline=offline, member=member)
     c.metrics.decisions.labels(source=decision.source).inc()
     crashpoint("release.after_decision")
 
@@ -235,7 +235,7 @@ async def release_async(c: Components, *, caller: str, record_id: bytes, purpose
     if (
         c.settings.ledger_mode is LedgerMode.STRICT
         or c.journal is None
-        or c.store.name != "local"
+        or c.store.remote
         or not c.policy.cache_ready()
     ):
         return await run_in_threadpool(release, c, caller=caller, record_id=record_id, purpose=purpose)

@@ -112,17 +112,19 @@ def my_access_log(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
         for a in rows
     ]
     if c.journal_index is not None:
+        category_of = {  # the patient's own records: one query, not one per journal entry
+            bytes(r["record_id"]): int(r["category"])
+            for r in c.db.read().execute("SELECT record_id, category FROM chain_records WHERE patient = ?", (caller,))
+        }
         for index, entry in c.journal_index.entries_of(caller):
-            cat = c.db.read().execute(
-                "SELECT category FROM chain_records WHERE record_id = ?", (entry.record_id,)
-            ).fetchone()
+            cat = category_of.get(entry.record_id)
             entries.append(
                 {
                     "accessId": _hex(entry.access_hash),
                     "requester": entry.requester,
                     "requesterName": c.member_names.get(entry.requester, ""),
                     "recordId": _hex(entry.record_id),
-                    "category": CATEGORIES[cat["category"]].slug if cat else None,
+                    "category": CATEGORIES[cat].slug if cat is not None else None,
                     "purpose": PURPOSES[entry.purpose].slug,
                     "emergency": entry.emergency,
                     "emergencyReason": reasons.get(entry.consent_id) if entry.emergency else None,

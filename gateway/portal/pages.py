@@ -8,12 +8,13 @@ Everything that changes state goes through the ``/v1`` API with a bearer token, 
 
 from __future__ import annotations
 
-from dataclasses import asdict
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from eth_utils import is_address, to_checksum_address
@@ -108,52 +109,30 @@ def index(request: Request, c: ComponentsDep) -> HTMLResponse:
     return _render(request, c, "index.html", page="index")
 
 
-def _page(request: Request, c: Any, page: str, sections: Any) -> HTMLResponse:
-    v = viewer(request, c)
-    forbidden = v is not None and not _allowed(page, v)
-    ctx = sections(c, v) if v is not None and not forbidden else {}
-    return _render(request, c, "role_page.html", page=page, viewer=v, forbidden=forbidden, **ctx)
+RolePage = Literal["patient", "hospital", "auditor"]
 
 
 def _allowed(page: str, v: Viewer) -> bool:
     return {"patient": True, "hospital": v.is_provider, "auditor": v.is_auditor}[page]
 
 
-def _sections(request: Request, c: Any, page: str, sections: Any) -> HTMLResponse:
+@router.get("/portal/{page}", response_class=HTMLResponse)
+def role_page(page: RolePage, request: Request, c: ComponentsDep) -> HTMLResponse:
+    """A role's page: the unlock panel, and its sections when a viewer allowed to see them is signed in."""
+    v = viewer(request, c)
+    forbidden = v is not None and not _allowed(page, v)
+    ctx = PAGE_DATA[page](c, v) if v is not None and not forbidden else {}
+    return _render(request, c, "role_page.html", page=page, viewer=v, forbidden=forbidden, **ctx)
+
+
+@router.get("/portal/{page}/sections", response_class=HTMLResponse)
+def role_sections(page: RolePage, request: Request, c: ComponentsDep) -> HTMLResponse:
+    """The page's sections alone, for the script to swap in after sign-in or a change (no reload, so an
+    unlocked key stays in the page)."""
     v = _fragment_viewer(request, c)
     if not _allowed(page, v):
         return _render(request, c, "forbidden.html", status=403, page=page, viewer=v)
-    return _render(request, c, f"{page}_sections.html", page=page, viewer=v, **sections(c, v))
-
-
-@router.get("/portal/patient", response_class=HTMLResponse)
-def patient_page(request: Request, c: ComponentsDep) -> HTMLResponse:
-    return _page(request, c, "patient", _patient)
-
-
-@router.get("/portal/patient/sections", response_class=HTMLResponse)
-def patient_sections(request: Request, c: ComponentsDep) -> HTMLResponse:
-    return _sections(request, c, "patient", _patient)
-
-
-@router.get("/portal/hospital", response_class=HTMLResponse)
-def hospital_page(request: Request, c: ComponentsDep) -> HTMLResponse:
-    return _page(request, c, "hospital", _hospital)
-
-
-@router.get("/portal/hospital/sections", response_class=HTMLResponse)
-def hospital_sections(request: Request, c: ComponentsDep) -> HTMLResponse:
-    return _sections(request, c, "hospital", _hospital)
-
-
-@router.get("/portal/auditor", response_class=HTMLResponse)
-def auditor_page(request: Request, c: ComponentsDep) -> HTMLResponse:
-    return _page(request, c, "auditor", _auditor)
-
-
-@router.get("/portal/auditor/sections", response_class=HTMLResponse)
-def auditor_sections(request: Request, c: ComponentsDep) -> HTMLResponse:
-    return _sections(request, c, "auditor", _auditor)
+    return _render(request, c, f"{page}_sections.html", page=page, viewer=v, **PAGE_DATA[page](c, v))
 
 
 # ---------------------------------------------------------------- page data
@@ -233,7 +212,9 @@ def _auditor(c: Any, v: Viewer) -> dict[str, Any]:
     def count(sql: str) -> int:
         return int(db.execute(sql).fetchone()[0])
 
-    per_member: Counter[str] = Counter(r["requester"] for r in db.execute("SELECT requester FROM chain_accesses"))
+    per_member: Counter[str] = Counter({
+        r["requester"]: r["n"] for r in db.execute("SELECT requester, COUNT(*) AS n FROM chain_accesses GROUP BY requester")
+    })
     journal_size = c.journal.size if c.journal is not None else 0
     if c.journal_index is not None:
         per_member.update(c.journal_index.requester_counts())
@@ -261,6 +242,10 @@ def _auditor(c: Any, v: Viewer) -> dict[str, Any]:
         "reports": _reports(c),
         "reports_dir": _report_dir(c),
     }
+
+
+#: what each role page shows (computed only for a viewer allowed to see it)
+PAGE_DATA: dict[str, Callable[[Any, Viewer], dict[str, Any]]] = {"patient": _patient, "hospital": _hospital, "auditor": _auditor}
 
 
 # ---------------------------------------------------------------- session
