@@ -325,11 +325,16 @@ class ConsentRegistry(_Wrapper):
     """Patient consents, guardians and emergency access."""
 
     name = "ConsentRegistry"
+    _domain: Domain | None = None
 
     def domain(self) -> Domain:
-        """The EIP-712 domain, read from the contract (ERC-5267)."""
-        _fields, name, version, chain_id, verifying, _salt, _ext = self._call("eip712Domain")
-        return Domain(chain_id=chain_id, verifying_contract=verifying, name=name, version=version)
+        """The EIP-712 domain, read from the contract (ERC-5267) once and then remembered: its name,
+        version, chain id and address are fixed for a deployed contract, and every signature check and
+        every health code needs it."""
+        if self._domain is None:
+            _fields, name, version, chain_id, verifying, _salt, _ext = self._call("eip712Domain")
+            self._domain = Domain(chain_id=chain_id, verifying_contract=verifying, name=name, version=version)
+        return self._domain
 
     def grant(
         self,
