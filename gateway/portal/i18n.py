@@ -7,6 +7,7 @@ already carries both languages. A test checks that every key a template or the s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from fastapi import Request
@@ -235,6 +236,7 @@ def negotiate(request: Request) -> str:
     return DEFAULT
 
 
+@functools.cache
 def translator(lang: str) -> Callable[[str], str]:
     """``t(key)`` in ``lang``; an unknown key renders as itself (a test keeps that from shipping)."""
     index = 0 if lang == "zh-CN" else 1
@@ -246,7 +248,8 @@ def translator(lang: str) -> Callable[[str], str]:
     return t
 
 
+@functools.cache
 def js_messages(lang: str) -> dict[str, str]:
-    """The whole catalog in ``lang``, for the page script (small: a few KB)."""
+    """The whole catalog in ``lang``, for the page script (a few KB; built once per language)."""
     t = translator(lang)
     return {key: t(key) for key in MESSAGES}
