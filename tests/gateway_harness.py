@@ -33,7 +33,7 @@ from gateway.releases import HPKE_INFO, hpke_aad
 from gateway.settings import GatewaySettings
 from gateway.state import Components, build_components
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "fhir"
 
 #: dev account indices of the dev consortium (node_client.deploy.DEV_CONSORTIUM)
 GATEWAY, HOSPITAL, CLINIC, LAB, PHARMACY, AUDITOR = 3, 4, 5, 6, 7, 8

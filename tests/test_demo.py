@@ -1,5 +1,5 @@
 """The demo end to end: ``seed`` (twice: idempotent) and ``run`` (twice: repeatable) against a real gateway
-and chain, called as Python functions the way ``python -m gateway.demo`` calls them."""
+and chain, called as Python functions the way ``python -m demo`` calls them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import orjson
 from gateway_harness import SAMPLES, dev, running_gateway
 from rich.console import Console
 
-from gateway import demo
+from demo import scenario as demo
 from node_client.contracts import MemberStatus
 from node_client.keys import keystore_address
 

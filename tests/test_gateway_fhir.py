@@ -1,7 +1,7 @@
 """gateway.fhir: validation, categories, grouping into records, the discovery index, canonical JSON.
 
-Pure tests (no chain). They run on real FHIR written by others, from ``shared/fhir-samples`` next to
-the repository (see its SOURCES.md): Synthea R4 patient bundles, the official HL7 R4 examples, and bad
+Pure tests (no chain). They run on real FHIR written by others, from ``samples/fhir`` in the
+repository (see its SOURCES.md): Synthea R4 patient bundles, the official HL7 R4 examples, and bad
 inputs from the HL7 validator's and Microsoft FHIR server's test suites. These files exist in CI too;
 nothing is skipped.
 """
@@ -34,7 +34,7 @@ from gateway.fhir import (
 )
 from node_client.vocabulary import Category
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "fhir"
 SYNTHEA = SAMPLES / "synthea"
 HL7 = SAMPLES / "hl7-r4"
 INVALID = SAMPLES / "invalid"

@@ -24,7 +24,7 @@ from browser_harness import chromium, shot
 from gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
 from rich.console import Console
 
-from gateway import demo
+from demo import scenario as demo
 from node_client import healthcode as hc
 from node_client.signing import sign
 

@@ -1,6 +1,6 @@
 """Privacy scan: after the whole demo, nothing of the patients' health data or identity is on the chain.
 
-The demo (``gateway.demo.seed`` + ``run``, what ``./scripts/up --check`` plays) runs against a real gateway
+The demo (``demo.scenario.seed`` + ``run``, what ``./scripts/up --check`` plays) runs against a real gateway
 and Hardhat node. Then every block is read back: every transaction's input data, every log's topics and
 data, and every storage slot any transaction wrote (the SSTOREs of ``debug_traceTransaction``'s struct
 logs: the value written, and the slot's final value read with ``eth_getStorageAt``). That haystack is
@@ -24,7 +24,7 @@ import pytest
 from gateway_harness import SAMPLES, RunningGateway, dev, running_gateway
 from rich.console import Console
 
-from gateway import demo
+from demo import scenario as demo
 
 MIN_LEN = 5  # shorter strings ("MA", "S", "male") are not identifying and would match noise
 

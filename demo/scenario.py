@@ -1,7 +1,7 @@
 """The HealthCode Ledger demo: seed a dev network, then play the "health code" scenario over the real API.
 
-    python -m gateway.demo seed   # county hospital through governance, demo patients, their FHIR records
-    python -m gateway.demo run    # the scenario, narrated step by step (exit 1 at the first surprise)
+    python -m demo seed   # county hospital through governance, demo patients, their FHIR records
+    python -m demo run    # the scenario, narrated step by step (exit 1 at the first surprise)
 
 Both talk to a running gateway and chain, as ``./scripts/up`` starts them (``hcl deploy --dev``). Every
 key is one of Hardhat's PUBLIC dev keys (the mnemonic "test test ... junk"): the demo refuses any chain
@@ -74,7 +74,8 @@ DEV_KEYS_NOTE = (
     "known to everyone; demo keystores use the password \"demo\". Never use them for real data."
 )
 
-DEFAULT_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples"
+#: the FHIR corpus shipped with the repository (provenance and licences: samples/fhir/SOURCES.md)
+DEFAULT_SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "fhir"
 
 
 @dataclass(frozen=True)
@@ -496,7 +497,7 @@ def _keystores(s: Session, keys_dir: Path) -> list[str]:
         "",
     ]
     lines += [f"{f:<22} {who}  {dev_account(i).address}" for f, who, i in wanted]
-    lines += ["", "Written by `python -m gateway.demo seed`; existing files are never overwritten.", ""]
+    lines += ["", "Written by `python -m demo seed`; existing files are never overwritten.", ""]
     _atomic_write(keys_dir / "README.txt", "\n".join(lines).encode())
     return written
 
@@ -580,7 +581,7 @@ def seed(
         _upload(s, samples_dir, result)
     result.seconds = time.monotonic() - started
     out.print(f"\n[bold green]seeded[/bold green] in {result.seconds:.1f} s; keys in {keys_dir} "
-              f"(see {Path(keys_dir) / 'README.txt'}). Next: python -m gateway.demo run")
+              f"(see {Path(keys_dir) / 'README.txt'}). Next: python -m demo run")
     return result
 
 
@@ -590,7 +591,7 @@ def seed(
 def _load_patient_key(keys_dir: Path, p: DemoPatient) -> LocalAccount:
     path = keys_dir / f"{p.key}.json"
     if not path.exists():
-        raise DemoError(f"no keystore for {p.name} at {path}: run `python -m gateway.demo seed` first "
+        raise DemoError(f"no keystore for {p.name} at {path}: run `python -m demo seed` first "
                         "(./scripts/up does), or pass --keys-dir")
     try:
         account = load_keystore(path, PASSWORD)
@@ -664,7 +665,7 @@ def run(
         me = s.login(wang)
         records = _expect(me.get("/v1/me/records"), 200, "listing Wang's records")["records"]
         if not records:
-            raise DemoError("Wang has no records: run `python -m gateway.demo seed` first")
+            raise DemoError("Wang has no records: run `python -m demo seed` first")
         if not any(r["provider"] == hospital_acct.address for r in records):
             raise DemoError(f"none of Wang's records comes from {hospital_name}")
         t = Table("category", "provider", "registered", "status", "tx hash")
@@ -982,7 +983,7 @@ def _summarise(category: str, fhir: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- command line
 
 app = typer.Typer(
-    name="gateway.demo",
+    name="python -m demo",
     help=(
         "HealthCode Ledger demo: `seed` a dev network, then `run` the health-code scenario over the gateway's "
         "HTTP API. Assumes ./scripts/up is running in another terminal (a chain deployed with "
@@ -1021,7 +1022,7 @@ def seed_cmd(
     rpc_url: RpcOpt = "http://127.0.0.1:8545",
     keys_dir: KeysOpt = Path(".hcl/demo"),
     samples: Annotated[Path | None, typer.Option("--samples", envvar="HCL_FHIR_SAMPLES",
-                                                 help="FHIR sample corpus [default: <repo>/../shared/fhir-samples]",
+                                                 help="FHIR sample corpus with a synthea/ folder [default: <repo>/samples/fhir]",
                                                  show_default=False)] = None,
 ) -> None:
     """Seed the network: county hospital via governance, demo patients, their FHIR records.
@@ -1044,6 +1045,3 @@ def run_cmd(
     """
     _cli(run, url, manifest, rpc_url, keys_dir)
 
-
-if __name__ == "__main__":
-    app()
