@@ -1,9 +1,11 @@
 """The HealthCode Ledger demo: seed a dev network, then play the "health code" scenario over the real API.
 
-    python -m demo seed   # county hospital through governance, demo patients, their FHIR records
-    python -m demo run    # the scenario, narrated step by step (exit 1 at the first surprise)
+    ./scripts/up      # starts chain + gateway, then seeds: county hospital through governance, demo
+                      # patients, their FHIR records (= python -m demo seed)
+    ./scripts/demo    # the scenario, narrated step by step (= python -m demo run; exit 1 at the first surprise)
 
-Both talk to a running gateway and chain, as ``./scripts/up`` starts them (``hcl deploy --dev``). Every
+Both talk to a running gateway and chain, as ``./scripts/up`` starts them (``hcl deploy --dev``); they find
+them through the state file ``up`` writes (:data:`STATE_FILE`), so no option is needed after ``up``. Every
 key is one of Hardhat's PUBLIC dev keys (the mnemonic "test test ... junk"): the demo refuses any chain
 but the dev chain 31337, and the keystores it writes use the password "demo". Never for real data.
 
@@ -57,7 +59,7 @@ from node_client.vocabulary import CATEGORIES, PURPOSES, Role, parse_categories,
 
 from gateway.releases import HPKE_INFO, hpke_aad
 
-__all__ = ["DemoError", "RunResult", "SeedResult", "app", "run", "seed"]
+__all__ = ["STATE_FILE", "DemoError", "RunResult", "SeedResult", "app", "endpoints", "run", "seed"]
 
 # ---------------------------------------------------------------- the cast (dev accounts)
 
@@ -581,7 +583,7 @@ def seed(
         _upload(s, samples_dir, result)
     result.seconds = time.monotonic() - started
     out.print(f"\n[bold green]seeded[/bold green] in {result.seconds:.1f} s; keys in {keys_dir} "
-              f"(see {Path(keys_dir) / 'README.txt'}). Next: python -m demo run")
+              f"(see {Path(keys_dir) / 'README.txt'}). Next: ./scripts/demo")
     return result
 
 
@@ -591,8 +593,8 @@ def seed(
 def _load_patient_key(keys_dir: Path, p: DemoPatient) -> LocalAccount:
     path = keys_dir / f"{p.key}.json"
     if not path.exists():
-        raise DemoError(f"no keystore for {p.name} at {path}: run `python -m demo seed` first "
-                        "(./scripts/up does), or pass --keys-dir")
+        raise DemoError(f"no keystore for {p.name} at {path}: start ./scripts/up first (it seeds), "
+                        "or pass --keys-dir")
     try:
         account = load_keystore(path, PASSWORD)
     except NodeClientError as exc:
@@ -665,7 +667,7 @@ def run(
         me = s.login(wang)
         records = _expect(me.get("/v1/me/records"), 200, "listing Wang's records")["records"]
         if not records:
-            raise DemoError("Wang has no records: run `python -m demo seed` first")
+            raise DemoError("Wang has no records: start ./scripts/up first (it seeds)")
         if not any(r["provider"] == hospital_acct.address for r in records):
             raise DemoError(f"none of Wang's records comes from {hospital_name}")
         t = Table("category", "provider", "registered", "status", "tx hash")
@@ -993,10 +995,32 @@ app = typer.Typer(
     add_completion=False,
 )
 
-UrlOpt = Annotated[str, typer.Option("--url", help="the gateway's base URL")]
-ManifestOpt = Annotated[Path, typer.Option("--manifest", envvar="HCL_MANIFEST", help="deployment manifest")]
-RpcOpt = Annotated[str, typer.Option("--rpc-url", envvar="HCL_RPC_URL", help="JSON-RPC URL of the chain")]
-KeysOpt = Annotated[Path, typer.Option("--keys-dir", envvar="HCL_DEMO_KEYS_DIR", help="where the demo patients' keystores are (password \"demo\")")]
+#: written by ./scripts/up: where it started the chain and the gateway, so the demo needs no options
+STATE_FILE = Path(".hcl/up.json")
+DEFAULTS = {"url": "http://127.0.0.1:8000", "manifest": "deployments/local.json",
+            "rpc_url": "http://127.0.0.1:8545", "keys_dir": ".hcl/demo"}
+
+UrlOpt = Annotated[str | None, typer.Option("--url", help="the gateway's base URL (default: from .hcl/up.json, "
+                                            "else http://127.0.0.1:8000)", show_default=False)]
+ManifestOpt = Annotated[Path | None, typer.Option("--manifest", envvar="HCL_MANIFEST", show_default=False,
+                                                  help="deployment manifest (default: from .hcl/up.json)")]
+RpcOpt = Annotated[str | None, typer.Option("--rpc-url", envvar="HCL_RPC_URL", show_default=False,
+                                            help="JSON-RPC URL of the chain (default: from .hcl/up.json)")]
+KeysOpt = Annotated[Path | None, typer.Option("--keys-dir", envvar="HCL_DEMO_KEYS_DIR", show_default=False,
+                                              help="the demo keystores (password \"demo\") (default: from .hcl/up.json, else .hcl/demo)")]
+
+
+def endpoints(url: str | None, manifest: Path | None, rpc_url: str | None, keys_dir: Path | None) -> dict[str, Any]:
+    """What to talk to: the options given, else what ./scripts/up recorded in :data:`STATE_FILE`, else defaults."""
+    state: dict[str, Any] = {}
+    if STATE_FILE.is_file():
+        try:
+            state = orjson.loads(STATE_FILE.read_bytes())
+        except orjson.JSONDecodeError:
+            state = {}
+    given = {"url": url, "manifest": manifest, "rpc_url": rpc_url, "keys_dir": keys_dir}
+    out = {k: v if v is not None else state.get(k, DEFAULTS[k]) for k, v in given.items()}
+    return {**out, "manifest": Path(out["manifest"]), "keys_dir": Path(out["keys_dir"])}
 
 
 def _cli(fn: Any, *args: Any, **kwargs: Any) -> None:
@@ -1017,31 +1041,31 @@ def _cli(fn: Any, *args: Any, **kwargs: Any) -> None:
 
 @app.command("seed")
 def seed_cmd(
-    url: UrlOpt = "http://127.0.0.1:8000",
-    manifest: ManifestOpt = Path("deployments/local.json"),
-    rpc_url: RpcOpt = "http://127.0.0.1:8545",
-    keys_dir: KeysOpt = Path(".hcl/demo"),
+    url: UrlOpt = None,
+    manifest: ManifestOpt = None,
+    rpc_url: RpcOpt = None,
+    keys_dir: KeysOpt = None,
     samples: Annotated[Path | None, typer.Option("--samples", envvar="HCL_FHIR_SAMPLES",
-                                                 help="FHIR sample corpus with a synthea/ folder [default: <repo>/samples/fhir]",
+                                                 help="FHIR sample corpus with a synthea/ folder (default: the repository's samples/fhir)",
                                                  show_default=False)] = None,
 ) -> None:
     """Seed the network: county hospital via governance, demo patients, their FHIR records.
 
     Onboards Lakeside County Hospital through 2-of-3 governance, writes the demo patients' encrypted keystores (password "demo"), sets the child's guardian on-chain and uploads the patients' FHIR records as City First People's Hospital. Safe to run again: keeps what exists. Needs ./scripts/up running in another terminal.
     """
-    _cli(seed, url, manifest, rpc_url, keys_dir, samples=samples)
+    _cli(seed, **endpoints(url, manifest, rpc_url, keys_dir), samples=samples)
 
 
 @app.command("run")
 def run_cmd(
-    url: UrlOpt = "http://127.0.0.1:8000",
-    manifest: ManifestOpt = Path("deployments/local.json"),
-    rpc_url: RpcOpt = "http://127.0.0.1:8545",
-    keys_dir: KeysOpt = Path(".hcl/demo"),
+    url: UrlOpt = None,
+    manifest: ManifestOpt = None,
+    rpc_url: RpcOpt = None,
+    keys_dir: KeysOpt = None,
 ) -> None:
     """Play the scenario, narrated step by step (run `seed` first; ./scripts/up does).
 
     Wang's records, Wang's health code for the community health centre, discovery and encrypted reads, a break-glass emergency read, Wang's access log, revocation, the refused request, and the access log checked against the chain. Exits 1 at the first unexpected answer. Repeatable on the same network. Needs ./scripts/up running in another terminal.
     """
-    _cli(run, url, manifest, rpc_url, keys_dir)
+    _cli(run, **endpoints(url, manifest, rpc_url, keys_dir))
 
