@@ -865,6 +865,195 @@ def test_index_resource_id_falls_back_to_the_full_url() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# sensitive data nested anywhere: documents, contained resources, nested Bundles (security review,
+# finding 1: a discharge-summary document holding a depression diagnosis was filed as `encounters`)
+# --------------------------------------------------------------------------------------------------
+
+MDD_CODE, PHQ9_CODE = "370143000", "44261-6"
+FATHER_PATIENT = {"reference": "http://fhir.healthintersections.com.au/open/Patient/d1"}
+
+
+def mdd_condition(**extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "clinicalStatus": concept("http://terminology.hl7.org/CodeSystem/condition-clinical", "active"),
+        "code": {"coding": [{"system": SNOMED, "code": MDD_CODE, "display": "Major depressive disorder"}],
+                 "text": "Major depressive disorder"},
+        "subject": FATHER_PATIENT,
+        "onsetDateTime": "2012-11-01",
+    } | extra
+
+
+def phq9_observation(**extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [concept(OBS_CAT, "survey")],
+        "code": {"coding": [{"system": LOINC, "code": PHQ9_CODE, "display": "PHQ-9 total score"}],
+                 "text": "PHQ-9 total score"},
+        "subject": FATHER_PATIENT,
+        "effectiveDateTime": "2013-02-01",
+        "valueQuantity": {"value": 23, "unit": "{score}", "system": "http://unitsofmeasure.org", "code": "{score}"},
+    } | extra
+
+
+def father_with_depression() -> dict[str, Any]:
+    """The spec's discharge-summary document (Bundle-father.json) plus what the reviewer added: a Condition
+    "Major depressive disorder" (SNOMED 370143000) and a PHQ-9 total score of 23 (LOINC 44261-6), as document
+    entries referenced from a new Composition section whose narrative restates them."""
+    doc = orjson.loads((HL7 / "Bundle-father.json").read_bytes())
+    doc["entry"] += [
+        {"fullUrl": "urn:uuid:0b9b4c0e-5a55-4b0f-9a53-6a1f3a0e7d01", "resource": mdd_condition()},
+        {"fullUrl": "urn:uuid:0b9b4c0e-5a55-4b0f-9a53-6a1f3a0e7d02", "resource": phq9_observation()},
+    ]
+    doc["entry"][0]["resource"]["section"].append({
+        "title": "Mental status",
+        "code": concept(LOINC, "10190-7", "Mental status Narrative"),
+        "text": {"status": "additional", "div": '<div xmlns="http://www.w3.org/1999/xhtml">Major depressive disorder;'
+                                                " PHQ-9 total score 23 (severe).</div>"},
+        "entry": [{"reference": e["fullUrl"]} for e in doc["entry"][-2:]],
+    })
+    return parse(orjson.dumps(doc))
+
+
+def sensitive_codes_outside(grouping: fhir.Grouping, *codes: str) -> list[tuple[Category, str]]:
+    """(record category, code) for every record of a non-sensitive category whose bytes or index hold ``codes``."""
+    sensitive = {Category.MENTAL_HEALTH, Category.SEXUAL_REPRODUCTIVE_HEALTH, Category.GENOMICS}
+    found = []
+    for record in grouping.records:
+        if record.category in sensitive:
+            continue
+        text = canonical_json(record.bundle).decode()
+        found += [(record.category, c) for c in codes
+                  if f'"{c}"' in text or any(e.code == c for e in record.index)]
+    return found
+
+
+def test_the_same_condition_alone_is_mental_health() -> None:
+    (record,) = check_grouping(parse(orjson.dumps(mdd_condition()))).records
+    assert record.category is Category.MENTAL_HEALTH
+
+
+def test_a_discharge_summary_holding_mental_health_data_is_a_mental_health_record() -> None:
+    """The reviewer's case: an `encounters` consent must not release a depression diagnosis or a PHQ-9."""
+    doc = father_with_depression()
+    grouping = check_grouping(doc)
+    (record,) = grouping.records
+    assert record.category is Category.MENTAL_HEALTH
+    assert record.bundle["entry"] == [{"resource": doc}]  # still the whole, attested document
+    assert {(e.resource_type, e.code) for e in record.index} >= {("Condition", MDD_CODE), ("Observation", PHQ9_CODE)}
+    assert sensitive_codes_outside(grouping, MDD_CODE, PHQ9_CODE) == []
+
+
+def test_the_unmodified_discharge_summary_stays_an_encounter_record() -> None:
+    (record,) = group(load(HL7 / "Bundle-father.json")).records
+    assert record.category is Category.ENCOUNTERS
+
+
+@pytest.mark.parametrize("where", ["entry", "unreferenced entry", "nested collection", "nested document"])
+def test_a_document_is_filed_by_what_it_holds_at_any_depth(where: str) -> None:
+    doc = orjson.loads((HL7 / "Bundle-father.json").read_bytes())
+    if where == "entry":
+        doc["entry"].append({"fullUrl": "urn:uuid:a", "resource": phq9_observation()})
+        doc["entry"][0]["resource"]["section"][0]["entry"].append({"reference": "urn:uuid:a"})
+    elif where == "unreferenced entry":
+        doc["entry"].append({"fullUrl": "urn:uuid:a", "resource": phq9_observation()})
+    elif where == "nested collection":
+        doc["entry"].append({"fullUrl": "urn:uuid:b", "resource": bundle_of(obs("laboratory"), phq9_observation())})
+    else:
+        inner = orjson.loads((HL7 / "Bundle-father.json").read_bytes())
+        inner["entry"].append({"fullUrl": "urn:uuid:a", "resource": phq9_observation()})
+        doc["entry"].append({"fullUrl": "urn:uuid:c", "resource": inner})
+    grouping = check_grouping(parse(orjson.dumps(doc)))
+    assert [r.category for r in grouping.records] == [Category.MENTAL_HEALTH]
+    assert PHQ9_CODE in {e.code for e in grouping.records[0].index}
+
+
+def test_a_sensitive_document_nested_in_a_transaction_is_filed_by_its_content() -> None:
+    """Nested Bundles: the outer transaction is split as always; the document inside it is classified whole."""
+    synthea = load(SYNTHEA / "patient-2-7b4cf3d5.json")
+    plain = {r.category: len(r.bundle["entry"]) for r in group(synthea).records}
+    synthea["entry"].append({"fullUrl": "urn:uuid:0b9b4c0e-5a55-4b0f-9a53-6a1f3a0e7d09",
+                             "resource": father_with_depression(), "request": {"method": "POST", "url": "Bundle"}})
+    grouping = check_grouping(parse(orjson.dumps(synthea)))
+    records = {r.category: len(r.bundle["entry"]) for r in grouping.records}
+    assert records == plain | {Category.MENTAL_HEALTH: 1}
+    assert sensitive_codes_outside(grouping, MDD_CODE, PHQ9_CODE) == []
+
+
+CONTAINED_CASES: list[tuple[str, dict[str, Any], Category]] = [
+    ("encounter with a contained depression diagnosis",
+     {"resourceType": "Encounter", "status": "finished", "class": {"code": "IMP"},
+      "contained": [mdd_condition(id="dx")], "reasonReference": [{"reference": "#dx"}]},
+     Category.MENTAL_HEALTH),
+    ("lab report with a contained PHQ-9",
+     report((V2_0074, "LAB"), contained=[phq9_observation(id="q")], result=[{"reference": "#q"}]),
+     Category.MENTAL_HEALTH),
+    ("procedure with a contained pregnancy",
+     {"resourceType": "Procedure", "status": "completed", "code": concept(SNOMED, "430193006"),
+      "subject": FATHER_PATIENT, "contained": [{"resourceType": "Condition", "id": "p", "subject": FATHER_PATIENT,
+                                                "code": concept(SNOMED, "72892002")}],
+      "reasonReference": [{"reference": "#p"}]},
+     SRH),
+    ("medication request with a contained ordinary medication",
+     {"resourceType": "MedicationRequest", "status": "active", "intent": "order", "subject": FATHER_PATIENT,
+      "medicationReference": {"reference": "#m"},
+      "contained": [{"resourceType": "Medication", "id": "m", "code": concept(RXNORM, "313782")}]},
+     Category.MEDICATIONS),
+]
+
+
+@pytest.mark.parametrize(("resource", "expected"), [c[1:] for c in CONTAINED_CASES], ids=[c[0] for c in CONTAINED_CASES])
+def test_contained_resources_are_classified(resource: dict[str, Any], expected: Category) -> None:
+    (record,) = check_grouping(parse(orjson.dumps(resource))).records
+    assert record.category is expected
+
+
+def test_a_synthea_encounter_with_a_contained_depression_diagnosis_leaves_the_encounters_record() -> None:
+    synthea = load(SYNTHEA / "patient-1-Emmie273_Kovacek682.json")
+    plain = {r.category: len(r.bundle["entry"]) for r in group(synthea).records}
+    encounter = next(e["resource"] for e in synthea["entry"] if e["resource"]["resourceType"] == "Encounter")
+    encounter["contained"] = [mdd_condition(id="dx", subject=encounter["subject"])]
+    encounter["reasonReference"] = [{"reference": "#dx"}]
+    grouping = check_grouping(parse(orjson.dumps(synthea)))
+    records = {r.category: len(r.bundle["entry"]) for r in grouping.records}
+    assert records == plain | {Category.ENCOUNTERS: plain[Category.ENCOUNTERS] - 1, Category.MENTAL_HEALTH: 1}
+    assert sensitive_codes_outside(grouping, MDD_CODE) == []
+
+
+@pytest.mark.parametrize(("element", "value"), [
+    ("reasonCode", [{"coding": [{"system": SNOMED, "code": MDD_CODE}]}]),
+    ("extension", [{"url": "http://example.org/reason", "valueCoding": {"system": ICD10, "code": "F33.1"}}]),
+])
+def test_a_sensitive_code_anywhere_in_a_resource_counts(element: str, value: object) -> None:
+    """Not only the primary code: an encounter *for* depression is mental-health data."""
+    encounter = {"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}, element: value}
+    assert category_of(encounter) is Category.MENTAL_HEALTH
+
+
+@pytest.mark.parametrize("resource", [
+    {"resourceType": "Condition", "subject": FATHER_PATIENT, "code": {"coding": [
+        {"system": ICD10, "code": "F53"}, {"system": ICD10, "code": "O90.6"}]}},  # postpartum depression, twice coded
+    {"resourceType": "Bundle", "type": "document", "entry": [
+        {"fullUrl": "urn:uuid:a", "resource": mdd_condition()},
+        {"fullUrl": "urn:uuid:b", "resource": {"resourceType": "Condition", "subject": FATHER_PATIENT,
+                                               "code": concept(SNOMED, "72892002")}}]},
+], ids=["condition", "document"])
+def test_a_record_holding_two_sensitive_categories_is_refused(resource: dict[str, Any]) -> None:
+    """A record has one category and one consent must cover all of it; no single sensitive category covers two."""
+    doc = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+        {"fullUrl": "urn:uuid:x", "resource": resource, "request": {"method": "POST", "url": resource["resourceType"]}},
+    ]}
+    with pytest.raises(InvalidFhir) as caught:
+        group(parse(orjson.dumps(doc)))
+    (issue,) = caught.value.issues
+    assert issue.path == "Bundle.entry[1].resource"
+    assert "mental-health" in issue.message and "sexual-reproductive-health" in issue.message
+
+
+
+# --------------------------------------------------------------------------------------------------
 # canonical JSON
 # --------------------------------------------------------------------------------------------------
 
