@@ -11,7 +11,11 @@ is the gate between that untrusted body and the ledger:
 * :func:`category_of` decides which consent category governs a resource. The category is what the
   patient's consent is about, so the rules err on the protective side: a resource whose code marks it as
   mental-health, sexual/reproductive or genomic data goes to that sensitive category even when its
-  resource type alone would suggest an ordinary one.
+  resource type alone would suggest an ordinary one. "Its code" means any coding anywhere inside it (not
+  only the primary code: also ``reasonCode``, extensions, Composition sections, ...), and "inside it"
+  includes its ``contained`` resources and, for a document, every resource of the document at any depth:
+  a record is released on one consent category, so that category must cover every byte of it. A record
+  that would hold two sensitive categories is refused (no one consent covers both).
 * :func:`group` turns an upload into records: one record = the resources of one category from one upload,
   as a FHIR ``collection`` Bundle, plus an off-chain index (type, code, date) for discovery. Resources
   that are not patient health data are reported back as ignored, never dropped silently.
@@ -50,7 +54,7 @@ from typing import Any, Final
 import orjson
 from pydantic import ValidationError
 
-from node_client.vocabulary import Category
+from node_client.vocabulary import CATEGORIES, Category
 
 __all__ = [
     "BUNDLE_TYPES",
@@ -58,6 +62,7 @@ __all__ = [
     "FHIR_VERSION",
     "MAX_ISSUES",
     "R4_ONLY_RESOURCE_TYPES",
+    "SENSITIVE_CATEGORIES",
     "FhirIssue",
     "Grouping",
     "IndexEntry",
@@ -633,8 +638,9 @@ def _is_icd10(system: str) -> bool:
 # Sensitive categories win over the type's category: a contraceptive prescription is sexual/reproductive
 # health data before it is a medication. The code sets are small and explicit (no terminology server, so
 # no SNOMED subsumption): extend them, do not replace them with text matching ("respiratory depression" is
-# not a mental-health finding). The rules look at the resource's primary code (Condition/Observation/
-# Procedure/DiagnosticReport/ServiceRequest.code, the medication of Medication* resources).
+# not a mental-health finding). The rules look at every coding anywhere in a resource, its contained
+# resources and a document's resources (see _sensitive_categories), not only the primary code: an
+# Encounter whose reasonCode is a depression is mental-health data too.
 
 _MENTAL_HEALTH_CODES: Final = frozenset(
     {
@@ -759,27 +765,51 @@ def _icd10_category(code: str) -> Category | None:
     return None
 
 
-def _sensitive_category(codings: Iterable[Mapping[str, Any]]) -> Category | None:
-    """The sensitive category named by any of ``codings``: mental health, then sexual/reproductive
-    health, then genomics (a fixed order, so the answer never depends on coding order)."""
-    found: set[Category] = set()
-    for coding in codings:
-        system, code = coding.get("system"), coding.get("code")
-        if not isinstance(system, str) or not isinstance(code, str):
-            continue
-        key = (system, code)
-        if key in _MENTAL_HEALTH_CODES:
-            found.add(Category.MENTAL_HEALTH)
-        elif key in _SEXUAL_REPRODUCTIVE_CODES:
-            found.add(Category.SEXUAL_REPRODUCTIVE_HEALTH)
-        elif key in _GENOMICS_CODES:
-            found.add(Category.GENOMICS)
-        elif _is_icd10(system) and (icd := _icd10_category(code)) is not None:
-            found.add(icd)
-    for category in (Category.MENTAL_HEALTH, Category.SEXUAL_REPRODUCTIVE_HEALTH, Category.GENOMICS):
-        if category in found:
-            return category
+#: The sensitive categories of the vocabulary (genomics, mental health, sexual/reproductive health).
+SENSITIVE_CATEGORIES: Final = frozenset(Category(t.bit) for t in CATEGORIES if t.sensitive)
+
+
+def _coding_category(system: str, code: str) -> Category | None:
+    """The sensitive category a single coding names, if any."""
+    key = (system, code)
+    if key in _MENTAL_HEALTH_CODES:
+        return Category.MENTAL_HEALTH
+    if key in _SEXUAL_REPRODUCTIVE_CODES:
+        return Category.SEXUAL_REPRODUCTIVE_HEALTH
+    if key in _GENOMICS_CODES:
+        return Category.GENOMICS
+    if _is_icd10(system):
+        return _icd10_category(code)
     return None
+
+
+def _sensitive_categories(resource: Mapping[str, Any]) -> frozenset[Category]:
+    """Every sensitive category that ``resource`` holds data of, wherever it sits.
+
+    One walk over the whole JSON tree (iterative: the body is hostile), so nothing nested escapes: every
+    coding anywhere (primary code, ``reasonCode``, ``valueCodeableConcept``, components, extensions,
+    Composition sections, ...) is looked up in the code rules, and every resource met on the way (the
+    resource itself, its ``contained`` resources, a document's entries and Bundles nested in it at any
+    depth) counts with its type-level category (:func:`_base_category`) when that is sensitive, e.g. a
+    contained MolecularSequence or a genetics (``GE``) DiagnosticReport inside a document. Narrative
+    (``text.div``, section text) is free text and is not classified; it travels with the codes it restates.
+    """
+    found: set[Category] = set()
+    stack: list[object] = [resource]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("resourceType"), str):
+                base = _base_category(node)
+                if base in SENSITIVE_CATEGORIES:
+                    found.add(base)
+            system, code = node.get("system"), node.get("code")
+            if isinstance(system, str) and isinstance(code, str) and (category := _coding_category(system, code)):
+                found.add(category)
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return frozenset(found)
 
 
 # ---- Observation and DiagnosticReport -----------------------------------------------------------
@@ -902,19 +932,9 @@ _REFINE: Final[Mapping[str, Callable[[Mapping[str, Any]], Category]]] = MappingP
 _MEDICATION_TYPES: Final = frozenset(
     {"MedicationRequest", "MedicationStatement", "MedicationAdministration", "MedicationDispense"}
 )
-#: Types whose primary code the sensitive-code rules look at.
-_CODE_RULE_TYPES: Final = frozenset(
-    {"Condition", "Observation", "Procedure", "DiagnosticReport", "ServiceRequest", "Medication"} | _MEDICATION_TYPES
-)
-
-
-def category_of(resource: Mapping[str, Any]) -> Category | None:
-    """The data category that governs ``resource``, or None if it is not a record (see :func:`ignore_reason`).
-
-    Type first (:data:`CATEGORY_BY_TYPE`), then the category-based refinements of Observation and
-    DiagnosticReport, then the sensitive-code rules, which win. A document Bundle is an encounter
-    document (ENCOUNTERS); any other Bundle is a container, not a record (:func:`group` flattens it).
-    """
+def _base_category(resource: Mapping[str, Any]) -> Category | None:
+    """The category by type alone (:data:`CATEGORY_BY_TYPE`) and the category-based refinements of
+    Observation and DiagnosticReport; a document Bundle is ENCOUNTERS, any other Bundle None."""
     rt = resource.get("resourceType")
     if rt == "Bundle":
         return Category.ENCOUNTERS if resource.get("type") == "document" else None
@@ -924,13 +944,34 @@ def category_of(resource: Mapping[str, Any]) -> Category | None:
     if not isinstance(base, Category):
         return None
     refine = _REFINE.get(rt)
-    if refine is not None:
-        base = refine(resource)
-    if rt in _CODE_RULE_TYPES:
-        sensitive = _sensitive_category(_primary_codings(resource))
-        if sensitive is not None:
-            return sensitive
-    return base
+    return refine(resource) if refine is not None else base
+
+
+def category_of(resource: Mapping[str, Any]) -> Category | None:
+    """The data category that governs ``resource``, or None if it is not a record (see :func:`ignore_reason`).
+
+    Type and refinements first (:func:`_base_category`); then, winning over them, the one sensitive
+    category the resource holds data of anywhere inside it (:func:`_sensitive_categories`: any coding,
+    contained resources, a document's resources at any depth). A document Bundle is otherwise an
+    encounter document (ENCOUNTERS); any other Bundle is a container, not a record (:func:`group`
+    flattens it).
+
+    Raises :class:`InvalidFhir` (at the resource type) if the resource holds data of two or more sensitive
+    categories: its record could only be released on one category's consent, which would release the
+    other's data without consent, so it is refused rather than filed under either.
+    """
+    base = _base_category(resource)
+    if base is None:
+        return None
+    held = _sensitive_categories(resource)
+    if len(held) > 1:
+        names = " and ".join(CATEGORIES[c].slug for c in sorted(held))
+        raise InvalidFhir([FhirIssue(
+            str(resource.get("resourceType")),
+            f"holds {names} data: a record is released on the consent for one category, and no one category"
+            " covers them together; upload the data of each sensitive category separately",
+        )])
+    return next(iter(held), base)
 
 
 def ignore_reason(resource: Mapping[str, Any]) -> str:
@@ -1044,10 +1085,6 @@ def _primary_concept(resource: Mapping[str, Any]) -> object:
     return None
 
 
-def _primary_codings(resource: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return _codings(_primary_concept(resource))
-
-
 def _contained_medication_code(resource: Mapping[str, Any]) -> object:
     """``medicationReference: {"reference": "#med"}`` → the code of the contained Medication ``med``."""
     ref = resource.get("medicationReference")
@@ -1139,9 +1176,16 @@ def group(resource: dict[str, Any]) -> Grouping:
     * A Bundle of any type (transaction, batch, collection, searchset, history, message, ...) is
       flattened: each entry's resource goes to the record of its category. Nested non-document Bundles
       are flattened the same way.
-    * A ``document`` Bundle, at the top or nested, is kept whole as one ENCOUNTERS entry: a document is
-      an attested unit whose Composition references its other entries, so splitting it by category
-      would break it. Its resources are all indexed.
+    * A ``document`` Bundle, at the top or nested, is kept whole as one entry, filed as ENCOUNTERS unless
+      it holds sensitive data, then under that sensitive category (:func:`category_of`). Whole rather than
+      split by category because the Composition's narrative (``text``, ``section.text``) restates its
+      entries in free text that no code rule can classify, and a document is an attested unit: only the
+      whole document under the most sensitive category it holds guarantees that a consent for
+      ``encounters`` never releases a byte of mental-health, sexual/reproductive or genomic data. Its
+      resources are all indexed, under that same category.
+    * A resource with ``contained`` resources is one entry, classified with everything it contains.
+    * A resource holding two sensitive categories (itself, contained or within a document) makes the
+      upload fail with :class:`InvalidFhir`, every such resource reported at its path.
     * An entry without a resource (e.g. a transaction DELETE) and every resource without a category are
       reported in ``ignored`` as (resource type, reason); nothing disappears silently. The invariant is
       ``sum(len(record entries)) + len(ignored) == number of entries`` (a document counting as one).
@@ -1149,6 +1193,7 @@ def group(resource: dict[str, Any]) -> Grouping:
     entries: dict[Category, list[dict[str, Any]]] = {}
     index: dict[Category, list[IndexEntry]] = {}
     ignored: list[tuple[str, str]] = []
+    refused: list[FhirIssue] = []
 
     def add(category: Category, res: dict[str, Any], full_url: str | None, indexed: Iterable[IndexEntry]) -> None:
         entry: dict[str, Any] = {"resource": res} if full_url is None else {"fullUrl": full_url, "resource": res}
@@ -1159,7 +1204,11 @@ def group(resource: dict[str, Any]) -> Grouping:
         if res is None:
             ignored.append(("BundleEntry", where))  # where = why: "Bundle.entry[2] has no resource (DELETE ...)"
             continue
-        category = category_of(res)
+        try:
+            category = category_of(res)
+        except InvalidFhir as exc:
+            refused.extend(FhirIssue(where, issue.message) for issue in exc.issues)
+            continue
         if category is None:
             ignored.append((str(res.get("resourceType")), ignore_reason(res)))
         elif res.get("resourceType") == "Bundle":  # a document, kept whole
@@ -1167,6 +1216,8 @@ def group(resource: dict[str, Any]) -> Grouping:
         else:
             add(category, res, full_url, (index_entry(res, full_url),))
 
+    if refused:
+        raise InvalidFhir(refused)
     records = tuple(
         RecordDraft(
             category=category,
@@ -1181,7 +1232,7 @@ def group(resource: dict[str, Any]) -> Grouping:
 def _flatten(resource: dict[str, Any]) -> Iterator[tuple[dict[str, Any] | None, str | None, str]]:
     """Yields (resource, fullUrl, path) in document order, Bundles other than documents opened up,
     without recursion. An entry without a resource yields (None, None, why)."""
-    stack: list[tuple[dict[str, Any] | None, str | None, str]] = [(resource, None, "Bundle")]
+    stack: list[tuple[dict[str, Any] | None, str | None, str]] = [(resource, None, str(resource.get("resourceType")))]
     while stack:
         res, full_url, where = stack.pop()
         if res is None or res.get("resourceType") != "Bundle" or res.get("type") == "document":

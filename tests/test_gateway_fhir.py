@@ -1003,7 +1003,8 @@ CONTAINED_CASES: list[tuple[str, dict[str, Any], Category]] = [
 ]
 
 
-@pytest.mark.parametrize(("resource", "expected"), [c[1:] for c in CONTAINED_CASES], ids=[c[0] for c in CONTAINED_CASES])
+@pytest.mark.parametrize(("resource", "expected"), [c[1:] for c in CONTAINED_CASES],
+                         ids=[c[0] for c in CONTAINED_CASES])
 def test_contained_resources_are_classified(resource: dict[str, Any], expected: Category) -> None:
     (record,) = check_grouping(parse(orjson.dumps(resource))).records
     assert record.category is expected
@@ -1042,7 +1043,8 @@ def test_a_sensitive_code_anywhere_in_a_resource_counts(element: str, value: obj
 def test_a_record_holding_two_sensitive_categories_is_refused(resource: dict[str, Any]) -> None:
     """A record has one category and one consent must cover all of it; no single sensitive category covers two."""
     doc = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+        {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient"},
+         "request": {"method": "POST", "url": "Patient"}},
         {"fullUrl": "urn:uuid:x", "resource": resource, "request": {"method": "POST", "url": resource["resourceType"]}},
     ]}
     with pytest.raises(InvalidFhir) as caught:
@@ -1050,6 +1052,9 @@ def test_a_record_holding_two_sensitive_categories_is_refused(resource: dict[str
     (issue,) = caught.value.issues
     assert issue.path == "Bundle.entry[1].resource"
     assert "mental-health" in issue.message and "sexual-reproductive-health" in issue.message
+    with pytest.raises(InvalidFhir) as alone:  # uploaded on its own
+        group(parse(orjson.dumps(resource)))
+    assert [i.path for i in alone.value.issues] == [resource["resourceType"]]
 
 
 
