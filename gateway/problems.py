@@ -39,6 +39,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "wrong_purpose": (403, "The consent does not cover this purpose"),
     "emergency_not_allowed": (403, "Emergency access is not allowed here"),
     "record_not_found": (404, "No such record"),
+    "not_found": (404, "Not found"),
     "record_retracted": (410, "The record was retracted"),
     "payload_too_large": (413, "The request body is too large"),
     "unsupported_media_type": (415, "Unsupported media type"),
@@ -117,8 +118,8 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.status_code, "invalid_request"
         )
         problem = Problem(code, str(exc.detail), status=exc.status_code)
-        if exc.status_code == 404 and not request.url.path.startswith("/v1/records"):
-            problem = Problem("invalid_request", "no such endpoint", status=404)
+        if exc.status_code == 404 and not request.url.path.startswith("/v1/records/"):
+            problem = Problem("not_found", "no such endpoint")
         return problem_response(problem, request.url.path)
 
     @app.exception_handler(Exception)

@@ -3,8 +3,10 @@ report serving, the ledger-proof page, and the relay API the pages use for patie
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import stat
+import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +16,9 @@ from gateway_harness import AUDITOR, CLINIC, RunningGateway, dev, running_gatewa
 
 from gateway.portal import i18n
 from gateway.problems import PROBLEMS
+from node_client.contracts import Action
+from node_client.deploy import Manifest, MemberSpec, dev_encryption_key
+from node_client.vocabulary import Role
 from node_client.keys import read_x25519_jwk, write_x25519_jwk
 from node_client._exceptions import KeystoreError
 
@@ -27,14 +32,17 @@ def gw(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def
         yield running
 
 
-def portal_client(gw: RunningGateway, account: LocalAccount) -> httpx.Client:
-    """A browser-like client: signed in through the API, the token handed to /portal/session (cookie)."""
+def portal_client(gw: RunningGateway, account: LocalAccount, page: str = "patient",
+                  http: httpx.Client | None = None) -> httpx.Client:
+    """A browser-like client signed in on one role page: the API's token handed to /portal/session with
+    the page (that page's cookie). Pass ``http`` to sign another page in in the same "browser"."""
     api = gw.login(account)
     token = api.headers["Authorization"].split()[1]
-    http = gw.http()
-    r = http.post("/portal/session", json={"token": token}, headers={"X-HCL-Portal": "1"})
+    http = http or gw.http()
+    r = http.post("/portal/session", json={"token": token, "page": page}, headers={"X-HCL-Portal": "1"})
     assert r.status_code == 200, r.text
-    assert "httponly" in r.headers["set-cookie"].lower() and "samesite=strict" in r.headers["set-cookie"].lower()
+    cookie = r.headers["set-cookie"].lower()
+    assert cookie.startswith(f"hcl_session_{page}=") and "httponly" in cookie and "samesite=strict" in cookie
     http.headers["Authorization"] = api.headers["Authorization"]  # for the /v1 calls the page script makes
     return http
 
@@ -85,9 +93,12 @@ def test_portal_posts_need_the_portal_header_and_a_valid_token(gw: RunningGatewa
     http = gw.http()
     api = gw.login(dev(PATIENT))
     token = api.headers["Authorization"].split()[1]
-    r = http.post("/portal/session", json={"token": token})  # a cross-site form cannot add the header
+    r = http.post("/portal/session", json={"token": token, "page": "patient"})  # a cross-site form cannot add it
     assert r.status_code == 400 and r.json()["code"] == "invalid_request"
-    r = http.post("/portal/session", json={"token": "hcl1.forged.token"}, headers={"X-HCL-Portal": "1"})
+    r = http.post("/portal/session", json={"token": token, "page": "admin"}, headers={"X-HCL-Portal": "1"})
+    assert r.status_code == 400 and r.json()["code"] == "invalid_request"  # only the three role pages
+    r = http.post("/portal/session", json={"token": "hcl1.forged.token", "page": "patient"},
+                  headers={"X-HCL-Portal": "1"})
     assert r.status_code == 401 and r.json()["code"] == "unauthenticated"
     r = http.post("/portal/patient/draft", json={"grantee": dev(CLINIC).address, "categories": ["allergies"],
                                                 "purposes": ["treatment"]}, headers={"X-HCL-Portal": "1"})
@@ -104,11 +115,71 @@ def test_signed_out_pages_show_nothing_personal_and_roles_are_enforced(gw: Runni
     assert 'id="records"' not in anonymous.text and 'id="unlock"' in anonymous.text
     patient = portal_client(gw, dev(PATIENT))
     assert 'id="records"' in patient.get("/portal/patient").text
+    assert 'id="unlock"' in patient.get("/portal/hospital").text  # signed in on the patient page only
+    portal_client(gw, dev(PATIENT), "hospital", patient)
+    portal_client(gw, dev(PATIENT), "auditor", patient)
     hospital_page = patient.get("/portal/hospital")
     assert 'id="forbidden"' in hospital_page.text and 'id="scan"' not in hospital_page.text
     assert patient.get("/portal/auditor/sections").status_code == 403
-    r = patient.post("/portal/logout", headers={"X-HCL-Portal": "1"})
+    r = patient.post("/portal/logout", json={"page": "patient"}, headers={"X-HCL-Portal": "1"})
     assert r.status_code == 200 and 'id="records"' not in patient.get("/portal/patient").text
+
+
+def test_each_role_page_shows_and_acts_as_its_own_sign_in(gw: RunningGateway) -> None:
+    """One browser, two desks: the patient on /portal/patient, the clinic on /portal/hospital."""
+    desk = portal_client(gw, dev(PATIENT), "patient")
+    portal_client(gw, dev(CLINIC), "hospital", desk)
+    del desk.headers["Authorization"]  # pages act through their cookies here
+    patient_page, hospital_page = desk.get("/portal/patient?lang=en"), desk.get("/portal/hospital?lang=en")
+    assert _header_address(patient_page.text) == dev(PATIENT).address
+    assert _header_address(hospital_page.text) == dev(CLINIC).address
+    assert "Riverside Community Health Centre" in hospital_page.text.split("</header>")[0]
+    assert "Riverside" not in patient_page.text.split("</header>")[0]
+    # each page's helpers act as that page's viewer: the patient's draft is the patient's
+    draft = desk.post("/portal/patient/draft", json={"grantee": dev(CLINIC).address, "categories": ["allergies"],
+                                                     "purposes": ["treatment"]}, headers={"X-HCL-Portal": "1"})
+    assert draft.status_code == 200 and draft.json()["message"]["patient"] == dev(PATIENT).address
+    assert desk.get("/portal/hospital/records", params={"patient": dev(PATIENT).address}).status_code == 200
+    # signing out on the hospital page leaves the patient page signed in
+    r = desk.post("/portal/logout", json={"page": "hospital"}, headers={"X-HCL-Portal": "1"})
+    assert r.status_code == 200 and "hcl_session_hospital=" in r.headers["set-cookie"]
+    assert 'id="who"' in desk.get("/portal/hospital").text and 'id="who" data-page="hospital" hidden' in desk.get(
+        "/portal/hospital").text
+    assert _header_address(desk.get("/portal/patient").text) == dev(PATIENT).address
+    assert desk.get("/portal/hospital/sections").status_code == 401
+    assert desk.post("/portal/logout", json={}, headers={"X-HCL-Portal": "1"}).status_code == 400
+
+
+def _header_address(html: str) -> str:
+    match = re.search(r'id="viewer-address" title="(0x[0-9a-fA-F]{40})"', html)
+    assert match, "no signed-in identity in the header"
+    return match.group(1)
+
+
+def test_unknown_portal_pages_are_a_localized_404_page(gw: RunningGateway) -> None:
+    http = gw.http()
+    for path in ("/portal/nope", "/portal/nope/sections", "/portal/patient/nope/deeper"):
+        r = http.get(path)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), path
+        assert '<html lang="zh-CN">' in r.text and "未找到" in r.text and 'id="not-found"' in r.text, path
+        assert "script-src 'self'" in r.headers["content-security-policy"]
+    en = http.get("/portal/nope?lang=en")
+    assert en.status_code == 404 and '<html lang="en">' in en.text and "Not found" in en.text
+    assert 'href="?lang=zh-CN"' in en.text  # the same language switch as every page
+
+
+def test_unknown_api_paths_are_a_not_found_problem(gw: RunningGateway) -> None:
+    http = gw.http()
+    for path in ("/nope", "/v1/nope", "/v1/me/nope"):
+        r = http.get(path)
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", path
+        body = r.json()
+        assert body["code"] == "not_found" and body["title"] == "Not found", body
+        assert body["type"] == "/problems/not_found" and body["instance"] == path
+    page = http.get("/problems/not_found")
+    assert page.status_code == 200 and "Not found" in page.text
+    assert http.get("/problems/nope").json()["code"] == "not_found"
+    assert http.get("/v1/records/0x" + "ab" * 32 + "/x").json()["code"] == "record_not_found"
 
 
 def test_draft_is_the_typed_data_the_patient_signs(gw: RunningGateway) -> None:
@@ -129,7 +200,7 @@ def test_draft_is_the_typed_data_the_patient_signs(gw: RunningGateway) -> None:
 
 
 def test_preview_refuses_what_is_not_a_health_code(gw: RunningGateway, tmp_path: Path) -> None:
-    clinic = portal_client(gw, dev(CLINIC))
+    clinic = portal_client(gw, dev(CLINIC), "hospital")
     h = {"X-HCL-Portal": "1"}
     r = clinic.post("/portal/hospital/preview", data={"text": ""}, headers=h)
     assert r.status_code == 400 and "upload a picture" in r.json()["detail"]
@@ -137,6 +208,41 @@ def test_preview_refuses_what_is_not_a_health_code(gw: RunningGateway, tmp_path:
     assert r.status_code == 400 and "not a readable picture" in r.json()["detail"]
     r = clinic.post("/portal/hospital/preview", data={"text": "HCL:XYZ"}, headers=h)
     assert r.status_code == 400 and "not a valid health code" in r.json()["detail"]
+
+
+# ---------------------------------------------------------------- members added at run time
+
+
+def test_a_member_added_at_run_time_shows_its_name_without_a_restart(gw: RunningGateway) -> None:
+    """Governance onboards a hospital while the gateway runs; its off-chain name is appended to the
+    manifest *after* the transaction (as ``demo seed`` does) and shows in the API and the portal."""
+    county = dev(19)
+    spec = MemberSpec(county.address, int(Role.HOSPITAL), dev_encryption_key(19)[1], "Lakeside County Hospital",
+                      "hospital")
+    gw.ledger.members.enact([dev(0), dev(1)], Action.ADD_MEMBER, spec.address, arg=spec.roles,
+                            encryption_key=spec.encryption_key, metadata_hash=spec.metadata_hash)
+    gw.wait_indexed()
+    http = gw.http()
+    assert _directory_name(http, county.address) == ""  # a member now, its name not known yet
+
+    path = gw.settings.manifest
+    manifest = Manifest.load(path)
+    entry = {"address": spec.address, "name": spec.name, "kind": spec.kind, "roles": spec.roles,
+             "metadataHash": "0x" + spec.metadata_hash.hex(), "encryptionKey": "0x" + spec.encryption_key.hex()}
+    dataclasses.replace(manifest, members=[*manifest.members, entry]).save(path)
+    deadline = time.monotonic() + 10
+    while _directory_name(http, county.address) != spec.name:
+        assert time.monotonic() < deadline, "the new member's name never appeared"
+        time.sleep(0.1)
+    patient_page = portal_client(gw, dev(PATIENT)).get("/portal/patient").text
+    assert f'value="{county.address}"' in patient_page and "Lakeside County Hospital" in patient_page
+    signed_in = portal_client(gw, county, "hospital").get("/portal/hospital?lang=en").text
+    assert _header_address(signed_in) == county.address and "Lakeside County Hospital" in signed_in.split("</header>")[0]
+
+
+def _directory_name(http: httpx.Client, address: str) -> str:
+    members = {m["address"]: m for m in http.get("/v1/members").json()["members"]}
+    return members[address]["name"]
 
 
 # ---------------------------------------------------------------- ledger proof and reports
@@ -159,13 +265,15 @@ def test_auditor_lists_and_serves_replay_reports_and_nothing_else(gw: RunningGat
     (reports / "2026-11-23" / "report.html").write_text("<h1>replay</h1>")
     (reports / "2026-11-23" / "report.json").write_text('{"verdict": "clean"}')
     (gw.settings.data_dir / "secret.txt").write_text("not for auditors")
-    auditor = portal_client(gw, dev(AUDITOR))
+    auditor = portal_client(gw, dev(AUDITOR), "auditor")
     page = auditor.get("/portal/auditor?lang=en")
     assert 'href="/portal/reports/2026-11-23/report.html"' in page.text and "clean" in page.text
     assert auditor.get("/portal/reports/2026-11-23/report.html").text == "<h1>replay</h1>"
     for evil in ("..%2Fsecret.txt/x", "2026-11-23/..%2F..%2Fsecret.txt", "../secret.txt"):
         assert auditor.get(f"/portal/reports/{evil}").status_code in (400, 404), evil
     patient = portal_client(gw, dev(PATIENT))
+    assert patient.get("/portal/reports/2026-11-23/report.html").status_code == 401  # reports: the auditor page's
+    portal_client(gw, dev(PATIENT), "auditor", patient)
     assert patient.get("/portal/reports/2026-11-23/report.html").status_code == 403
 
 

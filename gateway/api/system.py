@@ -89,7 +89,7 @@ def metrics(c: ComponentsDep) -> Response:
 def problem_page(code: str) -> HTMLResponse:
     """What a problem type means (the ``type`` URI of every error response)."""
     if code not in PROBLEMS:
-        raise Problem("invalid_request", "unknown problem type", status=404)
+        raise Problem("not_found", "unknown problem type")
     status, title = PROBLEMS[code]
     return HTMLResponse(
         f"<!doctype html><html lang=en><meta charset=utf-8><title>{code}</title>"

@@ -188,6 +188,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "problem_wrong_purpose": ("授权不包含此用途", "The consent does not cover this purpose"),
     "problem_emergency_not_allowed": ("此处不允许紧急访问", "Emergency access is not allowed here"),
     "problem_record_not_found": ("病历不存在", "No such record"),
+    "problem_not_found": ("未找到", "Not found"),
     "problem_record_retracted": ("病历已撤回", "The record was retracted"),
     "problem_payload_too_large": ("内容过大", "The request body is too large"),
     "problem_unsupported_media_type": ("不支持的内容类型", "Unsupported media type"),
@@ -224,6 +225,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "events": ("事件", "Events"),
     "tx_title": ("链上交易", "Ledger transaction"),
     "not_found": ("未找到", "Not found"),
+    "page_not_found": ("没有这个页面：地址可能有误，或页面已移走。", "There is no such page: the address may be mistyped, or the page has moved."),
+    "back_to_portal": ("返回首页", "Back to the portal's start page"),
     "back": ("返回", "Back"),
 }
 

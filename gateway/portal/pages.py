@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from eth_utils import is_address, to_checksum_address
@@ -33,7 +33,9 @@ from gateway.api.deps import ComponentsDep
 from gateway.api.models import SignedGrantIn
 from gateway.api.records import discover
 from gateway.portal import i18n
-from gateway.portal.session import Viewer, clear, require_portal_post, require_viewer, store, viewer
+from gateway.portal.session import (
+    ROLE_PAGES, RolePage, Viewer, active_roles, clear, require_portal_post, require_viewer, store, viewer,
+)
 from gateway.problems import Problem
 
 __all__ = ["router", "templates"]
@@ -63,9 +65,11 @@ def _formatter(c: Any) -> Any:
     return dt
 
 
-def _render(request: Request, c: Any, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+def _render(request: Request, c: Any, name: str, status: int = 200, *, viewer: Viewer | None = None,
+            **ctx: Any) -> HTMLResponse:
+    """A page or fragment; ``viewer`` is who the page acts as (shown in the header), never guessed."""
     lang = i18n.negotiate(request)
-    v = ctx.pop("viewer", None) or viewer(request, c)
+    v = viewer
     response = templates.TemplateResponse(
         request,
         name,
@@ -92,10 +96,6 @@ def _render(request: Request, c: Any, name: str, status: int = 200, **ctx: Any) 
     return response
 
 
-def _fragment_viewer(request: Request, c: Any) -> Viewer:
-    return require_viewer(request, c)
-
-
 # ---------------------------------------------------------------- pages
 
 
@@ -109,27 +109,34 @@ def index(request: Request, c: ComponentsDep) -> HTMLResponse:
     return _render(request, c, "index.html", page="index")
 
 
-RolePage = Literal["patient", "hospital", "auditor"]
-
-
 def _allowed(page: str, v: Viewer) -> bool:
     return {"patient": True, "hospital": v.is_provider, "auditor": v.is_auditor}[page]
 
 
+def not_found(request: Request, c: Any) -> HTMLResponse:
+    """The portal's own 404: a page in the reader's language rather than an API error."""
+    return _render(request, c, "not_found.html", status=404, page="not-found")
+
+
 @router.get("/portal/{page}", response_class=HTMLResponse)
-def role_page(page: RolePage, request: Request, c: ComponentsDep) -> HTMLResponse:
-    """A role's page: the unlock panel, and its sections when a viewer allowed to see them is signed in."""
-    v = viewer(request, c)
+def role_page(page: str, request: Request, c: ComponentsDep) -> HTMLResponse:
+    """A role's page: the unlock panel, and its sections when a viewer allowed to see them is signed in
+    *on this page* (each role page has its own session)."""
+    if page not in ROLE_PAGES:
+        return not_found(request, c)
+    v = viewer(request, c, page)
     forbidden = v is not None and not _allowed(page, v)
     ctx = PAGE_DATA[page](c, v) if v is not None and not forbidden else {}
     return _render(request, c, "role_page.html", page=page, viewer=v, forbidden=forbidden, **ctx)
 
 
 @router.get("/portal/{page}/sections", response_class=HTMLResponse)
-def role_sections(page: RolePage, request: Request, c: ComponentsDep) -> HTMLResponse:
+def role_sections(page: str, request: Request, c: ComponentsDep) -> HTMLResponse:
     """The page's sections alone, for the script to swap in after sign-in or a change (no reload, so an
     unlocked key stays in the page)."""
-    v = _fragment_viewer(request, c)
+    if page not in ROLE_PAGES:
+        return not_found(request, c)
+    v = require_viewer(request, c, page)
     if not _allowed(page, v):
         return _render(request, c, "forbidden.html", status=403, page=page, viewer=v)
     return _render(request, c, f"{page}_sections.html", page=page, viewer=v, **PAGE_DATA[page](c, v))
@@ -253,26 +260,31 @@ PAGE_DATA: dict[str, Callable[[Any, Viewer], dict[str, Any]]] = {"patient": _pat
 
 class SessionIn(BaseModel):
     token: str = Field(max_length=1024)
+    page: RolePage
+
+
+class LogoutIn(BaseModel):
+    page: RolePage
 
 
 @router.post("/portal/session")
 def open_session(body: SessionIn, request: Request, c: ComponentsDep) -> JSONResponse:
-    """Keeps a bearer token (from ``/v1/auth/token``) in the portal's HttpOnly cookie."""
+    """Keeps a bearer token (from ``/v1/auth/token``) in the HttpOnly cookie of the page that signed in."""
     require_portal_post(request)
     address = c.auth.verify(body.token)
-    from gateway.portal.session import active_roles
-
     v = Viewer(address, active_roles(c, address))
-    response = JSONResponse({"address": address, "roles": roles_of(v.roles), "home": v.home})
-    store(response, request, body.token, c.settings.token_ttl)
+    response = JSONResponse({"address": address, "name": c.member_names.get(address, ""), "page": body.page,
+                             "roles": roles_of(v.roles), "home": v.home})
+    store(response, request, body.page, body.token, c.settings.token_ttl)
     return response
 
 
 @router.post("/portal/logout")
-def close_session(request: Request) -> Response:
+def close_session(body: LogoutIn, request: Request) -> Response:
+    """Signs one page out; the other role pages keep their own sessions."""
     require_portal_post(request)
-    response = JSONResponse({"signedOut": True})
-    clear(response)
+    response = JSONResponse({"signedOut": True, "page": body.page})
+    clear(response, body.page)
     return response
 
 
@@ -300,7 +312,7 @@ def draft(body: DraftIn, request: Request, c: ComponentsDep) -> dict[str, Any]:
     from node_client.vocabulary import parse_categories, parse_purposes
 
     require_portal_post(request)
-    v = require_viewer(request, c)
+    v = require_viewer(request, c, "patient")
     if not is_address(body.grantee):
         raise Problem("invalid_request", "grantee is not an address")
     grantee = to_checksum_address(body.grantee)
@@ -331,14 +343,14 @@ def draft(body: DraftIn, request: Request, c: ComponentsDep) -> dict[str, Any]:
 def make_code(body: SignedGrantIn, request: Request, c: ComponentsDep) -> HTMLResponse:
     """The health code of a grant the patient just signed in the page: QR on screen, PNG and SVG."""
     require_portal_post(request)
-    require_viewer(request, c)
+    v = require_viewer(request, c, "patient")
     signed = _signed(c, body)  # checked against the contract's domain, which it has read
     domain = c.ledger.consents.domain()
     text = hc.encode(signed, domain)
     code = hc.qr(text)
     summary = hc.summary(signed, domain, members=c.member_names)
     return _render(
-        request, c, "code_ready.html",
+        request, c, "code_ready.html", viewer=v,
         text=text, version=code.version,
         svg_uri=code.svg_data_uri(scale=6, border=4, title="Health code / 健康码"),
         png_uri=code.png_data_uri(scale=8, border=4),
@@ -358,7 +370,7 @@ async def preview(
 ) -> HTMLResponse:
     """What a scanned or pasted health code says, checked against the ledger, before submitting."""
     require_portal_post(request)
-    v = require_viewer(request, c)
+    v = require_viewer(request, c, "hospital")
     code_text = text.strip()
     if picture is not None and picture.filename:
         data = await picture.read(MAX_PICTURE_BYTES + 1)
@@ -394,7 +406,7 @@ async def preview(
 @router.get("/portal/hospital/records", response_class=HTMLResponse)
 def hospital_records(request: Request, c: ComponentsDep, patient: str, purpose: str = "treatment") -> HTMLResponse:
     """The patient's records this institution may read now (the discovery API, as a table)."""
-    v = require_viewer(request, c)
+    v = require_viewer(request, c, "hospital")
     found = discover(patient, c, v.address, purpose=purpose)
     return _render(request, c, "hospital_records.html", viewer=v, found=found,
                    term_of={t.slug: t for t in CATEGORIES})
@@ -444,12 +456,19 @@ def _show(value: Any) -> str:
 
 @router.get("/portal/reports/{name}/{filename}")
 def report_file(name: str, filename: str, request: Request, c: ComponentsDep) -> FileResponse:
-    """A file of an ``hcl audit replay`` output folder (auditors and regulators only)."""
-    v = require_viewer(request, c)
+    """A file of an ``hcl audit replay`` output folder (auditors and regulators only, signed in on the
+    auditor page)."""
+    v = require_viewer(request, c, "auditor")
     if not v.is_auditor:
         raise Problem("wrong_role", "audit reports are for auditors and regulators")
     base = _report_dir(c).resolve()
     path = (base / name / filename).resolve()
     if path.parent.parent != base or not path.is_file() or filename.startswith("."):
-        raise Problem("record_not_found", "no such report file", status=404)
+        raise Problem("not_found", "no such report file")
     return FileResponse(path)
+
+
+@router.get("/portal/{rest:path}", response_class=HTMLResponse)
+def portal_not_found(rest: str, request: Request, c: ComponentsDep) -> HTMLResponse:
+    """Any other portal address: the localized 404 page (declared last, so every real route wins)."""
+    return not_found(request, c)

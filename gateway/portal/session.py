@@ -1,15 +1,18 @@
-"""Who is looking at a portal page: the sign-in token, kept in an HttpOnly cookie.
+"""Who is looking at a portal page: one sign-in token per role page, each in its own HttpOnly cookie.
 
 The page script signs in exactly like any API client (EIP-4361 challenge → bearer token) and hands the
-token to ``POST /portal/session``, which stores it in an ``HttpOnly; SameSite=Strict`` cookie so that
-server-rendered pages can show the caller's data. The cookie is only ever read by the portal's own
-routes, never by the ``/v1`` API (which takes ``Authorization: Bearer`` only), and every portal POST
-also needs the ``X-HCL-Portal`` header, which a cross-site form cannot send: no CSRF surface.
+token to ``POST /portal/session`` *with its page* (patient, hospital or auditor), which stores it in that
+page's ``HttpOnly; SameSite=Strict`` cookie. Each page and its helper routes read only their own cookie,
+so on a shared desk a patient's tab never shows (or acts as) the clinic signed in on another tab. The
+cookies are only ever read by the portal's own routes, never by the ``/v1`` API (which takes
+``Authorization: Bearer`` only), and every portal POST also needs the ``X-HCL-Portal`` header, which a
+cross-site form cannot send: no CSRF surface.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from fastapi import Request, Response
 
@@ -18,12 +21,24 @@ from node_client.vocabulary import PROVIDER_ROLES, Role
 from gateway.problems import Problem
 from gateway.state import Components
 
-__all__ = ["COOKIE", "Viewer", "clear", "require_portal_post", "store", "viewer"]
+__all__ = [
+    "ROLE_PAGES", "RolePage", "Viewer", "clear", "cookie_name", "require_portal_post", "require_viewer", "store",
+    "viewer",
+]
 
-COOKIE = "hcl_session"
+RolePage = Literal["patient", "hospital", "auditor"]
+ROLE_PAGES: tuple[str, ...] = ("patient", "hospital", "auditor")
+COOKIE_PATH = "/portal"
 PORTAL_HEADER = "x-hcl-portal"
 
 AUDIT_ROLES = int(Role.AUDITOR | Role.REGULATOR)
+
+
+def cookie_name(page: str) -> str:
+    """The session cookie of one role page (``hcl_session_patient``, ...)."""
+    if page not in ROLE_PAGES:
+        raise ValueError(f"not a role page: {page!r}")
+    return f"hcl_session_{page}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +69,9 @@ def active_roles(c: Components, address: str) -> int:
     return int(row["roles"]) if row is not None and row["status"] == 1 else 0
 
 
-def viewer(request: Request, c: Components) -> Viewer | None:
-    """The viewer of this request, or ``None`` when not signed in (or the token has expired)."""
-    token = request.cookies.get(COOKIE)
+def viewer(request: Request, c: Components, page: str) -> Viewer | None:
+    """Who ``page`` acts as, or ``None`` when that page is not signed in (or its token has expired)."""
+    token = request.cookies.get(cookie_name(page))
     if not token:
         return None
     try:
@@ -66,10 +81,10 @@ def viewer(request: Request, c: Components) -> Viewer | None:
     return Viewer(address, active_roles(c, address))
 
 
-def require_viewer(request: Request, c: Components) -> Viewer:
-    v = viewer(request, c)
+def require_viewer(request: Request, c: Components, page: str) -> Viewer:
+    v = viewer(request, c, page)
     if v is None:
-        raise Problem("unauthenticated", "sign in on the portal page first (your session may have expired)")
+        raise Problem("unauthenticated", f"sign in on the portal's {page} page first (your session may have expired)")
     return v
 
 
@@ -79,12 +94,12 @@ def require_portal_post(request: Request) -> None:
         raise Problem("invalid_request", "portal requests carry the X-HCL-Portal: 1 header")
 
 
-def store(response: Response, request: Request, token: str, max_age: int) -> None:
+def store(response: Response, request: Request, page: str, token: str, max_age: int) -> None:
     response.set_cookie(
-        COOKIE, token, max_age=max_age, httponly=True, samesite="strict", path="/",
+        cookie_name(page), token, max_age=max_age, httponly=True, samesite="strict", path=COOKIE_PATH,
         secure=request.url.scheme == "https",
     )
 
 
-def clear(response: Response) -> None:
-    response.delete_cookie(COOKIE, path="/")
+def clear(response: Response, page: str) -> None:
+    response.delete_cookie(cookie_name(page), path=COOKIE_PATH, httponly=True, samesite="strict")

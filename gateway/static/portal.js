@@ -11,6 +11,8 @@
   const t = (k) => M[k] || k;
   const state = { signer: null, address: null, token: null, x25519: null, stream: null };
   const $ = (sel, root = document) => root.querySelector(sel);
+  // each role page (patient, hospital, auditor) has its own session: it signs in and out as itself
+  const PAGE = document.body.dataset.page;
 
   // ------------------------------------------------------------------ HTTP
   class ProblemError extends Error {
@@ -90,9 +92,19 @@
     const signature = await state.signer.signMessage(ch.message);
     const tok = await api("POST", "/v1/auth/token", { message: ch.message, signature });
     state.token = tok.token;
-    await portal("POST", "/portal/session", { token: tok.token });
+    const who = await portal("POST", "/portal/session", { token: tok.token, page: PAGE });
+    showWho(who);
     keyStatus();
     await refresh();
+  }
+  function showWho(who) { // the header says who this page now acts as
+    const box = $("#who");
+    if (!box) return;
+    const short = (a) => `${a.slice(0, 8)}…${a.slice(-6)}`;
+    $("#viewer-name", box).textContent = who.name || short(who.address);
+    const addr = $("#viewer-address", box);
+    addr.textContent = short(who.address); addr.title = who.address;
+    box.hidden = false;
   }
   async function readJsonFile(input) {
     const file = input && input.files && input.files[0];
@@ -327,7 +339,7 @@
   };
 
   actions["sign-out"] = async () => {
-    await portal("POST", "/portal/logout");
+    await portal("POST", "/portal/logout", { page: PAGE });
     state.signer = null; state.token = null; state.x25519 = null;
     window.location.reload();
   };
