@@ -21,6 +21,7 @@ from node_client.deploy import Ledger
 from node_client.events import EventRecord, read_events
 
 from gateway.db import Database
+from gateway.member_names import MemberNames
 
 __all__ = ["Indexer", "IndexerStatus"]
 
@@ -52,8 +53,10 @@ class Indexer:
         deploy_block: int,
         poll_interval: float = 0.25,
         page_size: int = 2_000,
+        member_names: MemberNames | None = None,
     ) -> None:
         self.ledger = ledger
+        self.member_names = member_names
         self.db = db
         self.deploy_block = deploy_block
         self.poll_interval = poll_interval
@@ -126,6 +129,8 @@ class Indexer:
                 self._indexed = end
                 applied += len(events)
                 start = end + 1
+            if self.member_names is not None:
+                self.member_names.refresh()  # names of members added at run time (a stat unless one lacks it)
             self._last_poll = time.monotonic()
             if self._indexed >= head:
                 self._head_time = head_time
@@ -180,6 +185,8 @@ class Indexer:
                 " since_block = excluded.since_block",
                 (a["member"], a["roles"], a["encryptionKey"], a["metadataHash"], ev.block_number),
             )
+            if self.member_names is not None:
+                self.member_names.member_added(a["member"])
         elif name in ("MemberSuspended", "MemberReinstated", "MemberRemoved"):
             status = {"MemberSuspended": 2, "MemberReinstated": 1, "MemberRemoved": 3}[name]
             conn.execute("UPDATE chain_members SET status = ? WHERE address = ?", (status, a["member"]))

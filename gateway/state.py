@@ -27,6 +27,7 @@ from gateway.crypto import Kek
 from gateway.db import Database
 from gateway.fhir import warm_up
 from gateway.indexer import Indexer
+from gateway.member_names import MemberNames
 from gateway.journal import Anchorer, Journal
 from gateway.keyrotation import finish_pending_rotation
 from gateway.observability import Metrics
@@ -70,7 +71,7 @@ class Components:
     anchorer: Anchorer | None = None
     journal_index: JournalIndex | None = None
     anchor_guard: AnchorGuard | None = None
-    member_names: dict[str, str] = field(default_factory=dict)
+    member_names: MemberNames = field(default_factory=lambda: MemberNames(None))
     _lock: GatewayLock | None = None
 
     def start(self) -> None:
@@ -92,6 +93,8 @@ class Components:
                 self._lock.release()
                 raise
         threading.Thread(target=warm_up, name="hcl-fhir-warm-up", daemon=True).start()
+        for row in self.db.read().execute("SELECT address FROM chain_members"):
+            self.member_names.member_added(row["address"])  # members indexed before a restart, still unnamed?
         try:
             self.indexer.poll_once()
         except Exception:  # the chain may be down at start: /healthz shows it, requests fail closed
@@ -154,7 +157,9 @@ def build_components(settings: GatewaySettings) -> Components:
     store = make_store(settings)
     account = _gateway_account(settings, client)
     metrics = Metrics()
-    indexer = Indexer(ledger, db, deploy_block=manifest.deploy_block, poll_interval=settings.indexer_poll)
+    names = MemberNames(Path(settings.manifest), manifest.members)
+    indexer = Indexer(ledger, db, deploy_block=manifest.deploy_block, poll_interval=settings.indexer_poll,
+                      member_names=names)
     auth = Authenticator(
         db,
         load_or_create_key(settings.token_key_file),
@@ -187,5 +192,5 @@ def build_components(settings: GatewaySettings) -> Components:
         journal_index=JournalIndex(journal) if journal is not None else None,
         anchorer=anchorer,
         anchor_guard=guard,
-        member_names={m["address"]: m["name"] for m in manifest.members},
+        member_names=names,
     )

@@ -1,0 +1,80 @@
+"""Institutions' display names, following the chain's member events.
+
+Names stay off-chain (on-chain there is only ``metadataHash``); they come from the deployment manifest's
+``members``, which onboarding appends to (``demo seed`` does, after the governance transaction). The
+indexer tells :class:`MemberNames` about every ``MemberAdded`` it applies; while such a member has no
+name yet, each poll re-reads the manifest if the file changed, so a member added at run time gets its
+name without a gateway restart (even when the manifest is written after the event is mined).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from eth_utils import to_checksum_address
+
+__all__ = ["MemberNames"]
+
+log = logging.getLogger("hcl.gateway.members")
+
+
+def _names(members: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    return {to_checksum_address(m["address"]): str(m.get("name", "")) for m in members if m.get("name")}
+
+
+class MemberNames(Mapping[str, str]):
+    """address → name; a read-only mapping to readers, refreshed by the indexer thread."""
+
+    def __init__(self, manifest_path: Path | None, members: Iterable[Mapping[str, Any]] = ()) -> None:
+        self.path = manifest_path
+        self._names = _names(members)  # replaced whole, never mutated: readers need no lock
+        self._stamp = self._stat()
+        self._unnamed: set[str] = set()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path) if self.path is not None else None
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino) if st else None
+
+    # ---------------------------------------------------------------- Mapping
+
+    def __getitem__(self, address: str) -> str:
+        return self._names[address]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    # ---------------------------------------------------------------- following the chain
+
+    def member_added(self, address: str) -> None:
+        """A ``MemberAdded`` was applied: look for this member's name until one appears."""
+        if address not in self._names:
+            self._unnamed.add(address)
+
+    def refresh(self) -> bool:
+        """Re-reads the manifest if a member lacks a name and the file changed; True if names changed."""
+        if not self._unnamed or self.path is None:
+            return False
+        stamp = self._stat()
+        if stamp is None or stamp == self._stamp:
+            return False
+        try:
+            names = _names(orjson.loads(self.path.read_bytes()).get("members", []))
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # half-written or edited by hand: next poll
+            log.warning("manifest not readable for member names: %s", exc)
+            return False
+        self._stamp = stamp
+        changed = names != self._names
+        self._names = names
+        self._unnamed -= names.keys()
+        return changed
