@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import time
 from pathlib import Path
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
@@ -62,6 +67,45 @@ class RequestTiming:
                 )
 
 
+#: The docs pages load only the gateway's own files (``static/vendor/``, copied from npm at install).
+#: Scripts: those files plus Swagger UI's inline start-up script, by hash. Styles may be inline (both UIs
+#: style elements inline); ReDoc's search runs in a worker made from a blob.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' {scripts}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+
+
+def _static_page(page: HTMLResponse) -> Callable[[], HTMLResponse]:
+    """The page as a route answer, with a CSP that allows exactly its inline scripts (by SHA-256)."""
+    body = bytes(page.body)
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
+        for script in re.findall(rb"<script>(.*?)</script>", body, re.S)
+    )
+    headers = {"Content-Security-Policy": DOCS_CSP.format(scripts=hashes), "X-Content-Type-Options": "nosniff",
+               "Referrer-Policy": "no-referrer"}
+    return lambda: HTMLResponse(body, headers=headers)
+
+
+def install_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from the gateway's own static files, never a CDN, so the API
+    reference works on a machine with no internet."""
+    vendor, spec, title = "/static/vendor", app.openapi_url or "/openapi.json", f"{app.title} API"
+    swagger = _static_page(get_swagger_ui_html(
+        openapi_url=spec, title=title, swagger_favicon_url="/static/icon.svg",
+        swagger_js_url=f"{vendor}/swagger-ui-bundle.js", swagger_css_url=f"{vendor}/swagger-ui.css",
+        swagger_ui_parameters={"validatorUrl": None},  # else it would ask validator.swagger.io
+    ))
+    redoc = _static_page(get_redoc_html(
+        openapi_url=spec, title=title, redoc_favicon_url="/static/icon.svg",
+        redoc_js_url=f"{vendor}/redoc.standalone.js", with_google_fonts=False,
+    ))
+    app.add_api_route("/docs", swagger, methods=["GET"], name="swagger_ui", include_in_schema=False)
+    app.add_api_route("/redoc", redoc, methods=["GET"], name="redoc", include_in_schema=False)
+
+
 def create_app(settings: GatewaySettings | None = None, *, components: Components | None = None) -> FastAPI:
     """Builds the app. Components are built from ``settings`` (or taken as given) and started with it."""
     settings = settings or (components.settings if components else GatewaySettings())
@@ -83,9 +127,12 @@ def create_app(settings: GatewaySettings | None = None, *, components: Component
         description="Consent-enforced, ledgered release of encrypted FHIR records.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        docs_url=None,  # served by install_docs from local files
+        redoc_url=None,
     )
     install_problem_handlers(app)
     install_openapi(app)
+    install_docs(app)
 
     app.add_middleware(RequestTiming)
     app.add_middleware(RejectAmbiguousFraming)  # outermost: nothing of a smuggled request reaches the app
