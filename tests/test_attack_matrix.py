@@ -954,3 +954,66 @@ def test_every_problem_code_used_here_is_registered() -> None:
                  "consent_revoked", "wrong_category", "wrong_purpose", "emergency_not_allowed", "record_not_found",
                  "payload_too_large", "unsupported_media_type", "invalid_fhir", "invalid_request", "integrity_error"):
         assert code in PROBLEMS
+
+
+# ================================================================ 9. what a record holds
+
+
+def test_encounters_consent_gets_no_byte_of_a_discharge_summary_holding_mental_health_data(
+        gw: RunningGateway) -> None:
+    """Security review, finding 1: the spec's discharge-summary document (Bundle-father) plus a Condition
+    "Major depressive disorder" and a PHQ-9 total score of 23 was filed as `encounters`, so a clinic holding
+    only an `encounters` consent found both in discovery and read them (200). Whatever category the document
+    is filed under, an encounters-only consent must show no mental-health code or text and release no record
+    that holds them."""
+    from gateway_harness import open_release
+
+    patient = 19  # funded by hardhat, a patient in no other case
+    doc = orjson.loads((SAMPLES / "hl7-r4" / "Bundle-father.json").read_bytes())
+    subject = {"reference": "http://fhir.healthintersections.com.au/open/Patient/d1"}
+    doc["entry"] += [
+        {"fullUrl": "urn:uuid:5e1f0a3c-8d2b-4c1e-9f00-000000000001", "resource": {
+            "resourceType": "Condition", "subject": subject, "onsetDateTime": "2012-11-01",
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "370143000",
+                                 "display": "Major depressive disorder"}], "text": "Major depressive disorder"}}},
+        {"fullUrl": "urn:uuid:5e1f0a3c-8d2b-4c1e-9f00-000000000002", "resource": {
+            "resourceType": "Observation", "status": "final", "subject": subject, "effectiveDateTime": "2013-02-01",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": "survey"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "44261-6", "display": "PHQ-9 total score"}],
+                     "text": "PHQ-9 total score"},
+            "valueQuantity": {"value": 23, "unit": "{score}"}}},
+    ]
+    doc["entry"][0]["resource"]["section"].append({
+        "title": "Mental status",
+        "text": {"status": "additional",
+                 "div": '<div xmlns="http://www.w3.org/1999/xhtml">Major depressive disorder; PHQ-9 score 23.</div>'},
+        "entry": [{"reference": e["fullUrl"]} for e in doc["entry"][-2:]],
+    })
+    up = gw.login(dev(HOSPITAL)).post("/v1/records", params={"patient": dev(patient).address},
+                                      content=orjson.dumps(doc), headers=FHIR)
+    assert up.status_code == 201, up.text
+    records = up.json()["records"]
+    _grant(gw, patient, CLINIC, "encounters")
+    gw.wait_indexed()
+    clinic = gw.login(dev(CLINIC))
+    sensitive = ("370143000", "44261-6", "depress", "phq")
+
+    for params in ({}, {"code": "370143000"}, {"code": "44261-6"}, {"category": "mental-health"}):
+        found = clinic.get(f"/v1/patients/{dev(patient).address}/records", params=params)
+        assert found.status_code == 200, found.text
+        assert not [s for s in sensitive if s in found.text.lower()], found.text
+        assert {r["category"] for r in found.json()["records"]} <= {"encounters"}
+
+    refused = 0
+    for record in records:
+        before = _accesses(gw)
+        r = _read(clinic, record["recordId"])
+        if r.status_code == 200:  # a record the consent covers: not one sensitive byte in it
+            plain = open_release(r.json(), CLINIC, dev(CLINIC).address).decode().lower()
+            assert not [s for s in sensitive if s in plain]
+        else:
+            _refused(r, "wrong_category")
+            assert _accesses(gw) == before, "a refused request was ledgered"
+            refused += 1
+    assert refused, "the depression diagnosis and the PHQ-9 are in some record, and the clinic can read none"
