@@ -956,6 +956,38 @@ def test_every_problem_code_used_here_is_registered() -> None:
         assert code in PROBLEMS
 
 
+# ================================================================ 8. other consortium members
+
+
+def test_second_gateway_cannot_retract_or_amend_another_gateways_record(gw: RunningGateway) -> None:
+    """Security review, finding 3: a second GATEWAY member called RecordRegistry.retract on a record this
+    gateway registered, and the clinic's next read was 410 record_retracted. Only the registering gateway
+    (or a successor the consortium names by M-of-N governance) may retract or amend a record."""
+    from node_client import errors
+    from node_client.vocabulary import Role
+
+    (record,) = [r["recordId"] for r in _upload(gw, 16, ALLERGY) if r["category"] == "allergies"]
+    record_id = bytes.fromhex(record[2:])
+    _grant(gw, 16, CLINIC, "allergies")
+    clinic = gw.login(dev(CLINIC))
+    assert _read(clinic, record).status_code == 200
+
+    second = Account.from_key(hashlib.sha256(b"attack matrix: a second gateway member").digest())
+    gw.client.w3.provider.make_request("hardhat_setBalance", [second.address, hex(10**21)])
+    gw.ledger.members.enact([dev(0), dev(1)], Action.ADD_MEMBER, second.address, arg=int(Role.GATEWAY),
+                            encryption_key=hashlib.sha256(b"second gateway x25519").digest())
+    assert gw.ledger.members.is_active(second.address, int(Role.GATEWAY))
+    with pytest.raises(errors.RecordNotHolder) as exc:
+        gw.ledger.records.retract(second, record_id)
+    assert exc.value.holder.lower() == gw.components.gateway_account.address.lower()
+    with pytest.raises(errors.RecordNotHolder):
+        gw.ledger.records.amend(second, record_id, hashlib.sha256(b"hijacked v2").digest(), dev(LAB).address,
+                                hashlib.sha256(b"other ciphertext").digest(), b"\x01\x55\x12\x20" + bytes(32))
+    gw.wait_indexed()
+    assert gw.ledger.records.record_of(record_id).status.name == "ACTIVE"
+    assert _read(clinic, record).status_code == 200
+
+
 # ================================================================ 9. what a record holds
 
 

@@ -538,6 +538,7 @@ def test_zero_or_undefined_role_bits_are_refused(
         Action.ROTATE_ENCRYPTION_KEY,
         Action.ADD_ADMIN,
         Action.REMOVE_ADMIN,
+        Action.TRANSFER_RECORDS,
     ],
 )
 def test_zero_target_is_refused(ledger: Ledger, accounts: Accounts, action: Action) -> None:
@@ -814,6 +815,139 @@ def test_approving_twice_is_refused(ledger: Ledger, accounts: Accounts) -> None:
         ledger.members.approve(accounts.admins[1], pid)
     assert addr(exc.value.admin) == accounts.admins[1].address
     assert ledger.members.proposal_of(pid).approvals == 2
+
+
+# ---------------------------------------------------------------- member numbers and record custody
+# A member's number is what RecordRegistry stores as the holder of the records a gateway registers;
+# TransferRecords (M-of-N) hands a departed gateway's records to a successor gateway.
+
+
+def test_members_are_numbered_in_order_of_admission_and_hold_their_own_number(
+    ledger: Ledger, accounts: Accounts
+) -> None:
+    for number, (index, *_rest) in enumerate(DEV_CONSORTIUM, start=1):
+        member = dev_account(index).address
+        assert ledger.members.number_of(member) == number
+        assert ledger.members.custodian_of(number) == member
+    assert ledger.members.number_of(accounts.outsider.address) == 0
+    assert ledger.members.custodian_of(0) == ZERO_ADDRESS
+    assert ledger.members.custodian_of(len(DEV_CONSORTIUM) + 1) == ZERO_ADDRESS
+    newcomer = Account.from_key(h("numbered")).address
+    add_member(ledger, accounts, newcomer, Role.CLINIC)
+    assert ledger.members.number_of(newcomer) == len(DEV_CONSORTIUM) + 1
+
+
+def test_gateway_number_is_zero_unless_an_active_gateway(ledger: Ledger, accounts: Accounts) -> None:
+    gateway = accounts.gateway.address
+    assert ledger.members.gateway_number(gateway) == ledger.members.number_of(gateway) != 0
+    assert ledger.members.gateway_number(accounts.hospital.address) == 0  # a member, not a gateway
+    assert ledger.members.gateway_number(accounts.outsider.address) == 0
+    ledger.members.enact(accounts.admins[:2], Action.SUSPEND_MEMBER, gateway)
+    assert ledger.members.gateway_number(gateway) == 0
+
+
+def test_transfer_records_of_a_removed_gateway_to_another_gateway(ledger: Ledger, accounts: Accounts) -> None:
+    successor = funded(ledger, "successor")
+    add_member(ledger, accounts, successor.address, Role.GATEWAY, "successor")
+    gateway = accounts.gateway.address
+    number = ledger.members.number_of(gateway)
+    ledger.members.enact(accounts.admins[:2], Action.REMOVE_MEMBER, gateway)
+    pid, _ = ledger.members.propose(accounts.admins[0], Action.TRANSFER_RECORDS, successor.address, arg=number)
+    p = ledger.members.proposal_of(pid)
+    assert (p.action, p.target, p.arg) == (Action.TRANSFER_RECORDS, successor.address, number)
+    ledger.members.approve(accounts.admins[1], pid)
+    result = ledger.members.execute(accounts.admins[0], pid)
+    (ev,) = ledger.members.events_in(result, "RecordsTransferred")
+    assert ev.args == {"number": number, "from": gateway, "to": successor.address}
+    assert ledger.members.custodian_of(number) == successor.address
+    assert ledger.members.number_of(successor.address) != number  # the successor keeps its own number too
+
+
+def test_transfer_records_needs_the_threshold(ledger: Ledger, accounts: Accounts) -> None:
+    successor = funded(ledger, "successor")
+    add_member(ledger, accounts, successor.address, Role.GATEWAY, "successor")
+    number = ledger.members.number_of(accounts.gateway.address)
+    ledger.members.enact(accounts.admins[:2], Action.SUSPEND_MEMBER, accounts.gateway.address)
+    pid, _ = ledger.members.propose(accounts.admins[0], Action.TRANSFER_RECORDS, successor.address, arg=number)
+    with pytest.raises(errors.MemberRegistryNotEnoughApprovals):
+        ledger.members.execute(accounts.admins[0], pid)
+    assert ledger.members.custodian_of(number) == accounts.gateway.address
+
+
+def test_transfer_records_of_an_active_gateway_is_refused(ledger: Ledger, accounts: Accounts) -> None:
+    successor = funded(ledger, "successor")
+    add_member(ledger, accounts, successor.address, Role.GATEWAY, "successor")
+    number = ledger.members.number_of(accounts.gateway.address)
+    pid, _ = ledger.members.propose(accounts.admins[0], Action.TRANSFER_RECORDS, successor.address, arg=number)
+    ledger.members.approve(accounts.admins[1], pid)
+    with pytest.raises(errors.MemberRegistryInvalidMemberStatus) as exc:
+        ledger.members.execute(accounts.admins[0], pid)
+    assert addr(exc.value.member) == accounts.gateway.address  # the custodian, still in service
+    assert exc.value.status == MemberStatus.ACTIVE
+    assert ledger.members.custodian_of(number) == accounts.gateway.address
+
+
+@pytest.mark.parametrize("who", ["hospital", "outsider", "suspended-gateway"])
+def test_transfer_records_to_anyone_but_an_active_gateway_is_refused(
+    ledger: Ledger, accounts: Accounts, who: str
+) -> None:
+    number = ledger.members.number_of(accounts.gateway.address)
+    if who == "suspended-gateway":
+        other = funded(ledger, "other-gateway")
+        add_member(ledger, accounts, other.address, Role.GATEWAY, "other")
+        ledger.members.enact(accounts.admins[:2], Action.SUSPEND_MEMBER, other.address)
+        target = other.address
+    else:
+        target = getattr(accounts, who).address
+    ledger.members.enact(accounts.admins[:2], Action.REMOVE_MEMBER, accounts.gateway.address)
+    pid, _ = ledger.members.propose(accounts.admins[0], Action.TRANSFER_RECORDS, target, arg=number)
+    ledger.members.approve(accounts.admins[1], pid)
+    with pytest.raises(errors.MemberRegistryNotGateway) as exc:
+        ledger.members.execute(accounts.admins[0], pid)
+    assert addr(exc.value.account) == target
+
+
+def test_transfer_records_of_an_unknown_number_is_refused(ledger: Ledger, accounts: Accounts) -> None:
+    for number in (0, len(DEV_CONSORTIUM) + 1, 65_535):
+        with pytest.raises(errors.MemberRegistryUnknownNumber) as exc:
+            ledger.members.propose(accounts.admins[0], Action.TRANSFER_RECORDS, accounts.gateway.address, arg=number)
+        assert exc.value.number == number
+
+
+def test_records_handed_over_can_be_handed_on_when_the_successor_departs(ledger: Ledger, accounts: Accounts) -> None:
+    first, second = funded(ledger, "successor-1"), funded(ledger, "successor-2")
+    add_member(ledger, accounts, first.address, Role.GATEWAY, "s1")
+    add_member(ledger, accounts, second.address, Role.GATEWAY, "s2")
+    number = ledger.members.number_of(accounts.gateway.address)
+    admins = accounts.admins[:2]
+    ledger.members.enact(admins, Action.REMOVE_MEMBER, accounts.gateway.address)
+    ledger.members.enact(admins, Action.TRANSFER_RECORDS, first.address, arg=number)
+    with pytest.raises(errors.MemberRegistryInvalidMemberStatus):  # the custodian now is `first`, active
+        ledger.members.enact(admins, Action.TRANSFER_RECORDS, second.address, arg=number)
+    ledger.members.enact(admins, Action.SUSPEND_MEMBER, first.address)
+    ledger.members.enact(admins, Action.TRANSFER_RECORDS, second.address, arg=number)
+    assert ledger.members.custodian_of(number) == second.address
+
+
+def test_a_member_back_in_service_gets_a_new_number_if_its_records_were_handed_over(
+    ledger: Ledger, accounts: Accounts
+) -> None:
+    successor = funded(ledger, "successor")
+    add_member(ledger, accounts, successor.address, Role.GATEWAY, "successor")
+    gateway = accounts.gateway.address
+    old = ledger.members.number_of(gateway)
+    admins = accounts.admins[:2]
+    ledger.members.enact(admins, Action.SUSPEND_MEMBER, gateway)
+    ledger.members.enact(admins, Action.TRANSFER_RECORDS, successor.address, arg=old)
+    ledger.members.enact(admins, Action.REINSTATE_MEMBER, gateway)
+    new = ledger.members.number_of(gateway)
+    assert new not in (0, old)
+    assert ledger.members.custodian_of(new) == gateway
+    assert ledger.members.custodian_of(old) == successor.address
+    # a reinstatement that nothing was handed over from keeps the number
+    ledger.members.enact(admins, Action.SUSPEND_MEMBER, gateway)
+    ledger.members.enact(admins, Action.REINSTATE_MEMBER, gateway)
+    assert ledger.members.number_of(gateway) == new
 
 
 # ---------------------------------------------------------------- constructor

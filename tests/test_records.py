@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
 from conftest import Accounts, cid, h
@@ -435,3 +436,142 @@ def test_a_patient_needs_no_membership(ledger: Ledger, accounts: Accounts) -> No
     fresh = Account.from_key(h("fresh-patient")).address
     ledger.records.register(accounts.gateway, rid("f"), fresh, accounts.clinic.address, 0, h("f"), cid("f"))
     assert ledger.records.record_of(rid("f")).patient == fresh
+
+
+# ---------------------------------------------------------------- holder: only the registering gateway
+# (security review, finding 3: any gateway member could retract or amend any other gateway's record)
+
+
+def second_gateway(ledger: Ledger, accounts: Accounts, label: str = "second-gateway") -> LocalAccount:
+    """A second GATEWAY member, onboarded through governance (funded fresh key; rolled back with the test)."""
+    acct = Account.from_key(h(f"test-account:{label}"))
+    ledger.client.w3.provider.make_request("hardhat_setBalance", [acct.address, hex(10**21)])
+    ledger.members.enact(
+        accounts.admins[:2], Action.ADD_MEMBER, acct.address, arg=int(Role.GATEWAY), encryption_key=h(f"x25519:{label}")
+    )
+    return acct
+
+
+def test_another_gateway_may_not_retract_a_record_it_does_not_hold(ledger: Ledger, accounts: Accounts) -> None:
+    register(ledger, accounts, "held-by-first")
+    other = second_gateway(ledger, accounts)
+    with pytest.raises(errors.RecordNotHolder) as exc:
+        ledger.records.retract(other, rid("held-by-first"))
+    assert exc.value.recordId == rid("held-by-first")
+    assert to_checksum_address(exc.value.caller) == other.address
+    assert to_checksum_address(exc.value.holder) == accounts.gateway.address
+    assert ledger.records.record_of(rid("held-by-first")).status is RecordStatus.ACTIVE
+
+
+def test_another_gateway_may_not_amend_a_record_it_does_not_hold(ledger: Ledger, accounts: Accounts) -> None:
+    register(ledger, accounts, "held")
+    other = second_gateway(ledger, accounts)
+    with pytest.raises(errors.RecordNotHolder) as exc:
+        ledger.records.amend(other, rid("held"), rid("held-v2"), accounts.lab.address, h("v2"), cid("v2"))
+    assert (exc.value.recordId, to_checksum_address(exc.value.holder)) == (rid("held"), accounts.gateway.address)
+    assert ledger.records.record_of(rid("held")).status is RecordStatus.ACTIVE
+    assert ledger.records.record_of(rid("held-v2")).status is RecordStatus.NONE
+
+
+def test_records_of_a_batch_are_held_by_the_registering_gateway(ledger: Ledger, accounts: Accounts) -> None:
+    records = batch_of(["batch-held-1", "batch-held-2"])
+    ledger.records.register_batch(accounts.gateway, accounts.patients[0].address, accounts.lab.address, records)
+    other = second_gateway(ledger, accounts)
+    for rec in records:
+        assert ledger.records.holder_of(rec.record_id) == accounts.gateway.address
+        with pytest.raises(errors.RecordNotHolder):
+            ledger.records.retract(other, rec.record_id)
+
+
+def test_each_gateway_retracts_and_amends_its_own_records(ledger: Ledger, accounts: Accounts) -> None:
+    other = second_gateway(ledger, accounts)
+    register(ledger, accounts, "first-1")
+    register(ledger, accounts, "first-2")
+    ledger.records.register(
+        other, rid("second-1"), accounts.patients[0].address, accounts.lab.address, 4, h("s1"), cid("s1")
+    )
+    assert ledger.records.holder_of(rid("second-1")) == other.address
+    with pytest.raises(errors.RecordNotHolder) as exc:
+        ledger.records.retract(accounts.gateway, rid("second-1"))  # the other way round, too
+    assert to_checksum_address(exc.value.holder) == other.address
+
+    ledger.records.retract(accounts.gateway, rid("first-1"))
+    ledger.records.amend(accounts.gateway, rid("first-2"), rid("first-2-v2"), accounts.lab.address, h("f2"), cid("f2"))
+    ledger.records.retract(other, rid("second-1"))
+    assert ledger.records.record_of(rid("first-1")).status is RecordStatus.RETRACTED
+    assert ledger.records.record_of(rid("second-1")).status is RecordStatus.RETRACTED
+    # the new version is held by the gateway that amended, like the old one
+    assert ledger.records.holder_of(rid("first-2-v2")) == accounts.gateway.address
+    with pytest.raises(errors.RecordNotHolder):
+        ledger.records.retract(other, rid("first-2-v2"))
+    ledger.records.retract(accounts.gateway, rid("first-2"))  # an amended version stays the holder's to erase
+
+
+def test_holder_of_an_unknown_record_is_zero(ledger: Ledger) -> None:
+    assert ledger.records.holder_of(rid("never-registered")) == ZERO_ADDRESS
+
+
+@pytest.mark.parametrize("departure", [Action.REMOVE_MEMBER, Action.SUSPEND_MEMBER], ids=["removed", "suspended"])
+def test_a_departed_gateways_records_pass_to_a_successor_through_governance(
+    ledger: Ledger, accounts: Accounts, departure: Action
+) -> None:
+    register(ledger, accounts, "orphan-1", Category.MENTAL_HEALTH, patient=2)
+    register(ledger, accounts, "orphan-2", patient=2)
+    successor = second_gateway(ledger, accounts, "successor")
+    number = ledger.members.number_of(accounts.gateway.address)
+    ledger.members.enact(accounts.admins[:2], departure, accounts.gateway.address)
+    # departure alone hands nothing over: the records stay the departed gateway's
+    with pytest.raises(errors.RecordNotHolder):
+        ledger.records.retract(successor, rid("orphan-1"))
+
+    # M-of-N: custody of everything the departed gateway registered moves to the successor
+    pid, _ = ledger.members.propose(accounts.admins[0], Action.TRANSFER_RECORDS, successor.address, arg=number)
+    ledger.members.approve(accounts.admins[1], pid)
+    result = ledger.members.execute(accounts.admins[1], pid)
+    (ev,) = ledger.members.events_in(result, "RecordsTransferred")
+    assert ev.args == {"number": number, "from": accounts.gateway.address, "to": successor.address}
+    assert ledger.members.custodian_of(number) == successor.address
+    assert ledger.records.holder_of(rid("orphan-1")) == successor.address
+
+    result = ledger.records.retract(successor, rid("orphan-1"))
+    (retracted,) = ledger.records.events_in(result, "RecordRetracted")
+    assert retracted.args == {
+        "recordId": rid("orphan-1"),
+        "patient": accounts.patients[2].address,
+        "gateway": successor.address,
+    }
+    ledger.records.amend(successor, rid("orphan-2"), rid("adopted-v2"), accounts.lab.address, h("a2"), cid("a2"))
+    assert ledger.records.record_of(rid("orphan-1")).status is RecordStatus.RETRACTED
+    assert ledger.records.record_of(rid("orphan-2")).status is RecordStatus.AMENDED
+    assert ledger.records.holder_of(rid("adopted-v2")) == successor.address
+
+
+def test_a_reinstated_gateway_does_not_get_back_records_handed_to_a_successor(
+    ledger: Ledger, accounts: Accounts
+) -> None:
+    register(ledger, accounts, "handed-over")
+    successor = second_gateway(ledger, accounts, "successor")
+    number = ledger.members.number_of(accounts.gateway.address)
+    ledger.members.enact(accounts.admins[:2], Action.SUSPEND_MEMBER, accounts.gateway.address)
+    ledger.members.enact(accounts.admins[:2], Action.TRANSFER_RECORDS, successor.address, arg=number)
+    ledger.members.enact(accounts.admins[:2], Action.REINSTATE_MEMBER, accounts.gateway.address)
+
+    with pytest.raises(errors.RecordNotHolder) as exc:
+        ledger.records.retract(accounts.gateway, rid("handed-over"))
+    assert to_checksum_address(exc.value.holder) == successor.address
+    # back in service under a new number: what it registers now is its own
+    assert ledger.members.number_of(accounts.gateway.address) not in (0, number)
+    register(ledger, accounts, "after-reinstatement")
+    ledger.records.retract(accounts.gateway, rid("after-reinstatement"))
+    ledger.records.retract(successor, rid("handed-over"))
+
+
+def test_a_re_added_gateway_keeps_the_records_nobody_took_over(ledger: Ledger, accounts: Accounts) -> None:
+    register(ledger, accounts, "kept-over-removal")
+    number = ledger.members.number_of(accounts.gateway.address)
+    ledger.members.enact(accounts.admins[:2], Action.REMOVE_MEMBER, accounts.gateway.address)
+    ledger.members.enact(
+        accounts.admins[:2], Action.ADD_MEMBER, accounts.gateway.address, arg=int(Role.GATEWAY), encryption_key=h("k")
+    )
+    assert ledger.members.number_of(accounts.gateway.address) == number
+    ledger.records.retract(accounts.gateway, rid("kept-over-removal"))
