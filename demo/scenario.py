@@ -428,8 +428,8 @@ def _onboard_county_hospital(s: Session) -> tuple[str, bool]:
 def _record_in_manifest(s: Session, spec: MemberSpec) -> None:
     """Appends the new member's off-chain description to the manifest's ``members`` (atomically).
 
-    Names stay off-chain (only their hash is on-chain); the gateway reads them from the manifest at
-    start, so a gateway already running shows the county hospital without a name until it restarts.
+    Names stay off-chain (only their hash is on-chain); a running gateway re-reads the manifest while a
+    member it saw added has no name (``gateway/member_names.py``), so the name shows without a restart.
     """
     path = s.manifest_path
     data = orjson.loads(path.read_bytes())
@@ -446,7 +446,7 @@ def _record_in_manifest(s: Session, spec: MemberSpec) -> None:
     })
     _atomic_write(path, orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     s.names[spec.address] = spec.name
-    s.out.print(f"  added {spec.name} to {path} (the running gateway shows its name after a restart)")
+    s.out.print(f"  added {spec.name} to {path} (the running gateway picks the name up from there)")
 
 
 def _keystores(s: Session, keys_dir: Path) -> list[str]:
