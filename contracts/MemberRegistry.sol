@@ -17,10 +17,18 @@ import {Vocabulary} from "./libraries/Vocabulary.sol";
  * admin never count and a lowered threshold cannot suddenly make old, under-approved proposals executable.
  * Proposals expire after {PROPOSAL_TTL}.
  *
- * Storage layout (on purpose): a member's hot data (status, roles, since) fits one slot so that the
- * membership checks other contracts make on every access cost one SLOAD; the encryption key and the
+ * Storage layout (on purpose): a member's hot data (status, roles, since, number) fits one slot so that
+ * the membership checks other contracts make on every access cost one SLOAD - {gatewayNumber} answers
+ * RecordRegistry's gateway check and the record holder from that same slot; the encryption key and the
  * metadata hash sit in their own slots and are only read by off-chain clients. A proposal's action data
  * is packed into one slot (target, arg, action, approvals, status, expiry, epoch).
+ *
+ * Record custody: `_custodians[n]` is who may retract and amend the records registered under member number
+ * n (written once when n is given out, and by TransferRecords). Invariant: an Active member's number is
+ * one it is the custodian of - TransferRecords only takes a number from a Suspended or Removed custodian,
+ * and a member coming back (reinstated, added again) whose number was taken gets a new one. So comparing a
+ * record's holder number with the caller's number, without reading `_custodians`, is enough for the usual
+ * case (the registering gateway itself).
  *
  * IMPORTANT: nothing here identifies a person: members are institutions, and their names live off-chain
  * behind `metadataHash`.
@@ -29,11 +37,12 @@ contract MemberRegistry is IMemberRegistry {
     /// @dev How long a proposal may wait for approvals and execution.
     uint40 public constant PROPOSAL_TTL = 7 days;
 
-    // slot: status (1) | roles (2) | since (5)
+    // slot: status (1) | roles (2) | since (5) | number (2)
     struct MemberSlot {
         MemberStatus status;
         uint16 roles;
         uint40 since;
+        uint16 number;
     }
 
     // slot 0: target (20) | arg (2) | action (1) | approvals (1) | status (1) | expiresAt (5) | adminEpoch (2)
@@ -50,12 +59,13 @@ contract MemberRegistry is IMemberRegistry {
         bytes32 metadataHash;
     }
 
-    // slot: adminCount (1) | threshold (1) | adminEpoch (2) | proposalCount (28 bytes left; uint64 is plenty)
+    // slot: adminCount (1) | threshold (1) | adminEpoch (2) | proposalCount (8; uint64 is plenty) | numbers (2)
     struct GovernanceSlot {
         uint8 adminCount;
         uint8 threshold;
         uint16 adminEpoch;
         uint64 proposalCount;
+        uint16 numbers; // member numbers given out so far: 1..numbers
     }
 
     mapping(address member => MemberSlot) private _members;
@@ -64,6 +74,7 @@ contract MemberRegistry is IMemberRegistry {
     mapping(address account => bool) private _admins;
     mapping(uint256 proposalId => ProposalSlot) private _proposals;
     mapping(uint256 proposalId => mapping(address admin => bool)) private _approved;
+    mapping(uint16 number => address custodian) private _custodians;
     GovernanceSlot private _gov;
 
     modifier onlyAdmin() {
@@ -167,6 +178,23 @@ contract MemberRegistry is IMemberRegistry {
     }
 
     /// @inheritdoc IMemberRegistry
+    function gatewayNumber(address account) external view returns (uint16) {
+        MemberSlot memory m = _members[account];
+        if (m.status != MemberStatus.Active) return 0;
+        return m.roles & Vocabulary.ROLE_GATEWAY != 0 ? m.number : 0;
+    }
+
+    /// @inheritdoc IMemberRegistry
+    function numberOf(address member) external view returns (uint16) {
+        return _members[member].number;
+    }
+
+    /// @inheritdoc IMemberRegistry
+    function custodianOf(uint16 number) external view returns (address) {
+        return _custodians[number];
+    }
+
+    /// @inheritdoc IMemberRegistry
     function memberOf(address member) external view returns (Member memory) {
         MemberSlot memory m = _members[member];
         return Member(m.status, m.roles, m.since, _encryptionKeys[member], _metadataHashes[member]);
@@ -230,6 +258,9 @@ contract MemberRegistry is IMemberRegistry {
             return;
         }
         if (target == address(0)) revert MemberRegistryZeroAddress();
+        if (action == Action.TransferRecords && (arg == 0 || arg > _gov.numbers)) {
+            revert MemberRegistryUnknownNumber(arg);
+        }
         if (action == Action.AddMember || action == Action.ChangeRoles) _checkRoles(arg);
         if ((action == Action.AddMember || action == Action.RotateEncryptionKey) && encryptionKey == bytes32(0)) {
             revert MemberRegistryInvalidEncryptionKey();
@@ -249,6 +280,10 @@ contract MemberRegistry is IMemberRegistry {
             emit MemberSuspended(target);
         } else if (action == Action.ReinstateMember) {
             _transition(target, MemberStatus.Suspended, MemberStatus.Active);
+            MemberSlot storage m = _members[target];
+            uint16 number = m.number;
+            uint16 custodied = _custodiedNumber(target, number);
+            if (custodied != number) m.number = custodied;
             emit MemberReinstated(target);
         } else if (action == Action.RemoveMember) {
             MemberStatus status = _members[target].status;
@@ -272,6 +307,8 @@ contract MemberRegistry is IMemberRegistry {
         } else if (action == Action.RemoveAdmin) {
             _removeAdmin(target);
             _bumpEpoch();
+        } else if (action == Action.TransferRecords) {
+            _transferRecords(arg, target);
         } else {
             _setThreshold(uint8(arg));
             _bumpEpoch();
@@ -279,14 +316,51 @@ contract MemberRegistry is IMemberRegistry {
     }
 
     function _addMember(address member, uint16 roles, bytes32 encryptionKey, bytes32 metadataHash) private {
-        MemberStatus status = _members[member].status;
-        if (status != MemberStatus.None && status != MemberStatus.Removed) {
-            revert MemberRegistryInvalidMemberStatus(member, status);
+        MemberSlot memory previous = _members[member];
+        if (previous.status != MemberStatus.None && previous.status != MemberStatus.Removed) {
+            revert MemberRegistryInvalidMemberStatus(member, previous.status);
         }
-        _members[member] = MemberSlot(MemberStatus.Active, roles, uint40(block.timestamp));
+        uint16 number = _custodiedNumber(member, previous.number);
+        _members[member] = MemberSlot(MemberStatus.Active, roles, uint40(block.timestamp), number);
         _encryptionKeys[member] = encryptionKey;
         _metadataHashes[member] = metadataHash;
         emit MemberAdded(member, roles, encryptionKey, metadataHash);
+    }
+
+    /// @dev The number `member` (coming into service) is to have: `number` if it is still the custodian of
+    /// it, otherwise (a new member: 0, or its records were transferred) the next number, in its custody.
+    function _custodiedNumber(address member, uint16 number) private returns (uint16) {
+        if (number != 0) {
+            if (_custodians[number] != member) return _nextNumber(member);
+            return number;
+        }
+        return _nextNumber(member);
+    }
+
+    function _nextNumber(address member) private returns (uint16 number) {
+        uint16 given = _gov.numbers;
+        if (given == type(uint16).max) revert MemberRegistryTooManyMembers(type(uint16).max);
+        number = given + 1;
+        _gov.numbers = number;
+        _custodians[number] = member;
+    }
+
+    /// @dev Hands the records of member number `number` to `successor`: only away from a custodian that is
+    /// out of service (Suspended or Removed), only to an active gateway.
+    function _transferRecords(uint16 number, address successor) private {
+        address from = _custodians[number];
+        if (from == address(0)) revert MemberRegistryUnknownNumber(number);
+        MemberStatus status = _members[from].status;
+        if (status != MemberStatus.Suspended && status != MemberStatus.Removed) {
+            revert MemberRegistryInvalidMemberStatus(from, status);
+        }
+        MemberSlot memory s = _members[successor];
+        // ROLE_GATEWAY is one bit; `!=` because slither's incorrect-equality flags `==` on a member slot
+        if (s.status != MemberStatus.Active || s.roles & Vocabulary.ROLE_GATEWAY != Vocabulary.ROLE_GATEWAY) {
+            revert MemberRegistryNotGateway(successor);
+        }
+        _custodians[number] = successor;
+        emit RecordsTransferred(number, from, successor);
     }
 
     function _transition(address member, MemberStatus from, MemberStatus to) private {

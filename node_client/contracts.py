@@ -65,6 +65,7 @@ class Action(enum.IntEnum):
     ADD_ADMIN = 6
     REMOVE_ADMIN = 7
     CHANGE_THRESHOLD = 8
+    TRANSFER_RECORDS = 9  # target: the successor gateway; arg: the member number whose records it takes
 
 
 class ProposalStatus(enum.IntEnum):
@@ -280,6 +281,18 @@ class MemberRegistry(_Wrapper):
 
     def active_roles(self, member: str) -> int:
         return int(self._call("activeRoles", to_checksum_address(member)))
+
+    def gateway_number(self, account: str) -> int:
+        """The member number of ``account`` if it is an active gateway, else 0."""
+        return int(self._call("gatewayNumber", to_checksum_address(account)))
+
+    def number_of(self, member: str) -> int:
+        """The member number of ``member`` (0 if never added): ``arg`` of a TRANSFER_RECORDS proposal."""
+        return int(self._call("numberOf", to_checksum_address(member)))
+
+    def custodian_of(self, number: int) -> str:
+        """Who holds the records registered under member number ``number`` (zero address if none)."""
+        return to_checksum_address(self._call("custodianOf", number))
 
     def member_of(self, member: str) -> Member:
         status, roles, since, key, meta = self._call("memberOf", to_checksum_address(member))
@@ -533,6 +546,10 @@ class RecordRegistry(_Wrapper):
     def record_of(self, record_id: bytes) -> Record:
         patient, category, status, at = self._call("recordOf", _b32(record_id))
         return Record(_b32(record_id), patient, category, RecordStatus(status), at)
+
+    def holder_of(self, record_id: bytes) -> str:
+        """The gateway that may amend or retract the record (zero address if unknown)."""
+        return to_checksum_address(self._call("holderOf", _b32(record_id)))
 
 
 class AccessLedger(_Wrapper):

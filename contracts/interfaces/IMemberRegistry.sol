@@ -9,6 +9,11 @@ pragma solidity ^0.8.24;
  * Roles are bits of a `uint16` mask (see {Vocabulary}): HOSPITAL, CLINIC, LAB, PHARMACY, GATEWAY,
  * AUDITOR, REGULATOR and the EMERGENCY capability. Names and other institution details live off-chain;
  * the chain keeps only a metadata hash and the member's X25519 encryption public key.
+ *
+ * Every member has a number (1, 2, ... in order of admission), and every number a custodian: the member
+ * itself, until governance hands the records registered under that number to a successor gateway
+ * (the TransferRecords action). {IRecordRegistry} stores the registering gateway's number with each record,
+ * so that only the record's custodian may retract or amend it.
  */
 interface IMemberRegistry {
     /// @dev Lifecycle of a member. `None` = never added; `Removed` members may be added again.
@@ -29,7 +34,8 @@ interface IMemberRegistry {
         RotateEncryptionKey,
         AddAdmin,
         RemoveAdmin,
-        ChangeThreshold
+        ChangeThreshold,
+        TransferRecords
     }
 
     /// @dev Lifecycle of a governance proposal.
@@ -50,7 +56,8 @@ interface IMemberRegistry {
     }
 
     /// @dev A governance proposal as returned by {proposalOf}. `arg` holds the roles mask for
-    /// AddMember/ChangeRoles and the new threshold for ChangeThreshold.
+    /// AddMember/ChangeRoles, the new threshold for ChangeThreshold and, for TransferRecords, the member
+    /// number whose records go to `target`.
     struct Proposal {
         address target;
         uint16 arg;
@@ -98,6 +105,12 @@ interface IMemberRegistry {
     error MemberRegistryNotEnoughApprovals(uint256 proposalId, uint256 approvals, uint256 threshold);
     /// @dev Only the proposer may cancel a pending, unexpired proposal.
     error MemberRegistryNotProposer(uint256 proposalId, address account);
+    /// @dev No member number `number` has been given out.
+    error MemberRegistryUnknownNumber(uint16 number);
+    /// @dev `account` is not an active GATEWAY member (the successor of a TransferRecords must be one).
+    error MemberRegistryNotGateway(address account);
+    /// @dev Every member number (1..`max`) has been given out.
+    error MemberRegistryTooManyMembers(uint256 max);
 
     // ---------------------------------------------------------------- events
 
@@ -137,6 +150,9 @@ interface IMemberRegistry {
     event AdminRemoved(address indexed account);
     /// @dev The approval threshold changed.
     event ThresholdChanged(uint8 previousThreshold, uint8 threshold);
+    /// @dev The records registered under member number `number` passed from the departed gateway `from`
+    /// to the gateway `to`, which may now retract and amend them.
+    event RecordsTransferred(uint16 indexed number, address indexed from, address indexed to);
 
     // ---------------------------------------------------------------- governance
 
@@ -173,9 +189,16 @@ interface IMemberRegistry {
      *
      * Requirements:
      * - the caller is an admin;
-     * - the proposal is pending, unexpired, made under the current admin set and approved enough.
+     * - the proposal is pending, unexpired, made under the current admin set and approved enough;
+     * - the change is valid now, e.g. for TransferRecords: the current custodian of number `arg` is
+     *   Suspended or Removed (a gateway in service keeps its records) and `target` is an active GATEWAY
+     *   member.
      *
-     * Emits {ProposalExecuted} and the event of the change itself (e.g. {MemberAdded}).
+     * A member added again after a removal, or reinstated after a suspension, keeps its number unless its
+     * records were transferred meanwhile; then it gets a new number (what it registers from now on is its
+     * own, what it registered before stays with the successor).
+     *
+     * Emits {ProposalExecuted} and the event of the change itself (e.g. {MemberAdded}, {RecordsTransferred}).
      */
     function execute(uint256 proposalId) external;
 
@@ -196,6 +219,17 @@ interface IMemberRegistry {
 
     /// @dev The roles of `member` if it is active, 0 otherwise: one call for every role test.
     function activeRoles(address member) external view returns (uint16);
+
+    /// @dev The number of `account` if it is an active GATEWAY member, 0 otherwise: {IRecordRegistry}'s
+    /// gateway check and the holder it stores, in one call.
+    function gatewayNumber(address account) external view returns (uint16);
+
+    /// @dev The number of `member` (0 if it was never added).
+    function numberOf(address member) external view returns (uint16);
+
+    /// @dev Who holds the records registered under member number `number`: the member itself unless they
+    /// were transferred (zero if the number was never given out).
+    function custodianOf(uint16 number) external view returns (address);
 
     /// @dev The full member record of `member` (status None if unknown).
     function memberOf(address member) external view returns (Member memory);

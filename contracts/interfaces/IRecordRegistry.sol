@@ -6,6 +6,11 @@ pragma solidity ^0.8.24;
  * @dev The record index: which encrypted records exist, whose they are, of which category, and where
  * the ciphertext is (a locator such as a CID) with its SHA-256. Never health data: the record itself is
  * encrypted off-chain; only its hash and locator are emitted here.
+ *
+ * Each record is held by the gateway that registered it (it keeps the record's data key): only that
+ * gateway may amend or retract it. The records of a gateway that left service (suspended or removed) pass
+ * to a successor gateway only by M-of-N governance ({IMemberRegistry-Action} TransferRecords); see
+ * {holderOf}.
  */
 interface IRecordRegistry {
     /// @dev Lifecycle of a record. `Amended` records were superseded by a newer version and stay readable;
@@ -49,6 +54,8 @@ interface IRecordRegistry {
     error RecordUnknown(bytes32 recordId);
     /// @dev Record `recordId` is in status `status`, which does not allow the change.
     error RecordInvalidStatus(bytes32 recordId, RecordStatus status);
+    /// @dev `caller` may not amend or retract record `recordId`: it is held by the gateway `holder`.
+    error RecordNotHolder(bytes32 recordId, address caller, address holder);
     /// @dev A batch must hold at least one record.
     error RecordEmptyBatch();
 
@@ -99,7 +106,8 @@ interface IRecordRegistry {
      * @dev Registers `recordId` as a new version of `previousRecordId` (same patient and category) and
      * marks the previous one `Amended`.
      *
-     * Requirements: as for {register}; `previousRecordId` is Active.
+     * Requirements: as for {register}; the caller holds `previousRecordId` (see {holderOf}), which is
+     * Active. The new version is held by the caller.
      *
      * Emits a {RecordRegistered} and a {RecordAmended} event.
      */
@@ -114,7 +122,8 @@ interface IRecordRegistry {
     /**
      * @dev Retracts (erases) `recordId`: no access to it can be ledgered any more.
      *
-     * Requirements: the caller is an active GATEWAY member; the record is Active or Amended.
+     * Requirements: the caller is an active GATEWAY member and holds the record (see {holderOf}); the
+     * record is Active or Amended.
      *
      * Emits a {RecordRetracted} event.
      */
@@ -122,4 +131,8 @@ interface IRecordRegistry {
 
     /// @dev Record `recordId` (status None if unknown).
     function recordOf(bytes32 recordId) external view returns (Record memory);
+
+    /// @dev The gateway that may amend or retract record `recordId`: the one that registered it, or its
+    /// successor by governance ({IMemberRegistry-custodianOf}); zero if the record is unknown.
+    function holderOf(bytes32 recordId) external view returns (address);
 }
