@@ -53,6 +53,7 @@ _EXTRA: dict[str, tuple[int, ...]] = {
     "transactions-draft": (409,),
     "transactions-submit": (409,),
     "accesses-proof": (404,),
+    "accesses-journal": (404,),
     "system-problem_page": (404,),
 }
 

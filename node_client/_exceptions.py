@@ -7,6 +7,8 @@
     ├── KeystoreError           a keystore file is missing, malformed or the password is wrong
     ├── SignatureError          an EIP-712 message does not verify off-chain
     ├── DeploymentError         a manifest is missing, malformed or for another chain
+    ├── GatewayUnavailable      a gateway does not answer over HTTP (fail closed on this too)
+    ├── GatewayProblem          a gateway refused: its RFC 9457 problem as .status / .code / .detail
     └── TransactionError        a transaction failed (carries .tx_hash when one was sent)
         └── ContractRevert      the contract reverted; .error_name / .args_by_name / .data
             ├── <one subclass per Solidity custom error, named after it>
@@ -32,6 +34,8 @@ __all__ = [
     "CompilationError",
     "ContractRevert",
     "DeploymentError",
+    "GatewayProblem",
+    "GatewayUnavailable",
     "KeystoreError",
     "NodeClientError",
     "NodeError",
@@ -70,6 +74,18 @@ class SignatureError(NodeClientError):
 
 class DeploymentError(NodeClientError):
     """A deployment manifest is missing, malformed or belongs to another chain."""
+
+
+class GatewayUnavailable(NodeClientError):
+    """A gateway does not answer over HTTP (refused, timed out, cut off)."""
+
+
+class GatewayProblem(NodeClientError):
+    """A gateway answered with an RFC 9457 problem (``application/problem+json``)."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str = "") -> None:
+        super().__init__(f"{status} {code}: {detail or title}")
+        self.status, self.code, self.title, self.detail = status, code, title, detail
 
 
 class TransactionError(NodeClientError):

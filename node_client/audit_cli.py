@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from node_client._cli_common import ManifestOpt, RpcOpt, _client, _settings
+from node_client._cli_common import KeyOpt, ManifestOpt, PasswordFileOpt, RpcOpt, _client, _password, _settings
+from node_client.keys import load_keystore
 
 __all__ = ["audit_app"]
 
@@ -108,3 +109,30 @@ def replay_cmd(
         for a in report.errors[:20]:
             _err.print(f"  [red]{a.kind}[/red] {a.message} {a.evidence.get('tx_hash') or a.evidence.get('entry_index', '')}")
     raise typer.Exit(report.exit_code)
+
+
+@audit_app.command("fetch-journal")
+def fetch_journal_cmd(
+    out: Annotated[Path, typer.Argument(help="JSON Lines file to write (then: hcl audit replay --journal OUT)")],
+    url: Annotated[str, typer.Option("--url", envvar="HCL_GATEWAY_URL", help="the gateway's base URL")],
+    key: KeyOpt = None,
+    password_file: PasswordFileOpt = None,
+) -> None:
+    """Download a running gateway's release journal (batch mode) with its anchors, signed in as an auditor.
+
+    Exit 0 written; 2 the gateway refused (not an auditor, strict mode) or does not answer.
+    """
+    from node_client._exceptions import NodeClientError
+    from node_client.gateway_client import GatewayClient
+
+    try:
+        if key is None:
+            raise ValueError("--key: the auditor's (or regulator's) keystore")
+        account = load_keystore(key, _password(password_file, confirm=False))
+        with GatewayClient(url) as gw:
+            gw.sign_in(account)
+            size = gw.download_journal(out)
+    except (NodeClientError, ValueError, OSError) as exc:
+        _err.print(f"[red]fetch failed[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from None
+    _err.print(f"wrote {out} ({size} bytes) from {url}")

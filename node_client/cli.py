@@ -564,13 +564,18 @@ def gateway_export_journal(
     out: Annotated[Path, typer.Argument(help="JSON Lines file to write")],
 ) -> None:
     """Export the release journal (batch mode) with its anchors, for the auditor."""
-    from gateway.journal import Journal
+    from gateway.journal import Journal, JournalUnavailable
     from gateway.settings import GatewaySettings
 
     settings = GatewaySettings()
     if not settings.journal_path.exists():
         raise ValueError(f"no journal at {settings.journal_path} (batch mode writes one)")
-    journal = Journal(settings.journal_path)
+    try:
+        journal = Journal(settings.journal_path)
+    except JournalUnavailable as exc:
+        err_console.print(f"[red]error[/red] {exc}: while the gateway runs, fetch the journal over HTTP "
+                          "with `hcl audit fetch-journal` (an auditor's key), or stop the gateway first")
+        raise typer.Exit(2) from None
     try:
         count = journal.export(out)
     finally:

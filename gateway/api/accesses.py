@@ -7,18 +7,25 @@ an auditor needs to check that entry *without trusting the gateway*: in batch mo
 its RFC 6962 leaf hash, the anchor (root, tree size, transaction) and the inclusion proof, which
 :func:`node_client.merkle.root_from_inclusion_proof` turns back into the anchored root; in strict mode
 the transaction and log that carry the access hash.
+
+``GET /v1/journal`` gives an auditor the whole journal (batch mode) in the export format
+(docs/audit.md) from the running gateway, for ``hcl audit replay --journal``.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.background import BackgroundTask
 
 from node_client.vocabulary import PURPOSES, Role
 
 from gateway.api.deps import CallerDep, ComponentsDep
+from gateway.journal import JournalError
 from gateway.problems import Problem
 
 router = APIRouter(tags=["accesses"])
@@ -96,3 +103,24 @@ def _batch_proof(c: Any, caller: str, idx: int) -> JSONResponse:
         "inclusionProof": ["0x" + h.hex() for h in c.journal.inclusion_proof(idx, anchor.tree_size)],
     })
     return JSONResponse(body)
+
+
+@router.get("/v1/journal", response_class=FileResponse,
+            responses={200: {"content": {"application/jsonl": {}}, "description": "the journal export"}})
+def journal(c: ComponentsDep, caller: CallerDep) -> FileResponse:
+    """The release journal with its anchors (JSON Lines, one snapshot), for auditors and regulators."""
+    member = c.policy.member(caller)
+    if member.status.value != 1 or not member.roles & _AUDIT:
+        raise Problem("wrong_role", "the journal is for auditors and regulators")
+    if c.journal is None:
+        raise Problem("record_not_found", "this gateway ledgers in strict mode: the chain is the whole record",
+                      status=404)
+    fd, name = tempfile.mkstemp(prefix="journal-export-", suffix=".jsonl", dir=c.settings.data_dir)
+    os.close(fd)
+    try:
+        c.journal.export(name)
+    except JournalError as exc:
+        os.unlink(name)
+        raise Problem("journal_unavailable", str(exc)) from exc
+    return FileResponse(name, media_type="application/jsonl", filename="journal.jsonl",
+                        background=BackgroundTask(os.unlink, name))
