@@ -219,12 +219,14 @@ def _action(name: str):  # type: ignore[no-untyped-def]
 @member_app.command("propose")
 @_handle_errors
 def member_propose(
-    action: Annotated[str, typer.Argument(help="add, suspend, reinstate, remove, change-roles, rotate-encryption-key, add-admin, remove-admin, change-threshold")],
-    target: Annotated[str | None, typer.Argument(help="member or admin address (none for change-threshold)")] = None,
+    action: Annotated[str, typer.Argument(help="add, suspend, reinstate, remove, change-roles, rotate-encryption-key, add-admin, remove-admin, change-threshold, transfer-records")],
+    target: Annotated[str | None, typer.Argument(help="member or admin address (none for change-threshold; the successor gateway for transfer-records)")] = None,
     roles: Annotated[str | None, typer.Option(help="roles, e.g. hospital,emergency (add, change-roles)")] = None,
     threshold: Annotated[int | None, typer.Option(help="new threshold (change-threshold)")] = None,
     encryption_key: Annotated[str | None, typer.Option(help="X25519 public key, 32 bytes hex")] = None,
     metadata_file: Annotated[Path | None, typer.Option(help="off-chain metadata JSON; its SHA-256 goes on-chain")] = None,
+    from_gateway: Annotated[str | None, typer.Option(
+        help="transfer-records: the suspended or removed gateway whose records the target takes over")] = None,
     rpc_url: RpcOpt = None,
     manifest: ManifestOpt = None,
     key: KeyOpt = None,
@@ -244,6 +246,10 @@ def member_propose(
         if threshold is None:
             raise ValueError("change-threshold needs --threshold")
         arg = threshold
+    if act is Action.TRANSFER_RECORDS:
+        if from_gateway is None:
+            raise ValueError("transfer-records needs --from-gateway (the departed gateway's address)")
+        arg = ledger.members.number_of(_address(from_gateway, "--from-gateway"))
     meta = metadata_hash(orjson.loads(metadata_file.read_bytes())) if metadata_file else None
     enc = bytes.fromhex(encryption_key.removeprefix("0x")) if encryption_key else None
     addr = _address(target, "target") if target else None

@@ -108,6 +108,23 @@ def test_member_governance_round_trip(env: dict[str, str], ledger: Ledger, accou
     assert ledger.members.active_roles(target) == 0
 
 
+def test_member_propose_transfer_records_names_the_departed_gateway(env: dict[str, str], ledger: Ledger,
+                                                                   accounts) -> None:  # noqa: ANN001
+    from node_client.contracts import Action
+
+    departed = accounts.gateway.address
+    ledger.members.enact(accounts.admins[:2], Action.SUSPEND_MEMBER, departed)
+    missing = runner.invoke(app, ["member", "propose", "transfer-records", accounts.hospital.address,
+                                  "--dev-account", "0"], env=env)
+    assert missing.exit_code == 2 and "--from-gateway" in missing.output
+    out = runner.invoke(app, ["member", "propose", "transfer-records", accounts.hospital.address,
+                              "--from-gateway", departed, "--dev-account", "0"], env=env)
+    assert out.exit_code == 0, out.output
+    p = ledger.members.proposal_of(ledger.members.proposal_count())
+    assert (p.action, p.target, p.arg) == (Action.TRANSFER_RECORDS, accounts.hospital.address,
+                                           ledger.members.number_of(departed))
+
+
 def test_consent_grant_check_list_revoke(env: dict[str, str], ledger: Ledger, accounts) -> None:  # noqa: ANN001
     hospital = accounts.hospital.address
     patient = accounts.patients[0].address
