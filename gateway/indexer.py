@@ -7,6 +7,12 @@ head it read makes that head *seen*: ``synced`` says the read model is complete 
 the gateway has seen, and that it saw it recently. Release decisions may use the cache only then; a
 revocation mined in block N is in force for every request that arrives after the gateway has seen
 block N (one poll interval after it is mined, typically).
+
+A decision reads several rows; :meth:`Indexer.view` names the block (number, hash, timestamp) the read
+model is at and when the chain's head was last seen at most that block (the start of the last complete
+poll), and :meth:`Indexer.unchanged_since` tells whether a page was applied meanwhile (a write
+generation, odd while a page is being written), so a decision knows it read one block's state and
+journals exactly that block.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from node_client.events import EventRecord, read_events
 from gateway.db import Database
 from gateway.member_names import MemberNames
 
-__all__ = ["Indexer", "IndexerStatus"]
+__all__ = ["Indexer", "IndexerStatus", "ReadModelView"]
 
 log = logging.getLogger("hcl.gateway.indexer")
 
@@ -40,6 +46,17 @@ class IndexerStatus:
     @property
     def lag_blocks(self) -> int:
         return max(0, self.head_block - self.indexed_block)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadModelView:
+    """The block the read model is at, for one decision (see :meth:`Indexer.view`)."""
+
+    block: int
+    block_hash: bytes
+    block_time: int
+    seen_at: float  # time.monotonic() at which the chain's head was at most ``block``
+    generation: int
 
 
 class Indexer:
@@ -64,14 +81,16 @@ class Indexer:
         self._head = 0
         self._head_time = 0  # timestamp of the seen head (see ``synced``)
         self._seen_head = 0  # the newest head whose events are all applied
-        self._seen_at = 0.0  # monotonic time of that
+        self._seen_at = 0.0  # monotonic time at which that poll read the head (the head was at most it then)
         self._indexed = int(db.get_meta("indexed_block", str(deploy_block - 1)) or 0)
         self._last_poll = 0.0
         self._error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._block_times: dict[int, int] = {}
+        self._headers: dict[int, tuple[bytes, int]] = {}
+        self._at: tuple[int, bytes, int] | None = None  # (indexed block, its hash, its timestamp)
+        self._generation = 0  # bumped before and after each page is applied: odd while writing
 
     # ------------------------------------------------------------------ state
 
@@ -96,6 +115,22 @@ class Indexer:
         only when a poll fails, so this is kept short (a second at the default 0.25 s poll)."""
         return max(1.0, 4 * self.poll_interval)
 
+    def view(self) -> ReadModelView | None:
+        """The read model's block for a decision starting now, or ``None`` when it may not decide
+        (not :attr:`synced`, or a page is being applied). Check :meth:`unchanged_since` after reading."""
+        generation = self._generation
+        if generation & 1 or not self.synced:
+            return None
+        at, seen_at = self._at, self._seen_at
+        if at is None or at[0] != self._indexed or self._generation != generation:
+            return None
+        return ReadModelView(at[0], at[1], at[2], seen_at, generation)
+
+    def unchanged_since(self, generation: int) -> bool:
+        """Whether no page was applied since a view of ``generation`` was taken (the rows read since
+        are of its block)."""
+        return self._generation == generation
+
     @property
     def synced(self) -> bool:
         """Whether the read model holds every event up to the newest head the gateway has seen, and that
@@ -112,8 +147,9 @@ class Indexer:
     def poll_once(self) -> int:
         """Indexes up to the current head; returns the number of events applied."""
         with self._lock:
+            polled_at = time.monotonic()  # the chain's head at this moment was at most the one read next
             head = self.ledger.client.block_number()
-            head_time = self._time(head) if head != self._seen_head or not self._head_time else self._head_time
+            head_time = self._time(head)
             self._head = max(self._head, head)
             applied = 0
             start = self.indexed_block + 1
@@ -122,20 +158,31 @@ class Indexer:
                 events = list(
                     read_events(self.ledger.client, self.ledger.addresses, from_block=start, to_block=end)
                 )
-                with self.db.write() as conn:
-                    for ev in events:
-                        self._apply(conn, ev)
-                    self.db.set_meta(conn, "indexed_block", end)
-                self._indexed = end
+                end_hash, end_time = self._header(end)
+                self._generation += 1
+                try:
+                    with self.db.write() as conn:
+                        for ev in events:
+                            self._apply(conn, ev)
+                        self.db.set_meta(conn, "indexed_block", end)
+                    self._indexed = end
+                    self._at = (end, end_hash, end_time)
+                finally:
+                    self._generation += 1
                 applied += len(events)
                 start = end + 1
+            if self._at is None or self._at[0] != self._indexed:  # nothing to apply since the gateway started
+                at_hash, at_time = self._header(self._indexed)
+                self._generation += 1
+                self._at = (self._indexed, at_hash, at_time)
+                self._generation += 1
             if self.member_names is not None:
                 self.member_names.refresh()  # names of members added at run time (a stat unless one lacks it)
             self._last_poll = time.monotonic()
             if self._indexed >= head:
                 self._head_time = head_time
                 self._seen_head = max(self._seen_head, head)
-                self._seen_at = self._last_poll
+                self._seen_at = polled_at
             self._error = None
         return applied
 
@@ -165,14 +212,19 @@ class Indexer:
 
     # ------------------------------------------------------------------ events
 
+    def _header(self, block: int) -> tuple[bytes, int]:
+        """(hash, timestamp) of ``block``, asked once."""
+        h = self._headers.get(block)
+        if h is None:
+            b = self.ledger.client.rpc(lambda: self.ledger.client.w3.eth.get_block(block))
+            h = (bytes(b["hash"]), int(b["timestamp"]))
+            if len(self._headers) > 10_000:
+                self._headers.clear()
+            self._headers[block] = h
+        return h
+
     def _time(self, block: int) -> int:
-        t = self._block_times.get(block)
-        if t is None:
-            t = self.ledger.client.block_timestamp(block)
-            if len(self._block_times) > 10_000:
-                self._block_times.clear()
-            self._block_times[block] = t
-        return t
+        return self._header(block)[1]
 
     def _apply(self, conn, ev: EventRecord) -> None:  # type: ignore[no-untyped-def]  # noqa: C901
         a = ev.args

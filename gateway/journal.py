@@ -8,8 +8,10 @@ included under an anchored root and that each anchored tree extends the previous
 (``node_client.merkle``). The journal itself is additionally hash-chained so that local tampering is
 caught on every open, even before an auditor looks.
 
-Entries use the ``HCLJ/1`` encoding of :mod:`node_client.journal_entry` (151 bytes; the Merkle leaf
-of entry ``i`` is ``SHA-256(0x00 || entry_i)``), shared with the auditor that re-derives every leaf.
+Entries use the ``HCLJ/2`` encoding of :mod:`node_client.journal_entry` (199 bytes; rows written
+before it stay ``HCLJ/1``, 151 bytes, and are read as such; the Merkle leaf of entry ``i`` is
+``SHA-256(0x00 || entry_i)``), shared with the auditor that re-derives every leaf. Version 2 names the
+block whose state the release decision used; the layout is in docs/audit.md.
 
 Database (SQLite, WAL, ``synchronous=FULL``: a commit returns only after the WAL is fsynced)::
 
@@ -42,11 +44,12 @@ Export format (:meth:`Journal.export`, read back and checked by :func:`read_expo
 JSON Lines, UTF-8, one object per line, hex strings ``0x``-prefixed lowercase:
 
 1. header: ``{"type": "header", "format": "hcl-release-journal", "version": 1,
-   "entry_encoding": "HCLJ/1", "size": N, "root": MTH of the N entries,
+   "entry_encoding": "HCLJ/2", "size": N, "root": MTH of the N entries,
    "chain_head": chain_hash(N-1) or 32 zero bytes}``
 2. N entries, idx ascending: ``{"type": "entry", "idx", "requester", "patient", "record_id",
-   "purpose", "consent_id", "emergency", "access_hash", "released_at", "encoded": to_bytes() hex,
-   "leaf_hash", "chain_hash"}``. An auditor re-encodes the fields (layout above), checks
+   "purpose", "consent_id", "emergency", "access_hash", "released_at", "state_block",
+   "state_block_hash", "state_seen_at", "encoded": to_bytes() hex, "leaf_hash", "chain_hash"}``
+   (a version 1 row has no ``state_*`` keys). An auditor re-encodes the fields (docs/audit.md), checks
    ``encoded``, and recomputes ``leaf_hash`` and ``chain_hash``; it must not trust the hashes given.
 3. the anchors recorded up to size N, tree_size ascending: ``{"type": "anchor", "tree_size",
    "root", "tx_hash", "block_number", "anchored_at"}``; the auditor compares them with the

@@ -15,18 +15,34 @@ Two sources, one answer:
 
 In strict ledger mode the chain checks again in ``logAccess`` whatever the cache said.
 
+A release decides on one block's state and journals that block (batch mode, ``HCLJ/2``):
+:meth:`AccessPolicy.state_view` picks it — the read model's block, or the chain's latest block to which
+every ``eth_call`` of the decision is then pinned — and :meth:`AccessPolicy.confirm` checks, after the
+reads, that the read model did not move meanwhile and that the head was seen less than the staleness
+bound (:attr:`gateway.indexer.Indexer.freshness`) before the decision; otherwise the decision is made
+again (:class:`StaleView`).
+
 When the chain says no, :meth:`AccessPolicy.explain` looks at the consent to give the caller the precise
 reason (missing, revoked, expired, wrong category, wrong purpose) as a stable problem code.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from node_client._exceptions import ChainUnavailable
-from node_client.contracts import CheckResult, ConsentStatus, Member, MemberStatus, Record, RecordStatus
+from node_client.contracts import (
+    CheckResult,
+    Consent,
+    ConsentStatus,
+    Member,
+    MemberStatus,
+    Record,
+    RecordStatus,
+)
 from node_client.deploy import Ledger
 from node_client.vocabulary import PROVIDER_ROLES, Category, Purpose, Role
 
@@ -36,11 +52,37 @@ if TYPE_CHECKING:
     from gateway.db import Database
     from gateway.indexer import Indexer
 
-__all__ = ["AccessPolicy", "Decision", "NeedsChain"]
+__all__ = ["AccessPolicy", "Confirmed", "Decision", "NeedsChain", "StaleView", "StateView"]
 
 
 class NeedsChain(Exception):
     """Raised in ``offline`` mode when only the chain can answer (the caller then takes the full path)."""
+
+
+class StaleView(Exception):
+    """The state a decision read is not one block's, or was seen too long ago: decide again."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateView:
+    """The chain state one decision reads: the read model at ``block`` (``source="cache"``) or
+    ``eth_call`` pinned to ``block`` (``"chain"``). ``seen_at`` (``time.monotonic()``) is a moment at
+    which the chain's head was at most ``block``; ``generation`` the read model's write generation."""
+
+    source: str
+    block: int
+    block_hash: bytes
+    block_time: int
+    seen_at: float
+    generation: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """When a decision was made (unix ms) and when the state it used was seen current (unix ms, earlier)."""
+
+    decided_at: int
+    seen_at: int
 
 
 _RECORD_STATUS = {"active": RecordStatus.ACTIVE, "amended": RecordStatus.AMENDED, "retracted": RecordStatus.RETRACTED}
@@ -62,6 +104,56 @@ class AccessPolicy:
         self.db = db
         self.indexer = indexer
 
+    # ------------------------------------------------------------------ one block's state per decision
+
+    def state_view(self, *, cache: bool = True, offline: bool = False) -> StateView:
+        """The state a decision starting now reads: the read model's block when it may decide (and
+        ``cache``), else (unless ``offline``: :class:`NeedsChain`) the chain's latest block."""
+        if cache and self.indexer is not None and self.db is not None:
+            v = self.indexer.view()
+            if v is not None:
+                return StateView("cache", v.block, v.block_hash, v.block_time, v.seen_at, v.generation)
+        if offline:
+            raise NeedsChain("the read model is not synced")
+        seen_at = time.monotonic()  # the head the node answers next is at least the one it had now
+        try:
+            b = self.ledger.client.rpc(lambda: self.ledger.client.w3.eth.get_block("latest"))
+        except ChainUnavailable as exc:
+            raise Problem("chain_unavailable", str(exc)) from exc
+        return StateView("chain", int(b["number"]), bytes(b["hash"]), int(b["timestamp"]), seen_at)
+
+    def staleness_bound(self) -> float:
+        """Seconds a decision may use a state after the chain's head was seen at its block."""
+        return self.indexer.freshness if self.indexer is not None else 1.0
+
+    def confirm(self, view: StateView) -> Confirmed:
+        """After a decision's reads: its time, if they were all of ``view``'s block and the head was
+        seen recently enough; else :class:`StaleView`."""
+        now = time.monotonic()
+        wall = time.time()
+        if view.source == "cache" and (self.indexer is None or not self.indexer.unchanged_since(view.generation)):
+            raise StaleView("the read model moved during the decision")
+        age = now - view.seen_at
+        if age >= self.staleness_bound():
+            raise StaleView("the state was seen too long ago")
+        decided_at = int(wall * 1000)
+        return Confirmed(decided_at, max(0, decided_at - math.ceil(age * 1000)))
+
+    def _pinned(self, fn, block: int):  # type: ignore[no-untyped-def]
+        try:
+            return self.ledger.client.call(fn, block=block)
+        except ChainUnavailable as exc:
+            raise Problem("chain_unavailable", str(exc)) from exc
+
+    def _member_at(self, address: str, block: int | str) -> Member:
+        status, roles, since, key, meta = self._pinned(self.ledger.members.contract.functions.memberOf(address), block)
+        return Member(address, MemberStatus(status), roles, since, bytes(key), bytes(meta))
+
+    def _consent_at(self, patient: str, grantee: str, block: int | str) -> Consent:
+        cid, cats, purposes, status, vf, vu, nonce = self._pinned(
+            self.ledger.consents.contract.functions.consentOf(patient, grantee), block)
+        return Consent(bytes(cid), cats, purposes, ConsentStatus(status), vf, vu, nonce)
+
     def cache_ready(self) -> bool:
         """Whether the read model may answer now (there is one, and it is synced to the seen head)."""
         return self.db is not None and self.indexer is not None and self.indexer.synced
@@ -74,7 +166,9 @@ class AccessPolicy:
         return Member(address, MemberStatus(row["status"]), int(row["roles"]), int(row["since_block"]),
                       bytes(row["encryption_key"]), bytes(row["metadata_hash"]))
 
-    def member(self, address: str, *, offline: bool = False) -> Member:
+    def member(self, address: str, *, offline: bool = False, view: StateView | None = None) -> Member:
+        if view is not None:
+            return self._cached_member(address) if view.source == "cache" else self._member_at(address, view.block)
         if self.cache_ready():
             return self._cached_member(address)
         if offline:
@@ -84,9 +178,14 @@ class AccessPolicy:
         except ChainUnavailable as exc:
             raise Problem("chain_unavailable", str(exc)) from exc
 
-    def record(self, record_id: bytes, *, offline: bool = False) -> Record:
-        """The record's registration (patient, category, status)."""
-        if self.cache_ready():
+    def record(self, record_id: bytes, *, offline: bool = False, view: StateView | None = None) -> Record:
+        """The record's registration (patient, category, status); with ``view``, at its block (a record
+        the read model does not know: :class:`NeedsChain`)."""
+        if view is not None and view.source == "chain":
+            patient, category, status, at = self._pinned(self.ledger.records.contract.functions.recordOf(record_id),
+                                                         view.block)
+            return Record(record_id, patient, category, RecordStatus(status), at)
+        if view is not None or self.cache_ready():
             assert self.db is not None
             row = self.db.read().execute(
                 "SELECT patient, category, status, time FROM chain_records WHERE record_id = ?", (record_id,)
@@ -95,16 +194,17 @@ class AccessPolicy:
                 return Record(record_id, row["patient"], int(row["category"]), _RECORD_STATUS[row["status"]],
                               int(row["time"]))
             # unknown to the synced read model: registered after the head we saw, or never; the chain says
-        if offline:
+        if offline or view is not None:
             raise NeedsChain("the record is not in the read model")
         try:
             return self.ledger.records.record_of(record_id)
         except ChainUnavailable as exc:
             raise Problem("chain_unavailable", str(exc)) from exc
 
-    def require_member(self, address: str, roles: int = int(PROVIDER_ROLES), *, offline: bool = False) -> Member:
+    def require_member(self, address: str, roles: int = int(PROVIDER_ROLES), *, offline: bool = False,
+                       view: StateView | None = None) -> Member:
         """The caller's member record if it is active and holds one of ``roles``; else a 403 problem."""
-        m = self.member(address, offline=offline)
+        m = self.member(address, offline=offline, view=view)
         if m.status is MemberStatus.SUSPENDED:
             raise Problem("member_suspended", f"{address} is suspended")
         if m.status is not MemberStatus.ACTIVE:
@@ -114,10 +214,13 @@ class AccessPolicy:
         return m
 
     def _from_cache(self, patient: str, requester: str, category: int, purpose: int,
-                    member: Member | None = None) -> Decision | None:
+                    member: Member | None = None, view: StateView | None = None) -> Decision | None:
         """A *yes* from the synced read model, or ``None`` (then the chain decides). ``member``: the
-        requester's record if the caller already read it from the read model (saves the lookup)."""
-        if purpose == Purpose.EMERGENCY or not 0 <= category < len(Category) or not self.cache_ready():
+        requester's record if the caller already read it from the read model (saves the lookup).
+        ``view``: the read model's block the decision reads (its timestamp is the chain's time)."""
+        if purpose == Purpose.EMERGENCY or not 0 <= category < len(Category):
+            return None
+        if view is None and not self.cache_ready():
             return None
         assert self.db is not None and self.indexer is not None
         m = member if member is not None else self._cached_member(requester)
@@ -130,7 +233,7 @@ class AccessPolicy:
         ).fetchone()
         if k is None or k["status"] != "active":
             return None
-        head_time = self.indexer.head_time
+        head_time = view.block_time if view is not None else self.indexer.head_time
         if not (k["valid_from"] <= head_time and max(head_time, time.time()) < k["valid_until"]):
             return None
         if not (k["categories"] >> category & 1 and k["purposes"] >> purpose & 1):
@@ -148,8 +251,22 @@ class AccessPolicy:
         return Decision(result.allowed, result.consent_id, result.emergency)
 
     def require(self, patient: str, requester: str, category: int, purpose: int, *, offline: bool = False,
-                member: Member | None = None) -> Decision:
-        """A *yes*, or the problem saying why not. ``offline``: a yes from the read model or :class:`NeedsChain`."""
+                member: Member | None = None, view: StateView | None = None) -> Decision:
+        """A *yes*, or the problem saying why not. ``offline``: a yes from the read model or :class:`NeedsChain`.
+        ``view``: decide at its block only (a read-model view without a yes: :class:`NeedsChain`)."""
+        if view is not None and view.source == "cache":
+            cached = self._from_cache(patient, requester, category, purpose, member, view)
+            if cached is None:
+                raise NeedsChain("only the chain can decide this")
+            return cached
+        if view is not None:
+            try:
+                result = self.ledger.consents.check(patient, requester, category, purpose, block=view.block)
+            except ChainUnavailable as exc:
+                raise Problem("chain_unavailable", str(exc)) from exc
+            if not result.allowed:
+                raise self.explain(patient, requester, category, purpose, view=view)
+            return Decision(True, result.consent_id, result.emergency)
         if offline:
             cached = self._from_cache(patient, requester, category, purpose, member)
             if cached is None:
@@ -160,14 +277,22 @@ class AccessPolicy:
             raise self.explain(patient, requester, category, purpose)
         return decision
 
-    def explain(self, patient: str, requester: str, category: int, purpose: int) -> Problem:
-        """Why ``check`` said no, as a problem."""
+    def explain(self, patient: str, requester: str, category: int, purpose: int, *,
+                view: StateView | None = None) -> Problem:
+        """Why ``check`` said no, as a problem (with a chain ``view``: at its block, as the check was)."""
         try:
-            member = self.ledger.members.member_of(requester)  # the chain's word, not the cache's
-            consent = self.ledger.consents.consent_of(patient, requester)
-            now = self.ledger.client.block_timestamp()
+            if view is not None and view.source == "chain":
+                member = self._member_at(requester, view.block)
+                consent = self._consent_at(patient, requester, view.block)
+                now = view.block_time
+            else:
+                member = self.ledger.members.member_of(requester)  # the chain's word, not the cache's
+                consent = self.ledger.consents.consent_of(patient, requester)
+                now = self.ledger.client.block_timestamp()
         except ChainUnavailable as exc:
             return Problem("chain_unavailable", str(exc))
+        except Problem as problem:
+            return problem
         if member.status is MemberStatus.SUSPENDED:
             return Problem("member_suspended", f"{requester} is suspended")
         if member.status is not MemberStatus.ACTIVE:

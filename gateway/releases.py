@@ -2,7 +2,10 @@
 
 1. the caller is an active care provider (asked of the chain);
 2. the record exists on-chain, is not retracted, and consent for (patient, caller, category, purpose)
-   holds at the latest block (``ConsentRegistry.check``);
+   holds at the latest block (``ConsentRegistry.check``). Steps 1 and 2 read one block's state: the
+   synced read model's block, or the chain's latest block with every call pinned to it
+   (:meth:`gateway.policy.AccessPolicy.state_view`); the journal entry names that block, and the time
+   of the decision (``released_at``) is taken right after it;
 3. the ciphertext is fetched and its SHA-256 compared with the on-chain ``contentHash``; it is decrypted
    and re-encrypted to the caller's registered X25519 key (HPKE) — all in memory, nothing sent yet;
 4. the access is ledgered: strict mode mines ``AccessLedger.logAccess`` (which re-checks consent
@@ -25,14 +28,14 @@ from starlette.concurrency import run_in_threadpool
 
 from node_client import hpke
 from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
-from node_client.contracts import RecordStatus
+from node_client.contracts import Member, Record, RecordStatus
 from node_client.vocabulary import CATEGORIES, PURPOSES
 
 from gateway.blobstore import BlobStoreError, IntegrityMismatch
 from gateway.crashpoints import crashpoint
 from gateway.crypto import GatewayCryptoError, decrypt_record
 from gateway.journal import JournalEntry, JournalUnavailable
-from gateway.policy import NeedsChain
+from gateway.policy import Confirmed, Decision, NeedsChain, StaleView, StateView
 from gateway.problems import Problem
 from gateway.settings import LedgerMode
 from gateway.state import Components
@@ -85,23 +88,54 @@ class _Prepared:
     access_hash: bytes
     released_at: int
     payload: dict[str, Any]
+    view: StateView
+    seen_at: int  # unix ms: the chain's head was at most ``view.block`` then
+
+
+#: decisions made again when the read model moved under one, before giving up (fail closed)
+_DECIDE_ATTEMPTS = 4
+
+
+def _decide(c: Components, *, caller: str, record_id: bytes, purpose: int, offline: bool
+            ) -> tuple[Member, Record, Any, Decision, StateView, Confirmed]:
+    """Steps 1-2: member, record and consent read at one block (see the module docstring)."""
+    cache = True
+    for _ in range(_DECIDE_ATTEMPTS):
+        view = c.policy.state_view(cache=cache, offline=offline)
+        try:
+            member = c.policy.require_member(caller, view=view)
+            record = c.policy.record(record_id, view=view)
+            if record.status is RecordStatus.NONE:
+                raise Problem("record_not_found", "no such record")
+            if record.status is RecordStatus.RETRACTED:
+                raise Problem("record_retracted", "the record was retracted")
+            keys = c.db.read().execute("SELECT wrapped_key, state FROM record_keys WHERE record_id = ?",
+                                       (record_id,)).fetchone()
+            if keys is not None and keys["state"] in ("shredded", "retracted"):
+                raise Problem("record_retracted", "the record was retracted; its key is destroyed")
+            if keys is None or keys["state"] != "registered" or keys["wrapped_key"] is None:
+                raise Problem("record_not_found", "this gateway does not hold the record")
+            decision = c.policy.require(record.patient, caller, record.category, purpose, member=member, view=view)
+        except NeedsChain:
+            if offline or view.source == "chain":
+                raise
+            cache = False  # the read model has no yes: the chain decides, at its latest block
+            continue
+        try:
+            confirmed = c.policy.confirm(view)
+        except StaleView:
+            continue
+        return member, record, keys, decision, view, confirmed
+    if offline:
+        raise NeedsChain("the read model kept moving during the decision")
+    raise Problem("chain_unavailable", "the chain state kept changing during the decision; nothing released")
 
 
 def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offline: bool) -> _Prepared:
     """Steps 1-3 of the module docstring. ``offline``: from the read model only, else :class:`NeedsChain`."""
     started = time.perf_counter()
-    member = c.policy.require_member(caller, offline=offline)
-    record = c.policy.record(record_id, offline=offline)
-    if record.status is RecordStatus.NONE:
-        raise Problem("record_not_found", "no such record")
-    if record.status is RecordStatus.RETRACTED:
-        raise Problem("record_retracted", "the record was retracted")
-    keys = c.db.read().execute("SELECT wrapped_key, state FROM record_keys WHERE record_id = ?", (record_id,)).fetchone()
-    if keys is not None and keys["state"] in ("shredded", "retracted"):
-        raise Problem("record_retracted", "the record was retracted; its key is destroyed")
-    if keys is None or keys["state"] != "registered" or keys["wrapped_key"] is None:
-        raise Problem("record_not_found", "this gateway does not hold the record")
-    decision = c.policy.require(record.patient, caller, record.category, purpose, offline=offline, member=member)
+    member, record, keys, decision, view, confirmed = _decide(c, caller=caller, record_id=record_id,
+                                                               purpose=purpose, offline=offline)
     c.metrics.decisions.labels(source=decision.source).inc()
     crashpoint("release.after_decision")
 
@@ -145,7 +179,7 @@ def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offl
         }
         response_bytes = enc + sealed
 
-    released_at = int(time.time() * 1000)
+    released_at = confirmed.decided_at
     access_hash = hashlib.sha256(
         orjson.dumps(
             {
@@ -161,13 +195,14 @@ def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offl
         )
     ).digest()
     return _Prepared(started, caller, record_id, record.patient, record.category, purpose, decision.consent_id,
-                     decision.emergency, access_hash, released_at, payload)
+                     decision.emergency, access_hash, released_at, payload, view, confirmed.seen_at)
 
 
 def _entry(p: _Prepared) -> JournalEntry:
     return JournalEntry(
         requester=p.caller, patient=p.patient, record_id=p.record_id, purpose=p.purpose, consent_id=p.consent_id,
         emergency=p.emergency, access_hash=p.access_hash, released_at=p.released_at,
+        state_block=p.view.block, state_block_hash=p.view.block_hash, state_seen_at=p.seen_at,
     )
 
 

@@ -15,14 +15,23 @@ and never a gateway's database or internals. State (members, guardians, opt-outs
 emergency windows, records) is rebuilt in Python in event order, mirroring ``ConsentRegistry.check``
 and ``AccessLedger.logAccess`` rule for rule.
 
-Time of a journal entry (a documented choice)
----------------------------------------------
-A batch-mode entry has no block: it carries ``released_at`` (the gateway's wall clock, ms). It is
-checked at ``t = released_at // 1000 + clock_skew`` against the state as of the latest block whose
-timestamp is ``<= t`` — but never later than the block of the first anchor that covers it (an entry
-cannot have been released after it was anchored). ``clock_skew`` (seconds the chain clock runs ahead
-of the gateway's, default 0) exists because dev chains such as Hardhat run ahead of wall time after a
-burst of transactions; production consortium chains keep wall time and need none.
+When a journal entry is judged (docs/audit.md, "Judging a batch entry")
+-----------------------------------------------------------------------
+A version 2 entry names the block whose state its decision used (``state_block``, checked against the
+chain's hash). It is judged against the state as of that block, at that block's timestamp — no clock
+is compared with another. Then the auditor looks for the first later block that would have changed the
+verdict (revocation, expiry, suspension, retraction...): none before the block anchoring the entry
+means the access was authorized whenever between the two it happened. One before it is a race the
+chain alone cannot order; the journal's own record of when the gateway saw which head (``released_at``,
+``state_seen_at`` of all entries, in the gateway's clock) settles it when it can: ``ok`` (another entry
+shows the head was still before the change after this decision), ``stale_decision`` (an error: another
+entry shows the change in use before this decision's state was seen, or the state was older than the
+staleness bound), else ``access_in_staleness_window`` (for review).
+
+A version 1 entry (journals written before version 2) has no block: it is judged, as before, at
+``released_at // 1000 + clock_skew`` against the state of the latest block not after that time, capped
+by its anchor's block; ``clock_skew`` is measured from the anchors of version 1 entries. On chains whose
+clock runs ahead of wall time (Hardhat under load) that judgment can be wrong either way.
 """
 
 from __future__ import annotations
@@ -75,6 +84,9 @@ ANOMALY_KINDS: tuple[str, ...] = (
     "access_after_revocation",
     "access_after_expiry",
     "emergency_access",
+    "access_in_staleness_window",
+    "stale_decision",
+    "entry_state_block_invalid",
     "record_mismatch",
     "journal_chain_broken",
     "journal_entry_unanchored",
@@ -87,8 +99,10 @@ ANOMALY_KINDS: tuple[str, ...] = (
     "blob_missing",
     "release_without_ledger_entry",
 )
-#: Kinds that are listed for a person to review but are not errors (break-glass access is legitimate).
-REVIEW_KINDS: frozenset[str] = frozenset({"emergency_access"})
+#: Kinds that are listed for a person to review but are not errors (break-glass access is legitimate; a
+#: release in the gateway's staleness window after a change is within what it promises, but the journal
+#: cannot tell whether it came before the change).
+REVIEW_KINDS: frozenset[str] = frozenset({"emergency_access", "access_in_staleness_window"})
 
 #: ``progress(phase, done, total)``; phase is ``"events"`` (blocks), ``"timestamps"`` or ``"verify"``.
 Progress = Callable[[str, int, int], None]
@@ -150,6 +164,7 @@ class AccessRow:
     entry_index: int | None = None
     anchored: bool | None = None
     gateway: str | None = None  # the logAccess sender (strict) or the journal's anchoring gateway
+    state_block: int | None = None  # the block whose state the decision used (journal, version 2)
     status: str = "ok"  # ok | review | anomaly | pending
     kinds: list[str] = field(default_factory=list)
 
@@ -310,6 +325,30 @@ class _State:
                       for rid, r in obj["records"].items()}
         return st
 
+    def windows(self, requester: str, patient: str, record_id: bytes, purpose: int) -> tuple[tuple[int, int], ...]:
+        """The times ``t`` at which :meth:`authorize` finds nothing but review items, in this state:
+        ``[valid_from, valid_until)`` of a covering consent, ``(-1, until)`` of an emergency window."""
+        status, roles = self.members.get(requester, (0, 0))
+        if status != _ACTIVE or roles & _PROVIDER_ROLES == 0:
+            return ()
+        rec = self.records.get(record_id)
+        if rec is None or rec[0] != patient or rec[2] == _R_RETRACTED:
+            return ()
+        category = rec[1]
+        if not (0 <= category < _CATEGORY_COUNT and 0 <= purpose < _PURPOSE_COUNT):
+            return ()
+        out: list[tuple[int, int]] = []
+        c = self.consents.get((patient, requester))
+        if (c is not None and c.status == _C_ACTIVE and (c.categories >> category) & 1 == 1
+                and (c.purposes >> purpose) & 1 == 1):
+            out.append((c.valid_from, c.valid_until))
+        if purpose == _PURPOSE_EMERGENCY and roles & _ROLE_EMERGENCY:
+            e = self.emergency.get((patient, requester))
+            o = self.opt_out.get(patient, [0, 0])
+            if e is not None and (e[0] >> category) & 1 and not o[0] and e[1] - _EMERGENCY_WINDOW > o[1]:
+                out.append((-1, e[1]))
+        return tuple(out)
+
     def authorize(
         self, requester: str, patient: str, record_id: bytes, purpose: int, t: int
     ) -> tuple[list[tuple[str, str, dict[str, Any]]], int | None, bytes | None, bool]:
@@ -390,6 +429,9 @@ class _Entry:
     emergency: bool
     access_hash: bytes
     released_at: int
+    state_block: int | None  # version 2 (None: a version 1 entry)
+    state_hash: bytes | None
+    seen_at: int | None
     leaf: bytes
 
 
@@ -403,6 +445,7 @@ def _unhex(value: Any, size: int | None = None) -> bytes:
 
 
 _ENTRY_STRUCT = struct.Struct(">4sB20s20s32sB32sB32sQ")  # HCLJ/1, see node_client.journal_entry
+_ENTRY_STRUCT_V2 = struct.Struct(">4sB20s20s32sB32sB32sQQ32sQ")  # HCLJ/2 (docs/audit.md)
 
 
 class _FieldCodec:
@@ -439,7 +482,9 @@ class _FieldCodec:
 
     def encode(self, obj: Mapping[str, Any]) -> tuple[bytes, tuple[Any, ...]]:
         """(encoding, (requester, patient, record_id, purpose, consent_id, emergency, access_hash,
-        released_at)); raises KeyError or ValueError for a malformed entry."""
+        released_at, state_block, state_block_hash, state_seen_at)); version 2 when the object has
+        ``state_block`` (the state fields are ``None`` in version 1); raises KeyError or ValueError for a
+        malformed entry."""
         req_b, requester = self.address(obj["requester"])
         pat_b, patient = self.address(obj["patient"])
         record_id = self.b32(obj["record_id"])
@@ -454,9 +499,22 @@ class _FieldCodec:
             raise ValueError("emergency must be a bool")
         if type(released_at) is not int or not 0 <= released_at < 1 << 64:
             raise ValueError("released_at must be an integer (unix ms) in range")
-        data = _ENTRY_STRUCT.pack(b"HCLJ", 1, req_b, pat_b, record_id, purpose, consent_id, emergency,
-                                  access_hash, released_at)
-        return data, (requester, patient, record_id, purpose, consent_id, emergency, access_hash, released_at)
+        if "state_block" not in obj:
+            data = _ENTRY_STRUCT.pack(b"HCLJ", 1, req_b, pat_b, record_id, purpose, consent_id, emergency,
+                                      access_hash, released_at)
+            return data, (requester, patient, record_id, purpose, consent_id, emergency, access_hash, released_at,
+                          None, None, None)
+        state_block = obj["state_block"]
+        state_hash = self.b32(obj["state_block_hash"])
+        seen_at = obj["state_seen_at"]
+        if type(state_block) is not int or not 0 <= state_block < 1 << 64:
+            raise ValueError("state_block must be an integer in range")
+        if type(seen_at) is not int or not 0 <= seen_at < 1 << 64:
+            raise ValueError("state_seen_at must be an integer (unix ms) in range")
+        data = _ENTRY_STRUCT_V2.pack(b"HCLJ", 2, req_b, pat_b, record_id, purpose, consent_id, emergency,
+                                     access_hash, released_at, state_block, state_hash, seen_at)
+        return data, (requester, patient, record_id, purpose, consent_id, emergency, access_hash, released_at,
+                      state_block, state_hash, seen_at)
 
 
 def _load_journal(path: Path, *, skip: int = 0, chain_head: bytes | None = None
@@ -578,19 +636,26 @@ def _batch_rpc(client: ChainClient, method: str, params: list[list[Any]]) -> lis
 
 
 def _block_timestamps(client: ChainClient, blocks: Iterable[int], cache: dict[int, int],
-                      progress: Progress | None = None, batch: int = 500) -> dict[int, int]:
-    """Each distinct block's timestamp, fetched once, in JSON-RPC batches (one HTTP round trip per
-    ``batch`` blocks: a replay touches thousands of blocks and one request each would dominate)."""
-    todo = sorted({b for b in blocks if b not in cache})
+                      progress: Progress | None = None, batch: int = 500,
+                      hashes: dict[int, bytes] | None = None) -> dict[int, int]:
+    """Each distinct block's timestamp (and hash, into ``hashes`` if given), fetched once, in JSON-RPC
+    batches (one HTTP round trip per ``batch`` blocks: a replay touches thousands of blocks and one
+    request each would dominate)."""
+    todo = sorted({b for b in blocks if b not in cache or (hashes is not None and b not in hashes)})
     for i in range(0, len(todo), batch):
         chunk = todo[i : i + batch]
         try:
             answers = _batch_rpc(client, "eth_getBlockByNumber", [[hex(n), False] for n in chunk])
             for n, ans in zip(chunk, answers):
                 cache[n] = int(ans["timestamp"], 16)
+                if hashes is not None:
+                    hashes[n] = bytes.fromhex(ans["hash"][2:])
         except (ValueError, KeyError, TypeError, requests.RequestException):
             for n in chunk:  # a node without batch support: one by one
-                cache[n] = client.block_timestamp(n)
+                b = client.rpc(lambda n=n: client.w3.eth.get_block(n))
+                cache[n] = int(b["timestamp"])
+                if hashes is not None:
+                    hashes[n] = bytes(b["hash"])
         if progress:
             progress("timestamps", min(i + batch, len(todo)), len(todo))
     return cache
@@ -662,9 +727,11 @@ def _tx_senders(client: ChainClient, tx_hashes: Iterable[str], batch: int = 500)
     return out
 
 
-#: checkpoint file format (see :func:`replay` and docs/audit.md)
+#: checkpoint file format (see :func:`replay` and docs/audit.md); version 1 files are read too
 CHECKPOINT_FORMAT = "hcl-audit-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+#: the staleness bound a gateway promises (``gateway.indexer.Indexer.freshness`` at the default poll)
+DEFAULT_MAX_STALENESS = 1.0
 #: entries released up to this many seconds before the journal's newest one may still turn up in a
 #: later export (concurrent releases commit out of time order): the checkpoint's state stays that far back
 CHECKPOINT_MARGIN = 10
@@ -689,21 +756,27 @@ class _Resume:
     state: Mapping[str, Any]
     counts: Mapping[str, int]
     anomalies: list[dict[str, Any]]
+    timeline: dict[int, list[int | None]]  # block -> [latest state_seen_at, earliest released_at]
 
     @classmethod
     def load(cls, obj: Mapping[str, Any], manifest: Manifest) -> _Resume:
-        if obj.get("format") != CHECKPOINT_FORMAT or obj.get("version") != CHECKPOINT_VERSION:
-            raise ValueError("not a version 1 audit checkpoint")
+        if obj.get("format") != CHECKPOINT_FORMAT or obj.get("version") not in (1, CHECKPOINT_VERSION):
+            raise ValueError("not a version 1 or 2 audit checkpoint")
         if obj["chain_id"] != manifest.chain_id or obj["contracts"] != dict(manifest.contracts):
             raise ValueError("the checkpoint is of another deployment")
         j = obj["journal"]
         frontier = [_unhex(h, 32) for h in j["frontier"]]
         if len(frontier) != bin(int(j["position"])).count("1"):
             raise ValueError("checkpoint frontier does not match its journal position")
+        tl = j.get("timeline") or {}
+        timeline: dict[int, list[int | None]] = {int(b): [s, d] for b, s, d in tl.get("points", [])}
+        if tl.get("seen_before") is not None:
+            slot = timeline.setdefault(int(obj["block"]), [None, None])
+            slot[0] = max(int(tl["seen_before"]), slot[0] if slot[0] is not None else -1)
         return cls(
             int(obj["from_block"]), int(obj["block"]), int(j["position"]), _unhex(j["chain_head"], 32), frontier,
             j.get("gateway"), int(j["last_anchor_index"]), [_AnchorRef.from_json(a) for a in j["anchors"]],
-            obj["state"], {k: int(v) for k, v in obj["counts"].items()}, list(obj["anomalies"]),
+            obj["state"], {k: int(v) for k, v in obj["counts"].items()}, list(obj["anomalies"]), timeline,
         )
 
 
@@ -746,6 +819,41 @@ def _measure_skew(entries: list[_Entry], anchor_of: list[_AnchorRef | None], ts_
         return 0
     _block_timestamps(client, margins, ts_cache)
     return min(ts_cache[b] - t for b, t in margins.items())
+
+
+def _run(windows: tuple[tuple[int, int], ...], t: int) -> tuple[int, int] | None:
+    """The contiguous run of ``windows`` (half-open intervals) that contains ``t``, or ``None``."""
+    lo = hi = None
+    for a, b in windows:
+        if a <= t < b:
+            lo = a if lo is None else min(lo, a)
+            hi = b if hi is None else max(hi, b)
+    if lo is None or hi is None:
+        return None
+    grown = True
+    while grown:  # overlapping or adjacent windows extend the run
+        grown = False
+        for a, b in windows:
+            if a <= hi < b:
+                hi, grown = b, True
+            if a < lo <= b:
+                lo, grown = a, True
+    return lo, hi
+
+
+def _state_block_problem(en: _Entry, anchor: _AnchorRef | None, end: int, hashes: Mapping[int, bytes]) -> str | None:
+    """Why a version 2 entry's state claim cannot hold, or ``None``."""
+    b = en.state_block
+    assert b is not None and en.seen_at is not None
+    if anchor is not None and b >= anchor.block_number:
+        return f"the decision names block {b}, not before the block {anchor.block_number} that anchored it"
+    if b > end:
+        return None  # beyond the audited range: not judged by this run
+    if hashes.get(b) != en.state_hash:
+        return f"block {b} of this chain has another hash"
+    if en.seen_at > en.released_at:
+        return "state_seen_at is after released_at"
+    return None
 
 
 def _cid_str(cid: bytes) -> str:
@@ -865,15 +973,17 @@ def replay(
     claims: Path | None = None,
     checkpoint: bool = False,
     checkpoint_margin: int = CHECKPOINT_MARGIN,
+    max_staleness: float = DEFAULT_MAX_STALENESS,
 ) -> AuditReport:
     """Replays the deployment's events (and the exported ``journal``) and verifies every access.
 
     ``from_block`` defaults to (and should stay at) the deploy block: state is rebuilt from events, so
     starting later misses what came before. ``gateway`` is the address whose anchors the journal is
     checked against (default: the anchoring gateway whose roots the journal matches best).
-    ``clock_skew`` and the time of journal entries: see the module docstring (``None`` measures it
-    from the anchors). Journal entries not covered by any anchor are reported only when older than
-    ``anchor_grace`` seconds at ``to_block``.
+    How journal entries are judged: see the module docstring; ``clock_skew`` applies to version 1
+    entries only (``None`` measures it from their anchors); ``max_staleness`` (seconds) is the bound the
+    audited gateway promises between seeing a head and deciding on its state. Journal entries not covered
+    by any anchor are reported only when older than ``anchor_grace`` seconds at ``to_block``.
 
     ``resume`` is a checkpoint (:attr:`AuditReport.checkpoint`, loaded from JSON): the replay then
     starts from the checkpoint's state and position instead of the deploy block, and reaches the
@@ -917,6 +1027,11 @@ def replay(
     # ---- journal ↔ anchors (pure Merkle work, before the state replay)
     entries: list[_Entry] = []
     eval_before: list[int] = []  # per entry: evaluate before this block (index into block order)
+    hash_cache: dict[int, bytes] = {}
+    invalid: dict[int, str] = {}  # entry -> why its state block claim does not hold
+    # the journal's timeline (gateway clock): per decided-on block, [latest state_seen_at, earliest
+    # released_at] of the entries deciding on it (and what a checkpoint kept of settled entries)
+    timeline: dict[int, list[int | None]] = {b: list(v) for b, v in (cp.timeline.items() if cp else ())}
     anchor_of: list[_AnchorRef | None] = []
     chosen_gw: str | None = cp.gateway if cp is not None else None
     anchors_by_gw: dict[str, list[EventRecord]] = defaultdict(list)
@@ -998,26 +1113,59 @@ def replay(
                 report(Anomaly("journal_root_mismatch", "inclusion proofs fail against the anchored root", {
                     "block": a.block_number, "tx_hash": a.tx_hash, "tree_size": a.tree_size, "entries": positions[:50]}),
                     ("anchor", a.index))
+        legacy = [i for i, en in enumerate(entries) if en.state_block is None]
         if clock_skew is None:
-            clock_skew = _measure_skew(entries, anchor_of, ts_cache, client)
-        # when to evaluate each entry: the latest event block at or before its time, capped by its anchor
-        for en, a in zip(entries, anchor_of, strict=True):
-            t = en.released_at // 1000 + clock_skew
-            pos = bisect.bisect_right(block_ts, t)  # first block with ts > t
-            if a is not None:
-                pos = min(pos, bisect.bisect_left(block_order, a.block_number))
-            eval_before.append(pos)
+            clock_skew = (_measure_skew([entries[i] for i in legacy], [anchor_of[i] for i in legacy], ts_cache, client)
+                          if legacy else 0)
+        # version 2: the blocks the decisions name, their hashes checked and their timestamps used
+        _block_timestamps(client, {en.state_block for en in entries
+                                   if en.state_block is not None and en.state_block <= end},
+                          ts_cache, progress, hashes=hash_cache)
+        for i, (en, a) in enumerate(zip(entries, anchor_of, strict=True)):
+            b = en.state_block
+            if b is None:  # version 1: the latest event block at or before its time, capped by its anchor
+                t = en.released_at // 1000 + clock_skew
+                pos = bisect.bisect_right(block_ts, t)  # first block with ts > t
+                if a is not None:
+                    pos = min(pos, bisect.bisect_left(block_order, a.block_number))
+                eval_before.append(pos)
+                continue
+            eval_before.append(bisect.bisect_right(block_order, b) if b <= end else len(block_order))
+            problem = _state_block_problem(en, a, end, hash_cache)
+            if problem is not None:
+                invalid[i] = problem
+            elif b <= end:  # the journal's own timeline: when the gateway saw which head (its clock)
+                slot = timeline.get(b)
+                if slot is None:
+                    timeline[b] = [en.seen_at, en.released_at]
+                else:
+                    if en.seen_at > slot[0]:
+                        slot[0] = en.seen_at
+                    if slot[1] is None or en.released_at < slot[1]:
+                        slot[1] = en.released_at
     skew = clock_skew or 0
+    tl_blocks = sorted(timeline)
+    tl_seen: list[int] = []  # max state_seen_at over entries deciding on a block <= tl_blocks[k]
+    for b in tl_blocks:
+        s_b = timeline[b][0]
+        tl_seen.append(max(s_b if s_b is not None else -1, tl_seen[-1] if tl_seen else -1))
+    tl_used: list[int | None] = [None] * len(tl_blocks)  # min released_at over blocks >= tl_blocks[k]
+    low: int | None = None
+    for k in range(len(tl_blocks) - 1, -1, -1):
+        d_b = timeline[tl_blocks[k]][1]
+        if d_b is not None and (low is None or d_b < low):
+            low = d_b
+        tl_used[k] = low
 
-    # where a checkpoint of this run will stand: the last event block not after the newest entry's time
-    # (less a margin), so that entries exported later are never older than the checkpoint's state
-    if entries:
-        newest = max(en.released_at for en in entries) // 1000 + skew - checkpoint_margin
-        cp_blocks = bisect.bisect_right(block_ts, newest)  # event blocks at or before it
-    else:
-        cp_blocks = len(block_order)
-    cp_block = block_order[cp_blocks - 1] if cp_blocks else start - 1
-    cp_state: dict[str, Any] | None = None
+    def seen_before(block: int) -> int:
+        """The latest moment (gateway ms) the journal shows the chain's head before ``block``; -1 if none."""
+        k = bisect.bisect_left(tl_blocks, block) - 1
+        return tl_seen[k] if k >= 0 else -1
+
+    def used_from(block: int) -> int | None:
+        """The earliest decision (gateway ms) the journal shows on a state at or after ``block``."""
+        k = bisect.bisect_left(tl_blocks, block)
+        return tl_used[k] if k < len(tl_blocks) else None
 
     # ---- the state replay, block by block, in log order
     state = _State.from_json(cp.state) if cp is not None else _State()
@@ -1030,11 +1178,76 @@ def replay(
     # per-entry work is the auditor's hot loop (a million entries a run): hex strings and slugs of the
     # few distinct records, consents and vocabulary terms are made once, and a clean verdict is cached
     # per (requester, patient, record, purpose) for as long as no event changed the state and ``t``
-    # stays inside the consent's validity window (the only time-dependent part of a clean verdict)
+    # stays inside the run of validity windows it fell in (the only time-dependent part of a verdict)
     hex_cache: dict[bytes, str] = {}
     cat_slugs = [t.slug for t in CATEGORIES]
     purpose_slugs = {i: t.slug for i, t in enumerate(PURPOSES)}
-    clean_cache: dict[tuple[str, str, bytes, int], tuple[int, int, int, int]] = {}
+    clean_cache: dict[tuple[str, str, bytes, int], tuple[int, int, int, int, list[int]]] = {}
+    legacy_cache: dict[tuple[str, str, bytes, int], tuple[int, int, int, int]] = {}
+    entry_rows: list[AccessRow | None] = [None] * len(entries)
+
+    # what would change a clean verdict after its block: per (requester, patient, record, purpose) key of
+    # a version 2 entry, the key's standing evaluated at every block whose events touch it (members,
+    # consents, emergency windows, opt-outs, records): (block, validity windows, change if not clean there)
+    key_ids: dict[tuple[str, str, bytes, int], int] = {}
+    key_list: list[tuple[str, str, bytes, int]] = []
+    ev_blocks: list[list[int]] = []
+    ev_wins: list[list[tuple[tuple[int, int], ...]]] = []
+    ev_changes: list[list[tuple[str, dict[str, Any]] | None]] = []
+    by_requester: dict[str, list[int]] = defaultdict(list)
+    by_pair: dict[tuple[str, str], list[int]] = defaultdict(list)
+    by_patient: dict[str, list[int]] = defaultdict(list)
+    by_record: dict[bytes, list[int]] = defaultdict(list)
+    touched: set[int] = set()
+    # clean entries, grouped by (key, evaluation, end of their validity run): the same next change
+    groups: dict[tuple[int, int, int], list[int]] = {}
+
+    def evaluate(kid: int, block: int) -> None:
+        req, pat, rid, pur = key_list[kid]
+        w = state.windows(req, pat, rid, pur)
+        t = ts_cache[block]
+        change: tuple[str, dict[str, Any]] | None = None
+        if _run(w, t) is None:
+            found, *_ = state.authorize(req, pat, rid, pur, t)
+            errs = [f for f in found if f[0] not in REVIEW_KINDS]
+            change = (errs[0][0], errs[0][2]) if errs else ("entry_without_valid_consent", {})
+        ev_blocks[kid].append(block)
+        ev_wins[kid].append(w)
+        ev_changes[kid].append(change)
+
+    def register(key: tuple[str, str, bytes, int], block: int) -> int:
+        kid = key_ids[key] = len(key_list)
+        key_list.append(key)
+        ev_blocks.append([])
+        ev_wins.append([])
+        ev_changes.append([])
+        req, pat, rid, _pur = key
+        by_requester[req].append(kid)
+        by_pair[(pat, req)].append(kid)
+        by_patient[pat].append(kid)
+        by_record[rid].append(kid)
+        evaluate(kid, block)
+        return kid
+
+    def touch(e: EventRecord) -> None:
+        n = e.name
+        a = e.args
+        if n.startswith("Member"):
+            ks = by_requester.get(a["member"])
+        elif n in ("ConsentGranted", "ConsentRevoked"):
+            ks = by_pair.get((a["patient"], a["grantee"]))
+        elif n == "EmergencyAccessGranted":
+            ks = by_pair.get((a["patient"], a["member"]))
+        elif n == "EmergencyOptOutSet":
+            ks = by_patient.get(a["patient"])
+        elif n in ("RecordRegistered", "RecordRetracted"):
+            ks = by_record.get(bytes(a["recordId"]))
+        elif n == "RecordAmended":
+            ks = by_record.get(bytes(a["previousRecordId"]))
+        else:
+            return
+        if ks:
+            touched.update(ks)
 
     def hx(b: bytes) -> str:
         h = hex_cache.get(b)
@@ -1042,30 +1255,70 @@ def replay(
             h = hex_cache[b] = "0x" + b.hex()
         return h
 
+    def entry_evidence(en: _Entry, row: AccessRow) -> dict[str, Any]:
+        ev = {"entry_index": en.position, "released_at": en.released_at, "anchor_block": row.block,
+              "anchor_tx_hash": row.tx_hash, "requester": en.requester, "patient": en.patient,
+              "record_id": row.record_id, "purpose": en.purpose, "leaf_hash": _hex(en.leaf)}
+        if en.state_block is not None:
+            ev.update(state_block=en.state_block, state_block_hash=_hex(en.state_hash), state_seen_at=en.seen_at)
+        return ev
+
     def check_entry(i: int) -> None:
         en = entries[i]
-        t = en.released_at // 1000 + skew
-        key = (en.requester, en.patient, en.record_id, en.purpose)
-        hit = clean_cache.get(key)
-        category: int | None
-        if hit is not None and hit[0] == state.version and hit[1] <= t < hit[2]:
-            found: list[tuple[str, str, dict[str, Any]]] = []
-            category = hit[3]
-        else:
-            found, category, _cid, emergency = state.authorize(en.requester, en.patient, en.record_id, en.purpose, t)
-            if not found and not emergency and category is not None:
-                c = state.consents[(en.patient, en.requester)]
-                clean_cache[key] = (state.version, c.valid_from, c.valid_until, category)
+        b = en.state_block
         a = anchor_of[i]
         row = AccessRow(
             source="journal", time=en.released_at // 1000, requester=en.requester,
             requester_name=names.get(en.requester, ""), patient=en.patient, record_id=hx(en.record_id),
-            category=cat_slugs[category] if category is not None and 0 <= category < _CATEGORY_COUNT
-            else _slug(CATEGORIES, category),
-            purpose=purpose_slugs.get(en.purpose) or str(en.purpose), consent_id=hx(en.consent_id),
+            category="", purpose=purpose_slugs.get(en.purpose) or str(en.purpose), consent_id=hx(en.consent_id),
             emergency=en.emergency, access_hash="0x" + en.access_hash.hex(), block=a.block_number if a else None,
             tx_hash=a.tx_hash if a else None, entry_index=en.position, anchored=a is not None, gateway=chosen_gw,
+            state_block=b,
         )
+        entry_rows[i] = row
+        key = (en.requester, en.patient, en.record_id, en.purpose)
+        found: list[tuple[str, str, dict[str, Any]]]
+        category: int | None
+        if b is None:  # version 1
+            t = en.released_at // 1000 + skew
+            hit = legacy_cache.get(key)
+            if hit is not None and hit[0] == state.version and hit[1] <= t < hit[2]:
+                found, category = [], hit[3]
+            else:
+                found, category, _cid, emergency = state.authorize(en.requester, en.patient, en.record_id,
+                                                                   en.purpose, t)
+                if not found and not emergency and category is not None:
+                    c = state.consents[(en.patient, en.requester)]
+                    legacy_cache[key] = (state.version, c.valid_from, c.valid_until, category)
+        elif i in invalid:
+            _record(row, [("entry_state_block_invalid", invalid[i], {"chain_block_hash": _hex(hash_cache.get(b))})],
+                    entry_evidence(en, row), ("entry", en.position))
+            return
+        elif b > end:  # decided on a block after the audited range (--to-block): judged by a later run
+            row.status = "pending"
+            rows.append(row)
+            return
+        else:
+            t = ts_cache[b]
+            hit2 = clean_cache.get(key)
+            if hit2 is not None and hit2[0] == state.version and hit2[1] <= t < hit2[2]:
+                found, category = [], hit2[3]
+                hit2[4].append(i)
+            else:
+                found, category, _cid, emergency = state.authorize(en.requester, en.patient, en.record_id,
+                                                                   en.purpose, t)
+                if category is not None and all(f[0] in REVIEW_KINDS for f in found):
+                    kid = key_ids.get(key)
+                    if kid is None:
+                        kid = register(key, b)
+                    seg = len(ev_blocks[kid]) - 1
+                    run = _run(ev_wins[kid][seg], t) or (t, t + 1)
+                    group = groups.setdefault((kid, seg, run[1]), [])
+                    group.append(i)
+                    if not found and not emergency:
+                        clean_cache[key] = (state.version, run[0], run[1], category, group)
+        row.category = (cat_slugs[category] if category is not None and 0 <= category < _CATEGORY_COUNT
+                        else _slug(CATEGORIES, category))
         if a is None:
             if t <= end_ts - anchor_grace:
                 found.append(("journal_entry_unanchored", "no anchored root covers this entry", {}))
@@ -1074,13 +1327,10 @@ def replay(
         if not found:
             rows.append(row)
             return
-        base_ev = {"entry_index": en.position, "released_at": en.released_at, "anchor_block": row.block,
-                   "anchor_tx_hash": row.tx_hash, "requester": en.requester, "patient": en.patient,
-                   "record_id": row.record_id, "purpose": en.purpose, "leaf_hash": _hex(en.leaf)}
-        _record(row, found, base_ev, ("entry", en.position))
+        _record(row, found, entry_evidence(en, row), ("entry", en.position))
 
     def _record(row: AccessRow, found: list[tuple[str, str, dict[str, Any]]], base_ev: dict[str, Any],
-                about: tuple[str, int]) -> None:
+                about: tuple[str, int], append: bool = True) -> None:
         for kind, message, detail in found:
             report(Anomaly(kind, message, {**base_ev, **detail}), about)
             row.kinds.append(kind)
@@ -1088,18 +1338,21 @@ def replay(
             row.status = "anomaly"
         elif row.kinds:
             row.status = "review"
-        rows.append(row)
+        if append:
+            rows.append(row)
 
     block_index = -1
     last_block = None
     for e in events:
         if e.block_number != last_block:
+            if touched:
+                for kid in touched:
+                    evaluate(kid, last_block)  # type: ignore[arg-type]
+                touched.clear()
             block_index += 1
             last_block = e.block_number
             for i in pending.pop(block_index, ()):
                 check_entry(i)
-            if block_index == cp_blocks:
-                cp_state = state.to_json()
         ts = ts_cache[e.block_number]
         if e.name == "AccessLogged":
             rid = bytes(e["recordId"])
@@ -1128,12 +1381,93 @@ def replay(
                     report(Anomaly("anchor_by_non_gateway", f"{e['gateway']} anchored a journal but is not an active gateway",
                                    {"block": e.block_number, "tx_hash": e.tx_hash, "gateway": e["gateway"],
                                     "anchor_index": int(e["index"])}), ("block", e.block_number))
+            elif key_ids:
+                touch(e)
             state.apply(e, ts)
+    if touched:
+        for kid in touched:
+            evaluate(kid, last_block)  # type: ignore[arg-type]
+        touched.clear()
     for pos in sorted(pending):
         for i in pending[pos]:
             check_entry(i)
-    if cp_state is None:
-        cp_state = state.to_json()
+
+    # ---- what changed after each clean decision's block, before the entry was anchored
+    first_at: dict[int, int | None] = {}
+
+    def first_block_at(v: int) -> int | None:
+        """The first block (up to ``end``) whose timestamp is ``>= v``."""
+        if v in first_at:
+            return first_at[v]
+        found_block: int | None = None
+        if end_ts >= v:
+            k = bisect.bisect_left(block_ts, v)
+            hi = block_order[k] if k < len(block_order) else end
+            lo = block_order[k - 1] if k > 0 else start - 1
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if mid not in ts_cache:
+                    ts_cache[mid] = client.block_timestamp(mid)
+                if ts_cache[mid] >= v:
+                    hi = mid
+                else:
+                    lo = mid
+            found_block = hi
+        first_at[v] = found_block
+        return found_block
+
+    def next_change(kid: int, seg: int, run_end: int) -> tuple[int, tuple[str, dict[str, Any]]] | None:
+        blocks, wins, changes = ev_blocks[kid], ev_wins[kid], ev_changes[kid]
+        j, hi = seg, run_end
+        while True:
+            nxt = blocks[j + 1] if j + 1 < len(blocks) else None
+            n_time = first_block_at(hi)
+            if n_time is not None and (nxt is None or n_time < nxt):
+                return n_time, ("access_after_expiry", {"valid_until": hi})
+            if nxt is None:
+                return None
+            j += 1
+            if changes[j] is not None:
+                return blocks[j], changes[j]  # type: ignore[return-value]
+            hi = (_run(wins[j], ts_cache[blocks[j]]) or (0, 0))[1]
+
+    bound_ms = int(max_staleness * 1000)
+    margin_ms = int(checkpoint_margin * 1000)
+    max_d = max((en.released_at for en in entries), default=0)
+    unsettled: set[int] = set()  # entries whose timing verdict a later export could still change
+    for (kid, seg, run_end), members in groups.items():
+        change = next_change(kid, seg, run_end)
+        if change is None:
+            continue
+        n_block, (change_kind, change_detail) = change
+        used = used_from(n_block)
+        seen = seen_before(n_block)
+        for i in members:
+            a = anchor_of[i]
+            if a is not None and n_block >= a.block_number:
+                continue  # the access was anchored before the change: authorized whenever it happened
+            en = entries[i]
+            if used is None or used + bound_ms + margin_ms > max_d:
+                unsettled.add(i)
+            assert en.seen_at is not None and en.state_block is not None
+            detail = {"change": change_kind, "change_block": n_block, "change_detail": change_detail,
+                      "change_in_use_from": used, "head_before_change_seen_until": seen if seen >= 0 else None,
+                      "staleness_bound_ms": bound_ms}
+            if used is not None and used < en.seen_at:
+                f = ("stale_decision", "decided on a state older than one the journal shows in use before this "
+                     "decision's head was seen: released after the change was in force", detail)
+            elif seen > en.released_at:
+                continue  # the journal shows the head still before the change after this decision
+            elif en.released_at - en.seen_at > bound_ms:
+                f = ("stale_decision", "decided on a state seen longer ago than the staleness bound, and it "
+                     "changed before the entry was anchored", detail)
+            else:
+                f = ("access_in_staleness_window", "decided on the state just before a change mined before "
+                     "the entry was anchored: before the change, or within the gateway's staleness bound "
+                     "after it; the journal cannot tell which", detail)
+            row = entry_rows[i]
+            assert row is not None
+            _record(row, [f], entry_evidence(en, row), ("entry", en.position), append=False)
     verified = time.perf_counter()
 
     if store is not None:
@@ -1143,20 +1477,42 @@ def replay(
         for a in _check_claims(claims, rows):
             report(a, ("run", 0))
 
-    # ---- the checkpoint: what is settled at cp_block (see docs/audit.md)
+    # ---- the checkpoint: what is settled (see docs/audit.md)
     carried = cp.anomalies if cp is not None else []
     counts_before: Mapping[str, int] = cp.counts if cp is not None else {}
     checkpoint_data: dict[str, Any] | None = None
     if checkpoint:
-        settled_prefix = 0
-        for pos in eval_before:  # entries whose verdict used the state at or before cp_block
-            if pos > cp_blocks:
-                break
-            settled_prefix += 1
         judged = [a for a in anchors if a.judged]
-        journal_position = min(base + settled_prefix, judged[-1].tree_size if judged else base)
-        if journal is None:
-            journal_position = base
+        limit = judged[-1].tree_size if judged else base
+        journal_position = base
+        for i, en in enumerate(entries):  # settled: under a judged anchor, verdict final
+            if en.position >= limit or i in unsettled:
+                break
+            journal_position += 1
+
+        def decided_on(i: int) -> int | None:
+            en = entries[i]
+            if en.state_block is None:
+                pos = eval_before[i]
+                return block_order[pos - 1] if pos > 0 else start - 1
+            return en.state_block if i not in invalid and en.state_block <= end else None
+
+        # the checkpoint's block: at or before the block of every entry not settled, and of every entry
+        # decided in the margin before the newest one (a later export may add entries committed late)
+        cp_block = end
+        recent = max_d - margin_ms
+        for i, en in enumerate(entries):
+            if en.position >= journal_position or en.released_at >= recent:
+                b_i = decided_on(i)
+                if b_i is not None and b_i < cp_block:
+                    cp_block = b_i
+        cp_block = max(cp_block, start - 1)
+        cp_st = _State.from_json(cp.state) if cp is not None else _State()
+        for e in events:
+            if e.block_number > cp_block:
+                break
+            if e.name != "AccessLogged":
+                cp_st.apply(e, ts_cache[e.block_number])
 
         def settled(about: tuple[str, int]) -> bool:
             kind, key = about
@@ -1188,6 +1544,18 @@ def replay(
             sha256 = hashlib.sha256
             for leaf in settled_leaves:
                 cp_chain = sha256(cp_chain + leaf).digest()
+        # the settled entries' part of the journal's timeline, for verdicts of entries exported later
+        kept_tl: dict[int, list[int | None]] = {b: list(v) for b, v in (cp.timeline.items() if cp else ())}
+        for i, en in enumerate(entries[: journal_position - base]):
+            b = en.state_block
+            if b is None or i in invalid or b > end:
+                continue
+            slot = kept_tl.setdefault(b, [None, None])
+            if slot[0] is None or en.seen_at > slot[0]:  # type: ignore[operator]
+                slot[0] = en.seen_at
+            if slot[1] is None or en.released_at < slot[1]:
+                slot[1] = en.released_at
+        seen_upto = max((v[0] for b, v in kept_tl.items() if b <= cp_block and v[0] is not None), default=None)
         checkpoint_data = {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
@@ -1205,8 +1573,10 @@ def replay(
                 "last_anchor_index": judged[-1].index if judged else (cp.last_anchor_index if cp else -1),
                 "last_root": _hex(judged[-1].root) if judged else (_hex(cp.anchors[-1].root) if cp and cp.anchors else None),
                 "anchors": [a.to_json() for a in (judged or (cp.anchors if cp else [])) if a.tree_size >= journal_position][-10_000:],
+                "timeline": {"seen_before": seen_upto,
+                             "points": [[b, v[0], v[1]] for b, v in sorted(kept_tl.items()) if b > cp_block]},
             },
-            "state": cp_state,
+            "state": cp_st.to_json(),
             "counts": dict(keep_counts),
             "anomalies": [*carried, *keep_anomalies],
         }
@@ -1240,6 +1610,8 @@ def replay(
         "by_kind": dict(sorted(kinds.items())),
         "members": {m: {"status": s, "roles": r} for m, (s, r) in state.members.items()},
         "clock_skew": skew,
+        "journal_entries_v1": sum(1 for en in entries if en.state_block is None),
+        "max_staleness": max_staleness,
         "resumed_from_block": cp.block if cp is not None else None,
         "seconds": {
             "events": round(fetched - started, 3),
@@ -1262,7 +1634,7 @@ def replay(
 _CSV_FIELDS = [
     "time", "time_iso", "source", "status", "kinds", "requester", "requester_name", "patient", "record_id",
     "category", "purpose", "consent_id", "emergency", "access_hash", "block", "tx_hash", "entry_index", "anchored",
-    "gateway",
+    "gateway", "state_block",
 ]
 
 

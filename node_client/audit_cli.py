@@ -43,8 +43,12 @@ def replay_cmd(
     to_block: Annotated[int | None, typer.Option("--to-block", help="default: the latest block")] = None,
     gateway: Annotated[str | None, typer.Option("--gateway", help="gateway address whose anchors the journal is checked against")] = None,
     clock_skew: Annotated[str, typer.Option(
-        "--clock-skew", help="seconds the chain clock runs ahead of the gateway's, or 'auto' to measure it from the anchors",
+        "--clock-skew", help="version 1 journal entries only: seconds the chain clock runs ahead of the gateway's, "
+        "or 'auto' to measure it from the anchors",
     )] = "auto",
+    max_staleness: Annotated[float, typer.Option(
+        "--max-staleness", help="seconds the gateway may decide on a state after seeing its block "
+        "(its read model's freshness: max(1, 4 x HCL_INDEXER_POLL))")] = 1.0,
     anchor_grace: Annotated[int, typer.Option("--anchor-grace", help="seconds an entry may stay unanchored")] = 60,
     checkpoint: Annotated[Path | None, typer.Option(
         "--checkpoint", help="write the rebuilt state and position here, for a later --resume")] = None,
@@ -71,7 +75,7 @@ def replay_cmd(
         loaded = Manifest.load(settings.manifest)
         kwargs = dict(journal=journal, from_block=from_block, to_block=to_block, gateway=gateway, clock_skew=skew,
                       anchor_grace=anchor_grace, store=store if store is None or "://" in store else Path(store),
-                      claims=claims, checkpoint=checkpoint is not None,
+                      claims=claims, checkpoint=checkpoint is not None, max_staleness=max_staleness,
                       resume=read_checkpoint(resume) if resume is not None else None)
         if as_json:
             report = replay(client, loaded, **kwargs)  # type: ignore[arg-type]

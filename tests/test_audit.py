@@ -150,10 +150,14 @@ def _entry(requester: str, patient: str, record_id: str, purpose: int, released_
 
 
 def _encode(e: dict[str, Any]) -> bytes:
-    return struct.pack(">4sB20s20s32sB32sB32sQ", b"HCLJ", 1, bytes.fromhex(e["requester"][2:]),
-                       bytes.fromhex(e["patient"][2:]), bytes.fromhex(e["record_id"][2:]), e["purpose"],
-                       bytes.fromhex(e["consent_id"][2:]), int(e["emergency"]), bytes.fromhex(e["access_hash"][2:]),
-                       e["released_at"])
+    """HCLJ/2 when the entry names its state block (what the gateway writes), else HCLJ/1 (docs/audit.md)."""
+    head = (bytes.fromhex(e["requester"][2:]), bytes.fromhex(e["patient"][2:]), bytes.fromhex(e["record_id"][2:]),
+            e["purpose"], bytes.fromhex(e["consent_id"][2:]), int(e["emergency"]), bytes.fromhex(e["access_hash"][2:]),
+            e["released_at"])
+    if "state_block" not in e:
+        return struct.pack(">4sB20s20s32sB32sB32sQ", b"HCLJ", 1, *head)
+    return struct.pack(">4sB20s20s32sB32sB32sQQ32sQ", b"HCLJ", 2, *head, e["state_block"],
+                       bytes.fromhex(e["state_block_hash"][2:]), e["state_seen_at"])
 
 
 def _write_export(path: Path, entries: list[dict[str, Any]], anchors: list[dict[str, Any]] = ()) -> None:

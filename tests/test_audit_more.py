@@ -1,6 +1,6 @@
 """The auditor's later checks against a real batch-mode gateway on its own Hardhat chain: checkpoint and
 resume, stored-blob re-hashing, releases a requester holds that no ledger has (the ledger step disabled in
-a test-only build of the release flow), the sender of strict accesses, and the measured clock skew."""
+a test-only build of the release flow), the sender of strict accesses, and entries judged at their block."""
 
 from __future__ import annotations
 
@@ -228,14 +228,18 @@ def test_strict_access_sender_must_be_an_active_gateway(gw) -> None:
         g.ledger.members.enact(admins, Action.REINSTATE_MEMBER, dev(GATEWAY).address)
 
 
-def test_clock_skew_is_measured_from_the_anchors(gw, tmp_path: Path) -> None:
+def test_entries_are_judged_at_their_state_block_not_by_a_clock_skew(gw, tmp_path: Path) -> None:
+    """The gateway writes HCLJ/2: each entry names the block its decision read, with the chain's hash,
+    before the block that anchored it; no clock offset is measured or needed (it is for HCLJ/1 rows)."""
     g, _, _ = gw
     export = _export(g, tmp_path / "j.jsonl")
     report = replay(g.client, g.manifest, journal=export, clock_skew=None)
-    skew = report.summary["clock_skew"]
-    # every entry is at or before the block that anchored it, and the tightest one exactly at it
-    assert isinstance(skew, int)
+    assert report.summary["journal_entries_v1"] == 0 and report.summary["clock_skew"] == 0
     anchored = [r for r in report.accesses if r.source == "journal" and r.anchored]
-    assert anchored and min(g.client.block_timestamp(r.block) - (r.time + skew) for r in anchored) == 0
+    assert anchored and all(r.state_block is not None and r.state_block < r.block for r in anchored)
+    for o in (orjson.loads(x) for x in export.read_bytes().splitlines()):
+        if o["type"] == "entry":
+            assert o["state_block_hash"] == "0x" + bytes(g.client.w3.eth.get_block(o["state_block"])["hash"]).hex()
+            assert 0 <= o["released_at"] - o["state_seen_at"] < 1000
     assert not [a for a in report.anomalies if a.kind != "release_without_ledger_entry"
                 and a.kind != "journal_entry_unanchored"]
