@@ -13,8 +13,9 @@ auditor is measured on must still be real, so only the *release requests* are sk
 * the export is ``Journal.export``, the very file ``hcl gateway export-journal`` writes.
 
 Entry times advance ``spacing_ms`` per entry (1 ms: a gateway releasing 1,000 records a second), and
-each anchor block is mined one second after its batch (``evm_setNextBlockTimestamp``), so chain time
-and journal time agree as they would in production and no ``--clock-skew`` is needed.
+each anchor block is mined one second after its batch (``evm_setNextBlockTimestamp``). Entries are
+``HCLJ/2``: each names the chain's latest block when its batch is generated as the state its decision
+read (with that block's hash, seen 5 ms before the decision), as the gateway's read model would.
 
 Then ``hcl audit replay --journal ... --json`` runs as a subprocess (the real CLI, imports included)
 and its summary gives the phase timings. The result goes to ``bench/results/audit.json``.
@@ -174,16 +175,20 @@ def generate_ledger(folder: Path, accesses: int, *, anchor_every: int = 10_000, 
         try:
             while done < accesses:
                 chunk = min(anchor_every, accesses - done)
+                state_block = client.block_number()  # the state these decisions read, as a read model would
+                state_hash = bytes(client.w3.eth.get_block(state_block)["hash"])
                 batch_entries = []
                 for k in range(done, done + chunk):
                     patient, rid, _cat = records[(k * 7) % n_records]
                     requester = providers[k % n_prov]
                     off = (k % (len(rng) // 32)) * 32
                     access_hash = hashlib.sha256(rng[off:off + 32] + k.to_bytes(8, "big")).digest()
+                    released_at = t0_ms + k * spacing_ms
                     batch_entries.append(JournalEntry(
                         requester=requester, patient=patient, record_id=rid, purpose=treatment,
                         consent_id=consent_of[(patient, requester)], emergency=False, access_hash=access_hash,
-                        released_at=t0_ms + k * spacing_ms,
+                        released_at=released_at, state_block=state_block, state_block_hash=state_hash,
+                        state_seen_at=released_at - 5,
                     ))
                 journal.append_many(batch_entries)
                 done += chunk
