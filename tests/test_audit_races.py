@@ -173,6 +173,7 @@ def test_revocation_under_eight_concurrent_readers(world: World, tmp_path: Path)
         time.sleep(1.5)
         indexer.stop()  # a slow poll: the read model stays usable until its freshness lapses
         try:
+            indexer.poll_once()  # freshly seen: the whole freshness is left for the revocation and the reads
             t_send = time.time()
             revoked = gw.ledger.consents.revoke(dev(10), dev(CLINIC).address).block_number
             t_receipt = time.time()
