@@ -6,7 +6,11 @@ asserts the refusal's RFC 9457 problem ``code`` (and status), and every case tha
 also asserts that nothing was released and nothing was ledgered (no new ``AccessLogged`` event).
 
 Some cases repeat, on purpose, what tests/test_gateway_api.py proves in passing: this file is the one
-place that lists the threats and their answers (docs/security.md points here).
+place that lists the threats and their answers (docs/security.md points here). The independent review's
+findings are the last cases here: a second gateway retracting another's record, and sensitive data inside
+a document released on an encounters consent. Its auditor finding needs a batch gateway with a held
+indexer and concurrent readers, so its cases are in tests/test_audit_races.py (a release requested after
+a revocation was mined is flagged; forged state claims are errors).
 
 Dev accounts (node_client.deploy): 3 gateway, 4 hospital (HOSPITAL|EMERGENCY), 5 clinic, 6 lab,
 7 pharmacy, 8 auditor, 10-17 patients, 18 never a member.
