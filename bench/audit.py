@@ -107,8 +107,9 @@ class AuditBenchResult:
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -117,8 +118,15 @@ def _h(label: str) -> bytes:
     return hashlib.sha256(label.encode()).digest()
 
 
-def generate_ledger(folder: Path, accesses: int, *, anchor_every: int = 10_000, spacing_ms: int = 1,
-                    log: Any = print, progress: Any = None) -> GeneratedLedger:
+def generate_ledger(
+    folder: Path,
+    accesses: int,
+    *,
+    anchor_every: int = 10_000,
+    spacing_ms: int = 1,
+    log: Any = print,
+    progress: Any = None,
+) -> GeneratedLedger:
     """Builds the ledger described in the module docstring in ``folder`` and exports its journal."""
     started = time.perf_counter()
     node = HardhatNode(log_path=folder / "hardhat.log").start(port=free_port())
@@ -135,8 +143,10 @@ def generate_ledger(folder: Path, accesses: int, *, anchor_every: int = 10_000, 
         records: list[tuple[str, bytes, int]] = []  # (patient, record id, category)
         for p in PATIENTS:
             patient = dev_account(p).address
-            batch = [RecordInput(_h(f"rec-{p}-{c}"), c, _h(f"ct-{p}-{c}"), b"\x01\x55\x12\x20" + _h(f"ct-{p}-{c}"))
-                     for c in range(len(CATEGORIES))]
+            batch = [
+                RecordInput(_h(f"rec-{p}-{c}"), c, _h(f"ct-{p}-{c}"), b"\x01\x55\x12\x20" + _h(f"ct-{p}-{c}"))
+                for c in range(len(CATEGORIES))
+            ]
             ledger.records.register_batch(gateway, patient, dev_account(PROVIDERS[p % len(PROVIDERS)]).address, batch)
             records.extend((patient, r.record_id, r.category) for r in batch)
         # consents: every patient lets every provider read every category for treatment, for a year
@@ -145,15 +155,22 @@ def generate_ledger(folder: Path, accesses: int, *, anchor_every: int = 10_000, 
         all_categories = (1 << len(CATEGORIES)) - 1
         for p in PATIENTS:
             for q in PROVIDERS:
-                cid, _ = ledger.consents.grant(dev_account(p), dev_account(q).address, all_categories,
-                                               1 << int(Purpose.TREATMENT), now, now + 365 * 86_400)
+                cid, _ = ledger.consents.grant(
+                    dev_account(p),
+                    dev_account(q).address,
+                    all_categories,
+                    1 << int(Purpose.TREATMENT),
+                    now,
+                    now + 365 * 86_400,
+                )
                 consent_of[(dev_account(p).address, dev_account(q).address)] = cid
         # a few strict-mode accesses too (AccessLogged, sent by the gateway)
         providers = [dev_account(q).address for q in PROVIDERS]
         for i in range(STRICT_ACCESSES):
             patient, rid, _cat = records[i % len(records)]
-            ledger.access.log_access(gateway, providers[i % len(providers)], patient, rid, int(Purpose.TREATMENT),
-                                     _h(f"strict-{i}"))
+            ledger.access.log_access(
+                gateway, providers[i % len(providers)], patient, rid, int(Purpose.TREATMENT), _h(f"strict-{i}")
+            )
 
         # the journal, written and anchored by the gateway's own code
         journal = Journal(folder / "journal.db")
@@ -182,14 +199,23 @@ def generate_ledger(folder: Path, accesses: int, *, anchor_every: int = 10_000, 
                     patient, rid, _cat = records[(k * 7) % n_records]
                     requester = providers[k % n_prov]
                     off = (k % (len(rng) // 32)) * 32
-                    access_hash = hashlib.sha256(rng[off:off + 32] + k.to_bytes(8, "big")).digest()
+                    access_hash = hashlib.sha256(rng[off : off + 32] + k.to_bytes(8, "big")).digest()
                     released_at = t0_ms + k * spacing_ms
-                    batch_entries.append(JournalEntry(
-                        requester=requester, patient=patient, record_id=rid, purpose=treatment,
-                        consent_id=consent_of[(patient, requester)], emergency=False, access_hash=access_hash,
-                        released_at=released_at, state_block=state_block, state_block_hash=state_hash,
-                        state_seen_at=released_at - 5,
-                    ))
+                    batch_entries.append(
+                        JournalEntry(
+                            requester=requester,
+                            patient=patient,
+                            record_id=rid,
+                            purpose=treatment,
+                            consent_id=consent_of[(patient, requester)],
+                            emergency=False,
+                            access_hash=access_hash,
+                            released_at=released_at,
+                            state_block=state_block,
+                            state_block_hash=state_hash,
+                            state_seen_at=released_at - 5,
+                        )
+                    )
                 journal.append_many(batch_entries)
                 done += chunk
                 last_t_ms = t0_ms + (done - 1) * spacing_ms
@@ -200,8 +226,14 @@ def generate_ledger(folder: Path, accesses: int, *, anchor_every: int = 10_000, 
             journal.export(export)
         finally:
             journal.close()
-        return GeneratedLedger(node, manifest_path, export, accesses + STRICT_ACCESSES, anchorer.anchors_made,
-                               time.perf_counter() - started)
+        return GeneratedLedger(
+            node,
+            manifest_path,
+            export,
+            accesses + STRICT_ACCESSES,
+            anchorer.anchors_made,
+            time.perf_counter() - started,
+        )
     except BaseException:
         node.stop()
         raise
@@ -209,9 +241,21 @@ def generate_ledger(folder: Path, accesses: int, *, anchor_every: int = 10_000, 
 
 def replay_cli(ledger: GeneratedLedger, out: Path, extra: list[str] | None = None) -> tuple[float, dict[str, Any]]:
     """Runs ``hcl audit replay --json`` as a subprocess; returns (wall seconds, its JSON answer)."""
-    cmd = [str(Path(sys.executable).with_name("hcl")), "audit", "replay", "--rpc-url", ledger.node.url,
-           "--manifest", str(ledger.manifest_path), "--journal", str(ledger.journal_export), "--out", str(out),
-           "--json", *(extra or [])]
+    cmd = [
+        str(Path(sys.executable).with_name("hcl")),
+        "audit",
+        "replay",
+        "--rpc-url",
+        ledger.node.url,
+        "--manifest",
+        str(ledger.manifest_path),
+        "--journal",
+        str(ledger.journal_export),
+        "--out",
+        str(out),
+        "--json",
+        *(extra or []),
+    ]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - started
@@ -220,8 +264,15 @@ def replay_cli(ledger: GeneratedLedger, out: Path, extra: list[str] | None = Non
     return seconds, orjson.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_audit_bench(accesses: int, *, anchor_every: int | None = None, keep: Path | None = None,
-                    log: Any = print, progress: Any = None, replay_args: list[str] | None = None) -> AuditBenchResult:
+def run_audit_bench(
+    accesses: int,
+    *,
+    anchor_every: int | None = None,
+    keep: Path | None = None,
+    log: Any = print,
+    progress: Any = None,
+    replay_args: list[str] | None = None,
+) -> AuditBenchResult:
     """Generates a ledger of ``accesses`` journal entries (plus a few strict ones) and replays it."""
     every = anchor_every or max(1, min(10_000, accesses // 20))
     with tempfile.TemporaryDirectory(prefix="hcl-bench-audit-") as tmp:

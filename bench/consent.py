@@ -40,8 +40,15 @@ def decision_latency(folder: Path, net: Chain, n: int) -> dict[str, Any]:
     from gateway.settings import GatewaySettings
     from gateway.state import build_components
 
-    settings = GatewaySettings(rpc_url=net.node.url, manifest=net.manifest_path, data_dir=folder / "decisions",
-                               gateway_dev_account=3, ledger_mode="batch", log_level="WARNING", indexer_poll=0.1)
+    settings = GatewaySettings(
+        rpc_url=net.node.url,
+        manifest=net.manifest_path,
+        data_dir=folder / "decisions",
+        gateway_dev_account=3,
+        ledger_mode="batch",
+        log_level="WARNING",
+        indexer_poll=0.1,
+    )
     c = build_components(settings)
     c.start()
     try:
@@ -81,8 +88,14 @@ def revocation_delay(folder: Path, net: Chain, trials: int) -> dict[str, Any]:
         http = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         for _ in range(trials):
             now = net.client.block_timestamp()
-            ledger.consents.grant(patient, dev_account(reader).address, parse_categories("lab-results,vital-signs"),
-                                  parse_purposes("treatment"), now, now + 86_400)
+            ledger.consents.grant(
+                patient,
+                dev_account(reader).address,
+                parse_categories("lab-results,vital-signs"),
+                parse_purposes("treatment"),
+                now,
+                now + 86_400,
+            )
             wait_indexed(gw, net)
             assert http.get(f"/v1/records/{target}", params={"purpose": "treatment"}).status_code == 200
             mined_at: list[float] = []
@@ -104,11 +117,17 @@ def revocation_delay(folder: Path, net: Chain, trials: int) -> dict[str, Any]:
                 elif r.status_code == 200 and done.is_set():
                     releases_after += 1
             t.join()
-            results.append({"delay_ms": round((refused_at - mined_at[0]) * 1000, 1), "releases_after_mined": releases_after})
+            results.append(
+                {"delay_ms": round((refused_at - mined_at[0]) * 1000, 1), "releases_after_mined": releases_after}
+            )
         http.close()
     delays = [r["delay_ms"] for r in results]
-    return {"trials": results, "delay_ms_median": statistics.median(delays), "delay_ms_max": max(delays),
-            "indexer_poll_s": 0.25}
+    return {
+        "trials": results,
+        "delay_ms_median": statistics.median(delays),
+        "delay_ms_max": max(delays),
+        "indexer_poll_s": 0.25,
+    }
 
 
 def run_consent_bench(*, quick: bool, log: Any = print) -> dict[str, Any]:

@@ -42,12 +42,17 @@ PATIENTS = tuple(range(10, 18))
 def environment() -> dict[str, Any]:
     """What every result records: the commit, the machine, the interpreter."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
-    return {"commit": commit, "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
+    return {
+        "commit": commit,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 @dataclass
@@ -94,15 +99,29 @@ class GatewayProcess:
 
 
 @contextmanager
-def gateway_process(folder: Path, net: Chain, *, mode: str = "batch", store: str = "local",
-                    ipfs_api: str | None = None, extra_env: dict[str, str] | None = None) -> Iterator[GatewayProcess]:
+def gateway_process(
+    folder: Path,
+    net: Chain,
+    *,
+    mode: str = "batch",
+    store: str = "local",
+    ipfs_api: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[GatewayProcess]:
     port = free_port()
     data_dir = folder / f"gateway-{mode}-{store}"
     env = {
         **os.environ,
-        "HCL_RPC_URL": net.node.url, "HCL_MANIFEST": str(net.manifest_path), "HCL_DATA_DIR": str(data_dir),
-        "HCL_GATEWAY_DEV_ACCOUNT": "3", "HCL_LEDGER_MODE": mode, "HCL_STORE": store, "HCL_HOST": "127.0.0.1",
-        "HCL_PORT": str(port), "HCL_LOG_LEVEL": "WARNING", **(extra_env or {}),
+        "HCL_RPC_URL": net.node.url,
+        "HCL_MANIFEST": str(net.manifest_path),
+        "HCL_DATA_DIR": str(data_dir),
+        "HCL_GATEWAY_DEV_ACCOUNT": "3",
+        "HCL_LEDGER_MODE": mode,
+        "HCL_STORE": store,
+        "HCL_HOST": "127.0.0.1",
+        "HCL_PORT": str(port),
+        "HCL_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     if ipfs_api:
         env["HCL_IPFS_API"] = ipfs_api
@@ -146,18 +165,41 @@ def observation_bundle(size: int, serial: int, *, resources: int = 1) -> bytes:
     """A FHIR Bundle of ``resources`` laboratory Observations (HbA1c), padded to about ``size`` bytes."""
     entries = []
     for r in range(resources):
-        entries.append({
-            "resource": {
-                "resourceType": "Observation", "id": f"bench-{serial}-{r}", "status": "final",
-                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                          "code": "laboratory"}]}],
-                "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4",
-                                     "display": "Hemoglobin A1c/Hemoglobin.total in Blood"}]},
-                "effectiveDateTime": f"2026-{1 + serial % 12:02d}-{1 + r % 28:02d}T08:00:00Z",
-                "valueQuantity": {"value": 5.0 + (serial % 30) / 10, "unit": "%", "system": "http://unitsofmeasure.org",
-                                  "code": "%"},
+        entries.append(
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": f"bench-{serial}-{r}",
+                    "status": "final",
+                    "category": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                    "code": "laboratory",
+                                }
+                            ]
+                        }
+                    ],
+                    "code": {
+                        "coding": [
+                            {
+                                "system": "http://loinc.org",
+                                "code": "4548-4",
+                                "display": "Hemoglobin A1c/Hemoglobin.total in Blood",
+                            }
+                        ]
+                    },
+                    "effectiveDateTime": f"2026-{1 + serial % 12:02d}-{1 + r % 28:02d}T08:00:00Z",
+                    "valueQuantity": {
+                        "value": 5.0 + (serial % 30) / 10,
+                        "unit": "%",
+                        "system": "http://unitsofmeasure.org",
+                        "code": "%",
+                    },
+                }
             }
-        })
+        )
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "collection", "entry": entries}
     base = len(orjson.dumps(bundle))
     if size > base + 64:
@@ -167,8 +209,13 @@ def observation_bundle(size: int, serial: int, *, resources: int = 1) -> bytes:
 
 
 def upload(url: str, token: str, patient: str, body: bytes) -> dict[str, Any]:
-    r = httpx.post(url + "/v1/records", params={"patient": patient}, content=body, timeout=120,
-                   headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
+    r = httpx.post(
+        url + "/v1/records",
+        params={"patient": patient},
+        content=body,
+        timeout=120,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
+    )
     if r.status_code != 201:
         raise RuntimeError(f"upload failed: {r.status_code} {r.text[:300]}")
     return r.json()
@@ -180,8 +227,14 @@ def grant_all(net: Chain, readers: tuple[int, ...] = READERS, categories: str = 
     now = net.client.block_timestamp()
     for p in PATIENTS:
         for r in readers:
-            ledger.consents.grant(dev_account(p), dev_account(r).address, parse_categories(categories),
-                                  parse_purposes("treatment"), now, now + 365 * 86_400)
+            ledger.consents.grant(
+                dev_account(p),
+                dev_account(r).address,
+                parse_categories(categories),
+                parse_purposes("treatment"),
+                now,
+                now + 365 * 86_400,
+            )
 
 
 def seed_records(gw: GatewayProcess, sizes: tuple[int, ...]) -> dict[int, list[str]]:

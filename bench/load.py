@@ -29,9 +29,19 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-async def _client(http: httpx.AsyncClient, token: str, records: list[str], offset: int, start: float,
-                  warm_until: float, stop: float, latencies: list[float], statuses: dict[int, int],
-                  journal_indexes: list[int], totals: dict[str, int]) -> None:
+async def _client(
+    http: httpx.AsyncClient,
+    token: str,
+    records: list[str],
+    offset: int,
+    start: float,
+    warm_until: float,
+    stop: float,
+    latencies: list[float],
+    statuses: dict[int, int],
+    journal_indexes: list[int],
+    totals: dict[str, int],
+) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     i = offset
     while True:
@@ -58,7 +68,9 @@ async def _client(http: httpx.AsyncClient, token: str, records: list[str], offse
                     journal_indexes.append(ledger["journalIndex"])
 
 
-async def run(url: str, tokens: list[str], records: list[str], clients: int, seconds: float, warmup: float) -> dict[str, Any]:
+async def run(
+    url: str, tokens: list[str], records: list[str], clients: int, seconds: float, warmup: float
+) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -68,11 +80,24 @@ async def run(url: str, tokens: list[str], records: list[str], clients: int, sec
         start = time.perf_counter()
         warm_until = start + warmup
         stop = warm_until + seconds
-        await asyncio.gather(*(
-            _client(http, tokens[c % len(tokens)], records, c, start, warm_until, stop, latencies, statuses,
-                    journal_indexes, totals)
-            for c in range(clients)
-        ))
+        await asyncio.gather(
+            *(
+                _client(
+                    http,
+                    tokens[c % len(tokens)],
+                    records,
+                    c,
+                    start,
+                    warm_until,
+                    stop,
+                    latencies,
+                    statuses,
+                    journal_indexes,
+                    totals,
+                )
+                for c in range(clients)
+            )
+        )
         measured = time.perf_counter() - warm_until
     latencies.sort()
     released = statuses.get(200, 0)
@@ -95,8 +120,9 @@ async def run(url: str, tokens: list[str], records: list[str], clients: int, sec
     }
 
 
-def run_wrk(url: str, tokens: list[str], records: list[str], clients: int, seconds: float, warmup: float,
-            folder: Path) -> dict[str, Any]:
+def run_wrk(
+    url: str, tokens: list[str], records: list[str], clients: int, seconds: float, warmup: float, folder: Path
+) -> dict[str, Any]:
     """The same measurement with wrk (C, a few % of a core instead of a whole one): warm-up, then the run."""
     plan = folder / "plan.txt"
     plan.write_text("".join(f"token {t}\n" for t in tokens) + "".join(f"record {r}\n" for r in records))
@@ -105,13 +131,31 @@ def run_wrk(url: str, tokens: list[str], records: list[str], clients: int, secon
 
     def wrk(duration: float) -> dict[str, Any]:
         out = subprocess.run(
-            ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{max(1, round(duration))}s", "--timeout", "30s",
-             "-s", str(script), url, "--", str(plan)],
-            capture_output=True, text=True, check=True,
+            [
+                "wrk",
+                "-t",
+                str(threads),
+                "-c",
+                str(clients),
+                "-d",
+                f"{max(1, round(duration))}s",
+                "--timeout",
+                "30s",
+                "-s",
+                str(script),
+                url,
+                "--",
+                str(plan),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return orjson.loads(out.stdout.strip().splitlines()[-1])
 
-    warm = wrk(warmup) if warmup > 0 else {"requests": 0, "status": 0, "connect": 0, "read": 0, "write": 0, "timeout": 0}
+    warm = (
+        wrk(warmup) if warmup > 0 else {"requests": 0, "status": 0, "connect": 0, "read": 0, "write": 0, "timeout": 0}
+    )
     run = wrk(seconds)
 
     def failed(r: dict[str, Any]) -> int:
@@ -149,8 +193,9 @@ def main(argv: list[str] | None = None) -> None:
     with open(args.plan, "rb") as fh:
         plan = orjson.loads(fh.read())
     if args.driver == "wrk":
-        result = run_wrk(args.url, plan["tokens"], plan["records"], args.clients, args.seconds, args.warmup,
-                         Path(args.plan).parent)
+        result = run_wrk(
+            args.url, plan["tokens"], plan["records"], args.clients, args.seconds, args.warmup, Path(args.plan).parent
+        )
         sys.stdout.write(orjson.dumps(result).decode() + "\n")
         return
     try:

@@ -26,8 +26,18 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.gateway import READERS, Chain, GatewayProcess, chain, environment, gateway_process, grant_all, login, \
-    seed_records, wait_indexed
+from bench.gateway import (
+    READERS,
+    Chain,
+    GatewayProcess,
+    chain,
+    environment,
+    gateway_process,
+    grant_all,
+    login,
+    seed_records,
+    wait_indexed,
+)
 
 SIZES = (1024, 10 * 1024, 100 * 1024, 1024 * 1024)
 CLIENTS = (1, 8, 64)
@@ -91,8 +101,18 @@ def _quiesce(gw: GatewayProcess, timeout: float = 120.0) -> None:
         last = now
 
 
-def one_run(net: Chain, gw: GatewayProcess, mode: str, store: str, size: int, records: list[str],
-            tokens: list[str], clients: int, plan: Plan, folder: Path) -> dict[str, Any]:
+def one_run(
+    net: Chain,
+    gw: GatewayProcess,
+    mode: str,
+    store: str,
+    size: int,
+    records: list[str],
+    tokens: list[str],
+    clients: int,
+    plan: Plan,
+    folder: Path,
+) -> dict[str, Any]:
     plan_file = folder / "plan.json"
     plan_file.write_bytes(orjson.dumps({"tokens": tokens, "records": records}))
     _quiesce(gw)
@@ -116,18 +136,54 @@ def one_run(net: Chain, gw: GatewayProcess, mode: str, store: str, size: int, re
     if mode == "batch":
         sampler.start()
     out = subprocess.run(
-        [sys.executable, "-m", "bench.load", "--url", gw.url, "--plan", str(plan_file), "--clients", str(clients),
-         "--seconds", str(plan.seconds), "--warmup", str(plan.warmup), "--driver", plan.driver],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "bench.load",
+            "--url",
+            gw.url,
+            "--plan",
+            str(plan_file),
+            "--clients",
+            str(clients),
+            "--seconds",
+            str(plan.seconds),
+            "--warmup",
+            str(plan.warmup),
+            "--driver",
+            plan.driver,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     load = orjson.loads(out.stdout.strip().splitlines()[-1])
     _quiesce(gw)  # the requests the clients abandoned at their deadline finish, and are counted here
     # rates and latencies are of the measured window. ``released`` is the gateway's own count of responses
     # it released (warm-up included), ``received`` what the clients got: requests still in flight when a
     # client stops at its deadline are released and ledgered but not received (at most ``clients`` per run)
-    run: dict[str, Any] = {"mode": mode, "store": store, "size": size, "clients": clients, **{
-        k: load[k] for k in ("releases_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms", "errors", "requests",
-                             "seconds", "statuses", "driver")}, "received": load["released_total"]}
+    run: dict[str, Any] = {
+        "mode": mode,
+        "store": store,
+        "size": size,
+        "clients": clients,
+        **{
+            k: load[k]
+            for k in (
+                "releases_per_s",
+                "p50_ms",
+                "p95_ms",
+                "p99_ms",
+                "max_ms",
+                "errors",
+                "requests",
+                "seconds",
+                "statuses",
+                "driver",
+            )
+        },
+        "received": load["released_total"],
+    }
     if mode == "batch":
         # every entry anchored, and the longest any entry waited for its anchor while the run went on
         deadline = time.monotonic() + 30
@@ -161,22 +217,32 @@ def run_release_bench(plan: Plan, *, ipfs_api: str | None = None, log: Any = pri
             (folder / f"{mode}-{store}").mkdir(parents=True, exist_ok=True)
             with chain(folder / f"{mode}-{store}") as net:
                 grant_all(net)
-                with gateway_process(folder / f"{mode}-{store}", net, mode=mode, store=store,
-                                     ipfs_api=ipfs_api) as gw:
+                with gateway_process(folder / f"{mode}-{store}", net, mode=mode, store=store, ipfs_api=ipfs_api) as gw:
                     log(f"{mode}/{store}: seeding records of {', '.join(_fmt(s) for s in sizes)}")
                     records = seed_records(gw, sizes)
                     wait_indexed(gw, net)
                     tokens = [login(gw.url, r) for r in READERS]
                     for size, clients in grid:
-                        run = one_run(net, gw, mode, store, size, records[size], tokens, clients, plan,
-                                      folder / f"{mode}-{store}")
-                        log(f"{mode}/{store} {_fmt(size)} x{clients}: {run['releases_per_s']:.0f}/s "
+                        run = one_run(
+                            net, gw, mode, store, size, records[size], tokens, clients, plan, folder / f"{mode}-{store}"
+                        )
+                        log(
+                            f"{mode}/{store} {_fmt(size)} x{clients}: {run['releases_per_s']:.0f}/s "
                             f"p50 {run['p50_ms']} p99 {run['p99_ms']} ms, ledgered {run['ledgered']} "
-                            f"released {run['released']}")
+                            f"released {run['released']}"
+                        )
                         runs.append(run)
-    return {"runs": runs, "goals": {"releases_per_s": GOAL_RATE, "p99_ms": GOAL_P99_MS, "anchor_s": GOAL_ANCHOR_S,
-                                    "gas_per_access": GOAL_GAS, "peak_rss_mb": GOAL_RSS_MB},
-            **environment()}
+    return {
+        "runs": runs,
+        "goals": {
+            "releases_per_s": GOAL_RATE,
+            "p99_ms": GOAL_P99_MS,
+            "anchor_s": GOAL_ANCHOR_S,
+            "gas_per_access": GOAL_GAS,
+            "peak_rss_mb": GOAL_RSS_MB,
+        },
+        **environment(),
+    }
 
 
 def _fmt(size: int) -> str:

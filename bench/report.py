@@ -36,43 +36,66 @@ def markdown() -> str:
     rel = _load("release")
     if rel:
         g = rel["goals"]
-        out += [f"### Releases (`bench/results/release.json`; {_env(rel)})", "",
-                "| mode | store | size | clients | releases/s | p50 ms | p95 ms | p99 ms | errors | released | ledgered"
-                " | longest wait for anchor | anchor gas/access | peak RSS MB |",
-                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        out += [
+            f"### Releases (`bench/results/release.json`; {_env(rel)})",
+            "",
+            "| mode | store | size | clients | releases/s | p50 ms | p95 ms | p99 ms | errors | released | ledgered"
+            " | longest wait for anchor | anchor gas/access | peak RSS MB |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in rel["runs"]:
             anchored = f"{r['anchor_delay_s']} s" if r.get("anchor_delay_s") is not None else "-"
-            out.append(f"| {r['mode']} | {r['store']} | {_size(r['size'])} | {r['clients']} | {r['releases_per_s']:,.0f} | "
-                       f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['released']:,} | "
-                       f"{r['ledgered']:,} | {anchored} | {r.get('anchor_gas_per_access', '-')} | {r['peak_rss_mb']:.0f} |")
-        out += ["", f"Goals (batch, 10 KB, 64 clients, local): ≥ {g['releases_per_s']:,.0f}/s, p99 ≤ {g['p99_ms']:.0f} ms, "
-                f"anchored ≤ {g['anchor_s']:.0f} s, ≤ {g['gas_per_access']:.0f} gas/access, peak RSS ≤ {g['peak_rss_mb']:.0f} MB.",
-                ""]
+            out.append(
+                f"| {r['mode']} | {r['store']} | {_size(r['size'])} | {r['clients']} | {r['releases_per_s']:,.0f} | "
+                f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['released']:,} | "
+                f"{r['ledgered']:,} | {anchored} | {r.get('anchor_gas_per_access', '-')} | {r['peak_rss_mb']:.0f} |"
+            )
+        out += [
+            "",
+            f"Goals (batch, 10 KB, 64 clients, local): ≥ {g['releases_per_s']:,.0f}/s, p99 ≤ {g['p99_ms']:.0f} ms, "
+            f"anchored ≤ {g['anchor_s']:.0f} s, ≤ {g['gas_per_access']:.0f} gas/access, peak RSS ≤ {g['peak_rss_mb']:.0f} MB.",
+            "",
+        ]
     up = _load("upload")
     if up:
-        out += [f"### Uploads (`bench/results/upload.json`; {_env(up)})", "",
-                "| uploads | concurrency | records | resources | records/s | resources/s | p50 ms | p99 ms | errors | peak RSS MB |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-                f"| {up['uploads']} | {up['concurrency']} | {up['records']:,} | {up['resources']:,} | {up['records_per_s']:,.0f} | "
-                f"{up['resources_per_s']:,.0f} | {up['p50_ms']:.0f} | {up['p99_ms']:.0f} | {up['errors']} | {up['peak_rss_mb']:.0f} |",
-                "", f"Goal: ≥ {up['goals']['records_per_s']:.0f} records/s.", ""]
+        out += [
+            f"### Uploads (`bench/results/upload.json`; {_env(up)})",
+            "",
+            "| uploads | concurrency | records | resources | records/s | resources/s | p50 ms | p99 ms | errors | peak RSS MB |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {up['uploads']} | {up['concurrency']} | {up['records']:,} | {up['resources']:,} | {up['records_per_s']:,.0f} | "
+            f"{up['resources_per_s']:,.0f} | {up['p50_ms']:.0f} | {up['p99_ms']:.0f} | {up['errors']} | {up['peak_rss_mb']:.0f} |",
+            "",
+            f"Goal: ≥ {up['goals']['records_per_s']:.0f} records/s.",
+            "",
+        ]
     con = _load("consent")
     if con:
         d, rev = con["decision"], con["revocation"]
-        out += [f"### Consent decisions (`bench/results/consent.json`; {_env(con)})", "",
-                "| decision from | n | p50 ms | p95 ms | p99 ms |", "|---|---:|---:|---:|---:|",
-                f"| read model (synced) | {d['cache']['n']:,} | {d['cache']['p50_ms']} | {d['cache']['p95_ms']} | {d['cache']['p99_ms']} |",
-                f"| `ConsentRegistry.check` by `eth_call` | {d['eth_call']['n']:,} | {d['eth_call']['p50_ms']} | "
-                f"{d['eth_call']['p95_ms']} | {d['eth_call']['p99_ms']} |", "",
-                f"Revocation mined → first refusal: median {rev['delay_ms_median']} ms, max {rev['delay_ms_max']} ms over "
-                f"{len(rev['trials'])} trials (releases in that window: "
-                f"{', '.join(str(t['releases_after_mined']) for t in rev['trials'])}). Goal: cache p99 ≤ "
-                f"{con['goals']['cache_p99_ms']} ms.", ""]
+        out += [
+            f"### Consent decisions (`bench/results/consent.json`; {_env(con)})",
+            "",
+            "| decision from | n | p50 ms | p95 ms | p99 ms |",
+            "|---|---:|---:|---:|---:|",
+            f"| read model (synced) | {d['cache']['n']:,} | {d['cache']['p50_ms']} | {d['cache']['p95_ms']} | {d['cache']['p99_ms']} |",
+            f"| `ConsentRegistry.check` by `eth_call` | {d['eth_call']['n']:,} | {d['eth_call']['p50_ms']} | "
+            f"{d['eth_call']['p95_ms']} | {d['eth_call']['p99_ms']} |",
+            "",
+            f"Revocation mined → first refusal: median {rev['delay_ms_median']} ms, max {rev['delay_ms_max']} ms over "
+            f"{len(rev['trials'])} trials (releases in that window: "
+            f"{', '.join(str(t['releases_after_mined']) for t in rev['trials'])}). Goal: cache p99 ≤ "
+            f"{con['goals']['cache_p99_ms']} ms.",
+            "",
+        ]
     aud = _load("audit")
     if aud:
-        out += [f"### Audit replay (`bench/results/audit.json`; {_env(aud)})", "",
-                f"{aud['accesses']:,} accesses replayed end to end in {aud['seconds']:.1f} s "
-                f"({aud['accesses_per_s']:,.0f}/s; verify phase {aud.get('accesses_per_s_verify') or 0:,.0f}/s).", ""]
+        out += [
+            f"### Audit replay (`bench/results/audit.json`; {_env(aud)})",
+            "",
+            f"{aud['accesses']:,} accesses replayed end to end in {aud['seconds']:.1f} s "
+            f"({aud['accesses_per_s']:,.0f}/s; verify phase {aud.get('accesses_per_s_verify') or 0:,.0f}/s).",
+            "",
+        ]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -33,21 +33,37 @@ QuickOpt = Annotated[bool, typer.Option("--quick", help="small sizes: a smoke ru
 @app.command("audit")
 def audit_cmd(
     quick: QuickOpt = False,
-    accesses: Annotated[int | None, typer.Option("--accesses", help="journal entries (default 1,000,000; --quick 10,000)")] = None,
-    anchor_every: Annotated[int | None, typer.Option("--anchor-every", help="entries per anchor (default: N/20, at most 10,000)")] = None,
+    accesses: Annotated[
+        int | None, typer.Option("--accesses", help="journal entries (default 1,000,000; --quick 10,000)")
+    ] = None,
+    anchor_every: Annotated[
+        int | None, typer.Option("--anchor-every", help="entries per anchor (default: N/20, at most 10,000)")
+    ] = None,
     detail: Annotated[str, typer.Option("--detail", help="hcl audit replay --detail (all|issues)")] = "issues",
-    out: Annotated[Path | None, typer.Option("--out", help="result file (default bench/results/audit.json, audit-quick.json)")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="result file (default bench/results/audit.json, audit-quick.json)")
+    ] = None,
 ) -> None:
     """A batch-mode ledger of N accesses (real chain, consents, anchors), replayed by ``hcl audit replay``."""
     from bench.audit import GOAL_SECONDS, GOAL_VERIFY_RATE, run_audit_bench
 
     n = accesses or (10_000 if quick else 1_000_000)
-    with Progress(TextColumn("journal entries"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("journal entries"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("journal", total=n)
-        result = run_audit_bench(n, anchor_every=anchor_every, log=lambda m: console.print(f"[dim]{m}[/dim]"),
-                                 progress=lambda done, total: bar.update(task, completed=done, total=total),
-                                 replay_args=["--detail", detail])
+        result = run_audit_bench(
+            n,
+            anchor_every=anchor_every,
+            log=lambda m: console.print(f"[dim]{m}[/dim]"),
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            replay_args=["--detail", detail],
+        )
     data = result.to_json()
     data["detail"] = detail
     data["quick"] = quick
@@ -58,8 +74,9 @@ def audit_cmd(
     for col in ("measure", "value", "goal"):
         table.add_column(col, justify="right" if col != "measure" else "left")
     verify = data["accesses_per_s_verify"] or 0
-    table.add_row("end to end (hcl audit replay)", f"{data['seconds']:.1f} s",
-                  f"<= {GOAL_SECONDS:.0f} s" if not quick else "")
+    table.add_row(
+        "end to end (hcl audit replay)", f"{data['seconds']:.1f} s", f"<= {GOAL_SECONDS:.0f} s" if not quick else ""
+    )
     table.add_row("accesses/s, end to end", f"{data['accesses_per_s']:,.0f}", "")
     table.add_row("accesses/s, verify phase", f"{verify:,.0f}", f">= {GOAL_VERIFY_RATE:,.0f}")
     for phase, secs in (data["phases"] or {}).items():
@@ -111,20 +128,47 @@ def _kubo() -> Iterator[str | None]:
 def _release_table(data: dict) -> Table:  # type: ignore[type-arg]
     goals = data["goals"]
     table = Table(title="Ledgered releases (loopback, this machine)")
-    for col in ("mode", "store", "size", "clients", "releases/s", "p50 ms", "p95 ms", "p99 ms", "errors",
-                "released", "ledgered", "anchored in", "gas/access", "peak RSS MB"):
+    for col in (
+        "mode",
+        "store",
+        "size",
+        "clients",
+        "releases/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "errors",
+        "released",
+        "ledgered",
+        "anchored in",
+        "gas/access",
+        "peak RSS MB",
+    ):
         table.add_column(col, justify="left" if col in ("mode", "store") else "right")
     for r in data["runs"]:
         size = f"{r['size'] // 1024} KB" if r["size"] < 1 << 20 else f"{r['size'] >> 20} MB"
         same = "[green]" if r["ledgered"] == r["released"] else "[red]"
-        table.add_row(r["mode"], r["store"], size, str(r["clients"]), f"{r['releases_per_s']:,.0f}",
-                      f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['p99_ms']:.1f}", str(r["errors"]),
-                      f"{r['released']:,}", f"{same}{r['ledgered']:,}",
-                      f"{r['anchor_delay_s']} s" if r.get("anchor_delay_s") is not None else "-",
-                      str(r.get("anchor_gas_per_access", "-")), f"{r['peak_rss_mb']:.0f}")
-    table.caption = (f"goals (batch, 10 KB, 64 clients, local): >= {goals['releases_per_s']:,.0f}/s, p99 <= "
-                     f"{goals['p99_ms']:.0f} ms, anchored <= {goals['anchor_s']:.0f} s, <= {goals['gas_per_access']:.0f} "
-                     f"gas/access, RSS <= {goals['peak_rss_mb']:.0f} MB")
+        table.add_row(
+            r["mode"],
+            r["store"],
+            size,
+            str(r["clients"]),
+            f"{r['releases_per_s']:,.0f}",
+            f"{r['p50_ms']:.1f}",
+            f"{r['p95_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+            str(r["errors"]),
+            f"{r['released']:,}",
+            f"{same}{r['ledgered']:,}",
+            f"{r['anchor_delay_s']} s" if r.get("anchor_delay_s") is not None else "-",
+            str(r.get("anchor_gas_per_access", "-")),
+            f"{r['peak_rss_mb']:.0f}",
+        )
+    table.caption = (
+        f"goals (batch, 10 KB, 64 clients, local): >= {goals['releases_per_s']:,.0f}/s, p99 <= "
+        f"{goals['p99_ms']:.0f} ms, anchored <= {goals['anchor_s']:.0f} s, <= {goals['gas_per_access']:.0f} "
+        f"gas/access, RSS <= {goals['peak_rss_mb']:.0f} MB"
+    )
     return table
 
 
@@ -173,8 +217,10 @@ def consent_cmd(
         d = data["decision"][name]
         table.add_row(label, f"{d['n']:,}", f"{d['p50_ms']:.4f}", f"{d['p95_ms']:.4f}", f"{d['p99_ms']:.4f}")
     rev = data["revocation"]
-    table.caption = (f"revocation mined -> first refusal: median {rev['delay_ms_median']} ms, max {rev['delay_ms_max']} ms "
-                     f"over {len(rev['trials'])} trials; goal: cache p99 <= {data['goals']['cache_p99_ms']} ms")
+    table.caption = (
+        f"revocation mined -> first refusal: median {rev['delay_ms_median']} ms, max {rev['delay_ms_max']} ms "
+        f"over {len(rev['trials'])} trials; goal: cache p99 <= {data['goals']['cache_p99_ms']} ms"
+    )
     console.print(table)
     console.print(f"written: {out}")
 
@@ -194,9 +240,16 @@ def upload_cmd(
     table = Table(title="Uploads (Bundles of 10-50 resources, 5 categories)")
     for col in ("uploads", "records", "records/s", "resources/s", "p50 ms", "p99 ms", "errors", "peak RSS MB"):
         table.add_column(col, justify="right")
-    table.add_row(f"{data['uploads']:,}", f"{data['records']:,}", f"{data['records_per_s']:,.0f}",
-                  f"{data['resources_per_s']:,.0f}", f"{data['p50_ms']:.0f}", f"{data['p99_ms']:.0f}",
-                  str(data["errors"]), f"{data['peak_rss_mb']:.0f}")
+    table.add_row(
+        f"{data['uploads']:,}",
+        f"{data['records']:,}",
+        f"{data['records_per_s']:,.0f}",
+        f"{data['resources_per_s']:,.0f}",
+        f"{data['p50_ms']:.0f}",
+        f"{data['p99_ms']:.0f}",
+        str(data["errors"]),
+        f"{data['peak_rss_mb']:.0f}",
+    )
     table.caption = f"goal: >= {data['goals']['records_per_s']:.0f} records/s"
     console.print(table)
     console.print(f"written: {out}")
@@ -204,7 +257,9 @@ def upload_cmd(
 
 @app.command("soak")
 def soak_cmd(
-    seconds: Annotated[float, typer.Option(help="seconds of mixed load with revocations, split between strict and batch")] = 600,
+    seconds: Annotated[
+        float, typer.Option(help="seconds of mixed load with revocations, split between strict and batch")
+    ] = 600,
 ) -> None:
     """The soak test (tests/test_soak.py) for longer than CI's 60 s: afterwards requests = releases +
     refusals, releases = ledger entries, and no release after a revocation the gateway had seen."""
@@ -217,7 +272,9 @@ def soak_cmd(
 
 
 @app.command("report")
-def report_cmd(write: Annotated[bool, typer.Option("--write", help="replace the tables in docs/performance.md")] = False) -> None:
+def report_cmd(
+    write: Annotated[bool, typer.Option("--write", help="replace the tables in docs/performance.md")] = False,
+) -> None:
     """The measured tables of bench/results/*.json as Markdown (for docs/performance.md)."""
     from bench.report import markdown
     from bench.report import write as write_doc
@@ -230,7 +287,11 @@ def report_cmd(write: Annotated[bool, typer.Option("--write", help="replace the 
 
 #: every benchmark, in the order a full run takes them: name -> command
 SUITE: dict[str, Callable[..., None]] = {
-    "gas": gas_cmd, "release": release_cmd, "upload": upload_cmd, "consent": consent_cmd, "audit": audit_cmd,
+    "gas": gas_cmd,
+    "release": release_cmd,
+    "upload": upload_cmd,
+    "consent": consent_cmd,
+    "audit": audit_cmd,
 }
 
 

@@ -31,34 +31,84 @@ def _bundle(rng: random.Random, serial: int) -> bytes:
         kind = i % 5
         rid = f"u{serial}-{i}"
         if kind == 0:
-            res = {"resourceType": "Observation", "id": rid, "status": "final",
-                   "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                             "code": "laboratory"}]}],
-                   "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7", "display": "Glucose"}]},
-                   "effectiveDateTime": "2026-03-01T08:00:00Z",
-                   "valueQuantity": {"value": rng.randint(70, 140), "unit": "mg/dL"}}
+            res = {
+                "resourceType": "Observation",
+                "id": rid,
+                "status": "final",
+                "category": [
+                    {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                "code": "laboratory",
+                            }
+                        ]
+                    }
+                ],
+                "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7", "display": "Glucose"}]},
+                "effectiveDateTime": "2026-03-01T08:00:00Z",
+                "valueQuantity": {"value": rng.randint(70, 140), "unit": "mg/dL"},
+            }
         elif kind == 1:
-            res = {"resourceType": "Observation", "id": rid, "status": "final",
-                   "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                             "code": "vital-signs"}]}],
-                   "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
-                   "effectiveDateTime": "2026-03-01T08:00:00Z",
-                   "valueQuantity": {"value": rng.randint(50, 110), "unit": "/min"}}
+            res = {
+                "resourceType": "Observation",
+                "id": rid,
+                "status": "final",
+                "category": [
+                    {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                "code": "vital-signs",
+                            }
+                        ]
+                    }
+                ],
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+                "effectiveDateTime": "2026-03-01T08:00:00Z",
+                "valueQuantity": {"value": rng.randint(50, 110), "unit": "/min"},
+            }
         elif kind == 2:
-            res = {"resourceType": "Condition", "id": rid,
-                   "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006",
-                                        "display": "Diabetes mellitus type 2"}]},
-                   "subject": {"reference": "Patient/p"}, "recordedDate": "2026-03-01"}
+            res = {
+                "resourceType": "Condition",
+                "id": rid,
+                "code": {
+                    "coding": [
+                        {"system": "http://snomed.info/sct", "code": "44054006", "display": "Diabetes mellitus type 2"}
+                    ]
+                },
+                "subject": {"reference": "Patient/p"},
+                "recordedDate": "2026-03-01",
+            }
         elif kind == 3:
-            res = {"resourceType": "MedicationRequest", "id": rid, "status": "active", "intent": "order",
-                   "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
-                                                             "code": "860975", "display": "Metformin 500 MG"}]},
-                   "subject": {"reference": "Patient/p"}, "authoredOn": "2026-03-01"}
+            res = {
+                "resourceType": "MedicationRequest",
+                "id": rid,
+                "status": "active",
+                "intent": "order",
+                "medicationCodeableConcept": {
+                    "coding": [
+                        {
+                            "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                            "code": "860975",
+                            "display": "Metformin 500 MG",
+                        }
+                    ]
+                },
+                "subject": {"reference": "Patient/p"},
+                "authoredOn": "2026-03-01",
+            }
         else:
-            res = {"resourceType": "AllergyIntolerance", "id": rid,
-                   "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91936005",
-                                        "display": "Allergy to penicillin"}]},
-                   "patient": {"reference": "Patient/p"}}
+            res = {
+                "resourceType": "AllergyIntolerance",
+                "id": rid,
+                "code": {
+                    "coding": [
+                        {"system": "http://snomed.info/sct", "code": "91936005", "display": "Allergy to penicillin"}
+                    ]
+                },
+                "patient": {"reference": "Patient/p"},
+            }
         entries.append({"resource": res})
     return orjson.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries})
 
@@ -79,9 +129,13 @@ def run_upload_bench(*, quick: bool, log: Any = print) -> dict[str, Any]:
                 provider = PROVIDERS[i % len(PROVIDERS)]
                 patient = dev_account(PATIENTS[i % len(PATIENTS)]).address
                 t0 = time.perf_counter()
-                r = httpx.post(gw.url + "/v1/records", params={"patient": patient}, content=bodies[i], timeout=120,
-                               headers={"Authorization": f"Bearer {tokens[provider]}",
-                                        "Content-Type": "application/fhir+json"})
+                r = httpx.post(
+                    gw.url + "/v1/records",
+                    params={"patient": patient},
+                    content=bodies[i],
+                    timeout=120,
+                    headers={"Authorization": f"Bearer {tokens[provider]}", "Content-Type": "application/fhir+json"},
+                )
                 dt = (time.perf_counter() - t0) * 1000
                 if r.status_code != 201:
                     return 0, 0, dt, False
@@ -100,10 +154,18 @@ def run_upload_bench(*, quick: bool, log: Any = print) -> dict[str, Any]:
             rss = gw.peak_rss_mb()
     latencies.sort()
     return {
-        "uploads": uploads, "concurrency": concurrency, "seconds": round(seconds, 2), "errors": errors,
-        "records": records, "resources": resources,
-        "records_per_s": round(records / seconds, 1), "uploads_per_s": round(uploads / seconds, 1),
+        "uploads": uploads,
+        "concurrency": concurrency,
+        "seconds": round(seconds, 2),
+        "errors": errors,
+        "records": records,
+        "resources": resources,
+        "records_per_s": round(records / seconds, 1),
+        "uploads_per_s": round(uploads / seconds, 1),
         "resources_per_s": round(resources / seconds, 1),
-        "p50_ms": round(latencies[len(latencies) // 2], 1), "p99_ms": round(latencies[int(len(latencies) * 0.99)], 1),
-        "peak_rss_mb": round(rss, 1), "goals": {"records_per_s": GOAL_RECORDS_PER_S}, **environment(),
+        "p50_ms": round(latencies[len(latencies) // 2], 1),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)], 1),
+        "peak_rss_mb": round(rss, 1),
+        "goals": {"records_per_s": GOAL_RECORDS_PER_S},
+        **environment(),
     }

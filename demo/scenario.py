@@ -48,6 +48,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from gateway.releases import HPKE_INFO, hpke_aad
 from node_client import hpke, signing
 from node_client._client import ChainClient
 from node_client._exceptions import ContractRevert, NodeClientError
@@ -56,8 +57,6 @@ from node_client.deploy import Ledger, Manifest, MemberSpec, dev_encryption_key
 from node_client.keys import dev_account, keystore_address, load_keystore, new_keystore, write_x25519_jwk
 from node_client.settings import DEV_CHAIN_ID
 from node_client.vocabulary import CATEGORIES, PURPOSES, Role, parse_categories, parse_purposes
-
-from gateway.releases import HPKE_INFO, hpke_aad
 
 __all__ = ["STATE_FILE", "DemoError", "RunResult", "SeedResult", "app", "endpoints", "run", "seed"]
 
@@ -72,8 +71,8 @@ COUNTY_NAME = "Lakeside County Hospital"
 PASSWORD = "demo"  # the demo keystores' password: a demo, never a real password
 
 DEV_KEYS_NOTE = (
-    "Dev keys only: every key here is one of Hardhat's PUBLIC test keys (mnemonic \"test test ... junk\"), "
-    "known to everyone; demo keystores use the password \"demo\". Never use them for real data."
+    'Dev keys only: every key here is one of Hardhat\'s PUBLIC test keys (mnemonic "test test ... junk"), '
+    'known to everyone; demo keystores use the password "demo". Never use them for real data.'
 )
 
 #: the FHIR corpus shipped with the repository (provenance and licences: samples/fhir/SOURCES.md)
@@ -95,11 +94,17 @@ class DemoPatient:
 #: results (LOINC 4548-4), an active diabetes self-management care plan, medications and allergies (which
 #: steps 4 and 5 need). patient-2 has no medications or allergies; patient-3 is the paediatric one.
 PATIENTS: tuple[DemoPatient, ...] = (
-    DemoPatient("wang", "Wang", 10, "patient-1-Emmie273_Kovacek682.json",
-                "discharged from the tertiary hospital; diabetes work-up (prediabetes, HbA1c follow-up)"),
+    DemoPatient(
+        "wang",
+        "Wang",
+        10,
+        "patient-1-Emmie273_Kovacek682.json",
+        "discharged from the tertiary hospital; diabetes work-up (prediabetes, HbA1c follow-up)",
+    ),
     DemoPatient("li", "Li", 11, "patient-2-7b4cf3d5.json", "adult patient of the tertiary hospital"),
-    DemoPatient("zhang", "Zhang", 12, "patient-3-cc3bf71c.json", "a child; a parent is the on-chain guardian",
-                guardian=16),
+    DemoPatient(
+        "zhang", "Zhang", 12, "patient-3-cc3bf71c.json", "a child; a parent is the on-chain guardian", guardian=16
+    ),
 )
 WANG = PATIENTS[0]
 
@@ -115,9 +120,7 @@ HBA1C = "4548-4"  # LOINC Hemoglobin A1c/Hemoglobin.total in Blood
 GRANT_CATEGORIES = "encounters,medications,lab-results,conditions"
 GRANT_PURPOSES = "treatment,care-coordination"
 GRANT_DAYS = 30
-EMERGENCY_REASON = (
-    "Patient brought in unresponsive to the emergency department; allergy check before giving drugs"
-)
+EMERGENCY_REASON = "Patient brought in unresponsive to the emergency department; allergy check before giving drugs"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
@@ -198,7 +201,9 @@ def open_release(body: dict[str, Any], private_key: Any, requester: str) -> dict
 def _resources(bundle: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
     if bundle.get("resourceType") == resource_type:
         return [bundle]
-    return [e["resource"] for e in bundle.get("entry", []) if e.get("resource", {}).get("resourceType") == resource_type]
+    return [
+        e["resource"] for e in bundle.get("entry", []) if e.get("resource", {}).get("resourceType") == resource_type
+    ]
 
 
 def _concept(cc: dict[str, Any] | None) -> str:
@@ -269,10 +274,14 @@ class Session:
         try:
             chain_id = self.client.chain_id
         except NodeClientError:
-            raise DemoError(f"the chain at {rpc_url} does not answer: start ./scripts/up first, or pass --rpc-url") from None
+            raise DemoError(
+                f"the chain at {rpc_url} does not answer: start ./scripts/up first, or pass --rpc-url"
+            ) from None
         if chain_id != DEV_CHAIN_ID:
-            raise DemoError(f"the chain at {rpc_url} is chain {chain_id}: the demo uses public dev keys and runs "
-                            f"only on the dev chain {DEV_CHAIN_ID}")
+            raise DemoError(
+                f"the chain at {rpc_url} is chain {chain_id}: the demo uses public dev keys and runs "
+                f"only on the dev chain {DEV_CHAIN_ID}"
+            )
         try:
             self.ledger: Ledger = self.manifest.connect(self.client)
         except NodeClientError as exc:
@@ -302,11 +311,17 @@ class Session:
         if account.address in self._clients:
             return self._clients[account.address]
         http = httpx.Client(base_url=self.url, timeout=120)
-        ch = _expect(http.post("/v1/auth/challenge", json={"address": account.address}), 200,
-                     f"sign-in challenge for {account.address}")
+        ch = _expect(
+            http.post("/v1/auth/challenge", json={"address": account.address}),
+            200,
+            f"sign-in challenge for {account.address}",
+        )
         sig = Account.sign_message(encode_defunct(text=ch["message"]), account.key).signature
-        tok = _expect(http.post("/v1/auth/token", json={"message": ch["message"], "signature": "0x" + bytes(sig).hex()}),
-                      200, f"sign-in of {account.address}")
+        tok = _expect(
+            http.post("/v1/auth/token", json={"message": ch["message"], "signature": "0x" + bytes(sig).hex()}),
+            200,
+            f"sign-in of {account.address}",
+        )
         if tok["address"] != account.address:
             raise DemoError(f"the gateway bound the token to {tok['address']}, not {account.address}")
         http.headers["Authorization"] = f"Bearer {tok['token']}"
@@ -367,21 +382,27 @@ def _onboard_county_hospital(s: Session) -> tuple[str, bool]:
     spec = MemberSpec(county.address, int(Role.HOSPITAL), public, COUNTY_NAME, "hospital")
     out.print()
     out.rule(f"[bold]Onboarding {COUNTY_NAME} through governance", align="left")
-    out.print("[italic]No single key can add an institution: the MemberRegistry needs an M-of-N approval of the "
-              "consortium's admins (here 2 of 3). Admin 0 proposes, admin 1 approves, then it is executed.[/italic]")
+    out.print(
+        "[italic]No single key can add an institution: the MemberRegistry needs an M-of-N approval of the "
+        "consortium's admins (here 2 of 3). Admin 0 proposes, admin 1 approves, then it is executed.[/italic]"
+    )
     current = members.member_of(county.address)
     if current.status is MemberStatus.ACTIVE:
         _ok(out, f"{COUNTY_NAME} ({county.address}) is already an active member (onboarded by an earlier seed)")
         _record_in_manifest(s, spec)
         return county.address, False
     if current.status is not MemberStatus.NONE:
-        raise DemoError(f"{COUNTY_NAME} ({county.address}) is {current.status.name.lower()} on this network; "
-                        "the demo onboards only a new member (redeploy with ./scripts/up)")
+        raise DemoError(
+            f"{COUNTY_NAME} ({county.address}) is {current.status.name.lower()} on this network; "
+            "the demo onboards only a new member (redeploy with ./scripts/up)"
+        )
     admin_a, admin_b = dev_account(ADMIN_A), dev_account(ADMIN_B)
     for i, admin in ((ADMIN_A, admin_a), (ADMIN_B, admin_b)):
         if not members.is_admin(admin.address):
-            raise DemoError(f"dev account {i} is not an admin of this deployment: it was not deployed with "
-                            "`hcl deploy --dev`; onboard with `hcl member propose/approve/execute` instead")
+            raise DemoError(
+                f"dev account {i} is not an admin of this deployment: it was not deployed with "
+                "`hcl deploy --dev`; onboard with `hcl member propose/approve/execute` instead"
+            )
     gov = members.governance()
     now = s.chain_now()
 
@@ -389,16 +410,29 @@ def _onboard_county_hospital(s: Session) -> tuple[str, bool]:
     proposal_id = None
     for pid in range(members.proposal_count(), max(0, members.proposal_count() - 50), -1):
         p = members.proposal_of(pid)
-        if (p.action is Action.ADD_MEMBER and p.target == county.address and p.status is ProposalStatus.PENDING
-                and p.expires_at > now and p.encryption_key == public):
+        if (
+            p.action is Action.ADD_MEMBER
+            and p.target == county.address
+            and p.status is ProposalStatus.PENDING
+            and p.expires_at > now
+            and p.encryption_key == public
+        ):
             proposal_id = pid
             out.print(f"  found pending proposal #{pid} from an earlier seed ({p.approvals} approval(s))")
             break
     if proposal_id is None:
-        proposal_id, tx = members.propose(admin_a, Action.ADD_MEMBER, county.address, arg=int(Role.HOSPITAL),
-                                          encryption_key=public, metadata_hash=spec.metadata_hash)
-        out.print(f"  1. admin 0 ({_short(admin_a.address)}) proposes: add {COUNTY_NAME} {county.address}, role "
-                  f"hospital, X25519 key {public.hex()[:16]}…, metadata hash {spec.metadata_hash.hex()[:16]}…")
+        proposal_id, tx = members.propose(
+            admin_a,
+            Action.ADD_MEMBER,
+            county.address,
+            arg=int(Role.HOSPITAL),
+            encryption_key=public,
+            metadata_hash=spec.metadata_hash,
+        )
+        out.print(
+            f"  1. admin 0 ({_short(admin_a.address)}) proposes: add {COUNTY_NAME} {county.address}, role "
+            f"hospital, X25519 key {public.hex()[:16]}…, metadata hash {spec.metadata_hash.hex()[:16]}…"
+        )
         out.print(f"     → proposal #{proposal_id}, 1 of {gov.threshold} approvals, tx {tx.tx_hash}")
     p = members.proposal_of(proposal_id)
     if p.approvals < gov.threshold:
@@ -413,8 +447,9 @@ def _onboard_county_hospital(s: Session) -> tuple[str, bool]:
         if not members.has_approved(proposal_id, admin_b.address):
             tx = members.approve(admin_b, proposal_id)
             approvals = members.proposal_of(proposal_id).approvals
-            out.print(f"  3. admin 1 ({_short(admin_b.address)}) approves → {approvals} of {gov.threshold}, "
-                      f"tx {tx.tx_hash}")
+            out.print(
+                f"  3. admin 1 ({_short(admin_b.address)}) approves → {approvals} of {gov.threshold}, tx {tx.tx_hash}"
+            )
     tx = members.execute(admin_b, proposal_id)
     out.print(f"  4. admin 1 executes proposal #{proposal_id} → tx {tx.tx_hash}")
     m = members.member_of(county.address)
@@ -436,14 +471,16 @@ def _record_in_manifest(s: Session, spec: MemberSpec) -> None:
     members = data.setdefault("members", [])
     if any(to_checksum_address(m["address"]) == spec.address for m in members):
         return
-    members.append({
-        "address": to_checksum_address(spec.address),
-        "name": spec.name,
-        "kind": spec.kind,
-        "roles": spec.roles,
-        "metadataHash": "0x" + spec.metadata_hash.hex(),
-        "encryptionKey": "0x" + spec.encryption_key.hex(),
-    })
+    members.append(
+        {
+            "address": to_checksum_address(spec.address),
+            "name": spec.name,
+            "kind": spec.kind,
+            "roles": spec.roles,
+            "metadataHash": "0x" + spec.metadata_hash.hex(),
+            "encryptionKey": "0x" + spec.encryption_key.hex(),
+        }
+    )
     _atomic_write(path, orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     s.names[spec.address] = spec.name
     s.out.print(f"  added {spec.name} to {path} (the running gateway picks the name up from there)")
@@ -453,14 +490,17 @@ def _keystores(s: Session, keys_dir: Path) -> list[str]:
     out = s.out
     out.print()
     out.rule("[bold]Demo patients' keys", align="left")
-    out.print("[italic]Each patient holds their own key (on a phone, in practice): encrypted keystores, scrypt, "
-              f"mode 0600. Password \"{PASSWORD}\" — a demo.[/italic]")
+    out.print(
+        "[italic]Each patient holds their own key (on a phone, in practice): encrypted keystores, scrypt, "
+        f'mode 0600. Password "{PASSWORD}" — a demo.[/italic]'
+    )
     wanted: list[tuple[str, str, int]] = []
     for p in PATIENTS:
         wanted.append((f"{p.key}.json", f"{p.name} (patient, dev account {p.account})", p.account))
         if p.guardian is not None:
-            wanted.append((f"{p.key}-guardian.json", f"{p.name}'s parent, the guardian (dev account {p.guardian})",
-                           p.guardian))
+            wanted.append(
+                (f"{p.key}-guardian.json", f"{p.name}'s parent, the guardian (dev account {p.guardian})", p.guardian)
+            )
     for filename, who, index in INSTITUTION_KEYS:
         wanted.append((filename, who, index))
     written = []
@@ -485,15 +525,16 @@ def _keystores(s: Session, keys_dir: Path) -> list[str]:
         if not path.exists():
             write_x25519_jwk(path, dev_encryption_key(index)[0])
             written.append(str(path))
-            table.add_row(str(path), f"release-decryption key of dev account {index} (X25519 JWK)", "",
-                          "[green]written[/green]")
+            table.add_row(
+                str(path), f"release-decryption key of dev account {index} (X25519 JWK)", "", "[green]written[/green]"
+            )
     out.print(table)
     lines = [
         "HealthCode Ledger demo keys  --  DEMO ONLY",
         "",
         "These are encrypted keystores (Web3 Secret Storage v3, scrypt) of Hardhat's PUBLIC dev accounts",
         '(mnemonic "test test test test test test test test test test test junk"). Everyone knows these',
-        'keys: never use them, or this password, for anything real.',
+        "keys: never use them, or this password, for anything real.",
         "",
         f"Password of every file: {PASSWORD}",
         "",
@@ -519,17 +560,22 @@ def _guardian(s: Session) -> None:
         until = s.ledger.consents.guardian_until(child.address, parent.address)
         if until <= now:
             raise DemoError(f"setGuardian for {p.name} was mined but the guardian is not in force")
-        _ok(out, f"{p.name} (a child) names a guardian, {parent.address}, until {_when(until)} "
-                 f"(ConsentRegistry.setGuardian signed by {p.name}'s key), tx {tx.tx_hash}")
+        _ok(
+            out,
+            f"{p.name} (a child) names a guardian, {parent.address}, until {_when(until)} "
+            f"(ConsentRegistry.setGuardian signed by {p.name}'s key), tx {tx.tx_hash}",
+        )
 
 
 def _upload(s: Session, samples: Path, result: SeedResult) -> None:
     out = s.out
     out.print()
     out.rule("[bold]Uploading the patients' FHIR records as City First People's Hospital", align="left")
-    out.print("[italic]The hospital posts each patient's FHIR bundle; the gateway validates it, groups it into one "
-              "encrypted record per data category and registers their hashes on-chain in one transaction. "
-              "No health data goes on-chain.[/italic]")
+    out.print(
+        "[italic]The hospital posts each patient's FHIR bundle; the gateway validates it, groups it into one "
+        "encrypted record per data category and registers their hashes on-chain in one transaction. "
+        "No health data goes on-chain.[/italic]"
+    )
     hospital = s.login(dev_account(HOSPITAL))
     s.wait_indexed()
     table = Table("patient", "address", "records (resources) per category", "tx hash", "")
@@ -539,20 +585,35 @@ def _upload(s: Session, samples: Path, result: SeedResult) -> None:
         if mine:
             per_cat = Counter(r["category"] for r in mine)
             txs = sorted({r["txHash"] for r in mine})
-            table.add_row(p.name, patient.address, ", ".join(f"{c} {n}" for c, n in sorted(per_cat.items())),
-                          "\n".join(txs), "already there")
+            table.add_row(
+                p.name,
+                patient.address,
+                ", ".join(f"{c} {n}" for c, n in sorted(per_cat.items())),
+                "\n".join(txs),
+                "already there",
+            )
             result.skipped.append(p.name)
             continue
         path = samples / "synthea" / p.bundle
         if not path.is_file():
             raise DemoError(f"FHIR sample {path} is missing (pass --samples or set HCL_FHIR_SAMPLES)")
-        up = _expect(hospital.post("/v1/records", params={"patient": patient.address}, content=path.read_bytes(),
-                                   headers=FHIR_JSON), 201, f"uploading {p.name}'s records")
+        up = _expect(
+            hospital.post(
+                "/v1/records", params={"patient": patient.address}, content=path.read_bytes(), headers=FHIR_JSON
+            ),
+            201,
+            f"uploading {p.name}'s records",
+        )
         if up["patient"] != patient.address or not up["records"]:
             raise DemoError(f"the upload for {p.name} returned no records for {patient.address}: {up}")
         cats = ", ".join(f"{r['category']} 1 ({r['resources']})" for r in up["records"])
-        table.add_row(p.name, patient.address, cats, up["txHash"], f"[green]uploaded[/green] "
-                      f"({len(up['ignored'])} non-clinical resources ignored)")
+        table.add_row(
+            p.name,
+            patient.address,
+            cats,
+            up["txHash"],
+            f"[green]uploaded[/green] ({len(up['ignored'])} non-clinical resources ignored)",
+        )
         result.uploaded[p.name] = up["txHash"]
     out.print(table)
     s.wait_indexed()  # a second seed (or `run`) then sees these records
@@ -582,8 +643,10 @@ def seed(
         _guardian(s)
         _upload(s, samples_dir, result)
     result.seconds = time.monotonic() - started
-    out.print(f"\n[bold green]seeded[/bold green] in {result.seconds:.1f} s; keys in {keys_dir} "
-              f"(see {Path(keys_dir) / 'README.txt'}). Next: ./scripts/demo")
+    out.print(
+        f"\n[bold green]seeded[/bold green] in {result.seconds:.1f} s; keys in {keys_dir} "
+        f"(see {Path(keys_dir) / 'README.txt'}). Next: ./scripts/demo"
+    )
     return result
 
 
@@ -593,8 +656,7 @@ def seed(
 def _load_patient_key(keys_dir: Path, p: DemoPatient) -> LocalAccount:
     path = keys_dir / f"{p.key}.json"
     if not path.exists():
-        raise DemoError(f"no keystore for {p.name} at {path}: start ./scripts/up first (it seeds), "
-                        "or pass --keys-dir")
+        raise DemoError(f"no keystore for {p.name} at {path}: start ./scripts/up first (it seeds), or pass --keys-dir")
     try:
         account = load_keystore(path, PASSWORD)
     except NodeClientError as exc:
@@ -609,8 +671,9 @@ def _latest_record(records: list[dict[str, Any]], category: str) -> dict[str, An
     raise DemoError(f"no {category} record is visible to the centre")
 
 
-def _read(s: Session, http: httpx.Client, record_id: str, purpose: str, reader: LocalAccount, reader_index: int,
-          what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _read(
+    s: Session, http: httpx.Client, record_id: str, purpose: str, reader: LocalAccount, reader_index: int, what: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     body = _expect(http.get(f"/v1/records/{record_id}", params={"purpose": purpose}), 200, f"reading {what}")
     if body["recordId"] != record_id or body["purpose"] != purpose:
         raise DemoError(f"the release of {what} is for {body['recordId']} / {body['purpose']}")
@@ -653,17 +716,23 @@ def run(
             m = s.ledger.members.member_of(acct.address)
             if m.status is not MemberStatus.ACTIVE or m.roles & role != role:
                 raise DemoError(f"{s.name(acct.address)} is not an active {role!r} member of this deployment")
-        out.print(f"Wang {wang.address} (keystore {keys_dir / 'wang.json'}); {clinic_name} {clinic_acct.address}; "
-                  f"{hospital_name} {hospital_acct.address}")
+        out.print(
+            f"Wang {wang.address} (keystore {keys_dir / 'wang.json'}); {clinic_name} {clinic_acct.address}; "
+            f"{hospital_name} {hospital_acct.address}"
+        )
         s.wait_indexed()
         access_ids: list[str] = []
         releases: list[dict[str, Any]] = []
 
         # 1 ------------------------------------------------------------------------------------------
-        _step(out, 1, f"Wang was discharged from {hospital_name}",
-              "The hospital uploaded Wang's records at discharge. Wang signs in with their own key (Sign-In with "
-              "Ethereum) and lists them: the gateway shows what is registered on-chain — categories and "
-              "providers, never the content.")
+        _step(
+            out,
+            1,
+            f"Wang was discharged from {hospital_name}",
+            "The hospital uploaded Wang's records at discharge. Wang signs in with their own key (Sign-In with "
+            "Ethereum) and lists them: the gateway shows what is registered on-chain — categories and "
+            "providers, never the content.",
+        )
         me = s.login(wang)
         records = _expect(me.get("/v1/me/records"), 200, "listing Wang's records")["records"]
         if not records:
@@ -672,42 +741,65 @@ def run(
             raise DemoError(f"none of Wang's records comes from {hospital_name}")
         t = Table("category", "provider", "registered", "status", "tx hash")
         for r in records:
-            t.add_row(r["category"], r["providerName"] or s.name(r["provider"]), _when(r["registeredAt"]),
-                      r["status"], _short(r["txHash"]))
+            t.add_row(
+                r["category"],
+                r["providerName"] or s.name(r["provider"]),
+                _when(r["registeredAt"]),
+                r["status"],
+                _short(r["txHash"]),
+            )
         out.print(t)
-        _ok(out, f"{len(records)} records in {len({r['category'] for r in records})} categories, uploaded by "
-                 f"{hospital_name}")
+        _ok(
+            out,
+            f"{len(records)} records in {len({r['category'] for r in records})} categories, uploaded by "
+            f"{hospital_name}",
+        )
 
         # 2 ------------------------------------------------------------------------------------------
-        _step(out, 2, f"Wang creates a health code for {clinic_name}",
-              "For follow-up care close to home, Wang signs — on their own device, off-line — an EIP-712 "
-              "ConsentGrant: only the categories the centre needs, only for treatment and care coordination, "
-              f"for {GRANT_DAYS} days. The signed payload is what the health-code QR carries.")
+        _step(
+            out,
+            2,
+            f"Wang creates a health code for {clinic_name}",
+            "For follow-up care close to home, Wang signs — on their own device, off-line — an EIP-712 "
+            "ConsentGrant: only the categories the centre needs, only for treatment and care coordination, "
+            f"for {GRANT_DAYS} days. The signed payload is what the health-code QR carries.",
+        )
         consents = s.ledger.consents
         previous = consents.consent_of(wang.address, clinic_acct.address)
         if previous.status is ConsentStatus.ACTIVE:
-            out.print(f"  (an earlier consent {_short('0x' + previous.consent_id.hex())} to the centre is active: "
-                      "the new grant replaces it — one consent per patient and institution)")
+            out.print(
+                f"  (an earlier consent {_short('0x' + previous.consent_id.hex())} to the centre is active: "
+                "the new grant replaces it — one consent per patient and institution)"
+            )
         elif previous.status is ConsentStatus.REVOKED:
-            out.print(f"  (an earlier run's consent {_short('0x' + previous.consent_id.hex())} was revoked; "
-                      "the new grant replaces it)")
+            out.print(
+                f"  (an earlier run's consent {_short('0x' + previous.consent_id.hex())} was revoked; "
+                "the new grant replaces it)"
+            )
         now = s.chain_now()
         categories, purposes = parse_categories(GRANT_CATEGORIES), parse_purposes(GRANT_PURPOSES)
-        grant = consents.build_grant(wang.address, clinic_acct.address, categories, purposes, now,
-                                     now + GRANT_DAYS * 86_400, deadline=now + 3600)
+        grant = consents.build_grant(
+            wang.address, clinic_acct.address, categories, purposes, now, now + GRANT_DAYS * 86_400, deadline=now + 3600
+        )
         domain = consents.domain()
         signed = signing.sign(wang, domain, grant)
         payload = signed.as_dict()
         size = len(orjson.dumps(payload))
         summary = Table.grid(padding=(0, 2))
         summary.add_row("who may read", f"{clinic_name} ({clinic_acct.address})")
-        summary.add_row("what", "\n".join(f"{_term(c, CATEGORIES).en} ({_term(c, CATEGORIES).zh})"
-                                          for c in _slugs(categories, CATEGORIES)))
-        summary.add_row("why", ", ".join(f"{_term(p, PURPOSES).en} ({_term(p, PURPOSES).zh})"
-                                         for p in _slugs(purposes, PURPOSES)))
+        summary.add_row(
+            "what",
+            "\n".join(f"{_term(c, CATEGORIES).en} ({_term(c, CATEGORIES).zh})" for c in _slugs(categories, CATEGORIES)),
+        )
+        summary.add_row(
+            "why", ", ".join(f"{_term(p, PURPOSES).en} ({_term(p, PURPOSES).zh})" for p in _slugs(purposes, PURPOSES))
+        )
         summary.add_row("from / until", f"{_when(grant.valid_from)} → {_when(grant.valid_until)}")
-        summary.add_row("signed by", f"Wang {signed.signer} (EIP-712, chain {domain.chain_id}, ConsentRegistry "
-                                     f"{_short(domain.verifying_contract)}, nonce {grant.nonce})")
+        summary.add_row(
+            "signed by",
+            f"Wang {signed.signer} (EIP-712, chain {domain.chain_id}, ConsentRegistry "
+            f"{_short(domain.verifying_contract)}, nonce {grant.nonce})",
+        )
         summary.add_row("submit before", _when(grant.deadline))
         summary.add_row("health-code payload", f"{size} bytes of signed JSON (the QR rendering is another issue)")
         out.print(Panel(summary, title="Wang's health code, in plain language", expand=False))
@@ -715,51 +807,77 @@ def run(
             raise DemoError("the health code does not verify as Wang's signature")
 
         # 3 ------------------------------------------------------------------------------------------
-        _step(out, 3, "The centre submits the health code",
-              "The centre scans the code and posts it to the gateway, which checks the signature and relays it "
-              "to ConsentRegistry.grantBySig. The centre cannot change a single field: the chain re-verifies "
-              "Wang's signature.")
+        _step(
+            out,
+            3,
+            "The centre submits the health code",
+            "The centre scans the code and posts it to the gateway, which checks the signature and relays it "
+            "to ConsentRegistry.grantBySig. The centre cannot change a single field: the chain re-verifies "
+            "Wang's signature.",
+        )
         centre = s.login(clinic_acct)
         granted = _expect(centre.post("/v1/consents", json=payload), 201, "submitting Wang's health code")
         consent_id = granted["consentId"]
         onchain = consents.consent_of(wang.address, clinic_acct.address)
-        if ("0x" + onchain.consent_id.hex() != consent_id or onchain.status is not ConsentStatus.ACTIVE
-                or onchain.categories != categories or onchain.purposes != purposes):
+        if (
+            "0x" + onchain.consent_id.hex() != consent_id
+            or onchain.status is not ConsentStatus.ACTIVE
+            or onchain.categories != categories
+            or onchain.purposes != purposes
+        ):
             raise DemoError(f"the chain does not hold the consent the gateway reported: {onchain}")
         _ok(out, f"consent {consent_id} is active on-chain, tx {granted['txHash']} (block {granted['blockNumber']})")
 
         # 4 ------------------------------------------------------------------------------------------
-        _step(out, 4, "The centre finds and reads what it needs",
-              "Discovery lists only the categories Wang consented to. The centre looks for an existing HbA1c "
-              f"(LOINC {HBA1C}) instead of repeating the test, then reads the discharge summary, the "
-              "medications and that lab record. Each release is ledgered before it leaves (an on-chain AccessLogged "
-              "event; in batch mode a journal entry anchored on-chain) and encrypted to the centre's own X25519 "
-              "key (HPKE): nobody else can read it in transit.")
+        _step(
+            out,
+            4,
+            "The centre finds and reads what it needs",
+            "Discovery lists only the categories Wang consented to. The centre looks for an existing HbA1c "
+            f"(LOINC {HBA1C}) instead of repeating the test, then reads the discharge summary, the "
+            "medications and that lab record. Each release is ledgered before it leaves (an on-chain AccessLogged "
+            "event; in batch mode a journal entry anchored on-chain) and encrypted to the centre's own X25519 "
+            "key (HPKE): nobody else can read it in transit.",
+        )
         s.wait_indexed()
-        found = _expect(centre.get(f"/v1/patients/{wang.address}/records", params={"purpose": "treatment"}), 200,
-                        "discovering Wang's records")
+        found = _expect(
+            centre.get(f"/v1/patients/{wang.address}/records", params={"purpose": "treatment"}),
+            200,
+            "discovering Wang's records",
+        )
         visible = {r["category"] for r in found["records"]}
         if not visible or not visible <= set(_slugs(categories, CATEGORIES)):
             raise DemoError(f"discovery showed categories {sorted(visible)}, consent covers {GRANT_CATEGORIES}")
-        out.print(f"  discovery: {len(found['records'])} records in {', '.join(sorted(visible))} "
-                  f"(not shown: Wang's other {len({r['category'] for r in records} - visible)} categories)")
-        hba1c = _expect(centre.get(f"/v1/patients/{wang.address}/records", params={"code": HBA1C}), 200,
-                        "searching for HbA1c results")["records"]
+        out.print(
+            f"  discovery: {len(found['records'])} records in {', '.join(sorted(visible))} "
+            f"(not shown: Wang's other {len({r['category'] for r in records} - visible)} categories)"
+        )
+        hba1c = _expect(
+            centre.get(f"/v1/patients/{wang.address}/records", params={"code": HBA1C}),
+            200,
+            "searching for HbA1c results",
+        )["records"]
         hits = [(res["date"] or "", r["recordId"]) for r in hba1c for res in r["resources"] if res["code"] == HBA1C]
         if not hits:
             raise DemoError(f"no HbA1c (LOINC {HBA1C}) result found for Wang")
         latest_date, lab_record = max(hits)
-        out.print(f"  HbA1c search: {len(hits)} result(s) on file, latest {latest_date[:10]} in record "
-                  f"{_short(lab_record)} → no need to repeat the test")
-        wanted = [("encounters", _latest_record(found["records"], "encounters")["recordId"], "the discharge summary"),
-                  ("medications", _latest_record(found["records"], "medications")["recordId"], "the medications"),
-                  ("lab-results", lab_record, "the HbA1c lab record")]
+        out.print(
+            f"  HbA1c search: {len(hits)} result(s) on file, latest {latest_date[:10]} in record "
+            f"{_short(lab_record)} → no need to repeat the test"
+        )
+        wanted = [
+            ("encounters", _latest_record(found["records"], "encounters")["recordId"], "the discharge summary"),
+            ("medications", _latest_record(found["records"], "medications")["recordId"], "the medications"),
+            ("lab-results", lab_record, "the HbA1c lab record"),
+        ]
         t = Table("read", "summary (decrypted with the centre's key)", "ledgered as")
         for category, record_id, what in wanted:
             body, fhir = _read(s, centre, record_id, "treatment", clinic_acct, CLINIC, what)
             if body["emergency"] or body["consentId"] != consent_id or body["category"] != category:
-                raise DemoError(f"the release of {what} is not under consent {consent_id}: {body['consentId']}, "
-                                f"emergency={body['emergency']}, category={body['category']}")
+                raise DemoError(
+                    f"the release of {what} is not under consent {consent_id}: {body['consentId']}, "
+                    f"emergency={body['emergency']}, category={body['category']}"
+                )
             access_ids.append(body["accessId"])
             releases.append(body)
             t.add_row(what, _summarise(category, fhir), _ledger_ref(body))
@@ -767,24 +885,35 @@ def run(
         _ok(out, f"{len(wanted)} releases, each under consent {_short(consent_id)}")
 
         # 5 ------------------------------------------------------------------------------------------
-        _step(out, 5, f"Break glass: {hospital_name}'s emergency department",
-              "Wang is brought in unresponsive. The emergency department has no consent, so it opens an "
-              "emergency window itself: it signs its own ConsentRegistry.emergencyAccess transaction (only "
-              "emergency-safe categories; the reason stays off-chain, its SHA-256 goes on-chain) and the "
-              "gateway relays it. Members without the EMERGENCY capability cannot do this.")
+        _step(
+            out,
+            5,
+            f"Break glass: {hospital_name}'s emergency department",
+            "Wang is brought in unresponsive. The emergency department has no consent, so it opens an "
+            "emergency window itself: it signs its own ConsentRegistry.emergencyAccess transaction (only "
+            "emergency-safe categories; the reason stays off-chain, its SHA-256 goes on-chain) and the "
+            "gateway relays it. Members without the EMERGENCY capability cannot do this.",
+        )
         er = s.login(hospital_acct)
         raw = _emergency_tx(s, hospital_acct, wang.address, parse_categories("allergies"), EMERGENCY_REASON)
-        opened = _expect(er.post("/v1/emergency-access", json={"signedTransaction": raw, "reason": EMERGENCY_REASON}),
-                         201, "breaking the glass")
+        opened = _expect(
+            er.post("/v1/emergency-access", json={"signedTransaction": raw, "reason": EMERGENCY_REASON}),
+            201,
+            "breaking the glass",
+        )
         if opened["patient"] != wang.address or opened["categories"] != ["allergies"]:
             raise DemoError(f"the emergency window is not the one asked for: {opened}")
-        out.print(f"  reason: \"{EMERGENCY_REASON}\"")
-        out.print(f"  emergency window {_short(opened['accessId'])} for allergies until {_when(opened['validUntil'])}, "
-                  f"tx {opened['txHash']}")
+        out.print(f'  reason: "{EMERGENCY_REASON}"')
+        out.print(
+            f"  emergency window {_short(opened['accessId'])} for allergies until {_when(opened['validUntil'])}, "
+            f"tx {opened['txHash']}"
+        )
         s.wait_indexed()
-        ed_found = _expect(er.get(f"/v1/patients/{wang.address}/records",
-                                  params={"purpose": "emergency", "category": "allergies"}), 200,
-                           "emergency discovery of allergies")["records"]
+        ed_found = _expect(
+            er.get(f"/v1/patients/{wang.address}/records", params={"purpose": "emergency", "category": "allergies"}),
+            200,
+            "emergency discovery of allergies",
+        )["records"]
         if not ed_found:
             raise DemoError("the emergency department sees no allergies record of Wang")
         body, fhir = _read(s, er, ed_found[0]["recordId"], "emergency", hospital_acct, HOSPITAL, "the allergies")
@@ -796,9 +925,13 @@ def run(
         _ok(out, f"flagged emergency=true, {_ledger_ref(body)}")
 
         # 6 ------------------------------------------------------------------------------------------
-        _step(out, 6, "Wang sees who read what, when and why",
-              "Wang's access log is derived from the ledger: every release, with the reader, the category, the "
-              "purpose, and its on-chain proof. Emergency reads stand out.")
+        _step(
+            out,
+            6,
+            "Wang sees who read what, when and why",
+            "Wang's access log is derived from the ledger: every release, with the reader, the category, the "
+            "purpose, and its on-chain proof. Emergency reads stand out.",
+        )
         s.wait_indexed()
         log = _expect(me.get("/v1/me/access-log"), 200, "reading Wang's access log")
         by_id = {a["accessId"]: a for a in log["accesses"]}
@@ -811,28 +944,46 @@ def run(
                 continue
             style = "bold red" if a["emergency"] else None
             proof = a["ledger"].get("txHash") or f"journal #{a['ledger'].get('journalIndex')}"
-            t.add_row(_when(a["time"]), a["requesterName"] or s.name(a["requester"]), a["category"] or "?",
-                      a["purpose"], "EMERGENCY" if a["emergency"] else "", proof, style=style)
+            t.add_row(
+                _when(a["time"]),
+                a["requesterName"] or s.name(a["requester"]),
+                a["category"] or "?",
+                a["purpose"],
+                "EMERGENCY" if a["emergency"] else "",
+                proof,
+                style=style,
+            )
         out.print(t)
         earlier = len(log["accesses"]) - len(access_ids)
         windows = [w for w in log["emergencyWindows"] if w["txHash"] == opened["txHash"]]
         if not windows:
             raise DemoError("the emergency window is not in Wang's access log")
         for w in windows:
-            out.print(f"  [bold red]emergency window[/bold red] opened by {w['memberName'] or s.name(w['member'])} "
-                      f"at {_when(w['openedAt'])} for {', '.join(w['categories'])}, until {_when(w['validUntil'])}, "
-                      f"tx {w['txHash']}")
-        _ok(out, f"{len(access_ids)} reads of this run listed"
-                 + (f" ({earlier} earlier entries, from earlier runs, not shown)" if earlier else ""))
+            out.print(
+                f"  [bold red]emergency window[/bold red] opened by {w['memberName'] or s.name(w['member'])} "
+                f"at {_when(w['openedAt'])} for {', '.join(w['categories'])}, until {_when(w['validUntil'])}, "
+                f"tx {w['txHash']}"
+            )
+        _ok(
+            out,
+            f"{len(access_ids)} reads of this run listed"
+            + (f" ({earlier} earlier entries, from earlier runs, not shown)" if earlier else ""),
+        )
 
         # 7 ------------------------------------------------------------------------------------------
-        _step(out, 7, "Wang revokes the centre's consent",
-              "Follow-up done: Wang signs a ConsentRevoke (EIP-712) for the centre. It takes effect from the "
-              "block it is mined in.")
-        revoke = signing.sign(wang, domain, consents.build_revoke(wang.address, clinic_acct.address,
-                                                                   deadline=s.chain_now() + 3600))
-        revoked = _expect(me.post(f"/v1/consents/{consent_id}/revoke", json=revoke.as_dict()), 200,
-                          "revoking the centre's consent")
+        _step(
+            out,
+            7,
+            "Wang revokes the centre's consent",
+            "Follow-up done: Wang signs a ConsentRevoke (EIP-712) for the centre. It takes effect from the "
+            "block it is mined in.",
+        )
+        revoke = signing.sign(
+            wang, domain, consents.build_revoke(wang.address, clinic_acct.address, deadline=s.chain_now() + 3600)
+        )
+        revoked = _expect(
+            me.post(f"/v1/consents/{consent_id}/revoke", json=revoke.as_dict()), 200, "revoking the centre's consent"
+        )
         if revoked.get("revoked") is not True:
             raise DemoError(f"the revoke was not confirmed: {revoked}")
         if consents.consent_of(wang.address, clinic_acct.address).status is not ConsentStatus.REVOKED:
@@ -840,14 +991,19 @@ def run(
         _ok(out, f"consent {_short(consent_id)} revoked, tx {revoked['txHash']} (block {revoked['blockNumber']})")
 
         # 8 ------------------------------------------------------------------------------------------
-        _step(out, 8, "The centre's next request is refused",
-              "The centre tries to read the HbA1c record again. The gateway asks the chain, which says no; the "
-              "refusal names the reason, as application/problem+json, and nothing is released or ledgered.")
+        _step(
+            out,
+            8,
+            "The centre's next request is refused",
+            "The centre tries to read the HbA1c record again. The gateway asks the chain, which says no; the "
+            "refusal names the reason, as application/problem+json, and nothing is released or ledgered.",
+        )
         refused = centre.get(f"/v1/records/{lab_record}", params={"purpose": "treatment"})
         media = refused.headers.get("content-type", "")
         if refused.status_code != 403 or not media.startswith("application/problem+json"):
-            raise DemoError(f"expected a 403 problem+json refusal, got HTTP {refused.status_code} {media}: "
-                            f"{refused.text[:300]}")
+            raise DemoError(
+                f"expected a 403 problem+json refusal, got HTTP {refused.status_code} {media}: {refused.text[:300]}"
+            )
         problem = refused.json()
         if problem.get("code") != "consent_revoked":
             raise DemoError(f"expected the refusal consent_revoked, got {problem.get('code')}: {problem}")
@@ -856,22 +1012,29 @@ def run(
         _ok(out, "refused: consent_revoked")
 
         # 9 ------------------------------------------------------------------------------------------
-        _step(out, 9, "The access log matches the chain",
-              "Anyone with chain access (an auditor, Wang's own app) can check the gateway: Wang's access log "
-              "must list exactly the AccessLogged events the AccessLedger emitted for Wang.")
+        _step(
+            out,
+            9,
+            "The access log matches the chain",
+            "Anyone with chain access (an auditor, Wang's own app) can check the gateway: Wang's access log "
+            "must list exactly the AccessLogged events the AccessLedger emitted for Wang.",
+        )
         log_entries, chain_events = _compare_with_chain(s, me, wang.address, releases)
 
     seconds = time.monotonic() - started
-    out.print(f"\n[bold green]demo complete[/bold green] in {seconds:.1f} s: consent {consent_id} granted, used, "
-              "revoked; every read ledgered and visible to Wang.")
+    out.print(
+        f"\n[bold green]demo complete[/bold green] in {seconds:.1f} s: consent {consent_id} granted, used, "
+        "revoked; every read ledgered and visible to Wang."
+    )
     return RunResult(True, consent_id, access_ids, log_entries, chain_events, seconds)
 
 
 def _emergency_tx(s: Session, member: LocalAccount, patient: str, categories: int, reason: str) -> str:
     """The member's own signed EIP-1559 ``emergencyAccess`` transaction (the gateway only relays it)."""
     w3 = s.client.w3
-    fn = s.ledger.consents.contract.functions.emergencyAccess(patient, categories,
-                                                              hashlib.sha256(reason.encode()).digest())
+    fn = s.ledger.consents.contract.functions.emergencyAccess(
+        patient, categories, hashlib.sha256(reason.encode()).digest()
+    )
     try:
         gas = int(s.client.rpc(lambda: fn.estimate_gas({"from": member.address})) * 1.3)
     except ContractRevert as exc:
@@ -881,14 +1044,18 @@ def _emergency_tx(s: Session, member: LocalAccount, patient: str, categories: in
     if base is None:
         raise DemoError("this chain has no EIP-1559 base fee; the gateway relays only typed (EIP-1559) transactions")
     tip = s.client.rpc(lambda: w3.eth.max_priority_fee)
-    tx = s.client.rpc(lambda: fn.build_transaction({
-        "from": member.address,
-        "chainId": s.client.chain_id,
-        "nonce": w3.eth.get_transaction_count(member.address, "pending"),
-        "gas": gas,
-        "maxFeePerGas": 2 * int(base) + int(tip),
-        "maxPriorityFeePerGas": int(tip),
-    }))
+    tx = s.client.rpc(
+        lambda: fn.build_transaction(
+            {
+                "from": member.address,
+                "chainId": s.client.chain_id,
+                "nonce": w3.eth.get_transaction_count(member.address, "pending"),
+                "gas": gas,
+                "maxFeePerGas": 2 * int(base) + int(tip),
+                "maxPriorityFeePerGas": int(tip),
+            }
+        )
+    )
     return "0x" + bytes(member.sign_transaction(tx).raw_transaction).hex()
 
 
@@ -901,25 +1068,43 @@ def _compare_with_chain(s: Session, me: httpx.Client, patient: str, releases: li
     events = [e for e in s.ledger.access.events(["AccessLogged"]) if e["patient"] == patient]
 
     def from_log(a: dict[str, Any]) -> tuple[Any, ...]:
-        return (a["ledger"]["txHash"].lower(), a["accessId"], a["requester"], a["recordId"], a["purpose"],
-                bool(a["emergency"]), a["consentId"])
+        return (
+            a["ledger"]["txHash"].lower(),
+            a["accessId"],
+            a["requester"],
+            a["recordId"],
+            a["purpose"],
+            bool(a["emergency"]),
+            a["consentId"],
+        )
 
     def from_chain(e: Any) -> tuple[Any, ...]:
-        return (e.tx_hash.lower(), "0x" + bytes(e["accessHash"]).hex(), e["requester"],
-                "0x" + bytes(e["recordId"]).hex(), PURPOSES[int(e["purpose"])].slug, bool(e["emergency"]),
-                "0x" + bytes(e["consentId"]).hex())
+        return (
+            e.tx_hash.lower(),
+            "0x" + bytes(e["accessHash"]).hex(),
+            e["requester"],
+            "0x" + bytes(e["recordId"]).hex(),
+            PURPOSES[int(e["purpose"])].slug,
+            bool(e["emergency"]),
+            "0x" + bytes(e["consentId"]).hex(),
+        )
 
     gw, chain = Counter(map(from_log, strict)), Counter(map(from_chain, events))
     if gw != chain:
         only_gw, only_chain = gw - chain, chain - gw
-        raise DemoError(f"MISMATCH: the gateway's log has {len(strict)} strict entries, the chain {len(events)} "
-                        f"AccessLogged events; only in the log: {list(only_gw)[:3]}; only on chain: "
-                        f"{list(only_chain)[:3]}")
+        raise DemoError(
+            f"MISMATCH: the gateway's log has {len(strict)} strict entries, the chain {len(events)} "
+            f"AccessLogged events; only in the log: {list(only_gw)[:3]}; only on chain: "
+            f"{list(only_chain)[:3]}"
+        )
     emergencies = sum(1 for e in events if e["emergency"])
     if strict or events or not batch:
-        _ok(out, f"[bold]match[/bold]: {len(strict)} entries in Wang's access log = {len(events)} AccessLogged events "
-                 f"on chain for Wang ({emergencies} emergency), same tx, access hash, reader, record, purpose, "
-                 "consent")
+        _ok(
+            out,
+            f"[bold]match[/bold]: {len(strict)} entries in Wang's access log = {len(events)} AccessLogged events "
+            f"on chain for Wang ({emergencies} emergency), same tx, access hash, reader, record, purpose, "
+            "consent",
+        )
     if batch:
         # batch mode: releases are journaled and anchored as Merkle roots, not one event each
         top = max(a["ledger"]["journalIndex"] for a in batch)
@@ -933,8 +1118,11 @@ def _compare_with_chain(s: Session, me: httpx.Client, patient: str, releases: li
                 raise DemoError(f"journal entry #{top} is not covered by an on-chain anchor after 30 s")
             time.sleep(0.5)
         a = covering[0]
-        _ok(out, f"{len(batch)} batch-mode entries are covered by anchor #{a['index']} (tree size {a['treeSize']}, "
-                 f"tx {a.tx_hash})")
+        _ok(
+            out,
+            f"{len(batch)} batch-mode entries are covered by anchor #{a['index']} (tree size {a['treeSize']}, "
+            f"tx {a.tx_hash})",
+        )
     this_run = [r["ledger"]["txHash"] for r in releases if r["ledger"]["mode"] == "strict"]
     if not set(h.lower() for h in this_run) <= {k[0] for k in chain}:
         raise DemoError("a release of this run has no AccessLogged event on chain")
@@ -954,13 +1142,18 @@ def _summarise(category: str, fhir: dict[str, Any]) -> str:
             last = encounters[-1]
             kind = _concept((last.get("type") or [None])[0])
             where = last.get("serviceProvider", {}).get("display", "")
-            return (f"{len(encounters)} encounters, {encounters[0].get('period', {}).get('start', '')[:10]} to "
-                    f"{last.get('period', {}).get('start', '')[:10]}; latest: {kind} "
-                    f"[{last.get('class', {}).get('code', '?')}]" + (f" at {where}" if where else ""))
+            return (
+                f"{len(encounters)} encounters, {encounters[0].get('period', {}).get('start', '')[:10]} to "
+                f"{last.get('period', {}).get('start', '')[:10]}; latest: {kind} "
+                f"[{last.get('class', {}).get('code', '?')}]" + (f" at {where}" if where else "")
+            )
         if category == "medications":
             meds = _resources(fhir, "MedicationRequest")
             meds.sort(key=lambda m: (m.get("status") != "active", m.get("authoredOn", "")))
-            names = [f"{_concept(m.get('medicationCodeableConcept')) if m.get('medicationCodeableConcept') else m.get('medicationReference', {}).get('display', '?')} ({m.get('status', '?')})" for m in meds]
+            names = [
+                f"{_concept(m.get('medicationCodeableConcept')) if m.get('medicationCodeableConcept') else m.get('medicationReference', {}).get('display', '?')} ({m.get('status', '?')})"
+                for m in meds
+            ]
             return f"{len(meds)} prescriptions: " + "; ".join(names)
         if category == "lab-results":
             obs = [o for o in _resources(fhir, "Observation") if _has_code(o, HBA1C)]
@@ -970,13 +1163,15 @@ def _summarise(category: str, fhir: dict[str, Any]) -> str:
             parts = []
             for o in reversed(obs):
                 q = o.get("valueQuantity", {})
-                parts.append(f"{float(q.get('value', 'nan')):.1f} {q.get('unit', '')} on "
-                             f"{o.get('effectiveDateTime', '')[:10]}")
+                parts.append(
+                    f"{float(q.get('value', 'nan')):.1f} {q.get('unit', '')} on {o.get('effectiveDateTime', '')[:10]}"
+                )
             return f"HbA1c {parts[0]}" + (f" (earlier: {', '.join(parts[1:])})" if parts[1:] else "")
         if category == "allergies":
             allergies = _resources(fhir, "AllergyIntolerance")
             return f"{len(allergies)} allergies: " + ", ".join(
-                f"{_concept(a.get('code'))} ({a.get('criticality', '?')})" for a in allergies)
+                f"{_concept(a.get('code'))} ({a.get('criticality', '?')})" for a in allergies
+            )
     except (KeyError, TypeError, ValueError) as exc:
         return f"{len(fhir.get('entry', []))} resources (not summarised: {exc})"
     return f"{len(fhir.get('entry', []))} resources"
@@ -997,17 +1192,45 @@ app = typer.Typer(
 
 #: written by ./scripts/up: where it started the chain and the gateway, so the demo needs no options
 STATE_FILE = Path(".hcl/up.json")
-DEFAULTS = {"url": "http://127.0.0.1:8000", "manifest": "deployments/local.json",
-            "rpc_url": "http://127.0.0.1:8545", "keys_dir": ".hcl/demo"}
+DEFAULTS = {
+    "url": "http://127.0.0.1:8000",
+    "manifest": "deployments/local.json",
+    "rpc_url": "http://127.0.0.1:8545",
+    "keys_dir": ".hcl/demo",
+}
 
-UrlOpt = Annotated[str | None, typer.Option("--url", help="the gateway's base URL (default: from .hcl/up.json, "
-                                            "else http://127.0.0.1:8000)", show_default=False)]
-ManifestOpt = Annotated[Path | None, typer.Option("--manifest", envvar="HCL_MANIFEST", show_default=False,
-                                                  help="deployment manifest (default: from .hcl/up.json)")]
-RpcOpt = Annotated[str | None, typer.Option("--rpc-url", envvar="HCL_RPC_URL", show_default=False,
-                                            help="JSON-RPC URL of the chain (default: from .hcl/up.json)")]
-KeysOpt = Annotated[Path | None, typer.Option("--keys-dir", envvar="HCL_DEMO_KEYS_DIR", show_default=False,
-                                              help="the demo keystores (password \"demo\") (default: from .hcl/up.json, else .hcl/demo)")]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="the gateway's base URL (default: from .hcl/up.json, else http://127.0.0.1:8000)",
+        show_default=False,
+    ),
+]
+ManifestOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--manifest", envvar="HCL_MANIFEST", show_default=False, help="deployment manifest (default: from .hcl/up.json)"
+    ),
+]
+RpcOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rpc-url",
+        envvar="HCL_RPC_URL",
+        show_default=False,
+        help="JSON-RPC URL of the chain (default: from .hcl/up.json)",
+    ),
+]
+KeysOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--keys-dir",
+        envvar="HCL_DEMO_KEYS_DIR",
+        show_default=False,
+        help='the demo keystores (password "demo") (default: from .hcl/up.json, else .hcl/demo)',
+    ),
+]
 
 
 def endpoints(url: str | None, manifest: Path | None, rpc_url: str | None, keys_dir: Path | None) -> dict[str, Any]:
@@ -1034,8 +1257,10 @@ def _cli(fn: Any, *args: Any, **kwargs: Any) -> None:
         err.print(f"[bold red]demo stopped:[/bold red] {type(exc).__name__}: {exc}")
         raise typer.Exit(1) from None
     except httpx.HTTPError as exc:
-        err.print(f"[bold red]demo stopped:[/bold red] the gateway stopped answering ({type(exc).__name__}: {exc}); "
-                  "is ./scripts/up still running?")
+        err.print(
+            f"[bold red]demo stopped:[/bold red] the gateway stopped answering ({type(exc).__name__}: {exc}); "
+            "is ./scripts/up still running?"
+        )
         raise typer.Exit(1) from None
 
 
@@ -1045,9 +1270,15 @@ def seed_cmd(
     manifest: ManifestOpt = None,
     rpc_url: RpcOpt = None,
     keys_dir: KeysOpt = None,
-    samples: Annotated[Path | None, typer.Option("--samples", envvar="HCL_FHIR_SAMPLES",
-                                                 help="FHIR sample corpus with a synthea/ folder (default: the repository's samples/fhir)",
-                                                 show_default=False)] = None,
+    samples: Annotated[
+        Path | None,
+        typer.Option(
+            "--samples",
+            envvar="HCL_FHIR_SAMPLES",
+            help="FHIR sample corpus with a synthea/ folder (default: the repository's samples/fhir)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Seed the network: county hospital via governance, demo patients, their FHIR records.
 
@@ -1068,4 +1299,3 @@ def run_cmd(
     Wang's records, Wang's health code for the community health centre, discovery and encrypted reads, a break-glass emergency read, Wang's access log, revocation, the refused request, and the access log checked against the chain. Exits 1 at the first unexpected answer. Repeatable on the same network. Needs ./scripts/up running in another terminal.
     """
     _cli(run, **endpoints(url, manifest, rpc_url, keys_dir))
-

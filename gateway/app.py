@@ -6,9 +6,9 @@ import base64
 import hashlib
 import re
 import time
-from pathlib import Path
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -17,8 +17,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
-from gateway.api import accesses, auth, consents, me, records, system, transactions
 from gateway import portal
+from gateway.api import accesses, auth, consents, me, records, system, transactions
 from gateway.framing import RejectAmbiguousFraming
 from gateway.observability import configure_logging
 from gateway.openapi import install_openapi
@@ -84,8 +84,11 @@ def _static_page(page: HTMLResponse) -> Callable[[], HTMLResponse]:
         f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
         for script in re.findall(rb"<script>(.*?)</script>", body, re.S)
     )
-    headers = {"Content-Security-Policy": DOCS_CSP.format(scripts=hashes), "X-Content-Type-Options": "nosniff",
-               "Referrer-Policy": "no-referrer"}
+    headers = {
+        "Content-Security-Policy": DOCS_CSP.format(scripts=hashes),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
     return lambda: HTMLResponse(body, headers=headers)
 
 
@@ -93,15 +96,25 @@ def install_docs(app: FastAPI) -> None:
     """``/docs`` (Swagger UI) and ``/redoc`` from the gateway's own static files, never a CDN, so the API
     reference works on a machine with no internet."""
     vendor, spec, title = "/static/vendor", app.openapi_url or "/openapi.json", f"{app.title} API"
-    swagger = _static_page(get_swagger_ui_html(
-        openapi_url=spec, title=title, swagger_favicon_url="/static/icon.svg",
-        swagger_js_url=f"{vendor}/swagger-ui-bundle.js", swagger_css_url=f"{vendor}/swagger-ui.css",
-        swagger_ui_parameters={"validatorUrl": None},  # else it would ask validator.swagger.io
-    ))
-    redoc = _static_page(get_redoc_html(
-        openapi_url=spec, title=title, redoc_favicon_url="/static/icon.svg",
-        redoc_js_url=f"{vendor}/redoc.standalone.js", with_google_fonts=False,
-    ))
+    swagger = _static_page(
+        get_swagger_ui_html(
+            openapi_url=spec,
+            title=title,
+            swagger_favicon_url="/static/icon.svg",
+            swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
+            swagger_css_url=f"{vendor}/swagger-ui.css",
+            swagger_ui_parameters={"validatorUrl": None},  # else it would ask validator.swagger.io
+        )
+    )
+    redoc = _static_page(
+        get_redoc_html(
+            openapi_url=spec,
+            title=title,
+            redoc_favicon_url="/static/icon.svg",
+            redoc_js_url=f"{vendor}/redoc.standalone.js",
+            with_google_fonts=False,
+        )
+    )
     app.add_api_route("/docs", swagger, methods=["GET"], name="swagger_ui", include_in_schema=False)
     app.add_api_route("/redoc", redoc, methods=["GET"], name="redoc", include_in_schema=False)
 

@@ -135,9 +135,11 @@ class Authenticator:
         if match is None:
             raise Problem("invalid_signature", "the message is not a challenge of this gateway")
         nonce = match.group(1)
-        row = self.db.read().execute(
-            "SELECT address, message, expires_at, used_at FROM nonces WHERE nonce = ?", (nonce,)
-        ).fetchone()
+        row = (
+            self.db.read()
+            .execute("SELECT address, message, expires_at, used_at FROM nonces WHERE nonce = ?", (nonce,))
+            .fetchone()
+        )
         if row is None or row["message"] != message:
             raise Problem("invalid_signature", "the message is not a challenge of this gateway")
         try:

@@ -506,8 +506,14 @@ def warm_up(types: Iterable[str] = ()) -> None:
     Synthea-sized upload otherwise pays up to a second or two for that. Optional: call it at gateway start.
     """
     names = set(types) or {t for t, c in CATEGORY_BY_TYPE.items() if isinstance(c, Category)} | {
-        "Bundle", "Organization", "Practitioner", "PractitionerRole", "Location", "Claim",
-        "ExplanationOfBenefit", "Provenance",
+        "Bundle",
+        "Organization",
+        "Practitioner",
+        "PractitionerRole",
+        "Location",
+        "Claim",
+        "ExplanationOfBenefit",
+        "Provenance",
     }
     todo: list[Any] = [cls for name in sorted(names) if (cls := _model_class(name)) is not None]
     seen: set[Any] = set(todo)
@@ -758,8 +764,10 @@ def _icd10_category(code: str) -> Category | None:
     if not digits.isdigit():
         return None
     number = int(digits)
-    if (letter == "Z" and 30 <= number <= 39) or (letter == "A" and 50 <= number <= 64) or (
-        letter == "N" and 96 <= number <= 98
+    if (
+        (letter == "Z" and 30 <= number <= 39)
+        or (letter == "A" and 50 <= number <= 64)
+        or (letter == "N" and 96 <= number <= 98)
     ):
         return Category.SEXUAL_REPRODUCTIVE_HEALTH
     return None
@@ -836,8 +844,21 @@ _OBSERVATION_CATEGORIES: Final[Mapping[str, Category]] = MappingProxyType(
 #: vital sign.
 _VITAL_SIGN_LOINC: Final = frozenset(
     {
-        "85353-1", "9279-1", "8867-4", "2708-6", "59408-5", "8310-5", "8302-2", "8306-3", "9843-4",
-        "29463-7", "39156-5", "85354-9", "8480-6", "8462-4", "8478-0",
+        "85353-1",
+        "9279-1",
+        "8867-4",
+        "2708-6",
+        "59408-5",
+        "8310-5",
+        "8302-2",
+        "8306-3",
+        "9843-4",
+        "29463-7",
+        "39156-5",
+        "85354-9",
+        "8480-6",
+        "8462-4",
+        "8478-0",
     }
 )
 
@@ -932,6 +953,8 @@ _REFINE: Final[Mapping[str, Callable[[Mapping[str, Any]], Category]]] = MappingP
 _MEDICATION_TYPES: Final = frozenset(
     {"MedicationRequest", "MedicationStatement", "MedicationAdministration", "MedicationDispense"}
 )
+
+
 def _base_category(resource: Mapping[str, Any]) -> Category | None:
     """The category by type alone (:data:`CATEGORY_BY_TYPE`) and the category-based refinements of
     Observation and DiagnosticReport; a document Bundle is ENCOUNTERS, any other Bundle None."""
@@ -966,11 +989,15 @@ def category_of(resource: Mapping[str, Any]) -> Category | None:
     held = _sensitive_categories(resource)
     if len(held) > 1:
         names = " and ".join(CATEGORIES[c].slug for c in sorted(held))
-        raise InvalidFhir([FhirIssue(
-            str(resource.get("resourceType")),
-            f"holds {names} data: a record is released on the consent for one category, and no one category"
-            " covers them together; upload the data of each sensitive category separately",
-        )])
+        raise InvalidFhir(
+            [
+                FhirIssue(
+                    str(resource.get("resourceType")),
+                    f"holds {names} data: a record is released on the consent for one category, and no one category"
+                    " covers them together; upload the data of each sensitive category separately",
+                )
+            ]
+        )
     return next(iter(held), base)
 
 
@@ -1250,8 +1277,11 @@ def _flatten(resource: dict[str, Any]) -> Iterator[tuple[dict[str, Any] | None, 
                 children.append((child, url if isinstance(url, str) else None, f"{path}.resource"))
             else:
                 request = entry.get("request")
-                what = " ".join(str(request[k]) for k in ("method", "url") if k in request) if isinstance(
-                    request, dict) else ""
+                what = (
+                    " ".join(str(request[k]) for k in ("method", "url") if k in request)
+                    if isinstance(request, dict)
+                    else ""
+                )
                 children.append((None, None, f"{path} has no resource" + (f" ({what})" if what else "")))
         stack.extend(reversed(children))
 

@@ -43,13 +43,15 @@ class RejectAmbiguousFraming:
             await self.app(scope, receive, send)
             return
         body = orjson.dumps(Problem("invalid_request", f"ambiguous message framing: {reason}").body(scope["path"]))
-        await send({
-            "type": "http.response.start",
-            "status": 400,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -22,12 +22,11 @@ import threading
 import time
 from dataclasses import dataclass
 
+from gateway.db import Database
+from gateway.member_names import MemberNames
 from node_client._exceptions import ChainUnavailable
 from node_client.deploy import Ledger
 from node_client.events import EventRecord, read_events
-
-from gateway.db import Database
-from gateway.member_names import MemberNames
 
 __all__ = ["Indexer", "IndexerStatus", "ReadModelView"]
 
@@ -155,9 +154,7 @@ class Indexer:
             start = self.indexed_block + 1
             while start <= head:
                 end = min(start + self.page_size - 1, head)
-                events = list(
-                    read_events(self.ledger.client, self.ledger.addresses, from_block=start, to_block=end)
-                )
+                events = list(read_events(self.ledger.client, self.ledger.addresses, from_block=start, to_block=end))
                 end_hash, end_time = self._header(end)
                 self._generation += 1
                 try:
@@ -257,8 +254,16 @@ class Indexer:
                 " valid_until = excluded.valid_until, status = 'active', signer = excluded.signer,"
                 " block = excluded.block, tx_hash = excluded.tx_hash",
                 (
-                    a["patient"], a["grantee"], a["consentId"], a["categories"], a["purposes"], a["validFrom"],
-                    a["validUntil"], a["signer"], ev.block_number, ev.tx_hash,
+                    a["patient"],
+                    a["grantee"],
+                    a["consentId"],
+                    a["categories"],
+                    a["purposes"],
+                    a["validFrom"],
+                    a["validUntil"],
+                    a["signer"],
+                    ev.block_number,
+                    ev.tx_hash,
                 ),
             )
             self._consent_event(conn, ev, "granted")
@@ -275,7 +280,9 @@ class Indexer:
                 (a["patient"], a["guardian"], a["validUntil"]),
             )
         elif name == "GuardianRemoved":
-            conn.execute("DELETE FROM chain_guardians WHERE patient = ? AND guardian = ?", (a["patient"], a["guardian"]))
+            conn.execute(
+                "DELETE FROM chain_guardians WHERE patient = ? AND guardian = ?", (a["patient"], a["guardian"])
+            )
         elif name == "EmergencyOptOutSet":
             conn.execute(
                 "INSERT INTO chain_optouts (patient, opted_out, block) VALUES (?, ?, ?)"
@@ -287,8 +294,15 @@ class Indexer:
                 "INSERT OR REPLACE INTO chain_emergency (access_id, patient, member, categories, valid_until,"
                 " reason_hash, block, time, tx_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    a["accessId"], a["patient"], a["member"], a["categories"], a["validUntil"], a["reasonHash"],
-                    ev.block_number, self._time(ev.block_number), ev.tx_hash,
+                    a["accessId"],
+                    a["patient"],
+                    a["member"],
+                    a["categories"],
+                    a["validUntil"],
+                    a["reasonHash"],
+                    ev.block_number,
+                    self._time(ev.block_number),
+                    ev.tx_hash,
                 ),
             )
         elif name == "RecordRegistered":
@@ -296,8 +310,16 @@ class Indexer:
                 "INSERT OR REPLACE INTO chain_records (record_id, patient, provider, category, content_hash, locator,"
                 " status, gateway, block, time, tx_hash) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
                 (
-                    a["recordId"], a["patient"], a["provider"], a["category"], a["contentHash"], a["locator"],
-                    a["gateway"], ev.block_number, self._time(ev.block_number), ev.tx_hash,
+                    a["recordId"],
+                    a["patient"],
+                    a["provider"],
+                    a["category"],
+                    a["contentHash"],
+                    a["locator"],
+                    a["gateway"],
+                    ev.block_number,
+                    self._time(ev.block_number),
+                    ev.tx_hash,
                 ),
             )
         elif name in _RECORD_STATUS:
@@ -308,8 +330,17 @@ class Indexer:
                 "INSERT OR IGNORE INTO chain_accesses (tx_hash, log_index, requester, patient, record_id, consent_id,"
                 " purpose, emergency, access_hash, block, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    ev.tx_hash, ev.log_index, a["requester"], a["patient"], a["recordId"], a["consentId"],
-                    a["purpose"], int(a["emergency"]), a["accessHash"], ev.block_number, self._time(ev.block_number),
+                    ev.tx_hash,
+                    ev.log_index,
+                    a["requester"],
+                    a["patient"],
+                    a["recordId"],
+                    a["consentId"],
+                    a["purpose"],
+                    int(a["emergency"]),
+                    a["accessHash"],
+                    ev.block_number,
+                    self._time(ev.block_number),
                 ),
             )
         elif name == "AccessBatchAnchored":
@@ -326,8 +357,18 @@ class Indexer:
             " valid_from, valid_until, signer, block, time, tx_hash, log_index)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                a["consentId"], kind, a["patient"], a["grantee"], a.get("categories"), a.get("purposes"),
-                a.get("validFrom"), a.get("validUntil"), a["signer"], ev.block_number, self._time(ev.block_number),
-                ev.tx_hash, ev.log_index,
+                a["consentId"],
+                kind,
+                a["patient"],
+                a["grantee"],
+                a.get("categories"),
+                a.get("purposes"),
+                a.get("validFrom"),
+                a.get("validUntil"),
+                a["signer"],
+                ev.block_number,
+                self._time(ev.block_number),
+                ev.tx_hash,
+                ev.log_index,
             ),
         )

@@ -77,11 +77,11 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from node_client.journal_entry import ENTRY_SIZE, ENTRY_VERSION, JournalEntry, unhex as _unhex
-from node_client.merkle import MerkleTree, leaf_hash
-
 from gateway._fs import fsync_dir
 from gateway.crashpoints import crashpoint
+from node_client.journal_entry import ENTRY_SIZE, ENTRY_VERSION, JournalEntry
+from node_client.journal_entry import unhex as _unhex
+from node_client.merkle import MerkleTree, leaf_hash
 
 __all__ = [
     "ENTRY_SIZE",
@@ -167,7 +167,7 @@ CREATE TABLE IF NOT EXISTS anchors (
 class _Request:
     """One caller's append: its encoded entries, their leaf hashes and the future it waits on."""
 
-    __slots__ = ("blobs", "leaves", "future", "many")
+    __slots__ = ("blobs", "future", "leaves", "many")
 
     def __init__(self, blobs: list[bytes], leaves: list[bytes], many: bool) -> None:
         self.blobs = blobs
@@ -845,7 +845,9 @@ def read_export(path: Path) -> ExportedJournal:
                 leaves.append(leaf)
                 tree.append(leaf)
             elif kind == "anchor":
-                a = Anchor(obj["tree_size"], _unhex(obj["root"]), obj["tx_hash"], obj["block_number"], obj["anchored_at"])
+                a = Anchor(
+                    obj["tree_size"], _unhex(obj["root"]), obj["tx_hash"], obj["block_number"], obj["anchored_at"]
+                )
                 if anchors and a.tree_size <= anchors[-1].tree_size:
                     raise JournalCorrupt("anchor sizes do not grow")
                 if not 1 <= a.tree_size <= tree.size or a.root != tree.root(a.tree_size):

@@ -13,9 +13,8 @@ from array import array
 from collections import Counter
 from collections.abc import Iterator
 
-from node_client.journal_entry import JournalEntry
-
 from gateway.journal import Journal
+from node_client.journal_entry import JournalEntry
 
 __all__ = ["JournalIndex"]
 

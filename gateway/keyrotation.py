@@ -17,10 +17,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway._fs import fsync_dir
 from gateway.crypto import Kek, rewrap
 from gateway.db import Database
-
-from gateway._fs import fsync_dir
 
 __all__ = ["RotationResult", "finish_pending_rotation", "rotate_kek"]
 
@@ -48,9 +47,11 @@ def finish_pending_rotation(kek_file: Path, db: Database) -> None:
         return
     new = Kek.load(pending)
     old = Kek.load(kek_file)
-    row = db.read().execute(
-        "SELECT COUNT(*) AS n FROM record_keys WHERE wrapped_key IS NOT NULL AND kek_id = ?", (old.key_id,)
-    ).fetchone()
+    row = (
+        db.read()
+        .execute("SELECT COUNT(*) AS n FROM record_keys WHERE wrapped_key IS NOT NULL AND kek_id = ?", (old.key_id,))
+        .fetchone()
+    )
     if row["n"] == 0:
         log.warning("completing an interrupted KEK rotation", extra={"new": new.key_id})
         _swap(kek_file, old.key_id)
@@ -66,12 +67,13 @@ def rotate_kek(kek_file: Path, db: Database) -> RotationResult:
     pending = kek_file.with_name(kek_file.name + ".new")
     new = Kek.generate(pending)
     with db.write() as conn:
-        rows = conn.execute(
-            "SELECT record_id, wrapped_key FROM record_keys WHERE wrapped_key IS NOT NULL"
-        ).fetchall()
+        rows = conn.execute("SELECT record_id, wrapped_key FROM record_keys WHERE wrapped_key IS NOT NULL").fetchall()
         updates = [
-            (rewrap(bytes(r["wrapped_key"]), record_id=bytes(r["record_id"]), old=old, new=new), new.key_id,
-             r["record_id"])
+            (
+                rewrap(bytes(r["wrapped_key"]), record_id=bytes(r["record_id"]), old=old, new=new),
+                new.key_id,
+                r["record_id"],
+            )
             for r in rows
         ]
         conn.executemany("UPDATE record_keys SET wrapped_key = ?, kek_id = ? WHERE record_id = ?", updates)

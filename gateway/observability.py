@@ -51,7 +51,10 @@ class Metrics:
         self.releases = Counter("hcl_releases_total", "Records released", ["mode", "emergency"], registry=r)
         self.denials = Counter("hcl_denials_total", "Requests refused, by problem code", ["reason"], registry=r)
         self.decisions = Counter(
-            "hcl_consent_decisions_total", "Release consent decisions, by source (cache or chain)", ["source"], registry=r
+            "hcl_consent_decisions_total",
+            "Release consent decisions, by source (cache or chain)",
+            ["source"],
+            registry=r,
         )
         self.uploads = Counter("hcl_records_uploaded_total", "Records uploaded and registered", registry=r)
         self.integrity_errors = Counter(

@@ -110,8 +110,11 @@ def install_openapi(app: FastAPI) -> None:
         if app.openapi_schema:
             return app.openapi_schema
         doc = get_openapi(
-            title=app.title, version=app.version, openapi_version=app.openapi_version,
-            description=app.description, routes=app.routes,
+            title=app.title,
+            version=app.version,
+            openapi_version=app.openapi_version,
+            description=app.description,
+            routes=app.routes,
         )
         components = doc.setdefault("components", {})
         schemas = components.setdefault("schemas", {})
@@ -119,8 +122,11 @@ def install_openapi(app: FastAPI) -> None:
             schemas.pop(fastapi_only, None)
         schemas["Problem"] = PROBLEM_SCHEMA
         components["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer",
-                       "description": "POST /v1/auth/challenge, sign it, POST /v1/auth/token"},
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "POST /v1/auth/challenge, sign it, POST /v1/auth/token",
+            },
         }
         for route in _api_routes(app.routes):
             if not route.include_in_schema:
@@ -151,14 +157,19 @@ def install_openapi(app: FastAPI) -> None:
                 if op["operationId"] == "system-metrics":
                     responses["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
                 if op["operationId"] == "system-healthz":
-                    responses["503"] = {"description": "Degraded: some check failed (same body as 200)",
-                                        "content": {"application/json": {"schema": {}}}}
+                    responses["503"] = {
+                        "description": "Degraded: some check failed (same body as 200)",
+                        "content": {"application/json": {"schema": {}}},
+                    }
                 has_input = bool(op.get("parameters")) or "requestBody" in op
                 for status in problem_statuses(op["operationId"], has_input=has_input, needs_caller=needs_caller):
-                    responses.setdefault(str(status), {
-                        "description": _STATUS_TEXT[status],
-                        "content": {PROBLEM_MEDIA: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-                    })
+                    responses.setdefault(
+                        str(status),
+                        {
+                            "description": _STATUS_TEXT[status],
+                            "content": {PROBLEM_MEDIA: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                        },
+                    )
         app.openapi_schema = doc
         return doc
 

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.problems import Problem
 from node_client._exceptions import ChainUnavailable
 from node_client.contracts import (
     CheckResult,
@@ -45,8 +46,6 @@ from node_client.contracts import (
 )
 from node_client.deploy import Ledger
 from node_client.vocabulary import PROVIDER_ROLES, Category, Purpose, Role
-
-from gateway.problems import Problem
 
 if TYPE_CHECKING:
     from gateway.db import Database
@@ -151,7 +150,8 @@ class AccessPolicy:
 
     def _consent_at(self, patient: str, grantee: str, block: int | str) -> Consent:
         cid, cats, purposes, status, vf, vu, nonce = self._pinned(
-            self.ledger.consents.contract.functions.consentOf(patient, grantee), block)
+            self.ledger.consents.contract.functions.consentOf(patient, grantee), block
+        )
         return Consent(bytes(cid), cats, purposes, ConsentStatus(status), vf, vu, nonce)
 
     def cache_ready(self) -> bool:
@@ -163,8 +163,14 @@ class AccessPolicy:
         row = self.db.read().execute("SELECT * FROM chain_members WHERE address = ?", (address,)).fetchone()
         if row is None:
             return Member(address, MemberStatus.NONE, 0, 0, b"", b"")
-        return Member(address, MemberStatus(row["status"]), int(row["roles"]), int(row["since_block"]),
-                      bytes(row["encryption_key"]), bytes(row["metadata_hash"]))
+        return Member(
+            address,
+            MemberStatus(row["status"]),
+            int(row["roles"]),
+            int(row["since_block"]),
+            bytes(row["encryption_key"]),
+            bytes(row["metadata_hash"]),
+        )
 
     def member(self, address: str, *, offline: bool = False, view: StateView | None = None) -> Member:
         if view is not None:
@@ -182,17 +188,21 @@ class AccessPolicy:
         """The record's registration (patient, category, status); with ``view``, at its block (a record
         the read model does not know: :class:`NeedsChain`)."""
         if view is not None and view.source == "chain":
-            patient, category, status, at = self._pinned(self.ledger.records.contract.functions.recordOf(record_id),
-                                                         view.block)
+            patient, category, status, at = self._pinned(
+                self.ledger.records.contract.functions.recordOf(record_id), view.block
+            )
             return Record(record_id, patient, category, RecordStatus(status), at)
         if view is not None or self.cache_ready():
             assert self.db is not None
-            row = self.db.read().execute(
-                "SELECT patient, category, status, time FROM chain_records WHERE record_id = ?", (record_id,)
-            ).fetchone()
+            row = (
+                self.db.read()
+                .execute("SELECT patient, category, status, time FROM chain_records WHERE record_id = ?", (record_id,))
+                .fetchone()
+            )
             if row is not None:
-                return Record(record_id, row["patient"], int(row["category"]), _RECORD_STATUS[row["status"]],
-                              int(row["time"]))
+                return Record(
+                    record_id, row["patient"], int(row["category"]), _RECORD_STATUS[row["status"]], int(row["time"])
+                )
             # unknown to the synced read model: registered after the head we saw, or never; the chain says
         if offline or view is not None:
             raise NeedsChain("the record is not in the read model")
@@ -201,8 +211,9 @@ class AccessPolicy:
         except ChainUnavailable as exc:
             raise Problem("chain_unavailable", str(exc)) from exc
 
-    def require_member(self, address: str, roles: int = int(PROVIDER_ROLES), *, offline: bool = False,
-                       view: StateView | None = None) -> Member:
+    def require_member(
+        self, address: str, roles: int = int(PROVIDER_ROLES), *, offline: bool = False, view: StateView | None = None
+    ) -> Member:
         """The caller's member record if it is active and holds one of ``roles``; else a 403 problem."""
         m = self.member(address, offline=offline, view=view)
         if m.status is MemberStatus.SUSPENDED:
@@ -213,8 +224,15 @@ class AccessPolicy:
             raise Problem("wrong_role", f"{address} lacks the role for this ({Role(roles)!r})")
         return m
 
-    def _from_cache(self, patient: str, requester: str, category: int, purpose: int,
-                    member: Member | None = None, view: StateView | None = None) -> Decision | None:
+    def _from_cache(
+        self,
+        patient: str,
+        requester: str,
+        category: int,
+        purpose: int,
+        member: Member | None = None,
+        view: StateView | None = None,
+    ) -> Decision | None:
         """A *yes* from the synced read model, or ``None`` (then the chain decides). ``member``: the
         requester's record if the caller already read it from the read model (saves the lookup).
         ``view``: the read model's block the decision reads (its timestamp is the chain's time)."""
@@ -226,11 +244,15 @@ class AccessPolicy:
         m = member if member is not None else self._cached_member(requester)
         if m.status is not MemberStatus.ACTIVE or not m.roles & int(PROVIDER_ROLES):
             return None
-        k = self.db.read().execute(
-            "SELECT consent_id, categories, purposes, valid_from, valid_until, status FROM chain_consents"
-            " WHERE patient = ? AND grantee = ?",
-            (patient, requester),
-        ).fetchone()
+        k = (
+            self.db.read()
+            .execute(
+                "SELECT consent_id, categories, purposes, valid_from, valid_until, status FROM chain_consents"
+                " WHERE patient = ? AND grantee = ?",
+                (patient, requester),
+            )
+            .fetchone()
+        )
         if k is None or k["status"] != "active":
             return None
         head_time = view.block_time if view is not None else self.indexer.head_time
@@ -250,8 +272,17 @@ class AccessPolicy:
             raise Problem("chain_unavailable", str(exc)) from exc
         return Decision(result.allowed, result.consent_id, result.emergency)
 
-    def require(self, patient: str, requester: str, category: int, purpose: int, *, offline: bool = False,
-                member: Member | None = None, view: StateView | None = None) -> Decision:
+    def require(
+        self,
+        patient: str,
+        requester: str,
+        category: int,
+        purpose: int,
+        *,
+        offline: bool = False,
+        member: Member | None = None,
+        view: StateView | None = None,
+    ) -> Decision:
         """A *yes*, or the problem saying why not. ``offline``: a yes from the read model or :class:`NeedsChain`.
         ``view``: decide at its block only (a read-model view without a yes: :class:`NeedsChain`)."""
         if view is not None and view.source == "cache":
@@ -277,8 +308,9 @@ class AccessPolicy:
             raise self.explain(patient, requester, category, purpose)
         return decision
 
-    def explain(self, patient: str, requester: str, category: int, purpose: int, *,
-                view: StateView | None = None) -> Problem:
+    def explain(
+        self, patient: str, requester: str, category: int, purpose: int, *, view: StateView | None = None
+    ) -> Problem:
         """Why ``check`` said no, as a problem (with a chain ``view``: at its block, as the check was)."""
         try:
             if view is not None and view.source == "chain":
@@ -300,7 +332,9 @@ class AccessPolicy:
         if not member.roles & int(PROVIDER_ROLES):
             return Problem("wrong_role", f"{requester} is not a care provider")
         cat, pur = Category(category).name.lower(), Purpose(purpose).name.lower()
-        if purpose == Purpose.EMERGENCY and (consent.status is not ConsentStatus.ACTIVE or not consent.purposes >> purpose & 1):
+        if purpose == Purpose.EMERGENCY and (
+            consent.status is not ConsentStatus.ACTIVE or not consent.purposes >> purpose & 1
+        ):
             return Problem(
                 "emergency_not_allowed",
                 f"no open emergency access covers {cat} (only emergency-safe categories, not after opt-out)",

@@ -110,7 +110,9 @@ def install_problem_handlers(app: FastAPI) -> None:
             {"path": ".".join(str(p) for p in err.get("loc", ())), "message": str(err.get("msg", ""))}
             for err in exc.errors()
         ]
-        return problem_response(Problem("invalid_request", "request validation failed", errors=errors), request.url.path)
+        return problem_response(
+            Problem("invalid_request", "request validation failed", errors=errors), request.url.path
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

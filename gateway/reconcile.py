@@ -54,13 +54,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node_client._exceptions import ChainUnavailable, ContractRevert
-from node_client.contracts import RecordStatus
-from node_client.deploy import Ledger
-
 from gateway.blobstore import BlobStore, BlobStoreError, LocalBlobStore, cid_to_str
 from gateway.crashpoints import crashpoint
 from gateway.journal import Anchor, Journal, JournalError
+from node_client._exceptions import ChainUnavailable, ContractRevert
+from node_client.contracts import RecordStatus
+from node_client.deploy import Ledger
 
 __all__ = [
     "AnchorGuard",
@@ -171,7 +170,9 @@ def sync_anchors(
             if not same or same[0].root != last.root:
                 raise JournalBehindChain(f"the chain's anchor at size {local} has another root than the journal's")
         return []
-    missing = [a for a in _chain_anchors(ledger, gateway, last.block_number if last else deploy_block) if a.tree_size > local]
+    missing = [
+        a for a in _chain_anchors(ledger, gateway, last.block_number if last else deploy_block) if a.tree_size > local
+    ]
     adopted = []
     for a in missing:
         if a.tree_size > journal.size or journal.root(a.tree_size) != a.root:
@@ -346,16 +347,22 @@ class _Reconciler:
                     lambda: w3.eth.get_transaction_count(addr, "pending") > w3.eth.get_transaction_count(addr, "latest")
                 )
             if mempool:
-                self._found("upload_unregistered", upload_id, REPAIR, "skipped: a gateway transaction is pending; run again")
+                self._found(
+                    "upload_unregistered", upload_id, REPAIR, "skipped: a gateway transaction is pending; run again"
+                )
                 referenced.update(bytes(r["locator"]) for r in group)
                 continue
-            f = self._found("upload_unregistered", upload_id, REPAIR, f"{len(ids)} unacknowledged record(s) and blob(s) deleted")
+            f = self._found(
+                "upload_unregistered", upload_id, REPAIR, f"{len(ids)} unacknowledged record(s) and blob(s) deleted"
+            )
             if self.dry_run:
                 referenced.update(bytes(r["locator"]) for r in group)
                 continue
             with db.write() as conn:  # rows first: a crash in between leaves orphan blobs, found next time
                 conn.executemany("DELETE FROM resource_index WHERE record_id = ?", [(i,) for i in ids])
-                conn.executemany("DELETE FROM record_keys WHERE record_id = ? AND state = 'pending'", [(i,) for i in ids])
+                conn.executemany(
+                    "DELETE FROM record_keys WHERE record_id = ? AND state = 'pending'", [(i,) for i in ids]
+                )
             self._done(f)
             for r in group:
                 self._delete_blob(bytes(r["locator"]))
@@ -392,7 +399,9 @@ class _Reconciler:
             if r["state"] == "registered":
                 referenced.add(locator)
                 if locator not in stored:
-                    f = self._found("blob_missing", rid.hex(), LOST, "marked missing_blob; restore the blob and run again")
+                    f = self._found(
+                        "blob_missing", rid.hex(), LOST, "marked missing_blob; restore the blob and run again"
+                    )
                     if not self.dry_run:
                         with db.write() as conn:
                             conn.execute("UPDATE record_keys SET state = 'missing_blob' WHERE record_id = ?", (rid,))
@@ -412,7 +421,9 @@ class _Reconciler:
         known = {bytes(r["record_id"]) for r in rows}
         for rid, tx in registrations.items():
             if rid not in known:
-                self._found("registration_without_key", rid.hex(), LOST, f"registered on-chain (tx {tx}) but no key here")
+                self._found(
+                    "registration_without_key", rid.hex(), LOST, f"registered on-chain (tx {tx}) but no key here"
+                )
 
         for locator in sorted(stored - referenced):
             f = self._found("orphan_blob", cid_to_str(locator), REPAIR, "deleted")
@@ -443,8 +454,11 @@ class _Reconciler:
             self.report.checked["journalEntries"] = journal.size
             try:
                 adopted = sync_anchors(
-                    journal, self.ledger, self.account.address,
-                    deploy_block=self.ledger.access.deploy_block, record=not self.dry_run,
+                    journal,
+                    self.ledger,
+                    self.account.address,
+                    deploy_block=self.ledger.access.deploy_block,
+                    record=not self.dry_run,
                 )
             except JournalBehindChain as exc:
                 self._found("journal_behind_chain", str(journal.size), LOST, str(exc))
@@ -459,7 +473,9 @@ class _Reconciler:
                 anchored = adopted[-1].tree_size
             if journal.size > anchored:
                 self._found(
-                    "journal_unanchored", str(journal.size - anchored), INFO,
+                    "journal_unanchored",
+                    str(journal.size - anchored),
+                    INFO,
                     f"entries {anchored}..{journal.size - 1} not anchored yet; the gateway's anchorer resumes on start",
                 )
         finally:
@@ -468,11 +484,10 @@ class _Reconciler:
 
 def reconcile(settings: Any, *, dry_run: bool = False) -> Report:
     """Runs every rule of the module docstring against the gateway configured by ``settings``."""
-    from node_client._client import ChainClient
-    from node_client.deploy import Manifest
-
     from gateway.db import Database
     from gateway.state import _gateway_account, make_store
+    from node_client._client import ChainClient
+    from node_client.deploy import Manifest
 
     with GatewayLock(settings.data_dir):
         if not settings.db_path.exists():

@@ -25,11 +25,10 @@ from eth_utils import is_address, to_checksum_address
 from hexbytes import HexBytes
 from web3.contract.contract import ContractFunction
 
-from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
-from node_client._client import TxResult
-
 from gateway.problems import Problem
 from gateway.state import Components
+from node_client._client import TxResult
+from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
 
 __all__ = ["RELAYABLE", "SignedCall", "decode", "draft", "revert_problem", "send"]
 

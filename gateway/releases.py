@@ -26,11 +26,6 @@ from typing import Any
 import orjson
 from starlette.concurrency import run_in_threadpool
 
-from node_client import hpke
-from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
-from node_client.contracts import Member, Record, RecordStatus
-from node_client.vocabulary import CATEGORIES, PURPOSES
-
 from gateway.blobstore import BlobStoreError, IntegrityMismatch
 from gateway.crashpoints import crashpoint
 from gateway.crypto import GatewayCryptoError, decrypt_record
@@ -39,6 +34,10 @@ from gateway.policy import Confirmed, Decision, NeedsChain, StaleView, StateView
 from gateway.problems import Problem
 from gateway.settings import LedgerMode
 from gateway.state import Components
+from node_client import hpke
+from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
+from node_client.contracts import Member, Record, RecordStatus
+from node_client.vocabulary import CATEGORIES, PURPOSES
 
 __all__ = ["HPKE_INFO", "Release", "release", "release_async"]
 
@@ -96,8 +95,9 @@ class _Prepared:
 _DECIDE_ATTEMPTS = 4
 
 
-def _decide(c: Components, *, caller: str, record_id: bytes, purpose: int, offline: bool
-            ) -> tuple[Member, Record, Any, Decision, StateView, Confirmed]:
+def _decide(
+    c: Components, *, caller: str, record_id: bytes, purpose: int, offline: bool
+) -> tuple[Member, Record, Any, Decision, StateView, Confirmed]:
     """Steps 1-2: member, record and consent read at one block (see the module docstring)."""
     cache = True
     for _ in range(_DECIDE_ATTEMPTS):
@@ -109,8 +109,11 @@ def _decide(c: Components, *, caller: str, record_id: bytes, purpose: int, offli
                 raise Problem("record_not_found", "no such record")
             if record.status is RecordStatus.RETRACTED:
                 raise Problem("record_retracted", "the record was retracted")
-            keys = c.db.read().execute("SELECT wrapped_key, state FROM record_keys WHERE record_id = ?",
-                                       (record_id,)).fetchone()
+            keys = (
+                c.db.read()
+                .execute("SELECT wrapped_key, state FROM record_keys WHERE record_id = ?", (record_id,))
+                .fetchone()
+            )
             if keys is not None and keys["state"] in ("shredded", "retracted"):
                 raise Problem("record_retracted", "the record was retracted; its key is destroyed")
             if keys is None or keys["state"] != "registered" or keys["wrapped_key"] is None:
@@ -134,8 +137,9 @@ def _decide(c: Components, *, caller: str, record_id: bytes, purpose: int, offli
 def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offline: bool) -> _Prepared:
     """Steps 1-3 of the module docstring. ``offline``: from the read model only, else :class:`NeedsChain`."""
     started = time.perf_counter()
-    member, record, keys, decision, view, confirmed = _decide(c, caller=caller, record_id=record_id,
-                                                               purpose=purpose, offline=offline)
+    member, record, keys, decision, view, confirmed = _decide(
+        c, caller=caller, record_id=record_id, purpose=purpose, offline=offline
+    )
     c.metrics.decisions.labels(source=decision.source).inc()
     crashpoint("release.after_decision")
 
@@ -164,9 +168,7 @@ def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offl
         payload: dict[str, Any] = {"contentType": "application/fhir+json", "resource": orjson.loads(plaintext)}
         response_bytes = plaintext
     else:
-        enc, sealed = hpke.seal(
-            member.encryption_key, plaintext, info=HPKE_INFO, aad=hpke_aad(record_id, caller)
-        )
+        enc, sealed = hpke.seal(member.encryption_key, plaintext, info=HPKE_INFO, aad=hpke_aad(record_id, caller))
         payload = {
             "contentType": "application/fhir+json",
             "encryption": {
@@ -194,15 +196,36 @@ def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offl
             option=orjson.OPT_SORT_KEYS,
         )
     ).digest()
-    return _Prepared(started, caller, record_id, record.patient, record.category, purpose, decision.consent_id,
-                     decision.emergency, access_hash, released_at, payload, view, confirmed.seen_at)
+    return _Prepared(
+        started,
+        caller,
+        record_id,
+        record.patient,
+        record.category,
+        purpose,
+        decision.consent_id,
+        decision.emergency,
+        access_hash,
+        released_at,
+        payload,
+        view,
+        confirmed.seen_at,
+    )
 
 
 def _entry(p: _Prepared) -> JournalEntry:
     return JournalEntry(
-        requester=p.caller, patient=p.patient, record_id=p.record_id, purpose=p.purpose, consent_id=p.consent_id,
-        emergency=p.emergency, access_hash=p.access_hash, released_at=p.released_at,
-        state_block=p.view.block, state_block_hash=p.view.block_hash, state_seen_at=p.seen_at,
+        requester=p.caller,
+        patient=p.patient,
+        record_id=p.record_id,
+        purpose=p.purpose,
+        consent_id=p.consent_id,
+        emergency=p.emergency,
+        access_hash=p.access_hash,
+        released_at=p.released_at,
+        state_block=p.view.block,
+        state_block_hash=p.view.block_hash,
+        state_seen_at=p.seen_at,
     )
 
 
@@ -215,7 +238,10 @@ def _finish(c: Components, p: _Prepared, ledger_info: dict[str, Any]) -> Release
         log.info(
             "record released",
             extra={
-                "record": p.record_id.hex(), "requester": p.caller, "purpose": p.purpose, "emergency": p.emergency,
+                "record": p.record_id.hex(),
+                "requester": p.caller,
+                "purpose": p.purpose,
+                "emergency": p.emergency,
                 "mode": mode.value,
             },
         )
@@ -267,12 +293,7 @@ async def release_async(c: Components, *, caller: str, record_id: bytes, purpose
     in the loop (a few hundred microseconds of CPU, no I/O that can stall) and *await* the journal's
     group commit; anything else — strict mode, IPFS, a lagging read model, a refusal that needs the
     chain's reason — runs :func:`release` in the thread pool. Same checks, same order, same result."""
-    if (
-        c.settings.ledger_mode is LedgerMode.STRICT
-        or c.journal is None
-        or c.store.remote
-        or not c.policy.cache_ready()
-    ):
+    if c.settings.ledger_mode is LedgerMode.STRICT or c.journal is None or c.store.remote or not c.policy.cache_ready():
         return await run_in_threadpool(release, c, caller=caller, record_id=record_id, purpose=purpose)
     try:
         p = _prepare(c, caller=caller, record_id=record_id, purpose=purpose, offline=True)

@@ -56,7 +56,9 @@ class GatewaySettings(ClientSettings):
     ipfs_api: str = Field("/ip4/127.0.0.1/tcp/5001/http", description="Kubo RPC API multiaddr")
     ledger_mode: LedgerMode = LedgerMode.STRICT
     anchor_interval: float = Field(
-        1.5, gt=0, description="seconds between Merkle anchors (batch mode); with the transaction, every entry is anchored within 2 s"
+        1.5,
+        gt=0,
+        description="seconds between Merkle anchors (batch mode); with the transaction, every entry is anchored within 2 s",
     )
     anchor_threshold: int = Field(10_000, gt=0, description="anchor early after this many new entries")
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
@@ -69,7 +71,8 @@ class GatewaySettings(ClientSettings):
     indexer_poll: float = Field(0.25, gt=0, description="seconds between chain polls")
     display_timezone: str = Field("Asia/Shanghai", description="time zone of times shown on portal pages")
     audit_reports_dir: Path | None = Field(
-        None, description="folder of `hcl audit replay --out` folders listed on the auditor page; default <data_dir>/audit"
+        None,
+        description="folder of `hcl audit replay --out` folders listed on the auditor page; default <data_dir>/audit",
     )
     log_level: str = "INFO"
 

@@ -15,26 +15,25 @@ from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
-from node_client._client import ChainClient
-from node_client._exceptions import ChainUnavailable
-from node_client.deploy import Ledger, Manifest
-from node_client.keys import dev_account, load_keystore
-from node_client.settings import DEV_CHAIN_ID
-
 from gateway.auth import Authenticator, load_or_create_key
 from gateway.blobstore import BlobStore, IpfsBlobStore, LocalBlobStore
 from gateway.crypto import Kek
 from gateway.db import Database
 from gateway.fhir import warm_up
 from gateway.indexer import Indexer
-from gateway.member_names import MemberNames
 from gateway.journal import Anchorer, Journal
-from gateway.keyrotation import finish_pending_rotation
-from gateway.observability import Metrics
 from gateway.journal_index import JournalIndex
+from gateway.keyrotation import finish_pending_rotation
+from gateway.member_names import MemberNames
+from gateway.observability import Metrics
 from gateway.policy import AccessPolicy
 from gateway.reconcile import AnchorGuard, GatewayLock
 from gateway.settings import GatewaySettings, LedgerMode, StoreKind
+from node_client._client import ChainClient
+from node_client._exceptions import ChainUnavailable
+from node_client.deploy import Ledger, Manifest
+from node_client.keys import dev_account, load_keystore
+from node_client.settings import DEV_CHAIN_ID
 
 __all__ = ["Components", "build_components", "make_store"]
 
@@ -158,8 +157,9 @@ def build_components(settings: GatewaySettings) -> Components:
     account = _gateway_account(settings, client)
     metrics = Metrics()
     names = MemberNames(Path(settings.manifest), manifest.members)
-    indexer = Indexer(ledger, db, deploy_block=manifest.deploy_block, poll_interval=settings.indexer_poll,
-                      member_names=names)
+    indexer = Indexer(
+        ledger, db, deploy_block=manifest.deploy_block, poll_interval=settings.indexer_poll, member_names=names
+    )
     auth = Authenticator(
         db,
         load_or_create_key(settings.token_key_file),

@@ -18,15 +18,14 @@ from dataclasses import dataclass
 
 from eth_utils import is_address, to_checksum_address
 
-from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
-from node_client.contracts import RecordInput, RecordStatus
-
 from gateway.blobstore import BlobStoreError, StorageFull, cid_to_str
 from gateway.crashpoints import crashpoint
 from gateway.crypto import encrypt_record
 from gateway.fhir import InvalidFhir, canonical_json, group, parse
 from gateway.problems import Problem
 from gateway.state import Components
+from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
+from node_client.contracts import RecordInput, RecordStatus
 
 __all__ = ["UploadResult", "UploadedRecord", "retract", "upload"]
 
@@ -70,12 +69,14 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
         grouping = group(parse(body, max_entries=c.settings.max_bundle_entries))
     except InvalidFhir as exc:
         raise Problem(
-            "invalid_fhir", f"{len(exc.issues)} issue(s)",
+            "invalid_fhir",
+            f"{len(exc.issues)} issue(s)",
             issues=[{"path": i.path, "message": i.message} for i in exc.issues],
         ) from exc
     if not grouping.records:
         raise Problem(
-            "invalid_fhir", "no patient health data in this upload",
+            "invalid_fhir",
+            "no patient health data in this upload",
             issues=[{"path": t, "message": reason} for t, reason in grouping.ignored],
         )
 
@@ -100,8 +101,19 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
             content_hash = hashlib.sha256(ciphertext).digest()
             wrapped = c.kek.wrap(data_key, record_id=record_id)
             rows.append(
-                (record_id, patient, provider, int(draft.category), content_hash, locator, wrapped, c.kek.key_id,
-                 upload_id, len(ciphertext), now)
+                (
+                    record_id,
+                    patient,
+                    provider,
+                    int(draft.category),
+                    content_hash,
+                    locator,
+                    wrapped,
+                    c.kek.key_id,
+                    upload_id,
+                    len(ciphertext),
+                    now,
+                )
             )
             index_rows.extend(
                 (record_id, e.resource_type, e.resource_id, e.code_system, e.code, e.display, e.date)
@@ -109,8 +121,9 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
             )
             inputs.append(RecordInput(record_id, int(draft.category), content_hash, locator))
             out.append(
-                UploadedRecord(record_id, int(draft.category), len(draft.index), content_hash, cid_to_str(locator),
-                               len(ciphertext))
+                UploadedRecord(
+                    record_id, int(draft.category), len(draft.index), content_hash, cid_to_str(locator), len(ciphertext)
+                )
             )
     except BlobStoreError as exc:
         _discard(c, written)
@@ -123,7 +136,9 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
         _discard_blobs(c, written)
         if "full" in str(exc).lower():
             raise Problem("storage_full", "the gateway's database is full; nothing was registered") from exc
-        raise Problem("storage_unavailable", "the gateway's database cannot be written; nothing was registered") from exc
+        raise Problem(
+            "storage_unavailable", "the gateway's database cannot be written; nothing was registered"
+        ) from exc
     crashpoint("upload.after_pending_rows")
 
     try:
@@ -192,9 +207,11 @@ def retract(c: Components, *, caller: str, record_id: bytes) -> str:
     on-chain retraction is then retried by reconcile). Allowed to the patient and to the provider that
     uploaded the record.
     """
-    row = c.db.read().execute(
-        "SELECT patient, provider, locator, state FROM record_keys WHERE record_id = ?", (record_id,)
-    ).fetchone()
+    row = (
+        c.db.read()
+        .execute("SELECT patient, provider, locator, state FROM record_keys WHERE record_id = ?", (record_id,))
+        .fetchone()
+    )
     if row is None:
         raise Problem("record_not_found", "no such record at this gateway")
     if caller not in (row["patient"], row["provider"]):
@@ -202,9 +219,7 @@ def retract(c: Components, *, caller: str, record_id: bytes) -> str:
     if row["state"] == "retracted":
         raise Problem("record_retracted", "already retracted")
     with c.db.write() as conn:
-        conn.execute(
-            "UPDATE record_keys SET wrapped_key = NULL, state = 'shredded' WHERE record_id = ?", (record_id,)
-        )
+        conn.execute("UPDATE record_keys SET wrapped_key = NULL, state = 'shredded' WHERE record_id = ?", (record_id,))
     crashpoint("retract.after_shred")
     try:
         result = c.ledger.records.retract(c.gateway_account, record_id)
@@ -215,7 +230,9 @@ def retract(c: Components, *, caller: str, record_id: bytes) -> str:
         try:
             status = c.ledger.records.record_of(record_id).status
         except ChainUnavailable as exc2:
-            raise Problem("chain_unavailable", "the key is destroyed; the on-chain retraction will be retried") from exc2
+            raise Problem(
+                "chain_unavailable", "the key is destroyed; the on-chain retraction will be retried"
+            ) from exc2
         if status is not RecordStatus.RETRACTED:
             raise Problem("chain_rejected", f"{exc.error_name}", error=exc.error_name) from exc
         with c.db.write() as conn:

@@ -227,7 +227,9 @@ class ChainClient:
             tx_hash = self.rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
         return self.wait(tx_hash)
 
-    def wait(self, tx_hash: HexBytes | bytes, *, fn: ContractFunction | None = None, sender: str | None = None) -> TxResult:
+    def wait(
+        self, tx_hash: HexBytes | bytes, *, fn: ContractFunction | None = None, sender: str | None = None
+    ) -> TxResult:
         """Waits for the receipt of ``tx_hash``; raises if it reverted."""
         hex_hash = HexBytes(tx_hash).to_0x_hex()
         try:

@@ -282,9 +282,7 @@ def _collect_sources(root: Path) -> dict[str, str]:
     """Every ``contracts/**/*.sol`` plus, transitively, every file they import."""
     src_dir = root / SOURCES_DIR
     pending: list[tuple[str, Path]] = [
-        (f"{SOURCES_DIR}/{p.relative_to(src_dir).as_posix()}", p)
-        for p in sorted(src_dir.rglob("*.sol"))
-        if p.is_file()
+        (f"{SOURCES_DIR}/{p.relative_to(src_dir).as_posix()}", p) for p in sorted(src_dir.rglob("*.sol")) if p.is_file()
     ]
     sources: dict[str, str] = {}
     missing: list[str] = []
@@ -398,9 +396,7 @@ def compile_contracts(
         raise ToolchainError(f"solc path must be absolute (py-solc-x searches PATH): {solc_path}")
     solc_version = _solc_version(solc_path)
     if solc_version.split("+", 1)[0] != cfg.version:
-        raise ToolchainError(
-            f"{solc_path} is solc {solc_version}, but {SOLC_SETTINGS_FILE} pins {cfg.version}"
-        )
+        raise ToolchainError(f"{solc_path} is solc {solc_version}, but {SOLC_SETTINGS_FILE} pins {cfg.version}")
 
     try:
         output = solcx.compile_standard(
@@ -412,9 +408,7 @@ def compile_contracts(
     except SolcError as exc:
         if exc.error_dict:
             messages = [
-                e.get("formattedMessage", e.get("message", ""))
-                for e in exc.error_dict
-                if e.get("severity") == "error"
+                e.get("formattedMessage", e.get("message", "")) for e in exc.error_dict if e.get("severity") == "error"
             ]
             raise SolcCompilationError(messages) from exc
         raise ToolchainError(f"solc failed to run: {exc}") from exc

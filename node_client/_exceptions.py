@@ -168,7 +168,9 @@ def _registry() -> dict[bytes, tuple[type[ContractRevert], list[str], list[str]]
             selector = function_signature_to_4byte_selector(f"{item['name']}({','.join(types)})")
             if selector in table:
                 continue
-            cls = type(item["name"], (ContractRevert,), {"error_name": item["name"], "__module__": "node_client.errors"})
+            cls = type(
+                item["name"], (ContractRevert,), {"error_name": item["name"], "__module__": "node_client.errors"}
+            )
             table[selector] = (cls, [i["name"] for i in item["inputs"]], types)
     return table
 

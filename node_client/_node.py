@@ -18,8 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final
@@ -57,9 +56,7 @@ def _port_in_use(host: str, port: int) -> bool:
 def _chain_id(url: str, timeout: float = 1.0) -> int | None:
     """``eth_chainId`` of the node at ``url``, or None while it does not answer yet."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
-    request = urllib.request.Request(
-        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-    )
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             reply = json.loads(response.read())
@@ -109,9 +106,7 @@ class HardhatNode:
         """Process id (and process-group id) of the node, while started."""
         return self._proc.pid if self._proc is not None else None
 
-    def start(
-        self, port: int = 8545, host: str = "127.0.0.1", timeout: float = 60.0
-    ) -> HardhatNode:
+    def start(self, port: int = 8545, host: str = "127.0.0.1", timeout: float = 60.0) -> HardhatNode:
         """Launch ``hardhat node`` and return once it answers ``eth_chainId``.
 
         Raises :class:`NodeError` if the port already answers (it may be someone else's
@@ -121,17 +116,13 @@ class HardhatNode:
         if self._proc is not None:
             raise NodeError(f"already started at {self.url}")
         if _port_in_use(host, port):
-            raise NodeError(
-                f"{host}:{port} is already in use; pick another port (e.g. free_port())"
-            )
+            raise NodeError(f"{host}:{port} is already in use; pick another port (e.g. free_port())")
         binary = self.root / "node_modules" / ".bin" / "hardhat"
         if not binary.exists():
             raise NodeError(f"{binary} not found: run `npm ci` in {self.root}")
 
         self.host, self.port = host, port
-        log_path = self._log_path_arg or (
-            self.root / ".hcl" / "logs" / f"hardhat-node-{port}.log"
-        )
+        log_path = self._log_path_arg or (self.root / ".hcl" / "logs" / f"hardhat-node-{port}.log")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -156,8 +147,7 @@ class HardhatNode:
                 code = self._proc.returncode
                 self.stop()
                 raise NodeError(
-                    f"hardhat node exited with code {code} before answering; "
-                    f"log {log_path}:\n{self.log_tail()}"
+                    f"hardhat node exited with code {code} before answering; log {log_path}:\n{self.log_tail()}"
                 )
             chain_id = _chain_id(self.url)
             if chain_id is not None and self._proc.poll() is None:

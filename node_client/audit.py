@@ -266,8 +266,14 @@ class _State:
             self.members.setdefault(a["member"], [0, 0])[1] = int(a["roles"])
         elif n == "ConsentGranted":
             self.consents[(a["patient"], a["grantee"])] = _Consent(
-                bytes(a["consentId"]), int(a["categories"]), int(a["purposes"]), _C_ACTIVE,
-                int(a["validFrom"]), int(a["validUntil"]), ev.block_number, ev.tx_hash,
+                bytes(a["consentId"]),
+                int(a["categories"]),
+                int(a["purposes"]),
+                _C_ACTIVE,
+                int(a["validFrom"]),
+                int(a["validUntil"]),
+                ev.block_number,
+                ev.tx_hash,
             )
         elif n == "ConsentRevoked":
             c = self.consents.get((a["patient"], a["grantee"]))
@@ -285,12 +291,20 @@ class _State:
                 slot[0] = 0
         elif n == "EmergencyAccessGranted":
             self.emergency[(a["patient"], a["member"])] = (
-                int(a["categories"]), int(a["validUntil"]), bytes(a["accessId"]), ev.block_number,
+                int(a["categories"]),
+                int(a["validUntil"]),
+                bytes(a["accessId"]),
+                ev.block_number,
             )
         elif n == "RecordRegistered":
             self.records[bytes(a["recordId"])] = [
-                a["patient"], int(a["category"]), _R_ACTIVE, bytes(a["contentHash"]), bytes(a["locator"]),
-                ev.block_number, ev.tx_hash,
+                a["patient"],
+                int(a["category"]),
+                _R_ACTIVE,
+                bytes(a["contentHash"]),
+                bytes(a["locator"]),
+                ev.block_number,
+                ev.tx_hash,
             ]
         elif n == "RecordAmended":
             rec = self.records.get(bytes(a["previousRecordId"]))
@@ -307,10 +321,29 @@ class _State:
             "members": self.members,
             "guardians": [[p, g, until] for (p, g), until in self.guardians.items()],
             "opt_out": self.opt_out,
-            "consents": [[p, g, _hex(c.consent_id), c.categories, c.purposes, c.status, c.valid_from, c.valid_until,
-                          c.block, c.tx_hash, c.revoked_block, c.revoked_tx] for (p, g), c in self.consents.items()],
-            "emergency": [[p, m, cats, until, _hex(aid), block] for (p, m), (cats, until, aid, block) in self.emergency.items()],
-            "records": {_hex(rid): [r[0], r[1], r[2], _hex(r[3]), _hex(r[4]), r[5], r[6]] for rid, r in self.records.items()},
+            "consents": [
+                [
+                    p,
+                    g,
+                    _hex(c.consent_id),
+                    c.categories,
+                    c.purposes,
+                    c.status,
+                    c.valid_from,
+                    c.valid_until,
+                    c.block,
+                    c.tx_hash,
+                    c.revoked_block,
+                    c.revoked_tx,
+                ]
+                for (p, g), c in self.consents.items()
+            ],
+            "emergency": [
+                [p, m, cats, until, _hex(aid), block] for (p, m), (cats, until, aid, block) in self.emergency.items()
+            ],
+            "records": {
+                _hex(rid): [r[0], r[1], r[2], _hex(r[3]), _hex(r[4]), r[5], r[6]] for rid, r in self.records.items()
+            },
         }
 
     @classmethod
@@ -321,8 +354,10 @@ class _State:
         st.opt_out = {p: [int(v[0]), int(v[1])] for p, v in obj["opt_out"].items()}
         st.consents = {(c[0], c[1]): _Consent(_unhex(c[2], 32), *c[3:]) for c in obj["consents"]}
         st.emergency = {(e[0], e[1]): (int(e[2]), int(e[3]), _unhex(e[4], 32), int(e[5])) for e in obj["emergency"]}
-        st.records = {_unhex(rid, 32): [r[0], r[1], r[2], _unhex(r[3], 32), _unhex(r[4]), r[5], r[6]]
-                      for rid, r in obj["records"].items()}
+        st.records = {
+            _unhex(rid, 32): [r[0], r[1], r[2], _unhex(r[3], 32), _unhex(r[4]), r[5], r[6]]
+            for rid, r in obj["records"].items()
+        }
         return st
 
     def windows(self, requester: str, patient: str, record_id: bytes, purpose: int) -> tuple[tuple[int, int], ...]:
@@ -339,8 +374,12 @@ class _State:
             return ()
         out: list[tuple[int, int]] = []
         c = self.consents.get((patient, requester))
-        if (c is not None and c.status == _C_ACTIVE and (c.categories >> category) & 1 == 1
-                and (c.purposes >> purpose) & 1 == 1):
+        if (
+            c is not None
+            and c.status == _C_ACTIVE
+            and (c.categories >> category) & 1 == 1
+            and (c.purposes >> purpose) & 1 == 1
+        ):
             out.append((c.valid_from, c.valid_until))
         if purpose == _PURPOSE_EMERGENCY and roles & _ROLE_EMERGENCY:
             e = self.emergency.get((patient, requester))
@@ -388,28 +427,64 @@ class _State:
             e = self.emergency.get((patient, requester))
             o = self.opt_out.get(patient, [0, 0])
             if e is not None and t < e[1] and (e[0] >> category) & 1 and not o[0] and e[1] - _EMERGENCY_WINDOW > o[1]:
-                found.append(("emergency_access", "break-glass access (review)", {
-                    "emergency_access_id": "0x" + e[2].hex(), "window_block": e[3], "window_until": e[1],
-                }))
+                found.append(
+                    (
+                        "emergency_access",
+                        "break-glass access (review)",
+                        {
+                            "emergency_access_id": "0x" + e[2].hex(),
+                            "window_block": e[3],
+                            "window_until": e[1],
+                        },
+                    )
+                )
                 return found, category, e[2], True
         if c is not None and covers and c.status == _C_REVOKED:
-            found.append(("access_after_revocation", "consent was revoked before this access", {
-                "consent_id": "0x" + c.consent_id.hex(), "revoked_block": c.revoked_block,
-                "revoked_tx": c.revoked_tx,
-            }))
+            found.append(
+                (
+                    "access_after_revocation",
+                    "consent was revoked before this access",
+                    {
+                        "consent_id": "0x" + c.consent_id.hex(),
+                        "revoked_block": c.revoked_block,
+                        "revoked_tx": c.revoked_tx,
+                    },
+                )
+            )
         elif c is not None and covers and t >= c.valid_until:
-            found.append(("access_after_expiry", "consent had expired", {
-                "consent_id": "0x" + c.consent_id.hex(), "valid_until": c.valid_until, "t": t,
-            }))
+            found.append(
+                (
+                    "access_after_expiry",
+                    "consent had expired",
+                    {
+                        "consent_id": "0x" + c.consent_id.hex(),
+                        "valid_until": c.valid_until,
+                        "t": t,
+                    },
+                )
+            )
         elif purpose == _PURPOSE_EMERGENCY and (e := self.emergency.get((patient, requester))) and t >= e[1]:
-            found.append(("access_after_expiry", "emergency window had ended", {
-                "emergency_access_id": "0x" + e[2].hex(), "window_until": e[1], "t": t,
-            }))
+            found.append(
+                (
+                    "access_after_expiry",
+                    "emergency window had ended",
+                    {
+                        "emergency_access_id": "0x" + e[2].hex(),
+                        "window_until": e[1],
+                        "t": t,
+                    },
+                )
+            )
         else:
             detail: dict[str, Any] = {"t": t}
             if c is not None:
-                detail.update(consent_id="0x" + c.consent_id.hex(), categories=c.categories, purposes=c.purposes,
-                              valid_from=c.valid_from, valid_until=c.valid_until)
+                detail.update(
+                    consent_id="0x" + c.consent_id.hex(),
+                    categories=c.categories,
+                    purposes=c.purposes,
+                    valid_from=c.valid_from,
+                    valid_until=c.valid_until,
+                )
             found.append(("entry_without_valid_consent", "no consent covered this access", detail))
         return found, category, None, False
 
@@ -500,10 +575,22 @@ class _FieldCodec:
         if type(released_at) is not int or not 0 <= released_at < 1 << 64:
             raise ValueError("released_at must be an integer (unix ms) in range")
         if "state_block" not in obj:
-            data = _ENTRY_STRUCT.pack(b"HCLJ", 1, req_b, pat_b, record_id, purpose, consent_id, emergency,
-                                      access_hash, released_at)
-            return data, (requester, patient, record_id, purpose, consent_id, emergency, access_hash, released_at,
-                          None, None, None)
+            data = _ENTRY_STRUCT.pack(
+                b"HCLJ", 1, req_b, pat_b, record_id, purpose, consent_id, emergency, access_hash, released_at
+            )
+            return data, (
+                requester,
+                patient,
+                record_id,
+                purpose,
+                consent_id,
+                emergency,
+                access_hash,
+                released_at,
+                None,
+                None,
+                None,
+            )
         state_block = obj["state_block"]
         state_hash = self.b32(obj["state_block_hash"])
         seen_at = obj["state_seen_at"]
@@ -511,14 +598,39 @@ class _FieldCodec:
             raise ValueError("state_block must be an integer in range")
         if type(seen_at) is not int or not 0 <= seen_at < 1 << 64:
             raise ValueError("state_seen_at must be an integer (unix ms) in range")
-        data = _ENTRY_STRUCT_V2.pack(b"HCLJ", 2, req_b, pat_b, record_id, purpose, consent_id, emergency,
-                                     access_hash, released_at, state_block, state_hash, seen_at)
-        return data, (requester, patient, record_id, purpose, consent_id, emergency, access_hash, released_at,
-                      state_block, state_hash, seen_at)
+        data = _ENTRY_STRUCT_V2.pack(
+            b"HCLJ",
+            2,
+            req_b,
+            pat_b,
+            record_id,
+            purpose,
+            consent_id,
+            emergency,
+            access_hash,
+            released_at,
+            state_block,
+            state_hash,
+            seen_at,
+        )
+        return data, (
+            requester,
+            patient,
+            record_id,
+            purpose,
+            consent_id,
+            emergency,
+            access_hash,
+            released_at,
+            state_block,
+            state_hash,
+            seen_at,
+        )
 
 
-def _load_journal(path: Path, *, skip: int = 0, chain_head: bytes | None = None
-                  ) -> tuple[list[_Entry], dict[str, Any], list[Anomaly]]:
+def _load_journal(
+    path: Path, *, skip: int = 0, chain_head: bytes | None = None
+) -> tuple[list[_Entry], dict[str, Any], list[Anomaly]]:
     """Tolerant reader of an export: unlike ``read_export`` it does not stop at the first problem but
     localizes every broken link (each link is checked against the previous *given* chain hash, so one
     edited row yields one finding, not one per following row).
@@ -563,16 +675,25 @@ def _load_journal(path: Path, *, skip: int = 0, chain_head: bytes | None = None
                         except (orjson.JSONDecodeError, AttributeError):
                             pass
                         if not ok or skipped != skip:
-                            problems.append(Anomaly("journal_chain_broken",
-                                                    "the export does not extend the checkpointed journal",
-                                                    {"entry_index": skip - 1, "checkpoint_chain_head": _hex(chain_head)}))
+                            problems.append(
+                                Anomaly(
+                                    "journal_chain_broken",
+                                    "the export does not extend the checkpointed journal",
+                                    {"entry_index": skip - 1, "checkpoint_chain_head": _hex(chain_head)},
+                                )
+                            )
                 continue  # the export's anchor lines: the chain's events are authoritative
             position = len(entries) + skip
             try:
                 data, fields = codec.encode(obj)
             except (KeyError, ValueError, TypeError) as exc:
-                problems.append(Anomaly("journal_chain_broken", f"entry on line {lineno} is malformed: {exc}",
-                                        {"line": lineno, "entry_index": obj.get("idx")}))
+                problems.append(
+                    Anomaly(
+                        "journal_chain_broken",
+                        f"entry on line {lineno} is malformed: {exc}",
+                        {"line": lineno, "entry_index": obj.get("idx")},
+                    )
+                )
                 continue
             leaf = sha256(b"\x00" + data).digest()
             chain = sha256(chain + leaf).digest()
@@ -601,21 +722,40 @@ def _load_journal(path: Path, *, skip: int = 0, chain_head: bytes | None = None
                     reasons.append("leaf hash differs from the fields")
                 if given_b != sha256(prev_given + leaf).digest():
                     reasons.append("chain hash does not follow from the previous row")
-                problems.append(Anomaly("journal_chain_broken", f"entry at position {position}: " + "; ".join(reasons), {
-                    "entry_index": position, "idx_written": obj.get("idx"), "line": lineno,
-                    "leaf_hash": "0x" + leaf.hex(), "chain_hash_written": given,
-                }))
+                problems.append(
+                    Anomaly(
+                        "journal_chain_broken",
+                        f"entry at position {position}: " + "; ".join(reasons),
+                        {
+                            "entry_index": position,
+                            "idx_written": obj.get("idx"),
+                            "line": lineno,
+                            "leaf_hash": "0x" + leaf.hex(),
+                            "chain_hash_written": given,
+                        },
+                    )
+                )
             prev_given = given_b or chain
             entries.append(_Entry(position, obj.get("idx"), *fields, leaf))
     if not header:
         problems.append(Anomaly("journal_chain_broken", "export has no header", {}))
     else:
         if header.get("size") != len(entries) + skip:
-            problems.append(Anomaly("journal_chain_broken", f"header says {header.get('size')} entries, file has {len(entries) + skip}",
-                                    {"header_size": header.get("size"), "entries": len(entries) + skip}))
+            problems.append(
+                Anomaly(
+                    "journal_chain_broken",
+                    f"header says {header.get('size')} entries, file has {len(entries) + skip}",
+                    {"header_size": header.get("size"), "entries": len(entries) + skip},
+                )
+            )
         if header.get("chain_head") != "0x" + chain.hex():
-            problems.append(Anomaly("journal_chain_broken", "header chain head differs from the recomputed chain",
-                                    {"header_chain_head": header.get("chain_head"), "recomputed": "0x" + chain.hex()}))
+            problems.append(
+                Anomaly(
+                    "journal_chain_broken",
+                    "header chain head differs from the recomputed chain",
+                    {"header_chain_head": header.get("chain_head"), "recomputed": "0x" + chain.hex()},
+                )
+            )
     return entries, header, problems
 
 
@@ -635,9 +775,14 @@ def _batch_rpc(client: ChainClient, method: str, params: list[list[Any]]) -> lis
     return [by_id[j] for j in range(len(params))]
 
 
-def _block_timestamps(client: ChainClient, blocks: Iterable[int], cache: dict[int, int],
-                      progress: Progress | None = None, batch: int = 500,
-                      hashes: dict[int, bytes] | None = None) -> dict[int, int]:
+def _block_timestamps(
+    client: ChainClient,
+    blocks: Iterable[int],
+    cache: dict[int, int],
+    progress: Progress | None = None,
+    batch: int = 500,
+    hashes: dict[int, bytes] | None = None,
+) -> dict[int, int]:
     """Each distinct block's timestamp (and hash, into ``hashes`` if given), fetched once, in JSON-RPC
     batches (one HTTP round trip per ``batch`` blocks: a replay touches thousands of blocks and one
     request each would dominate)."""
@@ -661,8 +806,9 @@ def _block_timestamps(client: ChainClient, blocks: Iterable[int], cache: dict[in
     return cache
 
 
-def _fetch_events(client: ChainClient, manifest: Manifest, start: int, end: int,
-                  progress: Progress | None) -> list[EventRecord]:
+def _fetch_events(
+    client: ChainClient, manifest: Manifest, start: int, end: int, progress: Progress | None
+) -> list[EventRecord]:
     events: list[EventRecord] = []
     total = end - start + 1
     page = start
@@ -702,13 +848,26 @@ class _AnchorRef:
     judged: bool = False  # checked against a journal that had all its entries (final)
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "block": self.block_number, "tx_hash": self.tx_hash,
-                "tree_size": self.tree_size, "root": _hex(self.root), "ok": self.ok}
+        return {
+            "index": self.index,
+            "block": self.block_number,
+            "tx_hash": self.tx_hash,
+            "tree_size": self.tree_size,
+            "root": _hex(self.root),
+            "ok": self.ok,
+        }
 
     @classmethod
     def from_json(cls, o: Mapping[str, Any]) -> _AnchorRef:
-        return cls(int(o["index"]), int(o["block"]), str(o["tx_hash"]), int(o["tree_size"]), _unhex(o["root"], 32),
-                   bool(o["ok"]), True)
+        return cls(
+            int(o["index"]),
+            int(o["block"]),
+            str(o["tx_hash"]),
+            int(o["tree_size"]),
+            _unhex(o["root"], 32),
+            bool(o["ok"]),
+            True,
+        )
 
 
 def _tx_senders(client: ChainClient, tx_hashes: Iterable[str], batch: int = 500) -> dict[str, str]:
@@ -774,9 +933,18 @@ class _Resume:
             slot = timeline.setdefault(int(obj["block"]), [None, None])
             slot[0] = max(int(tl["seen_before"]), slot[0] if slot[0] is not None else -1)
         return cls(
-            int(obj["from_block"]), int(obj["block"]), int(j["position"]), _unhex(j["chain_head"], 32), frontier,
-            j.get("gateway"), int(j["last_anchor_index"]), [_AnchorRef.from_json(a) for a in j["anchors"]],
-            obj["state"], {k: int(v) for k, v in obj["counts"].items()}, list(obj["anomalies"]), timeline,
+            int(obj["from_block"]),
+            int(obj["block"]),
+            int(j["position"]),
+            _unhex(j["chain_head"], 32),
+            frontier,
+            j.get("gateway"),
+            int(j["last_anchor_index"]),
+            [_AnchorRef.from_json(a) for a in j["anchors"]],
+            obj["state"],
+            {k: int(v) for k, v in obj["counts"].items()},
+            list(obj["anomalies"]),
+            timeline,
         )
 
 
@@ -798,8 +966,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return obj
 
 
-def _measure_skew(entries: list[_Entry], anchor_of: list[_AnchorRef | None], ts_cache: dict[int, int],
-                  client: ChainClient) -> int:
+def _measure_skew(
+    entries: list[_Entry], anchor_of: list[_AnchorRef | None], ts_cache: dict[int, int], client: ChainClient
+) -> int:
     """How far the chain clock runs ahead of the gateway's, as far as the anchors tell.
 
     No entry can have been released after the block anchoring it, so for every anchored entry
@@ -876,8 +1045,14 @@ def _check_blobs(state: _State, store: Path | str) -> list[Anomaly]:
         patient, _category, status, content_hash, locator, block, tx_hash = rec
         if status == _R_RETRACTED:
             continue
-        evidence = {"record_id": _hex(rid), "patient": patient, "locator": _hex(locator), "block": block,
-                    "tx_hash": tx_hash, "content_hash": _hex(content_hash)}
+        evidence = {
+            "record_id": _hex(rid),
+            "patient": patient,
+            "locator": _hex(locator),
+            "block": block,
+            "tx_hash": tx_hash,
+            "content_hash": _hex(content_hash),
+        }
         try:
             name = _cid_str(locator)
         except (ValueError, TypeError):
@@ -904,8 +1079,13 @@ def _check_blobs(state: _State, store: Path | str) -> list[Anomaly]:
             continue
         actual = hashlib.sha256(data).digest()
         if actual != content_hash:
-            found.append(Anomaly("blob_hash_mismatch", "the stored ciphertext no longer matches its on-chain hash",
-                                 {**evidence, "stored_sha256": _hex(actual), "stored_size": len(data)}))
+            found.append(
+                Anomaly(
+                    "blob_hash_mismatch",
+                    "the stored ciphertext no longer matches its on-chain hash",
+                    {**evidence, "stored_sha256": _hex(actual), "stored_size": len(data)},
+                )
+            )
     return found
 
 
@@ -933,12 +1113,22 @@ def _check_claims(path: Path, rows: list[AccessRow]) -> list[Anomaly]:
             except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                 raise ValueError(f"{path}:{lineno}: not a release response: {exc}") from exc
             ledger = claim.get("ledger") if isinstance(claim.get("ledger"), dict) else {}
-            evidence = {"line": lineno, "access_id": access_id, "record_id": claim.get("recordId"),
-                        "patient": claim.get("patient"), "ledger": ledger}
+            evidence = {
+                "line": lineno,
+                "access_id": access_id,
+                "record_id": claim.get("recordId"),
+                "patient": claim.get("patient"),
+                "ledger": ledger,
+            }
             row = by_hash.get(access_id)
             if row is None:
-                found.append(Anomaly("release_without_ledger_entry",
-                                     "a requester holds a release that is on no ledger (journal or chain)", evidence))
+                found.append(
+                    Anomaly(
+                        "release_without_ledger_entry",
+                        "a requester holds a release that is on no ledger (journal or chain)",
+                        evidence,
+                    )
+                )
                 continue
             mismatch = []
             if claim.get("recordId") and str(claim["recordId"]).lower() != row.record_id:
@@ -950,10 +1140,21 @@ def _check_claims(path: Path, rows: list[AccessRow]) -> list[Anomaly]:
             if "txHash" in ledger and str(ledger["txHash"]).lower() != (row.tx_hash or "").lower():
                 mismatch.append("txHash")
             if mismatch:
-                found.append(Anomaly("release_without_ledger_entry",
-                                     f"the ledgered access with this accessId differs in {', '.join(mismatch)}",
-                                     {**evidence, "ledgered": {"record_id": row.record_id, "patient": row.patient,
-                                                               "entry_index": row.entry_index, "tx_hash": row.tx_hash}}))
+                found.append(
+                    Anomaly(
+                        "release_without_ledger_entry",
+                        f"the ledgered access with this accessId differs in {', '.join(mismatch)}",
+                        {
+                            **evidence,
+                            "ledgered": {
+                                "record_id": row.record_id,
+                                "patient": row.patient,
+                                "entry_index": row.entry_index,
+                                "tx_hash": row.tx_hash,
+                            },
+                        },
+                    )
+                )
     return found
 
 
@@ -1046,7 +1247,10 @@ def replay(
     if journal is not None:
         entries, _header, problems = _load_journal(journal, skip=base, chain_head=cp.chain_head if cp else None)
         for a in problems:
-            report(a, ("entry", a.evidence["entry_index"]) if isinstance(a.evidence.get("entry_index"), int) else ("run", 0))
+            report(
+                a,
+                ("entry", a.evidence["entry_index"]) if isinstance(a.evidence.get("entry_index"), int) else ("run", 0),
+            )
         tree = MerkleTree.from_frontier(base, cp.frontier) if cp is not None else MerkleTree()
         tree.extend([en.leaf for en in entries])
         n = tree.size
@@ -1054,9 +1258,15 @@ def replay(
             if gateway is not None:
                 chosen_gw = to_checksum_address(gateway)
             elif anchors_by_gw:
+
                 def score(g: str) -> tuple[int, int]:
-                    ok = sum(1 for a in anchors_by_gw[g] if a["treeSize"] <= n and tree.root(a["treeSize"]) == bytes(a["root"]))
+                    ok = sum(
+                        1
+                        for a in anchors_by_gw[g]
+                        if a["treeSize"] <= n and tree.root(a["treeSize"]) == bytes(a["root"])
+                    )
                     return ok, len(anchors_by_gw[g])
+
                 chosen_gw = max(anchors_by_gw, key=score)
         judged_upto = -1
         if cp is not None:
@@ -1064,32 +1274,61 @@ def replay(
             judged_upto = cp.last_anchor_index
         previous: _AnchorRef | None = anchors[-1] if anchors else None
         for a_ev in anchors_by_gw.get(chosen_gw, []) if chosen_gw else []:
-            a = _AnchorRef(int(a_ev["index"]), a_ev.block_number, a_ev.tx_hash, int(a_ev["treeSize"]), bytes(a_ev["root"]))
+            a = _AnchorRef(
+                int(a_ev["index"]), a_ev.block_number, a_ev.tx_hash, int(a_ev["treeSize"]), bytes(a_ev["root"])
+            )
             if a.index <= judged_upto:
                 continue  # judged before the checkpoint
             anchors.append(a)
             size, root = a.tree_size, a.root
-            ev = {"block": a.block_number, "tx_hash": a.tx_hash, "tree_size": size, "root": _hex(root),
-                  "anchor_index": a.index}
+            ev = {
+                "block": a.block_number,
+                "tx_hash": a.tx_hash,
+                "tree_size": size,
+                "root": _hex(root),
+                "anchor_index": a.index,
+            }
             if size > n:
-                report(Anomaly("anchor_not_backed_by_journal", f"anchor of {size} entries, the journal has {n}",
-                               {**ev, "journal_size": n}), ("run", 0))
+                report(
+                    Anomaly(
+                        "anchor_not_backed_by_journal",
+                        f"anchor of {size} entries, the journal has {n}",
+                        {**ev, "journal_size": n},
+                    ),
+                    ("run", 0),
+                )
             else:
                 a.judged = True
                 mine = tree.root(size)
                 a.ok = mine == root
                 if not a.ok:
-                    report(Anomaly("journal_root_mismatch", f"journal's first {size} entries do not hash to the anchored root",
-                                   {**ev, "journal_root": _hex(mine)}), ("anchor", a.index))
+                    report(
+                        Anomaly(
+                            "journal_root_mismatch",
+                            f"journal's first {size} entries do not hash to the anchored root",
+                            {**ev, "journal_root": _hex(mine)},
+                        ),
+                        ("anchor", a.index),
+                    )
             if previous is not None and size <= n and a.ok and previous.tree_size >= base:
                 old_size, old_root = previous.tree_size, previous.root
                 proof = tree.consistency_proof(old_size, size)
                 if not verify_consistency(old_size, size, old_root, root, proof):
-                    report(Anomaly("anchor_inconsistent", f"anchored root of {old_size} is not a prefix of the one of {size}", {
-                        **ev, "previous_block": previous.block_number, "previous_tx_hash": previous.tx_hash,
-                        "previous_tree_size": old_size, "previous_root": _hex(old_root),
-                        "proof": [_hex(p) for p in proof],
-                    }), ("anchor", a.index))
+                    report(
+                        Anomaly(
+                            "anchor_inconsistent",
+                            f"anchored root of {old_size} is not a prefix of the one of {size}",
+                            {
+                                **ev,
+                                "previous_block": previous.block_number,
+                                "previous_tx_hash": previous.tx_hash,
+                                "previous_tree_size": old_size,
+                                "previous_root": _hex(old_root),
+                                "proof": [_hex(p) for p in proof],
+                            },
+                        ),
+                        ("anchor", a.index),
+                    )
             previous = a
         # inclusion of each entry under the first anchor covering it
         sizes = [a.tree_size for a in anchors]
@@ -1103,24 +1342,43 @@ def replay(
             ok = a.tree_size <= n and a.ok
             if ok and a.tree_size <= 4096:  # full proof check (when the root matched, each proof verifies by
                 # construction; the explicit check is kept for small trees and for the evidence)
-                ok = verify_inclusion(en.leaf, en.position, a.tree_size, tree.inclusion_proof(en.position, a.tree_size), a.root)
+                ok = verify_inclusion(
+                    en.leaf, en.position, a.tree_size, tree.inclusion_proof(en.position, a.tree_size), a.root
+                )
             if not ok:
                 failed[k].append(en.position)
             anchor_of.append(a if ok else None)
         for k, positions in failed.items():
             a = anchors[k]
             if a.tree_size <= n and a.ok:  # a root mismatch was already reported; this is a lone proof failure
-                report(Anomaly("journal_root_mismatch", "inclusion proofs fail against the anchored root", {
-                    "block": a.block_number, "tx_hash": a.tx_hash, "tree_size": a.tree_size, "entries": positions[:50]}),
-                    ("anchor", a.index))
+                report(
+                    Anomaly(
+                        "journal_root_mismatch",
+                        "inclusion proofs fail against the anchored root",
+                        {
+                            "block": a.block_number,
+                            "tx_hash": a.tx_hash,
+                            "tree_size": a.tree_size,
+                            "entries": positions[:50],
+                        },
+                    ),
+                    ("anchor", a.index),
+                )
         legacy = [i for i, en in enumerate(entries) if en.state_block is None]
         if clock_skew is None:
-            clock_skew = (_measure_skew([entries[i] for i in legacy], [anchor_of[i] for i in legacy], ts_cache, client)
-                          if legacy else 0)
+            clock_skew = (
+                _measure_skew([entries[i] for i in legacy], [anchor_of[i] for i in legacy], ts_cache, client)
+                if legacy
+                else 0
+            )
         # version 2: the blocks the decisions name, their hashes checked and their timestamps used
-        _block_timestamps(client, {en.state_block for en in entries
-                                   if en.state_block is not None and en.state_block <= end},
-                          ts_cache, progress, hashes=hash_cache)
+        _block_timestamps(
+            client,
+            {en.state_block for en in entries if en.state_block is not None and en.state_block <= end},
+            ts_cache,
+            progress,
+            hashes=hash_cache,
+        )
         for i, (en, a) in enumerate(zip(entries, anchor_of, strict=True)):
             b = en.state_block
             if b is None:  # version 1: the latest event block at or before its time, capped by its anchor
@@ -1256,9 +1514,17 @@ def replay(
         return h
 
     def entry_evidence(en: _Entry, row: AccessRow) -> dict[str, Any]:
-        ev = {"entry_index": en.position, "released_at": en.released_at, "anchor_block": row.block,
-              "anchor_tx_hash": row.tx_hash, "requester": en.requester, "patient": en.patient,
-              "record_id": row.record_id, "purpose": en.purpose, "leaf_hash": _hex(en.leaf)}
+        ev = {
+            "entry_index": en.position,
+            "released_at": en.released_at,
+            "anchor_block": row.block,
+            "anchor_tx_hash": row.tx_hash,
+            "requester": en.requester,
+            "patient": en.patient,
+            "record_id": row.record_id,
+            "purpose": en.purpose,
+            "leaf_hash": _hex(en.leaf),
+        }
         if en.state_block is not None:
             ev.update(state_block=en.state_block, state_block_hash=_hex(en.state_hash), state_seen_at=en.seen_at)
         return ev
@@ -1268,11 +1534,22 @@ def replay(
         b = en.state_block
         a = anchor_of[i]
         row = AccessRow(
-            source="journal", time=en.released_at // 1000, requester=en.requester,
-            requester_name=names.get(en.requester, ""), patient=en.patient, record_id=hx(en.record_id),
-            category="", purpose=purpose_slugs.get(en.purpose) or str(en.purpose), consent_id=hx(en.consent_id),
-            emergency=en.emergency, access_hash="0x" + en.access_hash.hex(), block=a.block_number if a else None,
-            tx_hash=a.tx_hash if a else None, entry_index=en.position, anchored=a is not None, gateway=chosen_gw,
+            source="journal",
+            time=en.released_at // 1000,
+            requester=en.requester,
+            requester_name=names.get(en.requester, ""),
+            patient=en.patient,
+            record_id=hx(en.record_id),
+            category="",
+            purpose=purpose_slugs.get(en.purpose) or str(en.purpose),
+            consent_id=hx(en.consent_id),
+            emergency=en.emergency,
+            access_hash="0x" + en.access_hash.hex(),
+            block=a.block_number if a else None,
+            tx_hash=a.tx_hash if a else None,
+            entry_index=en.position,
+            anchored=a is not None,
+            gateway=chosen_gw,
             state_block=b,
         )
         entry_rows[i] = row
@@ -1285,14 +1562,19 @@ def replay(
             if hit is not None and hit[0] == state.version and hit[1] <= t < hit[2]:
                 found, category = [], hit[3]
             else:
-                found, category, _cid, emergency = state.authorize(en.requester, en.patient, en.record_id,
-                                                                   en.purpose, t)
+                found, category, _cid, emergency = state.authorize(
+                    en.requester, en.patient, en.record_id, en.purpose, t
+                )
                 if not found and not emergency and category is not None:
                     c = state.consents[(en.patient, en.requester)]
                     legacy_cache[key] = (state.version, c.valid_from, c.valid_until, category)
         elif i in invalid:
-            _record(row, [("entry_state_block_invalid", invalid[i], {"chain_block_hash": _hex(hash_cache.get(b))})],
-                    entry_evidence(en, row), ("entry", en.position))
+            _record(
+                row,
+                [("entry_state_block_invalid", invalid[i], {"chain_block_hash": _hex(hash_cache.get(b))})],
+                entry_evidence(en, row),
+                ("entry", en.position),
+            )
             return
         elif b > end:  # decided on a block after the audited range (--to-block): judged by a later run
             row.status = "pending"
@@ -1305,8 +1587,9 @@ def replay(
                 found, category = [], hit2[3]
                 hit2[4].append(i)
             else:
-                found, category, _cid, emergency = state.authorize(en.requester, en.patient, en.record_id,
-                                                                   en.purpose, t)
+                found, category, _cid, emergency = state.authorize(
+                    en.requester, en.patient, en.record_id, en.purpose, t
+                )
                 if category is not None and all(f[0] in REVIEW_KINDS for f in found):
                     kid = key_ids.get(key)
                     if kid is None:
@@ -1317,8 +1600,11 @@ def replay(
                     group.append(i)
                     if not found and not emergency:
                         clean_cache[key] = (state.version, run[0], run[1], category, group)
-        row.category = (cat_slugs[category] if category is not None and 0 <= category < _CATEGORY_COUNT
-                        else _slug(CATEGORIES, category))
+        row.category = (
+            cat_slugs[category]
+            if category is not None and 0 <= category < _CATEGORY_COUNT
+            else _slug(CATEGORIES, category)
+        )
         if a is None:
             if t <= end_ts - anchor_grace:
                 found.append(("journal_entry_unanchored", "no anchored root covers this entry", {}))
@@ -1329,8 +1615,13 @@ def replay(
             return
         _record(row, found, entry_evidence(en, row), ("entry", en.position))
 
-    def _record(row: AccessRow, found: list[tuple[str, str, dict[str, Any]]], base_ev: dict[str, Any],
-                about: tuple[str, int], append: bool = True) -> None:
+    def _record(
+        row: AccessRow,
+        found: list[tuple[str, str, dict[str, Any]]],
+        base_ev: dict[str, Any],
+        about: tuple[str, int],
+        append: bool = True,
+    ) -> None:
         for kind, message, detail in found:
             report(Anomaly(kind, message, {**base_ev, **detail}), about)
             row.kinds.append(kind)
@@ -1360,27 +1651,57 @@ def replay(
             sender = senders.get(e.tx_hash, "")
             s_status, s_roles = state.members.get(sender, (0, 0))
             if s_status != _ACTIVE or not s_roles & _ROLE_GATEWAY:
-                found.append(("access_logged_by_non_gateway",
-                              f"the logAccess transaction was sent by {sender}, not an active gateway",
-                              {"sender": sender, "sender_status": s_status, "sender_roles": s_roles}))
+                found.append(
+                    (
+                        "access_logged_by_non_gateway",
+                        f"the logAccess transaction was sent by {sender}, not an active gateway",
+                        {"sender": sender, "sender_status": s_status, "sender_roles": s_roles},
+                    )
+                )
             row = AccessRow(
-                source="strict", time=ts, requester=e["requester"], requester_name=names.get(e["requester"], ""),
-                patient=e["patient"], record_id=_hex(rid), category=_slug(CATEGORIES, category),
-                purpose=_slug(PURPOSES, int(e["purpose"])), consent_id=_hex(bytes(e["consentId"])),
-                emergency=bool(e["emergency"]), access_hash=_hex(bytes(e["accessHash"])), block=e.block_number,
-                tx_hash=e.tx_hash, gateway=sender,
+                source="strict",
+                time=ts,
+                requester=e["requester"],
+                requester_name=names.get(e["requester"], ""),
+                patient=e["patient"],
+                record_id=_hex(rid),
+                category=_slug(CATEGORIES, category),
+                purpose=_slug(PURPOSES, int(e["purpose"])),
+                consent_id=_hex(bytes(e["consentId"])),
+                emergency=bool(e["emergency"]),
+                access_hash=_hex(bytes(e["accessHash"])),
+                block=e.block_number,
+                tx_hash=e.tx_hash,
+                gateway=sender,
             )
-            base_ev = {"block": e.block_number, "tx_hash": e.tx_hash, "log_index": e.log_index,
-                       "requester": e["requester"], "patient": e["patient"], "record_id": row.record_id,
-                       "purpose": int(e["purpose"]), "gateway": sender}
+            base_ev = {
+                "block": e.block_number,
+                "tx_hash": e.tx_hash,
+                "log_index": e.log_index,
+                "requester": e["requester"],
+                "patient": e["patient"],
+                "record_id": row.record_id,
+                "purpose": int(e["purpose"]),
+                "gateway": sender,
+            }
             _record(row, found, base_ev, ("block", e.block_number))
         else:
             if e.name == "AccessBatchAnchored":
                 g_status, g_roles = state.members.get(e["gateway"], (0, 0))
                 if g_status != _ACTIVE or not g_roles & _ROLE_GATEWAY:
-                    report(Anomaly("anchor_by_non_gateway", f"{e['gateway']} anchored a journal but is not an active gateway",
-                                   {"block": e.block_number, "tx_hash": e.tx_hash, "gateway": e["gateway"],
-                                    "anchor_index": int(e["index"])}), ("block", e.block_number))
+                    report(
+                        Anomaly(
+                            "anchor_by_non_gateway",
+                            f"{e['gateway']} anchored a journal but is not an active gateway",
+                            {
+                                "block": e.block_number,
+                                "tx_hash": e.tx_hash,
+                                "gateway": e["gateway"],
+                                "anchor_index": int(e["index"]),
+                            },
+                        ),
+                        ("block", e.block_number),
+                    )
             elif key_ids:
                 touch(e)
             state.apply(e, ts)
@@ -1450,21 +1771,38 @@ def replay(
             if used is None or used + bound_ms + margin_ms > max_d:
                 unsettled.add(i)
             assert en.seen_at is not None and en.state_block is not None
-            detail = {"change": change_kind, "change_block": n_block, "change_detail": change_detail,
-                      "change_in_use_from": used, "head_before_change_seen_until": seen if seen >= 0 else None,
-                      "staleness_bound_ms": bound_ms}
+            detail = {
+                "change": change_kind,
+                "change_block": n_block,
+                "change_detail": change_detail,
+                "change_in_use_from": used,
+                "head_before_change_seen_until": seen if seen >= 0 else None,
+                "staleness_bound_ms": bound_ms,
+            }
             if used is not None and used < en.seen_at:
-                f = ("stale_decision", "decided on a state older than one the journal shows in use before this "
-                     "decision's head was seen: released after the change was in force", detail)
+                f = (
+                    "stale_decision",
+                    "decided on a state older than one the journal shows in use before this "
+                    "decision's head was seen: released after the change was in force",
+                    detail,
+                )
             elif seen > en.released_at:
                 continue  # the journal shows the head still before the change after this decision
             elif en.released_at - en.seen_at > bound_ms:
-                f = ("stale_decision", "decided on a state seen longer ago than the staleness bound, and it "
-                     "changed before the entry was anchored", detail)
+                f = (
+                    "stale_decision",
+                    "decided on a state seen longer ago than the staleness bound, and it "
+                    "changed before the entry was anchored",
+                    detail,
+                )
             else:
-                f = ("access_in_staleness_window", "decided on the state just before a change mined before "
-                     "the entry was anchored: before the change, or within the gateway's staleness bound "
-                     "after it; the journal cannot tell which", detail)
+                f = (
+                    "access_in_staleness_window",
+                    "decided on the state just before a change mined before "
+                    "the entry was anchored: before the change, or within the gateway's staleness bound "
+                    "after it; the journal cannot tell which",
+                    detail,
+                )
             row = entry_rows[i]
             assert row is not None
             _record(row, [f], entry_evidence(en, row), ("entry", en.position), append=False)
@@ -1571,10 +1909,16 @@ def replay(
                 "frontier": [_hex(h) for h in cp_frontier],
                 "gateway": chosen_gw,
                 "last_anchor_index": judged[-1].index if judged else (cp.last_anchor_index if cp else -1),
-                "last_root": _hex(judged[-1].root) if judged else (_hex(cp.anchors[-1].root) if cp and cp.anchors else None),
-                "anchors": [a.to_json() for a in (judged or (cp.anchors if cp else [])) if a.tree_size >= journal_position][-10_000:],
-                "timeline": {"seen_before": seen_upto,
-                             "points": [[b, v[0], v[1]] for b, v in sorted(kept_tl.items()) if b > cp_block]},
+                "last_root": _hex(judged[-1].root)
+                if judged
+                else (_hex(cp.anchors[-1].root) if cp and cp.anchors else None),
+                "anchors": [
+                    a.to_json() for a in (judged or (cp.anchors if cp else [])) if a.tree_size >= journal_position
+                ][-10_000:],
+                "timeline": {
+                    "seen_before": seen_upto,
+                    "points": [[b, v[0], v[1]] for b, v in sorted(kept_tl.items()) if b > cp_block],
+                },
             },
             "state": cp_st.to_json(),
             "counts": dict(keep_counts),
@@ -1632,9 +1976,26 @@ def replay(
 # ---------------------------------------------------------------------------------------- outputs
 
 _CSV_FIELDS = [
-    "time", "time_iso", "source", "status", "kinds", "requester", "requester_name", "patient", "record_id",
-    "category", "purpose", "consent_id", "emergency", "access_hash", "block", "tx_hash", "entry_index", "anchored",
-    "gateway", "state_block",
+    "time",
+    "time_iso",
+    "source",
+    "status",
+    "kinds",
+    "requester",
+    "requester_name",
+    "patient",
+    "record_id",
+    "category",
+    "purpose",
+    "consent_id",
+    "emergency",
+    "access_hash",
+    "block",
+    "tx_hash",
+    "entry_index",
+    "anchored",
+    "gateway",
+    "state_block",
 ]
 
 
@@ -1707,8 +2068,10 @@ def _html(report: AuditReport) -> str:
         parts.append("<table><tr><th>severity</th><th>kind</th><th>message</th><th>evidence</th></tr>")
         for a in sorted(report.anomalies, key=lambda a: a.severity != "error"):
             ev = "<br>".join(f"{e(str(k))}: <code>{e(str(v))}</code>" for k, v in a.evidence.items() if v is not None)
-            parts.append(f"<tr class='{a.severity}'><td>{a.severity}</td><td>{e(a.kind)}</td>"
-                         f"<td>{e(a.message)}</td><td>{ev}</td></tr>")
+            parts.append(
+                f"<tr class='{a.severity}'><td>{a.severity}</td><td>{e(a.kind)}</td>"
+                f"<td>{e(a.message)}</td><td>{ev}</td></tr>"
+            )
         parts.append("</table>")
     else:
         parts.append("<p class='ok'>None.</p>")
@@ -1717,11 +2080,15 @@ def _html(report: AuditReport) -> str:
         for r in report.accesses:
             label = r.requester + (f" ({r.requester_name})" if key == "requester" and r.requester_name else "")
             groups[label if key == "requester" else r.patient][r.status] += 1
-        parts.append(f"<h2>{title}</h2><table><tr><th>{key}</th><th>accesses</th><th>ok</th><th>review</th>"
-                     "<th>anomalous</th><th>pending</th></tr>")
+        parts.append(
+            f"<h2>{title}</h2><table><tr><th>{key}</th><th>accesses</th><th>ok</th><th>review</th>"
+            "<th>anomalous</th><th>pending</th></tr>"
+        )
         for label, c in sorted(groups.items()):
-            parts.append(f"<tr><td>{e(label)}</td><td>{sum(c.values())}</td><td>{c['ok']}</td><td>{c['review']}</td>"
-                         f"<td>{c['anomaly']}</td><td>{c['pending']}</td></tr>")
+            parts.append(
+                f"<tr><td>{e(label)}</td><td>{sum(c.values())}</td><td>{c['ok']}</td><td>{c['review']}</td>"
+                f"<td>{c['anomaly']}</td><td>{c['pending']}</td></tr>"
+            )
         parts.append("</table>")
     by_day: Counter[str] = Counter(_iso(r.time)[:13] for r in report.accesses)
     if by_day:
@@ -1744,23 +2111,40 @@ def _fhir_bundle(report: AuditReport, rows: Iterable[AccessRow]) -> dict[str, An
         ev: dict[str, Any] = {
             "resourceType": "AuditEvent",
             "id": f"access-{i}",
-            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
-                     "display": "RESTful Operation"},
+            "type": {
+                "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+                "code": "rest",
+                "display": "RESTful Operation",
+            },
             "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": "read", "display": "read"}],
             "action": "R",
             "recorded": _iso(r.time),
             "outcome": outcome,
             "purposeOfEvent": [{"coding": [{"system": "urn:hcl:purpose", "code": r.purpose}]}],
-            "agent": [{"who": {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:ethereum:{r.requester}"},
-                               "display": r.requester_name or r.requester}, "requestor": True}],
-            "source": {"observer": {"display": "HealthCode Ledger auditor"},
-                       "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}]},
+            "agent": [
+                {
+                    "who": {
+                        "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:ethereum:{r.requester}"},
+                        "display": r.requester_name or r.requester,
+                    },
+                    "requestor": True,
+                }
+            ],
+            "source": {
+                "observer": {"display": "HealthCode Ledger auditor"},
+                "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}],
+            },
             "entity": [
-                {"what": {"identifier": {"value": f"urn:ethereum:{r.patient}"}},
-                 "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
-                 "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"}},
+                {
+                    "what": {"identifier": {"value": f"urn:ethereum:{r.patient}"}},
+                    "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
+                    "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"},
+                },
                 {"what": {"identifier": {"value": r.record_id}}, "description": r.category},
-                {"what": {"identifier": {"value": r.consent_id}}, "description": "emergency" if r.emergency else "consent"},
+                {
+                    "what": {"identifier": {"value": r.consent_id}},
+                    "description": "emergency" if r.emergency else "consent",
+                },
             ],
         }
         if r.kinds:

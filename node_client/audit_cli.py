@@ -41,25 +41,52 @@ def replay_cmd(
     ),
     from_block: Annotated[int | None, typer.Option("--from-block", help="default: the deploy block")] = None,
     to_block: Annotated[int | None, typer.Option("--to-block", help="default: the latest block")] = None,
-    gateway: Annotated[str | None, typer.Option("--gateway", help="gateway address whose anchors the journal is checked against")] = None,
-    clock_skew: Annotated[str, typer.Option(
-        "--clock-skew", help="version 1 journal entries only: seconds the chain clock runs ahead of the gateway's, "
-        "or 'auto' to measure it from the anchors",
-    )] = "auto",
-    max_staleness: Annotated[float, typer.Option(
-        "--max-staleness", help="seconds the gateway may decide on a state after seeing its block "
-        "(its read model's freshness: max(1, 4 x HCL_INDEXER_POLL))")] = 1.0,
+    gateway: Annotated[
+        str | None, typer.Option("--gateway", help="gateway address whose anchors the journal is checked against")
+    ] = None,
+    clock_skew: Annotated[
+        str,
+        typer.Option(
+            "--clock-skew",
+            help="version 1 journal entries only: seconds the chain clock runs ahead of the gateway's, "
+            "or 'auto' to measure it from the anchors",
+        ),
+    ] = "auto",
+    max_staleness: Annotated[
+        float,
+        typer.Option(
+            "--max-staleness",
+            help="seconds the gateway may decide on a state after seeing its block "
+            "(its read model's freshness: max(1, 4 x HCL_INDEXER_POLL))",
+        ),
+    ] = 1.0,
     anchor_grace: Annotated[int, typer.Option("--anchor-grace", help="seconds an entry may stay unanchored")] = 60,
-    checkpoint: Annotated[Path | None, typer.Option(
-        "--checkpoint", help="write the rebuilt state and position here, for a later --resume")] = None,
-    resume: Annotated[Path | None, typer.Option(
-        "--resume", help="continue from a checkpoint instead of the deploy block (same verdict as a full replay)")] = None,
-    store: Annotated[str | None, typer.Option(
-        "--store", help="re-hash stored ciphertexts: a local blob-store folder or an IPFS API URL (http://...:5001)")] = None,
-    claims: Annotated[Path | None, typer.Option(
-        "--claims", help="JSON Lines of release responses a requester received; each must be ledgered")] = None,
-    detail: Annotated[str, typer.Option(
-        "--detail", help="per-access rows in the outputs: 'all', or 'issues' (not ok) for very large ledgers")] = "all",
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="write the rebuilt state and position here, for a later --resume"),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume", help="continue from a checkpoint instead of the deploy block (same verdict as a full replay)"
+        ),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store", help="re-hash stored ciphertexts: a local blob-store folder or an IPFS API URL (http://...:5001)"
+        ),
+    ] = None,
+    claims: Annotated[
+        Path | None,
+        typer.Option("--claims", help="JSON Lines of release responses a requester received; each must be ledgered"),
+    ] = None,
+    detail: Annotated[
+        str,
+        typer.Option(
+            "--detail", help="per-access rows in the outputs: 'all', or 'issues' (not ok) for very large ledgers"
+        ),
+    ] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="quiet: print the summary as JSON only")] = False,
 ) -> None:
     """Replays every event from the deploy block (plus the journal) and writes the audit outputs."""
@@ -73,21 +100,37 @@ def replay_cmd(
         settings = _settings(rpc_url, manifest)
         client = _client(settings)
         loaded = Manifest.load(settings.manifest)
-        kwargs = dict(journal=journal, from_block=from_block, to_block=to_block, gateway=gateway, clock_skew=skew,
-                      anchor_grace=anchor_grace, store=store if store is None or "://" in store else Path(store),
-                      claims=claims, checkpoint=checkpoint is not None, max_staleness=max_staleness,
-                      resume=read_checkpoint(resume) if resume is not None else None)
+        kwargs = dict(
+            journal=journal,
+            from_block=from_block,
+            to_block=to_block,
+            gateway=gateway,
+            clock_skew=skew,
+            anchor_grace=anchor_grace,
+            store=store if store is None or "://" in store else Path(store),
+            claims=claims,
+            checkpoint=checkpoint is not None,
+            max_staleness=max_staleness,
+            resume=read_checkpoint(resume) if resume is not None else None,
+        )
         if as_json:
             report = replay(client, loaded, **kwargs)  # type: ignore[arg-type]
         else:
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=_err, transient=True) as bar:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=_err,
+                transient=True,
+            ) as bar:
                 tasks: dict[str, int] = {}
 
                 def progress(phase: str, done: int, total: int) -> None:
                     if phase not in tasks:
-                        tasks[phase] = bar.add_task({"events": "blocks", "timestamps": "timestamps"}.get(phase, phase),
-                                                    total=total)
+                        tasks[phase] = bar.add_task(
+                            {"events": "blocks", "timestamps": "timestamps"}.get(phase, phase), total=total
+                        )
                     bar.update(tasks[phase], completed=done, total=total)
 
                 report = replay(client, loaded, progress=progress, **kwargs)  # type: ignore[arg-type]
@@ -102,16 +145,27 @@ def replay_cmd(
         raise typer.Exit(2) from None
 
     if as_json:
-        typer.echo(orjson.dumps({"exit_code": report.exit_code, "summary": report.summary,
-                                 "outputs": {k: str(v) for k, v in paths.items()}}).decode())
+        typer.echo(
+            orjson.dumps(
+                {
+                    "exit_code": report.exit_code,
+                    "summary": report.summary,
+                    "outputs": {k: str(v) for k, v in paths.items()},
+                }
+            ).decode()
+        )
     else:
         s = report.summary
         colour = "green" if report.exit_code == 0 else "red"
-        _err.print(f"[{colour}]{'clean' if report.exit_code == 0 else 'ANOMALIES'}[/{colour}] "
-                   f"{s['accesses']} accesses, {s['errors']} errors, {s['reviews']} for review "
-                   f"({s['seconds']['total']} s); outputs in {out}")
+        _err.print(
+            f"[{colour}]{'clean' if report.exit_code == 0 else 'ANOMALIES'}[/{colour}] "
+            f"{s['accesses']} accesses, {s['errors']} errors, {s['reviews']} for review "
+            f"({s['seconds']['total']} s); outputs in {out}"
+        )
         for a in report.errors[:20]:
-            _err.print(f"  [red]{a.kind}[/red] {a.message} {a.evidence.get('tx_hash') or a.evidence.get('entry_index', '')}")
+            _err.print(
+                f"  [red]{a.kind}[/red] {a.message} {a.evidence.get('tx_hash') or a.evidence.get('entry_index', '')}"
+            )
     raise typer.Exit(report.exit_code)
 
 

@@ -34,24 +34,24 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(dev_app, name="dev")
 app.add_typer(gateway_app, name="gateway")
 
-from node_client._cli_common import (  # noqa: F401 - re-exported for sub-commands and tests
-    console,
-    err_console,
-    RpcOpt,
-    ManifestOpt,
-    KeyOpt,
-    PasswordFileOpt,
+from node_client._cli_common import (
     DevAccountOpt,
     JsonOpt,
-    _handle_errors,
-    _settings,
-    _client,
-    _ledger,
-    _signer,
-    _password,
+    KeyOpt,
+    ManifestOpt,
+    PasswordFileOpt,
+    RpcOpt,
     _address,
-    parse_duration,
+    _client,
+    _handle_errors,
+    _ledger,
+    _password,
     _print_json,
+    _settings,
+    _signer,
+    console,
+    err_console,
+    parse_duration,
 )
 
 # ---------------------------------------------------------------- top level
@@ -77,7 +77,9 @@ def main_callback(
 def deploy(
     rpc_url: RpcOpt = None,
     manifest: ManifestOpt = None,
-    dev: Annotated[bool, typer.Option("--dev", help="dev consortium: Hardhat accounts 0-2 admins (2-of-3), 7 members")] = False,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="dev consortium: Hardhat accounts 0-2 admins (2-of-3), 7 members")
+    ] = False,
     key: KeyOpt = None,
     password_file: PasswordFileOpt = None,
     admins: Annotated[str | None, typer.Option(help="comma-separated admin addresses (non-dev)")] = None,
@@ -106,7 +108,11 @@ def deploy(
             admin_list = [_address(a, "admin") for a in (admins or deployer.address).split(",") if a.strip()]
             signers = [deployer] if deployer.address in admin_list else []
             result = _deploy(
-                client, deployer=deployer, admins=admin_list, threshold=threshold, governance_signers=signers,
+                client,
+                deployer=deployer,
+                admins=admin_list,
+                threshold=threshold,
+                governance_signers=signers,
                 artifacts=artifacts,
             )
         bar.update(task, advance=1, description="deployed")
@@ -207,7 +213,12 @@ def _action(name: str):  # type: ignore[no-untyped-def]
     from node_client.contracts import Action
 
     key = name.upper().replace("-", "_")
-    aliases = {"ADD": "ADD_MEMBER", "SUSPEND": "SUSPEND_MEMBER", "REINSTATE": "REINSTATE_MEMBER", "REMOVE": "REMOVE_MEMBER"}
+    aliases = {
+        "ADD": "ADD_MEMBER",
+        "SUSPEND": "SUSPEND_MEMBER",
+        "REINSTATE": "REINSTATE_MEMBER",
+        "REMOVE": "REMOVE_MEMBER",
+    }
     key = aliases.get(key, key)
     try:
         return Action[key]
@@ -219,14 +230,28 @@ def _action(name: str):  # type: ignore[no-untyped-def]
 @member_app.command("propose")
 @_handle_errors
 def member_propose(
-    action: Annotated[str, typer.Argument(help="add, suspend, reinstate, remove, change-roles, rotate-encryption-key, add-admin, remove-admin, change-threshold, transfer-records")],
-    target: Annotated[str | None, typer.Argument(help="member or admin address (none for change-threshold; the successor gateway for transfer-records)")] = None,
+    action: Annotated[
+        str,
+        typer.Argument(
+            help="add, suspend, reinstate, remove, change-roles, rotate-encryption-key, add-admin, remove-admin, change-threshold, transfer-records"
+        ),
+    ],
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            help="member or admin address (none for change-threshold; the successor gateway for transfer-records)"
+        ),
+    ] = None,
     roles: Annotated[str | None, typer.Option(help="roles, e.g. hospital,emergency (add, change-roles)")] = None,
     threshold: Annotated[int | None, typer.Option(help="new threshold (change-threshold)")] = None,
     encryption_key: Annotated[str | None, typer.Option(help="X25519 public key, 32 bytes hex")] = None,
-    metadata_file: Annotated[Path | None, typer.Option(help="off-chain metadata JSON; its SHA-256 goes on-chain")] = None,
-    from_gateway: Annotated[str | None, typer.Option(
-        help="transfer-records: the suspended or removed gateway whose records the target takes over")] = None,
+    metadata_file: Annotated[
+        Path | None, typer.Option(help="off-chain metadata JSON; its SHA-256 goes on-chain")
+    ] = None,
+    from_gateway: Annotated[
+        str | None,
+        typer.Option(help="transfer-records: the suspended or removed gateway whose records the target takes over"),
+    ] = None,
     rpc_url: RpcOpt = None,
     manifest: ManifestOpt = None,
     key: KeyOpt = None,
@@ -271,7 +296,9 @@ def member_approve(
     ledger = _ledger(_settings(rpc_url, manifest))
     result = ledger.members.approve(_signer(ledger.client, key, password_file, dev_account), proposal_id)
     p = ledger.members.proposal_of(proposal_id)
-    console.print(f"proposal {proposal_id}: {p.approvals} approval(s), threshold {ledger.members.governance().threshold}; tx {result.tx_hash}")
+    console.print(
+        f"proposal {proposal_id}: {p.approvals} approval(s), threshold {ledger.members.governance().threshold}; tx {result.tx_hash}"
+    )
 
 
 @member_app.command("execute")
@@ -352,7 +379,11 @@ def consent_grant(
     patient = _signer(ledger.client, key, password_file, dev_account)
     now = ledger.client.block_timestamp()
     consent_id, result = ledger.consents.grant(
-        patient, _address(grantee, "grantee"), parse_categories(categories), parse_purposes(purposes), now,
+        patient,
+        _address(grantee, "grantee"),
+        parse_categories(categories),
+        parse_purposes(purposes),
+        now,
         now + parse_duration(valid),
     )
     console.print(f"consent 0x{consent_id.hex()} granted, tx {result.tx_hash}")
@@ -452,7 +483,11 @@ def consent_check(
         _print_json({"allowed": result.allowed, "consentId": result.consent_id, "emergency": result.emergency})
     else:
         verdict = "[green]allowed[/green]" if result.allowed else "[red]refused[/red]"
-        extra = f" (consent 0x{result.consent_id.hex()}{', EMERGENCY' if result.emergency else ''})" if result.allowed else ""
+        extra = (
+            f" (consent 0x{result.consent_id.hex()}{', EMERGENCY' if result.emergency else ''})"
+            if result.allowed
+            else ""
+        )
         console.print(f"{verdict}{extra}")
     if not result.allowed:
         raise typer.Exit(3)
@@ -579,8 +614,10 @@ def gateway_export_journal(
     try:
         journal = Journal(settings.journal_path)
     except JournalUnavailable as exc:
-        err_console.print(f"[red]error[/red] {exc}: while the gateway runs, fetch the journal over HTTP "
-                          "with `hcl audit fetch-journal` (an auditor's key), or stop the gateway first")
+        err_console.print(
+            f"[red]error[/red] {exc}: while the gateway runs, fetch the journal over HTTP "
+            "with `hcl audit fetch-journal` (an auditor's key), or stop the gateway first"
+        )
         raise typer.Exit(2) from None
     try:
         count = journal.export(out)

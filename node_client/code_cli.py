@@ -17,7 +17,6 @@ import typer
 from rich.table import Table
 
 from node_client import healthcode as hc
-from node_client._exceptions import ChainUnavailable, DeploymentError
 from node_client._cli_common import (
     DevAccountOpt,
     JsonOpt,
@@ -35,6 +34,7 @@ from node_client._cli_common import (
     err_console,
     parse_duration,
 )
+from node_client._exceptions import ChainUnavailable, DeploymentError
 from node_client.signing import ConsentGrant, sign
 
 __all__ = ["app", "code_app"]
@@ -134,9 +134,7 @@ def _print_summary(s: hc.HealthCodeSummary) -> None:
     table.add_column("value")
     for label, value in s.rows():
         style = None
-        if (label == "signature" and s.signature == "invalid") or (label == "submit before" and s.deadline_expired):
-            style = "red"
-        elif label == "already used" and s.used:
+        if (label == "signature" and s.signature == "invalid") or (label == "submit before" and s.deadline_expired) or (label == "already used" and s.used):
             style = "red"
         elif label == "categories" and s.sensitive:
             style = "yellow"

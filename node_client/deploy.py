@@ -176,9 +176,7 @@ def deploy(
     (on a real consortium, leave ``members`` empty and onboard with ``hcl member propose/approve``).
     """
     if members and len(governance_signers) < threshold:
-        raise DeploymentError(
-            f"onboarding members needs {threshold} admin signers, {len(governance_signers)} given"
-        )
+        raise DeploymentError(f"onboarding members needs {threshold} admin signers, {len(governance_signers)} given")
     admin_set = {to_checksum_address(a) for a in admins}
     for signer in governance_signers:
         if signer.address not in admin_set:

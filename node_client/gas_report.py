@@ -95,12 +95,22 @@ def run_gas_report(client: ChainClient) -> tuple[str, list[GasRow]]:
 
     # consents
     p0, p1, p2 = patients[0], patients[1], patients[2]
-    measure("grant", lambda: ledger.consents.grant(p0, hospital.address, cats, purposes, now, until), "first grant of a pair")
-    measure("grantRepeat", lambda: ledger.consents.grant(p0, hospital.address, cats, purposes, now, until + 1), "replaces a consent")
+    measure(
+        "grant",
+        lambda: ledger.consents.grant(p0, hospital.address, cats, purposes, now, until),
+        "first grant of a pair",
+    )
+    measure(
+        "grantRepeat",
+        lambda: ledger.consents.grant(p0, hospital.address, cats, purposes, now, until + 1),
+        "replaces a consent",
+    )
     measure("revoke", lambda: ledger.consents.revoke(p0, hospital.address))
     domain = ledger.consents.domain()
     signed = sign(p1, domain, ledger.consents.build_grant(p1.address, hospital.address, cats, purposes, now, until))
-    measure("grantBySig", lambda: ledger.consents.grant_by_sig(hospital, signed), "first grant of a pair, patient-signed")
+    measure(
+        "grantBySig", lambda: ledger.consents.grant_by_sig(hospital, signed), "first grant of a pair, patient-signed"
+    )
     signed = sign(p1, domain, ledger.consents.build_grant(p1.address, hospital.address, cats, purposes, now, until + 1))
     measure("grantBySigRepeat", lambda: ledger.consents.grant_by_sig(hospital, signed))
     signed = sign(p1, domain, ledger.consents.build_revoke(p1.address, hospital.address))
@@ -124,26 +134,38 @@ def run_gas_report(client: ChainClient) -> tuple[str, list[GasRow]]:
         ),
     )
     batch = [RecordInput(_h(f"rec-b{i}"), i % 11, _h(f"ct-b{i}"), _cid(f"ct-b{i}")) for i in range(10)]
-    measure("registerBatch10", lambda: ledger.records.register_batch(gateway, p0.address, hospital.address, batch), "ten records")
+    measure(
+        "registerBatch10",
+        lambda: ledger.records.register_batch(gateway, p0.address, hospital.address, batch),
+        "ten records",
+    )
     measure(
         "amend",
-        lambda: ledger.records.amend(gateway, _h("rec-b1"), _h("rec-b1v2"), hospital.address, _h("ct-b1v2"), _cid("ct-b1v2")),
+        lambda: ledger.records.amend(
+            gateway, _h("rec-b1"), _h("rec-b1v2"), hospital.address, _h("ct-b1v2"), _cid("ct-b1v2")
+        ),
     )
 
     # access ledger
     ledger.consents.grant(p0, hospital.address, cats, purposes, now, until)
     measure(
         "logAccess",
-        lambda: ledger.access.log_access(gateway, hospital.address, p0.address, _h("rec-0"), Purpose.TREATMENT, _h("acc-1")),
+        lambda: ledger.access.log_access(
+            gateway, hospital.address, p0.address, _h("rec-0"), Purpose.TREATMENT, _h("acc-1")
+        ),
         "strict mode, consent",
     )
     ledger.consents.revoke(p0, hospital.address)
     measure(
         "logAccessEmergency",
-        lambda: ledger.access.log_access(gateway, hospital.address, p0.address, _h("rec-0"), Purpose.EMERGENCY, _h("acc-2")),
+        lambda: ledger.access.log_access(
+            gateway, hospital.address, p0.address, _h("rec-0"), Purpose.EMERGENCY, _h("acc-2")
+        ),
         "strict mode, emergency window",
     )
-    measure("anchorBatch", lambda: ledger.access.anchor_batch(gateway, _h("root-1"), 1_000), "first anchor of a gateway")
+    measure(
+        "anchorBatch", lambda: ledger.access.anchor_batch(gateway, _h("root-1"), 1_000), "first anchor of a gateway"
+    )
     measure("anchorBatchRepeat", lambda: ledger.access.anchor_batch(gateway, _h("root-2"), 2_000), "later anchors")
     measure("retract", lambda: ledger.records.retract(gateway, _h("rec-b2")))
     return artifacts.solc_version, rows

@@ -47,8 +47,9 @@ class GatewayClient:
         """Signs in as ``account``; later calls carry its bearer token. Returns the token."""
         challenge = self._json("POST", "/v1/auth/challenge", json={"address": account.address})
         signature = Account.sign_message(encode_defunct(text=challenge["message"]), account.key).signature
-        token = self._json("POST", "/v1/auth/token",
-                           json={"message": challenge["message"], "signature": "0x" + bytes(signature).hex()})
+        token = self._json(
+            "POST", "/v1/auth/token", json={"message": challenge["message"], "signature": "0x" + bytes(signature).hex()}
+        )
         if token["address"] != account.address:
             raise GatewayProblem(200, "invalid_signature", "the gateway bound the token to another address")
         self._http.headers["Authorization"] = f"Bearer {token['token']}"
@@ -91,5 +92,9 @@ class GatewayClient:
             body = {}
         if not isinstance(body, dict):
             body = {}
-        raise GatewayProblem(resp.status_code, str(body.get("code", "http_error")),
-                             str(body.get("title", resp.reason_phrase)), str(body.get("detail", "")))
+        raise GatewayProblem(
+            resp.status_code,
+            str(body.get("code", "http_error")),
+            str(body.get("title", resp.reason_phrase)),
+            str(body.get("detail", "")),
+        )

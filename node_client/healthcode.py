@@ -412,8 +412,11 @@ class HealthCodeSummary:
             ("signature", sig),
             ("submit before", fmt(self.deadline) + ("  EXPIRED 已过期" if self.deadline_expired else "")),
             ("already used", yesno(self.used, "yes — used or replaced by a later grant/revoke", "no")),
-            ("chain / contract", f"{self.chain_id} / {self.verifying_contract}"
-             + ("" if self.ledger_matches is not False else "  (NOT this ledger)")),
+            (
+                "chain / contract",
+                f"{self.chain_id} / {self.verifying_contract}"
+                + ("" if self.ledger_matches is not False else "  (NOT this ledger)"),
+            ),
         ]
         return rows
 

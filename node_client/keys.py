@@ -7,12 +7,11 @@ mnemonic; they are throw-away keys that every Hardhat user knows and must never 
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
 from pathlib import Path
-
-import base64
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
@@ -25,9 +24,9 @@ from node_client._exceptions import KeystoreError
 __all__ = [
     "DEV_MNEMONIC",
     "dev_account",
+    "keystore_address",
     "load_keystore",
     "new_keystore",
-    "keystore_address",
     "read_x25519_jwk",
     "write_x25519_jwk",
 ]
@@ -74,7 +73,7 @@ def _read(path: Path) -> dict:
         raise KeystoreError(f"no keystore at {path}") from None
     except (OSError, ValueError) as exc:
         raise KeystoreError(f"{path} is not a keystore file: {exc}") from exc
-    if not isinstance(data, dict) or "crypto" not in data and "Crypto" not in data:
+    if not isinstance(data, dict) or ("crypto" not in data and "Crypto" not in data):
         raise KeystoreError(f"{path} is not a keystore file")
     return data
 

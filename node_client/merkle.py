@@ -109,7 +109,7 @@ class MerkleTree:
     (append-only), so every historical tree is a combination of them.
     """
 
-    __slots__ = ("_base", "_levels", "_size", "_root_cache")
+    __slots__ = ("_base", "_levels", "_root_cache", "_size")
 
     def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
         self._levels: list[bytearray] = [bytearray()]
@@ -377,9 +377,7 @@ def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[by
         return False
 
 
-def verify_consistency(
-    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
-) -> bool:
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> bool:
     """True iff ``proof`` shows the tree (old_size, old_root) is a prefix of (new_size, new_root).
 
     RFC 9162 2.1.4.2, plus the trivial cases it leaves to the caller: equal sizes need equal roots

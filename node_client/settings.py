@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ClientSettings", "DEV_CHAIN_ID"]
+__all__ = ["DEV_CHAIN_ID", "ClientSettings"]
 
 #: Chain id of Hardhat's local network; dev-only conveniences (dev accounts) are refused elsewhere.
 DEV_CHAIN_ID = 31337

@@ -22,16 +22,16 @@ __all__ = [
     "Purpose",
     "Role",
     "Term",
+    "categories_of",
     "category_mask",
     "parse_categories",
     "parse_purposes",
     "parse_roles",
     "purpose_mask",
+    "purposes_of",
     "render_markdown",
     "render_solidity",
     "role_mask",
-    "categories_of",
-    "purposes_of",
     "roles_of",
 ]
 
@@ -231,15 +231,9 @@ def _const(name: str) -> str:
 
 def render_solidity() -> str:
     """The text of ``contracts/libraries/Vocabulary.sol`` for this vocabulary."""
-    cat_lines = "\n".join(
-        f"    uint8 internal constant CAT_{_const(t.slug)} = {t.bit};" for t in CATEGORIES
-    )
-    pur_lines = "\n".join(
-        f"    uint8 internal constant PURPOSE_{_const(t.slug)} = {t.bit};" for t in PURPOSES
-    )
-    role_lines = "\n".join(
-        f"    uint16 internal constant ROLE_{_const(t.slug)} = 0x{1 << t.bit:04x};" for t in ROLES
-    )
+    cat_lines = "\n".join(f"    uint8 internal constant CAT_{_const(t.slug)} = {t.bit};" for t in CATEGORIES)
+    pur_lines = "\n".join(f"    uint8 internal constant PURPOSE_{_const(t.slug)} = {t.bit};" for t in PURPOSES)
+    role_lines = "\n".join(f"    uint16 internal constant ROLE_{_const(t.slug)} = 0x{1 << t.bit:04x};" for t in ROLES)
     safe = ", ".join(t.slug.replace("-", " ") for t in CATEGORIES if t.emergency_safe)
     sensitive = ", ".join(t.en.lower() for t in CATEGORIES if t.sensitive)
     return f"""// SPDX-License-Identifier: Apache-2.0
@@ -286,7 +280,9 @@ def render_markdown() -> str:
     """The text of ``docs/vocabulary.md``: the vocabulary for people (and for wallet integrators)."""
 
     def table(terms: tuple[Term, ...], value: str) -> str:
-        rows = [f"| {t.bit} | `{t.slug}` | {value.format(bit=t.bit, mask=1 << t.bit)} | {t.en} | {t.zh} |" for t in terms]
+        rows = [
+            f"| {t.bit} | `{t.slug}` | {value.format(bit=t.bit, mask=1 << t.bit)} | {t.en} | {t.zh} |" for t in terms
+        ]
         return "\n".join(["| bit | slug | mask | English | 中文 |", "|---|---|---|---|---|", *rows])
 
     cats = table(CATEGORIES, "`0x{mask:04x}`")

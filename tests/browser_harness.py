@@ -17,10 +17,18 @@ import pytest
 
 CHROMIUM = os.environ.get("HCL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
 ]
-SCREENSHOTS = Path(os.environ.get("HCL_SCREENSHOTS") or Path(__file__).resolve().parents[1] / "artifacts" / "screenshots")
+SCREENSHOTS = Path(
+    os.environ.get("HCL_SCREENSHOTS") or Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+)
 
 
 def require_browser() -> None:

@@ -24,11 +24,10 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
+from gateway.settings import GatewaySettings
 from node_client._client import ChainClient
 from node_client._node import HardhatNode, free_port
 from node_client.deploy import Ledger, Manifest, deploy_dev
-
-from gateway.settings import GatewaySettings
 
 HCL = Path(sys.executable).with_name("hcl")
 GATEWAY = 3  # dev account of the dev consortium's gateway
@@ -150,7 +149,12 @@ class GatewayProcess:
     """``hcl gateway serve`` in its own process (own session), on a fixed port and data directory."""
 
     def __init__(
-        self, chain: FaultChain, data_dir: Path, *, mode: str = "strict", rpc_url: str | None = None,
+        self,
+        chain: FaultChain,
+        data_dir: Path,
+        *,
+        mode: str = "strict",
+        rpc_url: str | None = None,
         **settings: Any,
     ) -> None:
         self.chain = chain
@@ -194,8 +198,13 @@ class GatewayProcess:
             log.write(f"--- start crash_at={crash_at}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [str(HCL), "gateway", "serve"], env=self.env(crash_at), cwd=self.data_dir.parent,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [str(HCL), "gateway", "serve"],
+                env=self.env(crash_at),
+                cwd=self.data_dir.parent,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         finally:
             log.close()
@@ -260,6 +269,10 @@ class GatewayProcess:
 
     def reconcile_cli(self, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(HCL), "gateway", "reconcile", *args], env=self.env(crash_at), cwd=self.data_dir.parent,
-            capture_output=True, text=True, timeout=120,
+            [str(HCL), "gateway", "reconcile", *args],
+            env=self.env(crash_at),
+            cwd=self.data_dir.parent,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )

@@ -22,16 +22,15 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
+from gateway.app import create_app
+from gateway.releases import HPKE_INFO, hpke_aad
+from gateway.settings import GatewaySettings
+from gateway.state import Components, build_components
 from node_client import hpke
 from node_client._client import ChainClient
 from node_client._node import HardhatNode, free_port
 from node_client.deploy import Ledger, Manifest, deploy_dev, dev_encryption_key
 from node_client.keys import dev_account
-
-from gateway.app import create_app
-from gateway.releases import HPKE_INFO, hpke_aad
-from gateway.settings import GatewaySettings
-from gateway.state import Components, build_components
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "fhir"
 
@@ -124,7 +123,14 @@ def running_gateway(tmp: Path, **overrides: Any) -> Iterator[RunningGateway]:
                 raise RuntimeError("gateway did not start")
             time.sleep(0.05)
         gw = RunningGateway(
-            f"http://127.0.0.1:{port}", settings, components, client, manifest, manifest.connect(client), server, thread,
+            f"http://127.0.0.1:{port}",
+            settings,
+            components,
+            client,
+            manifest,
+            manifest.connect(client),
+            server,
+            thread,
             node,
         )
         try:

@@ -7,11 +7,11 @@ and the patient's consent (or an open break-glass window). Nothing unauthorized 
 from __future__ import annotations
 
 import pytest
+from conftest import Accounts, Chain, cid, h
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
-from conftest import Accounts, Chain, cid, h
 from node_client import errors
 from node_client._client import TxResult
 from node_client.contracts import Action, CheckResult
@@ -163,14 +163,14 @@ def test_a_new_grant_is_ledgered_under_its_new_consent_id(
     )
     assert second_id != first_id
     check, _ = log(ledger, accounts, record_id)
-    assert check.consent_id == second_id == ledger.consents.consent_of(
-        accounts.patients[0].address, accounts.hospital.address
-    ).consent_id
+    assert (
+        check.consent_id
+        == second_id
+        == ledger.consents.consent_of(accounts.patients[0].address, accounts.hospital.address).consent_id
+    )
 
 
-def test_emergency_access_is_ledgered_as_emergency_under_the_access_id(
-    ledger: Ledger, accounts: Accounts
-) -> None:
+def test_emergency_access_is_ledgered_as_emergency_under_the_access_id(ledger: Ledger, accounts: Accounts) -> None:
     patient = accounts.patients[1]
     record_id = add_record(ledger, accounts, "penicillin-allergy", Category.ALLERGIES, patient=patient)
     access_id, _ = ledger.consents.emergency_access(
@@ -197,17 +197,13 @@ def test_a_consent_covering_the_emergency_purpose_is_used_before_break_glass(
 ) -> None:
     patient = accounts.patients[2]
     record_id = add_record(ledger, accounts, "asthma", Category.CONDITIONS, patient=patient)
-    consent_id = grant(
-        ledger, chain, patient, accounts.hospital.address, [Category.CONDITIONS], [Purpose.EMERGENCY]
-    )
+    consent_id = grant(ledger, chain, patient, accounts.hospital.address, [Category.CONDITIONS], [Purpose.EMERGENCY])
     ledger.consents.emergency_access(accounts.hospital, patient.address, EMERGENCY_SAFE, h("reason:asthma attack"))
     check, _ = log(ledger, accounts, record_id, Purpose.EMERGENCY, patient=patient)
     assert (check.consent_id, check.emergency) == (consent_id, False)
 
 
-def test_amended_records_remain_accessible(
-    ledger: Ledger, accounts: Accounts, treatment: tuple[bytes, bytes]
-) -> None:
+def test_amended_records_remain_accessible(ledger: Ledger, accounts: Accounts, treatment: tuple[bytes, bytes]) -> None:
     consent_id, record_id = treatment
     corrected = rid("hba1c-2025-02-corrected")
     ledger.records.amend(accounts.gateway, record_id, corrected, accounts.lab.address, h("fix"), cid("fix"))
@@ -373,9 +369,7 @@ def test_a_purpose_outside_the_consent_is_not_authorized(
     _, record_id = treatment  # TREATMENT and REFERRAL only
     with pytest.raises(errors.AccessLedgerNotAuthorized) as exc:
         log(ledger, accounts, record_id, purpose)
-    assert_not_authorized(
-        exc, accounts.hospital.address, accounts.patients[0].address, Category.LAB_RESULTS, purpose
-    )
+    assert_not_authorized(exc, accounts.hospital.address, accounts.patients[0].address, Category.LAB_RESULTS, purpose)
 
 
 def test_a_revoked_consent_is_not_authorized(

@@ -46,7 +46,9 @@ def _skew(gw: RunningGateway) -> int:
 def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, dict[str, Any]]]:
     with running_gateway(tmp_path_factory.mktemp("strict")) as gw:
         hospital = gw.login(dev(HOSPITAL))
-        up = hospital.post("/v1/records", params={"patient": dev(10).address}, content=SYNTHEA.read_bytes(), headers=FHIR)
+        up = hospital.post(
+            "/v1/records", params={"patient": dev(10).address}, content=SYNTHEA.read_bytes(), headers=FHIR
+        )
         assert up.status_code == 201, up.text
         records = {r["category"]: r["recordId"] for r in up.json()["records"]}
         _grant(gw, 10, dev(CLINIC).address, "encounters,medications")
@@ -58,11 +60,16 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGa
         fn = gw.ledger.consents.contract.functions.emergencyAccess(
             dev(10).address, parse_categories("allergies"), hashlib.sha256(reason.encode()).digest()
         )
-        tx = fn.build_transaction({
-            "from": dev(HOSPITAL).address, "chainId": 31337, "gas": 200_000,
-            "nonce": gw.client.w3.eth.get_transaction_count(dev(HOSPITAL).address, "pending"),
-            "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9,
-        })
+        tx = fn.build_transaction(
+            {
+                "from": dev(HOSPITAL).address,
+                "chainId": 31337,
+                "gas": 200_000,
+                "nonce": gw.client.w3.eth.get_transaction_count(dev(HOSPITAL).address, "pending"),
+                "maxFeePerGas": 10**10,
+                "maxPriorityFeePerGas": 10**9,
+            }
+        )
         raw = dev(HOSPITAL).sign_transaction(tx).raw_transaction
         r = hospital.post("/v1/emergency-access", json={"signedTransaction": "0x" + bytes(raw).hex(), "reason": reason})
         assert r.status_code == 201, r.text
@@ -141,23 +148,45 @@ def test_suspended_member_access_via_crafted_entry(strict, tmp_path: Path) -> No
 # ---------------------------------------------------------------- batch mode
 
 
-def _entry(requester: str, patient: str, record_id: str, purpose: int, released_at: int,
-           consent_id: bytes = b"\x00" * 32) -> dict[str, Any]:
-    return {"type": "entry", "requester": requester, "patient": patient, "record_id": record_id,
-            "purpose": purpose, "consent_id": "0x" + consent_id.hex(), "emergency": False,
-            "access_hash": "0x" + hashlib.sha256(str(released_at).encode() + record_id.encode()).hexdigest(),
-            "released_at": released_at}
+def _entry(
+    requester: str, patient: str, record_id: str, purpose: int, released_at: int, consent_id: bytes = b"\x00" * 32
+) -> dict[str, Any]:
+    return {
+        "type": "entry",
+        "requester": requester,
+        "patient": patient,
+        "record_id": record_id,
+        "purpose": purpose,
+        "consent_id": "0x" + consent_id.hex(),
+        "emergency": False,
+        "access_hash": "0x" + hashlib.sha256(str(released_at).encode() + record_id.encode()).hexdigest(),
+        "released_at": released_at,
+    }
 
 
 def _encode(e: dict[str, Any]) -> bytes:
     """HCLJ/2 when the entry names its state block (what the gateway writes), else HCLJ/1 (docs/audit.md)."""
-    head = (bytes.fromhex(e["requester"][2:]), bytes.fromhex(e["patient"][2:]), bytes.fromhex(e["record_id"][2:]),
-            e["purpose"], bytes.fromhex(e["consent_id"][2:]), int(e["emergency"]), bytes.fromhex(e["access_hash"][2:]),
-            e["released_at"])
+    head = (
+        bytes.fromhex(e["requester"][2:]),
+        bytes.fromhex(e["patient"][2:]),
+        bytes.fromhex(e["record_id"][2:]),
+        e["purpose"],
+        bytes.fromhex(e["consent_id"][2:]),
+        int(e["emergency"]),
+        bytes.fromhex(e["access_hash"][2:]),
+        e["released_at"],
+    )
     if "state_block" not in e:
         return struct.pack(">4sB20s20s32sB32sB32sQ", b"HCLJ", 1, *head)
-    return struct.pack(">4sB20s20s32sB32sB32sQQ32sQ", b"HCLJ", 2, *head, e["state_block"],
-                       bytes.fromhex(e["state_block_hash"][2:]), e["state_seen_at"])
+    return struct.pack(
+        ">4sB20s20s32sB32sB32sQQ32sQ",
+        b"HCLJ",
+        2,
+        *head,
+        e["state_block"],
+        bytes.fromhex(e["state_block_hash"][2:]),
+        e["state_seen_at"],
+    )
 
 
 def _write_export(path: Path, entries: list[dict[str, Any]], anchors: list[dict[str, Any]] = ()) -> None:
@@ -170,10 +199,25 @@ def _write_export(path: Path, entries: list[dict[str, Any]], anchors: list[dict[
         leaf = hashlib.sha256(b"\x00" + enc).digest()
         chain = hashlib.sha256(chain + leaf).digest()
         tree.append(leaf)
-        lines.append({**e, "type": "entry", "idx": i, "encoded": "0x" + enc.hex(), "leaf_hash": "0x" + leaf.hex(),
-                      "chain_hash": "0x" + chain.hex()})
-    header = {"type": "header", "format": "hcl-release-journal", "version": 1, "entry_encoding": "HCLJ/1",
-              "size": len(entries), "root": "0x" + tree.root().hex(), "chain_head": "0x" + chain.hex()}
+        lines.append(
+            {
+                **e,
+                "type": "entry",
+                "idx": i,
+                "encoded": "0x" + enc.hex(),
+                "leaf_hash": "0x" + leaf.hex(),
+                "chain_hash": "0x" + chain.hex(),
+            }
+        )
+    header = {
+        "type": "header",
+        "format": "hcl-release-journal",
+        "version": 1,
+        "entry_encoding": "HCLJ/1",
+        "size": len(entries),
+        "root": "0x" + tree.root().hex(),
+        "chain_head": "0x" + chain.hex(),
+    }
     path.write_bytes(b"\n".join(orjson.dumps(o) for o in [header, *lines, *anchors]) + b"\n")
 
 
@@ -269,8 +313,10 @@ def test_reordered_entries_are_chain_break_and_root_mismatch(batch, tmp_path: Pa
 def test_forged_entry_appended_is_unanchored(batch, tmp_path: Path) -> None:
     gw, export, skew, record = batch
     entries = [o for o in _lines(export) if o["type"] == "entry"]
-    forged = {k: entries[-1][k] for k in ("requester", "patient", "record_id", "purpose", "consent_id",
-                                          "emergency", "released_at")}
+    forged = {
+        k: entries[-1][k]
+        for k in ("requester", "patient", "record_id", "purpose", "consent_id", "emergency", "released_at")
+    }
     forged["access_hash"] = "0x" + "77" * 32
     forged["released_at"] += 1
     path = tmp_path / "forged.jsonl"
@@ -307,7 +353,9 @@ def test_rewritten_history_anchored_later_is_inconsistent(batch, tmp_path: Path)
     fields = ("requester", "patient", "record_id", "purpose", "consent_id", "emergency", "access_hash", "released_at")
     rewritten = [{k: e[k] for k in fields} for e in entries]
     rewritten[0]["access_hash"] = "0x" + "99" * 32
-    rewritten.append({**rewritten[-1], "access_hash": "0x" + "98" * 32, "released_at": rewritten[-1]["released_at"] + 1})
+    rewritten.append(
+        {**rewritten[-1], "access_hash": "0x" + "98" * 32, "released_at": rewritten[-1]["released_at"] + 1}
+    )
     path = tmp_path / "rewritten.jsonl"
     _write_export(path, rewritten)
     tree = MerkleTree(hashlib.sha256(b"\x00" + _encode(e)).digest() for e in rewritten)

@@ -50,8 +50,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGatewa
     tmp = tmp_path_factory.mktemp("audit-more")
     with running_gateway(tmp, ledger_mode="batch") as gw:
         hospital = gw.login(dev(HOSPITAL))
-        up = hospital.post("/v1/records", params={"patient": dev(15).address}, content=OBSERVATION.read_bytes(),
-                           headers=FHIR).json()
+        up = hospital.post(
+            "/v1/records", params={"patient": dev(15).address}, content=OBSERVATION.read_bytes(), headers=FHIR
+        ).json()
         record = up["records"][0]["recordId"]
         category = parse_categories(up["records"][0]["category"])
         _grant(gw, 15, dev(CLINIC).address, category)
@@ -71,16 +72,28 @@ def test_field_codec_agrees_with_the_entry_format() -> None:
     codec = _FieldCodec()
     for _ in range(200):
         e = JournalEntry(
-            requester="0x" + os.urandom(20).hex(), patient=dev(rnd.randrange(10, 18)).address.lower(),
-            record_id=os.urandom(32), purpose=rnd.randrange(256), consent_id=os.urandom(32),
-            emergency=rnd.random() < 0.5, access_hash=os.urandom(32), released_at=rnd.randrange(1 << 64),
+            requester="0x" + os.urandom(20).hex(),
+            patient=dev(rnd.randrange(10, 18)).address.lower(),
+            record_id=os.urandom(32),
+            purpose=rnd.randrange(256),
+            consent_id=os.urandom(32),
+            emergency=rnd.random() < 0.5,
+            access_hash=os.urandom(32),
+            released_at=rnd.randrange(1 << 64),
         )
         data, fields = codec.encode(e.to_json())
         assert data == e.to_bytes()
         assert fields[0] == e.requester and fields[1] == e.patient  # checksummed like JournalEntry
     good = JournalEntry.from_bytes(data).to_json()
-    for key, bad in (("purpose", True), ("purpose", 256), ("emergency", 1), ("released_at", -1),
-                     ("requester", "0x12"), ("record_id", "0x" + "00" * 31), ("access_hash", "00" * 32)):
+    for key, bad in (
+        ("purpose", True),
+        ("purpose", 256),
+        ("emergency", 1),
+        ("released_at", -1),
+        ("requester", "0x12"),
+        ("record_id", "0x" + "00" * 31),
+        ("access_hash", "00" * 32),
+    ):
         with pytest.raises(ValueError):
             codec.encode({**good, key: bad})
 
@@ -108,13 +121,21 @@ def test_checkpoint_then_resume_gives_the_full_verdict(gw, tmp_path: Path) -> No
     forged = tmp_path / "j3.jsonl"
     _rewrite_with(objs, late, forged)
 
-    full = replay(g.client, g.manifest, journal=forged, clock_skew=None, anchor_grace=-10**6)
-    resumed = replay(g.client, g.manifest, journal=forged, clock_skew=None, anchor_grace=-10**6, resume=cp)
+    full = replay(g.client, g.manifest, journal=forged, clock_skew=None, anchor_grace=-(10**6))
+    resumed = replay(g.client, g.manifest, journal=forged, clock_skew=None, anchor_grace=-(10**6), resume=cp)
     assert full.kinds() == resumed.kinds()
     assert full.kinds()["access_after_revocation"] == 1 and full.kinds()["journal_entry_unanchored"] == 1
     assert full.exit_code == resumed.exit_code == 1
-    for key in ("accesses", "journal_entries", "strict_accesses", "accesses_ok", "accesses_anomalous", "errors",
-                "events", "blocks"):
+    for key in (
+        "accesses",
+        "journal_entries",
+        "strict_accesses",
+        "accesses_ok",
+        "accesses_anomalous",
+        "errors",
+        "events",
+        "blocks",
+    ):
         assert full.summary[key] == resumed.summary[key], key
     assert resumed.summary["resumed_from_block"] == cp["block"]
     _grant(g, 15, dev(CLINIC).address, category)  # for the tests that follow
@@ -139,8 +160,14 @@ def _rewrite_with(objs: list[dict[str, Any]], extra: dict[str, Any], path: Path)
     data = JournalEntry.from_json(extra).to_bytes()
     leaf = hashlib.sha256(b"\x00" + data).digest()
     chain = hashlib.sha256(prev + leaf).digest()
-    new = {"type": "entry", "idx": len(entries), **extra, "encoded": "0x" + data.hex(), "leaf_hash": "0x" + leaf.hex(),
-           "chain_hash": "0x" + chain.hex()}
+    new = {
+        "type": "entry",
+        "idx": len(entries),
+        **extra,
+        "encoded": "0x" + data.hex(),
+        "leaf_hash": "0x" + leaf.hex(),
+        "chain_hash": "0x" + chain.hex(),
+    }
     tree = MerkleTree()
     tree.extend([bytes.fromhex(e["leaf_hash"][2:]) for e in entries] + [leaf])
     header = {**header, "size": len(entries) + 1, "root": "0x" + tree.root().hex(), "chain_head": "0x" + chain.hex()}
@@ -152,8 +179,11 @@ def test_corrupted_blob_is_reported_with_evidence(gw, tmp_path: Path) -> None:
     store = g.settings.blob_dir
     clean = replay(g.client, g.manifest, store=store)
     assert not [a for a in clean.anomalies if a.kind.startswith("blob_")], [a.to_json() for a in clean.anomalies]
-    (row,) = g.components.db.read().execute("SELECT locator FROM record_keys WHERE record_id = ?",
-                                            (bytes.fromhex(record[2:]),)).fetchall()
+    (row,) = (
+        g.components.db.read()
+        .execute("SELECT locator FROM record_keys WHERE record_id = ?", (bytes.fromhex(record[2:]),))
+        .fetchall()
+    )
     from gateway.blobstore import cid_to_str
 
     name = cid_to_str(bytes(row["locator"]))
@@ -197,16 +227,31 @@ def test_release_without_ledger_entry_is_reported_from_the_requesters_claims(gw,
     _wait_anchored(g)
     export = _export(g, tmp_path / "j.jsonl")
     claims = tmp_path / "claims.jsonl"
-    claims.write_bytes(b"\n".join(orjson.dumps({k: v for k, v in c.items() if k != "encryption"})
-                                  for c in (honest, skipped)) + b"\n")
+    claims.write_bytes(
+        b"\n".join(orjson.dumps({k: v for k, v in c.items() if k != "encryption"}) for c in (honest, skipped)) + b"\n"
+    )
     report = replay(g.client, g.manifest, journal=export, clock_skew=None, claims=claims)
     (hit,) = [a for a in report.anomalies if a.kind == "release_without_ledger_entry"]
     assert hit.evidence["access_id"] == skipped["accessId"] and hit.evidence["line"] == 2
     assert report.exit_code == 1
     runner = CliRunner()
-    res = runner.invoke(audit_app, ["replay", "--rpc-url", g.settings.rpc_url, "--manifest", str(g.settings.manifest),
-                                    "--journal", str(export), "--claims", str(claims), "--out", str(tmp_path / "o"),
-                                    "--json"])
+    res = runner.invoke(
+        audit_app,
+        [
+            "replay",
+            "--rpc-url",
+            g.settings.rpc_url,
+            "--manifest",
+            str(g.settings.manifest),
+            "--journal",
+            str(export),
+            "--claims",
+            str(claims),
+            "--out",
+            str(tmp_path / "o"),
+            "--json",
+        ],
+    )
     assert res.exit_code == 1 and orjson.loads(res.stdout)["summary"]["by_kind"]["release_without_ledger_entry"] == 1
 
 
@@ -214,8 +259,14 @@ def test_strict_access_sender_must_be_an_active_gateway(gw) -> None:
     """logAccess itself insists on a gateway; the auditor checks the sender too, against the state it
     rebuilt: a gateway that lost its role later does not taint accesses it ledgered before."""
     g, record, _ = gw
-    g.ledger.access.log_access(dev(GATEWAY), dev(CLINIC).address, dev(15).address, bytes.fromhex(record[2:]),
-                               int(Purpose.TREATMENT), b"\x07" * 32)
+    g.ledger.access.log_access(
+        dev(GATEWAY),
+        dev(CLINIC).address,
+        dev(15).address,
+        bytes.fromhex(record[2:]),
+        int(Purpose.TREATMENT),
+        b"\x07" * 32,
+    )
     report = replay(g.client, g.manifest)
     strict = [r for r in report.accesses if r.source == "strict"]
     assert strict and all(r.gateway == dev(GATEWAY).address for r in strict)
@@ -241,5 +292,6 @@ def test_entries_are_judged_at_their_state_block_not_by_a_clock_skew(gw, tmp_pat
         if o["type"] == "entry":
             assert o["state_block_hash"] == "0x" + bytes(g.client.w3.eth.get_block(o["state_block"])["hash"]).hex()
             assert 0 <= o["released_at"] - o["state_seen_at"] < 1000
-    assert not [a for a in report.anomalies if a.kind != "release_without_ledger_entry"
-                and a.kind != "journal_entry_unanchored"]
+    assert not [
+        a for a in report.anomalies if a.kind != "release_without_ledger_entry" and a.kind != "journal_entry_unanchored"
+    ]

@@ -60,8 +60,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         records: dict[int, str] = {}
         category = 0
         for p in (10, 11, 12, 13):
-            up = hospital.post("/v1/records", params={"patient": dev(p).address}, content=OBSERVATION.read_bytes(),
-                               headers=FHIR)
+            up = hospital.post(
+                "/v1/records", params={"patient": dev(p).address}, content=OBSERVATION.read_bytes(), headers=FHIR
+            )
             assert up.status_code == 201, up.text
             records[p] = up.json()["records"][0]["recordId"]
             category = parse_categories(up.json()["records"][0]["category"])
@@ -73,8 +74,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 def _grant(gw: RunningGateway, patient: int, reader: int, category: int) -> int:
     now = gw.client.block_timestamp()
-    _cid, tx = gw.ledger.consents.grant(dev(patient), dev(reader).address, category, parse_purposes("treatment"),
-                                        now, now + 86_400)
+    _cid, tx = gw.ledger.consents.grant(
+        dev(patient), dev(reader).address, category, parse_purposes("treatment"), now, now + 86_400
+    )
     return tx.block_number
 
 
@@ -107,8 +109,9 @@ class Load:
                 body = r.json()
                 index = body["ledger"]["journalIndex"] if r.status_code == 200 else None
                 with self._lock:
-                    self.outcomes.append(Outcome(dev(reader).address, dev(p).address, sent, done, r.status_code,
-                                                 body.get("code"), index))
+                    self.outcomes.append(
+                        Outcome(dev(reader).address, dev(p).address, sent, done, r.status_code, body.get("code"), index)
+                    )
         finally:
             http.close()
 
@@ -186,8 +189,9 @@ def test_revocation_under_eight_concurrent_readers(world: World, tmp_path: Path)
         time.sleep(0.5)
     assert not load.failures, load.failures[:3]
     outcomes = load.outcomes
-    assert all(o.status == 200 or (o.status == 403 and o.code == "consent_revoked") for o in outcomes), \
-        {(o.status, o.code) for o in outcomes}
+    assert all(o.status == 200 or (o.status == 403 and o.code == "consent_revoked") for o in outcomes), {
+        (o.status, o.code) for o in outcomes
+    }
     late = [o for o in outcomes if o.sent > t_seen]
     assert late and all(o.status == 403 for o in late), "released after the gateway had seen the revocation"
 
@@ -201,8 +205,9 @@ def test_revocation_under_eight_concurrent_readers(world: World, tmp_path: Path)
         row = rows[o.index]
         assert row.status == "ok" or row.kinds == [WINDOW], (o, row)
     settled = [o for o in before if o.done < t_send - 0.5]  # well before: the journal itself proves it
-    assert settled and all(rows[o.index].status == "ok" for o in settled), \
-        [rows[o.index].to_json() for o in settled if rows[o.index].status != "ok"][:3]
+    assert settled and all(rows[o.index].status == "ok" for o in settled), [
+        rows[o.index].to_json() for o in settled if rows[o.index].status != "ok"
+    ][:3]
     for o in after:  # requested after the revocation was mined: flagged, not ok
         row = rows[o.index]
         assert row.status == "review" and row.kinds == [WINDOW], (o, row)
@@ -219,8 +224,14 @@ def test_grants_and_revocations_interleaved_with_concurrent_releases_audit_clean
     six threads release; an honest batch journal gives exit 0, and releases after a grant are ok."""
     w = world
     gw = w.gw
-    plan = [(CLINIC, [11, 12, 13]), (CLINIC, [12, 13, 11]), (CLINIC, [13, 11, 12]),
-            (LAB, [11, 12, 13]), (LAB, [12, 13, 11]), (LAB, [13, 11, 12])]
+    plan = [
+        (CLINIC, [11, 12, 13]),
+        (CLINIC, [12, 13, 11]),
+        (CLINIC, [13, 11, 12]),
+        (LAB, [11, 12, 13]),
+        (LAB, [12, 13, 11]),
+        (LAB, [13, 11, 12]),
+    ]
     granted: dict[tuple[str, str], float] = {}
     with Load(w, plan) as load:
         time.sleep(0.8)
@@ -237,8 +248,9 @@ def test_grants_and_revocations_interleaved_with_concurrent_releases_audit_clean
         time.sleep(1.0)
     assert not load.failures, load.failures[:3]
     outcomes = load.outcomes
-    assert all(o.status == 200 or (o.status == 403 and o.code in ("consent_revoked", "consent_missing"))
-               for o in outcomes), {(o.status, o.code) for o in outcomes}
+    assert all(
+        o.status == 200 or (o.status == 403 and o.code in ("consent_revoked", "consent_missing")) for o in outcomes
+    ), {(o.status, o.code) for o in outcomes}
 
     report, export = _audit(w, tmp_path)
     assert report.errors == [], [a.to_json() for a in report.errors][:5]
@@ -247,9 +259,23 @@ def test_grants_and_revocations_interleaved_with_concurrent_releases_audit_clean
     assert after_grant and all(rows[o.index].status == "ok" for o in after_grant)
     assert report.summary["journal_entries"] == w.gw.components.journal.size
 
-    res = CliRunner().invoke(audit_app, ["replay", "--rpc-url", gw.settings.rpc_url, "--manifest",
-                                         str(gw.settings.manifest), "--journal", str(export), "--json",
-                                         "--detail", "issues", "--out", str(tmp_path / "cli")])
+    res = CliRunner().invoke(
+        audit_app,
+        [
+            "replay",
+            "--rpc-url",
+            gw.settings.rpc_url,
+            "--manifest",
+            str(gw.settings.manifest),
+            "--journal",
+            str(export),
+            "--json",
+            "--detail",
+            "issues",
+            "--out",
+            str(tmp_path / "cli"),
+        ],
+    )
     assert res.exit_code == 0, res.output[-2000:]
 
 
@@ -303,10 +329,21 @@ _V2 = struct.Struct(">4sB20s20s32sB32sB32sQQ32sQ")
 
 def _encode(e: dict[str, Any]) -> bytes:
     """The documented HCLJ/2 layout (docs/audit.md), written out independently of the gateway's code."""
-    return _V2.pack(b"HCLJ", 2, bytes.fromhex(e["requester"][2:]), bytes.fromhex(e["patient"][2:]),
-                    bytes.fromhex(e["record_id"][2:]), e["purpose"], bytes.fromhex(e["consent_id"][2:]),
-                    int(e["emergency"]), bytes.fromhex(e["access_hash"][2:]), e["released_at"], e["state_block"],
-                    bytes.fromhex(e["state_block_hash"][2:]), e["state_seen_at"])
+    return _V2.pack(
+        b"HCLJ",
+        2,
+        bytes.fromhex(e["requester"][2:]),
+        bytes.fromhex(e["patient"][2:]),
+        bytes.fromhex(e["record_id"][2:]),
+        e["purpose"],
+        bytes.fromhex(e["consent_id"][2:]),
+        int(e["emergency"]),
+        bytes.fromhex(e["access_hash"][2:]),
+        e["released_at"],
+        e["state_block"],
+        bytes.fromhex(e["state_block_hash"][2:]),
+        e["state_seen_at"],
+    )
 
 
 def _append(export: Path, extra: list[dict[str, Any]], path: Path) -> None:
@@ -321,8 +358,16 @@ def _append(export: Path, extra: list[dict[str, Any]], path: Path) -> None:
         leaf = hashlib.sha256(b"\x00" + data).digest()
         chain = hashlib.sha256(chain + leaf).digest()
         tree.append(leaf)
-        entries.append({"type": "entry", "idx": len(entries), **e, "encoded": "0x" + data.hex(),
-                        "leaf_hash": "0x" + leaf.hex(), "chain_hash": "0x" + chain.hex()})
+        entries.append(
+            {
+                "type": "entry",
+                "idx": len(entries),
+                **e,
+                "encoded": "0x" + data.hex(),
+                "leaf_hash": "0x" + leaf.hex(),
+                "chain_hash": "0x" + chain.hex(),
+            }
+        )
     header = {**header, "size": len(entries), "root": "0x" + tree.root().hex(), "chain_head": "0x" + chain.hex()}
     path.write_bytes(b"\n".join(orjson.dumps(o) for o in [header, *entries, *anchors]) + b"\n")
 
@@ -354,16 +399,41 @@ def test_forged_state_claims_are_errors(world: World, tmp_path: Path) -> None:
     base = {k: honest[k] for k in ("requester", "patient", "record_id", "purpose", "consent_id", "emergency")}
     forged = [
         # the state it names already has the revocation
-        {**base, "access_hash": "0x" + "a1" * 32, "released_at": now_ms, "state_block": revoked,
-         "state_block_hash": block_hash(revoked), "state_seen_at": now_ms - 10},
+        {
+            **base,
+            "access_hash": "0x" + "a1" * 32,
+            "released_at": now_ms,
+            "state_block": revoked,
+            "state_block_hash": block_hash(revoked),
+            "state_seen_at": now_ms - 10,
+        },
         # a block hash that is not the chain's
-        {**base, "access_hash": "0x" + "a2" * 32, "released_at": now_ms, "state_block": revoked - 1,
-         "state_block_hash": "0x" + "ee" * 32, "state_seen_at": now_ms - 10},
+        {
+            **base,
+            "access_hash": "0x" + "a2" * 32,
+            "released_at": now_ms,
+            "state_block": revoked - 1,
+            "state_block_hash": "0x" + "ee" * 32,
+            "state_seen_at": now_ms - 10,
+        },
         # the journal shows the revocation's state in use (entry n + 3) before this one's head observation
-        {**base, "access_hash": "0x" + "a3" * 32, "released_at": now_ms + 500, "state_block": revoked - 1,
-         "state_block_hash": block_hash(revoked - 1), "state_seen_at": now_ms + 400},
-        {**base, "requester": dev(CLINIC).address, "access_hash": "0x" + "a4" * 32, "released_at": now_ms + 100,
-         "state_block": revoked, "state_block_hash": block_hash(revoked), "state_seen_at": now_ms + 50},
+        {
+            **base,
+            "access_hash": "0x" + "a3" * 32,
+            "released_at": now_ms + 500,
+            "state_block": revoked - 1,
+            "state_block_hash": block_hash(revoked - 1),
+            "state_seen_at": now_ms + 400,
+        },
+        {
+            **base,
+            "requester": dev(CLINIC).address,
+            "access_hash": "0x" + "a4" * 32,
+            "released_at": now_ms + 100,
+            "state_block": revoked,
+            "state_block_hash": block_hash(revoked),
+            "state_seen_at": now_ms + 50,
+        },
     ]
     consent = gw.ledger.consents.consent_of(dev(13).address, dev(CLINIC).address)
     forged[3]["consent_id"] = "0x" + consent.consent_id.hex()
@@ -413,7 +483,17 @@ def test_checkpoint_and_resume_reach_the_full_verdict_under_races(world: World, 
     resumed = replay(gw.client, gw.manifest, journal=export, clock_skew=None, resume=cp)
     assert full.kinds() == resumed.kinds()
     assert full.exit_code == resumed.exit_code == 0, [a.to_json() for a in full.errors][:3]
-    for key in ("accesses", "journal_entries", "strict_accesses", "accesses_ok", "accesses_review",
-                "accesses_anomalous", "errors", "reviews", "events", "blocks"):
+    for key in (
+        "accesses",
+        "journal_entries",
+        "strict_accesses",
+        "accesses_ok",
+        "accesses_review",
+        "accesses_anomalous",
+        "errors",
+        "reviews",
+        "events",
+        "blocks",
+    ):
         assert full.summary[key] == resumed.summary[key], key
     assert len(resumed.accesses) < len(full.accesses)

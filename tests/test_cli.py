@@ -16,7 +16,7 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def env(tmp_path: Path, node, manifest: Manifest, ledger: Ledger) -> dict[str, str]:  # noqa: ANN001
+def env(tmp_path: Path, node, manifest: Manifest, ledger: Ledger) -> dict[str, str]:
     path = tmp_path / "manifest.json"
     manifest.save(path)
     return {"HCL_RPC_URL": node.url, "HCL_MANIFEST": str(path)}
@@ -71,7 +71,7 @@ def test_keys_new_and_show(tmp_path: Path) -> None:
     assert again.exit_code == 1 and "refusing to overwrite" in again.output
 
 
-def test_wrong_password_is_a_clear_error(tmp_path: Path, env: dict[str, str], accounts) -> None:  # noqa: ANN001
+def test_wrong_password_is_a_clear_error(tmp_path: Path, env: dict[str, str], accounts) -> None:
     pw = tmp_path / "pw"
     pw.write_text("right")
     ks = tmp_path / "k.json"
@@ -96,7 +96,7 @@ def test_member_list_json(env: dict[str, str]) -> None:
     assert all(m["status"] == "active" for m in data["members"])
 
 
-def test_member_governance_round_trip(env: dict[str, str], ledger: Ledger, accounts) -> None:  # noqa: ANN001
+def test_member_governance_round_trip(env: dict[str, str], ledger: Ledger, accounts) -> None:
     target = accounts.clinic.address
     out = runner.invoke(app, ["member", "propose", "suspend", target, "--dev-account", "0"], env=env)
     assert out.exit_code == 0, out.output
@@ -108,30 +108,59 @@ def test_member_governance_round_trip(env: dict[str, str], ledger: Ledger, accou
     assert ledger.members.active_roles(target) == 0
 
 
-def test_member_propose_transfer_records_names_the_departed_gateway(env: dict[str, str], ledger: Ledger,
-                                                                   accounts) -> None:  # noqa: ANN001
+def test_member_propose_transfer_records_names_the_departed_gateway(
+    env: dict[str, str], ledger: Ledger, accounts
+) -> None:
     from node_client.contracts import Action
 
     departed = accounts.gateway.address
     ledger.members.enact(accounts.admins[:2], Action.SUSPEND_MEMBER, departed)
-    missing = runner.invoke(app, ["member", "propose", "transfer-records", accounts.hospital.address,
-                                  "--dev-account", "0"], env=env)
+    missing = runner.invoke(
+        app, ["member", "propose", "transfer-records", accounts.hospital.address, "--dev-account", "0"], env=env
+    )
     assert missing.exit_code == 2 and "--from-gateway" in missing.output
-    out = runner.invoke(app, ["member", "propose", "transfer-records", accounts.hospital.address,
-                              "--from-gateway", departed, "--dev-account", "0"], env=env)
+    out = runner.invoke(
+        app,
+        [
+            "member",
+            "propose",
+            "transfer-records",
+            accounts.hospital.address,
+            "--from-gateway",
+            departed,
+            "--dev-account",
+            "0",
+        ],
+        env=env,
+    )
     assert out.exit_code == 0, out.output
     p = ledger.members.proposal_of(ledger.members.proposal_count())
-    assert (p.action, p.target, p.arg) == (Action.TRANSFER_RECORDS, accounts.hospital.address,
-                                           ledger.members.number_of(departed))
+    assert (p.action, p.target, p.arg) == (
+        Action.TRANSFER_RECORDS,
+        accounts.hospital.address,
+        ledger.members.number_of(departed),
+    )
 
 
-def test_consent_grant_check_list_revoke(env: dict[str, str], ledger: Ledger, accounts) -> None:  # noqa: ANN001
+def test_consent_grant_check_list_revoke(env: dict[str, str], ledger: Ledger, accounts) -> None:
     hospital = accounts.hospital.address
     patient = accounts.patients[0].address
     granted = runner.invoke(
         app,
-        ["consent", "grant", "--grantee", hospital, "--categories", "allergies,lab-results", "--purpose", "treatment",
-         "--valid", "30d", "--dev-account", "10"],
+        [
+            "consent",
+            "grant",
+            "--grantee",
+            hospital,
+            "--categories",
+            "allergies,lab-results",
+            "--purpose",
+            "treatment",
+            "--valid",
+            "30d",
+            "--dev-account",
+            "10",
+        ],
         env=env,
     )
     assert granted.exit_code == 0, granted.output
@@ -149,7 +178,8 @@ def test_consent_grant_check_list_revoke(env: dict[str, str], ledger: Ledger, ac
 
 def test_bad_input_exits_2(env: dict[str, str]) -> None:
     result = runner.invoke(
-        app, ["consent", "grant", "--grantee", "not-an-address", "--categories", "allergies", "--dev-account", "10"],
+        app,
+        ["consent", "grant", "--grantee", "not-an-address", "--categories", "allergies", "--dev-account", "10"],
         env=env,
     )
     assert result.exit_code == 2 and "not an Ethereum address" in result.output
@@ -157,7 +187,7 @@ def test_bad_input_exits_2(env: dict[str, str]) -> None:
     assert result.exit_code == 2 and "unknown category" in result.output
 
 
-def test_missing_manifest_is_a_clear_error(tmp_path: Path, node) -> None:  # noqa: ANN001
+def test_missing_manifest_is_a_clear_error(tmp_path: Path, node) -> None:
     env = {"HCL_RPC_URL": node.url, "HCL_MANIFEST": str(tmp_path / "none.json")}
     result = runner.invoke(app, ["member", "list"], env=env)
     assert result.exit_code == 1 and "DeploymentError" in result.output

@@ -49,8 +49,13 @@ def test_concurrent_senders_share_one_key(ledger: Ledger, accounts: Accounts) ->
 
     def register(i: int) -> int:
         result = ledger.records.register(
-            accounts.gateway, h(f"conc-{i}"), patient, accounts.hospital.address, Category.LAB_RESULTS,
-            h(f"ct-{i}"), cid(f"ct-{i}"),
+            accounts.gateway,
+            h(f"conc-{i}"),
+            patient,
+            accounts.hospital.address,
+            Category.LAB_RESULTS,
+            h(f"ct-{i}"),
+            cid(f"ct-{i}"),
         )
         return result.block_number
 
@@ -112,7 +117,7 @@ def test_manifest_has_no_personal_data(manifest: Manifest) -> None:
         assert len(bytes.fromhex(member["encryptionKey"][2:])) == 32
 
 
-def test_poa_switch_injects_middleware(node) -> None:  # noqa: ANN001
+def test_poa_switch_injects_middleware(node) -> None:
     from web3.middleware import ExtraDataToPOAMiddleware
 
     client = ChainClient(rpc_url=node.url, poa=True)

@@ -157,7 +157,9 @@ class ConsentModel:
 # ------------------------------------------------------------------------------------ JSON-RPC batch
 
 
-def batch_check(client, registry: str, queries: list[tuple[str, str, int, int]], block: int) -> list[tuple[bool, bytes, bool]]:
+def batch_check(
+    client, registry: str, queries: list[tuple[str, str, int, int]], block: int
+) -> list[tuple[bool, bytes, bool]]:
     """``check()`` for every query at ``block``, in one JSON-RPC batch request."""
     body = [
         {
@@ -165,7 +167,10 @@ def batch_check(client, registry: str, queries: list[tuple[str, str, int, int]],
             "id": i,
             "method": "eth_call",
             "params": [
-                {"to": registry, "data": "0x" + (_CHECK_SELECTOR + encode(["address", "address", "uint8", "uint8"], list(q))).hex()},
+                {
+                    "to": registry,
+                    "data": "0x" + (_CHECK_SELECTOR + encode(["address", "address", "uint8", "uint8"], list(q))).hex(),
+                },
                 hex(block),
             ],
         }
@@ -183,6 +188,7 @@ def batch_check(client, registry: str, queries: list[tuple[str, str, int, int]],
 
 
 # ------------------------------------------------------------------------------------ state machine
+
 
 def mostly(common: st.SearchStrategy, rare: st.SearchStrategy) -> st.SearchStrategy:
     """``common`` nine times out of ten, else ``rare`` (e.g. an invalid value that must revert)."""
@@ -218,7 +224,9 @@ GRANT_ARGS = st.fixed_dictionaries(GRANT_ARGS_KW)
 SAFE_BITS = [b for b in range(N_CATEGORIES) if EMERGENCY_SAFE >> b & 1]
 EMERGENCY_CATEGORIES = mostly(
     st.sets(st.sampled_from(SAFE_BITS), min_size=1).map(lambda bits: sum(1 << b for b in bits)),
-    st.sampled_from([0, 1 << Category.GENOMICS, 1 << Category.MENTAL_HEALTH, EMERGENCY_SAFE | 1 << Category.LAB_RESULTS]),
+    st.sampled_from(
+        [0, 1 << Category.GENOMICS, 1 << Category.MENTAL_HEALTH, EMERGENCY_SAFE | 1 << Category.LAB_RESULTS]
+    ),
 )
 # Mostly minutes to hours (inside emergency windows), sometimes days.
 ADVANCE = st.one_of(st.integers(1, 10 * MINUTE), st.integers(10 * MINUTE, 3 * HOUR), st.integers(3 * HOUR, 3 * DAY))
@@ -352,8 +360,12 @@ class ConsentMachine(RuleBasedStateMachine):
         edge = data.draw(st.sampled_from(future), label="edge")
         self._mine_at(max(self.now + 1, edge + data.draw(st.sampled_from([0, -1, 1]), label="offset")))
 
-    @rule(p=PATIENT_IDX, member=st.sampled_from(["hospital", "hospital", "hospital", "clinic"]),
-          categories=EMERGENCY_CATEGORIES, reason=st.integers(0, 9))
+    @rule(
+        p=PATIENT_IDX,
+        member=st.sampled_from(["hospital", "hospital", "hospital", "clinic"]),
+        categories=EMERGENCY_CATEGORIES,
+        reason=st.integers(0, 9),
+    )
     def emergency_access_rule(self, p: int, member: str, categories: int, reason: int) -> None:
         self.emergency_access(p, member, categories, reason)
 
@@ -371,7 +383,9 @@ class ConsentMachine(RuleBasedStateMachine):
             error = ConsentEmergencyReasonRequired
         else:
             error = None
-        result = self._expect(error, self.ledger.consents.emergency_access, account, patient.address, categories, reason_hash)
+        result = self._expect(
+            error, self.ledger.consents.emergency_access, account, patient.address, categories, reason_hash
+        )
         if error is None:
             access_id, _ = result
             assert access_id == emergency_id(patient.address, account.address, t + EMERGENCY_WINDOW)

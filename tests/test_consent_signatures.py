@@ -80,8 +80,14 @@ def build_grant(
     """A 30-day consent starting now; its signature valid for one hour of chain time."""
     now = chain.now()
     return ledger.consents.build_grant(
-        patient, grantee, categories, purposes, now, now + 30 * DAY,
-        deadline=now + HOUR if deadline is None else deadline, nonce=nonce,
+        patient,
+        grantee,
+        categories,
+        purposes,
+        now,
+        now + 30 * DAY,
+        deadline=now + HOUR if deadline is None else deadline,
+        nonce=nonce,
     )
 
 
@@ -107,7 +113,17 @@ def expected_digest(domain: Domain, g: ConsentGrant) -> bytes:
     struct_hash = keccak(
         encode(
             ["bytes32", "address", "address", "uint16", "uint8", "uint40", "uint40", "uint64", "uint256"],
-            [keccak(text=GRANT_TYPE), g.patient, g.grantee, g.categories, g.purposes, g.valid_from, g.valid_until, g.nonce, g.deadline],
+            [
+                keccak(text=GRANT_TYPE),
+                g.patient,
+                g.grantee,
+                g.categories,
+                g.purposes,
+                g.valid_from,
+                g.valid_until,
+                g.nonce,
+                g.deadline,
+            ],
         )
     )
     return keccak(b"\x19\x01" + domain_separator + struct_hash)
@@ -173,16 +189,27 @@ def test_patient_and_guardian_signed_revocations(ledger, chain, domain, accounts
     child, parent, stranger = accounts.patients[0], accounts.patients[1], accounts.outsider
     ledger.consents.set_guardian(child, parent.address, chain.now() + 365 * DAY)
 
-    consent_id, _ = ledger.consents.grant_by_sig(hospital, signing.sign(child, domain, build_grant(ledger, chain, child.address, hospital.address)))
+    consent_id, _ = ledger.consents.grant_by_sig(
+        hospital, signing.sign(child, domain, build_grant(ledger, chain, child.address, hospital.address))
+    )
     # A revocation may be relayed by anyone, members or not: here a non-member.
-    result = ledger.consents.revoke_by_sig(stranger, signing.sign(parent, domain, build_revoke(ledger, chain, child.address, hospital.address)))
+    result = ledger.consents.revoke_by_sig(
+        stranger, signing.sign(parent, domain, build_revoke(ledger, chain, child.address, hospital.address))
+    )
     (ev,) = ledger.consents.events_in(result, "ConsentRevoked")
-    assert (ev["consentId"], ev["patient"], ev["grantee"], ev["signer"]) == (consent_id, child.address, hospital.address, parent.address)
+    assert (ev["consentId"], ev["patient"], ev["grantee"], ev["signer"]) == (
+        consent_id,
+        child.address,
+        hospital.address,
+        parent.address,
+    )
     assert not ledger.consents.check(child.address, hospital.address, Category.ALLERGIES, Purpose.TREATMENT).allowed
 
     second_id, _ = ledger.consents.grant(child, hospital.address, CATEGORIES, PURPOSES, chain.now(), chain.now() + DAY)
     # The patient relays its own revocation (it is not a member either).
-    result = ledger.consents.revoke_by_sig(child, signing.sign(child, domain, build_revoke(ledger, chain, child.address, hospital.address)))
+    result = ledger.consents.revoke_by_sig(
+        child, signing.sign(child, domain, build_revoke(ledger, chain, child.address, hospital.address))
+    )
     (ev,) = ledger.consents.events_in(result, "ConsentRevoked")
     assert (ev["consentId"], ev["signer"]) == (second_id, child.address)
     assert ledger.consents.consent_of(child.address, hospital.address).status is ConsentStatus.REVOKED
@@ -229,7 +256,9 @@ def test_revocation_under_another_chain_id_is_refused(ledger, chain, domain, pat
 
 def test_deadline_already_below_chain_time(ledger, chain, domain, patient, hospital):
     deadline = chain.now() - 1
-    signed = signing.sign(patient, domain, build_grant(ledger, chain, patient.address, hospital.address, deadline=deadline))
+    signed = signing.sign(
+        patient, domain, build_grant(ledger, chain, patient.address, hospital.address, deadline=deadline)
+    )
     with pytest.raises(ConsentExpiredSignature) as info:
         ledger.consents.grant_by_sig(hospital, signed)
     assert info.value.deadline == deadline
@@ -237,7 +266,9 @@ def test_deadline_already_below_chain_time(ledger, chain, domain, patient, hospi
 
 def test_deadline_passes_while_the_code_waits(ledger, chain, domain, patient, hospital):
     deadline = chain.now() + 15 * 60  # a 15-minute code
-    signed = signing.sign(patient, domain, build_grant(ledger, chain, patient.address, hospital.address, deadline=deadline))
+    signed = signing.sign(
+        patient, domain, build_grant(ledger, chain, patient.address, hospital.address, deadline=deadline)
+    )
     chain.advance(16 * 60)
     with pytest.raises(ConsentExpiredSignature) as info:
         ledger.consents.grant_by_sig(hospital, signed)
@@ -246,7 +277,9 @@ def test_deadline_passes_while_the_code_waits(ledger, chain, domain, patient, ho
 
 def test_deadline_is_inclusive(ledger, chain, client, domain, patient, hospital):
     deadline = chain.now() + 600
-    signed = signing.sign(patient, domain, build_grant(ledger, chain, patient.address, hospital.address, deadline=deadline))
+    signed = signing.sign(
+        patient, domain, build_grant(ledger, chain, patient.address, hospital.address, deadline=deadline)
+    )
     set_next_timestamp(client, deadline)
     _, result = ledger.consents.grant_by_sig(hospital, signed)
     assert client.block_timestamp(result.block_number) == deadline
@@ -254,7 +287,9 @@ def test_deadline_is_inclusive(ledger, chain, client, domain, patient, hospital)
 
 def test_expired_revocation_is_refused(ledger, chain, domain, patient, hospital, accounts):
     ledger.consents.grant(patient, hospital.address, CATEGORIES, PURPOSES, chain.now(), chain.now() + DAY)
-    signed = signing.sign(patient, domain, build_revoke(ledger, chain, patient.address, hospital.address, deadline=chain.now() + 60))
+    signed = signing.sign(
+        patient, domain, build_revoke(ledger, chain, patient.address, hospital.address, deadline=chain.now() + 60)
+    )
     chain.advance(120)
     with pytest.raises(ConsentExpiredSignature):
         ledger.consents.revoke_by_sig(accounts.outsider, signed)
@@ -274,11 +309,15 @@ def test_replaying_a_signed_grant_is_refused(ledger, chain, domain, patient, hos
 def test_grant_signed_before_a_later_grant_is_refused(ledger, chain, domain, patient, hospital):
     stale = signing.sign(patient, domain, build_grant(ledger, chain, patient.address, hospital.address))
     # Meanwhile the patient grants directly (e.g. narrower terms in the app).
-    ledger.consents.grant(patient, hospital.address, category_mask([Category.ALLERGIES]), PURPOSES, chain.now(), chain.now() + DAY)
+    ledger.consents.grant(
+        patient, hospital.address, category_mask([Category.ALLERGIES]), PURPOSES, chain.now(), chain.now() + DAY
+    )
     with pytest.raises(ConsentInvalidNonce) as info:
         ledger.consents.grant_by_sig(hospital, stale)
     assert (info.value.nonce, info.value.expected) == (0, 1)
-    assert ledger.consents.consent_of(patient.address, hospital.address).categories == category_mask([Category.ALLERGIES])
+    assert ledger.consents.consent_of(patient.address, hospital.address).categories == category_mask(
+        [Category.ALLERGIES]
+    )
 
 
 def test_grant_signed_before_a_revoke_is_refused(ledger, chain, domain, patient, hospital):
@@ -309,7 +348,9 @@ def test_grant_with_a_future_nonce_is_refused(ledger, chain, domain, patient, ho
 
 
 def test_a_signed_grant_with_invalid_terms_consumes_no_nonce(ledger, chain, domain, patient, hospital):
-    signed = signing.sign(patient, domain, build_grant(ledger, chain, patient.address, hospital.address, categories=1 << 14))
+    signed = signing.sign(
+        patient, domain, build_grant(ledger, chain, patient.address, hospital.address, categories=1 << 14)
+    )
     with pytest.raises(ConsentInvalidCategories):
         ledger.consents.grant_by_sig(hospital, signed)
     assert ledger.consents.nonces(patient.address, hospital.address) == 0
@@ -358,7 +399,9 @@ def test_guardian_is_valid_until_the_second_before_expiry(ledger, chain, client,
     child, parent = accounts.patients[0], accounts.patients[1]
     guardian_until = chain.now() + DAY
     ledger.consents.set_guardian(child, parent.address, guardian_until)
-    signed = signing.sign(parent, domain, build_grant(ledger, chain, child.address, hospital.address, deadline=guardian_until))
+    signed = signing.sign(
+        parent, domain, build_grant(ledger, chain, child.address, hospital.address, deadline=guardian_until)
+    )
     set_next_timestamp(client, guardian_until - 1)
     _, result = ledger.consents.grant_by_sig(hospital, signed)
     assert client.block_timestamp(result.block_number) == guardian_until - 1
@@ -404,7 +447,9 @@ def test_non_provider_members_may_submit(ledger, chain, domain, patient, hospita
 
 
 def test_revoke_by_sig_may_be_submitted_by_a_non_member(ledger, chain, domain, patient, hospital, accounts):
-    consent_id, _ = ledger.consents.grant(patient, hospital.address, CATEGORIES, PURPOSES, chain.now(), chain.now() + DAY)
+    consent_id, _ = ledger.consents.grant(
+        patient, hospital.address, CATEGORIES, PURPOSES, chain.now(), chain.now() + DAY
+    )
     signed = signing.sign(patient, domain, build_revoke(ledger, chain, patient.address, hospital.address))
     result = ledger.consents.revoke_by_sig(accounts.outsider, signed)
     (ev,) = ledger.consents.events_in(result, "ConsentRevoked")
@@ -452,7 +497,9 @@ def test_verify_accepts_good_and_rejects_bad_signatures(ledger, chain, domain, p
     with pytest.raises(SignatureError):
         signing.verify(Domain(chain_id=1, verifying_contract=domain.verifying_contract), signed)
     with pytest.raises(SignatureError):
-        signing.verify(domain, SignedMessage(dataclasses.replace(grant, purposes=0x7F), signed.signer, signed.signature))
+        signing.verify(
+            domain, SignedMessage(dataclasses.replace(grant, purposes=0x7F), signed.signer, signed.signature)
+        )
     with pytest.raises(SignatureError):
         signing.verify(domain, SignedMessage(grant, patient.address, b"\x00" * 65))
     with pytest.raises(SignatureError):
@@ -466,7 +513,12 @@ def test_typed_data_json_matches_the_contract_digest(ledger, chain, domain, pati
     grant = build_grant(ledger, chain, patient.address, hospital.address)
     td = json.loads(json.dumps(signing.typed_data(domain, grant)))  # through JSON, as a wallet receives it
     assert td["primaryType"] == "ConsentGrant"
-    assert td["domain"] == {"name": "HealthCode Ledger", "version": "1", "chainId": CHAIN_ID, "verifyingContract": ledger.consents.address}
+    assert td["domain"] == {
+        "name": "HealthCode Ledger",
+        "version": "1",
+        "chainId": CHAIN_ID,
+        "verifyingContract": ledger.consents.address,
+    }
 
     message = encode_typed_data(full_message=td)
     digest = keccak(b"\x19" + message.version + message.header + message.body)
@@ -516,7 +568,9 @@ def wallet(ledger, client, artifacts, accounts):
 
 def wallet_sign(owner, domain: Domain, message) -> bytes:
     """What a one-key smart account produces: the owner's ECDSA signature over the EIP-712 digest."""
-    return bytes(Account.sign_message(encode_typed_data(full_message=signing.typed_data(domain, message)), owner.key).signature)
+    return bytes(
+        Account.sign_message(encode_typed_data(full_message=signing.typed_data(domain, message)), owner.key).signature
+    )
 
 
 def test_contract_wallet_patient_signs_a_grant(ledger, chain, domain, hospital, wallet, accounts):
@@ -528,10 +582,15 @@ def test_contract_wallet_patient_signs_a_grant(ledger, chain, domain, hospital, 
 
     (ev,) = ledger.consents.events_in(result, "ConsentGranted")
     assert (ev["patient"], ev["signer"]) == (wallet_address, wallet_address)
-    assert ledger.consents.check(wallet_address, hospital.address, Category.ALLERGIES, Purpose.TREATMENT).consent_id == consent_id
+    assert (
+        ledger.consents.check(wallet_address, hospital.address, Category.ALLERGIES, Purpose.TREATMENT).consent_id
+        == consent_id
+    )
 
     revoke = build_revoke(ledger, chain, wallet_address, hospital.address)
-    result = ledger.consents.revoke_by_sig(accounts.outsider, SignedMessage(revoke, wallet_address, wallet_sign(owner, domain, revoke)))
+    result = ledger.consents.revoke_by_sig(
+        accounts.outsider, SignedMessage(revoke, wallet_address, wallet_sign(owner, domain, revoke))
+    )
     (ev,) = ledger.consents.events_in(result, "ConsentRevoked")
     assert ev["signer"] == wallet_address
 
@@ -541,7 +600,9 @@ def test_contract_wallet_guardian_signs_a_grant(ledger, chain, domain, patient, 
     ledger.consents.set_guardian(patient, wallet_address, chain.now() + 365 * DAY)
     grant = build_grant(ledger, chain, patient.address, hospital.address)
 
-    _, result = ledger.consents.grant_by_sig(hospital, SignedMessage(grant, wallet_address, wallet_sign(owner, domain, grant)))
+    _, result = ledger.consents.grant_by_sig(
+        hospital, SignedMessage(grant, wallet_address, wallet_sign(owner, domain, grant))
+    )
 
     (ev,) = ledger.consents.events_in(result, "ConsentGranted")
     assert (ev["patient"], ev["signer"]) == (patient.address, wallet_address)
@@ -552,7 +613,9 @@ def test_contract_wallet_refuses_a_signature_not_by_its_owner(ledger, chain, dom
     grant = build_grant(ledger, chain, wallet_address, hospital.address)
     not_owner = accounts.patients[5]
     with pytest.raises(ConsentInvalidSignature) as info:
-        ledger.consents.grant_by_sig(hospital, SignedMessage(grant, wallet_address, wallet_sign(not_owner, domain, grant)))
+        ledger.consents.grant_by_sig(
+            hospital, SignedMessage(grant, wallet_address, wallet_sign(not_owner, domain, grant))
+        )
     assert info.value.signer == wallet_address
     # A malformed signature makes the wallet revert; the registry reports it as invalid, not as a crash.
     with pytest.raises(ConsentInvalidSignature):

@@ -136,8 +136,12 @@ def test_grant_emits_event_stores_consent_and_check_follows_the_masks(ledger, ch
     assert sum(a for a, _, _ in matrix.values()) == 6
 
     # The consent is the patient's to this grantee only.
-    assert not ledger.consents.check(patient.address, accounts.clinic.address, Category.ALLERGIES, Purpose.TREATMENT).allowed
-    assert not ledger.consents.check(accounts.patients[1].address, hospital, Category.ALLERGIES, Purpose.TREATMENT).allowed
+    assert not ledger.consents.check(
+        patient.address, accounts.clinic.address, Category.ALLERGIES, Purpose.TREATMENT
+    ).allowed
+    assert not ledger.consents.check(
+        accounts.patients[1].address, hospital, Category.ALLERGIES, Purpose.TREATMENT
+    ).allowed
 
 
 def test_no_consent_reads_as_none(ledger, accounts):
@@ -162,13 +166,18 @@ def test_validity_window_is_half_open_from_valid_from_to_valid_until(ledger, cha
     cid_, _ = ledger.consents.grant(patient, clinic, REFERRAL_CATEGORIES, REFERRAL_PURPOSES, valid_from, valid_until)
 
     def allowed(block: int) -> bool:
-        return ledger.consents.check(patient.address, clinic, Category.ALLERGIES, Purpose.TREATMENT, block=block).allowed
+        return ledger.consents.check(
+            patient.address, clinic, Category.ALLERGIES, Purpose.TREATMENT, block=block
+        ).allowed
 
     assert not allowed(client.block_number())  # granted, not yet in force
     assert not allowed(mine_at(client, valid_from - 1))
     first = mine_at(client, valid_from)
     assert allowed(first)
-    assert ledger.consents.check(patient.address, clinic, Category.ALLERGIES, Purpose.TREATMENT, block=first).consent_id == cid_
+    assert (
+        ledger.consents.check(patient.address, clinic, Category.ALLERGIES, Purpose.TREATMENT, block=first).consent_id
+        == cid_
+    )
     assert allowed(mine_at(client, valid_until - 1))
     assert not allowed(mine_at(client, valid_until))
     # Expired, not revoked: the stored consent still says Active.
@@ -181,7 +190,9 @@ def test_validity_window_is_half_open_from_valid_from_to_valid_until(ledger, cha
 def test_second_grant_to_the_same_grantee_replaces_the_first(ledger, chain, accounts):
     patient, hospital = accounts.patients[0], accounts.hospital.address
     now = chain.now()
-    first_id, _ = ledger.consents.grant(patient, hospital, REFERRAL_CATEGORIES, REFERRAL_PURPOSES, now, now + SIX_MONTHS)
+    first_id, _ = ledger.consents.grant(
+        patient, hospital, REFERRAL_CATEGORIES, REFERRAL_PURPOSES, now, now + SIX_MONTHS
+    )
 
     # The patient narrows the consent: medications only, treatment only, one month.
     meds = category_mask([Category.MEDICATIONS])
@@ -211,15 +222,24 @@ def test_grants_to_different_grantees_are_independent(ledger, chain, accounts):
     now = chain.now()
     ledger.consents.grant(patient, accounts.hospital.address, REFERRAL_CATEGORIES, REFERRAL_PURPOSES, now, now + DAY)
     lab_id, _ = ledger.consents.grant(
-        patient, accounts.lab.address, category_mask([Category.LAB_RESULTS]), purpose_mask([Purpose.TREATMENT]), now, now + DAY
+        patient,
+        accounts.lab.address,
+        category_mask([Category.LAB_RESULTS]),
+        purpose_mask([Purpose.TREATMENT]),
+        now,
+        now + DAY,
     )
     assert lab_id == consent_id(patient.address, accounts.lab.address, 0)
     assert ledger.consents.nonces(patient.address, accounts.hospital.address) == 1
     assert ledger.consents.nonces(patient.address, accounts.lab.address) == 1
 
     ledger.consents.revoke(patient, accounts.lab.address)
-    assert ledger.consents.check(patient.address, accounts.hospital.address, Category.LAB_RESULTS, Purpose.TREATMENT).allowed
-    assert not ledger.consents.check(patient.address, accounts.lab.address, Category.LAB_RESULTS, Purpose.TREATMENT).allowed
+    assert ledger.consents.check(
+        patient.address, accounts.hospital.address, Category.LAB_RESULTS, Purpose.TREATMENT
+    ).allowed
+    assert not ledger.consents.check(
+        patient.address, accounts.lab.address, Category.LAB_RESULTS, Purpose.TREATMENT
+    ).allowed
 
 
 # --------------------------------------------------------------------------------------------- revoke
@@ -228,7 +248,9 @@ def test_grants_to_different_grantees_are_independent(ledger, chain, accounts):
 def test_revoke_takes_effect_from_its_block(ledger, chain, accounts):
     patient, hospital = accounts.patients[0], accounts.hospital.address
     now = chain.now()
-    cid_, granted = ledger.consents.grant(patient, hospital, REFERRAL_CATEGORIES, REFERRAL_PURPOSES, now, now + SIX_MONTHS)
+    cid_, granted = ledger.consents.grant(
+        patient, hospital, REFERRAL_CATEGORIES, REFERRAL_PURPOSES, now, now + SIX_MONTHS
+    )
     chain.advance(3 * DAY)
 
     result = ledger.consents.revoke(patient, hospital)
@@ -240,7 +262,9 @@ def test_revoke_takes_effect_from_its_block(ledger, chain, accounts):
     assert ev["signer"] == patient.address
 
     def allowed(block: int | str) -> bool:
-        return ledger.consents.check(patient.address, hospital, Category.LAB_RESULTS, Purpose.TREATMENT, block=block).allowed
+        return ledger.consents.check(
+            patient.address, hospital, Category.LAB_RESULTS, Purpose.TREATMENT, block=block
+        ).allowed
 
     assert allowed(result.block_number - 1)
     assert not allowed(result.block_number)
@@ -268,7 +292,9 @@ def test_grant_after_revoke_is_a_new_consent(ledger, chain, accounts):
 def test_an_expired_consent_can_still_be_revoked(ledger, chain, accounts):
     patient, lab = accounts.patients[0], accounts.lab.address
     now = chain.now()
-    cid_, _ = ledger.consents.grant(patient, lab, category_mask([Category.LAB_RESULTS]), purpose_mask([Purpose.TREATMENT]), now, now + HOUR)
+    cid_, _ = ledger.consents.grant(
+        patient, lab, category_mask([Category.LAB_RESULTS]), purpose_mask([Purpose.TREATMENT]), now, now + HOUR
+    )
     chain.advance(2 * HOUR)
     result = ledger.consents.revoke(patient, lab)
     (ev,) = ledger.consents.events_in(result, "ConsentRevoked")
@@ -407,11 +433,18 @@ def test_emergency_access_opens_a_four_hour_window_on_safe_categories(ledger, ch
     # Only the emergency purpose, only the categories asked for, only safe categories.
     assert not check(Category.ALLERGIES, Purpose.TREATMENT).allowed
     assert not check(Category.CONDITIONS).allowed  # safe, but not requested
-    for sensitive in (Category.GENOMICS, Category.MENTAL_HEALTH, Category.SEXUAL_REPRODUCTIVE_HEALTH, Category.LAB_RESULTS):
+    for sensitive in (
+        Category.GENOMICS,
+        Category.MENTAL_HEALTH,
+        Category.SEXUAL_REPRODUCTIVE_HEALTH,
+        Category.LAB_RESULTS,
+    ):
         assert not check(sensitive).allowed
     # No consent was created; other members get nothing.
     assert ledger.consents.consent_of(patient.address, er.address).status is ConsentStatus.NONE
-    assert not ledger.consents.check(patient.address, accounts.clinic.address, Category.ALLERGIES, Purpose.EMERGENCY).allowed
+    assert not ledger.consents.check(
+        patient.address, accounts.clinic.address, Category.ALLERGIES, Purpose.EMERGENCY
+    ).allowed
 
     # The window is [opened_at, opened_at + 4 h).
     assert check(Category.ALLERGIES, block=mine_at(client, until - 1)).allowed
@@ -465,7 +498,9 @@ def test_opting_back_in_does_not_revive_a_window_ended_by_opting_out(ledger, cha
     assert not ledger.consents.check(patient.address, er.address, Category.ALLERGIES, Purpose.EMERGENCY).allowed
 
     # A new break-glass access after opting back in works as usual.
-    access_id, _ = ledger.consents.emergency_access(er, patient.address, ALLERGIES_AND_MEDICATIONS, h("ER, second visit"))
+    access_id, _ = ledger.consents.emergency_access(
+        er, patient.address, ALLERGIES_AND_MEDICATIONS, h("ER, second visit")
+    )
     again = ledger.consents.check(patient.address, er.address, Category.ALLERGIES, Purpose.EMERGENCY)
     assert (again.allowed, again.consent_id, again.emergency) == (True, access_id, True)
 
@@ -476,7 +511,10 @@ def test_a_new_emergency_access_replaces_the_window(ledger, chain, accounts):
     chain.advance(3 * HOUR)
     immunizations = category_mask([Category.IMMUNIZATIONS])
     access_id, _ = ledger.consents.emergency_access(er, patient.address, immunizations, h("ER, tetanus status"))
-    assert ledger.consents.check(patient.address, er.address, Category.IMMUNIZATIONS, Purpose.EMERGENCY).consent_id == access_id
+    assert (
+        ledger.consents.check(patient.address, er.address, Category.IMMUNIZATIONS, Purpose.EMERGENCY).consent_id
+        == access_id
+    )
     assert not ledger.consents.check(patient.address, er.address, Category.ALLERGIES, Purpose.EMERGENCY).allowed
     chain.advance(2 * HOUR)  # past the first window's end, inside the second's
     assert ledger.consents.check(patient.address, er.address, Category.IMMUNIZATIONS, Purpose.EMERGENCY).allowed
@@ -493,7 +531,9 @@ def test_emergency_access_needs_the_emergency_capability(ledger, accounts, membe
 def test_emergency_access_by_a_suspended_hospital_reverts(ledger, accounts):
     suspend(ledger, accounts, accounts.hospital.address)
     with pytest.raises(ConsentNotEmergencyMember):
-        ledger.consents.emergency_access(accounts.hospital, accounts.patients[0].address, ALLERGIES_AND_MEDICATIONS, h("ER"))
+        ledger.consents.emergency_access(
+            accounts.hospital, accounts.patients[0].address, ALLERGIES_AND_MEDICATIONS, h("ER")
+        )
 
 
 @pytest.mark.parametrize(
@@ -525,7 +565,9 @@ def test_emergency_access_rejects_opted_out_patient(ledger, accounts):
 
 def test_emergency_access_needs_a_reason(ledger, accounts):
     with pytest.raises(ConsentEmergencyReasonRequired) as info:
-        ledger.consents.emergency_access(accounts.hospital, accounts.patients[0].address, ALLERGIES_AND_MEDICATIONS, ZERO32)
+        ledger.consents.emergency_access(
+            accounts.hospital, accounts.patients[0].address, ALLERGIES_AND_MEDICATIONS, ZERO32
+        )
     assert info.value.args_by_name == {}
 
 
@@ -545,7 +587,9 @@ def test_grant_to_a_suspended_hospital_reverts(ledger, chain, accounts):
     suspend(ledger, accounts, accounts.hospital.address)
     now = chain.now()
     with pytest.raises(ConsentInvalidGrantee) as info:
-        ledger.consents.grant(accounts.patients[0], accounts.hospital.address, REFERRAL_CATEGORIES, REFERRAL_PURPOSES, now, now + DAY)
+        ledger.consents.grant(
+            accounts.patients[0], accounts.hospital.address, REFERRAL_CATEGORIES, REFERRAL_PURPOSES, now, now + DAY
+        )
     assert info.value.grantee == accounts.hospital.address
 
 
@@ -553,7 +597,9 @@ def test_grant_to_a_suspended_hospital_reverts(ledger, chain, accounts):
 def test_grant_rejects_invalid_categories(ledger, chain, accounts, categories):
     now = chain.now()
     with pytest.raises(ConsentInvalidCategories) as info:
-        ledger.consents.grant(accounts.patients[0], accounts.hospital.address, categories, REFERRAL_PURPOSES, now, now + DAY)
+        ledger.consents.grant(
+            accounts.patients[0], accounts.hospital.address, categories, REFERRAL_PURPOSES, now, now + DAY
+        )
     assert info.value.categories == categories
 
 
@@ -561,7 +607,9 @@ def test_grant_rejects_invalid_categories(ledger, chain, accounts, categories):
 def test_grant_rejects_invalid_purposes(ledger, chain, accounts, purposes):
     now = chain.now()
     with pytest.raises(ConsentInvalidPurposes) as info:
-        ledger.consents.grant(accounts.patients[0], accounts.hospital.address, REFERRAL_CATEGORIES, purposes, now, now + DAY)
+        ledger.consents.grant(
+            accounts.patients[0], accounts.hospital.address, REFERRAL_CATEGORIES, purposes, now, now + DAY
+        )
     assert info.value.purposes == purposes
 
 
@@ -586,7 +634,12 @@ def test_grant_rejects_invalid_windows(ledger, chain, accounts, window):
     valid_from, valid_until = window(chain.now())
     with pytest.raises(ConsentInvalidWindow) as info:
         ledger.consents.grant(
-            accounts.patients[0], accounts.hospital.address, REFERRAL_CATEGORIES, REFERRAL_PURPOSES, valid_from, valid_until
+            accounts.patients[0],
+            accounts.hospital.address,
+            REFERRAL_CATEGORIES,
+            REFERRAL_PURPOSES,
+            valid_from,
+            valid_until,
         )
     assert (info.value.validFrom, info.value.validUntil) == (valid_from, valid_until)
 
@@ -606,7 +659,9 @@ def test_failed_grants_consume_no_nonce(ledger, chain, accounts):
 def test_a_suspended_grantee_is_refused_until_reinstated(ledger, chain, accounts):
     patient, lab = accounts.patients[0], accounts.lab.address
     now = chain.now()
-    cid_, _ = ledger.consents.grant(patient, lab, category_mask([Category.LAB_RESULTS]), purpose_mask([Purpose.TREATMENT]), now, now + 30 * DAY)
+    cid_, _ = ledger.consents.grant(
+        patient, lab, category_mask([Category.LAB_RESULTS]), purpose_mask([Purpose.TREATMENT]), now, now + 30 * DAY
+    )
     assert ledger.consents.check(patient.address, lab, Category.LAB_RESULTS, Purpose.TREATMENT).allowed
 
     suspend(ledger, accounts, lab)
@@ -626,13 +681,18 @@ def test_a_suspended_hospital_loses_its_emergency_window(ledger, accounts):
     suspend(ledger, accounts, er.address)
     assert not ledger.consents.check(patient.address, er.address, Category.ALLERGIES, Purpose.EMERGENCY).allowed
     reinstate(ledger, accounts, er.address)
-    assert ledger.consents.check(patient.address, er.address, Category.ALLERGIES, Purpose.EMERGENCY).consent_id == access_id
+    assert (
+        ledger.consents.check(patient.address, er.address, Category.ALLERGIES, Purpose.EMERGENCY).consent_id
+        == access_id
+    )
 
 
 def test_a_removed_grantee_is_refused(ledger, chain, accounts):
     patient, pharmacy = accounts.patients[0], accounts.pharmacy.address
     now = chain.now()
-    ledger.consents.grant(patient, pharmacy, category_mask([Category.MEDICATIONS]), purpose_mask([Purpose.TREATMENT]), now, now + DAY)
+    ledger.consents.grant(
+        patient, pharmacy, category_mask([Category.MEDICATIONS]), purpose_mask([Purpose.TREATMENT]), now, now + DAY
+    )
     ledger.members.enact(accounts.admins[:2], Action.REMOVE_MEMBER, pharmacy)
     assert not ledger.consents.check(patient.address, pharmacy, Category.MEDICATIONS, Purpose.TREATMENT).allowed
 

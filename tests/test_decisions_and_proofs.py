@@ -31,16 +31,18 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
 
 @pytest.fixture(scope="module")
 def records(gw: RunningGateway) -> dict[str, str]:
-    r = gw.login(dev(HOSPITAL)).post("/v1/records", params={"patient": dev(PATIENT).address},
-                                     content=SYNTHEA.read_bytes(), headers=FHIR)
+    r = gw.login(dev(HOSPITAL)).post(
+        "/v1/records", params={"patient": dev(PATIENT).address}, content=SYNTHEA.read_bytes(), headers=FHIR
+    )
     assert r.status_code == 201, r.text
     return {rec["category"]: rec["recordId"] for rec in r.json()["records"]}
 
 
 def _grant(gw: RunningGateway, grantee: str, categories: str, seconds: int = 86_400) -> None:
     now = gw.client.block_timestamp()
-    gw.ledger.consents.grant(dev(PATIENT), grantee, parse_categories(categories), parse_purposes("treatment"),
-                             now, now + seconds)
+    gw.ledger.consents.grant(
+        dev(PATIENT), grantee, parse_categories(categories), parse_purposes("treatment"), now, now + seconds
+    )
     gw.components.catch_up()
 
 
@@ -90,8 +92,9 @@ def test_a_lagging_indexer_sends_decisions_to_the_chain(gw: RunningGateway, reco
 def test_the_cache_never_starts_a_consent_early(gw: RunningGateway, records: dict[str, str]) -> None:
     lab = dev(6)
     now = gw.client.block_timestamp()
-    gw.ledger.consents.grant(dev(PATIENT), lab.address, parse_categories("lab-results"), parse_purposes("treatment"),
-                             now + 3600, now + 7200)
+    gw.ledger.consents.grant(
+        dev(PATIENT), lab.address, parse_categories("lab-results"), parse_purposes("treatment"), now + 3600, now + 7200
+    )
     gw.wait_indexed()
     r = gw.login(lab).get(f"/v1/records/{records['lab-results']}", params={"purpose": "treatment"})
     assert r.status_code == 403 and r.json()["code"] == "consent_expired"
@@ -122,13 +125,15 @@ def test_every_batch_release_has_a_proof_that_recomputes_the_anchored_root(
     leaf = merkle.leaf_hash(entry)
     assert "0x" + leaf.hex() == proof["leafHash"]
     anchor = proof["anchor"]
-    root = merkle.root_from_inclusion_proof(leaf, idx, anchor["treeSize"],
-                                            [bytes.fromhex(h[2:]) for h in proof["inclusionProof"]])
+    root = merkle.root_from_inclusion_proof(
+        leaf, idx, anchor["treeSize"], [bytes.fromhex(h[2:]) for h in proof["inclusionProof"]]
+    )
     assert "0x" + root.hex() == anchor["root"]
     on_chain = gw.ledger.access.latest_anchor(anchor["gateway"])
     assert on_chain.tree_size >= anchor["treeSize"]
-    events = gw.ledger.access.contract.events.AccessBatchAnchored().get_logs(from_block=anchor["blockNumber"],
-                                                                        to_block=anchor["blockNumber"])
+    events = gw.ledger.access.contract.events.AccessBatchAnchored().get_logs(
+        from_block=anchor["blockNumber"], to_block=anchor["blockNumber"]
+    )
     assert any(bytes(e["args"]["root"]) == root for e in events), "the root is not the one anchored on-chain"
 
     # the patient and auditors may see it; another institution may not
@@ -148,12 +153,21 @@ def test_every_batch_release_has_a_proof_that_recomputes_the_anchored_root(
 
 def test_strict_releases_prove_by_their_transaction(tmp_path: Path) -> None:
     with running_gateway(tmp_path) as sgw:
-        up = sgw.login(dev(HOSPITAL)).post("/v1/records", params={"patient": dev(PATIENT).address},
-                                           content=SYNTHEA.read_bytes(), headers=FHIR).json()
+        up = (
+            sgw.login(dev(HOSPITAL))
+            .post("/v1/records", params={"patient": dev(PATIENT).address}, content=SYNTHEA.read_bytes(), headers=FHIR)
+            .json()
+        )
         record = next(r["recordId"] for r in up["records"] if r["category"] == "allergies")
         now = sgw.client.block_timestamp()
-        sgw.ledger.consents.grant(dev(PATIENT), dev(CLINIC).address, parse_categories("allergies"),
-                                  parse_purposes("treatment"), now, now + 3600)
+        sgw.ledger.consents.grant(
+            dev(PATIENT),
+            dev(CLINIC).address,
+            parse_categories("allergies"),
+            parse_purposes("treatment"),
+            now,
+            now + 3600,
+        )
         clinic = sgw.login(dev(CLINIC))
         body = clinic.get(f"/v1/records/{record}", params={"purpose": "treatment"}).json()
         sgw.wait_indexed()

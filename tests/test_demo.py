@@ -41,7 +41,7 @@ def test_seed_is_idempotent_and_run_plays_the_scenario(tmp_path: Path) -> None:
             path = keys / f"{name}.json"
             assert keystore_address(path) == dev(index).address
             assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert 'password of every file: demo' in (keys / "README.txt").read_text().lower()
+        assert "password of every file: demo" in (keys / "README.txt").read_text().lower()
         assert gw.ledger.consents.guardian_until(dev(12).address, dev(16).address) > gw.client.block_timestamp()
 
         con, out = _console()
@@ -72,5 +72,10 @@ def test_run_without_seed_or_gateway_stops_with_a_clear_error(tmp_path: Path) ->
     import pytest
 
     with pytest.raises(demo.DemoError, match="start ./scripts/up first"):
-        demo.run(url="http://127.0.0.1:9", manifest=tmp_path / "none.json", rpc_url="http://127.0.0.1:9",
-                 keys_dir=tmp_path, console=_console()[0])
+        demo.run(
+            url="http://127.0.0.1:9",
+            manifest=tmp_path / "none.json",
+            rpc_url="http://127.0.0.1:9",
+            keys_dir=tmp_path,
+            console=_console()[0],
+        )

@@ -30,14 +30,13 @@ import pytest
 from fault_harness import GATEWAY, FaultChain, GatewayProcess
 from gateway_harness import CLINIC, HOSPITAL, SAMPLES, dev
 
-from node_client.contracts import RecordStatus
-from node_client.vocabulary import parse_categories, parse_purposes
-
 from gateway.blobstore import LocalBlobStore
 from gateway.crashpoints import POINTS
 from gateway.db import Database
 from gateway.journal import Journal
 from gateway.reconcile import reconcile
+from node_client.contracts import RecordStatus
+from node_client.vocabulary import parse_categories, parse_purposes
 
 FHIR = {"Content-Type": "application/fhir+json"}
 PATIENTS = (10, 11, 12)
@@ -154,7 +153,9 @@ def _drive(gw: GatewayProcess, acked: Ledgered, seed: int, max_ops: int = 60) ->
                     return  # the gateway died (or is dying): stop this client
                 if r.status_code not in (404, 410):  # a record retracted by another client meanwhile
                     with acked.lock:
-                        acked.unexpected.append(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:200]}")
+                        acked.unexpected.append(
+                            f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:200]}"
+                        )
         finally:
             hospital.close()
             clinic.close()
@@ -212,8 +213,7 @@ def _check_after_crash(gw: GatewayProcess, chain: FaultChain, acked: Ledgered, l
             for r in acked.releases:
                 assert entries.get(r["journalIndex"]) == r["accessId"], (label, "acknowledged release not journaled", r)
             chain_roots = {
-                int(ev["treeSize"]): bytes(ev["root"])
-                for ev in chain.ledger.access.events(["AccessBatchAnchored"])
+                int(ev["treeSize"]): bytes(ev["root"]) for ev in chain.ledger.access.events(["AccessBatchAnchored"])
             }
             for a in journal.anchors():
                 assert chain_roots.get(a.tree_size) == a.root, (label, "recorded anchor not on chain", a)
@@ -228,8 +228,12 @@ def chain(tmp_path: Path) -> Iterator[FaultChain]:
     now = c.client.block_timestamp()
     for p in PATIENTS:
         c.ledger.consents.grant(
-            dev(p), dev(CLINIC).address, parse_categories("allergies,lab-results"), parse_purposes("treatment"),
-            now, now + 30 * 86_400,
+            dev(p),
+            dev(CLINIC).address,
+            parse_categories("allergies,lab-results"),
+            parse_purposes("treatment"),
+            now,
+            now + 30 * 86_400,
         )
     try:
         yield c

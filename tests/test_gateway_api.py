@@ -42,8 +42,9 @@ def _record(uploaded: dict, category: str) -> str:
     return next(r["recordId"] for r in uploaded["records"] if r["category"] == category)
 
 
-def _grant(gw: RunningGateway, patient: int, grantee: str, categories: str, purposes: str = "treatment",
-           seconds: int = 86_400) -> bytes:
+def _grant(
+    gw: RunningGateway, patient: int, grantee: str, categories: str, purposes: str = "treatment", seconds: int = 86_400
+) -> bytes:
     now = gw.client.block_timestamp()
     consent_id, _ = gw.ledger.consents.grant(
         dev(patient), grantee, parse_categories(categories), parse_purposes(purposes), now, now + seconds
@@ -139,7 +140,9 @@ def test_oversized_body_is_413_and_wrong_media_type_415(gw: RunningGateway) -> N
     big = b"{" + b" " * (gw.settings.max_body_bytes + 10) + b"}"
     r = hospital.post("/v1/records", params={"patient": dev(11).address}, content=big, headers=FHIR)
     assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
-    r = hospital.post("/v1/records", params={"patient": dev(11).address}, content=b"x", headers={"Content-Type": "text/plain"})
+    r = hospital.post(
+        "/v1/records", params={"patient": dev(11).address}, content=b"x", headers={"Content-Type": "text/plain"}
+    )
     assert r.status_code == 415
 
 
@@ -156,7 +159,9 @@ def test_only_active_care_providers_upload(gw: RunningGateway) -> None:
 # ---------------------------------------------------------------- release
 
 
-def test_release_requires_consent_then_is_ledgered_and_encrypted_to_the_reader(gw: RunningGateway, uploaded: dict) -> None:
+def test_release_requires_consent_then_is_ledgered_and_encrypted_to_the_reader(
+    gw: RunningGateway, uploaded: dict
+) -> None:
     clinic = gw.login(dev(CLINIC))
     record = _record(uploaded, "encounters")
     refused = clinic.get(f"/v1/records/{record}", params={"purpose": "treatment"})
@@ -256,8 +261,13 @@ def test_signed_health_code_grant_and_revoke(gw: RunningGateway, uploaded: dict)
     domain = gw.ledger.consents.domain()
     now = gw.client.block_timestamp()
     grant = gw.ledger.consents.build_grant(
-        patient.address, dev(HOSPITAL).address, parse_categories("allergies,conditions"), parse_purposes("treatment"),
-        now, now + 30 * 86_400, deadline=now + 3600,
+        patient.address,
+        dev(HOSPITAL).address,
+        parse_categories("allergies,conditions"),
+        parse_purposes("treatment"),
+        now,
+        now + 30 * 86_400,
+        deadline=now + 3600,
     )
     signed = signing.sign(patient, domain, grant).as_dict()
     r = hospital.post("/v1/consents", json=signed)
@@ -268,11 +278,15 @@ def test_signed_health_code_grant_and_revoke(gw: RunningGateway, uploaded: dict)
     tampered = {**signed, "message": {**signed["message"], "categories": 0x3FFF}}
     assert hospital.post("/v1/consents", json=tampered).json()["code"] == "invalid_signature"
 
-    revoke = signing.sign(patient, domain, gw.ledger.consents.build_revoke(patient.address, dev(HOSPITAL).address,
-                                                                             deadline=now + 3600)).as_dict()
+    revoke = signing.sign(
+        patient, domain, gw.ledger.consents.build_revoke(patient.address, dev(HOSPITAL).address, deadline=now + 3600)
+    ).as_dict()
     r = hospital.post(f"/v1/consents/{consent_id}/revoke", json=revoke)
     assert r.status_code == 200 and r.json()["revoked"] is True
-    assert gw.ledger.consents.check(patient.address, dev(HOSPITAL).address, Category.ALLERGIES, Purpose.TREATMENT).allowed is False
+    assert (
+        gw.ledger.consents.check(patient.address, dev(HOSPITAL).address, Category.ALLERGIES, Purpose.TREATMENT).allowed
+        is False
+    )
 
 
 # ---------------------------------------------------------------- emergency
@@ -283,14 +297,20 @@ def test_break_glass_releases_only_emergency_categories(gw: RunningGateway, uplo
     http = gw.login(hospital)
     reason = "unconscious on arrival, allergy check before anaesthesia"
     fn = gw.ledger.consents.contract.functions.emergencyAccess(
-        dev(10).address, parse_categories("allergies,medications,conditions,immunizations"),
+        dev(10).address,
+        parse_categories("allergies,medications,conditions,immunizations"),
         hashlib.sha256(reason.encode()).digest(),
     )
-    tx = fn.build_transaction({
-        "from": hospital.address, "chainId": 31337, "gas": 200_000,
-        "nonce": gw.client.w3.eth.get_transaction_count(hospital.address, "pending"),
-        "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9,
-    })
+    tx = fn.build_transaction(
+        {
+            "from": hospital.address,
+            "chainId": 31337,
+            "gas": 200_000,
+            "nonce": gw.client.w3.eth.get_transaction_count(hospital.address, "pending"),
+            "maxFeePerGas": 10**10,
+            "maxPriorityFeePerGas": 10**9,
+        }
+    )
     raw = hospital.sign_transaction(tx).raw_transaction
     r = http.post("/v1/emergency-access", json={"signedTransaction": "0x" + bytes(raw).hex(), "reason": reason})
     assert r.status_code == 201, r.text
@@ -298,8 +318,11 @@ def test_break_glass_releases_only_emergency_categories(gw: RunningGateway, uplo
     got = http.get(f"/v1/records/{allergies}", params={"purpose": "emergency"})
     assert got.status_code == 200, got.text
     assert got.json()["emergency"] is True
-    other = next(rec["recordId"] for rec in uploaded["records"]
-                 if rec["category"] not in ("allergies", "medications", "conditions", "immunizations"))
+    other = next(
+        rec["recordId"]
+        for rec in uploaded["records"]
+        if rec["category"] not in ("allergies", "medications", "conditions", "immunizations")
+    )
     refused = http.get(f"/v1/records/{other}", params={"purpose": "emergency"})
     assert refused.status_code == 403 and refused.json()["code"] == "emergency_not_allowed"
 
@@ -342,9 +365,11 @@ def test_retraction_shreds_the_key_and_refuses_release(gw: RunningGateway) -> No
     patient = gw.login(dev(13))
     r = patient.delete(f"/v1/records/{record}")
     assert r.status_code == 200, r.text
-    row = gw.components.db.read().execute(
-        "SELECT wrapped_key, state FROM record_keys WHERE record_id = ?", (bytes.fromhex(record[2:]),)
-    ).fetchone()
+    row = (
+        gw.components.db.read()
+        .execute("SELECT wrapped_key, state FROM record_keys WHERE record_id = ?", (bytes.fromhex(record[2:]),))
+        .fetchone()
+    )
     assert row["wrapped_key"] is None and row["state"] == "retracted"
     r = clinic.get(f"/v1/records/{record}", params={"purpose": "treatment"})
     assert r.status_code == 410 and r.json()["code"] == "record_retracted"
@@ -418,12 +443,14 @@ def test_chain_outage_is_503_and_releases_nothing(tmp_path: Path) -> None:
 from ipfs_fixture import ipfs_node  # noqa: E402,F401  (pytest fixture)
 
 
-def test_ipfs_store_end_to_end(tmp_path: Path, ipfs_node) -> None:  # noqa: ANN001, F811
+def test_ipfs_store_end_to_end(tmp_path: Path, ipfs_node) -> None:  # noqa: F811
     """Upload and release through a gateway whose ciphertexts live in a real Kubo node."""
     with running_gateway(tmp_path, store="ipfs", ipfs_api=ipfs_node.api_multiaddr) as igw:
         assert igw.http().get("/healthz").json()["checks"]["storage"]["kind"] == "ipfs"
         hospital = igw.login(dev(HOSPITAL))
-        r = hospital.post("/v1/records", params={"patient": dev(16).address}, content=SYNTHEA.read_bytes(), headers=FHIR)
+        r = hospital.post(
+            "/v1/records", params={"patient": dev(16).address}, content=SYNTHEA.read_bytes(), headers=FHIR
+        )
         assert r.status_code == 201, r.text
         records = r.json()["records"]
         pinned = ipfs_node.ipfs("pin", "ls", "--type=recursive")

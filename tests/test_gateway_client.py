@@ -8,9 +8,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
 from typer.testing import CliRunner
 
-from gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
 from node_client._exceptions import GatewayProblem, GatewayUnavailable
 from node_client._node import free_port
 from node_client.audit import replay
@@ -27,12 +27,22 @@ OBSERVATION = SAMPLES / "hl7-r4" / "Observation-f001.json"
 def batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     with running_gateway(tmp_path_factory.mktemp("batch"), ledger_mode="batch") as gw:
         hospital = gw.login(dev(HOSPITAL))
-        up = hospital.post("/v1/records", params={"patient": dev(10).address}, content=OBSERVATION.read_bytes(),
-                           headers={"Content-Type": "application/fhir+json"})
+        up = hospital.post(
+            "/v1/records",
+            params={"patient": dev(10).address},
+            content=OBSERVATION.read_bytes(),
+            headers={"Content-Type": "application/fhir+json"},
+        )
         assert up.status_code == 201, up.text
         now = gw.client.block_timestamp()
-        gw.ledger.consents.grant(dev(10), dev(CLINIC).address, parse_categories("lab-results"),
-                                 parse_purposes("treatment"), now, now + 86_400)
+        gw.ledger.consents.grant(
+            dev(10),
+            dev(CLINIC).address,
+            parse_categories("lab-results"),
+            parse_purposes("treatment"),
+            now,
+            now + 86_400,
+        )
         gw.wait_indexed()
         clinic = gw.login(dev(CLINIC))
         for record in up.json()["records"]:
@@ -41,8 +51,9 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
         yield gw
 
 
-def test_an_auditor_fetches_the_running_gateways_journal_and_it_replays_clean(batch: RunningGateway,
-                                                                               tmp_path: Path) -> None:
+def test_an_auditor_fetches_the_running_gateways_journal_and_it_replays_clean(
+    batch: RunningGateway, tmp_path: Path
+) -> None:
     with GatewayClient(batch.url) as gw:
         gw.sign_in(dev(AUDITOR))
         size = gw.download_journal(tmp_path / "journal.jsonl")
@@ -57,8 +68,20 @@ def test_the_cli_signs_in_with_a_keystore(batch: RunningGateway, tmp_path: Path)
     key = tmp_path / "auditor.json"
     new_keystore(key, "pw", account=dev(AUDITOR))
     (tmp_path / "pw").write_text("pw\n")
-    result = CliRunner().invoke(app, ["audit", "fetch-journal", str(tmp_path / "j.jsonl"), "--url", batch.url,
-                                      "--key", str(key), "--password-file", str(tmp_path / "pw")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "audit",
+            "fetch-journal",
+            str(tmp_path / "j.jsonl"),
+            "--url",
+            batch.url,
+            "--key",
+            str(key),
+            "--password-file",
+            str(tmp_path / "pw"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "j.jsonl").read_bytes().startswith(b'{"type":"header"')
 

@@ -299,8 +299,14 @@ def test_document_bundle_is_one_encounter_record_indexed_resource_by_resource() 
     assert record.bundle["entry"] == [{"resource": doc}]  # the document itself, untouched
     types = [e.resource_type for e in record.index]
     assert types == [
-        "Composition", "Practitioner", "Patient", "Encounter", "Observation", "MedicationRequest",
-        "MedicationStatement", "AllergyIntolerance",
+        "Composition",
+        "Practitioner",
+        "Patient",
+        "Encounter",
+        "Observation",
+        "MedicationRequest",
+        "MedicationStatement",
+        "AllergyIntolerance",
     ]
     composition = record.index[0]
     assert (composition.code_system, composition.code) == (LOINC, "28655-9")
@@ -501,8 +507,20 @@ def test_fhir_json_rules_the_models_do_not_check() -> None:
     ]
 
 
-@pytest.mark.parametrize("name", ["Foo", "CodeableConcept", "BundleEntry", "Resource", "DomainResource", "patient",
-                                  "__class__", "Patient; DROP", "P" * 200])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Foo",
+        "CodeableConcept",
+        "BundleEntry",
+        "Resource",
+        "DomainResource",
+        "patient",
+        "__class__",
+        "Patient; DROP",
+        "P" * 200,
+    ],
+)
 def test_unknown_resource_types_are_issues_everywhere(name: str) -> None:
     top = orjson.dumps({"resourceType": name})
     assert paths(top)[0].endswith(".resourceType")
@@ -520,8 +538,15 @@ def test_every_issue_is_reported_with_its_entry_path() -> None:
             "entry": [
                 {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient", "birthDate": "1970-13-01"}},
                 {"fullUrl": "urn:uuid:2", "resource": {"resourceType": "Observation", "code": {"text": "x"}}},
-                {"fullUrl": "urn:uuid:3", "resource": {"resourceType": "Observation", "status": "final",
-                                                       "code": {"text": "x"}, "valueQuantity": {"value": "abc"}}},
+                {
+                    "fullUrl": "urn:uuid:3",
+                    "resource": {
+                        "resourceType": "Observation",
+                        "status": "final",
+                        "code": {"text": "x"},
+                        "valueQuantity": {"value": "abc"},
+                    },
+                },
                 {"fullUrl": "urn:uuid:4", "resource": {"resourceType": "Patient", "name": [{"given": [1]}]}},
             ],
         }
@@ -606,7 +631,8 @@ def test_r4_only_types_are_accepted_as_entries_and_ignored() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", sorted([*SYNTHEA.glob("*.json"), *(p for p in HL7.rglob("*.json") if p.name != "package.json")]),
+    "path",
+    sorted([*SYNTHEA.glob("*.json"), *(p for p in HL7.rglob("*.json") if p.name != "package.json")]),
     ids=lambda p: p.name,
 )
 def test_r4_samples_validate_against_the_r4b_models_as_they_are(path: Path) -> None:
@@ -633,9 +659,29 @@ def test_r4_only_types_really_have_no_r4b_model() -> None:
         | st.integers(min_value=-(2**63), max_value=2**63 - 1)
         | st.floats(allow_nan=False, allow_infinity=False)
         | st.text(max_size=8),
-        lambda children: st.lists(children, max_size=4)
-        | st.dictionaries(st.sampled_from(["resourceType", "id", "entry", "resource", "name", "code", "status", "type",
-                                           "value", "contained", "text", "fullUrl"]), children, max_size=5),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "resourceType",
+                        "id",
+                        "entry",
+                        "resource",
+                        "name",
+                        "code",
+                        "status",
+                        "type",
+                        "value",
+                        "contained",
+                        "text",
+                        "fullUrl",
+                    ]
+                ),
+                children,
+                max_size=5,
+            )
+        ),
         max_leaves=25,
     ),
     st.sampled_from(["Patient", "Observation", "Bundle", "Condition", "Foo", "MedicinalProduct"]),
@@ -678,22 +724,36 @@ def report(*categories: tuple[str, str], code: str = "58410-2", **extra: Any) ->
 CATEGORY_CASES: list[tuple[str, dict[str, Any], Category | None]] = [
     ("patient", {"resourceType": "Patient"}, Category.DEMOGRAPHICS),
     ("allergy", {"resourceType": "AllergyIntolerance"}, Category.ALLERGIES),
-    *[(t.lower(), {"resourceType": t}, Category.MEDICATIONS) for t in (
-        "Medication", "MedicationRequest", "MedicationStatement", "MedicationAdministration", "MedicationDispense")],
+    *[
+        (t.lower(), {"resourceType": t}, Category.MEDICATIONS)
+        for t in (
+            "Medication",
+            "MedicationRequest",
+            "MedicationStatement",
+            "MedicationAdministration",
+            "MedicationDispense",
+        )
+    ],
     ("condition", {"resourceType": "Condition", "code": concept(SNOMED, "44054006")}, Category.CONDITIONS),
     ("condition icd-10 J45", {"resourceType": "Condition", "code": concept(ICD10, "J45.9")}, Category.CONDITIONS),
     ("depression icd-10", {"resourceType": "Condition", "code": concept(ICD10, "F32.9")}, Category.MENTAL_HEALTH),
-    ("alcohol icd-10-cm", {"resourceType": "Condition", "code": concept("http://hl7.org/fhir/sid/icd-10-cm", "F10.20")},
-     Category.MENTAL_HEALTH),
+    (
+        "alcohol icd-10-cm",
+        {"resourceType": "Condition", "code": concept("http://hl7.org/fhir/sid/icd-10-cm", "F10.20")},
+        Category.MENTAL_HEALTH,
+    ),
     ("depression snomed", {"resourceType": "Condition", "code": concept(SNOMED, "370143000")}, Category.MENTAL_HEALTH),
-    ("second coding decides", {"resourceType": "Condition", "code": {"coding": [
-        {"system": SNOMED, "code": "44054006"}, {"system": ICD10, "code": "F41.1"}]}}, Category.MENTAL_HEALTH),
-    ("pregnancy snomed", {"resourceType": "Condition", "code": concept(SNOMED, "72892002")},
-     SRH),
-    ("delivery icd-10 O80", {"resourceType": "Condition", "code": concept(ICD10, "O80")},
-     SRH),
-    ("pregnancy supervision Z34", {"resourceType": "Condition", "code": concept(ICD10, "Z34.00")},
-     SRH),
+    (
+        "second coding decides",
+        {
+            "resourceType": "Condition",
+            "code": {"coding": [{"system": SNOMED, "code": "44054006"}, {"system": ICD10, "code": "F41.1"}]},
+        },
+        Category.MENTAL_HEALTH,
+    ),
+    ("pregnancy snomed", {"resourceType": "Condition", "code": concept(SNOMED, "72892002")}, SRH),
+    ("delivery icd-10 O80", {"resourceType": "Condition", "code": concept(ICD10, "O80")}, SRH),
+    ("pregnancy supervision Z34", {"resourceType": "Condition", "code": concept(ICD10, "Z34.00")}, SRH),
     ("chlamydia A56", {"resourceType": "Condition", "code": concept(ICD10, "A56.0")}, SRH),
     ("infertility N97", {"resourceType": "Condition", "code": concept(ICD10, "N97.9")}, SRH),
     ("Z23 is not reproductive", {"resourceType": "Condition", "code": concept(ICD10, "Z23")}, Category.CONDITIONS),
@@ -705,12 +765,18 @@ CATEGORY_CASES: list[tuple[str, dict[str, Any], Category | None]] = [
     ("survey", obs("survey", code="72166-2"), Category.ENCOUNTERS),
     ("social-history", obs("social-history", code="72166-2"), Category.ENCOUNTERS),
     ("exam", obs("exam"), Category.ENCOUNTERS),
-    ("STU3 category system", obs(None, category=[concept("http://hl7.org/fhir/observation-category", "vital-signs")]),
-     Category.VITAL_SIGNS),
+    (
+        "STU3 category system",
+        obs(None, category=[concept("http://hl7.org/fhir/observation-category", "vital-signs")]),
+        Category.VITAL_SIGNS,
+    ),
     ("no category, lab LOINC", obs(None), Category.LAB_RESULTS),
     ("no category, vital-sign LOINC", obs(None, code="8867-4"), Category.VITAL_SIGNS),
-    ("no category, wearable device", obs(None, "http://example.org/steps", "steps", device={"reference": "Device/w"}),
-     Category.VITAL_SIGNS),
+    (
+        "no category, wearable device",
+        obs(None, "http://example.org/steps", "steps", device={"reference": "Device/w"}),
+        Category.VITAL_SIGNS,
+    ),
     ("no category, local code", obs(None, "http://example.org/codes", "x"), Category.LAB_RESULTS),
     ("PHQ-9 survey", obs("survey", code="44261-6"), Category.MENTAL_HEALTH),
     ("GAD-7 survey", obs("survey", code="70274-6"), Category.MENTAL_HEALTH),
@@ -730,30 +796,59 @@ CATEGORY_CASES: list[tuple[str, dict[str, Any], Category | None]] = [
     ("report with imaging study", report(imagingStudy=[{"reference": "ImagingStudy/1"}]), Category.IMAGING),
     ("report genetics code", report(code="51969-4"), Category.GENOMICS),
     ("imaging study", {"resourceType": "ImagingStudy"}, Category.IMAGING),
-    *[(t.lower(), {"resourceType": t}, Category.ENCOUNTERS) for t in (
-        "Encounter", "Composition", "DocumentReference", "ClinicalImpression")],
+    *[
+        (t.lower(), {"resourceType": t}, Category.ENCOUNTERS)
+        for t in ("Encounter", "Composition", "DocumentReference", "ClinicalImpression")
+    ],
     ("immunization", {"resourceType": "Immunization"}, Category.IMMUNIZATIONS),
     ("procedure resource", {"resourceType": "Procedure", "code": concept(SNOMED, "430193006")}, Category.PROCEDURES),
     ("vasectomy", {"resourceType": "Procedure", "code": concept(SNOMED, "22523008")}, SRH),
-    *[(t.lower(), {"resourceType": t}, Category.CARE_PLANS) for t in ("CarePlan", "Goal", "CareTeam",
-                                                                      "ServiceRequest")],
+    *[
+        (t.lower(), {"resourceType": t}, Category.CARE_PLANS)
+        for t in ("CarePlan", "Goal", "CareTeam", "ServiceRequest")
+    ],
     ("molecular sequence", {"resourceType": "MolecularSequence"}, Category.GENOMICS),
     ("device", {"resourceType": "Device"}, Category.VITAL_SIGNS),
     ("device metric", {"resourceType": "DeviceMetric"}, Category.VITAL_SIGNS),
-    ("contraceptive prescription", {"resourceType": "MedicationRequest",
-                                    "medicationCodeableConcept": concept(RXNORM, "1367439")},
-     SRH),
-    ("contained contraceptive", {"resourceType": "MedicationRequest", "medicationReference": {"reference": "#m"},
-                                 "contained": [{"resourceType": "Medication", "id": "m",
-                                                "code": concept(RXNORM, "807283")}]},
-     SRH),
-    ("ordinary prescription", {"resourceType": "MedicationRequest",
-                               "medicationCodeableConcept": concept(RXNORM, "313782")}, Category.MEDICATIONS),
+    (
+        "contraceptive prescription",
+        {"resourceType": "MedicationRequest", "medicationCodeableConcept": concept(RXNORM, "1367439")},
+        SRH,
+    ),
+    (
+        "contained contraceptive",
+        {
+            "resourceType": "MedicationRequest",
+            "medicationReference": {"reference": "#m"},
+            "contained": [{"resourceType": "Medication", "id": "m", "code": concept(RXNORM, "807283")}],
+        },
+        SRH,
+    ),
+    (
+        "ordinary prescription",
+        {"resourceType": "MedicationRequest", "medicationCodeableConcept": concept(RXNORM, "313782")},
+        Category.MEDICATIONS,
+    ),
     ("document bundle", {"resourceType": "Bundle", "type": "document"}, Category.ENCOUNTERS),
     ("collection bundle", {"resourceType": "Bundle", "type": "collection"}, None),
-    *[(t.lower(), {"resourceType": t}, None) for t in (
-        "Organization", "Practitioner", "PractitionerRole", "Location", "Provenance", "Claim", "ExplanationOfBenefit",
-        "Coverage", "AuditEvent", "Consent", "QuestionnaireResponse", "Basic", "MedicinalProduct")],
+    *[
+        (t.lower(), {"resourceType": t}, None)
+        for t in (
+            "Organization",
+            "Practitioner",
+            "PractitionerRole",
+            "Location",
+            "Provenance",
+            "Claim",
+            "ExplanationOfBenefit",
+            "Coverage",
+            "AuditEvent",
+            "Consent",
+            "QuestionnaireResponse",
+            "Basic",
+            "MedicinalProduct",
+        )
+    ],
     ("no resourceType", {"id": "x"}, None),
 ]
 
@@ -804,8 +899,14 @@ def test_nested_bundles_are_flattened_and_nested_documents_kept_whole() -> None:
 def test_grouping_preserves_order_within_a_record_and_sorts_records() -> None:
     entries = [
         {"fullUrl": f"urn:uuid:{i}", "resource": r}
-        for i, r in enumerate([obs("vital-signs", code="8867-4"), {"resourceType": "Patient"}, obs("laboratory"),
-                               obs("vital-signs", code="8310-5")])
+        for i, r in enumerate(
+            [
+                obs("vital-signs", code="8867-4"),
+                {"resourceType": "Patient"},
+                obs("laboratory"),
+                obs("vital-signs", code="8310-5"),
+            ]
+        )
     ]
     grouping = check_grouping({"resourceType": "Bundle", "type": "collection", "entry": entries})
     assert [r.category for r in grouping.records] == [Category.DEMOGRAPHICS, Category.LAB_RESULTS, Category.VITAL_SIGNS]
@@ -814,39 +915,101 @@ def test_grouping_preserves_order_within_a_record_and_sorts_records() -> None:
 
 INDEX_CASES: list[tuple[dict[str, Any], tuple[str | None, str | None, str | None, str | None]]] = [
     # resource → (system, code, display, date)
-    ({"resourceType": "Observation", "code": concept(LOINC, "4548-4", "Hemoglobin A1c"),
-      "effectivePeriod": {"start": "2020-01-02"}, "issued": "2020-01-03T00:00:00Z"},
-     (LOINC, "4548-4", "Hemoglobin A1c", "2020-01-02")),
-    ({"resourceType": "DiagnosticReport", "code": {"text": "CBC"}, "issued": "2020-01-03T00:00:00Z"},
-     (None, None, "CBC", "2020-01-03T00:00:00Z")),
-    ({"resourceType": "Condition", "code": concept(SNOMED, "1"), "onsetDateTime": "2001", "recordedDate": "2002"},
-     (SNOMED, "1", None, "2001")),
+    (
+        {
+            "resourceType": "Observation",
+            "code": concept(LOINC, "4548-4", "Hemoglobin A1c"),
+            "effectivePeriod": {"start": "2020-01-02"},
+            "issued": "2020-01-03T00:00:00Z",
+        },
+        (LOINC, "4548-4", "Hemoglobin A1c", "2020-01-02"),
+    ),
+    (
+        {"resourceType": "DiagnosticReport", "code": {"text": "CBC"}, "issued": "2020-01-03T00:00:00Z"},
+        (None, None, "CBC", "2020-01-03T00:00:00Z"),
+    ),
+    (
+        {"resourceType": "Condition", "code": concept(SNOMED, "1"), "onsetDateTime": "2001", "recordedDate": "2002"},
+        (SNOMED, "1", None, "2001"),
+    ),
     ({"resourceType": "Condition", "code": concept(SNOMED, "1"), "recordedDate": "2002"}, (SNOMED, "1", None, "2002")),
-    ({"resourceType": "Immunization", "vaccineCode": concept("http://hl7.org/fhir/sid/cvx", "140"),
-      "occurrenceDateTime": "2015-05-01", "recorded": "2015-06-01"},
-     ("http://hl7.org/fhir/sid/cvx", "140", None, "2015-05-01")),
-    ({"resourceType": "MedicationRequest", "medicationCodeableConcept": concept(RXNORM, "313782", "Acetaminophen"),
-      "authoredOn": "2019-02-03"}, (RXNORM, "313782", "Acetaminophen", "2019-02-03")),
-    ({"resourceType": "Procedure", "code": concept(SNOMED, "2"), "performedPeriod": {"start": "2018-01-01T10:00:00Z"}},
-     (SNOMED, "2", None, "2018-01-01T10:00:00Z")),
-    ({"resourceType": "Encounter", "type": [concept(SNOMED, "185349003", "Check up")],
-      "period": {"start": "2017-01-01"}, "class": {"system": "x", "code": "AMB"}},
-     (SNOMED, "185349003", "Check up", "2017-01-01")),
+    (
+        {
+            "resourceType": "Immunization",
+            "vaccineCode": concept("http://hl7.org/fhir/sid/cvx", "140"),
+            "occurrenceDateTime": "2015-05-01",
+            "recorded": "2015-06-01",
+        },
+        ("http://hl7.org/fhir/sid/cvx", "140", None, "2015-05-01"),
+    ),
+    (
+        {
+            "resourceType": "MedicationRequest",
+            "medicationCodeableConcept": concept(RXNORM, "313782", "Acetaminophen"),
+            "authoredOn": "2019-02-03",
+        },
+        (RXNORM, "313782", "Acetaminophen", "2019-02-03"),
+    ),
+    (
+        {
+            "resourceType": "Procedure",
+            "code": concept(SNOMED, "2"),
+            "performedPeriod": {"start": "2018-01-01T10:00:00Z"},
+        },
+        (SNOMED, "2", None, "2018-01-01T10:00:00Z"),
+    ),
+    (
+        {
+            "resourceType": "Encounter",
+            "type": [concept(SNOMED, "185349003", "Check up")],
+            "period": {"start": "2017-01-01"},
+            "class": {"system": "x", "code": "AMB"},
+        },
+        (SNOMED, "185349003", "Check up", "2017-01-01"),
+    ),
     ({"resourceType": "Encounter", "class": {"system": "x", "code": "AMB"}}, ("x", "AMB", None, None)),
-    ({"resourceType": "DocumentReference", "type": concept(LOINC, "18842-5"), "date": "2016-01-01T00:00:00Z"},
-     (LOINC, "18842-5", None, "2016-01-01T00:00:00Z")),
-    ({"resourceType": "ImagingStudy", "modality": [{"system": DCM, "code": "CT"}],
-      "started": "2011-01-01T11:01:20+03:00"},
-     (DCM, "CT", None, "2011-01-01T11:01:20+03:00")),
-    ({"resourceType": "Goal", "description": {"text": "HbA1c < 7"}, "startDate": "2014-09-01"},
-     (None, None, "HbA1c < 7", "2014-09-01")),
-    ({"resourceType": "CarePlan", "category": [concept(SNOMED, "698360004")], "period": {"start": "2014"},
-      "created": "2013"}, (SNOMED, "698360004", None, "2014")),
-    ({"resourceType": "AllergyIntolerance", "code": concept(SNOMED, "3"), "recordedDate": "2014-10-09T14:58:00+11:00"},
-     (SNOMED, "3", None, "2014-10-09T14:58:00+11:00")),
+    (
+        {"resourceType": "DocumentReference", "type": concept(LOINC, "18842-5"), "date": "2016-01-01T00:00:00Z"},
+        (LOINC, "18842-5", None, "2016-01-01T00:00:00Z"),
+    ),
+    (
+        {
+            "resourceType": "ImagingStudy",
+            "modality": [{"system": DCM, "code": "CT"}],
+            "started": "2011-01-01T11:01:20+03:00",
+        },
+        (DCM, "CT", None, "2011-01-01T11:01:20+03:00"),
+    ),
+    (
+        {"resourceType": "Goal", "description": {"text": "HbA1c < 7"}, "startDate": "2014-09-01"},
+        (None, None, "HbA1c < 7", "2014-09-01"),
+    ),
+    (
+        {
+            "resourceType": "CarePlan",
+            "category": [concept(SNOMED, "698360004")],
+            "period": {"start": "2014"},
+            "created": "2013",
+        },
+        (SNOMED, "698360004", None, "2014"),
+    ),
+    (
+        {
+            "resourceType": "AllergyIntolerance",
+            "code": concept(SNOMED, "3"),
+            "recordedDate": "2014-10-09T14:58:00+11:00",
+        },
+        (SNOMED, "3", None, "2014-10-09T14:58:00+11:00"),
+    ),
     ({"resourceType": "Patient", "birthDate": "1974-12-25"}, (None, None, None, "1974-12-25")),
-    ({"resourceType": "Composition", "type": concept(LOINC, "11488-4", "Consult note"), "date": "2012-01-04T09:10:14Z"},
-     (LOINC, "11488-4", "Consult note", "2012-01-04T09:10:14Z")),
+    (
+        {
+            "resourceType": "Composition",
+            "type": concept(LOINC, "11488-4", "Consult note"),
+            "date": "2012-01-04T09:10:14Z",
+        },
+        (LOINC, "11488-4", "Consult note", "2012-01-04T09:10:14Z"),
+    ),
     ({"resourceType": "MolecularSequence", "type": "dna"}, (None, None, None, None)),
 ]
 
@@ -877,8 +1040,10 @@ def mdd_condition(**extra: Any) -> dict[str, Any]:
     return {
         "resourceType": "Condition",
         "clinicalStatus": concept("http://terminology.hl7.org/CodeSystem/condition-clinical", "active"),
-        "code": {"coding": [{"system": SNOMED, "code": MDD_CODE, "display": "Major depressive disorder"}],
-                 "text": "Major depressive disorder"},
+        "code": {
+            "coding": [{"system": SNOMED, "code": MDD_CODE, "display": "Major depressive disorder"}],
+            "text": "Major depressive disorder",
+        },
         "subject": FATHER_PATIENT,
         "onsetDateTime": "2012-11-01",
     } | extra
@@ -889,8 +1054,10 @@ def phq9_observation(**extra: Any) -> dict[str, Any]:
         "resourceType": "Observation",
         "status": "final",
         "category": [concept(OBS_CAT, "survey")],
-        "code": {"coding": [{"system": LOINC, "code": PHQ9_CODE, "display": "PHQ-9 total score"}],
-                 "text": "PHQ-9 total score"},
+        "code": {
+            "coding": [{"system": LOINC, "code": PHQ9_CODE, "display": "PHQ-9 total score"}],
+            "text": "PHQ-9 total score",
+        },
         "subject": FATHER_PATIENT,
         "effectiveDateTime": "2013-02-01",
         "valueQuantity": {"value": 23, "unit": "{score}", "system": "http://unitsofmeasure.org", "code": "{score}"},
@@ -906,13 +1073,18 @@ def father_with_depression() -> dict[str, Any]:
         {"fullUrl": "urn:uuid:0b9b4c0e-5a55-4b0f-9a53-6a1f3a0e7d01", "resource": mdd_condition()},
         {"fullUrl": "urn:uuid:0b9b4c0e-5a55-4b0f-9a53-6a1f3a0e7d02", "resource": phq9_observation()},
     ]
-    doc["entry"][0]["resource"]["section"].append({
-        "title": "Mental status",
-        "code": concept(LOINC, "10190-7", "Mental status Narrative"),
-        "text": {"status": "additional", "div": '<div xmlns="http://www.w3.org/1999/xhtml">Major depressive disorder;'
-                                                " PHQ-9 total score 23 (severe).</div>"},
-        "entry": [{"reference": e["fullUrl"]} for e in doc["entry"][-2:]],
-    })
+    doc["entry"][0]["resource"]["section"].append(
+        {
+            "title": "Mental status",
+            "code": concept(LOINC, "10190-7", "Mental status Narrative"),
+            "text": {
+                "status": "additional",
+                "div": '<div xmlns="http://www.w3.org/1999/xhtml">Major depressive disorder;'
+                " PHQ-9 total score 23 (severe).</div>",
+            },
+            "entry": [{"reference": e["fullUrl"]} for e in doc["entry"][-2:]],
+        }
+    )
     return parse(orjson.dumps(doc))
 
 
@@ -924,8 +1096,7 @@ def sensitive_codes_outside(grouping: fhir.Grouping, *codes: str) -> list[tuple[
         if record.category in sensitive:
             continue
         text = canonical_json(record.bundle).decode()
-        found += [(record.category, c) for c in codes
-                  if f'"{c}"' in text or any(e.code == c for e in record.index)]
+        found += [(record.category, c) for c in codes if f'"{c}"' in text or any(e.code == c for e in record.index)]
     return found
 
 
@@ -973,8 +1144,13 @@ def test_a_sensitive_document_nested_in_a_transaction_is_filed_by_its_content() 
     """Nested Bundles: the outer transaction is split as always; the document inside it is classified whole."""
     synthea = load(SYNTHEA / "patient-2-7b4cf3d5.json")
     plain = {r.category: len(r.bundle["entry"]) for r in group(synthea).records}
-    synthea["entry"].append({"fullUrl": "urn:uuid:0b9b4c0e-5a55-4b0f-9a53-6a1f3a0e7d09",
-                             "resource": father_with_depression(), "request": {"method": "POST", "url": "Bundle"}})
+    synthea["entry"].append(
+        {
+            "fullUrl": "urn:uuid:0b9b4c0e-5a55-4b0f-9a53-6a1f3a0e7d09",
+            "resource": father_with_depression(),
+            "request": {"method": "POST", "url": "Bundle"},
+        }
+    )
     grouping = check_grouping(parse(orjson.dumps(synthea)))
     records = {r.category: len(r.bundle["entry"]) for r in grouping.records}
     assert records == plain | {Category.MENTAL_HEALTH: 1}
@@ -982,29 +1158,54 @@ def test_a_sensitive_document_nested_in_a_transaction_is_filed_by_its_content() 
 
 
 CONTAINED_CASES: list[tuple[str, dict[str, Any], Category]] = [
-    ("encounter with a contained depression diagnosis",
-     {"resourceType": "Encounter", "status": "finished", "class": {"code": "IMP"},
-      "contained": [mdd_condition(id="dx")], "reasonReference": [{"reference": "#dx"}]},
-     Category.MENTAL_HEALTH),
-    ("lab report with a contained PHQ-9",
-     report((V2_0074, "LAB"), contained=[phq9_observation(id="q")], result=[{"reference": "#q"}]),
-     Category.MENTAL_HEALTH),
-    ("procedure with a contained pregnancy",
-     {"resourceType": "Procedure", "status": "completed", "code": concept(SNOMED, "430193006"),
-      "subject": FATHER_PATIENT, "contained": [{"resourceType": "Condition", "id": "p", "subject": FATHER_PATIENT,
-                                                "code": concept(SNOMED, "72892002")}],
-      "reasonReference": [{"reference": "#p"}]},
-     SRH),
-    ("medication request with a contained ordinary medication",
-     {"resourceType": "MedicationRequest", "status": "active", "intent": "order", "subject": FATHER_PATIENT,
-      "medicationReference": {"reference": "#m"},
-      "contained": [{"resourceType": "Medication", "id": "m", "code": concept(RXNORM, "313782")}]},
-     Category.MEDICATIONS),
+    (
+        "encounter with a contained depression diagnosis",
+        {
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"code": "IMP"},
+            "contained": [mdd_condition(id="dx")],
+            "reasonReference": [{"reference": "#dx"}],
+        },
+        Category.MENTAL_HEALTH,
+    ),
+    (
+        "lab report with a contained PHQ-9",
+        report((V2_0074, "LAB"), contained=[phq9_observation(id="q")], result=[{"reference": "#q"}]),
+        Category.MENTAL_HEALTH,
+    ),
+    (
+        "procedure with a contained pregnancy",
+        {
+            "resourceType": "Procedure",
+            "status": "completed",
+            "code": concept(SNOMED, "430193006"),
+            "subject": FATHER_PATIENT,
+            "contained": [
+                {"resourceType": "Condition", "id": "p", "subject": FATHER_PATIENT, "code": concept(SNOMED, "72892002")}
+            ],
+            "reasonReference": [{"reference": "#p"}],
+        },
+        SRH,
+    ),
+    (
+        "medication request with a contained ordinary medication",
+        {
+            "resourceType": "MedicationRequest",
+            "status": "active",
+            "intent": "order",
+            "subject": FATHER_PATIENT,
+            "medicationReference": {"reference": "#m"},
+            "contained": [{"resourceType": "Medication", "id": "m", "code": concept(RXNORM, "313782")}],
+        },
+        Category.MEDICATIONS,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("resource", "expected"), [c[1:] for c in CONTAINED_CASES],
-                         ids=[c[0] for c in CONTAINED_CASES])
+@pytest.mark.parametrize(
+    ("resource", "expected"), [c[1:] for c in CONTAINED_CASES], ids=[c[0] for c in CONTAINED_CASES]
+)
 def test_contained_resources_are_classified(resource: dict[str, Any], expected: Category) -> None:
     (record,) = check_grouping(parse(orjson.dumps(resource))).records
     assert record.category is expected
@@ -1022,31 +1223,63 @@ def test_a_synthea_encounter_with_a_contained_depression_diagnosis_leaves_the_en
     assert sensitive_codes_outside(grouping, MDD_CODE) == []
 
 
-@pytest.mark.parametrize(("element", "value"), [
-    ("reasonCode", [{"coding": [{"system": SNOMED, "code": MDD_CODE}]}]),
-    ("extension", [{"url": "http://example.org/reason", "valueCoding": {"system": ICD10, "code": "F33.1"}}]),
-])
+@pytest.mark.parametrize(
+    ("element", "value"),
+    [
+        ("reasonCode", [{"coding": [{"system": SNOMED, "code": MDD_CODE}]}]),
+        ("extension", [{"url": "http://example.org/reason", "valueCoding": {"system": ICD10, "code": "F33.1"}}]),
+    ],
+)
 def test_a_sensitive_code_anywhere_in_a_resource_counts(element: str, value: object) -> None:
     """Not only the primary code: an encounter *for* depression is mental-health data."""
     encounter = {"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}, element: value}
     assert category_of(encounter) is Category.MENTAL_HEALTH
 
 
-@pytest.mark.parametrize("resource", [
-    {"resourceType": "Condition", "subject": FATHER_PATIENT, "code": {"coding": [
-        {"system": ICD10, "code": "F53"}, {"system": ICD10, "code": "O90.6"}]}},  # postpartum depression, twice coded
-    {"resourceType": "Bundle", "type": "document", "entry": [
-        {"fullUrl": "urn:uuid:a", "resource": mdd_condition()},
-        {"fullUrl": "urn:uuid:b", "resource": {"resourceType": "Condition", "subject": FATHER_PATIENT,
-                                               "code": concept(SNOMED, "72892002")}}]},
-], ids=["condition", "document"])
+@pytest.mark.parametrize(
+    "resource",
+    [
+        {
+            "resourceType": "Condition",
+            "subject": FATHER_PATIENT,
+            "code": {"coding": [{"system": ICD10, "code": "F53"}, {"system": ICD10, "code": "O90.6"}]},
+        },  # postpartum depression, twice coded
+        {
+            "resourceType": "Bundle",
+            "type": "document",
+            "entry": [
+                {"fullUrl": "urn:uuid:a", "resource": mdd_condition()},
+                {
+                    "fullUrl": "urn:uuid:b",
+                    "resource": {
+                        "resourceType": "Condition",
+                        "subject": FATHER_PATIENT,
+                        "code": concept(SNOMED, "72892002"),
+                    },
+                },
+            ],
+        },
+    ],
+    ids=["condition", "document"],
+)
 def test_a_record_holding_two_sensitive_categories_is_refused(resource: dict[str, Any]) -> None:
     """A record has one category and one consent must cover all of it; no single sensitive category covers two."""
-    doc = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient"},
-         "request": {"method": "POST", "url": "Patient"}},
-        {"fullUrl": "urn:uuid:x", "resource": resource, "request": {"method": "POST", "url": resource["resourceType"]}},
-    ]}
+    doc = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:p",
+                "resource": {"resourceType": "Patient"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "fullUrl": "urn:uuid:x",
+                "resource": resource,
+                "request": {"method": "POST", "url": resource["resourceType"]},
+            },
+        ],
+    }
     with pytest.raises(InvalidFhir) as caught:
         group(parse(orjson.dumps(doc)))
     (issue,) = caught.value.issues
@@ -1055,7 +1288,6 @@ def test_a_record_holding_two_sensitive_categories_is_refused(resource: dict[str
     with pytest.raises(InvalidFhir) as alone:  # uploaded on its own
         group(parse(orjson.dumps(resource)))
     assert [i.path for i in alone.value.issues] == [resource["resourceType"]]
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1109,8 +1341,13 @@ def test_canonical_json_refuses_nan_and_infinity(bad: float) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{1: "non-string key"}, {"x": 2**64}, {"x": "\ud800"}, {"when": __import__("datetime").datetime(2020, 1, 1)},
-     {"x": object()}],
+    [
+        {1: "non-string key"},
+        {"x": 2**64},
+        {"x": "\ud800"},
+        {"when": __import__("datetime").datetime(2020, 1, 1)},
+        {"x": object()},
+    ],
 )
 def test_canonical_json_accepts_only_json_data(bad: object) -> None:
     with pytest.raises(TypeError):

@@ -323,9 +323,7 @@ def test_closed_journal_refuses_and_second_opener_is_refused(jpath: Path) -> Non
 # ------------------------------------------------------------------------------------ write failures
 
 
-def _run_until_failure(
-    j: Journal, threads: int, breaker: Callable[[], None]
-) -> tuple[list[int], list[BaseException]]:
+def _run_until_failure(j: Journal, threads: int, breaker: Callable[[], None]) -> tuple[list[int], list[BaseException]]:
     """``threads`` threads append until they fail; ``breaker`` runs once appends are flowing.
 
     Returns the acknowledged indexes and the error each thread ended with.
@@ -529,7 +527,9 @@ def _rewrite_from(jpath: Path, start: int, new: JournalEntry) -> None:
         blob = new.to_bytes() if idx == start else blob
         leaf = leaf_hash(blob)
         chain = hashlib.sha256(chain + leaf).digest()
-        conn.execute("UPDATE entries SET entry = ?, leaf_hash = ?, chain_hash = ? WHERE idx = ?", (blob, leaf, chain, idx))
+        conn.execute(
+            "UPDATE entries SET entry = ?, leaf_hash = ?, chain_hash = ? WHERE idx = ?", (blob, leaf, chain, idx)
+        )
     conn.execute("COMMIT")
     conn.close()
 
@@ -674,7 +674,7 @@ def test_anchorer_anchors_growing_consistent_roots(journal: Journal) -> None:
         anchorer.stop()
     sizes = [s for _, _, s in chain.calls]
     assert sizes == sorted(set(sizes)) and sizes[-1] == journal.size
-    for (_, root, size) in chain.calls:
+    for _, root, size in chain.calls:
         assert root == journal.root(size)
     for (_, r1, s1), (_, r2, s2) in zip(chain.calls, chain.calls[1:]):
         assert verify_consistency(s1, s2, r1, r2, journal.consistency_proof(s1, s2))
@@ -747,7 +747,9 @@ def test_anchorer_stop_flushes(journal: Journal) -> None:
     assert journal.pending_anchor() is None
 
 
-def test_anchor_made_but_not_recorded_is_recorded_not_repeated(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_anchor_made_but_not_recorded_is_recorded_not_repeated(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
     chain = FakeChain()
     anchorer = Anchorer(journal, chain, interval=60)
     fill(journal, 4)

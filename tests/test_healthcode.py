@@ -88,8 +88,9 @@ def test_revoke_round_trip() -> None:
 
 
 def test_extreme_values_round_trip() -> None:
-    big = _grant(categories=0xFFFF, purposes=0xFF, valid_from=0, valid_until=2**40 - 1, nonce=2**64 - 1,
-                 deadline=2**40 - 1)
+    big = _grant(
+        categories=0xFFFF, purposes=0xFF, valid_from=0, valid_until=2**40 - 1, nonce=2**64 - 1, deadline=2**40 - 1
+    )
     domain = Domain(chain_id=2**64 - 1, verifying_contract=to_checksum_address("0x" + "ff" * 20))
     signed = sign(PATIENT, domain, big)
     assert hc.decode(hc.encode(signed, domain)) == (signed, domain)
@@ -179,7 +180,7 @@ def test_truncated_and_padded() -> None:
 
 
 @pytest.mark.parametrize("signer", [PATIENT, GUARDIAN])
-def test_fits_qr_version_15_at_m(signer) -> None:  # noqa: ANN001
+def test_fits_qr_version_15_at_m(signer) -> None:
     for message in (_grant(categories=0x3FFF, purposes=0x7F), _revoke()):
         text = hc.encode(sign(signer, DOMAIN, message), DOMAIN)
         code = segno.make(text, error="m", boost_error=False, micro=False)
@@ -262,7 +263,11 @@ def test_summary_offline_patient() -> None:
     assert s.deadline_expired is False
     assert s.used is None and s.guardian_authorized is None and not s.online and s.submittable is None
     rows = dict(s.rows())
-    assert "City Hospital" in rows["grantee"] and "SENSITIVE" in rows["categories"] and "精神心理健康" in rows["categories"]
+    assert (
+        "City Hospital" in rows["grantee"]
+        and "SENSITIVE" in rows["categories"]
+        and "精神心理健康" in rows["categories"]
+    )
     assert "2027-01-15" in rows["valid from"] and "UTC" in rows["valid from"]
     assert rows["already used"] == "not checked (offline)"
     assert orjson.loads(orjson.dumps(s.as_dict()))["categories"][2]["sensitive"] is True
@@ -290,7 +295,7 @@ def test_summary_of_revoke() -> None:
 # ---------------------------------------------------------------- summary (on-chain)
 
 
-def _chain_code(ledger: Ledger, patient, grantee: str, *, signer=None, deadline: int = 3600) -> str:  # noqa: ANN001
+def _chain_code(ledger: Ledger, patient, grantee: str, *, signer=None, deadline: int = 3600) -> str:
     now = ledger.client.block_timestamp()
     grant = ledger.consents.build_grant(
         patient.address, grantee, 0x12, 0x01, now, now + 30 * 86_400, deadline=now + deadline
@@ -299,7 +304,7 @@ def _chain_code(ledger: Ledger, patient, grantee: str, *, signer=None, deadline:
     return hc.encode(sign(signer or patient, domain, grant), domain)
 
 
-def test_summary_online_used_after_submission(ledger: Ledger, accounts, manifest: Manifest) -> None:  # noqa: ANN001
+def test_summary_online_used_after_submission(ledger: Ledger, accounts, manifest: Manifest) -> None:
     patient, hospital = accounts.patients[0], accounts.hospital
     text = _chain_code(ledger, patient, hospital.address)
     signed, domain = hc.decode(text)
@@ -313,7 +318,7 @@ def test_summary_online_used_after_submission(ledger: Ledger, accounts, manifest
     assert after.used is True and after.ledger_nonce == 1 and after.submittable is False
 
 
-def test_summary_online_guardian(ledger: Ledger, accounts, chain) -> None:  # noqa: ANN001
+def test_summary_online_guardian(ledger: Ledger, accounts, chain) -> None:
     patient, guardian, hospital = accounts.patients[1], accounts.patients[2], accounts.hospital
     text = _chain_code(ledger, patient, hospital.address, signer=guardian)
     signed, domain = hc.decode(text)
@@ -327,7 +332,7 @@ def test_summary_online_guardian(ledger: Ledger, accounts, chain) -> None:  # no
     assert hc.summary(signed, domain, ledger=ledger).used is True
 
 
-def test_summary_online_other_ledger_and_expiry(ledger: Ledger, accounts, chain) -> None:  # noqa: ANN001
+def test_summary_online_other_ledger_and_expiry(ledger: Ledger, accounts, chain) -> None:
     patient, hospital = accounts.patients[0], accounts.hospital
     signed, domain = hc.decode(_chain_code(ledger, patient, hospital.address, deadline=60))
     elsewhere = dataclasses.replace(domain, verifying_contract="0x" + "12" * 20)
@@ -341,7 +346,7 @@ def test_summary_online_other_ledger_and_expiry(ledger: Ledger, accounts, chain)
 
 
 @pytest.fixture
-def env(tmp_path: Path, node, manifest: Manifest, ledger: Ledger) -> dict[str, str]:  # noqa: ANN001
+def env(tmp_path: Path, node, manifest: Manifest, ledger: Ledger) -> dict[str, str]:
     path = tmp_path / "manifest.json"
     manifest.save(path)
     return {"HCL_RPC_URL": node.url, "HCL_MANIFEST": str(path)}
@@ -354,13 +359,28 @@ def test_cli_help() -> None:
         assert "Usage" in result.output
 
 
-def test_cli_new_show_submit(tmp_path: Path, env: dict[str, str], ledger: Ledger, accounts) -> None:  # noqa: ANN001
+def test_cli_new_show_submit(tmp_path: Path, env: dict[str, str], ledger: Ledger, accounts) -> None:
     patient, hospital = accounts.patients[0], accounts.hospital
     png = tmp_path / "code.png"
     made = runner.invoke(
         app,
-        ["new", "--dev-account", "10", "--grantee", hospital.address, "--categories", "allergies,lab-results",
-         "--purpose", "treatment", "--valid", "30d", "--deadline", "1d", "--out", str(png)],
+        [
+            "new",
+            "--dev-account",
+            "10",
+            "--grantee",
+            hospital.address,
+            "--categories",
+            "allergies,lab-results",
+            "--purpose",
+            "treatment",
+            "--valid",
+            "30d",
+            "--deadline",
+            "1d",
+            "--out",
+            str(png),
+        ],
         env=env,
     )
     assert made.exit_code == 0, made.output
@@ -368,8 +388,14 @@ def test_cli_new_show_submit(tmp_path: Path, env: dict[str, str], ledger: Ledger
 
     shown = runner.invoke(app, ["show", str(png)], env=env)
     assert shown.exit_code == 0, shown.output
-    for needle in (patient.address, "City First People's Hospital", "Laboratory results", "检验结果", "valid",
-                   "can be submitted"):
+    for needle in (
+        patient.address,
+        "City First People's Hospital",
+        "Laboratory results",
+        "检验结果",
+        "valid",
+        "can be submitted",
+    ):
         assert needle in shown.output, needle
     data = orjson.loads(runner.invoke(app, ["show", str(png), "--json"], env=env).output)
     assert data["used"] is False and data["signature"] == "valid" and data["signedBy"] == "patient"
@@ -391,7 +417,7 @@ def test_cli_new_show_submit(tmp_path: Path, env: dict[str, str], ledger: Ledger
     assert replay.exit_code == 1 and "ConsentInvalidNonce" in replay.output
 
 
-def test_cli_text_svg_and_revoke(tmp_path: Path, env: dict[str, str], ledger: Ledger, accounts) -> None:  # noqa: ANN001
+def test_cli_text_svg_and_revoke(tmp_path: Path, env: dict[str, str], ledger: Ledger, accounts) -> None:
     patient, hospital = accounts.patients[3], accounts.hospital
     made = runner.invoke(
         app, ["new", "--dev-account", "13", "--grantee", hospital.address, "--categories", "imaging"], env=env
@@ -400,10 +426,14 @@ def test_cli_text_svg_and_revoke(tmp_path: Path, env: dict[str, str], ledger: Le
     text = made.output.strip()
     assert text.startswith("HCL:")
     svg = tmp_path / "c.svg"
-    assert runner.invoke(
-        app, ["new", "--dev-account", "13", "--grantee", hospital.address, "--categories", "imaging", "--out",
-              str(svg)], env=env
-    ).exit_code == 0
+    assert (
+        runner.invoke(
+            app,
+            ["new", "--dev-account", "13", "--grantee", hospital.address, "--categories", "imaging", "--out", str(svg)],
+            env=env,
+        ).exit_code
+        == 0
+    )
     assert "<svg" in svg.read_text()
     assert runner.invoke(app, ["submit", text, "--dev-account", "4"], env=env).exit_code == 0
     txt = tmp_path / "revoke.txt"
@@ -419,7 +449,7 @@ def test_cli_text_svg_and_revoke(tmp_path: Path, env: dict[str, str], ledger: Le
     assert ledger.consents.consent_of(patient.address, hospital.address).status.name == "REVOKED"
 
 
-def test_cli_errors(tmp_path: Path, env: dict[str, str], accounts) -> None:  # noqa: ANN001
+def test_cli_errors(tmp_path: Path, env: dict[str, str], accounts) -> None:
     bad = runner.invoke(app, ["show", "HCL:NOTACODE", "--offline"])
     assert bad.exit_code == 1 and "HealthCodeError" in bad.output
     missing = runner.invoke(app, ["show", str(tmp_path / "none.png"), "--offline"])
@@ -427,8 +457,19 @@ def test_cli_errors(tmp_path: Path, env: dict[str, str], accounts) -> None:  # n
     no_cats = runner.invoke(app, ["new", "--dev-account", "10", "--grantee", accounts.hospital.address], env=env)
     assert no_cats.exit_code == 2 and "--categories" in no_cats.output
     bad_out = runner.invoke(
-        app, ["new", "--dev-account", "10", "--grantee", accounts.hospital.address, "--categories", "allergies",
-              "--out", str(tmp_path / "x.pdf")], env=env,
+        app,
+        [
+            "new",
+            "--dev-account",
+            "10",
+            "--grantee",
+            accounts.hospital.address,
+            "--categories",
+            "allergies",
+            "--out",
+            str(tmp_path / "x.pdf"),
+        ],
+        env=env,
     )
     assert bad_out.exit_code == 2 and ".png" in bad_out.output
     # a code for another ConsentRegistry is refused before anything is sent
@@ -438,7 +479,7 @@ def test_cli_errors(tmp_path: Path, env: dict[str, str], accounts) -> None:  # n
     assert foreign.exit_code == 1 and "not this ledger" in foreign.output
 
 
-def test_summary_contract_signer_is_checked_on_chain(ledger: Ledger, accounts) -> None:  # noqa: ANN001
+def test_summary_contract_signer_is_checked_on_chain(ledger: Ledger, accounts) -> None:
     patient = accounts.patients[0]
     signed, domain = hc.decode(_chain_code(ledger, patient, accounts.hospital.address))
     wallet = ledger.records.address  # any address holding code stands in for an ERC-1271 wallet
@@ -448,13 +489,26 @@ def test_summary_contract_signer_is_checked_on_chain(ledger: Ledger, accounts) -
     assert online.signature == "checked on-chain" and online.signed_by == "guardian"
 
 
-def test_cli_guardian_code(tmp_path: Path, env: dict[str, str], ledger: Ledger, accounts, chain) -> None:  # noqa: ANN001
+def test_cli_guardian_code(tmp_path: Path, env: dict[str, str], ledger: Ledger, accounts, chain) -> None:
     patient, guardian, hospital = accounts.patients[1], accounts.patients[2], accounts.hospital
     ledger.consents.set_guardian(patient, guardian.address, chain.now() + 86_400 * 365)
     png = tmp_path / "g.png"
     made = runner.invoke(
-        app, ["new", "--dev-account", "12", "--patient", patient.address, "--grantee", hospital.address,
-              "--categories", "medications", "--out", str(png)], env=env,
+        app,
+        [
+            "new",
+            "--dev-account",
+            "12",
+            "--patient",
+            patient.address,
+            "--grantee",
+            hospital.address,
+            "--categories",
+            "medications",
+            "--out",
+            str(png),
+        ],
+        env=env,
     )
     assert made.exit_code == 0, made.output
     data = orjson.loads(runner.invoke(app, ["show", str(png), "--json"], env=env).output)

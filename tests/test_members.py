@@ -7,11 +7,11 @@ more admin: no single key can onboard or suspend an institution.
 from __future__ import annotations
 
 import pytest
+from conftest import Accounts, Chain, h
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
-from conftest import Accounts, Chain, h
 from node_client import errors
 from node_client._client import ChainClient
 from node_client._compile import CompileResult
@@ -152,9 +152,7 @@ def test_approve_emits_and_counts_each_admin_once(ledger: Ledger, accounts: Acco
     assert ledger.members.has_approved(pid, accounts.admins[2].address)
 
 
-def test_add_member_executes_with_two_of_three_and_sets_the_member(
-    ledger: Ledger, accounts: Accounts
-) -> None:
+def test_add_member_executes_with_two_of_three_and_sets_the_member(ledger: Ledger, accounts: Accounts) -> None:
     target = Account.from_key(h("eastside-lab")).address
     key, meta = key_of("eastside"), meta_of("Eastside Lab", target)
     pid, _ = ledger.members.propose(
@@ -613,16 +611,12 @@ def test_reinstating_an_active_member_is_refused(ledger: Ledger, accounts: Accou
 
 def test_reinstating_a_removed_member_is_refused(ledger: Ledger, accounts: Accounts) -> None:
     ledger.members.enact(accounts.admins[:2], Action.REMOVE_MEMBER, accounts.clinic.address)
-    _execute_expecting_status(
-        ledger, accounts, Action.REINSTATE_MEMBER, accounts.clinic.address, MemberStatus.REMOVED
-    )
+    _execute_expecting_status(ledger, accounts, Action.REINSTATE_MEMBER, accounts.clinic.address, MemberStatus.REMOVED)
 
 
 def test_removing_a_removed_or_unknown_member_is_refused(ledger: Ledger, accounts: Accounts) -> None:
     ledger.members.enact(accounts.admins[:2], Action.REMOVE_MEMBER, accounts.pharmacy.address)
-    _execute_expecting_status(
-        ledger, accounts, Action.REMOVE_MEMBER, accounts.pharmacy.address, MemberStatus.REMOVED
-    )
+    _execute_expecting_status(ledger, accounts, Action.REMOVE_MEMBER, accounts.pharmacy.address, MemberStatus.REMOVED)
     _execute_expecting_status(ledger, accounts, Action.REMOVE_MEMBER, accounts.outsider.address, MemberStatus.NONE)
 
 

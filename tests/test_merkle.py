@@ -217,7 +217,7 @@ def ct_tree() -> MerkleTree:
 
 
 def test_empty_root_and_prefixes() -> None:
-    assert EMPTY_ROOT == CT_ROOTS[0]
+    assert CT_ROOTS[0] == EMPTY_ROOT
     assert MerkleTree().root() == EMPTY_ROOT
     assert root_from_leaf_hashes([]) == EMPTY_ROOT
     assert leaf_hash(b"") == CT_ROOTS[1]
@@ -432,9 +432,7 @@ def test_consistency_proofs(data: st.DataObject, n: int, salt: int) -> None:
         assert not verify_consistency(old, new, r_old, forked.root(), proof)
         # a rewritten history: the new tree changed an old leaf
         rewritten = MerkleTree([leaf_hash(b"rewritten")] + leaves[1:new])
-        assert not verify_consistency(
-            old, new, r_old, rewritten.root(), rewritten.consistency_proof(old, new)
-        )
+        assert not verify_consistency(old, new, r_old, rewritten.root(), rewritten.consistency_proof(old, new))
 
 
 @PROPS

@@ -35,7 +35,9 @@ def test_errors_are_declared_as_problems_and_never_as_fastapi_422() -> None:
 def test_bearer_scheme_is_declared_exactly_where_a_caller_is_needed() -> None:
     doc = _doc()
     assert doc["components"]["securitySchemes"]["bearer"] == {
-        "type": "http", "scheme": "bearer", "description": "POST /v1/auth/challenge, sign it, POST /v1/auth/token",
+        "type": "http",
+        "scheme": "bearer",
+        "description": "POST /v1/auth/challenge, sign it, POST /v1/auth/token",
     }
     secured = {(m, p) for p, ops in doc["paths"].items() for m, op in ops.items() if op.get("security")}
     assert ("get", "/v1/records/{record_id}") in secured and ("get", "/v1/me/access-log") in secured

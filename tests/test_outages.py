@@ -18,16 +18,14 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 from fault_harness import FaultChain, GatewayProcess, TcpProxy
 from gateway_harness import CLINIC, HOSPITAL, SAMPLES, dev
 
-from node_client.vocabulary import parse_categories, parse_purposes
-
 from gateway.db import Database
 from gateway.journal import Journal
 from gateway.reconcile import reconcile
+from node_client.vocabulary import parse_categories, parse_purposes
 
 FHIR = {"Content-Type": "application/fhir+json"}
 ALLERGY = (SAMPLES / "hl7-r4" / "AllergyIntolerance-example.json").read_bytes()
@@ -104,8 +102,11 @@ def _wait_outage_noticed(gw: GatewayProcess) -> None:
 
 
 def _assert_refused(status: int, body: dict, code: str) -> None:
-    assert status == {"chain_unavailable": 503, "storage_unavailable": 503, "journal_unavailable": 503,
-                      "storage_full": 507}[code] and body["code"] == code, (status, body)
+    assert (
+        status
+        == {"chain_unavailable": 503, "storage_unavailable": 503, "journal_unavailable": 503, "storage_full": 507}[code]
+        and body["code"] == code
+    ), (status, body)
     assert "encryption" not in body and "resource" not in body
 
 
@@ -113,9 +114,7 @@ def _assert_refused(status: int, body: dict, code: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["strict", "batch"])
-def test_chain_endpoint_stopped_and_started_again(
-    mode: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
+def test_chain_endpoint_stopped_and_started_again(mode: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     chain: FaultChain = request.getfixturevalue("chain" if mode == "strict" else "own_chain")
     proxy = TcpProxy(int(chain.node.url.rsplit(":", 1)[1])).start()
     patient = 10 if mode == "strict" else 11
@@ -133,7 +132,9 @@ def test_chain_endpoint_stopped_and_started_again(
             for _ in range(3):
                 _assert_refused(*_release(gw, record), "chain_unavailable")
             with gw.http(dev(HOSPITAL)) as hospital:
-                r = hospital.post("/v1/records", params={"patient": dev(patient).address}, content=ALLERGY, headers=FHIR)
+                r = hospital.post(
+                    "/v1/records", params={"patient": dev(patient).address}, content=ALLERGY, headers=FHIR
+                )
             assert r.status_code == 503 and r.json()["code"] == "chain_unavailable", r.text
             health = gw.health()
             assert health["status"] == "degraded" and not health["checks"]["chain"]["ok"]
@@ -243,8 +244,12 @@ def _restart_ipfs(node: IpfsNode) -> None:
     log = open(node.log_path, "ab")  # noqa: SIM115 - handed to the child
     try:
         node.process = subprocess.Popen(
-            [str(node.binary), "daemon", "--offline"], env=node.env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [str(node.binary), "daemon", "--offline"],
+            env=node.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     finally:
         log.close()
@@ -321,7 +326,7 @@ def _fill(directory: Path) -> Path:
     return filler
 
 
-def test_blob_store_disk_full_is_507_and_leaves_nothing(chain: FaultChain, tmp_path: Path, tmpfs) -> None:  # noqa: ANN001
+def test_blob_store_disk_full_is_507_and_leaves_nothing(chain: FaultChain, tmp_path: Path, tmpfs) -> None:
     data_dir = tmp_path / "gw"
     tmpfs(data_dir / "blobs", "1m")
     gw = GatewayProcess(chain, data_dir, mode="strict").start()
@@ -346,7 +351,7 @@ def test_blob_store_disk_full_is_507_and_leaves_nothing(chain: FaultChain, tmp_p
     _assert_reconciled(gw)
 
 
-def test_journal_disk_full_is_503_then_restart_recovers(own_chain: FaultChain, tmp_path: Path, tmpfs) -> None:  # noqa: ANN001
+def test_journal_disk_full_is_503_then_restart_recovers(own_chain: FaultChain, tmp_path: Path, tmpfs) -> None:
     chain = own_chain
     data_dir = tmpfs(tmp_path / "gw", "8m")
     gw = GatewayProcess(chain, data_dir, mode="batch").start()
@@ -366,9 +371,9 @@ def test_journal_disk_full_is_503_then_restart_recovers(own_chain: FaultChain, t
                 acked.append((body["ledger"]["journalIndex"], body["accessId"]))
             else:
                 _assert_refused(status, body, "journal_unavailable")
-        assert "journal_unavailable" in codes and codes[codes.index("journal_unavailable"):] == ["journal_unavailable"] * (
-            len(codes) - codes.index("journal_unavailable")
-        ), codes
+        assert "journal_unavailable" in codes and codes[codes.index("journal_unavailable") :] == [
+            "journal_unavailable"
+        ] * (len(codes) - codes.index("journal_unavailable")), codes
         filler.unlink()
         # a failed journal is not retried (after a failed fsync a retry can lie): it stays failed ...
         _assert_refused(*_release(gw, record), "journal_unavailable")

@@ -16,11 +16,11 @@ from gateway_harness import AUDITOR, CLINIC, RunningGateway, dev, running_gatewa
 
 from gateway.portal import i18n
 from gateway.problems import PROBLEMS
+from node_client._exceptions import KeystoreError
 from node_client.contracts import Action
 from node_client.deploy import Manifest, MemberSpec, dev_encryption_key
-from node_client.vocabulary import Role
 from node_client.keys import read_x25519_jwk, write_x25519_jwk
-from node_client._exceptions import KeystoreError
+from node_client.vocabulary import Role
 
 ROOT = Path(__file__).resolve().parents[1]
 PATIENT = 13
@@ -32,8 +32,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def
         yield running
 
 
-def portal_client(gw: RunningGateway, account: LocalAccount, page: str = "patient",
-                  http: httpx.Client | None = None) -> httpx.Client:
+def portal_client(
+    gw: RunningGateway, account: LocalAccount, page: str = "patient", http: httpx.Client | None = None
+) -> httpx.Client:
     """A browser-like client signed in on one role page: the API's token handed to /portal/session with
     the page (that page's cookie). Pass ``http`` to sign another page in in the same "browser"."""
     api = gw.login(account)
@@ -54,7 +55,9 @@ def test_every_message_the_templates_and_the_script_use_exists_in_both_languages
     used: set[str] = set()
     for path in (ROOT / "gateway" / "templates").glob("*.html"):
         used |= set(re.findall(r"""\bt\(\s*["']([a-z_A-Z0-9 .-]+)["']\s*\)""", path.read_text()))
-    used |= set(re.findall(r"""\bt\(\s*["']([a-z_0-9]+)["']\s*\)""", (ROOT / "gateway" / "static" / "portal.js").read_text()))
+    used |= set(
+        re.findall(r"""\bt\(\s*["']([a-z_0-9]+)["']\s*\)""", (ROOT / "gateway" / "static" / "portal.js").read_text())
+    )
     assert used, "no t(...) calls found: the pattern is wrong"
     missing = sorted(k for k in used if k not in i18n.MESSAGES)
     assert not missing, missing
@@ -97,11 +100,15 @@ def test_portal_posts_need_the_portal_header_and_a_valid_token(gw: RunningGatewa
     assert r.status_code == 400 and r.json()["code"] == "invalid_request"
     r = http.post("/portal/session", json={"token": token, "page": "admin"}, headers={"X-HCL-Portal": "1"})
     assert r.status_code == 400 and r.json()["code"] == "invalid_request"  # only the three role pages
-    r = http.post("/portal/session", json={"token": "hcl1.forged.token", "page": "patient"},
-                  headers={"X-HCL-Portal": "1"})
+    r = http.post(
+        "/portal/session", json={"token": "hcl1.forged.token", "page": "patient"}, headers={"X-HCL-Portal": "1"}
+    )
     assert r.status_code == 401 and r.json()["code"] == "unauthenticated"
-    r = http.post("/portal/patient/draft", json={"grantee": dev(CLINIC).address, "categories": ["allergies"],
-                                                "purposes": ["treatment"]}, headers={"X-HCL-Portal": "1"})
+    r = http.post(
+        "/portal/patient/draft",
+        json={"grantee": dev(CLINIC).address, "categories": ["allergies"], "purposes": ["treatment"]},
+        headers={"X-HCL-Portal": "1"},
+    )
     assert r.status_code == 401  # no session cookie
     assert http.get("/portal/patient/sections").status_code == 401
     # the /v1 API never accepts the cookie: only a bearer token
@@ -136,15 +143,20 @@ def test_each_role_page_shows_and_acts_as_its_own_sign_in(gw: RunningGateway) ->
     assert "Riverside Community Health Centre" in hospital_page.text.split("</header>")[0]
     assert "Riverside" not in patient_page.text.split("</header>")[0]
     # each page's helpers act as that page's viewer: the patient's draft is the patient's
-    draft = desk.post("/portal/patient/draft", json={"grantee": dev(CLINIC).address, "categories": ["allergies"],
-                                                     "purposes": ["treatment"]}, headers={"X-HCL-Portal": "1"})
+    draft = desk.post(
+        "/portal/patient/draft",
+        json={"grantee": dev(CLINIC).address, "categories": ["allergies"], "purposes": ["treatment"]},
+        headers={"X-HCL-Portal": "1"},
+    )
     assert draft.status_code == 200 and draft.json()["message"]["patient"] == dev(PATIENT).address
     assert desk.get("/portal/hospital/records", params={"patient": dev(PATIENT).address}).status_code == 200
     # signing out on the hospital page leaves the patient page signed in
     r = desk.post("/portal/logout", json={"page": "hospital"}, headers={"X-HCL-Portal": "1"})
     assert r.status_code == 200 and "hcl_session_hospital=" in r.headers["set-cookie"]
-    assert 'id="who"' in desk.get("/portal/hospital").text and 'id="who" data-page="hospital" hidden' in desk.get(
-        "/portal/hospital").text
+    assert (
+        'id="who"' in desk.get("/portal/hospital").text
+        and 'id="who" data-page="hospital" hidden' in desk.get("/portal/hospital").text
+    )
     assert _header_address(desk.get("/portal/patient").text) == dev(PATIENT).address
     assert desk.get("/portal/hospital/sections").status_code == 401
     assert desk.post("/portal/logout", json={}, headers={"X-HCL-Portal": "1"}).status_code == 400
@@ -184,16 +196,22 @@ def test_unknown_api_paths_are_a_not_found_problem(gw: RunningGateway) -> None:
 
 def test_draft_is_the_typed_data_the_patient_signs(gw: RunningGateway) -> None:
     patient = portal_client(gw, dev(PATIENT))
-    body = {"grantee": dev(CLINIC).address, "categories": ["allergies", "lab-results"], "purposes": ["treatment"],
-            "validDays": 7, "deadlineHours": 2}
+    body = {
+        "grantee": dev(CLINIC).address,
+        "categories": ["allergies", "lab-results"],
+        "purposes": ["treatment"],
+        "validDays": 7,
+        "deadlineHours": 2,
+    }
     r = patient.post("/portal/patient/draft", json=body, headers={"X-HCL-Portal": "1"})
     assert r.status_code == 200, r.text
     typed = r.json()["typedData"]
     assert typed["primaryType"] == "ConsentGrant" and typed["domain"]["name"] == "HealthCode Ledger"
     assert typed["message"]["patient"] == dev(PATIENT).address and typed["message"]["categories"] == 0b10010
     assert typed["message"]["validUntil"] - typed["message"]["validFrom"] == 7 * 86400
-    bad = patient.post("/portal/patient/draft", json={**body, "categories": ["not-a-category"]},
-                       headers={"X-HCL-Portal": "1"})
+    bad = patient.post(
+        "/portal/patient/draft", json={**body, "categories": ["not-a-category"]}, headers={"X-HCL-Portal": "1"}
+    )
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_request"
     none = patient.post("/portal/patient/draft", json={**body, "categories": []}, headers={"X-HCL-Portal": "1"})
     assert none.status_code == 400
@@ -217,18 +235,31 @@ def test_a_member_added_at_run_time_shows_its_name_without_a_restart(gw: Running
     """Governance onboards a hospital while the gateway runs; its off-chain name is appended to the
     manifest *after* the transaction (as ``demo seed`` does) and shows in the API and the portal."""
     county = dev(19)
-    spec = MemberSpec(county.address, int(Role.HOSPITAL), dev_encryption_key(19)[1], "Lakeside County Hospital",
-                      "hospital")
-    gw.ledger.members.enact([dev(0), dev(1)], Action.ADD_MEMBER, spec.address, arg=spec.roles,
-                            encryption_key=spec.encryption_key, metadata_hash=spec.metadata_hash)
+    spec = MemberSpec(
+        county.address, int(Role.HOSPITAL), dev_encryption_key(19)[1], "Lakeside County Hospital", "hospital"
+    )
+    gw.ledger.members.enact(
+        [dev(0), dev(1)],
+        Action.ADD_MEMBER,
+        spec.address,
+        arg=spec.roles,
+        encryption_key=spec.encryption_key,
+        metadata_hash=spec.metadata_hash,
+    )
     gw.wait_indexed()
     http = gw.http()
     assert _directory_name(http, county.address) == ""  # a member now, its name not known yet
 
     path = gw.settings.manifest
     manifest = Manifest.load(path)
-    entry = {"address": spec.address, "name": spec.name, "kind": spec.kind, "roles": spec.roles,
-             "metadataHash": "0x" + spec.metadata_hash.hex(), "encryptionKey": "0x" + spec.encryption_key.hex()}
+    entry = {
+        "address": spec.address,
+        "name": spec.name,
+        "kind": spec.kind,
+        "roles": spec.roles,
+        "metadataHash": "0x" + spec.metadata_hash.hex(),
+        "encryptionKey": "0x" + spec.encryption_key.hex(),
+    }
     dataclasses.replace(manifest, members=[*manifest.members, entry]).save(path)
     deadline = time.monotonic() + 10
     while _directory_name(http, county.address) != spec.name:
@@ -237,7 +268,9 @@ def test_a_member_added_at_run_time_shows_its_name_without_a_restart(gw: Running
     patient_page = portal_client(gw, dev(PATIENT)).get("/portal/patient").text
     assert f'value="{county.address}"' in patient_page and "Lakeside County Hospital" in patient_page
     signed_in = portal_client(gw, county, "hospital").get("/portal/hospital?lang=en").text
-    assert _header_address(signed_in) == county.address and "Lakeside County Hospital" in signed_in.split("</header>")[0]
+    assert (
+        _header_address(signed_in) == county.address and "Lakeside County Hospital" in signed_in.split("</header>")[0]
+    )
 
 
 def _directory_name(http: httpx.Client, address: str) -> str:
@@ -290,14 +323,19 @@ def test_relay_drafts_checks_and_sends_the_patients_own_transaction(gw: RunningG
     patient, guardian = dev(PATIENT), dev(17)
     api = gw.login(patient)
     until = gw.client.block_timestamp() + 86400
-    d = api.post("/v1/transactions/draft", json={"function": "setGuardian",
-                                                 "args": {"guardian": guardian.address, "validUntil": until}})
+    d = api.post(
+        "/v1/transactions/draft",
+        json={"function": "setGuardian", "args": {"guardian": guardian.address, "validUntil": until}},
+    )
     assert d.status_code == 200, d.text
     tx = d.json()["transaction"]
     assert tx["to"] == gw.ledger.consents.address and tx["chainId"] == gw.client.chain_id
 
     # signed by someone else, or aimed elsewhere, or for another chain: refused before broadcasting
-    assert api.post("/v1/transactions", json={"signedTransaction": _sign(dev(18), tx)}).json()["code"] == "invalid_signature"
+    assert (
+        api.post("/v1/transactions", json={"signedTransaction": _sign(dev(18), tx)}).json()["code"]
+        == "invalid_signature"
+    )
     elsewhere = _sign(patient, {**tx, "to": gw.ledger.records.address})
     assert "ConsentRegistry" in api.post("/v1/transactions", json={"signedTransaction": elsewhere}).json()["detail"]
     other_chain = _sign(patient, {**tx, "chainId": 1})
@@ -310,16 +348,27 @@ def test_relay_drafts_checks_and_sends_the_patients_own_transaction(gw: RunningG
     assert replay.status_code in (400, 409), replay.text  # same nonce: the node refuses it
 
     # the contract's own refusals surface at draft time, with the right problem
-    self_guard = api.post("/v1/transactions/draft", json={"function": "setGuardian",
-                                                          "args": {"guardian": patient.address, "validUntil": until}})
+    self_guard = api.post(
+        "/v1/transactions/draft",
+        json={"function": "setGuardian", "args": {"guardian": patient.address, "validUntil": until}},
+    )
     assert self_guard.status_code == 400 and self_guard.json()["error"] == "ConsentInvalidGuardian"
     assert api.post("/v1/transactions/draft", json={"function": "grant", "args": {}}).status_code == 400
-    assert api.post("/v1/transactions/draft", json={"function": "setEmergencyOptOut",
-                                                    "args": {"optedOut": "yes"}}).status_code == 400
+    assert (
+        api.post(
+            "/v1/transactions/draft", json={"function": "setEmergencyOptOut", "args": {"optedOut": "yes"}}
+        ).status_code
+        == 400
+    )
     # break-glass is relayed only with its reason, by its own endpoint
     clinic = gw.login(dev(CLINIC))
-    eg = clinic.post("/v1/transactions/draft", json={"function": "emergencyAccess", "args": {
-        "patient": patient.address, "categories": 2, "reasonHash": "0x" + "11" * 32}})
+    eg = clinic.post(
+        "/v1/transactions/draft",
+        json={
+            "function": "emergencyAccess",
+            "args": {"patient": patient.address, "categories": 2, "reasonHash": "0x" + "11" * 32},
+        },
+    )
     assert eg.status_code == 403 and eg.json()["code"] == "emergency_not_allowed"  # the clinic lacks EMERGENCY
 
 

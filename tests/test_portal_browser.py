@@ -39,8 +39,14 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGatew
     tmp = tmp_path_factory.mktemp("portal")
     with running_gateway(tmp) as gw:
         keys = tmp / "keys"
-        demo.seed(url=gw.url, manifest=gw.settings.manifest, rpc_url=gw.settings.rpc_url, keys_dir=keys,
-                  samples=SAMPLES, console=Console(file=io.StringIO()))
+        demo.seed(
+            url=gw.url,
+            manifest=gw.settings.manifest,
+            rpc_url=gw.settings.rpc_url,
+            keys_dir=keys,
+            samples=SAMPLES,
+            console=Console(file=io.StringIO()),
+        )
         yield gw, keys
 
 
@@ -96,8 +102,9 @@ def make_code(page: Any, grantee: str, categories: list[str]) -> Path:
     return path
 
 
-def test_health_code_story_from_patient_to_hospital_and_back(net: tuple[RunningGateway, Path], new_page: Any,
-                                                             tmp_path: Path) -> None:
+def test_health_code_story_from_patient_to_hospital_and_back(
+    net: tuple[RunningGateway, Path], new_page: Any, tmp_path: Path
+) -> None:
     gw, keys = net
     wang, clinic = dev(WANG).address, dev(CLINIC).address
 
@@ -154,8 +161,12 @@ def test_health_code_story_from_patient_to_hospital_and_back(net: tuple[RunningG
     patient.wait_for_selector("#timeline li.access")
     entry = patient.locator(f"#timeline li.access[data-requester='{clinic}']").first
     ts = int(entry.get_attribute("data-time"))
-    (access,) = [e for e in gw.components.db.read().execute(
-        "SELECT time FROM chain_accesses WHERE requester = ? AND patient = ?", (clinic, wang))]
+    (access,) = [
+        e
+        for e in gw.components.db.read().execute(
+            "SELECT time FROM chain_accesses WHERE requester = ? AND patient = ?", (clinic, wang)
+        )
+    ]
     assert ts == access["time"]
     text = entry.inner_text()
     assert "Riverside Community Health Centre" in text and "检验结果" in text and local_time(gw, ts) in text
@@ -207,8 +218,9 @@ def test_wrong_keystore_password_is_refused_in_the_page(net: tuple[RunningGatewa
 def _signed_code(gw: RunningGateway, patient: int, grantee: int, *, deadline_in: int) -> str:
     ledger = gw.ledger
     now = gw.client.block_timestamp()
-    message = ledger.consents.build_grant(dev(patient).address, dev(grantee).address, 1 << 4, 1, now, now + 86400,
-                                          deadline=now + deadline_in)
+    message = ledger.consents.build_grant(
+        dev(patient).address, dev(grantee).address, 1 << 4, 1, now, now + 86400, deadline=now + deadline_in
+    )
     domain = ledger.consents.domain()
     return hc.encode(sign(dev(patient), domain, message), domain)
 
@@ -416,7 +428,9 @@ def offline(page: Any) -> list[str]:
     def route(r: Any) -> None:
         url = r.request.url
         if urlsplit(url).scheme in ("http", "https", "ws", "wss") and urlsplit(url).hostname not in (
-                "127.0.0.1", "localhost"):
+            "127.0.0.1",
+            "localhost",
+        ):
             blocked.append(url)
             r.abort()
         else:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -49,7 +48,11 @@ def needles_of(bundle: dict[str, Any]) -> set[str]:
             out.add(resource["id"])
         patient = resource.get("resourceType") == "Patient"
         for key, s in _strings(resource):
-            if s.startswith(("http://", "https://", "urn:oid:", "urn:ietf:")) or key in ("url", "system", "resourceType"):
+            if s.startswith(("http://", "https://", "urn:oid:", "urn:ietf:")) or key in (
+                "url",
+                "system",
+                "resourceType",
+            ):
                 continue  # terminology and profile URIs are public vocabulary, not patient data
             if patient or key in ("code", "display", "text", "div", "valueString", "reference", "value"):
                 out.add(s)
@@ -58,8 +61,13 @@ def needles_of(bundle: dict[str, Any]) -> set[str]:
 
 def encodings(needle: str) -> dict[str, bytes]:
     utf8 = needle.encode()
-    return {"utf-8": utf8, "hex": utf8.hex().encode(), "HEX": utf8.hex().upper().encode(), "utf-16-le": needle.encode("utf-16-le"),
-            "utf-16-be": needle.encode("utf-16-be")}
+    return {
+        "utf-8": utf8,
+        "hex": utf8.hex().encode(),
+        "HEX": utf8.hex().upper().encode(),
+        "utf-16-le": needle.encode("utf-16-le"),
+        "utf-16-be": needle.encode("utf-16-be"),
+    }
 
 
 @dataclass
@@ -142,8 +150,13 @@ def after_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runni
     tmp = tmp_path_factory.mktemp("privacy")
     quiet = Console(file=open(tmp / "demo.log", "w"), width=160, color_system=None)  # noqa: SIM115
     with running_gateway(tmp) as gw:
-        common = {"url": gw.url, "manifest": gw.settings.manifest, "rpc_url": gw.settings.rpc_url,
-                  "keys_dir": tmp / "keys", "console": quiet}
+        common = {
+            "url": gw.url,
+            "manifest": gw.settings.manifest,
+            "rpc_url": gw.settings.rpc_url,
+            "keys_dir": tmp / "keys",
+            "console": quiet,
+        }
         demo.seed(**common, samples=SAMPLES)
         assert demo.run(**common).ok
         yield gw, scan_chain(gw)
@@ -159,8 +172,16 @@ def needles() -> set[str]:
 
 def test_the_needles_cover_identity_and_clinical_content(needles: set[str]) -> None:
     """Sanity of the needle set: it has the things a leak would expose."""
-    for expected in ("Emmie273", "Kovacek682", "999-30-4482", "2000-02-12", "555-849-7395", "4548-4",
-                     "309 Hintz Branch Unit 79", "b53c3433-4da7-426e-a822-4db32e9c3d9f"):
+    for expected in (
+        "Emmie273",
+        "Kovacek682",
+        "999-30-4482",
+        "2000-02-12",
+        "555-849-7395",
+        "4548-4",
+        "309 Hintz Branch Unit 79",
+        "b53c3433-4da7-426e-a822-4db32e9c3d9f",
+    ):
         assert expected in needles, expected
     assert len(needles) > 500
 
@@ -180,9 +201,16 @@ def test_positive_control_calldata_to_an_eoa_is_found(after_demo: tuple[RunningG
     sender, receiver = dev(18), dev(19)
     w3 = gw.client.w3
     for data in (name.encode(), name.encode().hex().encode(), name.encode("utf-16-le")):
-        tx = {"to": receiver.address, "value": 0, "data": data, "gas": 100_000, "chainId": 31337,
-              "nonce": w3.eth.get_transaction_count(sender.address, "pending"),
-              "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9}
+        tx = {
+            "to": receiver.address,
+            "value": 0,
+            "data": data,
+            "gas": 100_000,
+            "chainId": 31337,
+            "nonce": w3.eth.get_transaction_count(sender.address, "pending"),
+            "maxFeePerGas": 10**10,
+            "maxPriorityFeePerGas": 10**9,
+        }
         w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction))
     hits = scan_chain(gw).find({name})
     assert {enc for _, enc, _ in hits} >= {"utf-8", "hex", "utf-16-le"}, hits

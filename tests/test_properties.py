@@ -24,8 +24,15 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
+from gateway.journal import Journal, JournalCorrupt
 from node_client import healthcode, merkle, signing
 from node_client._client import ChainClient
 from node_client._exceptions import ContractRevert
@@ -34,11 +41,14 @@ from node_client.deploy import Manifest
 from node_client.journal_entry import JournalEntry
 from node_client.keys import dev_account
 
-from gateway.journal import Journal, JournalCorrupt
-
 FAST = settings(max_examples=200, deadline=None, derandomize=True)
-CHAIN = settings(max_examples=12, stateful_step_count=12, deadline=None, derandomize=True,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+CHAIN = settings(
+    max_examples=12,
+    stateful_step_count=12,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 # ================================================================ Merkle: an independent RFC 6962 reference
@@ -164,8 +174,9 @@ SIGNERS = [dev_account(i) for i in (10, 11, 16)]
 
 @st.composite
 def signed_codes(draw: st.DrawFn) -> tuple[signing.SignedMessage, signing.Domain]:
-    domain = signing.Domain(chain_id=draw(st.integers(0, 2**64 - 1)),
-                            verifying_contract=draw(st.sampled_from(ADDRESSES)))
+    domain = signing.Domain(
+        chain_id=draw(st.integers(0, 2**64 - 1)), verifying_contract=draw(st.sampled_from(ADDRESSES))
+    )
     signer: LocalAccount = draw(st.sampled_from(SIGNERS))
     patient = draw(st.sampled_from([signer.address, *ADDRESSES]))
     grantee = draw(st.sampled_from(ADDRESSES))
@@ -173,9 +184,15 @@ def signed_codes(draw: st.DrawFn) -> tuple[signing.SignedMessage, signing.Domain
     deadline = draw(st.integers(0, 2**40 - 1))
     if draw(st.booleans()):
         message: signing.ConsentGrant | signing.ConsentRevoke = signing.ConsentGrant(
-            patient=patient, grantee=grantee, categories=draw(st.integers(0, 2**16 - 1)),
-            purposes=draw(st.integers(0, 255)), valid_from=draw(st.integers(0, 2**40 - 1)),
-            valid_until=draw(st.integers(0, 2**40 - 1)), nonce=nonce, deadline=deadline)
+            patient=patient,
+            grantee=grantee,
+            categories=draw(st.integers(0, 2**16 - 1)),
+            purposes=draw(st.integers(0, 255)),
+            valid_from=draw(st.integers(0, 2**40 - 1)),
+            valid_until=draw(st.integers(0, 2**40 - 1)),
+            nonce=nonce,
+            deadline=deadline,
+        )
     else:
         message = signing.ConsentRevoke(patient=patient, grantee=grantee, nonce=nonce, deadline=deadline)
     return signing.sign(signer, domain, message), domain
@@ -194,12 +211,13 @@ def test_health_code_round_trip(code: tuple[signing.SignedMessage, signing.Domai
 
 @FAST
 @given(code=signed_codes(), pick=st.data())
-def test_health_code_single_byte_corruption_is_detected(code: tuple[signing.SignedMessage, signing.Domain],
-                                                        pick: st.DataObject) -> None:
+def test_health_code_single_byte_corruption_is_detected(
+    code: tuple[signing.SignedMessage, signing.Domain], pick: st.DataObject
+) -> None:
     import base45
 
     text = healthcode.encode(*code)
-    raw = bytearray(base45.b45decode(text[len(healthcode.PREFIX):]))
+    raw = bytearray(base45.b45decode(text[len(healthcode.PREFIX) :]))
     i = pick.draw(st.integers(0, len(raw) - 1), label="byte")
     raw[i] ^= pick.draw(st.integers(1, 255), label="xor")
     with pytest.raises(healthcode.HealthCodeError):
@@ -211,12 +229,13 @@ B45 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 
 @FAST
 @given(code=signed_codes(), pick=st.data())
-def test_health_code_single_character_change_is_detected(code: tuple[signing.SignedMessage, signing.Domain],
-                                                         pick: st.DataObject) -> None:
+def test_health_code_single_character_change_is_detected(
+    code: tuple[signing.SignedMessage, signing.Domain], pick: st.DataObject
+) -> None:
     text = healthcode.encode(*code)
     i = pick.draw(st.integers(len(healthcode.PREFIX), len(text) - 1), label="position")
     c = pick.draw(st.sampled_from([c for c in B45 if c != text[i]]), label="character")
-    changed = text[:i] + c + text[i + 1:]
+    changed = text[:i] + c + text[i + 1 :]
     assume(changed.strip() == changed)  # a space at either end is trimmed: not a change of the payload
     with pytest.raises(healthcode.HealthCodeError):
         healthcode.decode(changed)
@@ -231,10 +250,14 @@ ACCOUNTS = [dev_account(i).address for i in range(4, 12)]
 @st.composite
 def journal_entries(draw: st.DrawFn) -> JournalEntry:
     return JournalEntry(
-        requester=draw(st.sampled_from(ACCOUNTS)), patient=draw(st.sampled_from(ACCOUNTS)),
-        record_id=draw(st.binary(min_size=32, max_size=32)), purpose=draw(st.integers(0, 255)),
-        consent_id=draw(st.binary(min_size=32, max_size=32)), emergency=draw(st.booleans()),
-        access_hash=draw(st.binary(min_size=32, max_size=32)), released_at=draw(st.integers(0, 2**64 - 1)),
+        requester=draw(st.sampled_from(ACCOUNTS)),
+        patient=draw(st.sampled_from(ACCOUNTS)),
+        record_id=draw(st.binary(min_size=32, max_size=32)),
+        purpose=draw(st.integers(0, 255)),
+        consent_id=draw(st.binary(min_size=32, max_size=32)),
+        emergency=draw(st.booleans()),
+        access_hash=draw(st.binary(min_size=32, max_size=32)),
+        released_at=draw(st.integers(0, 2**64 - 1)),
     )
 
 
@@ -254,7 +277,7 @@ def _fresh(base: Path) -> Path:
 def test_journal_append_read_round_trip(journal_dir: Path, entries: list[JournalEntry]) -> None:
     path = _fresh(journal_dir)
     with Journal(path) as j:
-        indexes = [j.append(e) for e in entries[: len(entries) // 2]] + j.append_many(entries[len(entries) // 2:])
+        indexes = [j.append(e) for e in entries[: len(entries) // 2]] + j.append_many(entries[len(entries) // 2 :])
         assert indexes == list(range(len(entries)))
         assert [e for _, e, _ in j.entries()] == entries
         assert j.root() == ref_mth([e.to_bytes() for e in entries])
@@ -266,8 +289,9 @@ def test_journal_append_read_round_trip(journal_dir: Path, entries: list[Journal
 
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(entries=st.lists(journal_entries(), min_size=2, max_size=12), pick=st.data())
-def test_journal_tampering_breaks_the_hash_chain(journal_dir: Path, entries: list[JournalEntry],
-                                                 pick: st.DataObject) -> None:
+def test_journal_tampering_breaks_the_hash_chain(
+    journal_dir: Path, entries: list[JournalEntry], pick: st.DataObject
+) -> None:
     path = _fresh(journal_dir)
     with Journal(path) as j:
         j.append_many(entries)
@@ -275,7 +299,7 @@ def test_journal_tampering_breaks_the_hash_chain(journal_dir: Path, entries: lis
     how = pick.draw(st.sampled_from(["flip-entry", "rehash-entry", "swap", "delete", "chain"]), label="tamper")
     conn = sqlite3.connect(path)
     with conn:
-        blob, = conn.execute("SELECT entry FROM entries WHERE idx = ?", (victim,)).fetchone()
+        (blob,) = conn.execute("SELECT entry FROM entries WHERE idx = ?", (victim,)).fetchone()
         if how == "flip-entry":  # a byte of the entry changed, hashes left alone
             i = pick.draw(st.integers(0, len(blob) - 1), label="byte")
             changed = bytes(b ^ 1 if k == i else b for k, b in enumerate(blob))
@@ -283,12 +307,15 @@ def test_journal_tampering_breaks_the_hash_chain(journal_dir: Path, entries: lis
         elif how == "rehash-entry":  # the entry replaced and its leaf hash recomputed: the chain breaks
             other = entries[(victim + 1) % len(entries)].to_bytes()
             assume(other != blob)
-            conn.execute("UPDATE entries SET entry = ?, leaf_hash = ? WHERE idx = ?",
-                         (other, merkle.leaf_hash(other), victim))
+            conn.execute(
+                "UPDATE entries SET entry = ?, leaf_hash = ? WHERE idx = ?", (other, merkle.leaf_hash(other), victim)
+            )
         elif how == "swap":  # two rows exchanged, each with its own hashes
             other_idx = (victim + 1) % len(entries)
-            rows = {i: conn.execute("SELECT entry, leaf_hash, chain_hash FROM entries WHERE idx = ?", (i,)).fetchone()
-                    for i in (victim, other_idx)}
+            rows = {
+                i: conn.execute("SELECT entry, leaf_hash, chain_hash FROM entries WHERE idx = ?", (i,)).fetchone()
+                for i in (victim, other_idx)
+            }
             assume(rows[victim][0] != rows[other_idx][0])
             for a, b in ((victim, other_idx), (other_idx, victim)):
                 conn.execute("UPDATE entries SET entry = ?, leaf_hash = ?, chain_hash = ? WHERE idx = ?", (*rows[b], a))
@@ -328,8 +355,14 @@ class ConsentMachine(RuleBasedStateMachine):
     def now(self) -> int:
         return self.client.block_timestamp()
 
-    @rule(p=st.integers(0, 1), g=st.integers(0, 1), categories=st.integers(1, 2**14 - 1),
-          purposes=st.integers(1, 127), start=st.integers(-3, 3), steps=st.integers(0, 4))
+    @rule(
+        p=st.integers(0, 1),
+        g=st.integers(0, 1),
+        categories=st.integers(1, 2**14 - 1),
+        purposes=st.integers(1, 127),
+        start=st.integers(-3, 3),
+        steps=st.integers(0, 4),
+    )
     def grant(self, p: int, g: int, categories: int, purposes: int, start: int, steps: int) -> None:
         patient, grantee = self.patients[p], self.grantees[g]
         now = self.now()
@@ -372,8 +405,12 @@ class ConsentMachine(RuleBasedStateMachine):
         patient, grantee = self.patients[p].address, self.grantees[g]
         now = self.now()
         status, cats, purps, vf, vu = self.model.get((patient, grantee), (ConsentStatus.NONE, 0, 0, 0, 0))
-        expected = (status is ConsentStatus.ACTIVE and bool(cats >> category & 1) and bool(purps >> purpose & 1)
-                    and vf <= now < vu)
+        expected = (
+            status is ConsentStatus.ACTIVE
+            and bool(cats >> category & 1)
+            and bool(purps >> purpose & 1)
+            and vf <= now < vu
+        )
         result = self.ledger.consents.check(patient, grantee, category, purpose)
         assert result.allowed is expected, (status, bin(cats), bin(purps), vf, now, vu, category, purpose)
         assert not result.emergency
@@ -425,9 +462,12 @@ class GovernanceMachine(RuleBasedStateMachine):
             fn(*args)
         assert exc.value.error_name == name, exc.value
 
-    @rule(target=proposals, a=st.integers(0, 2),
-          action=st.sampled_from([Action.SUSPEND_MEMBER, Action.REINSTATE_MEMBER, Action.CHANGE_THRESHOLD]),
-          arg=st.integers(1, 4))
+    @rule(
+        target=proposals,
+        a=st.integers(0, 2),
+        action=st.sampled_from([Action.SUSPEND_MEMBER, Action.REINSTATE_MEMBER, Action.CHANGE_THRESHOLD]),
+        arg=st.integers(1, 4),
+    )
     def propose(self, a: int, action: Action, arg: int) -> int:
         if action is Action.CHANGE_THRESHOLD:
             pid, _ = self.members.propose(self.admins[a], action, arg=arg)
@@ -459,8 +499,12 @@ class GovernanceMachine(RuleBasedStateMachine):
             return self._expect_revert("MemberRegistryProposalStale", run)
         if len(approvers) < self.threshold:
             return self._expect_revert("MemberRegistryNotEnoughApprovals", run)
-        if action is Action.SUSPEND_MEMBER and self.status is not MemberStatus.ACTIVE or \
-                action is Action.REINSTATE_MEMBER and self.status is not MemberStatus.SUSPENDED:
+        if (
+            (action is Action.SUSPEND_MEMBER
+            and self.status is not MemberStatus.ACTIVE)
+            or (action is Action.REINSTATE_MEMBER
+            and self.status is not MemberStatus.SUSPENDED)
+        ):
             return self._expect_revert("MemberRegistryInvalidMemberStatus", run)  # stays pending
         if action is Action.CHANGE_THRESHOLD and arg > len(self.admins):
             return self._expect_revert("MemberRegistryInvalidThreshold", run)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import Accounts, cid, h
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
-from conftest import Accounts, cid, h
 from node_client import errors
 from node_client.contracts import Action, RecordInput, RecordStatus
 from node_client.deploy import Ledger

@@ -31,12 +31,11 @@ from typing import Any
 
 import pytest
 import requests
+import schemathesis
 from gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
 from hypothesis import HealthCheck, Phase, given, seed, settings
-from hypothesis.errors import Unsatisfiable
 from hypothesis import strategies as st
-
-import schemathesis
+from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -84,11 +83,16 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
 
 def _seed(gw: RunningGateway) -> dict[str, Any]:
     hospital = gw.login(dev(HOSPITAL))
-    a = hospital.post("/v1/records", params={"patient": dev(PATIENT_A).address}, content=SYNTHEA.read_bytes(),
-                      headers=FHIR)
+    a = hospital.post(
+        "/v1/records", params={"patient": dev(PATIENT_A).address}, content=SYNTHEA.read_bytes(), headers=FHIR
+    )
     assert a.status_code == 201, a.text
-    b = hospital.post("/v1/records", params={"patient": dev(PATIENT_B).address},
-                      content=(SAMPLES / "hl7-r4" / "Observation-f001.json").read_bytes(), headers=FHIR)
+    b = hospital.post(
+        "/v1/records",
+        params={"patient": dev(PATIENT_B).address},
+        content=(SAMPLES / "hl7-r4" / "Observation-f001.json").read_bytes(),
+        headers=FHIR,
+    )
     assert b.status_code == 201, b.text
     records_a = {r["recordId"]: r["category"] for r in a.json()["records"]}
     records_b = {r["recordId"]: r["category"] for r in b.json()["records"]}
@@ -96,8 +100,12 @@ def _seed(gw: RunningGateway) -> dict[str, Any]:
     assert granted <= set(records_a.values()), records_a
     now = gw.client.block_timestamp()
     consent_id, _ = gw.ledger.consents.grant(
-        dev(PATIENT_A), dev(CLINIC).address, parse_categories(",".join(sorted(granted))),
-        parse_purposes(",".join(PURPOSES[p].slug for p in GRANTED_PURPOSES)), now, now + 86_400,
+        dev(PATIENT_A),
+        dev(CLINIC).address,
+        parse_categories(",".join(sorted(granted))),
+        parse_purposes(",".join(PURPOSES[p].slug for p in GRANTED_PURPOSES)),
+        now,
+        now + 86_400,
     )
     gw.wait_indexed()
     clinic = gw.login(dev(CLINIC))
@@ -114,7 +122,9 @@ def _seed(gw: RunningGateway) -> dict[str, Any]:
     }
 
 
-def _seeded_strategy(op: Any, mode: GenerationMode, seeds: dict[str, Any], headers: dict[str, str] | None) -> st.SearchStrategy:
+def _seeded_strategy(
+    op: Any, mode: GenerationMode, seeds: dict[str, Any], headers: dict[str, str] | None
+) -> st.SearchStrategy:
     """Schemathesis's own cases, and cases with real ids and purposes filled in where the operation takes them."""
     plain = op.as_strategy(generation_mode=mode, headers=headers)
     record_ids = sorted(seeds["records_a"]) + sorted(seeds["records_b"]) + ["0x" + "ab" * 32]
@@ -123,7 +133,9 @@ def _seeded_strategy(op: Any, mode: GenerationMode, seeds: dict[str, Any], heade
     path = op.path
     if path == "/v1/records/{record_id}" and op.method.upper() == "GET":
         seeded = st.tuples(st.sampled_from(record_ids), st.sampled_from(purposes)).flatmap(
-            lambda v: op.as_strategy(generation_mode=mode, headers=headers, path_parameters={"record_id": v[0]}, query={"purpose": v[1]})
+            lambda v: op.as_strategy(
+                generation_mode=mode, headers=headers, path_parameters={"record_id": v[0]}, query={"purpose": v[1]}
+            )
         )
         by_id = st.sampled_from(record_ids).flatmap(
             lambda v: op.as_strategy(generation_mode=mode, headers=headers, path_parameters={"record_id": v})
@@ -131,24 +143,44 @@ def _seeded_strategy(op: Any, mode: GenerationMode, seeds: dict[str, Any], heade
         granted = sorted(rid for rid, cat in seeds["records_a"].items() if cat in seeds["granted"])
         allowed = sorted(PURPOSES[p].slug for p in GRANTED_PURPOSES)
         consented = st.tuples(st.sampled_from(granted), st.sampled_from(allowed)).flatmap(
-            lambda v: op.as_strategy(generation_mode=mode, headers=headers, path_parameters={"record_id": v[0]},
-                                     query={"purpose": v[1]})
+            lambda v: op.as_strategy(
+                generation_mode=mode, headers=headers, path_parameters={"record_id": v[0]}, query={"purpose": v[1]}
+            )
         )
         return st.one_of(plain, seeded, by_id, consented)
     if path == "/v1/records/{record_id}":  # DELETE: the clinic neither uploaded these nor is the patient
-        return st.one_of(plain, st.sampled_from(record_ids).flatmap(
-            lambda v: op.as_strategy(generation_mode=mode, headers=headers, path_parameters={"record_id": v})))
+        return st.one_of(
+            plain,
+            st.sampled_from(record_ids).flatmap(
+                lambda v: op.as_strategy(generation_mode=mode, headers=headers, path_parameters={"record_id": v})
+            ),
+        )
     if path == "/v1/patients/{address}/records":
-        return st.one_of(plain, st.sampled_from(patients).flatmap(
-            lambda v: op.as_strategy(generation_mode=mode, headers=headers, path_parameters={"address": v})))
+        return st.one_of(
+            plain,
+            st.sampled_from(patients).flatmap(
+                lambda v: op.as_strategy(generation_mode=mode, headers=headers, path_parameters={"address": v})
+            ),
+        )
     if path == "/v1/accesses/{ref}/proof":
-        return st.one_of(plain, st.sampled_from([seeds["access_id"], "0", "7"]).flatmap(
-            lambda v: op.as_strategy(generation_mode=mode, headers=headers, path_parameters={"ref": v})))
+        return st.one_of(
+            plain,
+            st.sampled_from([seeds["access_id"], "0", "7"]).flatmap(
+                lambda v: op.as_strategy(generation_mode=mode, headers=headers, path_parameters={"ref": v})
+            ),
+        )
     if path == "/v1/consents/{consent_id}/revoke":
-        return st.one_of(plain, op.as_strategy(generation_mode=mode, headers=headers, path_parameters={"consent_id": seeds["consent_id"]}))
+        return st.one_of(
+            plain,
+            op.as_strategy(generation_mode=mode, headers=headers, path_parameters={"consent_id": seeds["consent_id"]}),
+        )
     if path == "/v1/records" and op.method.upper() == "POST":
-        return st.one_of(plain, st.sampled_from(patients).flatmap(
-            lambda v: op.as_strategy(generation_mode=mode, headers=headers, query={"patient": v})))
+        return st.one_of(
+            plain,
+            st.sampled_from(patients).flatmap(
+                lambda v: op.as_strategy(generation_mode=mode, headers=headers, query={"patient": v})
+            ),
+        )
     return plain
 
 
@@ -158,8 +190,18 @@ def _inputs(op: Any) -> tuple[bool, bool]:
     return bool(params) or bool(op.body), bool(op.body) or any(p.location.value != "path" for p in params)
 
 
-def _fuzz(op: Any, mode: GenerationMode, *, token: str | None, examples: int, seeds: dict[str, Any],
-          base_url: str, session: requests.Session, stats: Counter, failures: list[str]) -> None:
+def _fuzz(
+    op: Any,
+    mode: GenerationMode,
+    *,
+    token: str | None,
+    examples: int,
+    seeds: dict[str, Any],
+    base_url: str,
+    session: requests.Session,
+    stats: Counter,
+    failures: list[str],
+) -> None:
     checks = list(CHECKS)
     if mode == GenerationMode.NEGATIVE:
         checks.append(negative_data_rejection)
@@ -170,8 +212,14 @@ def _fuzz(op: Any, mode: GenerationMode, *, token: str | None, examples: int, se
     # authenticated: the real token is part of every case; anonymous: schemathesis's own (garbage)
     # Authorization values, or none at all
     @seed(zlib.crc32(f"{SEED}|{op.label}|{mode.value}|{bool(token)}".encode()))
-    @settings(max_examples=examples, derandomize=SEED is None, database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        derandomize=SEED is None,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=_seeded_strategy(op, mode, seeds, headers), drop_token=st.booleans())
     def run(case: Any, drop_token: bool) -> None:
         if token is None and drop_token and case.headers:
@@ -180,9 +228,11 @@ def _fuzz(op: Any, mode: GenerationMode, *, token: str | None, examples: int, se
         stats[op.label] += 1
         stats[f"status {response.status_code}"] += 1
         try:
-            case.validate_response(response, checks=checks,
-                                   transport_kwargs={"base_url": base_url, "session": session})
-        except (Exception, BaseExceptionGroup) as exc:  # FailureGroup is a BaseExceptionGroup; collected, so one run reports every distinct failure
+            case.validate_response(response, checks=checks, transport_kwargs={"base_url": base_url, "session": session})
+        except (
+            Exception,
+            BaseExceptionGroup,
+        ) as exc:  # FailureGroup is a BaseExceptionGroup; collected, so one run reports every distinct failure
             failures.append(f"{op.label} [{mode.value}, {'auth' if token else 'anon'}]: {exc}"[:3000])
 
     try:
@@ -228,8 +278,17 @@ def test_every_operation_fuzzed_no_5xx_schema_conformant_and_no_release_without_
         for mode, token, n in runs:
             if mode == GenerationMode.NEGATIVE and not negatable:
                 continue  # nothing to make invalid (a path parameter is a string whatever it holds)
-            _fuzz(op, mode, token=token, examples=_examples(n), seeds=seeds, base_url=gw.url, session=session,
-                  stats=stats, failures=failures)
+            _fuzz(
+                op,
+                mode,
+                token=token,
+                examples=_examples(n),
+                seeds=seeds,
+                base_url=gw.url,
+                session=session,
+                stats=stats,
+                failures=failures,
+            )
     elapsed = time.monotonic() - t0
     total = sum(v for k, v in stats.items() if not k.startswith(("status ", "unsatisfiable ")))
     print(f"\nschemathesis: {total} requests over {len(operations)} operations in {elapsed:.1f} s")

@@ -40,7 +40,10 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("slither") / "slither.json"
     run = subprocess.run(
         [str(ROOT / "scripts" / "slither"), "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert out.exists(), f"slither did not run (exit {run.returncode}):\n{run.stderr[-4000:]}"
     data = json.loads(out.read_text())
@@ -49,8 +52,12 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_slither_analyses_every_contract(report: dict) -> None:
-    analysed = {e["source_mapping"]["filename_relative"] for r in report["results"]["detectors"]
-                for e in r["elements"] if "source_mapping" in e}
+    analysed = {
+        e["source_mapping"]["filename_relative"]
+        for r in report["results"]["detectors"]
+        for e in r["elements"]
+        if "source_mapping" in e
+    }
     assert analysed, "no finding at all: is slither analysing the contracts?"
     assert all(not p.startswith("contracts/mocks") for p in analysed)
 

@@ -25,9 +25,8 @@ import pytest
 from fault_harness import GATEWAY, FaultChain, GatewayProcess
 from gateway_harness import CLINIC, HOSPITAL, LAB, SAMPLES, dev
 
-from node_client.vocabulary import parse_categories, parse_purposes
-
 from gateway.journal import Journal
+from node_client.vocabulary import parse_categories, parse_purposes
 
 SECONDS = float(os.environ.get("HCL_SOAK_SECONDS", "60")) / 2  # per mode
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -62,7 +61,11 @@ def test_soak_with_revocations_mid_stream(mode: str, chain: FaultChain, tmp_path
     for p in PATIENTS:
         for reader in (CLINIC, LAB):
             chain.ledger.consents.grant(
-                dev(p), dev(reader).address, parse_categories("allergies"), parse_purposes("treatment"), now,
+                dev(p),
+                dev(reader).address,
+                parse_categories("allergies"),
+                parse_purposes("treatment"),
+                now,
                 now + 86_400,
             )
     gw = GatewayProcess(chain, tmp_path / "gw", mode=mode).start()
@@ -116,10 +119,16 @@ def test_soak_with_revocations_mid_stream(mode: str, chain: FaultChain, tmp_path
                     return
                 body = r.json()
                 with lock:
-                    outcomes.append(Outcome(
-                        address, patient, started, r.status_code, body.get("code"),
-                        body.get("accessId") if r.status_code == 200 else None,
-                    ))
+                    outcomes.append(
+                        Outcome(
+                            address,
+                            patient,
+                            started,
+                            r.status_code,
+                            body.get("code"),
+                            body.get("accessId") if r.status_code == 200 else None,
+                        )
+                    )
 
     threads = [threading.Thread(target=uploader, args=(k,)) for k in range(2)]
     threads += [threading.Thread(target=reader, args=(k, acct)) for k, acct in enumerate(READERS)]
@@ -148,7 +157,9 @@ def test_soak_with_revocations_mid_stream(mode: str, chain: FaultChain, tmp_path
     releases = [o for o in outcomes if o.status == 200]
     refusals = [o for o in outcomes if o.status != 200]
     assert len(outcomes) == len(releases) + len(refusals)
-    assert all(o.status == 403 and o.code == "consent_revoked" for o in refusals), {(o.status, o.code) for o in refusals}
+    assert all(o.status == 403 and o.code == "consent_revoked" for o in refusals), {
+        (o.status, o.code) for o in refusals
+    }
     assert len(releases) > 50 and len(refusals) > 0, (len(releases), len(refusals))
     for o in outcomes:  # nothing released after a revocation the gateway had seen
         after = seen.get((o.patient, o.reader))
@@ -165,5 +176,7 @@ def test_soak_with_revocations_mid_stream(mode: str, chain: FaultChain, tmp_path
             journaled = sorted("0x" + e.access_hash.hex() for _, e, _ in journal.entries())
             assert journaled == released
             assert chain.ledger.access.latest_anchor(dev(GATEWAY).address).tree_size == journal.size
-    print(f"soak {mode} {SECONDS:.0f}s: {len(outcomes)} requests = {len(releases)} releases + {len(refusals)} refusals,"
-          f" {uploads} uploads, {len(seen)} revocations")
+    print(
+        f"soak {mode} {SECONDS:.0f}s: {len(outcomes)} requests = {len(releases)} releases + {len(refusals)} refusals,"
+        f" {uploads} uploads, {len(seen)} revocations"
+    )

@@ -47,9 +47,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[CompileResult, P
 
 
 def test_wrapper_version_matches_solcx_regex() -> None:
-    out = subprocess.run(
-        [str(WRAPPER), "--version"], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
+    out = subprocess.run([str(WRAPPER), "--version"], capture_output=True, text=True, check=True, timeout=60).stdout
     lines = out.splitlines()
     assert lines[0] == "solc, the solidity compiler commandline interface"
     assert lines[1].startswith("Version: ")
@@ -140,9 +138,7 @@ def test_compile_then_cache_hit(compiled: tuple[CompileResult, Path, float], tmp
 
 
 @pytest.mark.slow
-def test_hardhat_and_python_bytecode_identical(
-    compiled: tuple[CompileResult, Path, float], tmp_path: Path
-) -> None:
+def test_hardhat_and_python_bytecode_identical(compiled: tuple[CompileResult, Path, float], tmp_path: Path) -> None:
     result, _, _ = compiled
     artifacts = tmp_path / "artifacts"
     env = {
@@ -172,11 +168,7 @@ def test_hardhat_and_python_bytecode_identical(
         assert hh["deployedBytecode"] == art.deployed_bytecode, f"{name}: runtime bytecode differs"
 
     # Hardhat saw the same set of contracts under contracts/ as the Python compiler did.
-    hh_names = {
-        p.stem
-        for p in (artifacts / "contracts").rglob("*.json")
-        if not p.name.endswith(".dbg.json")
-    }
+    hh_names = {p.stem for p in (artifacts / "contracts").rglob("*.json") if not p.name.endswith(".dbg.json")}
     assert hh_names == set(result.contracts)
 
 
@@ -225,8 +217,10 @@ def _scratch_root(tmp_path: Path, sources: dict[str, str]) -> Path:
 def test_compile_errors_raise_compilation_error(tmp_path: Path) -> None:
     root = _scratch_root(
         tmp_path,
-        {"Broken.sol": "// SPDX-License-Identifier: Apache-2.0\npragma solidity ^0.8.24;\n"
-         "contract Broken { function f() external { undefinedThing(); } }\n"},
+        {
+            "Broken.sol": "// SPDX-License-Identifier: Apache-2.0\npragma solidity ^0.8.24;\n"
+            "contract Broken { function f() external { undefinedThing(); } }\n"
+        },
     )
     with pytest.raises(CompilationError) as info:
         compile_contracts(root=root, solc=WRAPPER)

@@ -22,11 +22,10 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 
-from node_client.vocabulary import PURPOSES, Role
-
 from gateway.api.deps import CallerDep, ComponentsDep
 from gateway.journal import JournalError
 from gateway.problems import Problem
+from node_client.vocabulary import PURPOSES, Role
 
 router = APIRouter(tags=["accesses"])
 
@@ -57,16 +56,26 @@ def proof(ref: str, c: ComponentsDep, caller: CallerDep) -> JSONResponse:
         raise Problem("invalid_request", "an access id is 32 bytes of hex") from None
     row = c.db.read().execute("SELECT * FROM chain_accesses WHERE access_hash = ?", (access_hash,)).fetchone()
     if row is None:
-        raise Problem("record_not_found", "no ledgered access with this id (batch-mode releases: use journalIndex)",
-                      status=404)
+        raise Problem(
+            "record_not_found", "no ledgered access with this id (batch-mode releases: use journalIndex)", status=404
+        )
     _may_see(c, caller, row["requester"], row["patient"])
-    return JSONResponse({
-        "mode": "strict", "accessId": "0x" + access_hash.hex(), "requester": row["requester"],
-        "patient": row["patient"], "recordId": "0x" + bytes(row["record_id"]).hex(),
-        "purpose": PURPOSES[row["purpose"]].slug, "emergency": bool(row["emergency"]),
-        "txHash": row["tx_hash"], "blockNumber": row["block"], "logIndex": row["log_index"],
-        "contract": c.ledger.access.address, "event": "AccessLogged",
-    })
+    return JSONResponse(
+        {
+            "mode": "strict",
+            "accessId": "0x" + access_hash.hex(),
+            "requester": row["requester"],
+            "patient": row["patient"],
+            "recordId": "0x" + bytes(row["record_id"]).hex(),
+            "purpose": PURPOSES[row["purpose"]].slug,
+            "emergency": bool(row["emergency"]),
+            "txHash": row["tx_hash"],
+            "blockNumber": row["block"],
+            "logIndex": row["log_index"],
+            "contract": c.ledger.access.address,
+            "event": "AccessLogged",
+        }
+    )
 
 
 def _batch_proof(c: Any, caller: str, idx: int) -> JSONResponse:
@@ -95,26 +104,37 @@ def _batch_proof(c: Any, caller: str, idx: int) -> JSONResponse:
         body["anchored"] = False
         retry = max(1, round(c.settings.anchor_interval))
         return JSONResponse(body, status_code=202, headers={"Retry-After": str(retry)})
-    body.update({
-        "anchored": True,
-        "anchor": {"treeSize": anchor.tree_size, "root": "0x" + anchor.root.hex(), "txHash": anchor.tx_hash,
-                   "blockNumber": anchor.block_number, "contract": c.ledger.access.address,
-                   "gateway": c.gateway_account.address},
-        "inclusionProof": ["0x" + h.hex() for h in c.journal.inclusion_proof(idx, anchor.tree_size)],
-    })
+    body.update(
+        {
+            "anchored": True,
+            "anchor": {
+                "treeSize": anchor.tree_size,
+                "root": "0x" + anchor.root.hex(),
+                "txHash": anchor.tx_hash,
+                "blockNumber": anchor.block_number,
+                "contract": c.ledger.access.address,
+                "gateway": c.gateway_account.address,
+            },
+            "inclusionProof": ["0x" + h.hex() for h in c.journal.inclusion_proof(idx, anchor.tree_size)],
+        }
+    )
     return JSONResponse(body)
 
 
-@router.get("/v1/journal", response_class=FileResponse,
-            responses={200: {"content": {"application/jsonl": {}}, "description": "the journal export"}})
+@router.get(
+    "/v1/journal",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/jsonl": {}}, "description": "the journal export"}},
+)
 def journal(c: ComponentsDep, caller: CallerDep) -> FileResponse:
     """The release journal with its anchors (JSON Lines, one snapshot), for auditors and regulators."""
     member = c.policy.member(caller)
     if member.status.value != 1 or not member.roles & _AUDIT:
         raise Problem("wrong_role", "the journal is for auditors and regulators")
     if c.journal is None:
-        raise Problem("record_not_found", "this gateway ledgers in strict mode: the chain is the whole record",
-                      status=404)
+        raise Problem(
+            "record_not_found", "this gateway ledgers in strict mode: the chain is the whole record", status=404
+        )
     fd, name = tempfile.mkstemp(prefix="journal-export-", suffix=".jsonl", dir=c.settings.data_dir)
     os.close(fd)
     try:
@@ -122,5 +142,6 @@ def journal(c: ComponentsDep, caller: CallerDep) -> FileResponse:
     except JournalError as exc:
         os.unlink(name)
         raise Problem("journal_unavailable", str(exc)) from exc
-    return FileResponse(name, media_type="application/jsonl", filename="journal.jsonl",
-                        background=BackgroundTask(os.unlink, name))
+    return FileResponse(
+        name, media_type="application/jsonl", filename="journal.jsonl", background=BackgroundTask(os.unlink, name)
+    )

@@ -9,15 +9,14 @@ from eth_utils import to_checksum_address
 from fastapi import APIRouter
 from hexbytes import HexBytes
 
-from node_client import signing
-from node_client._exceptions import ChainUnavailable, ContractRevert, SignatureError
-from node_client.vocabulary import CATEGORIES, Role, categories_of
-
 from gateway import relay
 from gateway.api.deps import CallerDep, ComponentsDep
 from gateway.api.models import EmergencyIn, SignedGrantIn, SignedRevokeIn
 from gateway.problems import Problem
 from gateway.relay import revert_problem
+from node_client import signing
+from node_client._exceptions import ChainUnavailable, ContractRevert, SignatureError
+from node_client.vocabulary import CATEGORIES, Role, categories_of
 
 router = APIRouter(tags=["consents"])
 
@@ -27,14 +26,21 @@ def _signed(c, body: SignedGrantIn | SignedRevokeIn) -> signing.SignedMessage:  
     message: signing.ConsentGrant | signing.ConsentRevoke
     if isinstance(body, SignedGrantIn):
         message = signing.ConsentGrant(
-            patient=to_checksum_address(m.patient), grantee=to_checksum_address(m.grantee),
-            categories=m.categories, purposes=m.purposes, valid_from=m.valid_from,  # type: ignore[union-attr]
-            valid_until=m.valid_until, nonce=m.nonce, deadline=m.deadline,  # type: ignore[union-attr]
+            patient=to_checksum_address(m.patient),
+            grantee=to_checksum_address(m.grantee),
+            categories=m.categories,
+            purposes=m.purposes,
+            valid_from=m.valid_from,  # type: ignore[union-attr]
+            valid_until=m.valid_until,
+            nonce=m.nonce,
+            deadline=m.deadline,  # type: ignore[union-attr]
         )
     else:
         message = signing.ConsentRevoke(
-            patient=to_checksum_address(m.patient), grantee=to_checksum_address(m.grantee),
-            nonce=m.nonce, deadline=m.deadline,
+            patient=to_checksum_address(m.patient),
+            grantee=to_checksum_address(m.grantee),
+            nonce=m.nonce,
+            deadline=m.deadline,
         )
     signed = signing.SignedMessage(message, to_checksum_address(body.signer), bytes(HexBytes(body.signature)))
     try:

@@ -6,9 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from node_client.vocabulary import CATEGORIES, PURPOSES, categories_of, purposes_of
-
 from gateway.api.deps import CallerDep, ComponentsDep
+from node_client.vocabulary import CATEGORIES, PURPOSES, categories_of, purposes_of
 
 router = APIRouter(prefix="/v1/me", tags=["patients"])
 
@@ -20,11 +19,15 @@ def _hex(value: bytes | None) -> str | None:
 @router.get("/records")
 def my_records(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
     """My records: category, provider, when registered, status."""
-    rows = c.db.read().execute(
-        "SELECT record_id, category, provider, status, time, tx_hash FROM chain_records WHERE patient = ?"
-        " ORDER BY block DESC",
-        (caller,),
-    ).fetchall()
+    rows = (
+        c.db.read()
+        .execute(
+            "SELECT record_id, category, provider, status, time, tx_hash FROM chain_records WHERE patient = ?"
+            " ORDER BY block DESC",
+            (caller,),
+        )
+        .fetchall()
+    )
     return {
         "patient": caller,
         "records": [
@@ -47,9 +50,11 @@ def my_consents(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
     """My consents, one per institution, with their current state, and their history."""
     now = c.ledger.client.block_timestamp()
     current = c.db.read().execute("SELECT * FROM chain_consents WHERE patient = ?", (caller,)).fetchall()
-    history = c.db.read().execute(
-        "SELECT * FROM chain_consent_events WHERE patient = ? ORDER BY block, log_index", (caller,)
-    ).fetchall()
+    history = (
+        c.db.read()
+        .execute("SELECT * FROM chain_consent_events WHERE patient = ? ORDER BY block, log_index", (caller,))
+        .fetchall()
+    )
 
     def state(r: Any) -> str:
         if r["status"] != "active":
@@ -76,8 +81,14 @@ def my_consents(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
             for r in current
         ],
         "history": [
-            {"consentId": _hex(h["consent_id"]), "event": h["kind"], "grantee": h["grantee"],
-             "signer": h["signer"], "time": h["time"], "txHash": h["tx_hash"]}
+            {
+                "consentId": _hex(h["consent_id"]),
+                "event": h["kind"],
+                "grantee": h["grantee"],
+                "signer": h["signer"],
+                "time": h["time"],
+                "txHash": h["tx_hash"],
+            }
             for h in history
         ],
     }
@@ -86,11 +97,15 @@ def my_consents(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
 @router.get("/access-log")
 def my_access_log(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
     """Who read which of my records, when, why; emergency accesses flagged; each with its ledger proof."""
-    rows = c.db.read().execute(
-        "SELECT a.*, r.category FROM chain_accesses a LEFT JOIN chain_records r ON r.record_id = a.record_id"
-        " WHERE a.patient = ? ORDER BY a.block DESC, a.log_index DESC",
-        (caller,),
-    ).fetchall()
+    rows = (
+        c.db.read()
+        .execute(
+            "SELECT a.*, r.category FROM chain_accesses a LEFT JOIN chain_records r ON r.record_id = a.record_id"
+            " WHERE a.patient = ? ORDER BY a.block DESC, a.log_index DESC",
+            (caller,),
+        )
+        .fetchall()
+    )
     reasons = {
         bytes(r["access_id"]): r["reason"]
         for r in c.db.read().execute("SELECT access_id, reason FROM emergency_reasons WHERE patient = ?", (caller,))
@@ -134,17 +149,23 @@ def my_access_log(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
                 }
             )
         entries.sort(key=lambda e: e["time"], reverse=True)
-    emergencies = c.db.read().execute(
-        "SELECT * FROM chain_emergency WHERE patient = ? ORDER BY block DESC", (caller,)
-    ).fetchall()
+    emergencies = (
+        c.db.read().execute("SELECT * FROM chain_emergency WHERE patient = ? ORDER BY block DESC", (caller,)).fetchall()
+    )
     return {
         "patient": caller,
         "accesses": entries,
         "emergencyWindows": [
-            {"accessId": _hex(e["access_id"]), "member": e["member"], "memberName": c.member_names.get(e["member"], ""),
-             "categories": [CATEGORIES[int(x)].slug for x in categories_of(e["categories"])],
-             "reason": reasons.get(bytes(e["access_id"])),
-             "openedAt": e["time"], "validUntil": e["valid_until"], "txHash": e["tx_hash"]}
+            {
+                "accessId": _hex(e["access_id"]),
+                "member": e["member"],
+                "memberName": c.member_names.get(e["member"], ""),
+                "categories": [CATEGORIES[int(x)].slug for x in categories_of(e["categories"])],
+                "reason": reasons.get(bytes(e["access_id"])),
+                "openedAt": e["time"],
+                "validUntil": e["valid_until"],
+                "txHash": e["tx_hash"],
+            }
             for e in emergencies
         ],
     }

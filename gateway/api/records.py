@@ -11,11 +11,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from node_client.vocabulary import CATEGORIES, PURPOSES, parse_categories, parse_purposes
-
 from gateway import releases, uploads
 from gateway.api.deps import CallerDep, ComponentsDep, read_body
 from gateway.problems import Problem
+from node_client.vocabulary import CATEGORIES, PURPOSES, parse_categories, parse_purposes
 
 router = APIRouter(tags=["records"])
 
@@ -146,12 +145,16 @@ def discover(
             wanted = {t.bit for t in CATEGORIES if parse_categories(category) >> t.bit & 1}
         except ValueError as exc:
             raise Problem("invalid_request", str(exc)) from None
-    rows = c.db.read().execute(
-        "SELECT r.record_id, r.category, r.provider, r.time, r.block, r.tx_hash FROM chain_records r"
-        " JOIN record_keys k ON k.record_id = r.record_id AND k.state = 'registered'"
-        " WHERE r.patient = ? AND r.status != 'retracted' ORDER BY r.block DESC",
-        (patient,),
-    ).fetchall()
+    rows = (
+        c.db.read()
+        .execute(
+            "SELECT r.record_id, r.category, r.provider, r.time, r.block, r.tx_hash FROM chain_records r"
+            " JOIN record_keys k ON k.record_id = r.record_id AND k.state = 'registered'"
+            " WHERE r.patient = ? AND r.status != 'retracted' ORDER BY r.block DESC",
+            (patient,),
+        )
+        .fetchall()
+    )
     allowed: dict[int, bool] = {}
     out = []
     for row in rows:
@@ -183,5 +186,9 @@ def discover(
                 "resources": resources,
             }
         )
-    return {"patient": patient, "purpose": PURPOSES[pur].slug, "records": out,
-            "consentedCategories": [CATEGORIES[k].slug for k, v in sorted(allowed.items()) if v]}
+    return {
+        "patient": patient,
+        "purpose": PURPOSES[pur].slug,
+        "records": out,
+        "consentedCategories": [CATEGORIES[k].slug for k, v in sorted(allowed.items()) if v],
+    }

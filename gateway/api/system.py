@@ -9,10 +9,9 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from node_client.vocabulary import roles_of
-
 from gateway.api.deps import ComponentsDep
 from gateway.problems import PROBLEMS, Problem
+from node_client.vocabulary import roles_of
 
 router = APIRouter(tags=["system"])
 
@@ -72,8 +71,12 @@ def healthz(c: ComponentsDep) -> JSONResponse:
         "status": "ok" if ok else "degraded",
         "ledgerMode": c.settings.ledger_mode.value,
         "time": int(time.time()),
-        "deployment": {"chainId": c.manifest.chain_id, "deployBlock": c.manifest.deploy_block,
-                       "contracts": c.manifest.contracts, "gateway": c.gateway_account.address},
+        "deployment": {
+            "chainId": c.manifest.chain_id,
+            "deployBlock": c.manifest.deploy_block,
+            "contracts": c.manifest.contracts,
+            "gateway": c.gateway_account.address,
+        },
         "checks": checks,
     }
     return JSONResponse(body, status_code=200 if ok else 503)
@@ -99,7 +102,9 @@ def problem_page(code: str) -> HTMLResponse:
 
 @router.get("/problems", response_class=HTMLResponse)
 def problem_index() -> HTMLResponse:
-    rows = "".join(f"<tr><td><a href='/problems/{k}'>{k}</a></td><td>{s}</td><td>{t}</td></tr>" for k, (s, t) in PROBLEMS.items())
+    rows = "".join(
+        f"<tr><td><a href='/problems/{k}'>{k}</a></td><td>{s}</td><td>{t}</td></tr>" for k, (s, t) in PROBLEMS.items()
+    )
     return HTMLResponse(
         "<!doctype html><html lang=en><meta charset=utf-8><title>Problem types</title><h1>Problem types</h1>"
         f"<table><tr><th>code</th><th>status</th><th>meaning</th></tr>{rows}</table></html>"

@@ -28,17 +28,23 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "language": ("语言", "Language"),
     "sign_out": ("退出", "Sign out"),
     "signed_in_as": ("已登录：", "Signed in as "),
-    "dev_note": ("开发网络：演示密钥均为公开测试密钥，切勿用于真实数据。",
-                 "Dev network: the demo keys are public test keys — never use them for real data."),
+    "dev_note": (
+        "开发网络：演示密钥均为公开测试密钥，切勿用于真实数据。",
+        "Dev network: the demo keys are public test keys — never use them for real data.",
+    ),
     # unlock / sign in
     "unlock_title": ("解锁密钥", "Unlock your key"),
-    "unlock_help": ("选择加密的密钥文件（keystore）并输入密码。私钥只在本页面内解密和使用，不会发送到任何服务器。",
-                    "Choose your encrypted keystore file and enter its password. The key is decrypted and used "
-                    "only inside this page; it is never sent anywhere."),
+    "unlock_help": (
+        "选择加密的密钥文件（keystore）并输入密码。私钥只在本页面内解密和使用，不会发送到任何服务器。",
+        "Choose your encrypted keystore file and enter its password. The key is decrypted and used "
+        "only inside this page; it is never sent anywhere.",
+    ),
     "keystore_file": ("密钥文件（keystore JSON）", "Keystore file (JSON)"),
     "password": ("密码", "Password"),
-    "encryption_key_file": ("解密密钥文件（X25519 JWK，查看病历时需要）",
-                            "Release decryption key (X25519 JWK, needed to open records)"),
+    "encryption_key_file": (
+        "解密密钥文件（X25519 JWK，查看病历时需要）",
+        "Release decryption key (X25519 JWK, needed to open records)",
+    ),
     "unlock": ("解锁并登录", "Unlock and sign in"),
     "use_wallet": ("使用浏览器钱包", "Use browser wallet"),
     "unlocking": ("正在解密密钥…", "Decrypting the key…"),
@@ -62,13 +68,18 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "record_amended": ("已更正", "amended"),
     "record_retracted": ("已撤回", "retracted"),
     "create_code": ("生成健康码（授权）", "Create a health code (consent)"),
-    "create_code_help": ("选择机构、数据类别、用途和期限。机构扫码后提交上链，授权才生效；您可随时撤销。",
-                         "Pick the institution, the kinds of data, the purpose and how long. The consent takes "
-                         "effect when the institution scans and submits it; you can revoke it at any time."),
+    "create_code_help": (
+        "选择机构、数据类别、用途和期限。机构扫码后提交上链，授权才生效；您可随时撤销。",
+        "Pick the institution, the kinds of data, the purpose and how long. The consent takes "
+        "effect when the institution scans and submits it; you can revoke it at any time.",
+    ),
     "institution": ("机构", "Institution"),
     "categories": ("数据类别", "Kinds of data"),
     "sensitive": ("敏感", "sensitive"),
-    "sensitive_note": ("敏感类别需要您单独勾选，请谨慎授权。", "Sensitive categories need your explicit tick: share them with care."),
+    "sensitive_note": (
+        "敏感类别需要您单独勾选，请谨慎授权。",
+        "Sensitive categories need your explicit tick: share them with care.",
+    ),
     "purposes": ("用途", "Purpose"),
     "duration": ("授权期限", "Valid for"),
     "days": ("天", "days"),
@@ -105,18 +116,25 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "journal_entry": ("日志条目", "journal entry"),
     "emergency_windows": ("紧急访问窗口", "Emergency access windows"),
     "guardians": ("监护人", "Guardians"),
-    "guardians_help": ("监护人可以代您签署授权（例如父母代子女）。", "A guardian may sign consents for you (a parent for a child, say)."),
+    "guardians_help": (
+        "监护人可以代您签署授权（例如父母代子女）。",
+        "A guardian may sign consents for you (a parent for a child, say).",
+    ),
     "no_guardians": ("没有监护人。", "No guardians."),
     "guardian_address": ("监护人地址", "Guardian's address"),
     "guardian_days": ("有效天数", "Valid for (days)"),
     "add_guardian": ("添加监护人", "Add guardian"),
     "remove": ("移除", "Remove"),
     "optout_title": ("紧急访问", "Emergency access"),
-    "optout_on": ("您已拒绝紧急访问：急救时机构不能破窗读取您的数据。",
-                  "You have opted out: in an emergency, institutions cannot break the glass for your data."),
-    "optout_off": ("急救时，具备急救资质的机构可在 4 小时内读取过敏、用药、诊断和疫苗信息，并被记录和审查。",
-                   "In an emergency, institutions with emergency rights may read allergies, medications, "
-                   "conditions and immunizations for 4 hours, ledgered and reviewed."),
+    "optout_on": (
+        "您已拒绝紧急访问：急救时机构不能破窗读取您的数据。",
+        "You have opted out: in an emergency, institutions cannot break the glass for your data.",
+    ),
+    "optout_off": (
+        "急救时，具备急救资质的机构可在 4 小时内读取过敏、用药、诊断和疫苗信息，并被记录和审查。",
+        "In an emergency, institutions with emergency rights may read allergies, medications, "
+        "conditions and immunizations for 4 hours, ledgered and reviewed.",
+    ),
     "optout_do": ("拒绝紧急访问", "Opt out of emergency access"),
     "optout_undo": ("恢复紧急访问", "Allow emergency access again"),
     "tx_sent": ("交易已上链", "Transaction on the ledger"),
@@ -141,11 +159,16 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "record": ("病历", "Record"),
     "resources": ("内容", "Contents"),
     "decrypted_record": ("已解密病历", "Decrypted record"),
-    "need_enc_key": ("打开病历需要机构的解密密钥（X25519 JWK）", "Opening a record needs the institution's decryption key (X25519 JWK)"),
+    "need_enc_key": (
+        "打开病历需要机构的解密密钥（X25519 JWK）",
+        "Opening a record needs the institution's decryption key (X25519 JWK)",
+    ),
     "break_glass": ("破窗（紧急访问）", "Break glass (emergency access)"),
-    "break_glass_help": ("仅限急救。原因必填，链上只记录原因的哈希；患者和审计方会看到这次访问。",
-                         "Emergencies only. The reason is mandatory; only its hash goes on-chain; the patient and "
-                         "the auditors will see this access."),
+    "break_glass_help": (
+        "仅限急救。原因必填，链上只记录原因的哈希；患者和审计方会看到这次访问。",
+        "Emergencies only. The reason is mandatory; only its hash goes on-chain; the patient and "
+        "the auditors will see this access.",
+    ),
     "reason_required": ("请填写原因", "Give the reason"),
     "open_window": ("开启 4 小时紧急访问", "Open a 4-hour emergency window"),
     "window_open": ("紧急访问窗口已开启，截止", "Emergency window open until"),
@@ -195,8 +218,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "problem_chain_rejected": ("区块链拒绝了该交易", "The chain refused the transaction"),
     "problem_integrity_error": ("存储的数据与账本不一致", "Stored data does not match the ledger"),
     "problem_chain_unavailable": ("区块链暂不可用，未发布任何数据", "The chain is unreachable; nothing was released"),
-    "problem_storage_unavailable": ("存储暂不可用，未发布任何数据", "Record storage is unreachable; nothing was released"),
-    "problem_journal_unavailable": ("访问日志暂不可用，未发布任何数据", "The release journal is unavailable; nothing was released"),
+    "problem_storage_unavailable": (
+        "存储暂不可用，未发布任何数据",
+        "Record storage is unreachable; nothing was released",
+    ),
+    "problem_journal_unavailable": (
+        "访问日志暂不可用，未发布任何数据",
+        "The release journal is unavailable; nothing was released",
+    ),
     "problem_storage_full": ("存储已满", "Record storage is full"),
     "problem_internal_error": ("内部错误", "Internal error"),
     # auditor
@@ -213,7 +242,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "per_institution": ("各机构访问次数", "Accesses per institution"),
     "accesses": ("访问次数", "Accesses"),
     "replay_reports": ("账本重放审计报告", "Ledger replay reports"),
-    "no_reports": ("还没有报告。运行 hcl audit replay --out 到报告目录：", "No reports yet. Run hcl audit replay with --out in the reports folder:"),
+    "no_reports": (
+        "还没有报告。运行 hcl audit replay --out 到报告目录：",
+        "No reports yet. Run hcl audit replay with --out in the reports folder:",
+    ),
     "verdict": ("结论", "Verdict"),
     # errors
     "forbidden_role": ("此页面需要以下身份：", "This page needs the role: "),
@@ -225,7 +257,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "events": ("事件", "Events"),
     "tx_title": ("链上交易", "Ledger transaction"),
     "not_found": ("未找到", "Not found"),
-    "page_not_found": ("没有这个页面：地址可能有误，或页面已移走。", "There is no such page: the address may be mistyped, or the page has moved."),
+    "page_not_found": (
+        "没有这个页面：地址可能有误，或页面已移走。",
+        "There is no such page: the address may be mistyped, or the page has moved.",
+    ),
     "back_to_portal": ("返回首页", "Back to the portal's start page"),
     "back": ("返回", "Back"),
 }

@@ -23,10 +23,6 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
-from node_client import healthcode as hc
-from node_client._exceptions import ChainUnavailable
-from node_client.vocabulary import CATEGORIES, PROVIDER_ROLES, PURPOSES, Role, roles_of
-
 from gateway.api import me
 from gateway.api.consents import _signed
 from gateway.api.deps import ComponentsDep
@@ -34,9 +30,20 @@ from gateway.api.models import SignedGrantIn
 from gateway.api.records import discover
 from gateway.portal import i18n
 from gateway.portal.session import (
-    ROLE_PAGES, RolePage, Viewer, active_roles, clear, require_portal_post, require_viewer, store, viewer,
+    ROLE_PAGES,
+    RolePage,
+    Viewer,
+    active_roles,
+    clear,
+    require_portal_post,
+    require_viewer,
+    store,
+    viewer,
 )
 from gateway.problems import Problem
+from node_client import healthcode as hc
+from node_client._exceptions import ChainUnavailable
+from node_client.vocabulary import CATEGORIES, PROVIDER_ROLES, PURPOSES, Role, roles_of
 
 __all__ = ["router", "templates"]
 
@@ -65,8 +72,9 @@ def _formatter(c: Any) -> Any:
     return dt
 
 
-def _render(request: Request, c: Any, name: str, status: int = 200, *, viewer: Viewer | None = None,
-            **ctx: Any) -> HTMLResponse:
+def _render(
+    request: Request, c: Any, name: str, status: int = 200, *, viewer: Viewer | None = None, **ctx: Any
+) -> HTMLResponse:
     """A page or fragment; ``viewer`` is who the page acts as (shown in the header), never guessed."""
     lang = i18n.negotiate(request)
     v = viewer
@@ -148,8 +156,11 @@ def role_sections(page: str, request: Request, c: ComponentsDep) -> HTMLResponse
 def _providers(c: Any) -> list[dict[str, Any]]:
     rows = c.db.read().execute("SELECT address, roles FROM chain_members WHERE status = 1 ORDER BY since_block")
     return [
-        {"address": r["address"], "name": c.member_names.get(r["address"], "") or r["address"],
-         "roles": roles_of(r["roles"])}
+        {
+            "address": r["address"],
+            "name": c.member_names.get(r["address"], "") or r["address"],
+            "roles": roles_of(r["roles"]),
+        }
         for r in rows
         if r["roles"] & int(PROVIDER_ROLES)
     ]
@@ -219,18 +230,30 @@ def _auditor(c: Any, v: Viewer) -> dict[str, Any]:
     def count(sql: str) -> int:
         return int(db.execute(sql).fetchone()[0])
 
-    per_member: Counter[str] = Counter({
-        r["requester"]: r["n"] for r in db.execute("SELECT requester, COUNT(*) AS n FROM chain_accesses GROUP BY requester")
-    })
+    per_member: Counter[str] = Counter(
+        {
+            r["requester"]: r["n"]
+            for r in db.execute("SELECT requester, COUNT(*) AS n FROM chain_accesses GROUP BY requester")
+        }
+    )
     journal_size = c.journal.size if c.journal is not None else 0
     if c.journal_index is not None:
         per_member.update(c.journal_index.requester_counts())
-    reasons = {bytes(r["access_id"]): r["reason"] for r in db.execute("SELECT access_id, reason FROM emergency_reasons")}
+    reasons = {
+        bytes(r["access_id"]): r["reason"] for r in db.execute("SELECT access_id, reason FROM emergency_reasons")
+    }
     emergencies = [
-        {"accessId": "0x" + bytes(e["access_id"]).hex(), "patient": e["patient"], "member": e["member"],
-         "memberName": c.member_names.get(e["member"], ""), "time": e["time"], "validUntil": e["valid_until"],
-         "reason": reasons.get(bytes(e["access_id"])), "txHash": e["tx_hash"],
-         "categories": [CATEGORIES[t.bit] for t in CATEGORIES if e["categories"] >> t.bit & 1]}
+        {
+            "accessId": "0x" + bytes(e["access_id"]).hex(),
+            "patient": e["patient"],
+            "member": e["member"],
+            "memberName": c.member_names.get(e["member"], ""),
+            "time": e["time"],
+            "validUntil": e["valid_until"],
+            "reason": reasons.get(bytes(e["access_id"])),
+            "txHash": e["tx_hash"],
+            "categories": [CATEGORIES[t.bit] for t in CATEGORIES if e["categories"] >> t.bit & 1],
+        }
         for e in db.execute("SELECT * FROM chain_emergency ORDER BY block DESC")
     ]
     return {
@@ -252,7 +275,11 @@ def _auditor(c: Any, v: Viewer) -> dict[str, Any]:
 
 
 #: what each role page shows (computed only for a viewer allowed to see it)
-PAGE_DATA: dict[str, Callable[[Any, Viewer], dict[str, Any]]] = {"patient": _patient, "hospital": _hospital, "auditor": _auditor}
+PAGE_DATA: dict[str, Callable[[Any, Viewer], dict[str, Any]]] = {
+    "patient": _patient,
+    "hospital": _hospital,
+    "auditor": _auditor,
+}
 
 
 # ---------------------------------------------------------------- session
@@ -273,8 +300,15 @@ def open_session(body: SessionIn, request: Request, c: ComponentsDep) -> JSONRes
     require_portal_post(request)
     address = c.auth.verify(body.token)
     v = Viewer(address, active_roles(c, address))
-    response = JSONResponse({"address": address, "name": c.member_names.get(address, ""), "page": body.page,
-                             "roles": roles_of(v.roles), "home": v.home})
+    response = JSONResponse(
+        {
+            "address": address,
+            "name": c.member_names.get(address, ""),
+            "page": body.page,
+            "roles": roles_of(v.roles),
+            "home": v.home,
+        }
+    )
     store(response, request, body.page, body.token, c.settings.token_ttl)
     return response
 
@@ -350,8 +384,12 @@ def make_code(body: SignedGrantIn, request: Request, c: ComponentsDep) -> HTMLRe
     code = hc.qr(text)
     summary = hc.summary(signed, domain, members=c.member_names)
     return _render(
-        request, c, "code_ready.html", viewer=v,
-        text=text, version=code.version,
+        request,
+        c,
+        "code_ready.html",
+        viewer=v,
+        text=text,
+        version=code.version,
         svg_uri=code.svg_data_uri(scale=6, border=4, title="Health code / 健康码"),
         png_uri=code.png_data_uri(scale=8, border=4),
         summary=summary,
@@ -397,7 +435,12 @@ async def preview(
         except ChainUnavailable as exc:
             raise Problem("chain_unavailable", str(exc)) from exc
     return _render(
-        request, c, "code_preview.html", viewer=v, summary=summary, payload={"payload": payload, "consentId": consent_id},
+        request,
+        c,
+        "code_preview.html",
+        viewer=v,
+        summary=summary,
+        payload={"payload": payload, "consentId": consent_id},
         for_me=summary.grantee == v.address,
         term=lambda tv: tv.zh if i18n.negotiate(request) == "zh-CN" else tv.en,
     )
@@ -408,8 +451,7 @@ def hospital_records(request: Request, c: ComponentsDep, patient: str, purpose: 
     """The patient's records this institution may read now (the discovery API, as a table)."""
     v = require_viewer(request, c, "hospital")
     found = discover(patient, c, v.address, purpose=purpose)
-    return _render(request, c, "hospital_records.html", viewer=v, found=found,
-                   term_of={t.slug: t for t in CATEGORIES})
+    return _render(request, c, "hospital_records.html", viewer=v, found=found, term_of={t.slug: t for t in CATEGORIES})
 
 
 # ---------------------------------------------------------------- ledger links and reports
@@ -440,12 +482,25 @@ def transaction(tx_hash: str, request: Request, c: ComponentsDep) -> HTMLRespons
                     decoded = ev.process_log(log)
                 except Exception:
                     continue
-                events.append({"contract": type(contract).__name__, "event": decoded["event"],
-                               "args": {k: _show(v) for k, v in decoded["args"].items()}})
+                events.append(
+                    {
+                        "contract": type(contract).__name__,
+                        "event": decoded["event"],
+                        "args": {k: _show(v) for k, v in decoded["args"].items()},
+                    }
+                )
                 break
     block = client.rpc(lambda: client.w3.eth.get_block(receipt["blockNumber"]))
-    return _render(request, c, "tx.html", tx_hash="0x" + raw, receipt=receipt, events=events,
-                   block_time=int(block["timestamp"]), sender=receipt["from"])
+    return _render(
+        request,
+        c,
+        "tx.html",
+        tx_hash="0x" + raw,
+        receipt=receipt,
+        events=events,
+        block_time=int(block["timestamp"]),
+        sender=receipt["from"],
+    )
 
 
 def _show(value: Any) -> str:

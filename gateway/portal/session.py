@@ -16,13 +16,19 @@ from typing import Literal
 
 from fastapi import Request, Response
 
-from node_client.vocabulary import PROVIDER_ROLES, Role
-
 from gateway.problems import Problem
 from gateway.state import Components
+from node_client.vocabulary import PROVIDER_ROLES, Role
 
 __all__ = [
-    "ROLE_PAGES", "RolePage", "Viewer", "clear", "cookie_name", "require_portal_post", "require_viewer", "store",
+    "ROLE_PAGES",
+    "RolePage",
+    "Viewer",
+    "clear",
+    "cookie_name",
+    "require_portal_post",
+    "require_viewer",
+    "store",
     "viewer",
 ]
 
@@ -96,7 +102,12 @@ def require_portal_post(request: Request) -> None:
 
 def store(response: Response, request: Request, page: str, token: str, max_age: int) -> None:
     response.set_cookie(
-        cookie_name(page), token, max_age=max_age, httponly=True, samesite="strict", path=COOKIE_PATH,
+        cookie_name(page),
+        token,
+        max_age=max_age,
+        httponly=True,
+        samesite="strict",
+        path=COOKIE_PATH,
         secure=request.url.scheme == "https",
     )
 
