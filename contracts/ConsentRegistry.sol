@@ -32,12 +32,16 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
     /// @dev Length of an emergency (break-glass) window.
     uint40 public constant EMERGENCY_WINDOW = 4 hours;
 
-    bytes32 private constant CONSENT_GRANT_TYPEHASH =
-        keccak256(
-            "ConsentGrant(address patient,address grantee,uint16 categories,uint8 purposes,uint40 validFrom,uint40 validUntil,uint64 nonce,uint256 deadline)"
-        );
-    bytes32 private constant CONSENT_REVOKE_TYPEHASH =
-        keccak256("ConsentRevoke(address patient,address grantee,uint64 nonce,uint256 deadline)");
+    // Private constants are UPPER_CASE without a `_` prefix, as OpenZeppelin writes them (ERC20Permit's
+    // PERMIT_TYPEHASH); solhint's private-vars-leading-underscore would want one.
+    // solhint-disable private-vars-leading-underscore
+    bytes32 private constant CONSENT_GRANT_TYPEHASH = keccak256(
+        "ConsentGrant(address patient,address grantee,uint16 categories,uint8 purposes,uint40 validFrom,uint40 validUntil,uint64 nonce,uint256 deadline)"
+    );
+    bytes32 private constant CONSENT_REVOKE_TYPEHASH = keccak256(
+        "ConsentRevoke(address patient,address grantee,uint64 nonce,uint256 deadline)"
+    );
+    // solhint-enable private-vars-leading-underscore
 
     // one slot: categories (2) | purposes (1) | status (1) | validFrom (5) | validUntil (5) | nonce (8) | grantNonce (8)
     struct ConsentSlot {
@@ -249,7 +253,10 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
     }
 
     /// @inheritdoc IConsentRegistry
-    function emergencyWindow(address patient, address member) external view returns (uint16 categories, uint40 validUntil) {
+    function emergencyWindow(
+        address patient,
+        address member
+    ) external view returns (uint16 categories, uint40 validUntil) {
         EmergencySlot memory e = _emergency[patient][member];
         return (e.categories, e.validUntil);
     }

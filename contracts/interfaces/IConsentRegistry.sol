@@ -216,7 +216,11 @@ interface IConsentRegistry {
      *
      * Emits an {EmergencyAccessGranted} event.
      */
-    function emergencyAccess(address patient, uint16 categories, bytes32 reasonHash) external returns (bytes32 accessId);
+    function emergencyAccess(
+        address patient,
+        uint16 categories,
+        bytes32 reasonHash
+    ) external returns (bytes32 accessId);
 
     // ---------------------------------------------------------------- views
 
@@ -245,5 +249,8 @@ interface IConsentRegistry {
     function emergencyOptedOut(address patient) external view returns (bool);
 
     /// @dev The emergency window of `member` on `patient`: categories and end (0 = none).
-    function emergencyWindow(address patient, address member) external view returns (uint16 categories, uint40 validUntil);
+    function emergencyWindow(
+        address patient,
+        address member
+    ) external view returns (uint16 categories, uint40 validUntil);
 }
