@@ -1,18 +1,33 @@
-"""Helpers shared by the ``hcl`` sub-commands: consoles, option types, settings, signers, errors.
+"""What every ``hcl`` command shares: consoles, option groups, error handling, parsing, printing.
 
-A module of its own so that sub-apps (``hcl code``, ``hcl audit``) can use them without importing the
-top-level CLI, which imports the sub-apps.
+The top-level CLI (``node_client.cli``), its sub-apps (``hcl code``, ``hcl audit``) and commands that other
+packages contribute through the ``hcl.commands`` entry-point group (``hcl gateway``) import from here; this
+module imports none of them, so there is no cycle.
+
+Option groups: a command that talks to a chain declares a keyword-only parameter ``chain: ChainOpts``, one
+that signs a transaction ``signer: SignerOpts``; :func:`option_groups` turns each into its options
+(``--rpc-url --manifest``; ``--key --password-file --dev-account``) in place, so the options are spelled once
+and every command reads them the same way::
+
+    @app.command()
+    @handle_errors
+    @option_groups
+    def revoke(grantee: GranteeArg, *, chain: ChainOpts, signer: SignerOpts) -> None:
+        ledger = chain.ledger()
+        ledger.consents.revoke(signer.account(ledger.client), grantee)
 """
 
 from __future__ import annotations
 
 import getpass
+import inspect
 import os
 import re
 from collections.abc import Callable
-from functools import wraps
+from dataclasses import dataclass, fields
+from functools import cached_property, wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, get_type_hints
 
 import orjson
 import typer
@@ -24,12 +39,35 @@ from node_client._client import ChainClient
 from node_client._exceptions import NodeClientError
 from node_client.settings import DEV_CHAIN_ID, ClientSettings
 
+if TYPE_CHECKING:
+    from node_client.deploy import Ledger, Manifest
+
+__all__ = [
+    "ChainOpts",
+    "DevAccountOpt",
+    "JsonOpt",
+    "KeyOpt",
+    "ManifestOpt",
+    "PasswordFileOpt",
+    "RpcOpt",
+    "SignerOpts",
+    "console",
+    "err_console",
+    "handle_errors",
+    "option_groups",
+    "parse_address",
+    "parse_duration",
+    "print_json",
+    "read_password",
+]
+
 console = Console()
 err_console = Console(stderr=True)
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
-# ---------------------------------------------------------------- shared options
+# ---------------------------------------------------------------- options
 
 RpcOpt = Annotated[str | None, typer.Option("--rpc-url", help="JSON-RPC URL [env HCL_RPC_URL]", show_default=False)]
 ManifestOpt = Annotated[
@@ -45,9 +83,111 @@ DevAccountOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
 
-def _handle_errors(fn: F) -> F:
+@dataclass(frozen=True)
+class ChainOpts:
+    """``--rpc-url`` and ``--manifest``: which node, which deployment (defaults from ``HCL_*``)."""
+
+    rpc_url: RpcOpt = None
+    manifest: ManifestOpt = None
+
+    @cached_property
+    def settings(self) -> ClientSettings:
+        overrides: dict[str, Any] = {}
+        if self.rpc_url:
+            overrides["rpc_url"] = self.rpc_url
+        if self.manifest:
+            overrides["manifest"] = self.manifest
+        return ClientSettings(**overrides)
+
+    def client(self) -> ChainClient:
+        s = self.settings
+        return ChainClient(rpc_url=s.rpc_url, poa=s.poa, timeout=s.rpc_timeout)
+
+    def load_manifest(self) -> Manifest:
+        from node_client.deploy import Manifest
+
+        return Manifest.load(self.settings.manifest)
+
+    def ledger(self) -> Ledger:
+        """The deployment's contracts, connected to the node."""
+        return self.load_manifest().connect(self.client())
+
+
+@dataclass(frozen=True)
+class SignerOpts:
+    """``--key``, ``--password-file``, ``--dev-account``: who signs."""
+
+    key: KeyOpt = None
+    password_file: PasswordFileOpt = None
+    dev_account: DevAccountOpt = None
+
+    def account(self, client: ChainClient | None = None) -> LocalAccount:
+        """The signer: a keystore (password from ``--password-file``, ``HCL_KEY_PASSWORD`` or a prompt) or,
+        on the dev chain only (``client`` tells), a Hardhat dev account."""
+        from node_client.keys import dev_account as _dev
+        from node_client.keys import load_keystore
+
+        if self.key is not None and self.dev_account is not None:
+            raise ValueError("give either --key or --dev-account, not both")
+        if self.dev_account is not None:
+            if client is None or client.chain_id != DEV_CHAIN_ID:
+                raise ValueError(f"--dev-account is only allowed on the dev chain {DEV_CHAIN_ID}")
+            return _dev(self.dev_account)
+        if self.key is None:
+            raise ValueError("a signer is needed: --key <keystore> (or --dev-account N on the dev chain)")
+        return load_keystore(self.key, read_password(self.password_file, confirm=False))
+
+
+_GROUPS: tuple[type[ChainOpts] | type[SignerOpts], ...] = (ChainOpts, SignerOpts)
+
+
+def _group_options(group: type[Any]) -> list[inspect.Parameter]:
+    hints = get_type_hints(group, include_extras=True)  # the Annotated[..., typer.Option(...)] of each field
+    return [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=hints[f.name])
+        for f in fields(group)
+    ]
+
+
+def option_groups(fn: Callable[P, R]) -> Callable[..., R]:
+    """Replaces each parameter annotated :class:`ChainOpts` or :class:`SignerOpts` by that group's options,
+    at the same place (so ``--help`` lists them where the parameter stands); the command receives the group.
+
+    All parameters of the command as typer sees it are keyword-only (typer passes every value by name).
+    """
+    sig = inspect.signature(fn, eval_str=True)
+    params: list[inspect.Parameter] = []
+    groups: dict[str, type[Any]] = {}
+    for p in sig.parameters.values():
+        if p.annotation in _GROUPS:
+            groups[p.name] = p.annotation
+            params.extend(_group_options(p.annotation))
+        else:
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    names = [q.name for q in params]
+    if len(set(names)) != len(names):
+        raise TypeError(f"{fn.__name__}: an option group repeats a parameter name ({names})")
+
     @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(**kwargs: Any) -> R:
+        for name, group in groups.items():
+            kwargs[name] = group(**{f.name: kwargs.pop(f.name) for f in fields(group)})
+        return fn(**kwargs)  # type: ignore[call-arg]  # kwargs now match fn's own signature
+
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]  # read by typer
+    wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": sig.return_annotation}
+    return wrapper
+
+
+# ---------------------------------------------------------------- errors
+
+
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Every failure the client raises on purpose (``NodeClientError``) exits 1 with one line; bad input
+    (``ValueError``) exits 2."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except NodeClientError as exc:
@@ -57,45 +197,14 @@ def _handle_errors(fn: F) -> F:
             err_console.print(f"[red]invalid input[/red]: {exc}")
             raise typer.Exit(2) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
-def _settings(rpc_url: str | None = None, manifest: Path | None = None) -> ClientSettings:
-    overrides: dict[str, Any] = {}
-    if rpc_url:
-        overrides["rpc_url"] = rpc_url
-    if manifest:
-        overrides["manifest"] = manifest
-    return ClientSettings(**overrides)
+# ---------------------------------------------------------------- parsing
 
 
-def _client(settings: ClientSettings) -> ChainClient:
-    return ChainClient(rpc_url=settings.rpc_url, poa=settings.poa, timeout=settings.rpc_timeout)
-
-
-def _ledger(settings: ClientSettings):  # type: ignore[no-untyped-def]
-    from node_client.deploy import Manifest
-
-    client = _client(settings)
-    return Manifest.load(settings.manifest).connect(client)
-
-
-def _signer(client: ChainClient, key: Path | None, password_file: Path | None, dev_account: int | None) -> LocalAccount:
-    from node_client.keys import dev_account as _dev
-    from node_client.keys import load_keystore
-
-    if key is not None and dev_account is not None:
-        raise ValueError("give either --key or --dev-account, not both")
-    if dev_account is not None:
-        if client.chain_id != DEV_CHAIN_ID:
-            raise ValueError(f"--dev-account is only allowed on the dev chain {DEV_CHAIN_ID}")
-        return _dev(dev_account)
-    if key is None:
-        raise ValueError("a signer is needed: --key <keystore> (or --dev-account N on the dev chain)")
-    return load_keystore(key, _password(password_file, confirm=False))
-
-
-def _password(password_file: Path | None, *, confirm: bool) -> str:
+def read_password(password_file: Path | None, *, confirm: bool) -> str:
+    """A keystore password: from ``password_file``, else ``HCL_KEY_PASSWORD``, else a prompt."""
     if password_file is not None:
         return password_file.read_text().rstrip("\n")
     env = os.environ.get("HCL_KEY_PASSWORD")
@@ -107,10 +216,11 @@ def _password(password_file: Path | None, *, confirm: bool) -> str:
     return password
 
 
-def _address(value: str, what: str) -> str:
+def parse_address(value: str, what: str) -> str:
+    """``value`` as a checksummed address; ``ValueError`` naming ``what`` otherwise."""
     if not is_address(value):
         raise ValueError(f"{what} {value!r} is not an Ethereum address")
-    return to_checksum_address(value)
+    return str(to_checksum_address(value))
 
 
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -125,7 +235,10 @@ def parse_duration(value: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
-def _print_json(data: Any) -> None:
+# ---------------------------------------------------------------- printing
+
+
+def print_json(data: Any) -> None:
     typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=_json_default).decode())
 
 

@@ -12,17 +12,13 @@ from typing import Annotated
 
 import orjson
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from node_client._cli_common import KeyOpt, ManifestOpt, PasswordFileOpt, RpcOpt, _client, _password, _settings
-from node_client.keys import load_keystore
+from node_client._cli_common import ChainOpts, KeyOpt, PasswordFileOpt, SignerOpts, err_console, option_groups
 
 __all__ = ["audit_app"]
 
 audit_app = typer.Typer(help="Audit the ledger: replay it from genesis and verify every release.", no_args_is_help=True)
-
-_err = Console(stderr=True)
 
 
 @audit_app.callback()
@@ -32,9 +28,10 @@ def _audit() -> None:
 
 
 @audit_app.command("replay")
+@option_groups
 def replay_cmd(
-    rpc_url: RpcOpt = None,
-    manifest: ManifestOpt = None,
+    *,
+    chain: ChainOpts,
     journal: Annotated[Path | None, typer.Option("--journal", help="exported release journal (JSON Lines)")] = None,
     out: Annotated[Path, typer.Option("--out", help="folder for report.json, accesses.csv, report.html, FHIR")] = Path(
         "audit-report"
@@ -91,15 +88,13 @@ def replay_cmd(
 ) -> None:
     """Replays every event from the deploy block (plus the journal) and writes the audit outputs."""
     from node_client.audit import DETAILS, read_checkpoint, replay, write_checkpoint, write_outputs
-    from node_client.deploy import Manifest
 
     try:
         if detail not in DETAILS:
             raise ValueError(f"--detail must be one of {', '.join(DETAILS)}")
         skew: int | None = None if clock_skew == "auto" else int(clock_skew)
-        settings = _settings(rpc_url, manifest)
-        client = _client(settings)
-        loaded = Manifest.load(settings.manifest)
+        client = chain.client()
+        loaded = chain.load_manifest()
         kwargs = dict(
             journal=journal,
             from_block=from_block,
@@ -121,7 +116,7 @@ def replay_cmd(
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                console=_err,
+                console=err_console,
                 transient=True,
             ) as bar:
                 tasks: dict[str, int] = {}
@@ -141,7 +136,7 @@ def replay_cmd(
         if as_json:
             typer.echo(orjson.dumps({"error": f"{type(exc).__name__}: {exc}"}).decode())
         else:
-            _err.print(f"[red]audit failed[/red] {type(exc).__name__}: {exc}")
+            err_console.print(f"[red]audit failed[/red] {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None
 
     if as_json:
@@ -157,13 +152,13 @@ def replay_cmd(
     else:
         s = report.summary
         colour = "green" if report.exit_code == 0 else "red"
-        _err.print(
+        err_console.print(
             f"[{colour}]{'clean' if report.exit_code == 0 else 'ANOMALIES'}[/{colour}] "
             f"{s['accesses']} accesses, {s['errors']} errors, {s['reviews']} for review "
             f"({s['seconds']['total']} s); outputs in {out}"
         )
         for a in report.errors[:20]:
-            _err.print(
+            err_console.print(
                 f"  [red]{a.kind}[/red] {a.message} {a.evidence.get('tx_hash') or a.evidence.get('entry_index', '')}"
             )
     raise typer.Exit(report.exit_code)
@@ -186,11 +181,11 @@ def fetch_journal_cmd(
     try:
         if key is None:
             raise ValueError("--key: the auditor's (or regulator's) keystore")
-        account = load_keystore(key, _password(password_file, confirm=False))
+        account = SignerOpts(key=key, password_file=password_file).account()
         with GatewayClient(url) as gw:
             gw.sign_in(account)
             size = gw.download_journal(out)
     except (NodeClientError, ValueError, OSError) as exc:
-        _err.print(f"[red]fetch failed[/red] {type(exc).__name__}: {exc}")
+        err_console.print(f"[red]fetch failed[/red] {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None
-    _err.print(f"wrote {out} ({size} bytes) from {url}")
+    err_console.print(f"wrote {out} ({size} bytes) from {url}")

@@ -2,23 +2,54 @@
 
 Thin commands over the node client: each parses options, builds settings, and delegates. Every failure
 the client raises on purpose (``NodeClientError``) is printed as one line and exits 1.
+
+Commands of other installed packages join through the ``hcl.commands`` entry-point group: each entry
+point names a ``typer.Typer`` that becomes ``hcl <entry point name>`` (the gateway's ``hcl gateway``,
+declared in pyproject.toml). This library never imports them by name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 from rich.table import Table
 
 from node_client import __version__
+from node_client._cli_common import (
+    ChainOpts,
+    JsonOpt,
+    KeyOpt,
+    PasswordFileOpt,
+    SignerOpts,
+    console,
+    err_console,
+    handle_errors,
+    option_groups,
+    parse_address,
+    parse_duration,
+    print_json,
+    read_password,
+)
 from node_client._client import ChainClient
+from node_client.audit_cli import audit_app
+from node_client.code_cli import code_app
 from node_client.settings import DEV_CHAIN_ID
+
+if TYPE_CHECKING:
+    from node_client.contracts import Action
+
+__all__ = ["COMMANDS_GROUP", "app", "main", "parse_duration"]
+
+#: the entry-point group through which other packages add ``hcl`` sub-commands
+COMMANDS_GROUP = "hcl.commands"
 
 app = typer.Typer(name="hcl", help="HealthCode Ledger: consent and data-sharing audit network.", no_args_is_help=True)
 chain_app = typer.Typer(help="Run a local chain node.", no_args_is_help=True)
@@ -26,33 +57,14 @@ member_app = typer.Typer(help="Consortium membership and M-of-N governance.", no
 consent_app = typer.Typer(help="Patient consents.", no_args_is_help=True)
 keys_app = typer.Typer(help="Encrypted keystore files.", no_args_is_help=True)
 dev_app = typer.Typer(help="Developer tasks: regenerate generated files.", no_args_is_help=True)
-gateway_app = typer.Typer(help="The gateway service hospitals call.", no_args_is_help=True)
 app.add_typer(chain_app, name="chain")
 app.add_typer(member_app, name="member")
 app.add_typer(consent_app, name="consent")
 app.add_typer(keys_app, name="keys")
 app.add_typer(dev_app, name="dev")
-app.add_typer(gateway_app, name="gateway")
-
-from node_client._cli_common import (
-    DevAccountOpt,
-    JsonOpt,
-    KeyOpt,
-    ManifestOpt,
-    PasswordFileOpt,
-    RpcOpt,
-    _address,
-    _client,
-    _handle_errors,
-    _ledger,
-    _password,
-    _print_json,
-    _settings,
-    _signer,
-    console,
-    err_console,
-    parse_duration,
-)
+app.add_typer(code_app, name="code")
+app.add_typer(audit_app, name="audit")
+_BUILT_IN = frozenset({"deploy", "gas-report", "chain", "member", "consent", "keys", "dev", "code", "audit"})
 
 # ---------------------------------------------------------------- top level
 
@@ -73,10 +85,11 @@ def main_callback(
 
 
 @app.command()
-@_handle_errors
+@handle_errors
+@option_groups
 def deploy(
-    rpc_url: RpcOpt = None,
-    manifest: ManifestOpt = None,
+    *,
+    chain: ChainOpts,
     dev: Annotated[
         bool, typer.Option("--dev", help="dev consortium: Hardhat accounts 0-2 admins (2-of-3), 7 members")
     ] = False,
@@ -93,8 +106,7 @@ def deploy(
     from node_client.deploy import deploy as _deploy
     from node_client.deploy import deploy_dev
 
-    settings = _settings(rpc_url, manifest)
-    client = _client(settings)
+    client = chain.client()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console) as bar:
         task = bar.add_task("compiling contracts", total=2)
         artifacts = compile_contracts()
@@ -104,8 +116,8 @@ def deploy(
                 raise ValueError(f"--dev is only allowed on the dev chain {DEV_CHAIN_ID}")
             result = deploy_dev(client, artifacts=artifacts)
         else:
-            deployer = _signer(client, key, password_file, None)
-            admin_list = [_address(a, "admin") for a in (admins or deployer.address).split(",") if a.strip()]
+            deployer = SignerOpts(key=key, password_file=password_file).account(client)
+            admin_list = [parse_address(a, "admin") for a in (admins or deployer.address).split(",") if a.strip()]
             signers = [deployer] if deployer.address in admin_list else []
             result = _deploy(
                 client,
@@ -116,7 +128,7 @@ def deploy(
                 artifacts=artifacts,
             )
         bar.update(task, advance=1, description="deployed")
-    result.save(settings.manifest)
+    result.save(chain.settings.manifest)
     if as_json:
         typer.echo(result.to_json().decode())
         return
@@ -127,11 +139,11 @@ def deploy(
         table.add_row(name, address)
     console.print(table)
     console.print(f"admins: {len(result.admins)}, threshold {result.threshold}; members: {len(result.members)}")
-    console.print(f"manifest: {settings.manifest}")
+    console.print(f"manifest: {chain.settings.manifest}")
 
 
 @app.command("gas-report")
-@_handle_errors
+@handle_errors
 def gas_report_cmd(
     out: Annotated[Path, typer.Option(help="JSON output")] = Path("bench/results/gas.json"),
 ) -> None:
@@ -157,7 +169,7 @@ def gas_report_cmd(
 
 
 @chain_app.command("up")
-@_handle_errors
+@handle_errors
 def chain_up(
     port: Annotated[int, typer.Option(help="TCP port", envvar="HCL_CHAIN_PORT")] = 8545,
     host: Annotated[str, typer.Option(help="interface to bind (keep it on loopback)")] = "127.0.0.1",
@@ -191,17 +203,15 @@ def chain_up(
 
 
 @chain_app.command("down")
-@_handle_errors
+@handle_errors
 def chain_down(port: Annotated[int, typer.Option(help="port of a node started with --detach")] = 8545) -> None:
     """Stop a node started with ``hcl chain up --detach``."""
     pid_file = Path(".hcl") / f"chain-{port}.pid"
     if not pid_file.exists():
         raise ValueError(f"no detached node on port {port} ({pid_file} missing)")
     pid = int(pid_file.read_text())
-    try:
+    with contextlib.suppress(ProcessLookupError):  # already gone
         os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     pid_file.unlink()
     console.print(f"chain on port {port} stopped")
 
@@ -209,7 +219,7 @@ def chain_down(port: Annotated[int, typer.Option(help="port of a node started wi
 # ---------------------------------------------------------------- members
 
 
-def _action(name: str):  # type: ignore[no-untyped-def]
+def _action(name: str) -> Action:
     from node_client.contracts import Action
 
     key = name.upper().replace("-", "_")
@@ -228,7 +238,8 @@ def _action(name: str):  # type: ignore[no-untyped-def]
 
 
 @member_app.command("propose")
-@_handle_errors
+@handle_errors
+@option_groups
 def member_propose(
     action: Annotated[
         str,
@@ -252,11 +263,9 @@ def member_propose(
         str | None,
         typer.Option(help="transfer-records: the suspended or removed gateway whose records the target takes over"),
     ] = None,
-    rpc_url: RpcOpt = None,
-    manifest: ManifestOpt = None,
-    key: KeyOpt = None,
-    password_file: PasswordFileOpt = None,
-    dev_account: DevAccountOpt = None,
+    *,
+    chain: ChainOpts,
+    signer: SignerOpts,
 ) -> None:
     """Propose a membership or governance change (your approval counts at once)."""
     from node_client.contracts import Action
@@ -264,8 +273,8 @@ def member_propose(
     from node_client.vocabulary import parse_roles
 
     act = _action(action)
-    ledger = _ledger(_settings(rpc_url, manifest))
-    signer = _signer(ledger.client, key, password_file, dev_account)
+    ledger = chain.ledger()
+    account = signer.account(ledger.client)
     arg = parse_roles(roles) if roles else 0
     if act is Action.CHANGE_THRESHOLD:
         if threshold is None:
@@ -274,27 +283,26 @@ def member_propose(
     if act is Action.TRANSFER_RECORDS:
         if from_gateway is None:
             raise ValueError("transfer-records needs --from-gateway (the departed gateway's address)")
-        arg = ledger.members.number_of(_address(from_gateway, "--from-gateway"))
+        arg = ledger.members.number_of(parse_address(from_gateway, "--from-gateway"))
     meta = metadata_hash(orjson.loads(metadata_file.read_bytes())) if metadata_file else None
     enc = bytes.fromhex(encryption_key.removeprefix("0x")) if encryption_key else None
-    addr = _address(target, "target") if target else None
-    proposal_id, result = ledger.members.propose(signer, act, addr, arg=arg, encryption_key=enc, metadata_hash=meta)
+    addr = parse_address(target, "target") if target else None
+    proposal_id, result = ledger.members.propose(account, act, addr, arg=arg, encryption_key=enc, metadata_hash=meta)
     console.print(f"proposal {proposal_id} created ({act.name.lower()}), tx {result.tx_hash}")
 
 
 @member_app.command("approve")
-@_handle_errors
+@handle_errors
+@option_groups
 def member_approve(
     proposal_id: Annotated[int, typer.Argument(help="proposal id")],
-    rpc_url: RpcOpt = None,
-    manifest: ManifestOpt = None,
-    key: KeyOpt = None,
-    password_file: PasswordFileOpt = None,
-    dev_account: DevAccountOpt = None,
+    *,
+    chain: ChainOpts,
+    signer: SignerOpts,
 ) -> None:
     """Approve a pending proposal."""
-    ledger = _ledger(_settings(rpc_url, manifest))
-    result = ledger.members.approve(_signer(ledger.client, key, password_file, dev_account), proposal_id)
+    ledger = chain.ledger()
+    result = ledger.members.approve(signer.account(ledger.client), proposal_id)
     p = ledger.members.proposal_of(proposal_id)
     console.print(
         f"proposal {proposal_id}: {p.approvals} approval(s), threshold {ledger.members.governance().threshold}; tx {result.tx_hash}"
@@ -302,36 +310,34 @@ def member_approve(
 
 
 @member_app.command("execute")
-@_handle_errors
+@handle_errors
+@option_groups
 def member_execute(
     proposal_id: Annotated[int, typer.Argument(help="proposal id")],
-    rpc_url: RpcOpt = None,
-    manifest: ManifestOpt = None,
-    key: KeyOpt = None,
-    password_file: PasswordFileOpt = None,
-    dev_account: DevAccountOpt = None,
+    *,
+    chain: ChainOpts,
+    signer: SignerOpts,
 ) -> None:
     """Execute a proposal that has enough approvals."""
-    ledger = _ledger(_settings(rpc_url, manifest))
-    result = ledger.members.execute(_signer(ledger.client, key, password_file, dev_account), proposal_id)
+    ledger = chain.ledger()
+    result = ledger.members.execute(signer.account(ledger.client), proposal_id)
     console.print(f"proposal {proposal_id} executed, tx {result.tx_hash}")
 
 
 @member_app.command("list")
-@_handle_errors
-def member_list(rpc_url: RpcOpt = None, manifest: ManifestOpt = None, as_json: JsonOpt = False) -> None:
+@handle_errors
+@option_groups
+def member_list(*, chain: ChainOpts, as_json: JsonOpt = False) -> None:
     """List the consortium's members with their current status and roles."""
-    from node_client.deploy import Manifest
     from node_client.vocabulary import roles_of
 
-    settings = _settings(rpc_url, manifest)
-    man = Manifest.load(settings.manifest)
-    ledger = man.connect(_client(settings))
+    man = chain.load_manifest()
+    ledger = man.connect(chain.client())
     names = {m["address"]: m["name"] for m in man.members}
     members = ledger.members.members()
     gov = ledger.members.governance()
     if as_json:
-        _print_json(
+        print_json(
             {
                 "governance": {"admins": gov.admin_count, "threshold": gov.threshold},
                 "members": [
@@ -360,27 +366,26 @@ def member_list(rpc_url: RpcOpt = None, manifest: ManifestOpt = None, as_json: J
 
 
 @consent_app.command("grant")
-@_handle_errors
+@handle_errors
+@option_groups
 def consent_grant(
     grantee: Annotated[str, typer.Option(help="member address that may read")],
     categories: Annotated[str, typer.Option(help="e.g. allergies,lab-results")],
     purposes: Annotated[str, typer.Option("--purposes", "--purpose", help="e.g. treatment,referral")] = "treatment",
     valid: Annotated[str, typer.Option(help="validity, e.g. 30d, 12h, 2w")] = "30d",
-    rpc_url: RpcOpt = None,
-    manifest: ManifestOpt = None,
-    key: KeyOpt = None,
-    password_file: PasswordFileOpt = None,
-    dev_account: DevAccountOpt = None,
+    *,
+    chain: ChainOpts,
+    signer: SignerOpts,
 ) -> None:
     """Grant a consent as the patient (the signer), effective now."""
     from node_client.vocabulary import parse_categories, parse_purposes
 
-    ledger = _ledger(_settings(rpc_url, manifest))
-    patient = _signer(ledger.client, key, password_file, dev_account)
+    ledger = chain.ledger()
+    patient = signer.account(ledger.client)
     now = ledger.client.block_timestamp()
     consent_id, result = ledger.consents.grant(
         patient,
-        _address(grantee, "grantee"),
+        parse_address(grantee, "grantee"),
         parse_categories(categories),
         parse_purposes(purposes),
         now,
@@ -390,35 +395,35 @@ def consent_grant(
 
 
 @consent_app.command("revoke")
-@_handle_errors
+@handle_errors
+@option_groups
 def consent_revoke(
     grantee: Annotated[str, typer.Option(help="member whose consent to revoke")],
-    rpc_url: RpcOpt = None,
-    manifest: ManifestOpt = None,
-    key: KeyOpt = None,
-    password_file: PasswordFileOpt = None,
-    dev_account: DevAccountOpt = None,
+    *,
+    chain: ChainOpts,
+    signer: SignerOpts,
 ) -> None:
     """Revoke your consent to a member, effective from the next block."""
-    ledger = _ledger(_settings(rpc_url, manifest))
-    patient = _signer(ledger.client, key, password_file, dev_account)
-    result = ledger.consents.revoke(patient, _address(grantee, "grantee"))
+    ledger = chain.ledger()
+    patient = signer.account(ledger.client)
+    result = ledger.consents.revoke(patient, parse_address(grantee, "grantee"))
     console.print(f"consent revoked, tx {result.tx_hash}")
 
 
 @consent_app.command("list")
-@_handle_errors
+@handle_errors
+@option_groups
 def consent_list(
     patient: Annotated[str, typer.Option(help="patient address")],
-    rpc_url: RpcOpt = None,
-    manifest: ManifestOpt = None,
+    *,
+    chain: ChainOpts,
     as_json: JsonOpt = False,
 ) -> None:
     """List a patient's consents (current state of every institution ever granted)."""
     from node_client.vocabulary import CATEGORIES, PURPOSES
 
-    ledger = _ledger(_settings(rpc_url, manifest))
-    who = _address(patient, "patient")
+    ledger = chain.ledger()
+    who = parse_address(patient, "patient")
     grantees: dict[str, None] = {}
     for ev in ledger.consents.events(["ConsentGranted"]):
         if ev["patient"] == who:
@@ -444,7 +449,7 @@ def consent_list(
             }
         )
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     table = Table(title=f"Consents of {who}")
     for col in ("grantee", "state", "categories", "purposes", "valid until (UTC)"):
@@ -456,14 +461,15 @@ def consent_list(
 
 
 @consent_app.command("check")
-@_handle_errors
+@handle_errors
+@option_groups
 def consent_check(
     patient: Annotated[str, typer.Argument(help="patient address")],
     grantee: Annotated[str, typer.Argument(help="member address")],
     category: Annotated[str, typer.Argument(help="one category, e.g. lab-results")],
     purpose: Annotated[str, typer.Argument(help="one purpose, e.g. treatment")] = "treatment",
-    rpc_url: RpcOpt = None,
-    manifest: ManifestOpt = None,
+    *,
+    chain: ChainOpts,
     as_json: JsonOpt = False,
 ) -> None:
     """Ask the chain whether a member may read a category of a patient's data for a purpose, now.
@@ -475,12 +481,15 @@ def consent_check(
     cat_mask, pur_mask = parse_categories(category), parse_purposes(purpose)
     if cat_mask & (cat_mask - 1) or pur_mask & (pur_mask - 1):
         raise ValueError("check takes exactly one category and one purpose")
-    ledger = _ledger(_settings(rpc_url, manifest))
+    ledger = chain.ledger()
     result = ledger.consents.check(
-        _address(patient, "patient"), _address(grantee, "grantee"), cat_mask.bit_length() - 1, pur_mask.bit_length() - 1
+        parse_address(patient, "patient"),
+        parse_address(grantee, "grantee"),
+        cat_mask.bit_length() - 1,
+        pur_mask.bit_length() - 1,
     )
     if as_json:
-        _print_json({"allowed": result.allowed, "consentId": result.consent_id, "emergency": result.emergency})
+        print_json({"allowed": result.allowed, "consentId": result.consent_id, "emergency": result.emergency})
     else:
         verdict = "[green]allowed[/green]" if result.allowed else "[red]refused[/red]"
         extra = (
@@ -497,7 +506,7 @@ def consent_check(
 
 
 @keys_app.command("new")
-@_handle_errors
+@handle_errors
 def keys_new(
     out: Annotated[Path, typer.Argument(help="keystore file to create (refuses to overwrite)")],
     password_file: PasswordFileOpt = None,
@@ -505,12 +514,12 @@ def keys_new(
     """Create a new key in an encrypted keystore file (scrypt, mode 0600)."""
     from node_client.keys import new_keystore
 
-    address = new_keystore(out, _password(password_file, confirm=True))
+    address = new_keystore(out, read_password(password_file, confirm=True))
     console.print(f"{address}  ->  {out}")
 
 
 @keys_app.command("new-encryption")
-@_handle_errors
+@handle_errors
 def keys_new_encryption(
     out: Annotated[Path, typer.Argument(help="JWK file to create, e.g. hospital.x25519.jwk (refuses to overwrite)")],
 ) -> None:
@@ -521,7 +530,7 @@ def keys_new_encryption(
 
 
 @keys_app.command("show")
-@_handle_errors
+@handle_errors
 def keys_show(keystore: Annotated[Path, typer.Argument(help="keystore file")]) -> None:
     """Print the address a keystore holds (without decrypting it)."""
     from node_client.keys import keystore_address
@@ -533,7 +542,7 @@ def keys_show(keystore: Annotated[Path, typer.Argument(help="keystore file")]) -
 
 
 @dev_app.command("gen-abi")
-@_handle_errors
+@handle_errors
 def dev_gen_abi() -> None:
     """Regenerate node_client/abi/*.json from the contracts."""
     from node_client._abi import CONTRACT_NAMES
@@ -547,7 +556,7 @@ def dev_gen_abi() -> None:
 
 
 @dev_app.command("gen-vocabulary")
-@_handle_errors
+@handle_errors
 def dev_gen_vocabulary() -> None:
     """Regenerate contracts/libraries/Vocabulary.sol and docs/vocabulary.md from node_client/vocabulary.py."""
     from node_client._compile import repo_root
@@ -561,113 +570,30 @@ def dev_gen_vocabulary() -> None:
         console.print(f"wrote {path}")
 
 
-# ---------------------------------------------------------------- gateway
+# ---------------------------------------------------------------- commands of other packages
 
 
-@gateway_app.command("serve")
-@_handle_errors
-def gateway_serve(
-    host: Annotated[str | None, typer.Option(help="interface [env HCL_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="port [env HCL_PORT]")] = None,
-) -> None:
-    """Run the gateway (settings from HCL_* variables and hcl.toml)."""
-    import uvicorn
-
-    from gateway.app import create_app
-    from gateway.settings import GatewaySettings
-
-    overrides: dict[str, Any] = {}
-    if host:
-        overrides["host"] = host
-    if port:
-        overrides["port"] = port
-    settings = GatewaySettings(**overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False)
-
-
-@gateway_app.command("rotate-kek")
-@_handle_errors
-def gateway_rotate_kek() -> None:
-    """Re-wrap every data key under a new key-encryption key (ciphertexts untouched). Stop the gateway first."""
-    from gateway.db import Database
-    from gateway.keyrotation import rotate_kek
-    from gateway.settings import GatewaySettings
-
-    settings = GatewaySettings()
-    db = Database(settings.db_path)
-    result = rotate_kek(Path(settings.kek_file or settings.data_dir / "kek.key"), db)
-    console.print(f"KEK {result.old_key_id} -> {result.new_key_id}: {result.rewrapped} data keys re-wrapped")
-
-
-@gateway_app.command("export-journal")
-@_handle_errors
-def gateway_export_journal(
-    out: Annotated[Path, typer.Argument(help="JSON Lines file to write")],
-) -> None:
-    """Export the release journal (batch mode) with its anchors, for the auditor."""
-    from gateway.journal import Journal, JournalUnavailable
-    from gateway.settings import GatewaySettings
-
-    settings = GatewaySettings()
-    if not settings.journal_path.exists():
-        raise ValueError(f"no journal at {settings.journal_path} (batch mode writes one)")
+def _add_plugin(ep: EntryPoint) -> None:
+    """``hcl <ep.name>``: the ``typer.Typer`` the entry point names. A plugin that cannot be loaded is
+    reported on stderr and left out, so the library's own commands keep working."""
+    if ep.name in _BUILT_IN:
+        err_console.print(f"[yellow]hcl[/yellow]: {ep.value} not added: {ep.name!r} is a built-in command")
+        return
     try:
-        journal = Journal(settings.journal_path)
-    except JournalUnavailable as exc:
+        sub = ep.load()
+    except Exception as exc:  # noqa: BLE001 - any broken plugin: say so, keep the rest of hcl usable
         err_console.print(
-            f"[red]error[/red] {exc}: while the gateway runs, fetch the journal over HTTP "
-            "with `hcl audit fetch-journal` (an auditor's key), or stop the gateway first"
+            f"[yellow]hcl[/yellow]: command {ep.name!r} ({ep.value}) not loaded: {type(exc).__name__}: {exc}"
         )
-        raise typer.Exit(2) from None
-    try:
-        count = journal.export(out)
-    finally:
-        journal.close()
-    console.print(f"{count} entries written to {out}")
+        return
+    if not isinstance(sub, typer.Typer):
+        err_console.print(f"[yellow]hcl[/yellow]: {ep.value} is not a typer.Typer; {ep.name!r} not added")
+        return
+    app.add_typer(sub, name=ep.name)
 
 
-@gateway_app.command("reconcile")
-@_handle_errors
-def gateway_reconcile(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="report what would be repaired; change nothing")] = False,
-    json_out: JsonOpt = False,
-) -> None:
-    """Find and repair what a crash left half-done: blobs without registration, pending uploads and
-    retractions, anchors not recorded; report what cannot be repaired (missing blobs, a rolled-back
-    journal). Stop the gateway first (it holds <data_dir>/gateway.lock).
-
-    Exit 0: nothing left to do; 1: something needs a person (or, with --dry-run, something to repair);
-    2: reconcile could not run (gateway running, chain or store unavailable). Rules: docs/reliability.md.
-    """
-    from gateway.reconcile import ReconcileError, reconcile
-    from gateway.settings import GatewaySettings
-
-    try:
-        report = reconcile(GatewaySettings(), dry_run=dry_run)
-    except ReconcileError as exc:
-        err_console.print(f"[red]error[/red] {type(exc).__name__}: {exc}")
-        raise typer.Exit(2) from None
-    if json_out:
-        _print_json(report.as_dict())
-    else:
-        table = Table("kind", "subject", "severity", "action", "done")
-        for f in report.findings:
-            table.add_row(f.kind, f.subject, f.severity, f.action, "yes" if f.repaired else "no")
-        if report.findings:
-            console.print(table)
-        checked = ", ".join(f"{v} {k}" for k, v in report.checked.items())
-        verdict = "nothing to repair" if not report.findings else f"{len(report.outstanding)} outstanding"
-        console.print(f"{'dry run: ' if dry_run else ''}checked {checked}: {verdict}")
-    code = 1 if (dry_run and report.outstanding) else report.exit_code
-    raise typer.Exit(code)
-
-
-# sub-apps that reuse the helpers above (imported last to avoid a circular import)
-from node_client.audit_cli import audit_app  # noqa: E402
-from node_client.code_cli import code_app  # noqa: E402
-
-app.add_typer(code_app, name="code")
-app.add_typer(audit_app, name="audit")
+for _ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+    _add_plugin(_ep)
 
 
 def main() -> None:

@@ -18,21 +18,16 @@ from rich.table import Table
 
 from node_client import healthcode as hc
 from node_client._cli_common import (
-    DevAccountOpt,
+    ChainOpts,
     JsonOpt,
-    KeyOpt,
-    ManifestOpt,
-    PasswordFileOpt,
-    RpcOpt,
-    _address,
-    _handle_errors,
-    _ledger,
-    _print_json,
-    _settings,
-    _signer,
+    SignerOpts,
     console,
     err_console,
+    handle_errors,
+    option_groups,
+    parse_address,
     parse_duration,
+    print_json,
 )
 from node_client._exceptions import ChainUnavailable, DeploymentError
 from node_client.signing import ConsentGrant, sign
@@ -73,7 +68,8 @@ def _write(text: str, out: Path) -> None:
 
 
 @code_app.command("new")
-@_handle_errors
+@handle_errors
+@option_groups
 def code_new(
     grantee: Annotated[str, typer.Option(help="member (institution) address that may read")],
     categories: Annotated[str, typer.Option(help="e.g. allergies,lab-results")] = "",
@@ -85,11 +81,9 @@ def code_new(
     ] = None,
     revoke: Annotated[bool, typer.Option("--revoke", help="make a revocation code instead of a grant")] = False,
     out: Annotated[Path | None, typer.Option(help="write the code: .png or .svg picture, or .txt")] = None,
-    rpc_url: RpcOpt = None,
-    manifest: ManifestOpt = None,
-    key: KeyOpt = None,
-    password_file: PasswordFileOpt = None,
-    dev_account: DevAccountOpt = None,
+    *,
+    chain: ChainOpts,
+    signer: SignerOpts,
 ) -> None:
     """Sign a consent as the patient (or guardian) and make its health code.
 
@@ -97,11 +91,11 @@ def code_new(
     """
     from node_client.vocabulary import parse_categories, parse_purposes
 
-    grantee_addr = _address(grantee, "grantee")
+    grantee_addr = parse_address(grantee, "grantee")
     deadline_s = parse_duration(deadline)
-    ledger = _ledger(_settings(rpc_url, manifest))
-    signer = _signer(ledger.client, key, password_file, dev_account)
-    patient_addr = _address(patient, "patient") if patient else signer.address
+    ledger = chain.ledger()
+    account = signer.account(ledger.client)
+    patient_addr = parse_address(patient, "patient") if patient else account.address
     now = ledger.client.block_timestamp()
     domain = ledger.consents.domain()
     if revoke:
@@ -118,7 +112,7 @@ def code_new(
             now + parse_duration(valid),
             deadline=now + deadline_s,
         )
-    text = hc.encode(sign(signer, domain, message), domain)
+    text = hc.encode(sign(account, domain, message), domain)
     if out is not None:
         _write(text, out)
         version = hc.qr(text).version
@@ -134,7 +128,11 @@ def _print_summary(s: hc.HealthCodeSummary) -> None:
     table.add_column("value")
     for label, value in s.rows():
         style = None
-        if (label == "signature" and s.signature == "invalid") or (label == "submit before" and s.deadline_expired) or (label == "already used" and s.used):
+        if (
+            (label == "signature" and s.signature == "invalid")
+            or (label == "submit before" and s.deadline_expired)
+            or (label == "already used" and s.used)
+        ):
             style = "red"
         elif label == "categories" and s.sensitive:
             style = "yellow"
@@ -150,12 +148,13 @@ def _print_summary(s: hc.HealthCodeSummary) -> None:
 
 
 @code_app.command("show")
-@_handle_errors
+@handle_errors
+@option_groups
 def code_show(
     source: SourceArg,
     offline: Annotated[bool, typer.Option("--offline", help="do not ask the chain (signature check only)")] = False,
-    rpc_url: RpcOpt = None,
-    manifest: ManifestOpt = None,
+    *,
+    chain: ChainOpts,
     as_json: JsonOpt = False,
 ) -> None:
     """Show what a health code says and whether it can be submitted.
@@ -169,42 +168,38 @@ def code_show(
     members = None
     if not offline:
         try:
-            from node_client.deploy import Manifest
-
-            settings = _settings(rpc_url, manifest)
-            members = Manifest.load(settings.manifest).members
-            ledger = _ledger(settings)
+            members = chain.load_manifest().members
+            ledger = chain.ledger()
         except (ChainUnavailable, DeploymentError) as exc:
             err_console.print(f"[yellow]offline check[/yellow]: {type(exc).__name__}: {exc}")
             ledger = None
     s = hc.summary(signed, domain, ledger=ledger, members=members)
     if as_json:
-        _print_json(s.as_dict())
+        print_json(s.as_dict())
     else:
         _print_summary(s)
 
 
 @code_app.command("submit")
-@_handle_errors
+@handle_errors
+@option_groups
 def code_submit(
     source: SourceArg,
-    rpc_url: RpcOpt = None,
-    manifest: ManifestOpt = None,
-    key: KeyOpt = None,
-    password_file: PasswordFileOpt = None,
-    dev_account: DevAccountOpt = None,
+    *,
+    chain: ChainOpts,
+    signer: SignerOpts,
 ) -> None:
     """Submit a health code to the chain as a member (grantBySig / revokeBySig)."""
     text = _read_source(source)
     signed, domain = hc.decode(text)
-    ledger = _ledger(_settings(rpc_url, manifest))
+    ledger = chain.ledger()
     on_chain = ledger.consents.domain()
     if (on_chain.chain_id, on_chain.verifying_contract.lower()) != (domain.chain_id, domain.verifying_contract.lower()):
         raise hc.HealthCodeError(
             f"this code is for chain {domain.chain_id} / {domain.verifying_contract}, not this ledger "
             f"({on_chain.chain_id} / {on_chain.verifying_contract})"
         )
-    submitter = _signer(ledger.client, key, password_file, dev_account)
+    submitter = signer.account(ledger.client)
     if isinstance(signed.message, ConsentGrant):
         consent_id, result = ledger.consents.grant_by_sig(submitter, signed)
         console.print(f"consent 0x{consent_id.hex()} granted, tx {result.tx_hash}", soft_wrap=True)
