@@ -31,8 +31,8 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import is_address, to_checksum_address
 
-from gateway.db import Database
 from gateway.problems import Problem
+from gateway.storage.db import Database
 
 __all__ = ["Authenticator", "Challenge", "Token", "load_or_create_key"]
 

@@ -22,8 +22,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from gateway.db import Database
 from gateway.member_names import MemberNames
+from gateway.storage.db import Database
 from node_client._exceptions import ChainUnavailable
 from node_client.deploy import Ledger
 from node_client.events import EventRecord, read_events

@@ -77,8 +77,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from gateway._fs import fsync_dir
 from gateway.crashpoints import crashpoint
+from gateway.storage.fs import fsync_dir
 from node_client.journal_entry import ENTRY_SIZE, ENTRY_VERSION, JournalEntry
 from node_client.journal_entry import unhex as _unhex
 from node_client.merkle import MerkleTree, leaf_hash

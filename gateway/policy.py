@@ -48,8 +48,8 @@ from node_client.deploy import Ledger
 from node_client.vocabulary import PROVIDER_ROLES, Category, Purpose, Role
 
 if TYPE_CHECKING:
-    from gateway.db import Database
     from gateway.indexer import Indexer
+    from gateway.storage.db import Database
 
 __all__ = ["AccessPolicy", "Confirmed", "Decision", "NeedsChain", "StaleView", "StateView"]
 

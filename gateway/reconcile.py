@@ -54,9 +54,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.blobstore import BlobStore, BlobStoreError, LocalBlobStore, cid_to_str
 from gateway.crashpoints import crashpoint
 from gateway.journal import Anchor, Journal, JournalError
+from gateway.storage.blobs import BlobStore, BlobStoreError, LocalBlobStore, cid_to_str
 from node_client._exceptions import ChainUnavailable, ContractRevert
 from node_client.contracts import RecordStatus
 from node_client.deploy import Ledger
@@ -484,8 +484,8 @@ class _Reconciler:
 
 def reconcile(settings: Any, *, dry_run: bool = False) -> Report:
     """Runs every rule of the module docstring against the gateway configured by ``settings``."""
-    from gateway.db import Database
     from gateway.state import _gateway_account, make_store
+    from gateway.storage.db import Database
     from node_client._client import ChainClient
     from node_client.deploy import Manifest
 

@@ -26,14 +26,14 @@ from typing import Any
 import orjson
 from starlette.concurrency import run_in_threadpool
 
-from gateway.blobstore import BlobStoreError, IntegrityMismatch
 from gateway.crashpoints import crashpoint
-from gateway.crypto import GatewayCryptoError, decrypt_record
 from gateway.journal import JournalEntry, JournalUnavailable
 from gateway.policy import Confirmed, Decision, NeedsChain, StaleView, StateView
 from gateway.problems import Problem
 from gateway.settings import LedgerMode
 from gateway.state import Components
+from gateway.storage.blobs import BlobStoreError, IntegrityMismatch
+from gateway.storage.crypto import GatewayCryptoError, decrypt_record
 from node_client import hpke
 from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
 from node_client.contracts import Member, Record, RecordStatus

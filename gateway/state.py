@@ -16,19 +16,19 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 
 from gateway.auth import Authenticator, load_or_create_key
-from gateway.blobstore import BlobStore, IpfsBlobStore, LocalBlobStore
-from gateway.crypto import Kek
-from gateway.db import Database
 from gateway.fhir import warm_up
 from gateway.indexer import Indexer
 from gateway.journal import Anchorer, Journal
 from gateway.journal_index import JournalIndex
-from gateway.keyrotation import finish_pending_rotation
 from gateway.member_names import MemberNames
 from gateway.observability import Metrics
 from gateway.policy import AccessPolicy
 from gateway.reconcile import AnchorGuard, GatewayLock
 from gateway.settings import GatewaySettings, LedgerMode, StoreKind
+from gateway.storage.blobs import BlobStore, IpfsBlobStore, LocalBlobStore
+from gateway.storage.crypto import Kek
+from gateway.storage.db import Database
+from gateway.storage.keyrotation import finish_pending_rotation
 from node_client._client import ChainClient
 from node_client._exceptions import ChainUnavailable
 from node_client.deploy import Ledger, Manifest

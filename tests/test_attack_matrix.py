@@ -35,9 +35,9 @@ from eth_account.signers.local import LocalAccount
 from gateway_harness import CLINIC, HOSPITAL, LAB, PHARMACY, SAMPLES, RunningGateway, dev, running_gateway
 
 from gateway.auth import Authenticator, load_or_create_key
-from gateway.blobstore import BlobNotFound, InvalidLocator, cid_from_str
-from gateway.crypto import Kek
 from gateway.problems import PROBLEMS
+from gateway.storage.blobs import BlobNotFound, InvalidLocator, cid_from_str
+from gateway.storage.crypto import Kek
 from node_client import signing
 from node_client.contracts import Action
 from node_client.vocabulary import Category, Purpose, parse_categories, parse_purposes

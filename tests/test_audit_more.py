@@ -184,7 +184,7 @@ def test_corrupted_blob_is_reported_with_evidence(gw, tmp_path: Path) -> None:
         .execute("SELECT locator FROM record_keys WHERE record_id = ?", (bytes.fromhex(record[2:]),))
         .fetchall()
     )
-    from gateway.blobstore import cid_to_str
+    from gateway.storage.blobs import cid_to_str
 
     name = cid_to_str(bytes(row["locator"]))
     path = store / name[-3:-1] / name

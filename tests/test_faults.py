@@ -30,11 +30,11 @@ import pytest
 from fault_harness import GATEWAY, FaultChain, GatewayProcess
 from gateway_harness import CLINIC, HOSPITAL, SAMPLES, dev
 
-from gateway.blobstore import LocalBlobStore
 from gateway.crashpoints import POINTS
-from gateway.db import Database
 from gateway.journal import Journal
 from gateway.reconcile import reconcile
+from gateway.storage.blobs import LocalBlobStore
+from gateway.storage.db import Database
 from node_client.contracts import RecordStatus
 from node_client.vocabulary import parse_categories, parse_purposes
 

@@ -376,8 +376,8 @@ def test_retraction_shreds_the_key_and_refuses_release(gw: RunningGateway) -> No
 
 
 def test_kek_rotation_rewraps_without_touching_ciphertext(gw: RunningGateway, uploaded: dict) -> None:
-    from gateway.crypto import Kek
-    from gateway.keyrotation import rotate_kek
+    from gateway.storage.crypto import Kek
+    from gateway.storage.keyrotation import rotate_kek
 
     kek_file = Path(gw.settings.kek_file)
     blobs_before = {p: p.read_bytes() for p in gw.settings.blob_dir.rglob("*") if p.is_file()}

@@ -1,4 +1,4 @@
-"""Ciphertext stores (gateway.blobstore): CID helpers, the local directory store, a real IPFS node."""
+"""Ciphertext stores (gateway.storage.blobs): CID helpers, the local directory store, a real IPFS node."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ipfs_fixture import IpfsNode, ipfs_node, node_or_skip  # noqa: F401  (ipfs_node is a fixture)
 
-from gateway.blobstore import (
+from gateway.storage.blobs import (
     CODEC_DAG_PB,
     CODEC_RAW,
     IPFS_CHUNK_SIZE,
@@ -350,7 +350,7 @@ def test_local_file_size_limit_is_storage_full(tmp_path: Path) -> None:
         f"""
         import os, resource, signal, sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
-        from gateway.blobstore import LocalBlobStore, StorageFull
+        from gateway.storage.blobs import LocalBlobStore, StorageFull
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
         resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
         store = LocalBlobStore({str(root)!r})

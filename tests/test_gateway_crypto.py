@@ -1,4 +1,4 @@
-"""Record encryption at rest (gateway.crypto) and HPKE release encryption (node_client.hpke)."""
+"""Record encryption at rest (gateway.storage.crypto) and HPKE release encryption (node_client.hpke)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyhpke import KEMKeyPair
 
-from gateway.crypto import (
+from gateway.storage.crypto import (
     DATA_KEY_SIZE,
     WRAPPED_KEY_SIZE,
     GatewayCryptoError,

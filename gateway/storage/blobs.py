@@ -42,8 +42,8 @@ from urllib.parse import urlsplit
 import ipfshttpclient
 import ipfshttpclient.exceptions as ipfs_exc
 
-from gateway._fs import fsync_dir
 from gateway.crashpoints import crashpoint
+from gateway.storage.fs import fsync_dir
 
 __all__ = [
     "CODEC_DAG_PB",

@@ -49,7 +49,7 @@ from typing import NoReturn
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway._fs import fsync_dir
+from gateway.storage.fs import fsync_dir
 
 __all__ = [
     "CATEGORY_MAX",

@@ -17,9 +17,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway._fs import fsync_dir
-from gateway.crypto import Kek, rewrap
-from gateway.db import Database
+from gateway.storage.crypto import Kek, rewrap
+from gateway.storage.db import Database
+from gateway.storage.fs import fsync_dir
 
 __all__ = ["RotationResult", "finish_pending_rotation", "rotate_kek"]
 
