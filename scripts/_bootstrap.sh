@@ -1,6 +1,6 @@
 # Sourced by the scripts: installs what the project needs, once, and again only when the pins change.
 #   - npm packages from package-lock.json (npm ci) into node_modules/
-#   - a Python virtualenv in .venv/ with the project (editable) and its test extras, constrained by
+#   - a Python virtualenv in .venv/ with the project (editable) and its test and lint extras, constrained by
 #     constraints.txt so every machine gets the same versions
 # Needs python3 (>= 3.11) and node/npm (>= 20) on PATH; downloads from PyPI and npm only.
 set -euo pipefail
@@ -33,7 +33,7 @@ if [ ! -x .venv/bin/python ] || [ ! -f .venv/.hcl-stamp ] || [ "$(cat .venv/.hcl
   echo "==> installing Python packages into .venv" >&2
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]' >&2
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,lint]' >&2
   echo "$py_stamp" > .venv/.hcl-stamp
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
