@@ -34,11 +34,13 @@ from node_client._exceptions import NodeClientError
 __all__ = [
     "ENC_SIZE",
     "KEY_SIZE",
+    "RELEASE_INFO",
     "SUITE_ID",
     "HpkeError",
     "generate_keypair",
     "open_sealed",
     "public_key_from_private",
+    "release_aad",
     "seal",
 ]
 
@@ -51,6 +53,14 @@ ENC_SIZE = 32
 TAG_SIZE = 16
 
 _SUITE = CipherSuite.new(KEMId.DHKEM_X25519_HKDF_SHA256, KDFId.HKDF_SHA256, AEADId.AES256_GCM)
+
+#: HPKE ``info`` of the gateway's release responses: binds the ciphertext to this protocol and version.
+RELEASE_INFO = b"HealthCode Ledger release v1"
+
+
+def release_aad(record_id: bytes, requester: str) -> bytes:
+    """HPKE ``aad`` of a release: the record id and the requester's address (a response is for one reader)."""
+    return record_id + bytes.fromhex(requester.removeprefix("0x"))
 
 
 class HpkeError(NodeClientError):
