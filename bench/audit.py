@@ -7,8 +7,8 @@ auditor is measured on must still be real, so only the *release requests* are sk
 * a real Hardhat node on a free port, the real contracts (``deploy_dev``), real members;
 * real ``RecordRegistry.registerBatch`` records and real patient-signed ``ConsentRegistry.grant``
   consents (every journal entry is covered by one, so a correct auditor finds the ledger clean);
-* the journal is written by the gateway's own :class:`gateway.journal.Journal` (``append_many``,
-  group commit, fsync) and anchored by its own :class:`gateway.journal.Anchorer` calling
+* the journal is written by the gateway's own :class:`gateway.ledger.journal.Journal` (``append_many``,
+  group commit, fsync) and anchored by its own :class:`gateway.ledger.anchoring.Anchorer` calling
   ``AccessLedger.anchorBatch`` every ``anchor_every`` entries; a few strict ``logAccess`` too;
 * the export is ``Journal.export``, the very file ``hcl gateway export-journal`` writes.
 
@@ -36,7 +36,8 @@ from typing import Any
 
 import orjson
 
-from gateway.journal import Anchorer, Journal, JournalEntry
+from gateway.ledger.anchoring import Anchorer
+from gateway.ledger.journal import Journal, JournalEntry
 from node_client._client import ChainClient
 from node_client._node import HardhatNode, free_port
 from node_client.contracts import RecordInput

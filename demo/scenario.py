@@ -464,7 +464,7 @@ def _record_in_manifest(s: Session, spec: MemberSpec) -> None:
     """Appends the new member's off-chain description to the manifest's ``members`` (atomically).
 
     Names stay off-chain (only their hash is on-chain); a running gateway re-reads the manifest while a
-    member it saw added has no name (``gateway/member_names.py``), so the name shows without a restart.
+    member it saw added has no name (``gateway/ledger/member_names.py``), so the name shows without a restart.
     """
     path = s.manifest_path
     data = orjson.loads(path.read_bytes())

@@ -46,9 +46,9 @@ def gateway_serve(
 @handle_errors
 def gateway_rotate_kek() -> None:
     """Re-wrap every data key under a new key-encryption key (ciphertexts untouched). Stop the gateway first."""
-    from gateway.db import Database
-    from gateway.keyrotation import rotate_kek
     from gateway.settings import GatewaySettings
+    from gateway.storage.db import Database
+    from gateway.storage.keyrotation import rotate_kek
 
     settings = GatewaySettings()
     db = Database(settings.db_path)
@@ -62,7 +62,7 @@ def gateway_export_journal(
     out: Annotated[Path, typer.Argument(help="JSON Lines file to write")],
 ) -> None:
     """Export the release journal (batch mode) with its anchors, for the auditor."""
-    from gateway.journal import Journal, JournalUnavailable
+    from gateway.ledger.journal import Journal, JournalUnavailable
     from gateway.settings import GatewaySettings
 
     settings = GatewaySettings()

@@ -4,7 +4,7 @@ Two sources, one answer:
 
 * **the read model** (the indexer's ``chain_*`` tables), but only while the indexer is *synced*: it has
   applied every block up to the head the gateway last saw, and saw it recently (see
-  :attr:`gateway.indexer.Indexer.synced`). A revocation or suspension is then in force for every
+  :attr:`gateway.ledger.indexer.Indexer.synced`). A revocation or suspension is then in force for every
   request that arrives after the gateway has seen its block. Time is taken conservatively: a consent
   must have started by the head block's time and must still be valid at the later of the wall clock and
   that time, so the cache is never looser than the chain at its head. Only *yes* comes from the cache:
@@ -19,7 +19,7 @@ A release decides on one block's state and journals that block (batch mode, ``HC
 :meth:`AccessPolicy.state_view` picks it — the read model's block, or the chain's latest block to which
 every ``eth_call`` of the decision is then pinned — and :meth:`AccessPolicy.confirm` checks, after the
 reads, that the read model did not move meanwhile and that the head was seen less than the staleness
-bound (:attr:`gateway.indexer.Indexer.freshness`) before the decision; otherwise the decision is made
+bound (:attr:`gateway.ledger.indexer.Indexer.freshness`) before the decision; otherwise the decision is made
 again (:class:`StaleView`).
 
 When the chain says no, :meth:`AccessPolicy.explain` looks at the consent to give the caller the precise
@@ -48,7 +48,7 @@ from node_client.deploy import Ledger
 from node_client.vocabulary import PROVIDER_ROLES, Category, Purpose, Role
 
 if TYPE_CHECKING:
-    from gateway.indexer import Indexer
+    from gateway.ledger.indexer import Indexer
     from gateway.storage.db import Database
 
 __all__ = ["AccessPolicy", "Confirmed", "Decision", "NeedsChain", "StaleView", "StateView"]

@@ -55,23 +55,20 @@ from pathlib import Path
 from typing import Any
 
 from gateway.crashpoints import crashpoint
-from gateway.journal import Anchor, Journal, JournalError
+from gateway.ledger.anchoring import JournalBehindChain, sync_anchors
+from gateway.ledger.journal import Journal, JournalError
 from gateway.storage.blobs import BlobStore, BlobStoreError, LocalBlobStore, cid_to_str
 from node_client._exceptions import ChainUnavailable, ContractRevert
 from node_client.contracts import RecordStatus
 from node_client.deploy import Ledger
 
 __all__ = [
-    "AnchorGuard",
-    "AnchorsAdopted",
     "Finding",
     "GatewayLock",
     "GatewayRunning",
-    "JournalBehindChain",
     "ReconcileError",
     "Report",
     "reconcile",
-    "sync_anchors",
 ]
 
 log = logging.getLogger("hcl.gateway.reconcile")
@@ -86,15 +83,6 @@ class ReconcileError(Exception):
 
 class GatewayRunning(ReconcileError):
     """Another process (a running gateway) holds ``<data_dir>/gateway.lock``."""
-
-
-class JournalBehindChain(JournalError):
-    """The chain holds an anchor of this gateway that the journal cannot reproduce: the journal was
-    rolled back, truncated or replaced (or belongs to another chain). The gateway refuses to start."""
-
-
-class AnchorsAdopted(JournalError):
-    """Anchors found on-chain were recorded just now; the anchorer computes its next root again."""
 
 
 # ---------------------------------------------------------------------------------------- lock
@@ -131,96 +119,6 @@ class GatewayLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-# ---------------------------------------------------------------------------------------- anchors
-
-
-def _chain_anchors(ledger: Ledger, gateway: str, from_block: int) -> list[Anchor]:
-    out = []
-    for ev in ledger.access.events(["AccessBatchAnchored"], from_block=from_block):
-        if ev["gateway"] == gateway:
-            root = ev["root"]
-            root = bytes.fromhex(root.removeprefix("0x")) if isinstance(root, str) else bytes(root)
-            out.append(Anchor(int(ev["treeSize"]), root, ev.tx_hash, ev.block_number, int(ev["anchoredAt"])))
-    return sorted(out)
-
-
-def sync_anchors(
-    journal: Journal, ledger: Ledger, gateway: str, *, deploy_block: int = 0, record: bool = True
-) -> list[Anchor]:
-    """Compares the journal's anchors with the chain's for ``gateway``; returns the anchors the chain has
-    and the journal had not recorded (recorded now unless ``record=False``).
-
-    Raises :class:`JournalBehindChain` when the chain has an anchor the journal cannot reproduce (its
-    root at that size differs, or the journal is shorter), or the journal recorded anchors the chain
-    does not have (another chain). :class:`~node_client.ChainUnavailable` when the chain cannot be asked.
-    """
-    latest = ledger.access.latest_anchor(gateway)
-    last = journal.last_anchor()
-    local = last.tree_size if last else 0
-    if latest.tree_size < local:
-        raise JournalBehindChain(
-            f"the journal recorded anchors up to {local} entries but the chain's latest anchor of {gateway}"
-            f" covers {latest.tree_size}: this journal belongs to another chain or deployment"
-        )
-    if latest.tree_size == local:
-        if last is not None:  # same size: the same root, or the journal was replaced by another one
-            same = [a for a in _chain_anchors(ledger, gateway, last.block_number) if a.tree_size == local]
-            if not same or same[0].root != last.root:
-                raise JournalBehindChain(f"the chain's anchor at size {local} has another root than the journal's")
-        return []
-    missing = [
-        a for a in _chain_anchors(ledger, gateway, last.block_number if last else deploy_block) if a.tree_size > local
-    ]
-    adopted = []
-    for a in missing:
-        if a.tree_size > journal.size or journal.root(a.tree_size) != a.root:
-            raise JournalBehindChain(
-                f"the chain has an anchor of {a.tree_size} entries (root 0x{a.root.hex()}, tx {a.tx_hash}) that this"
-                f" journal of {journal.size} entries does not reproduce: it was rolled back or replaced"
-            )
-        if record:
-            journal.record_anchor(*a)
-        adopted.append(a)
-    if adopted:
-        log.warning("recorded %d anchor(s) found on-chain only (crash after anchoring?)", len(adopted))
-    return adopted
-
-
-class AnchorGuard:
-    """Keeps the journal and the chain in agreement about this gateway's anchors.
-
-    :meth:`check` runs at gateway start (a mismatch refuses the start). If the chain cannot be asked
-    then, :meth:`anchor`, the anchorer's ``anchor_fn``, checks before its first anchor; a mismatch found
-    there stays in :attr:`problem` (``/healthz`` shows the journal as failed) and no anchor is sent.
-    """
-
-    def __init__(self, journal: Journal, ledger: Ledger, account: Any, *, deploy_block: int) -> None:
-        self.journal = journal
-        self.ledger = ledger
-        self.account = account
-        self.deploy_block = deploy_block
-        self.checked = False
-        self.problem: str | None = None
-
-    def check(self) -> list[Anchor]:
-        try:
-            adopted = sync_anchors(self.journal, self.ledger, self.account.address, deploy_block=self.deploy_block)
-        except JournalBehindChain as exc:
-            self.problem = str(exc)
-            raise
-        self.checked, self.problem = True, None
-        return adopted
-
-    def anchor(self, root: bytes, tree_size: int) -> tuple[str, int]:
-        if not self.checked:
-            self.check()
-            last = self.journal.last_anchor()
-            if last is not None and last.tree_size >= tree_size:
-                raise AnchorsAdopted(f"anchors up to {last.tree_size} were found on-chain and recorded")
-        result = self.ledger.access.anchor_batch(self.account, root, tree_size)
-        return result.tx_hash, result.block_number
 
 
 # ---------------------------------------------------------------------------------------- report

@@ -27,7 +27,7 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 
 from gateway.crashpoints import crashpoint
-from gateway.journal import JournalEntry, JournalUnavailable
+from gateway.ledger.journal import JournalEntry, JournalUnavailable
 from gateway.policy import Confirmed, Decision, NeedsChain, StaleView, StateView
 from gateway.problems import Problem
 from gateway.settings import LedgerMode

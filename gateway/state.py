@@ -17,13 +17,14 @@ from eth_account.signers.local import LocalAccount
 
 from gateway.auth import Authenticator, load_or_create_key
 from gateway.fhir import warm_up
-from gateway.indexer import Indexer
-from gateway.journal import Anchorer, Journal
-from gateway.journal_index import JournalIndex
-from gateway.member_names import MemberNames
+from gateway.ledger.anchoring import Anchorer, AnchorGuard
+from gateway.ledger.indexer import Indexer
+from gateway.ledger.journal import Journal
+from gateway.ledger.journal_index import JournalIndex
+from gateway.ledger.member_names import MemberNames
 from gateway.observability import Metrics
 from gateway.policy import AccessPolicy
-from gateway.reconcile import AnchorGuard, GatewayLock
+from gateway.reconcile import GatewayLock
 from gateway.settings import GatewaySettings, LedgerMode, StoreKind
 from gateway.storage.blobs import BlobStore, IpfsBlobStore, LocalBlobStore
 from gateway.storage.crypto import Kek

@@ -31,7 +31,7 @@ from fault_harness import GATEWAY, FaultChain, GatewayProcess
 from gateway_harness import CLINIC, HOSPITAL, SAMPLES, dev
 
 from gateway.crashpoints import POINTS
-from gateway.journal import Journal
+from gateway.ledger.journal import Journal
 from gateway.reconcile import reconcile
 from gateway.storage.blobs import LocalBlobStore
 from gateway.storage.db import Database

@@ -1,4 +1,4 @@
-"""``gateway.journal``: durability, group commit, fail-closed writes, tamper evidence, anchoring, export.
+"""``gateway.ledger.journal``: durability, group commit, fail-closed writes, tamper evidence, anchoring, export.
 
 No chain here: ``anchor_fn`` is a plain function recording its calls (the real ``anchorBatch`` path is
 covered by the gateway API tests).
@@ -21,9 +21,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.journal import (
+from gateway.ledger.anchoring import Anchorer
+from gateway.ledger.journal import (
     ENTRY_SIZE,
-    Anchorer,
     Journal,
     JournalCorrupt,
     JournalEntry,

@@ -22,7 +22,7 @@ import pytest
 from fault_harness import FaultChain, GatewayProcess, TcpProxy
 from gateway_harness import CLINIC, HOSPITAL, SAMPLES, dev
 
-from gateway.journal import Journal
+from gateway.ledger.journal import Journal
 from gateway.reconcile import reconcile
 from gateway.storage.db import Database
 from node_client.vocabulary import parse_categories, parse_purposes

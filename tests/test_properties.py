@@ -4,7 +4,7 @@
   reference written here: MTH, PATH (inclusion) and PROOF (consistency), recursive as in the RFC text.
 * The health-code codec (node_client.healthcode): encode/decode round trip; any single-byte corruption of
   the payload, and any single-character change of the text, is detected.
-* The release journal (gateway.journal): append/read round trip and Merkle root; a changed, swapped or
+* The release journal (gateway.ledger.journal): append/read round trip and Merkle root; a changed, swapped or
   deleted row breaks the hash chain and is detected on open.
 * Stateful: the consent state machine of the real ConsentRegistry on the Hardhat node (grant, revoke,
   time travel, check) against a Python model, and the M-of-N governance of the real MemberRegistry.
@@ -32,7 +32,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from gateway.journal import Journal, JournalCorrupt
+from gateway.ledger.journal import Journal, JournalCorrupt
 from node_client import healthcode, merkle, signing
 from node_client._client import ChainClient
 from node_client._exceptions import ContractRevert

@@ -25,7 +25,7 @@ import pytest
 from fault_harness import GATEWAY, FaultChain, GatewayProcess
 from gateway_harness import CLINIC, HOSPITAL, LAB, SAMPLES, dev
 
-from gateway.journal import Journal
+from gateway.ledger.journal import Journal
 from node_client.vocabulary import parse_categories, parse_purposes
 
 SECONDS = float(os.environ.get("HCL_SOAK_SECONDS", "60")) / 2  # per mode

@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 
 from gateway.api.deps import CallerDep, ComponentsDep
-from gateway.journal import JournalError
+from gateway.ledger.journal import JournalError
 from gateway.problems import Problem
 from node_client.vocabulary import PURPOSES, Role
 

@@ -4,7 +4,7 @@ Two kinds of tables live here:
 
 * gateway-owned state the chain must never see: wrapped data keys, the per-resource discovery index,
   sign-in nonces, emergency reasons (free text);
-* ``chain_*`` tables, a read model rebuilt from contract events by :mod:`gateway.indexer`. They can be
+* ``chain_*`` tables, a read model rebuilt from contract events by :mod:`gateway.ledger.indexer`. They can be
   dropped and rebuilt from the chain at any time; the chain stays the source of truth.
 
 SQLite runs in WAL mode so request threads read while the indexer writes. One connection per thread.

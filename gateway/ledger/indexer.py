@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from gateway.member_names import MemberNames
+from gateway.ledger.member_names import MemberNames
 from gateway.storage.db import Database
 from node_client._exceptions import ChainUnavailable
 from node_client.deploy import Ledger

@@ -13,7 +13,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterator
 
-from gateway.journal import Journal
+from gateway.ledger.journal import Journal
 from node_client.journal_entry import JournalEntry
 
 __all__ = ["JournalIndex"]
