@@ -48,7 +48,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from gateway.releases import HPKE_INFO, hpke_aad
+from gateway.services.releases import HPKE_INFO, hpke_aad
 from node_client import hpke, signing
 from node_client._client import ChainClient
 from node_client._exceptions import ContractRevert, NodeClientError

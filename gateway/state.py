@@ -2,7 +2,7 @@
 
 The components are plain objects with one job each (chain access, database, blob store, KEK, journal,
 indexer, authenticator, metrics); :class:`Components` only holds them so routes can reach them through
-FastAPI dependencies. The work itself lives in :mod:`gateway.uploads` and :mod:`gateway.releases`.
+FastAPI dependencies. The work itself lives in :mod:`gateway.services.uploads` and :mod:`gateway.services.releases`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
-from gateway.auth import Authenticator, load_or_create_key
+from gateway.access.auth import Authenticator, load_or_create_key
+from gateway.access.policy import AccessPolicy
 from gateway.fhir import warm_up
 from gateway.ledger.anchoring import Anchorer, AnchorGuard
 from gateway.ledger.indexer import Indexer
@@ -23,7 +24,6 @@ from gateway.ledger.journal import Journal
 from gateway.ledger.journal_index import JournalIndex
 from gateway.ledger.member_names import MemberNames
 from gateway.observability import Metrics
-from gateway.policy import AccessPolicy
 from gateway.reconcile import GatewayLock
 from gateway.settings import GatewaySettings, LedgerMode, StoreKind
 from gateway.storage.blobs import BlobStore, IpfsBlobStore, LocalBlobStore

@@ -23,7 +23,7 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
 from gateway.app import create_app
-from gateway.releases import HPKE_INFO, hpke_aad
+from gateway.services.releases import HPKE_INFO, hpke_aad
 from gateway.settings import GatewaySettings
 from gateway.state import Components, build_components
 from node_client import hpke

@@ -34,7 +34,7 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from gateway_harness import CLINIC, HOSPITAL, LAB, PHARMACY, SAMPLES, RunningGateway, dev, running_gateway
 
-from gateway.auth import Authenticator, load_or_create_key
+from gateway.access.auth import Authenticator, load_or_create_key
 from gateway.problems import PROBLEMS
 from gateway.storage.blobs import BlobNotFound, InvalidLocator, cid_from_str
 from gateway.storage.crypto import Kek
@@ -398,7 +398,7 @@ def test_release_after_revocation(gw: RunningGateway, wang: dict[str, str]) -> N
     clinic = gw.login(dev(CLINIC))
     assert _read(clinic, wang["encounters"]).status_code == 200
     gw.ledger.consents.revoke(dev(10), dev(CLINIC).address)
-    gw.wait_indexed()  # decisions take effect once the gateway has seen the block (gateway.policy)
+    gw.wait_indexed()  # decisions take effect once the gateway has seen the block (gateway.access.policy)
     with _nothing_released(gw):
         _refused(_read(clinic, wang["encounters"]), "consent_revoked")
 

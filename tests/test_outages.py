@@ -90,7 +90,7 @@ def _assert_reconciled(gw: GatewayProcess) -> None:
 
 def _wait_outage_noticed(gw: GatewayProcess) -> None:
     """Batch mode answers consent from the indexer's read model while it counts as synced (its last
-    poll succeeded less than max(2 s, 8 polls) ago, gateway.policy): a request in that window after the
+    poll succeeded less than max(2 s, 8 polls) ago, gateway.access.policy): a request in that window after the
     chain went away can still be released (journaled) on the cached decision. From the first failed
     poll on, the read model is not used and everything needs the chain. Wait for that point."""
     import time

@@ -9,11 +9,11 @@ from eth_utils import to_checksum_address
 from fastapi import APIRouter
 from hexbytes import HexBytes
 
-from gateway import relay
 from gateway.api.deps import CallerDep, ComponentsDep
 from gateway.api.models import EmergencyIn, SignedGrantIn, SignedRevokeIn
 from gateway.problems import Problem
-from gateway.relay import revert_problem
+from gateway.services import relay
+from gateway.services.relay import revert_problem
 from node_client import signing
 from node_client._exceptions import ChainUnavailable, ContractRevert, SignatureError
 from node_client.vocabulary import CATEGORIES, Role, categories_of

@@ -91,7 +91,7 @@ class EmergencyIn(_Strict):
 
 
 class TxDraftIn(_Strict):
-    """A ConsentRegistry call to prepare for the caller's own signature (see ``gateway.relay``)."""
+    """A ConsentRegistry call to prepare for the caller's own signature (see ``gateway.services.relay``)."""
 
     function: str = Field(max_length=64, examples=["setEmergencyOptOut"])
     args: dict[str, Any] = Field(default_factory=dict, examples=[{"optedOut": True}])

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from gateway import releases, uploads
 from gateway.api.deps import CallerDep, ComponentsDep, read_body
 from gateway.problems import Problem
+from gateway.services import releases, uploads
 from node_client.vocabulary import CATEGORIES, PURPOSES, parse_categories, parse_purposes
 
 router = APIRouter(tags=["records"])

@@ -1,7 +1,7 @@
 """Relay: patients and members sign their own ConsentRegistry transactions; the gateway broadcasts them.
 
 ``POST /v1/transactions/draft`` → the unsigned transaction → the caller signs it → ``POST /v1/transactions``.
-Used by the portal for guardians and the emergency opt-out; see :mod:`gateway.relay` for the checks.
+Used by the portal for guardians and the emergency opt-out; see :mod:`gateway.services.relay` for the checks.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from gateway import relay
 from gateway.api.deps import CallerDep, ComponentsDep
 from gateway.api.models import SignedTxIn, TxDraftIn
+from gateway.services import relay
 
 router = APIRouter(tags=["transactions"])
 

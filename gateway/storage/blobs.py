@@ -178,7 +178,7 @@ class BlobStore(Protocol):
 
     name: str
     #: whether ``get`` talks to another process over the network (may stall): then it must not run on
-    #: the event loop (see ``gateway.releases.release_async``)
+    #: the event loop (see ``gateway.services.releases.release_async``)
     remote: bool
 
     def put(self, data: bytes) -> bytes:

@@ -9,7 +9,7 @@
 
 Tokens are HMAC-SHA256 over (address, issue time, expiry, id) with a key only the gateway holds: checking
 one costs no I/O. They carry no roles: membership and roles are re-checked against the chain on every
-sensitive call (from the read model once the gateway has seen the block, see :mod:`gateway.policy`), so a
+sensitive call (from the read model once the gateway has seen the block, see :mod:`gateway.access.policy`), so a
 suspension takes effect whatever tokens exist.
 """
 

@@ -4,7 +4,7 @@
 2. the record exists on-chain, is not retracted, and consent for (patient, caller, category, purpose)
    holds at the latest block (``ConsentRegistry.check``). Steps 1 and 2 read one block's state: the
    synced read model's block, or the chain's latest block with every call pinned to it
-   (:meth:`gateway.policy.AccessPolicy.state_view`); the journal entry names that block, and the time
+   (:meth:`gateway.access.policy.AccessPolicy.state_view`); the journal entry names that block, and the time
    of the decision (``released_at``) is taken right after it;
 3. the ciphertext is fetched and its SHA-256 compared with the on-chain ``contentHash``; it is decrypted
    and re-encrypted to the caller's registered X25519 key (HPKE) — all in memory, nothing sent yet;
@@ -26,9 +26,9 @@ from typing import Any
 import orjson
 from starlette.concurrency import run_in_threadpool
 
+from gateway.access.policy import Confirmed, Decision, NeedsChain, StaleView, StateView
 from gateway.crashpoints import crashpoint
 from gateway.ledger.journal import JournalEntry, JournalUnavailable
-from gateway.policy import Confirmed, Decision, NeedsChain, StaleView, StateView
 from gateway.problems import Problem
 from gateway.settings import LedgerMode
 from gateway.state import Components
