@@ -38,7 +38,7 @@ def _pcts(values: list[float]) -> dict[str, float]:
 
 def decision_latency(folder: Path, net: Chain, n: int) -> dict[str, Any]:
     from gateway.settings import GatewaySettings
-    from gateway.state import build_components
+    from gateway.wiring import build_components
 
     settings = GatewaySettings(
         rpc_url=net.node.url,

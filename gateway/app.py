@@ -24,7 +24,7 @@ from gateway.observability import configure_logging
 from gateway.openapi import install_openapi
 from gateway.problems import install_problem_handlers
 from gateway.settings import GatewaySettings
-from gateway.state import Components, build_components
+from gateway.wiring import Components, build_components
 
 __all__ = ["create_app"]
 

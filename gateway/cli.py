@@ -96,12 +96,13 @@ def gateway_reconcile(
     Exit 0: nothing left to do; 1: something needs a person (or, with --dry-run, something to repair);
     2: reconcile could not run (gateway running, chain or store unavailable). Rules: docs/reliability.md.
     """
-    from gateway.reconcile import ReconcileError, reconcile
+    from gateway.ops.lock import GatewayRunning
+    from gateway.ops.reconcile import ReconcileError, reconcile
     from gateway.settings import GatewaySettings
 
     try:
         report = reconcile(GatewaySettings(), dry_run=dry_run)
-    except ReconcileError as exc:
+    except (GatewayRunning, ReconcileError) as exc:
         err_console.print(f"[red]error[/red] {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None
     if json_out:

@@ -25,7 +25,7 @@ from eth_account.signers.local import LocalAccount
 from gateway.app import create_app
 from gateway.services.releases import HPKE_INFO, hpke_aad
 from gateway.settings import GatewaySettings
-from gateway.state import Components, build_components
+from gateway.wiring import Components, build_components
 from node_client import hpke
 from node_client._client import ChainClient
 from node_client._node import HardhatNode, free_port

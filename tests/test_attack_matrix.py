@@ -817,7 +817,7 @@ def test_malformed_json_to_json_endpoints(gw: RunningGateway, endpoint: str) -> 
     r = http.post(endpoint, content=b'{"address": ', headers={"Content-Type": "application/json"})
     _refused(r, "invalid_request")
     # py_ecc raises the recursion limit to 100,000; before the gateway put it back, this body overflowed
-    # the C stack in Python's json decoder and killed the whole process (see gateway.state.limit_recursion)
+    # the C stack in Python's json decoder and killed the whole process (see gateway.wiring.limit_recursion)
     for deep in (b"[" * 100_000, b'{"a":' * 100_000):
         r = http.post(endpoint, content=deep, headers={"Content-Type": "application/json"})
         _refused(r, "invalid_request")

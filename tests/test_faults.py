@@ -32,7 +32,7 @@ from gateway_harness import CLINIC, HOSPITAL, SAMPLES, dev
 
 from gateway.crashpoints import POINTS
 from gateway.ledger.journal import Journal
-from gateway.reconcile import reconcile
+from gateway.ops.reconcile import reconcile
 from gateway.storage.blobs import LocalBlobStore
 from gateway.storage.db import Database
 from node_client.contracts import RecordStatus

@@ -23,7 +23,7 @@ from fault_harness import FaultChain, GatewayProcess, TcpProxy
 from gateway_harness import CLINIC, HOSPITAL, SAMPLES, dev
 
 from gateway.ledger.journal import Journal
-from gateway.reconcile import reconcile
+from gateway.ops.reconcile import reconcile
 from gateway.storage.db import Database
 from node_client.vocabulary import parse_categories, parse_purposes
 

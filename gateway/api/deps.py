@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from gateway.problems import Problem
-from gateway.state import Components
+from gateway.wiring import Components
 
 __all__ = ["CallerDep", "ComponentsDep", "read_body"]
 

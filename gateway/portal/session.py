@@ -17,7 +17,7 @@ from typing import Literal
 from fastapi import Request, Response
 
 from gateway.problems import Problem
-from gateway.state import Components
+from gateway.wiring import Components
 from node_client.vocabulary import PROVIDER_ROLES, Role
 
 __all__ = [

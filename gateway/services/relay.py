@@ -26,7 +26,7 @@ from hexbytes import HexBytes
 from web3.contract.contract import ContractFunction
 
 from gateway.problems import Problem
-from gateway.state import Components
+from gateway.wiring import Components
 from node_client._client import TxResult
 from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
 

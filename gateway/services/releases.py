@@ -31,9 +31,9 @@ from gateway.crashpoints import crashpoint
 from gateway.ledger.journal import JournalEntry, JournalUnavailable
 from gateway.problems import Problem
 from gateway.settings import LedgerMode
-from gateway.state import Components
 from gateway.storage.blobs import BlobStoreError, IntegrityMismatch
 from gateway.storage.crypto import GatewayCryptoError, decrypt_record
+from gateway.wiring import Components
 from node_client import hpke
 from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
 from node_client.contracts import Member, Record, RecordStatus

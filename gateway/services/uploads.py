@@ -21,9 +21,9 @@ from eth_utils import is_address, to_checksum_address
 from gateway.crashpoints import crashpoint
 from gateway.fhir import InvalidFhir, canonical_json, group, parse
 from gateway.problems import Problem
-from gateway.state import Components
 from gateway.storage.blobs import BlobStoreError, StorageFull, cid_to_str
 from gateway.storage.crypto import encrypt_record
+from gateway.wiring import Components
 from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
 from node_client.contracts import RecordInput, RecordStatus
 

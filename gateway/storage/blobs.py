@@ -43,6 +43,7 @@ import ipfshttpclient
 import ipfshttpclient.exceptions as ipfs_exc
 
 from gateway.crashpoints import crashpoint
+from gateway.settings import GatewaySettings, StoreKind
 from gateway.storage.fs import fsync_dir
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "cid_from_str",
     "cid_to_str",
     "cid_v1_raw",
+    "make_store",
     "sha256_of_cid",
     "validate_cid",
 ]
@@ -639,3 +641,10 @@ class IpfsBlobStore:
 
 class _Ignored(BlobStoreError):
     """Internal: an IPFS error reply that the operation treats as success (never escapes)."""
+
+
+def make_store(settings: GatewaySettings) -> BlobStore:
+    """The store ``settings`` name: ``HCL_STORE=local`` (``blob_dir``) or ``ipfs`` (``ipfs_api``)."""
+    if settings.store is StoreKind.IPFS:
+        return IpfsBlobStore(settings.ipfs_api)
+    return LocalBlobStore(settings.blob_dir, create=True)

@@ -1,8 +1,9 @@
 """Wiring: build the gateway's components from settings, start and stop their background threads.
 
 The components are plain objects with one job each (chain access, database, blob store, KEK, journal,
-indexer, authenticator, metrics); :class:`Components` only holds them so routes can reach them through
-FastAPI dependencies. The work itself lives in :mod:`gateway.services.uploads` and :mod:`gateway.services.releases`.
+anchorer, indexer, access policy, authenticator, metrics); :class:`Components` only holds them so routes
+can reach them through FastAPI dependencies. The work itself lives in :mod:`gateway.services`, whose
+functions take the :class:`Components`; this module builds them and knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -18,25 +19,24 @@ from eth_account.signers.local import LocalAccount
 from gateway.access.auth import Authenticator, load_or_create_key
 from gateway.access.policy import AccessPolicy
 from gateway.fhir import warm_up
+from gateway.ledger.account import gateway_account
 from gateway.ledger.anchoring import Anchorer, AnchorGuard
 from gateway.ledger.indexer import Indexer
 from gateway.ledger.journal import Journal
 from gateway.ledger.journal_index import JournalIndex
 from gateway.ledger.member_names import MemberNames
 from gateway.observability import Metrics
-from gateway.reconcile import GatewayLock
-from gateway.settings import GatewaySettings, LedgerMode, StoreKind
-from gateway.storage.blobs import BlobStore, IpfsBlobStore, LocalBlobStore
+from gateway.ops.lock import GatewayLock
+from gateway.settings import GatewaySettings, LedgerMode
+from gateway.storage.blobs import BlobStore, make_store
 from gateway.storage.crypto import Kek
 from gateway.storage.db import Database
 from gateway.storage.keyrotation import finish_pending_rotation
 from node_client._client import ChainClient
 from node_client._exceptions import ChainUnavailable
 from node_client.deploy import Ledger, Manifest
-from node_client.keys import dev_account, load_keystore
-from node_client.settings import DEV_CHAIN_ID
 
-__all__ = ["Components", "build_components", "make_store"]
+__all__ = ["Components", "build_components"]
 
 log = logging.getLogger("hcl.gateway")
 
@@ -121,31 +121,12 @@ class Components:
             self._lock.release()
 
 
-def _gateway_account(settings: GatewaySettings, client: ChainClient) -> LocalAccount:
-    if settings.gateway_dev_account is not None:
-        if client.chain_id != DEV_CHAIN_ID:
-            raise ValueError("gateway_dev_account is only allowed on the dev chain")
-        return dev_account(settings.gateway_dev_account)
-    if settings.gateway_key is None:
-        raise ValueError("the gateway needs its member key: HCL_GATEWAY_KEY (keystore) or HCL_GATEWAY_DEV_ACCOUNT")
-    password_file = settings.gateway_key_password_file
-    if password_file is None:
-        raise ValueError("HCL_GATEWAY_KEY_PASSWORD_FILE is required with HCL_GATEWAY_KEY")
-    return load_keystore(settings.gateway_key, Path(password_file).read_text().rstrip("\n"))
-
-
 def _kek(path: Path, db: Database) -> Kek:
     finish_pending_rotation(path, db)
     if not path.exists():
         log.info("creating a new key-encryption key", extra={"path": str(path)})
         Kek.generate(path)
     return Kek.load(path)
-
-
-def make_store(settings: GatewaySettings) -> BlobStore:
-    if settings.store is StoreKind.IPFS:
-        return IpfsBlobStore(settings.ipfs_api)
-    return LocalBlobStore(settings.blob_dir, create=True)
 
 
 def build_components(settings: GatewaySettings) -> Components:
@@ -155,7 +136,7 @@ def build_components(settings: GatewaySettings) -> Components:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_path)
     store = make_store(settings)
-    account = _gateway_account(settings, client)
+    account = gateway_account(settings, client)
     metrics = Metrics()
     names = MemberNames(Path(settings.manifest), manifest.members)
     indexer = Indexer(

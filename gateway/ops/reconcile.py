@@ -46,26 +46,27 @@ dry run found something to repair), 2 reconcile could not run (gateway running, 
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gateway.crashpoints import crashpoint
+from gateway.ledger.account import gateway_account
 from gateway.ledger.anchoring import JournalBehindChain, sync_anchors
 from gateway.ledger.journal import Journal, JournalError
-from gateway.storage.blobs import BlobStore, BlobStoreError, LocalBlobStore, cid_to_str
+from gateway.ops.lock import GatewayLock
+from gateway.settings import GatewaySettings
+from gateway.storage.blobs import BlobStore, BlobStoreError, LocalBlobStore, cid_to_str, make_store
+from gateway.storage.db import Database
+from node_client._client import ChainClient
 from node_client._exceptions import ChainUnavailable, ContractRevert
 from node_client.contracts import RecordStatus
-from node_client.deploy import Ledger
+from node_client.deploy import Ledger, Manifest
 
 __all__ = [
     "Finding",
-    "GatewayLock",
-    "GatewayRunning",
     "ReconcileError",
     "Report",
     "reconcile",
@@ -79,46 +80,6 @@ REPAIR, LOST, INFO = "repair", "lost", "info"
 
 class ReconcileError(Exception):
     """Reconcile could not run (nothing was changed by the step that failed)."""
-
-
-class GatewayRunning(ReconcileError):
-    """Another process (a running gateway) holds ``<data_dir>/gateway.lock``."""
-
-
-# ---------------------------------------------------------------------------------------- lock
-
-
-class GatewayLock:
-    """An exclusive ``flock`` on ``<data_dir>/gateway.lock``: one gateway (or reconcile) per data dir.
-
-    The kernel drops it when the process dies, kill -9 included, so a crash never leaves it stale.
-    """
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = Path(data_dir) / "gateway.lock"
-        self._fd = -1
-
-    def acquire(self) -> GatewayLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise GatewayRunning(f"{self.path} is held: a gateway (or reconcile) is running on this data dir") from None
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> GatewayLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -380,13 +341,12 @@ class _Reconciler:
             journal.close()
 
 
-def reconcile(settings: Any, *, dry_run: bool = False) -> Report:
-    """Runs every rule of the module docstring against the gateway configured by ``settings``."""
-    from gateway.state import _gateway_account, make_store
-    from gateway.storage.db import Database
-    from node_client._client import ChainClient
-    from node_client.deploy import Manifest
+def reconcile(settings: GatewaySettings, *, dry_run: bool = False) -> Report:
+    """Runs every rule of the module docstring against the gateway configured by ``settings``.
 
+    Raises :class:`~gateway.ops.lock.GatewayRunning` while a gateway (or another reconcile) holds the data
+    directory, :class:`ReconcileError` when the database, the chain or the store cannot be used.
+    """
     with GatewayLock(settings.data_dir):
         if not settings.db_path.exists():
             raise ReconcileError(f"no gateway database at {settings.db_path}")
@@ -395,7 +355,7 @@ def reconcile(settings: Any, *, dry_run: bool = False) -> Report:
             client = ChainClient(rpc_url=settings.rpc_url, poa=settings.poa, timeout=settings.rpc_timeout)
             ledger = Manifest.load(settings.manifest).connect(client)
             store = make_store(settings)
-            account = _gateway_account(settings, client)
+            account = gateway_account(settings, client)
             return _Reconciler(db=db, store=store, ledger=ledger, account=account, dry_run=dry_run).run(
                 settings.journal_path
             )
