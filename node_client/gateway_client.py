@@ -1,47 +1,86 @@
-"""The gateway's HTTP protocol from the client's side: sign in, then call it with the bearer token.
+"""The gateway's HTTP protocol from the client's side: the one place that speaks it.
 
 Sign-in is EIP-4361 (Sign-In with Ethereum): ``POST /v1/auth/challenge`` gives a message, the account
-signs it with ``personal_sign``, ``POST /v1/auth/token`` returns a bearer token bound to the address.
-Problem responses become :class:`GatewayProblem` and an unreachable gateway :class:`GatewayUnavailable`,
-so callers branch on types, not on status codes.
+signs it with ``personal_sign``, ``POST /v1/auth/token`` returns a bearer token bound to the address;
+every later call carries it. Problem responses become :class:`GatewayProblem` and an unreachable gateway
+:class:`GatewayUnavailable`, so callers branch on types, not on status codes. Answers are the gateway's
+JSON as plain dicts (their fields are documented at the gateway's ``/docs``).
+
+A release is sealed to the reader's registered X25519 key (HPKE, :mod:`node_client.hpke`):
+:func:`open_release` (or :meth:`GatewayClient.open`) opens it with the reader's private key.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
+import orjson
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
+from node_client import hpke
 from node_client._exceptions import GatewayProblem, GatewayUnavailable
 
-__all__ = ["GatewayClient"]
+__all__ = ["FHIR_JSON", "GatewayClient", "open_release"]
+
+#: the media type of FHIR uploads
+FHIR_JSON = "application/fhir+json"
+
+
+def open_release(body: dict[str, Any], private_key: X25519PrivateKey | bytes, requester: str) -> bytes:
+    """The FHIR JSON of a release response, opened with the requester's X25519 private key.
+
+    The HPKE ``info`` and ``aad`` are the protocol's (:data:`hpke.RELEASE_INFO`, :func:`hpke.release_aad`),
+    never taken from the response. A gateway configured for plaintext responses sends ``resource`` instead
+    of ``encryption``; its JSON is returned as is. Raises :class:`hpke.HpkeError` if it does not open.
+    """
+    if "encryption" not in body and "resource" in body:
+        return orjson.dumps(body["resource"])
+    raw = private_key.private_bytes_raw() if isinstance(private_key, X25519PrivateKey) else private_key
+    try:
+        enc = base64.b64decode(body["encryption"]["enc"], validate=True)
+        ciphertext = base64.b64decode(body["encryption"]["ciphertext"], validate=True)
+        record_id = bytes.fromhex(str(body["recordId"]).removeprefix("0x"))
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise hpke.HpkeError(f"not a sealed release ({type(exc).__name__}: {exc})") from None
+    aad = hpke.release_aad(record_id, requester)
+    return hpke.open_sealed(raw, enc, ciphertext, info=hpke.RELEASE_INFO, aad=aad)
 
 
 class GatewayClient:
-    """One gateway, one signed-in account.
+    """One gateway, one signed-in account: every ``/v1`` call, answers as dicts.
 
     >>> gw = GatewayClient("http://127.0.0.1:8000")
-    >>> gw.sign_in(auditor)                 # doctest: +SKIP
-    >>> gw.download_journal(Path("journal.jsonl"))   # doctest: +SKIP
+    >>> gw.sign_in(clinic)                                          # doctest: +SKIP
+    >>> body = gw.release(record_id, "treatment")                   # doctest: +SKIP
+    >>> fhir = gw.open(body, clinic_x25519_private_key)             # doctest: +SKIP
+
+    ``http`` is the underlying ``httpx.Client`` (base URL set, bearer token after :meth:`sign_in`), for
+    callers that need a request the methods do not make.
     """
 
     def __init__(self, url: str, *, timeout: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self.address: str | None = None
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.token: str | None = None
+        self.http = httpx.Client(base_url=self.url, timeout=timeout)
 
     def close(self) -> None:
-        self._http.close()
+        self.http.close()
 
     def __enter__(self) -> GatewayClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ------------------------------------------------------------ sign-in and the raw escape hatch
 
     def sign_in(self, account: LocalAccount) -> str:
         """Signs in as ``account``; later calls carry its bearer token. Returns the token."""
@@ -52,9 +91,94 @@ class GatewayClient:
         )
         if token["address"] != account.address:
             raise GatewayProblem(200, "invalid_signature", "the gateway bound the token to another address")
-        self._http.headers["Authorization"] = f"Bearer {token['token']}"
-        self.address = account.address
-        return str(token["token"])
+        self.http.headers["Authorization"] = f"Bearer {token['token']}"
+        self.address, self.token = account.address, str(token["token"])
+        return self.token
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Any request, answered as the raw response whatever its status (tests of odd requests)."""
+        try:
+            return self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._unavailable(exc) from exc
+
+    # ------------------------------------------------------------ public: health and directory
+
+    def health(self) -> dict[str, Any]:
+        """``/healthz``: its body for 200 and for 503 (``status`` says ``ok`` or ``degraded``)."""
+        resp = self.request("GET", "/healthz")
+        if resp.status_code not in (200, 503):
+            self._raise(resp)
+        return self._body(resp)
+
+    def members(self) -> list[dict[str, Any]]:
+        """The consortium directory: address, name, roles, status, encryption key."""
+        return list(self._json("GET", "/v1/members")["members"])
+
+    # ------------------------------------------------------------ records
+
+    def upload(self, patient: str, fhir: bytes) -> dict[str, Any]:
+        """Uploads a FHIR R4 resource or Bundle for ``patient``: one record per category, one transaction."""
+        return self._json(
+            "POST", "/v1/records", params={"patient": patient}, content=fhir, headers={"Content-Type": FHIR_JSON}
+        )
+
+    def discover(self, patient: str, *, purpose: str = "treatment", **filters: str) -> dict[str, Any]:
+        """Record metadata of ``patient`` under the caller's consents; filters: ``category``, ``code``, ``since``."""
+        params = {"purpose": purpose, **filters}
+        return self._json("GET", f"/v1/patients/{patient}/records", params=params)
+
+    def release(self, record_id: str, purpose: str) -> dict[str, Any]:
+        """A record released to the caller (consent checked, access ledgered), still sealed: see :meth:`open`."""
+        return self._json("GET", f"/v1/records/{record_id}", params={"purpose": purpose})
+
+    def open(self, release: dict[str, Any], private_key: X25519PrivateKey | bytes) -> dict[str, Any]:
+        """The FHIR resource or Bundle of a release to the signed-in account, opened with its X25519 key."""
+        if self.address is None:
+            raise GatewayProblem(401, "unauthenticated", "sign in first: a release is sealed to one reader")
+        fhir: dict[str, Any] = orjson.loads(open_release(release, private_key, self.address))
+        return fhir
+
+    def erase(self, record_id: str) -> dict[str, Any]:
+        """Erasure (the patient or the uploading provider): data key destroyed, record retracted on-chain."""
+        return self._json("DELETE", f"/v1/records/{record_id}")
+
+    # ------------------------------------------------------------ consents and relayed transactions
+
+    def submit_consent(self, signed_grant: dict[str, Any]) -> dict[str, Any]:
+        """Submits a patient-signed EIP-712 grant (a health code's payload); relayed to ``grantBySig``."""
+        return self._json("POST", "/v1/consents", json=signed_grant)
+
+    def revoke_consent(self, consent_id: str, signed_revoke: dict[str, Any]) -> dict[str, Any]:
+        """Submits a patient-signed EIP-712 revoke of ``consent_id``."""
+        return self._json("POST", f"/v1/consents/{consent_id}/revoke", json=signed_revoke)
+
+    def emergency_access(self, signed_transaction: str, reason: str) -> dict[str, Any]:
+        """Break glass: relays the caller's own signed ``emergencyAccess`` transaction; the reason stays off-chain."""
+        body = {"signedTransaction": signed_transaction, "reason": reason}
+        return self._json("POST", "/v1/emergency-access", json=body)
+
+    def relay(self, signed_transaction: str) -> dict[str, Any]:
+        """Relays the caller's own signed guardian or opt-out transaction (``POST /v1/transactions``)."""
+        return self._json("POST", "/v1/transactions", json={"signedTransaction": signed_transaction})
+
+    # ------------------------------------------------------------ what a patient sees; proofs; the journal
+
+    def my_records(self) -> list[dict[str, Any]]:
+        """The signed-in patient's records (category, provider, registered, status, tx), newest first."""
+        return list(self._json("GET", "/v1/me/records")["records"])
+
+    def my_consents(self) -> dict[str, Any]:
+        """The signed-in patient's consents (``consents``: current, one per institution; ``history``)."""
+        return self._json("GET", "/v1/me/consents")
+
+    def my_access_log(self) -> dict[str, Any]:
+        """Who read the signed-in patient's records (``accesses``) and the emergency windows opened on them."""
+        return self._json("GET", "/v1/me/access-log")
+
+    def proof(self, ref: str | int) -> dict[str, Any]:
+        """The ledger proof of a release: journal index (batch; ``anchored`` false until anchored) or access id."""
+        return self._json("GET", f"/v1/accesses/{ref}/proof")
 
     def download_journal(self, out: Path) -> int:
         """Streams the gateway's release journal (auditors and regulators only) to ``out``; returns its bytes."""
@@ -62,7 +186,7 @@ class GatewayClient:
         tmp = out.with_name(out.name + ".part")
         size = 0
         try:
-            with self._http.stream("GET", "/v1/journal") as resp:
+            with self.http.stream("GET", "/v1/journal") as resp:
                 if resp.status_code != 200:
                     resp.read()
                     self._raise(resp)
@@ -71,21 +195,33 @@ class GatewayClient:
                         f.write(chunk)
                         size += len(chunk)
         except httpx.TransportError as exc:
-            raise GatewayUnavailable(f"{self.url} does not answer ({type(exc).__name__}: {exc})") from exc
+            raise self._unavailable(exc) from exc
         tmp.replace(out)
         return size
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            resp = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise GatewayUnavailable(f"{self.url} does not answer ({type(exc).__name__}: {exc})") from exc
+    # ------------------------------------------------------------ plumbing
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        resp = self.request(method, path, **kwargs)
         if resp.status_code >= 400:
             self._raise(resp)
-        return resp.json()
+        return self._body(resp)
 
     @staticmethod
-    def _raise(resp: httpx.Response) -> None:
+    def _body(resp: httpx.Response) -> dict[str, Any]:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise GatewayProblem(resp.status_code, "invalid_response", "the gateway's answer is not a JSON object")
+        return body
+
+    def _unavailable(self, exc: httpx.TransportError) -> GatewayUnavailable:
+        return GatewayUnavailable(f"{self.url} does not answer ({type(exc).__name__}: {exc})")
+
+    @staticmethod
+    def _raise(resp: httpx.Response) -> NoReturn:
         try:
             body = resp.json()
         except ValueError:
