@@ -1,0 +1,161 @@
+"""Records: an upload grouped into one record per data category (:func:`group`).
+
+One record = the resources of one category from one upload, as a FHIR ``collection`` Bundle, plus an off-chain
+index (type, code, date) for discovery. Resources that are not patient health data are reported back as
+ignored, never dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.fhir.categories import CATEGORY_BY_TYPE, category_of
+from gateway.fhir.index import IndexEntry, index_entry
+from gateway.fhir.issues import FhirIssue, InvalidFhir
+from gateway.fhir.validation import R4_ONLY_RESOURCE_TYPES
+from node_client.vocabulary import Category
+
+__all__ = ["Grouping", "RecordDraft", "group", "ignore_reason"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDraft:
+    """One record before encryption: the resources of one category from one upload.
+
+    ``bundle`` is a FHIR ``collection`` Bundle whose entries keep the sender's ``fullUrl`` when there was
+    one, so that references inside the upload (``urn:uuid:...``) still resolve inside the record. The
+    resource dicts are shared with the parsed upload, not copied.
+    """
+
+    category: Category
+    bundle: dict[str, Any]
+    index: tuple[IndexEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Grouping:
+    """The records of one upload (sorted by category bit) and what was not a record, with reasons."""
+
+    records: tuple[RecordDraft, ...]
+    ignored: tuple[tuple[str, str], ...]
+
+
+def group(resource: dict[str, Any]) -> Grouping:
+    """Splits a parsed upload into one record per data category.
+
+    * A single resource becomes a one-entry record.
+    * A Bundle of any type (transaction, batch, collection, searchset, history, message, ...) is
+      flattened: each entry's resource goes to the record of its category. Nested non-document Bundles
+      are flattened the same way.
+    * A ``document`` Bundle, at the top or nested, is kept whole as one entry, filed as ENCOUNTERS unless
+      it holds sensitive data, then under that sensitive category (:func:`category_of`). Whole rather than
+      split by category because the Composition's narrative (``text``, ``section.text``) restates its
+      entries in free text that no code rule can classify, and a document is an attested unit: only the
+      whole document under the most sensitive category it holds guarantees that a consent for
+      ``encounters`` never releases a byte of mental-health, sexual/reproductive or genomic data. Its
+      resources are all indexed, under that same category.
+    * A resource with ``contained`` resources is one entry, classified with everything it contains.
+    * A resource holding two sensitive categories (itself, contained or within a document) makes the
+      upload fail with :class:`InvalidFhir`, every such resource reported at its path.
+    * An entry without a resource (e.g. a transaction DELETE) and every resource without a category are
+      reported in ``ignored`` as (resource type, reason); nothing disappears silently. The invariant is
+      ``sum(len(record entries)) + len(ignored) == number of entries`` (a document counting as one).
+    """
+    entries: dict[Category, list[dict[str, Any]]] = {}
+    index: dict[Category, list[IndexEntry]] = {}
+    ignored: list[tuple[str, str]] = []
+    refused: list[FhirIssue] = []
+
+    def add(category: Category, res: dict[str, Any], full_url: str | None, indexed: Iterable[IndexEntry]) -> None:
+        entry: dict[str, Any] = {"resource": res} if full_url is None else {"fullUrl": full_url, "resource": res}
+        entries.setdefault(category, []).append(entry)
+        index.setdefault(category, []).extend(indexed)
+
+    for res, full_url, where in _flatten(resource):
+        if res is None:
+            ignored.append(("BundleEntry", where))  # where = why: "Bundle.entry[2] has no resource (DELETE ...)"
+            continue
+        try:
+            category = category_of(res)
+        except InvalidFhir as exc:
+            refused.extend(FhirIssue(where, issue.message) for issue in exc.issues)
+            continue
+        if category is None:
+            ignored.append((str(res.get("resourceType")), ignore_reason(res)))
+        elif res.get("resourceType") == "Bundle":  # a document, kept whole
+            add(category, res, full_url, (index_entry(r, u) for r, u in _document_resources(res)))
+        else:
+            add(category, res, full_url, (index_entry(res, full_url),))
+
+    if refused:
+        raise InvalidFhir(refused)
+    records = tuple(
+        RecordDraft(
+            category=category,
+            bundle={"resourceType": "Bundle", "type": "collection", "entry": entries[category]},
+            index=tuple(index[category]),
+        )
+        for category in sorted(entries)
+    )
+    return Grouping(records=records, ignored=tuple(ignored))
+
+
+def _flatten(resource: dict[str, Any]) -> Iterator[tuple[dict[str, Any] | None, str | None, str]]:
+    """Yields (resource, fullUrl, path) in document order, Bundles other than documents opened up,
+    without recursion. An entry without a resource yields (None, None, why)."""
+    stack: list[tuple[dict[str, Any] | None, str | None, str]] = [(resource, None, str(resource.get("resourceType")))]
+    while stack:
+        res, full_url, where = stack.pop()
+        if res is None or res.get("resourceType") != "Bundle" or res.get("type") == "document":
+            yield res, full_url, where
+            continue
+        children: list[tuple[dict[str, Any] | None, str | None, str]] = []
+        for i, entry in enumerate(res.get("entry") or ()):
+            path = f"{where}.entry[{i}]"
+            if not isinstance(entry, dict):
+                children.append((None, None, f"{path} is not an entry"))
+                continue
+            url = entry.get("fullUrl")
+            child = entry.get("resource")
+            if isinstance(child, dict):
+                children.append((child, url if isinstance(url, str) else None, f"{path}.resource"))
+            else:
+                request = entry.get("request")
+                what = (
+                    " ".join(str(request[k]) for k in ("method", "url") if k in request)
+                    if isinstance(request, dict)
+                    else ""
+                )
+                children.append((None, None, f"{path} has no resource" + (f" ({what})" if what else "")))
+        stack.extend(reversed(children))
+
+
+def _document_resources(document: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], str | None]]:
+    """All resources inside a document Bundle (and Bundles nested in it), for the index."""
+    stack: list[Mapping[str, Any]] = [document]
+    while stack:
+        bundle = stack.pop()
+        for entry in bundle.get("entry") or ():
+            if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+                continue
+            res = entry["resource"]
+            if res.get("resourceType") == "Bundle":
+                stack.append(res)
+            else:
+                url = entry.get("fullUrl")
+                yield res, url if isinstance(url, str) else None
+
+
+def ignore_reason(resource: Mapping[str, Any]) -> str:
+    """Why ``resource`` is not a record (for the upload's ``ignored`` list)."""
+    rt = resource.get("resourceType")
+    if rt == "Bundle":
+        return f"a {resource.get('type')} Bundle is a container; its entries are grouped one by one"
+    if rt in R4_ONLY_RESOURCE_TYPES:
+        return "an R4 product/evidence definition (no R4B model), not patient health data"
+    reason = CATEGORY_BY_TYPE.get(rt) if isinstance(rt, str) else None
+    if isinstance(reason, str):
+        return reason
+    return f"no data category is defined for {rt}"
