@@ -22,9 +22,7 @@ anything unexpected, which the command line prints and turns into exit code 1.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import os
 import tempfile
 import time
@@ -36,24 +34,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import orjson
 import typer
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from eth_account import Account
-from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from gateway.services.releases import HPKE_INFO, hpke_aad
-from node_client import hpke, signing
+from node_client import signing
 from node_client._client import ChainClient
-from node_client._exceptions import ContractRevert, NodeClientError
+from node_client._exceptions import ContractRevert, GatewayProblem, GatewayUnavailable, NodeClientError
 from node_client.contracts import Action, ConsentStatus, MemberStatus, ProposalStatus
 from node_client.deploy import Ledger, Manifest, MemberSpec, dev_encryption_key
+from node_client.gateway_client import GatewayClient
 from node_client.keys import dev_account, keystore_address, load_keystore, new_keystore, write_x25519_jwk
 from node_client.settings import DEV_CHAIN_ID
 from node_client.vocabulary import CATEGORIES, PURPOSES, Role, parse_categories, parse_purposes
@@ -121,7 +115,6 @@ GRANT_CATEGORIES = "encounters,medications,lab-results,conditions"
 GRANT_PURPOSES = "treatment,care-coordination"
 GRANT_DAYS = 30
 EMERGENCY_REASON = "Patient brought in unresponsive to the emergency department; allergy check before giving drugs"
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 class DemoError(Exception):
@@ -171,31 +164,15 @@ def _term(slug: str, terms: tuple[Any, ...]) -> Any:
     return next(t for t in terms if t.slug == slug)
 
 
-def _problem(resp: httpx.Response) -> str:
+@contextmanager
+def _asking(action: str) -> Iterator[None]:
+    """The gateway's refusal of ``action`` as a DemoError saying what was refused and why."""
     try:
-        body = resp.json()
-    except ValueError:
-        return resp.text[:300]
-    if isinstance(body, dict) and "code" in body:
-        return f"{body['code']}: {body.get('detail') or body.get('title', '')}"
-    return json.dumps(body)[:300]
-
-
-def _expect(resp: httpx.Response, status: int, action: str) -> Any:
-    if resp.status_code != status:
-        raise DemoError(f"{action}: expected HTTP {status}, the gateway answered {resp.status_code} ({_problem(resp)})")
-    return resp.json()
-
-
-def open_release(body: dict[str, Any], private_key: Any, requester: str) -> dict[str, Any]:
-    """The FHIR JSON of a release, decrypted with the requester's X25519 private key (HPKE)."""
-    if "resource" in body:  # a gateway configured for plaintext responses
-        return body["resource"]
-    raw = private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    enc = base64.b64decode(body["encryption"]["enc"])
-    ct = base64.b64decode(body["encryption"]["ciphertext"])
-    record_id = bytes.fromhex(body["recordId"][2:])
-    return orjson.loads(hpke.open_sealed(raw, enc, ct, info=HPKE_INFO, aad=hpke_aad(record_id, requester)))
+        yield
+    except GatewayProblem as exc:
+        raise DemoError(
+            f"{action}: the gateway answered {exc.status} ({exc.code}: {exc.detail or exc.title})"
+        ) from None
 
 
 def _resources(bundle: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
@@ -242,30 +219,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 class Session:
-    """One demo session: an HTTP client per signed-in account, the chain, the deployment."""
+    """One demo session: a gateway client per signed-in account, the chain, the deployment."""
 
     def __init__(self, url: str, manifest: Path, rpc_url: str, console: Console) -> None:
         self.url = url.rstrip("/")
         self.manifest_path = Path(manifest)
         self.rpc_url = rpc_url
         self.out = console
-        self._clients: dict[str, httpx.Client] = {}
-        self.http = httpx.Client(base_url=self.url, timeout=60)
-        try:
-            health = self.http.get("/healthz")
-        except httpx.HTTPError as exc:
-            raise DemoError(
-                f"the gateway at {self.url} does not answer ({type(exc).__name__}): start ./scripts/up first "
-                "(in another terminal), or pass --url"
-            ) from None
-        try:
-            checks = health.json()["checks"]
-        except (ValueError, KeyError, TypeError):
-            checks = None
-        if health.status_code not in (200, 503) or checks is None:
-            raise DemoError(f"{self.url}/healthz is not a HealthCode Ledger gateway (HTTP {health.status_code})")
-        if health.status_code == 503:
-            raise DemoError(f"the gateway at {self.url} is degraded: {checks}")
+        self._clients: dict[str, GatewayClient] = {}
+        self.gw = GatewayClient(self.url, timeout=60)
+        self._check_gateway()
         try:
             self.manifest = Manifest.load(self.manifest_path)
         except NodeClientError as exc:
@@ -289,10 +252,22 @@ class Session:
         self.names = {m["address"]: m["name"] for m in self.manifest.members}
         self.names.update({dev_account(p.account).address: p.name for p in PATIENTS})
 
+    def _check_gateway(self) -> None:
+        try:
+            health = self.gw.health()
+        except GatewayUnavailable as exc:
+            raise DemoError(f"{exc}: start ./scripts/up first (in another terminal), or pass --url") from None
+        except GatewayProblem as exc:
+            raise DemoError(f"{self.url}/healthz is not a HealthCode Ledger gateway (HTTP {exc.status})") from None
+        if not isinstance(health.get("checks"), dict):
+            raise DemoError(f"{self.url}/healthz is not a HealthCode Ledger gateway (no checks)")
+        if health.get("status") != "ok":
+            raise DemoError(f"the gateway at {self.url} is degraded: {health['checks']}")
+
     def close(self) -> None:
         for c in self._clients.values():
             c.close()
-        self.http.close()
+        self.gw.close()
 
     def name(self, address: str | None) -> str:
         if not address:
@@ -301,39 +276,27 @@ class Session:
 
     def refresh_names(self) -> None:
         """Adds the names the gateway knows (from the manifest it loaded at start) that ours lacks."""
-        members = _expect(self.http.get("/v1/members"), 200, "listing the members")["members"]
+        with _asking("listing the members"):
+            members = self.gw.members()
         for m in members:
             if m["name"]:
                 self.names.setdefault(m["address"], m["name"])
 
-    def login(self, account: LocalAccount) -> httpx.Client:
-        """An HTTP client with a bearer token for ``account`` (SIWE: challenge, personal_sign, token)."""
-        if account.address in self._clients:
-            return self._clients[account.address]
-        http = httpx.Client(base_url=self.url, timeout=120)
-        ch = _expect(
-            http.post("/v1/auth/challenge", json={"address": account.address}),
-            200,
-            f"sign-in challenge for {account.address}",
-        )
-        sig = Account.sign_message(encode_defunct(text=ch["message"]), account.key).signature
-        tok = _expect(
-            http.post("/v1/auth/token", json={"message": ch["message"], "signature": "0x" + bytes(sig).hex()}),
-            200,
-            f"sign-in of {account.address}",
-        )
-        if tok["address"] != account.address:
-            raise DemoError(f"the gateway bound the token to {tok['address']}, not {account.address}")
-        http.headers["Authorization"] = f"Bearer {tok['token']}"
-        self._clients[account.address] = http
-        return http
+    def login(self, account: LocalAccount) -> GatewayClient:
+        """A gateway client signed in as ``account`` (Sign-In with Ethereum), one per account."""
+        if account.address not in self._clients:
+            gw = GatewayClient(self.url, timeout=120)
+            with _asking(f"sign-in of {account.address}"):
+                gw.sign_in(account)
+            self._clients[account.address] = gw
+        return self._clients[account.address]
 
     def wait_indexed(self, block: int | None = None, timeout: float = 30.0) -> None:
         """Waits until the gateway's read model (its chain indexer) has seen ``block`` (default: the head)."""
         target = self.client.block_number() if block is None else block
         deadline = time.monotonic() + timeout
         while True:
-            checks = self.http.get("/healthz").json()["checks"]
+            checks = self.gw.health()["checks"]
             indexed = checks["indexer"]["indexedBlock"]
             if indexed >= target:
                 return
@@ -375,6 +338,7 @@ def _ok(out: Console, text: str) -> None:
 
 
 def _onboard_county_hospital(s: Session) -> tuple[str, bool]:
+    """Seed step: the county hospital becomes a member by 2-of-3 governance; (address, onboarded now)."""
     out = s.out
     members = s.ledger.members
     county = dev_account(COUNTY)
@@ -396,61 +360,15 @@ def _onboard_county_hospital(s: Session) -> tuple[str, bool]:
             f"{COUNTY_NAME} ({county.address}) is {current.status.name.lower()} on this network; "
             "the demo onboards only a new member (redeploy with ./scripts/up)"
         )
-    admin_a, admin_b = dev_account(ADMIN_A), dev_account(ADMIN_B)
-    for i, admin in ((ADMIN_A, admin_a), (ADMIN_B, admin_b)):
-        if not members.is_admin(admin.address):
-            raise DemoError(
-                f"dev account {i} is not an admin of this deployment: it was not deployed with "
-                "`hcl deploy --dev`; onboard with `hcl member propose/approve/execute` instead"
-            )
-    gov = members.governance()
-    now = s.chain_now()
-
-    # a proposal left pending by an interrupted earlier seed is reused rather than duplicated
-    proposal_id = None
-    for pid in range(members.proposal_count(), max(0, members.proposal_count() - 50), -1):
-        p = members.proposal_of(pid)
-        if (
-            p.action is Action.ADD_MEMBER
-            and p.target == county.address
-            and p.status is ProposalStatus.PENDING
-            and p.expires_at > now
-            and p.encryption_key == public
-        ):
-            proposal_id = pid
-            out.print(f"  found pending proposal #{pid} from an earlier seed ({p.approvals} approval(s))")
-            break
+    _require_dev_admins(s)
+    threshold = members.governance().threshold
+    proposal_id = _pending_proposal(s, spec)
     if proposal_id is None:
-        proposal_id, tx = members.propose(
-            admin_a,
-            Action.ADD_MEMBER,
-            county.address,
-            arg=int(Role.HOSPITAL),
-            encryption_key=public,
-            metadata_hash=spec.metadata_hash,
-        )
-        out.print(
-            f"  1. admin 0 ({_short(admin_a.address)}) proposes: add {COUNTY_NAME} {county.address}, role "
-            f"hospital, X25519 key {public.hex()[:16]}…, metadata hash {spec.metadata_hash.hex()[:16]}…"
-        )
-        out.print(f"     → proposal #{proposal_id}, 1 of {gov.threshold} approvals, tx {tx.tx_hash}")
-    p = members.proposal_of(proposal_id)
-    if p.approvals < gov.threshold:
-        try:
-            members.execute(admin_a, proposal_id)
-        except ContractRevert as exc:
-            if exc.error_name != "MemberRegistryNotEnoughApprovals":
-                raise DemoError(f"executing with one approval failed for an unexpected reason: {exc}") from exc
-            out.print(f"  2. admin 0 alone tries to execute → refused by the contract: [yellow]{exc}[/yellow]")
-        else:
-            raise DemoError("a single admin executed a membership proposal: M-of-N governance is broken")
-        if not members.has_approved(proposal_id, admin_b.address):
-            tx = members.approve(admin_b, proposal_id)
-            approvals = members.proposal_of(proposal_id).approvals
-            out.print(
-                f"  3. admin 1 ({_short(admin_b.address)}) approves → {approvals} of {gov.threshold}, tx {tx.tx_hash}"
-            )
-    tx = members.execute(admin_b, proposal_id)
+        proposal_id = _propose_county(s, spec, threshold)
+    if members.proposal_of(proposal_id).approvals < threshold:
+        _one_admin_is_not_enough(s, proposal_id)
+        _second_admin_approves(s, proposal_id, threshold)
+    tx = members.execute(dev_account(ADMIN_B), proposal_id)
     out.print(f"  4. admin 1 executes proposal #{proposal_id} → tx {tx.tx_hash}")
     m = members.member_of(county.address)
     if m.status is not MemberStatus.ACTIVE or not m.roles & Role.HOSPITAL or m.encryption_key != public:
@@ -458,6 +376,72 @@ def _onboard_county_hospital(s: Session) -> tuple[str, bool]:
     _ok(out, f"{COUNTY_NAME} is an active member (roles: hospital) from block {tx.block_number}")
     _record_in_manifest(s, spec)
     return county.address, True
+
+
+def _require_dev_admins(s: Session) -> None:
+    """The demo governs with dev accounts 0 and 1: they must be admins (a `hcl deploy --dev` deployment)."""
+    for i in (ADMIN_A, ADMIN_B):
+        if not s.ledger.members.is_admin(dev_account(i).address):
+            raise DemoError(
+                f"dev account {i} is not an admin of this deployment: it was not deployed with "
+                "`hcl deploy --dev`; onboard with `hcl member propose/approve/execute` instead"
+            )
+
+
+def _pending_proposal(s: Session, spec: MemberSpec) -> int | None:
+    """A proposal to add ``spec`` left pending by an interrupted earlier seed: reused rather than duplicated."""
+    members, now = s.ledger.members, s.chain_now()
+    for pid in range(members.proposal_count(), max(0, members.proposal_count() - 50), -1):
+        p = members.proposal_of(pid)
+        if (
+            p.action is Action.ADD_MEMBER
+            and p.target == spec.address
+            and p.status is ProposalStatus.PENDING
+            and p.expires_at > now
+            and p.encryption_key == spec.encryption_key
+        ):
+            s.out.print(f"  found pending proposal #{pid} from an earlier seed ({p.approvals} approval(s))")
+            return pid
+    return None
+
+
+def _propose_county(s: Session, spec: MemberSpec, threshold: int) -> int:
+    admin_a = dev_account(ADMIN_A)
+    proposal_id, tx = s.ledger.members.propose(
+        admin_a,
+        Action.ADD_MEMBER,
+        spec.address,
+        arg=int(Role.HOSPITAL),
+        encryption_key=spec.encryption_key,
+        metadata_hash=spec.metadata_hash,
+    )
+    s.out.print(
+        f"  1. admin 0 ({_short(admin_a.address)}) proposes: add {COUNTY_NAME} {spec.address}, role "
+        f"hospital, X25519 key {spec.encryption_key.hex()[:16]}…, metadata hash {spec.metadata_hash.hex()[:16]}…"
+    )
+    s.out.print(f"     → proposal #{proposal_id}, 1 of {threshold} approvals, tx {tx.tx_hash}")
+    return proposal_id
+
+
+def _one_admin_is_not_enough(s: Session, proposal_id: int) -> None:
+    """Admin 0 alone tries to execute: the contract must refuse (MemberRegistryNotEnoughApprovals)."""
+    try:
+        s.ledger.members.execute(dev_account(ADMIN_A), proposal_id)
+    except ContractRevert as exc:
+        if exc.error_name != "MemberRegistryNotEnoughApprovals":
+            raise DemoError(f"executing with one approval failed for an unexpected reason: {exc}") from exc
+        s.out.print(f"  2. admin 0 alone tries to execute → refused by the contract: [yellow]{exc}[/yellow]")
+    else:
+        raise DemoError("a single admin executed a membership proposal: M-of-N governance is broken")
+
+
+def _second_admin_approves(s: Session, proposal_id: int, threshold: int) -> None:
+    members, admin_b = s.ledger.members, dev_account(ADMIN_B)
+    if members.has_approved(proposal_id, admin_b.address):
+        return
+    tx = members.approve(admin_b, proposal_id)
+    approvals = members.proposal_of(proposal_id).approvals
+    s.out.print(f"  3. admin 1 ({_short(admin_b.address)}) approves → {approvals} of {threshold}, tx {tx.tx_hash}")
 
 
 def _record_in_manifest(s: Session, spec: MemberSpec) -> None:
@@ -581,7 +565,8 @@ def _upload(s: Session, samples: Path, result: SeedResult) -> None:
     table = Table("patient", "address", "records (resources) per category", "tx hash", "")
     for p in PATIENTS:
         patient = dev_account(p.account)
-        mine = _expect(s.login(patient).get("/v1/me/records"), 200, f"listing {p.name}'s records")["records"]
+        with _asking(f"listing {p.name}'s records"):
+            mine = s.login(patient).my_records()
         if mine:
             per_cat = Counter(r["category"] for r in mine)
             txs = sorted({r["txHash"] for r in mine})
@@ -597,13 +582,8 @@ def _upload(s: Session, samples: Path, result: SeedResult) -> None:
         path = samples / "synthea" / p.bundle
         if not path.is_file():
             raise DemoError(f"FHIR sample {path} is missing (pass --samples or set HCL_FHIR_SAMPLES)")
-        up = _expect(
-            hospital.post(
-                "/v1/records", params={"patient": patient.address}, content=path.read_bytes(), headers=FHIR_JSON
-            ),
-            201,
-            f"uploading {p.name}'s records",
-        )
+        with _asking(f"uploading {p.name}'s records"):
+            up = hospital.upload(patient.address, path.read_bytes())
         if up["patient"] != patient.address or not up["records"]:
             raise DemoError(f"the upload for {p.name} returned no records for {patient.address}: {up}")
         cats = ", ".join(f"{r['category']} 1 ({r['resources']})" for r in up["records"])
@@ -672,17 +652,19 @@ def _latest_record(records: list[dict[str, Any]], category: str) -> dict[str, An
 
 
 def _read(
-    s: Session, http: httpx.Client, record_id: str, purpose: str, reader: LocalAccount, reader_index: int, what: str
+    gw: GatewayClient, record_id: str, purpose: str, reader_index: int, what: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    body = _expect(http.get(f"/v1/records/{record_id}", params={"purpose": purpose}), 200, f"reading {what}")
+    """Releases ``record_id`` to the signed-in reader and opens it with the reader's X25519 key."""
+    with _asking(f"reading {what}"):
+        body = gw.release(record_id, purpose)
     if body["recordId"] != record_id or body["purpose"] != purpose:
         raise DemoError(f"the release of {what} is for {body['recordId']} / {body['purpose']}")
     if "encryption" in body and "resource" in body:
         raise DemoError("a release carried plaintext next to its ciphertext")
     private, _ = dev_encryption_key(reader_index)
     try:
-        fhir = open_release(body, private, reader.address)
-    except Exception as exc:
+        fhir = gw.open(body, private)
+    except (NodeClientError, ValueError) as exc:
         raise DemoError(f"the release of {what} does not decrypt with the reader's key: {exc}") from exc
     return body, fhir
 
@@ -692,6 +674,379 @@ def _ledger_ref(body: dict[str, Any]) -> str:
     if led["mode"] == "strict":
         return f"AccessLogged in tx {led['txHash']} (block {led['blockNumber']})"
     return f"journal entry #{led['journalIndex']} (anchored on-chain in a Merkle batch)"
+
+
+@dataclass
+class _Run:
+    """What the scenario's steps share: the cast, what Wang signed, and what this run released."""
+
+    s: Session
+    wang: LocalAccount
+    hospital: LocalAccount = field(default_factory=lambda: dev_account(HOSPITAL))
+    clinic: LocalAccount = field(default_factory=lambda: dev_account(CLINIC))
+    records: list[dict[str, Any]] = field(default_factory=list)  # Wang's records (step 1)
+    categories: int = 0  # what the health code grants (step 2)
+    purposes: int = 0
+    consent_id: str = ""  # the consent the code became on-chain (step 3)
+    lab_record: str = ""  # the record holding the latest HbA1c (step 4)
+    window: dict[str, Any] = field(default_factory=dict)  # the emergency window (step 5)
+    access_ids: list[str] = field(default_factory=list)
+    releases: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def out(self) -> Console:
+        return self.s.out
+
+    @property
+    def me(self) -> GatewayClient:
+        """Wang, signed in with their own key."""
+        return self.s.login(self.wang)
+
+    @property
+    def centre(self) -> GatewayClient:
+        return self.s.login(self.clinic)
+
+    @property
+    def hospital_name(self) -> str:
+        return self.s.name(self.hospital.address)
+
+    @property
+    def clinic_name(self) -> str:
+        return self.s.name(self.clinic.address)
+
+    def released(self, body: dict[str, Any]) -> None:
+        self.access_ids.append(body["accessId"])
+        self.releases.append(body)
+
+
+def _cast(s: Session, keys_dir: Path) -> _Run:
+    """Wang's key, and the two institutions checked to be active members with the roles the story needs."""
+    r = _Run(s, _load_patient_key(keys_dir, WANG))
+    for acct, role in ((r.hospital, Role.HOSPITAL | Role.EMERGENCY), (r.clinic, Role.CLINIC)):
+        m = s.ledger.members.member_of(acct.address)
+        if m.status is not MemberStatus.ACTIVE or m.roles & role != role:
+            raise DemoError(f"{s.name(acct.address)} is not an active {role!r} member of this deployment")
+    s.out.print(
+        f"Wang {r.wang.address} (keystore {keys_dir / 'wang.json'}); {r.clinic_name} {r.clinic.address}; "
+        f"{r.hospital_name} {r.hospital.address}"
+    )
+    s.wait_indexed()
+    return r
+
+
+def _wang_lists_records(r: _Run) -> None:
+    _step(
+        r.out,
+        1,
+        f"Wang was discharged from {r.hospital_name}",
+        "The hospital uploaded Wang's records at discharge. Wang signs in with their own key (Sign-In with "
+        "Ethereum) and lists them: the gateway shows what is registered on-chain — categories and "
+        "providers, never the content.",
+    )
+    with _asking("listing Wang's records"):
+        r.records = r.me.my_records()
+    if not r.records:
+        raise DemoError("Wang has no records: start ./scripts/up first (it seeds)")
+    if not any(rec["provider"] == r.hospital.address for rec in r.records):
+        raise DemoError(f"none of Wang's records comes from {r.hospital_name}")
+    t = Table("category", "provider", "registered", "status", "tx hash")
+    for rec in r.records:
+        t.add_row(
+            rec["category"],
+            rec["providerName"] or r.s.name(rec["provider"]),
+            _when(rec["registeredAt"]),
+            rec["status"],
+            _short(rec["txHash"]),
+        )
+    r.out.print(t)
+    _ok(
+        r.out,
+        f"{len(r.records)} records in {len({rec['category'] for rec in r.records})} categories, uploaded by "
+        f"{r.hospital_name}",
+    )
+
+
+def _wang_signs_a_health_code(r: _Run) -> dict[str, Any]:
+    """Step 2; returns the signed payload the health code carries."""
+    _step(
+        r.out,
+        2,
+        f"Wang creates a health code for {r.clinic_name}",
+        "For follow-up care close to home, Wang signs — on their own device, off-line — an EIP-712 "
+        "ConsentGrant: only the categories the centre needs, only for treatment and care coordination, "
+        f"for {GRANT_DAYS} days. The signed payload is what the health-code QR carries.",
+    )
+    consents = r.s.ledger.consents
+    previous = consents.consent_of(r.wang.address, r.clinic.address)
+    if previous.status is ConsentStatus.ACTIVE:
+        r.out.print(
+            f"  (an earlier consent {_short('0x' + previous.consent_id.hex())} to the centre is active: "
+            "the new grant replaces it — one consent per patient and institution)"
+        )
+    elif previous.status is ConsentStatus.REVOKED:
+        r.out.print(
+            f"  (an earlier run's consent {_short('0x' + previous.consent_id.hex())} was revoked; "
+            "the new grant replaces it)"
+        )
+    now = r.s.chain_now()
+    r.categories, r.purposes = parse_categories(GRANT_CATEGORIES), parse_purposes(GRANT_PURPOSES)
+    grant = consents.build_grant(
+        r.wang.address, r.clinic.address, r.categories, r.purposes, now, now + GRANT_DAYS * 86_400, deadline=now + 3600
+    )
+    domain = consents.domain()
+    signed = signing.sign(r.wang, domain, grant)
+    payload: dict[str, Any] = signed.as_dict()
+    r.out.print(
+        Panel(
+            _code_summary(r, grant, signed, domain, payload),
+            title="Wang's health code, in plain language",
+            expand=False,
+        )
+    )
+    if signing.recover_signer(domain, grant, signed.signature) != r.wang.address:
+        raise DemoError("the health code does not verify as Wang's signature")
+    return payload
+
+
+def _code_summary(r: _Run, grant: Any, signed: Any, domain: Any, payload: dict[str, Any]) -> Table:
+    """The health code in plain language: who may read what, why, until when, signed by whom."""
+    summary = Table.grid(padding=(0, 2))
+    summary.add_row("who may read", f"{r.clinic_name} ({r.clinic.address})")
+    summary.add_row(
+        "what",
+        "\n".join(f"{_term(c, CATEGORIES).en} ({_term(c, CATEGORIES).zh})" for c in _slugs(r.categories, CATEGORIES)),
+    )
+    summary.add_row(
+        "why", ", ".join(f"{_term(p, PURPOSES).en} ({_term(p, PURPOSES).zh})" for p in _slugs(r.purposes, PURPOSES))
+    )
+    summary.add_row("from / until", f"{_when(grant.valid_from)} → {_when(grant.valid_until)}")
+    summary.add_row(
+        "signed by",
+        f"Wang {signed.signer} (EIP-712, chain {domain.chain_id}, ConsentRegistry "
+        f"{_short(domain.verifying_contract)}, nonce {grant.nonce})",
+    )
+    summary.add_row("submit before", _when(grant.deadline))
+    size = len(orjson.dumps(payload))
+    summary.add_row("health-code payload", f"{size} bytes of signed JSON (the QR rendering is another issue)")
+    return summary
+
+
+def _centre_submits_the_code(r: _Run, payload: dict[str, Any]) -> None:
+    _step(
+        r.out,
+        3,
+        "The centre submits the health code",
+        "The centre scans the code and posts it to the gateway, which checks the signature and relays it "
+        "to ConsentRegistry.grantBySig. The centre cannot change a single field: the chain re-verifies "
+        "Wang's signature.",
+    )
+    with _asking("submitting Wang's health code"):
+        granted = r.centre.submit_consent(payload)
+    r.consent_id = granted["consentId"]
+    onchain = r.s.ledger.consents.consent_of(r.wang.address, r.clinic.address)
+    if (
+        "0x" + onchain.consent_id.hex() != r.consent_id
+        or onchain.status is not ConsentStatus.ACTIVE
+        or onchain.categories != r.categories
+        or onchain.purposes != r.purposes
+    ):
+        raise DemoError(f"the chain does not hold the consent the gateway reported: {onchain}")
+    _ok(r.out, f"consent {r.consent_id} is active on-chain, tx {granted['txHash']} (block {granted['blockNumber']})")
+
+
+def _centre_reads(r: _Run) -> None:
+    _step(
+        r.out,
+        4,
+        "The centre finds and reads what it needs",
+        "Discovery lists only the categories Wang consented to. The centre looks for an existing HbA1c "
+        f"(LOINC {HBA1C}) instead of repeating the test, then reads the discharge summary, the "
+        "medications and that lab record. Each release is ledgered before it leaves (an on-chain AccessLogged "
+        "event; in batch mode a journal entry anchored on-chain) and encrypted to the centre's own X25519 "
+        "key (HPKE): nobody else can read it in transit.",
+    )
+    r.s.wait_indexed()
+    with _asking("discovering Wang's records"):
+        found = r.centre.discover(r.wang.address, purpose="treatment")["records"]
+    visible = {rec["category"] for rec in found}
+    if not visible or not visible <= set(_slugs(r.categories, CATEGORIES)):
+        raise DemoError(f"discovery showed categories {sorted(visible)}, consent covers {GRANT_CATEGORIES}")
+    r.out.print(
+        f"  discovery: {len(found)} records in {', '.join(sorted(visible))} "
+        f"(not shown: Wang's other {len({rec['category'] for rec in r.records} - visible)} categories)"
+    )
+    r.lab_record = _find_hba1c(r)
+    wanted = [
+        ("encounters", _latest_record(found, "encounters")["recordId"], "the discharge summary"),
+        ("medications", _latest_record(found, "medications")["recordId"], "the medications"),
+        ("lab-results", r.lab_record, "the HbA1c lab record"),
+    ]
+    t = Table("read", "summary (decrypted with the centre's key)", "ledgered as")
+    for category, record_id, what in wanted:
+        body, fhir = _read(r.centre, record_id, "treatment", CLINIC, what)
+        if body["emergency"] or body["consentId"] != r.consent_id or body["category"] != category:
+            raise DemoError(
+                f"the release of {what} is not under consent {r.consent_id}: {body['consentId']}, "
+                f"emergency={body['emergency']}, category={body['category']}"
+            )
+        r.released(body)
+        t.add_row(what, _summarise(category, fhir), _ledger_ref(body))
+    r.out.print(t)
+    _ok(r.out, f"{len(wanted)} releases, each under consent {_short(r.consent_id)}")
+
+
+def _find_hba1c(r: _Run) -> str:
+    """The record holding Wang's latest HbA1c, found by its LOINC code without reading any record."""
+    with _asking("searching for HbA1c results"):
+        hba1c = r.centre.discover(r.wang.address, code=HBA1C)["records"]
+    hits = [(res["date"] or "", rec["recordId"]) for rec in hba1c for res in rec["resources"] if res["code"] == HBA1C]
+    if not hits:
+        raise DemoError(f"no HbA1c (LOINC {HBA1C}) result found for Wang")
+    latest_date, lab_record = max(hits)
+    r.out.print(
+        f"  HbA1c search: {len(hits)} result(s) on file, latest {latest_date[:10]} in record "
+        f"{_short(lab_record)} → no need to repeat the test"
+    )
+    return lab_record
+
+
+def _break_glass(r: _Run) -> None:
+    _step(
+        r.out,
+        5,
+        f"Break glass: {r.hospital_name}'s emergency department",
+        "Wang is brought in unresponsive. The emergency department has no consent, so it opens an "
+        "emergency window itself: it signs its own ConsentRegistry.emergencyAccess transaction (only "
+        "emergency-safe categories; the reason stays off-chain, its SHA-256 goes on-chain) and the "
+        "gateway relays it. Members without the EMERGENCY capability cannot do this.",
+    )
+    er = r.s.login(r.hospital)
+    raw = _emergency_tx(r.s, r.hospital, r.wang.address, parse_categories("allergies"), EMERGENCY_REASON)
+    with _asking("breaking the glass"):
+        r.window = er.emergency_access(raw, EMERGENCY_REASON)
+    if r.window["patient"] != r.wang.address or r.window["categories"] != ["allergies"]:
+        raise DemoError(f"the emergency window is not the one asked for: {r.window}")
+    r.out.print(f'  reason: "{EMERGENCY_REASON}"')
+    r.out.print(
+        f"  emergency window {_short(r.window['accessId'])} for allergies until {_when(r.window['validUntil'])}, "
+        f"tx {r.window['txHash']}"
+    )
+    r.s.wait_indexed()
+    with _asking("emergency discovery of allergies"):
+        ed_found = er.discover(r.wang.address, purpose="emergency", category="allergies")["records"]
+    if not ed_found:
+        raise DemoError("the emergency department sees no allergies record of Wang")
+    body, fhir = _read(er, ed_found[0]["recordId"], "emergency", HOSPITAL, "the allergies")
+    if body["emergency"] is not True:
+        raise DemoError("the emergency release is not flagged as emergency")
+    r.released(body)
+    r.out.print(f"  [bold red]EMERGENCY[/bold red] release: {_summarise('allergies', fhir)}")
+    _ok(r.out, f"flagged emergency=true, {_ledger_ref(body)}")
+
+
+def _wang_sees_the_log(r: _Run) -> None:
+    _step(
+        r.out,
+        6,
+        "Wang sees who read what, when and why",
+        "Wang's access log is derived from the ledger: every release, with the reader, the category, the "
+        "purpose, and its on-chain proof. Emergency reads stand out.",
+    )
+    r.s.wait_indexed()
+    with _asking("reading Wang's access log"):
+        log = r.me.my_access_log()
+    by_id = {a["accessId"]: a for a in log["accesses"]}
+    missing = [a for a in r.access_ids if a not in by_id]
+    if missing:
+        raise DemoError(f"Wang's access log lacks this run's releases {missing}")
+    t = Table("when", "who", "what", "why", "", "proof")
+    for a in log["accesses"]:
+        if a["accessId"] not in r.access_ids:
+            continue
+        proof = a["ledger"].get("txHash") or f"journal #{a['ledger'].get('journalIndex')}"
+        t.add_row(
+            _when(a["time"]),
+            a["requesterName"] or r.s.name(a["requester"]),
+            a["category"] or "?",
+            a["purpose"],
+            "EMERGENCY" if a["emergency"] else "",
+            proof,
+            style="bold red" if a["emergency"] else None,
+        )
+    r.out.print(t)
+    earlier = len(log["accesses"]) - len(r.access_ids)
+    windows = [w for w in log["emergencyWindows"] if w["txHash"] == r.window["txHash"]]
+    if not windows:
+        raise DemoError("the emergency window is not in Wang's access log")
+    for w in windows:
+        r.out.print(
+            f"  [bold red]emergency window[/bold red] opened by {w['memberName'] or r.s.name(w['member'])} "
+            f"at {_when(w['openedAt'])} for {', '.join(w['categories'])}, until {_when(w['validUntil'])}, "
+            f"tx {w['txHash']}"
+        )
+    _ok(
+        r.out,
+        f"{len(r.access_ids)} reads of this run listed"
+        + (f" ({earlier} earlier entries, from earlier runs, not shown)" if earlier else ""),
+    )
+
+
+def _wang_revokes(r: _Run) -> None:
+    _step(
+        r.out,
+        7,
+        "Wang revokes the centre's consent",
+        "Follow-up done: Wang signs a ConsentRevoke (EIP-712) for the centre. It takes effect from the "
+        "block it is mined in.",
+    )
+    consents = r.s.ledger.consents
+    revoke = signing.sign(
+        r.wang,
+        consents.domain(),
+        consents.build_revoke(r.wang.address, r.clinic.address, deadline=r.s.chain_now() + 3600),
+    )
+    with _asking("revoking the centre's consent"):
+        revoked = r.me.revoke_consent(r.consent_id, revoke.as_dict())
+    if revoked.get("revoked") is not True:
+        raise DemoError(f"the revoke was not confirmed: {revoked}")
+    if consents.consent_of(r.wang.address, r.clinic.address).status is not ConsentStatus.REVOKED:
+        raise DemoError("the chain still shows the consent as active after the revoke")
+    _ok(r.out, f"consent {_short(r.consent_id)} revoked, tx {revoked['txHash']} (block {revoked['blockNumber']})")
+
+
+def _centre_is_refused(r: _Run) -> None:
+    _step(
+        r.out,
+        8,
+        "The centre's next request is refused",
+        "The centre tries to read the HbA1c record again. The gateway asks the chain, which says no; the "
+        "refusal names the reason, as application/problem+json, and nothing is released or ledgered.",
+    )
+    # the raw response, to show the refusal as it travels (status, media type, problem document)
+    refused = r.centre.request("GET", f"/v1/records/{r.lab_record}", params={"purpose": "treatment"})
+    media = refused.headers.get("content-type", "")
+    if refused.status_code != 403 or not media.startswith("application/problem+json"):
+        raise DemoError(
+            f"expected a 403 problem+json refusal, got HTTP {refused.status_code} {media}: {refused.text[:300]}"
+        )
+    problem = refused.json()
+    if problem.get("code") != "consent_revoked":
+        raise DemoError(f"expected the refusal consent_revoked, got {problem.get('code')}: {problem}")
+    r.out.print(f"  HTTP {refused.status_code} {media}")
+    r.out.print_json(data=problem)
+    _ok(r.out, "refused: consent_revoked")
+
+
+def _log_matches_chain(r: _Run) -> tuple[int, int]:
+    """Step 9; returns (entries in Wang's access log, AccessLogged events for Wang on chain)."""
+    _step(
+        r.out,
+        9,
+        "The access log matches the chain",
+        "Anyone with chain access (an auditor, Wang's own app) can check the gateway: Wang's access log "
+        "must list exactly the AccessLogged events the AccessLedger emitted for Wang.",
+    )
+    return _compare_with_chain(r.s, r.me, r.wang.address, r.releases)
 
 
 def run(
@@ -705,328 +1060,25 @@ def run(
     """Plays the scenario; raises :class:`DemoError` at the first unexpected answer. Repeatable."""
     out = _console(console)
     started = time.monotonic()
-    keys_dir = Path(keys_dir)
     out.print(Panel.fit(f"[bold]HealthCode Ledger demo: Wang's health code[/bold]\n[yellow]{DEV_KEYS_NOTE}[/yellow]"))
     with _session(url, Path(manifest), rpc_url, out) as s:
         s.refresh_names()
-        wang = _load_patient_key(keys_dir, WANG)
-        hospital_acct, clinic_acct = dev_account(HOSPITAL), dev_account(CLINIC)
-        hospital_name, clinic_name = s.name(hospital_acct.address), s.name(clinic_acct.address)
-        for acct, role in ((hospital_acct, Role.HOSPITAL | Role.EMERGENCY), (clinic_acct, Role.CLINIC)):
-            m = s.ledger.members.member_of(acct.address)
-            if m.status is not MemberStatus.ACTIVE or m.roles & role != role:
-                raise DemoError(f"{s.name(acct.address)} is not an active {role!r} member of this deployment")
-        out.print(
-            f"Wang {wang.address} (keystore {keys_dir / 'wang.json'}); {clinic_name} {clinic_acct.address}; "
-            f"{hospital_name} {hospital_acct.address}"
-        )
-        s.wait_indexed()
-        access_ids: list[str] = []
-        releases: list[dict[str, Any]] = []
-
-        # 1 ------------------------------------------------------------------------------------------
-        _step(
-            out,
-            1,
-            f"Wang was discharged from {hospital_name}",
-            "The hospital uploaded Wang's records at discharge. Wang signs in with their own key (Sign-In with "
-            "Ethereum) and lists them: the gateway shows what is registered on-chain — categories and "
-            "providers, never the content.",
-        )
-        me = s.login(wang)
-        records = _expect(me.get("/v1/me/records"), 200, "listing Wang's records")["records"]
-        if not records:
-            raise DemoError("Wang has no records: start ./scripts/up first (it seeds)")
-        if not any(r["provider"] == hospital_acct.address for r in records):
-            raise DemoError(f"none of Wang's records comes from {hospital_name}")
-        t = Table("category", "provider", "registered", "status", "tx hash")
-        for r in records:
-            t.add_row(
-                r["category"],
-                r["providerName"] or s.name(r["provider"]),
-                _when(r["registeredAt"]),
-                r["status"],
-                _short(r["txHash"]),
-            )
-        out.print(t)
-        _ok(
-            out,
-            f"{len(records)} records in {len({r['category'] for r in records})} categories, uploaded by "
-            f"{hospital_name}",
-        )
-
-        # 2 ------------------------------------------------------------------------------------------
-        _step(
-            out,
-            2,
-            f"Wang creates a health code for {clinic_name}",
-            "For follow-up care close to home, Wang signs — on their own device, off-line — an EIP-712 "
-            "ConsentGrant: only the categories the centre needs, only for treatment and care coordination, "
-            f"for {GRANT_DAYS} days. The signed payload is what the health-code QR carries.",
-        )
-        consents = s.ledger.consents
-        previous = consents.consent_of(wang.address, clinic_acct.address)
-        if previous.status is ConsentStatus.ACTIVE:
-            out.print(
-                f"  (an earlier consent {_short('0x' + previous.consent_id.hex())} to the centre is active: "
-                "the new grant replaces it — one consent per patient and institution)"
-            )
-        elif previous.status is ConsentStatus.REVOKED:
-            out.print(
-                f"  (an earlier run's consent {_short('0x' + previous.consent_id.hex())} was revoked; "
-                "the new grant replaces it)"
-            )
-        now = s.chain_now()
-        categories, purposes = parse_categories(GRANT_CATEGORIES), parse_purposes(GRANT_PURPOSES)
-        grant = consents.build_grant(
-            wang.address, clinic_acct.address, categories, purposes, now, now + GRANT_DAYS * 86_400, deadline=now + 3600
-        )
-        domain = consents.domain()
-        signed = signing.sign(wang, domain, grant)
-        payload = signed.as_dict()
-        size = len(orjson.dumps(payload))
-        summary = Table.grid(padding=(0, 2))
-        summary.add_row("who may read", f"{clinic_name} ({clinic_acct.address})")
-        summary.add_row(
-            "what",
-            "\n".join(f"{_term(c, CATEGORIES).en} ({_term(c, CATEGORIES).zh})" for c in _slugs(categories, CATEGORIES)),
-        )
-        summary.add_row(
-            "why", ", ".join(f"{_term(p, PURPOSES).en} ({_term(p, PURPOSES).zh})" for p in _slugs(purposes, PURPOSES))
-        )
-        summary.add_row("from / until", f"{_when(grant.valid_from)} → {_when(grant.valid_until)}")
-        summary.add_row(
-            "signed by",
-            f"Wang {signed.signer} (EIP-712, chain {domain.chain_id}, ConsentRegistry "
-            f"{_short(domain.verifying_contract)}, nonce {grant.nonce})",
-        )
-        summary.add_row("submit before", _when(grant.deadline))
-        summary.add_row("health-code payload", f"{size} bytes of signed JSON (the QR rendering is another issue)")
-        out.print(Panel(summary, title="Wang's health code, in plain language", expand=False))
-        if signing.recover_signer(domain, grant, signed.signature) != wang.address:
-            raise DemoError("the health code does not verify as Wang's signature")
-
-        # 3 ------------------------------------------------------------------------------------------
-        _step(
-            out,
-            3,
-            "The centre submits the health code",
-            "The centre scans the code and posts it to the gateway, which checks the signature and relays it "
-            "to ConsentRegistry.grantBySig. The centre cannot change a single field: the chain re-verifies "
-            "Wang's signature.",
-        )
-        centre = s.login(clinic_acct)
-        granted = _expect(centre.post("/v1/consents", json=payload), 201, "submitting Wang's health code")
-        consent_id = granted["consentId"]
-        onchain = consents.consent_of(wang.address, clinic_acct.address)
-        if (
-            "0x" + onchain.consent_id.hex() != consent_id
-            or onchain.status is not ConsentStatus.ACTIVE
-            or onchain.categories != categories
-            or onchain.purposes != purposes
-        ):
-            raise DemoError(f"the chain does not hold the consent the gateway reported: {onchain}")
-        _ok(out, f"consent {consent_id} is active on-chain, tx {granted['txHash']} (block {granted['blockNumber']})")
-
-        # 4 ------------------------------------------------------------------------------------------
-        _step(
-            out,
-            4,
-            "The centre finds and reads what it needs",
-            "Discovery lists only the categories Wang consented to. The centre looks for an existing HbA1c "
-            f"(LOINC {HBA1C}) instead of repeating the test, then reads the discharge summary, the "
-            "medications and that lab record. Each release is ledgered before it leaves (an on-chain AccessLogged "
-            "event; in batch mode a journal entry anchored on-chain) and encrypted to the centre's own X25519 "
-            "key (HPKE): nobody else can read it in transit.",
-        )
-        s.wait_indexed()
-        found = _expect(
-            centre.get(f"/v1/patients/{wang.address}/records", params={"purpose": "treatment"}),
-            200,
-            "discovering Wang's records",
-        )
-        visible = {r["category"] for r in found["records"]}
-        if not visible or not visible <= set(_slugs(categories, CATEGORIES)):
-            raise DemoError(f"discovery showed categories {sorted(visible)}, consent covers {GRANT_CATEGORIES}")
-        out.print(
-            f"  discovery: {len(found['records'])} records in {', '.join(sorted(visible))} "
-            f"(not shown: Wang's other {len({r['category'] for r in records} - visible)} categories)"
-        )
-        hba1c = _expect(
-            centre.get(f"/v1/patients/{wang.address}/records", params={"code": HBA1C}),
-            200,
-            "searching for HbA1c results",
-        )["records"]
-        hits = [(res["date"] or "", r["recordId"]) for r in hba1c for res in r["resources"] if res["code"] == HBA1C]
-        if not hits:
-            raise DemoError(f"no HbA1c (LOINC {HBA1C}) result found for Wang")
-        latest_date, lab_record = max(hits)
-        out.print(
-            f"  HbA1c search: {len(hits)} result(s) on file, latest {latest_date[:10]} in record "
-            f"{_short(lab_record)} → no need to repeat the test"
-        )
-        wanted = [
-            ("encounters", _latest_record(found["records"], "encounters")["recordId"], "the discharge summary"),
-            ("medications", _latest_record(found["records"], "medications")["recordId"], "the medications"),
-            ("lab-results", lab_record, "the HbA1c lab record"),
-        ]
-        t = Table("read", "summary (decrypted with the centre's key)", "ledgered as")
-        for category, record_id, what in wanted:
-            body, fhir = _read(s, centre, record_id, "treatment", clinic_acct, CLINIC, what)
-            if body["emergency"] or body["consentId"] != consent_id or body["category"] != category:
-                raise DemoError(
-                    f"the release of {what} is not under consent {consent_id}: {body['consentId']}, "
-                    f"emergency={body['emergency']}, category={body['category']}"
-                )
-            access_ids.append(body["accessId"])
-            releases.append(body)
-            t.add_row(what, _summarise(category, fhir), _ledger_ref(body))
-        out.print(t)
-        _ok(out, f"{len(wanted)} releases, each under consent {_short(consent_id)}")
-
-        # 5 ------------------------------------------------------------------------------------------
-        _step(
-            out,
-            5,
-            f"Break glass: {hospital_name}'s emergency department",
-            "Wang is brought in unresponsive. The emergency department has no consent, so it opens an "
-            "emergency window itself: it signs its own ConsentRegistry.emergencyAccess transaction (only "
-            "emergency-safe categories; the reason stays off-chain, its SHA-256 goes on-chain) and the "
-            "gateway relays it. Members without the EMERGENCY capability cannot do this.",
-        )
-        er = s.login(hospital_acct)
-        raw = _emergency_tx(s, hospital_acct, wang.address, parse_categories("allergies"), EMERGENCY_REASON)
-        opened = _expect(
-            er.post("/v1/emergency-access", json={"signedTransaction": raw, "reason": EMERGENCY_REASON}),
-            201,
-            "breaking the glass",
-        )
-        if opened["patient"] != wang.address or opened["categories"] != ["allergies"]:
-            raise DemoError(f"the emergency window is not the one asked for: {opened}")
-        out.print(f'  reason: "{EMERGENCY_REASON}"')
-        out.print(
-            f"  emergency window {_short(opened['accessId'])} for allergies until {_when(opened['validUntil'])}, "
-            f"tx {opened['txHash']}"
-        )
-        s.wait_indexed()
-        ed_found = _expect(
-            er.get(f"/v1/patients/{wang.address}/records", params={"purpose": "emergency", "category": "allergies"}),
-            200,
-            "emergency discovery of allergies",
-        )["records"]
-        if not ed_found:
-            raise DemoError("the emergency department sees no allergies record of Wang")
-        body, fhir = _read(s, er, ed_found[0]["recordId"], "emergency", hospital_acct, HOSPITAL, "the allergies")
-        if body["emergency"] is not True:
-            raise DemoError("the emergency release is not flagged as emergency")
-        access_ids.append(body["accessId"])
-        releases.append(body)
-        out.print(f"  [bold red]EMERGENCY[/bold red] release: {_summarise('allergies', fhir)}")
-        _ok(out, f"flagged emergency=true, {_ledger_ref(body)}")
-
-        # 6 ------------------------------------------------------------------------------------------
-        _step(
-            out,
-            6,
-            "Wang sees who read what, when and why",
-            "Wang's access log is derived from the ledger: every release, with the reader, the category, the "
-            "purpose, and its on-chain proof. Emergency reads stand out.",
-        )
-        s.wait_indexed()
-        log = _expect(me.get("/v1/me/access-log"), 200, "reading Wang's access log")
-        by_id = {a["accessId"]: a for a in log["accesses"]}
-        missing = [a for a in access_ids if a not in by_id]
-        if missing:
-            raise DemoError(f"Wang's access log lacks this run's releases {missing}")
-        t = Table("when", "who", "what", "why", "", "proof")
-        for a in log["accesses"]:
-            if a["accessId"] not in access_ids:
-                continue
-            style = "bold red" if a["emergency"] else None
-            proof = a["ledger"].get("txHash") or f"journal #{a['ledger'].get('journalIndex')}"
-            t.add_row(
-                _when(a["time"]),
-                a["requesterName"] or s.name(a["requester"]),
-                a["category"] or "?",
-                a["purpose"],
-                "EMERGENCY" if a["emergency"] else "",
-                proof,
-                style=style,
-            )
-        out.print(t)
-        earlier = len(log["accesses"]) - len(access_ids)
-        windows = [w for w in log["emergencyWindows"] if w["txHash"] == opened["txHash"]]
-        if not windows:
-            raise DemoError("the emergency window is not in Wang's access log")
-        for w in windows:
-            out.print(
-                f"  [bold red]emergency window[/bold red] opened by {w['memberName'] or s.name(w['member'])} "
-                f"at {_when(w['openedAt'])} for {', '.join(w['categories'])}, until {_when(w['validUntil'])}, "
-                f"tx {w['txHash']}"
-            )
-        _ok(
-            out,
-            f"{len(access_ids)} reads of this run listed"
-            + (f" ({earlier} earlier entries, from earlier runs, not shown)" if earlier else ""),
-        )
-
-        # 7 ------------------------------------------------------------------------------------------
-        _step(
-            out,
-            7,
-            "Wang revokes the centre's consent",
-            "Follow-up done: Wang signs a ConsentRevoke (EIP-712) for the centre. It takes effect from the "
-            "block it is mined in.",
-        )
-        revoke = signing.sign(
-            wang, domain, consents.build_revoke(wang.address, clinic_acct.address, deadline=s.chain_now() + 3600)
-        )
-        revoked = _expect(
-            me.post(f"/v1/consents/{consent_id}/revoke", json=revoke.as_dict()), 200, "revoking the centre's consent"
-        )
-        if revoked.get("revoked") is not True:
-            raise DemoError(f"the revoke was not confirmed: {revoked}")
-        if consents.consent_of(wang.address, clinic_acct.address).status is not ConsentStatus.REVOKED:
-            raise DemoError("the chain still shows the consent as active after the revoke")
-        _ok(out, f"consent {_short(consent_id)} revoked, tx {revoked['txHash']} (block {revoked['blockNumber']})")
-
-        # 8 ------------------------------------------------------------------------------------------
-        _step(
-            out,
-            8,
-            "The centre's next request is refused",
-            "The centre tries to read the HbA1c record again. The gateway asks the chain, which says no; the "
-            "refusal names the reason, as application/problem+json, and nothing is released or ledgered.",
-        )
-        refused = centre.get(f"/v1/records/{lab_record}", params={"purpose": "treatment"})
-        media = refused.headers.get("content-type", "")
-        if refused.status_code != 403 or not media.startswith("application/problem+json"):
-            raise DemoError(
-                f"expected a 403 problem+json refusal, got HTTP {refused.status_code} {media}: {refused.text[:300]}"
-            )
-        problem = refused.json()
-        if problem.get("code") != "consent_revoked":
-            raise DemoError(f"expected the refusal consent_revoked, got {problem.get('code')}: {problem}")
-        out.print(f"  HTTP {refused.status_code} {media}")
-        out.print_json(data=problem)
-        _ok(out, "refused: consent_revoked")
-
-        # 9 ------------------------------------------------------------------------------------------
-        _step(
-            out,
-            9,
-            "The access log matches the chain",
-            "Anyone with chain access (an auditor, Wang's own app) can check the gateway: Wang's access log "
-            "must list exactly the AccessLogged events the AccessLedger emitted for Wang.",
-        )
-        log_entries, chain_events = _compare_with_chain(s, me, wang.address, releases)
-
+        r = _cast(s, Path(keys_dir))
+        _wang_lists_records(r)  # 1
+        code = _wang_signs_a_health_code(r)  # 2
+        _centre_submits_the_code(r, code)  # 3
+        _centre_reads(r)  # 4
+        _break_glass(r)  # 5
+        _wang_sees_the_log(r)  # 6
+        _wang_revokes(r)  # 7
+        _centre_is_refused(r)  # 8
+        log_entries, chain_events = _log_matches_chain(r)  # 9
     seconds = time.monotonic() - started
     out.print(
-        f"\n[bold green]demo complete[/bold green] in {seconds:.1f} s: consent {consent_id} granted, used, "
+        f"\n[bold green]demo complete[/bold green] in {seconds:.1f} s: consent {r.consent_id} granted, used, "
         "revoked; every read ledgered and visible to Wang."
     )
-    return RunResult(True, consent_id, access_ids, log_entries, chain_events, seconds)
+    return RunResult(True, r.consent_id, r.access_ids, log_entries, chain_events, seconds)
 
 
 def _emergency_tx(s: Session, member: LocalAccount, patient: str, categories: int, reason: str) -> str:
@@ -1059,10 +1111,11 @@ def _emergency_tx(s: Session, member: LocalAccount, patient: str, categories: in
     return "0x" + bytes(member.sign_transaction(tx).raw_transaction).hex()
 
 
-def _compare_with_chain(s: Session, me: httpx.Client, patient: str, releases: list[dict[str, Any]]) -> tuple[int, int]:
+def _compare_with_chain(s: Session, me: GatewayClient, patient: str, releases: list[dict[str, Any]]) -> tuple[int, int]:
     out = s.out
     s.wait_indexed()
-    log = _expect(me.get("/v1/me/access-log"), 200, "reading Wang's access log")["accesses"]
+    with _asking("reading Wang's access log"):
+        log = me.my_access_log()["accesses"]
     strict = [a for a in log if a["ledger"]["mode"] == "strict"]
     batch = [a for a in log if a["ledger"]["mode"] == "batch"]
     events = [e for e in s.ledger.access.events(["AccessLogged"]) if e["patient"] == patient]
@@ -1253,14 +1306,13 @@ def _cli(fn: Any, *args: Any, **kwargs: Any) -> None:
     except DemoError as exc:
         err.print(f"[bold red]demo stopped:[/bold red] {exc}")
         raise typer.Exit(1) from None
+    except GatewayUnavailable as exc:
+        err.print(
+            f"[bold red]demo stopped:[/bold red] the gateway stopped answering ({exc}); is ./scripts/up still running?"
+        )
+        raise typer.Exit(1) from None
     except NodeClientError as exc:
         err.print(f"[bold red]demo stopped:[/bold red] {type(exc).__name__}: {exc}")
-        raise typer.Exit(1) from None
-    except httpx.HTTPError as exc:
-        err.print(
-            f"[bold red]demo stopped:[/bold red] the gateway stopped answering ({type(exc).__name__}: {exc}); "
-            "is ./scripts/up still running?"
-        )
         raise typer.Exit(1) from None
 
 
