@@ -18,9 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from eth_account.signers.local import LocalAccount
 
-from bench.gateway import Chain, chain, environment, gateway_process, grant_all, login, seed_records, wait_indexed
+from bench.gateway import Chain, chain, environment, gateway_process, grant_all, seed_records, signed_in, wait_indexed
+from node_client._exceptions import GatewayProblem
+from node_client.deploy import Ledger
+from node_client.gateway_client import GatewayClient
 from node_client.keys import dev_account
 from node_client.vocabulary import Category, Purpose, parse_categories, parse_purposes
 
@@ -76,6 +79,24 @@ def decision_latency(folder: Path, net: Chain, n: int) -> dict[str, Any]:
         c.stop()
 
 
+def _released(reader: GatewayClient, record_id: str) -> bool:
+    """One read: True if released, False if refused by consent (403)."""
+    try:
+        reader.release(record_id, "treatment")
+    except GatewayProblem as exc:
+        if exc.status != 403:
+            raise
+        return False
+    return True
+
+
+def _revoke(ledger: Ledger, patient: LocalAccount, reader: str, mined_at: list[float], done: threading.Event) -> None:
+    """The patient's revocation (a real transaction); notes when its receipt came back."""
+    ledger.consents.revoke(patient, reader)
+    mined_at.append(time.monotonic())
+    done.set()
+
+
 def revocation_delay(folder: Path, net: Chain, trials: int) -> dict[str, Any]:
     ledger = net.manifest.connect(net.client)
     patient = dev_account(11)
@@ -84,43 +105,37 @@ def revocation_delay(folder: Path, net: Chain, trials: int) -> dict[str, Any]:
     with gateway_process(folder, net, mode="batch") as gw:
         records = seed_records(gw, (1024,))  # one record per patient, in PATIENTS order: dev 11 is the second
         target = records[1024][1]
-        token = login(gw.url, reader)
-        http = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-        for _ in range(trials):
-            now = net.client.block_timestamp()
-            ledger.consents.grant(
-                patient,
-                dev_account(reader).address,
-                parse_categories("lab-results,vital-signs"),
-                parse_purposes("treatment"),
-                now,
-                now + 86_400,
-            )
-            wait_indexed(gw, net)
-            assert http.get(f"/v1/records/{target}", params={"purpose": "treatment"}).status_code == 200
-            mined_at: list[float] = []
-            done = threading.Event()
-
-            def revoke() -> None:
-                ledger.consents.revoke(patient, dev_account(reader).address)
-                mined_at.append(time.monotonic())
-                done.set()
-
-            releases_after, refused_at = 0, None
-            t = threading.Thread(target=revoke)
-            t.start()
-            while refused_at is None:
-                r = http.get(f"/v1/records/{target}", params={"purpose": "treatment"})
-                now_m = time.monotonic()
-                if r.status_code == 403:
-                    refused_at = now_m
-                elif r.status_code == 200 and done.is_set():
-                    releases_after += 1
-            t.join()
-            results.append(
-                {"delay_ms": round((refused_at - mined_at[0]) * 1000, 1), "releases_after_mined": releases_after}
-            )
-        http.close()
+        with signed_in(gw.url, reader, timeout=30) as lab:
+            for _ in range(trials):
+                now = net.client.block_timestamp()
+                ledger.consents.grant(
+                    patient,
+                    dev_account(reader).address,
+                    parse_categories("lab-results,vital-signs"),
+                    parse_purposes("treatment"),
+                    now,
+                    now + 86_400,
+                )
+                wait_indexed(gw, net)
+                assert _released(lab, target)
+                mined_at: list[float] = []
+                done = threading.Event()
+                releases_after, refused_at = 0, None
+                t = threading.Thread(
+                    target=_revoke, args=(ledger, patient, dev_account(reader).address, mined_at, done)
+                )
+                t.start()
+                while refused_at is None:
+                    released = _released(lab, target)
+                    now_m = time.monotonic()
+                    if not released:
+                        refused_at = now_m
+                    elif done.is_set():
+                        releases_after += 1
+                t.join()
+                results.append(
+                    {"delay_ms": round((refused_at - mined_at[0]) * 1000, 1), "releases_after_mined": releases_after}
+                )
     delays = [r["delay_ms"] for r in results]
     return {
         "trials": results,

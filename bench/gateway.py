@@ -24,12 +24,11 @@ from typing import Any
 
 import httpx
 import orjson
-from eth_account import Account
-from eth_account.messages import encode_defunct
 
 from node_client._client import ChainClient
 from node_client._node import HardhatNode, free_port
 from node_client.deploy import Manifest, deploy_dev
+from node_client.gateway_client import GatewayClient
 from node_client.keys import dev_account
 from node_client.vocabulary import parse_categories, parse_purposes
 
@@ -150,15 +149,17 @@ def gateway_process(
         log.close()
 
 
+def signed_in(url: str, index: int, *, timeout: float = 120) -> GatewayClient:
+    """A gateway client signed in as dev account ``index`` (SIWE, signed locally)."""
+    gw = GatewayClient(url, timeout=timeout)
+    gw.sign_in(dev_account(index))
+    return gw
+
+
 def login(url: str, index: int) -> str:
-    """A bearer token for dev account ``index`` (SIWE challenge, signed locally)."""
-    account = dev_account(index)
-    with httpx.Client(base_url=url, timeout=30) as http:
-        ch = http.post("/v1/auth/challenge", json={"address": account.address}).json()
-        sig = Account.sign_message(encode_defunct(text=ch["message"]), account.key).signature
-        tok = http.post("/v1/auth/token", json={"message": ch["message"], "signature": "0x" + bytes(sig).hex()})
-        tok.raise_for_status()
-        return tok.json()["token"]
+    """A bearer token for dev account ``index``, for load generators in other processes (wrk, bench.load)."""
+    with GatewayClient(url, timeout=30) as gw:
+        return gw.sign_in(dev_account(index))
 
 
 def observation_bundle(size: int, serial: int, *, resources: int = 1) -> bytes:
@@ -208,19 +209,6 @@ def observation_bundle(size: int, serial: int, *, resources: int = 1) -> bytes:
     return orjson.dumps(bundle)
 
 
-def upload(url: str, token: str, patient: str, body: bytes) -> dict[str, Any]:
-    r = httpx.post(
-        url + "/v1/records",
-        params={"patient": patient},
-        content=body,
-        timeout=120,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
-    )
-    if r.status_code != 201:
-        raise RuntimeError(f"upload failed: {r.status_code} {r.text[:300]}")
-    return r.json()
-
-
 def grant_all(net: Chain, readers: tuple[int, ...] = READERS, categories: str = "lab-results,vital-signs") -> None:
     """Every demo patient lets every reader see ``categories`` for treatment, for a year (signed by the patient)."""
     ledger = net.manifest.connect(net.client)
@@ -239,12 +227,12 @@ def grant_all(net: Chain, readers: tuple[int, ...] = READERS, categories: str = 
 
 def seed_records(gw: GatewayProcess, sizes: tuple[int, ...]) -> dict[int, list[str]]:
     """One record of each size per patient, uploaded by the hospital: size -> record ids."""
-    token = login(gw.url, HOSPITAL)
     out: dict[int, list[str]] = {}
-    for size in sizes:
-        for n, p in enumerate(PATIENTS):
-            result = upload(gw.url, token, dev_account(p).address, observation_bundle(size, n))
-            out.setdefault(size, []).extend(r["recordId"] for r in result["records"])
+    with signed_in(gw.url, HOSPITAL) as hospital:
+        for size in sizes:
+            for n, p in enumerate(PATIENTS):
+                result = hospital.upload(dev_account(p).address, observation_bundle(size, n))
+                out.setdefault(size, []).extend(r["recordId"] for r in result["records"])
     return out
 
 
