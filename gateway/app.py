@@ -8,7 +8,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -67,7 +66,7 @@ class RequestTiming:
                 )
 
 
-#: The docs pages load only the gateway's own files (``static/vendor/``, copied from npm at install).
+#: The docs pages load only the gateway's own files (``/static/vendor/``, copied from npm at install).
 #: Scripts: those files plus Swagger UI's inline start-up script, by hash. Styles may be inline (both UIs
 #: style elements inline); ReDoc's search runs in a worker made from a blob.
 DOCS_CSP = (
@@ -153,5 +152,5 @@ def create_app(settings: GatewaySettings | None = None, *, components: Component
     for module in (auth, records, consents, transactions, accesses, me, system):
         app.include_router(module.router)
     app.include_router(portal.router)
-    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    app.mount("/static", StaticFiles(directory=portal.STATIC_DIR), name="static")
     return app

@@ -18,13 +18,13 @@ if [ ! -f node_modules/.hcl-stamp ] || [ "$(cat node_modules/.hcl-stamp)" != "$n
   npm ci --no-audit --no-fund --loglevel=error >&2
   echo "$npm_stamp" > node_modules/.hcl-stamp
 fi
-# the portal's JavaScript (ethers, HPKE) is bundled from node_modules into gateway/static/vendor/, and the
-# API docs' Swagger UI and ReDoc are copied there (gateway/static/src/docs-assets.mjs): no CDN anywhere
-portal_stamp="$(_stamp package.json package-lock.json gateway/static/src/vendor.js gateway/static/src/docs-assets.mjs)"
-if [ ! -f gateway/static/vendor/.hcl-stamp ] || [ "$(cat gateway/static/vendor/.hcl-stamp)" != "$portal_stamp" ]; then
+# the portal's JavaScript (ethers, HPKE) is bundled from node_modules into gateway/portal/static/vendor/, and the
+# API docs' Swagger UI and ReDoc are copied there (gateway/portal/static/src/docs-assets.mjs): no CDN anywhere
+portal_stamp="$(_stamp package.json package-lock.json gateway/portal/static/src/vendor.js gateway/portal/static/src/docs-assets.mjs)"
+if [ ! -f gateway/portal/static/vendor/.hcl-stamp ] || [ "$(cat gateway/portal/static/vendor/.hcl-stamp)" != "$portal_stamp" ]; then
   echo "==> bundling the portal's JavaScript (esbuild) and the API docs' assets" >&2
   npm run --silent build:portal >&2
-  echo "$portal_stamp" > gateway/static/vendor/.hcl-stamp
+  echo "$portal_stamp" > gateway/portal/static/vendor/.hcl-stamp
 fi
 
 PY="${PYTHON:-python3}"

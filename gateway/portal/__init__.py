@@ -1,5 +1,5 @@
 """The web portal served by the gateway: patient, institution and auditor pages (see :mod:`.pages`)."""
 
-from gateway.portal.pages import router
+from gateway.portal.pages import STATIC_DIR, router
 
-__all__ = ["router"]
+__all__ = ["STATIC_DIR", "router"]

@@ -45,10 +45,13 @@ from node_client import healthcode as hc
 from node_client._exceptions import ChainUnavailable
 from node_client.vocabulary import CATEGORIES, PROVIDER_ROLES, PURPOSES, Role, roles_of
 
-__all__ = ["router", "templates"]
+__all__ = ["STATIC_DIR", "router", "templates"]
 
-HERE = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
+#: served at ``/static`` (by :func:`gateway.app.create_app`): the portal's script and styles, and in ``vendor/``
+#: what is bundled or copied from npm at install (ethers and HPKE for the portal, Swagger UI and ReDoc for /docs)
+STATIC_DIR = HERE / "static"
 router = APIRouter(include_in_schema=False)
 
 MAX_PICTURE_BYTES = 10 * 1024 * 1024

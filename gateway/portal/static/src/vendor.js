@@ -1,4 +1,4 @@
-// The portal's only third-party JavaScript, bundled by esbuild into gateway/static/vendor/hcl-vendor.js
+// The portal's only third-party JavaScript, bundled by esbuild into gateway/portal/static/vendor/hcl-vendor.js
 // at install (scripts/_bootstrap.sh, `npm run build:portal`): no CDN, works with no internet.
 //   - ethers v6: keystore decryption, EIP-191 sign-in, EIP-712 consent signing, raw transactions,
 //     an injected EIP-1193 wallet when the browser has one.

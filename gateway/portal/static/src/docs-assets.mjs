@@ -1,9 +1,9 @@
 // Copies the API docs' browser assets (Swagger UI for /docs, ReDoc for /redoc) from node_modules into
-// gateway/static/vendor/ with their licences, so the docs pages load nothing from a CDN and work with no
+// gateway/portal/static/vendor/ with their licences, so the docs pages load nothing from a CDN and work with no
 // internet. Run at install by `npm run build:portal` (scripts/_bootstrap.sh).
 import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 
-const OUT = "gateway/static/vendor";
+const OUT = "gateway/portal/static/vendor";
 const FILES = [
   ["swagger-ui-dist/swagger-ui-bundle.js", "swagger-ui-bundle.js"],
   ["swagger-ui-dist/swagger-ui-bundle.js.LICENSE.txt", "swagger-ui-bundle.js.LICENSE.txt"],
