@@ -1,59 +1,6 @@
-"""The release journal of batch ledger mode: durable, hash-chained, Merkle-anchored.
+"""The release journal of batch ledger mode: durable, hash-chained, Merkle-anchored (:mod:`gateway.ledger.anchoring`).
 
-In batch mode a release is not mined one transaction at a time. Instead it is appended here, and only
-once its row is on disk (fsynced) is the response sent. Every few seconds the :class:`Anchorer`
-publishes on-chain (``AccessLedger.anchorBatch(root, treeSize)``) the RFC 6962 root of the Merkle
-tree whose leaves are the journal rows, so an auditor can later prove that every journal entry is
-included under an anchored root and that each anchored tree extends the previous one
-(``node_client.merkle``). The journal itself is additionally hash-chained so that local tampering is
-caught on every open, even before an auditor looks.
-
-Entries use the ``HCLJ/2`` encoding of :mod:`node_client.journal_entry` (199 bytes; rows written
-before it stay ``HCLJ/1``, 151 bytes, and are read as such; the Merkle leaf of entry ``i`` is
-``SHA-256(0x00 || entry_i)``), shared with the auditor that re-derives every leaf. Version 2 names the
-block whose state the release decision used; the layout is in docs/audit.md.
-
-Database (SQLite, WAL, ``synchronous=FULL``: a commit returns only after the WAL is fsynced)::
-
-    entries(idx INTEGER PRIMARY KEY, entry BLOB NOT NULL, leaf_hash BLOB NOT NULL, chain_hash BLOB NOT NULL)
-    anchors(tree_size INTEGER PRIMARY KEY, root BLOB, tx_hash TEXT, block_number INTEGER, anchored_at INTEGER)
-
-``chain_hash(i) = SHA-256(chain_hash(i-1) || leaf_hash(i))`` with ``chain_hash(-1)`` = 32 zero bytes.
-``anchored_at`` is unix seconds (like the chain's ``anchoredAt``). ``PRAGMA user_version`` is 1.
-
-Group commit
-------------
-An fsync per release would cap throughput at the disk's fsync rate and, worse, serialise callers
-behind each other. Callers instead enqueue their entry and wait on a future; ONE writer thread takes
-everything queued (up to ``batch_max`` entries), inserts it in one transaction, commits (one fsync)
-and only then resolves the futures with the indexes. Callers arriving while a commit is in flight
-form the next batch. When the previous batch had companions the writer lingers up to
-``batch_wait_ms`` for as many callers as last time, so steady concurrent load settles into full
-batches; a lone caller never waits for that.
-
-Failure semantics: if a write or commit fails (disk full, I/O error, closed connection) the journal
-becomes unavailable *for good*: that batch, everything queued and every later append raise
-:class:`JournalUnavailable`, and nothing of the failed batch is reported as appended. It does not
-retry, because after a failed fsync the kernel may already have dropped the dirty pages and a retry
-can "succeed" without the data; re-opening the journal (restarting the gateway) re-reads what is
-really on disk. A row that was written although its commit reported failure is harmless: that
-release was refused, so the journal over-reports, never under-reports.
-
-Export format (:meth:`Journal.export`, read back and checked by :func:`read_export`)
------------------------------------------------------------------------------------
-JSON Lines, UTF-8, one object per line, hex strings ``0x``-prefixed lowercase:
-
-1. header: ``{"type": "header", "format": "hcl-release-journal", "version": 1,
-   "entry_encoding": "HCLJ/2", "size": N, "root": MTH of the N entries,
-   "chain_head": chain_hash(N-1) or 32 zero bytes}``
-2. N entries, idx ascending: ``{"type": "entry", "idx", "requester", "patient", "record_id",
-   "purpose", "consent_id", "emergency", "access_hash", "released_at", "state_block",
-   "state_block_hash", "state_seen_at", "encoded": to_bytes() hex, "leaf_hash", "chain_hash"}``
-   (a version 1 row has no ``state_*`` keys). An auditor re-encodes the fields (docs/audit.md), checks
-   ``encoded``, and recomputes ``leaf_hash`` and ``chain_hash``; it must not trust the hashes given.
-3. the anchors recorded up to size N, tree_size ascending: ``{"type": "anchor", "tree_size",
-   "root", "tx_hash", "block_number", "anchored_at"}``; the auditor compares them with the
-   ``AccessBatchAnchored`` events on-chain, which are the authoritative copy.
+Its database, group commit, failure semantics and export format: docs/audit.md, "The release journal".
 """
 
 from __future__ import annotations
@@ -178,7 +125,7 @@ _STOP = object()
 
 
 class Journal:
-    """The durable release journal (see the module docstring). Thread-safe.
+    """The durable release journal (docs/audit.md, "The release journal"). Thread-safe.
 
     Opening loads every row, re-derives each leaf hash from the stored entry, checks the hash chain
     and the recorded anchors, and builds the in-memory Merkle tree: O(n), a few seconds per million
@@ -688,7 +635,7 @@ class Journal:
     # ------------------------------------------------------------------ export and close
 
     def export(self, path: Path) -> int:
-        """Writes the journal (format in the module docstring) atomically; returns the entry count.
+        """Writes the journal (format: docs/audit.md, "Export format") atomically; returns the entry count.
 
         Streams (constant memory): the header's chain head is read first and the streamed rows must
         chain up to it, every row is checked as in :meth:`verify_chain`, and the file only replaces
