@@ -8,6 +8,7 @@ with the gateway: what survives a kill is exactly what the gateway made durable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -20,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from eth_account import Account
-from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
 from gateway.settings import GatewaySettings
 from node_client._client import ChainClient
 from node_client._node import HardhatNode, free_port
 from node_client.deploy import Ledger, Manifest, deploy_dev
+from node_client.gateway_client import GatewayClient
 
 HCL = Path(sys.executable).with_name("hcl")
 GATEWAY = 3  # dev account of the dev consortium's gateway
@@ -88,18 +88,14 @@ class TcpProxy:
     def stop(self) -> None:
         srv, self._server = self._server, None
         if srv is not None:
-            try:
+            with contextlib.suppress(OSError):
                 srv.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone leaves it listening)
-            except OSError:
-                pass
             srv.close()
         with self._lock:
             conns, self._conns = self._conns, []
         for c in conns:
-            try:
+            with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             c.close()
 
     def _accept(self, srv: socket.socket) -> None:
@@ -127,22 +123,14 @@ class TcpProxy:
             pass
         finally:
             for s in (a, b):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 def sign_in(url: str, account: LocalAccount) -> str:
-    """A bearer token for ``account`` (SIWE challenge → signature → token)."""
-    with httpx.Client(base_url=url, timeout=30) as http:
-        ch = http.post("/v1/auth/challenge", json={"address": account.address})
-        ch.raise_for_status()
-        message = ch.json()["message"]
-        sig = Account.sign_message(encode_defunct(text=message), account.key).signature
-        tok = http.post("/v1/auth/token", json={"message": message, "signature": "0x" + bytes(sig).hex()})
-        tok.raise_for_status()
-        return str(tok.json()["token"])
+    """A bearer token for ``account`` (Sign-In with Ethereum, by :class:`GatewayClient`)."""
+    with GatewayClient(url, timeout=30) as gw:
+        return gw.sign_in(account)
 
 
 class GatewayProcess:
@@ -265,7 +253,9 @@ class GatewayProcess:
         return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def health(self) -> dict[str, Any]:
-        return httpx.get(self.url + "/healthz", timeout=30).json()
+        """``/healthz``'s body, healthy (200) or degraded (503)."""
+        with GatewayClient(self.url, timeout=30) as gw:
+            return gw.health()
 
     def reconcile_cli(self, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

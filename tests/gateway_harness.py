@@ -7,7 +7,6 @@ revert snapshots, which would pull the chain out from under the gateway's indexe
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -18,18 +17,16 @@ from typing import Any
 
 import httpx
 import uvicorn
-from eth_account import Account
-from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
 from gateway.app import create_app
-from gateway.services.releases import HPKE_INFO, hpke_aad
 from gateway.settings import GatewaySettings
 from gateway.wiring import Components, build_components
-from node_client import hpke
 from node_client._client import ChainClient
 from node_client._node import HardhatNode, free_port
 from node_client.deploy import Ledger, Manifest, deploy_dev, dev_encryption_key
+from node_client.gateway_client import GatewayClient
+from node_client.gateway_client import open_release as _open_release
 from node_client.keys import dev_account
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "fhir"
@@ -57,17 +54,15 @@ class RunningGateway:
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
 
+    def sign_in(self, account: LocalAccount) -> GatewayClient:
+        """A :class:`GatewayClient` signed in as ``account`` (Sign-In with Ethereum)."""
+        gw = GatewayClient(self.url, timeout=30)
+        gw.sign_in(account)
+        return gw
+
     def login(self, account: LocalAccount) -> httpx.Client:
-        """An HTTP client carrying a bearer token for ``account`` (SIWE challenge → signature → token)."""
-        http = self.http()
-        ch = http.post("/v1/auth/challenge", json={"address": account.address})
-        ch.raise_for_status()
-        message = ch.json()["message"]
-        sig = Account.sign_message(encode_defunct(text=message), account.key).signature
-        tok = http.post("/v1/auth/token", json={"message": message, "signature": "0x" + bytes(sig).hex()})
-        tok.raise_for_status()
-        http.headers["Authorization"] = f"Bearer {tok.json()['token']}"
-        return http
+        """An HTTP client carrying a bearer token for ``account``: the signed-in client's ``http``."""
+        return self.sign_in(account).http
 
     def wait_indexed(self, timeout: float = 10.0) -> None:
         """Blocks until the gateway's indexer has seen the current head."""
@@ -81,14 +76,7 @@ class RunningGateway:
 
 def open_release(body: dict[str, Any], account_index: int, requester: str) -> bytes:
     """Decrypts a release response with the requester's X25519 private key (dev key of that account)."""
-    private, _public = dev_encryption_key(account_index)
-    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-
-    raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    enc = base64.b64decode(body["encryption"]["enc"])
-    ct = base64.b64decode(body["encryption"]["ciphertext"])
-    record_id = bytes.fromhex(body["recordId"][2:])
-    return hpke.open_sealed(raw, enc, ct, info=HPKE_INFO, aad=hpke_aad(record_id, requester))
+    return _open_release(body, dev_encryption_key(account_index)[0], requester)
 
 
 @contextmanager
