@@ -1,1 +1,1 @@
-"""HealthCode Ledger gateway (FastAPI service); built in the gateway issue."""
+"""HealthCode Ledger gateway: the FastAPI service hospitals call, and its portal. Layers: docs/architecture.md."""
