@@ -311,7 +311,7 @@ def test_reordered_entries_are_chain_break_and_root_mismatch(batch, tmp_path: Pa
 
 
 def test_forged_entry_appended_is_unanchored(batch, tmp_path: Path) -> None:
-    gw, export, skew, record = batch
+    gw, export, skew, _record = batch
     entries = [o for o in _lines(export) if o["type"] == "entry"]
     forged = {
         k: entries[-1][k]
@@ -329,7 +329,7 @@ def test_forged_entry_appended_is_unanchored(batch, tmp_path: Path) -> None:
 
 
 def test_access_after_revocation_in_crafted_entry(batch, tmp_path: Path) -> None:
-    gw, export, skew, record = batch
+    gw, export, skew, _record = batch
     result = gw.ledger.consents.revoke(dev(14), dev(CLINIC).address)
     revoked_at = gw.client.block_timestamp(result.block_number)
     entries = [o for o in _lines(export) if o["type"] == "entry"]

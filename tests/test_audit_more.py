@@ -16,8 +16,10 @@ import pytest
 from gateway_harness import CLINIC, GATEWAY, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
 from typer.testing import CliRunner
 
-from node_client.audit import _FieldCodec, read_checkpoint, replay, write_checkpoint
+from node_client.audit import read_checkpoint, replay, write_checkpoint
+from node_client.audit.journal import FieldCodec
 from node_client.audit_cli import audit_app
+from node_client.blobs import local_blob_path
 from node_client.contracts import Action
 from node_client.journal_entry import JournalEntry
 from node_client.vocabulary import Purpose, parse_categories, parse_purposes
@@ -69,7 +71,7 @@ def _export(gw: RunningGateway, path: Path) -> Path:
 def test_field_codec_agrees_with_the_entry_format() -> None:
     """The auditor's fast re-encoder gives the bytes of JournalEntry.to_bytes, and refuses what it refuses."""
     rnd = random.Random(5)
-    codec = _FieldCodec()
+    codec = FieldCodec()
     for _ in range(200):
         e = JournalEntry(
             requester="0x" + os.urandom(20).hex(),
@@ -184,10 +186,7 @@ def test_corrupted_blob_is_reported_with_evidence(gw, tmp_path: Path) -> None:
         .execute("SELECT locator FROM record_keys WHERE record_id = ?", (bytes.fromhex(record[2:]),))
         .fetchall()
     )
-    from gateway.storage.blobs import cid_to_str
-
-    name = cid_to_str(bytes(row["locator"]))
-    path = store / name[-3:-1] / name
+    path = local_blob_path(store, bytes(row["locator"]))  # the layout the gateway's local store uses
     original = path.read_bytes()
     try:
         path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
