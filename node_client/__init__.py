@@ -30,29 +30,27 @@ from node_client.vocabulary import Category, Purpose, Role
 
 __version__ = "0.1.0"
 
-__all__ = sorted(
-    [
-        "AccessLedger",
-        "Action",
-        "Category",
-        "ChainClient",
-        "CheckResult",
-        "Consent",
-        "ConsentRegistry",
-        "EventRecord",
-        "Ledger",
-        "Manifest",
-        "Member",
-        "MemberRegistry",
-        "MemberSpec",
-        "Purpose",
-        "Record",
-        "RecordInput",
-        "RecordRegistry",
-        "Role",
-        "TxResult",
-        "deploy",
-        "read_events",
-        "__version__",
-    ]
-)
+__all__ = [
+    "AccessLedger",
+    "Action",
+    "Category",
+    "ChainClient",
+    "CheckResult",
+    "Consent",
+    "ConsentRegistry",
+    "EventRecord",
+    "Ledger",
+    "Manifest",
+    "Member",
+    "MemberRegistry",
+    "MemberSpec",
+    "Purpose",
+    "Record",
+    "RecordInput",
+    "RecordRegistry",
+    "Role",
+    "TxResult",
+    "__version__",
+    "deploy",
+    "read_events",
+]

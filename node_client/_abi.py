@@ -25,7 +25,10 @@ def load_abi(name: str) -> list[dict[str, Any]]:
     if name not in CONTRACT_NAMES:
         raise KeyError(f"unknown contract {name!r}")
     data = resources.files("node_client.abi").joinpath(f"{name}.json").read_bytes()
-    return orjson.loads(data)
+    abi = orjson.loads(data)
+    if not isinstance(abi, list):
+        raise ValueError(f"the packaged ABI of {name} is not a JSON list")
+    return abi
 
 
 def all_abis() -> dict[str, list[dict[str, Any]]]:

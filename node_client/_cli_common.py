@@ -149,7 +149,7 @@ def _group_options(group: type[Any]) -> list[inspect.Parameter]:
     ]
 
 
-def option_groups(fn: Callable[P, R]) -> Callable[..., R]:
+def option_groups(fn: Callable[..., R]) -> Callable[..., R]:
     """Replaces each parameter annotated :class:`ChainOpts` or :class:`SignerOpts` by that group's options,
     at the same place (so ``--help`` lists them where the parameter stands); the command receives the group.
 
@@ -172,7 +172,7 @@ def option_groups(fn: Callable[P, R]) -> Callable[..., R]:
     def wrapper(**kwargs: Any) -> R:
         for name, group in groups.items():
             kwargs[name] = group(**{f.name: kwargs.pop(f.name) for f in fields(group)})
-        return fn(**kwargs)  # type: ignore[call-arg]  # kwargs now match fn's own signature
+        return fn(**kwargs)  # kwargs now match fn's own signature
 
     wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]  # read by typer
     wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": sig.return_annotation}

@@ -13,16 +13,17 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import requests
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from web3.middleware import ExtraDataToPOAMiddleware
-from web3.types import TxReceipt
+from web3.types import BlockIdentifier, Nonce, TxParams, TxReceipt, Wei
 
 from node_client._exceptions import (
     ChainUnavailable,
@@ -72,7 +73,7 @@ class _NonceManager:
         with sender_lock:
             nonce = self._next.get(address)
             if nonce is None:
-                nonce = self._w3.eth.get_transaction_count(address, "pending")
+                nonce = self._w3.eth.get_transaction_count(cast(ChecksumAddress, address), "pending")
             try:
                 yield nonce
             except BaseException:
@@ -133,7 +134,7 @@ class ChainClient:
         """The latest block number."""
         return self.rpc(lambda: self.w3.eth.block_number)
 
-    def block_timestamp(self, block: int | str = "latest") -> int:
+    def block_timestamp(self, block: BlockIdentifier = "latest") -> int:
         """The timestamp of ``block``."""
         return int(self.rpc(lambda: self.w3.eth.get_block(block))["timestamp"])
 
@@ -158,7 +159,7 @@ class ChainClient:
         except ContractLogicError as exc:
             raise _revert_from(exc) from exc
 
-    def call(self, fn: ContractFunction, *, block: int | str = "latest") -> Any:
+    def call(self, fn: ContractFunction, *, block: BlockIdentifier = "latest") -> Any:
         """``eth_call`` of a contract function; a revert raises the Solidity error's exception."""
         return self.rpc(lambda: fn.call(block_identifier=block))
 
@@ -179,13 +180,15 @@ class ChainClient:
         at its block to recover the error.
         """
         sender = signer.address
-        tx_params: dict[str, Any] = {"from": sender, "value": value, "chainId": self.chain_id}
+        tx_params: TxParams = {"from": sender, "value": Wei(value), "chainId": self.chain_id}
         if gas is None:
             estimated = self.rpc(lambda: fn.estimate_gas(tx_params))
             gas = int(estimated * self.gas_margin)
         with self._nonces.reserve(sender) as nonce:
-            tx = self.rpc(lambda: fn.build_transaction({**tx_params, "gas": gas, "nonce": nonce}))
-            tx_hash = self._broadcast(signer.sign_transaction(tx).raw_transaction)
+            params: TxParams = {**tx_params, "gas": gas, "nonce": Nonce(nonce)}
+            tx = self.rpc(lambda: fn.build_transaction(params))
+            # eth-account types a transaction as a plain dict of its field types; web3 builds a TxParams
+            tx_hash = self._broadcast(signer.sign_transaction(cast(dict[str, Any], tx)).raw_transaction)
         return self.wait(tx_hash, fn=fn, sender=sender)
 
     def _broadcast(self, raw: bytes) -> HexBytes:
@@ -204,9 +207,9 @@ class ChainClient:
         Gas is estimated from ``sender`` (a revert found by the estimate raises here, before anyone
         signs), the nonce is the sender's pending count, fees follow :meth:`_fill_fees`.
         """
-        tx_params: dict[str, Any] = {"from": sender, "value": 0, "chainId": self.chain_id}
+        tx_params: TxParams = {"from": cast(ChecksumAddress, sender), "value": Wei(0), "chainId": self.chain_id}
         gas = int(self.rpc(lambda: fn.estimate_gas(tx_params)) * self.gas_margin)
-        nonce = self.rpc(lambda: self.w3.eth.get_transaction_count(sender, "pending"))
+        nonce = self.rpc(lambda: self.w3.eth.get_transaction_count(cast(ChecksumAddress, sender), "pending"))
         tx = {**tx_params, "to": fn.address, "data": fn._encode_transaction_data(), "gas": gas, "nonce": nonce}
         self._fill_fees(tx)
         return tx
@@ -221,7 +224,7 @@ class ChainClient:
         with self._nonces.reserve(sender) as nonce:
             full = {"chainId": self.chain_id, "value": 0, **tx, "from": sender, "nonce": nonce}
             if "gas" not in full:
-                full["gas"] = int(self.rpc(lambda: self.w3.eth.estimate_gas(full)) * self.gas_margin)
+                full["gas"] = int(self.rpc(lambda: self.w3.eth.estimate_gas(cast(TxParams, full))) * self.gas_margin)
             self._fill_fees(full)
             signed = signer.sign_transaction(full)
             tx_hash = self.rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
@@ -231,7 +234,8 @@ class ChainClient:
         self, tx_hash: HexBytes | bytes, *, fn: ContractFunction | None = None, sender: str | None = None
     ) -> TxResult:
         """Waits for the receipt of ``tx_hash``; raises if it reverted."""
-        hex_hash = HexBytes(tx_hash).to_0x_hex()
+        tx_hash = HexBytes(tx_hash)
+        hex_hash = tx_hash.to_0x_hex()
         try:
             receipt = self.rpc(
                 lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.timeout, poll_latency=0.05)

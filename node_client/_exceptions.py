@@ -195,8 +195,8 @@ def decode_revert(data: bytes | str, *, tx_hash: str | None = None) -> ContractR
     cls, names, types = entry
     try:
         values = abi_decode(types, bytes(data[4:]))
-    except Exception:  # malformed revert data: keep the raw bytes rather than hide the revert
+    except Exception:  # noqa: BLE001 - malformed revert data: keep the raw bytes rather than hide the revert
         return cls({}, data=data, tx_hash=tx_hash)
     # Addresses checksummed, as in decoded events and LocalAccount.address (eth-abi gives lowercase).
-    values = [to_checksum_address(v) if t == "address" else v for t, v in zip(types, values, strict=True)]
-    return cls(dict(zip(names, values, strict=True)), data=data, tx_hash=tx_hash)
+    args = [to_checksum_address(v) if t == "address" else v for t, v in zip(types, values, strict=True)]
+    return cls(dict(zip(names, args, strict=True)), data=data, tx_hash=tx_hash)

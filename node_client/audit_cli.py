@@ -7,12 +7,13 @@ journal file...). The lead registers :data:`audit_app` in ``node_client/cli.py``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import orjson
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from node_client._cli_common import ChainOpts, KeyOpt, PasswordFileOpt, SignerOpts, err_console, option_groups
 
@@ -87,7 +88,7 @@ def replay_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="quiet: print the summary as JSON only")] = False,
 ) -> None:
     """Replays every event from the deploy block (plus the journal) and writes the audit outputs."""
-    from node_client.audit import DETAILS, read_checkpoint, replay, write_checkpoint, write_outputs
+    from node_client.audit import DETAILS, AuditReport, read_checkpoint, replay, write_checkpoint, write_outputs
 
     try:
         if detail not in DETAILS:
@@ -95,21 +96,28 @@ def replay_cmd(
         skew: int | None = None if clock_skew == "auto" else int(clock_skew)
         client = chain.client()
         loaded = chain.load_manifest()
-        kwargs = dict(
-            journal=journal,
-            from_block=from_block,
-            to_block=to_block,
-            gateway=gateway,
-            clock_skew=skew,
-            anchor_grace=anchor_grace,
-            store=store if store is None or "://" in store else Path(store),
-            claims=claims,
-            checkpoint=checkpoint is not None,
-            max_staleness=max_staleness,
-            resume=read_checkpoint(resume) if resume is not None else None,
-        )
+        resumed = read_checkpoint(resume) if resume is not None else None
+
+        def run(progress: Callable[[str, int, int], None] | None = None) -> AuditReport:
+            return replay(
+                client,
+                loaded,
+                journal=journal,
+                from_block=from_block,
+                to_block=to_block,
+                gateway=gateway,
+                clock_skew=skew,
+                anchor_grace=anchor_grace,
+                store=store if store is None or "://" in store else Path(store),
+                claims=claims,
+                checkpoint=checkpoint is not None,
+                max_staleness=max_staleness,
+                resume=resumed,
+                progress=progress,
+            )
+
         if as_json:
-            report = replay(client, loaded, **kwargs)  # type: ignore[arg-type]
+            report = run()
         else:
             with Progress(
                 TextColumn("{task.description}"),
@@ -119,7 +127,7 @@ def replay_cmd(
                 console=err_console,
                 transient=True,
             ) as bar:
-                tasks: dict[str, int] = {}
+                tasks: dict[str, TaskID] = {}
 
                 def progress(phase: str, done: int, total: int) -> None:
                     if phase not in tasks:
@@ -128,7 +136,7 @@ def replay_cmd(
                         )
                     bar.update(tasks[phase], completed=done, total=total)
 
-                report = replay(client, loaded, progress=progress, **kwargs)  # type: ignore[arg-type]
+                report = run(progress)
         paths = write_outputs(report, out, detail=detail)
         if checkpoint is not None:
             paths["checkpoint"] = write_checkpoint(report, checkpoint)

@@ -429,7 +429,7 @@ def consent_list(
         if ev["patient"] == who:
             grantees.setdefault(ev["grantee"], None)
     now = ledger.client.block_timestamp()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for grantee in grantees:
         c = ledger.consents.consent_of(who, grantee)
         state = c.status.name.lower()

@@ -30,7 +30,7 @@ from node_client._cli_common import (
     print_json,
 )
 from node_client._exceptions import ChainUnavailable, DeploymentError
-from node_client.signing import ConsentGrant, sign
+from node_client.signing import ConsentGrant, ConsentRevoke, sign
 
 __all__ = ["app", "code_app"]
 
@@ -98,6 +98,7 @@ def code_new(
     patient_addr = parse_address(patient, "patient") if patient else account.address
     now = ledger.client.block_timestamp()
     domain = ledger.consents.domain()
+    message: ConsentGrant | ConsentRevoke
     if revoke:
         message = ledger.consents.build_revoke(patient_addr, grantee_addr, deadline=now + deadline_s)
     else:

@@ -17,6 +17,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from web3.contract import Contract
+from web3.types import BlockIdentifier
 
 from node_client._abi import load_abi
 from node_client._client import ChainClient, TxResult
@@ -450,7 +451,7 @@ class ConsentRegistry(_Wrapper):
         return bytes(ev["accessId"]), result
 
     def check(
-        self, patient: str, grantee: str, category: int, purpose: int, *, block: int | str = "latest"
+        self, patient: str, grantee: str, category: int, purpose: int, *, block: BlockIdentifier = "latest"
     ) -> CheckResult:
         allowed, consent_id, emergency = self.client.call(
             self.contract.functions.check(

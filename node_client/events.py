@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from eth_abi import decode as abi_decode
+from eth_typing import ABIEvent, ChecksumAddress
 from eth_utils import event_abi_to_log_topic, to_checksum_address
 from hexbytes import HexBytes
 from web3.exceptions import Web3RPCError
+from web3.types import FilterParams
 
 from node_client._abi import load_abi
 from node_client._client import ChainClient
@@ -43,7 +46,7 @@ class EventRecord:
 
 def _type_str(inp: Mapping[str, Any]) -> str:
     if inp["type"].startswith("tuple"):
-        return "(" + ",".join(_type_str(c) for c in inp["components"]) + ")" + inp["type"][5:]
+        return "(" + ",".join(_type_str(c) for c in inp["components"]) + ")" + str(inp["type"])[5:]
     return str(inp["type"])
 
 
@@ -75,11 +78,11 @@ class EventDecoder:
             specs: dict[bytes, _EventSpec] = {}
             for item in load_abi(name):
                 if item.get("type") == "event":
-                    specs[bytes(event_abi_to_log_topic(item))] = _EventSpec(name, item)
+                    specs[bytes(event_abi_to_log_topic(cast(ABIEvent, item)))] = _EventSpec(name, item)
             self._by_address[address.lower()] = specs
 
     @property
-    def addresses(self) -> list[str]:
+    def addresses(self) -> list[ChecksumAddress]:
         return [to_checksum_address(a) for a in self._by_address]
 
     def decode(self, log: Mapping[str, Any]) -> EventRecord | None:
@@ -131,11 +134,8 @@ def read_events(
     while start <= last:
         end = min(start + size - 1, last)
         try:
-            logs: Sequence[Mapping[str, Any]] = client.rpc(
-                lambda s=start, e=end: client.w3.eth.get_logs(
-                    {"address": decoder.addresses, "fromBlock": s, "toBlock": e}
-                )
-            )
+            params: FilterParams = {"address": decoder.addresses, "fromBlock": start, "toBlock": end}
+            logs: Sequence[Mapping[str, Any]] = client.rpc(partial(client.w3.eth.get_logs, params))
         except Web3RPCError:
             if size == 1:
                 raise

@@ -71,6 +71,8 @@ from node_client.signing import (
 from node_client.vocabulary import CATEGORIES, PURPOSES
 
 if TYPE_CHECKING:
+    import segno
+
     from node_client.deploy import Ledger
 
 __all__ = [
@@ -169,7 +171,8 @@ def encode(signed: SignedMessage, domain: Domain) -> str:
         )
     )
     body += _checksum(body)
-    return PREFIX + base45.b45encode(body).decode("ascii")
+    encoded: bytes = base45.b45encode(body)
+    return PREFIX + encoded.decode("ascii")
 
 
 def _payload(text: str) -> bytes:
@@ -177,7 +180,7 @@ def _payload(text: str) -> bytes:
     if not text.upper().startswith(PREFIX):
         raise HealthCodeError(f"not a health code: it must start with {PREFIX!r}")
     try:
-        raw = base45.b45decode(text[len(PREFIX) :].upper())
+        raw: bytes = base45.b45decode(text[len(PREFIX) :].upper())
     except ValueError:
         raise HealthCodeError("health code text is damaged (not valid base45)") from None
     if len(raw) < 2:
@@ -254,7 +257,7 @@ def payload_size(text: str) -> int:
 # ---------------------------------------------------------------- pictures
 
 
-def qr(text: str):  # type: ignore[no-untyped-def]
+def qr(text: str) -> segno.QRCode:
     """The ``segno`` QR code of a health code (alphanumeric mode, error correction at least M).
 
     Refuses text that is not a well-formed health code, and codes that would need a QR version above 15.
@@ -263,7 +266,7 @@ def qr(text: str):  # type: ignore[no-untyped-def]
 
     decode(text)
     code = segno.make(text.strip().upper(), error=QR_ERROR, mode="alphanumeric", micro=False)
-    if code.version > MAX_QR_VERSION:  # pragma: no cover - the layout cannot get this large
+    if not isinstance(code.version, int) or code.version > MAX_QR_VERSION:  # pragma: no cover - cannot happen
         raise HealthCodeError(f"health code needs QR version {code.version} (> {MAX_QR_VERSION})")
     return code
 
@@ -292,6 +295,8 @@ def read_image(source: str | Path | bytes) -> str:
     import zxingcpp
     from PIL import Image, UnidentifiedImageError
 
+    path: str | Path
+    opened: io.BytesIO | Path
     if isinstance(source, bytes):
         path, opened = "the picture", io.BytesIO(source)
     else:
@@ -302,7 +307,9 @@ def read_image(source: str | Path | bytes) -> str:
     try:
         with Image.open(opened) as img:
             img.load()
-            barcodes = zxingcpp.read_barcodes(img.convert("L"), formats=zxingcpp.BarcodeFormat.QRCode)
+            barcodes = zxingcpp.read_barcodes(
+                img.convert("L"), formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
+            )
     except FileNotFoundError:
         raise HealthCodeError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:

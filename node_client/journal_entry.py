@@ -54,7 +54,7 @@ def _checksum(address: str) -> str:
     return to_checksum_address(address)
 
 
-def _b32(name: str, value: bytes) -> bytes:
+def _b32(name: str, value: object) -> bytes:
     if not isinstance(value, (bytes, bytearray)) or len(value) != 32:
         raise ValueError(f"{name} must be 32 bytes")
     return bytes(value)

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
@@ -39,10 +40,11 @@ DEV_MNEMONIC = "test test test test test test test test test test test junk"
 def dev_account(index: int) -> LocalAccount:
     """Hardhat dev account ``index`` (0..19 are funded by ``hardhat node``). Never use outside dev chains."""
     Account.enable_unaudited_hdwallet_features()
-    return Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    account: LocalAccount = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return account
 
 
-def _write_key_file(path: Path, data: dict) -> None:  # type: ignore[type-arg]
+def _write_key_file(path: Path, data: dict[str, Any]) -> None:
     """Writes ``data`` as JSON to a new file of mode 0600; never overwrites (a key may be lost otherwise)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -66,7 +68,7 @@ def new_keystore(path: Path, password: str, *, account: LocalAccount | None = No
     return acct.address
 
 
-def _read(path: Path) -> dict:
+def _read(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -93,7 +95,8 @@ def load_keystore(path: Path, password: str) -> LocalAccount:
         key = Account.decrypt(data, password)
     except ValueError as exc:
         raise KeystoreError(f"cannot decrypt {path}: wrong password?") from exc
-    return Account.from_key(key)
+    account: LocalAccount = Account.from_key(key)
+    return account
 
 
 # ---------------------------------------------------------------- release (X25519) keys

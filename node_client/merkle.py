@@ -402,6 +402,12 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
     path = list(proof)
     if old_size & (old_size - 1) == 0:  # an exact power of two: the old root is a node of the new tree
         path.insert(0, old_root)
+    return _roots_of_consistency_path(old_size, new_size, path) == (old_root, new_root)
+
+
+def _roots_of_consistency_path(old_size: int, new_size: int, path: list[bytes]) -> tuple[bytes, bytes] | None:
+    """RFC 9162 2.1.4.2 from step 3 on: the (old, new) roots a consistency path leads to; ``None`` when the
+    path does not fit the sizes."""
     fn, sn = old_size - 1, new_size - 1
     while fn & 1:
         fn >>= 1
@@ -409,7 +415,7 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
     fr = sr = path[0]
     for c in path[1:]:
         if sn == 0:
-            return False
+            return None
         if fn & 1 or fn == sn:
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
@@ -421,4 +427,4 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
             sr = node_hash(sr, c)
         fn >>= 1
         sn >>= 1
-    return sn == 0 and fr == old_root and sr == new_root
+    return (fr, sr) if sn == 0 else None

@@ -176,7 +176,7 @@ def recover_signer(domain: Domain, message: ConsentGrant | ConsentRevoke, signat
     """The address whose key produced ``signature`` (EOA signatures only)."""
     encoded = encode_typed_data(full_message=typed_data(domain, message))
     try:
-        return Account.recover_message(encoded, signature=signature)
+        return str(Account.recover_message(encoded, signature=signature))
     except Exception as exc:  # eth-keys raises several types for malformed signatures
         raise SignatureError(f"malformed signature: {exc}") from exc
 
