@@ -7,15 +7,20 @@ journal file...). The lead registers :data:`audit_app` in ``node_client/cli.py``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from node_client._cli_common import ChainOpts, KeyOpt, PasswordFileOpt, SignerOpts, err_console, option_groups
+
+if TYPE_CHECKING:
+    from node_client.audit import AuditReport
 
 __all__ = ["audit_app"]
 
@@ -88,55 +93,32 @@ def replay_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="quiet: print the summary as JSON only")] = False,
 ) -> None:
     """Replays every event from the deploy block (plus the journal) and writes the audit outputs."""
-    from node_client.audit import DETAILS, AuditReport, read_checkpoint, replay, write_checkpoint, write_outputs
+    from node_client.audit import DETAILS, read_checkpoint, replay, write_checkpoint, write_outputs
 
     try:
         if detail not in DETAILS:
             raise ValueError(f"--detail must be one of {', '.join(DETAILS)}")
-        skew: int | None = None if clock_skew == "auto" else int(clock_skew)
-        client = chain.client()
-        loaded = chain.load_manifest()
-        resumed = read_checkpoint(resume) if resume is not None else None
-
-        def run(progress: Callable[[str, int, int], None] | None = None) -> AuditReport:
-            return replay(
-                client,
-                loaded,
-                journal=journal,
-                from_block=from_block,
-                to_block=to_block,
-                gateway=gateway,
-                clock_skew=skew,
-                anchor_grace=anchor_grace,
-                store=store if store is None or "://" in store else Path(store),
-                claims=claims,
-                checkpoint=checkpoint is not None,
-                max_staleness=max_staleness,
-                resume=resumed,
-                progress=progress,
-            )
-
+        run = partial(
+            replay,
+            chain.client(),
+            chain.load_manifest(),
+            journal=journal,
+            from_block=from_block,
+            to_block=to_block,
+            gateway=gateway,
+            clock_skew=None if clock_skew == "auto" else int(clock_skew),
+            anchor_grace=anchor_grace,
+            store=store if store is None or "://" in store else Path(store),
+            claims=claims,
+            checkpoint=checkpoint is not None,
+            max_staleness=max_staleness,
+            resume=read_checkpoint(resume) if resume is not None else None,
+        )
         if as_json:
             report = run()
         else:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=True,
-            ) as bar:
-                tasks: dict[str, TaskID] = {}
-
-                def progress(phase: str, done: int, total: int) -> None:
-                    if phase not in tasks:
-                        tasks[phase] = bar.add_task(
-                            {"events": "blocks", "timestamps": "timestamps"}.get(phase, phase), total=total
-                        )
-                    bar.update(tasks[phase], completed=done, total=total)
-
-                report = run(progress)
+            with _progress_bar() as progress:
+                report = run(progress=progress)
         paths = write_outputs(report, out, detail=detail)
         if checkpoint is not None:
             paths["checkpoint"] = write_checkpoint(report, checkpoint)
@@ -146,30 +128,44 @@ def replay_cmd(
         else:
             err_console.print(f"[red]audit failed[/red] {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None
-
-    if as_json:
-        typer.echo(
-            orjson.dumps(
-                {
-                    "exit_code": report.exit_code,
-                    "summary": report.summary,
-                    "outputs": {k: str(v) for k, v in paths.items()},
-                }
-            ).decode()
-        )
-    else:
-        s = report.summary
-        colour = "green" if report.exit_code == 0 else "red"
-        err_console.print(
-            f"[{colour}]{'clean' if report.exit_code == 0 else 'ANOMALIES'}[/{colour}] "
-            f"{s['accesses']} accesses, {s['errors']} errors, {s['reviews']} for review "
-            f"({s['seconds']['total']} s); outputs in {out}"
-        )
-        for a in report.errors[:20]:
-            err_console.print(
-                f"  [red]{a.kind}[/red] {a.message} {a.evidence.get('tx_hash') or a.evidence.get('entry_index', '')}"
-            )
+    _print_outcome(report, paths, out, as_json=as_json)
     raise typer.Exit(report.exit_code)
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar on stderr per replay phase; yields the ``progress`` callback for ``replay``."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                label = {"events": "blocks", "timestamps": "timestamps"}.get(phase, phase)
+                tasks[phase] = bar.add_task(label, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        yield progress
+
+
+def _print_outcome(report: AuditReport, paths: dict[str, Path], out: Path, *, as_json: bool) -> None:
+    if as_json:
+        outputs = {k: str(v) for k, v in paths.items()}
+        typer.echo(
+            orjson.dumps({"exit_code": report.exit_code, "summary": report.summary, "outputs": outputs}).decode()
+        )
+        return
+    s = report.summary
+    colour = "green" if report.exit_code == 0 else "red"
+    err_console.print(
+        f"[{colour}]{'clean' if report.exit_code == 0 else 'ANOMALIES'}[/{colour}] "
+        f"{s['accesses']} accesses, {s['errors']} errors, {s['reviews']} for review "
+        f"({s['seconds']['total']} s); outputs in {out}"
+    )
+    for a in report.errors[:20]:
+        err_console.print(
+            f"  [red]{a.kind}[/red] {a.message} {a.evidence.get('tx_hash') or a.evidence.get('entry_index', '')}"
+        )
 
 
 @audit_app.command("fetch-journal")
