@@ -32,6 +32,7 @@ stopped by signalling that process group (its own id, never by name).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -137,10 +138,8 @@ class IpfsNode:
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.process.wait(timeout=5)
 
 

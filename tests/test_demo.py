@@ -71,7 +71,7 @@ def test_seed_is_idempotent_and_run_plays_the_scenario(tmp_path: Path) -> None:
 def test_run_without_seed_or_gateway_stops_with_a_clear_error(tmp_path: Path) -> None:
     import pytest
 
-    with pytest.raises(demo.DemoError, match="start ./scripts/up first"):
+    with pytest.raises(demo.DemoError, match=r"start \./scripts/up first"):
         demo.run(
             url="http://127.0.0.1:9",
             manifest=tmp_path / "none.json",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import shutil
 import sqlite3
@@ -650,7 +651,7 @@ class FakeChain:
             if self.calls:
                 assert tree_size > self.calls[-1][2], "AccessLedgerTreeSizeNotIncreasing"
             self.calls.append((time.monotonic(), root, tree_size))
-            return "0x%064x" % len(self.calls), 100 + len(self.calls)
+            return f"0x{len(self.calls):064x}", 100 + len(self.calls)
 
 
 def wait_for(pred: object, timeout: float = 5.0) -> bool:
@@ -676,11 +677,11 @@ def test_anchorer_anchors_growing_consistent_roots(journal: Journal) -> None:
     assert sizes == sorted(set(sizes)) and sizes[-1] == journal.size
     for _, root, size in chain.calls:
         assert root == journal.root(size)
-    for (_, r1, s1), (_, r2, s2) in zip(chain.calls, chain.calls[1:]):
+    for (_, r1, s1), (_, r2, s2) in itertools.pairwise(chain.calls):
         assert verify_consistency(s1, s2, r1, r2, journal.consistency_proof(s1, s2))
     recorded = journal.anchors()
     assert [(a.tree_size, a.root) for a in recorded] == [(s, r) for _, r, s in chain.calls]
-    assert recorded[-1].tx_hash == "0x%064x" % len(chain.calls) and recorded[-1].block_number == 100 + len(chain.calls)
+    assert recorded[-1].tx_hash == f"0x{len(chain.calls):064x}" and recorded[-1].block_number == 100 + len(chain.calls)
     assert journal.last_anchor() == recorded[-1] and journal.last_anchor()[0] == journal.size  # type: ignore[index]
     assert anchorer.lag_seconds == 0.0 and anchorer.last_error is None
 
@@ -713,7 +714,7 @@ def test_anchorer_respects_the_interval(journal: Journal) -> None:
     anchorer.stop(flush=False)
     times = [t for t, _, _ in chain.calls]
     assert 2 <= len(times) <= 6, times
-    assert all(b - a >= 0.2 for a, b in zip(times, times[1:])), "anchored more often than the interval"
+    assert all(b - a >= 0.2 for a, b in itertools.pairwise(times)), "anchored more often than the interval"
 
 
 def test_anchorer_anchors_early_at_the_threshold(journal: Journal) -> None:

@@ -475,10 +475,10 @@ def test_non_admins_cannot_propose_approve_execute_or_cancel(ledger: Ledger, acc
     pid, _ = ledger.members.propose(accounts.admins[0], Action.SUSPEND_MEMBER, accounts.lab.address)
     for intruder in (accounts.outsider, accounts.hospital, accounts.regulator):
         attempts = [
-            lambda: ledger.members.propose(intruder, Action.SUSPEND_MEMBER, accounts.lab.address),
-            lambda: ledger.members.approve(intruder, pid),
-            lambda: ledger.members.execute(intruder, pid),
-            lambda: ledger.members.cancel(intruder, pid),
+            lambda i=intruder: ledger.members.propose(i, Action.SUSPEND_MEMBER, accounts.lab.address),
+            lambda i=intruder: ledger.members.approve(i, pid),
+            lambda i=intruder: ledger.members.execute(i, pid),
+            lambda i=intruder: ledger.members.cancel(i, pid),
         ]
         for attempt in attempts:
             with pytest.raises(errors.MemberRegistryNotAdmin) as exc:

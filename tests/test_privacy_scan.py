@@ -187,7 +187,7 @@ def test_the_needles_cover_identity_and_clinical_content(needles: set[str]) -> N
 
 
 def test_no_patient_data_anywhere_on_chain(after_demo: tuple[RunningGateway, Haystack], needles: set[str]) -> None:
-    gw, hay = after_demo
+    _gw, hay = after_demo
     kinds = {where.split()[0] if not where.startswith("tx") else where.split()[2] for where, _ in hay.parts}
     assert {"input", "log", "SSTORE", "storage"} <= kinds, kinds  # every kind of place was looked at
     assert hay.sstores > 50

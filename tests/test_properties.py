@@ -479,7 +479,7 @@ class GovernanceMachine(RuleBasedStateMachine):
 
     @rule(pid=proposals, a=st.integers(0, 2))
     def approve(self, pid: int, a: int) -> None:
-        action, arg, approvers, status, epoch = self.model[pid]
+        _action, _arg, approvers, status, epoch = self.model[pid]
         if status is not ProposalStatus.PENDING:
             return self._expect_revert("MemberRegistryProposalNotPending", self.members.approve, self.admins[a], pid)
         if epoch != self.epoch:
@@ -499,11 +499,8 @@ class GovernanceMachine(RuleBasedStateMachine):
             return self._expect_revert("MemberRegistryProposalStale", run)
         if len(approvers) < self.threshold:
             return self._expect_revert("MemberRegistryNotEnoughApprovals", run)
-        if (
-            (action is Action.SUSPEND_MEMBER
-            and self.status is not MemberStatus.ACTIVE)
-            or (action is Action.REINSTATE_MEMBER
-            and self.status is not MemberStatus.SUSPENDED)
+        if (action is Action.SUSPEND_MEMBER and self.status is not MemberStatus.ACTIVE) or (
+            action is Action.REINSTATE_MEMBER and self.status is not MemberStatus.SUSPENDED
         ):
             return self._expect_revert("MemberRegistryInvalidMemberStatus", run)  # stays pending
         if action is Action.CHANGE_THRESHOLD and arg > len(self.admins):

@@ -230,7 +230,7 @@ def _fuzz(
         try:
             case.validate_response(response, checks=checks, transport_kwargs={"base_url": base_url, "session": session})
         except (
-            Exception,
+            Exception,  # noqa: BLE001 - every failure is collected: one run reports every distinct one
             BaseExceptionGroup,
         ) as exc:  # FailureGroup is a BaseExceptionGroup; collected, so one run reports every distinct failure
             failures.append(f"{op.label} [{mode.value}, {'auth' if token else 'anon'}]: {exc}"[:3000])

@@ -134,7 +134,7 @@ def test_soak_with_revocations_mid_stream(mode: str, chain: FaultChain, tmp_path
     threads += [threading.Thread(target=reader, args=(k, acct)) for k, acct in enumerate(READERS)]
     for t in threads:
         t.start()
-    pairs = [(dev(p).address, dev(r).address) for p, r in zip(PATIENTS, (CLINIC, LAB, CLINIC, LAB))]
+    pairs = [(dev(p).address, dev(r).address) for p, r in zip(PATIENTS, (CLINIC, LAB, CLINIC, LAB), strict=False)]
     try:
         for patient, grantee in pairs[:REVOCATIONS]:
             time.sleep(SECONDS / (REVOCATIONS + 1))
