@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.problems import Problem
+from gateway.storage.db import record_status, status_text
 from node_client._exceptions import ChainUnavailable
 from node_client.contracts import (
     CheckResult,
@@ -82,9 +83,6 @@ class Confirmed:
 
     decided_at: int
     seen_at: int
-
-
-_RECORD_STATUS = {"active": RecordStatus.ACTIVE, "amended": RecordStatus.AMENDED, "retracted": RecordStatus.RETRACTED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +199,7 @@ class AccessPolicy:
             )
             if row is not None:
                 return Record(
-                    record_id, row["patient"], int(row["category"]), _RECORD_STATUS[row["status"]], int(row["time"])
+                    record_id, row["patient"], int(row["category"]), record_status(row["status"]), int(row["time"])
                 )
             # unknown to the synced read model: registered after the head we saw, or never; the chain says
         if offline or view is not None:
@@ -253,7 +251,7 @@ class AccessPolicy:
             )
             .fetchone()
         )
-        if k is None or k["status"] != "active":
+        if k is None or k["status"] != status_text(ConsentStatus.ACTIVE):
             return None
         head_time = view.block_time if view is not None else self.indexer.head_time
         if not (k["valid_from"] <= head_time and max(head_time, time.time()) < k["valid_until"]):

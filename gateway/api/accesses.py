@@ -25,6 +25,7 @@ from starlette.background import BackgroundTask
 from gateway.api.deps import CallerDep, ComponentsDep
 from gateway.ledger.journal import JournalError
 from gateway.problems import Problem
+from node_client.contracts import MemberStatus
 from node_client.vocabulary import PURPOSES, Role
 
 router = APIRouter(tags=["accesses"])
@@ -36,7 +37,7 @@ def _may_see(c: Any, caller: str, requester: str, patient: str) -> None:
     if caller in (requester, patient):
         return
     member = c.policy.member(caller)
-    if member.status.value != 1 or not member.roles & _AUDIT:
+    if member.status is not MemberStatus.ACTIVE or not member.roles & _AUDIT:
         raise Problem("wrong_role", "only the requester, the patient and auditors may see this proof")
 
 
@@ -129,7 +130,7 @@ def _batch_proof(c: Any, caller: str, idx: int) -> JSONResponse:
 def journal(c: ComponentsDep, caller: CallerDep) -> FileResponse:
     """The release journal with its anchors (JSON Lines, one snapshot), for auditors and regulators."""
     member = c.policy.member(caller)
-    if member.status.value != 1 or not member.roles & _AUDIT:
+    if member.status is not MemberStatus.ACTIVE or not member.roles & _AUDIT:
         raise Problem("wrong_role", "the journal is for auditors and regulators")
     if c.journal is None:
         raise Problem(

@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from gateway.api.deps import CallerDep, ComponentsDep
+from gateway.storage.db import status_text
+from node_client.contracts import ConsentStatus
 from node_client.vocabulary import CATEGORIES, PURPOSES, categories_of, purposes_of
 
 router = APIRouter(prefix="/v1/me", tags=["patients"])
@@ -57,7 +59,7 @@ def my_consents(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
     )
 
     def state(r: Any) -> str:
-        if r["status"] != "active":
+        if r["status"] != status_text(ConsentStatus.ACTIVE):
             return r["status"]
         if now >= r["valid_until"]:
             return "expired"

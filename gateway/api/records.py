@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse, Response
 from gateway.api.deps import CallerDep, ComponentsDep, read_body
 from gateway.problems import Problem
 from gateway.services import releases, uploads
+from gateway.storage.db import RecordState, status_text
+from node_client.contracts import RecordStatus
 from node_client.vocabulary import CATEGORIES, PURPOSES, parse_categories, parse_purposes
 
 router = APIRouter(tags=["records"])
@@ -149,9 +151,9 @@ def discover(
         c.db.read()
         .execute(
             "SELECT r.record_id, r.category, r.provider, r.time, r.block, r.tx_hash FROM chain_records r"
-            " JOIN record_keys k ON k.record_id = r.record_id AND k.state = 'registered'"
-            " WHERE r.patient = ? AND r.status != 'retracted' ORDER BY r.block DESC",
-            (patient,),
+            " JOIN record_keys k ON k.record_id = r.record_id AND k.state = ?"
+            " WHERE r.patient = ? AND r.status != ? ORDER BY r.block DESC",
+            (RecordState.REGISTERED, patient, status_text(RecordStatus.RETRACTED)),
         )
         .fetchall()
     )

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.api.deps import ComponentsDep
 from gateway.problems import PROBLEMS, Problem
+from node_client.contracts import MemberStatus
 from node_client.vocabulary import roles_of
 
 router = APIRouter(tags=["system"])
@@ -111,18 +112,23 @@ def problem_index() -> HTMLResponse:
     )
 
 
+def _member_status(value: int) -> str:
+    """A member's status in the directory: ``active``, ``suspended``, ``removed`` (else ``unknown``)."""
+    known = (MemberStatus.ACTIVE, MemberStatus.SUSPENDED, MemberStatus.REMOVED)
+    return MemberStatus(value).name.lower() if value in known else "unknown"
+
+
 @router.get("/v1/members")
 def members(c: ComponentsDep) -> dict[str, Any]:
     """The consortium directory: address, display name (off-chain), roles, status, encryption key."""
     rows = c.db.read().execute("SELECT * FROM chain_members ORDER BY since_block").fetchall()
-    status = {1: "active", 2: "suspended", 3: "removed"}
     return {
         "members": [
             {
                 "address": r["address"],
                 "name": c.member_names.get(r["address"], ""),
                 "roles": roles_of(r["roles"]),
-                "status": status.get(r["status"], "unknown"),
+                "status": _member_status(r["status"]),
                 "encryptionKey": "0x" + bytes(r["encryption_key"]).hex(),
             }
             for r in rows

@@ -23,8 +23,9 @@ import time
 from dataclasses import dataclass
 
 from gateway.ledger.member_names import MemberNames
-from gateway.storage.db import Database
+from gateway.storage.db import Database, status_text
 from node_client._exceptions import ChainUnavailable
+from node_client.contracts import ConsentStatus, MemberStatus, RecordStatus
 from node_client.deploy import Ledger
 from node_client.events import EventRecord, read_events
 
@@ -32,7 +33,13 @@ __all__ = ["Indexer", "IndexerStatus", "ReadModelView"]
 
 log = logging.getLogger("hcl.gateway.indexer")
 
-_RECORD_STATUS = {"RecordAmended": "amended", "RecordRetracted": "retracted"}
+_RECORD_STATUS = {"RecordAmended": RecordStatus.AMENDED, "RecordRetracted": RecordStatus.RETRACTED}
+_MEMBER_STATUS = {
+    "MemberSuspended": MemberStatus.SUSPENDED,
+    "MemberReinstated": MemberStatus.ACTIVE,
+    "MemberRemoved": MemberStatus.REMOVED,
+}
+_ACTIVE, _REVOKED = status_text(ConsentStatus.ACTIVE), status_text(ConsentStatus.REVOKED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,16 +236,16 @@ class Indexer:
         if name == "MemberAdded":
             conn.execute(
                 "INSERT INTO chain_members (address, status, roles, encryption_key, metadata_hash, since_block)"
-                " VALUES (?, 1, ?, ?, ?, ?) ON CONFLICT (address) DO UPDATE SET status = 1, roles = excluded.roles,"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (address) DO UPDATE SET status = excluded.status,"
+                " roles = excluded.roles,"
                 " encryption_key = excluded.encryption_key, metadata_hash = excluded.metadata_hash,"
                 " since_block = excluded.since_block",
-                (a["member"], a["roles"], a["encryptionKey"], a["metadataHash"], ev.block_number),
+                (a["member"], MemberStatus.ACTIVE, a["roles"], a["encryptionKey"], a["metadataHash"], ev.block_number),
             )
             if self.member_names is not None:
                 self.member_names.member_added(a["member"])
-        elif name in ("MemberSuspended", "MemberReinstated", "MemberRemoved"):
-            status = {"MemberSuspended": 2, "MemberReinstated": 1, "MemberRemoved": 3}[name]
-            conn.execute("UPDATE chain_members SET status = ? WHERE address = ?", (status, a["member"]))
+        elif name in _MEMBER_STATUS:
+            conn.execute("UPDATE chain_members SET status = ? WHERE address = ?", (_MEMBER_STATUS[name], a["member"]))
         elif name == "MemberRolesChanged":
             conn.execute("UPDATE chain_members SET roles = ? WHERE address = ?", (a["roles"], a["member"]))
         elif name == "EncryptionKeyRotated":
@@ -248,10 +255,10 @@ class Indexer:
         elif name == "ConsentGranted":
             conn.execute(
                 "INSERT INTO chain_consents (patient, grantee, consent_id, categories, purposes, valid_from,"
-                " valid_until, status, signer, block, tx_hash) VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)"
+                " valid_until, status, signer, block, tx_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (patient, grantee) DO UPDATE SET consent_id = excluded.consent_id,"
                 " categories = excluded.categories, purposes = excluded.purposes, valid_from = excluded.valid_from,"
-                " valid_until = excluded.valid_until, status = 'active', signer = excluded.signer,"
+                " valid_until = excluded.valid_until, status = excluded.status, signer = excluded.signer,"
                 " block = excluded.block, tx_hash = excluded.tx_hash",
                 (
                     a["patient"],
@@ -261,6 +268,7 @@ class Indexer:
                     a["purposes"],
                     a["validFrom"],
                     a["validUntil"],
+                    _ACTIVE,
                     a["signer"],
                     ev.block_number,
                     ev.tx_hash,
@@ -269,8 +277,8 @@ class Indexer:
             self._consent_event(conn, ev, "granted")
         elif name == "ConsentRevoked":
             conn.execute(
-                "UPDATE chain_consents SET status = 'revoked', block = ?, tx_hash = ? WHERE patient = ? AND grantee = ?",
-                (ev.block_number, ev.tx_hash, a["patient"], a["grantee"]),
+                "UPDATE chain_consents SET status = ?, block = ?, tx_hash = ? WHERE patient = ? AND grantee = ?",
+                (_REVOKED, ev.block_number, ev.tx_hash, a["patient"], a["grantee"]),
             )
             self._consent_event(conn, ev, "revoked")
         elif name == "GuardianSet":
@@ -308,7 +316,7 @@ class Indexer:
         elif name == "RecordRegistered":
             conn.execute(
                 "INSERT OR REPLACE INTO chain_records (record_id, patient, provider, category, content_hash, locator,"
-                " status, gateway, block, time, tx_hash) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
+                " status, gateway, block, time, tx_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     a["recordId"],
                     a["patient"],
@@ -316,6 +324,7 @@ class Indexer:
                     a["category"],
                     a["contentHash"],
                     a["locator"],
+                    status_text(RecordStatus.ACTIVE),
                     a["gateway"],
                     ev.block_number,
                     self._time(ev.block_number),
@@ -324,7 +333,10 @@ class Indexer:
             )
         elif name in _RECORD_STATUS:
             record_id = a["previousRecordId"] if name == "RecordAmended" else a["recordId"]
-            conn.execute("UPDATE chain_records SET status = ? WHERE record_id = ?", (_RECORD_STATUS[name], record_id))
+            conn.execute(
+                "UPDATE chain_records SET status = ? WHERE record_id = ?",
+                (status_text(_RECORD_STATUS[name]), record_id),
+            )
         elif name == "AccessLogged":
             conn.execute(
                 "INSERT OR IGNORE INTO chain_accesses (tx_hash, log_index, requester, patient, record_id, consent_id,"

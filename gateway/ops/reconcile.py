@@ -59,7 +59,7 @@ from gateway.ledger.journal import Journal, JournalError
 from gateway.ops.lock import GatewayLock
 from gateway.settings import GatewaySettings
 from gateway.storage.blobs import BlobStore, BlobStoreError, LocalBlobStore, cid_to_str, make_store
-from gateway.storage.db import Database
+from gateway.storage.db import Database, RecordState
 from node_client._client import ChainClient
 from node_client._exceptions import ChainUnavailable, ContractRevert
 from node_client.contracts import RecordStatus
@@ -178,7 +178,7 @@ class _Reconciler:
         # pending uploads: registered on-chain or not at all (registerBatch is atomic)
         uploads: dict[str, list[Any]] = defaultdict(list)
         for r in rows:
-            if r["state"] == "pending":
+            if r["state"] == RecordState.PENDING:
                 uploads[r["upload_id"]].append(r)
         mempool = None
         for upload_id, group in uploads.items():
@@ -190,8 +190,8 @@ class _Reconciler:
                 if not self.dry_run:
                     with db.write() as conn:
                         conn.executemany(
-                            "UPDATE record_keys SET state = 'registered', tx_hash = ? WHERE record_id = ? AND state = 'pending'",
-                            [(registrations.get(i), i) for i in ids],
+                            "UPDATE record_keys SET state = ?, tx_hash = ? WHERE record_id = ? AND state = ?",
+                            [(RecordState.REGISTERED, registrations.get(i), i, RecordState.PENDING) for i in ids],
                         )
                     self._done(f)
                 continue
@@ -220,7 +220,7 @@ class _Reconciler:
             with db.write() as conn:  # rows first: a crash in between leaves orphan blobs, found next time
                 conn.executemany("DELETE FROM resource_index WHERE record_id = ?", [(i,) for i in ids])
                 conn.executemany(
-                    "DELETE FROM record_keys WHERE record_id = ? AND state = 'pending'", [(i,) for i in ids]
+                    "DELETE FROM record_keys WHERE record_id = ? AND state = ?", [(i, RecordState.PENDING) for i in ids]
                 )
             self._done(f)
             for r in group:
@@ -228,7 +228,7 @@ class _Reconciler:
 
         # retractions whose on-chain part did not happen (or was not recorded)
         for r in rows:
-            if r["state"] != "shredded":
+            if r["state"] != RecordState.SHREDDED:
                 continue
             rid = bytes(r["record_id"])
             status = self._status(rid)
@@ -246,7 +246,7 @@ class _Reconciler:
                 if self.dry_run:
                     continue
             with db.write() as conn:
-                conn.execute("UPDATE record_keys SET state = 'retracted' WHERE record_id = ?", (rid,))
+                conn.execute("UPDATE record_keys SET state = ? WHERE record_id = ?", (RecordState.RETRACTED, rid))
             self._done(f)
             self._delete_blob(bytes(r["locator"]))
             stored.discard(bytes(r["locator"]))
@@ -255,7 +255,7 @@ class _Reconciler:
         for r in rows:
             locator = bytes(r["locator"])
             rid = bytes(r["record_id"])
-            if r["state"] == "registered":
+            if r["state"] == RecordState.REGISTERED:
                 referenced.add(locator)
                 if locator not in stored:
                     f = self._found(
@@ -263,18 +263,22 @@ class _Reconciler:
                     )
                     if not self.dry_run:
                         with db.write() as conn:
-                            conn.execute("UPDATE record_keys SET state = 'missing_blob' WHERE record_id = ?", (rid,))
-            elif r["state"] == "missing_blob":
+                            conn.execute(
+                                "UPDATE record_keys SET state = ? WHERE record_id = ?", (RecordState.MISSING_BLOB, rid)
+                            )
+            elif r["state"] == RecordState.MISSING_BLOB:
                 referenced.add(locator)
                 if locator in stored:
                     f = self._found("blob_restored", rid.hex(), REPAIR, "blob is back: marked registered")
                     if not self.dry_run:
                         with db.write() as conn:
-                            conn.execute("UPDATE record_keys SET state = 'registered' WHERE record_id = ?", (rid,))
+                            conn.execute(
+                                "UPDATE record_keys SET state = ? WHERE record_id = ?", (RecordState.REGISTERED, rid)
+                            )
                         self._done(f)
                 else:
                     self._found("blob_missing", rid.hex(), LOST, "still missing; restore the blob and run again")
-            elif r["state"] == "shredded" and self.dry_run:
+            elif r["state"] == RecordState.SHREDDED and self.dry_run:
                 referenced.add(locator)
 
         known = {bytes(r["record_id"]) for r in rows}

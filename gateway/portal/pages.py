@@ -43,6 +43,7 @@ from gateway.portal.session import (
 from gateway.problems import Problem
 from node_client import healthcode as hc
 from node_client._exceptions import ChainUnavailable
+from node_client.contracts import MemberStatus
 from node_client.vocabulary import CATEGORIES, PROVIDER_ROLES, PURPOSES, Role, roles_of
 
 __all__ = ["STATIC_DIR", "router", "templates"]
@@ -157,7 +158,9 @@ def role_sections(page: str, request: Request, c: ComponentsDep) -> HTMLResponse
 
 
 def _providers(c: Any) -> list[dict[str, Any]]:
-    rows = c.db.read().execute("SELECT address, roles FROM chain_members WHERE status = 1 ORDER BY since_block")
+    rows = c.db.read().execute(
+        "SELECT address, roles FROM chain_members WHERE status = ? ORDER BY since_block", (MemberStatus.ACTIVE,)
+    )
     return [
         {
             "address": r["address"],
@@ -230,8 +233,8 @@ def _reports(c: Any) -> list[dict[str, Any]]:
 def _auditor(c: Any, v: Viewer) -> dict[str, Any]:
     db = c.db.read()
 
-    def count(sql: str) -> int:
-        return int(db.execute(sql).fetchone()[0])
+    def count(sql: str, *params: Any) -> int:
+        return int(db.execute(sql, params).fetchone()[0])
 
     per_member: Counter[str] = Counter(
         {
@@ -261,7 +264,7 @@ def _auditor(c: Any, v: Viewer) -> dict[str, Any]:
     ]
     return {
         "stats": {
-            "members": count("SELECT COUNT(*) FROM chain_members WHERE status = 1"),
+            "members": count("SELECT COUNT(*) FROM chain_members WHERE status = ?", MemberStatus.ACTIVE),
             "consents_count": count("SELECT COUNT(*) FROM chain_consent_events WHERE kind = 'granted'"),
             "records_count": count("SELECT COUNT(*) FROM chain_records"),
             "strict_accesses": count("SELECT COUNT(*) FROM chain_accesses"),

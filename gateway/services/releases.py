@@ -33,6 +33,7 @@ from gateway.problems import Problem
 from gateway.settings import LedgerMode
 from gateway.storage.blobs import BlobStoreError, IntegrityMismatch
 from gateway.storage.crypto import GatewayCryptoError, decrypt_record
+from gateway.storage.db import RecordState
 from gateway.wiring import Components
 from node_client import hpke
 from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
@@ -114,9 +115,9 @@ def _decide(
                 .execute("SELECT wrapped_key, state FROM record_keys WHERE record_id = ?", (record_id,))
                 .fetchone()
             )
-            if keys is not None and keys["state"] in ("shredded", "retracted"):
+            if keys is not None and keys["state"] in (RecordState.SHREDDED, RecordState.RETRACTED):
                 raise Problem("record_retracted", "the record was retracted; its key is destroyed")
-            if keys is None or keys["state"] != "registered" or keys["wrapped_key"] is None:
+            if keys is None or keys["state"] != RecordState.REGISTERED or keys["wrapped_key"] is None:
                 raise Problem("record_not_found", "this gateway does not hold the record")
             decision = c.policy.require(record.patient, caller, record.category, purpose, member=member, view=view)
         except NeedsChain:

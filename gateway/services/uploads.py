@@ -23,6 +23,7 @@ from gateway.fhir import InvalidFhir, canonical_json, group, parse
 from gateway.problems import Problem
 from gateway.storage.blobs import BlobStoreError, StorageFull, cid_to_str
 from gateway.storage.crypto import encrypt_record
+from gateway.storage.db import RecordState
 from gateway.wiring import Components
 from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
 from node_client.contracts import RecordInput, RecordStatus
@@ -111,6 +112,7 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
                     wrapped,
                     c.kek.key_id,
                     upload_id,
+                    RecordState.PENDING,
                     len(ciphertext),
                     now,
                 )
@@ -155,8 +157,8 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
 
     with c.db.write() as conn:
         conn.execute(
-            "UPDATE record_keys SET state = 'registered', tx_hash = ? WHERE upload_id = ?",
-            (result.tx_hash, upload_id),
+            "UPDATE record_keys SET state = ?, tx_hash = ? WHERE upload_id = ?",
+            (RecordState.REGISTERED, result.tx_hash, upload_id),
         )
     crashpoint("upload.after_registered")
     c.catch_up()
@@ -173,7 +175,7 @@ def _write_pending(c: Components, rows: list, index_rows: list) -> None:  # type
     with c.db.write() as conn:
         conn.executemany(
             "INSERT INTO record_keys (record_id, patient, provider, category, content_hash, locator, wrapped_key,"
-            " kek_id, upload_id, state, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            " kek_id, upload_id, state, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         conn.executemany(
@@ -188,7 +190,9 @@ def _discard(c: Components, written: list[tuple[bytes, bytes]]) -> None:
     ids = [rid for rid, _ in written]
     with c.db.write() as conn:
         conn.executemany("DELETE FROM resource_index WHERE record_id = ?", [(r,) for r in ids])
-        conn.executemany("DELETE FROM record_keys WHERE record_id = ? AND state = 'pending'", [(r,) for r in ids])
+        conn.executemany(
+            "DELETE FROM record_keys WHERE record_id = ? AND state = ?", [(r, RecordState.PENDING) for r in ids]
+        )
     _discard_blobs(c, written)
 
 
@@ -216,10 +220,13 @@ def retract(c: Components, *, caller: str, record_id: bytes) -> str:
         raise Problem("record_not_found", "no such record at this gateway")
     if caller not in (row["patient"], row["provider"]):
         raise Problem("not_patient", "only the patient or the uploading provider may retract a record")
-    if row["state"] == "retracted":
+    if row["state"] == RecordState.RETRACTED:
         raise Problem("record_retracted", "already retracted")
     with c.db.write() as conn:
-        conn.execute("UPDATE record_keys SET wrapped_key = NULL, state = 'shredded' WHERE record_id = ?", (record_id,))
+        conn.execute(
+            "UPDATE record_keys SET wrapped_key = NULL, state = ? WHERE record_id = ?",
+            (RecordState.SHREDDED, record_id),
+        )
     crashpoint("retract.after_shred")
     try:
         result = c.ledger.records.retract(c.gateway_account, record_id)
@@ -236,13 +243,13 @@ def retract(c: Components, *, caller: str, record_id: bytes) -> str:
         if status is not RecordStatus.RETRACTED:
             raise Problem("chain_rejected", f"{exc.error_name}", error=exc.error_name) from exc
         with c.db.write() as conn:
-            conn.execute("UPDATE record_keys SET state = 'retracted' WHERE record_id = ?", (record_id,))
+            conn.execute("UPDATE record_keys SET state = ? WHERE record_id = ?", (RecordState.RETRACTED, record_id))
         raise Problem("record_retracted", "already retracted") from exc
     except TransactionError as exc:  # sent, but no receipt (node stalled): reconcile finds out
         raise Problem("chain_unavailable", "the key is destroyed; the on-chain retraction will be retried") from exc
     crashpoint("retract.after_chain_retract")
     with c.db.write() as conn:
-        conn.execute("UPDATE record_keys SET state = 'retracted' WHERE record_id = ?", (record_id,))
+        conn.execute("UPDATE record_keys SET state = ? WHERE record_id = ?", (RecordState.RETRACTED, record_id))
     crashpoint("retract.after_retracted")
     c.catch_up()
     try:

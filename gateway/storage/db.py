@@ -12,6 +12,7 @@ SQLite runs in WAL mode so request threads read while the indexer writes. One co
 
 from __future__ import annotations
 
+import enum
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -19,7 +20,31 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Database"]
+from node_client.contracts import ConsentStatus, RecordStatus
+
+__all__ = ["Database", "RecordState", "record_status", "status_text"]
+
+
+class RecordState(enum.StrEnum):
+    """``record_keys.state``: where this gateway is with a record it stored (see ``hcl gateway reconcile``)."""
+
+    PENDING = "pending"  # ciphertext stored, key written; the registration is not confirmed yet
+    REGISTERED = "registered"  # registered on-chain: releasable
+    SHREDDED = "shredded"  # data key destroyed; the on-chain retraction is not confirmed yet
+    RETRACTED = "retracted"  # data key destroyed and the record retracted on-chain
+    MISSING_BLOB = "missing_blob"  # registered, but its ciphertext is not in the store (reconcile found it)
+
+
+def status_text(status: ConsentStatus | RecordStatus) -> str:
+    """How the read model stores a consent's or a record's on-chain status: ``active``, ``revoked``,
+    ``amended``, ``retracted`` (the enum's name in lower case)."""
+    return status.name.lower()
+
+
+def record_status(text: str) -> RecordStatus:
+    """The :class:`RecordStatus` a ``chain_records.status`` stands for."""
+    return RecordStatus[text.upper()]
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,7 +59,7 @@ CREATE TABLE IF NOT EXISTS record_keys (
     wrapped_key  BLOB,              -- NULL once crypto-shredded
     kek_id       TEXT,
     upload_id    TEXT NOT NULL,
-    state        TEXT NOT NULL,     -- pending | registered | retracted
+    state        TEXT NOT NULL,     -- RecordState: pending | registered | shredded | retracted | missing_blob
     tx_hash      TEXT,
     size         INTEGER NOT NULL,
     created_at   INTEGER NOT NULL
@@ -72,8 +97,8 @@ CREATE TABLE IF NOT EXISTS emergency_reasons (
 
 CREATE TABLE IF NOT EXISTS chain_members (
     address        TEXT PRIMARY KEY,
-    status         INTEGER NOT NULL,
-    roles          INTEGER NOT NULL,
+    status         INTEGER NOT NULL,  -- MemberStatus: 1 active | 2 suspended | 3 removed
+    roles          INTEGER NOT NULL,  -- Role bits
     encryption_key BLOB NOT NULL,
     metadata_hash  BLOB NOT NULL,
     since_block    INTEGER NOT NULL
@@ -87,7 +112,7 @@ CREATE TABLE IF NOT EXISTS chain_consents (
     purposes    INTEGER NOT NULL,
     valid_from  INTEGER NOT NULL,
     valid_until INTEGER NOT NULL,
-    status      TEXT NOT NULL,      -- active | revoked
+    status      TEXT NOT NULL,      -- status_text(ConsentStatus): active | revoked
     signer      TEXT NOT NULL,
     block       INTEGER NOT NULL,
     tx_hash     TEXT NOT NULL,
@@ -145,7 +170,7 @@ CREATE TABLE IF NOT EXISTS chain_records (
     category     INTEGER NOT NULL,
     content_hash BLOB NOT NULL,
     locator      BLOB NOT NULL,
-    status       TEXT NOT NULL,     -- active | amended | retracted
+    status       TEXT NOT NULL,     -- status_text(RecordStatus): active | amended | retracted
     gateway      TEXT NOT NULL,
     block        INTEGER NOT NULL,
     time         INTEGER NOT NULL,
