@@ -3,10 +3,15 @@
 FastAPI on its own declares a ``422`` ``HTTPValidationError`` on every operation with parameters, which
 this gateway never sends (validation failures are ``400 invalid_request`` problems, see
 :mod:`gateway.problems`), and knows nothing of the bearer token that :func:`gateway.api.deps.get_caller`
-reads. :func:`install_openapi` replaces the generated document's responses with the problem responses
-each operation can give, declares the ``bearer`` security scheme on every operation that needs a
-caller, and declares the FHIR request body of ``POST /v1/records`` (read raw by the route). The document
-is checked against the running gateway by ``tests/test_schemathesis.py``.
+reads. :func:`install_openapi` drops that ``422``, adds the problem responses every operation's signature
+implies (500; 400 with input; 401 and 403 with a caller) and declares the ``bearer`` security scheme on
+every operation that needs a caller.
+
+Everything else is declared by the routes themselves, next to them in :mod:`gateway.api`: the success
+body (a model of :mod:`gateway.api.schemas`, or an explicit media type), the other problem statuses
+(``responses=problems(404, 503)``), and anything else the route answers. Nothing here names an
+operation, so a renamed or moved route keeps what it declared. The document is checked by
+``tests/test_openapi_document.py`` and against the running gateway by ``tests/test_schemathesis.py``.
 """
 
 from __future__ import annotations
@@ -19,11 +24,10 @@ from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
+from gateway.api.schemas import problem_response
 from gateway.problems import PROBLEMS
 
 __all__ = ["PROBLEM_SCHEMA", "install_openapi", "problem_statuses"]
-
-PROBLEM_MEDIA = "application/problem+json"
 
 #: RFC 9457 problem details as the gateway writes them (extra members, e.g. ``errors``, may follow)
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -39,40 +43,6 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "instance": {"type": "string"},
     },
     "additionalProperties": True,
-}
-
-#: problem statuses an operation can answer beyond the common ones (see :func:`problem_statuses`)
-_EXTRA: dict[str, tuple[int, ...]] = {
-    "auth-token": (401,),
-    "records-upload_records": (409, 413, 415, 422, 507),
-    "records-get_record": (404, 410, 502),
-    "records-retract_record": (404, 409, 410),
-    "consents-grant": (409,),
-    "consents-revoke": (409,),
-    "consents-emergency_access": (409,),
-    "transactions-draft": (409,),
-    "transactions-submit": (409,),
-    "accesses-proof": (404,),
-    "accesses-journal": (404,),
-    "system-problem_page": (404,),
-}
-
-_CHAIN_FREE = {"system-problem_page", "system-problem_index", "system-metrics", "system-healthz"}
-
-_STATUS_TEXT = {
-    400: "Malformed request (invalid_request)",
-    401: "No valid bearer token (unauthenticated, token_expired, invalid_signature, replayed_nonce)",
-    403: "Refused: not a member, wrong role, or no consent covers it",
-    404: "No such record, access, problem type or endpoint",
-    409: "The chain refused the transaction (chain_rejected)",
-    410: "The record was retracted",
-    413: "The request body is too large",
-    415: "Unsupported media type",
-    422: "The FHIR content is invalid (invalid_fhir)",
-    500: "Internal error",
-    502: "Stored data does not match the ledger (integrity_error)",
-    503: "The chain, the record store or the journal is unavailable; nothing was released",
-    507: "Record storage is full",
 }
 
 
@@ -91,15 +61,14 @@ def _api_routes(routes: list[Any]) -> Iterator[APIRoute]:
             yield from _api_routes(route.original_router.routes)
 
 
-def problem_statuses(operation_id: str, *, has_input: bool, needs_caller: bool) -> list[int]:
-    """The problem statuses ``operation_id`` can answer."""
-    statuses = {500, *_EXTRA.get(operation_id, ())}
+def problem_statuses(*, has_input: bool, needs_caller: bool) -> list[int]:
+    """The problem statuses every operation of this signature can answer; each route declares its others
+    next to it (``responses=problems(...)``, :func:`gateway.api.schemas.problems`)."""
+    statuses = {500}
     if has_input or needs_caller:
         statuses.add(400)  # malformed parameters or body; ambiguous framing
     if needs_caller:
         statuses |= {401, 403}
-    if operation_id not in _CHAIN_FREE:
-        statuses.add(503)
     return sorted(statuses)
 
 
@@ -139,37 +108,11 @@ def install_openapi(app: FastAPI) -> None:
                 if needs_caller:
                     op["security"] = [{"bearer": []}]
                 responses = op.setdefault("responses", {})
-                responses.pop("422", None)  # FastAPI's HTTPValidationError: never sent (400 problem instead)
-                if op["operationId"] == "records-upload_records":
-                    op["requestBody"] = {
-                        "required": True,
-                        "content": {
-                            "application/fhir+json": {
-                                "schema": {
-                                    "type": "object",
-                                    "description": "a FHIR R4 resource or Bundle",
-                                    "required": ["resourceType"],
-                                    "properties": {"resourceType": {"type": "string"}},
-                                }
-                            }
-                        },
-                    }
-                if op["operationId"] == "system-metrics":
-                    responses["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
-                if op["operationId"] == "system-healthz":
-                    responses["503"] = {
-                        "description": "Degraded: some check failed (same body as 200)",
-                        "content": {"application/json": {"schema": {}}},
-                    }
+                if "HTTPValidationError" in str(responses.get("422")):
+                    del responses["422"]  # FastAPI's own: never sent (a 400 problem instead)
                 has_input = bool(op.get("parameters")) or "requestBody" in op
-                for status in problem_statuses(op["operationId"], has_input=has_input, needs_caller=needs_caller):
-                    responses.setdefault(
-                        str(status),
-                        {
-                            "description": _STATUS_TEXT[status],
-                            "content": {PROBLEM_MEDIA: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-                        },
-                    )
+                for status in problem_statuses(has_input=has_input, needs_caller=needs_caller):
+                    responses.setdefault(str(status), problem_response(status))
         app.openapi_schema = doc
         return doc
 

@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 
 from gateway.api.deps import CallerDep, ComponentsDep
+from gateway.api.schemas import Anchor, AnchoredBatchProof, PendingBatchProof, Proof, StrictProof, problems
 from gateway.ledger.journal import JournalError
 from gateway.problems import Problem
 from node_client.contracts import MemberStatus
@@ -31,6 +32,25 @@ from node_client.vocabulary import PURPOSES, Role
 router = APIRouter(tags=["accesses"])
 
 _AUDIT = int(Role.AUDITOR | Role.REGULATOR)
+
+_PENDING: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": PendingBatchProof,
+        "description": "Journaled, not anchored yet: ask again after Retry-After seconds",
+        "headers": {"Retry-After": {"description": "seconds", "required": True, "schema": {"type": "integer"}}},
+    }
+}
+
+_JOURNAL_EXPORT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the journal export (docs/audit.md), a file named journal.jsonl",
+        "content": {
+            "application/jsonl": {
+                "schema": {"type": "string", "description": "JSON Lines: the journal's entries and anchors"}
+            }
+        },
+    }
+}
 
 
 def _may_see(c: Any, caller: str, requester: str, patient: str) -> None:
@@ -41,8 +61,8 @@ def _may_see(c: Any, caller: str, requester: str, patient: str) -> None:
         raise Problem("wrong_role", "only the requester, the patient and auditors may see this proof")
 
 
-@router.get("/v1/accesses/{ref}/proof")
-def proof(ref: str, c: ComponentsDep, caller: CallerDep) -> JSONResponse:
+@router.get("/v1/accesses/{ref}/proof", response_model=Proof, responses=problems(404, 503) | _PENDING)
+def proof(ref: str, c: ComponentsDep, caller: CallerDep) -> StrictProof | AnchoredBatchProof | JSONResponse:
     """The ledger proof of one release: ``ref`` is a journal index (batch) or an access id (strict)."""
     if ref.isascii() and ref.isdigit():  # str.isdigit() alone also accepts '³', which int() refuses
         if len(ref) > 18:  # past any journal, and int() refuses more than 4300 digits
@@ -61,25 +81,23 @@ def proof(ref: str, c: ComponentsDep, caller: CallerDep) -> JSONResponse:
             "record_not_found", "no ledgered access with this id (batch-mode releases: use journalIndex)", status=404
         )
     _may_see(c, caller, row["requester"], row["patient"])
-    return JSONResponse(
-        {
-            "mode": "strict",
-            "accessId": "0x" + access_hash.hex(),
-            "requester": row["requester"],
-            "patient": row["patient"],
-            "recordId": "0x" + bytes(row["record_id"]).hex(),
-            "purpose": PURPOSES[row["purpose"]].slug,
-            "emergency": bool(row["emergency"]),
-            "txHash": row["tx_hash"],
-            "blockNumber": row["block"],
-            "logIndex": row["log_index"],
-            "contract": c.ledger.access.address,
-            "event": "AccessLogged",
-        }
+    return StrictProof(
+        mode="strict",
+        accessId="0x" + access_hash.hex(),
+        requester=row["requester"],
+        patient=row["patient"],
+        recordId="0x" + bytes(row["record_id"]).hex(),
+        purpose=PURPOSES[row["purpose"]].slug,
+        emergency=bool(row["emergency"]),
+        txHash=row["tx_hash"],
+        blockNumber=row["block"],
+        logIndex=row["log_index"],
+        contract=c.ledger.access.address,
+        event="AccessLogged",
     )
 
 
-def _batch_proof(c: Any, caller: str, idx: int) -> JSONResponse:
+def _batch_proof(c: Any, caller: str, idx: int) -> AnchoredBatchProof | JSONResponse:
     if c.journal is None or c.journal_index is None:
         raise Problem("record_not_found", "this gateway ledgers in strict mode: use the access id", status=404)
     entry = c.journal_index.entry(idx) if idx < c.journal.size else None
@@ -102,31 +120,25 @@ def _batch_proof(c: Any, caller: str, idx: int) -> JSONResponse:
     }
     anchor = c.journal.last_anchor()
     if anchor is None or anchor.tree_size <= idx:
-        body["anchored"] = False
+        pending = PendingBatchProof(**body, anchored=False)
         retry = max(1, round(c.settings.anchor_interval))
-        return JSONResponse(body, status_code=202, headers={"Retry-After": str(retry)})
-    body.update(
-        {
-            "anchored": True,
-            "anchor": {
-                "treeSize": anchor.tree_size,
-                "root": "0x" + anchor.root.hex(),
-                "txHash": anchor.tx_hash,
-                "blockNumber": anchor.block_number,
-                "contract": c.ledger.access.address,
-                "gateway": c.gateway_account.address,
-            },
-            "inclusionProof": ["0x" + h.hex() for h in c.journal.inclusion_proof(idx, anchor.tree_size)],
-        }
+        return JSONResponse(pending.model_dump(), status_code=202, headers={"Retry-After": str(retry)})
+    return AnchoredBatchProof(
+        **body,
+        anchored=True,
+        anchor=Anchor(
+            treeSize=anchor.tree_size,
+            root="0x" + anchor.root.hex(),
+            txHash=anchor.tx_hash,
+            blockNumber=anchor.block_number,
+            contract=c.ledger.access.address,
+            gateway=c.gateway_account.address,
+        ),
+        inclusionProof=["0x" + h.hex() for h in c.journal.inclusion_proof(idx, anchor.tree_size)],
     )
-    return JSONResponse(body)
 
 
-@router.get(
-    "/v1/journal",
-    response_class=FileResponse,
-    responses={200: {"content": {"application/jsonl": {}}, "description": "the journal export"}},
-)
+@router.get("/v1/journal", response_class=FileResponse, responses=_JOURNAL_EXPORT | problems(404, 503))
 def journal(c: ComponentsDep, caller: CallerDep) -> FileResponse:
     """The release journal with its anchors (JSON Lines, one snapshot), for auditors and regulators."""
     member = c.policy.member(caller)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from eth_utils import to_checksum_address
 from fastapi import APIRouter
@@ -11,6 +10,7 @@ from hexbytes import HexBytes
 
 from gateway.api.deps import CallerDep, ComponentsDep
 from gateway.api.models import EmergencyIn, SignedGrantIn, SignedRevokeIn
+from gateway.api.schemas import ConsentGranted, ConsentRevoked, EmergencyOpened, problems
 from gateway.problems import Problem
 from gateway.services import relay
 from gateway.services.relay import revert_problem
@@ -62,8 +62,8 @@ def _signed(c, body: SignedGrantIn | SignedRevokeIn) -> signing.SignedMessage:  
     return signed
 
 
-@router.post("/v1/consents", status_code=201)
-def grant(body: SignedGrantIn, c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
+@router.post("/v1/consents", status_code=201, responses=problems(409, 503))
+def grant(body: SignedGrantIn, c: ComponentsDep, caller: CallerDep) -> ConsentGranted:
     """Submit a patient- (or guardian-) signed ConsentGrant — the health-code payload — with grantBySig."""
     signed = _signed(c, body)
     try:
@@ -73,11 +73,11 @@ def grant(body: SignedGrantIn, c: ComponentsDep, caller: CallerDep) -> dict[str,
     except ContractRevert as exc:
         raise revert_problem(exc) from exc
     c.catch_up()
-    return {"consentId": "0x" + consent_id.hex(), "txHash": tx.tx_hash, "blockNumber": tx.block_number}
+    return ConsentGranted(consentId="0x" + consent_id.hex(), txHash=tx.tx_hash, blockNumber=tx.block_number)
 
 
-@router.post("/v1/consents/{consent_id}/revoke")
-def revoke(consent_id: str, body: SignedRevokeIn, c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
+@router.post("/v1/consents/{consent_id}/revoke", responses=problems(409, 503))
+def revoke(consent_id: str, body: SignedRevokeIn, c: ComponentsDep, caller: CallerDep) -> ConsentRevoked:
     """Submit a patient-signed ConsentRevoke for the consent ``consent_id``."""
     signed = _signed(c, body)
     try:
@@ -93,11 +93,11 @@ def revoke(consent_id: str, body: SignedRevokeIn, c: ComponentsDep, caller: Call
     except ContractRevert as exc:
         raise revert_problem(exc) from exc
     c.catch_up()
-    return {"consentId": consent_id, "revoked": True, "txHash": tx.tx_hash, "blockNumber": tx.block_number}
+    return ConsentRevoked(consentId=consent_id, revoked=True, txHash=tx.tx_hash, blockNumber=tx.block_number)
 
 
-@router.post("/v1/emergency-access", status_code=201)
-def emergency_access(body: EmergencyIn, c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
+@router.post("/v1/emergency-access", status_code=201, responses=problems(409, 503))
+def emergency_access(body: EmergencyIn, c: ComponentsDep, caller: CallerDep) -> EmergencyOpened:
     """Break glass: relay the member's own signed ``emergencyAccess`` transaction; keep the reason off-chain.
 
     The gateway checks that the transaction is from the caller, calls ConsentRegistry.emergencyAccess and
@@ -117,10 +117,10 @@ def emergency_access(body: EmergencyIn, c: ComponentsDep, caller: CallerDep) -> 
             (bytes(ev["accessId"]), caller, ev["patient"], body.reason),
         )
     c.catch_up()
-    return {
-        "accessId": "0x" + bytes(ev["accessId"]).hex(),
-        "patient": ev["patient"],
-        "categories": [CATEGORIES[int(t)].slug for t in categories_of(ev["categories"])],
-        "validUntil": ev["validUntil"],
-        "txHash": result.tx_hash,
-    }
+    return EmergencyOpened(
+        accessId="0x" + bytes(ev["accessId"]).hex(),
+        patient=ev["patient"],
+        categories=[CATEGORIES[int(t)].slug for t in categories_of(ev["categories"])],
+        validUntil=ev["validUntil"],
+        txHash=result.tx_hash,
+    )

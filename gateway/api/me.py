@@ -7,6 +7,19 @@ from typing import Any
 from fastapi import APIRouter
 
 from gateway.api.deps import CallerDep, ComponentsDep
+from gateway.api.schemas import (
+    AccessEntry,
+    AccessLog,
+    BatchLedger,
+    ConsentEvent,
+    EmergencyWindow,
+    MyConsent,
+    MyConsents,
+    MyRecord,
+    MyRecords,
+    StrictLedger,
+    problems,
+)
 from gateway.storage.db import status_text
 from node_client.contracts import ConsentStatus
 from node_client.vocabulary import CATEGORIES, PURPOSES, categories_of, purposes_of
@@ -14,12 +27,12 @@ from node_client.vocabulary import CATEGORIES, PURPOSES, categories_of, purposes
 router = APIRouter(prefix="/v1/me", tags=["patients"])
 
 
-def _hex(value: bytes | None) -> str | None:
-    return None if value is None else "0x" + bytes(value).hex()
+def _hex(value: bytes) -> str:
+    return "0x" + bytes(value).hex()
 
 
-@router.get("/records")
-def my_records(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
+@router.get("/records", responses=problems(503))
+def my_records(c: ComponentsDep, caller: CallerDep) -> MyRecords:
     """My records: category, provider, when registered, status."""
     rows = (
         c.db.read()
@@ -30,25 +43,25 @@ def my_records(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
         )
         .fetchall()
     )
-    return {
-        "patient": caller,
-        "records": [
-            {
-                "recordId": _hex(r["record_id"]),
-                "category": CATEGORIES[r["category"]].slug,
-                "provider": r["provider"],
-                "providerName": c.member_names.get(r["provider"], ""),
-                "status": r["status"],
-                "registeredAt": r["time"],
-                "txHash": r["tx_hash"],
-            }
+    return MyRecords(
+        patient=caller,
+        records=[
+            MyRecord(
+                recordId=_hex(r["record_id"]),
+                category=CATEGORIES[r["category"]].slug,
+                provider=r["provider"],
+                providerName=c.member_names.get(r["provider"], ""),
+                status=r["status"],
+                registeredAt=r["time"],
+                txHash=r["tx_hash"],
+            )
             for r in rows
         ],
-    }
+    )
 
 
-@router.get("/consents")
-def my_consents(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
+@router.get("/consents", responses=problems(503))
+def my_consents(c: ComponentsDep, caller: CallerDep) -> MyConsents:
     """My consents, one per institution, with their current state, and their history."""
     now = c.ledger.client.block_timestamp()
     current = c.db.read().execute("SELECT * FROM chain_consents WHERE patient = ?", (caller,)).fetchall()
@@ -65,39 +78,39 @@ def my_consents(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
             return "expired"
         return "active" if now >= r["valid_from"] else "not yet valid"
 
-    return {
-        "patient": caller,
-        "consents": [
-            {
-                "consentId": _hex(r["consent_id"]),
-                "grantee": r["grantee"],
-                "granteeName": c.member_names.get(r["grantee"], ""),
-                "state": state(r),
-                "categories": [CATEGORIES[int(x)].slug for x in categories_of(r["categories"])],
-                "purposes": [PURPOSES[int(x)].slug for x in purposes_of(r["purposes"])],
-                "validFrom": r["valid_from"],
-                "validUntil": r["valid_until"],
-                "signer": r["signer"],
-                "txHash": r["tx_hash"],
-            }
+    return MyConsents(
+        patient=caller,
+        consents=[
+            MyConsent(
+                consentId=_hex(r["consent_id"]),
+                grantee=r["grantee"],
+                granteeName=c.member_names.get(r["grantee"], ""),
+                state=state(r),
+                categories=[CATEGORIES[int(x)].slug for x in categories_of(r["categories"])],
+                purposes=[PURPOSES[int(x)].slug for x in purposes_of(r["purposes"])],
+                validFrom=r["valid_from"],
+                validUntil=r["valid_until"],
+                signer=r["signer"],
+                txHash=r["tx_hash"],
+            )
             for r in current
         ],
-        "history": [
-            {
-                "consentId": _hex(h["consent_id"]),
-                "event": h["kind"],
-                "grantee": h["grantee"],
-                "signer": h["signer"],
-                "time": h["time"],
-                "txHash": h["tx_hash"],
-            }
+        history=[
+            ConsentEvent(
+                consentId=_hex(h["consent_id"]),
+                event=h["kind"],
+                grantee=h["grantee"],
+                signer=h["signer"],
+                time=h["time"],
+                txHash=h["tx_hash"],
+            )
             for h in history
         ],
-    }
+    )
 
 
-@router.get("/access-log")
-def my_access_log(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
+@router.get("/access-log", responses=problems(503))
+def my_access_log(c: ComponentsDep, caller: CallerDep) -> AccessLog:
     """Who read which of my records, when, why; emergency accesses flagged; each with its ledger proof."""
     rows = (
         c.db.read()
@@ -113,19 +126,19 @@ def my_access_log(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
         for r in c.db.read().execute("SELECT access_id, reason FROM emergency_reasons WHERE patient = ?", (caller,))
     }
     entries = [
-        {
-            "accessId": _hex(a["access_hash"]),
-            "requester": a["requester"],
-            "requesterName": c.member_names.get(a["requester"], ""),
-            "recordId": _hex(a["record_id"]),
-            "category": CATEGORIES[a["category"]].slug if a["category"] is not None else None,
-            "purpose": PURPOSES[a["purpose"]].slug,
-            "emergency": bool(a["emergency"]),
-            "emergencyReason": reasons.get(bytes(a["consent_id"])) if a["emergency"] else None,
-            "consentId": _hex(a["consent_id"]),
-            "time": a["time"],
-            "ledger": {"mode": "strict", "txHash": a["tx_hash"], "blockNumber": a["block"]},
-        }
+        AccessEntry(
+            accessId=_hex(a["access_hash"]),
+            requester=a["requester"],
+            requesterName=c.member_names.get(a["requester"], ""),
+            recordId=_hex(a["record_id"]),
+            category=CATEGORIES[a["category"]].slug if a["category"] is not None else None,
+            purpose=PURPOSES[a["purpose"]].slug,
+            emergency=bool(a["emergency"]),
+            emergencyReason=reasons.get(bytes(a["consent_id"])) if a["emergency"] else None,
+            consentId=_hex(a["consent_id"]),
+            time=a["time"],
+            ledger=StrictLedger(mode="strict", txHash=a["tx_hash"], blockNumber=a["block"]),
+        )
         for a in rows
     ]
     if c.journal_index is not None:
@@ -136,38 +149,38 @@ def my_access_log(c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
         for index, entry in c.journal_index.entries_of(caller):
             cat = category_of.get(entry.record_id)
             entries.append(
-                {
-                    "accessId": _hex(entry.access_hash),
-                    "requester": entry.requester,
-                    "requesterName": c.member_names.get(entry.requester, ""),
-                    "recordId": _hex(entry.record_id),
-                    "category": CATEGORIES[cat].slug if cat is not None else None,
-                    "purpose": PURPOSES[entry.purpose].slug,
-                    "emergency": entry.emergency,
-                    "emergencyReason": reasons.get(entry.consent_id) if entry.emergency else None,
-                    "consentId": _hex(entry.consent_id),
-                    "time": entry.released_at // 1000,
-                    "ledger": {"mode": "batch", "journalIndex": index},
-                }
+                AccessEntry(
+                    accessId=_hex(entry.access_hash),
+                    requester=entry.requester,
+                    requesterName=c.member_names.get(entry.requester, ""),
+                    recordId=_hex(entry.record_id),
+                    category=CATEGORIES[cat].slug if cat is not None else None,
+                    purpose=PURPOSES[entry.purpose].slug,
+                    emergency=entry.emergency,
+                    emergencyReason=reasons.get(entry.consent_id) if entry.emergency else None,
+                    consentId=_hex(entry.consent_id),
+                    time=entry.released_at // 1000,
+                    ledger=BatchLedger(mode="batch", journalIndex=index),
+                )
             )
-        entries.sort(key=lambda e: e["time"], reverse=True)
+        entries.sort(key=lambda e: e.time, reverse=True)
     emergencies = (
         c.db.read().execute("SELECT * FROM chain_emergency WHERE patient = ? ORDER BY block DESC", (caller,)).fetchall()
     )
-    return {
-        "patient": caller,
-        "accesses": entries,
-        "emergencyWindows": [
-            {
-                "accessId": _hex(e["access_id"]),
-                "member": e["member"],
-                "memberName": c.member_names.get(e["member"], ""),
-                "categories": [CATEGORIES[int(x)].slug for x in categories_of(e["categories"])],
-                "reason": reasons.get(bytes(e["access_id"])),
-                "openedAt": e["time"],
-                "validUntil": e["valid_until"],
-                "txHash": e["tx_hash"],
-            }
+    return AccessLog(
+        patient=caller,
+        accesses=entries,
+        emergencyWindows=[
+            EmergencyWindow(
+                accessId=_hex(e["access_id"]),
+                member=e["member"],
+                memberName=c.member_names.get(e["member"], ""),
+                categories=[CATEGORIES[int(x)].slug for x in categories_of(e["categories"])],
+                reason=reasons.get(bytes(e["access_id"])),
+                openedAt=e["time"],
+                validUntil=e["valid_until"],
+                txHash=e["tx_hash"],
+            )
             for e in emergencies
         ],
-    }
+    )

@@ -1,4 +1,4 @@
-"""Request and response bodies of the JSON API (pydantic models at the boundary)."""
+"""Request bodies of the JSON API (pydantic models at the boundary); what it answers is in ``schemas.py``."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ChallengeIn",
-    "ChallengeOut",
     "EmergencyIn",
     "SignedGrantIn",
     "SignedRevokeIn",
     "TokenIn",
-    "TokenOut",
 ]
 
 HexAddress = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
@@ -28,22 +26,9 @@ class ChallengeIn(_Strict):
     address: str = HexAddress
 
 
-class ChallengeOut(BaseModel):
-    message: str
-    nonce: str
-    expiresAt: int
-
-
 class TokenIn(_Strict):
     message: str = Field(max_length=2048)
     signature: str = HexBytes
-
-
-class TokenOut(BaseModel):
-    token: str
-    tokenType: Literal["Bearer"] = "Bearer"
-    address: str
-    expiresAt: int
 
 
 class GrantMessage(_Strict):

@@ -6,90 +6,121 @@ import time
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.api.deps import ComponentsDep
+from gateway.api.schemas import (
+    ChainCheck,
+    DatabaseCheck,
+    Deployment,
+    Health,
+    HealthChecks,
+    IndexerCheck,
+    JournalCheck,
+    Member,
+    Members,
+    StorageCheck,
+    problems,
+)
 from gateway.problems import PROBLEMS, Problem
+from gateway.wiring import Components
 from node_client.contracts import MemberStatus
 from node_client.vocabulary import roles_of
 
 router = APIRouter(tags=["system"])
 
 
-@router.get("/healthz")
-def healthz(c: ComponentsDep) -> JSONResponse:
+_HEALTH: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Everything answers (``status``: ok)"},
+    503: {"model": Health, "description": "Degraded: some check failed (``status``: degraded; the same body)"},
+}
+
+
+def _failed(exc: Exception) -> str:
+    return type(exc).__name__
+
+
+def _journal_check(c: Components) -> JournalCheck | None:
+    if c.journal is None or c.anchorer is None:
+        return None
+    last = c.journal.last_anchor()
+    # a failed journal (disk full, I/O error) stays failed until restart; a journal the chain's
+    # anchors contradict (rolled back, replaced) is reported by the anchor guard
+    guard_problem = c.anchor_guard.problem if c.anchor_guard is not None else None
+    c.metrics.anchor_lag.set(c.anchorer.lag_seconds or 0)
+    return JournalCheck(
+        ok=c.journal.available and guard_problem is None,
+        error=(repr(c.journal.error) if c.journal.error is not None else None) or guard_problem,
+        size=c.journal.size,
+        anchoredSize=last[0] if last else 0,
+        anchorLagSeconds=c.anchorer.lag_seconds,
+        anchorError=c.anchorer.last_error,
+    )
+
+
+@router.get("/healthz", responses=_HEALTH, response_model_exclude_unset=True)
+def healthz(c: ComponentsDep, response: Response) -> Health:
     """Chain, storage, journal, indexer lag and anchor lag. 200 when everything answers, else 503."""
-    checks: dict[str, Any] = {}
-    ok = True
+    head: int | None = None
     try:
         head = c.ledger.client.block_number()
-        checks["chain"] = {"ok": True, "head": head}
-    except Exception as exc:
-        ok, head = False, None
-        checks["chain"] = {"ok": False, "error": type(exc).__name__}
+        chain = ChainCheck(ok=True, head=head)
+    except Exception as exc:  # noqa: BLE001 - the check reports any failure, by its type
+        chain = ChainCheck(ok=False, error=_failed(exc))
     try:
         c.store.check()
-        checks["storage"] = {"ok": True, "kind": c.store.name}
-    except Exception as exc:
-        ok = False
-        checks["storage"] = {"ok": False, "kind": c.store.name, "error": type(exc).__name__}
+        storage = StorageCheck(ok=True, kind=c.store.name)
+    except Exception as exc:  # noqa: BLE001 - as above
+        storage = StorageCheck(ok=False, kind=c.store.name, error=_failed(exc))
     try:
         c.db.check()
-        checks["database"] = {"ok": True}
-    except Exception as exc:
-        ok = False
-        checks["database"] = {"ok": False, "error": type(exc).__name__}
+        database = DatabaseCheck(ok=True)
+    except Exception as exc:  # noqa: BLE001 - as above
+        database = DatabaseCheck(ok=False, error=_failed(exc))
     st = c.indexer.status()
     lag = (head - st.indexed_block) if head is not None else None
-    checks["indexer"] = {
-        "ok": st.error is None,
-        "synced": c.indexer.synced,
-        "indexedBlock": st.indexed_block,
-        "lagBlocks": lag,
-        "error": st.error,
-    }
+    indexer = IndexerCheck(
+        ok=st.error is None, synced=c.indexer.synced, indexedBlock=st.indexed_block, lagBlocks=lag, error=st.error
+    )
     c.metrics.indexed_block.set(st.indexed_block)
     if lag is not None:
         c.metrics.indexer_lag.set(lag)
-    if c.journal is not None and c.anchorer is not None:
-        last = c.journal.last_anchor()
-        # a failed journal (disk full, I/O error) stays failed until restart; a journal the chain's
-        # anchors contradict (rolled back, replaced) is reported by the anchor guard
-        guard_problem = c.anchor_guard.problem if c.anchor_guard is not None else None
-        journal_ok = c.journal.available and guard_problem is None
-        ok = ok and journal_ok
-        checks["journal"] = {
-            "ok": journal_ok,
-            "error": (repr(c.journal.error) if c.journal.error is not None else None) or guard_problem,
-            "size": c.journal.size,
-            "anchoredSize": last[0] if last else 0,
-            "anchorLagSeconds": c.anchorer.lag_seconds,
-            "anchorError": c.anchorer.last_error,
-        }
-        c.metrics.anchor_lag.set(c.anchorer.lag_seconds or 0)
-    body = {
-        "status": "ok" if ok else "degraded",
-        "ledgerMode": c.settings.ledger_mode.value,
-        "time": int(time.time()),
-        "deployment": {
-            "chainId": c.manifest.chain_id,
-            "deployBlock": c.manifest.deploy_block,
-            "contracts": c.manifest.contracts,
-            "gateway": c.gateway_account.address,
-        },
-        "checks": checks,
+    journal = _journal_check(c)
+    ok = chain.ok and storage.ok and database.ok and (journal is None or journal.ok)
+    parts: dict[str, Any] = {"chain": chain, "storage": storage, "database": database, "indexer": indexer}
+    if journal is not None:  # batch mode only: absent, not null, in strict mode
+        parts["journal"] = journal
+    response.status_code = 200 if ok else 503
+    return Health(
+        status="ok" if ok else "degraded",
+        ledgerMode=c.settings.ledger_mode.value,
+        time=int(time.time()),
+        deployment=Deployment(
+            chainId=c.manifest.chain_id,
+            deployBlock=c.manifest.deploy_block,
+            contracts=c.manifest.contracts,
+            gateway=c.gateway_account.address,
+        ),
+        checks=HealthChecks(**parts),
+    )
+
+
+_METRICS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The Prometheus text exposition format",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
     }
-    return JSONResponse(body, status_code=200 if ok else 503)
+}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse, responses=_METRICS)
 def metrics(c: ComponentsDep) -> Response:
     """Prometheus metrics."""
     return Response(generate_latest(c.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/problems/{code}", response_class=HTMLResponse)
+@router.get("/problems/{code}", response_class=HTMLResponse, responses=problems(404))
 def problem_page(code: str) -> HTMLResponse:
     """What a problem type means (the ``type`` URI of every error response)."""
     if code not in PROBLEMS:
@@ -118,19 +149,19 @@ def _member_status(value: int) -> str:
     return MemberStatus(value).name.lower() if value in known else "unknown"
 
 
-@router.get("/v1/members")
-def members(c: ComponentsDep) -> dict[str, Any]:
+@router.get("/v1/members", responses=problems(503))
+def members(c: ComponentsDep) -> Members:
     """The consortium directory: address, display name (off-chain), roles, status, encryption key."""
     rows = c.db.read().execute("SELECT * FROM chain_members ORDER BY since_block").fetchall()
-    return {
-        "members": [
-            {
-                "address": r["address"],
-                "name": c.member_names.get(r["address"], ""),
-                "roles": roles_of(r["roles"]),
-                "status": _member_status(r["status"]),
-                "encryptionKey": "0x" + bytes(r["encryption_key"]).hex(),
-            }
+    return Members(
+        members=[
+            Member(
+                address=r["address"],
+                name=c.member_names.get(r["address"], ""),
+                roles=roles_of(r["roles"]),
+                status=_member_status(r["status"]),
+                encryptionKey="0x" + bytes(r["encryption_key"]).hex(),
+            )
             for r in rows
         ]
-    }
+    )

@@ -1,0 +1,506 @@
+"""What the JSON API answers: a pydantic model for every success body, and the problem statuses of each route.
+
+Field names are the JSON's own (camelCase, as clients such as ``node_client.gateway_client`` read them;
+the resources of the FHIR index keep the index's snake_case). Routes declare their model as the return
+annotation or with ``response_model=``, so ``/openapi.json`` gives every operation a success schema, and
+``responses=problems(...)`` next to the route lists the problem statuses that route answers beyond the
+ones :mod:`gateway.openapi` derives from its signature (500 always; 400 with input; 401 and 403 with a
+caller).
+
+A release (``GET /v1/records/{id}``) is the hot path: its route declares :data:`Release` for the
+document but returns the service's body serialised by orjson, so no model runs per release.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from node_client.vocabulary import CATEGORIES, PURPOSES, ROLES
+
+__all__ = [
+    "PROBLEM_MEDIA",
+    "PROBLEM_STATUS_TEXT",
+    "AccessLog",
+    "AnchoredBatchProof",
+    "BatchProof",
+    "ChallengeOut",
+    "ConsentGranted",
+    "ConsentRevoked",
+    "DiscoveredRecords",
+    "EmergencyOpened",
+    "Health",
+    "Members",
+    "MyConsents",
+    "MyRecords",
+    "PendingBatchProof",
+    "Proof",
+    "Release",
+    "Retracted",
+    "StrictProof",
+    "TokenOut",
+    "TxDraft",
+    "TxSent",
+    "Uploaded",
+    "problem_response",
+    "problems",
+]
+
+# ---------------------------------------------------------------------------------------- problems
+
+PROBLEM_MEDIA = "application/problem+json"
+
+#: what each problem status means, as the document says it (the codes are in ``gateway.problems``)
+PROBLEM_STATUS_TEXT: dict[int, str] = {
+    400: "Malformed request (invalid_request)",
+    401: "No valid bearer token (unauthenticated, token_expired, invalid_signature, replayed_nonce)",
+    403: "Refused: not a member, wrong role, or no consent covers it",
+    404: "No such record, access, problem type or endpoint",
+    409: "The chain refused the transaction (chain_rejected)",
+    410: "The record was retracted",
+    413: "The request body is too large",
+    415: "Unsupported media type",
+    422: "The FHIR content is invalid (invalid_fhir)",
+    500: "Internal error",
+    502: "Stored data does not match the ledger (integrity_error)",
+    503: "The chain, the record store or the journal is unavailable; nothing was released",
+    507: "Record storage is full",
+}
+
+
+def problem_response(status: int) -> dict[str, Any]:
+    """The OpenAPI response of one problem status: ``application/problem+json``, the ``Problem`` schema."""
+    return {
+        "description": PROBLEM_STATUS_TEXT[status],
+        "content": {PROBLEM_MEDIA: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of a route: the problem statuses it answers beyond those its signature implies."""
+    return {status: problem_response(status) for status in statuses}
+
+
+# ---------------------------------------------------------------------------------------- vocabulary
+
+Category = Literal[tuple(t.slug for t in CATEGORIES)]  # type: ignore[valid-type]
+Purpose = Literal[tuple(t.slug for t in PURPOSES)]  # type: ignore[valid-type]
+RoleSlug = Literal[tuple(t.slug for t in ROLES)]  # type: ignore[valid-type]
+Address = Annotated[str, Field(description="an EIP-55 address")]
+Hex32 = Annotated[str, Field(description="32 bytes, 0x-prefixed hex")]
+TxHash = Annotated[str, Field(description="a transaction hash, 0x-prefixed hex")]
+
+
+class _Out(BaseModel):
+    """Response bodies: built by the routes, never parsed from a client."""
+
+
+# ---------------------------------------------------------------------------------------- sign-in
+
+
+class ChallengeOut(_Out):
+    message: str = Field(description="the EIP-4361 message to sign (EIP-191 personal_sign)")
+    nonce: str
+    expiresAt: int = Field(description="unix seconds")
+
+
+class TokenOut(_Out):
+    token: str
+    tokenType: Literal["Bearer"] = "Bearer"
+    address: Address
+    expiresAt: int = Field(description="unix seconds")
+
+
+# ---------------------------------------------------------------------------------------- records
+
+
+class UploadedRecord(_Out):
+    recordId: Hex32
+    category: Category
+    resources: int = Field(description="how many FHIR resources the record holds")
+    locator: str = Field(description="where the ciphertext is stored (as registered on-chain)")
+    contentHash: Hex32 = Field(description="SHA-256 of the ciphertext, as registered on-chain")
+    size: int = Field(description="ciphertext bytes")
+
+
+class IgnoredResource(_Out):
+    resourceType: str
+    reason: str
+
+
+class Uploaded(_Out):
+    """An upload: its records, registered on-chain in one transaction."""
+
+    uploadId: str
+    patient: Address
+    provider: Address
+    txHash: TxHash
+    blockNumber: int
+    records: list[UploadedRecord]
+    ignored: list[IgnoredResource] = Field(description="resources not stored, with the reason")
+
+
+class StrictLedger(_Out):
+    """Ledgered on-chain: the transaction that logged the access (``AccessLogged``)."""
+
+    mode: Literal["strict"]
+    txHash: TxHash
+    blockNumber: int
+
+
+class BatchLedger(_Out):
+    """Ledgered in the release journal: the entry's index (``GET /v1/accesses/{index}/proof``)."""
+
+    mode: Literal["batch"]
+    journalIndex: int
+
+
+LedgerEntry = Annotated[StrictLedger | BatchLedger, Field(discriminator="mode")]
+
+
+class HpkeEnvelope(_Out):
+    """The FHIR JSON sealed to the caller's registered X25519 key (RFC 9180 base mode)."""
+
+    suite: str = Field(examples=["DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/AES-256-GCM"])
+    info: str
+    aad: str = Field(description="how the AAD is formed: recordId || requester address")
+    enc: str = Field(description="the encapsulated key, base64")
+    ciphertext: str = Field(description="base64")
+
+
+class _ReleaseBase(_Out):
+    accessId: Hex32 = Field(description="the access hash that was ledgered")
+    recordId: Hex32
+    patient: Address
+    category: Category
+    purpose: Purpose
+    consentId: Hex32
+    emergency: bool
+    ledger: LedgerEntry
+    contentType: Literal["application/fhir+json"]
+
+
+class EncryptedRelease(_ReleaseBase):
+    """A release, encrypted to the reader (the gateway's default)."""
+
+    encryption: HpkeEnvelope
+
+
+class PlaintextRelease(_ReleaseBase):
+    """A release in the clear (a gateway configured with ``plaintext_responses``, for tests)."""
+
+    resource: dict[str, Any] = Field(description="the FHIR resource or Bundle")
+
+
+Release = EncryptedRelease | PlaintextRelease
+
+
+class Retracted(_Out):
+    recordId: str
+    retracted: bool
+    txHash: TxHash
+
+
+class IndexedResource(_Out):
+    """A resource of a record as the gateway's index has it (names as in the index)."""
+
+    resource_type: str
+    code_system: str | None
+    code: str | None
+    display: str | None
+    date: str | None = Field(description="FHIR date or dateTime, possibly partial")
+
+
+class DiscoveredRecord(_Out):
+    recordId: Hex32
+    category: Category
+    provider: Address
+    providerName: str = Field(description="the provider's display name (off-chain metadata); may be empty")
+    registeredAt: int = Field(description="unix seconds of the registering block")
+    resources: list[IndexedResource]
+
+
+class DiscoveredRecords(_Out):
+    """A patient's records the caller currently has consent for."""
+
+    patient: Address
+    purpose: Purpose
+    records: list[DiscoveredRecord]
+    consentedCategories: list[Category]
+
+
+# ---------------------------------------------------------------------------------------- consents
+
+
+class ConsentGranted(_Out):
+    consentId: Hex32
+    txHash: TxHash
+    blockNumber: int
+
+
+class ConsentRevoked(_Out):
+    consentId: str
+    revoked: bool
+    txHash: TxHash
+    blockNumber: int
+
+
+class EmergencyOpened(_Out):
+    """A break-glass window: the emergency categories it covers, until when."""
+
+    accessId: Hex32
+    patient: Address
+    categories: list[Category]
+    validUntil: int = Field(description="unix seconds")
+    txHash: TxHash
+
+
+# ---------------------------------------------------------------------------------------- relay
+
+
+class UnsignedTx(_Out):
+    """An unsigned transaction for the caller to sign (EIP-1559: ``type`` 2; legacy fees: ``gasPrice``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    value: int
+    chainId: int
+    to: Address
+    data: str
+    gas: int
+    nonce: int
+    maxPriorityFeePerGas: int | None = None
+    maxFeePerGas: int | None = None
+    gasPrice: int | None = None
+    type: Literal[0, 2]
+
+
+class TxDraft(_Out):
+    function: str
+    transaction: UnsignedTx
+
+
+class TxSent(_Out):
+    function: str
+    txHash: TxHash
+    blockNumber: int
+
+
+# ---------------------------------------------------------------------------------------- proofs
+
+
+class StrictProof(_Out):
+    """Strict mode: the transaction and log that carry the access hash."""
+
+    mode: Literal["strict"]
+    accessId: Hex32
+    requester: Address
+    patient: Address
+    recordId: Hex32
+    purpose: Purpose
+    emergency: bool
+    txHash: TxHash
+    blockNumber: int
+    logIndex: int
+    contract: Address = Field(description="the AccessLedger")
+    event: Literal["AccessLogged"]
+
+
+class BatchProof(_Out):
+    """Batch mode: a journal entry, its RFC 6962 leaf hash, and whether an anchor covers it yet."""
+
+    mode: Literal["batch"]
+    journalIndex: int
+    entry: str = Field(description="the entry's bytes, 0x-prefixed hex")
+    leafHash: Hex32
+    accessId: Hex32
+    requester: Address
+    patient: Address
+    recordId: Hex32
+    purpose: Purpose
+    emergency: bool
+    releasedAt: int = Field(description="unix milliseconds")
+    hashes: str
+    anchored: bool
+
+
+class PendingBatchProof(BatchProof):
+    """Not anchored yet: ask again after ``Retry-After`` seconds."""
+
+    anchored: Literal[False]
+
+
+class Anchor(_Out):
+    treeSize: int
+    root: Hex32
+    txHash: TxHash
+    blockNumber: int
+    contract: Address = Field(description="the AccessLedger")
+    gateway: Address
+
+
+class AnchoredBatchProof(BatchProof):
+    """Anchored: the anchor and the inclusion proof that leads from the leaf to its root."""
+
+    anchored: Literal[True]
+    anchor: Anchor
+    inclusionProof: list[Hex32]
+
+
+Proof = Annotated[StrictProof | AnchoredBatchProof, Field(discriminator="mode")]
+
+
+# ---------------------------------------------------------------------------------------- patients
+
+
+class MyRecord(_Out):
+    recordId: Hex32
+    category: Category
+    provider: Address
+    providerName: str
+    status: str = Field(description="active, amended or retracted")
+    registeredAt: int
+    txHash: TxHash
+
+
+class MyRecords(_Out):
+    patient: Address
+    records: list[MyRecord]
+
+
+class MyConsent(_Out):
+    consentId: Hex32
+    grantee: Address
+    granteeName: str
+    state: str = Field(description="active, expired, not yet valid or revoked")
+    categories: list[Category]
+    purposes: list[Purpose]
+    validFrom: int
+    validUntil: int
+    signer: Address
+    txHash: TxHash
+
+
+class ConsentEvent(_Out):
+    consentId: Hex32
+    event: str = Field(description="granted or revoked")
+    grantee: Address
+    signer: Address
+    time: int
+    txHash: TxHash
+
+
+class MyConsents(_Out):
+    patient: Address
+    consents: list[MyConsent] = Field(description="the consent in force per institution")
+    history: list[ConsentEvent]
+
+
+class AccessEntry(_Out):
+    accessId: Hex32
+    requester: Address
+    requesterName: str
+    recordId: Hex32
+    category: Category | None = Field(description="null when the record is not known to this gateway")
+    purpose: Purpose
+    emergency: bool
+    emergencyReason: str | None
+    consentId: Hex32
+    time: int = Field(description="unix seconds")
+    ledger: LedgerEntry
+
+
+class EmergencyWindow(_Out):
+    accessId: Hex32
+    member: Address
+    memberName: str
+    categories: list[Category]
+    reason: str | None
+    openedAt: int
+    validUntil: int
+    txHash: TxHash
+
+
+class AccessLog(_Out):
+    """Who read which of my records, newest first, and the break-glass windows opened on me."""
+
+    patient: Address
+    accesses: list[AccessEntry]
+    emergencyWindows: list[EmergencyWindow]
+
+
+# ---------------------------------------------------------------------------------------- system
+
+
+class ChainCheck(_Out):
+    ok: bool
+    head: int | None = None
+    error: str | None = None
+
+
+class StorageCheck(_Out):
+    ok: bool
+    kind: str
+    error: str | None = None
+
+
+class DatabaseCheck(_Out):
+    ok: bool
+    error: str | None = None
+
+
+class IndexerCheck(_Out):
+    ok: bool
+    synced: bool
+    indexedBlock: int
+    lagBlocks: int | None
+    error: str | None
+
+
+class JournalCheck(_Out):
+    ok: bool
+    error: str | None
+    size: int
+    anchoredSize: int
+    anchorLagSeconds: float
+    anchorError: str | None
+
+
+class HealthChecks(_Out):
+    """One entry per part; ``error`` names what failed. ``journal`` only in batch mode."""
+
+    chain: ChainCheck
+    storage: StorageCheck
+    database: DatabaseCheck
+    indexer: IndexerCheck
+    journal: JournalCheck | None = None
+
+
+class Deployment(_Out):
+    chainId: int
+    deployBlock: int
+    contracts: dict[str, Address]
+    gateway: Address = Field(description="the gateway's own account")
+
+
+class Health(_Out):
+    """The gateway's health: ``ok`` (HTTP 200) or ``degraded`` (HTTP 503), the same body."""
+
+    status: Literal["ok", "degraded"]
+    ledgerMode: Literal["strict", "batch"]
+    time: int
+    deployment: Deployment
+    checks: HealthChecks
+
+
+class Member(_Out):
+    address: Address
+    name: str
+    roles: list[RoleSlug]
+    status: Literal["active", "suspended", "removed", "unknown"]
+    encryptionKey: str = Field(description="the member's X25519 release key, 0x-prefixed hex")
+
+
+class Members(_Out):
+    members: list[Member]
