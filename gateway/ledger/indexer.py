@@ -18,9 +18,12 @@ journals exactly that block.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from gateway.ledger.member_names import MemberNames
 from gateway.storage.db import Database, status_text
@@ -33,7 +36,6 @@ __all__ = ["Indexer", "IndexerStatus", "ReadModelView"]
 
 log = logging.getLogger("hcl.gateway.indexer")
 
-_RECORD_STATUS = {"RecordAmended": RecordStatus.AMENDED, "RecordRetracted": RecordStatus.RETRACTED}
 _MEMBER_STATUS = {
     "MemberSuspended": MemberStatus.SUSPENDED,
     "MemberReinstated": MemberStatus.ACTIVE,
@@ -230,139 +232,77 @@ class Indexer:
     def _time(self, block: int) -> int:
         return self._header(block)[1]
 
-    def _apply(self, conn, ev: EventRecord) -> None:  # type: ignore[no-untyped-def]  # noqa: C901
-        a = ev.args
-        name = ev.name
-        if name == "MemberAdded":
-            conn.execute(
-                "INSERT INTO chain_members (address, status, roles, encryption_key, metadata_hash, since_block)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (address) DO UPDATE SET status = excluded.status,"
-                " roles = excluded.roles,"
-                " encryption_key = excluded.encryption_key, metadata_hash = excluded.metadata_hash,"
-                " since_block = excluded.since_block",
-                (a["member"], MemberStatus.ACTIVE, a["roles"], a["encryptionKey"], a["metadataHash"], ev.block_number),
-            )
-            if self.member_names is not None:
-                self.member_names.member_added(a["member"])
-        elif name in _MEMBER_STATUS:
-            conn.execute("UPDATE chain_members SET status = ? WHERE address = ?", (_MEMBER_STATUS[name], a["member"]))
-        elif name == "MemberRolesChanged":
-            conn.execute("UPDATE chain_members SET roles = ? WHERE address = ?", (a["roles"], a["member"]))
-        elif name == "EncryptionKeyRotated":
-            conn.execute(
-                "UPDATE chain_members SET encryption_key = ? WHERE address = ?", (a["encryptionKey"], a["member"])
-            )
-        elif name == "ConsentGranted":
-            conn.execute(
-                "INSERT INTO chain_consents (patient, grantee, consent_id, categories, purposes, valid_from,"
-                " valid_until, status, signer, block, tx_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (patient, grantee) DO UPDATE SET consent_id = excluded.consent_id,"
-                " categories = excluded.categories, purposes = excluded.purposes, valid_from = excluded.valid_from,"
-                " valid_until = excluded.valid_until, status = excluded.status, signer = excluded.signer,"
-                " block = excluded.block, tx_hash = excluded.tx_hash",
-                (
-                    a["patient"],
-                    a["grantee"],
-                    a["consentId"],
-                    a["categories"],
-                    a["purposes"],
-                    a["validFrom"],
-                    a["validUntil"],
-                    _ACTIVE,
-                    a["signer"],
-                    ev.block_number,
-                    ev.tx_hash,
-                ),
-            )
-            self._consent_event(conn, ev, "granted")
-        elif name == "ConsentRevoked":
-            conn.execute(
-                "UPDATE chain_consents SET status = ?, block = ?, tx_hash = ? WHERE patient = ? AND grantee = ?",
-                (_REVOKED, ev.block_number, ev.tx_hash, a["patient"], a["grantee"]),
-            )
-            self._consent_event(conn, ev, "revoked")
-        elif name == "GuardianSet":
-            conn.execute(
-                "INSERT INTO chain_guardians (patient, guardian, valid_until) VALUES (?, ?, ?)"
-                " ON CONFLICT (patient, guardian) DO UPDATE SET valid_until = excluded.valid_until",
-                (a["patient"], a["guardian"], a["validUntil"]),
-            )
-        elif name == "GuardianRemoved":
-            conn.execute(
-                "DELETE FROM chain_guardians WHERE patient = ? AND guardian = ?", (a["patient"], a["guardian"])
-            )
-        elif name == "EmergencyOptOutSet":
-            conn.execute(
-                "INSERT INTO chain_optouts (patient, opted_out, block) VALUES (?, ?, ?)"
-                " ON CONFLICT (patient) DO UPDATE SET opted_out = excluded.opted_out, block = excluded.block",
-                (a["patient"], int(a["optedOut"]), ev.block_number),
-            )
-        elif name == "EmergencyAccessGranted":
-            conn.execute(
-                "INSERT OR REPLACE INTO chain_emergency (access_id, patient, member, categories, valid_until,"
-                " reason_hash, block, time, tx_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    a["accessId"],
-                    a["patient"],
-                    a["member"],
-                    a["categories"],
-                    a["validUntil"],
-                    a["reasonHash"],
-                    ev.block_number,
-                    self._time(ev.block_number),
-                    ev.tx_hash,
-                ),
-            )
-        elif name == "RecordRegistered":
-            conn.execute(
-                "INSERT OR REPLACE INTO chain_records (record_id, patient, provider, category, content_hash, locator,"
-                " status, gateway, block, time, tx_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    a["recordId"],
-                    a["patient"],
-                    a["provider"],
-                    a["category"],
-                    a["contentHash"],
-                    a["locator"],
-                    status_text(RecordStatus.ACTIVE),
-                    a["gateway"],
-                    ev.block_number,
-                    self._time(ev.block_number),
-                    ev.tx_hash,
-                ),
-            )
-        elif name in _RECORD_STATUS:
-            record_id = a["previousRecordId"] if name == "RecordAmended" else a["recordId"]
-            conn.execute(
-                "UPDATE chain_records SET status = ? WHERE record_id = ?",
-                (status_text(_RECORD_STATUS[name]), record_id),
-            )
-        elif name == "AccessLogged":
-            conn.execute(
-                "INSERT OR IGNORE INTO chain_accesses (tx_hash, log_index, requester, patient, record_id, consent_id,"
-                " purpose, emergency, access_hash, block, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    ev.tx_hash,
-                    ev.log_index,
-                    a["requester"],
-                    a["patient"],
-                    a["recordId"],
-                    a["consentId"],
-                    a["purpose"],
-                    int(a["emergency"]),
-                    a["accessHash"],
-                    ev.block_number,
-                    self._time(ev.block_number),
-                ),
-            )
-        elif name == "AccessBatchAnchored":
-            conn.execute(
-                "INSERT OR IGNORE INTO chain_anchors (gateway, idx, root, tree_size, anchored_at, block, tx_hash)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (a["gateway"], a["index"], a["root"], a["treeSize"], a["anchoredAt"], ev.block_number, ev.tx_hash),
-            )
+    def _apply(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        """One event into the read model (events the read model does not keep are skipped)."""
+        handler = self._HANDLERS.get((ev.contract, ev.name))
+        if handler is not None:
+            handler(self, conn, ev)
 
-    def _consent_event(self, conn, ev: EventRecord, kind: str) -> None:  # type: ignore[no-untyped-def]
+    # MemberRegistry
+
+    def _member_added(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        a = ev.args
+        conn.execute(
+            "INSERT INTO chain_members (address, status, roles, encryption_key, metadata_hash, since_block)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (address) DO UPDATE SET status = excluded.status,"
+            " roles = excluded.roles, encryption_key = excluded.encryption_key,"
+            " metadata_hash = excluded.metadata_hash, since_block = excluded.since_block",
+            (a["member"], MemberStatus.ACTIVE, a["roles"], a["encryptionKey"], a["metadataHash"], ev.block_number),
+        )
+        if self.member_names is not None:
+            self.member_names.member_added(a["member"])
+
+    def _member_status(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        """MemberSuspended, MemberReinstated, MemberRemoved."""
+        conn.execute(
+            "UPDATE chain_members SET status = ? WHERE address = ?", (_MEMBER_STATUS[ev.name], ev.args["member"])
+        )
+
+    def _member_roles_changed(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        conn.execute("UPDATE chain_members SET roles = ? WHERE address = ?", (ev.args["roles"], ev.args["member"]))
+
+    def _encryption_key_rotated(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        conn.execute(
+            "UPDATE chain_members SET encryption_key = ? WHERE address = ?",
+            (ev.args["encryptionKey"], ev.args["member"]),
+        )
+
+    # ConsentRegistry
+
+    def _consent_granted(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        a = ev.args
+        conn.execute(
+            "INSERT INTO chain_consents (patient, grantee, consent_id, categories, purposes, valid_from,"
+            " valid_until, status, signer, block, tx_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (patient, grantee) DO UPDATE SET consent_id = excluded.consent_id,"
+            " categories = excluded.categories, purposes = excluded.purposes, valid_from = excluded.valid_from,"
+            " valid_until = excluded.valid_until, status = excluded.status, signer = excluded.signer,"
+            " block = excluded.block, tx_hash = excluded.tx_hash",
+            (
+                a["patient"],
+                a["grantee"],
+                a["consentId"],
+                a["categories"],
+                a["purposes"],
+                a["validFrom"],
+                a["validUntil"],
+                _ACTIVE,
+                a["signer"],
+                ev.block_number,
+                ev.tx_hash,
+            ),
+        )
+        self._consent_event(conn, ev, "granted")
+
+    def _consent_revoked(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        a = ev.args
+        conn.execute(
+            "UPDATE chain_consents SET status = ?, block = ?, tx_hash = ? WHERE patient = ? AND grantee = ?",
+            (_REVOKED, ev.block_number, ev.tx_hash, a["patient"], a["grantee"]),
+        )
+        self._consent_event(conn, ev, "revoked")
+
+    def _consent_event(self, conn: sqlite3.Connection, ev: EventRecord, kind: str) -> None:
         a = ev.args
         conn.execute(
             "INSERT OR IGNORE INTO chain_consent_events (consent_id, kind, patient, grantee, categories, purposes,"
@@ -384,3 +324,123 @@ class Indexer:
                 ev.log_index,
             ),
         )
+
+    def _guardian_set(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        a = ev.args
+        conn.execute(
+            "INSERT INTO chain_guardians (patient, guardian, valid_until) VALUES (?, ?, ?)"
+            " ON CONFLICT (patient, guardian) DO UPDATE SET valid_until = excluded.valid_until",
+            (a["patient"], a["guardian"], a["validUntil"]),
+        )
+
+    def _guardian_removed(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        conn.execute(
+            "DELETE FROM chain_guardians WHERE patient = ? AND guardian = ?", (ev.args["patient"], ev.args["guardian"])
+        )
+
+    def _emergency_opt_out_set(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        conn.execute(
+            "INSERT INTO chain_optouts (patient, opted_out, block) VALUES (?, ?, ?)"
+            " ON CONFLICT (patient) DO UPDATE SET opted_out = excluded.opted_out, block = excluded.block",
+            (ev.args["patient"], int(ev.args["optedOut"]), ev.block_number),
+        )
+
+    def _emergency_access_granted(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        a = ev.args
+        conn.execute(
+            "INSERT OR REPLACE INTO chain_emergency (access_id, patient, member, categories, valid_until,"
+            " reason_hash, block, time, tx_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                a["accessId"],
+                a["patient"],
+                a["member"],
+                a["categories"],
+                a["validUntil"],
+                a["reasonHash"],
+                ev.block_number,
+                self._time(ev.block_number),
+                ev.tx_hash,
+            ),
+        )
+
+    # RecordRegistry
+
+    def _record_registered(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        a = ev.args
+        conn.execute(
+            "INSERT OR REPLACE INTO chain_records (record_id, patient, provider, category, content_hash, locator,"
+            " status, gateway, block, time, tx_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                a["recordId"],
+                a["patient"],
+                a["provider"],
+                a["category"],
+                a["contentHash"],
+                a["locator"],
+                status_text(RecordStatus.ACTIVE),
+                a["gateway"],
+                ev.block_number,
+                self._time(ev.block_number),
+                ev.tx_hash,
+            ),
+        )
+
+    def _record_amended(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        self._record_status(conn, ev.args["previousRecordId"], RecordStatus.AMENDED)
+
+    def _record_retracted(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        self._record_status(conn, ev.args["recordId"], RecordStatus.RETRACTED)
+
+    def _record_status(self, conn: sqlite3.Connection, record_id: bytes, status: RecordStatus) -> None:
+        conn.execute("UPDATE chain_records SET status = ? WHERE record_id = ?", (status_text(status), record_id))
+
+    # AccessLedger
+
+    def _access_logged(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        a = ev.args
+        conn.execute(
+            "INSERT OR IGNORE INTO chain_accesses (tx_hash, log_index, requester, patient, record_id, consent_id,"
+            " purpose, emergency, access_hash, block, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                ev.tx_hash,
+                ev.log_index,
+                a["requester"],
+                a["patient"],
+                a["recordId"],
+                a["consentId"],
+                a["purpose"],
+                int(a["emergency"]),
+                a["accessHash"],
+                ev.block_number,
+                self._time(ev.block_number),
+            ),
+        )
+
+    def _access_batch_anchored(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
+        a = ev.args
+        conn.execute(
+            "INSERT OR IGNORE INTO chain_anchors (gateway, idx, root, tree_size, anchored_at, block, tx_hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (a["gateway"], a["index"], a["root"], a["treeSize"], a["anchoredAt"], ev.block_number, ev.tx_hash),
+        )
+
+    #: (contract, event) → the method that applies it; events not listed are not kept in the read model
+    _HANDLERS: ClassVar[dict[tuple[str, str], Callable[[Indexer, sqlite3.Connection, EventRecord], None]]] = {
+        ("MemberRegistry", "MemberAdded"): _member_added,
+        ("MemberRegistry", "MemberSuspended"): _member_status,
+        ("MemberRegistry", "MemberReinstated"): _member_status,
+        ("MemberRegistry", "MemberRemoved"): _member_status,
+        ("MemberRegistry", "MemberRolesChanged"): _member_roles_changed,
+        ("MemberRegistry", "EncryptionKeyRotated"): _encryption_key_rotated,
+        ("ConsentRegistry", "ConsentGranted"): _consent_granted,
+        ("ConsentRegistry", "ConsentRevoked"): _consent_revoked,
+        ("ConsentRegistry", "GuardianSet"): _guardian_set,
+        ("ConsentRegistry", "GuardianRemoved"): _guardian_removed,
+        ("ConsentRegistry", "EmergencyOptOutSet"): _emergency_opt_out_set,
+        ("ConsentRegistry", "EmergencyAccessGranted"): _emergency_access_granted,
+        ("RecordRegistry", "RecordRegistered"): _record_registered,
+        ("RecordRegistry", "RecordAmended"): _record_amended,
+        ("RecordRegistry", "RecordRetracted"): _record_retracted,
+        ("AccessLedger", "AccessLogged"): _access_logged,
+        ("AccessLedger", "AccessBatchAnchored"): _access_batch_anchored,
+    }
