@@ -139,6 +139,12 @@ class _Reconciler:
         self.report = Report(dry_run)
         self.dry_run = dry_run
         self._repairs = 0
+        self._mempool: bool | None = None
+        # filled by _survey, then read and updated by the rules in turn
+        self.stored: set[bytes] = set()  # locators in the store
+        self.rows: list[Any] = []  # record_keys rows
+        self.registrations: dict[bytes, str] = {}  # record id → tx, of this gateway's RecordRegistered
+        self.referenced: set[bytes] = set()  # locators that rows still need (not orphans)
 
     def _found(self, kind: str, subject: str, severity: str, action: str) -> Finding:
         f = Finding(kind, subject, severity, action, repaired=False)
@@ -161,150 +167,189 @@ class _Reconciler:
             raise ReconcileError(f"cannot delete blob {cid_to_str(locator)}: {exc}") from exc
 
     def run(self, journal_path: Path | None) -> Report:
-        db = self.db
+        """Every rule of the module docstring, in order; returns the report."""
+        self._survey()
+        self._pending_uploads()
+        self._pending_retractions()
+        self._registered_blobs()
+        self._registrations_without_key()
+        self._orphan_blobs()
+        self._temp_files()
+        if journal_path is not None and journal_path.exists():
+            self._journal(journal_path)
+        return self.report
+
+    def _survey(self) -> None:
+        """What there is: the store's blobs, the record_keys rows, this gateway's on-chain registrations."""
         try:
-            stored = set(self.store.locators())  # type: ignore[attr-defined]
+            self.stored = set(self.store.locators())  # type: ignore[attr-defined]
         except BlobStoreError as exc:
             raise ReconcileError(f"the blob store cannot be listed: {exc}") from exc
-        rows = db.read().execute("SELECT record_id, upload_id, state, locator FROM record_keys").fetchall()
-        self.report.checked = {"rows": len(rows), "blobs": len(stored)}
-        registrations = {}
+        self.rows = self.db.read().execute("SELECT record_id, upload_id, state, locator FROM record_keys").fetchall()
+        self.report.checked = {"rows": len(self.rows), "blobs": len(self.stored)}
+        self.registrations = {}
         for ev in self.ledger.records.events(["RecordRegistered"]):
             if ev["gateway"] == self.account.address:
-                registrations[bytes(ev["recordId"])] = ev.tx_hash
-        self.report.checked["registrations"] = len(registrations)
-        referenced: set[bytes] = set()
+                self.registrations[bytes(ev["recordId"])] = ev.tx_hash
+        self.report.checked["registrations"] = len(self.registrations)
 
-        # pending uploads: registered on-chain or not at all (registerBatch is atomic)
+    # ------------------------------------------------------------------ upload_registered, upload_unregistered
+
+    def _pending_uploads(self) -> None:
+        """Pending uploads: registered on-chain or not at all (registerBatch is atomic)."""
         uploads: dict[str, list[Any]] = defaultdict(list)
-        for r in rows:
+        for r in self.rows:
             if r["state"] == RecordState.PENDING:
                 uploads[r["upload_id"]].append(r)
-        mempool = None
         for upload_id, group in uploads.items():
-            ids = [bytes(r["record_id"]) for r in group]
-            on_chain = [self._status(i) is not RecordStatus.NONE for i in ids]
-            if all(on_chain):
-                f = self._found("upload_registered", upload_id, REPAIR, f"{len(ids)} record(s) marked registered")
-                referenced.update(bytes(r["locator"]) for r in group)
-                if not self.dry_run:
-                    with db.write() as conn:
-                        conn.executemany(
-                            "UPDATE record_keys SET state = ?, tx_hash = ? WHERE record_id = ? AND state = ?",
-                            [(RecordState.REGISTERED, registrations.get(i), i, RecordState.PENDING) for i in ids],
-                        )
-                    self._done(f)
-                continue
-            if any(on_chain):  # cannot happen with registerBatch; never guess
-                self._found("upload_partial", upload_id, LOST, "some records of the upload are on-chain, some not")
-                referenced.update(bytes(r["locator"]) for r in group)
-                continue
-            if mempool is None:
-                addr = self.account.address
-                w3 = self.ledger.client.w3
-                mempool = self.ledger.client.rpc(
+            self._pending_upload(
+                upload_id, [bytes(r["record_id"]) for r in group], [bytes(r["locator"]) for r in group]
+            )
+
+    def _pending_upload(self, upload_id: str, ids: list[bytes], locators: list[bytes]) -> None:
+        on_chain = [self._status(i) is not RecordStatus.NONE for i in ids]
+        if all(on_chain):
+            self._upload_registered(upload_id, ids, locators)
+        elif any(on_chain):  # cannot happen with registerBatch; never guess
+            self._found("upload_partial", upload_id, LOST, "some records of the upload are on-chain, some not")
+            self.referenced.update(locators)
+        elif self._mempool_busy():
+            self._found(
+                "upload_unregistered", upload_id, REPAIR, "skipped: a gateway transaction is pending; run again"
+            )
+            self.referenced.update(locators)
+        else:
+            self._upload_unregistered(upload_id, ids, locators)
+
+    def _mempool_busy(self) -> bool:
+        """Whether the gateway account has a transaction in the mempool (asked once per run)."""
+        if self._mempool is None:
+            addr, w3 = self.account.address, self.ledger.client.w3
+            self._mempool = bool(
+                self.ledger.client.rpc(
                     lambda: w3.eth.get_transaction_count(addr, "pending") > w3.eth.get_transaction_count(addr, "latest")
                 )
-            if mempool:
-                self._found(
-                    "upload_unregistered", upload_id, REPAIR, "skipped: a gateway transaction is pending; run again"
-                )
-                referenced.update(bytes(r["locator"]) for r in group)
-                continue
-            f = self._found(
-                "upload_unregistered", upload_id, REPAIR, f"{len(ids)} unacknowledged record(s) and blob(s) deleted"
             )
+        return self._mempool
+
+    def _upload_registered(self, upload_id: str, ids: list[bytes], locators: list[bytes]) -> None:
+        f = self._found("upload_registered", upload_id, REPAIR, f"{len(ids)} record(s) marked registered")
+        self.referenced.update(locators)
+        if self.dry_run:
+            return
+        with self.db.write() as conn:
+            conn.executemany(
+                "UPDATE record_keys SET state = ?, tx_hash = ? WHERE record_id = ? AND state = ?",
+                [(RecordState.REGISTERED, self.registrations.get(i), i, RecordState.PENDING) for i in ids],
+            )
+        self._done(f)
+
+    def _upload_unregistered(self, upload_id: str, ids: list[bytes], locators: list[bytes]) -> None:
+        f = self._found(
+            "upload_unregistered", upload_id, REPAIR, f"{len(ids)} unacknowledged record(s) and blob(s) deleted"
+        )
+        if self.dry_run:
+            self.referenced.update(locators)
+            return
+        with self.db.write() as conn:  # rows first: a crash in between leaves orphan blobs, found next time
+            conn.executemany("DELETE FROM resource_index WHERE record_id = ?", [(i,) for i in ids])
+            conn.executemany(
+                "DELETE FROM record_keys WHERE record_id = ? AND state = ?", [(i, RecordState.PENDING) for i in ids]
+            )
+        self._done(f)
+        for locator in locators:
+            self._delete_blob(locator)
+
+    # ------------------------------------------------------------------ retract_pending
+
+    def _pending_retractions(self) -> None:
+        """Retractions whose on-chain part did not happen (or was not recorded)."""
+        for r in self.rows:
+            if r["state"] == RecordState.SHREDDED:
+                self._pending_retraction(bytes(r["record_id"]), bytes(r["locator"]))
+
+    def _pending_retraction(self, rid: bytes, locator: bytes) -> None:
+        if self._status(rid) in (RecordStatus.ACTIVE, RecordStatus.AMENDED):
+            f = self._found("retract_pending", rid.hex(), REPAIR, "on-chain retract retried, blob deleted")
             if self.dry_run:
-                referenced.update(bytes(r["locator"]) for r in group)
-                continue
-            with db.write() as conn:  # rows first: a crash in between leaves orphan blobs, found next time
-                conn.executemany("DELETE FROM resource_index WHERE record_id = ?", [(i,) for i in ids])
-                conn.executemany(
-                    "DELETE FROM record_keys WHERE record_id = ? AND state = ?", [(i, RecordState.PENDING) for i in ids]
-                )
-            self._done(f)
-            for r in group:
-                self._delete_blob(bytes(r["locator"]))
+                return
+            try:
+                self.ledger.records.retract(self.account, rid)
+            except ContractRevert:
+                if self._status(rid) is not RecordStatus.RETRACTED:
+                    raise
+        else:
+            f = self._found("retract_pending", rid.hex(), REPAIR, "marked retracted, blob deleted")
+            if self.dry_run:
+                return
+        with self.db.write() as conn:
+            conn.execute("UPDATE record_keys SET state = ? WHERE record_id = ?", (RecordState.RETRACTED, rid))
+        self._done(f)
+        self._delete_blob(locator)
+        self.stored.discard(locator)
 
-        # retractions whose on-chain part did not happen (or was not recorded)
-        for r in rows:
-            if r["state"] != RecordState.SHREDDED:
-                continue
-            rid = bytes(r["record_id"])
-            status = self._status(rid)
-            if status in (RecordStatus.ACTIVE, RecordStatus.AMENDED):
-                f = self._found("retract_pending", rid.hex(), REPAIR, "on-chain retract retried, blob deleted")
-                if self.dry_run:
-                    continue
-                try:
-                    self.ledger.records.retract(self.account, rid)
-                except ContractRevert:
-                    if self._status(rid) is not RecordStatus.RETRACTED:
-                        raise
-            else:
-                f = self._found("retract_pending", rid.hex(), REPAIR, "marked retracted, blob deleted")
-                if self.dry_run:
-                    continue
-            with db.write() as conn:
-                conn.execute("UPDATE record_keys SET state = ? WHERE record_id = ?", (RecordState.RETRACTED, rid))
-            self._done(f)
-            self._delete_blob(bytes(r["locator"]))
-            stored.discard(bytes(r["locator"]))
+    # ------------------------------------------------------------------ blob_missing, blob_restored
 
-        # registered records and their blobs
-        for r in rows:
-            locator = bytes(r["locator"])
-            rid = bytes(r["record_id"])
+    def _registered_blobs(self) -> None:
+        """Registered records and their blobs."""
+        for r in self.rows:
+            locator, rid = bytes(r["locator"]), bytes(r["record_id"])
             if r["state"] == RecordState.REGISTERED:
-                referenced.add(locator)
-                if locator not in stored:
-                    f = self._found(
-                        "blob_missing", rid.hex(), LOST, "marked missing_blob; restore the blob and run again"
-                    )
-                    if not self.dry_run:
-                        with db.write() as conn:
-                            conn.execute(
-                                "UPDATE record_keys SET state = ? WHERE record_id = ?", (RecordState.MISSING_BLOB, rid)
-                            )
+                self.referenced.add(locator)
+                if locator not in self.stored:
+                    self._blob_missing(rid)
             elif r["state"] == RecordState.MISSING_BLOB:
-                referenced.add(locator)
-                if locator in stored:
-                    f = self._found("blob_restored", rid.hex(), REPAIR, "blob is back: marked registered")
-                    if not self.dry_run:
-                        with db.write() as conn:
-                            conn.execute(
-                                "UPDATE record_keys SET state = ? WHERE record_id = ?", (RecordState.REGISTERED, rid)
-                            )
-                        self._done(f)
+                self.referenced.add(locator)
+                if locator in self.stored:
+                    self._blob_restored(rid)
                 else:
                     self._found("blob_missing", rid.hex(), LOST, "still missing; restore the blob and run again")
             elif r["state"] == RecordState.SHREDDED and self.dry_run:
-                referenced.add(locator)
+                self.referenced.add(locator)
 
-        known = {bytes(r["record_id"]) for r in rows}
-        for rid, tx in registrations.items():
+    def _blob_missing(self, rid: bytes) -> None:
+        self._found("blob_missing", rid.hex(), LOST, "marked missing_blob; restore the blob and run again")
+        if not self.dry_run:
+            self._set_state(rid, RecordState.MISSING_BLOB)
+
+    def _blob_restored(self, rid: bytes) -> None:
+        f = self._found("blob_restored", rid.hex(), REPAIR, "blob is back: marked registered")
+        if not self.dry_run:
+            self._set_state(rid, RecordState.REGISTERED)
+            self._done(f)
+
+    def _set_state(self, rid: bytes, state: RecordState) -> None:
+        with self.db.write() as conn:
+            conn.execute("UPDATE record_keys SET state = ? WHERE record_id = ?", (state, rid))
+
+    # ------------------------------------------------------------------ registration_without_key, orphan_blob, temp_file
+
+    def _registrations_without_key(self) -> None:
+        known = {bytes(r["record_id"]) for r in self.rows}
+        for rid, tx in self.registrations.items():
             if rid not in known:
                 self._found(
                     "registration_without_key", rid.hex(), LOST, f"registered on-chain (tx {tx}) but no key here"
                 )
 
-        for locator in sorted(stored - referenced):
+    def _orphan_blobs(self) -> None:
+        for locator in sorted(self.stored - self.referenced):
             f = self._found("orphan_blob", cid_to_str(locator), REPAIR, "deleted")
             if not self.dry_run:
                 self._delete_blob(locator)
                 self._done(f)
 
-        if isinstance(self.store, LocalBlobStore):
-            temps = list(self.store.root.glob(".tmp-*")) + list(self.store.root.glob("*/.tmp-*"))
-            for t in temps:
-                f = self._found("temp_file", t.name, REPAIR, "deleted")
-                if not self.dry_run:
-                    t.unlink(missing_ok=True)
-                    self._done(f)
+    def _temp_files(self) -> None:
+        if not isinstance(self.store, LocalBlobStore):
+            return
+        temps = list(self.store.root.glob(".tmp-*")) + list(self.store.root.glob("*/.tmp-*"))
+        for t in temps:
+            f = self._found("temp_file", t.name, REPAIR, "deleted")
+            if not self.dry_run:
+                t.unlink(missing_ok=True)
+                self._done(f)
 
-        if journal_path is not None and journal_path.exists():
-            self._journal(journal_path)
-        return self.report
+    # ------------------------------------------------------------------ anchor_unrecorded, journal_*
 
     def _journal(self, path: Path) -> None:
         try:
