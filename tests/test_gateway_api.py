@@ -15,6 +15,7 @@ import orjson
 import pytest
 from gateway_harness import CLINIC, HOSPITAL, LAB, SAMPLES, RunningGateway, dev, open_release, running_gateway
 
+from gateway.api.schemas import EncryptedRelease
 from node_client import signing
 from node_client.contracts import Action
 from node_client.vocabulary import Category, Purpose, parse_categories, parse_purposes
@@ -171,6 +172,8 @@ def test_release_requires_consent_then_is_ledgered_and_encrypted_to_the_reader(
     r = clinic.get(f"/v1/records/{record}", params={"purpose": "treatment"})
     assert r.status_code == 200, r.text
     body = r.json()
+    # the route sends the service's body as it is: it is exactly what the document declares
+    assert list(body) == list(EncryptedRelease.model_fields) and EncryptedRelease.model_validate(body)
     assert body["consentId"] == "0x" + consent_id.hex() and body["emergency"] is False
     assert "resource" not in body  # never plaintext by default
     bundle = orjson.loads(open_release(body, CLINIC, dev(CLINIC).address))
@@ -404,6 +407,7 @@ def test_batch_mode_journals_then_anchors(tmp_path: Path) -> None:
         clinic = bgw.login(dev(CLINIC))
         released = [clinic.get(f"/v1/records/{record}", params={"purpose": "treatment"}) for _ in range(3)]
         assert all(r.status_code == 200 for r in released), released[0].text
+        assert all(EncryptedRelease.model_validate(r.json()).ledger.mode == "batch" for r in released)
         indexes = [r.json()["ledger"]["journalIndex"] for r in released]
         assert indexes == sorted(set(indexes))
         deadline = time.monotonic() + 10

@@ -28,6 +28,7 @@ from gateway.api.consents import _signed
 from gateway.api.deps import ComponentsDep
 from gateway.api.models import SignedGrantIn
 from gateway.api.records import discover
+from gateway.api.schemas import MyRecord
 from gateway.portal import i18n
 from gateway.portal.session import (
     ROLE_PAGES,
@@ -173,10 +174,10 @@ def _providers(c: Any) -> list[dict[str, Any]]:
 
 
 def _patient(c: Any, v: Viewer) -> dict[str, Any]:
-    records = me.my_records(c, v.address)["records"]
-    by_category: dict[str, list[dict[str, Any]]] = {}
+    records = me.my_records(c, v.address).records
+    by_category: dict[str, list[MyRecord]] = {}
     for r in records:
-        by_category.setdefault(r["category"], []).append(r)
+        by_category.setdefault(r.category, []).append(r)
     now = int(time.time())
     guardians = [
         {"address": g["guardian"], "validUntil": g["valid_until"], "current": g["valid_until"] > now}
@@ -193,7 +194,7 @@ def _patient(c: Any, v: Viewer) -> dict[str, Any]:
         "categories": CATEGORIES,
         "purposes": PURPOSES,
         "providers": _providers(c),
-        "consents": consents["consents"],
+        "consents": consents.consents,
         "access": me.my_access_log(c, v.address),
         "guardians": guardians,
         "opted_out": bool(optout and optout["opted_out"]),
