@@ -3,6 +3,9 @@
 Every refusal and failure is a :class:`Problem` carrying a stable ``code`` (``consent_missing``,
 ``chain_unavailable``, ...). The response's ``type`` is ``/problems/<code>``, a page the gateway serves
 describing the code, and ``code`` is repeated as a member so clients can switch on it.
+
+Domain code below the API raises :class:`gateway.errors.DomainError` (each names its code); the handler
+installed here answers it exactly as the :class:`Problem` of that code (:meth:`Problem.of`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from gateway.errors import DomainError
 
 __all__ = ["PROBLEMS", "Problem", "install_problem_handlers", "problem_response"]
 
@@ -66,6 +71,11 @@ class Problem(Exception):
         self.extra = extra
         super().__init__(f"{code}: {detail}")
 
+    @classmethod
+    def of(cls, error: DomainError) -> Problem:
+        """The problem a domain error is answered with: its code, detail and extra members."""
+        return cls(error.code, error.detail, **error.extra)
+
     def body(self, instance: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "type": f"/problems/{self.code}",
@@ -103,6 +113,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> Response:
         return problem_response(exc, request.url.path)
+
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> Response:
+        return problem_response(Problem.of(exc), request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

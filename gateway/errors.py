@@ -1,0 +1,199 @@
+"""The gateway's domain errors: what the services, the access checks, the ledger and the stores raise.
+
+Each error names the stable problem code it stands for (:attr:`DomainError.code`, one of
+:data:`gateway.problems.PROBLEMS`) and carries the ``detail`` for the caller and any extra members
+(``error=...``, ``issues=[...]``, ``validUntil=...``). Domain code knows nothing of HTTP: it raises these,
+and :func:`gateway.problems.install_problem_handlers` turns every one into the same
+``application/problem+json`` response a :class:`~gateway.problems.Problem` of that code gives, once, at
+the boundary.
+
+A class is the code in CamelCase (``consent_revoked`` → :class:`ConsentRevoked`). Some share a name with
+the lower-level exception they translate (``node_client``'s ``ChainUnavailable``, the journal's
+``JournalUnavailable``, the blob store's ``StorageFull``), so domain code refers to them through the
+module: ``from gateway import errors`` … ``raise errors.ChainUnavailable(...) from exc``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "ChainRejected",
+    "ChainUnavailable",
+    "ConsentExpired",
+    "ConsentMissing",
+    "ConsentRefused",
+    "ConsentRevoked",
+    "DomainError",
+    "EmergencyNotAllowed",
+    "IntegrityError",
+    "InvalidFhir",
+    "InvalidRequest",
+    "InvalidSignature",
+    "JournalUnavailable",
+    "MemberSuspended",
+    "NotFound",
+    "NotMember",
+    "NotPatient",
+    "PayloadTooLarge",
+    "RecordNotFound",
+    "RecordRetracted",
+    "Refused",
+    "ReplayedNonce",
+    "StorageFull",
+    "StorageUnavailable",
+    "TokenExpired",
+    "Unauthenticated",
+    "Unavailable",
+    "WrongCategory",
+    "WrongPurpose",
+    "WrongRole",
+]
+
+
+class DomainError(Exception):
+    """A refusal or failure of the gateway, answered as the problem ``code`` (with ``detail`` and ``extra``)."""
+
+    code: ClassVar[str] = "internal_error"  # the groups below (Refused, ConsentRefused, Unavailable) keep it
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        self.detail = detail
+        self.extra = extra
+        super().__init__(detail)
+
+
+# ---------------------------------------------------------------- the request itself (4xx)
+
+
+class InvalidRequest(DomainError):
+    code = "invalid_request"
+
+
+class InvalidFhir(DomainError):
+    """The uploaded FHIR is not acceptable (``issues``: where and why); see :class:`gateway.fhir.InvalidFhir`."""
+
+    code = "invalid_fhir"
+
+
+class PayloadTooLarge(DomainError):
+    code = "payload_too_large"
+
+
+# ---------------------------------------------------------------- who is asking (401)
+
+
+class InvalidSignature(DomainError):
+    code = "invalid_signature"
+
+
+class Unauthenticated(DomainError):
+    code = "unauthenticated"
+
+
+class TokenExpired(DomainError):
+    code = "token_expired"
+
+
+class ReplayedNonce(DomainError):
+    code = "replayed_nonce"
+
+
+# ---------------------------------------------------------------- not allowed (403)
+
+
+class Refused(DomainError):
+    """The caller may not do this (membership, role, consent)."""
+
+
+class NotMember(Refused):
+    code = "not_member"
+
+
+class MemberSuspended(Refused):
+    code = "member_suspended"
+
+
+class WrongRole(Refused):
+    code = "wrong_role"
+
+
+class NotPatient(Refused):
+    code = "not_patient"
+
+
+class ConsentRefused(Refused):
+    """No consent covers the access; the subclass says why."""
+
+
+class ConsentMissing(ConsentRefused):
+    code = "consent_missing"
+
+
+class ConsentExpired(ConsentRefused):
+    code = "consent_expired"
+
+
+class ConsentRevoked(ConsentRefused):
+    code = "consent_revoked"
+
+
+class WrongCategory(ConsentRefused):
+    code = "wrong_category"
+
+
+class WrongPurpose(ConsentRefused):
+    code = "wrong_purpose"
+
+
+class EmergencyNotAllowed(ConsentRefused):
+    code = "emergency_not_allowed"
+
+
+# ---------------------------------------------------------------- the record
+
+
+class RecordNotFound(DomainError):
+    code = "record_not_found"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class RecordRetracted(DomainError):
+    code = "record_retracted"
+
+
+# ---------------------------------------------------------------- the parts below (409, 502, 503, 507)
+
+
+class ChainRejected(DomainError):
+    """The chain refused the transaction (``error``: the contract's custom error, when known)."""
+
+    code = "chain_rejected"
+
+
+class IntegrityError(DomainError):
+    """Stored data does not match the ledger (or does not decrypt)."""
+
+    code = "integrity_error"
+
+
+class Unavailable(DomainError):
+    """A part the gateway needs cannot be used now; nothing was released."""
+
+
+class ChainUnavailable(Unavailable):
+    code = "chain_unavailable"
+
+
+class StorageUnavailable(Unavailable):
+    code = "storage_unavailable"
+
+
+class JournalUnavailable(Unavailable):
+    code = "journal_unavailable"
+
+
+class StorageFull(DomainError):
+    code = "storage_full"
