@@ -31,7 +31,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import is_address, to_checksum_address
 
-from gateway.problems import Problem
+from gateway import errors
 from gateway.storage.db import Database
 
 __all__ = ["Authenticator", "Challenge", "Token", "load_or_create_key"]
@@ -105,7 +105,7 @@ class Authenticator:
 
     def challenge(self, address: str) -> Challenge:
         if not is_address(address):
-            raise Problem("invalid_request", f"{address!r} is not an Ethereum address")
+            raise errors.InvalidRequest(f"{address!r} is not an Ethereum address")
         address = to_checksum_address(address)
         now = int(time.time())
         nonce = secrets.token_hex(16)
@@ -133,7 +133,7 @@ class Authenticator:
         """Verifies a signed challenge and consumes its nonce."""
         match = _NONCE_RE.search(message or "")
         if match is None:
-            raise Problem("invalid_signature", "the message is not a challenge of this gateway")
+            raise errors.InvalidSignature("the message is not a challenge of this gateway")
         nonce = match.group(1)
         row = (
             self.db.read()
@@ -141,23 +141,23 @@ class Authenticator:
             .fetchone()
         )
         if row is None or row["message"] != message:
-            raise Problem("invalid_signature", "the message is not a challenge of this gateway")
+            raise errors.InvalidSignature("the message is not a challenge of this gateway")
         try:
             sig = bytes.fromhex(signature.removeprefix("0x"))
             recovered = Account.recover_message(encode_defunct(text=message), signature=sig)
         except Exception:
-            raise Problem("invalid_signature", "malformed signature") from None
+            raise errors.InvalidSignature("malformed signature") from None
         if recovered != row["address"]:
-            raise Problem("invalid_signature", "the signature is not by the challenged address")
+            raise errors.InvalidSignature("the signature is not by the challenged address")
         now = int(time.time())
         if row["used_at"] is not None or row["expires_at"] < now:
-            raise Problem("replayed_nonce", "this sign-in nonce was already used or has expired")
+            raise errors.ReplayedNonce("this sign-in nonce was already used or has expired")
         with self.db.write() as conn:
             used = conn.execute(
                 "UPDATE nonces SET used_at = ? WHERE nonce = ? AND used_at IS NULL", (now, nonce)
             ).rowcount
         if used != 1:
-            raise Problem("replayed_nonce", "this sign-in nonce was already used")
+            raise errors.ReplayedNonce("this sign-in nonce was already used")
         return self.issue(row["address"])
 
     def issue(self, address: str) -> Token:
@@ -172,15 +172,15 @@ class Authenticator:
         """The address a valid, unexpired token is bound to."""
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
-            raise Problem("unauthenticated", "malformed bearer token")
+            raise errors.Unauthenticated("malformed bearer token")
         try:
             mac = _unb64(parts[2])
             payload = orjson.loads(_unb64(parts[1]))
         except Exception:
-            raise Problem("unauthenticated", "malformed bearer token") from None
+            raise errors.Unauthenticated("malformed bearer token") from None
         expected = hmac.new(self._key, f"{TOKEN_PREFIX}.{parts[1]}".encode(), hashlib.sha256).digest()
         if not hmac.compare_digest(mac, expected):
-            raise Problem("unauthenticated", "invalid bearer token")
+            raise errors.Unauthenticated("invalid bearer token")
         if not isinstance(payload, dict) or int(payload.get("exp", 0)) < time.time():
-            raise Problem("token_expired", "sign in again")
+            raise errors.TokenExpired("sign in again")
         return str(payload["sub"])

@@ -10,8 +10,8 @@ Two sources, one answer:
   that time, so the cache is never looser than the chain at its head. Only *yes* comes from the cache:
 * **the chain** (``eth_call`` at the latest block) decides everything else: when the indexer lags or has
   failed, every refusal (so the caller gets the chain's word and a precise reason), and every emergency
-  (break-glass) request. When the chain cannot be asked, nothing is decided: :class:`Problem`
-  ``chain_unavailable`` (fail closed).
+  (break-glass) request. When the chain cannot be asked, nothing is decided:
+  :class:`gateway.errors.ChainUnavailable` (fail closed).
 
 In strict ledger mode the chain checks again in ``logAccess`` whatever the cache said.
 
@@ -23,7 +23,7 @@ bound (:attr:`gateway.ledger.indexer.Indexer.freshness`) before the decision; ot
 again (:class:`StaleView`).
 
 When the chain says no, :meth:`AccessPolicy.explain` looks at the consent to give the caller the precise
-reason (missing, revoked, expired, wrong category, wrong purpose) as a stable problem code.
+reason (missing, revoked, expired, wrong category, wrong purpose) as a domain error with a stable problem code.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.problems import Problem
+from gateway import errors
 from gateway.storage.db import record_status, status_text
 from node_client._exceptions import ChainUnavailable
 from node_client.contracts import (
@@ -116,7 +116,7 @@ class AccessPolicy:
         try:
             b = self.ledger.client.rpc(lambda: self.ledger.client.w3.eth.get_block("latest"))
         except ChainUnavailable as exc:
-            raise Problem("chain_unavailable", str(exc)) from exc
+            raise errors.ChainUnavailable(str(exc)) from exc
         return StateView("chain", int(b["number"]), bytes(b["hash"]), int(b["timestamp"]), seen_at)
 
     def staleness_bound(self) -> float:
@@ -140,7 +140,7 @@ class AccessPolicy:
         try:
             return self.ledger.client.call(fn, block=block)
         except ChainUnavailable as exc:
-            raise Problem("chain_unavailable", str(exc)) from exc
+            raise errors.ChainUnavailable(str(exc)) from exc
 
     def _member_at(self, address: str, block: int | str) -> Member:
         status, roles, since, key, meta = self._pinned(self.ledger.members.contract.functions.memberOf(address), block)
@@ -180,7 +180,7 @@ class AccessPolicy:
         try:
             return self.ledger.members.member_of(address)
         except ChainUnavailable as exc:
-            raise Problem("chain_unavailable", str(exc)) from exc
+            raise errors.ChainUnavailable(str(exc)) from exc
 
     def record(self, record_id: bytes, *, offline: bool = False, view: StateView | None = None) -> Record:
         """The record's registration (patient, category, status); with ``view``, at its block (a record
@@ -207,19 +207,19 @@ class AccessPolicy:
         try:
             return self.ledger.records.record_of(record_id)
         except ChainUnavailable as exc:
-            raise Problem("chain_unavailable", str(exc)) from exc
+            raise errors.ChainUnavailable(str(exc)) from exc
 
     def require_member(
         self, address: str, roles: int = int(PROVIDER_ROLES), *, offline: bool = False, view: StateView | None = None
     ) -> Member:
-        """The caller's member record if it is active and holds one of ``roles``; else a 403 problem."""
+        """The caller's member record if it is active and holds one of ``roles``; else :class:`~gateway.errors.Refused`."""
         m = self.member(address, offline=offline, view=view)
         if m.status is MemberStatus.SUSPENDED:
-            raise Problem("member_suspended", f"{address} is suspended")
+            raise errors.MemberSuspended(f"{address} is suspended")
         if m.status is not MemberStatus.ACTIVE:
-            raise Problem("not_member", f"{address} is not an active member")
+            raise errors.NotMember(f"{address} is not an active member")
         if not m.roles & roles:
-            raise Problem("wrong_role", f"{address} lacks the role for this ({Role(roles)!r})")
+            raise errors.WrongRole(f"{address} lacks the role for this ({Role(roles)!r})")
         return m
 
     def _from_cache(
@@ -267,7 +267,7 @@ class AccessPolicy:
         try:
             result: CheckResult = self.ledger.consents.check(patient, requester, category, purpose)
         except ChainUnavailable as exc:
-            raise Problem("chain_unavailable", str(exc)) from exc
+            raise errors.ChainUnavailable(str(exc)) from exc
         return Decision(result.allowed, result.consent_id, result.emergency)
 
     def require(
@@ -281,7 +281,7 @@ class AccessPolicy:
         member: Member | None = None,
         view: StateView | None = None,
     ) -> Decision:
-        """A *yes*, or the problem saying why not. ``offline``: a yes from the read model or :class:`NeedsChain`.
+        """A *yes*, or the domain error saying why not. ``offline``: a yes from the read model or :class:`NeedsChain`.
         ``view``: decide at its block only (a read-model view without a yes: :class:`NeedsChain`)."""
         if view is not None and view.source == "cache":
             cached = self._from_cache(patient, requester, category, purpose, member, view)
@@ -292,7 +292,7 @@ class AccessPolicy:
             try:
                 result = self.ledger.consents.check(patient, requester, category, purpose, block=view.block)
             except ChainUnavailable as exc:
-                raise Problem("chain_unavailable", str(exc)) from exc
+                raise errors.ChainUnavailable(str(exc)) from exc
             if not result.allowed:
                 raise self.explain(patient, requester, category, purpose, view=view)
             return Decision(True, result.consent_id, result.emergency)
@@ -308,8 +308,8 @@ class AccessPolicy:
 
     def explain(
         self, patient: str, requester: str, category: int, purpose: int, *, view: StateView | None = None
-    ) -> Problem:
-        """Why ``check`` said no, as a problem (with a chain ``view``: at its block, as the check was)."""
+    ) -> errors.DomainError:
+        """Why ``check`` said no, as a domain error (with a chain ``view``: at its block, as the check was)."""
         try:
             if view is not None and view.source == "chain":
                 member = self._member_at(requester, view.block)
@@ -320,31 +320,30 @@ class AccessPolicy:
                 consent = self.ledger.consents.consent_of(patient, requester)
                 now = self.ledger.client.block_timestamp()
         except ChainUnavailable as exc:
-            return Problem("chain_unavailable", str(exc))
-        except Problem as problem:
-            return problem
+            return errors.ChainUnavailable(str(exc))
+        except errors.DomainError as error:
+            return error
         if member.status is MemberStatus.SUSPENDED:
-            return Problem("member_suspended", f"{requester} is suspended")
+            return errors.MemberSuspended(f"{requester} is suspended")
         if member.status is not MemberStatus.ACTIVE:
-            return Problem("not_member", f"{requester} is not an active member")
+            return errors.NotMember(f"{requester} is not an active member")
         if not member.roles & int(PROVIDER_ROLES):
-            return Problem("wrong_role", f"{requester} is not a care provider")
+            return errors.WrongRole(f"{requester} is not a care provider")
         cat, pur = Category(category).name.lower(), Purpose(purpose).name.lower()
         if purpose == Purpose.EMERGENCY and (
             consent.status is not ConsentStatus.ACTIVE or not consent.purposes >> purpose & 1
         ):
-            return Problem(
-                "emergency_not_allowed",
+            return errors.EmergencyNotAllowed(
                 f"no open emergency access covers {cat} (only emergency-safe categories, not after opt-out)",
             )
         if consent.status is ConsentStatus.NONE:
-            return Problem("consent_missing", "the patient has not granted this institution any consent")
+            return errors.ConsentMissing("the patient has not granted this institution any consent")
         if consent.status is ConsentStatus.REVOKED:
-            return Problem("consent_revoked", "the patient revoked this institution's consent")
+            return errors.ConsentRevoked("the patient revoked this institution's consent")
         if not consent.valid_from <= now < consent.valid_until:
-            return Problem("consent_expired", "the consent is not valid at this time", validUntil=consent.valid_until)
+            return errors.ConsentExpired("the consent is not valid at this time", validUntil=consent.valid_until)
         if not consent.categories >> category & 1:
-            return Problem("wrong_category", f"the consent does not cover {cat}")
+            return errors.WrongCategory(f"the consent does not cover {cat}")
         if not consent.purposes >> purpose & 1:
-            return Problem("wrong_purpose", f"the consent does not cover the purpose {pur}")
-        return Problem("not_member", "the requester is not an active care provider")
+            return errors.WrongPurpose(f"the consent does not cover the purpose {pur}")
+        return errors.NotMember("the requester is not an active care provider")

@@ -13,7 +13,7 @@ from gateway.api.models import EmergencyIn, SignedGrantIn, SignedRevokeIn
 from gateway.api.schemas import ConsentGranted, ConsentRevoked, EmergencyOpened, problems
 from gateway.problems import Problem
 from gateway.services import relay
-from gateway.services.relay import revert_problem
+from gateway.services.relay import revert_error
 from node_client import signing
 from node_client._exceptions import ChainUnavailable, ContractRevert, SignatureError
 from node_client.vocabulary import CATEGORIES, Role, categories_of
@@ -71,7 +71,7 @@ def grant(body: SignedGrantIn, c: ComponentsDep, caller: CallerDep) -> ConsentGr
     except ChainUnavailable as exc:
         raise Problem("chain_unavailable", str(exc)) from exc
     except ContractRevert as exc:
-        raise revert_problem(exc) from exc
+        raise revert_error(exc) from exc
     c.catch_up()
     return ConsentGranted(consentId="0x" + consent_id.hex(), txHash=tx.tx_hash, blockNumber=tx.block_number)
 
@@ -91,7 +91,7 @@ def revoke(consent_id: str, body: SignedRevokeIn, c: ComponentsDep, caller: Call
     except ChainUnavailable as exc:
         raise Problem("chain_unavailable", str(exc)) from exc
     except ContractRevert as exc:
-        raise revert_problem(exc) from exc
+        raise revert_error(exc) from exc
     c.catch_up()
     return ConsentRevoked(consentId=consent_id, revoked=True, txHash=tx.tx_hash, blockNumber=tx.block_number)
 

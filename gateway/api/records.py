@@ -23,6 +23,7 @@ from gateway.api.schemas import (
     UploadedRecord,
     problems,
 )
+from gateway.errors import DomainError
 from gateway.problems import Problem
 from gateway.services import releases, uploads
 from gateway.storage.db import RecordState, status_text
@@ -138,7 +139,7 @@ async def get_record(
     rid, pur = parse_record_id(record_id), parse_purpose(purpose)
     try:
         released = await releases.release_async(c, caller=caller, record_id=rid, purpose=pur)
-    except Problem as exc:
+    except (Problem, DomainError) as exc:
         c.metrics.denials.labels(reason=exc.code).inc()
         raise
     return Response(orjson.dumps(released.body), media_type="application/json")

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from gateway import errors
+
 __all__ = ["MAX_ISSUES", "FhirIssue", "InvalidFhir"]
 
 #: At most this many issues are reported; the last one then says how many more there were. A hostile
@@ -25,19 +27,22 @@ class FhirIssue:
     message: str
 
 
-class InvalidFhir(Exception):
+class InvalidFhir(errors.InvalidFhir):
     """The upload is not acceptable FHIR; ``issues`` lists every problem found (capped, see below).
 
     All issues are collected rather than only the first, so that a sender can fix a 300-resource bundle
     in one round trip. The list is capped at :data:`MAX_ISSUES` entries, the last of which then says how
-    many more were found.
+    many more were found. Uncaught, it is answered as ``invalid_fhir`` with every issue (``issues``).
     """
 
     def __init__(self, issues: Iterable[FhirIssue]) -> None:
         self.issues: list[FhirIssue] = _cap(list(issues))
-        first = self.issues[0] if self.issues else FhirIssue("$", "invalid")
         count = len(self.issues)
-        super().__init__(f"{count} FHIR issue(s); first: {first.path}: {first.message}")
+        super().__init__(f"{count} issue(s)", issues=[{"path": i.path, "message": i.message} for i in self.issues])
+
+    def __str__(self) -> str:
+        first = self.issues[0] if self.issues else FhirIssue("$", "invalid")
+        return f"{len(self.issues)} FHIR issue(s); first: {first.path}: {first.message}"
 
 
 def _cap(issues: list[FhirIssue]) -> list[FhirIssue]:

@@ -16,6 +16,7 @@ from typing import Literal
 
 from fastapi import Request, Response
 
+from gateway.errors import DomainError
 from gateway.problems import Problem
 from gateway.wiring import Components
 from node_client.contracts import MemberStatus
@@ -83,7 +84,7 @@ def viewer(request: Request, c: Components, page: str) -> Viewer | None:
         return None
     try:
         address = c.auth.verify(token)
-    except Problem:
+    except DomainError:  # malformed, forged or expired: not signed in
         return None
     return Viewer(address, active_roles(c, address))
 

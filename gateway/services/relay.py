@@ -25,12 +25,12 @@ from eth_utils import is_address, to_checksum_address
 from hexbytes import HexBytes
 from web3.contract.contract import ContractFunction
 
-from gateway.problems import Problem
+from gateway import errors
 from gateway.wiring import Components
 from node_client._client import TxResult
 from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
 
-__all__ = ["RELAYABLE", "SignedCall", "decode", "draft", "revert_problem", "send"]
+__all__ = ["RELAYABLE", "SignedCall", "decode", "draft", "revert_error", "send"]
 
 #: ConsentRegistry functions a caller may have relayed, and who may call them (checked by the contract).
 RELAYABLE = frozenset({"setGuardian", "removeGuardian", "setEmergencyOptOut", "emergencyAccess"})
@@ -50,24 +50,27 @@ class SignedCall:
         return getattr(c.ledger.consents.contract.functions, self.function)(**self.args)
 
 
-def revert_problem(exc: ContractRevert) -> Problem:
-    """The problem for a ConsentRegistry custom error (everything unknown is ``chain_rejected``)."""
+#: ConsentRegistry custom errors → the domain error they are answered with (others: ``chain_rejected``)
+_REVERTS: dict[str, type[errors.DomainError]] = {
+    "ConsentInvalidNonce": errors.ReplayedNonce,
+    "ConsentExpiredSignature": errors.InvalidSignature,
+    "ConsentInvalidSignature": errors.InvalidSignature,
+    "ConsentInvalidSigner": errors.NotPatient,
+    "ConsentNotActive": errors.ConsentMissing,
+    "ConsentInvalidGrantee": errors.NotMember,
+    "ConsentEmergencyOptedOut": errors.EmergencyNotAllowed,
+    "ConsentEmergencyCategoryNotAllowed": errors.EmergencyNotAllowed,
+    "ConsentNotEmergencyMember": errors.EmergencyNotAllowed,
+    "ConsentEmergencyReasonRequired": errors.InvalidRequest,
+    "ConsentInvalidGuardian": errors.InvalidRequest,
+    "ConsentUnknownGuardian": errors.InvalidRequest,
+}
+
+
+def revert_error(exc: ContractRevert) -> errors.DomainError:
+    """The domain error for a ConsentRegistry custom error (``error``: its name)."""
     name = exc.error_name
-    code = {
-        "ConsentInvalidNonce": "replayed_nonce",
-        "ConsentExpiredSignature": "invalid_signature",
-        "ConsentInvalidSignature": "invalid_signature",
-        "ConsentInvalidSigner": "not_patient",
-        "ConsentNotActive": "consent_missing",
-        "ConsentInvalidGrantee": "not_member",
-        "ConsentEmergencyOptedOut": "emergency_not_allowed",
-        "ConsentEmergencyCategoryNotAllowed": "emergency_not_allowed",
-        "ConsentNotEmergencyMember": "emergency_not_allowed",
-        "ConsentEmergencyReasonRequired": "invalid_request",
-        "ConsentInvalidGuardian": "invalid_request",
-        "ConsentUnknownGuardian": "invalid_request",
-    }.get(name, "chain_rejected")
-    return Problem(code, str(exc), error=name)
+    return _REVERTS.get(name, errors.ChainRejected)(str(exc), error=name)
 
 
 def _arg(kind: str, name: str, value: Any) -> Any:
@@ -92,27 +95,27 @@ def _arg(kind: str, name: str, value: Any) -> Any:
                 raise ValueError("not 32 bytes")
             return raw
     except (TypeError, ValueError) as exc:
-        raise Problem("invalid_request", f"argument {name!r}: {exc}") from None
-    raise Problem("invalid_request", f"argument {name!r}: unsupported type {kind}")
+        raise errors.InvalidRequest(f"argument {name!r}: {exc}") from None
+    raise errors.InvalidRequest(f"argument {name!r}: unsupported type {kind}")
 
 
 def draft(c: Components, caller: str, function: str, args: dict[str, Any]) -> dict[str, Any]:
     """The unsigned transaction of ``function(args)`` from ``caller``, as JSON for a signer."""
     if function not in RELAYABLE:
-        raise Problem("invalid_request", f"relayable functions: {', '.join(sorted(RELAYABLE))}")
+        raise errors.InvalidRequest(f"relayable functions: {', '.join(sorted(RELAYABLE))}")
     registry = c.ledger.consents
     abi = next(e for e in registry.contract.abi if e.get("type") == "function" and e["name"] == function)
     names = [i["name"] for i in abi["inputs"]]
     if set(args) != set(names):
-        raise Problem("invalid_request", f"{function} takes {', '.join(names) or 'no arguments'}")
+        raise errors.InvalidRequest(f"{function} takes {', '.join(names) or 'no arguments'}")
     values = [_arg(i["type"], i["name"], args[i["name"]]) for i in abi["inputs"]]
     fn = getattr(registry.contract.functions, function)(*values)
     try:
         tx = c.ledger.client.draft(fn, sender=caller)
     except ChainUnavailable as exc:
-        raise Problem("chain_unavailable", str(exc)) from exc
+        raise errors.ChainUnavailable(str(exc)) from exc
     except ContractRevert as exc:
-        raise revert_problem(exc) from exc
+        raise revert_error(exc) from exc
     out = {k: (v if isinstance(v, str) else int(v)) for k, v in tx.items() if k != "from"}
     out["type"] = 2 if "maxFeePerGas" in tx else 0
     return out
@@ -125,32 +128,32 @@ def decode(c: Components, signed_transaction: str, caller: str, allowed: frozens
         sender = Account.recover_transaction(raw)
         tx = TypedTransaction.from_bytes(HexBytes(raw)).as_dict() if raw[:1] in (b"\x01", b"\x02") else None
     except Exception:
-        raise Problem("invalid_request", "signedTransaction is not a signed transaction") from None
+        raise errors.InvalidRequest("signedTransaction is not a signed transaction") from None
     if tx is None:
-        raise Problem("invalid_request", "signedTransaction must be a typed (EIP-1559 or EIP-2930) transaction")
+        raise errors.InvalidRequest("signedTransaction must be a typed (EIP-1559 or EIP-2930) transaction")
     if sender != caller:
-        raise Problem("invalid_signature", "the transaction is not signed by the caller")
+        raise errors.InvalidSignature("the transaction is not signed by the caller")
     registry = c.ledger.consents
     if to_checksum_address(tx.get("to") or "0x" + "00" * 20) != registry.address:
-        raise Problem("invalid_request", "the transaction does not call the ConsentRegistry")
+        raise errors.InvalidRequest("the transaction does not call the ConsentRegistry")
     if tx.get("chainId") != c.ledger.client.chain_id:
-        raise Problem("invalid_request", "the transaction is for another chain")
+        raise errors.InvalidRequest("the transaction is for another chain")
     try:
         fn, args = registry.contract.decode_function_input(tx["data"])
     except Exception:
-        raise Problem("invalid_request", "the transaction's call data does not decode") from None
+        raise errors.InvalidRequest("the transaction's call data does not decode") from None
     if fn.fn_name not in allowed:
-        raise Problem("invalid_request", f"the transaction may call only {', '.join(sorted(allowed))}")
+        raise errors.InvalidRequest(f"the transaction may call only {', '.join(sorted(allowed))}")
     return SignedCall(raw, sender, fn.fn_name, dict(args))
 
 
 def send(c: Components, call: SignedCall) -> TxResult:
-    """Broadcasts ``call`` and waits; a revert becomes the problem of its custom error."""
+    """Broadcasts ``call`` and waits; a revert becomes the domain error of its custom error."""
     try:
         return c.ledger.client.send_signed(call.raw, fn=call.bound(c), sender=call.sender)
     except ChainUnavailable as exc:
-        raise Problem("chain_unavailable", str(exc)) from exc
+        raise errors.ChainUnavailable(str(exc)) from exc
     except ContractRevert as exc:
-        raise revert_problem(exc) from exc
+        raise revert_error(exc) from exc
     except TransactionError as exc:
-        raise Problem("chain_rejected", str(exc)) from exc
+        raise errors.ChainRejected(str(exc)) from exc

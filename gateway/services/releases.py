@@ -26,10 +26,10 @@ from typing import Any
 import orjson
 from starlette.concurrency import run_in_threadpool
 
+from gateway import errors
 from gateway.access.policy import Confirmed, Decision, NeedsChain, StaleView, StateView
 from gateway.crashpoints import crashpoint
 from gateway.ledger.journal import JournalEntry, JournalUnavailable
-from gateway.problems import Problem
 from gateway.settings import LedgerMode
 from gateway.storage.blobs import BlobStoreError, IntegrityMismatch
 from gateway.storage.crypto import GatewayCryptoError, decrypt_record
@@ -69,7 +69,7 @@ def _onchain_content(c: Components, record_id: bytes, *, offline: bool = False) 
         c.indexer.poll_once()
         row = c.db.read().execute(q, (record_id,)).fetchone()
     if row is None:
-        raise Problem("record_not_found", "the record's registration is not visible on-chain")
+        raise errors.RecordNotFound("the record's registration is not visible on-chain")
     return bytes(row["content_hash"]), bytes(row["locator"])
 
 
@@ -107,18 +107,18 @@ def _decide(
             member = c.policy.require_member(caller, view=view)
             record = c.policy.record(record_id, view=view)
             if record.status is RecordStatus.NONE:
-                raise Problem("record_not_found", "no such record")
+                raise errors.RecordNotFound("no such record")
             if record.status is RecordStatus.RETRACTED:
-                raise Problem("record_retracted", "the record was retracted")
+                raise errors.RecordRetracted("the record was retracted")
             keys = (
                 c.db.read()
                 .execute("SELECT wrapped_key, state FROM record_keys WHERE record_id = ?", (record_id,))
                 .fetchone()
             )
             if keys is not None and keys["state"] in (RecordState.SHREDDED, RecordState.RETRACTED):
-                raise Problem("record_retracted", "the record was retracted; its key is destroyed")
+                raise errors.RecordRetracted("the record was retracted; its key is destroyed")
             if keys is None or keys["state"] != RecordState.REGISTERED or keys["wrapped_key"] is None:
-                raise Problem("record_not_found", "this gateway does not hold the record")
+                raise errors.RecordNotFound("this gateway does not hold the record")
             decision = c.policy.require(record.patient, caller, record.category, purpose, member=member, view=view)
         except NeedsChain:
             if offline or view.source == "chain":
@@ -132,7 +132,7 @@ def _decide(
         return member, record, keys, decision, view, confirmed
     if offline:
         raise NeedsChain("the read model kept moving during the decision")
-    raise Problem("chain_unavailable", "the chain state kept changing during the decision; nothing released")
+    raise errors.ChainUnavailable("the chain state kept changing during the decision; nothing released")
 
 
 def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offline: bool) -> _Prepared:
@@ -150,11 +150,11 @@ def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offl
     except IntegrityMismatch:
         ciphertext = b""  # corrupted at rest: fall through to the integrity failure below
     except BlobStoreError as exc:
-        raise Problem("storage_unavailable", "the record's ciphertext cannot be read") from exc
+        raise errors.StorageUnavailable("the record's ciphertext cannot be read") from exc
     if hashlib.sha256(ciphertext).digest() != content_hash:
         c.metrics.integrity_errors.inc()
         log.error("integrity error: stored ciphertext does not match the chain", extra={"record": record_id.hex()})
-        raise Problem("integrity_error", "the stored record does not match its on-chain hash; nothing released")
+        raise errors.IntegrityError("the stored record does not match its on-chain hash; nothing released")
     try:
         data_key = c.kek.unwrap(bytes(keys["wrapped_key"]), record_id=record_id)
         plaintext = decrypt_record(
@@ -163,7 +163,7 @@ def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offl
     except GatewayCryptoError as exc:
         c.metrics.integrity_errors.inc()
         log.error("record does not decrypt", extra={"record": record_id.hex()})
-        raise Problem("integrity_error", "the record does not decrypt; nothing released") from exc
+        raise errors.IntegrityError("the record does not decrypt; nothing released") from exc
 
     if c.settings.plaintext_responses:
         payload: dict[str, Any] = {"contentType": "application/fhir+json", "resource": orjson.loads(plaintext)}
@@ -270,12 +270,12 @@ def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Re
                 c.gateway_account, caller, p.patient, record_id, purpose, p.access_hash
             )
         except ChainUnavailable as exc:
-            raise Problem("chain_unavailable", "the access could not be ledgered; nothing released") from exc
+            raise errors.ChainUnavailable("the access could not be ledgered; nothing released") from exc
         except ContractRevert as exc:
             # consent changed between the check and the transaction: the chain has the last word
             raise c.policy.explain(p.patient, caller, p.category, purpose) from exc
         except TransactionError as exc:  # sent, but no receipt in time: not known to be ledgered
-            raise Problem("chain_unavailable", "the access could not be ledgered; nothing released") from exc
+            raise errors.ChainUnavailable("the access could not be ledgered; nothing released") from exc
         p.consent_id, p.emergency = checked.consent_id, checked.emergency
         ledger_info = {"mode": "strict", "txHash": tx.tx_hash, "blockNumber": tx.block_number}
     else:
@@ -283,7 +283,7 @@ def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Re
         try:
             index = c.journal.append(_entry(p))
         except JournalUnavailable as exc:
-            raise Problem("journal_unavailable", "the access could not be journaled; nothing released") from exc
+            raise errors.JournalUnavailable("the access could not be journaled; nothing released") from exc
         ledger_info = {"mode": "batch", "journalIndex": index}
     crashpoint("release.after_ledger")
     return _finish(c, p, ledger_info)
@@ -304,6 +304,6 @@ async def release_async(c: Components, *, caller: str, record_id: bytes, purpose
     try:
         index = await c.journal.append_async(_entry(p))
     except JournalUnavailable as exc:
-        raise Problem("journal_unavailable", "the access could not be journaled; nothing released") from exc
+        raise errors.JournalUnavailable("the access could not be journaled; nothing released") from exc
     crashpoint("release.after_ledger")
     return _finish(c, p, {"mode": "batch", "journalIndex": index})

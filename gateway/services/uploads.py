@@ -14,17 +14,19 @@ import secrets
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from eth_utils import is_address, to_checksum_address
 
+from gateway import errors
 from gateway.crashpoints import crashpoint
-from gateway.fhir import InvalidFhir, canonical_json, group, parse
-from gateway.problems import Problem
+from gateway.fhir import RecordDraft, canonical_json, group, parse
 from gateway.storage.blobs import BlobStoreError, StorageFull, cid_to_str
 from gateway.storage.crypto import encrypt_record
 from gateway.storage.db import RecordState
 from gateway.wiring import Components
+from node_client._client import TxResult
 from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
 from node_client.contracts import RecordInput, RecordStatus
 
@@ -54,135 +56,143 @@ class UploadResult:
     ignored: list[tuple[str, str]]
 
 
-def _storage_problem(exc: BlobStoreError) -> Problem:
+def _storage_error(exc: BlobStoreError) -> errors.DomainError:
     if isinstance(exc, StorageFull):
-        return Problem("storage_full", "the record store is full; nothing was registered")
-    return Problem("storage_unavailable", "the record store cannot be written; nothing was registered")
+        return errors.StorageFull("the record store is full; nothing was registered")
+    return errors.StorageUnavailable("the record store cannot be written; nothing was registered")
+
+
+@dataclass(slots=True)
+class _Written:
+    """What an upload has written before its registration: to register, to answer with, or to undo."""
+
+    upload_id: str
+    patient: str
+    provider: str
+    created_at: int
+    blobs: list[tuple[bytes, bytes]] = field(default_factory=list)  # (record_id, locator) to undo on refusal
+    inputs: list[RecordInput] = field(default_factory=list)
+    out: list[UploadedRecord] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    index_rows: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def upload(c: Components, *, provider: str, patient: str, body: bytes) -> UploadResult:
-    """Validates, groups, encrypts, stores and registers the records of one upload."""
+    """Validates, groups, encrypts, stores and registers the records of one upload (FHIR that is not
+    acceptable: :class:`gateway.fhir.InvalidFhir`, with every issue)."""
     c.policy.require_member(provider)
     if not is_address(patient):
-        raise Problem("invalid_request", f"patient {patient!r} is not an Ethereum address")
+        raise errors.InvalidRequest(f"patient {patient!r} is not an Ethereum address")
     patient = to_checksum_address(patient)
-    try:
-        grouping = group(parse(body, max_entries=c.settings.max_bundle_entries))
-    except InvalidFhir as exc:
-        raise Problem(
-            "invalid_fhir",
-            f"{len(exc.issues)} issue(s)",
-            issues=[{"path": i.path, "message": i.message} for i in exc.issues],
-        ) from exc
+    grouping = group(parse(body, max_entries=c.settings.max_bundle_entries))
     if not grouping.records:
-        raise Problem(
-            "invalid_fhir",
+        raise errors.InvalidFhir(
             "no patient health data in this upload",
             issues=[{"path": t, "message": reason} for t, reason in grouping.ignored],
         )
-
-    upload_id = uuid.uuid4().hex
-    now = int(time.time())
-    written: list[tuple[bytes, bytes]] = []  # (record_id, locator) to undo on refusal
-    inputs: list[RecordInput] = []
-    out: list[UploadedRecord] = []
-    rows = []
-    index_rows = []
-    try:
-        for draft in grouping.records:
-            record_id = secrets.token_bytes(32)
-            plaintext = canonical_json(draft.bundle)
-            ciphertext, data_key = encrypt_record(
-                plaintext, record_id=record_id, patient=patient, category=int(draft.category)
-            )
-            locator = c.store.put(ciphertext)
-            written.append((record_id, locator))
-            if len(written) == 1:
-                crashpoint("upload.after_first_blob")
-            content_hash = hashlib.sha256(ciphertext).digest()
-            wrapped = c.kek.wrap(data_key, record_id=record_id)
-            rows.append(
-                (
-                    record_id,
-                    patient,
-                    provider,
-                    int(draft.category),
-                    content_hash,
-                    locator,
-                    wrapped,
-                    c.kek.key_id,
-                    upload_id,
-                    RecordState.PENDING,
-                    len(ciphertext),
-                    now,
-                )
-            )
-            index_rows.extend(
-                (record_id, e.resource_type, e.resource_id, e.code_system, e.code, e.display, e.date)
-                for e in draft.index
-            )
-            inputs.append(RecordInput(record_id, int(draft.category), content_hash, locator))
-            out.append(
-                UploadedRecord(
-                    record_id, int(draft.category), len(draft.index), content_hash, cid_to_str(locator), len(ciphertext)
-                )
-            )
-    except BlobStoreError as exc:
-        _discard(c, written)
-        raise _storage_problem(exc) from exc
+    w = _Written(uuid.uuid4().hex, patient, provider, int(time.time()))
+    _store_blobs(c, w, grouping.records)
     crashpoint("upload.after_blobs")
-
-    try:
-        _write_pending(c, rows, index_rows)
-    except sqlite3.Error as exc:  # disk full, I/O error: the transaction rolled back, only blobs to undo
-        _discard_blobs(c, written)
-        if "full" in str(exc).lower():
-            raise Problem("storage_full", "the gateway's database is full; nothing was registered") from exc
-        raise Problem(
-            "storage_unavailable", "the gateway's database cannot be written; nothing was registered"
-        ) from exc
+    _write_pending(c, w)
     crashpoint("upload.after_pending_rows")
-
-    try:
-        result = c.ledger.records.register_batch(c.gateway_account, patient, provider, inputs)
-    except ChainUnavailable as exc:
-        # rows stay pending: reconcile finds out whether the transaction made it
-        raise Problem("chain_unavailable", "the registration could not be sent; retry later") from exc
-    except ContractRevert as exc:
-        _discard(c, written)
-        raise Problem("chain_rejected", f"{exc.error_name}", error=exc.error_name) from exc
-    except TransactionError as exc:  # sent, but no receipt (node stalled): it may still be mined
-        raise Problem("chain_unavailable", "the registration's outcome is unknown; retry later") from exc
+    result = _register(c, w)
     crashpoint("upload.after_register_tx")
-
     with c.db.write() as conn:
         conn.execute(
             "UPDATE record_keys SET state = ?, tx_hash = ? WHERE upload_id = ?",
-            (RecordState.REGISTERED, result.tx_hash, upload_id),
+            (RecordState.REGISTERED, result.tx_hash, w.upload_id),
         )
     crashpoint("upload.after_registered")
     c.catch_up()
-    c.metrics.uploads.inc(len(out))
+    c.metrics.uploads.inc(len(w.out))
     log.info(
         "upload registered",
-        extra={"upload": upload_id, "records": len(out), "provider": provider, "tx": result.tx_hash},
+        extra={"upload": w.upload_id, "records": len(w.out), "provider": provider, "tx": result.tx_hash},
     )
-    return UploadResult(upload_id, patient, provider, result.tx_hash, result.block_number, out, list(grouping.ignored))
+    return UploadResult(
+        w.upload_id, patient, provider, result.tx_hash, result.block_number, w.out, list(grouping.ignored)
+    )
 
 
-def _write_pending(c: Components, rows: list, index_rows: list) -> None:  # type: ignore[type-arg]
+def _store_blobs(c: Components, w: _Written, drafts: tuple[RecordDraft, ...]) -> None:
+    """Encrypts and stores each record (a store that fails: what was stored is removed)."""
+    try:
+        for draft in drafts:
+            _store_blob(c, w, draft)
+    except BlobStoreError as exc:
+        _discard(c, w.blobs)
+        raise _storage_error(exc) from exc
+
+
+def _store_blob(c: Components, w: _Written, draft: RecordDraft) -> None:
+    record_id = secrets.token_bytes(32)
+    category = int(draft.category)
+    plaintext = canonical_json(draft.bundle)
+    ciphertext, data_key = encrypt_record(plaintext, record_id=record_id, patient=w.patient, category=category)
+    locator = c.store.put(ciphertext)
+    w.blobs.append((record_id, locator))
+    if len(w.blobs) == 1:
+        crashpoint("upload.after_first_blob")
+    content_hash = hashlib.sha256(ciphertext).digest()
+    wrapped = c.kek.wrap(data_key, record_id=record_id)
+    w.rows.append(
+        (
+            record_id,
+            w.patient,
+            w.provider,
+            category,
+            content_hash,
+            locator,
+            wrapped,
+            c.kek.key_id,
+            w.upload_id,
+            RecordState.PENDING,
+            len(ciphertext),
+            w.created_at,
+        )
+    )
+    w.index_rows.extend(
+        (record_id, e.resource_type, e.resource_id, e.code_system, e.code, e.display, e.date) for e in draft.index
+    )
+    w.inputs.append(RecordInput(record_id, category, content_hash, locator))
+    w.out.append(
+        UploadedRecord(record_id, category, len(draft.index), content_hash, cid_to_str(locator), len(ciphertext))
+    )
+
+
+def _write_pending(c: Components, w: _Written) -> None:
     """The upload's rows in state ``pending``, in one transaction, before anything is sent to the chain."""
-    with c.db.write() as conn:
-        conn.executemany(
-            "INSERT INTO record_keys (record_id, patient, provider, category, content_hash, locator, wrapped_key,"
-            " kek_id, upload_id, state, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        conn.executemany(
-            "INSERT INTO resource_index (record_id, resource_type, resource_id, code_system, code, display, date)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            index_rows,
-        )
+    try:
+        with c.db.write() as conn:
+            conn.executemany(
+                "INSERT INTO record_keys (record_id, patient, provider, category, content_hash, locator, wrapped_key,"
+                " kek_id, upload_id, state, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                w.rows,
+            )
+            conn.executemany(
+                "INSERT INTO resource_index (record_id, resource_type, resource_id, code_system, code, display, date)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                w.index_rows,
+            )
+    except sqlite3.Error as exc:  # disk full, I/O error: the transaction rolled back, only blobs to undo
+        _discard_blobs(c, w.blobs)
+        if "full" in str(exc).lower():
+            raise errors.StorageFull("the gateway's database is full; nothing was registered") from exc
+        raise errors.StorageUnavailable("the gateway's database cannot be written; nothing was registered") from exc
+
+
+def _register(c: Components, w: _Written) -> TxResult:
+    """The one ``registerBatch`` of the upload (refused: what was written is removed)."""
+    try:
+        return c.ledger.records.register_batch(c.gateway_account, w.patient, w.provider, w.inputs)
+    except ChainUnavailable as exc:
+        # rows stay pending: reconcile finds out whether the transaction made it
+        raise errors.ChainUnavailable("the registration could not be sent; retry later") from exc
+    except ContractRevert as exc:
+        _discard(c, w.blobs)
+        raise errors.ChainRejected(f"{exc.error_name}", error=exc.error_name) from exc
+    except TransactionError as exc:  # sent, but no receipt (node stalled): it may still be mined
+        raise errors.ChainUnavailable("the registration's outcome is unknown; retry later") from exc
 
 
 def _discard(c: Components, written: list[tuple[bytes, bytes]]) -> None:
@@ -217,11 +227,11 @@ def retract(c: Components, *, caller: str, record_id: bytes) -> str:
         .fetchone()
     )
     if row is None:
-        raise Problem("record_not_found", "no such record at this gateway")
+        raise errors.RecordNotFound("no such record at this gateway")
     if caller not in (row["patient"], row["provider"]):
-        raise Problem("not_patient", "only the patient or the uploading provider may retract a record")
+        raise errors.NotPatient("only the patient or the uploading provider may retract a record")
     if row["state"] == RecordState.RETRACTED:
-        raise Problem("record_retracted", "already retracted")
+        raise errors.RecordRetracted("already retracted")
     with c.db.write() as conn:
         conn.execute(
             "UPDATE record_keys SET wrapped_key = NULL, state = ? WHERE record_id = ?",
@@ -231,22 +241,20 @@ def retract(c: Components, *, caller: str, record_id: bytes) -> str:
     try:
         result = c.ledger.records.retract(c.gateway_account, record_id)
     except ChainUnavailable as exc:
-        raise Problem("chain_unavailable", "the key is destroyed; the on-chain retraction will be retried") from exc
+        raise errors.ChainUnavailable("the key is destroyed; the on-chain retraction will be retried") from exc
     except ContractRevert as exc:
         # a concurrent (or earlier, crashed) retraction of the same record got there first
         try:
             status = c.ledger.records.record_of(record_id).status
         except ChainUnavailable as exc2:
-            raise Problem(
-                "chain_unavailable", "the key is destroyed; the on-chain retraction will be retried"
-            ) from exc2
+            raise errors.ChainUnavailable("the key is destroyed; the on-chain retraction will be retried") from exc2
         if status is not RecordStatus.RETRACTED:
-            raise Problem("chain_rejected", f"{exc.error_name}", error=exc.error_name) from exc
+            raise errors.ChainRejected(f"{exc.error_name}", error=exc.error_name) from exc
         with c.db.write() as conn:
             conn.execute("UPDATE record_keys SET state = ? WHERE record_id = ?", (RecordState.RETRACTED, record_id))
-        raise Problem("record_retracted", "already retracted") from exc
+        raise errors.RecordRetracted("already retracted") from exc
     except TransactionError as exc:  # sent, but no receipt (node stalled): reconcile finds out
-        raise Problem("chain_unavailable", "the key is destroyed; the on-chain retraction will be retried") from exc
+        raise errors.ChainUnavailable("the key is destroyed; the on-chain retraction will be retried") from exc
     crashpoint("retract.after_chain_retract")
     with c.db.write() as conn:
         conn.execute("UPDATE record_keys SET state = ? WHERE record_id = ?", (RecordState.RETRACTED, record_id))
