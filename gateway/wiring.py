@@ -107,7 +107,7 @@ class Components:
         """Indexes up to the head now, so a caller reads its own write (best effort: the poller retries)."""
         try:
             self.indexer.poll_once()
-        except Exception:
+        except Exception:  # noqa: BLE001 - shutdown closes every component even if one fails
             log.warning("catch-up indexing failed; the indexer thread will retry")
 
     def stop(self) -> None:

@@ -145,7 +145,7 @@ class Authenticator:
         try:
             sig = bytes.fromhex(signature.removeprefix("0x"))
             recovered = Account.recover_message(encode_defunct(text=message), signature=sig)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any malformed message or signature is a refusal, never a 500
             raise errors.InvalidSignature("malformed signature") from None
         if recovered != row["address"]:
             raise errors.InvalidSignature("the signature is not by the challenged address")
@@ -176,7 +176,7 @@ class Authenticator:
         try:
             mac = _unb64(parts[2])
             payload = orjson.loads(_unb64(parts[1]))
-        except Exception:
+        except Exception:  # noqa: BLE001 - any malformed message or signature is a refusal, never a 500
             raise errors.Unauthenticated("malformed bearer token") from None
         expected = hmac.new(self._key, f"{TOKEN_PREFIX}.{parts[1]}".encode(), hashlib.sha256).digest()
         if not hmac.compare_digest(mac, expected):

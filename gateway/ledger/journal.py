@@ -386,7 +386,7 @@ class Journal:
         firsts: list[int] = []
         for req in batch:
             firsts.append(idx)
-            for blob, leaf in zip(req.blobs, req.leaves):
+            for blob, leaf in zip(req.blobs, req.leaves, strict=True):
                 chain = _chain(chain, leaf)
                 rows.append((idx, blob, leaf, chain))
                 idx += 1
@@ -406,7 +406,7 @@ class Journal:
                     with contextlib.suppress(Exception):
                         conn.execute("ROLLBACK")
                     raise
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the writer fails the whole journal on any error (fail closed), then re-raises to waiters
             log.error("journal write failed; the journal is now unavailable: %r", exc)
             self._fail(exc, batch)
             return False
@@ -420,7 +420,7 @@ class Journal:
         self.commits += 1
         self.appended += len(rows)
         self.max_batch = max(self.max_batch, len(rows))
-        for req, first in zip(batch, firsts):
+        for req, first in zip(batch, firsts, strict=True):
             req.future.set_result(list(range(first, first + len(req.blobs))) if req.many else first)
         for listener in list(self._listeners):
             try:

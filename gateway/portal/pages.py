@@ -225,7 +225,7 @@ def _reports(c: Any) -> list[dict[str, Any]]:
                 try:
                     data = orjson.loads((d / "report.json").read_bytes())
                     verdict = data.get("verdict") or data.get("summary", {}).get("verdict")
-                except Exception:  # a report being written, or another tool's: list it anyway
+                except Exception:  # noqa: BLE001 - a report being written, or another tool's: list it anyway
                     pass
                 out.append({"name": d.name, "verdict": verdict, "time": int(d.stat().st_mtime)})
     return out
@@ -475,7 +475,7 @@ def transaction(tx_hash: str, request: Request, c: ComponentsDep) -> HTMLRespons
         receipt = client.rpc(lambda: client.w3.eth.get_transaction_receipt("0x" + raw))
     except ChainUnavailable as exc:
         raise Problem("chain_unavailable", str(exc)) from exc
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unknown transaction is a 404 page, whatever the node says
         receipt = None
     if receipt is None:
         return _render(request, c, "tx.html", status=404, tx_hash="0x" + raw, receipt=None, events=[])
@@ -487,7 +487,7 @@ def transaction(tx_hash: str, request: Request, c: ComponentsDep) -> HTMLRespons
             for ev in contract.contract.events:
                 try:
                     decoded = ev.process_log(log)
-                except Exception:
+                except Exception:  # noqa: BLE001 - a log this contract cannot decode is skipped
                     continue
                 events.append(
                     {

@@ -127,7 +127,7 @@ def decode(c: Components, signed_transaction: str, caller: str, allowed: frozens
     try:
         sender = Account.recover_transaction(raw)
         tx = TypedTransaction.from_bytes(HexBytes(raw)).as_dict() if raw[:1] in (b"\x01", b"\x02") else None
-    except Exception:
+    except Exception:  # noqa: BLE001 - anything undecodable is refused as invalid_request
         raise errors.InvalidRequest("signedTransaction is not a signed transaction") from None
     if tx is None:
         raise errors.InvalidRequest("signedTransaction must be a typed (EIP-1559 or EIP-2930) transaction")
@@ -140,7 +140,7 @@ def decode(c: Components, signed_transaction: str, caller: str, allowed: frozens
         raise errors.InvalidRequest("the transaction is for another chain")
     try:
         fn, args = registry.contract.decode_function_input(tx["data"])
-    except Exception:
+    except Exception:  # noqa: BLE001 - anything undecodable is refused as invalid_request
         raise errors.InvalidRequest("the transaction's call data does not decode") from None
     if fn.fn_name not in allowed:
         raise errors.InvalidRequest(f"the transaction may call only {', '.join(sorted(allowed))}")

@@ -12,6 +12,7 @@ SQLite runs in WAL mode so request threads read while the indexer writes. One co
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import sqlite3
 import threading
@@ -269,9 +270,7 @@ class Database:
     def close(self) -> None:
         with self._all_lock:
             for conn in self._all:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     conn.close()
-                except sqlite3.Error:
-                    pass
             self._all.clear()
         self._local = threading.local()
