@@ -1,7 +1,8 @@
 """The repository stands alone: a plain ``git clone`` with nothing beside it runs the demo and the tests.
 
 Nothing in the project may read the reference folder that developers happen to have next to the checkout
-(``../shared``); what the project needs from it is copied in with its provenance (``samples/fhir/``).
+(the sibling folder named in :data:`OUTSIDE`); what the project needs from it is copied in with its
+provenance (``samples/fhir/``).
 """
 
 from __future__ import annotations
