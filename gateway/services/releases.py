@@ -40,23 +40,14 @@ from node_client._exceptions import ChainUnavailable, ContractRevert, Transactio
 from node_client.contracts import Member, Record, RecordStatus
 from node_client.vocabulary import CATEGORIES, PURPOSES
 
-__all__ = ["HPKE_INFO", "Release", "release", "release_async"]
+__all__ = ["Release", "release", "release_async"]
 
 log = logging.getLogger("hcl.gateway.releases")
-
-#: HPKE ``info`` of release responses: binds the ciphertext to this protocol and version.
-HPKE_INFO = b"HealthCode Ledger release v1"
-
 
 @dataclass(frozen=True, slots=True)
 class Release:
     body: dict[str, Any]
     emergency: bool
-
-
-def hpke_aad(record_id: bytes, requester: str) -> bytes:
-    """AAD of a release: the record id and the requester's address (a response is for one reader)."""
-    return record_id + bytes.fromhex(requester.removeprefix("0x"))
 
 
 def _onchain_content(c: Components, record_id: bytes, *, offline: bool = False) -> tuple[bytes, bytes]:
@@ -169,12 +160,12 @@ def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offl
         payload: dict[str, Any] = {"contentType": "application/fhir+json", "resource": orjson.loads(plaintext)}
         response_bytes = plaintext
     else:
-        enc, sealed = hpke.seal(member.encryption_key, plaintext, info=HPKE_INFO, aad=hpke_aad(record_id, caller))
+        enc, sealed = hpke.seal(member.encryption_key, plaintext, info=hpke.RELEASE_INFO, aad=hpke.release_aad(record_id, caller))
         payload = {
             "contentType": "application/fhir+json",
             "encryption": {
                 "suite": hpke.SUITE_ID,
-                "info": HPKE_INFO.decode(),
+                "info": hpke.RELEASE_INFO.decode(),
                 "aad": "recordId || requester address",
                 "enc": base64.b64encode(enc).decode(),
                 "ciphertext": base64.b64encode(sealed).decode(),

@@ -5,12 +5,8 @@ stored; the gateway additionally keeps ``sha256(ciphertext)`` on-chain (``conten
 it after every ``get``, so even a store that cannot verify what it returns (a multi-block IPFS DAG)
 never hands unverified bytes to a client.
 
-CID format accepted here (and nothing else, so locators have exactly one spelling)::
-
-    0x01 (CIDv1) | codec: 0x55 raw or 0x70 dag-pb | 0x12 0x20 (sha2-256, 32 bytes) | digest (32)
-
-String form: multibase base32 lower (``"b"`` + RFC 4648 base32, lower case, no padding), which is
-what ``ipfs add --cid-version 1 --raw-leaves`` prints (``bafkrei…`` for raw blocks).
+CIDs and the local layout are :mod:`node_client.blobs` (the one implementation, which the auditor uses
+too); its :class:`~node_client.blobs.InvalidCid` reaches callers here as :class:`InvalidLocator`.
 
 Error tree::
 
@@ -24,9 +20,8 @@ Error tree::
 
 from __future__ import annotations
 
-import base64
-import binascii
 import errno
+import functools
 import hashlib
 import io
 import os
@@ -36,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 import ipfshttpclient
@@ -45,6 +40,8 @@ import ipfshttpclient.exceptions as ipfs_exc
 from gateway.crashpoints import crashpoint
 from gateway.settings import GatewaySettings, StoreKind
 from gateway.storage.fs import fsync_dir
+from node_client import blobs as cids
+from node_client.blobs import CODEC_DAG_PB, CODEC_RAW, cid_v1_raw
 
 __all__ = [
     "CODEC_DAG_PB",
@@ -67,16 +64,6 @@ __all__ = [
     "sha256_of_cid",
     "validate_cid",
 ]
-
-CID_VERSION = 0x01
-CODEC_RAW = 0x55
-CODEC_DAG_PB = 0x70
-MH_SHA2_256 = 0x12
-SHA256_SIZE = 32
-_CID_PREFIX_RAW = bytes([CID_VERSION, CODEC_RAW, MH_SHA2_256, SHA256_SIZE])
-CID_SIZE = len(_CID_PREFIX_RAW) + SHA256_SIZE
-_CID_STR_LEN = 1 + (CID_SIZE * 8 + 4) // 5  # "b" + 58 base32 chars
-_CID_STR_RE = re.compile(f"b[a-z2-7]{{{_CID_STR_LEN - 1}}}")
 
 IPFS_CHUNK_SIZE = 262_144
 """Chunk size passed explicitly to ``ipfs add`` (Kubo's classic default): blobs up to this size
@@ -114,59 +101,28 @@ class IntegrityMismatch(BlobStoreError):
 # --------------------------------------------------------------------------------------------
 
 
-def cid_v1_raw(data: bytes) -> bytes:
-    """CIDv1 bytes of ``data`` as a single raw block: ``01 55 12 20 || sha256(data)``."""
-    return _CID_PREFIX_RAW + hashlib.sha256(data).digest()
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
-def validate_cid(cid: object) -> bytes:
-    """Returns ``cid`` as ``bytes`` if it is a CID of the accepted format, else :class:`InvalidLocator`."""
-    if not isinstance(cid, (bytes, bytearray, memoryview)):
-        raise InvalidLocator(f"a locator must be CID bytes, not {type(cid).__name__}")
-    raw = bytes(cid)
-    if len(raw) != CID_SIZE:
-        raise InvalidLocator(f"a CID must be {CID_SIZE} bytes (CIDv1, sha2-256), got {len(raw)}")
-    if raw[0] != CID_VERSION:
-        raise InvalidLocator("only CIDv1 is accepted")
-    if raw[1] not in (CODEC_RAW, CODEC_DAG_PB):
-        raise InvalidLocator(f"unsupported CID codec 0x{raw[1]:02x} (raw 0x55 or dag-pb 0x70 only)")
-    if raw[2] != MH_SHA2_256 or raw[3] != SHA256_SIZE:
-        raise InvalidLocator("only sha2-256 multihashes with a 32-byte digest are accepted")
-    return raw
+def _locator_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``fn`` with :class:`~node_client.blobs.InvalidCid` raised as this module's :class:`InvalidLocator`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(*args, **kwargs)
+        except cids.InvalidCid as exc:
+            raise InvalidLocator(str(exc)) from None
+
+    return wrapper
 
 
-def cid_to_str(cid: bytes) -> str:
-    """Multibase base32-lower string of a CID (``b`` + RFC 4648 base32, lower case, unpadded)."""
-    raw = validate_cid(cid)
-    return "b" + base64.b32encode(raw).decode("ascii").lower().rstrip("=")
-
-
-def cid_from_str(s: str) -> bytes:
-    """Parses the string form strictly: exact length, ``b`` prefix, lower-case base32 alphabet,
-    canonical (zero) trailing bits, then :func:`validate_cid`. Everything else (``Qm…`` CIDv0,
-    upper case, padding, paths like ``../x`` or ``/ipfs/…``) is :class:`InvalidLocator`."""
-    if not isinstance(s, str):
-        raise InvalidLocator(f"a CID string must be str, not {type(s).__name__}")
-    if _CID_STR_RE.fullmatch(s) is None:
-        raise InvalidLocator("not a CIDv1 base32-lower string of the accepted format")
-    body = s[1:].upper()
-    try:
-        raw = base64.b32decode(body + "=" * (-len(body) % 8))
-    except (binascii.Error, ValueError):
-        raise InvalidLocator("invalid base32 in CID string") from None
-    cid = validate_cid(raw)
-    if cid_to_str(cid) != s:  # non-zero trailing bits: a second spelling of the same CID
-        raise InvalidLocator("non-canonical CID string")
-    return cid
-
-
-def sha256_of_cid(cid: bytes) -> bytes:
-    """The 32-byte sha2-256 digest inside the CID.
-
-    For a raw CID this is ``sha256(blob)``; for a dag-pb CID it is the hash of the DAG's root
-    node, *not* of the file content (the on-chain ``contentHash`` covers the content).
-    """
-    return validate_cid(cid)[len(_CID_PREFIX_RAW) :]
+validate_cid = _locator_errors(cids.validate_cid)
+cid_to_str = _locator_errors(cids.cid_to_str)
+cid_from_str = _locator_errors(cids.cid_from_str)
+sha256_of_cid = _locator_errors(cids.sha256_of_cid)
+_local_blob_path = _locator_errors(cids.local_blob_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,8 +218,7 @@ class LocalBlobStore:
         return cid
 
     def _path(self, cid: bytes) -> Path:
-        s = cid_to_str(cid)
-        return self.root / s[-3:-1] / s
+        return _local_blob_path(self.root, cid)
 
     def _require_root(self) -> None:
         try:
