@@ -24,6 +24,21 @@ GOAL_RECORDS_PER_S = 300.0
 PROVIDERS = (4, 5, 6, 7)
 
 
+def _observation(rid: str, category: str, loinc: str, display: str, value: int, unit: str) -> dict[str, Any]:
+    """A final Observation of one LOINC code and value (lab results and vital signs differ only so)."""
+    return {
+        "resourceType": "Observation",
+        "id": rid,
+        "status": "final",
+        "category": [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}
+        ],
+        "code": {"coding": [{"system": "http://loinc.org", "code": loinc, "display": display}]},
+        "effectiveDateTime": "2026-03-01T08:00:00Z",
+        "valueQuantity": {"value": value, "unit": unit},
+    }
+
+
 def _bundle(rng: random.Random, serial: int) -> bytes:
     n = rng.randint(10, 50)
     entries = []
@@ -31,43 +46,9 @@ def _bundle(rng: random.Random, serial: int) -> bytes:
         kind = i % 5
         rid = f"u{serial}-{i}"
         if kind == 0:
-            res = {
-                "resourceType": "Observation",
-                "id": rid,
-                "status": "final",
-                "category": [
-                    {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                "code": "laboratory",
-                            }
-                        ]
-                    }
-                ],
-                "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7", "display": "Glucose"}]},
-                "effectiveDateTime": "2026-03-01T08:00:00Z",
-                "valueQuantity": {"value": rng.randint(70, 140), "unit": "mg/dL"},
-            }
+            res = _observation(rid, "laboratory", "2345-7", "Glucose", rng.randint(70, 140), "mg/dL")
         elif kind == 1:
-            res = {
-                "resourceType": "Observation",
-                "id": rid,
-                "status": "final",
-                "category": [
-                    {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                "code": "vital-signs",
-                            }
-                        ]
-                    }
-                ],
-                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
-                "effectiveDateTime": "2026-03-01T08:00:00Z",
-                "valueQuantity": {"value": rng.randint(50, 110), "unit": "/min"},
-            }
+            res = _observation(rid, "vital-signs", "8867-4", "Heart rate", rng.randint(50, 110), "/min")
         elif kind == 2:
             res = {
                 "resourceType": "Condition",
