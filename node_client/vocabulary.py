@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
+    "AUDIT_ROLES",
     "CATEGORIES",
     "EMERGENCY_SAFE",
     "PURPOSES",
@@ -138,6 +139,9 @@ ROLES: tuple[Term, ...] = (
 
 #: Roles that hold and receive patient data (consent grantees, record providers, requesters).
 PROVIDER_ROLES = Role.HOSPITAL | Role.CLINIC | Role.LAB | Role.PHARMACY
+
+#: Roles that oversee the network: they may read the ledger's evidence (proofs, journals, reports), not records.
+AUDIT_ROLES = Role.AUDITOR | Role.REGULATOR
 
 EMERGENCY_SAFE: int = sum(1 << t.bit for t in CATEGORIES if t.emergency_safe)
 SENSITIVE: int = sum(1 << t.bit for t in CATEGORIES if t.sensitive)

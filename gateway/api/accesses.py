@@ -27,11 +27,10 @@ from gateway.api.schemas import Anchor, AnchoredBatchProof, PendingBatchProof, P
 from gateway.ledger.journal import JournalError
 from gateway.problems import Problem
 from node_client.contracts import MemberStatus
-from node_client.vocabulary import PURPOSES, Role
+from node_client.vocabulary import AUDIT_ROLES, PURPOSES
 
 router = APIRouter(tags=["accesses"])
 
-_AUDIT = int(Role.AUDITOR | Role.REGULATOR)
 
 _PENDING: dict[int | str, dict[str, Any]] = {
     202: {
@@ -57,7 +56,7 @@ def _may_see(c: Any, caller: str, requester: str, patient: str) -> None:
     if caller in (requester, patient):
         return
     member = c.policy.member(caller)
-    if member.status is not MemberStatus.ACTIVE or not member.roles & _AUDIT:
+    if member.status is not MemberStatus.ACTIVE or not member.roles & AUDIT_ROLES:
         raise Problem("wrong_role", "only the requester, the patient and auditors may see this proof")
 
 
@@ -141,9 +140,7 @@ def _batch_proof(c: Any, caller: str, idx: int) -> AnchoredBatchProof | JSONResp
 @router.get("/v1/journal", response_class=FileResponse, responses=_JOURNAL_EXPORT | problems(404, 503))
 def journal(c: ComponentsDep, caller: CallerDep) -> FileResponse:
     """The release journal with its anchors (JSON Lines, one snapshot), for auditors and regulators."""
-    member = c.policy.member(caller)
-    if member.status is not MemberStatus.ACTIVE or not member.roles & _AUDIT:
-        raise Problem("wrong_role", "the journal is for auditors and regulators")
+    c.policy.require_member(caller, int(AUDIT_ROLES))
     if c.journal is None:
         raise Problem(
             "record_not_found", "this gateway ledgers in strict mode: the chain is the whole record", status=404

@@ -20,7 +20,7 @@ from gateway.errors import DomainError
 from gateway.problems import Problem
 from gateway.wiring import Components
 from node_client.contracts import MemberStatus
-from node_client.vocabulary import PROVIDER_ROLES, Role
+from node_client.vocabulary import AUDIT_ROLES, PROVIDER_ROLES
 
 __all__ = [
     "ROLE_PAGES",
@@ -38,8 +38,6 @@ RolePage = Literal["patient", "hospital", "auditor"]
 ROLE_PAGES: tuple[str, ...] = ("patient", "hospital", "auditor")
 COOKIE_PATH = "/portal"
 PORTAL_HEADER = "x-hcl-portal"
-
-AUDIT_ROLES = int(Role.AUDITOR | Role.REGULATOR)
 
 
 def cookie_name(page: str) -> str:

@@ -44,6 +44,7 @@ __all__ = ["Release", "release", "release_async"]
 
 log = logging.getLogger("hcl.gateway.releases")
 
+
 @dataclass(frozen=True, slots=True)
 class Release:
     body: dict[str, Any]
@@ -160,7 +161,9 @@ def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offl
         payload: dict[str, Any] = {"contentType": "application/fhir+json", "resource": orjson.loads(plaintext)}
         response_bytes = plaintext
     else:
-        enc, sealed = hpke.seal(member.encryption_key, plaintext, info=hpke.RELEASE_INFO, aad=hpke.release_aad(record_id, caller))
+        enc, sealed = hpke.seal(
+            member.encryption_key, plaintext, info=hpke.RELEASE_INFO, aad=hpke.release_aad(record_id, caller)
+        )
         payload = {
             "contentType": "application/fhir+json",
             "encryption": {
