@@ -100,7 +100,7 @@ def install_openapi(app: FastAPI) -> None:
         for route in _api_routes(app.routes):
             if not route.include_in_schema:
                 continue
-            for method in route.methods:
+            for method in route.methods or ():  # an APIRoute always has its methods (GET by default)
                 op = doc["paths"].get(route.path_format, {}).get(method.lower())
                 if op is None:
                     continue

@@ -31,7 +31,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from web3.contract.contract import ContractFunction
+from web3.types import BlockIdentifier
 
 from gateway import errors
 from gateway.storage.db import record_status, status_text
@@ -136,17 +139,18 @@ class AccessPolicy:
         decided_at = int(wall * 1000)
         return Confirmed(decided_at, max(0, decided_at - math.ceil(age * 1000)))
 
-    def _pinned(self, fn, block: int):  # type: ignore[no-untyped-def]
+    def _pinned(self, fn: ContractFunction, block: BlockIdentifier) -> Any:
+        """``fn`` called at ``block`` (its decoded outputs, as the ABI gives them)."""
         try:
             return self.ledger.client.call(fn, block=block)
         except ChainUnavailable as exc:
             raise errors.ChainUnavailable(str(exc)) from exc
 
-    def _member_at(self, address: str, block: int | str) -> Member:
+    def _member_at(self, address: str, block: BlockIdentifier) -> Member:
         status, roles, since, key, meta = self._pinned(self.ledger.members.contract.functions.memberOf(address), block)
         return Member(address, MemberStatus(status), roles, since, bytes(key), bytes(meta))
 
-    def _consent_at(self, patient: str, grantee: str, block: int | str) -> Consent:
+    def _consent_at(self, patient: str, grantee: str, block: BlockIdentifier) -> Consent:
         cid, cats, purposes, status, vf, vu, nonce = self._pinned(
             self.ledger.consents.contract.functions.consentOf(patient, grantee), block
         )

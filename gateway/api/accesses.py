@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
@@ -148,7 +149,7 @@ def journal(c: ComponentsDep, caller: CallerDep) -> FileResponse:
     fd, name = tempfile.mkstemp(prefix="journal-export-", suffix=".jsonl", dir=c.settings.data_dir)
     os.close(fd)
     try:
-        c.journal.export(name)
+        c.journal.export(Path(name))
     except JournalError as exc:
         os.unlink(name)
         raise Problem("journal_unavailable", str(exc)) from exc

@@ -14,6 +14,7 @@ from gateway.api.schemas import ConsentGranted, ConsentRevoked, EmergencyOpened,
 from gateway.problems import Problem
 from gateway.services import relay
 from gateway.services.relay import revert_error
+from gateway.wiring import Components
 from node_client import signing
 from node_client._exceptions import ChainUnavailable, ContractRevert, SignatureError
 from node_client.vocabulary import CATEGORIES, Role, categories_of
@@ -21,26 +22,27 @@ from node_client.vocabulary import CATEGORIES, Role, categories_of
 router = APIRouter(tags=["consents"])
 
 
-def _signed(c, body: SignedGrantIn | SignedRevokeIn) -> signing.SignedMessage:  # type: ignore[no-untyped-def]
-    m = body.message
+def _signed(c: Components, body: SignedGrantIn | SignedRevokeIn) -> signing.SignedMessage:
     message: signing.ConsentGrant | signing.ConsentRevoke
     if isinstance(body, SignedGrantIn):
+        g = body.message
         message = signing.ConsentGrant(
-            patient=to_checksum_address(m.patient),
-            grantee=to_checksum_address(m.grantee),
-            categories=m.categories,
-            purposes=m.purposes,
-            valid_from=m.valid_from,  # type: ignore[union-attr]
-            valid_until=m.valid_until,
-            nonce=m.nonce,
-            deadline=m.deadline,  # type: ignore[union-attr]
+            patient=to_checksum_address(g.patient),
+            grantee=to_checksum_address(g.grantee),
+            categories=g.categories,
+            purposes=g.purposes,
+            valid_from=g.valid_from,
+            valid_until=g.valid_until,
+            nonce=g.nonce,
+            deadline=g.deadline,
         )
     else:
+        r = body.message
         message = signing.ConsentRevoke(
-            patient=to_checksum_address(m.patient),
-            grantee=to_checksum_address(m.grantee),
-            nonce=m.nonce,
-            deadline=m.deadline,
+            patient=to_checksum_address(r.patient),
+            grantee=to_checksum_address(r.grantee),
+            nonce=r.nonce,
+            deadline=r.deadline,
         )
     signed = signing.SignedMessage(message, to_checksum_address(body.signer), bytes(HexBytes(body.signature)))
     try:
@@ -52,8 +54,9 @@ def _signed(c, body: SignedGrantIn | SignedRevokeIn) -> signing.SignedMessage:  
     except SignatureError as exc:
         # may still be an ERC-1271 contract wallet: only the chain can tell; EOAs fail here, cheaply
         client = c.ledger.client
+        signer = to_checksum_address(signed.signer)  # as typed web3 wants it (the same string: checksummed above)
         try:
-            is_contract = bool(client.rpc(lambda: client.w3.eth.get_code(signed.signer)))
+            is_contract = bool(client.rpc(lambda: client.w3.eth.get_code(signer)))
         except ChainUnavailable as chain_exc:
             raise Problem("chain_unavailable", str(chain_exc)) from chain_exc
         if is_contract:

@@ -13,7 +13,8 @@ __all__ = ["CallerDep", "ComponentsDep", "read_body"]
 
 
 async def get_components(request: Request) -> Components:
-    return request.app.state.components
+    components: Components = request.app.state.components  # set by create_app
+    return components
 
 
 ComponentsDep = Annotated[Components, Depends(get_components)]

@@ -73,7 +73,7 @@ def my_consents(c: ComponentsDep, caller: CallerDep) -> MyConsents:
 
     def state(r: Any) -> str:
         if r["status"] != status_text(ConsentStatus.ACTIVE):
-            return r["status"]
+            return str(r["status"])
         if now >= r["valid_until"]:
             return "expired"
         return "active" if now >= r["valid_from"] else "not yet valid"

@@ -13,7 +13,7 @@ document but returns the service's body serialised by orjson, so no model runs p
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -84,9 +84,15 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------- vocabulary
 
-Category = Literal[tuple(t.slug for t in CATEGORIES)]  # type: ignore[valid-type]
-Purpose = Literal[tuple(t.slug for t in PURPOSES)]  # type: ignore[valid-type]
-RoleSlug = Literal[tuple(t.slug for t in ROLES)]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # the slugs are data (node_client.vocabulary), so to a type checker they are strings
+    Category = str
+    Purpose = str
+    RoleSlug = str
+else:  # to pydantic and the OpenAPI document, enums of the vocabulary's slugs
+    Category = Literal[tuple(t.slug for t in CATEGORIES)]
+    Purpose = Literal[tuple(t.slug for t in PURPOSES)]
+    RoleSlug = Literal[tuple(t.slug for t in ROLES)]
+MemberStatusSlug = Literal["active", "suspended", "removed", "unknown"]
 Address = Annotated[str, Field(description="an EIP-55 address")]
 Hex32 = Annotated[str, Field(description="32 bytes, 0x-prefixed hex")]
 TxHash = Annotated[str, Field(description="a transaction hash, 0x-prefixed hex")]
@@ -498,7 +504,7 @@ class Member(_Out):
     address: Address
     name: str
     roles: list[RoleSlug]
-    status: Literal["active", "suspended", "removed", "unknown"]
+    status: MemberStatusSlug
     encryptionKey: str = Field(description="the member's X25519 release key, 0x-prefixed hex")
 
 

@@ -20,6 +20,7 @@ from gateway.api.schemas import (
     JournalCheck,
     Member,
     Members,
+    MemberStatusSlug,
     StorageCheck,
     problems,
 )
@@ -143,10 +144,16 @@ def problem_index() -> HTMLResponse:
     )
 
 
-def _member_status(value: int) -> str:
+_MEMBER_STATUS: dict[int, MemberStatusSlug] = {
+    MemberStatus.ACTIVE: "active",
+    MemberStatus.SUSPENDED: "suspended",
+    MemberStatus.REMOVED: "removed",
+}
+
+
+def _member_status(value: int) -> MemberStatusSlug:
     """A member's status in the directory: ``active``, ``suspended``, ``removed`` (else ``unknown``)."""
-    known = (MemberStatus.ACTIVE, MemberStatus.SUSPENDED, MemberStatus.REMOVED)
-    return MemberStatus(value).name.lower() if value in known else "unknown"
+    return _MEMBER_STATUS.get(value, "unknown")
 
 
 @router.get("/v1/members", responses=problems(503))

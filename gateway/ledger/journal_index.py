@@ -25,7 +25,7 @@ class JournalIndex:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self._position = 0
-        self._by_patient: dict[str, array] = {}
+        self._by_patient: dict[str, array[int]] = {}
         self._by_requester: Counter[str] = Counter()
         self._lock = threading.Lock()
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_account import Account
-from eth_account.typed_transactions import TypedTransaction
+from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from eth_utils import is_address, to_checksum_address
+from eth_utils.abi import filter_abi_by_type
 from hexbytes import HexBytes
 from web3.contract.contract import ContractFunction
 
@@ -47,7 +48,7 @@ class SignedCall:
 
     def bound(self, c: Components) -> ContractFunction:
         """The contract function with these arguments (used to decode a revert)."""
-        return getattr(c.ledger.consents.contract.functions, self.function)(**self.args)
+        return c.ledger.consents.contract.functions[self.function](**self.args)
 
 
 #: ConsentRegistry custom errors → the domain error they are answered with (others: ``chain_rejected``)
@@ -104,12 +105,12 @@ def draft(c: Components, caller: str, function: str, args: dict[str, Any]) -> di
     if function not in RELAYABLE:
         raise errors.InvalidRequest(f"relayable functions: {', '.join(sorted(RELAYABLE))}")
     registry = c.ledger.consents
-    abi = next(e for e in registry.contract.abi if e.get("type") == "function" and e["name"] == function)
+    abi = next(e for e in filter_abi_by_type("function", registry.contract.abi) if e["name"] == function)
     names = [i["name"] for i in abi["inputs"]]
     if set(args) != set(names):
         raise errors.InvalidRequest(f"{function} takes {', '.join(names) or 'no arguments'}")
     values = [_arg(i["type"], i["name"], args[i["name"]]) for i in abi["inputs"]]
-    fn = getattr(registry.contract.functions, function)(*values)
+    fn = registry.contract.functions[function](*values)
     try:
         tx = c.ledger.client.draft(fn, sender=caller)
     except ChainUnavailable as exc:
