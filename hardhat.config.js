@@ -48,6 +48,10 @@ module.exports = {
   networks: {
     hardhat: {
       chainId: 31337,
+      // The EVM of the consortium network: geth 1.13's Clique stops at London (no PUSH0, MCOPY,
+      // transient storage), and Besu QBFT runs London bytecode too. Hardhat's default (the newest
+      // fork) would accept bytecode the production chain refuses. solc-settings.json targets the same.
+      hardfork: "london",
       allowUnlimitedContractSize: false,
       mining: {
         auto: true,

@@ -325,11 +325,15 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
     /// ECDSA is tried first and ERC-1271 only if it does not recover `signer`: a contract has no key
     /// that could produce an ECDSA signature for its own address, so the order changes no outcome, and
     /// patients (EOAs) do not pay the cold EXTCODESIZE (2,600 gas) that `isValidSignatureNow` starts with.
-    function _checkSignature(address signer, bytes32 structHash, bytes calldata signature) private view {
+    ///
+    /// `signature` is in memory (copied once from calldata by the caller): the calldata variants of these
+    /// OpenZeppelin functions exist only from 5.5 on, whose `SignatureChecker` needs MCOPY (Cancun), and the
+    /// contracts are compiled for London (solc-settings.json).
+    function _checkSignature(address signer, bytes32 structHash, bytes memory signature) private view {
         bytes32 digest = _hashTypedDataV4(structHash);
-        (address recovered, ECDSA.RecoverError err, ) = ECDSA.tryRecoverCalldata(digest, signature);
+        (address recovered, ECDSA.RecoverError err, ) = ECDSA.tryRecover(digest, signature);
         if (err == ECDSA.RecoverError.NoError && recovered == signer) return;
-        if (!SignatureChecker.isValidERC1271SignatureNowCalldata(signer, digest, signature)) {
+        if (!SignatureChecker.isValidERC1271SignatureNow(signer, digest, signature)) {
             revert ConsentInvalidSignature(signer);
         }
     }
