@@ -7,7 +7,7 @@
 Both talk to a running gateway and chain, as ``./scripts/up`` starts them (``hcl deploy --dev``); they find
 them through the state file ``up`` writes (:data:`STATE_FILE`), so no option is needed after ``up``. Every
 key is one of Hardhat's PUBLIC dev keys (the mnemonic "test test ... junk"): the demo refuses any chain
-but the dev chain 31337, and the keystores it writes use the password "demo". Never for real data.
+but a dev deployment (its manifest says ``dev: true``), and the keystores it writes use the password "demo". Never for real data.
 
 The scenario: Wang, a patient of City First People's Hospital (the tertiary hospital) with a diabetes
 work-up, creates a health code — an EIP-712 signed consent — for Riverside Community Health Centre, which
@@ -49,7 +49,6 @@ from node_client.contracts import Action, ConsentStatus, MemberStatus, ProposalS
 from node_client.deploy import Ledger, Manifest, MemberSpec, dev_encryption_key
 from node_client.gateway_client import GatewayClient
 from node_client.keys import dev_account, keystore_address, load_keystore, new_keystore, write_x25519_jwk
-from node_client.settings import DEV_CHAIN_ID
 from node_client.vocabulary import CATEGORIES, PURPOSES, Role, parse_categories, parse_purposes
 
 __all__ = ["STATE_FILE", "DemoError", "RunResult", "SeedResult", "app", "endpoints", "run", "seed"]
@@ -234,17 +233,17 @@ class Session:
         except NodeClientError as exc:
             raise DemoError(f"{exc} (start ./scripts/up first, or pass --manifest)") from None
         self.client = ChainClient(rpc_url=rpc_url, timeout=30)
+        if not self.manifest.dev:
+            raise DemoError(
+                f"{self.manifest_path} is not a dev deployment: the demo signs with public dev keys and runs "
+                "only where the manifest says dev: true (./scripts/up, or ./scripts/up --network N)"
+            )
         try:
-            chain_id = self.client.chain_id
+            self.client.block_number()
         except NodeClientError:
             raise DemoError(
                 f"the chain at {rpc_url} does not answer: start ./scripts/up first, or pass --rpc-url"
             ) from None
-        if chain_id != DEV_CHAIN_ID:
-            raise DemoError(
-                f"the chain at {rpc_url} is chain {chain_id}: the demo uses public dev keys and runs "
-                f"only on the dev chain {DEV_CHAIN_ID}"
-            )
         try:
             self.ledger: Ledger = self.manifest.connect(self.client)
         except NodeClientError as exc:

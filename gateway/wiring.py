@@ -130,13 +130,13 @@ def _kek(path: Path, db: Database) -> Kek:
 
 
 def build_components(settings: GatewaySettings) -> Components:
-    client = ChainClient(rpc_url=settings.rpc_url, poa=settings.poa, timeout=settings.rpc_timeout)
+    client = ChainClient(rpc_url=settings.rpc_url, timeout=settings.rpc_timeout)
     manifest = Manifest.load(settings.manifest)
     ledger = manifest.connect(client)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_path)
     store = make_store(settings)
-    account = gateway_account(settings, client)
+    account = gateway_account(settings, dev=ledger.dev)
     metrics = Metrics()
     names = MemberNames(Path(settings.manifest), manifest.members)
     indexer = Indexer(

@@ -14,7 +14,7 @@ and every command reads them the same way::
     @option_groups
     def revoke(grantee: GranteeArg, *, chain: ChainOpts, signer: SignerOpts) -> None:
         ledger = chain.ledger()
-        ledger.consents.revoke(signer.account(ledger.client), grantee)
+        ledger.consents.revoke(signer.account(dev=ledger.dev), grantee)
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from rich.console import Console
 
 from node_client._client import ChainClient
 from node_client._exceptions import NodeClientError
-from node_client.settings import DEV_CHAIN_ID, ClientSettings
+from node_client.settings import ClientSettings
 
 if TYPE_CHECKING:
     from node_client.deploy import Ledger, Manifest
@@ -78,7 +78,7 @@ PasswordFileOpt = Annotated[
     Path | None, typer.Option("--password-file", help="file holding the keystore password [env HCL_KEY_PASSWORD]")
 ]
 DevAccountOpt = Annotated[
-    int | None, typer.Option("--dev-account", help="sign with Hardhat dev account N (dev chain 31337 only)")
+    int | None, typer.Option("--dev-account", help="sign with public dev account N (dev deployments only)")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
@@ -101,7 +101,7 @@ class ChainOpts:
 
     def client(self) -> ChainClient:
         s = self.settings
-        return ChainClient(rpc_url=s.rpc_url, poa=s.poa, timeout=s.rpc_timeout)
+        return ChainClient(rpc_url=s.rpc_url, timeout=s.rpc_timeout)
 
     def load_manifest(self) -> Manifest:
         from node_client.deploy import Manifest
@@ -121,20 +121,20 @@ class SignerOpts:
     password_file: PasswordFileOpt = None
     dev_account: DevAccountOpt = None
 
-    def account(self, client: ChainClient | None = None) -> LocalAccount:
+    def account(self, *, dev: bool = False) -> LocalAccount:
         """The signer: a keystore (password from ``--password-file``, ``HCL_KEY_PASSWORD`` or a prompt) or,
-        on the dev chain only (``client`` tells), a Hardhat dev account."""
+        for a dev deployment only (``dev``: the manifest says so), a public dev account."""
         from node_client.keys import dev_account as _dev
         from node_client.keys import load_keystore
 
         if self.key is not None and self.dev_account is not None:
             raise ValueError("give either --key or --dev-account, not both")
         if self.dev_account is not None:
-            if client is None or client.chain_id != DEV_CHAIN_ID:
-                raise ValueError(f"--dev-account is only allowed on the dev chain {DEV_CHAIN_ID}")
+            if not dev:
+                raise ValueError("--dev-account is only allowed on a dev deployment (its manifest says dev: true)")
             return _dev(self.dev_account)
         if self.key is None:
-            raise ValueError("a signer is needed: --key <keystore> (or --dev-account N on the dev chain)")
+            raise ValueError("a signer is needed: --key <keystore> (or --dev-account N on a dev deployment)")
         return load_keystore(self.key, read_password(self.password_file, confirm=False))
 
 

@@ -20,9 +20,11 @@ from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from hexbytes import HexBytes
 from web3 import Web3
+from web3._utils.rpc_abi import RPC
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
-from web3.middleware import ExtraDataToPOAMiddleware
+from web3.middleware.formatting import FormattingMiddlewareBuilder
+from web3.middleware.proof_of_authority import extradata_to_poa_cleanup
 from web3.types import BlockIdentifier, Nonce, TxParams, TxReceipt, Wei
 
 from node_client._exceptions import (
@@ -40,6 +42,33 @@ DEFAULT_TIMEOUT: float = 30.0
 DEFAULT_GAS_MARGIN: float = 1.2
 
 T = TypeVar("T")
+
+#: ``extraData`` longer than this is a proof-of-authority seal (Clique: vanity + signers + signature).
+_PLAIN_EXTRA_DATA_BYTES = 32
+
+
+def _poa_block(block: Any) -> Any:
+    """A block whose ``extraData`` is a PoA seal gets it as ``proofOfAuthorityData`` (web3's PoA layout).
+
+    Blocks of proof-of-work/dev chains pass unchanged, so one client works on Hardhat, Clique and QBFT
+    without being told which it talks to.
+    """
+    if not isinstance(block, dict):
+        return block
+    extra = block.get("extraData")
+    if isinstance(extra, str) and len(extra.removeprefix("0x")) > 2 * _PLAIN_EXTRA_DATA_BYTES:
+        return extradata_to_poa_cleanup(block)
+    return block
+
+
+#: Every block read through web3 passes :func:`_poa_block` (web3's own PoA middleware, but per block).
+_PoaTolerant = FormattingMiddlewareBuilder.build(
+    result_formatters={
+        RPC.eth_getBlockByHash: _poa_block,
+        RPC.eth_getBlockByNumber: _poa_block,
+        RPC.eth_subscribe: _poa_block,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +124,14 @@ class ChainClient:
         client = ChainClient(rpc_url="http://127.0.0.1:8545")
         result = client.transact(contract.functions.revoke(grantee), signer=patient)
 
-    ``poa=True`` injects web3's ``ExtraDataToPOAMiddleware`` so the same client works on
-    proof-of-authority chains (Besu QBFT, Clique) whose blocks carry long ``extraData``.
+    The engine is never configured: blocks whose ``extraData`` is a proof-of-authority seal (Clique,
+    Besu QBFT) are recognised one by one, so the same client works on Hardhat and consortium chains.
     """
 
     def __init__(
         self,
         *,
         rpc_url: str,
-        poa: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
         gas_margin: float = DEFAULT_GAS_MARGIN,
     ) -> None:
@@ -116,8 +144,7 @@ class ChainClient:
         self.w3 = Web3(
             Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
         )
-        if poa:
-            self.w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+        self.w3.middleware_onion.inject(_PoaTolerant, layer=0)
         self._nonces = _NonceManager(self.w3)
         self._chain_id: int | None = None
 

@@ -41,7 +41,7 @@ from node_client._cli_common import (
 from node_client._client import ChainClient
 from node_client.audit_cli import audit_app
 from node_client.code_cli import code_app
-from node_client.settings import DEV_CHAIN_ID
+from node_client.network_cli import network_app
 
 if TYPE_CHECKING:
     from node_client.contracts import Action
@@ -64,7 +64,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(dev_app, name="dev")
 app.add_typer(code_app, name="code")
 app.add_typer(audit_app, name="audit")
-_BUILT_IN = frozenset({"deploy", "gas-report", "chain", "member", "consent", "keys", "dev", "code", "audit"})
+app.add_typer(network_app, name="network")
+_BUILT_IN = frozenset({"deploy", "gas-report", "chain", "member", "consent", "keys", "dev", "code", "audit", "network"})
 
 # ---------------------------------------------------------------- top level
 
@@ -103,8 +104,8 @@ def deploy(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from node_client._compile import compile_contracts
+    from node_client.deploy import chain_funds_dev_keys, deploy_dev
     from node_client.deploy import deploy as _deploy
-    from node_client.deploy import deploy_dev
 
     client = chain.client()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console) as bar:
@@ -112,11 +113,11 @@ def deploy(
         artifacts = compile_contracts()
         bar.update(task, advance=1, description="deploying and running initial governance")
         if dev:
-            if client.chain_id != DEV_CHAIN_ID:
-                raise ValueError(f"--dev is only allowed on the dev chain {DEV_CHAIN_ID}")
+            if not chain_funds_dev_keys(client):
+                raise ValueError("--dev is only allowed on a dev chain (one whose genesis funds the public dev keys)")
             result = deploy_dev(client, artifacts=artifacts)
         else:
-            deployer = SignerOpts(key=key, password_file=password_file).account(client)
+            deployer = SignerOpts(key=key, password_file=password_file).account()
             admin_list = [parse_address(a, "admin") for a in (admins or deployer.address).split(",") if a.strip()]
             signers = [deployer] if deployer.address in admin_list else []
             result = _deploy(
@@ -180,7 +181,7 @@ def chain_up(
     from node_client._node import HardhatNode
 
     node = HardhatNode().start(port=port, host=host, timeout=timeout)
-    console.print(f"chain up: {node.url} (chain id {DEV_CHAIN_ID}, pid {node.pid}, log {node.log_path})")
+    console.print(f"chain up: {node.url} (Hardhat dev chain, pid {node.pid}, log {node.log_path})")
     if detach:
         pid_file = Path(".hcl") / f"chain-{port}.pid"
         pid_file.parent.mkdir(exist_ok=True)
@@ -274,7 +275,7 @@ def member_propose(
 
     act = _action(action)
     ledger = chain.ledger()
-    account = signer.account(ledger.client)
+    account = signer.account(dev=ledger.dev)
     arg = parse_roles(roles) if roles else 0
     if act is Action.CHANGE_THRESHOLD:
         if threshold is None:
@@ -302,7 +303,7 @@ def member_approve(
 ) -> None:
     """Approve a pending proposal."""
     ledger = chain.ledger()
-    result = ledger.members.approve(signer.account(ledger.client), proposal_id)
+    result = ledger.members.approve(signer.account(dev=ledger.dev), proposal_id)
     p = ledger.members.proposal_of(proposal_id)
     console.print(
         f"proposal {proposal_id}: {p.approvals} approval(s), threshold {ledger.members.governance().threshold}; tx {result.tx_hash}"
@@ -320,7 +321,7 @@ def member_execute(
 ) -> None:
     """Execute a proposal that has enough approvals."""
     ledger = chain.ledger()
-    result = ledger.members.execute(signer.account(ledger.client), proposal_id)
+    result = ledger.members.execute(signer.account(dev=ledger.dev), proposal_id)
     console.print(f"proposal {proposal_id} executed, tx {result.tx_hash}")
 
 
@@ -381,7 +382,7 @@ def consent_grant(
     from node_client.vocabulary import parse_categories, parse_purposes
 
     ledger = chain.ledger()
-    patient = signer.account(ledger.client)
+    patient = signer.account(dev=ledger.dev)
     now = ledger.client.block_timestamp()
     consent_id, result = ledger.consents.grant(
         patient,
@@ -405,7 +406,7 @@ def consent_revoke(
 ) -> None:
     """Revoke your consent to a member, effective from the next block."""
     ledger = chain.ledger()
-    patient = signer.account(ledger.client)
+    patient = signer.account(dev=ledger.dev)
     result = ledger.consents.revoke(patient, parse_address(grantee, "grantee"))
     console.print(f"consent revoked, tx {result.tx_hash}")
 

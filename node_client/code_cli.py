@@ -94,7 +94,7 @@ def code_new(
     grantee_addr = parse_address(grantee, "grantee")
     deadline_s = parse_duration(deadline)
     ledger = chain.ledger()
-    account = signer.account(ledger.client)
+    account = signer.account(dev=ledger.dev)
     patient_addr = parse_address(patient, "patient") if patient else account.address
     now = ledger.client.block_timestamp()
     domain = ledger.consents.domain()
@@ -200,7 +200,7 @@ def code_submit(
             f"this code is for chain {domain.chain_id} / {domain.verifying_contract}, not this ledger "
             f"({on_chain.chain_id} / {on_chain.verifying_contract})"
         )
-    submitter = signer.account(ledger.client)
+    submitter = signer.account(dev=ledger.dev)
     if isinstance(signed.message, ConsentGrant):
         consent_id, result = ledger.consents.grant_by_sig(submitter, signed)
         console.print(f"consent 0x{consent_id.hex()} granted, tx {result.tx_hash}", soft_wrap=True)

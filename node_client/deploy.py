@@ -33,6 +33,7 @@ __all__ = [
     "Ledger",
     "Manifest",
     "MemberSpec",
+    "chain_funds_dev_keys",
     "deploy",
     "dev_members",
     "metadata_hash",
@@ -76,6 +77,9 @@ class Manifest:
     members: list[dict[str, Any]] = field(default_factory=list)
     deployed_at: str = ""
     version: int = MANIFEST_VERSION
+    #: A dev deployment: its governance keys are public throw-away keys, so dev-only conveniences (dev
+    #: accounts, the demo) are allowed on it and nowhere else. A property of the deployment, not the chain id.
+    dev: bool = False
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
@@ -118,6 +122,7 @@ class Manifest:
                     raise DeploymentError(f"{name} was deployed with another ABI than this client's")
         kw = {"deploy_block": self.deploy_block}
         return Ledger(
+            dev=self.dev,
             members=MemberRegistry(client, self.contracts["MemberRegistry"], **kw),
             consents=ConsentRegistry(client, self.contracts["ConsentRegistry"], **kw),
             records=RecordRegistry(client, self.contracts["RecordRegistry"], **kw),
@@ -133,6 +138,8 @@ class Ledger:
     consents: ConsentRegistry
     records: RecordRegistry
     access: AccessLedger
+    #: the manifest's ``dev`` flag (see :attr:`Manifest.dev`)
+    dev: bool = False
 
     @property
     def client(self) -> ChainClient:
@@ -169,11 +176,13 @@ def deploy(
     governance_signers: Sequence[LocalAccount] = (),
     members: Sequence[MemberSpec] = (),
     artifacts: CompileResult | None = None,
+    dev: bool = False,
 ) -> Manifest:
     """Deploys and wires the four contracts and onboards ``members`` through governance.
 
     ``governance_signers`` are admin keys available now; onboarding needs at least ``threshold`` of them
     (on a real consortium, leave ``members`` empty and onboard with ``hcl member propose/approve``).
+    ``dev`` marks a deployment governed by public throw-away keys (see :attr:`Manifest.dev`).
     """
     if members and len(governance_signers) < threshold:
         raise DeploymentError(f"onboarding members needs {threshold} admin signers, {len(governance_signers)} given")
@@ -230,6 +239,7 @@ def deploy(
             for m in members
         ],
         deployed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        dev=dev,
     )
 
 
@@ -276,4 +286,13 @@ def deploy_dev(client: ChainClient, *, artifacts: CompileResult | None = None) -
         governance_signers=admins,
         members=dev_members(),
         artifacts=artifacts,
+        dev=True,
     )
+
+
+def chain_funds_dev_keys(client: ChainClient) -> bool:
+    """Whether the chain's genesis funded the public dev keys: only dev chains do (Hardhat, a dev network).
+
+    A dev consortium may be deployed only there; everywhere else its public admin keys would govern.
+    """
+    return client.rpc(lambda: client.w3.eth.get_balance(dev_account(0).address)) > 0

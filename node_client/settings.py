@@ -11,10 +11,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEV_CHAIN_ID", "ClientSettings"]
-
-#: Chain id of Hardhat's local network; dev-only conveniences (dev accounts) are refused elsewhere.
-DEV_CHAIN_ID = 31337
+__all__ = ["ClientSettings"]
 
 
 class ClientSettings(BaseSettings):
@@ -24,7 +21,6 @@ class ClientSettings(BaseSettings):
 
     rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC endpoint of a consortium node")
     manifest: Path = Field(Path("deployments/local.json"), description="deployment manifest written by `hcl deploy`")
-    poa: bool = Field(False, description="inject the proof-of-authority middleware (Besu QBFT, Clique)")
     rpc_timeout: float = Field(30.0, gt=0, description="seconds to wait for an RPC answer or a receipt")
 
     @field_validator("rpc_url")

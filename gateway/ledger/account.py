@@ -7,19 +7,17 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 
 from gateway.settings import GatewaySettings
-from node_client._client import ChainClient
 from node_client.keys import dev_account, load_keystore
-from node_client.settings import DEV_CHAIN_ID
 
 __all__ = ["gateway_account"]
 
 
-def gateway_account(settings: GatewaySettings, client: ChainClient) -> LocalAccount:
-    """The gateway's member account, from ``HCL_GATEWAY_KEY`` (a keystore and its password file) or, on the
-    dev chain only, ``HCL_GATEWAY_DEV_ACCOUNT``."""
+def gateway_account(settings: GatewaySettings, *, dev: bool) -> LocalAccount:
+    """The gateway's member account, from ``HCL_GATEWAY_KEY`` (a keystore and its password file) or, for a
+    dev deployment only (``dev``: its manifest says so), ``HCL_GATEWAY_DEV_ACCOUNT``."""
     if settings.gateway_dev_account is not None:
-        if client.chain_id != DEV_CHAIN_ID:
-            raise ValueError("gateway_dev_account is only allowed on the dev chain")
+        if not dev:
+            raise ValueError("HCL_GATEWAY_DEV_ACCOUNT is only allowed on a dev deployment (manifest dev: true)")
         return dev_account(settings.gateway_dev_account)
     if settings.gateway_key is None:
         raise ValueError("the gateway needs its member key: HCL_GATEWAY_KEY (keystore) or HCL_GATEWAY_DEV_ACCOUNT")

@@ -401,10 +401,10 @@ def reconcile(settings: GatewaySettings, *, dry_run: bool = False) -> Report:
             raise ReconcileError(f"no gateway database at {settings.db_path}")
         db = Database(settings.db_path)
         try:
-            client = ChainClient(rpc_url=settings.rpc_url, poa=settings.poa, timeout=settings.rpc_timeout)
+            client = ChainClient(rpc_url=settings.rpc_url, timeout=settings.rpc_timeout)
             ledger = Manifest.load(settings.manifest).connect(client)
             store = make_store(settings)
-            account = gateway_account(settings, client)
+            account = gateway_account(settings, dev=ledger.dev)
             return _Reconciler(db=db, store=store, ledger=ledger, account=account, dry_run=dry_run).run(
                 settings.journal_path
             )

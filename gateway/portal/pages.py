@@ -95,7 +95,7 @@ def _render(
             "viewer_name": c.member_names.get(v.address, "") if v else "",
             "short": lambda a: f"{a[:8]}…{a[-6:]}" if a and len(a) > 16 else a,
             "term": lambda t: t.zh if lang == "zh-CN" else t.en,
-            "dev": c.ledger.client.chain_id == 31337,
+            "dev": c.ledger.dev,
             **ctx,
         },
         status_code=status,

@@ -1,0 +1,354 @@
+"""A consortium network in one folder: up, status, down, and a new validator institution.
+
+The folder (default ``.hcl/network``) holds everything: ``network.json`` (the nodes, their ports and
+PIDs), ``consortium.toml`` as given, ``genesis.json``, the keystore ``password`` (mode 0600), the member
+keys under ``keys/`` and one geth datadir per validator under ``nodes/<institution>/``. ``up`` on a folder
+that exists restarts the nodes on their data; nothing is generated twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from node_client._client import ChainClient
+from node_client._exceptions import ChainUnavailable, DeploymentError, NodeError
+from node_client._node import free_port
+from node_client.contracts import Action
+from node_client.deploy import Manifest, deploy, deploy_dev
+from node_client.network.consortium import Consortium, Institution, Keys, materialise
+from node_client.network.genesis import clique_genesis
+from node_client.network.geth import GethNode, find_geth
+from node_client.vocabulary import Role
+
+__all__ = ["DEFAULT_FOLDER", "Network", "NodeStatus"]
+
+DEFAULT_FOLDER = Path(".hcl/network")
+#: Hardhat's dev accounts 0-19, pre-funded on a dev network so the demo's patients and admins can pay gas.
+_DEV_ACCOUNTS = 20
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """What ``hcl network status`` shows for one validator."""
+
+    name: str
+    url: str
+    signer: str
+    pid: int | None
+    running: bool
+    head: int | None = None
+    head_hash: str | None = None
+    peers: int | None = None
+    signers: list[str] = field(default_factory=list)
+    sealed: dict[str, int] = field(default_factory=dict)  # signer (lower case) → blocks sealed recently
+
+    @property
+    def sealed_by_self(self) -> int:
+        return self.sealed.get(self.signer.lower(), 0)
+
+
+class Network:
+    """The network in ``folder``; :meth:`up` creates it the first time."""
+
+    def __init__(self, folder: Path = DEFAULT_FOLDER, *, say: Say | None = None) -> None:
+        self.folder = folder
+        self.say: Say = say or (lambda _msg: None)
+        self.consortium: Consortium | None = None
+        self.nodes: list[GethNode] = []
+        self.manifest_path: Path | None = None
+        if self._state_file.exists():
+            self._load()
+
+    @property
+    def _state_file(self) -> Path:
+        return self.folder / "network.json"
+
+    @property
+    def password_file(self) -> Path:
+        return self.folder / "password"
+
+    @property
+    def chain_id(self) -> int:
+        return self.consortium.chain_id if self.consortium else 0
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.nodes)
+
+    # ------------------------------------------------------------------ up
+
+    def up(self, consortium: Consortium, *, manifest_path: Path, timeout: float = 120.0) -> Manifest:
+        """Creates (first time) or restarts the network and returns its deployment manifest.
+
+        On a network that exists, ``consortium`` is ignored: the one it was created with is kept.
+        """
+        geth = find_geth()
+        if not self.exists:
+            self._create(consortium, geth)
+        self._start_all(geth)
+        self.wait_agreement(timeout=timeout)
+        if self.manifest_path is not None and self.manifest_path.exists():
+            return Manifest.load(self.manifest_path)
+        return self._deploy(manifest_path)
+
+    def _create(self, consortium: Consortium, geth: Path) -> None:
+        self.say(f"creating keys for {len(consortium.institutions)} institutions in {self.folder}")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        password = self._password(consortium.dev)
+        keys = materialise(consortium, self.folder, password)
+        self.consortium = consortium
+        self.nodes = [self._new_node(v, keys) for v in consortium.validators]
+        genesis = clique_genesis(
+            chain_id=consortium.chain_id,
+            signers=keys.signers.values(),
+            funded=self._funded(consortium, keys),
+            period=consortium.block_period,
+        )
+        genesis_file = self.folder / "genesis.json"
+        genesis_file.write_text(json.dumps(genesis, indent=2))
+        for node in self.nodes:
+            self.say(f"initialising the validator of {node.name}")
+            node.init(geth, genesis_file)
+            node.write_peers([n.enode for n in self.nodes])
+        self._save()
+
+    def _password(self, dev: bool) -> str:
+        """The keystore password: ``demo`` for a dev network (its keys are throw-away), random otherwise."""
+        if not self.password_file.exists():
+            fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write("demo" if dev else secrets.token_urlsafe(24))
+        return self.password_file.read_text().strip()
+
+    def _new_node(self, inst: Institution, keys: Keys) -> GethNode:
+        return GethNode(
+            name=inst.name,
+            datadir=self.folder / "nodes" / inst.slug,
+            signer=keys.signers[inst.name],
+            p2p_port=free_port(),
+            http_port=free_port(),
+            authrpc_port=free_port(),
+            node_key=GethNode.new_node_key(),
+        )
+
+    @staticmethod
+    def _funded(consortium: Consortium, keys: Keys) -> list[str]:
+        from node_client.keys import dev_account
+
+        funded = [a.address for a in keys.admins] + [m.address for m in keys.members]
+        if consortium.dev:
+            funded += [dev_account(i).address for i in range(_DEV_ACCOUNTS)]
+        return funded
+
+    def _start_all(self, geth: Path) -> None:
+        for node in self.nodes:
+            if not node.running:
+                self.say(f"starting the validator of {node.name} on {node.url}")
+                node.start(geth, chain_id=self.chain_id, password_file=self.password_file)
+        self._save()
+
+    def _deploy(self, manifest_path: Path) -> Manifest:
+        consortium = self._consortium()
+        keys = materialise(consortium, self.folder, self.password_file.read_text().strip())
+        client = ChainClient(rpc_url=self.nodes[0].url, timeout=60)
+        self.say("deploying the contracts and onboarding the founding members (M-of-N governance)")
+        if consortium.dev:
+            manifest = deploy_dev(client)
+        else:
+            manifest = deploy(
+                client,
+                deployer=keys.admins[0],
+                admins=[a.address for a in keys.admins],
+                threshold=consortium.threshold,
+                governance_signers=keys.admins,
+                members=keys.members,
+            )
+        manifest.save(manifest_path)
+        self.manifest_path = manifest_path
+        self._save()
+        return manifest
+
+    # ------------------------------------------------------------------ observe
+
+    def client(self, index: int = 0) -> ChainClient:
+        return ChainClient(rpc_url=self.nodes[index].url, timeout=10)
+
+    def rpc(self, index: int, method: str, params: Sequence[Any] = ()) -> Any:
+        """One JSON-RPC call to node ``index`` (the ``admin_``/``clique_`` namespaces web3 has no method for)."""
+        client = self.client(index)
+        reply = client.rpc(lambda: client.w3.provider.make_request(method, list(params)))  # type: ignore[arg-type]
+        if "error" in reply:
+            raise NodeError(f"{method} on {self.nodes[index].name}: {reply['error']}")
+        return reply["result"]
+
+    def wait_agreement(self, *, timeout: float = 120.0, nodes: Sequence[int] | None = None) -> int:
+        """Waits until the running nodes are fully peered and agree on a block; returns its number."""
+        chosen = [i for i in (nodes if nodes is not None else range(len(self.nodes))) if self.nodes[i].running]
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            try:
+                agreed = self._agreed(chosen)
+            except (ChainUnavailable, NodeError) as exc:
+                agreed, last = None, str(exc)
+            if agreed is not None:
+                return agreed
+            time.sleep(0.5)
+        raise NodeError(f"the validators did not agree on a head within {timeout:.0f}s ({last})")
+
+    def _agreed(self, chosen: Sequence[int]) -> int | None:
+        peers = [int(self.rpc(i, "net_peerCount"), 16) for i in chosen]
+        if len(chosen) > 1 and min(peers) < len(chosen) - 1:
+            return None
+        heads = [self.client(i).block_number() for i in chosen]
+        height = min(heads)
+        if height < 1:
+            return None
+        hashes = {self.rpc(i, "eth_getBlockByNumber", [hex(height), False])["hash"] for i in chosen}
+        return height if len(hashes) == 1 else None
+
+    def status(self) -> list[NodeStatus]:
+        """Heads, peers, signers and who sealed the recent blocks, node by node (a dead node says so)."""
+        out = []
+        for i, node in enumerate(self.nodes):
+            if not node.running:
+                out.append(NodeStatus(node.name, node.url, node.signer, node.pid, False))
+                continue
+            try:
+                head = self.rpc(i, "eth_getBlockByNumber", ["latest", False])
+                clique = self.rpc(i, "clique_status")
+                out.append(
+                    NodeStatus(
+                        node.name,
+                        node.url,
+                        node.signer,
+                        node.pid,
+                        True,
+                        head=int(head["number"], 16),
+                        head_hash=head["hash"],
+                        peers=int(self.rpc(i, "net_peerCount"), 16),
+                        signers=list(self.rpc(i, "clique_getSigners")),
+                        sealed={k.lower(): int(v) for k, v in clique.get("sealerActivity", {}).items()},
+                    )
+                )
+            except (ChainUnavailable, NodeError):
+                out.append(NodeStatus(node.name, node.url, node.signer, node.pid, True))
+        return out
+
+    # ------------------------------------------------------------------ down, and a new validator
+
+    def down(self) -> list[str]:
+        """Stops every node by PID (data kept: ``up`` resumes it); returns the names stopped."""
+        stopped = []
+        for node in self.nodes:
+            if node.running:
+                self.say(f"stopping the validator of {node.name} (pid {node.pid})")
+                node.stop()
+                stopped.append(node.name)
+            node.pid = None
+        self._save()
+        return stopped
+
+    def add_validator(self, inst: Institution, *, timeout: float = 180.0) -> GethNode:
+        """A new validator institution: onboarded by M-of-N governance, then voted in by the Clique signers.
+
+        1. its keys (member account and release key, sealing key) are created beside the others;
+        2. its node is initialised from the same genesis, peered with every validator, started and synced;
+        3. the admins enact ``AddMember`` (threshold approvals) unless it is a member already;
+        4. every running signer proposes it (``clique_propose``) until all nodes list it as a signer.
+        """
+        geth = find_geth()
+        consortium = self._consortium()
+        if any(n.name == inst.name for n in self.nodes):
+            raise DeploymentError(f"{inst.name} already runs a validator")
+        inst = replace(inst, validator=True)
+        grown = replace(consortium, institutions=(*consortium.institutions, inst))
+        grown.check()
+        keys = materialise(grown, self.folder, self.password_file.read_text().strip())
+        node = self._new_node(inst, keys)
+        node.datadir.mkdir(parents=True, exist_ok=True)
+        node.init(geth, self.folder / "genesis.json")
+        self.nodes.append(node)
+        self.consortium = grown
+        enodes = [n.enode for n in self.nodes]
+        for i, other in enumerate(self.nodes):
+            other.write_peers(enodes)
+            if other.running and other is not node:
+                self.rpc(i, "admin_addPeer", [node.enode])
+        self.say(f"starting the validator of {inst.name}")
+        node.start(geth, chain_id=self.chain_id, password_file=self.password_file)
+        self._save()
+        self.wait_agreement(timeout=timeout)
+        self._onboard(inst, keys, grown)
+        self._vote_in(node.signer, timeout=timeout)
+        return node
+
+    def _consortium(self) -> Consortium:
+        if self.consortium is None:
+            raise DeploymentError(f"no network in {self.folder}: run `hcl network up` first")
+        return self.consortium
+
+    def _onboard(self, inst: Institution, keys: Keys, consortium: Consortium) -> None:
+        if self.manifest_path is None:
+            raise DeploymentError("the network has no deployment yet: run `hcl network up` first")
+        ledger = Manifest.load(self.manifest_path).connect(self.client())
+        spec = next(m for m in keys.members if m.name == inst.name)
+        if ledger.members.active_roles(spec.address) & int(Role(inst.roles)):
+            return
+        self.say(f"governance: {consortium.threshold} admins enact AddMember for {inst.name}")
+        ledger.members.enact(
+            keys.admins[: consortium.threshold],
+            Action.ADD_MEMBER,
+            spec.address,
+            arg=spec.roles,
+            encryption_key=spec.encryption_key,
+            metadata_hash=spec.metadata_hash,
+        )
+
+    def _vote_in(self, signer: str, *, timeout: float) -> None:
+        """Each running signer votes for ``signer`` until a majority made it one on every node."""
+        voters = [i for i, n in enumerate(self.nodes) if n.running and n.signer != signer]
+        self.say(f"clique: {len(voters)} signers vote {signer} in")
+        for i in voters:
+            self.rpc(i, "clique_propose", [signer, True])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lists = [
+                {s.lower() for s in self.rpc(i, "clique_getSigners")} for i, n in enumerate(self.nodes) if n.running
+            ]
+            if all(signer.lower() in signers for signers in lists):
+                for i in voters:
+                    self.rpc(i, "clique_discard", [signer])
+                return
+            time.sleep(0.5)
+        raise NodeError(f"the signers did not vote {signer} in within {timeout:.0f}s")
+
+    # ------------------------------------------------------------------ state file
+
+    def _save(self) -> None:
+        state = {
+            "consortium": self.consortium.to_json() if self.consortium else None,
+            "manifest": str(self.manifest_path) if self.manifest_path else None,
+            "nodes": [n.to_json() for n in self.nodes],
+        }
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self._state_file)
+
+    def _load(self) -> None:
+        state = json.loads(self._state_file.read_text())
+        self.consortium = Consortium.from_json(state["consortium"])
+        self.manifest_path = Path(state["manifest"]) if state.get("manifest") else None
+        self.nodes = [GethNode.from_json(n) for n in state["nodes"]]

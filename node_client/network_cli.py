@@ -1,0 +1,126 @@
+"""``hcl network``: a consortium chain of geth Clique validators on this machine.
+
+    hcl network up --validators 3                      # dev consortium (public dev member keys), 3 validators
+    hcl network up --consortium consortium.toml        # your institutions, fresh encrypted keys
+    hcl network status                                 # heads, peers, signers, who sealed the last blocks
+    hcl network add-validator --name "County Hospital" --roles hospital
+    hcl network down                                   # stop by PID; data kept, `up` resumes it
+
+The network itself is :mod:`node_client.network`; this module only parses options and prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from node_client._cli_common import JsonOpt, console, err_console, handle_errors, print_json
+
+__all__ = ["network_app"]
+
+network_app = typer.Typer(help="A consortium chain: one geth Clique validator per institution.", no_args_is_help=True)
+
+FolderOpt = Annotated[
+    Path, typer.Option("--folder", help="the network's folder (keys, genesis, node data)", envvar="HCL_NETWORK_DIR")
+]
+_DEFAULT_FOLDER = Path(".hcl/network")
+
+
+def _say(message: str) -> None:
+    err_console.print(f"[dim]…[/dim] {message}")
+
+
+@network_app.command("up")
+@handle_errors
+def up(
+    validators: Annotated[int, typer.Option(help="validators of the dev consortium (ignored with --consortium)")] = 3,
+    consortium_file: Annotated[
+        Path | None, typer.Option("--consortium", help="consortium file (TOML); default: the dev consortium")
+    ] = None,
+    manifest: Annotated[Path, typer.Option(help="where to write the deployment manifest")] = Path(
+        "deployments/network.json"
+    ),
+    folder: FolderOpt = _DEFAULT_FOLDER,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the validators to agree")] = 120.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create (first time) or restart the network, deploy and onboard the founding members."""
+    from node_client.network import Consortium, Network
+
+    consortium = Consortium.load(consortium_file) if consortium_file else Consortium.development(validators)
+    if consortium.dev:
+        err_console.print("[yellow]dev consortium[/yellow]: members use PUBLIC dev keys; never for real data")
+    network = Network(folder, say=_say)
+    result = network.up(consortium, manifest_path=manifest.resolve(), timeout=timeout)
+    if as_json:
+        print_json(
+            {"rpc_urls": network.urls, "manifest": str(manifest), "chain_id": result.chain_id, "dev": result.dev}
+        )
+        return
+    console.print(f"network up: {len(network.nodes)} validators, chain {result.chain_id}, manifest {manifest}")
+    for node in network.nodes:
+        console.print(f"  {node.name}: {node.url} (pid {node.pid})")
+
+
+@network_app.command("status")
+@handle_errors
+def status(folder: FolderOpt = _DEFAULT_FOLDER, as_json: JsonOpt = False) -> None:
+    """Each validator: running, head, peers, signers and how many of the recent blocks each signer sealed."""
+    from node_client.network import Network
+
+    network = Network(folder)
+    if not network.exists:
+        raise ValueError(f"no network in {folder}: run `hcl network up` first")
+    rows = network.status()
+    if as_json:
+        print_json([asdict(row) for row in rows])
+        return
+    table = Table(title=f"network in {folder} (chain {network.chain_id})")
+    for col in ("validator", "rpc", "pid", "head", "hash", "peers", "signer", "sealed"):
+        table.add_column(col, no_wrap=col in ("rpc", "hash", "signer"))
+    for row in rows:
+        table.add_row(
+            row.name,
+            row.url,
+            str(row.pid or "-"),
+            "down" if not row.running else str(row.head if row.head is not None else "?"),
+            (row.head_hash or "")[:10],
+            str(row.peers if row.peers is not None else "-"),
+            f"{row.signer[:10]}…",
+            str(row.sealed_by_self) if row.running else "-",
+        )
+    console.print(table)
+    signers = {len(r.signers) for r in rows if r.signers}
+    console.print(f"signers: {'/'.join(map(str, sorted(signers))) or '?'}; sealed = blocks of the recent window")
+
+
+@network_app.command("down")
+@handle_errors
+def down(folder: FolderOpt = _DEFAULT_FOLDER) -> None:
+    """Stop every validator by PID; the data stays, `hcl network up` resumes it."""
+    from node_client.network import Network
+
+    stopped = Network(folder, say=_say).down()
+    console.print(f"stopped {len(stopped)} validators" + (f": {', '.join(stopped)}" if stopped else ""))
+
+
+@network_app.command("add-validator")
+@handle_errors
+def add_validator(
+    name: Annotated[str, typer.Option(help="the institution's name (off-chain; on-chain only its hash)")],
+    roles: Annotated[str, typer.Option(help="comma-separated roles, e.g. hospital,emergency")] = "hospital",
+    kind: Annotated[str, typer.Option(help="kind shown in the portal")] = "hospital",
+    folder: FolderOpt = _DEFAULT_FOLDER,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for sync and the signers' votes")] = 180.0,
+) -> None:
+    """A new validator institution: M-of-N governance adds the member, the Clique signers vote it in."""
+    from node_client.network import Institution, Network
+    from node_client.network.consortium import parse_roles
+
+    network = Network(folder, say=_say)
+    node = network.add_validator(Institution(name, kind, parse_roles(roles.split(","))), timeout=timeout)
+    console.print(f"{name} seals blocks now: signer {node.signer}, rpc {node.url}")
