@@ -19,7 +19,7 @@ import requests
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from hexbytes import HexBytes
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3._utils.rpc_abi import RPC
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
@@ -126,6 +126,10 @@ class ChainClient:
 
     The engine is never configured: blocks whose ``extraData`` is a proof-of-authority seal (Clique,
     Besu QBFT) are recognised one by one, so the same client works on Hardhat and consortium chains.
+
+    ``rpc_url`` may list several nodes of the same chain, comma-separated: a call that cannot reach the
+    current one moves to the next (in order, wrapping) and is tried once on each before
+    :class:`ChainUnavailable`. Cached nonces are dropped on a move, so the new node's pending count rules.
     """
 
     def __init__(
@@ -135,18 +139,36 @@ class ChainClient:
         timeout: float = DEFAULT_TIMEOUT,
         gas_margin: float = DEFAULT_GAS_MARGIN,
     ) -> None:
-        self.rpc_url = rpc_url
+        self.rpc_urls = [u.strip().rstrip("/") for u in rpc_url.split(",") if u.strip()]
+        if not self.rpc_urls:
+            raise ValueError("rpc_url names no node")
+        self._current = 0
+        self._failover_lock = threading.Lock()
         self.timeout = timeout
         self.gas_margin = gas_margin
-        # no retries inside web3: its default retries a timed-out read 5 times with back-off, so a node
-        # that accepts connections but does not answer (frozen, overloaded) made each call take ~7x
-        # ``timeout`` and a gateway request (several calls) half a minute before its 503. Callers retry.
-        self.w3 = Web3(
-            Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
-        )
+        self.w3 = Web3(self._provider(self.rpc_urls[0]))
         self.w3.middleware_onion.inject(_PoaTolerant, layer=0)
         self._nonces = _NonceManager(self.w3)
         self._chain_id: int | None = None
+
+    def _provider(self, url: str) -> HTTPProvider:
+        # no retries inside web3: its default retries a timed-out read 5 times with back-off, so a node
+        # that accepts connections but does not answer (frozen, overloaded) made each call take ~7x
+        # ``timeout`` and a gateway request (several calls) half a minute before its 503. Callers retry.
+        return HTTPProvider(url, request_kwargs={"timeout": self.timeout}, exception_retry_configuration=None)
+
+    @property
+    def rpc_url(self) -> str:
+        """The node calls go to now."""
+        return self.rpc_urls[self._current]
+
+    def _fail_over(self, failed: int) -> None:
+        """Moves to the next node, unless another thread already moved away from ``failed``."""
+        with self._failover_lock:
+            if self._current == failed:
+                self._current = (failed + 1) % len(self.rpc_urls)
+                self.w3.provider = self._provider(self.rpc_urls[self._current])
+                self._nonces.reset()
 
     # ------------------------------------------------------------------ basics
 
@@ -178,13 +200,20 @@ class ChainClient:
         self._nonces.reset()
 
     def rpc(self, fn: Callable[[], T]) -> T:
-        """Runs one RPC-using callable, translating transport failures into :class:`ChainUnavailable`."""
-        try:
-            return fn()
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise ChainUnavailable(f"chain RPC {self.rpc_url} unreachable: {exc}") from exc
-        except ContractLogicError as exc:
-            raise _revert_from(exc) from exc
+        """Runs one RPC-using callable, translating transport failures into :class:`ChainUnavailable`
+        once every configured node has been tried."""
+        for attempt in range(len(self.rpc_urls)):
+            current = self._current
+            try:
+                return fn()
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt + 1 == len(self.rpc_urls):
+                    nodes = ", ".join(self.rpc_urls)
+                    raise ChainUnavailable(f"chain RPC unreachable ({nodes}): {exc}") from exc
+                self._fail_over(current)
+            except ContractLogicError as exc:
+                raise _revert_from(exc) from exc
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def call(self, fn: ContractFunction, *, block: BlockIdentifier = "latest") -> Any:
         """``eth_call`` of a contract function; a revert raises the Solidity error's exception."""

@@ -19,13 +19,17 @@ class ClientSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HCL_", env_file=".env", env_ignore_empty=True, extra="ignore")
 
-    rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC endpoint of a consortium node")
+    rpc_url: str = Field(
+        "http://127.0.0.1:8545",
+        description="JSON-RPC endpoint of a consortium node; several, comma-separated, fail over in order",
+    )
     manifest: Path = Field(Path("deployments/local.json"), description="deployment manifest written by `hcl deploy`")
     rpc_timeout: float = Field(30.0, gt=0, description="seconds to wait for an RPC answer or a receipt")
 
     @field_validator("rpc_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("rpc_url must be an http(s) URL")
-        return value.rstrip("/")
+        urls = [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+        if not urls or not all(u.startswith(("http://", "https://")) for u in urls):
+            raise ValueError("rpc_url must be an http(s) URL, or several separated by commas (failover order)")
+        return ",".join(urls)
