@@ -12,7 +12,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+
+from eth_account.signers.local import LocalAccount
 
 from gateway.crashpoints import crashpoint
 from gateway.ledger.journal import Anchor, Journal, JournalError
@@ -231,7 +232,7 @@ class AnchorGuard:
     there stays in :attr:`problem` (``/healthz`` shows the journal as failed) and no anchor is sent.
     """
 
-    def __init__(self, journal: Journal, ledger: Ledger, account: Any, *, deploy_block: int) -> None:
+    def __init__(self, journal: Journal, ledger: Ledger, account: LocalAccount, *, deploy_block: int) -> None:
         self.journal = journal
         self.ledger = ledger
         self.account = account

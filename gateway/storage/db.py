@@ -19,7 +19,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from node_client.contracts import ConsentStatus, RecordStatus
 
@@ -257,7 +256,7 @@ class Database:
         row = self.read().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row["value"] if row else default
 
-    def set_meta(self, conn: sqlite3.Connection, key: str, value: Any) -> None:
+    def set_meta(self, conn: sqlite3.Connection, key: str, value: int | str) -> None:
         conn.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, str(value)),
