@@ -28,6 +28,7 @@ from gateway.ledger.member_names import MemberNames
 from gateway.observability import Metrics
 from gateway.ops.lock import GatewayLock
 from gateway.settings import GatewaySettings, LedgerMode
+from gateway.storage import read_model
 from gateway.storage.blobs import BlobStore, make_store
 from gateway.storage.crypto import Kek
 from gateway.storage.db import Database
@@ -93,8 +94,8 @@ class Components:
                 self._lock.release()
                 raise
         threading.Thread(target=warm_up, name="hcl-fhir-warm-up", daemon=True).start()
-        for row in self.db.read().execute("SELECT address FROM chain_members"):
-            self.member_names.member_added(row["address"])  # members indexed before a restart, still unnamed?
+        for address in read_model.member_addresses(self.db):
+            self.member_names.member_added(address)  # members indexed before a restart, still unnamed?
         try:
             self.indexer.poll_once()
         except Exception:  # the chain may be down at start: /healthz shows it, requests fail closed

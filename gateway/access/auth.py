@@ -32,6 +32,7 @@ from eth_account.messages import encode_defunct
 from eth_utils import is_address, to_checksum_address
 
 from gateway import errors
+from gateway.storage import nonces
 from gateway.storage.db import Database
 
 __all__ = ["Authenticator", "Challenge", "Token", "load_or_create_key"]
@@ -122,11 +123,7 @@ class Authenticator:
             f"Expiration Time: {_iso(expires)}"
         )
         with self.db.write() as conn:
-            conn.execute("DELETE FROM nonces WHERE expires_at < ?", (now - 3600,))
-            conn.execute(
-                "INSERT INTO nonces (nonce, address, message, expires_at) VALUES (?, ?, ?, ?)",
-                (nonce, address, message, expires),
-            )
+            nonces.issue(conn, nonce, address, message, expires, forget_before=now - 3600)
         return Challenge(message, nonce, expires)
 
     def sign_in(self, message: str, signature: str) -> Token:
@@ -135,30 +132,24 @@ class Authenticator:
         if match is None:
             raise errors.InvalidSignature("the message is not a challenge of this gateway")
         nonce = match.group(1)
-        row = (
-            self.db.read()
-            .execute("SELECT address, message, expires_at, used_at FROM nonces WHERE nonce = ?", (nonce,))
-            .fetchone()
-        )
-        if row is None or row["message"] != message:
+        issued = nonces.find(self.db, nonce)
+        if issued is None or issued.message != message:
             raise errors.InvalidSignature("the message is not a challenge of this gateway")
         try:
             sig = bytes.fromhex(signature.removeprefix("0x"))
             recovered = Account.recover_message(encode_defunct(text=message), signature=sig)
         except Exception:  # noqa: BLE001 - any malformed message or signature is a refusal, never a 500
             raise errors.InvalidSignature("malformed signature") from None
-        if recovered != row["address"]:
+        if recovered != issued.address:
             raise errors.InvalidSignature("the signature is not by the challenged address")
         now = int(time.time())
-        if row["used_at"] is not None or row["expires_at"] < now:
+        if issued.used_at is not None or issued.expires_at < now:
             raise errors.ReplayedNonce("this sign-in nonce was already used or has expired")
         with self.db.write() as conn:
-            used = conn.execute(
-                "UPDATE nonces SET used_at = ? WHERE nonce = ? AND used_at IS NULL", (now, nonce)
-            ).rowcount
-        if used != 1:
+            first_use = nonces.consume(conn, nonce, now)
+        if not first_use:
             raise errors.ReplayedNonce("this sign-in nonce was already used")
-        return self.issue(row["address"])
+        return self.issue(issued.address)
 
     def issue(self, address: str) -> Token:
         now = int(time.time())

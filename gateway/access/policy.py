@@ -37,6 +37,7 @@ from web3.contract.contract import ContractFunction
 from web3.types import BlockIdentifier
 
 from gateway import errors
+from gateway.storage import read_model
 from gateway.storage.db import record_status, status_text
 from node_client._exceptions import ChainUnavailable
 from node_client.contracts import (
@@ -162,17 +163,8 @@ class AccessPolicy:
 
     def _cached_member(self, address: str) -> Member:
         assert self.db is not None
-        row = self.db.read().execute("SELECT * FROM chain_members WHERE address = ?", (address,)).fetchone()
-        if row is None:
-            return Member(address, MemberStatus.NONE, 0, 0, b"", b"")
-        return Member(
-            address,
-            MemberStatus(row["status"]),
-            int(row["roles"]),
-            int(row["since_block"]),
-            bytes(row["encryption_key"]),
-            bytes(row["metadata_hash"]),
-        )
+        m = read_model.member(self.db, address)
+        return Member(address, MemberStatus.NONE, 0, 0, b"", b"") if m is None else m
 
     def member(self, address: str, *, offline: bool = False, view: StateView | None = None) -> Member:
         if view is not None:
@@ -196,15 +188,9 @@ class AccessPolicy:
             return Record(record_id, patient, category, RecordStatus(status), at)
         if view is not None or self.cache_ready():
             assert self.db is not None
-            row = (
-                self.db.read()
-                .execute("SELECT patient, category, status, time FROM chain_records WHERE record_id = ?", (record_id,))
-                .fetchone()
-            )
-            if row is not None:
-                return Record(
-                    record_id, row["patient"], int(row["category"]), record_status(row["status"]), int(row["time"])
-                )
+            r = read_model.record(self.db, record_id)
+            if r is not None:
+                return Record(record_id, r.patient, r.category, record_status(r.status), r.time)
             # unknown to the synced read model: registered after the head we saw, or never; the chain says
         if offline or view is not None:
             raise NeedsChain("the record is not in the read model")
@@ -246,23 +232,15 @@ class AccessPolicy:
         m = member if member is not None else self._cached_member(requester)
         if m.status is not MemberStatus.ACTIVE or not m.roles & int(PROVIDER_ROLES):
             return None
-        k = (
-            self.db.read()
-            .execute(
-                "SELECT consent_id, categories, purposes, valid_from, valid_until, status FROM chain_consents"
-                " WHERE patient = ? AND grantee = ?",
-                (patient, requester),
-            )
-            .fetchone()
-        )
-        if k is None or k["status"] != status_text(ConsentStatus.ACTIVE):
+        k = read_model.consent(self.db, patient, requester)
+        if k is None or k.status != status_text(ConsentStatus.ACTIVE):
             return None
         head_time = view.block_time if view is not None else self.indexer.head_time
-        if not (k["valid_from"] <= head_time and max(head_time, time.time()) < k["valid_until"]):
+        if not (k.valid_from <= head_time and max(head_time, time.time()) < k.valid_until):
             return None
-        if not (k["categories"] >> category & 1 and k["purposes"] >> purpose & 1):
+        if not (k.categories >> category & 1 and k.purposes >> purpose & 1):
             return None
-        return Decision(True, bytes(k["consent_id"]), False, "cache")
+        return Decision(True, k.consent_id, False, "cache")
 
     def check(self, patient: str, requester: str, category: int, purpose: int) -> Decision:
         cached = self._from_cache(patient, requester, category, purpose)

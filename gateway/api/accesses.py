@@ -27,6 +27,8 @@ from gateway.api.deps import CallerDep, ComponentsDep
 from gateway.api.schemas import Anchor, AnchoredBatchProof, PendingBatchProof, Proof, StrictProof, problems
 from gateway.ledger.journal import JournalError
 from gateway.problems import Problem
+from gateway.storage import read_model
+from gateway.wiring import Components
 from node_client.contracts import MemberStatus
 from node_client.vocabulary import AUDIT_ROLES, PURPOSES
 
@@ -53,7 +55,7 @@ _JOURNAL_EXPORT: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _may_see(c: Any, caller: str, requester: str, patient: str) -> None:
+def _may_see(c: Components, caller: str, requester: str, patient: str) -> None:
     if caller in (requester, patient):
         return
     member = c.policy.member(caller)
@@ -75,29 +77,29 @@ def proof(ref: str, c: ComponentsDep, caller: CallerDep) -> StrictProof | Anchor
         access_hash = bytes.fromhex(raw)
     except ValueError:
         raise Problem("invalid_request", "an access id is 32 bytes of hex") from None
-    row = c.db.read().execute("SELECT * FROM chain_accesses WHERE access_hash = ?", (access_hash,)).fetchone()
+    row = read_model.access_by_hash(c.db, access_hash)
     if row is None:
         raise Problem(
             "record_not_found", "no ledgered access with this id (batch-mode releases: use journalIndex)", status=404
         )
-    _may_see(c, caller, row["requester"], row["patient"])
+    _may_see(c, caller, row.requester, row.patient)
     return StrictProof(
         mode="strict",
         accessId="0x" + access_hash.hex(),
-        requester=row["requester"],
-        patient=row["patient"],
-        recordId="0x" + bytes(row["record_id"]).hex(),
-        purpose=PURPOSES[row["purpose"]].slug,
-        emergency=bool(row["emergency"]),
-        txHash=row["tx_hash"],
-        blockNumber=row["block"],
-        logIndex=row["log_index"],
+        requester=row.requester,
+        patient=row.patient,
+        recordId="0x" + row.record_id.hex(),
+        purpose=PURPOSES[row.purpose].slug,
+        emergency=row.emergency,
+        txHash=row.tx_hash,
+        blockNumber=row.block,
+        logIndex=row.log_index,
         contract=c.ledger.access.address,
         event="AccessLogged",
     )
 
 
-def _batch_proof(c: Any, caller: str, idx: int) -> AnchoredBatchProof | JSONResponse:
+def _batch_proof(c: Components, caller: str, idx: int) -> AnchoredBatchProof | JSONResponse:
     if c.journal is None or c.journal_index is None:
         raise Problem("record_not_found", "this gateway ledgers in strict mode: use the access id", status=404)
     entry = c.journal_index.entry(idx) if idx < c.journal.size else None

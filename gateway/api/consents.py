@@ -14,6 +14,7 @@ from gateway.api.schemas import ConsentGranted, ConsentRevoked, EmergencyOpened,
 from gateway.problems import Problem
 from gateway.services import relay
 from gateway.services.relay import revert_error
+from gateway.storage import emergency_reasons
 from gateway.wiring import Components
 from node_client import signing
 from node_client._exceptions import ChainUnavailable, ContractRevert, SignatureError
@@ -114,11 +115,7 @@ def emergency_access(body: EmergencyIn, c: ComponentsDep, caller: CallerDep) -> 
     registry = c.ledger.consents
     (ev,) = registry.events_in(result, "EmergencyAccessGranted")
     with c.db.write() as conn:
-        conn.execute(
-            "INSERT OR REPLACE INTO emergency_reasons (access_id, member, patient, reason, created_at)"
-            " VALUES (?, ?, ?, ?, strftime('%s','now'))",
-            (bytes(ev["accessId"]), caller, ev["patient"], body.reason),
-        )
+        emergency_reasons.record(conn, bytes(ev["accessId"]), caller, ev["patient"], body.reason)
     c.catch_up()
     return EmergencyOpened(
         accessId="0x" + bytes(ev["accessId"]).hex(),

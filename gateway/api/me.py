@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from gateway.api.deps import CallerDep, ComponentsDep
@@ -20,6 +18,7 @@ from gateway.api.schemas import (
     StrictLedger,
     problems,
 )
+from gateway.storage import emergency_reasons, read_model
 from gateway.storage.db import status_text
 from node_client.contracts import ConsentStatus
 from node_client.vocabulary import CATEGORIES, PURPOSES, categories_of, purposes_of
@@ -34,28 +33,19 @@ def _hex(value: bytes) -> str:
 @router.get("/records", responses=problems(503))
 def my_records(c: ComponentsDep, caller: CallerDep) -> MyRecords:
     """My records: category, provider, when registered, status."""
-    rows = (
-        c.db.read()
-        .execute(
-            "SELECT record_id, category, provider, status, time, tx_hash FROM chain_records WHERE patient = ?"
-            " ORDER BY block DESC",
-            (caller,),
-        )
-        .fetchall()
-    )
     return MyRecords(
         patient=caller,
         records=[
             MyRecord(
-                recordId=_hex(r["record_id"]),
-                category=CATEGORIES[r["category"]].slug,
-                provider=r["provider"],
-                providerName=c.member_names.get(r["provider"], ""),
-                status=r["status"],
-                registeredAt=r["time"],
-                txHash=r["tx_hash"],
+                recordId=_hex(r.record_id),
+                category=CATEGORIES[r.category].slug,
+                provider=r.provider,
+                providerName=c.member_names.get(r.provider, ""),
+                status=r.status,
+                registeredAt=r.time,
+                txHash=r.tx_hash,
             )
-            for r in rows
+            for r in read_model.records_of(c.db, caller)
         ],
     )
 
@@ -64,45 +54,41 @@ def my_records(c: ComponentsDep, caller: CallerDep) -> MyRecords:
 def my_consents(c: ComponentsDep, caller: CallerDep) -> MyConsents:
     """My consents, one per institution, with their current state, and their history."""
     now = c.ledger.client.block_timestamp()
-    current = c.db.read().execute("SELECT * FROM chain_consents WHERE patient = ?", (caller,)).fetchall()
-    history = (
-        c.db.read()
-        .execute("SELECT * FROM chain_consent_events WHERE patient = ? ORDER BY block, log_index", (caller,))
-        .fetchall()
-    )
+    current = read_model.consents_of(c.db, caller)
+    history = read_model.consent_events_of(c.db, caller)
 
-    def state(r: Any) -> str:
-        if r["status"] != status_text(ConsentStatus.ACTIVE):
-            return str(r["status"])
-        if now >= r["valid_until"]:
+    def state(r: read_model.ChainConsent) -> str:
+        if r.status != status_text(ConsentStatus.ACTIVE):
+            return r.status
+        if now >= r.valid_until:
             return "expired"
-        return "active" if now >= r["valid_from"] else "not yet valid"
+        return "active" if now >= r.valid_from else "not yet valid"
 
     return MyConsents(
         patient=caller,
         consents=[
             MyConsent(
-                consentId=_hex(r["consent_id"]),
-                grantee=r["grantee"],
-                granteeName=c.member_names.get(r["grantee"], ""),
+                consentId=_hex(r.consent_id),
+                grantee=r.grantee,
+                granteeName=c.member_names.get(r.grantee, ""),
                 state=state(r),
-                categories=[CATEGORIES[int(x)].slug for x in categories_of(r["categories"])],
-                purposes=[PURPOSES[int(x)].slug for x in purposes_of(r["purposes"])],
-                validFrom=r["valid_from"],
-                validUntil=r["valid_until"],
-                signer=r["signer"],
-                txHash=r["tx_hash"],
+                categories=[CATEGORIES[int(x)].slug for x in categories_of(r.categories)],
+                purposes=[PURPOSES[int(x)].slug for x in purposes_of(r.purposes)],
+                validFrom=r.valid_from,
+                validUntil=r.valid_until,
+                signer=r.signer,
+                txHash=r.tx_hash,
             )
             for r in current
         ],
         history=[
             ConsentEvent(
-                consentId=_hex(h["consent_id"]),
-                event=h["kind"],
-                grantee=h["grantee"],
-                signer=h["signer"],
-                time=h["time"],
-                txHash=h["tx_hash"],
+                consentId=_hex(h.consent_id),
+                event=h.kind,
+                grantee=h.grantee,
+                signer=h.signer,
+                time=h.time,
+                txHash=h.tx_hash,
             )
             for h in history
         ],
@@ -112,40 +98,26 @@ def my_consents(c: ComponentsDep, caller: CallerDep) -> MyConsents:
 @router.get("/access-log", responses=problems(503))
 def my_access_log(c: ComponentsDep, caller: CallerDep) -> AccessLog:
     """Who read which of my records, when, why; emergency accesses flagged; each with its ledger proof."""
-    rows = (
-        c.db.read()
-        .execute(
-            "SELECT a.*, r.category FROM chain_accesses a LEFT JOIN chain_records r ON r.record_id = a.record_id"
-            " WHERE a.patient = ? ORDER BY a.block DESC, a.log_index DESC",
-            (caller,),
-        )
-        .fetchall()
-    )
-    reasons = {
-        bytes(r["access_id"]): r["reason"]
-        for r in c.db.read().execute("SELECT access_id, reason FROM emergency_reasons WHERE patient = ?", (caller,))
-    }
+    reasons = emergency_reasons.of_patient(c.db, caller)
     entries = [
         AccessEntry(
-            accessId=_hex(a["access_hash"]),
-            requester=a["requester"],
-            requesterName=c.member_names.get(a["requester"], ""),
-            recordId=_hex(a["record_id"]),
-            category=CATEGORIES[a["category"]].slug if a["category"] is not None else None,
-            purpose=PURPOSES[a["purpose"]].slug,
-            emergency=bool(a["emergency"]),
-            emergencyReason=reasons.get(bytes(a["consent_id"])) if a["emergency"] else None,
-            consentId=_hex(a["consent_id"]),
-            time=a["time"],
-            ledger=StrictLedger(mode="strict", txHash=a["tx_hash"], blockNumber=a["block"]),
+            accessId=_hex(a.access_hash),
+            requester=a.requester,
+            requesterName=c.member_names.get(a.requester, ""),
+            recordId=_hex(a.record_id),
+            category=CATEGORIES[a.category].slug if a.category is not None else None,
+            purpose=PURPOSES[a.purpose].slug,
+            emergency=a.emergency,
+            emergencyReason=reasons.get(a.consent_id) if a.emergency else None,
+            consentId=_hex(a.consent_id),
+            time=a.time,
+            ledger=StrictLedger(mode="strict", txHash=a.tx_hash, blockNumber=a.block),
         )
-        for a in rows
+        for a in read_model.accesses_of(c.db, caller)
     ]
     if c.journal_index is not None:
-        category_of = {  # the patient's own records: one query, not one per journal entry
-            bytes(r["record_id"]): int(r["category"])
-            for r in c.db.read().execute("SELECT record_id, category FROM chain_records WHERE patient = ?", (caller,))
-        }
+        # the patient's own records: one query, not one per journal entry
+        category_of = read_model.record_categories_of(c.db, caller)
         for index, entry in c.journal_index.entries_of(caller):
             cat = category_of.get(entry.record_id)
             entries.append(
@@ -164,22 +136,20 @@ def my_access_log(c: ComponentsDep, caller: CallerDep) -> AccessLog:
                 )
             )
         entries.sort(key=lambda e: e.time, reverse=True)
-    emergencies = (
-        c.db.read().execute("SELECT * FROM chain_emergency WHERE patient = ? ORDER BY block DESC", (caller,)).fetchall()
-    )
+    emergencies = read_model.emergencies_of(c.db, caller)
     return AccessLog(
         patient=caller,
         accesses=entries,
         emergencyWindows=[
             EmergencyWindow(
-                accessId=_hex(e["access_id"]),
-                member=e["member"],
-                memberName=c.member_names.get(e["member"], ""),
-                categories=[CATEGORIES[int(x)].slug for x in categories_of(e["categories"])],
-                reason=reasons.get(bytes(e["access_id"])),
-                openedAt=e["time"],
-                validUntil=e["valid_until"],
-                txHash=e["tx_hash"],
+                accessId=_hex(e.access_id),
+                member=e.member,
+                memberName=c.member_names.get(e.member, ""),
+                categories=[CATEGORIES[int(x)].slug for x in categories_of(e.categories)],
+                reason=reasons.get(e.access_id),
+                openedAt=e.time,
+                validUntil=e.valid_until,
+                txHash=e.tx_hash,
             )
             for e in emergencies
         ],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from eth_utils import is_address, to_checksum_address
@@ -26,8 +26,7 @@ from gateway.api.schemas import (
 from gateway.errors import DomainError
 from gateway.problems import Problem
 from gateway.services import releases, uploads
-from gateway.storage.db import RecordState, status_text
-from node_client.contracts import RecordStatus
+from gateway.storage import record_keys
 from node_client.vocabulary import CATEGORIES, PURPOSES, parse_categories, parse_purposes
 
 router = APIRouter(tags=["records"])
@@ -175,44 +174,31 @@ def discover(
             wanted = {t.bit for t in CATEGORIES if parse_categories(category) >> t.bit & 1}
         except ValueError as exc:
             raise Problem("invalid_request", str(exc)) from None
-    rows = (
-        c.db.read()
-        .execute(
-            "SELECT r.record_id, r.category, r.provider, r.time, r.block, r.tx_hash FROM chain_records r"
-            " JOIN record_keys k ON k.record_id = r.record_id AND k.state = ?"
-            " WHERE r.patient = ? AND r.status != ? ORDER BY r.block DESC",
-            (RecordState.REGISTERED, patient, status_text(RecordStatus.RETRACTED)),
-        )
-        .fetchall()
-    )
     allowed: dict[int, bool] = {}
     out: list[DiscoveredRecord] = []
-    for row in rows:
-        cat = int(row["category"])
+    for row in record_keys.discoverable_records_of(c.db, patient):
+        cat = row.category
         if wanted is not None and cat not in wanted:
             continue
         if cat not in allowed:
             allowed[cat] = c.policy.check(patient, caller, cat, pur).allowed
         if not allowed[cat]:
             continue
-        q = "SELECT resource_type, code_system, code, display, date FROM resource_index WHERE record_id = ?"
-        args: list[Any] = [row["record_id"]]
-        if code:
-            q += " AND code = ?"
-            args.append(code)
-        if since:
-            q += " AND date >= ?"
-            args.append(since)
-        resources = [IndexedResource(**r) for r in c.db.read().execute(q, args).fetchall()]
+        resources = [
+            IndexedResource(
+                resource_type=r.resource_type, code_system=r.code_system, code=r.code, display=r.display, date=r.date
+            )
+            for r in record_keys.indexed_resources(c.db, row.record_id, code=code, since=since)
+        ]
         if (code or since) and not resources:
             continue
         out.append(
             DiscoveredRecord(
-                recordId="0x" + bytes(row["record_id"]).hex(),
+                recordId="0x" + row.record_id.hex(),
                 category=CATEGORIES[cat].slug,
-                provider=row["provider"],
-                providerName=c.member_names.get(row["provider"], ""),
-                registeredAt=row["time"],
+                provider=row.provider,
+                providerName=c.member_names.get(row.provider, ""),
+                registeredAt=row.time,
                 resources=resources,
             )
         )

@@ -25,6 +25,7 @@ from gateway.api.schemas import (
     problems,
 )
 from gateway.problems import PROBLEMS, Problem
+from gateway.storage import read_model
 from gateway.wiring import Components
 from node_client.contracts import MemberStatus
 from node_client.vocabulary import roles_of
@@ -159,16 +160,15 @@ def _member_status(value: int) -> MemberStatusSlug:
 @router.get("/v1/members", responses=problems(503))
 def members(c: ComponentsDep) -> Members:
     """The consortium directory: address, display name (off-chain), roles, status, encryption key."""
-    rows = c.db.read().execute("SELECT * FROM chain_members ORDER BY since_block").fetchall()
     return Members(
         members=[
             Member(
-                address=r["address"],
-                name=c.member_names.get(r["address"], ""),
-                roles=roles_of(r["roles"]),
-                status=_member_status(r["status"]),
-                encryptionKey="0x" + bytes(r["encryption_key"]).hex(),
+                address=m.address,
+                name=c.member_names.get(m.address, ""),
+                roles=roles_of(m.roles),
+                status=_member_status(m.status),
+                encryptionKey="0x" + m.encryption_key.hex(),
             )
-            for r in rows
+            for m in read_model.members(c.db)
         ]
     )

@@ -52,12 +52,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eth_account.signers.local import LocalAccount
+
 from gateway.crashpoints import crashpoint
 from gateway.ledger.account import gateway_account
 from gateway.ledger.anchoring import JournalBehindChain, sync_anchors
 from gateway.ledger.journal import Journal, JournalError
 from gateway.ops.lock import GatewayLock
 from gateway.settings import GatewaySettings
+from gateway.storage import record_keys
 from gateway.storage.blobs import BlobStore, BlobStoreError, LocalBlobStore, cid_to_str, make_store
 from gateway.storage.db import Database, RecordState
 from node_client._client import ChainClient
@@ -131,7 +134,7 @@ class Report:
 
 
 class _Reconciler:
-    def __init__(self, *, db: Any, store: BlobStore, ledger: Ledger, account: Any, dry_run: bool) -> None:
+    def __init__(self, *, db: Database, store: BlobStore, ledger: Ledger, account: LocalAccount, dry_run: bool) -> None:
         self.db = db
         self.store = store
         self.ledger = ledger
@@ -142,7 +145,7 @@ class _Reconciler:
         self._mempool: bool | None = None
         # filled by _survey, then read and updated by the rules in turn
         self.stored: set[bytes] = set()  # locators in the store
-        self.rows: list[Any] = []  # record_keys rows
+        self.rows: list[record_keys.KeyState] = []  # record_keys rows
         self.registrations: dict[bytes, str] = {}  # record id → tx, of this gateway's RecordRegistered
         self.referenced: set[bytes] = set()  # locators that rows still need (not orphans)
 
@@ -182,10 +185,10 @@ class _Reconciler:
     def _survey(self) -> None:
         """What there is: the store's blobs, the record_keys rows, this gateway's on-chain registrations."""
         try:
-            self.stored = set(self.store.locators())  # type: ignore[attr-defined]
+            self.stored = set(self.store.locators())
         except BlobStoreError as exc:
             raise ReconcileError(f"the blob store cannot be listed: {exc}") from exc
-        self.rows = self.db.read().execute("SELECT record_id, upload_id, state, locator FROM record_keys").fetchall()
+        self.rows = record_keys.states(self.db)
         self.report.checked = {"rows": len(self.rows), "blobs": len(self.stored)}
         self.registrations = {}
         for ev in self.ledger.records.events(["RecordRegistered"]):
@@ -197,14 +200,12 @@ class _Reconciler:
 
     def _pending_uploads(self) -> None:
         """Pending uploads: registered on-chain or not at all (registerBatch is atomic)."""
-        uploads: dict[str, list[Any]] = defaultdict(list)
+        uploads: dict[str, list[record_keys.KeyState]] = defaultdict(list)
         for r in self.rows:
-            if r["state"] == RecordState.PENDING:
-                uploads[r["upload_id"]].append(r)
+            if r.state == RecordState.PENDING:
+                uploads[r.upload_id].append(r)
         for upload_id, group in uploads.items():
-            self._pending_upload(
-                upload_id, [bytes(r["record_id"]) for r in group], [bytes(r["locator"]) for r in group]
-            )
+            self._pending_upload(upload_id, [r.record_id for r in group], [r.locator for r in group])
 
     def _pending_upload(self, upload_id: str, ids: list[bytes], locators: list[bytes]) -> None:
         on_chain = [self._status(i) is not RecordStatus.NONE for i in ids]
@@ -238,10 +239,7 @@ class _Reconciler:
         if self.dry_run:
             return
         with self.db.write() as conn:
-            conn.executemany(
-                "UPDATE record_keys SET state = ?, tx_hash = ? WHERE record_id = ? AND state = ?",
-                [(RecordState.REGISTERED, self.registrations.get(i), i, RecordState.PENDING) for i in ids],
-            )
+            record_keys.mark_registered(conn, [(i, self.registrations.get(i)) for i in ids])
         self._done(f)
 
     def _upload_unregistered(self, upload_id: str, ids: list[bytes], locators: list[bytes]) -> None:
@@ -252,10 +250,7 @@ class _Reconciler:
             self.referenced.update(locators)
             return
         with self.db.write() as conn:  # rows first: a crash in between leaves orphan blobs, found next time
-            conn.executemany("DELETE FROM resource_index WHERE record_id = ?", [(i,) for i in ids])
-            conn.executemany(
-                "DELETE FROM record_keys WHERE record_id = ? AND state = ?", [(i, RecordState.PENDING) for i in ids]
-            )
+            record_keys.delete_pending(conn, ids)
         self._done(f)
         for locator in locators:
             self._delete_blob(locator)
@@ -265,8 +260,8 @@ class _Reconciler:
     def _pending_retractions(self) -> None:
         """Retractions whose on-chain part did not happen (or was not recorded)."""
         for r in self.rows:
-            if r["state"] == RecordState.SHREDDED:
-                self._pending_retraction(bytes(r["record_id"]), bytes(r["locator"]))
+            if r.state == RecordState.SHREDDED:
+                self._pending_retraction(r.record_id, r.locator)
 
     def _pending_retraction(self, rid: bytes, locator: bytes) -> None:
         if self._status(rid) in (RecordStatus.ACTIVE, RecordStatus.AMENDED):
@@ -282,8 +277,7 @@ class _Reconciler:
             f = self._found("retract_pending", rid.hex(), REPAIR, "marked retracted, blob deleted")
             if self.dry_run:
                 return
-        with self.db.write() as conn:
-            conn.execute("UPDATE record_keys SET state = ? WHERE record_id = ?", (RecordState.RETRACTED, rid))
+        self._set_state(rid, RecordState.RETRACTED)
         self._done(f)
         self._delete_blob(locator)
         self.stored.discard(locator)
@@ -293,18 +287,18 @@ class _Reconciler:
     def _registered_blobs(self) -> None:
         """Registered records and their blobs."""
         for r in self.rows:
-            locator, rid = bytes(r["locator"]), bytes(r["record_id"])
-            if r["state"] == RecordState.REGISTERED:
+            locator, rid = r.locator, r.record_id
+            if r.state == RecordState.REGISTERED:
                 self.referenced.add(locator)
                 if locator not in self.stored:
                     self._blob_missing(rid)
-            elif r["state"] == RecordState.MISSING_BLOB:
+            elif r.state == RecordState.MISSING_BLOB:
                 self.referenced.add(locator)
                 if locator in self.stored:
                     self._blob_restored(rid)
                 else:
                     self._found("blob_missing", rid.hex(), LOST, "still missing; restore the blob and run again")
-            elif r["state"] == RecordState.SHREDDED and self.dry_run:
+            elif r.state == RecordState.SHREDDED and self.dry_run:
                 self.referenced.add(locator)
 
     def _blob_missing(self, rid: bytes) -> None:
@@ -320,12 +314,12 @@ class _Reconciler:
 
     def _set_state(self, rid: bytes, state: RecordState) -> None:
         with self.db.write() as conn:
-            conn.execute("UPDATE record_keys SET state = ? WHERE record_id = ?", (state, rid))
+            record_keys.set_state(conn, rid, state)
 
     # ------------------------------------------------------------------ registration_without_key, orphan_blob, temp_file
 
     def _registrations_without_key(self) -> None:
-        known = {bytes(r["record_id"]) for r in self.rows}
+        known = {r.record_id for r in self.rows}
         for rid, tx in self.registrations.items():
             if rid not in known:
                 self._found(

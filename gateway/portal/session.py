@@ -18,6 +18,7 @@ from fastapi import Request, Response
 
 from gateway.errors import DomainError
 from gateway.problems import Problem
+from gateway.storage import read_model
 from gateway.wiring import Components
 from node_client.contracts import MemberStatus
 from node_client.vocabulary import AUDIT_ROLES, PROVIDER_ROLES
@@ -71,8 +72,8 @@ class Viewer:
 
 def active_roles(c: Components, address: str) -> int:
     """Roles of an *active* member, from the indexer's read model (0 for non-members and suspended)."""
-    row = c.db.read().execute("SELECT status, roles FROM chain_members WHERE address = ?", (address,)).fetchone()
-    return int(row["roles"]) if row is not None and row["status"] == MemberStatus.ACTIVE else 0
+    m = read_model.member(c.db, address)
+    return m.roles if m is not None and m.status is MemberStatus.ACTIVE else 0
 
 
 def viewer(request: Request, c: Components, page: str) -> Viewer | None:

@@ -31,6 +31,7 @@ from gateway.access.policy import Confirmed, Decision, NeedsChain, StaleView, St
 from gateway.crashpoints import crashpoint
 from gateway.ledger.journal import JournalEntry, JournalUnavailable
 from gateway.settings import LedgerMode
+from gateway.storage import read_model, record_keys
 from gateway.storage.blobs import BlobStoreError, IntegrityMismatch
 from gateway.storage.crypto import GatewayCryptoError, decrypt_record
 from gateway.storage.db import RecordState
@@ -53,16 +54,15 @@ class Release:
 
 def _onchain_content(c: Components, record_id: bytes, *, offline: bool = False) -> tuple[bytes, bytes]:
     """(contentHash, locator) as registered on-chain, from the read model (indexing once if needed)."""
-    q = "SELECT content_hash, locator FROM chain_records WHERE record_id = ?"
-    row = c.db.read().execute(q, (record_id,)).fetchone()
+    row = read_model.record(c.db, record_id)
     if row is None:
         if offline:
             raise NeedsChain("the record is not in the read model yet")
         c.indexer.poll_once()
-        row = c.db.read().execute(q, (record_id,)).fetchone()
+        row = read_model.record(c.db, record_id)
     if row is None:
         raise errors.RecordNotFound("the record's registration is not visible on-chain")
-    return bytes(row["content_hash"]), bytes(row["locator"])
+    return row.content_hash, row.locator
 
 
 @dataclass(slots=True)
@@ -90,8 +90,9 @@ _DECIDE_ATTEMPTS = 4
 
 def _decide(
     c: Components, *, caller: str, record_id: bytes, purpose: int, offline: bool
-) -> tuple[Member, Record, Any, Decision, StateView, Confirmed]:
-    """Steps 1-2: member, record and consent read at one block (see the module docstring)."""
+) -> tuple[Member, Record, bytes, Decision, StateView, Confirmed]:
+    """Steps 1-2: member, record and consent read at one block (see the module docstring); with the
+    record's wrapped data key."""
     cache = True
     for _ in range(_DECIDE_ATTEMPTS):
         view = c.policy.state_view(cache=cache, offline=offline)
@@ -102,15 +103,12 @@ def _decide(
                 raise errors.RecordNotFound("no such record")
             if record.status is RecordStatus.RETRACTED:
                 raise errors.RecordRetracted("the record was retracted")
-            keys = (
-                c.db.read()
-                .execute("SELECT wrapped_key, state FROM record_keys WHERE record_id = ?", (record_id,))
-                .fetchone()
-            )
-            if keys is not None and keys["state"] in (RecordState.SHREDDED, RecordState.RETRACTED):
+            held = record_keys.held(c.db, record_id)
+            if held is not None and held.state in (RecordState.SHREDDED, RecordState.RETRACTED):
                 raise errors.RecordRetracted("the record was retracted; its key is destroyed")
-            if keys is None or keys["state"] != RecordState.REGISTERED or keys["wrapped_key"] is None:
+            if held is None or held.state != RecordState.REGISTERED or held.wrapped_key is None:
                 raise errors.RecordNotFound("this gateway does not hold the record")
+            wrapped_key = held.wrapped_key
             decision = c.policy.require(record.patient, caller, record.category, purpose, member=member, view=view)
         except NeedsChain:
             if offline or view.source == "chain":
@@ -121,7 +119,7 @@ def _decide(
             confirmed = c.policy.confirm(view)
         except StaleView:
             continue
-        return member, record, keys, decision, view, confirmed
+        return member, record, wrapped_key, decision, view, confirmed
     if offline:
         raise NeedsChain("the read model kept moving during the decision")
     raise errors.ChainUnavailable("the chain state kept changing during the decision; nothing released")
@@ -130,7 +128,7 @@ def _decide(
 def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offline: bool) -> _Prepared:
     """Steps 1-3 of the module docstring. ``offline``: from the read model only, else :class:`NeedsChain`."""
     started = time.perf_counter()
-    member, record, keys, decision, view, confirmed = _decide(
+    member, record, wrapped_key, decision, view, confirmed = _decide(
         c, caller=caller, record_id=record_id, purpose=purpose, offline=offline
     )
     c.metrics.decisions.labels(source=decision.source).inc()
@@ -148,7 +146,7 @@ def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offl
         log.error("integrity error: stored ciphertext does not match the chain", extra={"record": record_id.hex()})
         raise errors.IntegrityError("the stored record does not match its on-chain hash; nothing released")
     try:
-        data_key = c.kek.unwrap(bytes(keys["wrapped_key"]), record_id=record_id)
+        data_key = c.kek.unwrap(wrapped_key, record_id=record_id)
         plaintext = decrypt_record(
             ciphertext, data_key, record_id=record_id, patient=record.patient, category=record.category
         )

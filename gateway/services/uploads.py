@@ -15,13 +15,13 @@ import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 from eth_utils import is_address, to_checksum_address
 
 from gateway import errors
 from gateway.crashpoints import crashpoint
 from gateway.fhir import RecordDraft, canonical_json, group, parse
+from gateway.storage import record_keys
 from gateway.storage.blobs import BlobStoreError, StorageFull, cid_to_str
 from gateway.storage.crypto import encrypt_record
 from gateway.storage.db import RecordState
@@ -73,8 +73,8 @@ class _Written:
     blobs: list[tuple[bytes, bytes]] = field(default_factory=list)  # (record_id, locator) to undo on refusal
     inputs: list[RecordInput] = field(default_factory=list)
     out: list[UploadedRecord] = field(default_factory=list)
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
-    index_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    keys: list[record_keys.NewRecordKey] = field(default_factory=list)
+    index: list[record_keys.IndexRow] = field(default_factory=list)
 
 
 def upload(c: Components, *, provider: str, patient: str, body: bytes) -> UploadResult:
@@ -98,10 +98,7 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
     result = _register(c, w)
     crashpoint("upload.after_register_tx")
     with c.db.write() as conn:
-        conn.execute(
-            "UPDATE record_keys SET state = ?, tx_hash = ? WHERE upload_id = ?",
-            (RecordState.REGISTERED, result.tx_hash, w.upload_id),
-        )
+        record_keys.mark_upload_registered(conn, w.upload_id, result.tx_hash)
     crashpoint("upload.after_registered")
     c.catch_up()
     c.metrics.uploads.inc(len(w.out))
@@ -135,8 +132,8 @@ def _store_blob(c: Components, w: _Written, draft: RecordDraft) -> None:
         crashpoint("upload.after_first_blob")
     content_hash = hashlib.sha256(ciphertext).digest()
     wrapped = c.kek.wrap(data_key, record_id=record_id)
-    w.rows.append(
-        (
+    w.keys.append(
+        record_keys.NewRecordKey(
             record_id,
             w.patient,
             w.provider,
@@ -146,13 +143,13 @@ def _store_blob(c: Components, w: _Written, draft: RecordDraft) -> None:
             wrapped,
             c.kek.key_id,
             w.upload_id,
-            RecordState.PENDING,
             len(ciphertext),
             w.created_at,
         )
     )
-    w.index_rows.extend(
-        (record_id, e.resource_type, e.resource_id, e.code_system, e.code, e.display, e.date) for e in draft.index
+    w.index.extend(
+        record_keys.IndexRow(record_id, e.resource_type, e.resource_id, e.code_system, e.code, e.display, e.date)
+        for e in draft.index
     )
     w.inputs.append(RecordInput(record_id, category, content_hash, locator))
     w.out.append(
@@ -164,16 +161,7 @@ def _write_pending(c: Components, w: _Written) -> None:
     """The upload's rows in state ``pending``, in one transaction, before anything is sent to the chain."""
     try:
         with c.db.write() as conn:
-            conn.executemany(
-                "INSERT INTO record_keys (record_id, patient, provider, category, content_hash, locator, wrapped_key,"
-                " kek_id, upload_id, state, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                w.rows,
-            )
-            conn.executemany(
-                "INSERT INTO resource_index (record_id, resource_type, resource_id, code_system, code, display, date)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                w.index_rows,
-            )
+            record_keys.insert_pending(conn, w.keys, w.index)
     except sqlite3.Error as exc:  # disk full, I/O error: the transaction rolled back, only blobs to undo
         _discard_blobs(c, w.blobs)
         if "full" in str(exc).lower():
@@ -199,10 +187,7 @@ def _discard(c: Components, written: list[tuple[bytes, bytes]]) -> None:
     """Removes what a refused upload wrote (blobs and pending rows)."""
     ids = [rid for rid, _ in written]
     with c.db.write() as conn:
-        conn.executemany("DELETE FROM resource_index WHERE record_id = ?", [(r,) for r in ids])
-        conn.executemany(
-            "DELETE FROM record_keys WHERE record_id = ? AND state = ?", [(r, RecordState.PENDING) for r in ids]
-        )
+        record_keys.delete_pending(conn, ids)
     _discard_blobs(c, written)
 
 
@@ -221,22 +206,15 @@ def retract(c: Components, *, caller: str, record_id: bytes) -> str:
     on-chain retraction is then retried by reconcile). Allowed to the patient and to the provider that
     uploaded the record.
     """
-    row = (
-        c.db.read()
-        .execute("SELECT patient, provider, locator, state FROM record_keys WHERE record_id = ?", (record_id,))
-        .fetchone()
-    )
-    if row is None:
+    held = record_keys.held(c.db, record_id)
+    if held is None:
         raise errors.RecordNotFound("no such record at this gateway")
-    if caller not in (row["patient"], row["provider"]):
+    if caller not in (held.patient, held.provider):
         raise errors.NotPatient("only the patient or the uploading provider may retract a record")
-    if row["state"] == RecordState.RETRACTED:
+    if held.state == RecordState.RETRACTED:
         raise errors.RecordRetracted("already retracted")
     with c.db.write() as conn:
-        conn.execute(
-            "UPDATE record_keys SET wrapped_key = NULL, state = ? WHERE record_id = ?",
-            (RecordState.SHREDDED, record_id),
-        )
+        record_keys.shred(conn, record_id)
     crashpoint("retract.after_shred")
     try:
         result = c.ledger.records.retract(c.gateway_account, record_id)
@@ -251,17 +229,17 @@ def retract(c: Components, *, caller: str, record_id: bytes) -> str:
         if status is not RecordStatus.RETRACTED:
             raise errors.ChainRejected(f"{exc.error_name}", error=exc.error_name) from exc
         with c.db.write() as conn:
-            conn.execute("UPDATE record_keys SET state = ? WHERE record_id = ?", (RecordState.RETRACTED, record_id))
+            record_keys.set_state(conn, record_id, RecordState.RETRACTED)
         raise errors.RecordRetracted("already retracted") from exc
     except TransactionError as exc:  # sent, but no receipt (node stalled): reconcile finds out
         raise errors.ChainUnavailable("the key is destroyed; the on-chain retraction will be retried") from exc
     crashpoint("retract.after_chain_retract")
     with c.db.write() as conn:
-        conn.execute("UPDATE record_keys SET state = ? WHERE record_id = ?", (RecordState.RETRACTED, record_id))
+        record_keys.set_state(conn, record_id, RecordState.RETRACTED)
     crashpoint("retract.after_retracted")
     c.catch_up()
     try:
-        c.store.delete(row["locator"])
+        c.store.delete(held.locator)
     except BlobStoreError:
         log.warning("blob of a retracted record not deleted; reconcile will", extra={"record": record_id.hex()})
     return result.tx_hash

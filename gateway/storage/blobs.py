@@ -159,6 +159,10 @@ class BlobStore(Protocol):
         """Raises :class:`StorageUnavailable` unless the store can be read and written now."""
         ...
 
+    def locators(self) -> list[bytes]:
+        """Every locator the store holds (for ``hcl gateway reconcile``)."""
+        ...
+
 
 # --------------------------------------------------------------------------------------------
 # Local directory

@@ -1,0 +1,254 @@
+"""The records this gateway holds: their wrapped data keys and states (``record_keys``) and the
+per-resource discovery index (``resource_index``).
+
+The one place their SQL lives. Writes take the connection of a transaction the caller opened with
+:meth:`~gateway.storage.db.Database.write` (so an upload's rows are written, or undone, together);
+reads take the :class:`~gateway.storage.db.Database`. A row's ``state`` is a :class:`RecordState` value.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from gateway.storage.db import Database, RecordState, status_text
+from node_client.contracts import RecordStatus
+
+__all__ = [
+    "DiscoverableRecord",
+    "HeldRecord",
+    "IndexRow",
+    "KeyState",
+    "NewRecordKey",
+    "ResourceRef",
+    "delete_pending",
+    "discoverable_records_of",
+    "held",
+    "indexed_resources",
+    "insert_pending",
+    "mark_registered",
+    "mark_upload_registered",
+    "set_state",
+    "shred",
+    "states",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecordKey:
+    """One record of an upload, written ``pending`` before its registration."""
+
+    record_id: bytes
+    patient: str
+    provider: str
+    category: int
+    content_hash: bytes
+    locator: bytes
+    wrapped_key: bytes
+    kek_id: str
+    upload_id: str
+    size: int
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRow:
+    """One FHIR resource of a record, for discovery (``GET /v1/patients/{address}/records``)."""
+
+    record_id: bytes
+    resource_type: str
+    resource_id: str | None
+    code_system: str | None
+    code: str | None
+    display: str | None
+    date: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRecord:
+    """What this gateway keeps of one record: who may retract it, where its ciphertext is, its key."""
+
+    patient: str
+    provider: str
+    locator: bytes
+    state: str
+    wrapped_key: bytes | None  # None once crypto-shredded
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """A ``record_keys`` row as ``hcl gateway reconcile`` surveys it."""
+
+    record_id: bytes
+    upload_id: str
+    state: str
+    locator: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverableRecord:
+    """A registered, not retracted record of a patient that this gateway holds (newest block first)."""
+
+    record_id: bytes
+    category: int
+    provider: str
+    time: int
+    block: int
+    tx_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRef:
+    """A resource of the discovery index, as a discovering member sees it."""
+
+    resource_type: str
+    code_system: str | None
+    code: str | None
+    display: str | None
+    date: str | None
+
+
+# ---------------------------------------------------------------------------------------- writes
+
+
+def insert_pending(conn: sqlite3.Connection, keys: Sequence[NewRecordKey], index: Sequence[IndexRow]) -> None:
+    """An upload's keys (state ``pending``) and its discovery index."""
+    conn.executemany(
+        "INSERT INTO record_keys (record_id, patient, provider, category, content_hash, locator, wrapped_key,"
+        " kek_id, upload_id, state, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                k.record_id,
+                k.patient,
+                k.provider,
+                k.category,
+                k.content_hash,
+                k.locator,
+                k.wrapped_key,
+                k.kek_id,
+                k.upload_id,
+                RecordState.PENDING,
+                k.size,
+                k.created_at,
+            )
+            for k in keys
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO resource_index (record_id, resource_type, resource_id, code_system, code, display, date)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(i.record_id, i.resource_type, i.resource_id, i.code_system, i.code, i.display, i.date) for i in index],
+    )
+
+
+def mark_upload_registered(conn: sqlite3.Connection, upload_id: str, tx_hash: str) -> None:
+    """Every record of the upload is registered on-chain (by ``tx_hash``)."""
+    conn.execute(
+        "UPDATE record_keys SET state = ?, tx_hash = ? WHERE upload_id = ?",
+        (RecordState.REGISTERED, tx_hash, upload_id),
+    )
+
+
+def mark_registered(conn: sqlite3.Connection, registrations: Iterable[tuple[bytes, str | None]]) -> None:
+    """``(record_id, tx_hash)``: each of these records, if still pending, is registered (by ``tx_hash``)."""
+    conn.executemany(
+        "UPDATE record_keys SET state = ?, tx_hash = ? WHERE record_id = ? AND state = ?",
+        [(RecordState.REGISTERED, tx_hash, record_id, RecordState.PENDING) for record_id, tx_hash in registrations],
+    )
+
+
+def delete_pending(conn: sqlite3.Connection, record_ids: Sequence[bytes]) -> None:
+    """Forgets these records' index entries, and their keys while still pending (an upload undone)."""
+    conn.executemany("DELETE FROM resource_index WHERE record_id = ?", [(r,) for r in record_ids])
+    conn.executemany(
+        "DELETE FROM record_keys WHERE record_id = ? AND state = ?", [(r, RecordState.PENDING) for r in record_ids]
+    )
+
+
+def shred(conn: sqlite3.Connection, record_id: bytes) -> None:
+    """Destroys the record's wrapped data key (crypto-shredding): state ``shredded``."""
+    conn.execute(
+        "UPDATE record_keys SET wrapped_key = NULL, state = ? WHERE record_id = ?",
+        (RecordState.SHREDDED, record_id),
+    )
+
+
+def set_state(conn: sqlite3.Connection, record_id: bytes, state: RecordState) -> None:
+    conn.execute("UPDATE record_keys SET state = ? WHERE record_id = ?", (state, record_id))
+
+
+# ---------------------------------------------------------------------------------------- reads
+
+
+def held(db: Database, record_id: bytes) -> HeldRecord | None:
+    """This gateway's row of the record, or ``None`` if it never stored it."""
+    row = (
+        db.read()
+        .execute(
+            "SELECT patient, provider, locator, state, wrapped_key FROM record_keys WHERE record_id = ?", (record_id,)
+        )
+        .fetchone()
+    )
+    if row is None:
+        return None
+    wrapped = row["wrapped_key"]
+    return HeldRecord(
+        str(row["patient"]),
+        str(row["provider"]),
+        bytes(row["locator"]),
+        str(row["state"]),
+        None if wrapped is None else bytes(wrapped),
+    )
+
+
+def states(db: Database) -> list[KeyState]:
+    """Every row's record id, upload, state and locator."""
+    return [
+        KeyState(bytes(r["record_id"]), str(r["upload_id"]), str(r["state"]), bytes(r["locator"]))
+        for r in db.read().execute("SELECT record_id, upload_id, state, locator FROM record_keys").fetchall()
+    ]
+
+
+def discoverable_records_of(db: Database, patient: str) -> list[DiscoverableRecord]:
+    """The patient's records registered through this gateway and not retracted, newest block first."""
+    rows = (
+        db.read()
+        .execute(
+            "SELECT r.record_id, r.category, r.provider, r.time, r.block, r.tx_hash FROM chain_records r"
+            " JOIN record_keys k ON k.record_id = r.record_id AND k.state = ?"
+            " WHERE r.patient = ? AND r.status != ? ORDER BY r.block DESC",
+            (RecordState.REGISTERED, patient, status_text(RecordStatus.RETRACTED)),
+        )
+        .fetchall()
+    )
+    return [
+        DiscoverableRecord(
+            bytes(r["record_id"]),
+            int(r["category"]),
+            str(r["provider"]),
+            int(r["time"]),
+            int(r["block"]),
+            str(r["tx_hash"]),
+        )
+        for r in rows
+    ]
+
+
+def indexed_resources(
+    db: Database, record_id: bytes, *, code: str | None = None, since: str | None = None
+) -> list[ResourceRef]:
+    """The record's indexed resources; with ``code``, those of that code; with ``since`` (an ISO date),
+    those dated on or after it."""
+    q = "SELECT resource_type, code_system, code, display, date FROM resource_index WHERE record_id = ?"
+    args: list[bytes | str] = [record_id]
+    if code:
+        q += " AND code = ?"
+        args.append(code)
+    if since:
+        q += " AND date >= ?"
+        args.append(since)
+    return [
+        ResourceRef(r["resource_type"], r["code_system"], r["code"], r["display"], r["date"])
+        for r in db.read().execute(q, args).fetchall()
+    ]
