@@ -12,9 +12,8 @@ the connection is read.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.problems import Problem
 
@@ -34,14 +33,15 @@ def ambiguous_framing(headers: list[tuple[bytes, bytes]]) -> str | None:
 class RejectAmbiguousFraming:
     """ASGI middleware: see the module docstring. ``app.add_middleware(RejectAmbiguousFraming)``."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         reason = ambiguous_framing(scope["headers"]) if scope["type"] == "http" else None
         if reason is None:
             await self.app(scope, receive, send)
             return
+        # the HTTP boundary itself (an ASGI middleware before the app and its handlers): it writes the problem
         body = orjson.dumps(Problem("invalid_request", f"ambiguous message framing: {reason}").body(scope["path"]))
         await send(
             {

@@ -90,14 +90,14 @@ def viewer(request: Request, c: Components, page: str) -> Viewer | None:
 
 def require_viewer(request: Request, c: Components, page: str) -> Viewer:
     v = viewer(request, c, page)
-    if v is None:
+    if v is None:  # a Problem, not a domain error: this judges the HTTP request's cookie, as api/deps.py its header
         raise Problem("unauthenticated", f"sign in on the portal's {page} page first (your session may have expired)")
     return v
 
 
 def require_portal_post(request: Request) -> None:
     """Refuses a POST that did not come from the portal's own script (cross-site forms cannot set it)."""
-    if request.headers.get(PORTAL_HEADER) != "1":
+    if request.headers.get(PORTAL_HEADER) != "1":  # a Problem: an HTTP-edge check of the request's headers
         raise Problem("invalid_request", "portal requests carry the X-HCL-Portal: 1 header")
 
 
