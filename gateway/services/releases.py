@@ -134,6 +134,28 @@ def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offl
     c.metrics.decisions.labels(source=decision.source).inc()
     crashpoint("release.after_decision")
 
+    plaintext = _plaintext(c, record_id, record, wrapped_key, offline=offline)
+    payload, response_bytes = _payload(c, member, caller, record_id, plaintext)
+    released_at = confirmed.decided_at
+    return _Prepared(
+        started,
+        caller,
+        record_id,
+        record.patient,
+        record.category,
+        purpose,
+        decision.consent_id,
+        decision.emergency,
+        _access_hash(record_id, caller, purpose, response_bytes, released_at),
+        released_at,
+        payload,
+        view,
+        confirmed.seen_at,
+    )
+
+
+def _plaintext(c: Components, record_id: bytes, record: Record, wrapped_key: bytes, *, offline: bool) -> bytes:
+    """The record's FHIR: its ciphertext, checked against the on-chain hash, decrypted with its data key."""
     content_hash, locator = _onchain_content(c, record_id, offline=offline)
     try:
         ciphertext = c.store.get(locator)
@@ -147,7 +169,7 @@ def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offl
         raise errors.IntegrityError("the stored record does not match its on-chain hash; nothing released")
     try:
         data_key = c.kek.unwrap(wrapped_key, record_id=record_id)
-        plaintext = decrypt_record(
+        return decrypt_record(
             ciphertext, data_key, record_id=record_id, patient=record.patient, category=record.category
         )
     except GatewayCryptoError as exc:
@@ -155,27 +177,33 @@ def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offl
         log.error("record does not decrypt", extra={"record": record_id.hex()})
         raise errors.IntegrityError("the record does not decrypt; nothing released") from exc
 
-    if c.settings.plaintext_responses:
-        payload: dict[str, Any] = {"contentType": "application/fhir+json", "resource": orjson.loads(plaintext)}
-        response_bytes = plaintext
-    else:
-        enc, sealed = hpke.seal(
-            member.encryption_key, plaintext, info=hpke.RELEASE_INFO, aad=hpke.release_aad(record_id, caller)
-        )
-        payload = {
-            "contentType": "application/fhir+json",
-            "encryption": {
-                "suite": hpke.SUITE_ID,
-                "info": hpke.RELEASE_INFO.decode(),
-                "aad": "recordId || requester address",
-                "enc": base64.b64encode(enc).decode(),
-                "ciphertext": base64.b64encode(sealed).decode(),
-            },
-        }
-        response_bytes = enc + sealed
 
-    released_at = confirmed.decided_at
-    access_hash = hashlib.sha256(
+def _payload(
+    c: Components, member: Member, caller: str, record_id: bytes, plaintext: bytes
+) -> tuple[dict[str, Any], bytes]:
+    """The release's body and the bytes the caller receives: the FHIR sealed to the caller's key (HPKE),
+    or as is when the gateway answers in plaintext (``plaintext_responses``)."""
+    if c.settings.plaintext_responses:
+        return {"contentType": "application/fhir+json", "resource": orjson.loads(plaintext)}, plaintext
+    enc, sealed = hpke.seal(
+        member.encryption_key, plaintext, info=hpke.RELEASE_INFO, aad=hpke.release_aad(record_id, caller)
+    )
+    payload = {
+        "contentType": "application/fhir+json",
+        "encryption": {
+            "suite": hpke.SUITE_ID,
+            "info": hpke.RELEASE_INFO.decode(),
+            "aad": "recordId || requester address",
+            "enc": base64.b64encode(enc).decode(),
+            "ciphertext": base64.b64encode(sealed).decode(),
+        },
+    }
+    return payload, enc + sealed
+
+
+def _access_hash(record_id: bytes, caller: str, purpose: int, response_bytes: bytes, released_at: int) -> bytes:
+    """The release's access id: SHA-256 over what was released, to whom, why and when (and a nonce)."""
+    return hashlib.sha256(
         orjson.dumps(
             {
                 "v": 1,
@@ -189,21 +217,6 @@ def _prepare(c: Components, *, caller: str, record_id: bytes, purpose: int, offl
             option=orjson.OPT_SORT_KEYS,
         )
     ).digest()
-    return _Prepared(
-        started,
-        caller,
-        record_id,
-        record.patient,
-        record.category,
-        purpose,
-        decision.consent_id,
-        decision.emergency,
-        access_hash,
-        released_at,
-        payload,
-        view,
-        confirmed.seen_at,
-    )
 
 
 def _entry(p: _Prepared) -> JournalEntry:
