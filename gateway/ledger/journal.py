@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import orjson
 
@@ -161,29 +161,7 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = self._lock_file()
         try:
-            created = not self.path.exists()
-            self._conn: sqlite3.Connection | None = self._connect()
-            conn = self._conn
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            mode = mode.decode() if isinstance(mode, bytes) else str(mode)
-            if mode.lower() != "wal":
-                raise JournalUnavailable(f"{self.path}: WAL mode unavailable (got {mode})")
-            conn.execute("PRAGMA synchronous=FULL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise JournalUnavailable(f"{self.path}: journal schema {version} is newer than this code")
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";"):  # not executescript(): it would COMMIT first
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-            if created:  # the new database (and its WAL) must survive a crash as directory entries too
-                fsync_dir(self.path.parent)
-            self._tree = MerkleTree()
-            self._chain_head = ZERO_HASH
-            self._last_anchor: Anchor | None = None
-            self._load()
+            self._open()
         except BaseException as exc:
             self._release_lock_file()
             conn_ = getattr(self, "_conn", None)
@@ -198,6 +176,32 @@ class Journal:
         self._writer.start()
 
     # ------------------------------------------------------------------ opening
+
+    def _open(self) -> None:
+        """Opens the database (WAL, full sync), creates or checks its schema, and loads the tree."""
+        created = not self.path.exists()
+        self._conn: sqlite3.Connection | None = self._connect()
+        conn = self._conn
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        if mode.lower() != "wal":
+            raise JournalUnavailable(f"{self.path}: WAL mode unavailable (got {mode})")
+        conn.execute("PRAGMA synchronous=FULL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalUnavailable(f"{self.path}: journal schema {version} is newer than this code")
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):  # not executescript(): it would COMMIT first
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+        if created:  # the new database (and its WAL) must survive a crash as directory entries too
+            fsync_dir(self.path.parent)
+        self._tree = MerkleTree()
+        self._chain_head = ZERO_HASH
+        self._last_anchor: Anchor | None = None
+        self._load()
 
     def _lock_file(self) -> int:
         """An exclusive ``flock`` on ``<db>.lock``: two processes appending to one journal would fork it."""
@@ -666,21 +670,7 @@ class Journal:
                     "chain_head": _hex(head),
                 }
                 f.write(orjson.dumps(header) + b"\n")
-                chain = ZERO_HASH
-                expected = 0
-                for idx, blob, leaf, stored_chain in conn.execute(
-                    "SELECT idx, entry, leaf_hash, chain_hash FROM entries WHERE idx < ? ORDER BY idx", (size,)
-                ):
-                    self._check_row(expected, idx, blob, leaf, stored_chain, chain)
-                    if leaf != self._tree.leaf(idx):
-                        raise JournalCorrupt("entry differs from the one committed", idx)
-                    chain = stored_chain
-                    obj = {"type": "entry", "idx": idx, **JournalEntry.from_bytes(blob).to_json()}
-                    obj.update(encoded=_hex(blob), leaf_hash=_hex(leaf), chain_hash=_hex(chain))
-                    f.write(orjson.dumps(obj) + b"\n")
-                    expected += 1
-                if expected != size:
-                    raise JournalCorrupt("entry missing", expected)
+                chain = self._export_entries(conn, f, size)
                 if chain != head:  # cannot happen unless the file changed under the snapshot
                     raise JournalCorrupt("chain head changed during the export", size - 1)
                 for a in anchors:
@@ -702,6 +692,26 @@ class Journal:
         os.replace(tmp, path)
         fsync_dir(path.parent)
         return size
+
+    def _export_entries(self, conn: sqlite3.Connection, f: BinaryIO, size: int) -> bytes:
+        """Writes the entry lines of the first ``size`` rows, each checked as in :meth:`verify_chain` and
+        against the tree; returns the chain hash of the last one."""
+        chain = ZERO_HASH
+        expected = 0
+        for idx, blob, leaf, stored_chain in conn.execute(
+            "SELECT idx, entry, leaf_hash, chain_hash FROM entries WHERE idx < ? ORDER BY idx", (size,)
+        ):
+            self._check_row(expected, idx, blob, leaf, stored_chain, chain)
+            if leaf != self._tree.leaf(idx):
+                raise JournalCorrupt("entry differs from the one committed", idx)
+            chain = stored_chain
+            obj = {"type": "entry", "idx": idx, **JournalEntry.from_bytes(blob).to_json()}
+            obj.update(encoded=_hex(blob), leaf_hash=_hex(leaf), chain_hash=_hex(chain))
+            f.write(orjson.dumps(obj) + b"\n")
+            expected += 1
+        if expected != size:
+            raise JournalCorrupt("entry missing", expected)
+        return chain
 
     @property
     def closed(self) -> bool:
@@ -745,6 +755,27 @@ class ExportedJournal:
     tree: MerkleTree
 
 
+def _read_entry(obj: dict[str, Any], idx: int, chain: bytes) -> tuple[JournalEntry, bytes, bytes]:
+    """Entry line ``idx`` of an export, checked: its fields re-encoded, its leaf hash and the hash chain
+    (``chain``: the previous entry's) recomputed. Returns the entry, its leaf hash and its chain hash."""
+    if obj.get("idx") != idx:
+        raise JournalCorrupt("entry missing or out of place", idx)
+    try:
+        entry = JournalEntry.from_json(obj)
+    except (KeyError, ValueError) as exc:
+        raise JournalCorrupt(f"bad entry fields: {exc}", idx) from exc
+    encoded = entry.to_bytes()
+    if _unhex(obj["encoded"]) != encoded:
+        raise JournalCorrupt("encoded bytes differ from the fields", idx)
+    leaf = leaf_hash(encoded)
+    if _unhex(obj["leaf_hash"]) != leaf:
+        raise JournalCorrupt("wrong leaf hash", idx)
+    chain = _chain(chain, leaf)
+    if _unhex(obj["chain_hash"]) != chain:
+        raise JournalCorrupt("hash chain broken", idx)
+    return entry, leaf, chain
+
+
 def read_export(path: Path) -> ExportedJournal:
     """Parses and verifies an export (what an auditor does first); raises :class:`JournalCorrupt`.
 
@@ -770,22 +801,7 @@ def read_export(path: Path) -> ExportedJournal:
             if kind == "entry":
                 if anchors:
                     raise JournalCorrupt("entry after anchors", obj.get("idx"))
-                idx = len(entries)
-                if obj.get("idx") != idx:
-                    raise JournalCorrupt("entry missing or out of place", idx)
-                try:
-                    entry = JournalEntry.from_json(obj)
-                except (KeyError, ValueError) as exc:
-                    raise JournalCorrupt(f"bad entry fields: {exc}", idx) from exc
-                encoded = entry.to_bytes()
-                if _unhex(obj["encoded"]) != encoded:
-                    raise JournalCorrupt("encoded bytes differ from the fields", idx)
-                leaf = leaf_hash(encoded)
-                if _unhex(obj["leaf_hash"]) != leaf:
-                    raise JournalCorrupt("wrong leaf hash", idx)
-                chain = _chain(chain, leaf)
-                if _unhex(obj["chain_hash"]) != chain:
-                    raise JournalCorrupt("hash chain broken", idx)
+                entry, leaf, chain = _read_entry(obj, len(entries), chain)
                 entries.append(entry)
                 leaves.append(leaf)
                 tree.append(leaf)
