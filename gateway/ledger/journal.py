@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import enum
 import fcntl
 import hashlib
 import logging
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, Final, NamedTuple
 
 import orjson
 
@@ -110,18 +111,23 @@ CREATE TABLE IF NOT EXISTS anchors (
 
 
 class _Request:
-    """One caller's append: its encoded entries, their leaf hashes and the future it waits on."""
+    """One caller's append: its encoded entries, their leaf hashes and the future of their indexes."""
 
-    __slots__ = ("blobs", "future", "leaves", "many")
+    __slots__ = ("blobs", "future", "leaves")
 
-    def __init__(self, blobs: list[bytes], leaves: list[bytes], many: bool) -> None:
+    def __init__(self, blobs: list[bytes], leaves: list[bytes]) -> None:
         self.blobs = blobs
         self.leaves = leaves
-        self.future: Future[Any] = Future()
-        self.many = many
+        self.future: Future[list[int]] = Future()
 
 
-_STOP = object()
+class _Stop(enum.Enum):
+    """What :meth:`Journal.close` queues after the last request: the writer stops there."""
+
+    STOP = enum.auto()
+
+
+_STOP: Final = _Stop.STOP
 
 
 class Journal:
@@ -154,7 +160,7 @@ class Journal:
         self._anchor_lock = threading.Lock()  # serialises record_anchor
         self._closed = False
         self._error: BaseException | None = None
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Request | _Stop] = queue.SimpleQueue()
         self._listeners: list[Callable[[int], None]] = []
         self._commit_times: collections.deque[tuple[int, float]] = collections.deque()
 
@@ -302,14 +308,14 @@ class Journal:
 
     # ------------------------------------------------------------------ appending
 
-    def _submit(self, entries: Sequence[JournalEntry], many: bool) -> _Request:
+    def _submit(self, entries: Sequence[JournalEntry]) -> _Request:
         blobs = []
         for e in entries:
             if not isinstance(e, JournalEntry):
                 raise TypeError("expected a JournalEntry")
             blobs.append(e.to_bytes())
         # hash in the caller's thread: the single writer is the bottleneck, callers are not
-        req = _Request(blobs, [leaf_hash(b) for b in blobs], many)
+        req = _Request(blobs, [leaf_hash(b) for b in blobs])
         with self._state_lock:
             self._raise_if_unusable()
             self._queue.put(req)
@@ -326,17 +332,17 @@ class Journal:
 
         Raises :class:`JournalUnavailable` if it could not be made durable: then it was not appended.
         """
-        return int(self._submit([entry], many=False).future.result())
+        return self._submit([entry]).future.result()[0]
 
     def append_many(self, entries: Sequence[JournalEntry]) -> list[int]:
         """Appends entries atomically (one transaction, consecutive indexes); returns their indexes."""
         if not entries:
             return []
-        return list(self._submit(list(entries), many=True).future.result())
+        return self._submit(list(entries)).future.result()
 
     async def append_async(self, entry: JournalEntry) -> int:
         """:meth:`append` for coroutines: awaits durability without blocking the event loop."""
-        return int(await asyncio.wrap_future(self._submit([entry], many=False).future))
+        return (await asyncio.wrap_future(self._submit([entry]).future))[0]
 
     def _run(self) -> None:
         """The writer thread: take a batch, commit it, resolve it; forever, until stopped or broken."""
@@ -425,7 +431,7 @@ class Journal:
         self.appended += len(rows)
         self.max_batch = max(self.max_batch, len(rows))
         for req, first in zip(batch, firsts, strict=True):
-            req.future.set_result(list(range(first, first + len(req.blobs))) if req.many else first)
+            req.future.set_result(list(range(first, first + len(req.blobs))))
         for listener in list(self._listeners):
             try:
                 listener(idx)
