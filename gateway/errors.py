@@ -195,5 +195,12 @@ class JournalUnavailable(Unavailable):
     code = "journal_unavailable"
 
 
+class AnchorLagging(Unavailable):
+    """Batch mode: the oldest journal entry not yet anchored on-chain is older than the bound; releasing
+    more would grow what a lost gateway could take with it unanchored."""
+
+    code = "anchor_lagging"
+
+
 class StorageFull(DomainError):
     code = "storage_full"

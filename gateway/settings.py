@@ -69,6 +69,24 @@ class GatewaySettings(ClientSettings):
         False, description="release FHIR JSON unencrypted (only behind TLS termination you trust)"
     )
     indexer_poll: float = Field(0.25, gt=0, description="seconds between chain polls")
+    confirmations: int | None = Field(
+        None,
+        ge=0,
+        description="blocks on top of a block before a grant in it counts (strict receipts, anchors too);"
+        " default: the manifest's (0 on Hardhat and QBFT, 3 on Clique)",
+    )
+    max_head_age: float | None = Field(
+        None,
+        gt=0,
+        description="/healthz fails when the chain's newest block is older than this (s); default 30 block"
+        " periods of the manifest, none on a chain that seals only when there are transactions",
+    )
+    max_anchor_lag: float = Field(
+        30.0,
+        gt=0,
+        description="batch mode: releases are refused (503 anchor_lagging) once the oldest unanchored"
+        " journal entry is older than this (s)",
+    )
     display_timezone: str = Field("Asia/Shanghai", description="time zone of times shown on portal pages")
     audit_reports_dir: Path | None = Field(
         None,

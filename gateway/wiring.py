@@ -140,8 +140,14 @@ def build_components(settings: GatewaySettings) -> Components:
     account = gateway_account(settings, dev=ledger.dev)
     metrics = Metrics()
     names = MemberNames(Path(settings.manifest), manifest.members)
+    confirmations = manifest.confirmations if settings.confirmations is None else settings.confirmations
     indexer = Indexer(
-        ledger, db, deploy_block=manifest.deploy_block, poll_interval=settings.indexer_poll, member_names=names
+        ledger,
+        db,
+        deploy_block=manifest.deploy_block,
+        poll_interval=settings.indexer_poll,
+        member_names=names,
+        confirmations=confirmations,
     )
     auth = Authenticator(
         db,
@@ -155,7 +161,7 @@ def build_components(settings: GatewaySettings) -> Components:
     journal = anchorer = guard = None
     if settings.ledger_mode is LedgerMode.BATCH:
         journal = Journal(settings.journal_path)
-        guard = AnchorGuard(journal, ledger, account, deploy_block=manifest.deploy_block)
+        guard = AnchorGuard(journal, ledger, account, deploy_block=manifest.deploy_block, confirmations=confirmations)
         anchorer = Anchorer(
             journal, guard.anchor, interval=settings.anchor_interval, size_threshold=settings.anchor_threshold
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -22,7 +23,7 @@ from hexbytes import HexBytes
 from web3 import HTTPProvider, Web3
 from web3._utils.rpc_abi import RPC
 from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.exceptions import BlockNotFound, ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
 from web3.middleware.formatting import FormattingMiddlewareBuilder
 from web3.middleware.proof_of_authority import extradata_to_poa_cleanup
 from web3.types import BlockIdentifier, Nonce, TxParams, TxReceipt, Wei
@@ -183,6 +184,13 @@ class ChainClient:
         """The latest block number."""
         return self.rpc(lambda: self.w3.eth.block_number)
 
+    def block_hash(self, block: int) -> bytes | None:
+        """The hash of block ``block`` on the branch the node follows now (None beyond its head)."""
+        try:
+            return bytes(self.rpc(lambda: self.w3.eth.get_block(block))["hash"])
+        except BlockNotFound:
+            return None
+
     def block_timestamp(self, block: BlockIdentifier = "latest") -> int:
         """The timestamp of ``block``."""
         return int(self.rpc(lambda: self.w3.eth.get_block(block))["timestamp"])
@@ -308,6 +316,37 @@ class ChainClient:
                     raise err from exc
             raise TransactionError(f"transaction {hex_hash} reverted", tx_hash=hex_hash)
         return TxResult(hex_hash, int(receipt["blockNumber"]), int(receipt["gasUsed"]), receipt)
+
+    def confirm(self, result: TxResult, depth: int, *, timeout: float | None = None) -> TxResult:
+        """Waits until ``result``'s transaction has ``depth`` blocks on top of it on the branch the node
+        follows now, re-reading the receipt each time: a reorganisation may move it to another block or
+        return it to the pool. :class:`TransactionError` if that does not happen within ``timeout``."""
+        if depth <= 0:
+            return result
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        tx_hash = HexBytes(result.tx_hash)
+        while True:
+            receipt = self.rpc(lambda: self._receipt_or_none(tx_hash))
+            if receipt is not None:
+                if receipt["status"] != 1:
+                    raise TransactionError(f"transaction {result.tx_hash} reverted after a reorganisation")
+                number = int(receipt["blockNumber"])
+                head = self.block_number()
+                canonical = self.block_hash(number) == bytes(receipt["blockHash"])
+                if canonical and head - number >= depth:
+                    return TxResult(result.tx_hash, number, int(receipt["gasUsed"]), receipt)
+            if time.monotonic() > deadline:
+                raise TransactionError(
+                    f"transaction {result.tx_hash} not {depth} blocks deep after {self.timeout}s",
+                    tx_hash=result.tx_hash,
+                )
+            time.sleep(0.2)
+
+    def _receipt_or_none(self, tx_hash: HexBytes) -> TxReceipt | None:
+        try:
+            return self.w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            return None
 
     def _fill_fees(self, tx: dict[str, Any]) -> None:
         if "gasPrice" in tx or "maxFeePerGas" in tx:

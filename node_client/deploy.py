@@ -80,6 +80,12 @@ class Manifest:
     #: A dev deployment: its governance keys are public throw-away keys, so dev-only conveniences (dev
     #: accounts, the demo) are allowed on it and nowhere else. A property of the deployment, not the chain id.
     dev: bool = False
+    #: How deep a block must be before the gateway trusts what it grants (0: the chain does not reorganise
+    #: blocks, as Hardhat's automine or QBFT's immediate finality; Clique can, see docs/reliability.md).
+    confirmations: int = 0
+    #: Seconds between blocks when the chain seals on a clock (0: blocks only when there are transactions);
+    #: ``/healthz`` fails when the head is much older than that.
+    block_period: int = 0
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from web3.contract.contract import ContractFunction
@@ -54,6 +54,7 @@ from node_client.vocabulary import PROVIDER_ROLES, Category, Purpose, Role
 
 if TYPE_CHECKING:
     from gateway.ledger.indexer import Indexer
+    from gateway.ledger.restrictions import PendingRestrictions
     from gateway.storage.db import Database
 
 __all__ = ["AccessPolicy", "Confirmed", "Decision", "NeedsChain", "StaleView", "StateView"]
@@ -117,11 +118,20 @@ class AccessPolicy:
         if offline:
             raise NeedsChain("the read model is not synced")
         seen_at = time.monotonic()  # the head the node answers next is at least the one it had now
+        client = self.ledger.client
         try:
-            b = self.ledger.client.rpc(lambda: self.ledger.client.w3.eth.get_block("latest"))
+            b = client.rpc(lambda: client.w3.eth.get_block("latest"))
+            if self.confirmations:  # a grant counts once confirmed; ``require`` checks the head as well
+                confirmed = max(0, int(b["number"]) - self.confirmations)
+                b = client.rpc(lambda: client.w3.eth.get_block(confirmed))
         except ChainUnavailable as exc:
             raise errors.ChainUnavailable(str(exc)) from exc
         return StateView("chain", int(b["number"]), bytes(b["hash"]), int(b["timestamp"]), seen_at)
+
+    @property
+    def confirmations(self) -> int:
+        """Blocks on top before a grant counts (the indexer's setting; 0 without an indexer)."""
+        return self.indexer.confirmations if self.indexer is not None else 0
 
     def staleness_bound(self) -> float:
         """Seconds a decision may use a state after the chain's head was seen at its block."""
@@ -178,9 +188,20 @@ class AccessPolicy:
         except ChainUnavailable as exc:
             raise errors.ChainUnavailable(str(exc)) from exc
 
+    def _pending(self) -> PendingRestrictions | None:
+        """Restrictions mined above the state a decision reads (enforced before they are confirmed)."""
+        return self.indexer.restrictions if self.indexer is not None else None
+
     def record(self, record_id: bytes, *, offline: bool = False, view: StateView | None = None) -> Record:
-        """The record's registration (patient, category, status); with ``view``, at its block (a record
-        the read model does not know: :class:`NeedsChain`)."""
+        """The record's registration (patient, category, status), retracted if a retraction is pending;
+        with ``view``, at its block (a record the read model does not know: :class:`NeedsChain`)."""
+        found = self._record(record_id, offline=offline, view=view)
+        pending = self._pending()
+        if pending is not None and pending.record_withdrawn(record_id):
+            return replace(found, status=RecordStatus.RETRACTED)
+        return found
+
+    def _record(self, record_id: bytes, *, offline: bool, view: StateView | None) -> Record:
         if view is not None and view.source == "chain":
             patient, category, status, at = self._pinned(
                 self.ledger.records.contract.functions.recordOf(record_id), view.block
@@ -204,6 +225,9 @@ class AccessPolicy:
     ) -> Member:
         """The caller's member record if it is active and holds one of ``roles``; else :class:`~gateway.errors.Refused`."""
         m = self.member(address, offline=offline, view=view)
+        pending = self._pending()
+        if pending is not None and pending.member_restricted(address):
+            raise errors.MemberSuspended(f"{address} was suspended or removed in a block not yet confirmed")
         if m.status is MemberStatus.SUSPENDED:
             raise errors.MemberSuspended(f"{address} is suspended")
         if m.status is not MemberStatus.ACTIVE:
@@ -264,7 +288,11 @@ class AccessPolicy:
         view: StateView | None = None,
     ) -> Decision:
         """A *yes*, or the domain error saying why not. ``offline``: a yes from the read model or :class:`NeedsChain`.
-        ``view``: decide at its block only (a read-model view without a yes: :class:`NeedsChain`)."""
+        ``view``: decide at its block only (a read-model view without a yes: :class:`NeedsChain`).
+        A revocation mined above that block and not yet confirmed is in force (:meth:`_pending`)."""
+        pending = self._pending()
+        if purpose != Purpose.EMERGENCY and pending is not None and pending.consent_revoked(patient, requester):
+            raise errors.ConsentRevoked("the patient revoked this institution's consent (in a block not yet confirmed)")
         if view is not None and view.source == "cache":
             cached = self._from_cache(patient, requester, category, purpose, member, view)
             if cached is None:
@@ -273,6 +301,15 @@ class AccessPolicy:
         if view is not None:
             try:
                 result = self.ledger.consents.check(patient, requester, category, purpose, block=view.block)
+                # at the confirmed block it is a yes; what was mined above it may still say no
+                head_says_no = (
+                    result.allowed
+                    and self.confirmations > 0
+                    and not result.emergency
+                    and not self.ledger.consents.check(patient, requester, category, purpose).allowed
+                )
+                if head_says_no:
+                    raise self.explain(patient, requester, category, purpose)
             except ChainUnavailable as exc:
                 raise errors.ChainUnavailable(str(exc)) from exc
             if not result.allowed:

@@ -442,6 +442,7 @@ class AccessLog(_Out):
 class ChainCheck(_Out):
     ok: bool
     head: int | None = None
+    headAgeSeconds: float | None = None
     error: str | None = None
 
 
@@ -462,6 +463,9 @@ class IndexerCheck(_Out):
     indexedBlock: int
     lagBlocks: int | None
     error: str | None
+    confirmations: int = 0
+    reorgs: int = 0
+    pendingRestrictions: int = 0
 
 
 class JournalCheck(_Out):

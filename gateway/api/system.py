@@ -50,10 +50,15 @@ def _journal_check(c: Components) -> JournalCheck | None:
     # a failed journal (disk full, I/O error) stays failed until restart; a journal the chain's
     # anchors contradict (rolled back, replaced) is reported by the anchor guard
     guard_problem = c.anchor_guard.problem if c.anchor_guard is not None else None
-    c.metrics.anchor_lag.set(c.anchorer.lag_seconds or 0)
+    lag = c.anchorer.lag_seconds
+    c.metrics.anchor_lag.set(lag or 0)
+    lagging = f"oldest unanchored entry {lag:.0f}s old (bound {c.settings.max_anchor_lag:.0f}s)"
+    too_old = lag > c.settings.max_anchor_lag
     return JournalCheck(
-        ok=c.journal.available and guard_problem is None,
-        error=(repr(c.journal.error) if c.journal.error is not None else None) or guard_problem,
+        ok=c.journal.available and guard_problem is None and not too_old,
+        error=(repr(c.journal.error) if c.journal.error is not None else None)
+        or guard_problem
+        or (lagging if too_old else None),
         size=c.journal.size,
         anchoredSize=last[0] if last else 0,
         anchorLagSeconds=c.anchorer.lag_seconds,
@@ -61,13 +66,28 @@ def _journal_check(c: Components) -> JournalCheck | None:
     )
 
 
+def _chain_check(c: Components) -> tuple[ChainCheck, int]:
+    """The head, and whether it is fresh: on a chain that seals on a clock, a head older than the bound
+    means this node (or the whole chain) has stopped, and decisions must not rest on it."""
+    block = c.ledger.client.rpc(lambda: c.ledger.client.w3.eth.get_block("latest"))
+    head, age = int(block["number"]), max(0.0, time.time() - int(block["timestamp"]))
+    bound = c.settings.max_head_age
+    if bound is None and c.manifest.block_period > 0:
+        bound = 30.0 * c.manifest.block_period
+    if bound is not None and age > bound:
+        return ChainCheck(
+            ok=False, head=head, headAgeSeconds=age, error=f"head is {age:.0f}s old (bound {bound:.0f}s)"
+        ), head
+    return ChainCheck(ok=True, head=head, headAgeSeconds=age), head
+
+
 @router.get("/healthz", responses=_HEALTH, response_model_exclude_unset=True)
 def healthz(c: ComponentsDep, response: Response) -> Health:
-    """Chain, storage, journal, indexer lag and anchor lag. 200 when everything answers, else 503."""
+    """Chain (and the age of its head), storage, database, indexer and journal (anchor lag). 200 when every
+    part works, else 503: a failing indexer, a stale head or a lagging anchor fail it too."""
     head: int | None = None
     try:
-        head = c.ledger.client.block_number()
-        chain = ChainCheck(ok=True, head=head)
+        chain, head = _chain_check(c)
     except Exception as exc:  # noqa: BLE001 - the check reports any failure, by its type
         chain = ChainCheck(ok=False, error=_failed(exc))
     try:
@@ -83,13 +103,20 @@ def healthz(c: ComponentsDep, response: Response) -> Health:
     st = c.indexer.status()
     lag = (head - st.indexed_block) if head is not None else None
     indexer = IndexerCheck(
-        ok=st.error is None, synced=c.indexer.synced, indexedBlock=st.indexed_block, lagBlocks=lag, error=st.error
+        ok=st.error is None,
+        synced=c.indexer.synced,
+        indexedBlock=st.indexed_block,
+        lagBlocks=lag,
+        error=st.error,
+        confirmations=st.confirmations,
+        reorgs=st.reorgs,
+        pendingRestrictions=st.pending_restrictions,
     )
     c.metrics.indexed_block.set(st.indexed_block)
     if lag is not None:
         c.metrics.indexer_lag.set(lag)
     journal = _journal_check(c)
-    ok = chain.ok and storage.ok and database.ok and (journal is None or journal.ok)
+    ok = chain.ok and storage.ok and database.ok and indexer.ok and (journal is None or journal.ok)
     parts: dict[str, Any] = {"chain": chain, "storage": storage, "database": database, "indexer": indexer}
     if journal is not None:  # batch mode only: absent, not null, in strict mode
         parts["journal"] = journal

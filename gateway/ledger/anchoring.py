@@ -17,6 +17,7 @@ from eth_account.signers.local import LocalAccount
 
 from gateway.crashpoints import crashpoint
 from gateway.ledger.journal import Anchor, Journal, JournalError
+from node_client._exceptions import TransactionError
 from node_client.deploy import Ledger
 
 __all__ = ["AnchorFn", "AnchorGuard", "Anchorer", "AnchorsAdopted", "JournalBehindChain", "sync_anchors"]
@@ -227,13 +228,17 @@ def sync_anchors(
 class AnchorGuard:
     """Keeps the journal and the chain in agreement about this gateway's anchors.
 
-    :meth:`check` runs at gateway start (a mismatch refuses the start). If the chain cannot be asked
+    :meth:`check` runs at gateway start (a mismatch refuses the start). An anchor counts once it is
+    ``confirmations`` blocks deep; one a reorganisation dropped is sent again. If the chain cannot be asked
     then, :meth:`anchor`, the anchorer's ``anchor_fn``, checks before its first anchor; a mismatch found
     there stays in :attr:`problem` (``/healthz`` shows the journal as failed) and no anchor is sent.
     """
 
-    def __init__(self, journal: Journal, ledger: Ledger, account: LocalAccount, *, deploy_block: int) -> None:
+    def __init__(
+        self, journal: Journal, ledger: Ledger, account: LocalAccount, *, deploy_block: int, confirmations: int = 0
+    ) -> None:
         self.journal = journal
+        self.confirmations = confirmations
         self.ledger = ledger
         self.account = account
         self.deploy_block = deploy_block
@@ -256,4 +261,9 @@ class AnchorGuard:
             if last is not None and last.tree_size >= tree_size:
                 raise AnchorsAdopted(f"anchors up to {last.tree_size} were found on-chain and recorded")
         result = self.ledger.access.anchor_batch(self.account, root, tree_size)
+        try:  # recorded only once a reorganisation can no longer drop it; else sent again next round
+            result = self.ledger.client.confirm(result, self.confirmations)
+        except TransactionError:
+            self.checked = False  # the next round first adopts it, should it be mined after all
+            raise
         return result.tx_hash, result.block_number

@@ -8,6 +8,13 @@ the gateway has seen, and that it saw it recently. Release decisions may use the
 revocation mined in block N is in force for every request that arrives after the gateway has seen
 block N (one poll interval after it is mined, typically).
 
+On a chain that can reorganise blocks (Clique) the read model follows the *confirmed* head, ``confirmations``
+blocks below the newest, so a grant counts only once a short reorganisation can no longer take it back;
+restricting events of the blocks above it (revocations, suspensions, retractions) are enforced at once
+through :class:`~gateway.ledger.restrictions.PendingRestrictions`. Each poll first checks that the block the
+read model is at is still on the chain (its hash); if a reorganisation deeper than the confirmation depth
+replaced it, the read model is rebuilt from the deployment block (decisions go to the chain meanwhile).
+
 A decision reads several rows; :meth:`Indexer.view` names the block (number, hash, timestamp) the read
 model is at and when the chain's head was last seen at most that block (the start of the last complete
 poll), and :meth:`Indexer.unchanged_since` tells whether a page was applied meanwhile (a write
@@ -26,13 +33,15 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from gateway.ledger.member_names import MemberNames
+from gateway.ledger.restrictions import PendingRestrictions
+from gateway.storage import read_model
 from gateway.storage.db import Database, status_text
 from node_client._exceptions import ChainUnavailable
 from node_client.contracts import ConsentStatus, MemberStatus, RecordStatus
 from node_client.deploy import Ledger
 from node_client.events import EventRecord, read_events
 
-__all__ = ["Indexer", "IndexerStatus", "ReadModelView"]
+__all__ = ["ChainReorganised", "Indexer", "IndexerStatus", "ReadModelView"]
 
 log = logging.getLogger("hcl.gateway.indexer")
 
@@ -41,7 +50,11 @@ _MEMBER_STATUS = {
     "MemberReinstated": MemberStatus.ACTIVE,
     "MemberRemoved": MemberStatus.REMOVED,
 }
-_ACTIVE, _REVOKED = status_text(ConsentStatus.ACTIVE), status_text(ConsentStatus.REVOKED)
+_ACTIVE, _REVOKED = (status_text(ConsentStatus.ACTIVE), status_text(ConsentStatus.REVOKED))
+
+
+class ChainReorganised(Exception):
+    """A block the indexer relied on was replaced mid-poll; the next poll starts over from a known block."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +63,9 @@ class IndexerStatus:
     head_block: int
     last_poll: float
     error: str | None
+    confirmations: int = 0
+    reorgs: int = 0  # reorganisations that reached the read model (each one rebuilt it)
+    pending_restrictions: int = 0
 
     @property
     def lag_blocks(self) -> int:
@@ -79,6 +95,7 @@ class Indexer:
         poll_interval: float = 0.25,
         page_size: int = 2_000,
         member_names: MemberNames | None = None,
+        confirmations: int = 0,
     ) -> None:
         self.ledger = ledger
         self.member_names = member_names
@@ -86,9 +103,12 @@ class Indexer:
         self.deploy_block = deploy_block
         self.poll_interval = poll_interval
         self.page_size = page_size
+        self.confirmations = max(0, confirmations)
+        self.restrictions = PendingRestrictions()
+        self.reorgs = 0
         self._head = 0
         self._head_time = 0  # timestamp of the seen head (see ``synced``)
-        self._seen_head = 0  # the newest head whose events are all applied
+        self._seen_head = 0  # the newest confirmed head whose events are all applied
         self._seen_at = 0.0  # monotonic time at which that poll read the head (the head was at most it then)
         self._indexed = int(db.get_meta("indexed_block", str(deploy_block - 1)) or 0)
         self._last_poll = 0.0
@@ -108,7 +128,15 @@ class Indexer:
         return self._indexed
 
     def status(self) -> IndexerStatus:
-        return IndexerStatus(self.indexed_block, self._head, self._last_poll, self._error)
+        return IndexerStatus(
+            self.indexed_block,
+            self._head,
+            self._last_poll,
+            self._error,
+            self.confirmations,
+            self.reorgs,
+            len(self.restrictions),
+        )
 
     @property
     def head_time(self) -> int:
@@ -153,41 +181,32 @@ class Indexer:
     # ------------------------------------------------------------------ work
 
     def poll_once(self) -> int:
-        """Indexes up to the current head; returns the number of events applied."""
+        """Indexes up to the confirmed head, notes the restrictions above it; returns the events applied."""
         with self._lock:
             polled_at = time.monotonic()  # the chain's head at this moment was at most the one read next
             head = self.ledger.client.block_number()
-            head_time = self._time(head)
+            head_time = self._header(head, fresh=True)[1]
             self._head = max(self._head, head)
+            confirmed = head - self.confirmations
+            self._follow_reorgs(confirmed)
             applied = 0
             start = self.indexed_block + 1
-            while start <= head:
-                end = min(start + self.page_size - 1, head)
-                events = list(read_events(self.ledger.client, self.ledger.addresses, from_block=start, to_block=end))
-                end_hash, end_time = self._header(end)
-                self._generation += 1
-                try:
-                    with self.db.write() as conn:
-                        for ev in events:
-                            self._apply(conn, ev)
-                        self.db.set_meta(conn, "indexed_block", end)
-                    self._indexed = end
-                    self._at = (end, end_hash, end_time)
-                finally:
-                    self._generation += 1
-                applied += len(events)
+            while start <= confirmed:
+                end = min(start + self.page_size - 1, confirmed)
+                applied += self._apply_page(start, end)
                 start = end + 1
             if self._at is None or self._at[0] != self._indexed:  # nothing to apply since the gateway started
                 at_hash, at_time = self._header(self._indexed)
                 self._generation += 1
                 self._at = (self._indexed, at_hash, at_time)
                 self._generation += 1
+            self._note_unconfirmed(head)
             if self.member_names is not None:
                 self.member_names.refresh()  # names of members added at run time (a stat unless one lacks it)
             self._last_poll = time.monotonic()
-            if self._indexed >= head:
+            if self._indexed >= confirmed:
                 self._head_time = head_time
-                self._seen_head = max(self._seen_head, head)
+                self._seen_head = max(self._seen_head, confirmed)
                 self._seen_at = polled_at
             self._error = None
         return applied
@@ -211,22 +230,86 @@ class Indexer:
                 self.poll_once()
             except ChainUnavailable as exc:
                 self._error = f"chain unavailable: {exc}"
+            except ChainReorganised as exc:
+                self._error = f"chain reorganised: {exc}"
+                log.warning("indexer poll restarted: %s", exc)
             except Exception as exc:  # keep following; the error is visible in /healthz
                 self._error = f"{type(exc).__name__}: {exc}"
                 log.exception("indexer poll failed")
             self._stop.wait(self.poll_interval)
 
+    def _apply_page(self, start: int, end: int) -> int:
+        """Blocks ``start..end`` into the read model in one transaction, if they extend the block it is at."""
+        events = list(read_events(self.ledger.client, self.ledger.addresses, from_block=start, to_block=end))
+        end_hash, end_time = self._header(end, fresh=True)
+        self._headers[end] = (end_hash, end_time)
+        if self._at is not None and self.ledger.client.block_hash(self._at[0]) != self._at[1]:
+            raise ChainReorganised(f"block {self._at[0]} was replaced while block {end} was read")
+        self._generation += 1
+        try:
+            with self.db.write() as conn:
+                for ev in events:
+                    self._apply(conn, ev)
+                self.db.set_meta(conn, "indexed_block", end)
+                self.db.set_meta(conn, "indexed_hash", end_hash.hex())
+            self._indexed = end
+            self._at = (end, end_hash, end_time)
+        finally:
+            self._generation += 1
+        return len(events)
+
+    def _note_unconfirmed(self, head: int) -> None:
+        """Restricting events of the blocks above the read model, enforced before they are confirmed."""
+        if self.confirmations and head > self._indexed:
+            self.restrictions.observe(
+                read_events(self.ledger.client, self.ledger.addresses, from_block=self._indexed + 1, to_block=head)
+            )
+        self.restrictions.confirmed_up_to(self._indexed)
+
+    def _follow_reorgs(self, confirmed: int) -> None:
+        """If the block the read model is at is no longer on the chain, rebuild the read model.
+
+        The blocks of a reorganisation deeper than the confirmation depth cannot be told apart from the
+        read model's rows, so everything derived from the chain is dropped and read again from the
+        deployment block; until that is done the indexer is not synced and decisions go to the chain.
+        """
+        stored = self.db.get_meta("indexed_hash")
+        if self._indexed < self.deploy_block or stored is None:
+            return
+        on_chain = (
+            self.ledger.client.block_hash(self._indexed) if self._indexed <= confirmed + self.confirmations else None
+        )
+        if on_chain is not None and on_chain.hex() == stored:
+            return
+        self.reorgs += 1
+        log.error(
+            "the chain replaced block %d the read model was at (reorganisation deeper than %d): rebuilding",
+            self._indexed,
+            self.confirmations,
+        )
+        self._generation += 1
+        try:
+            with self.db.write() as conn:
+                read_model.clear(conn)
+                self.db.set_meta(conn, "indexed_block", self.deploy_block - 1)
+                conn.execute("DELETE FROM meta WHERE key = 'indexed_hash'")
+            self._indexed, self._at, self._seen_head = self.deploy_block - 1, None, 0
+            self._headers.clear()
+        finally:
+            self._generation += 1
+
     # ------------------------------------------------------------------ events
 
-    def _header(self, block: int) -> tuple[bytes, int]:
-        """(hash, timestamp) of ``block``, asked once."""
-        h = self._headers.get(block)
+    def _header(self, block: int, *, fresh: bool = False) -> tuple[bytes, int]:
+        """(hash, timestamp) of ``block``, asked once (``fresh``: asked again, it may have been replaced)."""
+        h = None if fresh else self._headers.get(block)
         if h is None:
             b = self.ledger.client.rpc(lambda: self.ledger.client.w3.eth.get_block(block))
             h = (bytes(b["hash"]), int(b["timestamp"]))
-            if len(self._headers) > 10_000:
-                self._headers.clear()
-            self._headers[block] = h
+            if not fresh:  # a fresh read may be of a block not yet confirmed: never cached
+                if len(self._headers) > 10_000:
+                    self._headers.clear()
+                self._headers[block] = h
         return h
 
     def _time(self, block: int) -> int:

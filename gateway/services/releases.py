@@ -270,21 +270,10 @@ def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Re
     p = _prepare(c, caller=caller, record_id=record_id, purpose=purpose, offline=False)
     crashpoint("release.before_ledger")
     if c.settings.ledger_mode is LedgerMode.STRICT:
-        try:
-            checked, tx = c.ledger.access.log_access(
-                c.gateway_account, caller, p.patient, record_id, purpose, p.access_hash
-            )
-        except ChainUnavailable as exc:
-            raise errors.ChainUnavailable("the access could not be ledgered; nothing released") from exc
-        except ContractRevert as exc:
-            # consent changed between the check and the transaction: the chain has the last word
-            raise c.policy.explain(p.patient, caller, p.category, purpose) from exc
-        except TransactionError as exc:  # sent, but no receipt in time: not known to be ledgered
-            raise errors.ChainUnavailable("the access could not be ledgered; nothing released") from exc
-        p.consent_id, p.emergency = checked.consent_id, checked.emergency
-        ledger_info = {"mode": "strict", "txHash": tx.tx_hash, "blockNumber": tx.block_number}
+        ledger_info = _log_access(c, p, caller, record_id, purpose)
     else:
         assert c.journal is not None  # built with batch mode
+        _check_anchor_lag(c)
         try:
             index = c.journal.append(_entry(p))
         except JournalUnavailable as exc:
@@ -292,6 +281,33 @@ def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Re
         ledger_info = {"mode": "batch", "journalIndex": index}
     crashpoint("release.after_ledger")
     return _finish(c, p, ledger_info)
+
+
+def _log_access(c: Components, p: _Prepared, caller: str, record_id: bytes, purpose: int) -> dict[str, Any]:
+    """Strict mode's step 4: ``logAccess`` mined and ``confirmations`` blocks deep, or nothing is released."""
+    try:
+        checked, tx = c.ledger.access.log_access(
+            c.gateway_account, caller, p.patient, record_id, purpose, p.access_hash
+        )
+        tx = c.ledger.client.confirm(tx, c.indexer.confirmations)
+    except ChainUnavailable as exc:
+        raise errors.ChainUnavailable("the access could not be ledgered; nothing released") from exc
+    except ContractRevert as exc:
+        # consent changed between the check and the transaction: the chain has the last word
+        raise c.policy.explain(p.patient, caller, p.category, purpose) from exc
+    except TransactionError as exc:  # sent, but no (confirmed) receipt in time: not known to be ledgered
+        raise errors.ChainUnavailable("the access could not be ledgered; nothing released") from exc
+    p.consent_id, p.emergency = checked.consent_id, checked.emergency
+    return {"mode": "strict", "txHash": tx.tx_hash, "blockNumber": tx.block_number}
+
+
+def _check_anchor_lag(c: Components) -> None:
+    """Batch mode: no release while the oldest unanchored entry is older than ``max_anchor_lag``."""
+    if c.anchorer is not None and c.anchorer.lag_seconds > c.settings.max_anchor_lag:
+        raise errors.AnchorLagging(
+            f"the oldest journal entry has waited {c.anchorer.lag_seconds:.0f}s for its anchor"
+            f" (bound {c.settings.max_anchor_lag:.0f}s); nothing released"
+        )
 
 
 async def release_async(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Release:
@@ -306,6 +322,7 @@ async def release_async(c: Components, *, caller: str, record_id: bytes, purpose
     except NeedsChain:
         return await run_in_threadpool(release, c, caller=caller, record_id=record_id, purpose=purpose)
     crashpoint("release.before_ledger")
+    _check_anchor_lag(c)
     try:
         index = await c.journal.append_async(_entry(p))
     except JournalUnavailable as exc:

@@ -309,3 +309,23 @@ def emergencies_of(db: Database, patient: str) -> list[ChainEmergency]:
         )
         for r in rows.fetchall()
     ]
+
+
+#: every table the indexer derives from the chain (and nothing else: the gateway's own rows stay)
+CHAIN_TABLES = (
+    "chain_members",
+    "chain_consents",
+    "chain_consent_events",
+    "chain_guardians",
+    "chain_optouts",
+    "chain_emergency",
+    "chain_records",
+    "chain_accesses",
+    "chain_anchors",
+)
+
+
+def clear(conn: sqlite3.Connection) -> None:
+    """Empties the read model (inside the caller's write transaction), to rebuild it after a reorganisation."""
+    for table in CHAIN_TABLES:
+        conn.execute(f"DELETE FROM {table}")  # table names: the constants above

@@ -33,6 +33,9 @@ DEFAULT_FOLDER = Path(".hcl/network")
 #: Hardhat's dev accounts 0-19, pre-funded on a dev network so the demo's patients and admins can pay gas.
 _DEV_ACCOUNTS = 20
 Say = Callable[[str], None]
+#: Blocks on top of a block before the gateway trusts a grant in it: Clique reorganised one block when a
+#: validator restarted (docs/reliability.md); three at 1 s blocks is a few seconds of delay for a grant.
+CLIQUE_CONFIRMATIONS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +178,7 @@ class Network:
                 governance_signers=keys.admins,
                 members=keys.members,
             )
+        manifest = replace(manifest, confirmations=CLIQUE_CONFIRMATIONS, block_period=consortium.block_period)
         manifest.save(manifest_path)
         self.manifest_path = manifest_path
         self._save()
