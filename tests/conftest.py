@@ -1,67 +1,26 @@
-"""Shared fixtures: one real Hardhat node per test session, one dev deployment, a snapshot per test.
+"""Fixtures shared by every test directory: one real Hardhat node per test session, one dev deployment,
+a snapshot per test; and, from ``tests/support``, the offline Kubo node (``ipfs_node``).
 
 Each test runs against the same deployment and is rolled back with ``evm_snapshot``/``evm_revert``
-afterwards, so tests are independent without paying a deployment each.
+afterwards, so tests are independent without paying a deployment each. The helpers the tests import
+(``Accounts``, ``Chain``, ``h``, ``cid``) are in :mod:`tests.support.chain`.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from eth_account.signers.local import LocalAccount
 
 from node_client._client import ChainClient
 from node_client._compile import CompileResult, compile_contracts
 from node_client._node import HardhatNode, free_port
 from node_client.deploy import DEV_ADMINS, Ledger, Manifest, deploy_dev
 from node_client.keys import dev_account
+from tests.support.chain import Accounts, Chain
 
-
-@dataclass(frozen=True)
-class Accounts:
-    """Named dev accounts of the dev consortium (see ``node_client.deploy.DEV_CONSORTIUM``)."""
-
-    admins: tuple[LocalAccount, ...]
-    gateway: LocalAccount
-    hospital: LocalAccount  # HOSPITAL | EMERGENCY
-    clinic: LocalAccount
-    lab: LocalAccount
-    pharmacy: LocalAccount
-    auditor: LocalAccount
-    regulator: LocalAccount
-    patients: tuple[LocalAccount, ...]
-    outsider: LocalAccount  # funded, never a member
-
-
-class Chain:
-    """Time and block helpers on the test node."""
-
-    def __init__(self, client: ChainClient) -> None:
-        self.client = client
-
-    def now(self) -> int:
-        return self.client.block_timestamp()
-
-    def advance(self, seconds: int) -> None:
-        """Moves the chain's clock forward and mines a block."""
-        self.client.w3.provider.make_request("evm_increaseTime", [seconds])
-        self.client.w3.provider.make_request("evm_mine", [])
-
-    def mine(self) -> None:
-        self.client.w3.provider.make_request("evm_mine", [])
-
-
-def h(label: str) -> bytes:
-    """A realistic 32-byte value derived from ``label``."""
-    return hashlib.sha256(label.encode()).digest()
-
-
-def cid(label: str) -> bytes:
-    """A CIDv1 (raw, sha2-256) locator derived from ``label``."""
-    return b"\x01\x55\x12\x20" + h(label)
+#: fixtures defined in the support package, available to every directory
+pytest_plugins = ["tests.support.ipfs_fixture"]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,134 @@
+"""A real gateway for tests: its own Hardhat node and deployment, the FastAPI app served by uvicorn on a
+free port in a background thread, and an HTTP client that signs in like a hospital or patient does.
+
+The gateway gets its own chain (not the session node of the contract tests) because the contract tests
+revert snapshots, which would pull the chain out from under the gateway's indexer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from eth_account.signers.local import LocalAccount
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from gateway.wiring import Components, build_components
+from node_client._client import ChainClient
+from node_client._node import HardhatNode, free_port
+from node_client.deploy import Ledger, Manifest, deploy_dev, dev_encryption_key
+from node_client.gateway_client import GatewayClient
+from node_client.gateway_client import open_release as _open_release
+from node_client.keys import dev_account
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "fhir"
+
+#: dev account indices of the dev consortium (node_client.deploy.DEV_CONSORTIUM)
+GATEWAY, HOSPITAL, CLINIC, LAB, PHARMACY, AUDITOR = 3, 4, 5, 6, 7, 8
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    settings: GatewaySettings
+    components: Components
+    client: ChainClient
+    manifest: Manifest
+    ledger: Ledger
+    server: uvicorn.Server
+    thread: threading.Thread
+    node: HardhatNode
+
+    def chain_paused(self):  # type: ignore[no-untyped-def]
+        """The chain node stops answering (SIGSTOP) inside the block, and resumes after it."""
+        return self.node.frozen()
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def sign_in(self, account: LocalAccount) -> GatewayClient:
+        """A :class:`GatewayClient` signed in as ``account`` (Sign-In with Ethereum)."""
+        gw = GatewayClient(self.url, timeout=30)
+        gw.sign_in(account)
+        return gw
+
+    def login(self, account: LocalAccount) -> httpx.Client:
+        """An HTTP client carrying a bearer token for ``account``: the signed-in client's ``http``."""
+        return self.sign_in(account).http
+
+    def wait_indexed(self, timeout: float = 10.0) -> None:
+        """Blocks until the gateway's indexer has seen the current head."""
+        head = self.client.block_number()
+        deadline = time.monotonic() + timeout
+        while self.components.indexer.indexed_block < head:
+            if time.monotonic() > deadline:
+                raise TimeoutError("indexer did not catch up")
+            time.sleep(0.05)
+
+
+def open_release(body: dict[str, Any], account_index: int, requester: str) -> bytes:
+    """Decrypts a release response with the requester's X25519 private key (dev key of that account)."""
+    return _open_release(body, dev_encryption_key(account_index)[0], requester)
+
+
+@contextmanager
+def running_gateway(tmp: Path, **overrides: Any) -> Iterator[RunningGateway]:
+    node = HardhatNode(log_path=tmp / "hardhat.log").start(port=free_port())
+    try:
+        client = ChainClient(rpc_url=node.url)
+        manifest = deploy_dev(client)
+        manifest_path = tmp / "manifest.json"
+        manifest.save(manifest_path)
+        port = free_port()
+        settings = GatewaySettings(
+            rpc_url=node.url,
+            manifest=manifest_path,
+            data_dir=tmp / "gateway",
+            gateway_dev_account=GATEWAY,
+            host="127.0.0.1",
+            port=port,
+            indexer_poll=0.1,
+            anchor_interval=0.5,
+            log_level="WARNING",
+            **overrides,
+        )
+        components = build_components(settings)
+        app = create_app(settings, components=components)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.05)
+        gw = RunningGateway(
+            f"http://127.0.0.1:{port}",
+            settings,
+            components,
+            client,
+            manifest,
+            manifest.connect(client),
+            server,
+            thread,
+            node,
+        )
+        try:
+            yield gw
+        finally:
+            server.should_exit = True
+            thread.join(timeout=15)
+    finally:
+        node.stop()
+
+
+def dev(i: int) -> LocalAccount:
+    return dev_account(i)
