@@ -105,8 +105,7 @@ def _kubo() -> Iterator[str | None]:
     if os.environ.get("HCL_BENCH_IPFS_API"):
         yield os.environ["HCL_BENCH_IPFS_API"]
         return
-    sys.path.insert(0, str(ROOT / "tests"))
-    from ipfs_fixture import IpfsFixtureError, find_ipfs_binary, start_ipfs_node
+    from tests.support.ipfs_fixture import IpfsFixtureError, find_ipfs_binary, start_ipfs_node
 
     if find_ipfs_binary() is None:
         console.print("[yellow]no Kubo binary (./scripts/build_ipfs): the IPFS runs are skipped[/yellow]")
@@ -261,12 +260,12 @@ def soak_cmd(
         float, typer.Option(help="seconds of mixed load with revocations, split between strict and batch")
     ] = 600,
 ) -> None:
-    """The soak test (tests/test_soak.py) for longer than CI's 60 s: afterwards requests = releases +
+    """The soak test (tests/system/test_soak.py) for longer than CI's 60 s: afterwards requests = releases +
     refusals, releases = ledger entries, and no release after a revocation the gateway had seen."""
     import os
 
     env = {**os.environ, "HCL_SOAK_SECONDS": str(seconds)}
-    code = subprocess.call([sys.executable, "-m", "pytest", "-q", "tests/test_soak.py"], cwd=ROOT, env=env)
+    code = subprocess.call([sys.executable, "-m", "pytest", "-q", "tests/system/test_soak.py"], cwd=ROOT, env=env)
     if code:
         raise typer.Exit(code)
 

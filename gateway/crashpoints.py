@@ -5,7 +5,7 @@ was set when this module was imported (one global lookup per call otherwise)::
 
     HCL_TEST_CRASH_AT=<point>[:<n>]   kill this process the n-th time <point> is reached (default 1st)
 
-``tests/test_faults.py`` starts ``hcl gateway serve`` (and ``hcl gateway reconcile``) with it, drives
+``tests/system/test_faults.py`` starts ``hcl gateway serve`` (and ``hcl gateway reconcile``) with it, drives
 uploads, releases and retractions until the process dies, and checks what survives. SIGKILL, not an
 exception: no ``finally`` block, no atexit handler and no flush runs, exactly like ``kill -9`` or a
 power cut of the process (the kernel keeps what was written; see docs/reliability.md for the

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AnchorLagging",
     "ChainRejected",
     "ChainUnavailable",
     "ConsentExpired",

@@ -11,7 +11,7 @@ Everything else is declared by the routes themselves, next to them in :mod:`gate
 body (a model of :mod:`gateway.api.schemas`, or an explicit media type), the other problem statuses
 (``responses=problems(404, 503)``), and anything else the route answers. Nothing here names an
 operation, so a renamed or moved route keeps what it declared. The document is checked by
-``tests/test_openapi_document.py`` and against the running gateway by ``tests/test_schemathesis.py``.
+``tests/gateway/test_openapi_document.py`` and against the running gateway by ``tests/gateway/test_schemathesis.py``.
 """
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ async def get_record(
     """Release a record: consent checked on-chain, access ledgered before release, FHIR JSON encrypted to
     the caller's registered X25519 key (HPKE)."""
     # the hot path: the body is the service's, serialised by orjson; ``Release`` is what the document says
-    # of it (checked by tests/test_gateway_api.py and the schemathesis run), not run per request
+    # of it (checked by tests/gateway/test_api.py and the schemathesis run), not run per request
     rid, pur = parse_record_id(record_id), parse_purpose(purpose)
     try:
         released = await releases.release_async(c, caller=caller, record_id=rid, purpose=pur)

@@ -117,12 +117,16 @@ def test_manifest_has_no_personal_data(manifest: Manifest) -> None:
         assert len(bytes.fromhex(member["encryptionKey"][2:])) == 32
 
 
-def test_poa_switch_injects_middleware(node) -> None:
-    from web3.middleware import ExtraDataToPOAMiddleware
+def test_proof_of_authority_blocks_are_recognised_by_their_seal(node) -> None:
+    """No engine flag: a Clique/QBFT seal in extraData becomes proofOfAuthorityData, plain blocks pass."""
+    from node_client._client import _poa_block
 
-    client = ChainClient(rpc_url=node.url, poa=True)
-    assert ExtraDataToPOAMiddleware in [m for m, _name in client.w3.middleware_onion.middleware]
-    assert client.chain_id == 31337 and client.block_number() >= 0
+    sealed = {"number": "0x1", "extraData": "0x" + "00" * 32 + "11" * 20 + "00" * 65}
+    assert "extraData" not in _poa_block(sealed) and len(_poa_block(sealed)["proofOfAuthorityData"]) == 117
+    plain = {"number": "0x1", "extraData": "0x" + "ab" * 32}
+    assert _poa_block(plain) == plain and _poa_block(None) is None
+    client = ChainClient(rpc_url=node.url)
+    assert "extraData" in client.w3.eth.get_block("latest")  # Hardhat: unchanged
 
 
 def test_unreachable_node_raises_chain_unavailable() -> None:
