@@ -1,7 +1,7 @@
 """A consortium network in one folder: up, status, down, and a new validator institution.
 
-The folder (default ``.hcl/network``) holds everything: ``network.json`` (the nodes, their ports and
-PIDs), ``consortium.toml`` as given, ``genesis.json``, the keystore ``password`` (mode 0600), the member
+The folder (default ``.hcl/network``) holds everything: ``network.json`` (the consortium as given, the
+nodes, their ports and PIDs), ``genesis.json``, the keystore ``password`` (mode 0600), the member
 keys under ``keys/`` and one geth datadir per validator under ``nodes/<institution>/``. ``up`` on a folder
 that exists restarts the nodes on their data; nothing is generated twice.
 """
