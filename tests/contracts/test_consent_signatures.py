@@ -13,6 +13,7 @@ import pytest
 from eth_abi import encode
 from eth_account import Account
 from eth_account.messages import encode_typed_data
+from eth_keys import keys
 from eth_utils import keccak
 
 from node_client import signing
@@ -483,6 +484,86 @@ def test_tampered_terms_are_refused(ledger, chain, domain, patient, hospital, ac
     assert ledger.consents.nonces(patient.address, hospital.address) == 0
 
 
+# ------------------------------------------------------------------------------- malformed signatures
+#
+# ConsentRegistry._checkSignature first tries ECDSA (OpenZeppelin's tryRecover: 65 bytes only, v in {27, 28},
+# s in the lower half order), then falls back to ERC-1271 on the claimed signer. Every variant below of a good
+# signature must fail both ways and be refused with ConsentInvalidSignature, consuming nothing: the good
+# signature is accepted afterwards.
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+MALFORMED = ["high-s", "v-0-or-1", "erc2098-64-bytes", "66-bytes", "empty", "65-zero-bytes"]
+
+
+def split_signature(signature: bytes) -> tuple[int, int, int]:
+    assert len(signature) == 65
+    return int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big"), signature[64]
+
+
+def join_signature(r: int, s: int, v: int) -> bytes:
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v])
+
+
+def malformed(good: bytes, variant: str) -> bytes:
+    r, s, v = split_signature(good)
+    assert v in (27, 28) and s <= SECP256K1_N // 2  # a canonical signature to start from
+    if variant == "high-s":  # the malleable twin: n - s with v flipped, the same signer for ecrecover
+        return join_signature(r, SECP256K1_N - s, 55 - v)
+    if variant == "v-0-or-1":
+        return join_signature(r, s, v - 27)
+    if variant == "erc2098-64-bytes":  # r || (yParity << 255 | s): OpenZeppelin 5 no longer decodes it
+        return r.to_bytes(32, "big") + (((v - 27) << 255) | s).to_bytes(32, "big")
+    if variant == "66-bytes":
+        return good + b"\x00"
+    if variant == "empty":
+        return b""
+    if variant == "65-zero-bytes":
+        return b"\x00" * 65
+    raise AssertionError(variant)
+
+
+def ecrecover_off_chain(digest: bytes, signature: bytes) -> str:
+    """What the bare ecrecover precompile returns (no malleability check)."""
+    r, s, v = split_signature(signature)
+    return keys.Signature(vrs=(v - 27, r, s)).recover_public_key_from_msg_hash(digest).to_checksum_address()
+
+
+@pytest.mark.parametrize("variant", MALFORMED)
+def test_malformed_patient_signature_is_refused(ledger, chain, domain, patient, hospital, variant):
+    grant = build_grant(ledger, chain, patient.address, hospital.address)
+    good = signing.sign(patient, domain, grant)
+    bad = malformed(good.signature, variant)
+    if variant == "high-s":  # only the s <= n/2 rule refuses it: the curve math accepts it
+        assert ecrecover_off_chain(expected_digest(domain, grant), bad) == patient.address
+
+    with pytest.raises(ConsentInvalidSignature) as info:
+        ledger.consents.grant_by_sig(hospital, SignedMessage(grant, patient.address, bad))
+    assert info.value.signer == patient.address
+    assert ledger.consents.nonces(patient.address, hospital.address) == 0
+
+    consent_id, result = ledger.consents.grant_by_sig(hospital, good)
+    (ev,) = ledger.consents.events_in(result, "ConsentGranted")
+    assert (ev["consentId"], ev["signer"]) == (consent_id, patient.address)
+
+
+def test_signature_claimed_for_a_codeless_guardian_is_refused(ledger, chain, client, domain, accounts, hospital):
+    """The ERC-1271 fallback on an address without code gets empty return data: refused, not accepted."""
+    child, parent = accounts.patients[0], accounts.patients[1]
+    ledger.consents.set_guardian(child, parent.address, chain.now() + 365 * DAY)
+    assert client.w3.eth.get_code(parent.address) == b""
+    grant = build_grant(ledger, chain, child.address, hospital.address)
+    good = signing.sign(child, domain, grant)
+
+    with pytest.raises(ConsentInvalidSignature) as info:  # a real guardian, so not ConsentInvalidSigner
+        ledger.consents.grant_by_sig(hospital, SignedMessage(grant, parent.address, good.signature))
+    assert info.value.signer == parent.address
+    assert ledger.consents.nonces(child.address, hospital.address) == 0
+
+    _, result = ledger.consents.grant_by_sig(hospital, good)
+    (ev,) = ledger.consents.events_in(result, "ConsentGranted")
+    assert ev["signer"] == child.address
+
+
 # ------------------------------------------------------------------------------------------ off-chain
 
 
@@ -628,3 +709,23 @@ def test_owner_key_cannot_sign_as_itself_for_the_wallet_patient(ledger, chain, d
     grant = build_grant(ledger, chain, wallet_address, hospital.address)
     with pytest.raises(ConsentInvalidSigner):
         ledger.consents.grant_by_sig(hospital, signing.sign(owner, domain, grant))
+
+
+@pytest.mark.parametrize("variant", MALFORMED)
+def test_malformed_wallet_signature_is_refused(ledger, chain, domain, hospital, wallet, variant):
+    """The wallet's isValidSignature reverts or says no on each variant; the registry refuses, not crashes."""
+    wallet_address, owner = wallet
+    grant = build_grant(ledger, chain, wallet_address, hospital.address)
+    good = wallet_sign(owner, domain, grant)
+    bad = malformed(good, variant)
+    if variant == "high-s":
+        assert ecrecover_off_chain(expected_digest(domain, grant), bad) == owner.address
+
+    with pytest.raises(ConsentInvalidSignature) as info:
+        ledger.consents.grant_by_sig(hospital, SignedMessage(grant, wallet_address, bad))
+    assert info.value.signer == wallet_address
+    assert ledger.consents.nonces(wallet_address, hospital.address) == 0
+
+    _, result = ledger.consents.grant_by_sig(hospital, SignedMessage(grant, wallet_address, good))
+    (ev,) = ledger.consents.events_in(result, "ConsentGranted")
+    assert (ev["patient"], ev["signer"]) == (wallet_address, wallet_address)

@@ -22,6 +22,7 @@ from node_client._compile import (
     ToolchainError,
     compile_contracts,
     find_solc,
+    load_solc_config,
     repo_root,
 )
 from node_client._node import HardhatNode, NodeError, free_port
@@ -31,6 +32,16 @@ WRAPPER = ROOT / "scripts" / "solc-js"
 HARDHAT = ROOT / "node_modules" / ".bin" / "hardhat"
 # The regex py-solc-x 2.0.5 applies to `solc --version` (solcx.wrapper).
 SOLCX_VERSION_RE = re.compile(r"(\d+\.\d+\.\d+)(?:-nightly.\d+.\d+.\d+|)(\+commit.\w+)")
+#: Opcodes newer than London (Shanghai: PUSH0; Cancun: MCOPY, TLOAD, TSTORE, BLOBHASH, BLOBBASEFEE). The
+#: consortium chain (geth Clique) stops at London and treats each of them as an invalid instruction.
+POST_LONDON_OPCODES = {
+    0x5F: "PUSH0",
+    0x5E: "MCOPY",
+    0x5C: "TLOAD",
+    0x5D: "TSTORE",
+    0x49: "BLOBHASH",
+    0x4A: "BLOBBASEFEE",
+}
 
 
 def _pinned_version() -> str:
@@ -135,6 +146,69 @@ def test_compile_then_cache_hit(compiled: tuple[CompileResult, Path, float], tmp
     assert again.contracts == result.contracts
     assert again.solc_version == result.solc_version
     print(f"compile: cold {cold_seconds:.2f}s, cached {cached_seconds:.3f}s")
+
+
+def _strip_metadata(code: bytes) -> bytes:
+    """``code`` without solc's trailing CBOR metadata, whose length is given by the last two bytes."""
+    length = int.from_bytes(code[-2:], "big")
+    assert 0 < length <= len(code) - 2, f"no CBOR metadata length at the end ({code[-2:].hex()})"
+    cbor = code[-2 - length : -2]
+    assert cbor[0] & 0xE0 == 0xA0 and b"solc" in cbor, f"not solc metadata: {cbor.hex()}"
+    return code[: -2 - length]
+
+
+def _forbidden_opcodes(code: bytes) -> list[tuple[int, str]]:
+    """Linear sweep: (offset, name) of every post-London opcode, PUSH1..PUSH32 immediates skipped."""
+    hits: list[tuple[int, str]] = []
+    pc = 0
+    while pc < len(code):
+        op = code[pc]
+        if op in POST_LONDON_OPCODES:
+            hits.append((pc, POST_LONDON_OPCODES[op]))
+        pc += 1 + (op - 0x5F if 0x60 <= op <= 0x7F else 0)
+    # A PUSH running past the end means the sweep lost the instruction boundaries (data taken for code).
+    assert pc == len(code), f"PUSH immediate runs {pc - len(code)} byte(s) past the end"
+    return hits
+
+
+def test_disassembler_finds_post_london_opcodes_and_skips_push_data() -> None:
+    assert _forbidden_opcodes(bytes.fromhex("5f00")) == [(0, "PUSH0")]
+    assert _forbidden_opcodes(bytes.fromhex("60015e5c5d494a")) == [
+        (2, "MCOPY"),
+        (3, "TLOAD"),
+        (4, "TSTORE"),
+        (5, "BLOBHASH"),
+        (6, "BLOBBASEFEE"),
+    ]
+    assert _forbidden_opcodes(bytes.fromhex("605f00")) == []  # PUSH1 0x5f: data, not an opcode
+    assert _forbidden_opcodes(bytes.fromhex("7f" + "5f" * 32 + "5f")) == [(33, "PUSH0")]  # after a PUSH32
+    with pytest.raises(AssertionError):
+        _forbidden_opcodes(bytes.fromhex("615f"))  # PUSH2 with one byte left
+    metadata = bytes.fromhex("a26469706673425f5f64736f6c634300081c")  # {"ipfs": 5f5f, "solc": 0.8.28}
+    code = bytes.fromhex("5f00") + metadata + len(metadata).to_bytes(2, "big")
+    assert _forbidden_opcodes(_strip_metadata(code)) == [(0, "PUSH0")]
+
+
+def test_contracts_target_london_without_post_london_opcodes(compiled: tuple[CompileResult, Path, float]) -> None:
+    """solc-settings.json pins evmVersion london, and no init or runtime code uses a newer opcode."""
+    _, settings = load_solc_config()
+    assert settings.get("evmVersion") == "london"
+
+    result, _, _ = compiled
+    deployable = {n: a for n, a in result.contracts.items() if a.is_deployable}
+    assert {"ConsentRegistry", "MemberRegistry", "RecordRegistry", "AccessLedger"} <= set(deployable)
+    found: dict[str, list[tuple[int, str]]] = {}
+    for name, art in sorted(deployable.items()):
+        creation = bytes.fromhex(art.bytecode.removeprefix("0x"))
+        runtime = bytes.fromhex(art.deployed_bytecode.removeprefix("0x"))
+        # The creation code is the init code followed by the runtime code (with its metadata).
+        assert creation.endswith(runtime) and len(creation) > len(runtime), name
+        init = creation[: len(creation) - len(runtime)]
+        for part, code in (("init", init), ("runtime", _strip_metadata(runtime))):
+            hits = _forbidden_opcodes(code)
+            if hits:
+                found[f"{name} {part}"] = hits
+    assert not found, f"post-London opcodes: {found}"
 
 
 @pytest.mark.slow
