@@ -21,6 +21,7 @@ from eth_utils import is_address, to_checksum_address
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from hexbytes import HexBytes
 from pydantic import BaseModel, Field
 
 from gateway.api import me
@@ -42,9 +43,10 @@ from gateway.portal.session import (
     viewer,
 )
 from gateway.problems import Problem
+from gateway.storage import emergency_reasons, read_model
+from gateway.wiring import Components
 from node_client import healthcode as hc
 from node_client._exceptions import ChainUnavailable
-from node_client.contracts import MemberStatus
 from node_client.vocabulary import CATEGORIES, PROVIDER_ROLES, PURPOSES, Role, roles_of
 
 __all__ = ["STATIC_DIR", "router", "templates"]
@@ -66,7 +68,7 @@ CSP = (
 )
 
 
-def _formatter(c: Any) -> Any:
+def _formatter(c: Components) -> Callable[[int | float | None], str]:
     zone = ZoneInfo(c.settings.display_timezone)
 
     def dt(ts: int | float | None) -> str:
@@ -78,7 +80,7 @@ def _formatter(c: Any) -> Any:
 
 
 def _render(
-    request: Request, c: Any, name: str, status: int = 200, *, viewer: Viewer | None = None, **ctx: Any
+    request: Request, c: Components, name: str, status: int = 200, *, viewer: Viewer | None = None, **ctx: Any
 ) -> HTMLResponse:
     """A page or fragment; ``viewer`` is who the page acts as (shown in the header), never guessed."""
     lang = i18n.negotiate(request)
@@ -126,7 +128,7 @@ def _allowed(page: str, v: Viewer) -> bool:
     return {"patient": True, "hospital": v.is_provider, "auditor": v.is_auditor}[page]
 
 
-def not_found(request: Request, c: Any) -> HTMLResponse:
+def not_found(request: Request, c: Components) -> HTMLResponse:
     """The portal's own 404: a page in the reader's language rather than an API error."""
     return _render(request, c, "not_found.html", status=404, page="not-found")
 
@@ -158,34 +160,28 @@ def role_sections(page: str, request: Request, c: ComponentsDep) -> HTMLResponse
 # ---------------------------------------------------------------- page data
 
 
-def _providers(c: Any) -> list[dict[str, Any]]:
-    rows = c.db.read().execute(
-        "SELECT address, roles FROM chain_members WHERE status = ? ORDER BY since_block", (MemberStatus.ACTIVE,)
-    )
+def _providers(c: Components) -> list[dict[str, Any]]:
     return [
         {
-            "address": r["address"],
-            "name": c.member_names.get(r["address"], "") or r["address"],
-            "roles": roles_of(r["roles"]),
+            "address": m.address,
+            "name": c.member_names.get(m.address, "") or m.address,
+            "roles": roles_of(m.roles),
         }
-        for r in rows
-        if r["roles"] & int(PROVIDER_ROLES)
+        for m in read_model.active_members(c.db)
+        if m.roles & int(PROVIDER_ROLES)
     ]
 
 
-def _patient(c: Any, v: Viewer) -> dict[str, Any]:
+def _patient(c: Components, v: Viewer) -> dict[str, Any]:
     records = me.my_records(c, v.address).records
     by_category: dict[str, list[MyRecord]] = {}
     for r in records:
         by_category.setdefault(r.category, []).append(r)
     now = int(time.time())
     guardians = [
-        {"address": g["guardian"], "validUntil": g["valid_until"], "current": g["valid_until"] > now}
-        for g in c.db.read().execute(
-            "SELECT guardian, valid_until FROM chain_guardians WHERE patient = ? ORDER BY guardian", (v.address,)
-        )
+        {"address": g.guardian, "validUntil": g.valid_until, "current": g.valid_until > now}
+        for g in read_model.guardians_of(c.db, v.address)
     ]
-    optout = c.db.read().execute("SELECT opted_out FROM chain_optouts WHERE patient = ?", (v.address,)).fetchone()
     consents = me.my_consents(c, v.address)
     return {
         "records_by_category": by_category,
@@ -197,11 +193,11 @@ def _patient(c: Any, v: Viewer) -> dict[str, Any]:
         "consents": consents.consents,
         "access": me.my_access_log(c, v.address),
         "guardians": guardians,
-        "opted_out": bool(optout and optout["opted_out"]),
+        "opted_out": read_model.opted_out(c.db, v.address),
     }
 
 
-def _hospital(c: Any, v: Viewer) -> dict[str, Any]:
+def _hospital(c: Components, v: Viewer) -> dict[str, Any]:
     return {
         "emergency_categories": [t for t in CATEGORIES if t.emergency_safe],
         "can_break_glass": bool(v.roles & int(Role.EMERGENCY)),
@@ -209,11 +205,11 @@ def _hospital(c: Any, v: Viewer) -> dict[str, Any]:
     }
 
 
-def _report_dir(c: Any) -> Path:
+def _report_dir(c: Components) -> Path:
     return c.settings.audit_reports_dir or c.settings.data_dir / "audit"
 
 
-def _reports(c: Any) -> list[dict[str, Any]]:
+def _reports(c: Components) -> list[dict[str, Any]]:
     import orjson
 
     base = _report_dir(c)
@@ -231,46 +227,35 @@ def _reports(c: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _auditor(c: Any, v: Viewer) -> dict[str, Any]:
-    db = c.db.read()
-
-    def count(sql: str, *params: Any) -> int:
-        return int(db.execute(sql, params).fetchone()[0])
-
-    per_member: Counter[str] = Counter(
-        {
-            r["requester"]: r["n"]
-            for r in db.execute("SELECT requester, COUNT(*) AS n FROM chain_accesses GROUP BY requester")
-        }
-    )
+def _auditor(c: Components, v: Viewer) -> dict[str, Any]:
+    per_member: Counter[str] = Counter(read_model.access_counts(c.db))
     journal_size = c.journal.size if c.journal is not None else 0
     if c.journal_index is not None:
         per_member.update(c.journal_index.requester_counts())
-    reasons = {
-        bytes(r["access_id"]): r["reason"] for r in db.execute("SELECT access_id, reason FROM emergency_reasons")
-    }
+    reasons = emergency_reasons.every(c.db)
     emergencies = [
         {
-            "accessId": "0x" + bytes(e["access_id"]).hex(),
-            "patient": e["patient"],
-            "member": e["member"],
-            "memberName": c.member_names.get(e["member"], ""),
-            "time": e["time"],
-            "validUntil": e["valid_until"],
-            "reason": reasons.get(bytes(e["access_id"])),
-            "txHash": e["tx_hash"],
-            "categories": [CATEGORIES[t.bit] for t in CATEGORIES if e["categories"] >> t.bit & 1],
+            "accessId": "0x" + e.access_id.hex(),
+            "patient": e.patient,
+            "member": e.member,
+            "memberName": c.member_names.get(e.member, ""),
+            "time": e.time,
+            "validUntil": e.valid_until,
+            "reason": reasons.get(e.access_id),
+            "txHash": e.tx_hash,
+            "categories": [CATEGORIES[t.bit] for t in CATEGORIES if e.categories >> t.bit & 1],
         }
-        for e in db.execute("SELECT * FROM chain_emergency ORDER BY block DESC")
+        for e in read_model.emergencies(c.db)
     ]
+    totals = read_model.counts(c.db)
     return {
         "stats": {
-            "members": count("SELECT COUNT(*) FROM chain_members WHERE status = ?", MemberStatus.ACTIVE),
-            "consents_count": count("SELECT COUNT(*) FROM chain_consent_events WHERE kind = 'granted'"),
-            "records_count": count("SELECT COUNT(*) FROM chain_records"),
-            "strict_accesses": count("SELECT COUNT(*) FROM chain_accesses"),
+            "members": totals.active_members,
+            "consents_count": totals.consents_granted,
+            "records_count": totals.records,
+            "strict_accesses": totals.accesses,
             "journal_entries": journal_size,
-            "anchors": count("SELECT COUNT(*) FROM chain_anchors"),
+            "anchors": totals.anchors,
         },
         "emergencies": emergencies,
         "per_member": [
@@ -282,7 +267,7 @@ def _auditor(c: Any, v: Viewer) -> dict[str, Any]:
 
 
 #: what each role page shows (computed only for a viewer allowed to see it)
-PAGE_DATA: dict[str, Callable[[Any, Viewer], dict[str, Any]]] = {
+PAGE_DATA: dict[str, Callable[[Components, Viewer], dict[str, Any]]] = {
     "patient": _patient,
     "hospital": _hospital,
     "auditor": _auditor,
@@ -349,7 +334,7 @@ def draft(body: DraftIn, request: Request, c: ComponentsDep) -> dict[str, Any]:
 
     The page signs exactly this with the patient's key; the gateway never sees the key.
     """
-    from node_client.signing import typed_data
+    from node_client.signing import ConsentGrant, ConsentRevoke, typed_data
     from node_client.vocabulary import parse_categories, parse_purposes
 
     require_portal_post(request)
@@ -360,6 +345,7 @@ def draft(body: DraftIn, request: Request, c: ComponentsDep) -> dict[str, Any]:
     try:
         now = c.ledger.client.block_timestamp()
         deadline = now + body.deadlineHours * 3600
+        message: ConsentGrant | ConsentRevoke
         if body.kind == "revoke":
             message = c.ledger.consents.build_revoke(v.address, grantee, deadline=deadline)
         else:
@@ -472,7 +458,7 @@ def transaction(tx_hash: str, request: Request, c: ComponentsDep) -> HTMLRespons
         raise Problem("invalid_request", "a transaction hash is 32 bytes of hex")
     client = c.ledger.client
     try:
-        receipt = client.rpc(lambda: client.w3.eth.get_transaction_receipt("0x" + raw))
+        receipt = client.rpc(lambda: client.w3.eth.get_transaction_receipt(HexBytes("0x" + raw)))
     except ChainUnavailable as exc:
         raise Problem("chain_unavailable", str(exc)) from exc
     except Exception:  # noqa: BLE001 - an unknown transaction is a 404 page, whatever the node says
@@ -484,7 +470,7 @@ def transaction(tx_hash: str, request: Request, c: ComponentsDep) -> HTMLRespons
         for log in receipt["logs"]:
             if to_checksum_address(log["address"]) != contract.address:
                 continue
-            for ev in contract.contract.events:
+            for ev in contract.contract.all_events():
                 try:
                     decoded = ev.process_log(log)
                 except Exception:  # noqa: BLE001 - a log this contract cannot decode is skipped

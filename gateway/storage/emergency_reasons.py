@@ -9,7 +9,7 @@ import sqlite3
 
 from gateway.storage.db import Database
 
-__all__ = ["of_patient", "record"]
+__all__ = ["every", "of_patient", "record"]
 
 
 def record(conn: sqlite3.Connection, access_id: bytes, member: str, patient: str, reason: str) -> None:
@@ -26,4 +26,12 @@ def of_patient(db: Database, patient: str) -> dict[bytes, str]:
     return {
         bytes(r["access_id"]): str(r["reason"])
         for r in db.read().execute("SELECT access_id, reason FROM emergency_reasons WHERE patient = ?", (patient,))
+    }
+
+
+def every(db: Database) -> dict[bytes, str]:
+    """Access id → reason, of every emergency access the gateway kept a reason for."""
+    return {
+        bytes(r["access_id"]): str(r["reason"])
+        for r in db.read().execute("SELECT access_id, reason FROM emergency_reasons")
     }

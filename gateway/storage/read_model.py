@@ -18,18 +18,26 @@ __all__ = [
     "ChainAccess",
     "ChainConsent",
     "ChainConsentEvent",
+    "ChainCounts",
     "ChainEmergency",
+    "ChainGuardian",
     "ChainRecord",
     "PatientAccess",
     "access_by_hash",
+    "access_counts",
     "accesses_of",
+    "active_members",
     "consent",
     "consent_events_of",
     "consents_of",
+    "counts",
+    "emergencies",
     "emergencies_of",
+    "guardians_of",
     "member",
     "member_addresses",
     "members",
+    "opted_out",
     "record",
     "record_categories_of",
     "records_of",
@@ -128,6 +136,26 @@ class ChainEmergency:
     tx_hash: str
 
 
+@dataclass(frozen=True, slots=True)
+class ChainGuardian:
+    """``chain_guardians``: a guardian of a patient, until ``valid_until``."""
+
+    patient: str
+    guardian: str
+    valid_until: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainCounts:
+    """How much the read model holds: active members, grants ever made, records, accesses, anchors."""
+
+    active_members: int
+    consents_granted: int
+    records: int
+    accesses: int
+    anchors: int
+
+
 # ---------------------------------------------------------------------------------------- members
 
 
@@ -153,8 +181,33 @@ def members(db: Database) -> list[Member]:
     return [_member(r) for r in db.read().execute("SELECT * FROM chain_members ORDER BY since_block").fetchall()]
 
 
+def active_members(db: Database) -> list[Member]:
+    """The active members, in the order they were added (``since`` block)."""
+    rows = db.read().execute(
+        "SELECT * FROM chain_members WHERE status = ? ORDER BY since_block", (int(MemberStatus.ACTIVE),)
+    )
+    return [_member(r) for r in rows.fetchall()]
+
+
 def member_addresses(db: Database) -> list[str]:
     return [str(r["address"]) for r in db.read().execute("SELECT address FROM chain_members")]
+
+
+# ---------------------------------------------------------------------------------------- guardians and opt-outs
+
+
+def guardians_of(db: Database, patient: str) -> list[ChainGuardian]:
+    """The patient's guardians (expired ones included), by address."""
+    rows = db.read().execute(
+        "SELECT patient, guardian, valid_until FROM chain_guardians WHERE patient = ? ORDER BY guardian", (patient,)
+    )
+    return [ChainGuardian(str(r["patient"]), str(r["guardian"]), int(r["valid_until"])) for r in rows.fetchall()]
+
+
+def opted_out(db: Database, patient: str) -> bool:
+    """Whether the patient has opted out of emergency access (``False`` if they never said)."""
+    row = db.read().execute("SELECT opted_out FROM chain_optouts WHERE patient = ?", (patient,)).fetchone()
+    return row is not None and bool(row["opted_out"])
 
 
 # ---------------------------------------------------------------------------------------- records
@@ -292,23 +345,61 @@ def accesses_of(db: Database, patient: str) -> list[PatientAccess]:
     return [PatientAccess(*_access_fields(r), category=_optional_int(r["category"])) for r in rows.fetchall()]
 
 
+def access_counts(db: Database) -> dict[str, int]:
+    """Requester → number of its strict-mode accesses."""
+    rows = db.read().execute("SELECT requester, COUNT(*) AS n FROM chain_accesses GROUP BY requester")
+    return {str(r["requester"]): int(r["n"]) for r in rows.fetchall()}
+
+
+def _emergency(r: sqlite3.Row) -> ChainEmergency:
+    return ChainEmergency(
+        bytes(r["access_id"]),
+        str(r["patient"]),
+        str(r["member"]),
+        int(r["categories"]),
+        int(r["valid_until"]),
+        bytes(r["reason_hash"]),
+        int(r["block"]),
+        int(r["time"]),
+        str(r["tx_hash"]),
+    )
+
+
 def emergencies_of(db: Database, patient: str) -> list[ChainEmergency]:
     """The patient's break-glass windows, newest block first."""
     rows = db.read().execute("SELECT * FROM chain_emergency WHERE patient = ? ORDER BY block DESC", (patient,))
-    return [
-        ChainEmergency(
-            bytes(r["access_id"]),
-            str(r["patient"]),
-            str(r["member"]),
-            int(r["categories"]),
-            int(r["valid_until"]),
-            bytes(r["reason_hash"]),
-            int(r["block"]),
-            int(r["time"]),
-            str(r["tx_hash"]),
+    return [_emergency(r) for r in rows.fetchall()]
+
+
+def emergencies(db: Database) -> list[ChainEmergency]:
+    """Every break-glass window, newest block first."""
+    return [_emergency(r) for r in db.read().execute("SELECT * FROM chain_emergency ORDER BY block DESC").fetchall()]
+
+
+# ---------------------------------------------------------------------------------------- totals
+
+
+def counts(db: Database) -> ChainCounts:
+    """The read model's totals (the auditor's overview)."""
+    row = (
+        db.read()
+        .execute(
+            "SELECT (SELECT COUNT(*) FROM chain_members WHERE status = ?) AS active_members,"
+            " (SELECT COUNT(*) FROM chain_consent_events WHERE kind = 'granted') AS consents_granted,"
+            " (SELECT COUNT(*) FROM chain_records) AS records,"
+            " (SELECT COUNT(*) FROM chain_accesses) AS accesses,"
+            " (SELECT COUNT(*) FROM chain_anchors) AS anchors",
+            (int(MemberStatus.ACTIVE),),
         )
-        for r in rows.fetchall()
-    ]
+        .fetchone()
+    )
+    return ChainCounts(
+        int(row["active_members"]),
+        int(row["consents_granted"]),
+        int(row["records"]),
+        int(row["accesses"]),
+        int(row["anchors"]),
+    )
 
 
 #: every table the indexer derives from the chain (and nothing else: the gateway's own rows stay)
