@@ -29,7 +29,7 @@ __all__ = ["GETH_VERSION", "GethNode", "find_geth", "stop_pid"]
 
 GETH_VERSION: Final = "1.13.15"
 #: The RPC namespaces served on loopback: ``admin`` and ``clique`` drive peering and signer votes.
-HTTP_APIS: Final = "eth,net,web3,txpool,clique,admin"
+HTTP_APIS: Final = "eth,net,web3,txpool,clique,admin,miner"
 _STOP_GRACE: Final = 20.0
 
 
@@ -97,7 +97,10 @@ class GethNode:
         os.chmod(self.datadir / "nodekey", 0o600)
 
     def command(self, geth: Path, *, chain_id: int, password_file: Path) -> list[str]:
-        """The geth command line: archive (auditors read old state), loopback only, sealing as ``signer``."""
+        """The geth command line: archive (auditors read old state), loopback only, ready to seal as
+        ``signer`` — but sealing starts only with ``miner_start``, once the node has its peers: validators
+        that seal before they meet each seal their own block 1 and, Clique forbidding a signer two blocks in
+        a row, can all end up waiting for each other."""
         return [
             str(geth),
             *("--datadir", str(self.datadir), "--config", str(self.datadir / "config.toml")),
@@ -107,7 +110,7 @@ class GethNode:
             *("--http", "--http.addr", "127.0.0.1", "--http.port", str(self.http_port), "--http.api", HTTP_APIS),
             *("--http.vhosts", "localhost,127.0.0.1", "--authrpc.addr", "127.0.0.1"),
             *("--authrpc.port", str(self.authrpc_port)),
-            *("--mine", "--miner.etherbase", self.signer, "--unlock", self.signer),
+            *("--miner.etherbase", self.signer, "--unlock", self.signer),
             *("--password", str(password_file), "--allow-insecure-unlock", "--verbosity", "3"),
         ]
 
@@ -118,7 +121,9 @@ class GethNode:
         for port in (self.p2p_port, self.http_port, self.authrpc_port):
             if _port_in_use("127.0.0.1", port):
                 raise NodeError(f"port {port} of {self.name} is taken by another process")
-        log = open(self.datadir / "geth.log", "ab")  # noqa: SIM115 - handed to the child, closed below
+        log_path = self.datadir / "geth.log"
+        log_start = log_path.stat().st_size if log_path.exists() else 0
+        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
             proc = subprocess.Popen(
                 self.command(geth, chain_id=chain_id, password_file=password_file),
@@ -131,7 +136,9 @@ class GethNode:
             log.close()
         self.pid = proc.pid
         deadline = time.monotonic() + timeout
-        while _chain_id(self.url) != chain_id:
+        # answering RPC is not enough: the sealing key is decrypted (scrypt) after that, and a
+        # ``miner_start`` before it fails its first block and waits for the next head that never comes
+        while _chain_id(self.url) != chain_id or not self._logged_since(log_start, "Unlocked account"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise NodeError(f"{self.name} did not start; log {self.datadir / 'geth.log'}:\n{self.log_tail()}")
@@ -156,6 +163,12 @@ class GethNode:
     def thaw(self) -> None:
         if self.pid is not None:
             os.killpg(self.pid, signal.SIGCONT)
+
+    def _logged_since(self, offset: int, text: str) -> bool:
+        with contextlib.suppress(OSError), open(self.datadir / "geth.log", "rb") as fh:
+            fh.seek(offset)
+            return text.encode() in fh.read()
+        return False
 
     def log_tail(self, limit: int = 3000) -> str:
         with contextlib.suppress(OSError), open(self.datadir / "geth.log", "rb") as fh:

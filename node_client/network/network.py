@@ -155,12 +155,28 @@ class Network:
             funded += [dev_account(i).address for i in range(_DEV_ACCOUNTS)]
         return funded
 
-    def _start_all(self, geth: Path) -> None:
+    def _start_all(self, geth: Path, *, timeout: float = 120.0) -> None:
+        """Starts the stopped validators, peers every running one with every other, then lets them seal."""
         for node in self.nodes:
             if not node.running:
                 self.say(f"starting the validator of {node.name} on {node.url}")
                 node.start(geth, chain_id=self.chain_id, password_file=self.password_file)
         self._save()
+        self._peer_and_seal(timeout=timeout)
+
+    def _peer_and_seal(self, *, timeout: float) -> None:
+        running = [i for i, n in enumerate(self.nodes) if n.running]
+        for i in running:
+            for j in running:
+                if i != j:
+                    self.rpc(i, "admin_addPeer", [self.nodes[j].enode])
+        deadline = time.monotonic() + timeout
+        while any(int(self.rpc(i, "net_peerCount"), 16) < len(running) - 1 for i in running):
+            if time.monotonic() > deadline:
+                raise NodeError(f"the validators did not all connect within {timeout:.0f}s")
+            time.sleep(0.2)
+        for i in running:
+            self.rpc(i, "miner_start")
 
     def _deploy(self, manifest_path: Path) -> Manifest:
         consortium = self._consortium()
@@ -286,14 +302,12 @@ class Network:
         node.init(geth, self.folder / "genesis.json")
         self.nodes.append(node)
         self.consortium = grown
-        enodes = [n.enode for n in self.nodes]
-        for i, other in enumerate(self.nodes):
-            other.write_peers(enodes)
-            if other.running and other is not node:
-                self.rpc(i, "admin_addPeer", [node.enode])
+        for other in self.nodes:  # static peers for the next restart; _peer_and_seal connects them now
+            other.write_peers([n.enode for n in self.nodes])
         self.say(f"starting the validator of {inst.name}")
         node.start(geth, chain_id=self.chain_id, password_file=self.password_file)
         self._save()
+        self._peer_and_seal(timeout=timeout)
         self.wait_agreement(timeout=timeout)
         self._onboard(inst, keys, grown)
         self._vote_in(node.signer, timeout=timeout)

@@ -44,7 +44,6 @@ class RunningGateway:
     manifest: Manifest
     ledger: Ledger
     server: uvicorn.Server
-    thread: threading.Thread
     node: HardhatNode
 
     def chain_paused(self):  # type: ignore[no-untyped-def]
@@ -80,6 +79,27 @@ def open_release(body: dict[str, Any], account_index: int, requester: str) -> by
 
 
 @contextmanager
+def serving(settings: GatewaySettings, components: Components) -> Iterator[uvicorn.Server]:
+    """The gateway app on ``settings.port`` in a background thread, until the block ends."""
+    app = create_app(settings, components=components)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.05)
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@contextmanager
 def running_gateway(tmp: Path, **overrides: Any) -> Iterator[RunningGateway]:
     node = HardhatNode(log_path=tmp / "hardhat.log").start(port=free_port())
     try:
@@ -101,31 +121,17 @@ def running_gateway(tmp: Path, **overrides: Any) -> Iterator[RunningGateway]:
             **overrides,
         )
         components = build_components(settings)
-        app = create_app(settings, components=components)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.05)
-        gw = RunningGateway(
-            f"http://127.0.0.1:{port}",
-            settings,
-            components,
-            client,
-            manifest,
-            manifest.connect(client),
-            server,
-            thread,
-            node,
-        )
-        try:
-            yield gw
-        finally:
-            server.should_exit = True
-            thread.join(timeout=15)
+        with serving(settings, components) as server:
+            yield RunningGateway(
+                f"http://127.0.0.1:{port}",
+                settings,
+                components,
+                client,
+                manifest,
+                manifest.connect(client),
+                server,
+                node,
+            )
     finally:
         node.stop()
 

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from node_client._exceptions import NodeError
+from node_client._node import free_port
 from node_client.network import Consortium, Network
 from node_client.network.geth import find_geth
 
-__all__ = ["need_geth", "start_network", "wait_until"]
+__all__ = ["heal", "need_geth", "network_gateway", "partition", "start_network", "wait_until"]
 
 
 def need_geth() -> Path:
@@ -50,3 +53,53 @@ def wait_until(condition: Callable[[], bool], *, timeout: float, what: str, inte
             return
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@contextmanager
+def network_gateway(tmp: Path, network: Network, *, rpc: list[int] | None = None, **overrides: Any) -> Iterator[Any]:
+    """The real gateway app (uvicorn, in a thread) on the network's dev deployment, signing as dev account
+    3; ``rpc``: the validators it talks to, in failover order (default: all). Yields its Components and URL."""
+    from gateway.settings import GatewaySettings
+    from gateway.wiring import build_components
+    from tests.support.gateway_harness import serving
+
+    assert network.manifest_path is not None
+    port = free_port()
+    nodes = rpc if rpc is not None else list(range(len(network.nodes)))
+    settings = GatewaySettings(
+        rpc_url=",".join(network.nodes[i].url for i in nodes),
+        manifest=network.manifest_path,
+        data_dir=tmp,
+        gateway_dev_account=3,
+        host="127.0.0.1",
+        port=port,
+        indexer_poll=0.1,
+        anchor_interval=0.5,
+        rpc_timeout=10,
+        log_level="WARNING",
+        **overrides,
+    )
+    components = build_components(settings)
+    with serving(settings, components):
+        yield components, f"http://127.0.0.1:{port}"
+
+
+def partition(network: Network, lone: int) -> None:
+    """Cuts validator ``lone`` off from the others (static and trusted peers removed on both sides)."""
+    for j, other in enumerate(network.nodes):
+        if j != lone:
+            for a, b in ((lone, other.enode), (j, network.nodes[lone].enode)):
+                network.rpc(a, "admin_removeTrustedPeer", [b])
+                network.rpc(a, "admin_removePeer", [b])
+    wait_until(lambda: int(network.rpc(lone, "net_peerCount"), 16) == 0, timeout=30, what="the partition")
+
+
+def heal(network: Network, lone: int) -> None:
+    """Reconnects validator ``lone`` with the others."""
+    for j, other in enumerate(network.nodes):
+        if j != lone:
+            network.rpc(lone, "admin_addPeer", [other.enode])
+            network.rpc(lone, "admin_addTrustedPeer", [other.enode])
+            network.rpc(j, "admin_addTrustedPeer", [network.nodes[lone].enode])
+    want = len(network.nodes) - 1
+    wait_until(lambda: int(network.rpc(lone, "net_peerCount"), 16) == want, timeout=60, what="the heal")

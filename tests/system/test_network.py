@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,15 +26,6 @@ from tests.support.network import need_geth, start_network, wait_until
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
-    net = start_network(tmp_path_factory.mktemp("clique"), Consortium.development(3))
-    try:
-        yield net
-    finally:
-        net.down()
 
 
 def _heads(net: Network, nodes: list[int]) -> list[int]:
