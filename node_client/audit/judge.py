@@ -18,8 +18,7 @@ from node_client.audit.anchors import JournalView
 from node_client.audit.chain import ChainView
 from node_client.audit.journal import Entry
 from node_client.audit.model import REVIEW_KINDS, AccessRow, Anomaly, Finding, Findings, hex0x
-from node_client.audit.state import ACTIVE, CATEGORY_COUNT, ROLE_GATEWAY, State, Windows
-from node_client.audit.timing import run_of
+from node_client.audit.state import ACTIVE, CATEGORY_COUNT, ROLE_GATEWAY, State, Windows, run_of
 from node_client.events import EventRecord
 from node_client.vocabulary import CATEGORIES, PURPOSES
 

@@ -14,7 +14,7 @@ from node_client.audit.model import Finding, hex0x, unhex
 from node_client.events import EventRecord
 from node_client.vocabulary import CATEGORIES, PURPOSES, Purpose, Role
 
-__all__ = ["ACTIVE", "ROLE_GATEWAY", "Consent", "State", "Verdict", "Windows"]
+__all__ = ["ACTIVE", "ROLE_GATEWAY", "Consent", "State", "Verdict", "Windows", "run_of"]
 
 # mirrors contracts/libraries/Vocabulary.sol and ConsentRegistry.sol
 _PROVIDER_ROLES = 0x0F
@@ -30,6 +30,28 @@ _R_ACTIVE, _R_AMENDED, R_RETRACTED = 1, 2, 3
 
 #: half-open ``[from, until)`` times at which an access is authorized
 Windows = tuple[tuple[int, int], ...]
+
+
+def run_of(windows: Windows, t: int) -> tuple[int, int] | None:
+    """The contiguous run of ``windows`` (half-open intervals) that contains ``t``, or ``None``."""
+    lo = hi = None
+    for a, b in windows:
+        if a <= t < b:
+            lo = a if lo is None else min(lo, a)
+            hi = b if hi is None else max(hi, b)
+    if lo is None or hi is None:
+        return None
+    grown = True
+    while grown:  # overlapping or adjacent windows extend the run
+        grown = False
+        for a, b in windows:
+            if a <= hi < b:
+                hi, grown = b, True
+            if a < lo <= b:
+                lo, grown = a, True
+    return lo, hi
+
+
 #: (findings, record category, consent or emergency-access id, emergency) of :meth:`State.authorize`
 Verdict = tuple[list[Finding], int | None, bytes | None, bool]
 #: an emergency window: (categories, valid until, access id, block)

@@ -16,31 +16,12 @@ from node_client.audit.anchors import AnchorRef, JournalView
 from node_client.audit.chain import ChainView, block_timestamps
 from node_client.audit.journal import Entry
 from node_client.audit.model import Finding, Findings, Progress
+from node_client.audit.state import run_of
 
 if TYPE_CHECKING:
     from node_client.audit.judge import Change, Judge, KeyWatch
 
-__all__ = ["Timeline", "measure_skew", "run_of", "schedule", "timing_verdicts"]
-
-
-def run_of(windows: tuple[tuple[int, int], ...], t: int) -> tuple[int, int] | None:
-    """The contiguous run of ``windows`` (half-open intervals) that contains ``t``, or ``None``."""
-    lo = hi = None
-    for a, b in windows:
-        if a <= t < b:
-            lo = a if lo is None else min(lo, a)
-            hi = b if hi is None else max(hi, b)
-    if lo is None or hi is None:
-        return None
-    grown = True
-    while grown:  # overlapping or adjacent windows extend the run
-        grown = False
-        for a, b in windows:
-            if a <= hi < b:
-                hi, grown = b, True
-            if a < lo <= b:
-                lo, grown = a, True
-    return lo, hi
+__all__ = ["Timeline", "measure_skew", "schedule", "timing_verdicts"]
 
 
 def measure_skew(entries: list[Entry], anchor_of: list[AnchorRef | None], chain: ChainView) -> int:
