@@ -44,7 +44,7 @@ def decision_latency(folder: Path, net: Chain, n: int) -> dict[str, Any]:
     from gateway.wiring import build_components
 
     settings = GatewaySettings(
-        rpc_url=net.node.url,
+        rpc_url=net.rpc_url,
         manifest=net.manifest_path,
         data_dir=folder / "decisions",
         gateway_dev_account=3,

@@ -1,6 +1,8 @@
 """What the gateway benchmarks share: a real chain, a real gateway *process*, a realistic dataset.
 
-* :func:`chain` starts a Hardhat node on a free port and deploys the dev consortium (``deploy_dev``).
+* :func:`chain` starts a Hardhat node on a free port and deploys the dev consortium (``deploy_dev``);
+  a :class:`Chain` may also be a chain this module did not start (``node`` None, ``rpc_url`` listing its
+  nodes: ``bench/network.py``'s geth validators).
 * :func:`gateway_process` runs ``hcl gateway serve`` as its own process (settings through ``HCL_*``
   variables, as an operator would), so the load generator never shares its CPU time or GIL.
 * :func:`seed` uploads FHIR records of a given size through the API (the real upload path: validation,
@@ -56,10 +58,11 @@ def environment() -> dict[str, Any]:
 
 @dataclass
 class Chain:
-    node: HardhatNode
+    node: HardhatNode | None  # None: a chain started elsewhere (a geth network)
     client: ChainClient
     manifest: Manifest
     manifest_path: Path
+    rpc_url: str  # what a gateway is given: one node, or several comma-separated (failover order)
 
 
 @contextmanager
@@ -70,7 +73,7 @@ def chain(folder: Path) -> Iterator[Chain]:
         manifest = deploy_dev(client)
         path = folder / "manifest.json"
         manifest.save(path)
-        yield Chain(node, client, manifest, path)
+        yield Chain(node, client, manifest, path, node.url)
     finally:
         node.stop()
 
@@ -111,7 +114,7 @@ def gateway_process(
     data_dir = folder / f"gateway-{mode}-{store}"
     env = {
         **os.environ,
-        "HCL_RPC_URL": net.node.url,
+        "HCL_RPC_URL": net.rpc_url,
         "HCL_MANIFEST": str(net.manifest_path),
         "HCL_DATA_DIR": str(data_dir),
         "HCL_GATEWAY_DEV_ACCOUNT": "3",

@@ -52,6 +52,9 @@ class Plan:
     grid: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)
     seconds: float = 8.0
     warmup: float = 1.0
+    #: how long the gateway's release counter must stand still before a run is read: longer than one
+    #: release takes (a strict release on a Clique network waits ~5 s for its block and 3 confirmations)
+    quiet: float = 1.0
     driver: str = field(default_factory=lambda: "wrk" if shutil.which("wrk") else "httpx")
 
 
@@ -87,14 +90,14 @@ def _anchor_gas(net: Chain, from_block: int, to_block: int) -> tuple[int, int]:
     return len(logs), gas
 
 
-def _quiesce(gw: GatewayProcess, timeout: float = 120.0) -> None:
+def _quiesce(gw: GatewayProcess, timeout: float = 120.0, quiet: float = 1.0) -> None:
     """Waits until the gateway has finished every request in flight (its release counter stands still for
-    a second): a client stopping at its deadline leaves requests behind, which must not be counted in the
-    next run's window."""
+    ``quiet`` seconds): a client stopping at its deadline leaves requests behind, which must not be counted
+    in the next run's window."""
     deadline = time.monotonic() + timeout
     last = gw.metric("hcl_releases_total")
     while time.monotonic() < deadline:
-        time.sleep(1.0)
+        time.sleep(quiet)
         now = gw.metric("hcl_releases_total")
         if now == last:
             return
@@ -115,7 +118,7 @@ def one_run(
 ) -> dict[str, Any]:
     plan_file = folder / "plan.json"
     plan_file.write_bytes(orjson.dumps({"tokens": tokens, "records": records}))
-    _quiesce(gw)
+    _quiesce(gw, quiet=plan.quiet)
     block0 = net.client.block_number()
     size0 = _journal(gw)["size"] if mode == "batch" else 0
     released0 = gw.metric("hcl_releases_total")
@@ -158,7 +161,7 @@ def one_run(
         check=True,
     )
     load = orjson.loads(out.stdout.strip().splitlines()[-1])
-    _quiesce(gw)  # the requests the clients abandoned at their deadline finish, and are counted here
+    _quiesce(gw, quiet=plan.quiet)  # the requests the clients abandoned at their deadline finish, and are counted here
     # rates and latencies are of the measured window. ``released`` is the gateway's own count of responses
     # it released (warm-up included), ``received`` what the clients got: requests still in flight when a
     # client stops at its deadline are released and ledgered but not received (at most ``clients`` per run)

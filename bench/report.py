@@ -96,6 +96,45 @@ def markdown() -> str:
             f"({aud['accesses_per_s']:,.0f}/s; verify phase {aud.get('accesses_per_s_verify') or 0:,.0f}/s).",
             "",
         ]
+    net = _load("network")
+    if net:
+        n, g = net["network"], net["grants"]
+        out += [
+            f"### Consortium network (`bench/results/network.json`; {_env(net)})",
+            "",
+            f"{n['validators']} geth {n['geth']} Clique validators on this machine, {n['block_period_s']} s blocks "
+            f"(measured {n['block_interval_s']} s), {n['confirmations']} confirmations, block gas limit "
+            f"{n['block_gas_limit']:,}; created and deployed in {n['setup_seconds']:.0f} s.",
+            "",
+            "| grants at once | patients | grants/s | blocks (grants each) | inclusion p50 / p95 / max ms"
+            f" | {g['confirmations']} confirmations p50 ms | gas/grant | gas bound |",
+            "|---:|---:|---:|---|---:|---:|---:|---:|",
+            f"| {g['grants']} | {g['patients']} | {g['grants_per_s']:.1f} | {g['blocks']} "
+            f"({', '.join(map(str, g['per_block']))}) | {g['inclusion']['p50_ms']:.0f} / {g['inclusion']['p95_ms']:.0f}"
+            f" / {g['inclusion']['max_ms']:.0f} | {g['confirmed']['p50_ms']:.0f} | {g['gas_per_grant']:,} | "
+            f"{g['gas_bound_grants_per_block']:,}/block |",
+            "",
+            "| mode | size | clients | releases/s | p50 ms | p99 ms | errors | released | ledgered"
+            " | longest wait for anchor | gas bound |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in net["runs"]:
+            anchored = f"{r['anchor_delay_s']} s" if r.get("anchor_delay_s") is not None else "-"
+            bound = f"{r['gas_bound_releases_per_s']:,.0f}/s" if r.get("gas_bound_releases_per_s") else "-"
+            out.append(
+                f"| {r['mode']} | {_size(r['size'])} | {r['clients']} | {r['releases_per_s']:,.1f} | "
+                f"{r['p50_ms']:,.0f} | {r['p99_ms']:,.0f} | {r['errors']} | {r['released']:,} | {r['ledgered']:,} | "
+                f"{anchored} | {bound} |"
+            )
+        ref = net.get("hardhat_reference")
+        if ref:
+            out += [
+                "",
+                f"Hardhat, same size (`bench/results/release.json`, commit `{ref['commit']}`, not this run): "
+                + ", ".join(f"{r['mode']} × {r['clients']} {r['releases_per_s']:,.0f}/s" for r in ref["runs"])
+                + ".",
+            ]
+        out.append("")
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -2,6 +2,8 @@
 
 ``./scripts/bench`` (or ``--quick``) runs every benchmark of :data:`SUITE`; ``./scripts/bench audit``
 or ``./scripts/bench gas`` runs one. Each writes ``bench/results/<name>.json`` and prints a table.
+``./scripts/bench network`` creates a 3-validator geth Clique network for its run (about 4 minutes in
+all): part of the full run when geth is built, never of ``--quick``.
 Throughput benchmarks of the gateway (release, upload, consent) are meant to be added here as
 further commands and ``SUITE`` entries.
 """
@@ -254,6 +256,120 @@ def upload_cmd(
     console.print(f"written: {out}")
 
 
+def _network_tables(data: dict) -> tuple[Table, Table]:  # type: ignore[type-arg]
+    net, g = data["network"], data["grants"]
+    head = (
+        f"{net['validators']} geth {net['geth']} Clique validators, {net['block_period_s']} s blocks "
+        f"(measured {net['block_interval_s']} s), {net['confirmations']} confirmations, "
+        f"gas limit {net['block_gas_limit']:,}"
+    )
+    grants = Table(title=f"Consent grants on the network ({head})")
+    for col in (
+        "grants",
+        "patients",
+        "grants/s",
+        "blocks",
+        "per block",
+        "inclusion p50/p95/max ms",
+        "confirmed p50 ms",
+    ):
+        grants.add_column(col, justify="right")
+    grants.add_row(
+        str(g["grants"]),
+        str(g["patients"]),
+        f"{g['grants_per_s']:.1f}",
+        str(g["blocks"]),
+        " ".join(map(str, g["per_block"])),
+        f"{g['inclusion']['p50_ms']:.0f} / {g['inclusion']['p95_ms']:.0f} / {g['inclusion']['max_ms']:.0f}",
+        f"{g['confirmed']['p50_ms']:.0f}",
+    )
+    grants.caption = (
+        f"{g['gas_per_grant']:,} gas per grant: at most {g['gas_bound_grants_per_block']:,} grants per block "
+        f"({g['gas_bound_grants_per_s']:,.0f}/s) by the block gas limit"
+    )
+    rel = Table(title=f"Ledgered releases through the gateway on the network ({data['size'] // 1024} KB, local store)")
+    for col in ("mode", "clients", "releases/s", "p50 ms", "p99 ms", "errors", "released", "ledgered", "bound"):
+        rel.add_column(col, justify="left" if col == "mode" else "right")
+    for r in data["runs"]:
+        same = "[green]" if r["ledgered"] == r["released"] else "[red]"
+        if r.get("gas_bound_releases_per_s"):
+            bound = f"{r['gas_bound_releases_per_s']:,.0f}/s by gas"
+        elif r.get("anchor_delay_s") is not None:
+            bound = f"anchored in {r['anchor_delay_s']} s"
+        else:
+            bound = "-"
+        rel.add_row(
+            r["mode"],
+            str(r["clients"]),
+            f"{r['releases_per_s']:,.1f}",
+            f"{r['p50_ms']:,.0f}",
+            f"{r['p99_ms']:,.0f}",
+            str(r["errors"]),
+            f"{r['released']:,}",
+            f"{same}{r['ledgered']:,}",
+            bound,
+        )
+    ref = data.get("hardhat_reference")
+    if ref:
+        rel.caption = "Hardhat (bench/results/release.json, commit {}): {}".format(
+            ref["commit"],
+            ", ".join(f"{r['mode']} x{r['clients']} {r['releases_per_s']:,.0f}/s" for r in ref["runs"]),
+        )
+    return grants, rel
+
+
+@app.command("network")
+def network_cmd(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="20 grants, one 10 s run per mode: about 2 minutes with the network")
+    ] = False,
+    grants: Annotated[
+        int | None, typer.Option(help="grants from distinct (patient, grantee) pairs (default 60; --quick 20)")
+    ] = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="measured seconds per release run (default 20; --quick 10)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="result file (default bench/results/network.json)")] = None,
+) -> None:
+    """A 3-validator geth Clique network (1 s blocks) created for the run: consent grants/s and time to
+    inclusion, strict and batch releases/s through a gateway process on it; the validators are stopped after."""
+    from bench.network import default_plan, run_network_bench
+
+    plan = default_plan(quick=quick)
+    if grants:
+        plan.grants = grants
+    if seconds:
+        plan.seconds = seconds
+    data = run_network_bench(plan, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    data["quick"] = quick
+    out = out or RESULTS / ("network-quick.json" if quick else "network.json")
+    out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    for table in _network_tables(data):
+        console.print(table)
+    console.print(f"written: {out} (the whole run: {data['total_seconds']:.0f} s)")
+    bad = [r for r in data["runs"] if r["ledgered"] != r["released"]]
+    if bad:
+        console.print(f"[red]ledgered != released in {len(bad)} run(s): the promise is broken[/red]")
+        raise typer.Exit(1)
+
+
+def _network_in_suite(quick: bool = False) -> None:
+    """The network benchmark in a full run (skipped without geth: ./scripts/build_geth); not in --quick (CI):
+    creating the network alone takes about a minute."""
+    from node_client._exceptions import NodeError
+    from node_client.network.geth import find_geth
+
+    if quick:
+        console.print("[dim]network: not in --quick (run ./scripts/bench network --quick)[/dim]")
+        return
+    try:
+        find_geth()
+    except NodeError as exc:
+        console.print(f"[yellow]network skipped: {exc}[/yellow]")
+        return
+    network_cmd(quick=False)
+
+
 @app.command("soak")
 def soak_cmd(
     seconds: Annotated[
@@ -291,6 +407,7 @@ SUITE: dict[str, Callable[..., None]] = {
     "upload": upload_cmd,
     "consent": consent_cmd,
     "audit": audit_cmd,
+    "network": _network_in_suite,
 }
 
 
