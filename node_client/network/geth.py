@@ -112,6 +112,9 @@ class GethNode:
             *("--authrpc.port", str(self.authrpc_port)),
             *("--miner.etherbase", self.signer, "--unlock", self.signer),
             *("--password", str(password_file), "--allow-insecure-unlock", "--verbosity", "3"),
+            # a gateway sends every strict logAccess from one account: geth's default of 16 pending
+            # transactions per account capped strict releases at ~16 a block (bench/results/network.json)
+            *("--txpool.accountslots", "1024", "--txpool.globalslots", "16384", "--txpool.accountqueue", "1024"),
         ]
 
     def start(self, geth: Path, *, chain_id: int, password_file: Path, timeout: float = 60.0) -> int:
