@@ -2,7 +2,8 @@
 
     hcl network up --validators 3                      # dev consortium (public dev member keys), 3 validators
     hcl network up --consortium consortium.toml        # your institutions, fresh encrypted keys
-    hcl network status                                 # heads, peers, signers, who sealed the last blocks
+    hcl network up --ipfs                              # and one Kubo (IPFS) node per validator, private swarm
+    hcl network status                                 # heads, peers, signers, who sealed; IPFS swarm peers
     hcl network add-validator --name "County Hospital" --roles hospital
     hcl network down                                   # stop by PID; data kept, `up` resumes it
 
@@ -22,7 +23,10 @@ from node_client._cli_common import JsonOpt, console, err_console, handle_errors
 
 __all__ = ["network_app"]
 
-network_app = typer.Typer(help="A consortium chain: one geth Clique validator per institution.", no_args_is_help=True)
+network_app = typer.Typer(
+    help="A consortium chain: one geth Clique validator per institution (and, with --ipfs, one IPFS node).",
+    no_args_is_help=True,
+)
 
 FolderOpt = Annotated[
     Path, typer.Option("--folder", help="the network's folder (keys, genesis, node data)", envvar="HCL_NETWORK_DIR")
@@ -46,30 +50,46 @@ def up(
     ),
     folder: FolderOpt = _DEFAULT_FOLDER,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the validators to agree")] = 120.0,
+    ipfs: Annotated[
+        bool, typer.Option("--ipfs", help="one Kubo (IPFS) node per validator institution, in a private swarm")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create (first time) or restart the network, deploy and onboard the founding members."""
+    """Create (first time) or restart the network, deploy and onboard the founding members.
+
+    A network created with --ipfs restarts its IPFS nodes without it."""
     from node_client.network import Consortium, Network
 
     consortium = Consortium.load(consortium_file) if consortium_file else Consortium.development(validators)
     if consortium.dev:
         err_console.print("[yellow]dev consortium[/yellow]: members use PUBLIC dev keys; never for real data")
     network = Network(folder, say=_say)
-    result = network.up(consortium, manifest_path=manifest.resolve(), timeout=timeout)
+    result = network.up(consortium, manifest_path=manifest.resolve(), timeout=timeout, ipfs=ipfs)
     if as_json:
         print_json(
-            {"rpc_urls": network.urls, "manifest": str(manifest), "chain_id": result.chain_id, "dev": result.dev}
+            {
+                "rpc_urls": network.urls,
+                "ipfs_api_urls": [k.api_url for k in network.kubo],
+                "manifest": str(manifest),
+                "chain_id": result.chain_id,
+                "dev": result.dev,
+            }
         )
         return
     console.print(f"network up: {len(network.nodes)} validators, chain {result.chain_id}, manifest {manifest}")
     for node in network.nodes:
         console.print(f"  {node.name}: {node.url} (pid {node.pid})")
+    if network.kubo:
+        console.print(f"private IPFS swarm: {len(network.kubo)} nodes, key {network.swarm_key_file}")
+        for kubo in network.kubo:
+            console.print(f"  {kubo.name}: api {kubo.api_url}, gateway {kubo.gateway_url} (pid {kubo.pid})")
 
 
 @network_app.command("status")
 @handle_errors
 def status(folder: FolderOpt = _DEFAULT_FOLDER, as_json: JsonOpt = False) -> None:
-    """Each validator: running, head, peers, signers and how many of the recent blocks each signer sealed."""
+    """Each validator: running, head, peers, signers and how many of the recent blocks each signer sealed;
+    on a network with IPFS, its institution's Kubo node and how many swarm peers it has."""
     from node_client.network import Network
 
     network = Network(folder)
@@ -80,10 +100,13 @@ def status(folder: FolderOpt = _DEFAULT_FOLDER, as_json: JsonOpt = False) -> Non
         print_json([asdict(row) for row in rows])
         return
     table = Table(title=f"network in {folder} (chain {network.chain_id})")
-    for col in ("validator", "rpc", "pid", "head", "hash", "peers", "signer", "sealed"):
-        table.add_column(col, no_wrap=col in ("rpc", "hash", "signer"))
+    columns = ["validator", "rpc", "pid", "head", "hash", "peers", "signer", "sealed"]
+    if network.kubo:
+        columns += ["ipfs api", "ipfs peers"]
+    for col in columns:
+        table.add_column(col, no_wrap=col in ("rpc", "hash", "signer", "ipfs api"))
     for row in rows:
-        table.add_row(
+        cells = [
             row.name,
             row.url,
             str(row.pid or "-"),
@@ -92,20 +115,36 @@ def status(folder: FolderOpt = _DEFAULT_FOLDER, as_json: JsonOpt = False) -> Non
             str(row.peers if row.peers is not None else "-"),
             f"{row.signer[:10]}…",
             str(row.sealed_by_self) if row.running else "-",
-        )
+        ]
+        if network.kubo:
+            kubo = row.ipfs
+            cells += [kubo.api_url if kubo else "-", _swarm_peers(kubo.running, kubo.peers) if kubo else "-"]
+        table.add_row(*cells)
     console.print(table)
     signers = {len(r.signers) for r in rows if r.signers}
     console.print(f"signers: {'/'.join(map(str, sorted(signers))) or '?'}; sealed = blocks of the recent window")
 
 
+def _swarm_peers(running: bool, peers: int | None) -> str:
+    if not running:
+        return "down"
+    return "?" if peers is None else str(peers)
+
+
 @network_app.command("down")
 @handle_errors
 def down(folder: FolderOpt = _DEFAULT_FOLDER) -> None:
-    """Stop every validator by PID; the data stays, `hcl network up` resumes it."""
+    """Stop every validator (and IPFS node) by PID; the data stays, `hcl network up` resumes it."""
     from node_client.network import Network
 
-    stopped = Network(folder, say=_say).down()
-    console.print(f"stopped {len(stopped)} validators" + (f": {', '.join(stopped)}" if stopped else ""))
+    network = Network(folder, say=_say)
+    ipfs = sum(k.running for k in network.kubo)
+    stopped = network.down()
+    console.print(
+        f"stopped {len(stopped)} validators"
+        + (f" and {ipfs} IPFS nodes" if ipfs else "")
+        + (f": {', '.join(stopped)}" if stopped else "")
+    )
 
 
 @network_app.command("add-validator")

@@ -4,6 +4,10 @@ The folder (default ``.hcl/network``) holds everything: ``network.json`` (the co
 nodes, their ports and PIDs), ``genesis.json``, the keystore ``password`` (mode 0600), the member
 keys under ``keys/`` and one geth datadir per validator under ``nodes/<institution>/``. ``up`` on a folder
 that exists restarts the nodes on their data; nothing is generated twice.
+
+With ``ipfs=True`` (``hcl network up --ipfs``) each validator institution also runs a Kubo node, repo under
+``ipfs/<institution>/``, all of them in one private swarm keyed by ``swarm.key`` (mode 0600, made once):
+see :mod:`node_client.network.kubo`. A network that has them restarts and stops them with its validators.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from node_client.deploy import Manifest, deploy, deploy_dev
 from node_client.network.consortium import Consortium, Institution, Keys, materialise
 from node_client.network.genesis import clique_genesis
 from node_client.network.geth import GethNode, find_geth
+from node_client.network.kubo import KuboNode, connect, find_kubo, new_swarm_key
 from node_client.vocabulary import Role
 
-__all__ = ["DEFAULT_FOLDER", "Network", "NodeStatus"]
+__all__ = ["DEFAULT_FOLDER", "KuboStatus", "Network", "NodeStatus"]
 
 DEFAULT_FOLDER = Path(".hcl/network")
 #: Hardhat's dev accounts 0-19, pre-funded on a dev network so the demo's patients and admins can pay gas.
@@ -36,6 +41,18 @@ Say = Callable[[str], None]
 #: Blocks on top of a block before the gateway trusts a grant in it: Clique reorganised one block when a
 #: validator restarted (docs/reliability.md); three at 1 s blocks is a few seconds of delay for a grant.
 CLIQUE_CONFIRMATIONS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class KuboStatus:
+    """What ``hcl network status`` shows for an institution's IPFS node."""
+
+    name: str
+    api_url: str
+    peer_id: str
+    pid: int | None
+    running: bool
+    peers: int | None = None  # swarm connections now (the other institutions' nodes: nothing else can join)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +69,7 @@ class NodeStatus:
     peers: int | None = None
     signers: list[str] = field(default_factory=list)
     sealed: dict[str, int] = field(default_factory=dict)  # signer (lower case) → blocks sealed recently
+    ipfs: KuboStatus | None = None  # the institution's IPFS node, on a network up with ``ipfs=True``
 
     @property
     def sealed_by_self(self) -> int:
@@ -66,6 +84,7 @@ class Network:
         self.say: Say = say or (lambda _msg: None)
         self.consortium: Consortium | None = None
         self.nodes: list[GethNode] = []
+        self.kubo: list[KuboNode] = []  # one per validator institution on a network with IPFS, else none
         self.manifest_path: Path | None = None
         if self._state_file.exists():
             self._load()
@@ -77,6 +96,10 @@ class Network:
     @property
     def password_file(self) -> Path:
         return self.folder / "password"
+
+    @property
+    def swarm_key_file(self) -> Path:
+        return self.folder / "swarm.key"
 
     @property
     def chain_id(self) -> int:
@@ -92,16 +115,24 @@ class Network:
 
     # ------------------------------------------------------------------ up
 
-    def up(self, consortium: Consortium, *, manifest_path: Path, timeout: float = 120.0) -> Manifest:
+    def up(
+        self, consortium: Consortium, *, manifest_path: Path, timeout: float = 120.0, ipfs: bool = False
+    ) -> Manifest:
         """Creates (first time) or restarts the network and returns its deployment manifest.
 
         On a network that exists, ``consortium`` is ignored: the one it was created with is kept.
+        ``ipfs=True`` adds (or, on a network that has them, restarts) one Kubo node per validator
+        institution, started once the validators agree and connected pairwise; a network that has Kubo
+        nodes restarts them whatever ``ipfs`` says.
         """
         geth = find_geth()
+        kubo = find_kubo() if ipfs or self.kubo else None  # a missing binary fails before anything starts
         if not self.exists:
             self._create(consortium, geth)
         self._start_all(geth)
         self.wait_agreement(timeout=timeout)
+        if kubo is not None:
+            self._swarm_up(kubo, timeout=timeout)
         if self.manifest_path is not None and self.manifest_path.exists():
             return Manifest.load(self.manifest_path)
         return self._deploy(manifest_path)
@@ -178,6 +209,64 @@ class Network:
         for i in running:
             self.rpc(i, "miner_start")
 
+    def _swarm_up(self, binary: Path, *, timeout: float) -> None:
+        """Gives every validator institution its Kubo node (first time), starts the stopped ones and
+        connects every running node with every other."""
+        self._add_kubo_nodes(binary)
+        for node in self.kubo:
+            if not node.running:
+                self.say(f"starting the IPFS node of {node.name} on {node.api_url}")
+                node.start(binary)
+                self._save()
+        self._connect_swarm(timeout=timeout)
+
+    def _add_kubo_nodes(self, binary: Path) -> None:
+        """One Kubo node for each validator without one, all on the network's swarm key; every node's
+        ``Peering.Peers`` then lists all the others (read at its next start)."""
+        have = {k.name for k in self.kubo}
+        missing = [n for n in self.nodes if n.name not in have]
+        if not missing:
+            return
+        if not self.swarm_key_file.exists():
+            self.say(f"creating the private swarm key {self.swarm_key_file}")
+            new_swarm_key(self.swarm_key_file)
+        for validator in missing:
+            node = KuboNode(
+                name=validator.name,
+                repo=self.folder / "ipfs" / validator.datadir.name,  # the institution's slug, as nodes/<slug>
+                swarm_port=free_port(),
+                api_port=free_port(),
+                gateway_port=free_port(),
+            )
+            self.say(f"initialising the IPFS node of {node.name}")
+            node.init(binary, self.swarm_key_file)
+            self.kubo.append(node)
+        for node in self.kubo:
+            node.write_peers(binary, self.kubo)
+        self._save()
+
+    def _connect_swarm(self, *, timeout: float) -> None:
+        """``swarm connect`` between every two running Kubo nodes until each sees all the others."""
+        running = [k for k in self.kubo if k.running]
+        deadline = time.monotonic() + timeout
+        last = ""
+        while True:
+            missing = 0
+            for a in running:
+                seen = set(a.peers())
+                for b in running:
+                    if b is not a and b.peer_id not in seen:
+                        missing += 1
+                        try:
+                            connect(a, b)
+                        except NodeError as exc:
+                            last = str(exc)
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise NodeError(f"the IPFS nodes did not all connect within {timeout:.0f}s ({last or 'no error'})")
+            time.sleep(0.2)
+
     def _deploy(self, manifest_path: Path) -> Manifest:
         consortium = self._consortium()
         keys = materialise(consortium, self.folder, self.password_file.read_text().strip())
@@ -244,7 +333,9 @@ class Network:
         out = []
         for i, node in enumerate(self.nodes):
             if not node.running:
-                out.append(NodeStatus(node.name, node.url, node.signer, node.pid, False))
+                out.append(
+                    NodeStatus(node.name, node.url, node.signer, node.pid, False, ipfs=self._kubo_status(node.name))
+                )
                 continue
             try:
                 head = self.rpc(i, "eth_getBlockByNumber", ["latest", False])
@@ -261,16 +352,37 @@ class Network:
                         peers=int(self.rpc(i, "net_peerCount"), 16),
                         signers=list(self.rpc(i, "clique_getSigners")),
                         sealed={k.lower(): int(v) for k, v in clique.get("sealerActivity", {}).items()},
+                        ipfs=self._kubo_status(node.name),
                     )
                 )
             except (ChainUnavailable, NodeError):
-                out.append(NodeStatus(node.name, node.url, node.signer, node.pid, True))
+                out.append(
+                    NodeStatus(node.name, node.url, node.signer, node.pid, True, ipfs=self._kubo_status(node.name))
+                )
         return out
+
+    def _kubo_status(self, name: str) -> KuboStatus | None:
+        node = next((k for k in self.kubo if k.name == name), None)
+        if node is None:
+            return None
+        if not node.running:
+            return KuboStatus(node.name, node.api_url, node.peer_id, node.pid, False)
+        try:
+            peers: int | None = len(node.peers())
+        except NodeError:
+            peers = None
+        return KuboStatus(node.name, node.api_url, node.peer_id, node.pid, True, peers)
 
     # ------------------------------------------------------------------ down, and a new validator
 
     def down(self) -> list[str]:
-        """Stops every node by PID (data kept: ``up`` resumes it); returns the names stopped."""
+        """Stops every node by PID (data kept: ``up`` resumes it); returns the names of the validators
+        stopped (their IPFS nodes, if any, are stopped first)."""
+        for kubo in self.kubo:
+            if kubo.running:
+                self.say(f"stopping the IPFS node of {kubo.name} (pid {kubo.pid})")
+                kubo.stop()
+            kubo.pid = None
         stopped = []
         for node in self.nodes:
             if node.running:
@@ -287,7 +399,8 @@ class Network:
         1. its keys (member account and release key, sealing key) are created beside the others;
         2. its node is initialised from the same genesis, peered with every validator, started and synced;
         3. the admins enact ``AddMember`` (threshold approvals) unless it is a member already;
-        4. every running signer proposes it (``clique_propose``) until all nodes list it as a signer.
+        4. every running signer proposes it (``clique_propose``) until all nodes list it as a signer;
+        5. on a network with IPFS, it gets its Kubo node in the swarm too.
         """
         geth = find_geth()
         consortium = self._consortium()
@@ -311,6 +424,8 @@ class Network:
         self.wait_agreement(timeout=timeout)
         self._onboard(inst, keys, grown)
         self._vote_in(node.signer, timeout=timeout)
+        if self.kubo:
+            self._swarm_up(find_kubo(), timeout=timeout)
         return node
 
     def _consortium(self) -> Consortium:
@@ -360,6 +475,7 @@ class Network:
             "consortium": self.consortium.to_json() if self.consortium else None,
             "manifest": str(self.manifest_path) if self.manifest_path else None,
             "nodes": [n.to_json() for n in self.nodes],
+            "kubo": [k.to_json() for k in self.kubo],
         }
         tmp = self._state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
@@ -370,3 +486,4 @@ class Network:
         self.consortium = Consortium.from_json(state["consortium"])
         self.manifest_path = Path(state["manifest"]) if state.get("manifest") else None
         self.nodes = [GethNode.from_json(n) for n in state["nodes"]]
+        self.kubo = [KuboNode.from_json(k) for k in state.get("kubo", [])]
