@@ -39,8 +39,15 @@ HOSPITAL, CLINIC, LAB = 4, 5, 6
 
 @pytest.fixture(autouse=True)
 def _agreed(network: Network) -> None:
-    """Each test starts on a network whose validators agree (a restarted one has caught up)."""
+    """Each test starts on a network whose validators agree (a restarted one has caught up) and whose
+    pools are empty: a transaction the previous test left pending at one node would hold the nonce a new
+    gateway, asking another node, is about to use."""
     wait_until(lambda: _agree(network), timeout=90, what="the validators to agree")
+    wait_until(lambda: _pools_empty(network), timeout=90, what="the transaction pools to drain")
+
+
+def _pools_empty(net: Network) -> bool:
+    return all(int(net.rpc(i, "txpool_status")["pending"], 16) == 0 for i in range(len(net.nodes)))
 
 
 def _ledger(net: Network, node: int = 0, timeout: float = 30) -> Ledger:
