@@ -2,8 +2,10 @@
 
     consortium.py  the consortium file (institutions, roles, admins, threshold) and the keys it needs
     genesis.py     the Clique genesis: signers in extraData, London EVM, pre-funded members
-    geth.py        one geth node: init, static peers, start detached, stop by PID
-    network.py     the network: up (create, start, agree, deploy, onboard), status, down, a new validator
+    daemon.py      what every node process shares: started detached, waited for, stopped or frozen by PID
+    geth.py        one geth validator: init, static peers, its command line
+    kubo.py        one Kubo (IPFS) node of the private swarm (``--ipfs``): init with the swarm key, its API
+    network.py     the network: up (create, start, peer, seal, deploy, onboard), status, down, a new validator
 
 ``hcl network …`` (:mod:`node_client.network_cli`) is the command line over :class:`Network`.
 """

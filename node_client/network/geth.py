@@ -8,13 +8,10 @@ static: no discovery, no NAT, nothing but 127.0.0.0/8.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -24,13 +21,13 @@ from eth_keys.datatypes import PrivateKey
 from node_client._compile import repo_root
 from node_client._exceptions import NodeError
 from node_client._node import _chain_id, _port_in_use
+from node_client.network.daemon import Daemon
 
-__all__ = ["GETH_VERSION", "GethNode", "find_geth", "stop_pid"]
+__all__ = ["GETH_VERSION", "GethNode", "find_geth"]
 
 GETH_VERSION: Final = "1.13.15"
 #: The RPC namespaces served on loopback: ``admin`` and ``clique`` drive peering and signer votes.
 HTTP_APIS: Final = "eth,net,web3,txpool,clique,admin,miner"
-_STOP_GRACE: Final = 20.0
 
 
 def find_geth(root: Path | None = None) -> Path:
@@ -51,7 +48,7 @@ def find_geth(root: Path | None = None) -> Path:
 
 
 @dataclass
-class GethNode:
+class GethNode(Daemon):
     """One validator: where its data lives, which ports it holds, who seals with it."""
 
     name: str
@@ -124,92 +121,22 @@ class GethNode:
         for port in (self.p2p_port, self.http_port, self.authrpc_port):
             if _port_in_use("127.0.0.1", port):
                 raise NodeError(f"port {port} of {self.name} is taken by another process")
-        log_path = self.datadir / "geth.log"
-        log_start = log_path.stat().st_size if log_path.exists() else 0
-        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
-        try:
-            proc = subprocess.Popen(
-                self.command(geth, chain_id=chain_id, password_file=password_file),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        self.pid = proc.pid
-        deadline = time.monotonic() + timeout
         # answering RPC is not enough: the sealing key is decrypted (scrypt) after that, and a
         # ``miner_start`` before it fails its first block and waits for the next head that never comes
-        while _chain_id(self.url) != chain_id or not self._logged_since(log_start, "Unlocked account"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise NodeError(f"{self.name} did not start; log {self.datadir / 'geth.log'}:\n{self.log_tail()}")
-            time.sleep(0.2)
-        return proc.pid
+        return self.launch(
+            self.command(geth, chain_id=chain_id, password_file=password_file),
+            ready=lambda log_start: (
+                _chain_id(self.url) == chain_id and self.logged_since(log_start, b"Unlocked account")
+            ),
+            timeout=timeout,
+            poll=0.2,
+        )
 
     @property
-    def running(self) -> bool:
-        return self.pid is not None and not _gone(self.pid)
-
-    def stop(self, grace: float = _STOP_GRACE) -> None:
-        """SIGTERM to the node's process group (geth flushes its database), SIGKILL after ``grace`` s."""
-        if self.pid is not None:
-            stop_pid(self.pid, grace)
-        self.pid = None
-
-    def freeze(self) -> None:
-        """SIGSTOP: the node keeps its state but stops answering and sealing (a hung validator)."""
-        if self.pid is not None:
-            os.killpg(self.pid, signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        if self.pid is not None:
-            os.killpg(self.pid, signal.SIGCONT)
-
-    def _logged_since(self, offset: int, text: str) -> bool:
-        with contextlib.suppress(OSError), open(self.datadir / "geth.log", "rb") as fh:
-            fh.seek(offset)
-            return text.encode() in fh.read()
-        return False
-
-    def log_tail(self, limit: int = 3000) -> str:
-        with contextlib.suppress(OSError), open(self.datadir / "geth.log", "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - limit))
-            return fh.read().decode("utf-8", "replace")
-        return ""
+    def log_path(self) -> Path:
+        return self.datadir / "geth.log"
 
     def _run(self, geth: Path, args: list[str]) -> None:
         done = subprocess.run([str(geth), *args], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise NodeError(f"geth {args[0]} failed for {self.name}: {done.stderr[-2000:]}")
-
-
-def _gone(pid: int) -> bool:
-    """Whether ``pid`` has exited (reaping it if it is our child, so a zombie does not look alive)."""
-    with contextlib.suppress(ChildProcessError):
-        done, _status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def stop_pid(pid: int, grace: float = _STOP_GRACE) -> None:
-    """Stops the process group led by ``pid``: SIGTERM, then SIGKILL if it outlives ``grace`` seconds."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGCONT)  # a frozen node cannot act on SIGTERM
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while not _gone(pid):
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            deadline = time.monotonic() + grace
-        time.sleep(0.1)

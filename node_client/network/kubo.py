@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,14 +36,13 @@ import requests
 from node_client._compile import repo_root
 from node_client._exceptions import NodeClientError, NodeError
 from node_client._node import _port_in_use
-from node_client.network.geth import _gone, stop_pid
+from node_client.network.daemon import Daemon
 
 __all__ = ["KUBO_MIN_VERSION", "KuboNode", "connect", "find_kubo", "new_swarm_key", "swarm_key_valid"]
 
 #: The oldest Kubo whose configuration keys this module sets (``scripts/build_ipfs`` builds 0.41.0).
 KUBO_MIN_VERSION: Final = (0, 41)
 _SWARM_KEY_HEADER: Final = "/key/swarm/psk/1.0.0/\n/base16/\n"
-_STOP_GRACE: Final = 15.0
 _LOOPBACK: Final = "127.0.0.1"
 #: The daemon prints this once the pre-shared key is in effect (Kubo ``cmd/ipfs/kubo/daemon.go``).
 _PNET_BANNER: Final = b"Swarm is limited to private network of peers with the swarm key"
@@ -100,8 +98,10 @@ def swarm_key_valid(text: str) -> bool:
 
 
 @dataclass
-class KuboNode:
+class KuboNode(Daemon):
     """One institution's IPFS node: its repo (``IPFS_PATH``), its loopback ports, its identity, its process."""
+
+    stop_grace = 15.0  # Kubo closes its datastore (a class attribute, not a field)
 
     name: str
     repo: Path
@@ -216,37 +216,12 @@ class KuboNode:
         for port in (self.swarm_port, self.api_port, self.gateway_port):
             if _port_in_use(_LOOPBACK, port):
                 raise NodeError(f"port {port} of {self.name}'s IPFS node is taken by another process")
-        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
-        try:
-            proc = subprocess.Popen(
-                [str(binary), "daemon"],
-                env=self.env(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        self.pid = proc.pid
-        deadline = time.monotonic() + timeout
-        while not self._answers_as_self() or not self._logged_since(log_start, _PNET_BANNER):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise NodeError(f"the IPFS node of {self.name} did not start; log {self.log_path}:\n{self.log_tail()}")
-            time.sleep(0.1)
-        return proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None and not _gone(self.pid)
-
-    def stop(self, grace: float = _STOP_GRACE) -> None:
-        """SIGTERM to the daemon's process group (Kubo closes its datastore), SIGKILL after ``grace`` s."""
-        if self.pid is not None:
-            stop_pid(self.pid, grace)
-        self.pid = None
+        return self.launch(
+            [str(binary), "daemon"],
+            env=self.env(),
+            ready=lambda log_start: self._answers_as_self() and self.logged_since(log_start, _PNET_BANNER),
+            timeout=timeout,
+        )
 
     # ------------------------------------------------------------------ the RPC API
 
@@ -300,23 +275,6 @@ class KuboNode:
             return False
 
     # ------------------------------------------------------------------ helpers
-
-    def _logged_since(self, offset: int, text: bytes) -> bool:
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(offset)
-                return text in fh.read()
-        except OSError:
-            return False
-
-    def log_tail(self, limit: int = 3000) -> str:
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - limit))
-                return fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
 
     def _ipfs(self, binary: Path, args: list[str]) -> str:
         done = subprocess.run([str(binary), *args], env=self.env(), capture_output=True, text=True, timeout=60)
