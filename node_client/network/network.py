@@ -83,6 +83,7 @@ class Network:
         self.folder = folder
         self.say: Say = say or (lambda _msg: None)
         self.consortium: Consortium | None = None
+        self._clients: dict[str, ChainClient] = {}
         self.nodes: list[GethNode] = []
         self.kubo: list[KuboNode] = []  # one per validator institution on a network with IPFS, else none
         self.manifest_path: Path | None = None
@@ -292,7 +293,11 @@ class Network:
     # ------------------------------------------------------------------ observe
 
     def client(self, index: int = 0) -> ChainClient:
-        return ChainClient(rpc_url=self.nodes[index].url, timeout=10)
+        """A client of node ``index``, made once: the wait loops ask the nodes several times a second."""
+        url = self.nodes[index].url
+        if url not in self._clients:
+            self._clients[url] = ChainClient(rpc_url=url, timeout=10)
+        return self._clients[url]
 
     def rpc(self, index: int, method: str, params: Sequence[Any] = ()) -> Any:
         """One JSON-RPC call to node ``index`` (the ``admin_``/``clique_`` namespaces web3 has no method for)."""
