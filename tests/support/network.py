@@ -85,13 +85,19 @@ def network_gateway(tmp: Path, network: Network, *, rpc: list[int] | None = None
 
 
 def partition(network: Network, lone: int) -> None:
-    """Cuts validator ``lone`` off from the others (static and trusted peers removed on both sides)."""
-    for j, other in enumerate(network.nodes):
-        if j != lone:
-            for a, b in ((lone, other.enode), (j, network.nodes[lone].enode)):
-                network.rpc(a, "admin_removeTrustedPeer", [b])
-                network.rpc(a, "admin_removePeer", [b])
-    wait_until(lambda: int(network.rpc(lone, "net_peerCount"), 16) == 0, timeout=30, what="the partition")
+    """Cuts validator ``lone`` off from the others (static and trusted peers removed on both sides). The
+    removal is repeated until it holds: a dial already under way when it was issued can reconnect them."""
+
+    def cut() -> bool:
+        for j, other in enumerate(network.nodes):
+            if j != lone:
+                for a, b in ((lone, other.enode), (j, network.nodes[lone].enode)):
+                    network.rpc(a, "admin_removeTrustedPeer", [b])
+                    network.rpc(a, "admin_removePeer", [b])
+        time.sleep(0.5)
+        return int(network.rpc(lone, "net_peerCount"), 16) == 0
+
+    wait_until(cut, timeout=30, what="the partition")
 
 
 def heal(network: Network, lone: int) -> None:

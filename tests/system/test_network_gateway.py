@@ -152,8 +152,8 @@ def test_after_a_partition_heals_the_gateway_equals_a_fresh_replay(
     lone, patient = 2, 11 if confirmations == 0 else 12
     with network_gateway(tmp_path / "gw", network, rpc=[lone], confirmations=confirmations) as (c, _url):
         wait_until(lambda: _agree(network), timeout=60, what="agreement before the partition")
-        _partition_after_anothers_block(network, lone)
         try:
+            _partition_after_anothers_block(network, lone)
             start = network.client(lone).block_number()
             # the same nonce of the patient on both sides: only the majority's grant can survive the heal
             with contextlib.suppress(TransactionError):  # the lone side may seal its one block without it
@@ -178,7 +178,8 @@ def test_after_a_partition_heals_the_gateway_equals_a_fresh_replay(
         fresh = Indexer(majority, Database(fresh_db), deploy_block=deploy_block, confirmations=0)
         fresh.poll_once()
         target = fresh.indexed_block
-        wait_until(lambda: c.indexer.indexed_block >= target - confirmations, timeout=30, what="the gateway")
+        # the same block range on both sides: the majority's grant may sit in the last `confirmations` blocks
+        wait_until(lambda: c.indexer.indexed_block >= target, timeout=60, what="the gateway to pass the replay")
         assert _chain_rows(c.settings.db_path) == _chain_rows(fresh_db)
         # the two grants spent the same nonce: exactly one survives (Clique's fork choice picks the branch)
         consents = {(r[0], r[1]) for r in _chain_rows(fresh_db)["chain_consents"]}
