@@ -44,17 +44,30 @@ MANIFEST_VERSION = 1
 
 @dataclass(frozen=True, slots=True)
 class MemberSpec:
-    """An institution to onboard: its address, roles, X25519 public key and off-chain description."""
+    """An institution to onboard: its address, roles, X25519 public key and off-chain description.
+
+    ``endpoint`` is where a gateway member is reached (``https://…``): part of the hashed metadata, so a
+    tampered manifest cannot redirect other gateways; empty for every other member."""
 
     address: str
     roles: int
     encryption_key: bytes
     name: str
     kind: str = ""
+    endpoint: str = ""
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The off-chain description whose hash is registered: ``endpoint`` only when there is one, so the
+        hash of a member without one is what it always was."""
+        meta = {"name": self.name, "kind": self.kind, "address": to_checksum_address(self.address)}
+        if self.endpoint:
+            meta["endpoint"] = self.endpoint
+        return meta
 
     @property
     def metadata_hash(self) -> bytes:
-        return metadata_hash({"name": self.name, "kind": self.kind, "address": to_checksum_address(self.address)})
+        return metadata_hash(self.metadata)
 
 
 def metadata_hash(metadata: dict[str, Any]) -> bytes:
@@ -233,20 +246,20 @@ def deploy(
         admins=sorted(admin_set),
         threshold=threshold,
         deployer=deployer.address,
-        members=[
-            {
-                "address": to_checksum_address(m.address),
-                "name": m.name,
-                "kind": m.kind,
-                "roles": m.roles,
-                "metadataHash": "0x" + m.metadata_hash.hex(),
-                "encryptionKey": "0x" + m.encryption_key.hex(),
-            }
-            for m in members
-        ],
+        members=[_manifest_entry(m) for m in members],
         deployed_at=datetime.now(UTC).isoformat(timespec="seconds"),
         dev=dev,
     )
+
+
+def _manifest_entry(member: MemberSpec) -> dict[str, Any]:
+    """A member as the manifest lists it: its hashed metadata (``endpoint`` only when set), roles and keys."""
+    return {
+        **member.metadata,
+        "roles": member.roles,
+        "metadataHash": "0x" + member.metadata_hash.hex(),
+        "encryptionKey": "0x" + member.encryption_key.hex(),
+    }
 
 
 def dev_encryption_key(index: int) -> tuple[X25519PrivateKey, bytes]:
@@ -281,8 +294,11 @@ def dev_members() -> list[MemberSpec]:
     ]
 
 
-def deploy_dev(client: ChainClient, *, artifacts: CompileResult | None = None) -> Manifest:
-    """Deploys with the dev consortium: admins = dev accounts 0-2, threshold 2, seven institutions."""
+def deploy_dev(
+    client: ChainClient, *, artifacts: CompileResult | None = None, extra_members: Sequence[MemberSpec] = ()
+) -> Manifest:
+    """Deploys with the dev consortium: admins = dev accounts 0-2, threshold 2, seven institutions, then
+    ``extra_members`` (a dev network's per-institution gateways; none on Hardhat)."""
     admins = [dev_account(i) for i in DEV_ADMINS]
     return deploy(
         client,
@@ -290,7 +306,7 @@ def deploy_dev(client: ChainClient, *, artifacts: CompileResult | None = None) -
         admins=[a.address for a in admins],
         threshold=DEV_THRESHOLD,
         governance_signers=admins,
-        members=dev_members(),
+        members=[*dev_members(), *extra_members],
         artifacts=artifacts,
         dev=True,
     )
