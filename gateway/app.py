@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import portal
-from gateway.api import accesses, auth, consents, me, records, system, transactions
+from gateway.api import accesses, auth, consents, federation, me, records, system, transactions
 from gateway.framing import RejectAmbiguousFraming
 from gateway.observability import configure_logging
 from gateway.openapi import install_openapi
@@ -149,7 +149,7 @@ def create_app(settings: GatewaySettings | None = None, *, components: Component
     app.add_middleware(RequestTiming)
     app.add_middleware(RejectAmbiguousFraming)  # outermost: nothing of a smuggled request reaches the app
 
-    for module in (auth, records, consents, transactions, accesses, me, system):
+    for module in (auth, records, federation, consents, transactions, accesses, me, system):
         app.include_router(module.router)
     app.include_router(portal.router)
     app.mount("/static", StaticFiles(directory=portal.STATIC_DIR), name="static")

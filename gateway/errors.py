@@ -27,6 +27,7 @@ __all__ = [
     "ConsentRevoked",
     "DomainError",
     "EmergencyNotAllowed",
+    "HolderUnavailable",
     "IntegrityError",
     "InvalidFhir",
     "InvalidRequest",
@@ -201,6 +202,12 @@ class AnchorLagging(Unavailable):
     more would grow what a lost gateway could take with it unanchored."""
 
     code = "anchor_lagging"
+
+
+class HolderUnavailable(Unavailable):
+    """Federation: the gateway of the institution holding the record does not answer (or answers nonsense)."""
+
+    code = "holder_unavailable"
 
 
 class StorageFull(DomainError):

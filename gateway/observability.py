@@ -50,6 +50,12 @@ class Metrics:
         r = self.registry
         self.releases = Counter("hcl_releases_total", "Records released", ["mode", "emergency"], registry=r)
         self.denials = Counter("hcl_denials_total", "Requests refused, by problem code", ["reason"], registry=r)
+        self.forwarded = Counter(
+            "hcl_forwarded_releases_total", "Releases forwarded to the holder's gateway (federation)", registry=r
+        )
+        self.peer_requests = Counter(
+            "hcl_peer_requests_total", "Requests answered for another institution's gateway", ["kind"], registry=r
+        )
         self.decisions = Counter(
             "hcl_consent_decisions_total",
             "Release consent decisions, by source (cache or chain)",

@@ -69,6 +69,9 @@ class GatewaySettings(ClientSettings):
         False, description="release FHIR JSON unencrypted (only behind TLS termination you trust)"
     )
     indexer_poll: float = Field(0.25, gt=0, description="seconds between chain polls")
+    federation_timeout: float = Field(
+        10.0, gt=0, description="seconds to wait for another institution's gateway (discovery, forwarded releases)"
+    )
     confirmations: int | None = Field(
         None,
         ge=0,

@@ -17,7 +17,10 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 
 from gateway.access.auth import Authenticator, load_or_create_key
+from gateway.access.peers import PeerVerifier
 from gateway.access.policy import AccessPolicy
+from gateway.federation.directory import Directory
+from gateway.federation.outbound import Federation
 from gateway.fhir import warm_up
 from gateway.ledger.account import gateway_account
 from gateway.ledger.anchoring import Anchorer, AnchorGuard
@@ -68,6 +71,8 @@ class Components:
     indexer: Indexer
     auth: Authenticator
     metrics: Metrics
+    federation: Federation
+    peers: PeerVerifier
     journal: Journal | None = None
     anchorer: Anchorer | None = None
     journal_index: JournalIndex | None = None
@@ -158,6 +163,8 @@ def build_components(settings: GatewaySettings) -> Components:
         token_ttl=settings.token_ttl,
         challenge_ttl=settings.challenge_ttl,
     )
+    policy = AccessPolicy(ledger, db=db, indexer=indexer)
+    federation = Federation(Directory(db, names, account.address), account, timeout=settings.federation_timeout)
     journal = anchorer = guard = None
     if settings.ledger_mode is LedgerMode.BATCH:
         journal = Journal(settings.journal_path)
@@ -173,10 +180,12 @@ def build_components(settings: GatewaySettings) -> Components:
         db=db,
         store=store,
         kek=_kek(Path(settings.kek_file or settings.data_dir / "kek.key"), db),
-        policy=AccessPolicy(ledger, db=db, indexer=indexer),
+        policy=policy,
         indexer=indexer,
         auth=auth,
         metrics=metrics,
+        federation=federation,
+        peers=PeerVerifier(policy, db),
         journal=journal,
         journal_index=JournalIndex(journal) if journal is not None else None,
         anchorer=anchorer,

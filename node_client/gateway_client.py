@@ -26,6 +26,7 @@ from eth_account.signers.local import LocalAccount
 
 from node_client import hpke
 from node_client._exceptions import GatewayProblem, GatewayUnavailable
+from node_client.federation import FederationAuth
 
 __all__ = ["FHIR_JSON", "GatewayClient", "open_release"]
 
@@ -95,6 +96,13 @@ class GatewayClient:
         self.address, self.token = account.address, str(token["token"])
         return self.token
 
+    def act_for(self, gateway: LocalAccount, member: str) -> None:
+        """Gateway-to-gateway: every later call is signed by ``gateway``'s member key on ``member``'s behalf
+        (:mod:`node_client.federation`); for the ``/v1/federation`` calls, instead of a bearer token."""
+        self.http.headers.pop("Authorization", None)
+        self.http.auth = FederationAuth(gateway, member)
+        self.address, self.token = member, None
+
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Any request, answered as the raw response whatever its status (tests of odd requests)."""
         try:
@@ -131,6 +139,17 @@ class GatewayClient:
     def release(self, record_id: str, purpose: str) -> dict[str, Any]:
         """A record released to the caller (consent checked, access ledgered), still sealed: see :meth:`open`."""
         return self._json("GET", f"/v1/records/{record_id}", params={"purpose": purpose})
+
+    def holder_discover(self, patient: str, *, purpose: str = "treatment", **filters: str) -> dict[str, Any]:
+        """Gateway-to-gateway (after :meth:`act_for`): the records *this* gateway holds of ``patient`` that the
+        member acted for may see, with the same filters as :meth:`discover`."""
+        params = {"purpose": purpose, **filters}
+        return self._json("GET", f"/v1/federation/patients/{patient}/records", params=params)
+
+    def holder_release(self, record_id: str, purpose: str) -> dict[str, Any]:
+        """Gateway-to-gateway (after :meth:`act_for`): a record this gateway holds, released to the member
+        acted for — ledgered here and sealed to that member's key, so the asking gateway cannot open it."""
+        return self._json("GET", f"/v1/federation/records/{record_id}", params={"purpose": purpose})
 
     def open(self, release: dict[str, Any], private_key: X25519PrivateKey | bytes) -> dict[str, Any]:
         """The FHIR resource or Bundle of a release to the signed-in account, opened with its X25519 key."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Annotated
 
@@ -10,26 +11,27 @@ from eth_utils import is_address, to_checksum_address
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from gateway.api.deps import CallerDep, ComponentsDep, read_body
 from gateway.api.schemas import (
     DiscoveredRecord,
     DiscoveredRecords,
     IgnoredResource,
-    IndexedResource,
     Release,
     Retracted,
+    UnavailableHolder,
     Uploaded,
     UploadedRecord,
     problems,
 )
 from gateway.errors import DomainError
 from gateway.problems import Problem
-from gateway.services import releases, uploads
-from gateway.storage import record_keys
+from gateway.services import discovery, forwarding, releases, uploads
 from node_client.vocabulary import CATEGORIES, PURPOSES, parse_categories, parse_purposes
 
 router = APIRouter(tags=["records"])
+log = logging.getLogger("hcl.gateway.records")
 
 FHIR_TYPES = ("application/fhir+json", "application/json")
 
@@ -132,11 +134,18 @@ async def get_record(
     purpose: Annotated[str, Query(description="why you read it, e.g. treatment, referral, emergency")],
 ) -> Response:
     """Release a record: consent checked on-chain, access ledgered before release, FHIR JSON encrypted to
-    the caller's registered X25519 key (HPKE)."""
+    the caller's registered X25519 key (HPKE). A record another institution holds is released by its
+    gateway (forwarded, ledgered there, sealed to the caller): ``503 holder_unavailable`` if it does not answer."""
     # the hot path: the body is the service's, serialised by orjson; ``Release`` is what the document says
     # of it (checked by tests/gateway/test_api.py and the schemathesis run), not run per request
     rid, pur = parse_record_id(record_id), parse_purpose(purpose)
     try:
+        peer = forwarding.holder_elsewhere(c, rid)
+        if peer is not None:
+            body = await run_in_threadpool(
+                forwarding.release_elsewhere, c, peer=peer, caller=caller, record_id=rid, purpose=pur
+            )
+            return Response(orjson.dumps(body), media_type="application/json")
         released = await releases.release_async(c, caller=caller, record_id=rid, purpose=pur)
     except (Problem, DomainError) as exc:
         c.metrics.denials.labels(reason=exc.code).inc()
@@ -161,50 +170,42 @@ def discover(
     code: Annotated[str | None, Query(description="a resource code, e.g. LOINC 4548-4")] = None,
     purpose: Annotated[str, Query()] = "treatment",
 ) -> DiscoveredRecords:
-    """Record metadata of a patient, only for categories the caller currently has consent for."""
+    """Record metadata of a patient at every institution's gateway, only for categories the caller
+    currently has consent for; each record names its holder, and gateways that did not answer are listed."""
     c.policy.require_member(caller)
+    query = discovery_query(address, purpose=purpose, category=category, since=since, code=code)
+    return discovered(discovery.network(c, caller=caller, query=query), query)
+
+
+def discovery_query(
+    address: str, *, purpose: str, category: str | None, since: str | None, code: str | None
+) -> discovery.Query:
+    """The discovery request's parameters, checked (400 for a bad one)."""
     if not is_address(address):
         raise Problem("invalid_request", "not an address")
-    patient = to_checksum_address(address)
-    pur = parse_purpose(purpose)
-    since = parse_since(since)
     wanted = None
     if category:
         try:
             wanted = {t.bit for t in CATEGORIES if parse_categories(category) >> t.bit & 1}
         except ValueError as exc:
             raise Problem("invalid_request", str(exc)) from None
-    allowed: dict[int, bool] = {}
-    out: list[DiscoveredRecord] = []
-    for row in record_keys.discoverable_records_of(c.db, patient):
-        cat = row.category
-        if wanted is not None and cat not in wanted:
-            continue
-        if cat not in allowed:
-            allowed[cat] = c.policy.check(patient, caller, cat, pur).allowed
-        if not allowed[cat]:
-            continue
-        resources = [
-            IndexedResource(
-                resource_type=r.resource_type, code_system=r.code_system, code=r.code, display=r.display, date=r.date
-            )
-            for r in record_keys.indexed_resources(c.db, row.record_id, code=code, since=since)
-        ]
-        if (code or since) and not resources:
-            continue
-        out.append(
-            DiscoveredRecord(
-                recordId="0x" + row.record_id.hex(),
-                category=CATEGORIES[cat].slug,
-                provider=row.provider,
-                providerName=c.member_names.get(row.provider, ""),
-                registeredAt=row.time,
-                resources=resources,
-            )
-        )
+    return discovery.Query(
+        to_checksum_address(address), parse_purpose(purpose), wanted, code or None, parse_since(since)
+    )
+
+
+def discovered(found: discovery.Discovery, query: discovery.Query) -> DiscoveredRecords:
+    """The answer's document; a record a peer described wrongly is left out (and logged), not a 500."""
+    records = []
+    for r in found.records:
+        try:
+            records.append(DiscoveredRecord.model_validate(r))
+        except ValidationError as exc:
+            log.warning("a discovered record was malformed", extra={"holder": r.get("holder"), "error": str(exc)})
     return DiscoveredRecords(
-        patient=patient,
-        purpose=PURPOSES[pur].slug,
-        records=out,
-        consentedCategories=[CATEGORIES[k].slug for k, v in sorted(allowed.items()) if v],
+        patient=query.patient,
+        purpose=PURPOSES[query.purpose].slug,
+        records=records,
+        consentedCategories=[CATEGORIES[k].slug for k in found.consented],
+        unavailable=[UnavailableHolder.model_validate(u) for u in found.unavailable],
     )

@@ -42,6 +42,7 @@ __all__ = [
     "TokenOut",
     "TxDraft",
     "TxSent",
+    "UnavailableHolder",
     "Uploaded",
     "problem_response",
     "problems",
@@ -224,16 +225,30 @@ class DiscoveredRecord(_Out):
     provider: Address
     providerName: str = Field(description="the provider's display name (off-chain metadata); may be empty")
     registeredAt: int = Field(description="unix seconds of the registering block")
+    holder: Address = Field(description="the gateway holding the record (a release is forwarded to it)")
+    holderName: str = Field("", description="the holding gateway's display name; may be empty")
     resources: list[IndexedResource]
 
 
+class UnavailableHolder(_Out):
+    """Another institution's gateway that did not answer: its records are missing from this answer."""
+
+    gateway: Address
+    name: str
+    code: str = Field(description="the problem code, e.g. holder_unavailable")
+    detail: str
+
+
 class DiscoveredRecords(_Out):
-    """A patient's records the caller currently has consent for."""
+    """A patient's records the caller currently has consent for, at every institution's gateway."""
 
     patient: Address
     purpose: Purpose
     records: list[DiscoveredRecord]
     consentedCategories: list[Category]
+    unavailable: list[UnavailableHolder] = Field(
+        default_factory=list, description="gateways that did not answer (their records are missing)"
+    )
 
 
 # ---------------------------------------------------------------------------------------- consents

@@ -27,12 +27,26 @@ def _names(members: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     return {to_checksum_address(m["address"]): str(m.get("name", "")) for m in members if m.get("name")}
 
 
+def _metadata(members: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """address → the off-chain metadata whose hash is on chain (``endpoint`` only for a gateway that has one)."""
+    out: dict[str, dict[str, str]] = {}
+    for m in members:
+        address = to_checksum_address(m["address"])
+        meta = {"name": str(m.get("name", "")), "kind": str(m.get("kind", "")), "address": address}
+        if m.get("endpoint"):
+            meta["endpoint"] = str(m["endpoint"])
+        out[address] = meta
+    return out
+
+
 class MemberNames(Mapping[str, str]):
     """address → name; a read-only mapping to readers, refreshed by the indexer thread."""
 
     def __init__(self, manifest_path: Path | None, members: Iterable[Mapping[str, Any]] = ()) -> None:
         self.path = manifest_path
+        members = list(members)
         self._names = _names(members)  # replaced whole, never mutated: readers need no lock
+        self._metadata = _metadata(members)
         self._stamp = self._stat()
         self._unnamed: set[str] = set()
 
@@ -56,6 +70,10 @@ class MemberNames(Mapping[str, str]):
 
     # ---------------------------------------------------------------- following the chain
 
+    def metadata(self, address: str) -> dict[str, str] | None:
+        """The member's off-chain metadata as the manifest has it (to be checked against its on-chain hash)."""
+        return self._metadata.get(address)
+
     def member_added(self, address: str) -> None:
         """A ``MemberAdded`` was applied: look for this member's name until one appears."""
         if address not in self._names:
@@ -69,12 +87,13 @@ class MemberNames(Mapping[str, str]):
         if stamp is None or stamp == self._stamp:
             return False
         try:
-            names = _names(orjson.loads(self.path.read_bytes()).get("members", []))
+            members = list(orjson.loads(self.path.read_bytes()).get("members", []))
+            names, metadata = _names(members), _metadata(members)
         except (OSError, ValueError, KeyError, TypeError) as exc:  # half-written or edited by hand: next poll
             log.warning("manifest not readable for member names: %s", exc)
             return False
         self._stamp = stamp
         changed = names != self._names
-        self._names = names
+        self._names, self._metadata = names, metadata
         self._unnamed -= names.keys()
         return changed

@@ -230,6 +230,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "访问日志未能及时在链上锚定，未发布任何数据",
         "The journal is not being anchored on-chain in time; nothing was released",
     ),
+    "problem_holder_unavailable": (
+        "保存该记录的机构暂不可达，未发布任何数据",
+        "The institution holding the record does not answer; nothing was released",
+    ),
     "problem_storage_full": ("存储已满", "Record storage is full"),
     "problem_internal_error": ("内部错误", "Internal error"),
     # auditor

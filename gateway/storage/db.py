@@ -87,6 +87,14 @@ CREATE TABLE IF NOT EXISTS nonces (
     used_at    INTEGER
 );
 
+-- gateway-to-gateway request nonces, kept until the request could no longer be accepted (federation)
+CREATE TABLE IF NOT EXISTS peer_nonces (
+    gateway    TEXT NOT NULL,
+    nonce      TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (gateway, nonce)
+);
+
 CREATE TABLE IF NOT EXISTS emergency_reasons (
     access_id  BLOB PRIMARY KEY,
     member     TEXT NOT NULL,

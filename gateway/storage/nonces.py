@@ -1,4 +1,5 @@
-"""Sign-in nonces (``nonces``): each challenge the gateway issued, until it is used or expires."""
+"""Nonces: each sign-in challenge the gateway issued, until it is used or expires (``nonces``); and each
+gateway-to-gateway request's nonce, for as long as the request could be replayed (``peer_nonces``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 
 from gateway.storage.db import Database
 
-__all__ = ["SignInNonce", "consume", "find", "issue"]
+__all__ = ["SignInNonce", "consume", "find", "issue", "remember_peer_nonce"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +50,12 @@ def consume(conn: sqlite3.Connection, nonce: str, now: int) -> bool:
     """Marks the nonce used at ``now``; ``False`` if it already was (or never existed)."""
     used = conn.execute("UPDATE nonces SET used_at = ? WHERE nonce = ? AND used_at IS NULL", (now, nonce)).rowcount
     return used == 1
+
+
+def remember_peer_nonce(conn: sqlite3.Connection, gateway: str, nonce: str, expires_at: int, now: int) -> bool:
+    """Records a gateway request's nonce (forgetting expired ones); ``False`` if that gateway used it before."""
+    conn.execute("DELETE FROM peer_nonces WHERE expires_at < ?", (now,))
+    added = conn.execute(
+        "INSERT OR IGNORE INTO peer_nonces (gateway, nonce, expires_at) VALUES (?, ?, ?)", (gateway, nonce, expires_at)
+    ).rowcount
+    return added == 1

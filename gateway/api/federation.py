@@ -1,0 +1,71 @@
+"""/v1/federation: what one institution's gateway answers another's, acting for one of its members.
+
+No bearer token here: each request is signed by the asking gateway's member key (see
+:mod:`gateway.access.peers`), names the member it acts for, and is answered for that member exactly as
+if it had asked itself — the same consent checks, the access ledgered here, the record sealed to the
+member's key. Only records this gateway holds are answered: nothing is forwarded on from here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from gateway.api.deps import ComponentsDep
+from gateway.api.records import discovered, discovery_query, parse_purpose, parse_record_id
+from gateway.api.schemas import DiscoveredRecords, Release, problems
+from gateway.errors import DomainError
+from gateway.problems import Problem
+from gateway.services import discovery, releases
+from node_client.federation import SignedRequest
+
+router = APIRouter(tags=["federation"])
+
+
+async def get_peer_request(request: Request, c: ComponentsDep) -> SignedRequest:
+    """The verified gateway request (401 if the signature, clock or nonce fail; 403 if not a gateway)."""
+    body = await request.body()
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return await run_in_threadpool(c.peers.verify, request.method, target, body, request.headers)
+
+
+PeerDep = Annotated[SignedRequest, Depends(get_peer_request)]
+
+
+@router.get("/v1/federation/patients/{address}/records", responses=problems(401, 403, 503))
+def holder_discover(
+    address: str,
+    c: ComponentsDep,
+    peer: PeerDep,
+    category: Annotated[str | None, Query()] = None,
+    since: Annotated[str | None, Query()] = None,
+    code: Annotated[str | None, Query()] = None,
+    purpose: Annotated[str, Query()] = "treatment",
+) -> DiscoveredRecords:
+    """The records this gateway holds of a patient that the member acted for may see now."""
+    c.policy.require_member(peer.acting_for)
+    c.metrics.peer_requests.labels(kind="discover").inc()
+    query = discovery_query(address, purpose=purpose, category=category, since=since, code=code)
+    return discovered(discovery.local(c, caller=peer.acting_for, query=query), query)
+
+
+@router.get("/v1/federation/records/{record_id}", response_model=Release, responses=problems(401, 403, 404, 410, 503))
+async def holder_release(
+    record_id: str,
+    c: ComponentsDep,
+    peer: PeerDep,
+    purpose: Annotated[str, Query()],
+) -> Response:
+    """A record this gateway holds, released to the member acted for: ledgered here, sealed to that member."""
+    rid, pur = parse_record_id(record_id), parse_purpose(purpose)
+    c.metrics.peer_requests.labels(kind="release").inc()
+    try:
+        released = await releases.release_async(c, caller=peer.acting_for, record_id=rid, purpose=pur)
+    except (Problem, DomainError) as exc:
+        c.metrics.denials.labels(reason=exc.code).inc()
+        raise
+    return Response(orjson.dumps(released.body), media_type="application/json")

@@ -1,0 +1,79 @@
+"""Asking another institution's gateway, on a member's behalf: discovery and release.
+
+Each request is signed by this gateway's member key for the member it acts for
+(:meth:`node_client.gateway_client.GatewayClient.act_for`). The holder's answer comes back as it is — a
+release is sealed to the member's key and passes through unread. How the holder's failures reach the
+member: no answer, a 5xx or a refusal of *this gateway* (401) is ``503 holder_unavailable``; a refusal
+of the member (no consent, revoked, retracted, not found) is the holder's own problem, passed on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from eth_account.signers.local import LocalAccount
+
+from gateway import errors
+from gateway.federation.directory import Directory, Peer
+from gateway.problems import PROBLEMS, Problem
+from node_client._exceptions import GatewayProblem, GatewayUnavailable
+from node_client.gateway_client import GatewayClient
+
+__all__ = ["Federation"]
+
+log = logging.getLogger("hcl.gateway.federation")
+T = TypeVar("T")
+
+
+class Federation:
+    """This gateway's side of the gateway-to-gateway protocol."""
+
+    def __init__(self, directory: Directory, account: LocalAccount, *, timeout: float) -> None:
+        self.directory = directory
+        self.account = account
+        self.timeout = timeout
+
+    def discover(
+        self, peer: Peer, acting_for: str, patient: str, purpose: str, filters: dict[str, str]
+    ) -> dict[str, Any]:
+        """The records ``peer`` holds of ``patient`` that ``acting_for`` may see (its answer, as a dict)."""
+        return self._ask(peer, acting_for, lambda gw: gw.holder_discover(patient, purpose=purpose, **filters))
+
+    def release(self, peer: Peer, acting_for: str, record_id: bytes, purpose: str) -> dict[str, Any]:
+        """The record released by its holder ``peer`` to ``acting_for``: ledgered there, sealed to them."""
+        rid = "0x" + record_id.hex()
+        body = self._ask(peer, acting_for, lambda gw: gw.holder_release(rid, purpose))
+        if str(body.get("recordId", "")).lower() != rid or body.get("ledger") is None:
+            raise errors.HolderUnavailable(
+                f"{_label(peer)} answered with something other than the record", holder=peer.address
+            )
+        return body
+
+    def _ask(self, peer: Peer, acting_for: str, call: Callable[[GatewayClient], T]) -> T:
+        with GatewayClient(peer.endpoint, timeout=self.timeout) as gw:
+            gw.act_for(self.account, acting_for)
+            try:
+                return call(gw)
+            except GatewayUnavailable as exc:
+                log.warning("holder gateway unavailable", extra={"gateway": peer.address, "error": str(exc)})
+                raise errors.HolderUnavailable(
+                    f"{_label(peer)} does not answer; nothing was released", holder=peer.address
+                ) from None
+            except GatewayProblem as exc:
+                raise _passed_on(peer, exc) from None
+
+
+def _passed_on(peer: Peer, exc: GatewayProblem) -> Exception:
+    """The holder's problem as this gateway answers it (see the module docstring)."""
+    if exc.status >= 500 or exc.status == 401 or exc.code not in PROBLEMS:
+        return errors.HolderUnavailable(
+            f"{_label(peer)} answered {exc.status} {exc.code}: {exc.detail or exc.title}; nothing was released",
+            holder=peer.address,
+        )
+    return Problem(exc.code, f"{_label(peer)}: {exc.detail or exc.title}", status=exc.status, holder=peer.address)
+
+
+def _label(peer: Peer) -> str:
+    return f"the holder's gateway ({peer.name or peer.address})"

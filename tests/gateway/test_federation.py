@@ -1,0 +1,258 @@
+"""Two institutions' gateways on one chain: discovery and release across them, the signed gateway-to-gateway
+requests, and what happens when the holder does not answer. Real Hardhat node, real apps over HTTP.
+
+Gateway A is City First People's Hospital's (dev account 20), gateway B Riverside Community Health
+Centre's (dev account 21); both are GATEWAY members whose endpoints are in their on-chain metadata.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+from gateway.federation.directory import Directory
+from gateway.ledger.member_names import MemberNames
+from gateway.settings import GatewaySettings
+from gateway.wiring import Components, build_components
+from node_client import hpke
+from node_client._client import ChainClient
+from node_client._exceptions import GatewayProblem
+from node_client._node import HardhatNode, free_port
+from node_client.deploy import Ledger, MemberSpec, deploy_dev, dev_encryption_key
+from node_client.federation import HEADERS, signing_message
+from node_client.gateway_client import GatewayClient, open_release
+from node_client.keys import dev_account
+from node_client.vocabulary import Role, parse_categories, parse_purposes
+from tests.support.gateway_harness import serving
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "fhir" / "synthea" / "patient-1-Emmie273_Kovacek682.json"
+HOSPITAL, CLINIC, LAB = 4, 5, 6
+GW_A, GW_B = 20, 21
+
+
+@dataclass
+class Federation:
+    node: HardhatNode
+    client: ChainClient
+    ledger: Ledger
+    manifest_path: Path
+    ports: dict[int, int]
+    tmp: Path
+
+    def url(self, gw: int) -> str:
+        return f"http://127.0.0.1:{self.ports[gw]}"
+
+    @contextmanager
+    def gateway(self, gw: int) -> Iterator[Components]:
+        """Gateway ``gw`` served on its registered endpoint (its data survives a restart)."""
+        settings = GatewaySettings(
+            rpc_url=self.node.url,
+            manifest=self.manifest_path,
+            data_dir=self.tmp / f"gw{gw}",
+            gateway_dev_account=gw,
+            host="127.0.0.1",
+            port=self.ports[gw],
+            indexer_poll=0.1,
+            federation_timeout=5,
+            log_level="WARNING",
+        )
+        components = build_components(settings)
+        with serving(settings, components):
+            yield components
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    tmp = tmp_path_factory.mktemp("federation")
+    node = HardhatNode(log_path=tmp / "hardhat.log").start(port=free_port())
+    try:
+        client = ChainClient(rpc_url=node.url)
+        ports = {GW_A: free_port(), GW_B: free_port()}
+        names = {GW_A: "City First People's Hospital gateway", GW_B: "Riverside Community Health Centre gateway"}
+        gateways = []
+        for gw, port in ports.items():
+            client.w3.provider.make_request("hardhat_setBalance", [dev_account(gw).address, hex(10**21)])
+            gateways.append(
+                MemberSpec(
+                    dev_account(gw).address,
+                    int(Role.GATEWAY),
+                    dev_encryption_key(gw)[1],
+                    names[gw],
+                    "gateway",
+                    endpoint=f"http://127.0.0.1:{port}",
+                )
+            )
+        manifest = deploy_dev(client, extra_members=gateways)
+        manifest.save(tmp / "manifest.json")
+        yield Federation(node, client, manifest.connect(client), tmp / "manifest.json", ports, tmp)
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def both(fed: Federation) -> Iterator[dict[int, Components]]:
+    with ExitStack() as stack:
+        yield {gw: stack.enter_context(fed.gateway(gw)) for gw in (GW_A, GW_B)}
+
+
+def _upload(fed: Federation, gw: int, patient: int) -> dict[str, str]:
+    with GatewayClient(fed.url(gw)) as client:
+        client.sign_in(dev_account(HOSPITAL))
+        out = client.upload(dev_account(patient).address, SAMPLE.read_bytes())
+    return {r["category"]: r["recordId"] for r in out["records"]}
+
+
+def _grant(fed: Federation, patient: int, grantee: int, categories: str) -> None:
+    now = fed.client.block_timestamp()
+    fed.ledger.consents.grant(
+        dev_account(patient),
+        dev_account(grantee).address,
+        parse_categories(categories),
+        parse_purposes("treatment,referral"),
+        now - 60,
+        now + 86_400,
+    )
+
+
+def _wait_indexed(components: dict[int, Components], fed: Federation) -> None:
+    head = fed.client.block_number()
+    deadline = time.monotonic() + 15
+    while any(c.indexer.indexed_block < head for c in components.values()):
+        assert time.monotonic() < deadline, "the gateways did not catch up"
+        time.sleep(0.05)
+
+
+def _clinic_at(fed: Federation, gw: int) -> GatewayClient:
+    client = GatewayClient(fed.url(gw))
+    client.sign_in(dev_account(CLINIC))
+    return client
+
+
+# ---------------------------------------------------------------- discovery and release across institutions
+
+
+def test_a_clinician_finds_and_reads_another_institutions_record_through_its_own_gateway(
+    fed: Federation, both: dict[int, Components]
+) -> None:
+    records = _upload(fed, GW_A, 10)
+    _grant(fed, 10, CLINIC, "lab-results")
+    _wait_indexed(both, fed)
+    with _clinic_at(fed, GW_B) as clinic:
+        found = clinic.discover(dev_account(10).address)
+        assert found["unavailable"] == []
+        assert {r["recordId"] for r in found["records"]} == {records["lab-results"]}  # consented category only
+        (rec,) = found["records"]
+        assert rec["holder"] == dev_account(GW_A).address and rec["holderName"].startswith("City First")
+        assert rec["resources"], "the holder's index travels with the record"
+        body = clinic.release(records["lab-results"], "treatment")
+        fhir = clinic.open(body, dev_encryption_key(CLINIC)[0])
+    assert fhir["resourceType"] == "Bundle"
+    assert body["ledger"]["mode"] == "strict"
+    # ledgered by the holder: its gateway sent logAccess, naming the clinician as requester
+    tx = fed.client.w3.eth.get_transaction(body["ledger"]["txHash"])
+    assert tx["from"] == dev_account(GW_A).address
+    # the forwarding gateway (B) cannot open what it passed on
+    with pytest.raises(hpke.HpkeError):
+        open_release(body, dev_encryption_key(GW_B)[0], dev_account(CLINIC).address)
+    assert both[GW_B].metrics.forwarded._value.get() >= 1
+    assert both[GW_A].metrics.peer_requests.labels(kind="release")._value.get() >= 1
+
+
+def test_a_refusal_at_the_holder_reaches_the_clinician_as_it_is(fed: Federation, both: dict[int, Components]) -> None:
+    records = _upload(fed, GW_A, 11)
+    _grant(fed, 11, CLINIC, "lab-results")
+    _wait_indexed(both, fed)
+    with _clinic_at(fed, GW_B) as clinic:
+        with pytest.raises(GatewayProblem) as not_consented:
+            clinic.release(records["encounters"], "treatment")
+        assert not_consented.value.status == 403 and not_consented.value.code == "wrong_category"
+        fed.ledger.consents.revoke(dev_account(11), dev_account(CLINIC).address)
+        _wait_indexed(both, fed)
+        with pytest.raises(GatewayProblem) as revoked:
+            clinic.release(records["lab-results"], "treatment")
+        assert revoked.value.status == 403 and revoked.value.code == "consent_revoked"
+        assert clinic.discover(dev_account(11).address)["records"] == []
+
+
+def test_a_holder_that_does_not_answer_is_503_and_the_rest_works(fed: Federation) -> None:
+    with fed.gateway(GW_B) as b:
+        with fed.gateway(GW_A) as a:
+            at_a = _upload(fed, GW_A, 12)
+            at_b = _upload(fed, GW_B, 12)
+            _grant(fed, 12, CLINIC, "lab-results")
+            _wait_indexed({GW_A: a, GW_B: b}, fed)
+        # A has stopped: B answers for what it holds and says what is missing
+        with _clinic_at(fed, GW_B) as clinic:
+            with pytest.raises(GatewayProblem) as down:
+                clinic.release(at_a["lab-results"], "treatment")
+            assert down.value.status == 503 and down.value.code == "holder_unavailable"
+            found = clinic.discover(dev_account(12).address)
+            assert [(u["gateway"], u["code"]) for u in found["unavailable"]] == [
+                (dev_account(GW_A).address, "holder_unavailable")
+            ]
+            assert {r["recordId"] for r in found["records"]} == {at_b["lab-results"]}
+            assert clinic.open(clinic.release(at_b["lab-results"], "treatment"), dev_encryption_key(CLINIC)[0])
+
+
+def test_an_endpoint_the_chain_does_not_vouch_for_is_not_used(fed: Federation, both: dict[int, Components]) -> None:
+    """A manifest edited to send gateway A's requests elsewhere: A drops out of B's directory."""
+    directory = both[GW_B].federation.directory
+    a = dev_account(GW_A).address
+    assert directory.peer(a) is not None
+    honest = directory.names.metadata(a)
+    assert honest is not None
+    tampered = MemberNames(None, [{**honest, "endpoint": "http://127.0.0.1:1"}])
+    assert Directory(directory.db, tampered, directory.self_address).peer(a) is None
+    assert Directory(directory.db, MemberNames(None, [honest]), directory.self_address).peer(a) is not None
+
+
+# ---------------------------------------------------------------- the signed gateway-to-gateway requests
+
+
+def _signed(
+    fed: Federation, signer: int, acting_for: int, target: str, *, timestamp: int | None = None, nonce: str = "ab" * 16
+) -> dict[str, str]:
+    ts = int(time.time()) if timestamp is None else timestamp
+    account, member = dev_account(signer), dev_account(acting_for).address
+    message = signing_message("GET", target, b"", gateway=account.address, acting_for=member, timestamp=ts, nonce=nonce)
+    signature = Account.sign_message(encode_defunct(text=message), account.key).signature
+    return {
+        HEADERS["gateway"]: account.address,
+        HEADERS["acting_for"]: member,
+        HEADERS["timestamp"]: str(ts),
+        HEADERS["nonce"]: nonce,
+        HEADERS["signature"]: "0x" + bytes(signature).hex(),
+    }
+
+
+def test_gateway_requests_are_signed_fresh_once_and_by_a_gateway(fed: Federation, both: dict[int, Components]) -> None:
+    target = f"/v1/federation/patients/{dev_account(10).address}/records?purpose=treatment"
+    with httpx.Client(base_url=fed.url(GW_A), timeout=10) as http:
+
+        def status(headers: dict[str, str], path: str = target) -> tuple[int, str]:
+            resp = http.get(path, headers=headers)
+            return resp.status_code, orjson.loads(resp.content).get("code", "")
+
+        assert status({}) == (401, "invalid_signature")
+        good = _signed(fed, GW_B, CLINIC, target, nonce="c1" * 16)
+        assert status(good)[0] == 200
+        assert status(good) == (401, "replayed_nonce")
+        tampered = _signed(fed, GW_B, CLINIC, target, nonce="c2" * 16)
+        assert status(tampered, target.replace("treatment", "research")) == (401, "invalid_signature")
+        stale = _signed(fed, GW_B, CLINIC, target, timestamp=int(time.time()) - 600, nonce="c3" * 16)
+        assert status(stale) == (401, "invalid_signature")
+        not_a_gateway = _signed(fed, HOSPITAL, CLINIC, target, nonce="c4" * 16)
+        assert status(not_a_gateway) == (403, "wrong_role")
+        outsider = _signed(fed, 18, CLINIC, target, nonce="c5" * 16)
+        assert status(outsider)[0] == 403
+        for_an_outsider = _signed(fed, GW_B, 18, target, nonce="c6" * 16)
+        assert status(for_an_outsider)[0] == 403
