@@ -5,12 +5,14 @@
     daemon.py      what every node process shares: started detached, waited for, stopped or frozen by PID
     geth.py        one geth validator: init, static peers, its command line
     kubo.py        one Kubo (IPFS) node of the private swarm (``--ipfs``): init with the swarm key, its API
-    network.py     the network: up (create, start, peer, seal, deploy, onboard), status, down, a new validator
+    gateways.py    one institution's gateway (``--gateways``): ``hcl gateway serve`` on its registered endpoint
+    network.py     the network: up (create, start, peer, seal, deploy, onboard, gateways), status, down, a new
+                   validator
 
 ``hcl network …`` (:mod:`node_client.network_cli`) is the command line over :class:`Network`.
 """
 
 from node_client.network.consortium import Consortium, Institution
-from node_client.network.network import DEFAULT_FOLDER, Network, NodeStatus
+from node_client.network.network import DEFAULT_FOLDER, GatewayStatus, Network, NodeStatus
 
-__all__ = ["DEFAULT_FOLDER", "Consortium", "Institution", "Network", "NodeStatus"]
+__all__ = ["DEFAULT_FOLDER", "Consortium", "GatewayStatus", "Institution", "Network", "NodeStatus"]

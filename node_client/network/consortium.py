@@ -1,10 +1,13 @@
 """The consortium file: who founds the network, who governs it, who runs a validator — and their keys.
 
 A consortium file (TOML, example in ``deployments/consortium.example.toml``) names the founding
-institutions with their roles, which of them are admins (the M-of-N governance) and which run a Clique
-validator. :func:`materialise` turns it into keys in one folder: a member account (encrypted keystore)
-and a release key (X25519 JWK) per institution, a sealing key per validator. The *dev* consortium instead
-uses Hardhat's public dev accounts for the members, so the demo and ``--dev-account`` work on it; its
+institutions with their roles, which of them are admins (the M-of-N governance), which run a Clique
+validator and which of those run a gateway (``gateway = true``). :func:`materialise` turns it into keys in
+one folder: a member account (encrypted keystore) and a release key (X25519 JWK) per institution, a sealing
+key per validator, and for an institution with a gateway a second member, ``"<name> gateway"`` (role
+GATEWAY, kind ``gateway``), with its own account and release key: the gateway signs for itself, never with
+its institution's key. The *dev* consortium instead uses Hardhat's public dev accounts for the members (its
+gateways: dev accounts 20, 21, … in validator order), so the demo and ``--dev-account`` work on it; its
 validators still get fresh sealing keys.
 """
 
@@ -12,21 +15,39 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
 from node_client._exceptions import DeploymentError
-from node_client.deploy import DEV_ADMINS, DEV_CONSORTIUM, DEV_THRESHOLD, MemberSpec, dev_members
+from node_client.deploy import (
+    DEV_ADMINS,
+    DEV_CONSORTIUM,
+    DEV_THRESHOLD,
+    MemberSpec,
+    dev_encryption_key,
+    dev_members,
+)
 from node_client.keys import dev_account, load_keystore, new_keystore, write_x25519_jwk
 from node_client.vocabulary import Role
 
-__all__ = ["DEV_CHAIN_ID_NETWORK", "Consortium", "Institution", "Keys", "materialise", "parse_roles"]
+__all__ = [
+    "DEV_CHAIN_ID_NETWORK",
+    "DEV_GATEWAY_ACCOUNTS",
+    "Consortium",
+    "Institution",
+    "Keys",
+    "materialise",
+    "parse_roles",
+]
 
 #: Chain id of a dev consortium network (Hardhat's is 31337; nothing keys off either number).
 DEV_CHAIN_ID_NETWORK = 31338
+#: The first dev account of a dev network's per-institution gateways (0-19 are Hardhat's funded ones).
+DEV_GATEWAY_ACCOUNTS = 20
 _MAX_VALIDATORS = 32
 
 
@@ -39,11 +60,22 @@ class Institution:
     roles: int
     admin: bool = False
     validator: bool = False
+    gateway: bool = False  # runs a gateway of its own, a member apart (see :attr:`gateway_name`)
 
     @property
     def slug(self) -> str:
         """A file-name-safe short name (``city-first-people-s-hospital``)."""
         return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")[:40] or "institution"
+
+    @property
+    def gateway_name(self) -> str:
+        """The member name of the institution's gateway."""
+        return f"{self.name} gateway"
+
+    @property
+    def gateway_slug(self) -> str:
+        """File name of the gateway's keys (``keys/<slug>-gateway.json``) and its folder."""
+        return f"{self.slug}-gateway"
 
 
 @dataclass(frozen=True)
@@ -59,6 +91,11 @@ class Consortium:
     @property
     def validators(self) -> tuple[Institution, ...]:
         return tuple(i for i in self.institutions if i.validator)
+
+    @property
+    def gateways(self) -> tuple[Institution, ...]:
+        """The institutions running a gateway, in validator order (the dev gateways' account order)."""
+        return tuple(i for i in self.validators if i.gateway)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,21 +126,26 @@ class Consortium:
 
     @classmethod
     def development(cls, validators: int) -> Consortium:
-        """The dev consortium (public dev member keys, ``dev: true``) sealed by ``validators`` nodes."""
+        """The dev consortium (public dev member keys, ``dev: true``) sealed by ``validators`` nodes, each
+        validator institution with a gateway (but the one that is a gateway member itself)."""
         hosts = [entry for entry in DEV_CONSORTIUM if entry[3] != "gateway"] + [DEV_CONSORTIUM[0]]
         if not 1 <= validators <= len(hosts):
             raise DeploymentError(f"a dev network has 1 to {len(hosts)} validators, not {validators}")
         chosen = {entry[2] for entry in hosts[:validators]}
         institutions = tuple(
-            Institution(name, kind, roles, validator=name in chosen) for _i, roles, name, kind in DEV_CONSORTIUM
+            Institution(name, kind, roles, validator=name in chosen, gateway=name in chosen and kind != "gateway")
+            for _i, roles, name, kind in DEV_CONSORTIUM
         )
         return cls(DEV_CHAIN_ID_NETWORK, DEV_THRESHOLD, institutions, dev=True)
 
     def check(self) -> None:
         """The rules a network needs: admins to reach the threshold, at least one validator, unique names."""
-        names = [i.name for i in self.institutions]
-        if len(set(names)) != len(names) or len({i.slug for i in self.institutions}) != len(names):
-            raise DeploymentError("institution names must be unique (also as file names)")
+        names = [i.name for i in self.institutions] + [i.gateway_name for i in self.institutions if i.gateway]
+        slugs = {i.slug for i in self.institutions} | {i.gateway_slug for i in self.institutions if i.gateway}
+        if len(set(names)) != len(names) or len(slugs) != len(names):
+            raise DeploymentError("institution names must be unique (also as file names, and with ' gateway' added)")
+        if any(i.gateway and not i.validator for i in self.institutions):
+            raise DeploymentError("gateway = true needs validator = true: a gateway follows its institution's node")
         admins = sum(i.admin for i in self.institutions)
         if not self.dev and not 1 <= self.threshold <= admins:
             raise DeploymentError(f"threshold {self.threshold} needs between 1 and {admins} admins")
@@ -136,6 +178,7 @@ def _institution(raw: dict[str, Any]) -> Institution:
         roles=parse_roles(list(raw["roles"])),
         admin=bool(raw.get("admin", False)),
         validator=bool(raw.get("validator", False)),
+        gateway=bool(raw.get("gateway", False)),
     )
 
 
@@ -149,13 +192,21 @@ class Keys:
     signers: dict[str, str] = field(default_factory=dict)
     #: institution name → member keystore (not for the dev consortium, whose keys are public)
     member_keystores: dict[str, Path] = field(default_factory=dict)
+    #: institution name → its gateway's member (also in :attr:`members`)
+    gateways: dict[str, MemberSpec] = field(default_factory=dict)
+    #: institution name → its gateway's keystore (real networks) or dev account index (dev networks)
+    gateway_keystores: dict[str, Path] = field(default_factory=dict)
+    gateway_dev_accounts: dict[str, int] = field(default_factory=dict)
 
 
-def materialise(consortium: Consortium, folder: Path, password: str) -> Keys:
+def materialise(
+    consortium: Consortium, folder: Path, password: str, *, endpoints: Mapping[str, str] | None = None
+) -> Keys:
     """Creates (or, on a second run, reads back) every key the consortium needs under ``folder``.
 
     Keystores are encrypted with ``password`` and never overwritten; sealing keys go into each validator's
-    own ``nodes/<slug>/keystore`` where geth looks for them.
+    own ``nodes/<slug>/keystore`` where geth looks for them. ``endpoints`` (institution name → URL) are
+    the gateways' endpoints, part of their members' metadata.
     """
     signers: dict[str, str] = {
         v.name: _keystore(folder / "nodes" / v.slug / "keystore" / "signer.json", password).address
@@ -175,7 +226,27 @@ def materialise(consortium: Consortium, folder: Path, password: str) -> Keys:
         jwk = folder / "keys" / f"{inst.slug}.x25519.jwk"
         public = _public_x25519(jwk)
         keys.members.append(MemberSpec(account.address, inst.roles, public, inst.name, inst.kind))
+    for n, inst in enumerate(consortium.gateways):
+        spec = _gateway_member(consortium, inst, n, folder, password, keys)
+        keys.gateways[inst.name] = replace(spec, endpoint=(endpoints or {}).get(inst.name, ""))
+        keys.members.append(keys.gateways[inst.name])
     return keys
+
+
+def _gateway_member(
+    consortium: Consortium, inst: Institution, n: int, folder: Path, password: str, keys: Keys
+) -> MemberSpec:
+    """The ``n``-th gateway's member: dev account ``20 + n`` on a dev network, fresh keys otherwise."""
+    roles, kind = int(Role.GATEWAY), "gateway"
+    if consortium.dev:
+        index = DEV_GATEWAY_ACCOUNTS + n
+        keys.gateway_dev_accounts[inst.name] = index
+        return MemberSpec(dev_account(index).address, roles, dev_encryption_key(index)[1], inst.gateway_name, kind)
+    path = folder / "keys" / f"{inst.gateway_slug}.json"
+    account = _keystore(path, password)
+    keys.gateway_keystores[inst.name] = path
+    public = _public_x25519(folder / "keys" / f"{inst.gateway_slug}.x25519.jwk")
+    return MemberSpec(account.address, roles, public, inst.gateway_name, kind)
 
 
 def _keystore(path: Path, password: str) -> LocalAccount:

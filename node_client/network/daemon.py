@@ -1,6 +1,6 @@
-"""What every daemon of the network shares (a geth validator, a Kubo node): it runs detached in its own
-process group with its output appended to one log, is waited for until it says it is ready, and is
-stopped, frozen or thawed later by PID alone — by another process than the one that started it.
+"""What every daemon of the network shares (a geth validator, a Kubo node, a gateway): it runs detached in
+its own process group with its output appended to one log, is waited for until it says it is ready, and
+is stopped, frozen or thawed later by PID alone — by another process than the one that started it.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Daemon:
         ready: Callable[[int], bool],
         timeout: float,
         env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
         poll: float = 0.1,
     ) -> int:
         """Starts ``command`` detached and waits until ``ready(log offset of this start)`` holds; on exit
@@ -51,6 +52,7 @@ class Daemon:
             proc = subprocess.Popen(
                 list(command),
                 env=None if env is None else dict(env),
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

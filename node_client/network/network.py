@@ -8,10 +8,18 @@ that exists restarts the nodes on their data; nothing is generated twice.
 With ``ipfs=True`` (``hcl network up --ipfs``) each validator institution also runs a Kubo node, repo under
 ``ipfs/<institution>/``, all of them in one private swarm keyed by ``swarm.key`` (mode 0600, made once):
 see :mod:`node_client.network.kubo`. A network that has them restarts and stops them with its validators.
+
+Every institution with ``gateway = true`` (in the dev consortium: every validator institution) has a gateway
+member of its own, onboarded at the deployment with its endpoint ``http://127.0.0.1:<port>`` in its
+metadata (the port is chosen once, at creation, and kept in ``network.json``). With ``gateways=True``
+(``hcl network up --gateways``) those gateways run, one ``hcl gateway serve`` each, data under
+``gateways/<institution>/``: see :mod:`node_client.network.gateways`. Once started, they restart and stop
+with the network, as the Kubo nodes do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -27,12 +35,13 @@ from node_client._node import free_port
 from node_client.contracts import Action
 from node_client.deploy import Manifest, deploy, deploy_dev
 from node_client.network.consortium import Consortium, Institution, Keys, materialise
+from node_client.network.gateways import LEDGER_MODES, GatewayProcess, gateway_command, healthy
 from node_client.network.genesis import clique_genesis
 from node_client.network.geth import GethNode, find_geth
 from node_client.network.kubo import KuboNode, connect, find_kubo, new_swarm_key
 from node_client.vocabulary import Role
 
-__all__ = ["DEFAULT_FOLDER", "KuboStatus", "Network", "NodeStatus"]
+__all__ = ["DEFAULT_FOLDER", "GatewayStatus", "KuboStatus", "Network", "NodeStatus"]
 
 DEFAULT_FOLDER = Path(".hcl/network")
 #: Hardhat's dev accounts 0-19, pre-funded on a dev network so the demo's patients and admins can pay gas.
@@ -56,6 +65,19 @@ class KuboStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayStatus:
+    """What ``hcl network status`` shows for an institution's gateway."""
+
+    name: str  # the gateway member's name
+    url: str  # its endpoint, as registered in its member metadata
+    pid: int | None
+    running: bool
+    healthy: bool | None = None  # ``/healthz`` answered 200 (None: not asked, the process is down)
+    ledger_mode: str = ""
+    store: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class NodeStatus:
     """What ``hcl network status`` shows for one validator."""
 
@@ -70,6 +92,7 @@ class NodeStatus:
     signers: list[str] = field(default_factory=list)
     sealed: dict[str, int] = field(default_factory=dict)  # signer (lower case) → blocks sealed recently
     ipfs: KuboStatus | None = None  # the institution's IPFS node, on a network up with ``ipfs=True``
+    gateway: GatewayStatus | None = None  # the institution's gateway, on a network up with ``gateways=True``
 
     @property
     def sealed_by_self(self) -> int:
@@ -86,6 +109,8 @@ class Network:
         self._clients: dict[str, ChainClient] = {}
         self.nodes: list[GethNode] = []
         self.kubo: list[KuboNode] = []  # one per validator institution on a network with IPFS, else none
+        self.gateways: list[GatewayProcess] = []  # one per institution with a gateway (ports fixed at creation)
+        self.serve_gateways = False  # set by the first ``up(gateways=True)``: later ``up``s restart them
         self.manifest_path: Path | None = None
         if self._state_file.exists():
             self._load()
@@ -117,17 +142,27 @@ class Network:
     # ------------------------------------------------------------------ up
 
     def up(
-        self, consortium: Consortium, *, manifest_path: Path, timeout: float = 120.0, ipfs: bool = False
+        self,
+        consortium: Consortium,
+        *,
+        manifest_path: Path,
+        timeout: float = 120.0,
+        ipfs: bool = False,
+        gateways: bool = False,
+        ledger_mode: str | None = None,
     ) -> Manifest:
         """Creates (first time) or restarts the network and returns its deployment manifest.
 
         On a network that exists, ``consortium`` is ignored: the one it was created with is kept.
         ``ipfs=True`` adds (or, on a network that has them, restarts) one Kubo node per validator
         institution, started once the validators agree and connected pairwise; a network that has Kubo
-        nodes restarts them whatever ``ipfs`` says.
+        nodes restarts them whatever ``ipfs`` says. ``gateways=True`` starts, after the deployment, the
+        gateway of every institution that has one (``ledger_mode``: strict, the default, or batch, for
+        gateways started now); once started they restart whatever ``gateways`` says.
         """
         geth = find_geth()
         kubo = find_kubo() if ipfs or self.kubo else None  # a missing binary fails before anything starts
+        command = self._gateway_launch(consortium, ledger_mode) if gateways or self.serve_gateways else None
         if not self.exists:
             self._create(consortium, geth)
         self._start_all(geth)
@@ -135,15 +170,31 @@ class Network:
         if kubo is not None:
             self._swarm_up(kubo, timeout=timeout)
         if self.manifest_path is not None and self.manifest_path.exists():
-            return Manifest.load(self.manifest_path)
-        return self._deploy(manifest_path)
+            manifest = Manifest.load(self.manifest_path)
+        else:
+            manifest = self._deploy(manifest_path)
+        if command is not None:
+            self._gateways_up(command, ledger_mode=ledger_mode, timeout=max(timeout, 120.0))
+        return manifest
+
+    def _gateway_launch(self, consortium: Consortium, ledger_mode: str | None) -> list[str]:
+        """How gateways are launched; checked before anything starts (no gateway, no ``hcl gateway``)."""
+        if ledger_mode is not None and ledger_mode not in LEDGER_MODES:
+            raise DeploymentError(f"ledger mode {ledger_mode!r}: one of {', '.join(LEDGER_MODES)}")
+        if not (self.consortium or consortium).gateways:
+            raise DeploymentError(
+                "no institution of this network runs a gateway: mark validator institutions `gateway = true`"
+                " in the consortium file (a network's gateways are fixed when it is created)"
+            )
+        return gateway_command()
 
     def _create(self, consortium: Consortium, geth: Path) -> None:
         self.say(f"creating keys for {len(consortium.institutions)} institutions in {self.folder}")
         self.folder.mkdir(parents=True, exist_ok=True)
-        password = self._password(consortium.dev)
-        keys = materialise(consortium, self.folder, password)
+        self._password(consortium.dev)  # written once, read back by _keys
         self.consortium = consortium
+        self.gateways = [self._new_gateway(inst) for inst in consortium.gateways]
+        keys = self._keys(consortium)
         self.nodes = [self._new_node(v, keys) for v in consortium.validators]
         genesis = clique_genesis(
             chain_id=consortium.chain_id,
@@ -166,6 +217,17 @@ class Network:
             with os.fdopen(fd, "w") as fh:
                 fh.write("demo" if dev else secrets.token_urlsafe(24))
         return self.password_file.read_text().strip()
+
+    def _keys(self, consortium: Consortium) -> Keys:
+        """The consortium's keys, its gateway members carrying the endpoints fixed at creation."""
+        endpoints = {g.name: g.url for g in self.gateways}
+        return materialise(consortium, self.folder, self.password_file.read_text().strip(), endpoints=endpoints)
+
+    def _new_gateway(self, inst: Institution) -> GatewayProcess:
+        """An institution's gateway: its port, and so its endpoint, chosen now and never again."""
+        return GatewayProcess(
+            name=inst.name, member=inst.gateway_name, data_dir=self.folder / "gateways" / inst.slug, port=free_port()
+        )
 
     def _new_node(self, inst: Institution, keys: Keys) -> GethNode:
         return GethNode(
@@ -270,11 +332,11 @@ class Network:
 
     def _deploy(self, manifest_path: Path) -> Manifest:
         consortium = self._consortium()
-        keys = materialise(consortium, self.folder, self.password_file.read_text().strip())
+        keys = self._keys(consortium)
         client = ChainClient(rpc_url=self.nodes[0].url, timeout=60)
         self.say("deploying the contracts and onboarding the founding members (M-of-N governance)")
         if consortium.dev:
-            manifest = deploy_dev(client)
+            manifest = deploy_dev(client, extra_members=list(keys.gateways.values()))
         else:
             manifest = deploy(
                 client,
@@ -289,6 +351,40 @@ class Network:
         self.manifest_path = manifest_path
         self._save()
         return manifest
+
+    def _gateways_up(self, command: list[str], *, ledger_mode: str | None, timeout: float) -> None:
+        """Starts every stopped gateway, one after the other, each ready once its ``/healthz`` is 200."""
+        keys = self._keys(self._consortium())
+        self.serve_gateways = True
+        for gw in self.gateways:
+            if gw.running:
+                if ledger_mode and ledger_mode != gw.ledger_mode:
+                    self.say(f"{gw.member} runs in {gw.ledger_mode} mode: `down` and `up` to change it")
+                continue
+            gw.ledger_mode = ledger_mode or gw.ledger_mode
+            gw.store = gw.store or ("ipfs" if self._kubo_of(gw.name) else "local")
+            gw.dev_account = keys.gateway_dev_accounts.get(gw.name)
+            gw.keystore = keys.gateway_keystores.get(gw.name)
+            self.say(f"starting {gw.member} on {gw.url} ({gw.ledger_mode}, {gw.store} store)")
+            gw.start(command, self._gateway_env(gw), timeout=timeout)
+            self._save()
+        self._save()
+
+    def _gateway_env(self, gw: GatewayProcess) -> dict[str, str]:
+        """A gateway's environment: its own validator first in ``HCL_RPC_URL``, the others for failover."""
+        if self.manifest_path is None:
+            raise DeploymentError("the network has no deployment yet")
+        own = [n.url for n in self.nodes if n.name == gw.name]
+        kubo = self._kubo_of(gw.name)
+        return gw.env(
+            rpc_urls=own + [u for u in self.urls if u not in own],
+            manifest=self.manifest_path,
+            password_file=self.password_file,
+            ipfs_api=kubo.api_multiaddr if kubo else None,
+        )
+
+    def _kubo_of(self, name: str) -> KuboNode | None:
+        return next((k for k in self.kubo if k.name == name), None)
 
     # ------------------------------------------------------------------ observe
 
@@ -334,37 +430,43 @@ class Network:
         return height if len(hashes) == 1 else None
 
     def status(self) -> list[NodeStatus]:
-        """Heads, peers, signers and who sealed the recent blocks, node by node (a dead node says so)."""
+        """Heads, peers, signers and who sealed the recent blocks, node by node (a dead node says so), with
+        the institution's IPFS node and gateway where it has them."""
         out = []
         for i, node in enumerate(self.nodes):
-            if not node.running:
-                out.append(
-                    NodeStatus(node.name, node.url, node.signer, node.pid, False, ipfs=self._kubo_status(node.name))
-                )
-                continue
-            try:
-                head = self.rpc(i, "eth_getBlockByNumber", ["latest", False])
-                clique = self.rpc(i, "clique_status")
-                out.append(
-                    NodeStatus(
-                        node.name,
-                        node.url,
-                        node.signer,
-                        node.pid,
-                        True,
+            row = NodeStatus(
+                node.name,
+                node.url,
+                node.signer,
+                node.pid,
+                node.running,
+                ipfs=self._kubo_status(node.name),
+                gateway=self._gateway_status(node.name),
+            )
+            if node.running:
+                with contextlib.suppress(ChainUnavailable, NodeError):
+                    head = self.rpc(i, "eth_getBlockByNumber", ["latest", False])
+                    clique = self.rpc(i, "clique_status")
+                    row = replace(
+                        row,
                         head=int(head["number"], 16),
                         head_hash=head["hash"],
                         peers=int(self.rpc(i, "net_peerCount"), 16),
                         signers=list(self.rpc(i, "clique_getSigners")),
                         sealed={k.lower(): int(v) for k, v in clique.get("sealerActivity", {}).items()},
-                        ipfs=self._kubo_status(node.name),
                     )
-                )
-            except (ChainUnavailable, NodeError):
-                out.append(
-                    NodeStatus(node.name, node.url, node.signer, node.pid, True, ipfs=self._kubo_status(node.name))
-                )
+            out.append(row)
         return out
+
+    def _gateway_status(self, name: str) -> GatewayStatus | None:
+        """The institution's gateway, if it runs one (``/healthz`` asked only of a running process)."""
+        gw = next((g for g in self.gateways if g.name == name), None)
+        if gw is None or not (self.serve_gateways or gw.running):
+            return None
+        running = gw.running
+        return GatewayStatus(
+            gw.member, gw.url, gw.pid, running, healthy(gw.url) if running else None, gw.ledger_mode, gw.store
+        )
 
     def _kubo_status(self, name: str) -> KuboStatus | None:
         node = next((k for k in self.kubo if k.name == name), None)
@@ -382,7 +484,12 @@ class Network:
 
     def down(self) -> list[str]:
         """Stops every node by PID (data kept: ``up`` resumes it); returns the names of the validators
-        stopped (their IPFS nodes, if any, are stopped first)."""
+        stopped (their gateways, then their IPFS nodes, if any, are stopped first)."""
+        for gw in self.gateways:
+            if gw.running:
+                self.say(f"stopping {gw.member} (pid {gw.pid})")
+                gw.stop()
+            gw.pid = None
         for kubo in self.kubo:
             if kubo.running:
                 self.say(f"stopping the IPFS node of {kubo.name} (pid {kubo.pid})")
@@ -414,7 +521,7 @@ class Network:
         inst = replace(inst, validator=True)
         grown = replace(consortium, institutions=(*consortium.institutions, inst))
         grown.check()
-        keys = materialise(grown, self.folder, self.password_file.read_text().strip())
+        keys = self._keys(grown)
         node = self._new_node(inst, keys)
         node.datadir.mkdir(parents=True, exist_ok=True)
         node.init(geth, self.folder / "genesis.json")
@@ -481,6 +588,8 @@ class Network:
             "manifest": str(self.manifest_path) if self.manifest_path else None,
             "nodes": [n.to_json() for n in self.nodes],
             "kubo": [k.to_json() for k in self.kubo],
+            "gateways": [g.to_json() for g in self.gateways],
+            "serve_gateways": self.serve_gateways,
         }
         tmp = self._state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
@@ -492,3 +601,5 @@ class Network:
         self.manifest_path = Path(state["manifest"]) if state.get("manifest") else None
         self.nodes = [GethNode.from_json(n) for n in state["nodes"]]
         self.kubo = [KuboNode.from_json(k) for k in state.get("kubo", [])]
+        self.gateways = [GatewayProcess.from_json(g) for g in state.get("gateways", [])]
+        self.serve_gateways = bool(state.get("serve_gateways", False))

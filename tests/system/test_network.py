@@ -20,6 +20,7 @@ from node_client._node import free_port
 from node_client.cli import app
 from node_client.deploy import Manifest
 from node_client.network import Consortium, Institution, Network
+from node_client.network.gateways import healthy
 from node_client.vocabulary import Role
 from tests.support.network import need_geth, start_network, wait_until
 
@@ -126,6 +127,7 @@ name = "City First People's Hospital"
 roles = ["hospital", "emergency"]
 admin = true
 validator = true
+gateway = true
 
 [[institution]]
 name = "Riverside Community Health Centre"
@@ -141,6 +143,10 @@ roles = ["gateway"]
 def test_the_example_consortium_file_is_valid() -> None:
     consortium = Consortium.load(REPO / "deployments" / "consortium.example.toml")
     assert len(consortium.validators) == 3 and not consortium.dev and consortium.threshold == 2
+    assert [i.name for i in consortium.gateways] == [
+        "City First People's Hospital",
+        "Riverside Community Health Centre",
+    ]
 
 
 def test_a_consortium_file_gets_fresh_keys_and_refuses_dev_conveniences(tmp_path: Path) -> None:
@@ -148,11 +154,17 @@ def test_a_consortium_file_gets_fresh_keys_and_refuses_dev_conveniences(tmp_path
     consortium_file = tmp_path / "consortium.toml"
     consortium_file.write_text(ONE_VALIDATOR)
     consortium = Consortium.load(consortium_file)
-    net = start_network(tmp_path / "net", consortium)
+    net = start_network(tmp_path / "net", consortium, gateways=True)  # its gateway signs with a keystore
     try:
         manifest = Manifest.load(tmp_path / "net" / "manifest.json")
-        assert not manifest.dev and manifest.threshold == 2 and len(manifest.members) == 3
+        assert not manifest.dev and manifest.threshold == 2 and len(manifest.members) == 4
         assert (tmp_path / "net" / "password").stat().st_mode & 0o077 == 0
+        (gw,) = net.gateways
+        assert (
+            gw.dev_account is None
+            and gw.keystore == tmp_path / "net" / "keys" / "city-first-people-s-hospital-gateway.json"
+        )
+        assert manifest.members[-1]["endpoint"] == gw.url and healthy(gw.url)
         env = {"HCL_RPC_URL": net.nodes[0].url, "HCL_MANIFEST": str(tmp_path / "net" / "manifest.json")}
         runner = CliRunner()
         revoke = ["consent", "revoke", "--grantee", "0x" + "11" * 20, "--dev-account", "10"]
