@@ -33,12 +33,14 @@ def need_geth() -> Path:
         pytest.skip(str(exc))
 
 
-def start_network(folder: Path, consortium: Consortium) -> Network:
-    """A network in ``folder``, up and deployed (manifest ``folder/manifest.json``)."""
+def start_network(folder: Path, consortium: Consortium, *, gateways: bool = False) -> Network:
+    """A network in ``folder``, up and deployed (manifest ``folder/manifest.json``); ``gateways``: with
+    each gateway institution's ``hcl gateway serve`` running and healthy (the dev consortium: one per
+    validator)."""
     need_geth()
     network = Network(folder)
     try:
-        network.up(consortium, manifest_path=folder / "manifest.json", timeout=180)
+        network.up(consortium, manifest_path=folder / "manifest.json", timeout=180, gateways=gateways)
     except BaseException:
         network.down()
         raise
