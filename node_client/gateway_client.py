@@ -151,6 +151,11 @@ class GatewayClient:
         acted for — ledgered here and sealed to that member's key, so the asking gateway cannot open it."""
         return self._json("GET", f"/v1/federation/records/{record_id}", params={"purpose": purpose})
 
+    def holder_accesses(self, patient: str) -> dict[str, Any]:
+        """Gateway-to-gateway (after :meth:`act_for` the patient): this gateway's journal entries of the patient,
+        each with its leaf hash, inclusion proof and anchor, for the patient's gateway to check (``entries``)."""
+        return self._json("GET", f"/v1/federation/patients/{patient}/accesses")
+
     def open(self, release: dict[str, Any], private_key: X25519PrivateKey | bytes) -> dict[str, Any]:
         """The FHIR resource or Bundle of a release to the signed-in account, opened with its X25519 key."""
         if self.address is None:

@@ -24,9 +24,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 
 from gateway.api.deps import CallerDep, ComponentsDep
-from gateway.api.schemas import Anchor, AnchoredBatchProof, PendingBatchProof, Proof, StrictProof, problems
+from gateway.api.schemas import AnchoredBatchProof, PendingBatchProof, Proof, StrictProof, problems
 from gateway.ledger.journal import JournalError
 from gateway.problems import Problem
+from gateway.services import proofs
 from gateway.storage import read_model
 from gateway.wiring import Components
 from node_client.contracts import MemberStatus
@@ -106,38 +107,12 @@ def _batch_proof(c: Components, caller: str, idx: int) -> AnchoredBatchProof | J
     if entry is None:
         raise Problem("record_not_found", f"no journal entry {idx}", status=404)
     _may_see(c, caller, entry.requester, entry.patient)
-    body: dict[str, Any] = {
-        "mode": "batch",
-        "journalIndex": idx,
-        "entry": "0x" + entry.to_bytes().hex(),
-        "leafHash": "0x" + c.journal.leaf_hash(idx).hex(),
-        "accessId": "0x" + entry.access_hash.hex(),
-        "requester": entry.requester,
-        "patient": entry.patient,
-        "recordId": "0x" + entry.record_id.hex(),
-        "purpose": PURPOSES[entry.purpose].slug,
-        "emergency": entry.emergency,
-        "releasedAt": entry.released_at,
-        "hashes": "RFC 6962: leaf = SHA-256(0x00 || entry), node = SHA-256(0x01 || left || right)",
-    }
-    anchor = c.journal.last_anchor()
-    if anchor is None or anchor.tree_size <= idx:
-        pending = PendingBatchProof(**body, anchored=False)
+    body = proofs.batch_proof(c, idx, entry)
+    if not body["anchored"]:
         retry = max(1, round(c.settings.anchor_interval))
+        pending = PendingBatchProof.model_validate(body)
         return JSONResponse(pending.model_dump(), status_code=202, headers={"Retry-After": str(retry)})
-    return AnchoredBatchProof(
-        **body,
-        anchored=True,
-        anchor=Anchor(
-            treeSize=anchor.tree_size,
-            root="0x" + anchor.root.hex(),
-            txHash=anchor.tx_hash,
-            blockNumber=anchor.block_number,
-            contract=c.ledger.access.address,
-            gateway=c.gateway_account.address,
-        ),
-        inclusionProof=["0x" + h.hex() for h in c.journal.inclusion_proof(idx, anchor.tree_size)],
-    )
+    return AnchoredBatchProof.model_validate(body)
 
 
 @router.get("/v1/journal", response_class=FileResponse, responses=_JOURNAL_EXPORT | problems(404, 503))

@@ -8,9 +8,10 @@ member's key. Only records this gateway holds are answered: nothing is forwarded
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
+from eth_utils import is_address, to_checksum_address
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
@@ -20,7 +21,7 @@ from gateway.api.records import discovered, discovery_query, parse_purpose, pars
 from gateway.api.schemas import DiscoveredRecords, Release, problems
 from gateway.errors import DomainError
 from gateway.problems import Problem
-from gateway.services import discovery, releases
+from gateway.services import access_history, discovery, releases
 from node_client.federation import SignedRequest
 
 router = APIRouter(tags=["federation"])
@@ -51,6 +52,16 @@ def holder_discover(
     c.metrics.peer_requests.labels(kind="discover").inc()
     query = discovery_query(address, purpose=purpose, category=category, since=since, code=code)
     return discovered(discovery.local(c, caller=peer.acting_for, query=query), query)
+
+
+@router.get("/v1/federation/patients/{address}/accesses", responses=problems(401, 403, 503))
+def holder_accesses(address: str, c: ComponentsDep, peer: PeerDep) -> dict[str, Any]:
+    """This gateway's journal entries of a patient, with their proofs, for the patient's own gateway: only
+    when the gateway acts for that patient (a history is the patient's to see)."""
+    if not is_address(address) or to_checksum_address(address) != peer.acting_for:
+        raise Problem("not_patient", "a patient's access history is answered only to the patient's gateway for them")
+    c.metrics.peer_requests.labels(kind="history").inc()
+    return {"patient": peer.acting_for, "entries": access_history.holder_entries(c, peer.acting_for)}
 
 
 @router.get("/v1/federation/records/{record_id}", response_model=Release, responses=problems(401, 403, 404, 410, 503))

@@ -8,16 +8,16 @@ from gateway.api.deps import CallerDep, ComponentsDep
 from gateway.api.schemas import (
     AccessEntry,
     AccessLog,
-    BatchLedger,
     ConsentEvent,
     EmergencyWindow,
     MyConsent,
     MyConsents,
     MyRecord,
     MyRecords,
-    StrictLedger,
+    UnavailableHolder,
     problems,
 )
+from gateway.services import access_history
 from gateway.storage import emergency_reasons, read_model
 from gateway.storage.db import status_text
 from node_client.contracts import ConsentStatus
@@ -97,49 +97,15 @@ def my_consents(c: ComponentsDep, caller: CallerDep) -> MyConsents:
 
 @router.get("/access-log", responses=problems(503))
 def my_access_log(c: ComponentsDep, caller: CallerDep) -> AccessLog:
-    """Who read which of my records, when, why; emergency accesses flagged; each with its ledger proof."""
+    """Who read which of my records, when, why — at every institution's gateway; emergency accesses flagged;
+    each entry checked against the chain here (``verified``, ``verification``)."""
+    history = access_history.network(c, caller)
     reasons = emergency_reasons.of_patient(c.db, caller)
-    entries = [
-        AccessEntry(
-            accessId=_hex(a.access_hash),
-            requester=a.requester,
-            requesterName=c.member_names.get(a.requester, ""),
-            recordId=_hex(a.record_id),
-            category=CATEGORIES[a.category].slug if a.category is not None else None,
-            purpose=PURPOSES[a.purpose].slug,
-            emergency=a.emergency,
-            emergencyReason=reasons.get(a.consent_id) if a.emergency else None,
-            consentId=_hex(a.consent_id),
-            time=a.time,
-            ledger=StrictLedger(mode="strict", txHash=a.tx_hash, blockNumber=a.block),
-        )
-        for a in read_model.accesses_of(c.db, caller)
-    ]
-    if c.journal_index is not None:
-        # the patient's own records: one query, not one per journal entry
-        category_of = read_model.record_categories_of(c.db, caller)
-        for index, entry in c.journal_index.entries_of(caller):
-            cat = category_of.get(entry.record_id)
-            entries.append(
-                AccessEntry(
-                    accessId=_hex(entry.access_hash),
-                    requester=entry.requester,
-                    requesterName=c.member_names.get(entry.requester, ""),
-                    recordId=_hex(entry.record_id),
-                    category=CATEGORIES[cat].slug if cat is not None else None,
-                    purpose=PURPOSES[entry.purpose].slug,
-                    emergency=entry.emergency,
-                    emergencyReason=reasons.get(entry.consent_id) if entry.emergency else None,
-                    consentId=_hex(entry.consent_id),
-                    time=entry.released_at // 1000,
-                    ledger=BatchLedger(mode="batch", journalIndex=index),
-                )
-            )
-        entries.sort(key=lambda e: e.time, reverse=True)
     emergencies = read_model.emergencies_of(c.db, caller)
     return AccessLog(
         patient=caller,
-        accesses=entries,
+        accesses=[AccessEntry.model_validate(e) for e in history.entries],
+        unavailable=[UnavailableHolder.model_validate(u) for u in history.unavailable],
         emergencyWindows=[
             EmergencyWindow(
                 accessId=_hex(e.access_id),

@@ -430,6 +430,15 @@ class AccessEntry(_Out):
     consentId: Hex32
     time: int = Field(description="unix seconds")
     ledger: LedgerEntry
+    holder: Address | None = Field(None, description="the gateway that released and ledgered it")
+    holderName: str = ""
+    verified: bool = Field(description="checked against the chain by this gateway (see verification)")
+    verification: Literal["chain_event", "anchored_root", "not_anchored_yet", "root_not_on_chain", "proof_mismatch"] = (
+        Field(
+            description="chain_event: an AccessLogged event; anchored_root: in a root its gateway anchored; "
+            "not_anchored_yet; root_not_on_chain: unproven; proof_mismatch: altered"
+        )
+    )
 
 
 class EmergencyWindow(_Out):
@@ -449,6 +458,9 @@ class AccessLog(_Out):
     patient: Address
     accesses: list[AccessEntry]
     emergencyWindows: list[EmergencyWindow]
+    unavailable: list[UnavailableHolder] = Field(
+        default_factory=list, description="gateways that did not answer (their batch-mode entries are missing)"
+    )
 
 
 # ---------------------------------------------------------------------------------------- system

@@ -51,6 +51,14 @@ class Federation:
             )
         return body
 
+    def accesses(self, peer: Peer, patient: str) -> list[dict[str, Any]]:
+        """``peer``'s journal entries of ``patient`` (acting for the patient), each with its proof, unchecked."""
+        body = self._ask(peer, patient, lambda gw: gw.holder_accesses(patient))
+        entries = body.get("entries")
+        if not isinstance(entries, list):
+            raise errors.HolderUnavailable(f"{_label(peer)} answered without entries", holder=peer.address)
+        return [e for e in entries if isinstance(e, dict)]
+
     def _ask(self, peer: Peer, acting_for: str, call: Callable[[GatewayClient], T]) -> T:
         with GatewayClient(peer.endpoint, timeout=self.timeout) as gw:
             gw.act_for(self.account, acting_for)

@@ -27,6 +27,7 @@ __all__ = [
     "access_counts",
     "accesses_of",
     "active_members",
+    "anchor_block",
     "consent",
     "consent_events_of",
     "consents_of",
@@ -420,3 +421,16 @@ def clear(conn: sqlite3.Connection) -> None:
     """Empties the read model (inside the caller's write transaction), to rebuild it after a reorganisation."""
     for table in CHAIN_TABLES:
         conn.execute(f"DELETE FROM {table}")  # table names: the constants above
+
+
+def anchor_block(db: Database, gateway: str, root: bytes, tree_size: int) -> int | None:
+    """The block in which ``gateway`` anchored ``root`` over ``tree_size`` entries, or ``None`` if it never did."""
+    row = (
+        db.read()
+        .execute(
+            "SELECT block FROM chain_anchors WHERE gateway = ? AND root = ? AND tree_size = ?",
+            (gateway, root, tree_size),
+        )
+        .fetchone()
+    )
+    return None if row is None else int(row["block"])

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -23,7 +24,7 @@ from gateway.federation.directory import Directory
 from gateway.ledger.member_names import MemberNames
 from gateway.settings import GatewaySettings
 from gateway.wiring import Components, build_components
-from node_client import hpke
+from node_client import hpke, merkle
 from node_client._client import ChainClient
 from node_client._exceptions import GatewayProblem
 from node_client._node import HardhatNode, free_port
@@ -52,7 +53,7 @@ class Federation:
         return f"http://127.0.0.1:{self.ports[gw]}"
 
     @contextmanager
-    def gateway(self, gw: int) -> Iterator[Components]:
+    def gateway(self, gw: int, **overrides: Any) -> Iterator[Components]:
         """Gateway ``gw`` served on its registered endpoint (its data survives a restart)."""
         settings = GatewaySettings(
             rpc_url=self.node.url,
@@ -64,6 +65,7 @@ class Federation:
             indexer_poll=0.1,
             federation_timeout=5,
             log_level="WARNING",
+            **overrides,
         )
         components = build_components(settings)
         with serving(settings, components):
@@ -256,3 +258,69 @@ def test_gateway_requests_are_signed_fresh_once_and_by_a_gateway(fed: Federation
         assert status(outsider)[0] == 403
         for_an_outsider = _signed(fed, GW_B, 18, target, nonce="c6" * 16)
         assert status(for_an_outsider)[0] == 403
+
+
+# ---------------------------------------------------------------- one verified history (batch mode: last, the
+# gateways keep their journals from here on)
+
+
+def _history_settled(fed: Federation, patient: int, want: int) -> dict:
+    with GatewayClient(fed.url(GW_B)) as gw:
+        gw.sign_in(dev_account(patient))
+        deadline = time.monotonic() + 30
+        while True:
+            log = gw.my_access_log()
+            if len(log["accesses"]) >= want and all(e["verified"] for e in log["accesses"]):
+                return log
+            assert time.monotonic() < deadline, f"history not verified in time: {log['accesses']}"
+            time.sleep(0.3)
+
+
+def test_the_patient_sees_every_gateways_releases_in_one_history_each_checked(fed: Federation) -> None:
+    with fed.gateway(GW_A, ledger_mode="batch", anchor_interval=0.5) as a:
+        with fed.gateway(GW_B, ledger_mode="batch", anchor_interval=0.5) as b:
+            at_a, at_b = _upload(fed, GW_A, 13), _upload(fed, GW_B, 13)
+            _grant(fed, 13, CLINIC, "lab-results")
+            _wait_indexed({GW_A: a, GW_B: b}, fed)
+            with _clinic_at(fed, GW_B) as clinic:
+                from_a = clinic.release(at_a["lab-results"], "treatment")
+                from_b = clinic.release(at_b["lab-results"], "treatment")
+            assert from_a["ledger"]["mode"] == from_b["ledger"]["mode"] == "batch"
+            log = _history_settled(fed, 13, 2)
+            by_holder = {e["holder"]: e for e in log["accesses"]}
+            assert set(by_holder) == {dev_account(GW_A).address, dev_account(GW_B).address}
+            assert by_holder[dev_account(GW_A).address]["accessId"] == from_a["accessId"]
+            assert {e["verification"] for e in log["accesses"]} == {"anchored_root"}
+            assert all(e["requester"] == dev_account(CLINIC).address for e in log["accesses"])
+            _a_gateway_that_alters_or_invents_an_entry_is_flagged(fed, b)
+        # B alone: A's entries are missing and B says so
+        with GatewayClient(fed.url(GW_A)) as gw:
+            gw.sign_in(dev_account(13))
+            log = gw.my_access_log()
+        assert [u["gateway"] for u in log["unavailable"]] == [dev_account(GW_B).address]
+        assert [e["holder"] for e in log["accesses"]] == [dev_account(GW_A).address]
+
+
+def _a_gateway_that_alters_or_invents_an_entry_is_flagged(fed: Federation, b: Components) -> None:
+    """What A really answers for patient 13, altered two ways, as B checks it."""
+    from gateway.services.access_history import _checked
+
+    patient = dev_account(13).address
+    with GatewayClient(fed.url(GW_A)) as gw:
+        gw.act_for(dev_account(GW_B), patient)
+        (item,) = gw.holder_accesses(patient)["entries"]
+    peer = b.federation.directory.peer(dev_account(GW_A).address)
+    assert peer is not None
+    assert _checked(b, peer, patient, item)["verification"] == "anchored_root"
+    raw = bytearray(bytes.fromhex(item["entry"][2:]))
+    raw[-1] ^= 1  # one bit of the entry (its state-seen time) changed
+    altered = {**item, "entry": "0x" + raw.hex()}
+    assert _checked(b, peer, patient, altered)["verification"] == "proof_mismatch"
+    invented_root = merkle.leaf_hash(bytes(raw))  # a one-entry tree of its own: consistent, never anchored
+    invented = {
+        **altered,
+        "journalIndex": 0,
+        "anchor": {**item["anchor"], "root": "0x" + invented_root.hex(), "treeSize": 1},
+        "inclusionProof": [],
+    }
+    assert _checked(b, peer, patient, invented)["verification"] == "root_not_on_chain"

@@ -1,0 +1,172 @@
+"""A patient's access history across every institution, each entry checked against the chain.
+
+Strict-mode releases are ``AccessLogged`` events: every gateway's read model has all of them, from the
+chain. Batch-mode releases sit in the journal of the gateway that released them; the patient's gateway
+asks every peer for the patient's entries, each with its leaf, inclusion proof and anchor, and checks
+them itself (``verification``):
+
+``chain_event``        an ``AccessLogged`` event on chain (strict mode);
+``anchored_root``      the entry is in a Merkle root its gateway anchored on chain (the read model's anchors);
+``not_anchored_yet``   journaled but not yet under an anchored root (anchoring runs every few seconds);
+``root_not_on_chain``  the root the gateway shows was never anchored by it: the entry is unproven;
+``proof_mismatch``     the entry does not hash into the root it comes with: altered.
+
+A gateway that hides an entry is found by the auditor's replay of its journal against its anchors
+(``hcl audit replay``), not here: the patient sees what each gateway shows, proven or flagged.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import errors
+from gateway.federation.directory import Peer
+from gateway.problems import Problem
+from gateway.services import proofs
+from gateway.storage import emergency_reasons, read_model
+from gateway.wiring import Components
+from node_client import merkle
+from node_client.journal_entry import JournalEntry, unhex
+from node_client.vocabulary import CATEGORIES, PURPOSES
+
+__all__ = ["History", "holder_entries", "network"]
+
+log = logging.getLogger("hcl.gateway.history")
+
+
+@dataclass(slots=True)
+class History:
+    """Entries as the API shows them (dicts, newest first) and the peers that did not answer."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    unavailable: list[dict[str, str]] = field(default_factory=list)
+
+
+def holder_entries(c: Components, patient: str) -> list[dict[str, Any]]:
+    """This gateway's journal entries of the patient, each with its proof (what a peer is answered)."""
+    if c.journal_index is None:
+        return []  # strict mode: every release is on chain, the peer has it already
+    return [proofs.batch_proof(c, idx, entry) for idx, entry in c.journal_index.entries_of(patient)]
+
+
+def network(c: Components, patient: str) -> History:
+    """The whole history: the chain's strict entries, this journal's and every peer's (in parallel)."""
+    out = History(entries=_strict(c, patient) + _own_batch(c, patient))
+    peers = c.federation.directory.peers()
+    if peers:
+        with ThreadPoolExecutor(max_workers=min(8, len(peers)), thread_name_prefix="hcl-history") as pool:
+            asked = [(p, pool.submit(c.federation.accesses, p, patient)) for p in peers]
+            for peer, future in asked:
+                try:
+                    items = future.result()
+                except (errors.DomainError, Problem) as exc:
+                    out.unavailable.append(
+                        {"gateway": peer.address, "name": peer.name, "code": exc.code, "detail": exc.detail}
+                    )
+                    continue
+                out.entries += [e for e in (_checked(c, peer, patient, i) for i in items) if e is not None]
+    out.entries.sort(key=lambda e: int(e["time"]), reverse=True)
+    return out
+
+
+def _entry(c: Components, e: JournalEntry, categories: dict[bytes, int], holder: str) -> dict[str, Any]:
+    cat = categories.get(e.record_id)
+    return {
+        "accessId": "0x" + e.access_hash.hex(),
+        "requester": e.requester,
+        "requesterName": c.member_names.get(e.requester, ""),
+        "recordId": "0x" + e.record_id.hex(),
+        "category": CATEGORIES[cat].slug if cat is not None else None,
+        "purpose": PURPOSES[e.purpose].slug,
+        "emergency": e.emergency,
+        "emergencyReason": None,
+        "consentId": "0x" + e.consent_id.hex(),
+        "time": e.released_at // 1000,
+        "holder": holder,
+        "holderName": c.member_names.get(holder, ""),
+    }
+
+
+def _strict(c: Components, patient: str) -> list[dict[str, Any]]:
+    reasons = emergency_reasons.of_patient(c.db, patient)
+    holders = {r.record_id: r.gateway for r in read_model.records_of(c.db, patient)}
+    out = []
+    for a in read_model.accesses_of(c.db, patient):
+        holder = holders.get(a.record_id)
+        out.append(
+            {
+                "accessId": "0x" + a.access_hash.hex(),
+                "requester": a.requester,
+                "requesterName": c.member_names.get(a.requester, ""),
+                "recordId": "0x" + a.record_id.hex(),
+                "category": CATEGORIES[a.category].slug if a.category is not None else None,
+                "purpose": PURPOSES[a.purpose].slug,
+                "emergency": a.emergency,
+                "emergencyReason": reasons.get(a.consent_id) if a.emergency else None,
+                "consentId": "0x" + a.consent_id.hex(),
+                "time": a.time,
+                "holder": holder,
+                "holderName": c.member_names.get(holder, "") if holder else "",
+                "ledger": {"mode": "strict", "txHash": a.tx_hash, "blockNumber": a.block},
+                "verified": True,
+                "verification": "chain_event",
+            }
+        )
+    return out
+
+
+def _own_batch(c: Components, patient: str) -> list[dict[str, Any]]:
+    if c.journal is None or c.journal_index is None:
+        return []
+    reasons = emergency_reasons.of_patient(c.db, patient)
+    categories = read_model.record_categories_of(c.db, patient)
+    anchor = c.journal.last_anchor()
+    anchored_size = anchor.tree_size if anchor is not None else 0
+    out = []
+    for idx, e in c.journal_index.entries_of(patient):
+        row = _entry(c, e, categories, c.gateway_account.address)
+        row["emergencyReason"] = reasons.get(e.consent_id) if e.emergency else None
+        row["ledger"] = {"mode": "batch", "journalIndex": idx}
+        row["verified"] = idx < anchored_size
+        row["verification"] = "anchored_root" if row["verified"] else "not_anchored_yet"
+        out.append(row)
+    return out
+
+
+def _checked(c: Components, peer: Peer, patient: str, item: dict[str, Any]) -> dict[str, Any] | None:
+    """A peer's journal entry as the patient sees it, verified here (``None``: malformed or not theirs)."""
+    try:
+        raw, idx = unhex(item["entry"]), int(item["journalIndex"])
+        entry = JournalEntry.from_bytes(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("a peer's journal entry is malformed", extra={"gateway": peer.address, "error": str(exc)})
+        return None
+    if entry.patient != patient:
+        return None
+    row = _entry(c, entry, read_model.record_categories_of(c.db, patient), peer.address)
+    row["holderName"] = peer.name
+    row["ledger"] = {"mode": "batch", "journalIndex": idx}
+    row["verification"] = _verification(c, peer, raw, idx, item)
+    row["verified"] = row["verification"] == "anchored_root"
+    return row
+
+
+def _verification(c: Components, peer: Peer, raw: bytes, idx: int, item: dict[str, Any]) -> str:
+    """How far a peer's entry is proven (see the module docstring)."""
+    if not item.get("anchored"):
+        return "not_anchored_yet"
+    try:
+        anchor = item["anchor"]
+        root, size = unhex(anchor["root"]), int(anchor["treeSize"])
+        path = [unhex(h) for h in item["inclusionProof"]]
+        included = merkle.verify_inclusion(merkle.leaf_hash(raw), idx, size, path, root)
+    except (KeyError, TypeError, ValueError):
+        return "proof_mismatch"
+    if not included:
+        return "proof_mismatch"
+    if read_model.anchor_block(c.db, peer.address, root, size) is None:
+        return "root_not_on_chain"
+    return "anchored_root"
