@@ -114,6 +114,16 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "emergency_access": ("紧急访问（破窗）", "Emergency (break-glass) access"),
     "reason": ("原因", "Reason"),
     "journal_entry": ("日志条目", "journal entry"),
+    "held_by": ("保存机构", "Held by"),
+    "verification_chain_event": ("已在链上核验", "Verified on chain"),
+    "verification_anchored_root": ("已核验（链上锚定）", "Verified (anchored on chain)"),
+    "verification_not_anchored_yet": ("待锚定", "Not anchored yet"),
+    "verification_root_not_on_chain": ("未能证明：该机构未在链上锚定", "Unproven: never anchored by its gateway"),
+    "verification_proof_mismatch": ("已被篡改：与链上锚定不符", "Altered: does not match its anchor"),
+    "unavailable_holders": (
+        "以下机构暂未响应，其记录未列出",
+        "These institutions did not answer; their entries are missing",
+    ),
     "emergency_windows": ("紧急访问窗口", "Emergency access windows"),
     "guardians": ("监护人", "Guardians"),
     "guardians_help": (
