@@ -26,6 +26,7 @@ from node_client._exceptions import NodeError
 from node_client._node import free_port
 from node_client.cli import app
 from node_client.network import Consortium, Network
+from node_client.network.gateways import healthy
 from node_client.network.kubo import KuboNode, connect, find_kubo, new_swarm_key, swarm_key_valid
 from tests.support.network import need_geth, wait_until
 
@@ -242,9 +243,13 @@ def test_network_up_with_ipfs_runs_a_connected_swarm_that_down_and_up_keep(tmp_p
     network = Network(folder)
     started = time.monotonic()
     try:
-        network.up(Consortium.development(3), manifest_path=folder / "manifest.json", timeout=180, ipfs=True)
-        print(f"network of 3 validators + 3 IPFS nodes up in {time.monotonic() - started:.1f}s")
+        network.up(
+            Consortium.development(3), manifest_path=folder / "manifest.json", timeout=180, ipfs=True, gateways=True
+        )
+        print(f"network of 3 validators + 3 IPFS nodes + 3 gateways up in {time.monotonic() - started:.1f}s")
         assert [k.name for k in network.kubo] == [n.name for n in network.nodes]
+        # each institution's gateway keeps its blobs on its own institution's Kubo node
+        assert [(g.store, g.running, healthy(g.url)) for g in network.gateways] == [("ipfs", True, True)] * 3
         assert stat.S_IMODE(network.swarm_key_file.stat().st_mode) == 0o600
         assert swarm_key_valid(network.swarm_key_file.read_text())
         saved = json.loads((folder / "network.json").read_text())["kubo"]
