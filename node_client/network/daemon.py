@@ -31,6 +31,11 @@ class Daemon:
         raise NotImplementedError
 
     @property
+    def label(self) -> str:
+        """What errors call the daemon (its institution's name, unless it says more)."""
+        return self.name
+
+    @property
     def running(self) -> bool:
         return self.pid is not None and not _gone(self.pid)
 
@@ -65,7 +70,7 @@ class Daemon:
         while not ready(log_start):
             if proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise NodeError(f"{self.name} did not start; log {self.log_path}:\n{self.log_tail()}")
+                raise NodeError(f"{self.label} did not start; log {self.log_path}:\n{self.log_tail()}")
             time.sleep(poll)
         return proc.pid
 

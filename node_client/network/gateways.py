@@ -79,6 +79,10 @@ class GatewayProcess(Daemon):
     def log_path(self) -> Path:
         return self.data_dir / "gateway.log"
 
+    @property
+    def label(self) -> str:
+        return self.member
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         return {**data, "data_dir": str(self.data_dir), "keystore": str(self.keystore) if self.keystore else None}

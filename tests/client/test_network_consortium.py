@@ -5,19 +5,22 @@ true`` gives an institution a second member, its gateway, with keys of its own. 
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
+import sys
 from pathlib import Path
 
 import orjson
 import pytest
 from eth_utils import to_checksum_address
 
-from node_client._exceptions import DeploymentError
+from node_client._exceptions import DeploymentError, NodeError
+from node_client._node import free_port
 from node_client.deploy import DEV_CONSORTIUM, MemberSpec, dev_encryption_key, dev_members, metadata_hash
 from node_client.keys import dev_account, load_keystore
 from node_client.network import Consortium, Institution
 from node_client.network.consortium import DEV_GATEWAY_ACCOUNTS, materialise
-from node_client.network.gateways import GatewayProcess
+from node_client.network.gateways import GatewayProcess, healthy
 from node_client.vocabulary import Role
 
 ADDRESS = "0x" + "ab" * 20
@@ -137,3 +140,13 @@ def test_a_gateway_process_saves_and_reads_back_its_endpoint(tmp_path: Path) -> 
     assert env["HCL_RPC_URL"] == "http://a,http://b" and env["HCL_PUBLIC_URL"] == gw.url
     assert env["HCL_GATEWAY_KEY"] == str((tmp_path / "k.json").resolve()) and "HCL_GATEWAY_DEV_ACCOUNT" not in env
     assert env["HCL_STORE"] == "local" and "HCL_IPFS_API" not in env
+
+
+def test_a_gateway_that_cannot_start_fails_with_its_log(tmp_path: Path) -> None:
+    """A process that exits before ``/healthz`` answers: :class:`NodeError` naming it, with the log's tail."""
+    gw = GatewayProcess("County Hospital", "County Hospital gateway", tmp_path / "gw", port=free_port())
+    crash = [sys.executable, "-c", "import sys; print('no manifest here', sys.argv[1:]); raise SystemExit(3)"]
+    with pytest.raises(NodeError, match=r"County Hospital gateway did not start(.|\n)*no manifest here"):
+        gw.start(crash, dict(os.environ), timeout=30)
+    assert gw.pid is None and not gw.running and not healthy(gw.url)
+    assert "'gateway', 'serve'" in gw.log_path.read_text()  # launched as `<hcl> gateway serve` in its folder
