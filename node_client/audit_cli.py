@@ -38,14 +38,22 @@ def _audit() -> None:
 def replay_cmd(
     *,
     chain: ChainOpts,
-    journal: Annotated[Path | None, typer.Option("--journal", help="exported release journal (JSON Lines)")] = None,
+    journal: Annotated[
+        list[Path] | None,
+        typer.Option("--journal", help="a gateway's exported release journal (JSON Lines); repeat it for each gateway"),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="folder for report.json, accesses.csv, report.html, FHIR")] = Path(
         "audit-report"
     ),
     from_block: Annotated[int | None, typer.Option("--from-block", help="default: the deploy block")] = None,
     to_block: Annotated[int | None, typer.Option("--to-block", help="default: the latest block")] = None,
     gateway: Annotated[
-        str | None, typer.Option("--gateway", help="gateway address whose anchors the journal is checked against")
+        list[str] | None,
+        typer.Option(
+            "--gateway",
+            help="the gateway whose anchors a journal is checked against: once per --journal, in the same "
+            "order (default: the gateway whose anchored roots the journal reproduces)",
+        ),
     ] = None,
     clock_skew: Annotated[
         str,
@@ -92,7 +100,7 @@ def replay_cmd(
     ] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="quiet: print the summary as JSON only")] = False,
 ) -> None:
-    """Replays every event from the deploy block (plus the journal) and writes the audit outputs."""
+    """Replays every event from the deploy block (plus each gateway's journal) and writes the audit outputs."""
     from node_client.audit import DETAILS, read_checkpoint, replay, write_checkpoint, write_outputs
 
     try:
@@ -102,10 +110,10 @@ def replay_cmd(
             replay,
             chain.client(),
             chain.load_manifest(),
-            journal=journal,
+            journals=journal or (),
             from_block=from_block,
             to_block=to_block,
-            gateway=gateway,
+            gateways=gateway or (),
             clock_skew=None if clock_skew == "auto" else int(clock_skew),
             anchor_grace=anchor_grace,
             store=store if store is None or "://" in store else Path(store),
@@ -162,6 +170,11 @@ def _print_outcome(report: AuditReport, paths: dict[str, Path], out: Path, *, as
         f"{s['accesses']} accesses, {s['errors']} errors, {s['reviews']} for review "
         f"({s['seconds']['total']} s); outputs in {out}"
     )
+    for j in s.get("journals") or []:
+        err_console.print(
+            f"  journal {j['journal']}: gateway {j['gateway'] or '(unmatched)'} {j['gateway_name']} "
+            f"({j['matched_by']}), {j['entries']} entries, {j['anchors_reproduced']}/{j['anchors']} anchors reproduced"
+        )
     for a in report.errors[:20]:
         err_console.print(
             f"  [red]{a.kind}[/red] {a.message} {a.evidence.get('tx_hash') or a.evidence.get('entry_index', '')}"

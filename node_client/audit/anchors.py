@@ -1,7 +1,8 @@
-"""The journal against the chain's anchors: pure Merkle work, before the state replay.
+"""The journals against the chain's anchors: pure Merkle work, before the state replay.
 
-Which gateway's anchors the journal is checked against, whether each anchored root is the journal's root
-at that size and a prefix of the next one, and which anchor proves each entry's inclusion.
+Which gateway's anchors each journal is checked against (the one whose anchored roots it reproduces),
+whether each anchored root is the journal's root at that size and a prefix of the next one, which anchor
+proves each entry's inclusion, and which anchoring gateways no journal was given for.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from eth_utils import to_checksum_address
@@ -19,7 +21,17 @@ from node_client.audit.model import Anomaly, Findings, hex0x, unhex
 from node_client.events import EventRecord
 from node_client.merkle import MerkleTree, verify_consistency, verify_inclusion
 
-__all__ = ["AnchorRef", "JournalView", "anchor_events", "choose_gateway", "inclusion", "judge_anchors"]
+__all__ = [
+    "AnchorRef",
+    "JournalView",
+    "Match",
+    "anchor_events",
+    "anchoring",
+    "inclusion",
+    "judge_anchors",
+    "match_gateway",
+    "missing_journals",
+]
 
 #: inclusion proofs are re-verified one by one up to this tree size (beyond it, a matching root proves them)
 _PROOF_CHECK_SIZE = 4096
@@ -79,10 +91,13 @@ class JournalView:
     chosen gateway, and when each entry is judged (filled by :func:`node_client.audit.timing.schedule`)."""
 
     base: int = 0  # entries a checkpoint settled (not in ``entries``)
+    path: Path | None = None  # the export read (``None``: no journal given)
+    matched_by: str = ""  # how ``gateway`` was found (:class:`Match`)
     size: int = 0  # entries in the journal, ``base`` included
     gateway: str | None = None  # the gateway whose anchors the journal is checked against
     anchors_by_gw: dict[str, list[EventRecord]] = field(default_factory=dict)
     entries: list[Entry] = field(default_factory=list)
+    problems: list[Anomaly] = field(default_factory=list)  # what reading the export found
     anchors: list[AnchorRef] = field(default_factory=list)
     anchor_of: list[AnchorRef | None] = field(default_factory=list)  # per entry: the anchor proving it
     skew: int = 0  # version 1 entries: seconds the chain clock runs ahead of the gateway's
@@ -96,6 +111,11 @@ class JournalView:
     def newest_release(self) -> int:
         return max((en.released_at for en in self.entries), default=0)
 
+    @property
+    def scope(self) -> dict[str, Any]:
+        """What the evidence of this journal's findings adds: which journal, whose."""
+        return {} if self.path is None else {"journal": str(self.path), "gateway": self.gateway}
+
 
 def anchor_events(events: Iterable[EventRecord]) -> dict[str, list[EventRecord]]:
     """``AccessBatchAnchored`` events per anchoring gateway."""
@@ -106,19 +126,98 @@ def anchor_events(events: Iterable[EventRecord]) -> dict[str, list[EventRecord]]
     return by_gw
 
 
-def choose_gateway(by_gw: Mapping[str, list[EventRecord]], tree: MerkleTree, gateway: str | None) -> str | None:
-    """``gateway`` if given, else the anchoring gateway whose roots the journal matches best."""
-    if gateway is not None:
-        return str(to_checksum_address(gateway))
-    if not by_gw:
-        return None
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Which gateway's journal an export is, and on what evidence (``how``): ``"given"`` (``--gateway``),
+    ``"checkpoint"``, ``"anchored roots"`` (it reproduces ``reproduced`` of that gateway's anchored roots),
+    ``"export anchors"`` (no root reproduced, but its anchor lines are that gateway's anchors on chain),
+    ``"most anchors"`` (a lone journal matching nothing: checked, as before, against the busiest anchorer),
+    ``"none"``."""
+
+    gateway: str | None
+    how: str
+    reproduced: int = 0
+
+
+def _reproduced(events: list[EventRecord], tree: MerkleTree) -> int:
     n = tree.size
+    return sum(1 for a in events if a["treeSize"] <= n and tree.root(a["treeSize"]) == bytes(a["root"]))
 
-    def score(g: str) -> tuple[int, int]:
-        ok = sum(1 for a in by_gw[g] if a["treeSize"] <= n and tree.root(a["treeSize"]) == bytes(a["root"]))
-        return ok, len(by_gw[g])
 
-    return max(by_gw, key=score)
+def _named_by_export(by_gw: Mapping[str, list[EventRecord]], exported: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The gateways whose on-chain anchors (same transaction, size and root) the export's anchor lines are."""
+    lines = {(str(o.get("tx_hash", "")).lower(), o.get("tree_size"), str(o.get("root", "")).lower()) for o in exported}
+    return {
+        g
+        for g, events in by_gw.items()
+        for e in events
+        if (e.tx_hash.lower(), int(e["treeSize"]), hex0x(bytes(e["root"]))) in lines
+    }
+
+
+def match_gateway(
+    by_gw: Mapping[str, list[EventRecord]],
+    tree: MerkleTree,
+    exported: Iterable[Mapping[str, Any]],
+    *,
+    given: str | None = None,
+    lone: bool = True,
+) -> Match:
+    """The gateway whose journal ``tree`` is: ``given`` if any, else the anchoring gateway whose anchored
+    roots it reproduces (the chain decides, not the file), else the one its anchor lines name on chain
+    (its roots are then reported as mismatched), else for a ``lone`` journal the busiest anchorer."""
+    if given is not None:
+        g = str(to_checksum_address(given))
+        return Match(g, "given", _reproduced(by_gw.get(g, []), tree))
+    if not by_gw:
+        return Match(None, "none")
+    scores = {g: _reproduced(events, tree) for g, events in by_gw.items()}
+    named = _named_by_export(by_gw, exported)
+    best = max(scores.values())
+    if best > 0:
+        g = max((g for g in by_gw if scores[g] == best), key=lambda g: (g in named, len(by_gw[g])))
+        return Match(g, "anchored roots", best)
+    if named:
+        return Match(max(named, key=lambda g: len(by_gw[g])), "export anchors")
+    if lone:
+        return Match(max(by_gw, key=lambda g: len(by_gw[g])), "most anchors")
+    return Match(None, "none")
+
+
+def anchoring(
+    by_gw: Mapping[str, list[EventRecord]],
+    upto: int | None = None,
+    earlier: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per anchoring gateway, its anchors (up to block ``upto``): how many, and the last one; ``earlier`` is
+    a checkpoint's count of the anchors before the blocks read now."""
+    out: dict[str, dict[str, Any]] = {g: dict(v) for g, v in (earlier or {}).items()}
+    for g, events in by_gw.items():
+        mine = [e for e in events if upto is None or e.block_number <= upto]
+        if mine:
+            last = mine[-1]
+            out[g] = {
+                "anchors": len(mine) + int(out.get(g, {}).get("anchors", 0)),
+                "last_tree_size": int(last["treeSize"]),
+                "last_block": last.block_number,
+                "last_tx_hash": last.tx_hash,
+            }
+    return out
+
+
+def missing_journals(
+    seen: Mapping[str, Mapping[str, Any]], claimed: Iterable[str | None], names: Mapping[str, str], findings: Findings
+) -> None:
+    """Reports each anchoring gateway (``seen``: :func:`anchoring`) no journal was given for: its batch
+    releases are unproven by this run (for review: the auditor lacks the file, the chain shows nothing wrong)."""
+    for g in sorted(set(seen) - set(claimed)):
+        a = seen[g]
+        message = (
+            f"{g} ({names.get(g) or 'unnamed'}) anchored {a['anchors']} journal batches, up to "
+            f"{a['last_tree_size']} entries, but its journal was not given: its releases are unproven"
+        )
+        evidence = {"gateway": g, "gateway_name": names.get(g, ""), **a}
+        findings.report(Anomaly("journal_missing", message, evidence), ("run", 0))
 
 
 def judge_anchors(

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from node_client.audit.anchors import AnchorRef, JournalView
+from node_client.audit.anchors import AnchorRef, JournalView, anchoring
 from node_client.audit.chain import ChainView
 from node_client.audit.journal import ZERO
 from node_client.audit.model import AccessRow, AuditReport, Findings, Origin, hex0x, unhex
@@ -60,6 +60,7 @@ class Resume:
     counts: Mapping[str, int]
     anomalies: list[dict[str, Any]]
     timeline: dict[int, list[int | None]]  # block -> [latest state_seen_at, earliest released_at]
+    anchoring: dict[str, dict[str, Any]]  # per anchoring gateway, its anchors up to ``block`` (count, last)
 
     @classmethod
     def load(cls, obj: Mapping[str, Any], manifest: Manifest) -> Resume:
@@ -89,6 +90,7 @@ class Resume:
             {k: int(v) for k, v in obj["counts"].items()},
             list(obj["anomalies"]),
             timeline,
+            {str(g): dict(v) for g, v in (obj.get("anchoring") or {}).items()},
         )
 
 
@@ -256,5 +258,6 @@ def build_checkpoint(
         "journal": _journal_part(cp, jv, chain, judged, position, block),
         "state": _state_at(cp, chain, block).to_json(),
         "counts": dict(_kept_counts(cp, judge_rows, chain, block, position)),
+        "anchoring": anchoring(jv.anchors_by_gw, block, cp.anchoring if cp is not None else None),
         "anomalies": [*(cp.anomalies if cp is not None else []), *_kept_anomalies(findings, block, position)],
     }

@@ -13,14 +13,14 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import orjson
 from eth_utils import to_checksum_address
 
 from node_client.audit.model import AccessRow, Anomaly, hex0x, unhex
 
-__all__ = ["ZERO", "Entry", "FieldCodec", "load_journal"]
+__all__ = ["ZERO", "Entry", "FieldCodec", "Loaded", "load_journal"]
 
 ZERO = b"\x00" * 32
 _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -236,9 +236,17 @@ def _header_problems(header: Mapping[str, Any], size: int, chain: bytes) -> list
     return problems
 
 
-def load_journal(
-    path: Path, *, skip: int = 0, chain_head: bytes | None = None
-) -> tuple[list[Entry], dict[str, Any], list[Anomaly]]:
+class Loaded(NamedTuple):
+    """An export as read: its entries (after the skipped ones), header, problems, and its anchor lines
+    (the gateway's own record of its anchors: a hint to which gateway's journal it is, never proof)."""
+
+    entries: list[Entry]
+    header: dict[str, Any]
+    problems: list[Anomaly]
+    anchors: list[dict[str, Any]]
+
+
+def load_journal(path: Path, *, skip: int = 0, chain_head: bytes | None = None) -> Loaded:
     """Tolerant reader of an export: unlike ``read_export`` it does not stop at the first problem but
     localizes every broken link (each link is checked against the previous *given* chain hash, so one
     edited row yields one finding, not one per following row).
@@ -249,6 +257,7 @@ def load_journal(
     entries: list[Entry] = []
     problems: list[Anomaly] = []
     header: dict[str, Any] = {}
+    anchors: list[dict[str, Any]] = []
     links = _Links(chain_head, problems)
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, start=1):
@@ -270,6 +279,7 @@ def load_journal(
                 gap = _skip_checkpointed(f, skip, chain_head) if skip else None
                 if gap is not None:
                     problems.append(gap)
-            # other lines are the export's anchors: the chain's events are authoritative
+            elif kind == "anchor":  # the chain's events are authoritative; these only hint at the gateway
+                anchors.append(obj)
     problems.extend(_header_problems(header, len(entries) + skip, links.chain))
-    return entries, header, problems
+    return Loaded(entries, header, problems, anchors)

@@ -11,7 +11,7 @@ part of a verdict).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from node_client.audit.anchors import JournalView
@@ -128,38 +128,41 @@ class KeyWatch:
 
 
 class Judge:
-    """Replays the events onto ``state`` and judges every strict access and journal entry; the rows and
-    findings it makes are in :attr:`rows` and the ``findings`` given."""
+    """Replays the events onto ``state`` and judges every strict access and the entries of every journal
+    (``jvs``, one per gateway; an entry is ``(j, i)``: entry ``i`` of journal ``j``); the rows and findings
+    it makes are in :attr:`rows` and the ``findings`` given."""
 
     def __init__(
         self,
         chain: ChainView,
-        jv: JournalView,
+        jvs: Sequence[JournalView],
         state: State,
         names: Mapping[str, str],
         findings: Findings,
         *,
         anchor_grace: int,
     ) -> None:
-        self.chain, self.jv, self.state, self.names, self.findings = chain, jv, state, names, findings
+        self.chain, self.jvs, self.state, self.names, self.findings = chain, list(jvs), state, names, findings
         self.anchor_grace = anchor_grace
         self.rows: list[AccessRow] = []
-        self.entry_rows: list[AccessRow | None] = [None] * len(jv.entries)
+        self.entry_rows: list[list[AccessRow | None]] = [[None] * len(jv.entries) for jv in self.jvs]
+        self.found = [findings.scoped(jv.scope) for jv in self.jvs]  # per journal: evidence names it
         self.keys = KeyWatch(state, chain.timestamps)
-        # clean entries, grouped by (key, evaluation, end of their validity run): the same next change
-        self.groups: dict[tuple[int, int, int], list[int]] = {}
+        # clean entries, grouped by (journal, key, evaluation, end of their validity run): the same next change
+        self.groups: dict[tuple[int, int, int, int], list[int]] = {}
         self._hex: dict[bytes, str] = {}
         self._cat_slugs = [t.slug for t in CATEGORIES]
         self._purpose_slugs = {i: t.slug for i, t in enumerate(PURPOSES)}
-        self._clean: dict[Key, tuple[int, int, int, int, list[int]]] = {}
+        self._clean: list[dict[Key, tuple[int, int, int, int, list[int]]]] = [{} for _ in self.jvs]
         self._legacy: dict[Key, tuple[int, int, int, int]] = {}
         self._end_ts = chain.end_ts
 
     def run(self) -> None:
         """All events in order; each journal entry just before the event block its schedule names."""
-        pending: dict[int, list[int]] = defaultdict(list)
-        for i, pos in enumerate(self.jv.eval_before):
-            pending[pos].append(i)
+        pending: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for j, jv in enumerate(self.jvs):
+            for i, pos in enumerate(jv.eval_before):
+                pending[pos].append((j, i))
         block_index = -1
         last_block: int | None = None
         for e in self.chain.events:
@@ -168,14 +171,14 @@ class Judge:
                     self.keys.flush(last_block)
                 block_index += 1
                 last_block = e.block_number
-                for i in pending.pop(block_index, ()):
-                    self.check_entry(i)
+                for j, i in pending.pop(block_index, ()):
+                    self.check_entry(j, i)
             self._on_event(e)
         if last_block is not None:
             self.keys.flush(last_block)
         for pos in sorted(pending):
-            for i in pending[pos]:
-                self.check_entry(i)
+            for j, i in pending[pos]:
+                self.check_entry(j, i)
 
     def _on_event(self, e: EventRecord) -> None:
         ts = self.chain.timestamps[e.block_number]
@@ -232,6 +235,7 @@ class Judge:
             block=e.block_number,
             tx_hash=e.tx_hash,
             gateway=sender,
+            gateway_name=self.names.get(sender, ""),
         )
         evidence = {
             "block": e.block_number,
@@ -252,8 +256,8 @@ class Judge:
             h = self._hex[b] = "0x" + b.hex()
         return h
 
-    def _entry_row(self, i: int, en: Entry) -> AccessRow:
-        a = self.jv.anchor_of[i]
+    def _entry_row(self, jv: JournalView, i: int, en: Entry) -> AccessRow:
+        a = jv.anchor_of[i]
         return AccessRow(
             source="journal",
             time=en.released_at // 1000,
@@ -270,45 +274,47 @@ class Judge:
             tx_hash=a.tx_hash if a else None,
             entry_index=en.position,
             anchored=a is not None,
-            gateway=self.jv.gateway,
+            gateway=jv.gateway,
+            gateway_name=self.names.get(jv.gateway, "") if jv.gateway else "",
             state_block=en.state_block,
         )
 
-    def check_entry(self, i: int) -> None:
-        """Judges journal entry ``i`` against the state as it stands now (its schedule's moment)."""
-        en = self.jv.entries[i]
+    def check_entry(self, j: int, i: int) -> None:
+        """Judges entry ``i`` of journal ``j`` against the state as it stands now (its schedule's moment)."""
+        jv = self.jvs[j]
+        en = jv.entries[i]
         b = en.state_block
-        row = self.entry_rows[i] = self._entry_row(i, en)
+        row = self.entry_rows[j][i] = self._entry_row(jv, i, en)
         self.rows.append(row)
-        if b is not None and i in self.jv.invalid:
+        if b is not None and i in jv.invalid:
             problem = (
                 "entry_state_block_invalid",
-                self.jv.invalid[i],
+                jv.invalid[i],
                 {"chain_block_hash": hex0x(self.chain.hashes.get(b))},
             )
-            self.findings.record(row, [problem], en.evidence(row), ("entry", en.position))
+            self.found[j].record(row, [problem], en.evidence(row), ("entry", en.position))
             return
         if b is not None and b > self.chain.end:  # decided on a block after the audited range: a later run
             row.status = "pending"
             return
-        found, category, t = self._judge_v1(en) if b is None else self._judge_v2(i, en, b)
+        found, category, t = self._judge_v1(en, jv.skew) if b is None else self._judge_v2(j, i, en, b)
         row.category = (
             self._cat_slugs[category]
             if category is not None and 0 <= category < CATEGORY_COUNT
             else slug(CATEGORIES, category)
         )
-        if self.jv.anchor_of[i] is None:
+        if jv.anchor_of[i] is None:
             if t <= self._end_ts - self.anchor_grace:
                 found.append(("journal_entry_unanchored", "no anchored root covers this entry", {}))
             else:
                 row.status = "pending"
         if found:
-            self.findings.record(row, found, en.evidence(row), ("entry", en.position))
+            self.found[j].record(row, found, en.evidence(row), ("entry", en.position))
 
-    def _judge_v1(self, en: Entry) -> tuple[list[Finding], int | None, int]:
-        """A version 1 entry, at ``released_at`` plus the clock skew."""
+    def _judge_v1(self, en: Entry, skew: int) -> tuple[list[Finding], int | None, int]:
+        """A version 1 entry, at ``released_at`` plus its gateway's clock skew."""
         key = (en.requester, en.patient, en.record_id, en.purpose)
-        t = en.released_at // 1000 + self.jv.skew
+        t = en.released_at // 1000 + skew
         st = self.state
         hit = self._legacy.get(key)
         if hit is not None and hit[0] == st.version and hit[1] <= t < hit[2]:
@@ -319,13 +325,15 @@ class Judge:
             self._legacy[key] = (st.version, c.valid_from, c.valid_until, category)
         return found, category, t
 
-    def _judge_v2(self, i: int, en: Entry, b: int) -> tuple[list[Finding], int | None, int]:
-        """A version 2 entry, at its state block's timestamp; a clean one joins the group of entries that
-        the same later change would affect (judged by :func:`node_client.audit.timing.timing_verdicts`)."""
+    def _judge_v2(self, j: int, i: int, en: Entry, b: int) -> tuple[list[Finding], int | None, int]:
+        """A version 2 entry, at its state block's timestamp; a clean one joins the group of its journal's
+        entries that the same later change would affect (judged by
+        :func:`node_client.audit.timing.timing_verdicts`, against that journal's own timeline)."""
         key = (en.requester, en.patient, en.record_id, en.purpose)
         t = self.chain.timestamps[b]
         st = self.state
-        hit = self._clean.get(key)
+        clean = self._clean[j]
+        hit = clean.get(key)
         if hit is not None and hit[0] == st.version and hit[1] <= t < hit[2]:
             hit[4].append(i)
             return [], hit[3], t
@@ -336,8 +344,8 @@ class Judge:
                 kid = self.keys.register(key, b)
             seg = len(self.keys.blocks[kid]) - 1
             run = run_of(self.keys.wins[kid][seg], t) or (t, t + 1)
-            group = self.groups.setdefault((kid, seg, run[1]), [])
+            group = self.groups.setdefault((j, kid, seg, run[1]), [])
             group.append(i)
             if not found and not emergency:
-                self._clean[key] = (st.version, run[0], run[1], category, group)
+                clean[key] = (st.version, run[0], run[1], category, group)
         return found, category, t

@@ -43,14 +43,17 @@ ANOMALY_KINDS: tuple[str, ...] = (
     "journal_root_mismatch",
     "access_logged_by_non_gateway",
     "anchor_by_non_gateway",
+    "journal_missing",
+    "journal_unmatched",
     "blob_hash_mismatch",
     "blob_missing",
     "release_without_ledger_entry",
 )
 #: Kinds that are listed for a person to review but are not errors (break-glass access is legitimate; a
 #: release in the gateway's staleness window after a change is within what it promises, but the journal
-#: cannot tell whether it came before the change).
-REVIEW_KINDS: frozenset[str] = frozenset({"emergency_access", "access_in_staleness_window"})
+#: cannot tell whether it came before the change; a gateway whose journal the auditor was not given has
+#: releases this run could not prove, not ones it found wrong).
+REVIEW_KINDS: frozenset[str] = frozenset({"emergency_access", "access_in_staleness_window", "journal_missing"})
 
 #: ``progress(phase, done, total)``; phase is ``"events"`` (blocks), ``"timestamps"`` or ``"verify"``.
 Progress = Callable[[str, int, int], None]
@@ -121,6 +124,7 @@ class AccessRow:
     entry_index: int | None = None
     anchored: bool | None = None
     gateway: str | None = None  # the logAccess sender (strict) or the journal's anchoring gateway
+    gateway_name: str = ""  # that gateway's member name in the manifest
     state_block: int | None = None  # the block whose state the decision used (journal, version 2)
     status: str = "ok"  # ok | review | anomaly | pending
     kinds: list[str] = field(default_factory=list)
@@ -199,6 +203,11 @@ class Findings:
         self.anomalies.append(anomaly)
         self.origins.append(about)
 
+    def scoped(self, scope: Mapping[str, Any]) -> Findings:
+        """A view adding ``scope`` (which journal, which gateway) to the evidence of what it reports, into
+        the same lists: with several journals, an entry index alone does not say whose entry it is."""
+        return _Scoped(self, scope) if scope else self
+
     def record(self, row: AccessRow, found: list[Finding], evidence: dict[str, Any], about: Origin) -> None:
         """Reports each finding about ``row`` (its evidence on top of ``evidence``) and sets the row's
         kinds and status."""
@@ -209,3 +218,19 @@ class Findings:
             row.status = "anomaly"
         elif row.kinds:
             row.status = "review"
+
+
+class _Scoped(Findings):
+    """:meth:`Findings.scoped`: shares the parent's lists, adds its scope to each anomaly's evidence."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, parent: Findings, scope: Mapping[str, Any]) -> None:
+        self.anomalies = parent.anomalies
+        self.origins = parent.origins
+        self._scope = dict(scope)
+
+    def report(self, anomaly: Anomaly, about: Origin) -> None:
+        for k, v in self._scope.items():
+            anomaly.evidence.setdefault(k, v)
+        super().report(anomaly, about)

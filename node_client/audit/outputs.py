@@ -37,6 +37,7 @@ _CSV_FIELDS = [
     "entry_index",
     "anchored",
     "gateway",
+    "gateway_name",
     "state_block",
 ]
 
@@ -104,6 +105,7 @@ def _html(report: AuditReport) -> str:
         "<h2>Anomalies</h2>",
     ]
     parts += _html_anomalies(report)
+    parts += _html_gateways(report)
     for title, key in (("Per institution", "requester"), ("Per patient", "patient")):
         parts += _html_groups(report, title, key)
     parts += _html_timeline(report)
@@ -121,6 +123,28 @@ def _html_anomalies(report: AuditReport) -> list[str]:
         parts.append(
             f"<tr class='{a.severity}'><td>{a.severity}</td><td>{e(a.kind)}</td><td>{e(a.message)}</td><td>{ev}</td></tr>"
         )
+    parts.append("</table>")
+    return parts
+
+
+def _html_gateways(report: AuditReport) -> list[str]:
+    """Per gateway: whose journal was given (and how it was recognised), its anchors, its accesses."""
+    e = html.escape
+    by_gw: dict[str, dict[str, Any]] = report.summary.get("by_gateway") or {}
+    if not by_gw:
+        return []
+    how = {j["gateway"]: j["matched_by"] for j in report.summary.get("journals") or [] if j.get("gateway")}
+    parts = [
+        "<h2>Per gateway</h2><table><tr><th>gateway</th><th>journal</th><th>anchors</th><th>strict</th>"
+        "<th>journal entries</th><th>ok</th><th>review</th><th>anomalous</th><th>pending</th></tr>"
+    ]
+    for g, c in by_gw.items():
+        label = (g or "(none)") + (f" ({c['name']})" if c.get("name") else "")
+        journal = f"{c['journal_file']} ({how.get(g, '')})" if c.get("journal_file") else "not given"
+        counts = "".join(
+            f"<td>{c[k]}</td>" for k in ("anchors", "strict", "journal", "ok", "review", "anomaly", "pending")
+        )
+        parts.append(f"<tr><td>{e(label)}</td><td>{e(journal)}</td>{counts}</tr>")
     parts.append("</table>")
     return parts
 
@@ -199,6 +223,9 @@ def _audit_event(i: int, r: AccessRow) -> dict[str, Any]:
             {"what": {"identifier": {"value": r.consent_id}}, "description": "emergency" if r.emergency else "consent"},
         ],
     }
+    if r.gateway:  # the gateway that ledgered the release (sent logAccess, or journaled it)
+        who = {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:ethereum:{r.gateway}"}}
+        ev["agent"].append({"who": {**who, "display": r.gateway_name or r.gateway}, "requestor": False})
     if r.kinds:
         ev["outcomeDesc"] = ", ".join(r.kinds)
     return ev

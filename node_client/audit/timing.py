@@ -9,13 +9,13 @@ uses the journal's own timeline to settle races the chain alone cannot order (se
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from node_client.audit.anchors import AnchorRef, JournalView
 from node_client.audit.chain import ChainView, block_timestamps
 from node_client.audit.journal import Entry
-from node_client.audit.model import Finding, Findings, Progress
+from node_client.audit.model import Finding, Progress
 from node_client.audit.state import run_of
 
 if TYPE_CHECKING:
@@ -172,29 +172,31 @@ def _timing_finding(en: Entry, used: int | None, seen: int, bound_ms: int, detai
 
 
 def timing_verdicts(
-    judge: Judge, chain: ChainView, jv: JournalView, findings: Findings, *, max_staleness: float, margin: int
-) -> set[int]:
-    """Judges what changed after each clean decision's block, before the entry was anchored; returns the
-    entries whose timing verdict a later export could still change (not settled for a checkpoint)."""
-    timeline = Timeline(jv.timeline)
+    judge: Judge, chain: ChainView, jvs: Sequence[JournalView], *, max_staleness: float, margin: int
+) -> list[set[int]]:
+    """Judges what changed after each clean decision's block, before the entry was anchored, each journal
+    against its own timeline (its gateway's clock); returns per journal the entries whose timing verdict a
+    later export could still change (not settled for a checkpoint)."""
+    timelines = [Timeline(jv.timeline) for jv in jvs]
     bound_ms = int(max_staleness * 1000)
     margin_ms = int(margin * 1000)
-    max_d = jv.newest_release
-    unsettled: set[int] = set()
-    for (kid, seg, run_end), members in judge.groups.items():
+    newest = [jv.newest_release for jv in jvs]
+    unsettled: list[set[int]] = [set() for _ in jvs]
+    for (j, kid, seg, run_end), members in judge.groups.items():
         change = _next_change(judge.keys, chain, kid, seg, run_end)
         if change is None:
             continue
+        jv = jvs[j]
         n_block, (change_kind, change_detail) = change
-        used = timeline.used_from(n_block)
-        seen = timeline.seen_before(n_block)
+        used = timelines[j].used_from(n_block)
+        seen = timelines[j].seen_before(n_block)
         for i in members:
             a = jv.anchor_of[i]
             if a is not None and n_block >= a.block_number:
                 continue  # the access was anchored before the change: authorized whenever it happened
             en = jv.entries[i]
-            if used is None or used + bound_ms + margin_ms > max_d:
-                unsettled.add(i)
+            if used is None or used + bound_ms + margin_ms > newest[j]:
+                unsettled[j].add(i)
             detail = {
                 "change": change_kind,
                 "change_block": n_block,
@@ -206,7 +208,7 @@ def timing_verdicts(
             f = _timing_finding(en, used, seen, bound_ms, detail)
             if f is None:
                 continue
-            row = judge.entry_rows[i]
+            row = judge.entry_rows[j][i]
             assert row is not None  # every entry in a group was checked
-            findings.record(row, [f], en.evidence(row), ("entry", en.position))
+            judge.found[j].record(row, [f], en.evidence(row), ("entry", en.position))
     return unsettled
