@@ -6,8 +6,9 @@ patient's data was authorized at that moment. So :func:`replay` uses only
 
 * the chain's events (:func:`node_client.events.read_events` over all four contracts of the manifest,
   from ``deploy_block``) and the timestamps of the blocks they are in,
-* the optional JSON Lines export of the gateway's journal (``hcl gateway export-journal``), whose
-  every hash is re-derived here from the entry fields (the entry layout is re-implemented in
+* the optional JSON Lines exports of the gateways' journals (``hcl gateway export-journal``), each
+  matched to the gateway whose anchored roots it reproduces, whose every hash is re-derived here from
+  the entry fields (the entry layout is re-implemented in
   :mod:`node_client.audit.journal` on purpose, so the auditor does not import gateway code it is meant
   to check),
 * the packaged ABIs,
@@ -20,7 +21,7 @@ The phases, one module each:
 
 * :mod:`~node_client.audit.chain` — events, block timestamps and hashes, transaction senders;
 * :mod:`~node_client.audit.journal` — loading the export, every link and hash re-derived;
-* :mod:`~node_client.audit.anchors` — the journal against the chosen gateway's anchored Merkle roots;
+* :mod:`~node_client.audit.anchors` — each journal against its gateway's anchored Merkle roots;
 * :mod:`~node_client.audit.state` — the rebuilt state and the contracts' access rules;
 * :mod:`~node_client.audit.judge` — the state replay, judging each strict access and journal entry;
 * :mod:`~node_client.audit.timing` — when an entry is judged, and races with later changes;
