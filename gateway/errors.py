@@ -37,6 +37,7 @@ __all__ = [
     "NotFound",
     "NotMember",
     "NotPatient",
+    "NotRecordHolder",
     "PayloadTooLarge",
     "RecordNotFound",
     "RecordRetracted",
@@ -164,6 +165,12 @@ class NotFound(DomainError):
 
 class RecordRetracted(DomainError):
     code = "record_retracted"
+
+
+class NotRecordHolder(DomainError):
+    """Replication: a gateway asked for a replica of a record that another gateway registered."""
+
+    code = "not_record_holder"
 
 
 # ---------------------------------------------------------------- the parts below (409, 502, 503, 507)

@@ -83,3 +83,12 @@ class Metrics:
         self.indexer_lag = Gauge("hcl_indexer_lag_blocks", "Blocks the indexer is behind the head", registry=r)
         self.indexed_block = Gauge("hcl_indexed_block", "Last block indexed", registry=r)
         self.anchor_lag = Gauge("hcl_anchor_lag_seconds", "Age of the oldest unanchored journal entry", registry=r)
+        self.replication_backlog = Gauge(
+            "hcl_replication_backlog_records", "Records waiting to be pinned by peer gateways (IPFS store)", registry=r
+        )
+        self.replication_failures = Counter(
+            "hcl_replication_failures_total", "Pin requests to peer gateways that failed (retried)", registry=r
+        )
+        self.replicas_pinned = Counter(
+            "hcl_replicas_pinned_total", "Other institutions' ciphertexts pinned here, verified", registry=r
+        )

@@ -46,6 +46,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "record_not_found": (404, "No such record"),
     "not_found": (404, "Not found"),
     "record_retracted": (410, "The record was retracted"),
+    "not_record_holder": (403, "Only the gateway that registered a record may ask for replicas of it"),
     "payload_too_large": (413, "The request body is too large"),
     "unsupported_media_type": (415, "Unsupported media type"),
     "chain_rejected": (409, "The chain refused the transaction"),

@@ -72,6 +72,11 @@ class GatewaySettings(ClientSettings):
     federation_timeout: float = Field(
         10.0, gt=0, description="seconds to wait for another institution's gateway (discovery, forwarded releases)"
     )
+    replicas: int = Field(
+        1,
+        ge=0,
+        description="IPFS store: how many other institutions' gateways pin each record's ciphertext (0: none)",
+    )
     confirmations: int | None = Field(
         None,
         ge=0,

@@ -21,6 +21,7 @@ from gateway.access.peers import PeerVerifier
 from gateway.access.policy import AccessPolicy
 from gateway.federation.directory import Directory
 from gateway.federation.outbound import Federation
+from gateway.federation.replication import Replicator
 from gateway.fhir import warm_up
 from gateway.ledger.account import gateway_account
 from gateway.ledger.anchoring import Anchorer, AnchorGuard
@@ -30,7 +31,7 @@ from gateway.ledger.journal_index import JournalIndex
 from gateway.ledger.member_names import MemberNames
 from gateway.observability import Metrics
 from gateway.ops.lock import GatewayLock
-from gateway.settings import GatewaySettings, LedgerMode
+from gateway.settings import GatewaySettings, LedgerMode, StoreKind
 from gateway.storage import read_model
 from gateway.storage.blobs import BlobStore, make_store
 from gateway.storage.crypto import Kek
@@ -78,6 +79,7 @@ class Components:
     journal_index: JournalIndex | None = None
     anchor_guard: AnchorGuard | None = None
     member_names: MemberNames = field(default_factory=lambda: MemberNames(None))
+    replicator: Replicator | None = None  # IPFS store with replicas > 0 only
     _lock: GatewayLock | None = None
 
     def start(self) -> None:
@@ -108,6 +110,8 @@ class Components:
         self.indexer.start()
         if self.anchorer is not None:
             self.anchorer.start()
+        if self.replicator is not None:
+            self.replicator.start()
 
     def catch_up(self) -> None:
         """Indexes up to the head now, so a caller reads its own write (best effort: the poller retries)."""
@@ -117,6 +121,8 @@ class Components:
             log.warning("catch-up indexing failed; the indexer thread will retry")
 
     def stop(self) -> None:
+        if self.replicator is not None:
+            self.replicator.stop()
         if self.anchorer is not None:
             self.anchorer.stop()
         self.indexer.stop()
@@ -191,4 +197,12 @@ def build_components(settings: GatewaySettings) -> Components:
         anchorer=anchorer,
         anchor_guard=guard,
         member_names=names,
+        replicator=_replicator(settings, db, federation, metrics),
     )
+
+
+def _replicator(settings: GatewaySettings, db: Database, federation: Federation, metrics: Metrics) -> Replicator | None:
+    """The replication worker when records live on IPFS and replicas are wanted (a directory has no swarm)."""
+    if settings.store is not StoreKind.IPFS or settings.replicas == 0:
+        return None
+    return Replicator(db, federation, metrics, replicas=settings.replicas)

@@ -156,6 +156,11 @@ class GatewayClient:
         each with its leaf hash, inclusion proof and anchor, for the patient's gateway to check (``entries``)."""
         return self._json("GET", f"/v1/federation/patients/{patient}/accesses")
 
+    def holder_pin(self, record_ids: list[str]) -> dict[str, Any]:
+        """Gateway-to-gateway (after :meth:`act_for` the asking gateway itself): pin the ciphertexts of these
+        records, which the asking gateway registered, on this gateway's IPFS node (``pinned``: their ids)."""
+        return self._json("POST", "/v1/federation/pins", json={"recordIds": record_ids})
+
     def open(self, release: dict[str, Any], private_key: X25519PrivateKey | bytes) -> dict[str, Any]:
         """The FHIR resource or Bundle of a release to the signed-in account, opened with its X25519 key."""
         if self.address is None:

@@ -17,9 +17,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from gateway.api.deps import ComponentsDep
+from gateway.api.models import PinsIn
 from gateway.api.records import discovered, discovery_query, parse_purpose, parse_record_id
-from gateway.api.schemas import DiscoveredRecords, Release, problems
-from gateway.errors import DomainError
+from gateway.api.schemas import DiscoveredRecords, Pins, Release, problems
+from gateway.errors import DomainError, RecordNotFound
+from gateway.federation import replication
 from gateway.problems import Problem
 from gateway.services import access_history, discovery, releases
 from node_client.federation import SignedRequest
@@ -80,3 +82,23 @@ async def holder_release(
         c.metrics.denials.labels(reason=exc.code).inc()
         raise
     return Response(orjson.dumps(released.body), media_type="application/json")
+
+
+@router.post("/v1/federation/pins", responses=problems(401, 403, 404, 410, 502, 503))
+async def holder_pins(body: PinsIn, c: ComponentsDep, peer: PeerDep) -> Pins:
+    """Pins the ciphertexts of records the asking gateway registered on this gateway's IPFS node (fetched
+    through the swarm, re-hashed against the chain): its replicas. 403 for another gateway's record."""
+    rids = [parse_record_id(r) for r in body.recordIds]
+    c.metrics.peer_requests.labels(kind="pin").inc()
+    timeout = c.settings.federation_timeout / 2  # answer before the asking gateway gives up
+
+    def pin() -> None:
+        try:
+            replication.accept_pins(c.db, c.store, peer.gateway, rids, timeout=timeout)
+        except RecordNotFound:
+            c.catch_up()  # registered a moment ago: this gateway's read model may be a block behind
+            replication.accept_pins(c.db, c.store, peer.gateway, rids, timeout=timeout)
+
+    await run_in_threadpool(pin)
+    c.metrics.replicas_pinned.inc(len(rids))
+    return Pins(pinned=["0x" + r.hex() for r in rids])

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "ChallengeIn",
     "EmergencyIn",
+    "PinsIn",
     "SignedGrantIn",
     "SignedRevokeIn",
     "TokenIn",
@@ -80,6 +81,12 @@ class TxDraftIn(_Strict):
 
     function: str = Field(max_length=64, examples=["setEmergencyOptOut"])
     args: dict[str, Any] = Field(default_factory=dict, examples=[{"optedOut": True}])
+
+
+class PinsIn(_Strict):
+    """Gateway to gateway: records the asking gateway registered, whose ciphertexts it asks this one to pin."""
+
+    recordIds: list[str] = Field(min_length=1, max_length=64)
 
 
 class SignedTxIn(_Strict):

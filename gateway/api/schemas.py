@@ -35,6 +35,7 @@ __all__ = [
     "MyConsents",
     "MyRecords",
     "PendingBatchProof",
+    "Pins",
     "Proof",
     "Release",
     "Retracted",
@@ -504,14 +505,31 @@ class JournalCheck(_Out):
     anchorError: str | None
 
 
+class ReplicationCheck(_Out):
+    """Records waiting to be pinned by peer gateways: shown, never failing health (they are retried)."""
+
+    ok: bool = True
+    backlog: int
+    oldestSeconds: float | None
+    lastError: str | None
+
+
 class HealthChecks(_Out):
-    """One entry per part; ``error`` names what failed. ``journal`` only in batch mode."""
+    """One entry per part; ``error`` names what failed. ``journal`` only in batch mode, ``replication`` only
+    with the IPFS store and replicas wanted."""
 
     chain: ChainCheck
     storage: StorageCheck
     database: DatabaseCheck
     indexer: IndexerCheck
     journal: JournalCheck | None = None
+    replication: ReplicationCheck | None = None
+
+
+class Pins(_Out):
+    """Replicas this gateway now pins for the asking gateway, each fetched from the swarm and re-hashed."""
+
+    pinned: list[Hex32]
 
 
 class Deployment(_Out):

@@ -21,6 +21,7 @@ from gateway.api.schemas import (
     Member,
     Members,
     MemberStatusSlug,
+    ReplicationCheck,
     StorageCheck,
     problems,
 )
@@ -120,6 +121,11 @@ def healthz(c: ComponentsDep, response: Response) -> Health:
     parts: dict[str, Any] = {"chain": chain, "storage": storage, "database": database, "indexer": indexer}
     if journal is not None:  # batch mode only: absent, not null, in strict mode
         parts["journal"] = journal
+    if c.replicator is not None:  # a backlog is retried, so it is shown but never fails health
+        rep = c.replicator.status()
+        parts["replication"] = ReplicationCheck(
+            backlog=rep.backlog, oldestSeconds=rep.oldest_seconds, lastError=rep.last_error
+        )
     response.status_code = 200 if ok else 503
     return Health(
         status="ok" if ok else "degraded",

@@ -59,6 +59,12 @@ class Federation:
             raise errors.HolderUnavailable(f"{_label(peer)} answered without entries", holder=peer.address)
         return [e for e in entries if isinstance(e, dict)]
 
+    def pin(self, peer: Peer, record_ids: list[bytes]) -> dict[str, Any]:
+        """Asks ``peer`` to pin the ciphertexts of records this gateway registered (acting for itself); the
+        peer fetches them through the swarm and checks them against the chain. Only ciphertext moves."""
+        ids = ["0x" + rid.hex() for rid in record_ids]
+        return self._ask(peer, self.account.address, lambda gw: gw.holder_pin(ids))
+
     def _ask(self, peer: Peer, acting_for: str, call: Callable[[GatewayClient], T]) -> T:
         with GatewayClient(peer.endpoint, timeout=self.timeout) as gw:
             gw.act_for(self.account, acting_for)

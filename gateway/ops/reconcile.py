@@ -14,7 +14,8 @@ Repair rules (``kind``: what it is → what reconcile does):
     the gateway account has a transaction in the mempool, which might still register them.
 ``upload_registered``
     rows ``pending`` whose records *are* on-chain (crash between the transaction and the update)
-    → marked ``registered`` (with the transaction hash): the upload took effect, nothing is lost.
+    → marked ``registered`` (with the transaction hash): the upload took effect, nothing is lost. With the
+    IPFS store and ``replicas`` > 0 they are queued for replication too, as the upload would have.
 ``retract_pending``
     rows ``shredded`` (data key already destroyed) whose record is not retracted on-chain → the
     ``retract`` transaction is **retried**, then the row is ``retracted`` and the blob deleted; rows
@@ -24,10 +25,16 @@ Repair rules (``kind``: what it is → what reconcile does):
     store write, or a retracted record's blob left behind) → **deleted**.
 ``temp_file``
     a ``.tmp-*`` file of the local store (crash mid-write) → deleted.
+``blob_recovered``
+    IPFS store: a registered (or ``missing_blob``) record whose ciphertext is not on this gateway's node
+    → **fetched from the private swarm** (where peer gateways pin replicas; bounded by
+    ``federation_timeout`` per blob), re-hashed against the on-chain ``contentHash``, pinned; the row
+    stays (or goes back to) ``registered``. Only when that fails is it ``blob_missing``.
 ``blob_missing`` (lost)
-    a registered record whose ciphertext is not in the store → row marked ``missing_blob`` (releases
-    answer ``record_not_found``) and **reported**: data cannot be invented; restore the blob from a
-    backup and run reconcile again (the row then goes back to ``registered``, ``blob_restored``).
+    a registered record whose ciphertext is neither in the store nor (IPFS store) in the swarm → row
+    marked ``missing_blob`` (releases answer ``record_not_found``) and **reported**: data cannot be
+    invented; restore the blob from a backup and run reconcile again (the row then goes back to
+    ``registered``, ``blob_restored``). A dry run does not look in the swarm.
 ``registration_without_key`` (lost)
     a record this gateway registered on-chain with no row here (the database was lost or replaced)
     → **reported**.
@@ -47,6 +54,7 @@ dry run found something to repair), 2 reconcile could not run (gateway running, 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,9 +67,9 @@ from gateway.ledger.account import gateway_account
 from gateway.ledger.anchoring import JournalBehindChain, sync_anchors
 from gateway.ledger.journal import Journal, JournalError
 from gateway.ops.lock import GatewayLock
-from gateway.settings import GatewaySettings
-from gateway.storage import record_keys
-from gateway.storage.blobs import BlobStore, BlobStoreError, LocalBlobStore, cid_to_str, make_store
+from gateway.settings import GatewaySettings, StoreKind
+from gateway.storage import record_keys, replicas
+from gateway.storage.blobs import BlobStore, BlobStoreError, IpfsBlobStore, LocalBlobStore, cid_to_str, make_store
 from gateway.storage.db import Database, RecordState
 from node_client._client import ChainClient
 from node_client._exceptions import ChainUnavailable, ContractRevert
@@ -133,20 +141,32 @@ class Report:
 # ---------------------------------------------------------------------------------------- reconcile
 
 
+@dataclass(frozen=True, slots=True)
+class _Swarm:
+    """What reconcile does with the private swarm (IPFS store): recover lost blobs, queue replication."""
+
+    timeout: float  # seconds to wait for one lost blob
+    replicate: bool  # replicas > 0: a registration reconcile completes is queued for replication
+
+
 class _Reconciler:
-    def __init__(self, *, db: Database, store: BlobStore, ledger: Ledger, account: LocalAccount, dry_run: bool) -> None:
+    def __init__(
+        self, *, db: Database, store: BlobStore, ledger: Ledger, account: LocalAccount, dry_run: bool, swarm: _Swarm
+    ) -> None:
         self.db = db
         self.store = store
         self.ledger = ledger
         self.account = account
         self.report = Report(dry_run)
         self.dry_run = dry_run
+        self.swarm = swarm
         self._repairs = 0
         self._mempool: bool | None = None
         # filled by _survey, then read and updated by the rules in turn
         self.stored: set[bytes] = set()  # locators in the store
         self.rows: list[record_keys.KeyState] = []  # record_keys rows
         self.registrations: dict[bytes, str] = {}  # record id → tx, of this gateway's RecordRegistered
+        self.content_hashes: dict[bytes, bytes] = {}  # record id → its on-chain contentHash (same events)
         self.referenced: set[bytes] = set()  # locators that rows still need (not orphans)
 
     def _found(self, kind: str, subject: str, severity: str, action: str) -> Finding:
@@ -194,6 +214,7 @@ class _Reconciler:
         for ev in self.ledger.records.events(["RecordRegistered"]):
             if ev["gateway"] == self.account.address:
                 self.registrations[bytes(ev["recordId"])] = ev.tx_hash
+                self.content_hashes[bytes(ev["recordId"])] = bytes(ev["contentHash"])
         self.report.checked["registrations"] = len(self.registrations)
 
     # ------------------------------------------------------------------ upload_registered, upload_unregistered
@@ -240,6 +261,8 @@ class _Reconciler:
             return
         with self.db.write() as conn:
             record_keys.mark_registered(conn, [(i, self.registrations.get(i)) for i in ids])
+            if self.swarm.replicate:
+                replicas.enqueue(conn, ids, time.time())
         self._done(f)
 
     def _upload_unregistered(self, upload_id: str, ids: list[bytes], locators: list[bytes]) -> None:
@@ -282,26 +305,42 @@ class _Reconciler:
         self._delete_blob(locator)
         self.stored.discard(locator)
 
-    # ------------------------------------------------------------------ blob_missing, blob_restored
+    # ------------------------------------------------------------------ blob_recovered, blob_missing, blob_restored
 
     def _registered_blobs(self) -> None:
         """Registered records and their blobs."""
         for r in self.rows:
             locator, rid = r.locator, r.record_id
-            if r.state == RecordState.REGISTERED:
-                self.referenced.add(locator)
-                if locator not in self.stored:
-                    self._blob_missing(rid)
-            elif r.state == RecordState.MISSING_BLOB:
+            if r.state in (RecordState.REGISTERED, RecordState.MISSING_BLOB):
                 self.referenced.add(locator)
                 if locator in self.stored:
-                    self._blob_restored(rid)
-                else:
-                    self._found("blob_missing", rid.hex(), LOST, "still missing; restore the blob and run again")
+                    if r.state == RecordState.MISSING_BLOB:
+                        self._blob_restored(rid)
+                elif not self._blob_recovered(rid, locator):
+                    self._blob_missing(rid, r.state)
             elif r.state == RecordState.SHREDDED and self.dry_run:
                 self.referenced.add(locator)
 
-    def _blob_missing(self, rid: bytes) -> None:
+    def _blob_recovered(self, rid: bytes, locator: bytes) -> bool:
+        """Whether a lost blob came back from the swarm (IPFS store), pinned and re-hashed against the chain."""
+        content_hash = self.content_hashes.get(rid)
+        if self.dry_run or content_hash is None or not isinstance(self.store, IpfsBlobStore):
+            return False
+        try:
+            self.store.replicate(locator, content_hash, timeout=self.swarm.timeout)
+        except BlobStoreError as exc:
+            log.warning("lost blob not recovered from the swarm", extra={"record": rid.hex(), "error": str(exc)})
+            return False
+        f = self._found("blob_recovered", rid.hex(), REPAIR, "fetched from the swarm, matches contentHash, pinned")
+        self.stored.add(locator)
+        self._set_state(rid, RecordState.REGISTERED)
+        self._done(f)
+        return True
+
+    def _blob_missing(self, rid: bytes, state: str) -> None:
+        if state == RecordState.MISSING_BLOB:
+            self._found("blob_missing", rid.hex(), LOST, "still missing; restore the blob and run again")
+            return
         self._found("blob_missing", rid.hex(), LOST, "marked missing_blob; restore the blob and run again")
         if not self.dry_run:
             self._set_state(rid, RecordState.MISSING_BLOB)
@@ -399,9 +438,9 @@ def reconcile(settings: GatewaySettings, *, dry_run: bool = False) -> Report:
             ledger = Manifest.load(settings.manifest).connect(client)
             store = make_store(settings)
             account = gateway_account(settings, dev=ledger.dev)
-            return _Reconciler(db=db, store=store, ledger=ledger, account=account, dry_run=dry_run).run(
-                settings.journal_path
-            )
+            swarm = _Swarm(settings.federation_timeout, settings.store is StoreKind.IPFS and settings.replicas > 0)
+            reconciler = _Reconciler(db=db, store=store, ledger=ledger, account=account, dry_run=dry_run, swarm=swarm)
+            return reconciler.run(settings.journal_path)
         except ChainUnavailable as exc:
             raise ReconcileError(f"the chain is unavailable: {exc}") from exc
         finally:

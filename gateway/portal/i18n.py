@@ -223,6 +223,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "problem_record_not_found": ("病历不存在", "No such record"),
     "problem_not_found": ("未找到", "Not found"),
     "problem_record_retracted": ("病历已撤回", "The record was retracted"),
+    "problem_not_record_holder": (
+        "只有登记该病历的网关可以请求保存其副本",
+        "Only the gateway that registered a record may ask for replicas of it",
+    ),
     "problem_payload_too_large": ("内容过大", "The request body is too large"),
     "problem_unsupported_media_type": ("不支持的内容类型", "Unsupported media type"),
     "problem_chain_rejected": ("区块链拒绝了该交易", "The chain refused the transaction"),

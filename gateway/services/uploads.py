@@ -3,7 +3,8 @@
 Order matters for "nothing lost or half-written": every ciphertext is stored and every wrapped key is
 written (state ``pending``) *before* the registration transaction, and marked ``registered`` after it.
 A crash in between leaves pending rows that ``hcl gateway reconcile`` resolves against the chain; a
-refused transaction removes what was written.
+refused transaction removes what was written. With the IPFS store, the registered records are queued for
+replication on peer gateways in the same transaction (:mod:`gateway.federation.replication`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from eth_utils import is_address, to_checksum_address
 from gateway import errors
 from gateway.crashpoints import crashpoint
 from gateway.fhir import RecordDraft, canonical_json, group, parse
-from gateway.storage import record_keys
+from gateway.storage import record_keys, replicas
 from gateway.storage.blobs import BlobStoreError, StorageFull, cid_to_str
 from gateway.storage.crypto import encrypt_record
 from gateway.storage.db import RecordState
@@ -99,8 +100,12 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
     crashpoint("upload.after_register_tx")
     with c.db.write() as conn:
         record_keys.mark_upload_registered(conn, w.upload_id, result.tx_hash)
+        if c.replicator is not None:  # queued with the registration: durable, sent in the background
+            replicas.enqueue(conn, [rid for rid, _ in w.blobs], time.time())
     crashpoint("upload.after_registered")
     c.catch_up()
+    if c.replicator is not None:
+        c.replicator.wake()
     c.metrics.uploads.inc(len(w.out))
     log.info(
         "upload registered",

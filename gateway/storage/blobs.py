@@ -463,6 +463,8 @@ class IpfsBlobStore:
       record's wrapped data key (crypto-shredding), not on deleting ciphertext.
     * ``exists`` = "is pinned (recursively)", so it turns false right after ``delete``.
     * ``check`` = ``id``; connection refused / timeout / non-IPFS answers → :class:`StorageUnavailable`.
+    * ``replicate`` = ``pin add`` *with* the network (the private swarm), bounded by a timeout, then
+      verified against the on-chain ``contentHash``: replicas for peer gateways and recovery from the swarm.
     """
 
     name = "ipfs"
@@ -473,6 +475,7 @@ class IpfsBlobStore:
         self.timeout = timeout
         try:
             self._client = ipfshttpclient.Client(self.api_addr, timeout=timeout, offline=local_only)
+            self._network = ipfshttpclient.Client(self.api_addr, timeout=timeout, offline=False)  # replicate only
         except ipfs_exc.AddressError as exc:
             raise BlobStoreError(f"invalid IPFS API address {api_url!r}: {exc}") from None
 
@@ -589,6 +592,35 @@ class IpfsBlobStore:
             except InvalidLocator:
                 continue
         return out
+
+    def replicate(self, locator: bytes, content_hash: bytes, *, timeout: float) -> None:
+        """Pins ``locator`` fetching it through the swarm (the one request allowed to ask other nodes), then
+        re-hashes what was pinned against ``content_hash`` (the chain's ``sha256(ciphertext)``).
+
+        For a replica of another gateway's record and for recovering this gateway's own lost blobs. Kubo
+        gives up after ``timeout`` seconds (:class:`BlobNotFound`: no node of the swarm has it); bytes that do
+        not match are unpinned again and raise :class:`IntegrityMismatch`."""
+        s = cid_to_str(validate_cid(locator))
+
+        def not_fetched(message: str) -> BlobStoreError | None:
+            lowered = message.lower()
+            if "deadline" in lowered or "not found" in lowered or "context canceled" in lowered:
+                return BlobNotFound(f"no node of the swarm gave {s} within {timeout:g}s")
+            return None
+
+        self._call(
+            "pin add",
+            lambda: self._network.pin.add(s, opts={"timeout": f"{timeout:g}s"}, timeout=timeout + 5),
+            not_fetched,
+        )
+        try:
+            data = self.get(locator)
+        except IntegrityMismatch:
+            self.delete(locator)
+            raise
+        if hashlib.sha256(data).digest() != content_hash:
+            self.delete(locator)
+            raise IntegrityMismatch(f"{s} fetched from the swarm does not match the on-chain contentHash")
 
     def check(self) -> None:
         result: Any = self._call("id", self._client.id)

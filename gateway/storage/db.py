@@ -95,6 +95,23 @@ CREATE TABLE IF NOT EXISTS peer_nonces (
     PRIMARY KEY (gateway, nonce)
 );
 
+-- replication (IPFS store): this gateway's records still to be pinned by peer gateways, retried with backoff
+CREATE TABLE IF NOT EXISTS replication_queue (
+    record_id  BLOB PRIMARY KEY,
+    attempts   INTEGER NOT NULL,
+    next_at    REAL NOT NULL,     -- unix seconds of the next attempt
+    last_error TEXT,
+    queued_at  REAL NOT NULL
+);
+
+-- replication: other institutions' ciphertexts this gateway pins (verified against the chain's contentHash)
+CREATE TABLE IF NOT EXISTS replicas (
+    record_id BLOB PRIMARY KEY,
+    holder    TEXT NOT NULL,      -- the gateway that registered the record and asked for the replica
+    locator   BLOB NOT NULL,
+    pinned_at INTEGER NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS emergency_reasons (
     access_id  BLOB PRIMARY KEY,
     member     TEXT NOT NULL,
