@@ -140,7 +140,8 @@ def _html_gateways(report: AuditReport) -> list[str]:
     ]
     for g, c in by_gw.items():
         label = (g or "(none)") + (f" ({c['name']})" if c.get("name") else "")
-        journal = f"{c['journal_file']} ({how.get(g, '')})" if c.get("journal_file") else "not given"
+        journal = f"{c['journal_file']} ({how.get(g, '')})" if c.get("journal_file") else ""
+        journal = journal or ("not given" if c["anchors"] else "")  # no anchors: a strict-mode gateway
         counts = "".join(
             f"<td>{c[k]}</td>" for k in ("anchors", "strict", "journal", "ok", "review", "anomaly", "pending")
         )

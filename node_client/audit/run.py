@@ -169,8 +169,8 @@ def _inputs(
     if gateway is not None and gateways:
         raise ValueError("give gateway= or gateways=, not both")
     paths = [journal] if journal is not None else [Path(p) for p in journals]
-    given = list(gateways) if gateways else [gateway] * len(paths)
-    if given and len(given) != len(paths):
+    given = list(gateways) if gateways and paths else [gateway] * len(paths)  # no journal: as before, ignored
+    if len(given) != len(paths):
         raise ValueError(f"{len(given)} gateways for {len(paths)} journals: give one --gateway per --journal, or none")
     resolved = [p.resolve() for p in paths]
     for k, p in enumerate(resolved):
