@@ -90,8 +90,9 @@ def gateway_reconcile(
     json_out: JsonOpt = False,
 ) -> None:
     """Find and repair what a crash left half-done: blobs without registration, pending uploads and
-    retractions, anchors not recorded; report what cannot be repaired (missing blobs, a rolled-back
-    journal). Stop the gateway first (it holds <data_dir>/gateway.lock).
+    retractions, anchors not recorded; recover lost blobs from the private swarm (IPFS store); report what
+    cannot be repaired (missing blobs, a rolled-back journal). Stop the gateway first (it holds
+    <data_dir>/gateway.lock).
 
     Exit 0: nothing left to do; 1: something needs a person (or, with --dry-run, something to repair);
     2: reconcile could not run (gateway running, chain or store unavailable). Rules: docs/reliability.md.
