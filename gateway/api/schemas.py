@@ -489,6 +489,7 @@ class IndexerCheck(_Out):
     ok: bool
     synced: bool
     indexedBlock: int
+    headBlock: int = Field(0, description="the chain head the indexer saw last (revocations there are enforced)")
     lagBlocks: int | None
     error: str | None
     confirmations: int = 0

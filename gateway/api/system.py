@@ -107,6 +107,7 @@ def healthz(c: ComponentsDep, response: Response) -> Health:
         ok=st.error is None,
         synced=c.indexer.synced,
         indexedBlock=st.indexed_block,
+        headBlock=st.head_block,
         lagBlocks=lag,
         error=st.error,
         confirmations=st.confirmations,
