@@ -22,7 +22,8 @@ Repair rules (``kind``: what it is → what reconcile does):
     whose retract was mined (or whose record never was registered) → ``retracted``, blob deleted.
 ``orphan_blob``
     a ciphertext in the store that no pending/registered/shredded row references (crash after the
-    store write, or a retracted record's blob left behind) → **deleted**.
+    store write, or a retracted record's blob left behind) → **deleted**. Replicas this gateway pins for
+    other institutions (table ``replicas``) are not orphans.
 ``temp_file``
     a ``.tmp-*`` file of the local store (crash mid-write) → deleted.
 ``blob_recovered``
@@ -34,7 +35,8 @@ Repair rules (``kind``: what it is → what reconcile does):
     a registered record whose ciphertext is neither in the store nor (IPFS store) in the swarm → row
     marked ``missing_blob`` (releases answer ``record_not_found``) and **reported**: data cannot be
     invented; restore the blob from a backup and run reconcile again (the row then goes back to
-    ``registered``, ``blob_restored``). A dry run does not look in the swarm.
+    ``registered``, ``blob_restored``). A dry run does not look in the swarm (it reports ``blob_recovered``
+    as what it would try).
 ``registration_without_key`` (lost)
     a record this gateway registered on-chain with no row here (the database was lost or replaced)
     → **reported**.
@@ -209,6 +211,7 @@ class _Reconciler:
         except BlobStoreError as exc:
             raise ReconcileError(f"the blob store cannot be listed: {exc}") from exc
         self.rows = record_keys.states(self.db)
+        self.referenced.update(r.locator for r in replicas.replicas(self.db))  # other institutions' ciphertext
         self.report.checked = {"rows": len(self.rows), "blobs": len(self.stored)}
         self.registrations = {}
         for ev in self.ledger.records.events(["RecordRegistered"]):
@@ -324,8 +327,11 @@ class _Reconciler:
     def _blob_recovered(self, rid: bytes, locator: bytes) -> bool:
         """Whether a lost blob came back from the swarm (IPFS store), pinned and re-hashed against the chain."""
         content_hash = self.content_hashes.get(rid)
-        if self.dry_run or content_hash is None or not isinstance(self.store, IpfsBlobStore):
+        if content_hash is None or not isinstance(self.store, IpfsBlobStore):
             return False
+        if self.dry_run:
+            self._found("blob_recovered", rid.hex(), REPAIR, "would be fetched from the swarm (else blob_missing)")
+            return True
         try:
             self.store.replicate(locator, content_hash, timeout=self.swarm.timeout)
         except BlobStoreError as exc:

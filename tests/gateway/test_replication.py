@@ -268,6 +268,9 @@ def test_a_gateway_that_lost_its_blob_store_recovers_every_blob_from_the_swarm(s
         onchain = {r.record_id: read_model.record(a.db, r.record_id) for r in registered}
     _fresh_kubo_a(sw)
     assert sw.store(GW_A).locators() == []
+    dry = reconcile(sw.settings(GW_A), dry_run=True)
+    assert dry.counts().get("blob_recovered") == len(registered) and not any(f.repaired for f in dry.findings)
+    assert sw.store(GW_A).locators() == []
     start = time.monotonic()
     report = reconcile(sw.settings(GW_A))  # the gateway is stopped, as reconcile requires
     took = time.monotonic() - start
@@ -279,6 +282,10 @@ def test_a_gateway_that_lost_its_blob_store_recovers_every_blob_from_the_swarm(s
     for r in registered:  # each pinned again, its bytes those the chain's contentHash names
         rec = onchain[r.record_id]
         assert rec is not None and hashlib.sha256(store.get(r.locator)).digest() == rec.content_hash
+    # B's reconcile keeps the replicas it pins for A: they are not its orphans
+    held_by_b = [r.locator for r in registered]
+    assert "orphan_blob" not in reconcile(sw.settings(GW_B)).counts()
+    assert all(sw.store(GW_B).exists(locator) for locator in held_by_b)
     now = sw.client.block_timestamp()
     sw.ledger.consents.grant(
         dev_account(13),
