@@ -5,16 +5,21 @@
     ./scripts/demo    # the scenario, narrated step by step (= python -m demo run; exit 1 at the first surprise)
 
 Both talk to a running gateway and chain, as ``./scripts/up`` starts them (``hcl deploy --dev``); they find
-them through the state file ``up`` writes (:data:`STATE_FILE`), so no option is needed after ``up``. Every
+them through the state file ``up`` writes (:data:`STATE_FILE`), so no option is needed after ``up``. On a
+network with the institutions' own gateways (``./scripts/up --network N``) each institution signs in at its
+own gateway (``gateways``: institution name → URL, from the state file) and everyone else — the patients,
+Lakeside County Hospital — at the regional one (``url``). Every
 key is one of Hardhat's PUBLIC dev keys (the mnemonic "test test ... junk"): the demo refuses any chain
 but a dev deployment (its manifest says ``dev: true``), and the keystores it writes use the password "demo". Never for real data.
 
 The scenario: Wang, a patient of City First People's Hospital (the tertiary hospital) with a diabetes
 work-up, creates a health code — an EIP-712 signed consent — for Riverside Community Health Centre, which
 then finds and reads exactly what it needs (discharge summary, medications, latest HbA1c) instead of
-repeating tests. An emergency department breaks the glass for an allergy lookup; Wang sees every read in
-the access log, revokes the centre's consent, the centre is refused, and the log is checked against the
-chain.
+repeating tests. Lakeside County Hospital's emergency department breaks the glass for an allergy lookup;
+Wang sees every read in the access log, each checked, revokes the centre's consent, the centre is refused,
+and the log is checked against the chain. With institution gateways, Wang's records are held where they
+were made — the lab results by the Regional Clinical Laboratory, the allergies by the centre, the rest by
+the hospital — and every read crosses institutions through the reader's own gateway.
 
 ``seed`` and ``run`` are plain functions too (the tests call them); they raise :class:`DemoError` on
 anything unexpected, which the command line prints and turns into exit code 1.
@@ -58,8 +63,10 @@ __all__ = ["STATE_FILE", "DemoError", "RunResult", "SeedResult", "app", "endpoin
 ADMIN_A, ADMIN_B = 0, 1  # two of the three dev admins (threshold 2)
 HOSPITAL = 4  # City First People's Hospital: tertiary hospital, HOSPITAL | EMERGENCY
 CLINIC = 5  # Riverside Community Health Centre
-COUNTY = 19  # Lakeside County Hospital, onboarded by `seed` through governance
+LAB = 6  # Regional Clinical Laboratory
+COUNTY = 19  # Lakeside County Hospital, onboarded by `seed` through governance; its ED breaks the glass
 COUNTY_NAME = "Lakeside County Hospital"
+COUNTY_ROLES = Role.HOSPITAL | Role.EMERGENCY
 
 PASSWORD = "demo"  # the demo keystores' password: a demo, never a real password
 
@@ -111,8 +118,10 @@ RELEASE_KEYS: tuple[tuple[str, int], ...] = (("hospital.x25519.jwk", HOSPITAL), 
 
 HBA1C = "4548-4"  # LOINC Hemoglobin A1c/Hemoglobin.total in Blood
 GRANT_CATEGORIES = "encounters,medications,lab-results,conditions"
+GRANT_NETWORK = GRANT_CATEGORIES + ",allergies"  # with institution gateways the centre holds the allergies
 GRANT_PURPOSES = "treatment,care-coordination"
 GRANT_DAYS = 30
+REVOKE_WITHIN = 10.0  # seconds: one block plus one poll, with room for a loaded machine
 EMERGENCY_REASON = "Patient brought in unresponsive to the emergency department; allergy check before giving drugs"
 
 
@@ -218,16 +227,25 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 class Session:
-    """One demo session: a gateway client per signed-in account, the chain, the deployment."""
+    """One demo session: a gateway client per signed-in account, the chain, the deployment.
 
-    def __init__(self, url: str, manifest: Path, rpc_url: str, console: Console) -> None:
+    ``gateways`` (institution name → URL): the institutions' own gateways; an account of one of them signs
+    in there, every other account (patients, institutions without a gateway) at ``url``.
+    """
+
+    def __init__(
+        self, url: str, manifest: Path, rpc_url: str, console: Console, gateways: dict[str, str] | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.manifest_path = Path(manifest)
         self.rpc_url = rpc_url
         self.out = console
-        self._clients: dict[str, GatewayClient] = {}
+        self._clients: dict[tuple[str, str], GatewayClient] = {}
         self.gw = GatewayClient(self.url, timeout=60)
-        self._check_gateway()
+        self.gateways = {name: u.rstrip("/") for name, u in (gateways or {}).items()}
+        self.probes = {self.url: self.gw} | {u: GatewayClient(u, timeout=60) for u in self.gateways.values()}
+        for u, probe in self.probes.items():
+            _check_gateway(probe, u)
         try:
             self.manifest = Manifest.load(self.manifest_path)
         except NodeClientError as exc:
@@ -248,25 +266,21 @@ class Session:
             self.ledger: Ledger = self.manifest.connect(self.client)
         except NodeClientError as exc:
             raise DemoError(f"{exc}") from None
-        self.names = {m["address"]: m["name"] for m in self.manifest.members}
+        self.member_names = {m["address"]: m["name"] for m in self.manifest.members}
+        unknown = set(self.gateways) - set(self.member_names.values())
+        if unknown:
+            raise DemoError(f"gateways of {sorted(unknown)} are given, but {self.manifest_path} has no such member")
+        self.names = dict(self.member_names)
         self.names.update({dev_account(p.account).address: p.name for p in PATIENTS})
 
-    def _check_gateway(self) -> None:
-        try:
-            health = self.gw.health()
-        except GatewayUnavailable as exc:
-            raise DemoError(f"{exc}: start ./scripts/up first (in another terminal), or pass --url") from None
-        except GatewayProblem as exc:
-            raise DemoError(f"{self.url}/healthz is not a HealthCode Ledger gateway (HTTP {exc.status})") from None
-        if not isinstance(health.get("checks"), dict):
-            raise DemoError(f"{self.url}/healthz is not a HealthCode Ledger gateway (no checks)")
-        if health.get("status") != "ok":
-            raise DemoError(f"the gateway at {self.url} is degraded: {health['checks']}")
+    @property
+    def federated(self) -> bool:
+        """Whether the institutions have gateways of their own (``./scripts/up --network N``)."""
+        return bool(self.gateways)
 
     def close(self) -> None:
-        for c in self._clients.values():
+        for c in [*self._clients.values(), *self.probes.values()]:
             c.close()
-        self.gw.close()
 
     def name(self, address: str | None) -> str:
         if not address:
@@ -281,38 +295,61 @@ class Session:
             if m["name"]:
                 self.names.setdefault(m["address"], m["name"])
 
-    def login(self, account: LocalAccount) -> GatewayClient:
-        """A gateway client signed in as ``account`` (Sign-In with Ethereum), one per account."""
-        if account.address not in self._clients:
-            gw = GatewayClient(self.url, timeout=120)
-            with _asking(f"sign-in of {account.address}"):
+    def url_of(self, address: str) -> str:
+        """The gateway ``address`` uses: its institution's own (by its manifest name), else the regional one."""
+        return self.gateways.get(self.member_names.get(address, ""), self.url)
+
+    def login(self, account: LocalAccount, url: str | None = None) -> GatewayClient:
+        """A gateway client signed in as ``account`` (Sign-In with Ethereum) at ``url`` (default: the
+        gateway it uses, :meth:`url_of`), one per account and gateway."""
+        where = (url or self.url_of(account.address)).rstrip("/")
+        if (where, account.address) not in self._clients:
+            gw = GatewayClient(where, timeout=120)
+            with _asking(f"sign-in of {account.address} at {where}"):
                 gw.sign_in(account)
-            self._clients[account.address] = gw
-        return self._clients[account.address]
+            self._clients[(where, account.address)] = gw
+        return self._clients[(where, account.address)]
 
     def wait_indexed(self, block: int | None = None, timeout: float = 30.0) -> None:
-        """Waits until the gateway's read model (its chain indexer) has seen ``block`` (default: the head)."""
+        """Waits until every gateway's read model (its chain indexer) has seen ``block`` (default: the head);
+        on a Clique network that is the confirmed head, so a grant in ``block`` counts everywhere after it."""
         target = self.client.block_number() if block is None else block
         deadline = time.monotonic() + timeout
-        while True:
-            checks = self.gw.health()["checks"]
-            indexed = checks["indexer"]["indexedBlock"]
-            if indexed >= target:
-                return
-            if time.monotonic() > deadline:
-                raise DemoError(
-                    f"the gateway has indexed block {indexed}, the chain at {self.rpc_url} is at {target} "
-                    f"after {timeout:.0f}s: is the gateway following this chain? ({checks['indexer'].get('error')})"
-                )
-            time.sleep(0.1)
+        for url, probe in self.probes.items():
+            while True:
+                checks = probe.health()["checks"]
+                indexed = checks["indexer"]["indexedBlock"]
+                if indexed >= target:
+                    break
+                if time.monotonic() > deadline:
+                    raise DemoError(
+                        f"the gateway at {url} has indexed block {indexed}, the chain at {self.rpc_url} is at "
+                        f"{target} after {timeout:.0f}s: is it following this chain? ({checks['indexer'].get('error')})"
+                    )
+                time.sleep(0.1)
 
     def chain_now(self) -> int:
         return self.client.block_timestamp()
 
 
+def _check_gateway(gw: GatewayClient, url: str) -> None:
+    try:
+        health = gw.health()
+    except GatewayUnavailable as exc:
+        raise DemoError(f"{exc}: start ./scripts/up first (in another terminal), or pass --url") from None
+    except GatewayProblem as exc:
+        raise DemoError(f"{url}/healthz is not a HealthCode Ledger gateway (HTTP {exc.status})") from None
+    if not isinstance(health.get("checks"), dict):
+        raise DemoError(f"{url}/healthz is not a HealthCode Ledger gateway (no checks)")
+    if health.get("status") != "ok":
+        raise DemoError(f"the gateway at {url} is degraded: {health['checks']}")
+
+
 @contextmanager
-def _session(url: str, manifest: Path, rpc_url: str, console: Console) -> Iterator[Session]:
-    s = Session(url, manifest, rpc_url, console)
+def _session(
+    url: str, manifest: Path, rpc_url: str, console: Console, gateways: dict[str, str] | None = None
+) -> Iterator[Session]:
+    s = Session(url, manifest, rpc_url, console, gateways)
     try:
         yield s
     finally:
@@ -342,7 +379,7 @@ def _onboard_county_hospital(s: Session) -> tuple[str, bool]:
     members = s.ledger.members
     county = dev_account(COUNTY)
     _, public = dev_encryption_key(COUNTY)
-    spec = MemberSpec(county.address, int(Role.HOSPITAL), public, COUNTY_NAME, "hospital")
+    spec = MemberSpec(county.address, int(COUNTY_ROLES), public, COUNTY_NAME, "hospital")
     out.print()
     out.rule(f"[bold]Onboarding {COUNTY_NAME} through governance", align="left")
     out.print(
@@ -370,9 +407,9 @@ def _onboard_county_hospital(s: Session) -> tuple[str, bool]:
     tx = members.execute(dev_account(ADMIN_B), proposal_id)
     out.print(f"  4. admin 1 executes proposal #{proposal_id} → tx {tx.tx_hash}")
     m = members.member_of(county.address)
-    if m.status is not MemberStatus.ACTIVE or not m.roles & Role.HOSPITAL or m.encryption_key != public:
+    if m.status is not MemberStatus.ACTIVE or m.roles != spec.roles or m.encryption_key != public:
         raise DemoError(f"after execution {COUNTY_NAME} is {m.status.name}, roles {m.roles:#x}: not onboarded")
-    _ok(out, f"{COUNTY_NAME} is an active member (roles: hospital) from block {tx.block_number}")
+    _ok(out, f"{COUNTY_NAME} is an active member (roles: hospital, emergency) from block {tx.block_number}")
     _record_in_manifest(s, spec)
     return county.address, True
 
@@ -395,6 +432,7 @@ def _pending_proposal(s: Session, spec: MemberSpec) -> int | None:
         if (
             p.action is Action.ADD_MEMBER
             and p.target == spec.address
+            and p.arg == spec.roles
             and p.status is ProposalStatus.PENDING
             and p.expires_at > now
             and p.encryption_key == spec.encryption_key
@@ -410,13 +448,13 @@ def _propose_county(s: Session, spec: MemberSpec, threshold: int) -> int:
         admin_a,
         Action.ADD_MEMBER,
         spec.address,
-        arg=int(Role.HOSPITAL),
+        arg=spec.roles,
         encryption_key=spec.encryption_key,
         metadata_hash=spec.metadata_hash,
     )
     s.out.print(
-        f"  1. admin 0 ({_short(admin_a.address)}) proposes: add {COUNTY_NAME} {spec.address}, role "
-        f"hospital, X25519 key {spec.encryption_key.hex()[:16]}…, metadata hash {spec.metadata_hash.hex()[:16]}…"
+        f"  1. admin 0 ({_short(admin_a.address)}) proposes: add {COUNTY_NAME} {spec.address}, roles "
+        f"hospital and emergency, X25519 key {spec.encryption_key.hex()[:16]}…, metadata hash {spec.metadata_hash.hex()[:16]}…"
     )
     s.out.print(f"     → proposal #{proposal_id}, 1 of {threshold} approvals, tx {tx.tx_hash}")
     return proposal_id
@@ -553,49 +591,84 @@ def _guardian(s: Session) -> None:
 def _upload(s: Session, samples: Path, result: SeedResult) -> None:
     out = s.out
     out.print()
-    out.rule("[bold]Uploading the patients' FHIR records as City First People's Hospital", align="left")
+    out.rule("[bold]Uploading the patients' FHIR records", align="left")
     out.print(
-        "[italic]The hospital posts each patient's FHIR bundle; the gateway validates it, groups it into one "
-        "encrypted record per data category and registers their hashes on-chain in one transaction. "
-        "No health data goes on-chain.[/italic]"
+        "[italic]Each provider posts the FHIR it made; the gateway validates it, groups it into one encrypted "
+        "record per data category and registers their hashes on-chain in one transaction. No health data goes "
+        "on-chain.[/italic]"
     )
-    hospital = s.login(dev_account(HOSPITAL))
+    if s.federated:
+        out.print(
+            "[italic]Each institution uploads at its own gateway, which then holds the records (数据不出院): "
+            "Wang's lab results at the laboratory's, Wang's allergies at the centre's, the rest — discharge "
+            "summary, encounters, medications, conditions — and the other patients at the hospital's.[/italic]"
+        )
     s.wait_indexed()
-    table = Table("patient", "address", "records (resources) per category", "tx hash", "")
+    table = Table("patient", "uploaded by, at", "records (resources) per category", "tx hash", "")
     for p in PATIENTS:
-        patient = dev_account(p.account)
-        with _asking(f"listing {p.name}'s records"):
-            mine = s.login(patient).my_records()
-        if mine:
-            per_cat = Counter(r["category"] for r in mine)
-            txs = sorted({r["txHash"] for r in mine})
-            table.add_row(
-                p.name,
-                patient.address,
-                ", ".join(f"{c} {n}" for c, n in sorted(per_cat.items())),
-                "\n".join(txs),
-                "already there",
-            )
-            result.skipped.append(p.name)
+        _upload_patient(s, p, samples, result, table)
+    out.print(table)
+    s.wait_indexed()  # a second seed (or `run`) then sees these records
+
+
+def _upload_patient(s: Session, p: DemoPatient, samples: Path, result: SeedResult, table: Table) -> None:
+    """Uploads each part of ``p``'s bundle not uploaded yet (one row each); an earlier seed's parts are kept."""
+    patient = dev_account(p.account)
+    with _asking(f"listing {p.name}'s records"):
+        mine = s.login(patient).my_records()
+    path = samples / "synthea" / p.bundle
+    if not path.is_file():
+        raise DemoError(f"FHIR sample {path} is missing (pass --samples or set HCL_FHIR_SAMPLES)")
+    txs = []
+    for who, body in _parts(s, p, path.read_bytes()):
+        uploader = dev_account(who)
+        by = f"{s.name(uploader.address)}, {s.url_of(uploader.address)}"
+        held = [r for r in mine if r["provider"] == uploader.address]
+        if held:
+            per_cat = Counter(r["category"] for r in held)
+            cats = ", ".join(f"{c} {n}" for c, n in sorted(per_cat.items()))
+            table.add_row(p.name, by, cats, "\n".join(sorted({r["txHash"] for r in held})), "already there")
             continue
-        path = samples / "synthea" / p.bundle
-        if not path.is_file():
-            raise DemoError(f"FHIR sample {path} is missing (pass --samples or set HCL_FHIR_SAMPLES)")
-        with _asking(f"uploading {p.name}'s records"):
-            up = hospital.upload(patient.address, path.read_bytes())
+        with _asking(f"uploading {p.name}'s records as {s.name(uploader.address)}"):
+            up = s.login(uploader).upload(patient.address, body)
         if up["patient"] != patient.address or not up["records"]:
             raise DemoError(f"the upload for {p.name} returned no records for {patient.address}: {up}")
         cats = ", ".join(f"{r['category']} 1 ({r['resources']})" for r in up["records"])
-        table.add_row(
-            p.name,
-            patient.address,
-            cats,
-            up["txHash"],
-            f"[green]uploaded[/green] ({len(up['ignored'])} non-clinical resources ignored)",
-        )
-        result.uploaded[p.name] = up["txHash"]
-    out.print(table)
-    s.wait_indexed()  # a second seed (or `run`) then sees these records
+        ignored = f"{len(up['ignored'])} non-clinical resources ignored"
+        table.add_row(p.name, by, cats, up["txHash"], f"[green]uploaded[/green] ({ignored})")
+        txs.append(up["txHash"])
+    if txs:
+        result.uploaded[p.name] = ", ".join(txs)
+    else:
+        result.skipped.append(p.name)
+
+
+def _parts(s: Session, p: DemoPatient, raw: bytes) -> list[tuple[int, bytes]]:
+    """Who uploads what of ``p``'s bundle: the hospital all of it, but on a network with institution
+    gateways Wang's bundle is split by who made each resource (:func:`_made_by`), each part a bundle of the
+    same type (references across parts stay ``urn:uuid`` ones: FHIR validation does not resolve them)."""
+    if not s.federated or p is not WANG:
+        return [(HOSPITAL, raw)]
+    bundle = orjson.loads(raw)
+    parts: dict[int, list[Any]] = {HOSPITAL: [], LAB: [], CLINIC: []}
+    for entry in bundle.get("entry", []):
+        parts[_made_by(entry.get("resource", {}))].append(entry)
+    return [(who, orjson.dumps({**bundle, "entry": entries})) for who, entries in parts.items() if entries]
+
+
+def _made_by(resource: dict[str, Any]) -> int:
+    """The institution that made a resource of Wang's: the lab its results (laboratory Observations and
+    DiagnosticReports, Specimens), the centre the allergy list it keeps, the hospital everything else."""
+    kind = resource.get("resourceType")
+    if kind == "AllergyIntolerance":
+        return CLINIC
+    if kind == "Specimen":
+        return LAB
+    if kind in ("Observation", "DiagnosticReport"):
+        codes = {c.get("code") for cc in resource.get("category") or [] for c in cc.get("coding", [])}
+        if codes & {"laboratory", "LAB"}:
+            return LAB
+    return HOSPITAL
 
 
 def seed(
@@ -606,16 +679,18 @@ def seed(
     *,
     samples: Path | str | None = None,
     console: Console | None = None,
+    gateways: dict[str, str] | None = None,
 ) -> SeedResult:
     """Seeds a dev network: county hospital via governance, demo keystores, guardian, FHIR uploads.
 
-    Idempotent: whatever is already there is kept (and said so).
+    ``gateways``: the institutions' own gateways (name → URL), where they sign in and upload. Idempotent:
+    whatever is already there is kept (and said so).
     """
     out = _console(console)
     started = time.monotonic()
     samples_dir = Path(samples or os.environ.get("HCL_FHIR_SAMPLES") or DEFAULT_SAMPLES)
     out.print(Panel.fit(f"[bold]HealthCode Ledger demo: seeding[/bold]\n[yellow]{DEV_KEYS_NOTE}[/yellow]"))
-    with _session(url, Path(manifest), rpc_url, out) as s:
+    with _session(url, Path(manifest), rpc_url, out, gateways) as s:
         county, now_onboarded = _onboard_county_hospital(s)
         result = SeedResult(county_hospital=county, onboarded_now=now_onboarded)
         result.keystores_written = _keystores(s, Path(keys_dir))
@@ -683,12 +758,16 @@ class _Run:
     wang: LocalAccount
     hospital: LocalAccount = field(default_factory=lambda: dev_account(HOSPITAL))
     clinic: LocalAccount = field(default_factory=lambda: dev_account(CLINIC))
+    lab: LocalAccount = field(default_factory=lambda: dev_account(LAB))
+    county: LocalAccount = field(default_factory=lambda: dev_account(COUNTY))
     records: list[dict[str, Any]] = field(default_factory=list)  # Wang's records (step 1)
     categories: int = 0  # what the health code grants (step 2)
     purposes: int = 0
     consent_id: str = ""  # the consent the code became on-chain (step 3)
     lab_record: str = ""  # the record holding the latest HbA1c (step 4)
+    read: dict[str, dict[str, Any]] = field(default_factory=dict)  # category → the record the centre read (4)
     window: dict[str, Any] = field(default_factory=dict)  # the emergency window (step 5)
+    revoked_at: float = 0.0  # time.monotonic() when the revoke was confirmed (step 7)
     access_ids: list[str] = field(default_factory=list)
     releases: list[dict[str, Any]] = field(default_factory=list)
 
@@ -703,7 +782,13 @@ class _Run:
 
     @property
     def centre(self) -> GatewayClient:
+        """The centre, signed in at its own gateway (with institution gateways) or the regional one."""
         return self.s.login(self.clinic)
+
+    @property
+    def grant(self) -> str:
+        """What Wang's health code grants: with institution gateways also the allergies the centre holds."""
+        return GRANT_NETWORK if self.s.federated else GRANT_CATEGORIES
 
     @property
     def hospital_name(self) -> str:
@@ -719,16 +804,21 @@ class _Run:
 
 
 def _cast(s: Session, keys_dir: Path) -> _Run:
-    """Wang's key, and the two institutions checked to be active members with the roles the story needs."""
+    """Wang's key, and the institutions checked to be active members with the roles the story needs."""
     r = _Run(s, _load_patient_key(keys_dir, WANG))
-    for acct, role in ((r.hospital, Role.HOSPITAL | Role.EMERGENCY), (r.clinic, Role.CLINIC)):
+    cast = ((r.hospital, Role.HOSPITAL), (r.clinic, Role.CLINIC), (r.county, COUNTY_ROLES))
+    for acct, role in cast:
         m = s.ledger.members.member_of(acct.address)
         if m.status is not MemberStatus.ACTIVE or m.roles & role != role:
-            raise DemoError(f"{s.name(acct.address)} is not an active {role!r} member of this deployment")
-    s.out.print(
-        f"Wang {r.wang.address} (keystore {keys_dir / 'wang.json'}); {r.clinic_name} {r.clinic.address}; "
-        f"{r.hospital_name} {r.hospital.address}"
-    )
+            raise DemoError(
+                f"{s.name(acct.address)} is not an active {role!r} member of this deployment "
+                "(start ./scripts/up: its seed onboards Lakeside County Hospital)"
+            )
+    s.out.print(f"Wang {r.wang.address} (keystore {keys_dir / 'wang.json'}), at the gateway {s.url}")
+    for acct, _role in cast:
+        where = s.url_of(acct.address)
+        own = "its own gateway" if where != s.url else "the regional gateway"
+        s.out.print(f"{s.name(acct.address)} {acct.address}, at {own} {where}")
     s.wait_indexed()
     return r
 
@@ -748,6 +838,11 @@ def _wang_lists_records(r: _Run) -> None:
         raise DemoError("Wang has no records: start ./scripts/up first (it seeds)")
     if not any(rec["provider"] == r.hospital.address for rec in r.records):
         raise DemoError(f"none of Wang's records comes from {r.hospital_name}")
+    if r.s.federated:
+        r.out.print(
+            "  Each institution keeps what it made, at its own gateway: the hospital the discharge records, "
+            "the laboratory the lab results, the centre the allergies. The chain lists them all."
+        )
     t = Table("category", "provider", "registered", "status", "tx hash")
     for rec in r.records:
         t.add_row(
@@ -758,10 +853,11 @@ def _wang_lists_records(r: _Run) -> None:
             _short(rec["txHash"]),
         )
     r.out.print(t)
+    providers = sorted({r.s.name(rec["provider"]) for rec in r.records})
     _ok(
         r.out,
         f"{len(r.records)} records in {len({rec['category'] for rec in r.records})} categories, uploaded by "
-        f"{r.hospital_name}",
+        f"{', '.join(providers)}",
     )
 
 
@@ -788,7 +884,7 @@ def _wang_signs_a_health_code(r: _Run) -> dict[str, Any]:
             "the new grant replaces it)"
         )
     now = r.s.chain_now()
-    r.categories, r.purposes = parse_categories(GRANT_CATEGORIES), parse_purposes(GRANT_PURPOSES)
+    r.categories, r.purposes = parse_categories(r.grant), parse_purposes(GRANT_PURPOSES)
     grant = consents.build_grant(
         r.wang.address, r.clinic.address, r.categories, r.purposes, now, now + GRANT_DAYS * 86_400, deadline=now + 3600
     )
@@ -862,39 +958,60 @@ def _centre_reads(r: _Run) -> None:
         f"(LOINC {HBA1C}) instead of repeating the test, then reads the discharge summary, the "
         "medications and that lab record. Each release is ledgered before it leaves (an on-chain AccessLogged "
         "event; in batch mode a journal entry anchored on-chain) and encrypted to the centre's own X25519 "
-        "key (HPKE): nobody else can read it in transit.",
+        "key (HPKE): nobody else can read it in transit."
+        + (
+            " The centre asks only its own gateway: discovery asks every institution's gateway, and a record "
+            "another one holds is released by its holder — consent checked and ledgered there, sealed to the "
+            "centre — and passed through unread."
+            if r.s.federated
+            else ""
+        ),
     )
     r.s.wait_indexed()
     with _asking("discovering Wang's records"):
         found = r.centre.discover(r.wang.address, purpose="treatment")["records"]
     visible = {rec["category"] for rec in found}
     if not visible or not visible <= set(_slugs(r.categories, CATEGORIES)):
-        raise DemoError(f"discovery showed categories {sorted(visible)}, consent covers {GRANT_CATEGORIES}")
+        raise DemoError(f"discovery showed categories {sorted(visible)}, consent covers {r.grant}")
     r.out.print(
         f"  discovery: {len(found)} records in {', '.join(sorted(visible))} "
         f"(not shown: Wang's other {len({rec['category'] for rec in r.records} - visible)} categories)"
     )
-    r.lab_record = _find_hba1c(r)
+    lab = _find_hba1c(r)
+    r.lab_record = lab["recordId"]
     wanted = [
-        ("encounters", _latest_record(found, "encounters")["recordId"], "the discharge summary"),
-        ("medications", _latest_record(found, "medications")["recordId"], "the medications"),
-        ("lab-results", r.lab_record, "the HbA1c lab record"),
+        (_latest_record(found, "encounters"), "the discharge summary", r.hospital_name),
+        (_latest_record(found, "medications"), "the medications", r.hospital_name),
+        (lab, "the HbA1c lab record", r.s.name(r.lab.address)),
     ]
-    t = Table("read", "summary (decrypted with the centre's key)", "ledgered as")
-    for category, record_id, what in wanted:
-        body, fhir = _read(r.centre, record_id, "treatment", CLINIC, what)
-        if body["emergency"] or body["consentId"] != r.consent_id or body["category"] != category:
+    if r.s.federated:
+        wanted.append((_latest_record(found, "allergies"), "the allergies", r.clinic_name))
+    t = Table("read", "held by", "summary (decrypted with the centre's key)", "ledgered as")
+    for rec, what, maker in wanted:
+        holder = _holder_of(r.s, rec, maker, what)
+        body, fhir = _read(r.centre, rec["recordId"], "treatment", CLINIC, what)
+        if body["emergency"] or body["consentId"] != r.consent_id or body["category"] != rec["category"]:
             raise DemoError(
                 f"the release of {what} is not under consent {r.consent_id}: {body['consentId']}, "
                 f"emergency={body['emergency']}, category={body['category']}"
             )
         r.released(body)
-        t.add_row(what, _summarise(category, fhir), _ledger_ref(body))
+        r.read[rec["category"]] = rec
+        t.add_row(what, holder, _summarise(rec["category"], fhir), _ledger_ref(body))
     r.out.print(t)
     _ok(r.out, f"{len(wanted)} releases, each under consent {_short(r.consent_id)}")
 
 
-def _find_hba1c(r: _Run) -> str:
+def _holder_of(s: Session, rec: dict[str, Any], maker: str, what: str) -> str:
+    """The gateway holding ``rec`` (discovery names it); with institution gateways it must be the gateway of
+    the institution that made the record, ``maker``, when that institution has one."""
+    holder = rec.get("holderName") or s.name(rec.get("holder"))
+    if maker in s.gateways and holder != f"{maker} gateway":
+        raise DemoError(f"{what} is held by {holder}, not by {maker}'s gateway")
+    return holder
+
+
+def _find_hba1c(r: _Run) -> dict[str, Any]:
     """The record holding Wang's latest HbA1c, found by its LOINC code without reading any record."""
     with _asking("searching for HbA1c results"):
         hba1c = r.centre.discover(r.wang.address, code=HBA1C)["records"]
@@ -906,21 +1023,23 @@ def _find_hba1c(r: _Run) -> str:
         f"  HbA1c search: {len(hits)} result(s) on file, latest {latest_date[:10]} in record "
         f"{_short(lab_record)} → no need to repeat the test"
     )
-    return lab_record
+    return next(rec for rec in hba1c if rec["recordId"] == lab_record)
 
 
 def _break_glass(r: _Run) -> None:
+    county = r.s.name(r.county.address)
     _step(
         r.out,
         5,
-        f"Break glass: {r.hospital_name}'s emergency department",
-        "Wang is brought in unresponsive. The emergency department has no consent, so it opens an "
-        "emergency window itself: it signs its own ConsentRegistry.emergencyAccess transaction (only "
-        "emergency-safe categories; the reason stays off-chain, its SHA-256 goes on-chain) and the "
-        "gateway relays it. Members without the EMERGENCY capability cannot do this.",
+        f"Break glass: {county}'s emergency department",
+        f"Wang is brought in unresponsive at {county}, which has no consent and no gateway of its own: it "
+        "uses the regional gateway. It opens an emergency window itself: it signs its own "
+        "ConsentRegistry.emergencyAccess transaction (only emergency-safe categories; the reason stays "
+        "off-chain, its SHA-256 goes on-chain) and the gateway relays it. Members without the EMERGENCY "
+        "capability cannot do this. The allergy list is released by whichever gateway holds it.",
     )
-    er = r.s.login(r.hospital)
-    raw = _emergency_tx(r.s, r.hospital, r.wang.address, parse_categories("allergies"), EMERGENCY_REASON)
+    er = r.s.login(r.county)
+    raw = _emergency_tx(r.s, r.county, r.wang.address, parse_categories("allergies"), EMERGENCY_REASON)
     with _asking("breaking the glass"):
         r.window = er.emergency_access(raw, EMERGENCY_REASON)
     if r.window["patient"] != r.wang.address or r.window["categories"] != ["allergies"]:
@@ -935,12 +1054,13 @@ def _break_glass(r: _Run) -> None:
         ed_found = er.discover(r.wang.address, purpose="emergency", category="allergies")["records"]
     if not ed_found:
         raise DemoError("the emergency department sees no allergies record of Wang")
-    body, fhir = _read(er, ed_found[0]["recordId"], "emergency", HOSPITAL, "the allergies")
+    holder = _holder_of(r.s, ed_found[0], r.clinic_name, "the allergies")
+    body, fhir = _read(er, ed_found[0]["recordId"], "emergency", COUNTY, "the allergies")
     if body["emergency"] is not True:
         raise DemoError("the emergency release is not flagged as emergency")
     r.released(body)
-    r.out.print(f"  [bold red]EMERGENCY[/bold red] release: {_summarise('allergies', fhir)}")
-    _ok(r.out, f"flagged emergency=true, {_ledger_ref(body)}")
+    r.out.print(f"  [bold red]EMERGENCY[/bold red] release by {holder}: {_summarise('allergies', fhir)}")
+    _ok(r.out, f"flagged emergency=true, {_ledger_ref(body)}, sealed to {county}'s key")
 
 
 def _wang_sees_the_log(r: _Run) -> None:
@@ -949,16 +1069,13 @@ def _wang_sees_the_log(r: _Run) -> None:
         6,
         "Wang sees who read what, when and why",
         "Wang's access log is derived from the ledger: every release, with the reader, the category, the "
-        "purpose, and its on-chain proof. Emergency reads stand out.",
+        "purpose, the institution that released it, and its proof — which Wang's gateway checks against the "
+        "chain itself (an AccessLogged event, or a journal entry under a Merkle root anchored on-chain). "
+        "Emergency reads stand out.",
     )
     r.s.wait_indexed()
-    with _asking("reading Wang's access log"):
-        log = r.me.my_access_log()
-    by_id = {a["accessId"]: a for a in log["accesses"]}
-    missing = [a for a in r.access_ids if a not in by_id]
-    if missing:
-        raise DemoError(f"Wang's access log lacks this run's releases {missing}")
-    t = Table("when", "who", "what", "why", "", "proof")
+    log = _settled_log(r)
+    t = Table("when", "who", "what", "why", "", "held by", "checked", "proof")
     for a in log["accesses"]:
         if a["accessId"] not in r.access_ids:
             continue
@@ -969,7 +1086,9 @@ def _wang_sees_the_log(r: _Run) -> None:
             a["category"] or "?",
             a["purpose"],
             "EMERGENCY" if a["emergency"] else "",
-            proof,
+            a.get("holderName") or r.s.name(a.get("holder")),
+            f"✔ {a['verification']}",
+            _short(proof),
             style="bold red" if a["emergency"] else None,
         )
     r.out.print(t)
@@ -985,9 +1104,30 @@ def _wang_sees_the_log(r: _Run) -> None:
         )
     _ok(
         r.out,
-        f"{len(r.access_ids)} reads of this run listed"
+        f"{len(r.access_ids)} reads of this run listed, each verified against the chain"
         + (f" ({earlier} earlier entries, from earlier runs, not shown)" if earlier else ""),
     )
+
+
+def _settled_log(r: _Run, timeout: float = 30.0) -> dict[str, Any]:
+    """Wang's access log once every release of this run is in it and verified (a batch-mode entry is once
+    its gateway has anchored a root over it, every few seconds); :class:`DemoError` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with _asking("reading Wang's access log"):
+            log = r.me.my_access_log()
+        by_id = {a["accessId"]: a for a in log["accesses"]}
+        missing = [a for a in r.access_ids if a not in by_id]
+        unproven = {a: by_id[a]["verification"] for a in r.access_ids if a in by_id and not by_id[a]["verified"]}
+        if not missing and not unproven:
+            return log
+        if time.monotonic() > deadline:
+            silent = [u.get("name") or u.get("gateway") for u in log.get("unavailable", [])]
+            raise DemoError(
+                f"after {timeout:.0f} s Wang's access log lacks this run's releases {missing} and does not verify "
+                f"{unproven}" + (f"; gateways that did not answer: {silent}" if silent else "")
+            )
+        time.sleep(0.5)
 
 
 def _wang_revokes(r: _Run) -> None:
@@ -1008,6 +1148,7 @@ def _wang_revokes(r: _Run) -> None:
         revoked = r.me.revoke_consent(r.consent_id, revoke.as_dict())
     if revoked.get("revoked") is not True:
         raise DemoError(f"the revoke was not confirmed: {revoked}")
+    r.revoked_at = time.monotonic()
     if consents.consent_of(r.wang.address, r.clinic.address).status is not ConsentStatus.REVOKED:
         raise DemoError("the chain still shows the consent as active after the revoke")
     _ok(r.out, f"consent {_short(r.consent_id)} revoked, tx {revoked['txHash']} (block {revoked['blockNumber']})")
@@ -1019,21 +1160,62 @@ def _centre_is_refused(r: _Run) -> None:
         8,
         "The centre's next request is refused",
         "The centre tries to read the HbA1c record again. The gateway asks the chain, which says no; the "
-        "refusal names the reason, as application/problem+json, and nothing is released or ledgered.",
+        "refusal names the reason, as application/problem+json, and nothing is released or ledgered."
+        + (
+            " Every institution's gateway follows the chain on its own: the hospital's and the laboratory's "
+            f"must refuse within one block plus one poll (checked here, up to {REVOKE_WITHIN:.0f} s), and the "
+            "centre's own gateway forwards the request to the laboratory's, which refuses it."
+            if r.s.federated
+            else ""
+        ),
     )
-    # the raw response, to show the refusal as it travels (status, media type, problem document)
-    refused = r.centre.request("GET", f"/v1/records/{r.lab_record}", params={"purpose": "treatment"})
+    if r.s.federated:
+        _holder_refuses(r, r.hospital_name, r.read["encounters"])
+        _holder_refuses(r, r.s.name(r.lab.address), r.read["lab-results"])
+    refused, problem = _refusal(r.centre, r.lab_record)
+    r.out.print(f"  HTTP {refused.status_code} {refused.headers.get('content-type', '')}")
+    r.out.print_json(data=problem)
+    _ok(r.out, "refused: consent_revoked")
+
+
+def _holder_refuses(r: _Run, institution: str, rec: dict[str, Any]) -> None:
+    """The centre, asking ``institution``'s gateway directly: discovery (metadata, nothing released) stops
+    listing ``rec`` within :data:`REVOKE_WITHIN` of the revoke, then a release of it is refused."""
+    url = r.s.gateways.get(institution)
+    if url is None:
+        return
+    gw = r.s.login(r.clinic, url)
+    while True:
+        with _asking(f"discovery at {institution}'s gateway"):
+            listed = gw.discover(r.wang.address, purpose="treatment", category=rec["category"])["records"]
+        seen = time.monotonic() - r.revoked_at
+        if all(x["recordId"] != rec["recordId"] for x in listed):
+            break
+        if seen > REVOKE_WITHIN:
+            raise DemoError(
+                f"{institution}'s gateway still lists Wang's {rec['category']} {seen:.1f} s after the revoke"
+            )
+        time.sleep(0.1)
+    _refusal(gw, rec["recordId"])
+    _ok(
+        r.out, f"{institution}'s own gateway ({url}) refuses the centre: consent_revoked, {seen:.1f} s after the revoke"
+    )
+
+
+def _refusal(gw: GatewayClient, record_id: str) -> tuple[Any, dict[str, Any]]:
+    """The raw refusal of a release of ``record_id`` (to show it as it travels): a 403 problem+json,
+    ``consent_revoked``; anything else is a :class:`DemoError`."""
+    refused = gw.request("GET", f"/v1/records/{record_id}", params={"purpose": "treatment"})
     media = refused.headers.get("content-type", "")
     if refused.status_code != 403 or not media.startswith("application/problem+json"):
         raise DemoError(
-            f"expected a 403 problem+json refusal, got HTTP {refused.status_code} {media}: {refused.text[:300]}"
+            f"expected a 403 problem+json refusal from {gw.url}, got HTTP {refused.status_code} {media}: "
+            f"{refused.text[:300]}"
         )
-    problem = refused.json()
+    problem: dict[str, Any] = refused.json()
     if problem.get("code") != "consent_revoked":
         raise DemoError(f"expected the refusal consent_revoked, got {problem.get('code')}: {problem}")
-    r.out.print(f"  HTTP {refused.status_code} {media}")
-    r.out.print_json(data=problem)
-    _ok(r.out, "refused: consent_revoked")
+    return refused, problem
 
 
 def _log_matches_chain(r: _Run) -> tuple[int, int]:
@@ -1055,12 +1237,15 @@ def run(
     keys_dir: Path | str = Path(".hcl/demo"),
     *,
     console: Console | None = None,
+    gateways: dict[str, str] | None = None,
 ) -> RunResult:
-    """Plays the scenario; raises :class:`DemoError` at the first unexpected answer. Repeatable."""
+    """Plays the scenario; raises :class:`DemoError` at the first unexpected answer. Repeatable.
+
+    ``gateways``: the institutions' own gateways (name → URL); each institution then asks its own."""
     out = _console(console)
     started = time.monotonic()
     out.print(Panel.fit(f"[bold]HealthCode Ledger demo: Wang's health code[/bold]\n[yellow]{DEV_KEYS_NOTE}[/yellow]"))
-    with _session(url, Path(manifest), rpc_url, out) as s:
+    with _session(url, Path(manifest), rpc_url, out, gateways) as s:
         s.refresh_names()
         r = _cast(s, Path(keys_dir))
         _wang_lists_records(r)  # 1
@@ -1286,7 +1471,8 @@ KeysOpt = Annotated[
 
 
 def endpoints(url: str | None, manifest: Path | None, rpc_url: str | None, keys_dir: Path | None) -> dict[str, Any]:
-    """What to talk to: the options given, else what ./scripts/up recorded in :data:`STATE_FILE`, else defaults."""
+    """What to talk to: the options given, else what ./scripts/up recorded in :data:`STATE_FILE`, else defaults;
+    ``gateways`` (institution name → URL, ``./scripts/up --network``) only from the state file."""
     state: dict[str, Any] = {}
     if STATE_FILE.is_file():
         try:
@@ -1295,7 +1481,10 @@ def endpoints(url: str | None, manifest: Path | None, rpc_url: str | None, keys_
             state = {}
     given = {"url": url, "manifest": manifest, "rpc_url": rpc_url, "keys_dir": keys_dir}
     out = {k: v if v is not None else state.get(k, DEFAULTS[k]) for k, v in given.items()}
-    return {**out, "manifest": Path(out["manifest"]), "keys_dir": Path(out["keys_dir"])}
+    # the institutions' own gateways belong to the network up started: not to another --url's
+    same = url is None or url.rstrip("/") == str(state.get("url", "")).rstrip("/")
+    gateways = dict(state.get("gateways") or {}) if same else {}
+    return {**out, "manifest": Path(out["manifest"]), "keys_dir": Path(out["keys_dir"]), "gateways": gateways}
 
 
 def _cli(fn: Any, *args: Any, **kwargs: Any) -> None:
@@ -1333,7 +1522,7 @@ def seed_cmd(
 ) -> None:
     """Seed the network: county hospital via governance, demo patients, their FHIR records.
 
-    Onboards Lakeside County Hospital through 2-of-3 governance, writes the demo patients' encrypted keystores (password "demo"), sets the child's guardian on-chain and uploads the patients' FHIR records as City First People's Hospital. Safe to run again: keeps what exists. Needs ./scripts/up running in another terminal.
+    Onboards Lakeside County Hospital through 2-of-3 governance, writes the demo patients' encrypted keystores (password "demo"), sets the child's guardian on-chain and uploads the patients' FHIR records as City First People's Hospital (with the institutions' own gateways, ./scripts/up --network N: Wang's lab results as the laboratory and allergies as the centre, each at its own gateway). Safe to run again: keeps what exists. Needs ./scripts/up running in another terminal.
     """
     _cli(seed, **endpoints(url, manifest, rpc_url, keys_dir), samples=samples)
 
@@ -1347,6 +1536,6 @@ def run_cmd(
 ) -> None:
     """Play the scenario, narrated step by step (run `seed` first; ./scripts/up does).
 
-    Wang's records, Wang's health code for the community health centre, discovery and encrypted reads, a break-glass emergency read, Wang's access log, revocation, the refused request, and the access log checked against the chain. Exits 1 at the first unexpected answer. Repeatable on the same network. Needs ./scripts/up running in another terminal.
+    Wang's records, Wang's health code for the community health centre, discovery and encrypted reads (across the institutions' gateways on a network), a county hospital's break-glass emergency read, Wang's verified access log, revocation, the refused request, and the access log checked against the chain. Exits 1 at the first unexpected answer. Repeatable on the same network. Needs ./scripts/up running in another terminal.
     """
     _cli(run, **endpoints(url, manifest, rpc_url, keys_dir))
