@@ -133,7 +133,7 @@ class Replicator:
                 failed.update(self._ask(by_address[address], ids[i : i + BATCH]))
         with self.db.write() as conn:
             replicas.done(conn, [rid for rid in due if rid not in failed])
-            replicas.retry_later(conn, failed, now, max_backoff=self.max_backoff)
+            replicas.retry_later(conn, failed, time.time(), max_backoff=self.max_backoff)  # after the wait
         return len(due)
 
     def _ask(self, peer: Peer, ids: list[bytes]) -> dict[bytes, str]:
