@@ -8,7 +8,7 @@ member's key. Only records this gateway holds are answered: nothing is forwarded
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from eth_utils import is_address, to_checksum_address
@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from gateway.api.deps import ComponentsDep
 from gateway.api.models import PinsIn
 from gateway.api.records import discovered, discovery_query, parse_purpose, parse_record_id
-from gateway.api.schemas import DiscoveredRecords, Pins, Release, problems
+from gateway.api.schemas import DiscoveredRecords, HolderAccesses, Pins, Release, problems
 from gateway.errors import DomainError, RecordNotFound
 from gateway.federation import replication
 from gateway.problems import Problem
@@ -57,13 +57,15 @@ def holder_discover(
 
 
 @router.get("/v1/federation/patients/{address}/accesses", responses=problems(401, 403, 503))
-def holder_accesses(address: str, c: ComponentsDep, peer: PeerDep) -> dict[str, Any]:
+def holder_accesses(address: str, c: ComponentsDep, peer: PeerDep) -> HolderAccesses:
     """This gateway's journal entries of a patient, with their proofs, for the patient's own gateway: only
     when the gateway acts for that patient (a history is the patient's to see)."""
     if not is_address(address) or to_checksum_address(address) != peer.acting_for:
         raise Problem("not_patient", "a patient's access history is answered only to the patient's gateway for them")
     c.metrics.peer_requests.labels(kind="history").inc()
-    return {"patient": peer.acting_for, "entries": access_history.holder_entries(c, peer.acting_for)}
+    return HolderAccesses.model_validate(
+        {"patient": peer.acting_for, "entries": access_history.holder_entries(c, peer.acting_for)}
+    )
 
 
 @router.get("/v1/federation/records/{record_id}", response_model=Release, responses=problems(401, 403, 404, 410, 503))

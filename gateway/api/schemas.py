@@ -31,6 +31,7 @@ __all__ = [
     "DiscoveredRecords",
     "EmergencyOpened",
     "Health",
+    "HolderAccesses",
     "Members",
     "MyConsents",
     "MyRecords",
@@ -371,6 +372,13 @@ class AnchoredBatchProof(BatchProof):
 
 
 Proof = Annotated[StrictProof | AnchoredBatchProof, Field(discriminator="mode")]
+
+
+class HolderAccesses(_Out):
+    """Gateway to gateway: this journal's entries of a patient, each with its proof, for the patient's gateway."""
+
+    patient: Address
+    entries: list[Annotated[AnchoredBatchProof | PendingBatchProof, Field(discriminator="anchored")]]
 
 
 # ---------------------------------------------------------------------------------------- patients
