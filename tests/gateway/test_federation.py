@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,22 +22,20 @@ from eth_account.messages import encode_defunct
 
 from gateway.federation.directory import Directory
 from gateway.ledger.member_names import MemberNames
-from gateway.settings import GatewaySettings
-from gateway.wiring import Components, build_components
+from gateway.wiring import Components
 from node_client import hpke, merkle
 from node_client._client import ChainClient
 from node_client._exceptions import GatewayProblem
 from node_client._node import HardhatNode, free_port
-from node_client.deploy import Ledger, MemberSpec, deploy_dev, dev_encryption_key
+from node_client.deploy import Ledger, dev_encryption_key
 from node_client.federation import HEADERS, signing_message
 from node_client.gateway_client import GatewayClient, open_release
 from node_client.keys import dev_account
-from node_client.vocabulary import Role, parse_categories, parse_purposes
-from tests.support.gateway_harness import serving
+from node_client.vocabulary import parse_categories, parse_purposes
+from tests.support.federation import GW_A, GW_B, deploy_with_gateways, gateway_settings, served
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "fhir" / "synthea" / "patient-1-Emmie273_Kovacek682.json"
 HOSPITAL, CLINIC, LAB = 4, 5, 6
-GW_A, GW_B = 20, 21
 
 
 @dataclass
@@ -52,24 +50,10 @@ class Federation:
     def url(self, gw: int) -> str:
         return f"http://127.0.0.1:{self.ports[gw]}"
 
-    @contextmanager
-    def gateway(self, gw: int, **overrides: Any) -> Iterator[Components]:
+    def gateway(self, gw: int, **overrides: Any) -> AbstractContextManager[Components]:
         """Gateway ``gw`` served on its registered endpoint (its data survives a restart)."""
-        settings = GatewaySettings(
-            rpc_url=self.node.url,
-            manifest=self.manifest_path,
-            data_dir=self.tmp / f"gw{gw}",
-            gateway_dev_account=gw,
-            host="127.0.0.1",
-            port=self.ports[gw],
-            indexer_poll=0.1,
-            federation_timeout=5,
-            log_level="WARNING",
-            **overrides,
-        )
-        components = build_components(settings)
-        with serving(settings, components):
-            yield components
+        settings = gateway_settings(self.tmp, self.node.url, self.manifest_path, gw, self.ports[gw], **overrides)
+        return served(settings)
 
 
 @pytest.fixture(scope="module")
@@ -79,21 +63,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     try:
         client = ChainClient(rpc_url=node.url)
         ports = {GW_A: free_port(), GW_B: free_port()}
-        names = {GW_A: "City First People's Hospital gateway", GW_B: "Riverside Community Health Centre gateway"}
-        gateways = []
-        for gw, port in ports.items():
-            client.w3.provider.make_request("hardhat_setBalance", [dev_account(gw).address, hex(10**21)])
-            gateways.append(
-                MemberSpec(
-                    dev_account(gw).address,
-                    int(Role.GATEWAY),
-                    dev_encryption_key(gw)[1],
-                    names[gw],
-                    "gateway",
-                    endpoint=f"http://127.0.0.1:{port}",
-                )
-            )
-        manifest = deploy_dev(client, extra_members=gateways)
+        manifest = deploy_with_gateways(client, ports)
         manifest.save(tmp / "manifest.json")
         yield Federation(node, client, manifest.connect(client), tmp / "manifest.json", ports, tmp)
     finally:

@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,29 +26,20 @@ from gateway.ops.reconcile import reconcile
 from gateway.settings import GatewaySettings
 from gateway.storage import read_model, record_keys, replicas
 from gateway.storage.blobs import IpfsBlobStore, cid_from_str
-from gateway.wiring import Components, build_components
+from gateway.wiring import Components
 from node_client._client import ChainClient
-from node_client._exceptions import GatewayProblem, NodeError
+from node_client._exceptions import GatewayProblem
 from node_client._node import HardhatNode, free_port
-from node_client.deploy import Ledger, MemberSpec, deploy_dev, dev_encryption_key
+from node_client.deploy import Ledger, dev_encryption_key
 from node_client.gateway_client import GatewayClient
 from node_client.keys import dev_account
-from node_client.network.kubo import KuboNode, connect, find_kubo, new_swarm_key
-from node_client.vocabulary import Role, parse_categories, parse_purposes
-from tests.support.gateway_harness import serving
+from node_client.network.kubo import KuboNode, connect, new_swarm_key
+from node_client.vocabulary import parse_categories, parse_purposes
+from tests.support.federation import GW_A, GW_B, deploy_with_gateways, gateway_settings, served
+from tests.support.network import kubo_node, need_kubo
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "fhir" / "synthea" / "patient-1-Emmie273_Kovacek682.json"
 HOSPITAL, CLINIC = 4, 5
-GW_A, GW_B = 20, 21
-
-
-def _need_kubo() -> Path:
-    try:
-        return find_kubo()
-    except NodeError as exc:
-        if os.environ.get("HCL_REQUIRE_IPFS", "") not in ("", "0"):
-            pytest.fail(f"IPFS required (HCL_REQUIRE_IPFS) but unavailable: {exc}", pytrace=False)
-        pytest.skip(str(exc))
 
 
 @dataclass
@@ -69,35 +60,24 @@ class Swarmed:
         return f"http://127.0.0.1:{self.ports[gw]}"
 
     def settings(self, gw: int) -> GatewaySettings:
-        return GatewaySettings(
-            rpc_url=self.node.url,
-            manifest=self.manifest_path,
-            data_dir=self.tmp / f"gw{gw}",
-            gateway_dev_account=gw,
-            host="127.0.0.1",
-            port=self.ports[gw],
-            indexer_poll=0.1,
+        return gateway_settings(
+            self.tmp,
+            self.node.url,
+            self.manifest_path,
+            gw,
+            self.ports[gw],
             federation_timeout=6,
             store="ipfs",
             ipfs_api=self.kubo[gw].api_multiaddr,
             replicas=1,
-            log_level="WARNING",
         )
 
-    @contextmanager
-    def gateway(self, gw: int) -> Iterator[Components]:
+    def gateway(self, gw: int) -> AbstractContextManager[Components]:
         """Gateway ``gw`` served on its registered endpoint (its data survives a restart)."""
-        settings = self.settings(gw)
-        components = build_components(settings)
-        with serving(settings, components):
-            yield components
+        return served(self.settings(gw))
 
     def store(self, gw: int) -> IpfsBlobStore:
         return IpfsBlobStore(self.kubo[gw].api_multiaddr)
-
-
-def _kubo(name: str, base: Path) -> KuboNode:
-    return KuboNode(name, base / name, swarm_port=free_port(), api_port=free_port(), gateway_port=free_port())
 
 
 def _start_kubo(nodes: list[KuboNode], binary: Path, key: Path) -> None:
@@ -111,31 +91,17 @@ def _start_kubo(nodes: list[KuboNode], binary: Path, key: Path) -> None:
 
 @pytest.fixture(scope="module")
 def sw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarmed]:
-    binary = _need_kubo()
+    binary = need_kubo()
     tmp = tmp_path_factory.mktemp("replication")
     key = new_swarm_key(tmp / "swarm.key")
-    kubo = {GW_A: _kubo("a", tmp), GW_B: _kubo("b", tmp)}
+    kubo = {GW_A: kubo_node("a", tmp), GW_B: kubo_node("b", tmp)}
     node = HardhatNode(log_path=tmp / "hardhat.log").start(port=free_port())
     try:
         _start_kubo(list(kubo.values()), binary, key)
         connect(kubo[GW_A], kubo[GW_B])
         client = ChainClient(rpc_url=node.url)
         ports = {GW_A: free_port(), GW_B: free_port()}
-        specs = []
-        for gw, port in ports.items():
-            client.w3.provider.make_request("hardhat_setBalance", [dev_account(gw).address, hex(10**21)])
-            key_ = dev_encryption_key(gw)[1]
-            specs.append(
-                MemberSpec(
-                    dev_account(gw).address,
-                    int(Role.GATEWAY),
-                    key_,
-                    f"gateway {gw}",
-                    "gateway",
-                    endpoint=f"http://127.0.0.1:{port}",
-                )
-            )
-        manifest = deploy_dev(client, extra_members=specs)
+        manifest = deploy_with_gateways(client, ports)
         manifest.save(tmp / "manifest.json")
         yield Swarmed(node, client, manifest.connect(client), tmp / "manifest.json", ports, kubo, binary, key, tmp)
     finally:

@@ -19,28 +19,57 @@ from node_client._exceptions import NodeError
 from node_client._node import free_port
 from node_client.network import Consortium, Network
 from node_client.network.geth import find_geth
+from node_client.network.kubo import KuboNode, find_kubo
 
-__all__ = ["heal", "need_geth", "network_gateway", "partition", "start_network", "wait_until"]
+__all__ = [
+    "heal",
+    "kubo_node",
+    "need_geth",
+    "need_kubo",
+    "network_gateway",
+    "partition",
+    "start_network",
+    "wait_until",
+]
+
+
+def _required(find: Callable[[], Path], what: str, env: str) -> Path:
+    """The binary ``find`` gives, or a skip (a failure when ``env`` is set: CI must not pass by skipping)."""
+    try:
+        return find()
+    except NodeError as exc:
+        if os.environ.get(env, "") not in ("", "0"):
+            pytest.fail(f"{what} required ({env}) but unavailable: {exc}", pytrace=False)
+        pytest.skip(str(exc))
 
 
 def need_geth() -> Path:
     """The geth binary, or a skip (a failure under ``HCL_REQUIRE_GETH=1``)."""
-    try:
-        return find_geth()
-    except NodeError as exc:
-        if os.environ.get("HCL_REQUIRE_GETH", "") not in ("", "0"):
-            pytest.fail(f"geth required (HCL_REQUIRE_GETH) but unavailable: {exc}", pytrace=False)
-        pytest.skip(str(exc))
+    return _required(find_geth, "geth", "HCL_REQUIRE_GETH")
 
 
-def start_network(folder: Path, consortium: Consortium, *, gateways: bool = False) -> Network:
+def need_kubo() -> Path:
+    """The Kubo binary, or a skip (a failure under ``HCL_REQUIRE_IPFS=1``)."""
+    return _required(find_kubo, "IPFS", "HCL_REQUIRE_IPFS")
+
+
+def kubo_node(name: str, base: Path) -> KuboNode:
+    """A Kubo node (not initialised) with its repo under ``base/name`` and free loopback ports."""
+    return KuboNode(name, base / name, swarm_port=free_port(), api_port=free_port(), gateway_port=free_port())
+
+
+def start_network(
+    folder: Path, consortium: Consortium, *, gateways: bool = False, ledger_mode: str | None = None
+) -> Network:
     """A network in ``folder``, up and deployed (manifest ``folder/manifest.json``); ``gateways``: with
     each gateway institution's ``hcl gateway serve`` running and healthy (the dev consortium: one per
-    validator)."""
+    validator), in ``ledger_mode`` (default strict)."""
     need_geth()
     network = Network(folder)
     try:
-        network.up(consortium, manifest_path=folder / "manifest.json", timeout=180, gateways=gateways)
+        network.up(
+            consortium, manifest_path=folder / "manifest.json", timeout=180, gateways=gateways, ledger_mode=ledger_mode
+        )
     except BaseException:
         network.down()
         raise

@@ -1,4 +1,5 @@
-"""Fixtures of the whole-system tests: a real 3-validator geth Clique network for each module that asks."""
+"""Fixtures of the whole-system tests: a real 3-validator geth Clique network for each module that asks,
+and one network whose institutions run their gateways, shared by the modules that need it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,19 @@ from tests.support.network import start_network
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     """The dev consortium on three validators (about a minute to create and onboard), stopped afterwards."""
     net = start_network(tmp_path_factory.mktemp("clique"), Consortium.development(3))
+    try:
+        yield net
+    finally:
+        net.down()
+
+
+@pytest.fixture(scope="session")
+def gateway_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    """The dev consortium on three validators, each institution with its batch-mode gateway process
+    (about a minute and a half to create): shared by the gateway and federation modules, stopped at the end."""
+    net = start_network(
+        tmp_path_factory.mktemp("gateways"), Consortium.development(3), gateways=True, ledger_mode="batch"
+    )
     try:
         yield net
     finally:

@@ -9,7 +9,6 @@ Clinical Laboratory's; each institution uploads at its own gateway.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -24,7 +23,7 @@ from node_client.hpke import HpkeError
 from node_client.keys import dev_account
 from node_client.network import Consortium, Network
 from node_client.vocabulary import parse_categories, parse_purposes
-from tests.support.network import need_geth, wait_until
+from tests.support.network import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -33,22 +32,10 @@ HOSPITAL, CLINIC, LAB, AUDITOR = 4, 5, 6, 8
 UPLOADER = {0: HOSPITAL, 1: CLINIC, 2: LAB}  # gateway index → the institution that uploads there
 
 
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
-    need_geth()
-    folder = tmp_path_factory.mktemp("federation")
-    network = Network(folder)
-    try:
-        network.up(
-            Consortium.development(3),
-            manifest_path=folder / "manifest.json",
-            timeout=180,
-            gateways=True,
-            ledger_mode="batch",
-        )
-        yield network
-    finally:
-        network.down()
+@pytest.fixture
+def net(gateway_network: Network) -> Network:
+    """The session's network of three institutions with their batch-mode gateways (tests/system/conftest.py)."""
+    return gateway_network
 
 
 def _ledger(net: Network) -> Ledger:

@@ -1,8 +1,8 @@
 """One gateway per institution on the consortium network (``hcl network up --gateways``): real geth
 validators, three ``hcl gateway serve`` processes on the endpoints registered in their members' metadata.
 
-One dev network of three validators, each institution with its gateway, serves the module (about a minute
-and a half to create, onboard and start); the last test stops it and brings it back.
+The session's ``gateway_network`` (tests/system/conftest.py: three validators, each institution with its
+batch-mode gateway) serves the module, after the federation tests; the last test stops it and brings it back.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,19 +19,8 @@ from node_client.cli import app
 from node_client.deploy import Manifest, metadata_hash
 from node_client.network import Consortium, Network
 from node_client.vocabulary import Role
-from tests.support.network import start_network
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def gateway_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
-    """The dev consortium on three validators with the gateways of their institutions, stopped afterwards."""
-    net = start_network(tmp_path_factory.mktemp("gateways"), Consortium.development(3), gateways=True)
-    try:
-        yield net
-    finally:
-        net.down()
 
 
 def _health(url: str) -> tuple[int, dict[str, object]]:
@@ -54,7 +42,7 @@ def test_each_institution_runs_a_healthy_gateway_in_its_own_folder(gateway_netwo
         assert _health(gw.url)[0] == 200
         assert gw.data_dir == gateway_network.folder / "gateways" / gw.data_dir.name
         assert (gw.data_dir / "gateway.db").exists() and gw.log_path.exists()
-        assert gw.dev_account is not None and gw.dev_account >= 20 and gw.ledger_mode == "strict"
+        assert gw.dev_account is not None and gw.dev_account >= 20 and gw.ledger_mode == "batch"
 
 
 def test_the_manifest_and_the_chain_name_each_gateway_and_its_endpoint(gateway_network: Network) -> None:

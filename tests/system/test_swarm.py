@@ -23,30 +23,16 @@ import pytest
 from typer.testing import CliRunner
 
 from node_client._exceptions import NodeError
-from node_client._node import free_port
 from node_client.cli import app
 from node_client.network import Consortium, Network
 from node_client.network.gateways import healthy
 from node_client.network.kubo import KuboNode, connect, find_kubo, new_swarm_key, swarm_key_valid
-from tests.support.network import need_geth, wait_until
+from tests.support.network import kubo_node, need_geth, need_kubo, wait_until
 
 pytestmark = pytest.mark.slow
 
 #: Kubo's own deadline for a fetch that cannot succeed (its global ``--timeout`` option, in the query).
 NO_BLOCK = "3s"
-
-
-def _need_kubo() -> Path:
-    try:
-        return find_kubo()
-    except NodeError as exc:
-        if os.environ.get("HCL_REQUIRE_IPFS", "") not in ("", "0"):
-            pytest.fail(f"IPFS required (HCL_REQUIRE_IPFS) but unavailable: {exc}", pytrace=False)
-        pytest.skip(str(exc))
-
-
-def _node(name: str, base: Path) -> KuboNode:
-    return KuboNode(name, base / name, swarm_port=free_port(), api_port=free_port(), gateway_port=free_port())
 
 
 def _started(nodes: list[KuboNode], binary: Path, key: Path) -> list[KuboNode]:
@@ -66,7 +52,7 @@ def _started(nodes: list[KuboNode], binary: Path, key: Path) -> list[KuboNode]:
 
 @pytest.fixture(scope="module")
 def binary() -> Path:
-    return _need_kubo()
+    return need_kubo()
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +60,7 @@ def members(tmp_path_factory: pytest.TempPathFactory, binary: Path) -> Iterator[
     """Two institutions' nodes on one swarm key, connected."""
     base = tmp_path_factory.mktemp("swarm")
     key = new_swarm_key(base / "swarm.key")
-    nodes = _started([_node("City Hospital", base), _node("Riverside Clinic", base)], binary, key)
+    nodes = _started([kubo_node("City Hospital", base), kubo_node("Riverside Clinic", base)], binary, key)
     try:
         connect(nodes[0], nodes[1])
         yield nodes
@@ -87,7 +73,7 @@ def members(tmp_path_factory: pytest.TempPathFactory, binary: Path) -> Iterator[
 def outsider(tmp_path_factory: pytest.TempPathFactory, binary: Path) -> Iterator[KuboNode]:
     """A node set up the same way but on a swarm key of its own."""
     base = tmp_path_factory.mktemp("outsider")
-    (node,) = _started([_node("Outsider", base)], binary, new_swarm_key(base / "swarm.key"))
+    (node,) = _started([kubo_node("Outsider", base)], binary, new_swarm_key(base / "swarm.key"))
     try:
         yield node
     finally:
@@ -121,7 +107,7 @@ def test_the_swarm_key_is_kubo_format_mode_0600_and_never_replaced(tmp_path: Pat
 
 def test_a_node_without_a_swarm_key_does_not_start(tmp_path: Path, binary: Path) -> None:
     """``LIBP2P_FORCE_PNET=1``: without ``swarm.key`` Kubo refuses to start rather than join the public IPFS."""
-    node = _node("Keyless", tmp_path)
+    node = kubo_node("Keyless", tmp_path)
     node.init(binary, new_swarm_key(tmp_path / "swarm.key"))
     (node.repo / "swarm.key").unlink()
     with pytest.raises(NodeError, match="did not start"):
