@@ -135,7 +135,36 @@ def markdown() -> str:
                 + ".",
             ]
         out.append("")
+    out += _federation()
     return "\n".join(out).rstrip() + "\n"
+
+
+def _federation() -> list[str]:
+    fed = _load("federation")
+    if not fed:
+        return []
+    n, setup = fed["network"], fed["setup"]
+    out = [
+        f"### Three institutions' gateways (`bench/results/federation.json`; {_env(fed)})",
+        "",
+        f"{n['validators']} geth {n['geth']} Clique validators and a gateway per institution (batch, local store) on "
+        f"this machine, {n['block_period_s']} s blocks; {setup['patients']} patients with a {_size(fed['size'])} record "
+        "at each gateway; K clients spread over the three gateways, each signed in at its own institution's. "
+        "local: every release asks the holder; cross: the reader's own gateway, which forwards it to the holder.",
+        "",
+        "| mode | clients | releases/s | p50 ms | p95 ms | p99 ms | errors | released | ledgered | forwarded"
+        " | gateways' CPU ms/release |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in fed["runs"]:
+        out.append(
+            f"| {r['mode']} | {r['clients']} | {r['releases_per_s']:,.1f} | {r['p50_ms']:,.1f} | {r['p95_ms']:,.1f} | "
+            f"{r['p99_ms']:,.1f} | {r['errors']} | {r['released']:,} | {r['ledgered']:,} | {r['forwarded']:,} | "
+            f"{r['cpu']['gateways_ms_per_release']:.1f} |"
+        )
+    if fed.get("notes"):
+        out += ["", fed["notes"]]
+    return out + [""]
 
 
 def write() -> Path:

@@ -3,7 +3,8 @@
 ``./scripts/bench`` (or ``--quick``) runs every benchmark of :data:`SUITE`; ``./scripts/bench audit``
 or ``./scripts/bench gas`` runs one. Each writes ``bench/results/<name>.json`` and prints a table.
 ``./scripts/bench network`` creates a 3-validator geth Clique network for its run (about 4 minutes in
-all): part of the full run when geth is built, never of ``--quick``.
+all): part of the full run when geth is built, never of ``--quick``; so is ``./scripts/bench federation``
+(the same network with a gateway per institution: local vs cross-institution releases/s, about 5 minutes).
 Throughput benchmarks of the gateway (release, upload, consent) are meant to be added here as
 further commands and ``SUITE`` entries.
 """
@@ -370,6 +371,126 @@ def _network_in_suite(quick: bool = False) -> None:
     network_cmd(quick=False)
 
 
+def _refused(refused: dict) -> str:  # type: ignore[type-arg]
+    return ", ".join(f"{k} {v}" for k, v in refused.items()) or "-"
+
+
+def _federation_tables(data: dict) -> tuple[Table, Table, Table]:  # type: ignore[type-arg]
+    net = data["network"]
+    names = {g["index"]: g["short"] for g in net["gateways"]}
+    agg = Table(
+        title=f"Releases over three institutions' gateways ({net['validators']} geth Clique validators, "
+        f"{net['block_period_s']} s blocks; batch, local store, {data['size'] // 1024} KB)"
+    )
+    for col in ("mode", "clients", "releases/s", "p50 ms", "p95 ms", "p99 ms", "errors", "received", "released"):
+        agg.add_column(col, justify="left" if col == "mode" else "right")
+    for col in ("ledgered", "forwarded", "refused"):
+        agg.add_column(col, justify="left" if col == "refused" else "right")
+    per = Table(title="Per gateway (each institution's clients at its own gateway)")
+    for col in ("mode", "clients", "gateway", "its clients", "releases/s", "p50 ms", "p95 ms", "errors"):
+        per.add_column(col, justify="left" if col in ("mode", "gateway") else "right")
+    for col in ("released here", "ledgered here", "forwarded from here", "refused here"):
+        per.add_column(col, justify="left" if col == "refused here" else "right")
+    for r in data["runs"]:
+        same = "[green]" if r["ledgered"] == r["released"] else "[red]"
+        pcts = (f"{r[k]:,.1f}" for k in ("releases_per_s", "p50_ms", "p95_ms", "p99_ms"))
+        counts = (f"{r[k]:,}" for k in ("received", "released"))
+        ledger = (f"{same}{r['ledgered']:,}", f"{r['forwarded']:,}", _refused(r["refused"]))
+        agg.add_row(r["mode"], str(r["clients"]), *pcts, str(r["errors"]), *counts, *ledger)
+        for p in r["per_gateway"]:
+            per.add_row(
+                r["mode"],
+                str(r["clients"]),
+                names.get(p["gateway"], str(p["gateway"])),
+                str(p["clients"]),
+                *(f"{p[k]:,.1f}" for k in ("releases_per_s", "p50_ms", "p95_ms")),
+                str(p["errors"]),
+                *(f"{p[k]:,}" for k in ("released_here", "ledgered_here", "forwarded_from_here")),
+                _refused(p["refused"]),
+            )
+    agg.caption = (
+        "local: each institution reads what its own gateway holds; cross: what the two other gateways hold, through "
+        "its own (forwarded; ledgered and sealed at the holder). released/ledgered: counted at the holders, warm-up "
+        "and requests abandoned at the deadline included; received: what the clients got"
+    )
+    return agg, per, _federation_cpu_table(data)
+
+
+def _federation_cpu_table(data: dict) -> Table:  # type: ignore[type-arg]
+    names = [g["short"] for g in data["network"]["gateways"]]
+    cpu = Table(title="Where the CPU went during each run (seconds; warm-up, quiescing and anchoring included)")
+    for col in ("mode", "clients", "wall", *(f"{n} gateway" for n in names), "validators", "load generator"):
+        cpu.add_column(col, justify="left" if col == "mode" else "right")
+    for col in ("gateways ms/release", "load avg (1 min)", "all anchored in"):
+        cpu.add_column(col, justify="right")
+    for r in data["runs"]:
+        c = r["cpu"]
+        cpu.add_row(
+            r["mode"],
+            str(r["clients"]),
+            f"{c['wall_s']:.1f}",
+            *(f"{s:.1f}" for s in c["gateways_s"]),
+            f"{c['validators_s']:.1f}",
+            f"{c['load_s']:.1f}",
+            f"{c['gateways_ms_per_release']:.1f}",
+            f"{r['load_average_1m']:.2f}",
+            f"{r['anchored_after_s']} s" if r["anchored_after_s"] is not None else "[red]not in 60 s",
+        )
+    return cpu
+
+
+@app.command("federation")
+def federation_cmd(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="4 patients, 12 clients, one 5 s run per mode: about 2.5 minutes in all")
+    ] = False,
+    clients: Annotated[
+        list[int] | None, typer.Option("--clients", help="K, spread over the 3 gateways (repeatable; default 3 24 48)")
+    ] = None,
+    seconds: Annotated[float | None, typer.Option(help="measured seconds per run (default 15; --quick 5)")] = None,
+    out: Annotated[Path | None, typer.Option(help="result file (default bench/results/federation.json)")] = None,
+) -> None:
+    """Three institutions' gateways on a 3-validator geth network created for the run (batch mode): aggregate
+    releases/s and latency when every release asks the holder (local) and when it asks the reader's own
+    gateway, which forwards it (cross-institution); ledgered == released checked over the three journals."""
+    from bench.federation import default_plan, run_federation_bench
+
+    plan = default_plan(quick=quick)
+    if clients:
+        plan.clients = clients
+    if seconds:
+        plan.seconds = seconds
+    data = run_federation_bench(plan, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    data["quick"] = quick
+    out = out or RESULTS / ("federation-quick.json" if quick else "federation.json")
+    out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    for table in _federation_tables(data):
+        console.print(table)
+    console.print(f"written: {out} (the whole run: {data['total_seconds']:.0f} s)")
+    bad = [r for r in data["runs"] if r["ledgered"] != r["released"]]
+    if bad:
+        console.print(f"[red]ledgered != released in {len(bad)} run(s): the promise is broken[/red]")
+        raise typer.Exit(1)
+
+
+def _federation_in_suite(quick: bool = False) -> None:
+    """The federation benchmark in a full run (skipped without geth); not in --quick (CI): the network and its
+    three gateways take a minute or more to come up, and CI already plays the federation on one
+    (./scripts/up --network 3 --check, tests/system/test_federation_network.py)."""
+    from node_client._exceptions import NodeError
+    from node_client.network.geth import find_geth
+
+    if quick:
+        console.print("[dim]federation: not in --quick (run ./scripts/bench federation --quick)[/dim]")
+        return
+    try:
+        find_geth()
+    except NodeError as exc:
+        console.print(f"[yellow]federation skipped: {exc}[/yellow]")
+        return
+    federation_cmd(quick=False)
+
+
 @app.command("soak")
 def soak_cmd(
     seconds: Annotated[
@@ -408,6 +529,7 @@ SUITE: dict[str, Callable[..., None]] = {
     "consent": consent_cmd,
     "audit": audit_cmd,
     "network": _network_in_suite,
+    "federation": _federation_in_suite,
 }
 
 
