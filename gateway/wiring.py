@@ -126,6 +126,7 @@ class Components:
         if self.anchorer is not None:
             self.anchorer.stop()
         self.indexer.stop()
+        self.federation.close()
         if self.journal is not None:
             self.journal.close()
         self.db.close()

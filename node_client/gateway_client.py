@@ -66,14 +66,19 @@ class GatewayClient:
     callers that need a request the methods do not make.
     """
 
-    def __init__(self, url: str, *, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 60.0, http: httpx.Client | None = None) -> None:
+        """``http``: an ``httpx.Client`` to share (base URL ``url``; not closed by :meth:`close`) — a new one
+        costs tens of milliseconds of CPU (its TLS context), too much per request for a gateway forwarding."""
         self.url = url.rstrip("/")
         self.address: str | None = None
         self.token: str | None = None
-        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._owns_http = http is None
+        self.http = http if http is not None else httpx.Client(base_url=self.url, timeout=timeout)
+        self._auth: httpx.Auth | None = None
 
     def close(self) -> None:
-        self.http.close()
+        if self._owns_http:
+            self.http.close()
 
     def __enter__(self) -> GatewayClient:
         return self
@@ -100,11 +105,13 @@ class GatewayClient:
         """Gateway-to-gateway: every later call is signed by ``gateway``'s member key on ``member``'s behalf
         (:mod:`node_client.federation`); for the ``/v1/federation`` calls, instead of a bearer token."""
         self.http.headers.pop("Authorization", None)
-        self.http.auth = FederationAuth(gateway, member)
+        self._auth = FederationAuth(gateway, member)  # per request: a shared ``http`` may serve other members
         self.address, self.token = member, None
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Any request, answered as the raw response whatever its status (tests of odd requests)."""
+        if self._auth is not None:
+            kwargs.setdefault("auth", self._auth)
         try:
             return self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:

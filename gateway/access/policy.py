@@ -95,7 +95,7 @@ class Decision:
     allowed: bool
     consent_id: bytes
     emergency: bool
-    source: str = "chain"  # "chain" | "cache"
+    source: str = "chain"  # "chain" | "cache" | "pending" (a revocation not yet confirmed)
 
 
 class AccessPolicy:
@@ -267,6 +267,11 @@ class AccessPolicy:
         return Decision(True, k.consent_id, False, "cache")
 
     def check(self, patient: str, requester: str, category: int, purpose: int) -> Decision:
+        """Whether the access is allowed now (a *no* is an answer, not an error): what discovery shows.
+        A revocation mined above the decided state counts, as in :meth:`require`."""
+        pending = self._pending()
+        if purpose != Purpose.EMERGENCY and pending is not None and pending.consent_revoked(patient, requester):
+            return Decision(False, bytes(32), False, "pending")
         cached = self._from_cache(patient, requester, category, purpose)
         if cached is not None:
             return cached

@@ -10,9 +10,11 @@ of the member (no consent, revoked, retracted, not found) is the holder's own pr
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import httpx
 from eth_account.signers.local import LocalAccount
 
 from gateway import errors
@@ -34,6 +36,22 @@ class Federation:
         self.directory = directory
         self.account = account
         self.timeout = timeout
+        self._http: dict[str, httpx.Client] = {}  # one connection pool per peer endpoint, kept
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            for http in self._http.values():
+                http.close()
+            self._http.clear()
+
+    def _client(self, peer: Peer) -> GatewayClient:
+        """A client of ``peer`` on its shared connection pool (a new pool costs ~25 ms of CPU)."""
+        with self._lock:
+            http = self._http.get(peer.endpoint)
+            if http is None:
+                http = self._http[peer.endpoint] = httpx.Client(base_url=peer.endpoint, timeout=self.timeout)
+        return GatewayClient(peer.endpoint, http=http)
 
     def discover(
         self, peer: Peer, acting_for: str, patient: str, purpose: str, filters: dict[str, str]
@@ -66,7 +84,7 @@ class Federation:
         return self._ask(peer, self.account.address, lambda gw: gw.holder_pin(ids))
 
     def _ask(self, peer: Peer, acting_for: str, call: Callable[[GatewayClient], T]) -> T:
-        with GatewayClient(peer.endpoint, timeout=self.timeout) as gw:
+        with self._client(peer) as gw:
             gw.act_for(self.account, acting_for)
             try:
                 return call(gw)

@@ -125,12 +125,15 @@ def test_a_revocation_is_enforced_by_every_gateway_once_it_has_seen_the_block(ne
         ledger = _ledger(net)
         ledger.consents.revoke(dev_account(11), dev_account(CLINIC).address)
         revoked_at = ledger.client.block_number()
-        for gw in range(3):  # one block plus one poll: the gateway has seen the block, then it refuses
+        for gw in range(3):  # one block plus one poll: each gateway has seen the block, then every one refuses
             wait_until(lambda gw=gw: _head_seen(net, gw) >= revoked_at, timeout=30, what=f"gateway {gw} to see it")
+        for gw in range(3):
             for holder in range(3):
                 with pytest.raises(GatewayProblem) as refused:
                     clients[gw].release(records[holder]["lab-results"], "treatment")
                 assert refused.value.code == "consent_revoked", (gw, holder, refused.value)
+        for gw in range(3):  # and discovery, at every gateway and from every holder, shows nothing any more
+            assert clients[gw].discover(dev_account(11).address)["records"] == []
     finally:
         for c in clients:
             c.close()
