@@ -59,16 +59,22 @@ def kubo_node(name: str, base: Path) -> KuboNode:
 
 
 def start_network(
-    folder: Path, consortium: Consortium, *, gateways: bool = False, ledger_mode: str | None = None
+    folder: Path, consortium: Consortium, *, gateways: bool = False, ledger_mode: str | None = None, ipfs: bool = False
 ) -> Network:
     """A network in ``folder``, up and deployed (manifest ``folder/manifest.json``); ``gateways``: with
     each gateway institution's ``hcl gateway serve`` running and healthy (the dev consortium: one per
-    validator), in ``ledger_mode`` (default strict)."""
+    validator), in ``ledger_mode`` (default strict); ``ipfs``: each validator institution with its Kubo node
+    in one private swarm (gateways then store there)."""
     need_geth()
     network = Network(folder)
     try:
         network.up(
-            consortium, manifest_path=folder / "manifest.json", timeout=180, gateways=gateways, ledger_mode=ledger_mode
+            consortium,
+            manifest_path=folder / "manifest.json",
+            timeout=180,
+            gateways=gateways,
+            ledger_mode=ledger_mode,
+            ipfs=ipfs,
         )
     except BaseException:
         network.down()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from node_client.network import Consortium, Network
-from tests.support.network import start_network
+from tests.support.network import need_kubo, start_network
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +23,12 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
 
 @pytest.fixture(scope="session")
 def gateway_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
-    """The dev consortium on three validators, each institution with its batch-mode gateway process
-    (about a minute and a half to create): shared by the gateway and federation modules, stopped at the end."""
-    net = start_network(
-        tmp_path_factory.mktemp("gateways"), Consortium.development(3), gateways=True, ledger_mode="batch"
-    )
+    """The dev consortium on three validators, each institution with its Kubo node (one private swarm) and
+    its batch-mode gateway storing there (about two minutes to create): shared by the gateway and federation
+    modules, stopped at the end."""
+    need_kubo()
+    folder = tmp_path_factory.mktemp("gateways")
+    net = start_network(folder, Consortium.development(3), gateways=True, ledger_mode="batch", ipfs=True)
     try:
         yield net
     finally:

@@ -1,6 +1,7 @@
-"""Three institutions, each with its validator and its gateway (batch mode), on a real geth Clique network:
-records read across institutions, revocation at every gateway, a holder that goes down, and the patient's
-one history checked against the chain. The gateways are real ``hcl gateway serve`` processes.
+"""Three institutions, each with its validator, its Kubo node (one private swarm) and its gateway (batch mode,
+storing on that node), on a real geth Clique network: records read across institutions, ciphertext pinned on
+another institution's node, revocation at every gateway, a holder that goes down, and the patient's one
+history checked against the chain. The gateways are real ``hcl gateway serve`` processes.
 
 Gateway 0 is City First People's Hospital's, 1 Riverside Community Health Centre's, 2 the Regional
 Clinical Laboratory's; each institution uploads at its own gateway.
@@ -15,13 +16,14 @@ import orjson
 import pytest
 
 from node_client._client import ChainClient
-from node_client._exceptions import GatewayProblem
+from node_client._exceptions import GatewayProblem, NodeError
 from node_client.audit import replay
 from node_client.deploy import Ledger, Manifest, dev_encryption_key
 from node_client.gateway_client import GatewayClient, open_release
 from node_client.hpke import HpkeError
 from node_client.keys import dev_account
 from node_client.network import Consortium, Network
+from node_client.network.kubo import KuboNode
 from node_client.vocabulary import parse_categories, parse_purposes
 from tests.support.network import wait_until
 
@@ -228,3 +230,24 @@ def test_the_auditors_replay_of_every_journal_proves_the_patients_history(net: N
 def _verified(log: dict, released: set[str]) -> bool:
     mine = [e for e in log["accesses"] if e["accessId"] in released]
     return len(mine) == len(released) and all(e["verified"] for e in mine)
+
+
+def test_each_ciphertext_is_pinned_on_another_institutions_node(net: Network) -> None:
+    with _signed_in(net, 2, LAB) as lab:
+        uploaded = lab.upload(dev_account(15).address, SAMPLE.read_bytes())["records"]
+    locators = [r["locator"] for r in uploaded]
+    assert len(net.kubo) == 3 and locators
+
+    def replicated() -> bool:
+        return all(any(_pinned(net.kubo[i], loc) for i in (0, 1)) for loc in locators)
+
+    wait_until(replicated, timeout=60, what="a replica of every record at another institution")
+    assert all(_pinned(net.kubo[2], loc) for loc in locators)  # and the holder's own copy
+
+
+def _pinned(node: KuboNode, locator: str) -> bool:
+    try:
+        node.api("pin/ls", locator, params={"type": "recursive"})
+    except NodeError:
+        return False
+    return True
