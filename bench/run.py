@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -342,10 +342,22 @@ def network_cmd(
     if seconds:
         plan.seconds = seconds
     data = run_network_bench(plan, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    _network_result(data, "network", quick, out, _network_tables(data))
+
+
+def _network_result(
+    data: dict,  # type: ignore[type-arg]
+    name: str,
+    quick: bool,
+    out: Path | None,
+    tables: Sequence[Table],
+) -> None:
+    """Writes a network benchmark's result (``bench/results/<name>[-quick].json``), prints its tables and
+    fails when a run released more than it ledgered."""
     data["quick"] = quick
-    out = out or RESULTS / ("network-quick.json" if quick else "network.json")
+    out = out or RESULTS / (f"{name}-quick.json" if quick else f"{name}.json")
     out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-    for table in _network_tables(data):
+    for table in tables:
         console.print(table)
     console.print(f"written: {out} (the whole run: {data['total_seconds']:.0f} s)")
     bad = [r for r in data["runs"] if r["ledgered"] != r["released"]]
@@ -354,21 +366,25 @@ def network_cmd(
         raise typer.Exit(1)
 
 
-def _network_in_suite(quick: bool = False) -> None:
-    """The network benchmark in a full run (skipped without geth: ./scripts/build_geth); not in --quick (CI):
-    creating the network alone takes about a minute."""
+def _on_network_in_suite(name: str, command: Callable[..., None], quick: bool) -> None:
+    """A benchmark on a geth network in a full run (skipped without geth: ./scripts/build_geth); not in
+    --quick (CI): bringing the network up alone takes a minute or more, and CI already plays on one."""
     from node_client._exceptions import NodeError
     from node_client.network.geth import find_geth
 
     if quick:
-        console.print("[dim]network: not in --quick (run ./scripts/bench network --quick)[/dim]")
+        console.print(f"[dim]{name}: not in --quick (run ./scripts/bench {name} --quick)[/dim]")
         return
     try:
         find_geth()
     except NodeError as exc:
-        console.print(f"[yellow]network skipped: {exc}[/yellow]")
+        console.print(f"[yellow]{name} skipped: {exc}[/yellow]")
         return
-    network_cmd(quick=False)
+    command(quick=False)
+
+
+def _network_in_suite(quick: bool = False) -> None:
+    _on_network_in_suite("network", network_cmd, quick)
 
 
 def _refused(refused: dict) -> str:  # type: ignore[type-arg]
@@ -461,34 +477,11 @@ def federation_cmd(
     if seconds:
         plan.seconds = seconds
     data = run_federation_bench(plan, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    data["quick"] = quick
-    out = out or RESULTS / ("federation-quick.json" if quick else "federation.json")
-    out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-    for table in _federation_tables(data):
-        console.print(table)
-    console.print(f"written: {out} (the whole run: {data['total_seconds']:.0f} s)")
-    bad = [r for r in data["runs"] if r["ledgered"] != r["released"]]
-    if bad:
-        console.print(f"[red]ledgered != released in {len(bad)} run(s): the promise is broken[/red]")
-        raise typer.Exit(1)
+    _network_result(data, "federation", quick, out, _federation_tables(data))
 
 
 def _federation_in_suite(quick: bool = False) -> None:
-    """The federation benchmark in a full run (skipped without geth); not in --quick (CI): the network and its
-    three gateways take a minute or more to come up, and CI already plays the federation on one
-    (./scripts/up --network 3 --check, tests/system/test_federation_network.py)."""
-    from node_client._exceptions import NodeError
-    from node_client.network.geth import find_geth
-
-    if quick:
-        console.print("[dim]federation: not in --quick (run ./scripts/bench federation --quick)[/dim]")
-        return
-    try:
-        find_geth()
-    except NodeError as exc:
-        console.print(f"[yellow]federation skipped: {exc}[/yellow]")
-        return
-    federation_cmd(quick=False)
+    _on_network_in_suite("federation", federation_cmd, quick)
 
 
 @app.command("soak")
