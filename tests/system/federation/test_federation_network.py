@@ -29,7 +29,7 @@ from tests.support.network import wait_until
 
 pytestmark = pytest.mark.slow
 
-SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "fhir" / "synthea" / "patient-1-Emmie273_Kovacek682.json"
+SAMPLE = Path(__file__).resolve().parents[3] / "samples" / "fhir" / "synthea" / "patient-1-Emmie273_Kovacek682.json"
 HOSPITAL, CLINIC, LAB, AUDITOR = 4, 5, 6, 8
 UPLOADER = {0: HOSPITAL, 1: CLINIC, 2: LAB}  # gateway index → the institution that uploads there
 

@@ -1,8 +1,9 @@
 """One gateway per institution on the consortium network (``hcl network up --gateways``): real geth
 validators, three ``hcl gateway serve`` processes on the endpoints registered in their members' metadata.
 
-The session's ``gateway_network`` (tests/system/conftest.py: three validators, each institution with its
-batch-mode gateway) serves the module, after the federation tests; the last test stops it and brings it back.
+The package's ``gateway_network`` (tests/system/federation/conftest.py: three validators, each institution with
+its Kubo node and batch-mode gateway) serves the module, after the federation tests; the last test stops it
+and brings it back.
 """
 
 from __future__ import annotations
