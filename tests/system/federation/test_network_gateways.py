@@ -88,7 +88,7 @@ def test_down_and_up_restart_the_gateways_on_their_endpoints_with_their_data(gat
     reopened = Network(net.folder)  # as `hcl network up` finds it, without --gateways
     assert net.manifest_path is not None
     reopened.up(Consortium.development(3), manifest_path=net.manifest_path, timeout=180)
-    net.gateways, net.nodes = reopened.gateways, reopened.nodes  # the fixture's `down` stops these
+    net.gateways, net.nodes, net.kubo = reopened.gateways, reopened.nodes, reopened.kubo  # `down` stops these
     for gw in reopened.gateways:
         url, pid, data = before[gw.name]
         assert gw.url == url and gw.pid != pid and gw.running and _health(gw.url)[0] == 200
