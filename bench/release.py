@@ -9,6 +9,11 @@ Every run checks the product's promise, not just speed: ``ledgered`` (batch: jou
 strict: ``AccessLogged`` events in the run's blocks) must equal ``released`` (HTTP 200s), and in batch
 mode the time until every entry of the run is anchored on-chain is measured, with the anchoring gas per
 access. The gateway's peak RSS is read from /proc.
+
+Before the first gateway run of each (size, clients), the same load is put on a bare FastAPI app with the
+gateway's server settings (:mod:`bench.ceiling`): each run records ``ceiling_releases_per_s``,
+``ceiling_p50_ms``, ``ceiling_p99_ms`` and ``ratio_to_ceiling`` (its releases/s over the ceiling's), the
+ceiling being shared by the runs of that (size, clients) in every mode and store.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 import httpx
 import orjson
 
+from bench.ceiling import ceiling_process
 from bench.gateway import (
     READERS,
     Chain,
@@ -41,6 +47,11 @@ from bench.gateway import (
 
 SIZES = (1024, 10 * 1024, 100 * 1024, 1024 * 1024)
 CLIENTS = (1, 8, 64)
+NOTES = (
+    "Loopback on a 2-core VM shared with other engineers' test and benchmark runs: absolute figures vary run to run; "
+    "compare ratio_to_ceiling (the bare app of bench/ceiling.py under the same load, measured in this run, once per "
+    "(size, clients) before the first gateway run of it, while the Hardhat node and the gateway sat idle)."
+)
 GOAL_RATE, GOAL_P99_MS, GOAL_ANCHOR_S, GOAL_GAS, GOAL_RSS_MB = 2000.0, 50.0, 2.0, 100.0, 300.0
 
 
@@ -104,6 +115,52 @@ def _quiesce(gw: GatewayProcess, timeout: float = 120.0, quiet: float = 1.0) -> 
         last = now
 
 
+def _load(url: str, plan_file: Path, clients: int, plan: Plan) -> dict[str, Any]:
+    """One run of the load generator (:mod:`bench.load`, its own process) against ``url``."""
+    args = ["--url", url, "--plan", str(plan_file), "--clients", str(clients), "--seconds", str(plan.seconds)]
+    args += ["--warmup", str(plan.warmup), "--driver", plan.driver]
+    out = subprocess.run([sys.executable, "-m", "bench.load", *args], capture_output=True, text=True, check=True)
+    return orjson.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def ceiling_run(url: str, size: int, tokens: list[str], clients: int, plan: Plan, folder: Path) -> dict[str, Any]:
+    """The bare app (:mod:`bench.ceiling`) under the same load as a gateway run: same driver, tokens,
+    connections, warm-up and duration; its one "record" is the body size."""
+    plan_file = folder / f"ceiling-{size}.json"
+    plan_file.write_bytes(orjson.dumps({"tokens": tokens, "records": [str(size)]}))
+    load = _load(url, plan_file, clients, plan)
+    return {
+        "ceiling_releases_per_s": load["releases_per_s"],
+        "ceiling_p50_ms": load["p50_ms"],
+        "ceiling_p99_ms": load["p99_ms"],
+        "ceiling_errors": load["errors"],
+    }
+
+
+def _with_ceiling(run: dict[str, Any], ceiling: dict[str, Any]) -> dict[str, Any]:
+    rate = ceiling["ceiling_releases_per_s"]
+    return {**run, **ceiling, "ratio_to_ceiling": round(run["releases_per_s"] / rate, 3) if rate else None}
+
+
+def _batch_ledger(net: Chain, gw: GatewayProcess, size0: int, block0: int, lags: list[float]) -> dict[str, Any]:
+    """Batch mode: waits until every entry is anchored; the entries added, the anchors and their gas, and the
+    longest any entry waited for its anchor while the run went on (``lags``, sampled during it)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        j = _journal(gw)
+        if j["anchoredSize"] >= j["size"]:
+            break
+        time.sleep(0.05)
+    ledgered = _journal(gw)["size"] - size0
+    anchors, gas = _anchor_gas(net, block0 + 1, net.client.block_number())
+    return {
+        "ledgered": ledgered,
+        "anchor_delay_s": round(max(lags), 2) if lags else None,  # max age of an unanchored entry
+        "anchors": anchors,
+        "anchor_gas_per_access": round(gas / max(1, ledgered), 1),
+    }
+
+
 def one_run(
     net: Chain,
     gw: GatewayProcess,
@@ -138,29 +195,7 @@ def one_run(
     sampler = threading.Thread(target=sample_anchor_lag, daemon=True)
     if mode == "batch":
         sampler.start()
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.load",
-            "--url",
-            gw.url,
-            "--plan",
-            str(plan_file),
-            "--clients",
-            str(clients),
-            "--seconds",
-            str(plan.seconds),
-            "--warmup",
-            str(plan.warmup),
-            "--driver",
-            plan.driver,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    load = orjson.loads(out.stdout.strip().splitlines()[-1])
+    load = _load(gw.url, plan_file, clients, plan)
     _quiesce(gw, quiet=plan.quiet)  # the requests the clients abandoned at their deadline finish, and are counted here
     # rates and latencies are of the measured window. ``released`` is the gateway's own count of responses
     # it released (warm-up included), ``received`` what the clients got: requests still in flight when a
@@ -188,21 +223,9 @@ def one_run(
         "received": load["released_total"],
     }
     if mode == "batch":
-        # every entry anchored, and the longest any entry waited for its anchor while the run went on
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            j = _journal(gw)
-            if j["anchoredSize"] >= j["size"]:
-                break
-            time.sleep(0.05)
         sampling.set()
         sampler.join()
-        j = _journal(gw)
-        run["ledgered"] = j["size"] - size0
-        anchors, gas = _anchor_gas(net, block0 + 1, net.client.block_number())
-        run["anchor_delay_s"] = round(max(lags), 2) if lags else None  # max age of an unanchored entry
-        run["anchors"] = anchors
-        run["anchor_gas_per_access"] = round(gas / max(1, run["ledgered"]), 1)
+        run.update(_batch_ledger(net, gw, size0, block0, lags))
     else:
         run["ledgered"] = _ledgered_strict(net, gw, block0 + 1, net.client.block_number())
     run["released"] = int(gw.metric("hcl_releases_total") - released0)
@@ -212,7 +235,12 @@ def one_run(
 
 def run_release_bench(plan: Plan, *, ipfs_api: str | None = None, log: Any = print) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="hcl-bench-release-") as tmp:
+    ceilings: dict[tuple[int, int], dict[str, Any]] = {}
+    all_sizes = sorted({s for grid in plan.grid.values() for s, _ in grid})
+    with (
+        tempfile.TemporaryDirectory(prefix="hcl-bench-release-") as tmp,
+        ceiling_process(Path(tmp), all_sizes) as ceiling_url,
+    ):
         folder = Path(tmp)
         for mode, store in plan.gateways:
             grid = plan.grid[(mode, store)]
@@ -226,17 +254,22 @@ def run_release_bench(plan: Plan, *, ipfs_api: str | None = None, log: Any = pri
                     wait_indexed(gw, net)
                     tokens = [login(gw.url, r) for r in READERS]
                     for size, clients in grid:
+                        if (size, clients) not in ceilings:  # once per (size, clients), reused across gateways
+                            ceilings[(size, clients)] = ceiling_run(ceiling_url, size, tokens, clients, plan, folder)
                         run = one_run(
                             net, gw, mode, store, size, records[size], tokens, clients, plan, folder / f"{mode}-{store}"
                         )
+                        run = _with_ceiling(run, ceilings[(size, clients)])
                         log(
                             f"{mode}/{store} {_fmt(size)} x{clients}: {run['releases_per_s']:.0f}/s "
                             f"p50 {run['p50_ms']} p99 {run['p99_ms']} ms, ledgered {run['ledgered']} "
-                            f"released {run['released']}"
+                            f"released {run['released']}; ceiling {run['ceiling_releases_per_s']:.0f}/s "
+                            f"p99 {run['ceiling_p99_ms']} ms, ratio {run['ratio_to_ceiling']}"
                         )
                         runs.append(run)
     return {
         "runs": runs,
+        "notes": NOTES,
         "goals": {
             "releases_per_s": GOAL_RATE,
             "p99_ms": GOAL_P99_MS,

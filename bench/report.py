@@ -27,35 +27,21 @@ def _size(n: int) -> str:
     return f"{n >> 20} MB" if n >= 1 << 20 else f"{n >> 10} KB"
 
 
+def _ceiling(r: dict[str, Any]) -> str:
+    """The bare app's figures for the run's (size, clients) and the gateway's ratio to them (bench/ceiling.py)."""
+    if r.get("ceiling_releases_per_s") is None:
+        return "- | - | - |"
+    ratio = f"{r['ratio_to_ceiling']:.3f}" if r.get("ratio_to_ceiling") is not None else "-"
+    return f"{r['ceiling_releases_per_s']:,.0f} | {r['ceiling_p99_ms']:.1f} | {ratio} |"
+
+
 def _env(d: dict[str, Any]) -> str:
     return f"commit `{d.get('commit')}`, {d.get('cpu_count')} CPUs, Python {d.get('python')}"
 
 
 def markdown() -> str:
     out: list[str] = []
-    rel = _load("release")
-    if rel:
-        g = rel["goals"]
-        out += [
-            f"### Releases (`bench/results/release.json`; {_env(rel)})",
-            "",
-            "| mode | store | size | clients | releases/s | p50 ms | p95 ms | p99 ms | errors | released | ledgered"
-            " | longest wait for anchor | anchor gas/access | peak RSS MB |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in rel["runs"]:
-            anchored = f"{r['anchor_delay_s']} s" if r.get("anchor_delay_s") is not None else "-"
-            out.append(
-                f"| {r['mode']} | {r['store']} | {_size(r['size'])} | {r['clients']} | {r['releases_per_s']:,.0f} | "
-                f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['released']:,} | "
-                f"{r['ledgered']:,} | {anchored} | {r.get('anchor_gas_per_access', '-')} | {r['peak_rss_mb']:.0f} |"
-            )
-        out += [
-            "",
-            f"Goals (batch, 10 KB, 64 clients, local): ≥ {g['releases_per_s']:,.0f}/s, p99 ≤ {g['p99_ms']:.0f} ms, "
-            f"anchored ≤ {g['anchor_s']:.0f} s, ≤ {g['gas_per_access']:.0f} gas/access, peak RSS ≤ {g['peak_rss_mb']:.0f} MB.",
-            "",
-        ]
+    out += _releases()
     up = _load("upload")
     if up:
         out += [
@@ -137,6 +123,39 @@ def markdown() -> str:
         out.append("")
     out += _federation()
     return "\n".join(out).rstrip() + "\n"
+
+
+def _releases() -> list[str]:
+    rel = _load("release")
+    if not rel:
+        return []
+    out: list[str] = []
+    g = rel["goals"]
+    out += [
+        f"### Releases (`bench/results/release.json`; {_env(rel)})",
+        "",
+        "| mode | store | size | clients | releases/s | p50 ms | p95 ms | p99 ms | errors | released | ledgered"
+        " | longest wait for anchor | anchor gas/access | peak RSS MB | ceiling/s | ceiling p99 ms | ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rel["runs"]:
+        anchored = f"{r['anchor_delay_s']} s" if r.get("anchor_delay_s") is not None else "-"
+        out.append(
+            f"| {r['mode']} | {r['store']} | {_size(r['size'])} | {r['clients']} | {r['releases_per_s']:,.0f} | "
+            f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['released']:,} | "
+            f"{r['ledgered']:,} | {anchored} | {r.get('anchor_gas_per_access', '-')} | {r['peak_rss_mb']:.0f} | "
+            + _ceiling(r)
+        )
+    out += [
+        "",
+        f"Goals (batch, 10 KB, 64 clients, local): ≥ {g['releases_per_s']:,.0f}/s, p99 ≤ {g['p99_ms']:.0f} ms, "
+        f"anchored ≤ {g['anchor_s']:.0f} s, ≤ {g['gas_per_access']:.0f} gas/access, peak RSS ≤ {g['peak_rss_mb']:.0f} MB.",
+        "",
+        "ceiling: a bare FastAPI app with the gateway's server settings returning a body of the record's size, "
+        "under the same load in the same run (`bench/ceiling.py`); ratio: releases/s ÷ ceiling/s.",
+        "",
+    ]
+    return out
 
 
 def _federation() -> list[str]:

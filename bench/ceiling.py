@@ -1,0 +1,93 @@
+"""The ceiling: a bare FastAPI app that answers the release path with a fixed JSON body, nothing else.
+
+    python -m bench.ceiling --port PORT --sizes 1024,10240
+
+``GET /v1/records/{size}`` returns ``{"data": "<size bytes>"}`` (precomputed at start: no crypto, no
+ledger, no database), served by ``uvicorn.run`` with the gateway's own settings (``gateway/cli.py``:
+default loop and HTTP implementation — uvloop and httptools, both installed —, one worker, access log
+off, log level warning). Loaded by the same load generator with the same connections and duration as a
+gateway run, it gives what the framework alone does on this machine *at that moment*.
+
+Why in the same run: this is a shared 2-core VM and the same commit has measured 819/s and 524/s twenty
+minutes apart. A gateway figure alone cannot tell a slower gateway from a busier machine; its ratio to a
+ceiling measured minutes before, under the same noise, can (``ratio_to_ceiling`` in each run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI, Response
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def create_app(sizes: list[int]) -> FastAPI:
+    """One route, the gateway's release path; a record id is the body size it returns."""
+    bodies = {str(s): b'{"data":"' + b"x" * s + b'"}' for s in sizes}
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.get("/v1/records/{rid}")
+    async def release(rid: str) -> Response:
+        return Response(bodies[rid], media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+@contextmanager
+def ceiling_process(folder: Path, sizes: list[int]) -> Iterator[str]:
+    """Starts the bare app as its own process on a free port; yields its URL and stops it after."""
+    from node_client._node import free_port
+
+    port = free_port()
+    log = (folder / "ceiling.log").open("wb")
+    cmd = [sys.executable, "-m", "bench.ceiling", "--port", str(port), "--sizes", ",".join(map(str, sizes))]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the ceiling app did not start; see {log.name}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--sizes", required=True, help="comma-separated body sizes in bytes")
+    args = parser.parse_args(argv)
+    app = create_app([int(s) for s in args.sizes.split(",")])
+    # the gateway's call (gateway/cli.py), word for word but the app
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
