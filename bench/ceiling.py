@@ -19,12 +19,10 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 from fastapi import FastAPI, Response
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +47,7 @@ def create_app(sizes: list[int]) -> FastAPI:
 @contextmanager
 def ceiling_process(folder: Path, sizes: list[int]) -> Iterator[str]:
     """Starts the bare app as its own process on a free port; yields its URL and stops it after."""
+    from bench.gateway import wait_healthy
     from node_client._node import free_port
 
     port = free_port()
@@ -57,16 +56,7 @@ def ceiling_process(folder: Path, sizes: list[int]) -> Iterator[str]:
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the ceiling app did not start; see {log.name}")
-            time.sleep(0.1)
+        wait_healthy(url, proc, timeout=30, what=f"the ceiling app did not start; see {log.name}")
         yield url
     finally:
         proc.terminate()

@@ -100,6 +100,20 @@ class GatewayProcess:
         return total
 
 
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], *, timeout: float, what: str, poll: float = 0.1) -> None:
+    """Until ``url``'s ``/healthz`` answers 200; ``RuntimeError(what)`` if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(what)
+        time.sleep(poll)
+
+
 @contextmanager
 def gateway_process(
     folder: Path,
@@ -132,16 +146,7 @@ def gateway_process(
     proc = subprocess.Popen([hcl, "gateway", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the gateway did not start; see {log.name}")
-            time.sleep(0.2)
+        wait_healthy(url, proc, timeout=90, what=f"the gateway did not start; see {log.name}", poll=0.2)
         yield GatewayProcess(url, proc, data_dir)
     finally:
         proc.terminate()

@@ -54,7 +54,8 @@ def holder_entries(c: Components, patient: str) -> list[dict[str, Any]]:
 
 def network(c: Components, patient: str) -> History:
     """The whole history: the chain's strict entries, this journal's and every peer's (in parallel)."""
-    out = History(entries=_strict(c, patient) + _own_batch(c, patient))
+    categories = read_model.record_categories_of(c.db, patient)  # once: every batch entry needs it
+    out = History(entries=_strict(c, patient) + _own_batch(c, patient, categories))
     peers = c.federation.directory.peers()
     if peers:
         with ThreadPoolExecutor(max_workers=min(8, len(peers)), thread_name_prefix="hcl-history") as pool:
@@ -67,7 +68,8 @@ def network(c: Components, patient: str) -> History:
                         {"gateway": peer.address, "name": peer.name, "code": exc.code, "detail": exc.detail}
                     )
                     continue
-                out.entries += [e for e in (_checked(c, peer, patient, i) for i in items) if e is not None]
+                checked = (_checked(c, peer, patient, i, categories) for i in items)
+                out.entries += [e for e in checked if e is not None]
     out.entries.sort(key=lambda e: int(e["time"]), reverse=True)
     return out
 
@@ -118,11 +120,10 @@ def _strict(c: Components, patient: str) -> list[dict[str, Any]]:
     return out
 
 
-def _own_batch(c: Components, patient: str) -> list[dict[str, Any]]:
+def _own_batch(c: Components, patient: str, categories: dict[bytes, int]) -> list[dict[str, Any]]:
     if c.journal is None or c.journal_index is None:
         return []
     reasons = emergency_reasons.of_patient(c.db, patient)
-    categories = read_model.record_categories_of(c.db, patient)
     anchor = c.journal.last_anchor()
     anchored_size = anchor.tree_size if anchor is not None else 0
     out = []
@@ -136,7 +137,9 @@ def _own_batch(c: Components, patient: str) -> list[dict[str, Any]]:
     return out
 
 
-def _checked(c: Components, peer: Peer, patient: str, item: dict[str, Any]) -> dict[str, Any] | None:
+def _checked(
+    c: Components, peer: Peer, patient: str, item: dict[str, Any], categories: dict[bytes, int]
+) -> dict[str, Any] | None:
     """A peer's journal entry as the patient sees it, verified here (``None``: malformed or not theirs)."""
     try:
         raw, idx = unhex(item["entry"]), int(item["journalIndex"])
@@ -146,7 +149,7 @@ def _checked(c: Components, peer: Peer, patient: str, item: dict[str, Any]) -> d
         return None
     if entry.patient != patient:
         return None
-    row = _entry(c, entry, read_model.record_categories_of(c.db, patient), peer.address)
+    row = _entry(c, entry, categories, peer.address)
     row["holderName"] = peer.name
     row["ledger"] = {"mode": "batch", "journalIndex": idx}
     row["verification"] = _verification(c, peer, raw, idx, item)

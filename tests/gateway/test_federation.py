@@ -281,11 +281,11 @@ def _a_gateway_that_alters_or_invents_an_entry_is_flagged(fed: Federation, b: Co
         (item,) = gw.holder_accesses(patient)["entries"]
     peer = b.federation.directory.peer(dev_account(GW_A).address)
     assert peer is not None
-    assert _checked(b, peer, patient, item)["verification"] == "anchored_root"
+    assert _checked(b, peer, patient, item, {})["verification"] == "anchored_root"
     raw = bytearray(bytes.fromhex(item["entry"][2:]))
     raw[-1] ^= 1  # one bit of the entry (its state-seen time) changed
     altered = {**item, "entry": "0x" + raw.hex()}
-    assert _checked(b, peer, patient, altered)["verification"] == "proof_mismatch"
+    assert _checked(b, peer, patient, altered, {})["verification"] == "proof_mismatch"
     invented_root = merkle.leaf_hash(bytes(raw))  # a one-entry tree of its own: consistent, never anchored
     invented = {
         **altered,
@@ -293,4 +293,4 @@ def _a_gateway_that_alters_or_invents_an_entry_is_flagged(fed: Federation, b: Co
         "anchor": {**item["anchor"], "root": "0x" + invented_root.hex(), "treeSize": 1},
         "inclusionProof": [],
     }
-    assert _checked(b, peer, patient, invented)["verification"] == "root_not_on_chain"
+    assert _checked(b, peer, patient, invented, {})["verification"] == "root_not_on_chain"
