@@ -71,8 +71,9 @@ contract AccessLedger is IAccessLedger {
     /// @inheritdoc IAccessLedger
     function anchorBatch(bytes32 root, uint64 treeSize) external onlyGateway {
         if (root == bytes32(0)) revert AccessLedgerInvalidRoot();
-        AnchorSlot memory previous = _anchors[msg.sender];
-        if (treeSize <= previous.treeSize) revert AccessLedgerTreeSizeNotIncreasing(treeSize, previous.treeSize);
+        AnchorSlot storage previous = _anchors[msg.sender];
+        uint64 previousSize = previous.treeSize;
+        if (treeSize <= previousSize) revert AccessLedgerTreeSizeNotIncreasing(treeSize, previousSize);
         uint40 anchoredAt = uint40(block.timestamp);
         uint64 index = previous.count;
         _anchors[msg.sender] = AnchorSlot(treeSize, anchoredAt, index + 1);

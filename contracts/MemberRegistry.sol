@@ -167,19 +167,19 @@ contract MemberRegistry is IMemberRegistry {
 
     /// @inheritdoc IMemberRegistry
     function isActive(address member, uint16 roles) external view returns (bool) {
-        MemberSlot memory m = _members[member];
+        MemberSlot storage m = _members[member];
         return m.status == MemberStatus.Active && (m.roles & roles) != 0;
     }
 
     /// @inheritdoc IMemberRegistry
     function activeRoles(address member) external view returns (uint16) {
-        MemberSlot memory m = _members[member];
+        MemberSlot storage m = _members[member];
         return m.status == MemberStatus.Active ? m.roles : 0;
     }
 
     /// @inheritdoc IMemberRegistry
     function gatewayNumber(address account) external view returns (uint16) {
-        MemberSlot memory m = _members[account];
+        MemberSlot storage m = _members[account];
         if (m.status != MemberStatus.Active) return 0;
         return m.roles & Vocabulary.ROLE_GATEWAY != 0 ? m.number : 0;
     }

@@ -94,7 +94,7 @@ contract RecordRegistry is IRecordRegistry {
 
     /// @inheritdoc IRecordRegistry
     function recordOf(bytes32 recordId) external view returns (Record memory) {
-        RecordSlot memory r = _records[recordId];
+        RecordSlot storage r = _records[recordId];
         return Record(r.patient, r.category, r.status, r.registeredAt);
     }
 
