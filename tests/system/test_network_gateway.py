@@ -39,11 +39,17 @@ HOSPITAL, CLINIC, LAB = 4, 5, 6
 
 @pytest.fixture(autouse=True)
 def _agreed(network: Network) -> None:
-    """Each test starts on a network whose validators agree (a restarted one has caught up) and whose
-    pools are empty: a transaction the previous test left pending at one node would hold the nonce a new
-    gateway, asking another node, is about to use."""
-    wait_until(lambda: _agree(network), timeout=90, what="the validators to agree")
+    """Each test starts on a network whose validators are fully peered and agree (a restarted or thawed one
+    has reconnected and caught up), that still seals blocks, and whose pools are empty: a transaction the
+    previous test left pending at one node would hold the nonce a new gateway, asking another node, is
+    about to use; a restarted node without peers would hold the gateway's first transaction unmined."""
+    agreed = network.wait_agreement(timeout=90)
+    wait_until(lambda: _agree(network) and _agree_head(network) >= agreed + 2, timeout=90, what="new blocks")
     wait_until(lambda: _pools_empty(network), timeout=90, what="the transaction pools to drain")
+
+
+def _agree_head(net: Network) -> int:
+    return min(net.client(i).block_number() for i in range(len(net.nodes)))
 
 
 def _pools_empty(net: Network) -> bool:
