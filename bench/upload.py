@@ -1,5 +1,7 @@
 """``./scripts/bench upload``: records uploaded per second — validated (FHIR R4), grouped by category,
-encrypted, stored and registered on-chain (one ``registerBatch`` per upload) — by concurrent providers.
+encrypted, stored and registered on-chain — by concurrent providers. The gateway group-commits the
+registrations of concurrent uploads (:mod:`gateway.ledger.registrations`): the result says how many
+transactions that took and how many uploads shared each.
 
 Each upload is a Bundle of 10-50 resources across five categories (laboratory and vital-sign
 Observations, Conditions, MedicationRequests, AllergyIntolerances), so it becomes up to five records.
@@ -127,6 +129,8 @@ def run_upload_bench(*, quick: bool, log: Any = print) -> dict[str, Any]:
                     errors += not ok
             seconds = time.perf_counter() - started
             rss = gw.peak_rss_mb()
+            transactions = gw.metric("hcl_registration_uploads_count")
+            grouped = gw.metric("hcl_registration_uploads_sum") / max(1.0, transactions)
             for client in clients.values():
                 client.close()
     latencies.sort()
@@ -143,6 +147,8 @@ def run_upload_bench(*, quick: bool, log: Any = print) -> dict[str, Any]:
         "p50_ms": round(latencies[len(latencies) // 2], 1),
         "p99_ms": round(latencies[int(len(latencies) * 0.99)], 1),
         "peak_rss_mb": round(rss, 1),
+        "registration_transactions": int(transactions),
+        "uploads_per_transaction": round(grouped, 2),
         "goals": {"records_per_s": GOAL_RECORDS_PER_S},
         **environment(),
     }

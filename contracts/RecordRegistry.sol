@@ -60,6 +60,21 @@ contract RecordRegistry is IRecordRegistry {
     }
 
     /// @inheritdoc IRecordRegistry
+    function registerUploads(UploadInput[] calldata uploads) external {
+        uint16 gateway = _gatewayNumber();
+        if (uploads.length == 0) revert RecordEmptyBatch();
+        for (uint256 u = 0; u < uploads.length; ++u) {
+            UploadInput calldata up = uploads[u];
+            if (up.records.length == 0) revert RecordEmptyBatch();
+            _checkParties(up.patient, up.provider);
+            for (uint256 i = 0; i < up.records.length; ++i) {
+                RecordInput calldata r = up.records[i];
+                _register(r.recordId, up.patient, up.provider, r.category, r.contentHash, r.locator, gateway);
+            }
+        }
+    }
+
+    /// @inheritdoc IRecordRegistry
     function amend(
         bytes32 previousRecordId,
         bytes32 recordId,

@@ -60,6 +60,9 @@ class GatewaySettings(ClientSettings):
         gt=0,
         description="seconds between Merkle anchors (batch mode); with the transaction, every entry is anchored within 2 s",
     )
+    registration_batch_max: int = Field(
+        200, gt=0, le=1000, description="most records registered in one transaction (uploads are group-committed)"
+    )
     anchor_threshold: int = Field(10_000, gt=0, description="anchor early after this many new entries")
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_bundle_entries: int = Field(10_000, gt=0)

@@ -29,6 +29,7 @@ from gateway.ledger.indexer import Indexer
 from gateway.ledger.journal import Journal
 from gateway.ledger.journal_index import JournalIndex
 from gateway.ledger.member_names import MemberNames
+from gateway.ledger.registrations import Registrar
 from gateway.observability import Metrics
 from gateway.ops.lock import GatewayLock
 from gateway.settings import GatewaySettings, LedgerMode, StoreKind
@@ -74,6 +75,7 @@ class Components:
     metrics: Metrics
     federation: Federation
     peers: PeerVerifier
+    registrar: Registrar
     journal: Journal | None = None
     anchorer: Anchorer | None = None
     journal_index: JournalIndex | None = None
@@ -120,7 +122,14 @@ class Components:
         except Exception:  # noqa: BLE001 - shutdown closes every component even if one fails
             log.warning("catch-up indexing failed; the indexer thread will retry")
 
+    def catch_up_to(self, block: int) -> None:
+        """:meth:`catch_up`, unless the indexer has already seen a head at or after ``block`` (the uploads of
+        one group commit share the poll the registrar made)."""
+        if self.indexer.status().head_block < block:
+            self.catch_up()
+
     def stop(self) -> None:
+        self.registrar.stop()
         if self.replicator is not None:
             self.replicator.stop()
         if self.anchorer is not None:
@@ -193,12 +202,30 @@ def build_components(settings: GatewaySettings) -> Components:
         metrics=metrics,
         federation=federation,
         peers=PeerVerifier(policy, db),
+        registrar=_registrar(settings, ledger, account, indexer, metrics),
         journal=journal,
         journal_index=JournalIndex(journal) if journal is not None else None,
         anchorer=anchorer,
         anchor_guard=guard,
         member_names=names,
         replicator=_replicator(settings, db, federation, metrics),
+    )
+
+
+def _registrar(
+    settings: GatewaySettings, ledger: Ledger, account: LocalAccount, indexer: Indexer, metrics: Metrics
+) -> Registrar:
+    def catch_up() -> None:  # best effort, as Components.catch_up: the indexer's thread retries
+        try:
+            indexer.poll_once()
+        except Exception:  # noqa: BLE001 - the registration stands; reading it back waits for the poller
+            log.warning("catch-up indexing failed; the indexer thread will retry")
+
+    def observe(uploads: int, records: int) -> None:
+        metrics.registration_uploads.observe(uploads)
+
+    return Registrar(
+        ledger.records, account, catch_up=catch_up, max_records=settings.registration_batch_max, observe=observe
     )
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "RecordInput",
     "RecordRegistry",
     "RecordStatus",
+    "UploadInput",
 ]
 
 ZERO32 = b"\x00" * 32
@@ -159,6 +160,22 @@ class RecordInput:
 
     def as_tuple(self) -> tuple[bytes, int, bytes, bytes]:
         return (self.record_id, self.category, self.content_hash, self.locator)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadInput:
+    """One upload of a ``registerUploads``: the records of one patient from one provider."""
+
+    patient: str
+    provider: str
+    records: Sequence[RecordInput]
+
+    def as_tuple(self) -> tuple[str, str, list[tuple[bytes, int, bytes, bytes]]]:
+        return (
+            to_checksum_address(self.patient),
+            to_checksum_address(self.provider),
+            [r.as_tuple() for r in self.records],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,6 +538,10 @@ class RecordRegistry(_Wrapper):
             to_checksum_address(provider),
             [r.as_tuple() for r in records],
         )
+
+    def register_uploads(self, gateway: LocalAccount, uploads: Sequence[UploadInput]) -> TxResult:
+        """Several uploads' records in one transaction (a gateway's group commit); all or nothing."""
+        return self._transact(gateway, "registerUploads", [u.as_tuple() for u in uploads])
 
     def amend(
         self,

@@ -30,6 +30,13 @@ interface IRecordRegistry {
         bytes locator;
     }
 
+    /// @dev One upload of a {registerUploads}: the records of one patient from one provider.
+    struct UploadInput {
+        address patient;
+        address provider;
+        RecordInput[] records;
+    }
+
     /// @dev A record as returned by {recordOf}.
     struct Record {
         address patient;
@@ -101,6 +108,16 @@ interface IRecordRegistry {
      * Emits a {RecordRegistered} event per record.
      */
     function registerBatch(address patient, address provider, RecordInput[] calldata records) external;
+
+    /**
+     * @dev Registers the records of several uploads (a gateway's group commit) in one transaction, as
+     * {registerBatch} would register each upload in turn; all or nothing.
+     *
+     * Requirements: as for {registerBatch}, for every upload; there is at least one upload.
+     *
+     * Emits a {RecordRegistered} event per record, in order.
+     */
+    function registerUploads(UploadInput[] calldata uploads) external;
 
     /**
      * @dev Registers `recordId` as a new version of `previousRecordId` (same patient and category) and

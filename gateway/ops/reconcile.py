@@ -223,7 +223,7 @@ class _Reconciler:
     # ------------------------------------------------------------------ upload_registered, upload_unregistered
 
     def _pending_uploads(self) -> None:
-        """Pending uploads: registered on-chain or not at all (registerBatch is atomic)."""
+        """Pending uploads: registered on-chain or not at all (registerBatch and registerUploads are atomic)."""
         uploads: dict[str, list[record_keys.KeyState]] = defaultdict(list)
         for r in self.rows:
             if r.state == RecordState.PENDING:
@@ -235,7 +235,7 @@ class _Reconciler:
         on_chain = [self._status(i) is not RecordStatus.NONE for i in ids]
         if all(on_chain):
             self._upload_registered(upload_id, ids, locators)
-        elif any(on_chain):  # cannot happen with registerBatch; never guess
+        elif any(on_chain):  # cannot happen with either; never guess
             self._found("upload_partial", upload_id, LOST, "some records of the upload are on-chain, some not")
             self.referenced.update(locators)
         elif self._mempool_busy():

@@ -103,7 +103,7 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
         if c.replicator is not None:  # queued with the registration: durable, sent in the background
             replicas.enqueue(conn, [rid for rid, _ in w.blobs], time.time())
     crashpoint("upload.after_registered")
-    c.catch_up()
+    c.catch_up_to(result.block_number)
     if c.replicator is not None:
         c.replicator.wake()
     c.metrics.uploads.inc(len(w.out))
@@ -175,9 +175,10 @@ def _write_pending(c: Components, w: _Written) -> None:
 
 
 def _register(c: Components, w: _Written) -> TxResult:
-    """The one ``registerBatch`` of the upload (refused: what was written is removed)."""
+    """The upload's registration, in a group commit with concurrent uploads (refused: what was written is
+    removed)."""
     try:
-        return c.ledger.records.register_batch(c.gateway_account, w.patient, w.provider, w.inputs)
+        return c.registrar.register(w.patient, w.provider, w.inputs)
     except ChainUnavailable as exc:
         # rows stay pending: reconcile finds out whether the transaction made it
         raise errors.ChainUnavailable("the registration could not be sent; retry later") from exc

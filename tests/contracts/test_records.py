@@ -8,7 +8,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
 from node_client import errors
-from node_client.contracts import Action, RecordInput, RecordStatus
+from node_client.contracts import Action, RecordInput, RecordStatus, UploadInput
 from node_client.deploy import Ledger
 from node_client.vocabulary import Category, Role
 from tests.support.chain import Accounts, cid, h
@@ -199,6 +199,65 @@ def test_a_batch_checks_gateway_patient_and_provider(ledger: Ledger, accounts: A
         ledger.records.register_batch(accounts.gateway, ZERO_ADDRESS, accounts.lab.address, records)
     with pytest.raises(errors.RecordInvalidProvider):
         ledger.records.register_batch(accounts.gateway, accounts.patients[0].address, accounts.auditor.address, records)
+
+
+# ---------------------------------------------------------------- registerUploads (group commit)
+
+
+def test_register_uploads_registers_several_patients_uploads_in_one_transaction_in_order(
+    ledger: Ledger, accounts: Accounts
+) -> None:
+    uploads = [
+        UploadInput(accounts.patients[0].address, accounts.hospital.address, batch_of(["gc-a1", "gc-a2"])),
+        UploadInput(accounts.patients[1].address, accounts.lab.address, batch_of(["gc-b1"], Category.LAB_RESULTS)),
+        UploadInput(accounts.patients[0].address, accounts.clinic.address, batch_of(["gc-c1", "gc-c2", "gc-c3"])),
+    ]
+    result = ledger.records.register_uploads(accounts.gateway, uploads)
+
+    events = ledger.records.events_in(result, "RecordRegistered")
+    expected = [(u, r) for u in uploads for r in u.records]
+    assert [ev["recordId"] for ev in events] == [r.record_id for _, r in expected]
+    for ev, (u, rec) in zip(events, expected, strict=True):
+        assert ev.args == {  # the same event registerBatch emits: readers and the auditor need no new rule
+            "recordId": rec.record_id,
+            "patient": u.patient,
+            "provider": u.provider,
+            "category": rec.category,
+            "contentHash": rec.content_hash,
+            "locator": rec.locator,
+            "gateway": accounts.gateway.address,
+        }
+        stored = ledger.records.record_of(rec.record_id)
+        assert (stored.patient, stored.status) == (u.patient, RecordStatus.ACTIVE)
+        assert ledger.records.holder_of(rec.record_id) == accounts.gateway.address
+
+
+def test_register_uploads_is_all_or_nothing(ledger: Ledger, accounts: Accounts) -> None:
+    good = UploadInput(accounts.patients[0].address, accounts.hospital.address, batch_of(["gc-ok-1", "gc-ok-2"]))
+    bad_provider = UploadInput(accounts.patients[1].address, accounts.auditor.address, batch_of(["gc-bad-1"]))
+    with pytest.raises(errors.RecordInvalidProvider):
+        ledger.records.register_uploads(accounts.gateway, [good, bad_provider])
+    _assert_nothing_registered(ledger, list(good.records) + list(bad_provider.records))
+    twice = UploadInput(accounts.patients[1].address, accounts.lab.address, batch_of(["gc-ok-1"]))
+    with pytest.raises(errors.RecordAlreadyExists):
+        ledger.records.register_uploads(accounts.gateway, [good, twice])
+    _assert_nothing_registered(ledger, list(good.records))
+
+
+def test_register_uploads_refuses_empty_input_and_non_gateways(ledger: Ledger, accounts: Accounts) -> None:
+    with pytest.raises(errors.RecordEmptyBatch):
+        ledger.records.register_uploads(accounts.gateway, [])
+    with pytest.raises(errors.RecordEmptyBatch):
+        ledger.records.register_uploads(
+            accounts.gateway, [UploadInput(accounts.patients[0].address, accounts.lab.address, [])]
+        )
+    one = [UploadInput(accounts.patients[0].address, accounts.lab.address, batch_of(["gc-x"]))]
+    with pytest.raises(errors.RecordNotGateway):
+        ledger.records.register_uploads(accounts.hospital, one)
+    with pytest.raises(errors.RecordInvalidPatient):
+        ledger.records.register_uploads(
+            accounts.gateway, [UploadInput(ZERO_ADDRESS, accounts.lab.address, batch_of(["gc-y"]))]
+        )
 
 
 # ---------------------------------------------------------------- amend
