@@ -156,7 +156,15 @@ class ChainClient:
         # no retries inside web3: its default retries a timed-out read 5 times with back-off, so a node
         # that accepts connections but does not answer (frozen, overloaded) made each call take ~7x
         # ``timeout`` and a gateway request (several calls) half a minute before its 503. Callers retry.
-        return HTTPProvider(url, request_kwargs={"timeout": self.timeout}, exception_retry_configuration=None)
+        # eth_chainId cached per provider: web3 asks it twice before every call and transaction (its
+        # validation middleware), which tripled the round trips of a consent check; it never changes
+        return HTTPProvider(
+            url,
+            request_kwargs={"timeout": self.timeout},
+            exception_retry_configuration=None,
+            cache_allowed_requests=True,
+            cacheable_requests={RPC.eth_chainId},
+        )
 
     @property
     def rpc_url(self) -> str:
