@@ -47,10 +47,12 @@ def markdown() -> str:
         out += [
             f"### Uploads (`bench/results/upload.json`; {_env(up)})",
             "",
-            "| uploads | concurrency | records | resources | records/s | resources/s | p50 ms | p99 ms | errors | peak RSS MB |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| uploads | concurrency | records | resources | records/s | resources/s | p50 ms | p99 ms | errors "
+            "| transactions | uploads/transaction | peak RSS MB |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             f"| {up['uploads']} | {up['concurrency']} | {up['records']:,} | {up['resources']:,} | {up['records_per_s']:,.0f} | "
-            f"{up['resources_per_s']:,.0f} | {up['p50_ms']:.0f} | {up['p99_ms']:.0f} | {up['errors']} | {up['peak_rss_mb']:.0f} |",
+            f"{up['resources_per_s']:,.0f} | {up['p50_ms']:.0f} | {up['p99_ms']:.0f} | {up['errors']} | "
+            f"{up.get('registration_transactions', '-')} | {up.get('uploads_per_transaction', '-')} | {up['peak_rss_mb']:.0f} |",
             "",
             f"Goal: ≥ {up['goals']['records_per_s']:.0f} records/s.",
             "",
