@@ -76,8 +76,12 @@ CREATE TABLE IF NOT EXISTS resource_index (
     display       TEXT,
     date          TEXT
 );
-CREATE INDEX IF NOT EXISTS resource_index_record ON resource_index (record_id);
-CREATE INDEX IF NOT EXISTS resource_index_code ON resource_index (code);
+-- every query is of one record (optionally one code): one index serves both; a gateway-wide index on
+-- code alone was what SQLite picked for ``record_id = ? AND code = ?`` (discovery with code= went
+-- through every row of that code at the gateway, per record)
+DROP INDEX IF EXISTS resource_index_record;
+DROP INDEX IF EXISTS resource_index_code;
+CREATE INDEX IF NOT EXISTS resource_index_record_code ON resource_index (record_id, code);
 
 CREATE TABLE IF NOT EXISTS nonces (
     nonce      TEXT PRIMARY KEY,
@@ -218,6 +222,7 @@ CREATE TABLE IF NOT EXISTS chain_accesses (
     PRIMARY KEY (tx_hash, log_index)
 );
 CREATE INDEX IF NOT EXISTS chain_accesses_patient ON chain_accesses (patient);
+CREATE INDEX IF NOT EXISTS chain_accesses_hash ON chain_accesses (access_hash);
 
 CREATE TABLE IF NOT EXISTS chain_anchors (
     gateway     TEXT NOT NULL,

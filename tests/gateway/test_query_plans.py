@@ -1,0 +1,81 @@
+"""The per-request queries are index searches, by the plan SQLite chose, not by hope.
+
+Each hot read is run through the real function with the connection's trace callback on; every statement
+it executed is then asked ``EXPLAIN QUERY PLAN``. A full scan of a table, or the wrong index for the
+discovery filter (the gateway-wide ``code`` index made ``code=`` discovery quadratic in the issue's
+measurement), fails the test. The database holds enough rows that the planner has something to choose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.storage import read_model, record_keys
+from gateway.storage.db import Database
+
+PATIENT, GRANTEE = "0x" + "11" * 20, "0x" + "22" * 20
+
+
+def _rid(i: int) -> bytes:
+    return hashlib.sha256(f"record-{i}".encode()).digest()
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Database:
+    db = Database(Path(tmp_path_factory.mktemp("plans")) / "gateway.db")
+    with db.write() as conn:
+        conn.executemany(
+            "INSERT INTO resource_index (record_id, resource_type, resource_id, code_system, code, display, date)"
+            " VALUES (?, 'Observation', ?, 'http://loinc.org', ?, 'x', '2026-01-01')",
+            [(_rid(i % 200), str(i), "718-7" if i % 2 else f"code-{i}") for i in range(4000)],
+        )
+    return db
+
+
+HOT: dict[str, Callable[[Database], Any]] = {
+    "record": lambda db: read_model.record(db, _rid(1)),
+    "records_of": lambda db: read_model.records_of(db, PATIENT),
+    "member": lambda db: read_model.member(db, GRANTEE),
+    "consent": lambda db: read_model.consent(db, PATIENT, GRANTEE),
+    "consents_of": lambda db: read_model.consents_of(db, PATIENT),
+    "emergencies_of": lambda db: read_model.emergencies_of(db, PATIENT),
+    "access_by_hash": lambda db: read_model.access_by_hash(db, b"\x01" * 32),
+    "held": lambda db: record_keys.held(db, _rid(1)),
+    "discoverable_records_of": lambda db: record_keys.discoverable_records_of(db, PATIENT),
+    "indexed_resources": lambda db: record_keys.indexed_resources(db, _rid(1)),
+    "indexed_resources_by_code": lambda db: record_keys.indexed_resources(db, _rid(1), code="718-7"),
+}
+
+
+def _plans(db: Database, fn: Callable[[Database], Any]) -> list[tuple[str, list[str]]]:
+    conn = db.read()
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        fn(db)
+    finally:
+        conn.set_trace_callback(None)
+    return [
+        (sql, [str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + sql)])
+        for sql in statements
+        if sql.lstrip().upper().startswith("SELECT")
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(HOT))
+def test_a_hot_query_searches_an_index(db: Database, name: str) -> None:
+    plans = _plans(db, HOT[name])
+    assert plans, f"{name} ran no SELECT"
+    for sql, steps in plans:
+        scans = [s for s in steps if s.startswith("SCAN") and "USING" not in s]
+        assert not scans, f"{name}: full scan {scans} in {sql!r}"
+
+
+def test_discovery_by_code_uses_the_per_record_index(db: Database) -> None:
+    ((_, steps),) = _plans(db, HOT["indexed_resources_by_code"])
+    assert any("resource_index_record_code" in s for s in steps), steps
