@@ -7,7 +7,8 @@ timeline shows that read, with the institution and the time the ledger recorded 
 → the centre is refused with a clear message. Then the refusals: a wrong keystore password, an expired
 code, a code made out to another institution; break-glass and the auditor's view; English and a phone.
 
-Every page is saved as a screenshot under artifacts/screenshots/ (CI keeps them).
+Every page is saved as a screenshot under artifacts/screenshots/ (CI keeps them), and every portal page
+and state that is saved is first checked by axe-core against WCAG 2.1 A and AA (tests/support/axe.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from rich.console import Console
 from demo import scenario as demo
 from node_client import healthcode as hc
 from node_client.signing import sign
-from tests.support.browser_harness import chromium, shot
+from tests.support import browser_harness
+from tests.support.axe import assert_accessible
+from tests.support.browser_harness import chromium
 from tests.support.gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a real Chromium against a real gateway (~1 min)
@@ -73,6 +76,12 @@ def new_page(browser: Any) -> Iterator[Any]:
     for ctx in contexts:
         ctx.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def shot(page: Any, name: str, *, full_page: bool = True) -> Path:
+    """Checks ``page`` with axe (zero WCAG 2.1 A/AA violations), then saves its screenshot."""
+    assert_accessible(page, name)
+    return browser_harness.shot(page, name, full_page=full_page)
 
 
 def unlock(page: Any, keystore: Path, password: str = "demo", enc_key: Path | None = None) -> None:
@@ -451,16 +460,38 @@ def test_api_docs_render_with_no_internet(net: tuple[RunningGateway, Path], new_
     page.goto(f"{gw.url}/docs")
     page.locator(".opblock", has_text="/v1/records").first.wait_for()
     assert page.locator(".opblock").count() > 10
-    shot(page, "20-api-docs")
+    browser_harness.shot(page, "20-api-docs")
 
     page.goto(f"{gw.url}/redoc")
     page.locator("[data-section-id*='operation/']").first.wait_for()
     operations = page.locator("[data-section-id*='operation/']")
     assert operations.count() > 10
     assert "/v1/records" in page.inner_text("redoc")
-    shot(page, "21-api-redoc", full_page=False)
+    browser_harness.shot(page, "21-api-redoc", full_page=False)
     assert blocked == [], f"the docs tried to reach the internet: {blocked}"
     # the one external URL in ReDoc's bundle, its attribution logo: the docs' CSP stops it before any
     # request (the image then removes itself); nothing else may be refused
     others = [v for v in violations if "https://cdn.redoc.ly/redoc/logo-mini.svg" not in v]
     assert others == [], others
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+def test_every_page_passes_axe_in_both_languages(net: tuple[RunningGateway, Path], new_page: Any, lang: str) -> None:
+    """The pages the stories above do not show in this language, each checked by axe: the start page, the
+    role pages before sign-in, the 404 page, and the auditor's overview signed in."""
+    gw, keys = net
+    page = new_page()
+    for path, name in [
+        ("/portal", "index"),
+        ("/portal/patient", "patient-locked"),
+        ("/portal/hospital", "hospital-locked"),
+        ("/portal/auditor", "auditor-locked"),
+        ("/portal/no-such-page", "not-found"),
+    ]:
+        page.goto(f"{gw.url}{path}?lang={lang}")
+        assert page.get_attribute("html", "lang") == lang
+        shot(page, f"30-{lang}-{name}")
+    page.goto(f"{gw.url}/portal/auditor?lang={lang}")
+    unlock(page, keys / "auditor.json")
+    page.wait_for_selector("#emergencies")
+    shot(page, f"30-{lang}-auditor")
