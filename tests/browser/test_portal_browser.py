@@ -495,3 +495,92 @@ def test_every_page_passes_axe_in_both_languages(net: tuple[RunningGateway, Path
     unlock(page, keys / "auditor.json")
     page.wait_for_selector("#emergencies")
     shot(page, f"30-{lang}-auditor")
+
+
+def tab_to(page: Any, selector: str, *, back: bool = False, limit: int = 120) -> None:
+    """Presses Tab (Shift+Tab with ``back``) until the focused element matches ``selector``."""
+    for _ in range(limit):
+        page.keyboard.press("Shift+Tab" if back else "Tab")
+        if page.evaluate("s => !!document.activeElement && document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"{limit} presses of Tab never reached {selector}")
+
+
+def press_and_keep_focus(page: Any, key: str, done: str, action: str) -> str:
+    """Presses ``key`` on the focused control, waits for ``done`` and the end of the work, and fails if
+    the keyboard focus then sits on <body> or on something hidden; returns what has the focus."""
+    page.keyboard.press(key)
+    page.wait_for_selector(done)
+    page.wait_for_selector("[aria-busy]", state="detached")
+    where = page.evaluate(
+        """() => { const a = document.activeElement;
+          if (!a || a === document.body) return "body";
+          if (!a.getClientRects().length) return "hidden " + a.outerHTML.slice(0, 80);
+          return a.tagName.toLowerCase() + (a.id ? "#" + a.id : ""); }"""
+    )
+    assert where != "body" and not where.startswith("hidden"), f"after {action} the keyboard focus is on {where}"
+    return str(where)
+
+
+def unlock_by_keyboard(page: Any, keystore: Path, enc_key: Path | None = None) -> None:
+    """Unlocks with the keyboard: the files are chosen as the system's file dialog would, the rest is typed."""
+    page.set_input_files("#keystore", str(keystore))
+    if enc_key is not None:
+        page.set_input_files("#enckey", str(enc_key))
+    tab_to(page, "#password")
+    page.keyboard.type("demo")
+    tab_to(page, "#unlock-button")
+    assert press_and_keep_focus(page, "Enter", "#key-status[data-state=unlocked]", "unlock") == "p#key-status"
+
+
+def test_keyboard_only_each_role_keeps_the_focus(net: tuple[RunningGateway, Path], new_page: Any) -> None:
+    """Each role's main flow with Tab, Space and Enter only: after every action the focus stays on the
+    control or moves to the result's heading, never to <body> (a screen reader would start over)."""
+    gw, keys = net
+    clinic = dev(CLINIC).address
+    patient = new_page()
+    patient.goto(f"{gw.url}/portal/patient?lang=en")
+    patient.set_input_files("#keystore", str(keys / "wang.json"))
+    tab_to(patient, "#password")
+    patient.keyboard.type("not-the-password")
+    tab_to(patient, "#unlock-button")
+    assert press_and_keep_focus(patient, "Enter", "#unlock-error:visible", "a wrong password") == "button#unlock-button"
+    tab_to(patient, "#password", back=True)
+    patient.keyboard.press("Control+A")
+    patient.keyboard.type("demo")
+    tab_to(patient, "#unlock-button")
+    assert press_and_keep_focus(patient, "Enter", "#key-status[data-state=unlocked]", "unlock") == "p#key-status"
+
+    patient.select_option("#grantee", clinic)  # the native option list is the system's, like a file dialog
+    tab_to(patient, "#code-form input[value=medications]")
+    patient.keyboard.press("Space")
+    tab_to(patient, "#code-form button[type=submit]")
+    assert press_and_keep_focus(patient, "Enter", "#health-code img", "create code") == "h3"
+    code_text = patient.input_value("#code-text")
+
+    hospital = new_page()
+    hospital.goto(f"{gw.url}/portal/hospital?lang=en")
+    unlock_by_keyboard(hospital, keys / "clinic.json", keys / "clinic.x25519.jwk")
+    tab_to(hospital, "#code-paste")
+    hospital.keyboard.insert_text(code_text)
+    tab_to(hospital, "#scan-form button[type=submit]")
+    press_and_keep_focus(hospital, "Enter", "#code-summary", "preview")
+    tab_to(hospital, "#submit-code")
+    assert press_and_keep_focus(hospital, "Enter", "#submitted", "submit") == "p#submitted"
+    tab_to(hospital, "#records-form button[type=submit]")
+    press_and_keep_focus(hospital, "Enter", "#records-found tbody tr", "find records")
+    tab_to(hospital, "button[data-action=open-record]")
+    assert press_and_keep_focus(hospital, "Enter", "#record-resources li", "open record") == "h3"
+    shot(hospital, "22-hospital-keyboard")
+
+    patient.on("dialog", lambda d: d.accept())
+    patient.reload()
+    unlock_by_keyboard(patient, keys / "wang.json")
+    revoke = f"#consents tr[data-state=active] button[data-action=revoke][data-grantee='{clinic}']"
+    tab_to(patient, revoke)
+    press_and_keep_focus(patient, "Enter", "#consents", "revoke")
+    assert patient.locator(revoke).count() == 0
+
+    auditor = new_page()
+    auditor.goto(f"{gw.url}/portal/auditor?lang=en")
+    unlock_by_keyboard(auditor, keys / "auditor.json")
