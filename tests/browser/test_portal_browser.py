@@ -157,6 +157,10 @@ def test_health_code_story_from_patient_to_hospital_and_back(
     rows = hospital.locator("#records-found tbody tr")
     categories = {rows.nth(i).inner_text().split("\t")[0] for i in range(rows.count())}
     assert categories == {"检验结果", "用药与处方"}, categories
+    # each Open button says which record it opens (a screen reader's list of buttons is not "打开" × n)
+    names = [b.get_attribute("aria-label") for b in hospital.locator("button[data-action=open-record]").all()]
+    assert len(set(names)) == len(names), names
+    assert hospital.get_by_role("button", name="打开：检验结果 · ").count() >= 1, names
     lab = hospital.locator("#records-found tbody tr", has_text="检验结果").first
     lab.locator("button[data-action=open-record]").click()
     hospital.wait_for_selector("#record-resources li")
@@ -569,6 +573,7 @@ def test_keyboard_only_each_role_keeps_the_focus(net: tuple[RunningGateway, Path
     assert press_and_keep_focus(hospital, "Enter", "#submitted", "submit") == "p#submitted"
     tab_to(hospital, "#records-form button[type=submit]")
     press_and_keep_focus(hospital, "Enter", "#records-found tbody tr", "find records")
+    assert hospital.get_by_role("button", name="Open: Medications and prescriptions · ").count() >= 1
     tab_to(hospital, "button[data-action=open-record]")
     assert press_and_keep_focus(hospital, "Enter", "#record-resources li", "open record") == "h3"
     shot(hospital, "22-hospital-keyboard")
