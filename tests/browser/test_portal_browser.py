@@ -589,3 +589,69 @@ def test_keyboard_only_each_role_keeps_the_focus(net: tuple[RunningGateway, Path
     auditor = new_page()
     auditor.goto(f"{gw.url}/portal/auditor?lang=en")
     unlock_by_keyboard(auditor, keys / "auditor.json")
+
+
+#: what sticks out of the viewport, skipping what is meant to be off-screen (the skip link, screen-reader text)
+OVERFLOWING = """(w) => {
+  const out = (r) => r.width > 0 && (r.right > w + 1 || r.left < -1);
+  const boxes = [...document.querySelectorAll("body *")].filter((el) => out(el.getBoundingClientRect()));
+  const texts = [];  // text can stick out of a box that fits
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+    const range = document.createRange(); range.selectNodeContents(n);
+    if (out(range.getBoundingClientRect())) texts.push(n.parentElement);
+  }
+  return [...boxes, ...texts].filter((el) => !el.closest(".skip, .sr-only, thead")).slice(0, 5).map((el) =>
+    `${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""}.${el.className}: ${(el.textContent || "").trim().slice(0, 40)}`);
+}"""
+
+
+def assert_fits(page: Any, width: int, name: str) -> None:
+    """Fails when ``page`` scrolls sideways at ``width`` px or any element is wider than the viewport; then
+    saves it at that width and at 1280 px."""
+    scroll = page.evaluate("document.documentElement.scrollWidth")
+    assert scroll <= width, f"{name} is {scroll}px wide at {width}px: {page.evaluate(OVERFLOWING, width)}"
+    assert page.evaluate(OVERFLOWING, width) == [], f"{name} at {width}px"
+    shot(page, f"{name}-{width}")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    shot(page, f"{name}-1280")
+    page.set_viewport_size({"width": width, "height": 640})
+
+
+def test_every_page_fits_a_320px_phone(net: tuple[RunningGateway, Path], new_page: Any) -> None:
+    """At 320 px (the narrowest phone) nothing scrolls sideways: not the transaction hash after a submit, not
+    the tables (one card per row, each value labelled), not the ledger proof page."""
+    gw, keys = net
+    phone = {"viewport": {"width": 320, "height": 640}, "is_mobile": True, "has_touch": True}
+    hospital = new_page(**phone)
+    hospital.goto(f"{gw.url}/portal/hospital?lang=en")
+    assert_fits(hospital, 320, "40-hospital-locked")
+    unlock(hospital, keys / "clinic.json", enc_key=keys / "clinic.x25519.jwk")
+    hospital.fill("#code-paste", _signed_code(gw, LI, CLINIC, deadline_in=3600))
+    hospital.click("#scan-form button[type=submit]")
+    hospital.wait_for_selector("#code-summary")
+    assert_fits(hospital, 320, "41-hospital-preview")
+    hospital.click("#submit-code")
+    hospital.wait_for_selector("#submitted")
+    hospital.click("#records-form button[type=submit]")
+    hospital.wait_for_selector("#records-found")
+    assert_fits(hospital, 320, "42-hospital-submitted")
+    tx = hospital.locator("#submitted a").get_attribute("href")
+
+    patient = new_page(**phone)
+    patient.goto(f"{gw.url}/portal/patient")
+    unlock(patient, keys / "wang.json")
+    patient.wait_for_selector("#records tbody tr")
+    label = patient.evaluate("getComputedStyle(document.querySelector('#records td[data-label]'), '::before').content")
+    assert label.startswith('"类别'), label  # the value keeps its column's name when the header row is folded
+    assert_fits(patient, 320, "43-patient")
+
+    auditor = new_page(**phone)
+    auditor.goto(f"{gw.url}/portal/auditor?lang=en")
+    unlock(auditor, keys / "auditor.json")
+    auditor.wait_for_selector("#emergencies")
+    assert_fits(auditor, 320, "44-auditor")
+    auditor.goto(gw.url + tx)
+    assert_fits(auditor, 320, "45-ledger-proof")
+    auditor.goto(f"{gw.url}/portal")
+    assert_fits(auditor, 320, "46-index")

@@ -74,7 +74,12 @@
     const el = $("#toast");
     el.textContent = text; el.hidden = false; el.className = bad ? "bad" : "ok";
     if (spoken) announce(text);
-    clearTimeout(toast.timer); toast.timer = setTimeout(() => { el.hidden = true; }, 6000);
+    document.body.classList.add("toasting");
+    clearTimeout(toast.timer); toast.timer = setTimeout(hideToast, 6000);
+  }
+  function hideToast() {
+    $("#toast").hidden = true;
+    document.body.classList.remove("toasting");
   }
   const isBusy = (button) => !!button && button.getAttribute("aria-disabled") === "true";
   // aria-disabled, not disabled: a disabled button drops the keyboard focus to <body>
@@ -401,6 +406,8 @@
     e.preventDefault();
     run(el.dataset.action, el, el.closest(".preview, section, form") || el.parentElement);
   });
+  $("#toast").addEventListener("click", hideToast);
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") hideToast(); });
   wire(document);
   keyStatus();
   document.body.dataset.ready = "1";
