@@ -537,6 +537,42 @@ def unlock_by_keyboard(page: Any, keystore: Path, enc_key: Path | None = None) -
     assert press_and_keep_focus(page, "Enter", "#key-status[data-state=unlocked]", "unlock") == "p#key-status"
 
 
+#: the focused element's outline and its contrast with the background around it (the nearest ancestor's
+#: opaque background: the ring is drawn outside the element, offset by 2px)
+FOCUS_RING = """() => {
+  const a = document.activeElement;
+  if (!a || a === document.body) return null;
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  let bg = [245, 247, 250];
+  for (let el = a.parentElement; el; el = el.parentElement) {
+    const c = rgb(getComputedStyle(el).backgroundColor);
+    if (c.length === 3 || c[3] === 1) { bg = c; break; }
+  }
+  const lum = (c) => { const [r, g, b] = c.slice(0, 3).map((v) => { v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const style = getComputedStyle(a);
+  const [l1, l2] = [lum(rgb(style.outlineColor)), lum(bg)];
+  return { what: a.outerHTML.slice(0, 70), skip: a.matches(".skip"), style: style.outlineStyle,
+    width: parseFloat(style.outlineWidth), ratio: (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05) };
+}"""
+
+
+def assert_focus_rings(page: Any, stops: int = 60) -> None:
+    """Tabs through ``page`` from the top: every control shows a solid ring of at least 2px with at least
+    3:1 against the background around it (WCAG 1.4.11; the blue ring was 1.39:1 on the green header)."""
+    page.evaluate("window.scrollTo(0, 0); document.activeElement && document.activeElement.blur()")
+    seen = 0
+    for _ in range(stops):
+        page.keyboard.press("Tab")
+        ring = page.evaluate(FOCUS_RING)
+        if ring is None or ring["skip"]:  # past the end, or the skip link (drawn over the header: dark box)
+            continue
+        seen += 1
+        assert ring["style"] == "solid" and ring["width"] >= 2, ring
+        assert ring["ratio"] >= 3, f"focus ring {ring['ratio']:.2f}:1 on {ring['what']}"
+    assert seen > 5, "Tab reached almost nothing"
+
+
 def test_keyboard_only_each_role_keeps_the_focus(net: tuple[RunningGateway, Path], new_page: Any) -> None:
     """Each role's main flow with Tab, Space and Enter only: after every action the focus stays on the
     control or moves to the result's heading, never to <body> (a screen reader would start over)."""
@@ -589,6 +625,8 @@ def test_keyboard_only_each_role_keeps_the_focus(net: tuple[RunningGateway, Path
     auditor = new_page()
     auditor.goto(f"{gw.url}/portal/auditor?lang=en")
     unlock_by_keyboard(auditor, keys / "auditor.json")
+    for page in (hospital, patient, auditor):
+        assert_focus_rings(page)
 
 
 #: what sticks out of the viewport, skipping what is meant to be off-screen (the skip link, screen-reader text)
@@ -642,6 +680,11 @@ def test_every_page_fits_a_320px_phone(net: tuple[RunningGateway, Path], new_pag
     patient.goto(f"{gw.url}/portal/patient")
     unlock(patient, keys / "wang.json")
     patient.wait_for_selector("#records tbody tr")
+    small = patient.evaluate(
+        "[...document.querySelectorAll('input, select, textarea')]"
+        ".filter((e) => parseFloat(getComputedStyle(e).fontSize) < 16).map((e) => e.id || e.name)"
+    )
+    assert small == [], f"fields under 16px (iOS zooms into them): {small}"
     label = patient.evaluate("getComputedStyle(document.querySelector('#records td[data-label]'), '::before').content")
     assert label.startswith('"类别'), label  # the value keeps its column's name when the header row is folded
     assert_fits(patient, 320, "43-patient")
