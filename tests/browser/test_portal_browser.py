@@ -317,6 +317,8 @@ def test_guardian_and_emergency_opt_out(net: tuple[RunningGateway, Path], new_pa
     # opt out of emergency access: the hospital's break-glass is then refused
     page.click("button[data-action=opt-out]")
     page.wait_for_selector("#optout-state[data-opted-out='1']")
+    page.wait_for_selector("[aria-busy]", state="detached")  # the section is new: its heading has the focus
+    assert page.evaluate("document.activeElement.id") == "optout-title"
     assert gw.ledger.consents.emergency_opted_out(zhang)
     shot(page, "16-patient-guardian-opt-out")
     hospital = new_page()
