@@ -263,6 +263,7 @@ def test_expired_and_misaddressed_codes_cannot_be_submitted(net: tuple[RunningGa
     page.click("#scan-form button[type=submit]")
     page.wait_for_selector("#scan-form .error:visible")
     assert "not a valid health code" in page.inner_text("#scan-form .error")
+    assert_accessible(page, "an unreadable code")
 
 
 def test_break_glass_then_the_auditor_reviews_it(net: tuple[RunningGateway, Path], new_page: Any) -> None:
@@ -294,6 +295,7 @@ def test_break_glass_then_the_auditor_reviews_it(net: tuple[RunningGateway, Path
     unlock(other, keys / "li.json")
     other.wait_for_selector("#forbidden")
     assert "Auditor" in other.inner_text("#forbidden")
+    assert_accessible(other, "the auditor page refusing a patient")
 
 
 def test_guardian_and_emergency_opt_out(net: tuple[RunningGateway, Path], new_page: Any) -> None:
@@ -331,6 +333,7 @@ def test_guardian_and_emergency_opt_out(net: tuple[RunningGateway, Path], new_pa
     error.wait_for(state="visible")
     assert error.get_attribute("data-code") == "emergency_not_allowed"
     assert "Emergency access is not allowed here" in error.inner_text()
+    assert_accessible(hospital, "break-glass refused")
 
     page.click("button[data-action=opt-out]")  # and back
     page.wait_for_selector("#optout-state[data-opted-out='0']")
