@@ -676,6 +676,10 @@ def test_every_page_fits_a_320px_phone(net: tuple[RunningGateway, Path], new_pag
     assert_fits(hospital, 320, "41-hospital-preview")
     hospital.click("#submit-code")
     hospital.wait_for_selector("#submitted")
+    assert hospital.evaluate("document.body.classList.contains('toasting')")  # room to scroll clear of it
+    hospital.locator("#toast").tap()  # and a tap closes it, not only the 6 s timer
+    hospital.wait_for_selector("#toast", state="hidden")
+    assert not hospital.evaluate("document.body.classList.contains('toasting')")
     hospital.click("#records-form button[type=submit]")
     hospital.wait_for_selector("#records-found")
     assert_fits(hospital, 320, "42-hospital-submitted")
