@@ -26,6 +26,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "nav_hospital": ("医疗机构", "Hospital"),
     "nav_auditor": ("审计", "Auditor"),
     "language": ("语言", "Language"),
+    "skip_to_content": ("跳到正文", "Skip to content"),
     "sign_out": ("退出", "Sign out"),
     "signed_in_as": ("已登录：", "Signed in as "),
     "dev_note": (
@@ -98,6 +99,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "valid_until": ("截止", "Valid until"),
     "state": ("状态", "State"),
     "revoke": ("撤销", "Revoke"),
+    "revoke_named": ("撤销授权：", "Revoke the consent of "),
     "revoked_ok": ("授权已撤销", "Consent revoked"),
     "confirm_revoke": ("确定撤销对该机构的授权吗？", "Revoke this institution's consent?"),
     "state_active": ("有效", "active"),
@@ -135,6 +137,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "guardian_days": ("有效天数", "Valid for (days)"),
     "add_guardian": ("添加监护人", "Add guardian"),
     "remove": ("移除", "Remove"),
+    "remove_guardian_named": ("移除监护人：", "Remove the guardian "),
     "optout_title": ("紧急访问", "Emergency access"),
     "optout_on": (
         "您已拒绝紧急访问：急救时机构不能破窗读取您的数据。",
@@ -164,6 +167,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "patient_address": ("患者地址", "Patient's address"),
     "find": ("查询", "Find"),
     "open": ("打开", "Open"),
+    # each repeated button's accessible name says which row it acts on: "打开：用药与处方 · 某医院"
+    "open_named": ("打开：", "Open: "),
     "no_available": ("当前授权下没有可读取的病历。", "No records available under current consents."),
     "consented_categories": ("已授权类别", "Consented categories"),
     "record": ("病历", "Record"),

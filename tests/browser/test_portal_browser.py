@@ -7,7 +7,8 @@ timeline shows that read, with the institution and the time the ledger recorded 
 → the centre is refused with a clear message. Then the refusals: a wrong keystore password, an expired
 code, a code made out to another institution; break-glass and the auditor's view; English and a phone.
 
-Every page is saved as a screenshot under artifacts/screenshots/ (CI keeps them).
+Every page is saved as a screenshot under artifacts/screenshots/ (CI keeps them), and every portal page
+and state that is saved is first checked by axe-core against WCAG 2.1 A and AA (tests/support/axe.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from rich.console import Console
 from demo import scenario as demo
 from node_client import healthcode as hc
 from node_client.signing import sign
-from tests.support.browser_harness import chromium, shot
+from tests.support import browser_harness
+from tests.support.axe import assert_accessible
+from tests.support.browser_harness import chromium
 from tests.support.gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a real Chromium against a real gateway (~1 min)
@@ -73,6 +76,12 @@ def new_page(browser: Any) -> Iterator[Any]:
     for ctx in contexts:
         ctx.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def shot(page: Any, name: str, *, full_page: bool = True) -> Path:
+    """Checks ``page`` with axe (zero WCAG 2.1 A/AA violations), then saves its screenshot."""
+    assert_accessible(page, name)
+    return browser_harness.shot(page, name, full_page=full_page)
 
 
 def unlock(page: Any, keystore: Path, password: str = "demo", enc_key: Path | None = None) -> None:
@@ -148,6 +157,10 @@ def test_health_code_story_from_patient_to_hospital_and_back(
     rows = hospital.locator("#records-found tbody tr")
     categories = {rows.nth(i).inner_text().split("\t")[0] for i in range(rows.count())}
     assert categories == {"检验结果", "用药与处方"}, categories
+    # each Open button says which record it opens (a screen reader's list of buttons is not "打开" × n)
+    names = [b.get_attribute("aria-label") for b in hospital.locator("button[data-action=open-record]").all()]
+    assert len(set(names)) == len(names), names
+    assert hospital.get_by_role("button", name="打开：检验结果 · ").count() >= 1, names
     lab = hospital.locator("#records-found tbody tr", has_text="检验结果").first
     lab.locator("button[data-action=open-record]").click()
     hospital.wait_for_selector("#record-resources li")
@@ -250,6 +263,7 @@ def test_expired_and_misaddressed_codes_cannot_be_submitted(net: tuple[RunningGa
     page.click("#scan-form button[type=submit]")
     page.wait_for_selector("#scan-form .error:visible")
     assert "not a valid health code" in page.inner_text("#scan-form .error")
+    assert_accessible(page, "an unreadable code")
 
 
 def test_break_glass_then_the_auditor_reviews_it(net: tuple[RunningGateway, Path], new_page: Any) -> None:
@@ -281,6 +295,7 @@ def test_break_glass_then_the_auditor_reviews_it(net: tuple[RunningGateway, Path
     unlock(other, keys / "li.json")
     other.wait_for_selector("#forbidden")
     assert "Auditor" in other.inner_text("#forbidden")
+    assert_accessible(other, "the auditor page refusing a patient")
 
 
 def test_guardian_and_emergency_opt_out(net: tuple[RunningGateway, Path], new_page: Any) -> None:
@@ -304,6 +319,8 @@ def test_guardian_and_emergency_opt_out(net: tuple[RunningGateway, Path], new_pa
     # opt out of emergency access: the hospital's break-glass is then refused
     page.click("button[data-action=opt-out]")
     page.wait_for_selector("#optout-state[data-opted-out='1']")
+    page.wait_for_selector("[aria-busy]", state="detached")  # the section is new: its heading has the focus
+    assert page.evaluate("document.activeElement.id") == "optout-title"
     assert gw.ledger.consents.emergency_opted_out(zhang)
     shot(page, "16-patient-guardian-opt-out")
     hospital = new_page()
@@ -316,6 +333,7 @@ def test_guardian_and_emergency_opt_out(net: tuple[RunningGateway, Path], new_pa
     error.wait_for(state="visible")
     assert error.get_attribute("data-code") == "emergency_not_allowed"
     assert "Emergency access is not allowed here" in error.inner_text()
+    assert_accessible(hospital, "break-glass refused")
 
     page.click("button[data-action=opt-out]")  # and back
     page.wait_for_selector("#optout-state[data-opted-out='0']")
@@ -451,16 +469,241 @@ def test_api_docs_render_with_no_internet(net: tuple[RunningGateway, Path], new_
     page.goto(f"{gw.url}/docs")
     page.locator(".opblock", has_text="/v1/records").first.wait_for()
     assert page.locator(".opblock").count() > 10
-    shot(page, "20-api-docs")
+    browser_harness.shot(page, "20-api-docs")
 
     page.goto(f"{gw.url}/redoc")
     page.locator("[data-section-id*='operation/']").first.wait_for()
     operations = page.locator("[data-section-id*='operation/']")
     assert operations.count() > 10
     assert "/v1/records" in page.inner_text("redoc")
-    shot(page, "21-api-redoc", full_page=False)
+    browser_harness.shot(page, "21-api-redoc", full_page=False)
     assert blocked == [], f"the docs tried to reach the internet: {blocked}"
     # the one external URL in ReDoc's bundle, its attribution logo: the docs' CSP stops it before any
     # request (the image then removes itself); nothing else may be refused
     others = [v for v in violations if "https://cdn.redoc.ly/redoc/logo-mini.svg" not in v]
     assert others == [], others
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+def test_every_page_passes_axe_in_both_languages(net: tuple[RunningGateway, Path], new_page: Any, lang: str) -> None:
+    """The pages the stories above do not show in this language, each checked by axe: the start page, the
+    role pages before sign-in, the 404 page, and the auditor's overview signed in."""
+    gw, keys = net
+    page = new_page()
+    for path, name in [
+        ("/portal", "index"),
+        ("/portal/patient", "patient-locked"),
+        ("/portal/hospital", "hospital-locked"),
+        ("/portal/auditor", "auditor-locked"),
+        ("/portal/no-such-page", "not-found"),
+    ]:
+        page.goto(f"{gw.url}{path}?lang={lang}")
+        assert page.get_attribute("html", "lang") == lang
+        shot(page, f"30-{lang}-{name}")
+    page.goto(f"{gw.url}/portal/auditor?lang={lang}")
+    unlock(page, keys / "auditor.json")
+    page.wait_for_selector("#emergencies")
+    shot(page, f"30-{lang}-auditor")
+
+
+def tab_to(page: Any, selector: str, *, back: bool = False, limit: int = 120) -> None:
+    """Presses Tab (Shift+Tab with ``back``) until the focused element matches ``selector``."""
+    for _ in range(limit):
+        page.keyboard.press("Shift+Tab" if back else "Tab")
+        if page.evaluate("s => !!document.activeElement && document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"{limit} presses of Tab never reached {selector}")
+
+
+def press_and_keep_focus(page: Any, key: str, done: str, action: str) -> str:
+    """Presses ``key`` on the focused control, waits for ``done`` and the end of the work, and fails if
+    the keyboard focus then sits on <body> or on something hidden; returns what has the focus."""
+    page.keyboard.press(key)
+    page.wait_for_selector(done)
+    page.wait_for_selector("[aria-busy]", state="detached")
+    where = page.evaluate(
+        """() => { const a = document.activeElement;
+          if (!a || a === document.body) return "body";
+          if (!a.getClientRects().length) return "hidden " + a.outerHTML.slice(0, 80);
+          return a.tagName.toLowerCase() + (a.id ? "#" + a.id : ""); }"""
+    )
+    assert where != "body" and not where.startswith("hidden"), f"after {action} the keyboard focus is on {where}"
+    return str(where)
+
+
+def unlock_by_keyboard(page: Any, keystore: Path, enc_key: Path | None = None) -> None:
+    """Unlocks with the keyboard: the files are chosen as the system's file dialog would, the rest is typed."""
+    page.set_input_files("#keystore", str(keystore))
+    if enc_key is not None:
+        page.set_input_files("#enckey", str(enc_key))
+    tab_to(page, "#password")
+    page.keyboard.type("demo")
+    tab_to(page, "#unlock-button")
+    assert press_and_keep_focus(page, "Enter", "#key-status[data-state=unlocked]", "unlock") == "p#key-status"
+
+
+#: the focused element's outline and its contrast with the background around it (the nearest ancestor's
+#: opaque background: the ring is drawn outside the element, offset by 2px)
+FOCUS_RING = """() => {
+  const a = document.activeElement;
+  if (!a || a === document.body) return null;
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  let bg = [245, 247, 250];
+  for (let el = a.parentElement; el; el = el.parentElement) {
+    const c = rgb(getComputedStyle(el).backgroundColor);
+    if (c.length === 3 || c[3] === 1) { bg = c; break; }
+  }
+  const lum = (c) => { const [r, g, b] = c.slice(0, 3).map((v) => { v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const style = getComputedStyle(a);
+  const [l1, l2] = [lum(rgb(style.outlineColor)), lum(bg)];
+  return { what: a.outerHTML.slice(0, 70), skip: a.matches(".skip"), style: style.outlineStyle,
+    width: parseFloat(style.outlineWidth), ratio: (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05) };
+}"""
+
+
+def assert_focus_rings(page: Any, stops: int = 60) -> None:
+    """Tabs through ``page`` from the top: every control shows a solid ring of at least 2px with at least
+    3:1 against the background around it (WCAG 1.4.11; the blue ring was 1.39:1 on the green header)."""
+    page.evaluate("window.scrollTo(0, 0); document.activeElement && document.activeElement.blur()")
+    seen = 0
+    for _ in range(stops):
+        page.keyboard.press("Tab")
+        ring = page.evaluate(FOCUS_RING)
+        if ring is None or ring["skip"]:  # past the end, or the skip link (drawn over the header: dark box)
+            continue
+        seen += 1
+        assert ring["style"] == "solid" and ring["width"] >= 2, ring
+        assert ring["ratio"] >= 3, f"focus ring {ring['ratio']:.2f}:1 on {ring['what']}"
+    assert seen > 5, "Tab reached almost nothing"
+
+
+def test_keyboard_only_each_role_keeps_the_focus(net: tuple[RunningGateway, Path], new_page: Any) -> None:
+    """Each role's main flow with Tab, Space and Enter only: after every action the focus stays on the
+    control or moves to the result's heading, never to <body> (a screen reader would start over)."""
+    gw, keys = net
+    clinic = dev(CLINIC).address
+    patient = new_page()
+    patient.goto(f"{gw.url}/portal/patient?lang=en")
+    patient.set_input_files("#keystore", str(keys / "wang.json"))
+    tab_to(patient, "#password")
+    patient.keyboard.type("not-the-password")
+    tab_to(patient, "#unlock-button")
+    assert press_and_keep_focus(patient, "Enter", "#unlock-error:visible", "a wrong password") == "button#unlock-button"
+    tab_to(patient, "#password", back=True)
+    patient.keyboard.press("Control+A")
+    patient.keyboard.type("demo")
+    tab_to(patient, "#unlock-button")
+    assert press_and_keep_focus(patient, "Enter", "#key-status[data-state=unlocked]", "unlock") == "p#key-status"
+
+    patient.select_option("#grantee", clinic)  # the native option list is the system's, like a file dialog
+    tab_to(patient, "#code-form input[value=medications]")
+    patient.keyboard.press("Space")
+    tab_to(patient, "#code-form button[type=submit]")
+    assert press_and_keep_focus(patient, "Enter", "#health-code img", "create code") == "h3"
+    code_text = patient.input_value("#code-text")
+
+    hospital = new_page()
+    hospital.goto(f"{gw.url}/portal/hospital?lang=en")
+    unlock_by_keyboard(hospital, keys / "clinic.json", keys / "clinic.x25519.jwk")
+    tab_to(hospital, "#code-paste")
+    hospital.keyboard.insert_text(code_text)
+    tab_to(hospital, "#scan-form button[type=submit]")
+    press_and_keep_focus(hospital, "Enter", "#code-summary", "preview")
+    tab_to(hospital, "#submit-code")
+    assert press_and_keep_focus(hospital, "Enter", "#submitted", "submit") == "p#submitted"
+    tab_to(hospital, "#records-form button[type=submit]")
+    press_and_keep_focus(hospital, "Enter", "#records-found tbody tr", "find records")
+    assert hospital.get_by_role("button", name="Open: Medications and prescriptions · ").count() >= 1
+    tab_to(hospital, "button[data-action=open-record]")
+    assert press_and_keep_focus(hospital, "Enter", "#record-resources li", "open record") == "h3"
+    shot(hospital, "22-hospital-keyboard")
+
+    patient.on("dialog", lambda d: d.accept())
+    patient.reload()
+    unlock_by_keyboard(patient, keys / "wang.json")
+    revoke = f"#consents tr[data-state=active] button[data-action=revoke][data-grantee='{clinic}']"
+    tab_to(patient, revoke)
+    press_and_keep_focus(patient, "Enter", "#consents", "revoke")
+    assert patient.locator(revoke).count() == 0
+
+    auditor = new_page()
+    auditor.goto(f"{gw.url}/portal/auditor?lang=en")
+    unlock_by_keyboard(auditor, keys / "auditor.json")
+    for page in (hospital, patient, auditor):
+        assert_focus_rings(page)
+
+
+#: what sticks out of the viewport, skipping what is meant to be off-screen (the skip link, screen-reader text)
+OVERFLOWING = """(w) => {
+  const out = (r) => r.width > 0 && (r.right > w + 1 || r.left < -1);
+  const boxes = [...document.querySelectorAll("body *")].filter((el) => out(el.getBoundingClientRect()));
+  const texts = [];  // text can stick out of a box that fits
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+    const range = document.createRange(); range.selectNodeContents(n);
+    if (out(range.getBoundingClientRect())) texts.push(n.parentElement);
+  }
+  return [...boxes, ...texts].filter((el) => !el.closest(".skip, .sr-only, thead")).slice(0, 5).map((el) =>
+    `${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""}.${el.className}: ${(el.textContent || "").trim().slice(0, 40)}`);
+}"""
+
+
+def assert_fits(page: Any, width: int, name: str) -> None:
+    """Fails when ``page`` scrolls sideways at ``width`` px or any element is wider than the viewport; then
+    saves it at that width and at 1280 px."""
+    scroll = page.evaluate("document.documentElement.scrollWidth")
+    assert scroll <= width, f"{name} is {scroll}px wide at {width}px: {page.evaluate(OVERFLOWING, width)}"
+    assert page.evaluate(OVERFLOWING, width) == [], f"{name} at {width}px"
+    shot(page, f"{name}-{width}")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    shot(page, f"{name}-1280")
+    page.set_viewport_size({"width": width, "height": 640})
+
+
+def test_every_page_fits_a_320px_phone(net: tuple[RunningGateway, Path], new_page: Any) -> None:
+    """At 320 px (the narrowest phone) nothing scrolls sideways: not the transaction hash after a submit, not
+    the tables (one card per row, each value labelled), not the ledger proof page."""
+    gw, keys = net
+    phone = {"viewport": {"width": 320, "height": 640}, "is_mobile": True, "has_touch": True}
+    hospital = new_page(**phone)
+    hospital.goto(f"{gw.url}/portal/hospital?lang=en")
+    assert_fits(hospital, 320, "40-hospital-locked")
+    unlock(hospital, keys / "clinic.json", enc_key=keys / "clinic.x25519.jwk")
+    hospital.fill("#code-paste", _signed_code(gw, LI, CLINIC, deadline_in=3600))
+    hospital.click("#scan-form button[type=submit]")
+    hospital.wait_for_selector("#code-summary")
+    assert_fits(hospital, 320, "41-hospital-preview")
+    hospital.click("#submit-code")
+    hospital.wait_for_selector("#submitted")
+    assert hospital.evaluate("document.body.classList.contains('toasting')")  # room to scroll clear of it
+    hospital.locator("#toast").tap()  # and a tap closes it, not only the 6 s timer
+    hospital.wait_for_selector("#toast", state="hidden")
+    assert not hospital.evaluate("document.body.classList.contains('toasting')")
+    hospital.click("#records-form button[type=submit]")
+    hospital.wait_for_selector("#records-found")
+    assert_fits(hospital, 320, "42-hospital-submitted")
+    tx = hospital.locator("#submitted a").get_attribute("href")
+
+    patient = new_page(**phone)
+    patient.goto(f"{gw.url}/portal/patient")
+    unlock(patient, keys / "wang.json")
+    patient.wait_for_selector("#records tbody tr")
+    small = patient.evaluate(
+        "[...document.querySelectorAll('input, select, textarea')]"
+        ".filter((e) => parseFloat(getComputedStyle(e).fontSize) < 16).map((e) => e.id || e.name)"
+    )
+    assert small == [], f"fields under 16px (iOS zooms into them): {small}"
+    label = patient.evaluate("getComputedStyle(document.querySelector('#records td[data-label]'), '::before').content")
+    assert label.startswith('"类别'), label  # the value keeps its column's name when the header row is folded
+    assert_fits(patient, 320, "43-patient")
+
+    auditor = new_page(**phone)
+    auditor.goto(f"{gw.url}/portal/auditor?lang=en")
+    unlock(auditor, keys / "auditor.json")
+    auditor.wait_for_selector("#emergencies")
+    assert_fits(auditor, 320, "44-auditor")
+    auditor.goto(gw.url + tx)
+    assert_fits(auditor, 320, "45-ledger-proof")
+    auditor.goto(f"{gw.url}/portal")
+    assert_fits(auditor, 320, "46-index")

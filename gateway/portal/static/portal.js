@@ -56,23 +56,52 @@
     const text = typeof err === "string" ? err : describe(err);
     if (el) { el.textContent = text; el.hidden = false; }
     if (err instanceof ProblemError && err.problem.code) el && (el.dataset.code = err.problem.code);
-    toast(text, true);
+    toast(text, true, !el); // an .error paragraph is role=alert: it is read out itself
   }
   function clearError(scope) {
     const el = scope && $(".error", scope);
     if (el) { el.hidden = true; el.textContent = ""; delete el.dataset.code; }
   }
-  function toast(text, bad = false) {
+  // results and errors are read out by a polite live region that is always in the page (a region shown
+  // at the moment it is filled is often not announced); the toast is only its visual echo
+  function announce(text) {
+    const el = $("#announcer");
+    if (!el) return;
+    el.textContent = "";
+    setTimeout(() => { el.textContent = text; }, 50);
+  }
+  function toast(text, bad = false, spoken = true) {
     const el = $("#toast");
     el.textContent = text; el.hidden = false; el.className = bad ? "bad" : "ok";
-    clearTimeout(toast.timer); toast.timer = setTimeout(() => { el.hidden = true; }, 6000);
+    if (spoken) announce(text);
+    document.body.classList.add("toasting");
+    clearTimeout(toast.timer); toast.timer = setTimeout(hideToast, 6000);
   }
+  function hideToast() {
+    $("#toast").hidden = true;
+    document.body.classList.remove("toasting");
+  }
+  const isBusy = (button) => !!button && button.getAttribute("aria-disabled") === "true";
+  // aria-disabled, not disabled: a disabled button drops the keyboard focus to <body>
   async function busy(button, fn) {
     const old = button ? button.textContent : null;
-    if (button) { button.disabled = true; button.setAttribute("aria-busy", "true"); }
+    if (button) { button.setAttribute("aria-disabled", "true"); button.setAttribute("aria-busy", "true"); }
     try { return await fn(); } finally {
-      if (button) { button.disabled = false; button.removeAttribute("aria-busy"); button.textContent = old; }
+      if (button) { button.removeAttribute("aria-disabled"); button.removeAttribute("aria-busy"); button.textContent = old; }
     }
+  }
+  // where the keyboard focus goes after an action: the result's heading it returned, else the control
+  // itself while it is still shown, else the heading of the section it was in (now re-rendered)
+  function focusAfter(target, button, sectionId) {
+    const shown = (el) => el && el.isConnected && el.getClientRects().length > 0;
+    const active = document.activeElement;
+    const lost = !active || active === document.body || !shown(active);
+    if (!lost && !(target && active === button)) return; // the user has moved on: leave the focus there
+    const heading = sectionId && $(`#${sectionId} h2, #${sectionId} [tabindex="-1"]`);
+    const el = [target, button, heading, $("#key-status"), $("main h1")].find(shown);
+    if (!el || el === document.activeElement) return;
+    if (!el.matches("a, button, input, select, textarea, [tabindex]")) el.setAttribute("tabindex", "-1");
+    el.focus({ preventScroll: target == null });
   }
 
   // ------------------------------------------------------------------ key and sign-in
@@ -133,6 +162,7 @@
     state.signer = wallet; state.address = wallet.address;
     $("#password", form).value = "";
     await signIn();
+    return $("#key-status");
   }
   async function useWallet() {
     const provider = new E.BrowserProvider(window.ethereum);
@@ -140,6 +170,7 @@
     state.address = await state.signer.getAddress();
     state.injected = true;
     await signIn();
+    return $("#key-status");
   }
   function requireKey() {
     if (state.signer && state.token) return;
@@ -198,6 +229,7 @@
     const signed = await signTyped(draft);
     const html = await portal("POST", "/portal/patient/health-code", signed);
     const out = $("#code-result"); out.innerHTML = html; out.scrollIntoView({ behavior: "smooth" });
+    return $("#health-code h3", out);
   };
   actions["revoke"] = async (button) => {
     requireKey();
@@ -241,6 +273,7 @@
     out.innerHTML = `<p class="verdict ok" id="submitted">${t("submitted_ok")}: <a href="/portal/tx/${result.txHash}">${result.txHash}</a></p>`;
     const patient = $("#patient"); if (patient) patient.value = payload.message.patient;
     toast(t("submitted_ok"));
+    return $("#submitted");
   };
   actions["find-records"] = async (form) => {
     const q = new URLSearchParams({ patient: form.patient.value.trim(), purpose: form.purpose.value });
@@ -298,6 +331,7 @@
     details.append(summary, pre);
     view.append(h, ul, proof, details);
     view.scrollIntoView({ behavior: "smooth" });
+    return h;
   };
   actions["break-glass"] = async (form) => {
     requireKey();
@@ -348,9 +382,13 @@
 
   // ------------------------------------------------------------------ wiring
   async function run(name, el, scope) {
-    clearError(scope);
     const button = el.tagName === "FORM" ? $("button[type=submit]", el) : el;
-    try { await busy(button, () => actions[name](el)); } catch (err) { showError(scope, err); }
+    if (isBusy(button)) return; // still working on the last press
+    clearError(scope);
+    const section = el.closest("section[id]");
+    let target = null;
+    try { target = await busy(button, () => actions[name](el)); } catch (err) { showError(scope, err); }
+    focusAfter(target instanceof Element ? target : null, button, section && section.id);
   }
   function wire(root) {
     if (window.ethereum) { const w = $("#wallet-button"); if (w) w.hidden = false; }
@@ -368,6 +406,8 @@
     e.preventDefault();
     run(el.dataset.action, el, el.closest(".preview, section, form") || el.parentElement);
   });
+  $("#toast").addEventListener("click", hideToast);
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") hideToast(); });
   wire(document);
   keyStatus();
   document.body.dataset.ready = "1";
