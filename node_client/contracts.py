@@ -21,11 +21,14 @@ from web3.types import BlockIdentifier
 
 from node_client._abi import load_abi
 from node_client._client import ChainClient, TxResult
+from node_client._exceptions import ContractRevert, TransactionError, revert_class_of
 from node_client.events import EventRecord, read_events
 from node_client.signing import ConsentGrant, ConsentRevoke, Domain, SignedMessage
 
 __all__ = [
+    "AccessEntry",
     "AccessLedger",
+    "AccessOutcome",
     "Action",
     "Anchor",
     "CheckResult",
@@ -146,6 +149,37 @@ class Record:
     category: int
     status: RecordStatus
     registered_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccessEntry:
+    """One release of a ``logAccessBatch``: the arguments of ``logAccess``."""
+
+    requester: str
+    patient: str
+    record_id: bytes
+    purpose: int
+    access_hash: bytes
+
+    def as_tuple(self) -> tuple[str, str, bytes, int, bytes]:
+        return (
+            to_checksum_address(self.requester),
+            to_checksum_address(self.patient),
+            _b32(self.record_id),
+            int(self.purpose),
+            _b32(self.access_hash),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AccessOutcome:
+    """What ``logAccessBatch`` did with one entry: logged (under ``consent_id``), or refused with the
+    error ``logAccess`` would have reverted with (``refusal``, a :class:`ContractRevert` subclass)."""
+
+    logged: bool
+    consent_id: bytes = ZERO32
+    emergency: bool = False
+    refusal: type[ContractRevert] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,6 +613,25 @@ class AccessLedger(_Wrapper):
         )
         (ev,) = self.events_in(result, "AccessLogged")
         return CheckResult(True, bytes(ev["consentId"]), bool(ev["emergency"])), result
+
+    def log_access_batch(
+        self, gateway: LocalAccount, entries: Sequence[AccessEntry]
+    ) -> tuple[list[AccessOutcome], TxResult]:
+        """Ledgers many releases in one transaction; each entry's outcome, in order, from the receipt's
+        events (``AccessLogged`` matched by access hash, ``AccessRefused`` by index). Reverts (raises)
+        only for the whole batch: not a gateway, no entries."""
+        result = self._transact(gateway, "logAccessBatch", [e.as_tuple() for e in entries])
+        logged: dict[bytes, AccessOutcome] = {}
+        refused: dict[int, AccessOutcome] = {}
+        for ev in self.events_in(result):
+            if ev.name == "AccessLogged":
+                logged[bytes(ev["accessHash"])] = AccessOutcome(True, bytes(ev["consentId"]), bool(ev["emergency"]))
+            elif ev.name == "AccessRefused":
+                refused[int(ev["index"])] = AccessOutcome(False, refusal=revert_class_of(bytes(ev["reason"])))
+        outcomes = [refused.get(i) or logged.get(_b32(e.access_hash)) for i, e in enumerate(entries)]
+        if any(o is None for o in outcomes):
+            raise TransactionError(f"{result.tx_hash}: an entry has neither an AccessLogged nor an AccessRefused")
+        return [o for o in outcomes if o is not None], result
 
     def anchor_batch(self, gateway: LocalAccount, root: bytes, tree_size: int) -> TxResult:
         return self._transact(gateway, "anchorBatch", _b32(root), tree_size)
