@@ -294,7 +294,10 @@ def _log_access(c: Components, p: _Prepared, caller: str, record_id: bytes, purp
     deep, or nothing is released."""
     assert c.strict is not None  # built with strict mode
     entry = AccessEntry(caller, p.patient, record_id, purpose, p.access_hash)
-    future = c.strict.submit(entry)
+    try:
+        future = c.strict.submit(entry)
+    except ChainUnavailable as exc:  # the gateway is stopping
+        raise errors.ChainUnavailable("the access could not be ledgered; nothing released") from exc
     try:
         done = future.result(timeout=_STRICT_WAIT_FACTOR * c.settings.rpc_timeout)
     except FutureTimeout as exc:
