@@ -8,7 +8,7 @@ clients, a separate load process (:mod:`bench.load`) requests releases for a fix
 Every run checks the product's promise, not just speed: ``ledgered`` (batch: journal entries added;
 strict: ``AccessLogged`` events in the run's blocks) must equal ``released`` (HTTP 200s), and in batch
 mode the time until every entry of the run is anchored on-chain is measured, with the anchoring gas per
-access. The gateway's peak RSS is read from /proc.
+access; in strict mode the gas per access and the entries per ``logAccessBatch`` transaction (group commit). The gateway's peak RSS is read from /proc.
 
 Before the first gateway run of each (size, clients), the same load is put on a bare FastAPI app with the
 gateway's server settings (:mod:`bench.ceiling`): each run records ``ceiling_releases_per_s``,
@@ -69,24 +69,35 @@ class Plan:
     driver: str = field(default_factory=lambda: "wrk" if shutil.which("wrk") else "httpx")
 
 
-def default_plan(*, quick: bool, ipfs: bool) -> Plan:
+def default_plan(*, quick: bool, ipfs: bool, mode: str | None = None) -> Plan:
+    """The runs to make; ``mode`` (batch or strict) keeps only that ledger mode's gateways."""
     if quick:
         plan = Plan([("batch", "local"), ("strict", "local")], seconds=2.0, warmup=0.5)
         plan.grid = {("batch", "local"): [(10 * 1024, 8)], ("strict", "local"): [(10 * 1024, 8)]}
-        return plan
-    gateways = [("batch", "local"), ("strict", "local")] + ([("batch", "ipfs")] if ipfs else [])
-    plan = Plan(gateways)
-    plan.grid[("batch", "local")] = [(s, c) for s in SIZES for c in CLIENTS]
-    plan.grid[("strict", "local")] = [(10 * 1024, c) for c in CLIENTS] + [(1024 * 1024, 8)]
-    if ipfs:
-        plan.grid[("batch", "ipfs")] = [(10 * 1024, c) for c in CLIENTS] + [(1024 * 1024, 8)]
+    else:
+        plan = Plan([("batch", "local"), ("strict", "local")] + ([("batch", "ipfs")] if ipfs else []))
+        plan.grid[("batch", "local")] = [(s, c) for s in SIZES for c in CLIENTS]
+        plan.grid[("strict", "local")] = [(10 * 1024, c) for c in CLIENTS] + [(1024 * 1024, 8)]
+        if ipfs:
+            plan.grid[("batch", "ipfs")] = [(10 * 1024, c) for c in CLIENTS] + [(1024 * 1024, 8)]
+    if mode is not None:
+        plan.gateways = [g for g in plan.gateways if g[0] == mode]
     return plan
 
 
-def _ledgered_strict(net: Chain, gw: GatewayProcess, from_block: int, to_block: int) -> int:
+def _strict_ledger(net: Chain, from_block: int, to_block: int) -> dict[str, Any]:
+    """Strict mode: the run's ``AccessLogged`` events, the transactions that carried them (group commit)
+    and their gas per access."""
     ledger = net.manifest.connect(net.client)
     logs = ledger.access.contract.events.AccessLogged().get_logs(from_block=from_block, to_block=to_block)
-    return len(logs)
+    txs = {log["transactionHash"] for log in logs}
+    gas = sum(int(net.client.w3.eth.get_transaction_receipt(t)["gasUsed"]) for t in txs)
+    return {
+        "ledgered": len(logs),
+        "transactions": len(txs),
+        "entries_per_tx": round(len(logs) / max(1, len(txs)), 1),
+        "gas_per_access": round(gas / max(1, len(logs))),
+    }
 
 
 def _journal(gw: GatewayProcess) -> dict[str, Any]:
@@ -227,7 +238,7 @@ def one_run(
         sampler.join()
         run.update(_batch_ledger(net, gw, size0, block0, lags))
     else:
-        run["ledgered"] = _ledgered_strict(net, gw, block0 + 1, net.client.block_number())
+        run.update(_strict_ledger(net, block0 + 1, net.client.block_number()))
     run["released"] = int(gw.metric("hcl_releases_total") - released0)
     run["peak_rss_mb"] = round(gw.peak_rss_mb(), 1)
     return run

@@ -137,24 +137,30 @@ def _releases() -> list[str]:
         f"### Releases (`bench/results/release.json`; {_env(rel)})",
         "",
         "| mode | store | size | clients | releases/s | p50 ms | p95 ms | p99 ms | errors | released | ledgered"
-        " | longest wait for anchor | anchor gas/access | peak RSS MB | ceiling/s | ceiling p99 ms | ratio |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " | longest wait for anchor | ledger gas/access | entries/tx | peak RSS MB | ceiling/s | ceiling p99 ms | ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rel["runs"]:
         anchored = f"{r['anchor_delay_s']} s" if r.get("anchor_delay_s") is not None else "-"
+        gas = r.get("anchor_gas_per_access", r.get("gas_per_access", "-"))
         out.append(
             f"| {r['mode']} | {r['store']} | {_size(r['size'])} | {r['clients']} | {r['releases_per_s']:,.0f} | "
             f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['released']:,} | "
-            f"{r['ledgered']:,} | {anchored} | {r.get('anchor_gas_per_access', '-')} | {r['peak_rss_mb']:.0f} | "
+            f"{r['ledgered']:,} | {anchored} | {gas} | {r.get('entries_per_tx', '-')} | {r['peak_rss_mb']:.0f} | "
             + _ceiling(r)
         )
+    later = sorted({(r["mode"], r["commit"]) for r in rel["runs"] if r.get("commit")})
+    if later:
+        out += [""] + [f"{mode} runs: commit `{c}` (`./scripts/bench release --mode {mode}`)." for mode, c in later]
     out += [
         "",
         f"Goals (batch, 10 KB, 64 clients, local): ≥ {g['releases_per_s']:,.0f}/s, p99 ≤ {g['p99_ms']:.0f} ms, "
         f"anchored ≤ {g['anchor_s']:.0f} s, ≤ {g['gas_per_access']:.0f} gas/access, peak RSS ≤ {g['peak_rss_mb']:.0f} MB.",
         "",
         "ceiling: a bare FastAPI app with the gateway's server settings returning a body of the record's size, "
-        "under the same load in the same run (`bench/ceiling.py`); ratio: releases/s ÷ ceiling/s.",
+        "under the same load in the same run (`bench/ceiling.py`); ratio: releases/s ÷ ceiling/s. ledger gas/access: "
+        "the anchors' (batch) or the `logAccessBatch` transactions' (strict) gas per release; entries/tx: releases "
+        "per strict transaction (group commit).",
         "",
     ]
     return out

@@ -144,6 +144,7 @@ def _release_table(data: dict) -> Table:  # type: ignore[type-arg]
         "ledgered",
         "anchored in",
         "gas/access",
+        "entries/tx",
         "peak RSS MB",
     ):
         table.add_column(col, justify="left" if col in ("mode", "store") else "right")
@@ -163,7 +164,8 @@ def _release_table(data: dict) -> Table:  # type: ignore[type-arg]
             f"{r['released']:,}",
             f"{same}{r['ledgered']:,}",
             f"{r['anchor_delay_s']} s" if r.get("anchor_delay_s") is not None else "-",
-            str(r.get("anchor_gas_per_access", "-")),
+            str(r.get("anchor_gas_per_access", r.get("gas_per_access", "-"))),
+            str(r.get("entries_per_tx", "-")),
             f"{r['peak_rss_mb']:.0f}",
         )
     table.caption = (
@@ -174,23 +176,38 @@ def _release_table(data: dict) -> Table:  # type: ignore[type-arg]
     return table
 
 
+def _merge_mode(old: dict, new: dict, mode: str) -> dict:  # type: ignore[type-arg]
+    """``old``'s results with its ``mode`` runs replaced by ``new``'s, each new run naming its commit."""
+    runs = [r for r in old["runs"] if r["mode"] != mode]
+    runs += [{**r, "commit": new.get("commit")} for r in new["runs"]]
+    return {**old, "runs": runs}
+
+
 @app.command("release")
 def release_cmd(
     quick: QuickOpt = False,
     seconds: Annotated[float | None, typer.Option(help="measured seconds per run (default 8; --quick 2)")] = None,
     out: Annotated[Path | None, typer.Option(help="result file (default bench/results/release.json)")] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="only this ledger mode (batch or strict); its runs replace that mode's in the result file"),
+    ] = None,
 ) -> None:
     """Ledgered releases/s and latency: sizes x concurrent clients x ledger mode x store (a gateway process,
     a separate load process)."""
     from bench.release import default_plan, run_release_bench
 
-    with _kubo() if not quick else contextlib.nullcontext(None) as api:
-        plan = default_plan(quick=quick, ipfs=api is not None)
+    if mode not in (None, "batch", "strict"):
+        raise typer.BadParameter("batch or strict", param_hint="--mode")
+    with _kubo() if not quick and mode != "strict" else contextlib.nullcontext(None) as api:
+        plan = default_plan(quick=quick, ipfs=api is not None, mode=mode)
         if seconds:
             plan.seconds = seconds
         data = run_release_bench(plan, ipfs_api=api, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     data["quick"] = quick
     out = out or RESULTS / ("release-quick.json" if quick else "release.json")
+    if mode is not None and out.exists():
+        data = _merge_mode(orjson.loads(out.read_bytes()), data, mode)
     out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
     console.print(_release_table(data))
     console.print(f"written: {out}")

@@ -11,11 +11,12 @@ import {Vocabulary} from "./libraries/Vocabulary.sol";
 /**
  * @dev The access ledger. See {IAccessLedger}.
  *
- * Storage layout (on purpose): {logAccess} writes NO storage - the {AccessLogged} event is the ledger
- * entry, and the chain makes it tamper-evident - so a strict-mode release costs only its checks and its
- * log. {anchorBatch} keeps ONE slot per gateway (tree size, time and anchor count packed) so tree-size
- * monotonicity is checked on-chain; the roots themselves are in the {AccessBatchAnchored} events, which
- * is where an auditor reads them (storing each 32-byte root would add 20,000 gas to the first anchor).
+ * Storage layout (on purpose): {logAccess} and {logAccessBatch} write NO storage - the {AccessLogged}
+ * event is the ledger entry, and the chain makes it tamper-evident - so a strict-mode release costs only
+ * its checks and its log (and, batched, its share of one transaction). {anchorBatch} keeps ONE slot per
+ * gateway (tree size, time and anchor count packed) so tree-size monotonicity is checked on-chain; the
+ * roots themselves are in the {AccessBatchAnchored} events, which is where an auditor reads them (storing
+ * each 32-byte root would add 20,000 gas to the first anchor).
  * The gateway is the transaction's sender and is not repeated in {AccessLogged}.
  */
 contract AccessLedger is IAccessLedger {
@@ -51,21 +52,37 @@ contract AccessLedger is IAccessLedger {
         uint8 purpose,
         bytes32 accessHash
     ) external onlyGateway returns (bytes32 consentId, bool emergency) {
-        IRecordRegistry.Record memory r = _records.recordOf(recordId);
-        if (r.status == IRecordRegistry.RecordStatus.None) revert AccessLedgerUnknownRecord(recordId);
-        if (r.patient != patient) revert AccessLedgerRecordMismatch(recordId, patient);
-        if (r.status == IRecordRegistry.RecordStatus.Retracted) revert AccessLedgerRecordRetracted(recordId);
-        bool allowed;
-        // check() refuses a requester that is not an active care provider, so its membership is not
-        // read twice on the success path; on failure we look again only to name the right error.
-        (allowed, consentId, emergency) = _consents.check(patient, requester, r.category, purpose);
-        if (!allowed) {
-            if (_members.activeRoles(requester) & Vocabulary.PROVIDER_ROLES == 0) {
-                revert AccessLedgerInvalidRequester(requester);
-            }
-            revert AccessLedgerNotAuthorized(requester, patient, r.category, purpose);
-        }
+        bytes4 refusal;
+        uint8 category;
+        (refusal, category, consentId, emergency) = _authorize(requester, patient, recordId, purpose);
+        if (refusal != 0) _refuse(refusal, requester, patient, recordId, category, purpose);
         emit AccessLogged(requester, patient, recordId, consentId, purpose, emergency, accessHash);
+    }
+
+    /// @inheritdoc IAccessLedger
+    function logAccessBatch(AccessEntry[] calldata entries) external onlyGateway returns (uint256 logged) {
+        uint256 n = entries.length;
+        if (n == 0) revert AccessLedgerEmptyBatch();
+        for (uint256 i; i < n;) {
+            AccessEntry calldata e = entries[i];
+            (bytes4 refusal, , bytes32 consentId, bool emergency) = _authorize(
+                e.requester,
+                e.patient,
+                e.recordId,
+                e.purpose
+            );
+            if (refusal == 0) {
+                emit AccessLogged(e.requester, e.patient, e.recordId, consentId, e.purpose, emergency, e.accessHash);
+                unchecked {
+                    ++logged;
+                }
+            } else {
+                emit AccessRefused(i, refusal);
+            }
+            unchecked {
+                ++i;
+            }
+        }
     }
 
     /// @inheritdoc IAccessLedger
@@ -84,5 +101,49 @@ contract AccessLedger is IAccessLedger {
     function latestAnchor(address gateway) external view returns (Anchor memory) {
         AnchorSlot memory a = _anchors[gateway];
         return Anchor(a.treeSize, a.anchoredAt, a.count);
+    }
+
+    /// @dev The one check of {logAccess} and {logAccessBatch}: `refusal` is the selector of the error
+    /// {logAccess} reverts with (zero if the release is authorized at this block).
+    function _authorize(
+        address requester,
+        address patient,
+        bytes32 recordId,
+        uint8 purpose
+    ) private view returns (bytes4 refusal, uint8 category, bytes32 consentId, bool emergency) {
+        IRecordRegistry.Record memory r = _records.recordOf(recordId);
+        if (r.status == IRecordRegistry.RecordStatus.None) return (AccessLedgerUnknownRecord.selector, 0, 0, false);
+        if (r.patient != patient) return (AccessLedgerRecordMismatch.selector, 0, 0, false);
+        if (r.status == IRecordRegistry.RecordStatus.Retracted) {
+            return (AccessLedgerRecordRetracted.selector, 0, 0, false);
+        }
+        category = r.category;
+        bool allowed;
+        // check() refuses a requester that is not an active care provider, so its membership is not
+        // read twice on the success path; on failure we look again only to name the right error.
+        (allowed, consentId, emergency) = _consents.check(patient, requester, category, purpose);
+        if (!allowed) {
+            if (_members.activeRoles(requester) & Vocabulary.PROVIDER_ROLES == 0) {
+                refusal = AccessLedgerInvalidRequester.selector;
+            } else {
+                refusal = AccessLedgerNotAuthorized.selector;
+            }
+        }
+    }
+
+    /// @dev Reverts with the error `refusal` names, with {logAccess}'s arguments.
+    function _refuse(
+        bytes4 refusal,
+        address requester,
+        address patient,
+        bytes32 recordId,
+        uint8 category,
+        uint8 purpose
+    ) private pure {
+        if (refusal == AccessLedgerUnknownRecord.selector) revert AccessLedgerUnknownRecord(recordId);
+        if (refusal == AccessLedgerRecordMismatch.selector) revert AccessLedgerRecordMismatch(recordId, patient);
+        if (refusal == AccessLedgerRecordRetracted.selector) revert AccessLedgerRecordRetracted(recordId);
+        if (refusal == AccessLedgerInvalidRequester.selector) revert AccessLedgerInvalidRequester(requester);
+        revert AccessLedgerNotAuthorized(requester, patient, category, purpose);
     }
 }

@@ -40,7 +40,7 @@ POINTS: dict[str, str] = {
     "retract.after_retracted": "row retracted, blob not deleted yet",
     "release.after_decision": "consent decided, nothing read",
     "release.before_ledger": "record decrypted and sealed in memory, access not ledgered",
-    "release.after_ledger": "logAccess mined (strict) or journal row durable (batch), no response sent",
+    "release.after_ledger": "the entry mined in a logAccessBatch (strict) or journal row durable (batch), no response sent",
     "journal.before_commit": "a batch of journal rows inserted, COMMIT not done",
     "journal.after_commit": "journal rows committed, the waiting releases not told",
     "anchor.before_tx": "Merkle root computed, anchorBatch not sent",

@@ -86,6 +86,12 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
         )
+        self.strict_batch_entries = Histogram(
+            "hcl_strict_batch_entries",
+            "Releases ledgered per strict-mode transaction (logAccessBatch group commit)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
         self.indexer_lag = Gauge("hcl_indexer_lag_blocks", "Blocks the indexer is behind the head", registry=r)
         self.indexed_block = Gauge("hcl_indexed_block", "Last block indexed", registry=r)
         self.anchor_lag = Gauge("hcl_anchor_lag_seconds", "Age of the oldest unanchored journal entry", registry=r)

@@ -28,7 +28,7 @@ __all__ = ["GatewaySettings", "LedgerMode", "StoreKind"]
 class LedgerMode(StrEnum):
     """How releases are ledgered before any byte leaves."""
 
-    STRICT = "strict"  # one AccessLedger.logAccess transaction mined per release
+    STRICT = "strict"  # each release's entry mined, checked on-chain (logAccessBatch, group commit)
     BATCH = "batch"  # a durable, hash-chained journal row; Merkle roots anchored on-chain
 
 
@@ -64,6 +64,13 @@ class GatewaySettings(ClientSettings):
         200, gt=0, le=1000, description="most records registered in one transaction (uploads are group-committed)"
     )
     anchor_threshold: int = Field(10_000, gt=0, description="anchor early after this many new entries")
+    strict_batch_max: int = Field(
+        64,
+        ge=1,
+        le=500,
+        description="strict mode: most releases ledgered in one logAccessBatch transaction (group commit; the"
+        " next batch is sent when the previous one is confirmed); 1 sends one transaction per release",
+    )
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_bundle_entries: int = Field(10_000, gt=0)
     token_ttl: int = Field(900, gt=0, le=900, description="bearer token lifetime, seconds (<= 15 min)")

@@ -1,7 +1,7 @@
 """Wiring: build the gateway's components from settings, start and stop their background threads.
 
 The components are plain objects with one job each (chain access, database, blob store, KEK, journal,
-anchorer, indexer, access policy, authenticator, metrics); :class:`Components` only holds them so routes
+anchorer, strict-mode group commit, indexer, access policy, authenticator, metrics); :class:`Components` only holds them so routes
 can reach them through FastAPI dependencies. The work itself lives in :mod:`gateway.services`, whose
 functions take the :class:`Components`; this module builds them and knows nothing of HTTP.
 """
@@ -30,6 +30,7 @@ from gateway.ledger.journal import Journal
 from gateway.ledger.journal_index import JournalIndex
 from gateway.ledger.member_names import MemberNames
 from gateway.ledger.registrations import Registrar
+from gateway.ledger.strict_commit import StrictCommitter, ledger_commit
 from gateway.observability import Metrics
 from gateway.ops.lock import GatewayLock
 from gateway.settings import GatewaySettings, LedgerMode, StoreKind
@@ -82,6 +83,7 @@ class Components:
     anchor_guard: AnchorGuard | None = None
     member_names: MemberNames = field(default_factory=lambda: MemberNames(None))
     replicator: Replicator | None = None  # IPFS store with replicas > 0 only
+    strict: StrictCommitter | None = None  # strict mode only
     _lock: GatewayLock | None = None
 
     def start(self) -> None:
@@ -112,6 +114,8 @@ class Components:
         self.indexer.start()
         if self.anchorer is not None:
             self.anchorer.start()
+        if self.strict is not None:
+            self.strict.start()
         if self.replicator is not None:
             self.replicator.start()
 
@@ -134,6 +138,8 @@ class Components:
             self.replicator.stop()
         if self.anchorer is not None:
             self.anchorer.stop()
+        if self.strict is not None:
+            self.strict.stop()
         self.indexer.stop()
         self.federation.close()
         if self.journal is not None:
@@ -181,7 +187,13 @@ def build_components(settings: GatewaySettings) -> Components:
     )
     policy = AccessPolicy(ledger, db=db, indexer=indexer)
     federation = Federation(Directory(db, names, account.address), account, timeout=settings.federation_timeout)
-    journal = anchorer = guard = None
+    journal = anchorer = guard = strict = None
+    if settings.ledger_mode is LedgerMode.STRICT:
+        strict = StrictCommitter(
+            ledger_commit(ledger, account, confirmations),
+            max_batch=settings.strict_batch_max,
+            on_batch=metrics.strict_batch_entries.observe,
+        )
     if settings.ledger_mode is LedgerMode.BATCH:
         journal = Journal(settings.journal_path)
         guard = AnchorGuard(journal, ledger, account, deploy_block=manifest.deploy_block, confirmations=confirmations)
@@ -209,6 +221,7 @@ def build_components(settings: GatewaySettings) -> Components:
         anchor_guard=guard,
         member_names=names,
         replicator=_replicator(settings, db, federation, metrics),
+        strict=strict,
     )
 
 

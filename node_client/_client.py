@@ -150,6 +150,7 @@ class ChainClient:
         self.w3 = Web3(self._provider(self.rpc_urls[0]))
         self.w3.middleware_onion.inject(_PoaTolerant, layer=0)
         self._nonces = _NonceManager(self.w3)
+        self._fees: tuple[float, dict[str, int]] = (0.0, {})  # (monotonic time, fees) for transact_data
         self._chain_id: int | None = None
 
     def _provider(self, url: str) -> HTTPProvider:
@@ -285,6 +286,38 @@ class ChainClient:
         tx = {**tx_params, "to": fn.address, "data": fn._encode_transaction_data(), "gas": gas, "nonce": nonce}
         self._fill_fees(tx)
         return tx
+
+    def transact_data(
+        self,
+        to: str,
+        data: bytes,
+        *,
+        signer: LocalAccount,
+        gas: int | None = None,
+        fn: ContractFunction | None = None,
+    ) -> TxResult:
+        """:meth:`transact` for calldata the caller encoded itself (web3's encoder takes ~25 ms for an array
+        of a few dozen structs); ``fn``, the same call, only names the error of a mined revert."""
+        sender = signer.address
+        params: dict[str, Any] = {"from": sender, "to": to, "data": data, "value": 0, "chainId": self.chain_id}
+        if gas is None:
+            gas = int(self.rpc(lambda: self.w3.eth.estimate_gas(cast(TxParams, params))) * self.gas_margin)
+        else:  # a node that does not answer is found before it holds the transaction (it may mine it later)
+            self.block_number()
+        with self._nonces.reserve(sender) as nonce:
+            full: dict[str, Any] = {**params, **self._recent_fees(), "gas": gas, "nonce": nonce}
+            tx_hash = self._broadcast(signer.sign_transaction(full).raw_transaction)
+        return self.wait(tx_hash, fn=fn, sender=sender)
+
+    def _recent_fees(self, max_age: float = 1.0) -> dict[str, int]:
+        """:meth:`_fill_fees`' answer, asked again once it is ``max_age`` seconds old: a group commit sends
+        back to back, and twice the base fee stays enough for several blocks' rises."""
+        at, fees = self._fees
+        if time.monotonic() - at >= max_age:
+            fees = {}
+            self._fill_fees(fees)
+            self._fees = (time.monotonic(), fees)
+        return dict(fees)
 
     def send_signed(self, raw: bytes, *, fn: ContractFunction | None = None, sender: str | None = None) -> TxResult:
         """Broadcasts a transaction someone else signed and waits for it; reverts raise as in :meth:`transact`."""

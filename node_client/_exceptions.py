@@ -45,6 +45,7 @@ __all__ = [
     "TransactionError",
     "decode_revert",
     "revert_class",
+    "revert_class_of",
 ]
 
 
@@ -183,6 +184,13 @@ def _by_name() -> dict[str, type[ContractRevert]]:
 def revert_class(name: str) -> type[ContractRevert]:
     """The exception class for the Solidity error ``name`` (KeyError if no contract declares it)."""
     return _by_name()[name]
+
+
+def revert_class_of(selector: bytes) -> type[ContractRevert]:
+    """The exception class of the error with 4-byte ``selector`` (as ``AccessRefused`` reports it);
+    :class:`ContractRevert` itself if no contract declares it."""
+    entry = _registry().get(bytes(selector))
+    return ContractRevert if entry is None else entry[0]
 
 
 def decode_revert(data: bytes | str, *, tx_hash: str | None = None) -> ContractRevert:

@@ -160,7 +160,7 @@ def gas_report_cmd(
         table.add_column(col, justify="right" if col in ("gas", "goal") else "left")
     for row in rows:
         goal = GOALS.get(row.name)
-        mark = "" if goal is None else ("[green]ok[/green]" if row.gas <= goal else "[yellow]over[/yellow]")
+        mark = "" if goal is None else ("[green]ok[/green]" if row.per_access <= goal else "[yellow]over[/yellow]")
         table.add_row(row.name, f"{row.gas:,}", f"{goal:,}" if goal else "", mark, row.note)
     console.print(table)
     console.print(f"written: {path}")

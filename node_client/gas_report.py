@@ -16,25 +16,30 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from eth_account.signers.local import LocalAccount
 
 from node_client._client import ChainClient, TxResult
 from node_client._compile import compile_contracts, repo_root
-from node_client.contracts import Action, RecordInput
-from node_client.deploy import DEV_ADMINS, deploy_dev, dev_encryption_key
+from node_client.contracts import AccessEntry, Action, RecordInput
+from node_client.deploy import DEV_ADMINS, Ledger, deploy_dev, dev_encryption_key
 from node_client.keys import dev_account
 from node_client.signing import sign
 from node_client.vocabulary import EMERGENCY_SAFE, Category, Purpose, Role, parse_categories, parse_purposes
 
 __all__ = ["GOALS", "GasRow", "run_gas_report", "write_gas_report"]
 
-#: Goals from the ledger-core issue (measured, not asserted in tests).
+#: Goals from the ledger-core issue and, per access, the group-commit issue (measured, not asserted in tests).
 GOALS: dict[str, int] = {
     "grant": 55_000,
     "grantBySig": 62_000,
     "revoke": 30_000,
     "logAccess": 45_000,
     "anchorBatch": 55_000,
+    "logAccessBatch50": 12_000,
 }
+
+#: ``logAccessBatch`` sizes measured: per access, the transaction's 21,000 and the dispatch are shared
+BATCH_SIZES = (1, 10, 50)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,11 @@ class GasRow:
     name: str
     gas: int
     note: str = ""
+    entries: int = 1  # accesses ledgered by the transaction; goals of batches are per access
+
+    @property
+    def per_access(self) -> int:
+        return round(self.gas / self.entries)
 
 
 def _h(label: str) -> bytes:
@@ -163,12 +173,46 @@ def run_gas_report(client: ChainClient) -> tuple[str, list[GasRow]]:
         ),
         "strict mode, emergency window",
     )
+    rows.extend(_batch_rows(ledger, gateway, [hospital, clinic], patients[:5], cats, purposes, now, until))
     measure(
         "anchorBatch", lambda: ledger.access.anchor_batch(gateway, _h("root-1"), 1_000), "first anchor of a gateway"
     )
     measure("anchorBatchRepeat", lambda: ledger.access.anchor_batch(gateway, _h("root-2"), 2_000), "later anchors")
     measure("retract", lambda: ledger.records.retract(gateway, _h("rec-b2")))
     return artifacts.solc_version, rows
+
+
+def _batch_rows(
+    ledger: Ledger,
+    gateway: LocalAccount,
+    requesters: list[LocalAccount],
+    patients: list[LocalAccount],
+    cats: int,
+    purposes: int,
+    now: int,
+    until: int,
+) -> list[GasRow]:
+    """``logAccessBatch`` of 1, 10 and 50 releases: every entry a record not read before in the
+    transaction, of 5 patients, to 2 requesters (10 consents), as a busy gateway's group commit sees."""
+    for p in patients:
+        for r in requesters:
+            ledger.consents.grant(p, r.address, cats, purposes, now, until)
+    rows = []
+    for size in BATCH_SIZES:
+        entries = []
+        for i in range(size):
+            patient, requester = patients[i % len(patients)], requesters[(i // len(patients)) % len(requesters)]
+            record_id = _h(f"rec-s{size}-{i}")
+            ledger.records.register(
+                gateway, record_id, patient.address, requester.address, Category.LAB_RESULTS, _h(f"ct-s{size}-{i}"),
+                _cid(f"ct-s{size}-{i}"),
+            )  # fmt: skip
+            entries.append(AccessEntry(requester.address, patient.address, record_id, Purpose.TREATMENT, _h(f"a{i}")))
+        outcomes, result = ledger.access.log_access_batch(gateway, entries)
+        assert all(o.logged for o in outcomes)
+        note = f"strict group commit, {size} entries: {round(result.gas_used / size):,} per access"
+        rows.append(GasRow(f"logAccessBatch{size}", result.gas_used, note, size))
+    return rows
 
 
 def _git_commit(root: Path) -> str:
@@ -187,11 +231,14 @@ def write_gas_report(solc: str, rows: list[GasRow], path: Path | None = None) ->
     ops: dict[str, dict[str, Any]] = {}
     for row in rows:
         entry: dict[str, Any] = {"gas": row.gas}
+        if row.entries > 1:
+            entry["entries"] = row.entries
+            entry["per_access"] = row.per_access
         if row.note:
             entry["note"] = row.note
         if row.name in GOALS:
             entry["goal"] = GOALS[row.name]
-            entry["meets_goal"] = row.gas <= GOALS[row.name]
+            entry["meets_goal"] = row.per_access <= GOALS[row.name]
         ops[row.name] = entry
     report = {
         "solc": solc,

@@ -6,8 +6,9 @@ pragma solidity ^0.8.24;
  * @dev The access ledger: a tamper-evident trace of every release of a patient's record.
  *
  * Two modes, used by the gateway:
- * - strict: one {logAccess} per release. The contract checks the release itself and reverts unless it
- *   is authorized at this block, so nothing unauthorized can ever be ledgered;
+ * - strict: one {logAccess} per release, or many releases' entries in one {logAccessBatch} (the gateway's
+ *   group commit). The contract checks each release itself and ledgers it only if it is authorized at
+ *   this block, so nothing unauthorized can ever be ledgered;
  * - batch: the gateway appends releases to its own journal and anchors the root of an RFC 6962 Merkle
  *   tree over it with {anchorBatch}; an auditor proves every journal entry against the anchored roots.
  */
@@ -17,6 +18,15 @@ interface IAccessLedger {
         uint64 treeSize;
         uint40 anchoredAt;
         uint64 count;
+    }
+
+    /// @dev One release to ledger with {logAccessBatch}: the arguments of {logAccess}.
+    struct AccessEntry {
+        address requester;
+        address patient;
+        bytes32 recordId;
+        uint8 purpose;
+        bytes32 accessHash;
     }
 
     /// @dev `account` is not an active GATEWAY member.
@@ -35,6 +45,8 @@ interface IAccessLedger {
     error AccessLedgerTreeSizeNotIncreasing(uint64 treeSize, uint64 previousTreeSize);
     /// @dev The anchored root is zero.
     error AccessLedgerInvalidRoot();
+    /// @dev {logAccessBatch} was given no entries.
+    error AccessLedgerEmptyBatch();
 
     /// @dev The gateway that sent the transaction released record `recordId` of `patient` to `requester`
     /// for `purpose` under consent (or emergency access) `consentId`. `accessHash` commits to the released
@@ -48,6 +60,10 @@ interface IAccessLedger {
         bool emergency,
         bytes32 accessHash
     );
+    /// @dev Entry `index` of the {logAccessBatch} in this transaction was not ledgered: {logAccess} would
+    /// have reverted with the custom error whose selector is `reason` (e.g. `AccessLedgerNotAuthorized`).
+    /// It carries no health facts; the caller knows which release entry `index` was.
+    event AccessRefused(uint256 index, bytes4 reason);
     /// @dev `gateway` anchored the root of its access journal's Merkle tree of `treeSize` entries.
     event AccessBatchAnchored(
         address indexed gateway,
@@ -74,6 +90,21 @@ interface IAccessLedger {
         uint8 purpose,
         bytes32 accessHash
     ) external returns (bytes32 consentId, bool emergency);
+
+    /**
+     * @dev Ledgers many releases in one transaction (strict mode's group commit). Each entry is checked
+     * exactly as {logAccess} checks it; an entry that {logAccess} would refuse is skipped, not reverted,
+     * so one release whose consent was just revoked does not hold back the others.
+     *
+     * Requirements:
+     * - the caller is an active GATEWAY member;
+     * - `entries` is not empty.
+     *
+     * Emits, in entry order, an {AccessLogged} event (the same as {logAccess}'s) for each entry that is
+     * authorized at this block, and an {AccessRefused} event for each other entry. Returns how many
+     * entries were logged.
+     */
+    function logAccessBatch(AccessEntry[] calldata entries) external returns (uint256 logged);
 
     /**
      * @dev Anchors the RFC 6962 Merkle root `root` of the caller's journal of `treeSize` entries (batch mode).

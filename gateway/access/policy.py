@@ -59,6 +59,10 @@ if TYPE_CHECKING:
 
 __all__ = ["AccessPolicy", "Confirmed", "Decision", "NeedsChain", "StaleView", "StateView"]
 
+#: seconds a blocking decision waits for the indexer to finish the page it is applying before asking the
+#: chain instead (strict mode mines a block per group commit, so pages are applied all the time)
+_PAGE_WAIT = 0.1
+
 
 class NeedsChain(Exception):
     """Raised in ``offline`` mode when only the chain can answer (the caller then takes the full path)."""
@@ -112,7 +116,7 @@ class AccessPolicy:
         """The state a decision starting now reads: the read model's block when it may decide (and
         ``cache``), else (unless ``offline``: :class:`NeedsChain`) the chain's latest block."""
         if cache and self.indexer is not None and self.db is not None:
-            v = self.indexer.view()
+            v = self.indexer.view(wait=0 if offline else _PAGE_WAIT)
             if v is not None:
                 return StateView("cache", v.block, v.block_hash, v.block_time, v.seen_at, v.generation)
         if offline:

@@ -119,6 +119,7 @@ class Indexer:
         self._headers: dict[int, tuple[bytes, int]] = {}
         self._at: tuple[int, bytes, int] | None = None  # (indexed block, its hash, its timestamp)
         self._generation = 0  # bumped before and after each page is applied: odd while writing
+        self._page_done = threading.Condition()  # notified when a page has been applied
 
     # ------------------------------------------------------------------ state
 
@@ -151,9 +152,14 @@ class Indexer:
         only when a poll fails, so this is kept short (a second at the default 0.25 s poll)."""
         return max(1.0, 4 * self.poll_interval)
 
-    def view(self) -> ReadModelView | None:
+    def view(self, wait: float = 0.0) -> ReadModelView | None:
         """The read model's block for a decision starting now, or ``None`` when it may not decide
-        (not :attr:`synced`, or a page is being applied). Check :meth:`unchanged_since` after reading."""
+        (not :attr:`synced`, or a page is being applied: waited for up to ``wait`` seconds, a few
+        milliseconds of SQLite rather than a decision's calls to the chain). Check :meth:`unchanged_since`
+        after reading."""
+        if wait > 0 and self._generation & 1:
+            with self._page_done:
+                self._page_done.wait_for(lambda: not self._generation & 1, timeout=wait)
         generation = self._generation
         if generation & 1 or not self.synced:
             return None
@@ -256,6 +262,8 @@ class Indexer:
             self._at = (end, end_hash, end_time)
         finally:
             self._generation += 1
+            with self._page_done:
+                self._page_done.notify_all()
         return len(events)
 
     def _note_unconfirmed(self, head: int) -> None:

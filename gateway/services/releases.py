@@ -8,8 +8,9 @@
    of the decision (``released_at``) is taken right after it;
 3. the ciphertext is fetched and its SHA-256 compared with the on-chain ``contentHash``; it is decrypted
    and re-encrypted to the caller's registered X25519 key (HPKE) — all in memory, nothing sent yet;
-4. the access is ledgered: strict mode mines ``AccessLedger.logAccess`` (which re-checks consent
-   on-chain and reverts if it no longer holds); batch mode appends a durable journal row;
+4. the access is ledgered: strict mode waits until its entry is mined in a ``AccessLedger.logAccessBatch``
+   (the group commit of :mod:`gateway.ledger.strict_commit`, which re-checks each entry's consent on-chain
+   and logs nothing for an entry whose consent no longer holds); batch mode appends a durable journal row;
 5. only then is the response returned. Any failure before the end releases nothing.
 """
 
@@ -20,6 +21,7 @@ import hashlib
 import logging
 import secrets
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +40,7 @@ from gateway.storage.db import RecordState
 from gateway.wiring import Components
 from node_client import hpke
 from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
-from node_client.contracts import Member, Record, RecordStatus
+from node_client.contracts import AccessEntry, Member, Record, RecordStatus
 from node_client.vocabulary import CATEGORIES, PURPOSES
 
 __all__ = ["Release", "release", "release_async"]
@@ -83,6 +85,10 @@ class _Prepared:
     view: StateView
     seen_at: int  # unix ms: the chain's head was at most ``view.block`` then
 
+
+#: a strict release waits for its entry at most this many RPC timeouts: the batch before it, its own
+#: receipt, its confirmations
+_STRICT_WAIT_FACTOR = 3
 
 #: decisions made again when the read model moved under one, before giving up (fail closed)
 _DECIDE_ATTEMPTS = 4
@@ -284,21 +290,30 @@ def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Re
 
 
 def _log_access(c: Components, p: _Prepared, caller: str, record_id: bytes, purpose: int) -> dict[str, Any]:
-    """Strict mode's step 4: ``logAccess`` mined and ``confirmations`` blocks deep, or nothing is released."""
+    """Strict mode's step 4: the entry logged in a ``logAccessBatch`` mined and ``confirmations`` blocks
+    deep, or nothing is released."""
+    assert c.strict is not None  # built with strict mode
+    entry = AccessEntry(caller, p.patient, record_id, purpose, p.access_hash)
     try:
-        checked, tx = c.ledger.access.log_access(
-            c.gateway_account, caller, p.patient, record_id, purpose, p.access_hash
-        )
-        tx = c.ledger.client.confirm(tx, c.indexer.confirmations)
+        future = c.strict.submit(entry)
+    except ChainUnavailable as exc:  # the gateway is stopping
+        raise errors.ChainUnavailable("the access could not be ledgered; nothing released") from exc
+    try:
+        done = future.result(timeout=_STRICT_WAIT_FACTOR * c.settings.rpc_timeout)
+    except FutureTimeout as exc:
+        future.cancel()  # not sent yet: never will be; sent: ledgered perhaps, but not released
+        raise errors.ChainUnavailable("the access could not be ledgered in time; nothing released") from exc
     except ChainUnavailable as exc:
         raise errors.ChainUnavailable("the access could not be ledgered; nothing released") from exc
-    except ContractRevert as exc:
-        # consent changed between the check and the transaction: the chain has the last word
+    except ContractRevert as exc:  # the whole batch reverted (e.g. this gateway was suspended)
         raise c.policy.explain(p.patient, caller, p.category, purpose) from exc
     except TransactionError as exc:  # sent, but no (confirmed) receipt in time: not known to be ledgered
         raise errors.ChainUnavailable("the access could not be ledgered; nothing released") from exc
-    p.consent_id, p.emergency = checked.consent_id, checked.emergency
-    return {"mode": "strict", "txHash": tx.tx_hash, "blockNumber": tx.block_number}
+    if not done.outcome.logged:
+        # consent changed between the check and the transaction: the chain has the last word
+        raise c.policy.explain(p.patient, caller, p.category, purpose)
+    p.consent_id, p.emergency = done.outcome.consent_id, done.outcome.emergency
+    return {"mode": "strict", "txHash": done.tx.tx_hash, "blockNumber": done.tx.block_number}
 
 
 def _check_anchor_lag(c: Components) -> None:

@@ -212,7 +212,7 @@ class Judge:
         sender = self.chain.senders.get(e.tx_hash, "")
         s_status, s_roles = self.state.members.get(sender, (0, 0))
         if s_status != ACTIVE or not s_roles & ROLE_GATEWAY:
-            message = f"the logAccess transaction was sent by {sender}, not an active gateway"
+            message = f"the transaction that logged the access was sent by {sender}, not an active gateway"
             found.append(
                 (
                     "access_logged_by_non_gateway",

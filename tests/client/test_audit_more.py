@@ -19,7 +19,7 @@ from node_client.audit import read_checkpoint, replay, write_checkpoint
 from node_client.audit.journal import FieldCodec
 from node_client.audit_cli import audit_app
 from node_client.blobs import local_blob_path
-from node_client.contracts import Action
+from node_client.contracts import AccessEntry, Action
 from node_client.journal_entry import JournalEntry
 from node_client.vocabulary import Purpose, parse_categories, parse_purposes
 from tests.support.gateway_harness import CLINIC, GATEWAY, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
@@ -276,6 +276,26 @@ def test_strict_access_sender_must_be_an_active_gateway(gw) -> None:
         assert "access_logged_by_non_gateway" not in replay(g.client, g.manifest).kinds()
     finally:
         g.ledger.members.enact(admins, Action.REINSTATE_MEMBER, dev(GATEWAY).address)
+
+
+def test_batch_logged_strict_accesses_replay_clean(gw) -> None:
+    """``logAccessBatch`` emits the very ``AccessLogged`` of ``logAccess``: the auditor judges each entry
+    of a group commit at its block with the transaction's sender as the gateway, and a refused entry
+    (``AccessRefused``, no health facts) is no access at all."""
+    g, record, _ = gw
+    rid = bytes.fromhex(record[2:])
+    hashes = [hashlib.sha256(f"group-commit-{i}".encode()).digest() for i in range(3)]
+    who = [dev(CLINIC).address, dev(HOSPITAL).address, dev(CLINIC).address]  # the hospital has no consent
+    entries = [
+        AccessEntry(w, dev(15).address, rid, int(Purpose.TREATMENT), x) for w, x in zip(who, hashes, strict=True)
+    ]
+    outcomes, tx = g.ledger.access.log_access_batch(dev(GATEWAY), entries)
+    assert [o.logged for o in outcomes] == [True, False, True]
+    report = replay(g.client, g.manifest)
+    rows = [r for r in report.accesses if r.tx_hash == tx.tx_hash]
+    assert sorted(r.access_hash for r in rows) == sorted("0x" + x.hex() for x in (hashes[0], hashes[2]))
+    assert all((r.source, r.gateway, r.status) == ("strict", dev(GATEWAY).address, "ok") for r in rows)
+    assert not [a for a in report.anomalies if a.evidence.get("tx_hash") == tx.tx_hash]
 
 
 def test_entries_are_judged_at_their_state_block_not_by_a_clock_skew(gw, tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ import pytest
 
 from gateway.api.schemas import EncryptedRelease
 from node_client import signing
-from node_client.contracts import Action
+from node_client._client import TxResult
+from node_client.contracts import AccessEntry, AccessOutcome, Action
 from node_client.vocabulary import Category, Purpose, parse_categories, parse_purposes
 from tests.support.gateway_harness import (
     CLINIC,
@@ -489,6 +490,38 @@ def test_revocation_seen_in_block_n_stops_every_later_request(gw: RunningGateway
     for _ in range(3):
         r = lab.get(f"/v1/records/{record}", params={"purpose": "treatment"})
         assert r.status_code == 403 and r.json()["code"] == "consent_revoked"
+
+
+def test_a_revocation_mined_after_the_decision_is_refused_by_the_batch(gw: RunningGateway, uploaded: dict) -> None:
+    """Strict mode: the chain has the last word. A consent revoked after the gateway decided but before
+    the group commit's ``logAccessBatch`` is mined: the entry is refused on-chain (``AccessRefused``),
+    the release answers what ``logAccess``'s revert did, nothing is released or ledgered."""
+    _grant(gw, 10, dev(LAB).address, "lab-results")
+    lab = gw.login(dev(LAB))
+    record = _record(uploaded, "lab-results")
+    committer = gw.components.strict
+    assert committer is not None
+    send = committer.commit_fn
+    sent: list[int] = []
+
+    def revoke_then_send(entries: list[AccessEntry]) -> tuple[list[AccessOutcome], TxResult]:
+        gw.ledger.consents.revoke(dev(10), dev(LAB).address)
+        outcomes, tx = send(entries)
+        sent.append(tx.block_number)
+        return outcomes, tx
+
+    logged = len(list(gw.ledger.access.events(["AccessLogged"])))
+    committer.commit_fn = revoke_then_send
+    try:
+        r = lab.get(f"/v1/records/{record}", params={"purpose": "treatment"})
+    finally:
+        committer.commit_fn = send
+    assert r.status_code == 403 and r.json()["code"] == "consent_revoked", r.text
+    assert "resource" not in r.json() and "encryption" not in r.json()
+    assert len(list(gw.ledger.access.events(["AccessLogged"]))) == logged
+    (refused,) = gw.ledger.access.events(["AccessRefused"], from_block=sent[0])
+    assert refused["index"] == 0
+    assert "hcl_strict_batch_entries_count" in gw.http().get("/metrics").text
 
 
 def test_expired_consent_is_refused(gw: RunningGateway, uploaded: dict) -> None:
