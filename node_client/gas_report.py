@@ -20,7 +20,7 @@ from eth_account.signers.local import LocalAccount
 
 from node_client._client import ChainClient, TxResult
 from node_client._compile import compile_contracts, repo_root
-from node_client.contracts import AccessEntry, Action, RecordInput
+from node_client.contracts import AccessEntry, Action, RecordInput, UploadInput
 from node_client.deploy import DEV_ADMINS, Ledger, deploy_dev, dev_encryption_key
 from node_client.keys import dev_account
 from node_client.signing import sign
@@ -32,7 +32,7 @@ __all__ = ["GOALS", "GasRow", "run_gas_report", "write_gas_report"]
 GOALS: dict[str, int] = {
     "grant": 55_000,
     "grantBySig": 62_000,
-    "revoke": 30_000,
+    "revoke": 29_000,
     "logAccess": 45_000,
     "anchorBatch": 55_000,
     "logAccessBatch50": 12_000,
@@ -148,6 +148,19 @@ def run_gas_report(client: ChainClient) -> tuple[str, list[GasRow]]:
         "registerBatch10",
         lambda: ledger.records.register_batch(gateway, p0.address, hospital.address, batch),
         "ten records",
+    )
+    uploads = [
+        UploadInput(
+            patients[u].address,
+            hospital.address,
+            [RecordInput(_h(f"rec-u{u}-{i}"), i % 11, _h(f"ct-u{u}-{i}"), _cid(f"ct-u{u}-{i}")) for i in range(5)],
+        )
+        for u in range(4)
+    ]
+    measure(
+        "registerUploads4x5",
+        lambda: ledger.records.register_uploads(gateway, uploads),
+        "four patients' uploads of five records, one group commit",
     )
     measure(
         "amend",
