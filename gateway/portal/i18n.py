@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from fastapi import Request
 
-__all__ = ["DEFAULT", "LANGS", "MESSAGES", "negotiate", "translator"]
+__all__ = ["DEFAULT", "FHIR_TYPES", "LANGS", "MESSAGES", "negotiate", "translator"]
 
 LANGS = ("zh-CN", "en")
 DEFAULT = "zh-CN"
@@ -291,6 +291,32 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "back_to_portal": ("返回首页", "Back to the portal's start page"),
     "back": ("返回", "Back"),
 }
+
+#: FHIR resource types as a reader of that language names them (the opened record, the records table);
+#: a type not listed shows as FHIR names it
+FHIR_TYPES: dict[str, tuple[str, str]] = {
+    "AllergyIntolerance": ("过敏与不耐受", "Allergy or intolerance"),
+    "CarePlan": ("诊疗计划", "Care plan"),
+    "CareTeam": ("诊疗团队", "Care team"),
+    "Composition": ("临床文书", "Clinical document"),
+    "Condition": ("诊断", "Condition"),
+    "Device": ("医疗器械", "Device"),
+    "DiagnosticReport": ("检查报告", "Diagnostic report"),
+    "DocumentReference": ("文档", "Document"),
+    "Encounter": ("就诊", "Encounter"),
+    "Goal": ("治疗目标", "Goal"),
+    "ImagingStudy": ("影像检查", "Imaging study"),
+    "Immunization": ("疫苗接种", "Immunization"),
+    "MedicationAdministration": ("用药记录", "Medication given"),
+    "MedicationDispense": ("发药记录", "Medication dispensed"),
+    "MedicationRequest": ("处方", "Prescription"),
+    "MedicationStatement": ("用药情况", "Medication statement"),
+    "Observation": ("观察结果", "Observation"),
+    "Patient": ("患者", "Patient"),
+    "Procedure": ("操作与手术", "Procedure"),
+    "ServiceRequest": ("检查申请", "Service request"),
+}
+MESSAGES.update({f"fhir_{name}": names for name, names in FHIR_TYPES.items()})
 
 
 def negotiate(request: Request) -> str:

@@ -97,6 +97,7 @@ def _render(
             "viewer_name": c.member_names.get(v.address, "") if v else "",
             "short": lambda a: f"{a[:8]}…{a[-6:]}" if a and len(a) > 16 else a,
             "term": lambda t: t.zh if lang == "zh-CN" else t.en,
+            "fhir_type": lambda rt: i18n.translator(lang)(f"fhir_{rt}") if rt in i18n.FHIR_TYPES else rt,
             "dev": c.ledger.dev,
             **ctx,
         },

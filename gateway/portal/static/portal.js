@@ -297,6 +297,16 @@
     const plain = await recipient.open(b64(body.encryption.ciphertext), aad);
     return JSON.parse(new TextDecoder().decode(plain));
   }
+  // the opened record in the page's language: FHIR type names from the catalog, dates as its readers write them
+  const typeName = (rt) => M[`fhir_${rt}`] || rt;
+  function localDate(value) {
+    if (!value) return "";
+    const d = new Date(value);
+    if (Number.isNaN(d.getTime())) return value;
+    const dateOnly = /^\d{4}(-\d{2}(-\d{2})?)?$/.test(value);
+    const opts = dateOnly ? { dateStyle: "long", timeZone: "UTC" } : { dateStyle: "long", timeStyle: "short" };
+    return new Intl.DateTimeFormat(document.documentElement.lang || undefined, opts).format(d);
+  }
   function resourceLines(fhir) {
     const list = fhir.resourceType === "Bundle" ? (fhir.entry || []).map((e) => e.resource) : [fhir];
     return list.map((r) => {
@@ -304,7 +314,7 @@
       const text = cc.text || (cc.coding && cc.coding[0] && (cc.coding[0].display || cc.coding[0].code)) || "";
       const when = r.effectiveDateTime || r.recordedDate || r.authoredOn || r.occurrenceDateTime || r.onsetDateTime || (r.period && r.period.start) || "";
       const value = r.valueQuantity ? ` = ${r.valueQuantity.value} ${r.valueQuantity.unit || ""}` : "";
-      return { type: r.resourceType, text: `${text}${value}`, when };
+      return { type: typeName(r.resourceType), text: `${text}${value}`, when: localDate(when) };
     });
   }
   actions["open-record"] = async (button) => {
