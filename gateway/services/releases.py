@@ -16,11 +16,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
 import secrets
 import time
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +34,7 @@ from gateway import errors
 from gateway.access.policy import Confirmed, Decision, NeedsChain, StaleView, StateView
 from gateway.crashpoints import crashpoint
 from gateway.ledger.journal import JournalEntry, JournalUnavailable
+from gateway.ledger.strict_commit import Committed
 from gateway.settings import LedgerMode
 from gateway.storage import read_model, record_keys
 from gateway.storage.blobs import BlobStoreError, IntegrityMismatch
@@ -292,23 +295,50 @@ def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Re
 def _log_access(c: Components, p: _Prepared, caller: str, record_id: bytes, purpose: int) -> dict[str, Any]:
     """Strict mode's step 4: the entry logged in a ``logAccessBatch`` mined and ``confirmations`` blocks
     deep, or nothing is released."""
-    assert c.strict is not None  # built with strict mode
-    entry = AccessEntry(caller, p.patient, record_id, purpose, p.access_hash)
-    try:
-        future = c.strict.submit(entry)
-    except ChainUnavailable as exc:  # the gateway is stopping
-        raise errors.ChainUnavailable("the access could not be ledgered; nothing released") from exc
+    future = _submit_strict(c, p, caller, record_id, purpose)
     try:
         done = future.result(timeout=_STRICT_WAIT_FACTOR * c.settings.rpc_timeout)
     except FutureTimeout as exc:
         future.cancel()  # not sent yet: never will be; sent: ledgered perhaps, but not released
         raise errors.ChainUnavailable("the access could not be ledgered in time; nothing released") from exc
-    except ChainUnavailable as exc:
+    except (ChainUnavailable, ContractRevert, TransactionError) as exc:
+        raise _strict_failure(c, p, caller, purpose, exc) from exc
+    return _strict_logged(c, p, caller, purpose, done)
+
+
+async def _log_access_async(c: Components, p: _Prepared, caller: str, record_id: bytes, purpose: int) -> dict[str, Any]:
+    """:func:`_log_access` for the event loop: awaits the committer instead of holding a pool thread;
+    only a refusal, whose reason may need the chain, goes to the pool."""
+    future = _submit_strict(c, p, caller, record_id, purpose)
+    try:
+        done = await asyncio.wait_for(asyncio.wrap_future(future), _STRICT_WAIT_FACTOR * c.settings.rpc_timeout)
+    except TimeoutError as exc:  # wait_for cancelled the future: not sent yet, never will be
+        raise errors.ChainUnavailable("the access could not be ledgered in time; nothing released") from exc
+    except (ChainUnavailable, ContractRevert, TransactionError) as exc:
+        raise await run_in_threadpool(_strict_failure, c, p, caller, purpose, exc) from exc
+    if not done.outcome.logged:
+        return await run_in_threadpool(_strict_logged, c, p, caller, purpose, done)
+    return _strict_logged(c, p, caller, purpose, done)
+
+
+def _submit_strict(c: Components, p: _Prepared, caller: str, record_id: bytes, purpose: int) -> Future[Committed]:
+    assert c.strict is not None  # built with strict mode
+    try:
+        return c.strict.submit(AccessEntry(caller, p.patient, record_id, purpose, p.access_hash))
+    except ChainUnavailable as exc:  # the gateway is stopping
         raise errors.ChainUnavailable("the access could not be ledgered; nothing released") from exc
-    except ContractRevert as exc:  # the whole batch reverted (e.g. this gateway was suspended)
-        raise c.policy.explain(p.patient, caller, p.category, purpose) from exc
-    except TransactionError as exc:  # sent, but no (confirmed) receipt in time: not known to be ledgered
-        raise errors.ChainUnavailable("the access could not be ledgered; nothing released") from exc
+
+
+def _strict_failure(c: Components, p: _Prepared, caller: str, purpose: int, exc: Exception) -> Exception:
+    """What a release answers when its entry's transaction failed (blocking: a revert asks the chain why)."""
+    if isinstance(exc, ContractRevert):  # the whole batch reverted (e.g. this gateway was suspended)
+        return c.policy.explain(p.patient, caller, p.category, purpose)
+    # chain down, or sent but no (confirmed) receipt in time: not known to be ledgered
+    return errors.ChainUnavailable("the access could not be ledgered; nothing released")
+
+
+def _strict_logged(c: Components, p: _Prepared, caller: str, purpose: int, done: Committed) -> dict[str, Any]:
+    """The ledger part of the response once the entry is mined; a refused entry raises the chain's reason."""
     if not done.outcome.logged:
         # consent changed between the check and the transaction: the chain has the last word
         raise c.policy.explain(p.patient, caller, p.category, purpose)
@@ -326,21 +356,29 @@ def _check_anchor_lag(c: Components) -> None:
 
 
 async def release_async(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Release:
-    """The release for the event loop: batch mode, local store and a synced read model decide and seal
-    in the loop (a few hundred microseconds of CPU, no I/O that can stall) and *await* the journal's
-    group commit; anything else — strict mode, IPFS, a lagging read model, a refusal that needs the
-    chain's reason — runs :func:`release` in the thread pool. Same checks, same order, same result."""
-    if c.settings.ledger_mode is LedgerMode.STRICT or c.journal is None or c.store.remote or not c.policy.cache_ready():
+    """The release for the event loop: with the local store and a synced read model it decides and seals
+    in the loop (a few hundred microseconds of CPU, no I/O that can stall) and *awaits* the ledger — the
+    journal's group commit (batch) or its entry's ``logAccessBatch`` (strict); anything else — IPFS, a
+    lagging read model, a refusal that needs the chain's reason — runs :func:`release` in the thread
+    pool. Same checks, same order, same result."""
+    strict = c.settings.ledger_mode is LedgerMode.STRICT
+    ledger_ready = c.strict is not None if strict else c.journal is not None
+    if not ledger_ready or c.store.remote or not c.policy.cache_ready():
         return await run_in_threadpool(release, c, caller=caller, record_id=record_id, purpose=purpose)
     try:
         p = _prepare(c, caller=caller, record_id=record_id, purpose=purpose, offline=True)
     except NeedsChain:
         return await run_in_threadpool(release, c, caller=caller, record_id=record_id, purpose=purpose)
     crashpoint("release.before_ledger")
-    _check_anchor_lag(c)
-    try:
-        index = await c.journal.append_async(_entry(p))
-    except JournalUnavailable as exc:
-        raise errors.JournalUnavailable("the access could not be journaled; nothing released") from exc
+    if strict:
+        ledger_info = await _log_access_async(c, p, caller, record_id, purpose)
+    else:
+        assert c.journal is not None
+        _check_anchor_lag(c)
+        try:
+            index = await c.journal.append_async(_entry(p))
+        except JournalUnavailable as exc:
+            raise errors.JournalUnavailable("the access could not be journaled; nothing released") from exc
+        ledger_info = {"mode": "batch", "journalIndex": index}
     crashpoint("release.after_ledger")
-    return _finish(c, p, {"mode": "batch", "journalIndex": index})
+    return _finish(c, p, ledger_info)
