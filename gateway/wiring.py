@@ -121,10 +121,7 @@ class Components:
 
     def catch_up(self) -> None:
         """Indexes up to the head now, so a caller reads its own write (best effort: the poller retries)."""
-        try:
-            self.indexer.poll_once()
-        except Exception:  # noqa: BLE001 - shutdown closes every component even if one fails
-            log.warning("catch-up indexing failed; the indexer thread will retry")
+        self.indexer.catch_up()
 
     def catch_up_to(self, block: int) -> None:
         """:meth:`catch_up`, unless the indexer has already seen a head at or after ``block`` (the uploads of
@@ -228,17 +225,11 @@ def build_components(settings: GatewaySettings) -> Components:
 def _registrar(
     settings: GatewaySettings, ledger: Ledger, account: LocalAccount, indexer: Indexer, metrics: Metrics
 ) -> Registrar:
-    def catch_up() -> None:  # best effort, as Components.catch_up: the indexer's thread retries
-        try:
-            indexer.poll_once()
-        except Exception:  # noqa: BLE001 - the registration stands; reading it back waits for the poller
-            log.warning("catch-up indexing failed; the indexer thread will retry")
-
     def observe(uploads: int, records: int) -> None:
         metrics.registration_uploads.observe(uploads)
 
     return Registrar(
-        ledger.records, account, catch_up=catch_up, max_records=settings.registration_batch_max, observe=observe
+        ledger.records, account, catch_up=indexer.catch_up, max_records=settings.registration_batch_max, observe=observe
     )
 
 

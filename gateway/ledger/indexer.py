@@ -186,6 +186,13 @@ class Indexer:
 
     # ------------------------------------------------------------------ work
 
+    def catch_up(self) -> None:
+        """Indexes up to the head now, so a caller reads its own write (best effort: the poller retries)."""
+        try:
+            self.poll_once()
+        except Exception:  # noqa: BLE001 - the write stands; reading it back waits for the poller
+            log.warning("catch-up indexing failed; the indexer thread will retry")
+
     def poll_once(self) -> int:
         """Indexes up to the confirmed head, notes the restrictions above it; returns the events applied."""
         with self._lock:
