@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
@@ -25,7 +26,7 @@ from gateway.problems import install_problem_handlers
 from gateway.settings import GatewaySettings
 from gateway.wiring import Components, build_components
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "server_config"]
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -154,3 +155,15 @@ def create_app(settings: GatewaySettings | None = None, *, components: Component
     app.include_router(portal.router)
     app.mount("/static", StaticFiles(directory=portal.STATIC_DIR), name="static")
     return app
+
+
+def server_config(settings: GatewaySettings, app: ASGIApp) -> uvicorn.Config:
+    """How uvicorn serves the gateway, for the CLI and the tests alike (its keep-alive: ``settings.keep_alive``)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=settings.keep_alive,
+    )

@@ -30,7 +30,7 @@ def gateway_serve(
     """Run the gateway (settings from HCL_* variables and hcl.toml)."""
     import uvicorn
 
-    from gateway.app import create_app
+    from gateway.app import create_app, server_config
     from gateway.settings import GatewaySettings
 
     overrides: dict[str, Any] = {}
@@ -39,7 +39,7 @@ def gateway_serve(
     if port:
         overrides["port"] = port
     settings = GatewaySettings(**overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    uvicorn.Server(server_config(settings, create_app(settings))).run()
 
 
 @gateway_app.command("rotate-kek")

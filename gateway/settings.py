@@ -46,6 +46,12 @@ class GatewaySettings(ClientSettings):
 
     host: str = Field("127.0.0.1", description="interface to bind")
     port: int = Field(8000, ge=1, le=65535)
+    keep_alive: int = Field(
+        15,
+        ge=1,
+        description="seconds an idle HTTP connection stays open; longer than clients keep idle connections "
+        "(node_client.gateway_client.KEEPALIVE_EXPIRY), so a client never reuses one the gateway is closing",
+    )
     public_url: str = Field("", description="URL clients use (SIWE domain); default http://host:port")
     data_dir: Path = Field(Path(".hcl/gateway"), description="database, blobs, journal, keys")
     kek_file: Path | None = Field(None, description="key-encryption key file; default <data_dir>/kek.key")

@@ -28,10 +28,20 @@ from node_client import hpke
 from node_client._exceptions import GatewayProblem, GatewayUnavailable
 from node_client.federation import FederationAuth
 
-__all__ = ["FHIR_JSON", "GatewayClient", "open_release"]
+__all__ = ["FHIR_JSON", "KEEPALIVE_EXPIRY", "GatewayClient", "connection_pool", "open_release"]
 
 #: the media type of FHIR uploads
 FHIR_JSON = "application/fhir+json"
+
+#: seconds a pooled connection may sit idle before the client drops it: shorter than any gateway keeps one
+#: (its ``keep_alive``, 15 s; uvicorn's own default is 5 s, as is httpx's). With equal timeouts a request
+#: can go out on a connection the server is closing that instant, and comes back as a connection reset.
+KEEPALIVE_EXPIRY = 4.0
+
+
+def connection_pool(url: str, *, timeout: float) -> httpx.Client:
+    """The HTTP connection pool every client of a gateway uses (:data:`KEEPALIVE_EXPIRY`)."""
+    return httpx.Client(base_url=url, timeout=timeout, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY))
 
 
 def open_release(body: dict[str, Any], private_key: X25519PrivateKey | bytes, requester: str) -> bytes:
@@ -73,7 +83,7 @@ class GatewayClient:
         self.address: str | None = None
         self.token: str | None = None
         self._owns_http = http is None
-        self.http = http if http is not None else httpx.Client(base_url=self.url, timeout=timeout)
+        self.http = http if http is not None else connection_pool(self.url, timeout=timeout)
         self._auth: httpx.Auth | None = None
 
     def close(self) -> None:

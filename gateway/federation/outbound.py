@@ -21,7 +21,7 @@ from gateway import errors
 from gateway.federation.directory import Directory, Peer
 from gateway.problems import PROBLEMS, Problem
 from node_client._exceptions import GatewayProblem, GatewayUnavailable
-from node_client.gateway_client import GatewayClient
+from node_client.gateway_client import GatewayClient, connection_pool
 
 __all__ = ["Federation"]
 
@@ -50,7 +50,7 @@ class Federation:
         with self._lock:
             http = self._http.get(peer.endpoint)
             if http is None:
-                http = self._http[peer.endpoint] = httpx.Client(base_url=peer.endpoint, timeout=self.timeout)
+                http = self._http[peer.endpoint] = connection_pool(peer.endpoint, timeout=self.timeout)
         return GatewayClient(peer.endpoint, http=http)
 
     def discover(

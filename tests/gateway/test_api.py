@@ -7,6 +7,7 @@ depend on each other's state. Batch mode and outages have fixtures of their own 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from gateway.api.schemas import EncryptedRelease
 from node_client import signing
 from node_client._client import TxResult
 from node_client.contracts import AccessEntry, AccessOutcome, Action
+from node_client.gateway_client import KEEPALIVE_EXPIRY
 from node_client.vocabulary import Category, Purpose, parse_categories, parse_purposes
 from tests.support.gateway_harness import (
     CLINIC,
@@ -77,6 +79,22 @@ def test_healthz_metrics_docs_and_problem_pages(gw: RunningGateway) -> None:
     assert http.get("/docs").status_code == 200
     page = http.get("/problems/consent_revoked")
     assert page.status_code == 200 and "consent_revoked" in page.text
+
+
+def test_gateway_keeps_idle_connections_longer_than_clients_do(gw: RunningGateway) -> None:
+    """A client drops an idle connection before the gateway closes it, so it never sends a request on a
+    connection the gateway is closing that instant (a reset: seen once in a demo when both sides used 5 s)."""
+    assert gw.settings.keep_alive > KEEPALIVE_EXPIRY + 2
+    conn = http.client.HTTPConnection("127.0.0.1", gw.settings.port, timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read()
+        first = conn.sock
+        time.sleep(KEEPALIVE_EXPIRY + 1.5)  # past the client's expiry and uvicorn's default 5 s
+        conn.request("GET", "/healthz")  # the same socket: a closed one would raise RemoteDisconnected
+        assert conn.sock is first and conn.getresponse().status == 200
+    finally:
+        conn.close()
 
 
 def test_member_directory_has_names_from_off_chain_metadata(gw: RunningGateway) -> None:

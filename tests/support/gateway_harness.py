@@ -19,7 +19,7 @@ import httpx
 import uvicorn
 from eth_account.signers.local import LocalAccount
 
-from gateway.app import create_app
+from gateway.app import create_app, server_config
 from gateway.settings import GatewaySettings
 from gateway.wiring import Components, build_components
 from node_client._client import ChainClient
@@ -82,9 +82,7 @@ def open_release(body: dict[str, Any], account_index: int, requester: str) -> by
 def serving(settings: GatewaySettings, components: Components) -> Iterator[uvicorn.Server]:
     """The gateway app on ``settings.port`` in a background thread, until the block ends."""
     app = create_app(settings, components=components)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
-    )
+    server = uvicorn.Server(server_config(settings, app))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
