@@ -21,10 +21,13 @@ __all__ = [
     "AnchorLagging",
     "ChainRejected",
     "ChainUnavailable",
+    "ConsentAlreadyUsed",
     "ConsentExpired",
     "ConsentMissing",
     "ConsentRefused",
     "ConsentRevoked",
+    "ConsentSignatureExpired",
+    "ConsentSignatureInvalid",
     "DomainError",
     "EmergencyNotAllowed",
     "HolderUnavailable",
@@ -99,6 +102,26 @@ class TokenExpired(DomainError):
 
 class ReplayedNonce(DomainError):
     code = "replayed_nonce"
+
+
+# ---------------------------------------------------------------- a signed consent that cannot be used (422, 409)
+
+
+class ConsentSignatureInvalid(DomainError):
+    """The patient's EIP-712 signature does not verify (changed after signing, another ledger): 422, not a
+    sign-in failure (401), so a client can tell a forged consent from its own bad token."""
+
+    code = "consent_signature_invalid"
+
+
+class ConsentSignatureExpired(DomainError):
+    code = "consent_signature_expired"
+
+
+class ConsentAlreadyUsed(DomainError):
+    """The consent's nonce was used: the same code submitted twice, or a later grant or revoke came first."""
+
+    code = "consent_already_used"
 
 
 # ---------------------------------------------------------------- not allowed (403)

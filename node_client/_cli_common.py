@@ -36,7 +36,8 @@ from eth_utils import is_address, to_checksum_address
 from rich.console import Console
 
 from node_client._client import ChainClient
-from node_client._exceptions import NodeClientError
+from node_client._exceptions import ContractRevert, NodeClientError
+from node_client.refusals import revert_hint
 from node_client.settings import ClientSettings
 
 if TYPE_CHECKING:
@@ -190,6 +191,10 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
+        except ContractRevert as exc:
+            hint = revert_hint(exc)
+            err_console.print(f"[red]error[/red] {hint} ({exc})" if hint else f"[red]error[/red] {exc}")
+            raise typer.Exit(1) from None
         except NodeClientError as exc:
             err_console.print(f"[red]error[/red] {type(exc).__name__}: {exc}")
             raise typer.Exit(1) from None

@@ -475,31 +475,34 @@ def consent_check(
 ) -> None:
     """Ask the chain whether a member may read a category of a patient's data for a purpose, now.
 
+    A refusal names its reason (no consent, revoked, expired, category, purpose, suspended member, ...).
     Exits 0 when allowed, 3 when refused.
     """
+    from node_client.refusals import refusal
     from node_client.vocabulary import parse_categories, parse_purposes
 
     cat_mask, pur_mask = parse_categories(category), parse_purposes(purpose)
     if cat_mask & (cat_mask - 1) or pur_mask & (pur_mask - 1):
         raise ValueError("check takes exactly one category and one purpose")
     ledger = chain.ledger()
-    result = ledger.consents.check(
-        parse_address(patient, "patient"),
-        parse_address(grantee, "grantee"),
-        cat_mask.bit_length() - 1,
-        pur_mask.bit_length() - 1,
-    )
-    if as_json:
-        print_json({"allowed": result.allowed, "consentId": result.consent_id, "emergency": result.emergency})
-    else:
-        verdict = "[green]allowed[/green]" if result.allowed else "[red]refused[/red]"
-        extra = (
-            f" (consent 0x{result.consent_id.hex()}{', EMERGENCY' if result.emergency else ''})"
-            if result.allowed
-            else ""
-        )
-        console.print(f"{verdict}{extra}")
+    who, whose = parse_address(grantee, "grantee"), parse_address(patient, "patient")
+    cat, pur = cat_mask.bit_length() - 1, pur_mask.bit_length() - 1
+    result = ledger.consents.check(whose, who, cat, pur)
+    why = None
     if not result.allowed:
+        now = ledger.client.block_timestamp()
+        why = refusal(ledger.members.member_of(who), ledger.consents.consent_of(whose, who), now, cat, pur)
+    if as_json:
+        body = {"allowed": result.allowed, "consentId": result.consent_id, "emergency": result.emergency}
+        if why is not None:
+            body |= {"reason": why.code, "detail": why.detail}
+        print_json(body)
+    elif why is None:
+        emergency = ", EMERGENCY" if result.emergency else ""
+        console.print(f"[green]allowed[/green] (consent 0x{result.consent_id.hex()}{emergency})")
+    else:
+        console.print(f"[red]refused[/red]: {why.detail} ({why.code})")
+    if why is not None:
         raise typer.Exit(3)
 
 

@@ -11,7 +11,7 @@ hard-coded, so a signature is always bound to the right chain id and contract.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from eth_account import Account
@@ -148,7 +148,7 @@ class SignedMessage:
     def as_dict(self) -> dict[str, Any]:
         return {
             "type": self.message.primary_type,
-            "message": asdict(self.message),
+            "message": self.message.message(),  # the signed field names, as the API takes them
             "signer": self.signer,
             "signature": "0x" + self.signature.hex(),
         }

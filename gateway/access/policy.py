@@ -50,6 +50,7 @@ from node_client.contracts import (
     RecordStatus,
 )
 from node_client.deploy import Ledger
+from node_client.refusals import refusal
 from node_client.vocabulary import PROVIDER_ROLES, Category, Purpose, Role
 
 if TYPE_CHECKING:
@@ -62,6 +63,22 @@ __all__ = ["AccessPolicy", "Confirmed", "Decision", "NeedsChain", "StaleView", "
 #: seconds a blocking decision waits for the indexer to finish the page it is applying before asking the
 #: chain instead (strict mode mines a block per group commit, so pages are applied all the time)
 _PAGE_WAIT = 0.1
+
+#: the refusal codes of :func:`node_client.refusals.refusal` → the domain errors they are answered with
+_REFUSALS: dict[str, type[errors.DomainError]] = {
+    cls.code: cls
+    for cls in (
+        errors.MemberSuspended,
+        errors.NotMember,
+        errors.WrongRole,
+        errors.EmergencyNotAllowed,
+        errors.ConsentMissing,
+        errors.ConsentRevoked,
+        errors.ConsentExpired,
+        errors.WrongCategory,
+        errors.WrongPurpose,
+    )
+}
 
 
 class NeedsChain(Exception):
@@ -351,27 +368,6 @@ class AccessPolicy:
             return errors.ChainUnavailable(str(exc))
         except errors.DomainError as error:
             return error
-        if member.status is MemberStatus.SUSPENDED:
-            return errors.MemberSuspended(f"{requester} is suspended")
-        if member.status is not MemberStatus.ACTIVE:
-            return errors.NotMember(f"{requester} is not an active member")
-        if not member.roles & int(PROVIDER_ROLES):
-            return errors.WrongRole(f"{requester} is not a care provider")
-        cat, pur = Category(category).name.lower(), Purpose(purpose).name.lower()
-        if purpose == Purpose.EMERGENCY and (
-            consent.status is not ConsentStatus.ACTIVE or not consent.purposes >> purpose & 1
-        ):
-            return errors.EmergencyNotAllowed(
-                f"no open emergency access covers {cat} (only emergency-safe categories, not after opt-out)",
-            )
-        if consent.status is ConsentStatus.NONE:
-            return errors.ConsentMissing("the patient has not granted this institution any consent")
-        if consent.status is ConsentStatus.REVOKED:
-            return errors.ConsentRevoked("the patient revoked this institution's consent")
-        if not consent.valid_from <= now < consent.valid_until:
-            return errors.ConsentExpired("the consent is not valid at this time", validUntil=consent.valid_until)
-        if not consent.categories >> category & 1:
-            return errors.WrongCategory(f"the consent does not cover {cat}")
-        if not consent.purposes >> purpose & 1:
-            return errors.WrongPurpose(f"the consent does not cover the purpose {pur}")
-        return errors.NotMember("the requester is not an active care provider")
+        why = refusal(member, consent, now, category, purpose)
+        extra = {} if why.valid_until is None else {"validUntil": why.valid_until}
+        return _REFUSALS[why.code](why.detail, **extra)

@@ -32,8 +32,8 @@ def _signed(c: Components, body: SignedGrantIn | SignedRevokeIn) -> signing.Sign
             grantee=to_checksum_address(g.grantee),
             categories=g.categories,
             purposes=g.purposes,
-            valid_from=g.valid_from,
-            valid_until=g.valid_until,
+            valid_from=g.validFrom,
+            valid_until=g.validUntil,
             nonce=g.nonce,
             deadline=g.deadline,
         )
@@ -62,11 +62,11 @@ def _signed(c: Components, body: SignedGrantIn | SignedRevokeIn) -> signing.Sign
             raise Problem("chain_unavailable", str(chain_exc)) from chain_exc
         if is_contract:
             return signed
-        raise Problem("invalid_signature", str(exc)) from exc
+        raise Problem("consent_signature_invalid", str(exc)) from exc
     return signed
 
 
-@router.post("/v1/consents", status_code=201, responses=problems(409, 503))
+@router.post("/v1/consents", status_code=201, responses=problems(409, 422, 503))
 def grant(body: SignedGrantIn, c: ComponentsDep, caller: CallerDep) -> ConsentGranted:
     """Submit a patient- (or guardian-) signed ConsentGrant — the health-code payload — with grantBySig."""
     signed = _signed(c, body)
@@ -80,7 +80,7 @@ def grant(body: SignedGrantIn, c: ComponentsDep, caller: CallerDep) -> ConsentGr
     return ConsentGranted(consentId="0x" + consent_id.hex(), txHash=tx.tx_hash, blockNumber=tx.block_number)
 
 
-@router.post("/v1/consents/{consent_id}/revoke", responses=problems(409, 503))
+@router.post("/v1/consents/{consent_id}/revoke", responses=problems(409, 422, 503))
 def revoke(consent_id: str, body: SignedRevokeIn, c: ComponentsDep, caller: CallerDep) -> ConsentRevoked:
     """Submit a patient-signed ConsentRevoke for the consent ``consent_id``."""
     signed = _signed(c, body)

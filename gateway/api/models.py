@@ -33,17 +33,21 @@ class TokenIn(_Strict):
 
 
 class GrantMessage(_Strict):
+    """The EIP-712 ``ConsentGrant`` message exactly as signed (field names of ``docs/consent-signing.md``)."""
+
     patient: str = HexAddress
     grantee: str = HexAddress
     categories: int = Field(ge=1, lt=1 << 16)
     purposes: int = Field(ge=1, lt=1 << 8)
-    valid_from: int = Field(ge=0, lt=1 << 40)
-    valid_until: int = Field(ge=0, lt=1 << 40)
+    validFrom: int = Field(ge=0, lt=1 << 40)
+    validUntil: int = Field(ge=0, lt=1 << 40)
     nonce: int = Field(ge=0, lt=1 << 64)
     deadline: int = Field(ge=0, lt=1 << 256)
 
 
 class RevokeMessage(_Strict):
+    """The EIP-712 ``ConsentRevoke`` message exactly as signed."""
+
     patient: str = HexAddress
     grantee: str = HexAddress
     nonce: int = Field(ge=0, lt=1 << 64)

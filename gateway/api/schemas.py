@@ -60,11 +60,13 @@ PROBLEM_STATUS_TEXT: dict[int, str] = {
     401: "No valid bearer token (unauthenticated, token_expired, invalid_signature, replayed_nonce)",
     403: "Refused: not a member, wrong role, or no consent covers it",
     404: "No such record, access, problem type or endpoint",
-    409: "The chain refused the transaction (chain_rejected)",
+    409: "The chain refused the transaction (chain_rejected), or the signed consent was already used "
+    "(consent_already_used)",
     410: "The record was retracted",
     413: "The request body is too large",
     415: "Unsupported media type",
-    422: "The FHIR content is invalid (invalid_fhir)",
+    422: "The FHIR content is invalid (invalid_fhir), or a signed consent does not verify or is past its "
+    "submit-before time (consent_signature_invalid, consent_signature_expired)",
     500: "Internal error",
     502: "Stored data does not match the ledger (integrity_error)",
     503: "The chain, the record store or the journal is unavailable; nothing was released",

@@ -215,6 +215,15 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "problem_unauthenticated": ("需要登录", "Authentication is required"),
     "problem_token_expired": ("登录已过期", "The bearer token has expired"),
     "problem_replayed_nonce": ("该签名已被使用或已过期", "The nonce was already used or has expired"),
+    "problem_consent_signature_invalid": ("授权签名无效", "The consent's signature does not verify"),
+    "problem_consent_signature_expired": (
+        "此健康码已超过提交期限",
+        "The signed consent's submit-before time has passed",
+    ),
+    "problem_consent_already_used": (
+        "此健康码已被使用，或已被后续授权/撤销取代",
+        "This consent was already submitted, or a later one replaced it",
+    ),
     "problem_not_member": ("不是联盟的有效成员", "The caller is not an active consortium member"),
     "problem_member_suspended": ("成员资格已暂停", "The caller's membership is suspended"),
     "problem_wrong_role": ("当前身份无权执行此操作", "The caller's role does not allow this"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -364,7 +363,7 @@ def draft(body: DraftIn, request: Request, c: ComponentsDep) -> dict[str, Any]:
     except ChainUnavailable as exc:
         raise Problem("chain_unavailable", str(exc)) from exc
     typed = typed_data(domain, message)
-    return {"typedData": typed, "type": message.primary_type, "message": asdict(message)}
+    return {"typedData": typed, "type": message.primary_type, "message": typed["message"]}
 
 
 @router.post("/portal/patient/health-code", response_class=HTMLResponse)

@@ -53,9 +53,9 @@ class SignedCall:
 
 #: ConsentRegistry custom errors → the domain error they are answered with (others: ``chain_rejected``)
 _REVERTS: dict[str, type[errors.DomainError]] = {
-    "ConsentInvalidNonce": errors.ReplayedNonce,
-    "ConsentExpiredSignature": errors.InvalidSignature,
-    "ConsentInvalidSignature": errors.InvalidSignature,
+    "ConsentInvalidNonce": errors.ConsentAlreadyUsed,
+    "ConsentExpiredSignature": errors.ConsentSignatureExpired,
+    "ConsentInvalidSignature": errors.ConsentSignatureInvalid,
     "ConsentInvalidSigner": errors.NotPatient,
     "ConsentNotActive": errors.ConsentMissing,
     "ConsentInvalidGrantee": errors.NotMember,

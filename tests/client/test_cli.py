@@ -167,13 +167,16 @@ def test_consent_grant_check_list_revoke(env: dict[str, str], ledger: Ledger, ac
     ok = runner.invoke(app, ["consent", "check", patient, hospital, "lab-results", "treatment", "--json"], env=env)
     assert ok.exit_code == 0 and orjson.loads(ok.output)["allowed"] is True
     refused = runner.invoke(app, ["consent", "check", patient, hospital, "imaging", "treatment"], env=env)
-    assert refused.exit_code == 3 and "refused" in refused.output
+    assert refused.exit_code == 3 and "the consent does not cover imaging (wrong_category)" in refused.output
+    research = runner.invoke(app, ["consent", "check", patient, hospital, "lab-results", "research", "--json"], env=env)
+    assert research.exit_code == 3 and orjson.loads(research.output)["reason"] == "wrong_purpose"
     listed = orjson.loads(runner.invoke(app, ["consent", "list", "--patient", patient, "--json"], env=env).output)
     assert listed[0]["grantee"] == hospital and listed[0]["state"] == "active"
     assert listed[0]["categories"] == ["allergies", "lab-results"]
     revoked = runner.invoke(app, ["consent", "revoke", "--grantee", hospital, "--dev-account", "10"], env=env)
     assert revoked.exit_code == 0
-    assert runner.invoke(app, ["consent", "check", patient, hospital, "lab-results"], env=env).exit_code == 3
+    after = runner.invoke(app, ["consent", "check", patient, hospital, "lab-results"], env=env)
+    assert after.exit_code == 3 and "revoked this institution's consent (consent_revoked)" in after.output
 
 
 def test_bad_input_exits_2(env: dict[str, str]) -> None:

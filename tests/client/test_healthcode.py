@@ -415,6 +415,7 @@ def test_cli_new_show_submit(tmp_path: Path, env: dict[str, str], ledger: Ledger
     assert orjson.loads(again.output)["used"] is True
     replay = runner.invoke(app, ["submit", str(png), "--dev-account", "4"], env=env)
     assert replay.exit_code == 1 and "ConsentInvalidNonce" in replay.output
+    assert "this health code was already used" in " ".join(replay.output.split())
 
 
 def test_cli_text_svg_and_revoke(tmp_path: Path, env: dict[str, str], ledger: Ledger, accounts) -> None:

@@ -631,7 +631,7 @@ def test_signed_message_as_dict_is_json_ready(ledger, chain, domain, patient, ho
     assert data["type"] == "ConsentGrant"
     assert data["signer"] == patient.address
     assert bytes.fromhex(data["signature"][2:]) == signed.signature
-    assert ConsentGrant(**data["message"]) == signed.message
+    assert data["message"] == signed.message.message()  # the signed names: validFrom, validUntil
 
 
 # ------------------------------------------------------------------------------------------ ERC-1271

@@ -305,9 +305,16 @@ def test_signed_health_code_grant_and_revoke(gw: RunningGateway, uploaded: dict)
     assert r.status_code == 201, r.text
     consent_id = r.json()["consentId"]
     replay = hospital.post("/v1/consents", json=signed)
-    assert replay.json()["code"] == "replayed_nonce"
+    assert (replay.status_code, replay.json()["code"]) == (409, "consent_already_used")
     tampered = {**signed, "message": {**signed["message"], "categories": 0x3FFF}}
-    assert hospital.post("/v1/consents", json=tampered).json()["code"] == "invalid_signature"
+    forged = hospital.post("/v1/consents", json=tampered)
+    assert (forged.status_code, forged.json()["code"]) == (422, "consent_signature_invalid")
+    message = signed["message"]
+    renamed = {k: v for k, v in message.items() if k not in ("validFrom", "validUntil")}
+    renamed |= {"valid_from": message["validFrom"], "valid_until": message["validUntil"]}
+    wrong_names = hospital.post("/v1/consents", json={**signed, "message": renamed})
+    assert (wrong_names.status_code, wrong_names.json()["code"]) == (400, "invalid_request")
+    assert "validFrom" in wrong_names.text
 
     revoke = signing.sign(
         patient, domain, gw.ledger.consents.build_revoke(patient.address, dev(HOSPITAL).address, deadline=now + 3600)

@@ -297,7 +297,7 @@ def test_replayed_eip712_grant(gw: RunningGateway) -> None:
     signed = _signed_grant(gw, dev(12), 12, HOSPITAL, "allergies")
     hospital = gw.login(dev(HOSPITAL))
     assert hospital.post("/v1/consents", json=signed).status_code == 201
-    _refused(hospital.post("/v1/consents", json=signed), "replayed_nonce")
+    _refused(hospital.post("/v1/consents", json=signed), "consent_already_used")
 
 
 @pytest.mark.parametrize("other", ["chain_id", "contract"])
@@ -310,25 +310,25 @@ def test_grant_signed_for_another_domain(gw: RunningGateway, other: str) -> None
     )
     signed = _signed_grant(gw, dev(12), 12, CLINIC, "allergies", domain=foreign)
     nonce = gw.ledger.consents.nonces(dev(12).address, dev(CLINIC).address)
-    _refused(gw.login(dev(HOSPITAL)).post("/v1/consents", json=signed), "invalid_signature")
+    _refused(gw.login(dev(HOSPITAL)).post("/v1/consents", json=signed), "consent_signature_invalid")
     assert gw.ledger.consents.nonces(dev(12).address, dev(CLINIC).address) == nonce
 
 
 def test_grant_with_an_expired_signature_deadline(gw: RunningGateway) -> None:
     signed = _signed_grant(gw, dev(12), 12, LAB, "allergies", deadline=gw.client.block_timestamp() - 1)
-    body = _refused(gw.login(dev(HOSPITAL)).post("/v1/consents", json=signed), "invalid_signature")
+    body = _refused(gw.login(dev(HOSPITAL)).post("/v1/consents", json=signed), "consent_signature_expired")
     assert body["error"] == "ConsentExpiredSignature"
 
 
 @pytest.mark.parametrize(
-    "field,value", [("categories", 0x3FFF), ("grantee", None), ("valid_until", 2**39), ("patient", None)]
+    "field,value", [("categories", 0x3FFF), ("grantee", None), ("validUntil", 2**39), ("patient", None)]
 )
 def test_grant_with_a_field_changed_after_signing(gw: RunningGateway, field: str, value: Any) -> None:
     signed = _signed_grant(gw, dev(12), 12, PHARMACY, "medications")
     if value is None:
         value = dev(HOSPITAL).address if field == "grantee" else dev(13).address
     tampered = {**signed, "message": {**signed["message"], field: value}}
-    _refused(gw.login(dev(HOSPITAL)).post("/v1/consents", json=tampered), "invalid_signature")
+    _refused(gw.login(dev(HOSPITAL)).post("/v1/consents", json=tampered), "consent_signature_invalid")
 
 
 def test_grant_signed_by_someone_who_is_not_the_patient(gw: RunningGateway) -> None:
@@ -1156,6 +1156,9 @@ def test_every_problem_code_used_here_is_registered() -> None:
     for code in (
         "invalid_signature",
         "replayed_nonce",
+        "consent_signature_invalid",
+        "consent_signature_expired",
+        "consent_already_used",
         "token_expired",
         "unauthenticated",
         "not_member",
