@@ -27,7 +27,6 @@ anything unexpected, which the command line prints and turns into exit code 1.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import time
@@ -50,6 +49,7 @@ from rich.table import Table
 from node_client import signing
 from node_client._client import ChainClient
 from node_client._exceptions import ContractRevert, GatewayProblem, GatewayUnavailable, NodeClientError
+from node_client.commitments import new_salt, reason_commitment
 from node_client.contracts import Action, ConsentStatus, MemberStatus, ProposalStatus
 from node_client.deploy import Ledger, Manifest, MemberSpec, dev_encryption_key
 from node_client.gateway_client import GatewayClient
@@ -1036,13 +1036,16 @@ def _break_glass(r: _Run) -> None:
         f"Wang is brought in unresponsive at {county}, which has no consent and no gateway of its own: it "
         "uses the regional gateway. It opens an emergency window itself: it signs its own "
         "ConsentRegistry.emergencyAccess transaction (only emergency-safe categories; the reason stays "
-        "off-chain, its SHA-256 goes on-chain) and the gateway relays it. Members without the EMERGENCY "
+        "off-chain, only a salted commitment to it goes on-chain, which no guess of the wording confirms) and "
+        "the gateway relays it. Members without the EMERGENCY "
         "capability cannot do this. The allergy list is released by whichever gateway holds it.",
     )
     er = r.s.login(r.county)
-    raw = _emergency_tx(r.s, r.county, r.wang.address, parse_categories("allergies"), EMERGENCY_REASON)
+    salt = new_salt()
+    commitment = reason_commitment(EMERGENCY_REASON, salt)
+    raw = _emergency_tx(r.s, r.county, r.wang.address, parse_categories("allergies"), commitment)
     with _asking("breaking the glass"):
-        r.window = er.emergency_access(raw, EMERGENCY_REASON)
+        r.window = er.emergency_access(raw, EMERGENCY_REASON, salt)
     if r.window["patient"] != r.wang.address or r.window["categories"] != ["allergies"]:
         raise DemoError(f"the emergency window is not the one asked for: {r.window}")
     r.out.print(f'  reason: "{EMERGENCY_REASON}"')
@@ -1265,12 +1268,10 @@ def run(
     return RunResult(True, r.consent_id, r.access_ids, log_entries, chain_events, seconds)
 
 
-def _emergency_tx(s: Session, member: LocalAccount, patient: str, categories: int, reason: str) -> str:
+def _emergency_tx(s: Session, member: LocalAccount, patient: str, categories: int, reason_hash: bytes) -> str:
     """The member's own signed EIP-1559 ``emergencyAccess`` transaction (the gateway only relays it)."""
     w3 = s.client.w3
-    fn = s.ledger.consents.contract.functions.emergencyAccess(
-        patient, categories, hashlib.sha256(reason.encode()).digest()
-    )
+    fn = s.ledger.consents.contract.functions.emergencyAccess(patient, categories, reason_hash)
     try:
         gas = int(s.client.rpc(lambda: fn.estimate_gas({"from": member.address})) * 1.3)
     except ContractRevert as exc:

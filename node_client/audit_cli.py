@@ -92,6 +92,14 @@ def replay_cmd(
         Path | None,
         typer.Option("--claims", help="JSON Lines of release responses a requester received; each must be ledgered"),
     ] = None,
+    reasons: Annotated[
+        Path | None,
+        typer.Option(
+            "--reasons",
+            help="JSON Lines of emergency reasons a gateway kept (hcl audit fetch-reasons); each must open its "
+            "window's reasonHash on chain",
+        ),
+    ] = None,
     detail: Annotated[
         str,
         typer.Option(
@@ -118,6 +126,7 @@ def replay_cmd(
             anchor_grace=anchor_grace,
             store=store if store is None or "://" in store else Path(store),
             claims=claims,
+            reasons=reasons,
             checkpoint=checkpoint is not None,
             max_staleness=max_staleness,
             resume=read_checkpoint(resume) if resume is not None else None,
@@ -206,3 +215,32 @@ def fetch_journal_cmd(
         err_console.print(f"[red]fetch failed[/red] {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None
     err_console.print(f"wrote {out} ({size} bytes) from {url}")
+
+
+@audit_app.command("fetch-reasons")
+def fetch_reasons_cmd(
+    out: Annotated[Path, typer.Argument(help="JSON Lines file to write (then: hcl audit replay --reasons OUT)")],
+    url: Annotated[str, typer.Option("--url", envvar="HCL_GATEWAY_URL", help="the gateway's base URL")],
+    key: KeyOpt = None,
+    password_file: PasswordFileOpt = None,
+) -> None:
+    """Download the emergency reasons a gateway relayed, each with the salt that opens its on-chain
+    commitment, signed in as an auditor. Exit 0 written; 2 the gateway refused or does not answer.
+    """
+    import orjson
+
+    from node_client._exceptions import NodeClientError
+    from node_client.gateway_client import GatewayClient
+
+    try:
+        if key is None:
+            raise ValueError("--key: the auditor's (or regulator's) keystore")
+        account = SignerOpts(key=key, password_file=password_file).account()
+        with GatewayClient(url) as gw:
+            gw.sign_in(account)
+            openings = gw.emergency_reasons()
+        out.write_bytes(b"".join(orjson.dumps(o) + b"\n" for o in openings))
+    except (NodeClientError, ValueError, OSError) as exc:
+        err_console.print(f"[red]fetch failed[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from None
+    err_console.print(f"wrote {out} ({len(openings)} reasons) from {url}")

@@ -199,10 +199,15 @@ class GatewayClient:
         """Submits a patient-signed EIP-712 revoke of ``consent_id``."""
         return self._json("POST", f"/v1/consents/{consent_id}/revoke", json=signed_revoke)
 
-    def emergency_access(self, signed_transaction: str, reason: str) -> dict[str, Any]:
-        """Break glass: relays the caller's own signed ``emergencyAccess`` transaction; the reason stays off-chain."""
-        body = {"signedTransaction": signed_transaction, "reason": reason}
+    def emergency_access(self, signed_transaction: str, reason: str, salt: bytes) -> dict[str, Any]:
+        """Break glass: relays the caller's own signed ``emergencyAccess`` transaction, whose ``reasonHash``
+        is ``commitments.reason_commitment(reason, salt)``; the reason and salt stay off-chain."""
+        body = {"signedTransaction": signed_transaction, "reason": reason, "salt": "0x" + salt.hex()}
         return self._json("POST", "/v1/emergency-access", json=body)
+
+    def emergency_reasons(self) -> list[dict[str, Any]]:
+        """The openings of the emergency reasons the gateway relayed (auditors and regulators only)."""
+        return list(self._json("GET", "/v1/emergency-reasons")["reasons"])
 
     def relay(self, signed_transaction: str) -> dict[str, Any]:
         """Relays the caller's own signed guardian or opt-out transaction (``POST /v1/transactions``)."""

@@ -9,7 +9,8 @@ its RFC 6962 leaf hash, the anchor (root, tree size, transaction) and the inclus
 the transaction and log that carry the access hash.
 
 ``GET /v1/journal`` gives an auditor the whole journal (batch mode) in the export format
-(docs/audit.md) from the running gateway, for ``hcl audit replay --journal``.
+(docs/audit.md) from the running gateway, for ``hcl audit replay --journal``; ``GET
+/v1/emergency-reasons`` the openings of the emergency reasons it relayed, for ``--reasons``.
 """
 
 from __future__ import annotations
@@ -24,11 +25,19 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 
 from gateway.api.deps import CallerDep, ComponentsDep
-from gateway.api.schemas import AnchoredBatchProof, PendingBatchProof, Proof, StrictProof, problems
+from gateway.api.schemas import (
+    AnchoredBatchProof,
+    EmergencyReasonOpening,
+    EmergencyReasonOpenings,
+    PendingBatchProof,
+    Proof,
+    StrictProof,
+    problems,
+)
 from gateway.ledger.journal import JournalError
 from gateway.problems import Problem
 from gateway.services import proofs
-from gateway.storage import read_model
+from gateway.storage import emergency_reasons, read_model
 from gateway.wiring import Components
 from node_client.contracts import MemberStatus
 from node_client.vocabulary import AUDIT_ROLES, PURPOSES
@@ -132,4 +141,23 @@ def journal(c: ComponentsDep, caller: CallerDep) -> FileResponse:
         raise Problem("journal_unavailable", str(exc)) from exc
     return FileResponse(
         name, media_type="application/jsonl", filename="journal.jsonl", background=BackgroundTask(os.unlink, name)
+    )
+
+
+@router.get("/v1/emergency-reasons", responses=problems(403))
+def reasons(c: ComponentsDep, caller: CallerDep) -> EmergencyReasonOpenings:
+    """The emergency reasons this gateway relayed, each with its salt (the opening of the ``reasonHash``
+    on chain), for auditors and regulators: ``hcl audit replay --reasons`` checks them against the chain."""
+    c.policy.require_member(caller, int(AUDIT_ROLES))
+    return EmergencyReasonOpenings(
+        reasons=[
+            EmergencyReasonOpening(
+                accessId="0x" + o.access_id.hex(),
+                member=o.member,
+                patient=o.patient,
+                reason=o.reason,
+                salt=None if o.salt is None else "0x" + o.salt.hex(),
+            )
+            for o in emergency_reasons.openings(c.db)
+        ]
     )

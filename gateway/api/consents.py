@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from eth_utils import to_checksum_address
 from fastapi import APIRouter
 from hexbytes import HexBytes
@@ -18,6 +16,7 @@ from gateway.storage import emergency_reasons
 from gateway.wiring import Components
 from node_client import signing
 from node_client._exceptions import ChainUnavailable, ContractRevert, SignatureError
+from node_client.commitments import reason_commitment
 from node_client.vocabulary import CATEGORIES, Role, categories_of
 
 router = APIRouter(tags=["consents"])
@@ -105,17 +104,19 @@ def emergency_access(body: EmergencyIn, c: ComponentsDep, caller: CallerDep) -> 
     """Break glass: relay the member's own signed ``emergencyAccess`` transaction; keep the reason off-chain.
 
     The gateway checks that the transaction is from the caller, calls ConsentRegistry.emergencyAccess and
-    commits to exactly this reason (reasonHash = SHA-256 of the UTF-8 reason) before relaying it.
+    commits to exactly this reason (reasonHash = its salted commitment, ``node_client.commitments``) before
+    relaying it; it keeps the reason and the salt (the opening) for the patient and auditors.
     """
     c.policy.require_member(caller, int(Role.EMERGENCY))
     call = relay.decode(c, body.signedTransaction, caller, frozenset({"emergencyAccess"}))
-    if bytes(call.args["reasonHash"]) != hashlib.sha256(body.reason.encode()).digest():
-        raise Problem("invalid_request", "reasonHash must be the SHA-256 of the reason given")
+    salt = bytes.fromhex(body.salt[2:])
+    if bytes(call.args["reasonHash"]) != reason_commitment(body.reason, salt):
+        raise Problem("invalid_request", "reasonHash must be the salted commitment of the reason and salt given")
     result = relay.send(c, call)
     registry = c.ledger.consents
     (ev,) = registry.events_in(result, "EmergencyAccessGranted")
     with c.db.write() as conn:
-        emergency_reasons.record(conn, bytes(ev["accessId"]), caller, ev["patient"], body.reason)
+        emergency_reasons.record(conn, bytes(ev["accessId"]), caller, ev["patient"], body.reason, salt)
     c.catch_up()
     return EmergencyOpened(
         accessId="0x" + bytes(ev["accessId"]).hex(),

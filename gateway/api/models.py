@@ -73,11 +73,13 @@ class SignedRevokeIn(_Strict):
 class EmergencyIn(_Strict):
     """A break-glass request: the member's own signed ``emergencyAccess`` transaction, and the reason.
 
-    The reason stays off-chain in the gateway; the transaction carries only its SHA-256.
+    The reason and its salt stay off-chain in the gateway; the transaction carries only their salted
+    commitment (:func:`node_client.commitments.reason_commitment`), which no guess of the wording confirms.
     """
 
     signedTransaction: str = Field(pattern=r"^0x([0-9a-fA-F]{2})+$", max_length=8192)
     reason: str = Field(min_length=3, max_length=2000)
+    salt: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$", description="the 32 random bytes the commitment is salted with")
 
 
 class TxDraftIn(_Strict):

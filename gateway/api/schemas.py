@@ -30,6 +30,8 @@ __all__ = [
     "ConsentRevoked",
     "DiscoveredRecords",
     "EmergencyOpened",
+    "EmergencyReasonOpening",
+    "EmergencyReasonOpenings",
     "Health",
     "HolderAccesses",
     "Members",
@@ -313,6 +315,20 @@ class TxSent(_Out):
 
 
 # ---------------------------------------------------------------------------------------- proofs
+
+
+class EmergencyReasonOpening(_Out):
+    """An emergency reason and the salt of its commitment on chain (``salt`` null: kept before salting)."""
+
+    accessId: Hex32
+    member: Address
+    patient: Address
+    reason: str
+    salt: str | None
+
+
+class EmergencyReasonOpenings(_Out):
+    reasons: list[EmergencyReasonOpening]
 
 
 class StrictProof(_Out):

@@ -121,6 +121,7 @@ CREATE TABLE IF NOT EXISTS emergency_reasons (
     member     TEXT NOT NULL,
     patient    TEXT NOT NULL,
     reason     TEXT NOT NULL,
+    salt       BLOB,              -- of the reason's commitment on chain; NULL: kept before salting
     created_at INTEGER NOT NULL
 );
 
@@ -237,6 +238,10 @@ CREATE TABLE IF NOT EXISTS chain_anchors (
 """
 
 
+#: (table, column, declaration) of columns added since their table shipped (see ``Database._add_columns``)
+ADDED_COLUMNS = (("emergency_reasons", "salt", "BLOB"),)
+
+
 class Database:
     """SQLite in WAL mode with a connection per thread.
 
@@ -253,6 +258,14 @@ class Database:
         self._all_lock = threading.Lock()
         with self._write_lock:
             self._conn().executescript(SCHEMA)  # executescript manages its own transaction
+            self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Columns added to tables after they first shipped: a database made before gets them, empty."""
+        conn = self._conn()
+        for table, column, decl in ADDED_COLUMNS:
+            if column not in {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

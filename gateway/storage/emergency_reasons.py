@@ -1,23 +1,26 @@
 """Emergency reasons (``emergency_reasons``): the free text a member gave for breaking the glass.
 
-It stays off-chain, in the gateway; the chain holds only its SHA-256 (``chain_emergency.reason_hash``).
+It stays off-chain, in the gateway, with the salt of its commitment; the chain holds only the commitment
+(``chain_emergency.reason_hash``, :func:`node_client.commitments.reason_commitment`). Reasons kept before
+salting have no salt: their commitment is the bare SHA-256 of the text.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 
 from gateway.storage.db import Database
 
-__all__ = ["every", "of_patient", "record"]
+__all__ = ["Opening", "every", "of_patient", "openings", "record"]
 
 
-def record(conn: sqlite3.Connection, access_id: bytes, member: str, patient: str, reason: str) -> None:
-    """Keeps ``reason`` for the emergency access ``access_id`` (replacing any kept before)."""
+def record(conn: sqlite3.Connection, access_id: bytes, member: str, patient: str, reason: str, salt: bytes) -> None:
+    """Keeps ``reason`` and its ``salt`` for the emergency access ``access_id`` (replacing any kept before)."""
     conn.execute(
-        "INSERT OR REPLACE INTO emergency_reasons (access_id, member, patient, reason, created_at)"
-        " VALUES (?, ?, ?, ?, strftime('%s','now'))",
-        (access_id, member, patient, reason),
+        "INSERT OR REPLACE INTO emergency_reasons (access_id, member, patient, reason, salt, created_at)"
+        " VALUES (?, ?, ?, ?, ?, strftime('%s','now'))",
+        (access_id, member, patient, reason, salt),
     )
 
 
@@ -35,3 +38,31 @@ def every(db: Database) -> dict[bytes, str]:
         bytes(r["access_id"]): str(r["reason"])
         for r in db.read().execute("SELECT access_id, reason FROM emergency_reasons")
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """What an auditor needs to check an emergency access's ``reasonHash``: the text and its salt."""
+
+    access_id: bytes
+    member: str
+    patient: str
+    reason: str
+    salt: bytes | None  # None: kept before salting (a bare SHA-256)
+
+
+def openings(db: Database) -> list[Opening]:
+    """Every reason this gateway kept, with its salt, oldest first."""
+    rows = db.read().execute(
+        "SELECT access_id, member, patient, reason, salt FROM emergency_reasons ORDER BY created_at, access_id"
+    )
+    return [
+        Opening(
+            bytes(r["access_id"]),
+            str(r["member"]),
+            str(r["patient"]),
+            str(r["reason"]),
+            None if r["salt"] is None else bytes(r["salt"]),
+        )
+        for r in rows
+    ]

@@ -1,4 +1,5 @@
-"""Evidence beyond the ledger: the stored ciphertexts (``--store``) and releases requesters hold (``--claims``)."""
+"""Evidence beyond the ledger: the stored ciphertexts (``--store``), releases requesters hold (``--claims``)
+and the emergency reasons gateways kept (``--reasons``)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import requests
 from node_client.audit.model import AccessRow, Anomaly, hex0x
 from node_client.audit.state import R_RETRACTED, State
 from node_client.blobs import InvalidCid, cid_to_str, local_blob_path
+from node_client.commitments import reason_commitment
+from node_client.events import EventRecord
 
-__all__ = ["check_blobs", "check_claims"]
+__all__ = ["check_blobs", "check_claims", "check_reasons"]
 
 
 def _read_blob(store: Path | str, ipfs: bool, locator: bytes, evidence: dict[str, Any]) -> bytes | None:
@@ -134,3 +137,52 @@ def check_claims(path: Path, rows: list[AccessRow]) -> list[Anomaly]:
                 message = f"the ledgered access with this accessId differs in {', '.join(mismatch)}"
                 found.append(Anomaly("release_without_ledger_entry", message, {**evidence, "ledgered": ledgered}))
     return found
+
+
+def check_reasons(path: Path, events: list[EventRecord]) -> list[Anomaly]:
+    """Emergency reasons a gateway kept, each of which must open its window's ``reasonHash`` on chain.
+
+    ``path`` is JSON Lines of openings as ``GET /v1/emergency-reasons`` gives them (``accessId``,
+    ``reason``, ``salt``; ``hcl audit fetch-reasons`` writes it). An opening whose commitment differs from
+    the chain's, or that names no emergency window, is an anomaly: the gateway shows patients and auditors
+    a reason the member did not commit to. Windows without an opening here were relayed elsewhere.
+    """
+    windows = {bytes(e["accessId"]): e for e in events if e.name == "EmergencyAccessGranted"}
+    found: list[Anomaly] = []
+    for lineno, opening in _json_lines(path, ("accessId", "reason")):
+        access_id = bytes.fromhex(str(opening["accessId"]).removeprefix("0x"))
+        evidence: dict[str, Any] = {"line": lineno, "access_id": hex0x(access_id), "reason": opening["reason"]}
+        window = windows.get(access_id)
+        if window is None:
+            found.append(Anomaly("emergency_reason_unknown", "a reason for no emergency window on chain", evidence))
+            continue
+        salt = opening.get("salt")
+        reason = str(opening["reason"])
+        opened = (
+            hashlib.sha256(reason.encode()).digest()
+            if salt is None
+            else reason_commitment(reason, bytes.fromhex(str(salt).removeprefix("0x")))
+        )
+        if opened != bytes(window["reasonHash"]):
+            evidence |= {"block": window.block_number, "tx_hash": window.tx_hash, "salt": salt}
+            message = "the kept reason does not open the reasonHash the member committed to on chain"
+            found.append(Anomaly("emergency_reason_mismatch", message, evidence))
+    return found
+
+
+def _json_lines(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
+    """The objects of a JSON Lines file, numbered; ``ValueError`` naming the line of a malformed one."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+                missing = [k for k in required if k not in obj]
+            except (orjson.JSONDecodeError, TypeError) as exc:
+                raise ValueError(f"{path}:{lineno}: not a JSON object: {exc}") from exc
+            if missing:
+                raise ValueError(f"{path}:{lineno}: missing {', '.join(missing)}")
+            out.append((lineno, obj))
+    return out

@@ -48,6 +48,8 @@ ANOMALY_KINDS: tuple[str, ...] = (
     "blob_hash_mismatch",
     "blob_missing",
     "release_without_ledger_entry",
+    "emergency_reason_mismatch",
+    "emergency_reason_unknown",
 )
 #: Kinds that are listed for a person to review but are not errors (break-glass access is legitimate; a
 #: release in the gateway's staleness window after a change is within what it promises, but the journal

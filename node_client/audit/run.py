@@ -23,7 +23,7 @@ from node_client.audit.anchors import (
 )
 from node_client.audit.chain import ChainView, load_chain
 from node_client.audit.checkpoint import CHECKPOINT_MARGIN, Resume, build_checkpoint
-from node_client.audit.evidence import check_blobs, check_claims
+from node_client.audit.evidence import check_blobs, check_claims, check_reasons
 from node_client.audit.journal import load_journal
 from node_client.audit.judge import Judge
 from node_client.audit.model import REVIEW_KINDS, Anomaly, AuditReport, Findings, Progress, hex0x
@@ -55,6 +55,7 @@ def replay(
     resume: Mapping[str, Any] | None = None,
     store: Path | str | None = None,
     claims: Path | None = None,
+    reasons: Path | None = None,
     checkpoint: bool = False,
     checkpoint_margin: int = CHECKPOINT_MARGIN,
     max_staleness: float = DEFAULT_MAX_STALENESS,
@@ -78,6 +79,8 @@ def replay(
     local store directory or an IPFS API URL) re-hashes every stored record ciphertext against its
     on-chain ``contentHash``. ``claims`` is a JSON Lines file of release responses a requester says
     it received: each must be on the ledger (see :func:`node_client.audit.evidence.check_claims`).
+    ``reasons`` is a JSON Lines file of emergency-reason openings a gateway kept: each must open its
+    window's on-chain ``reasonHash`` (:func:`node_client.audit.evidence.check_reasons`).
     ``checkpoint`` fills :attr:`AuditReport.checkpoint` (a JSON-able dict) for a later ``resume``; its
     state stands ``checkpoint_margin`` seconds before the newest journal entry (see :data:`CHECKPOINT_MARGIN`).
     """
@@ -107,6 +110,9 @@ def replay(
             findings.report(a, ("run", 0))
     if claims is not None:
         for a in check_claims(claims, judge.rows):
+            findings.report(a, ("run", 0))
+    if reasons is not None:
+        for a in check_reasons(reasons, chain.events):
             findings.report(a, ("run", 0))
     checkpoint_data = (
         build_checkpoint(

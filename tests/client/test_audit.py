@@ -17,10 +17,21 @@ from typer.testing import CliRunner
 
 from node_client.audit import AuditReport, replay, write_outputs
 from node_client.audit_cli import audit_app
+from node_client.commitments import reason_commitment
 from node_client.contracts import Action
 from node_client.merkle import MerkleTree
 from node_client.vocabulary import parse_categories, parse_purposes
-from tests.support.gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
+from tests.support.gateway_harness import (
+    AUDITOR,
+    CLINIC,
+    HOSPITAL,
+    SALT,
+    SALT_HEX,
+    SAMPLES,
+    RunningGateway,
+    dev,
+    running_gateway,
+)
 
 SYNTHEA = SAMPLES / "synthea" / "patient-1-Emmie273_Kovacek682.json"
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -58,7 +69,7 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGa
             assert r.status_code == 200, r.text
         reason = "unconscious on arrival"
         fn = gw.ledger.consents.contract.functions.emergencyAccess(
-            dev(10).address, parse_categories("allergies"), hashlib.sha256(reason.encode()).digest()
+            dev(10).address, parse_categories("allergies"), reason_commitment(reason, SALT)
         )
         tx = fn.build_transaction(
             {
@@ -71,7 +82,8 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGa
             }
         )
         raw = dev(HOSPITAL).sign_transaction(tx).raw_transaction
-        r = hospital.post("/v1/emergency-access", json={"signedTransaction": "0x" + bytes(raw).hex(), "reason": reason})
+        body = {"signedTransaction": "0x" + bytes(raw).hex(), "reason": reason, "salt": SALT_HEX}
+        r = hospital.post("/v1/emergency-access", json=body)
         assert r.status_code == 201, r.text
         got = hospital.get(f"/v1/records/{records['allergies']}", params={"purpose": "emergency"})
         assert got.status_code == 200 and got.json()["emergency"] is True
@@ -98,6 +110,28 @@ def test_clean_strict_ledger_has_no_errors_and_lists_the_emergency_for_review(st
     bundle = orjson.loads(paths["fhir"].read_bytes())
     assert bundle["resourceType"] == "Bundle" and len(bundle["entry"]) == 4
     assert {e["resource"]["resourceType"] for e in bundle["entry"]} == {"AuditEvent"}
+
+
+def test_emergency_reasons_open_their_commitments(strict, tmp_path: Path) -> None:
+    """The auditor fetches the gateway's emergency reasons and checks each against the chain's commitment;
+    a reason changed afterwards, or one for no window, is reported."""
+    gw, _ = strict
+    keystore = tmp_path / "auditor.json"
+    keystore.write_text(orjson.dumps(dev(AUDITOR).encrypt("pw")).decode())
+    (tmp_path / "pw").write_text("pw")
+    reasons = tmp_path / "reasons.jsonl"
+    args = ["--url", gw.url, "--key", str(keystore), "--password-file", str(tmp_path / "pw")]
+    fetched = CliRunner().invoke(audit_app, ["fetch-reasons", str(reasons), *args])
+    assert fetched.exit_code == 0, fetched.output
+    (opening,) = [orjson.loads(line) for line in reasons.read_bytes().splitlines()]
+    assert opening["reason"] == "unconscious on arrival" and opening["salt"] == SALT_HEX
+    assert replay(gw.client, gw.manifest, reasons=reasons).errors == []
+
+    edited = tmp_path / "edited.jsonl"
+    unknown = {**opening, "accessId": "0x" + "ab" * 32}
+    edited.write_bytes(orjson.dumps({**opening, "reason": "routine check"}) + b"\n" + orjson.dumps(unknown) + b"\n")
+    kinds = sorted(a.kind for a in replay(gw.client, gw.manifest, reasons=edited).errors)
+    assert kinds == ["emergency_reason_mismatch", "emergency_reason_unknown"]
 
 
 def test_patient_access_log_equals_the_replay(strict) -> None:

@@ -174,7 +174,7 @@ def test_upload_consent_discover_read_proof_revoke_through_the_client(batch: Run
         clinic.release(record_id, "treatment")
     assert (refused.value.status, refused.value.code) == (403, "consent_revoked")
     with pytest.raises(GatewayProblem) as bad:
-        clinic.emergency_access("0x00", "not a transaction")
+        clinic.emergency_access("0x00", "not a transaction", bytes(32))
     assert bad.value.status in (400, 403, 422)
     with pytest.raises(GatewayProblem):
         me.relay("0x00")

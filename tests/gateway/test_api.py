@@ -18,13 +18,17 @@ import pytest
 from gateway.api.schemas import EncryptedRelease
 from node_client import signing
 from node_client._client import TxResult
+from node_client.commitments import reason_commitment
 from node_client.contracts import AccessEntry, AccessOutcome, Action
 from node_client.gateway_client import KEEPALIVE_EXPIRY
 from node_client.vocabulary import Category, Purpose, parse_categories, parse_purposes
 from tests.support.gateway_harness import (
+    AUDITOR,
     CLINIC,
     HOSPITAL,
     LAB,
+    SALT,
+    SALT_HEX,
     SAMPLES,
     RunningGateway,
     dev,
@@ -337,7 +341,7 @@ def test_break_glass_releases_only_emergency_categories(gw: RunningGateway, uplo
     fn = gw.ledger.consents.contract.functions.emergencyAccess(
         dev(10).address,
         parse_categories("allergies,medications,conditions,immunizations"),
-        hashlib.sha256(reason.encode()).digest(),
+        reason_commitment(reason, SALT),
     )
     tx = fn.build_transaction(
         {
@@ -350,8 +354,17 @@ def test_break_glass_releases_only_emergency_categories(gw: RunningGateway, uplo
         }
     )
     raw = hospital.sign_transaction(tx).raw_transaction
-    r = http.post("/v1/emergency-access", json={"signedTransaction": "0x" + bytes(raw).hex(), "reason": reason})
+    body = {"signedTransaction": "0x" + bytes(raw).hex(), "reason": reason, "salt": SALT_HEX}
+    r = http.post("/v1/emergency-access", json=body)
     assert r.status_code == 201, r.text
+    # on chain only the salted commitment: hashing a guess of the wording does not confirm it
+    (window,) = [e for e in gw.ledger.consents.events(["EmergencyAccessGranted"]) if e["accessId"].hex() in r.text]
+    assert bytes(window["reasonHash"]) == reason_commitment(reason, SALT)
+    assert bytes(window["reasonHash"]) != hashlib.sha256(reason.encode()).digest()
+    # the opening is for auditors only
+    assert http.get("/v1/emergency-reasons").json()["code"] == "wrong_role"
+    openings = gw.login(dev(AUDITOR)).get("/v1/emergency-reasons").json()["reasons"]
+    assert {"accessId": r.json()["accessId"], "reason": reason, "salt": SALT_HEX}.items() <= openings[-1].items()
     allergies = _record(uploaded, "allergies")
     got = http.get(f"/v1/records/{allergies}", params={"purpose": "emergency"})
     assert got.status_code == 200, got.text
@@ -365,7 +378,7 @@ def test_break_glass_releases_only_emergency_categories(gw: RunningGateway, uplo
     assert refused.status_code == 403 and refused.json()["code"] == "emergency_not_allowed"
 
     clinic = gw.login(dev(CLINIC))  # no EMERGENCY capability
-    r = clinic.post("/v1/emergency-access", json={"signedTransaction": "0x" + bytes(raw).hex(), "reason": reason})
+    r = clinic.post("/v1/emergency-access", json=body)
     assert r.status_code == 403
 
 

@@ -38,9 +38,21 @@ from gateway.problems import PROBLEMS
 from gateway.storage.blobs import BlobNotFound, InvalidLocator, cid_from_str
 from gateway.storage.crypto import Kek
 from node_client import signing
+from node_client.commitments import reason_commitment
 from node_client.contracts import Action
 from node_client.vocabulary import Category, Purpose, parse_categories, parse_purposes
-from tests.support.gateway_harness import CLINIC, HOSPITAL, LAB, PHARMACY, SAMPLES, RunningGateway, dev, running_gateway
+from tests.support.gateway_harness import (
+    CLINIC,
+    HOSPITAL,
+    LAB,
+    PHARMACY,
+    SALT,
+    SALT_HEX,
+    SAMPLES,
+    RunningGateway,
+    dev,
+    running_gateway,
+)
 
 SYNTHEA = SAMPLES / "synthea" / "patient-1-Emmie273_Kovacek682.json"
 ALLERGY = SAMPLES / "hl7-r4" / "AllergyIntolerance-example.json"
@@ -158,7 +170,7 @@ def _signed_grant(
 
 def _emergency_tx(gw: RunningGateway, member: LocalAccount, patient: int, categories: str, reason: str) -> str:
     fn = gw.ledger.consents.contract.functions.emergencyAccess(
-        dev(patient).address, parse_categories(categories), hashlib.sha256(reason.encode()).digest()
+        dev(patient).address, parse_categories(categories), reason_commitment(reason, SALT)
     )
     tx = fn.build_transaction(
         {
@@ -275,6 +287,7 @@ def test_patient_token_on_an_institution_endpoint(gw: RunningGateway, wang: dict
                 json={
                     "signedTransaction": _emergency_tx(gw, dev(10), 10, "allergies", "let me in"),
                     "reason": "let me in",
+                    "salt": SALT_HEX,
                 },
             )
     _refused(r, "not_member")
@@ -470,7 +483,11 @@ def test_emergency_by_a_member_without_emergency_capability(gw: RunningGateway, 
     clinic = gw.login(dev(CLINIC))
     r = clinic.post(
         "/v1/emergency-access",
-        json={"signedTransaction": _emergency_tx(gw, dev(CLINIC), 10, "allergies", reason), "reason": reason},
+        json={
+            "signedTransaction": _emergency_tx(gw, dev(CLINIC), 10, "allergies", reason),
+            "reason": reason,
+            "salt": SALT_HEX,
+        },
     )
     _refused(r, "wrong_role")
     assert gw.ledger.consents.emergency_window(dev(10).address, dev(CLINIC).address) == (0, 0)
@@ -485,7 +502,11 @@ def test_emergency_for_a_category_that_is_not_emergency_safe(gw: RunningGateway,
     reason = "unconscious, need everything"
     r = gw.login(dev(HOSPITAL)).post(
         "/v1/emergency-access",
-        json={"signedTransaction": _emergency_tx(gw, dev(HOSPITAL), 14, categories, reason), "reason": reason},
+        json={
+            "signedTransaction": _emergency_tx(gw, dev(HOSPITAL), 14, categories, reason),
+            "reason": reason,
+            "salt": SALT_HEX,
+        },
     )
     body = _refused(r, "emergency_not_allowed")
     assert body["error"] == "ConsentEmergencyCategoryNotAllowed"
@@ -500,7 +521,11 @@ def test_emergency_after_patient_opt_out(gw: RunningGateway, li: dict[str, str])
         hospital = gw.login(dev(HOSPITAL))
         r = hospital.post(
             "/v1/emergency-access",
-            json={"signedTransaction": _emergency_tx(gw, dev(HOSPITAL), 11, "allergies", reason), "reason": reason},
+            json={
+                "signedTransaction": _emergency_tx(gw, dev(HOSPITAL), 11, "allergies", reason),
+                "reason": reason,
+                "salt": SALT_HEX,
+            },
         )
         body = _refused(r, "emergency_not_allowed")
         assert body["error"] == "ConsentEmergencyOptedOut"
@@ -515,7 +540,11 @@ def test_emergency_window_opened_before_an_opt_out_is_closed_by_it(gw: RunningGa
     hospital = gw.login(dev(HOSPITAL))
     r = hospital.post(
         "/v1/emergency-access",
-        json={"signedTransaction": _emergency_tx(gw, dev(HOSPITAL), 10, "allergies", reason), "reason": reason},
+        json={
+            "signedTransaction": _emergency_tx(gw, dev(HOSPITAL), 10, "allergies", reason),
+            "reason": reason,
+            "salt": SALT_HEX,
+        },
     )
     assert r.status_code == 201, r.text
     assert _read(hospital, wang["allergies"], "emergency").status_code == 200
@@ -530,7 +559,9 @@ def test_emergency_transaction_signed_by_someone_else(gw: RunningGateway) -> Non
     """The hospital (which may break the glass) relays a break-glass transaction signed by another account."""
     reason = "borrowed transaction"
     raw = _emergency_tx(gw, dev(OUTSIDER), 15, "allergies", reason)
-    r = gw.login(dev(HOSPITAL)).post("/v1/emergency-access", json={"signedTransaction": raw, "reason": reason})
+    r = gw.login(dev(HOSPITAL)).post(
+        "/v1/emergency-access", json={"signedTransaction": raw, "reason": reason, "salt": SALT_HEX}
+    )
     _refused(r, "invalid_signature")
     assert gw.ledger.consents.emergency_window(dev(15).address, dev(OUTSIDER).address) == (0, 0)
 
@@ -538,7 +569,7 @@ def test_emergency_transaction_signed_by_someone_else(gw: RunningGateway) -> Non
 def test_emergency_reason_that_does_not_match_the_signed_hash(gw: RunningGateway) -> None:
     raw = _emergency_tx(gw, dev(HOSPITAL), 15, "allergies", "the real reason")
     r = gw.login(dev(HOSPITAL)).post(
-        "/v1/emergency-access", json={"signedTransaction": raw, "reason": "another reason"}
+        "/v1/emergency-access", json={"signedTransaction": raw, "reason": "another reason", "salt": SALT_HEX}
     )
     _refused(r, "invalid_request")
     assert gw.ledger.consents.emergency_window(dev(15).address, dev(HOSPITAL).address) == (0, 0)
@@ -943,7 +974,9 @@ def _hostile_request(
         return hospital.post(f"/v1/consents/{s}/revoke", json=revoke), "consent_missing"
     if param == "emergency.reason":
         raw = _emergency_tx(gw, dev(HOSPITAL), 16, "allergies", "a reason that does not match")
-        return hospital.post("/v1/emergency-access", json={"signedTransaction": raw, "reason": s}), "invalid_request"
+        return hospital.post(
+            "/v1/emergency-access", json={"signedTransaction": raw, "reason": s, "salt": SALT_HEX}
+        ), "invalid_request"
     if param == "draft.function":
         return clients[10].post("/v1/transactions/draft", json={"function": s, "args": {}}), "invalid_request"
     if param == "bearer":

@@ -30,6 +30,9 @@ from node_client.gateway_client import open_release as _open_release
 from node_client.keys import dev_account
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "fhir"
+#: the salt tests commit emergency reasons with (node_client.commitments; the portal draws a random one)
+SALT = bytes(range(32))
+SALT_HEX = "0x" + SALT.hex()
 
 #: dev account indices of the dev consortium (node_client.deploy.DEV_CONSORTIUM)
 GATEWAY, HOSPITAL, CLINIC, LAB, PHARMACY, AUDITOR = 3, 4, 5, 6, 7, 8

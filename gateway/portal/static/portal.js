@@ -348,10 +348,13 @@
     const reason = form.reason.value.trim();
     if (reason.length < 3) throw new Error(t("reason_required"));
     const mask = [...form.querySelectorAll('input[name="categories"]:checked')].reduce((m, i) => m | (1 << Number(i.dataset.bit)), 0);
-    const args = { patient: form.patient.value.trim(), categories: mask, reasonHash: E.sha256(E.toUtf8Bytes(reason)) };
+    // a salted commitment (node_client/commitments.py): no guess of the wording confirms it from the chain
+    const salt = E.hexlify(E.randomBytes(32));
+    const reasonHash = E.sha256(E.concat([E.toUtf8Bytes("hcl/emergency-reason/v1\0"), salt, E.toUtf8Bytes(reason)]));
+    const args = { patient: form.patient.value.trim(), categories: mask, reasonHash };
     const raw = await signAndRelay("emergencyAccess", args);
     if (typeof raw !== "string") throw new Error("a browser wallet cannot relay break-glass; use a keystore");
-    const result = await api("POST", "/v1/emergency-access", { signedTransaction: raw, reason });
+    const result = await api("POST", "/v1/emergency-access", { signedTransaction: raw, reason, salt });
     const until = new Date(result.validUntil * 1000).toLocaleString();
     $("#break-glass-result").innerHTML = "";
     const p = document.createElement("p"); p.className = "verdict ok"; p.id = "window-open";

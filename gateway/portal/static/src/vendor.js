@@ -5,15 +5,15 @@
 //   - @hpke/core: opens a release (RFC 9180, DHKEM(X25519)/HKDF-SHA256/AES-256-GCM) with the
 //     institution's X25519 key, inside the page.
 import {
-  BrowserProvider, Transaction, Wallet, getAddress, getBytes, hexlify, isAddress, keccak256,
-  sha256, toUtf8Bytes,
+  BrowserProvider, Transaction, Wallet, concat, getAddress, getBytes, hexlify, isAddress, keccak256,
+  randomBytes, sha256, toUtf8Bytes,
 } from "ethers";
 import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from "@hpke/core";
 
 window.hclVendor = {
   ethers: {
-    BrowserProvider, Transaction, Wallet, getAddress, getBytes, hexlify, isAddress, keccak256,
-    sha256, toUtf8Bytes,
+    BrowserProvider, Transaction, Wallet, concat, getAddress, getBytes, hexlify, isAddress, keccak256,
+    randomBytes, sha256, toUtf8Bytes,
   },
   hpke: { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 },
 };
