@@ -1,0 +1,55 @@
+"""The HAPI FHIR validator tool itself (tools/fhir-validator): it must fail a broken file and pass an HL7 example,
+or the conformance tests built on it prove nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.support.fhir_validator import FhirValidator, find_jar
+from tests.support.gateway_harness import SAMPLES
+
+pytestmark = pytest.mark.fhir
+
+#: LOINC cannot be checked offline (no terminology server): the one message an HL7 example may carry
+UNKNOWN_SYSTEM = r"CodeSystem is unknown and can't be validated"
+
+
+def test_an_hl7_example_passes(fhir_validator: FhirValidator) -> None:
+    report = fhir_validator.validate(SAMPLES / "hl7-r4" / "Observation-f001.json")
+    assert report.errors == ()
+    assert all(w.matches(UNKNOWN_SYSTEM) for w in report.warnings), report.warnings
+
+
+def test_a_broken_file_fails_with_its_location(fhir_validator: FhirValidator, tmp_path: Path) -> None:
+    obs = orjson.loads((SAMPLES / "hl7-r4" / "Observation-f001.json").read_bytes())
+    obs["status"] = "done-ish"  # not in the required ObservationStatus value set
+    del obs["code"]  # Observation.code is 1..1
+    report = fhir_validator.validate_json(obs, tmp_path / "broken.json")
+    where = {e.location for e in report.errors}
+    assert "Observation.status" in where and "Observation" in where, report.errors
+    assert any("Observation.code: minimum required = 1" in e.message for e in report.errors)
+
+
+def test_malformed_json_is_an_error_not_a_crash(fhir_validator: FhirValidator) -> None:
+    report = fhir_validator.validate(SAMPLES / "invalid" / "fhir-test-cases" / "bad-json-close-1.json")
+    assert len(report.errors) == 1 and "Unterminated object" in report.errors[0].message
+    assert fhir_validator.validate(SAMPLES / "hl7-r4" / "Observation-f001.json").errors == ()  # still serving
+
+
+def test_the_cli_summarizes_many_files_in_one_run(fhir_validator: FhirValidator, tmp_path: Path) -> None:
+    """The batch form (what scripts and people use): one JSON summary, exit 1 when a file has errors."""
+    jar, _ = find_jar()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"resourceType": "Patient", "gender": "robot"}')
+    good = SAMPLES / "hl7-r4" / "Observation-f001.json"
+    run = subprocess.run(["java", "-jar", str(jar), str(good), str(tmp_path)], capture_output=True, timeout=300)
+    summary = json.loads(run.stdout)
+    assert run.returncode == 1
+    assert (summary["files"], summary["failed"]) == (2, 1)
+    (failed,) = [r for r in summary["results"] if r["errors"]]
+    assert failed["file"] == str(bad) and failed["errors"][0]["location"] == "Patient.gender"
