@@ -1,0 +1,134 @@
+"""FHIR conformance, judged by the HAPI FHIR R4 validator: every FHIR resource the project emits validates.
+
+What is emitted: the records a gateway releases (the shipped Synthea bundles uploaded, released through the real
+gateway and opened with the requester's key; the gateway API emits no other FHIR) and the auditor's AuditEvent
+Bundle, of a clean and of a tampered journal. Zero errors, except the validator limits in :data:`ALLOWED`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from node_client.audit import replay, write_outputs
+from node_client.vocabulary import CATEGORIES, parse_categories, parse_purposes
+from tests.support.fhir_validator import FhirValidator, Issue, Report
+from tests.support.gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, open_release, running_gateway
+
+pytestmark = [pytest.mark.fhir, pytest.mark.slow]
+
+FHIR = {"Content-Type": "application/fhir+json"}
+SYNTHEA = sorted((SAMPLES / "synthea").glob("*.json"))
+
+#: Validator errors that are limits of an offline validator, not defects of what we emit (message patterns).
+ALLOWED = {
+    # Synthea's resources claim US Core profiles (meta.profile); the US Core package is not on Maven Central, so
+    # HAPI cannot load the profile. Validation against the base R4 definitions still runs and must pass.
+    "profile not loadable": r"Profile reference '.*' has not been checked because it could not be found",
+}
+
+
+def _errors(report: Report) -> list[Issue]:
+    return report.errors_except(ALLOWED.values())
+
+
+def _skew(gw: RunningGateway) -> int:
+    """How far the dev chain's clock runs ahead of wall time (Hardhat: +1 s per block in a burst)."""
+    return max(0, math.ceil(gw.client.block_timestamp() - time.time())) + 1
+
+
+def _grant_all(gw: RunningGateway, patient: int, grantee: str) -> None:
+    now = gw.client.block_timestamp()
+    every = parse_categories(t.slug for t in CATEGORIES)
+    gw.ledger.consents.grant(dev(patient), grantee, every, parse_purposes("treatment"), now, now + 86_400)
+
+
+def _wait_anchored(gw: RunningGateway, size: int) -> None:
+    deadline = time.monotonic() + 30
+    while not any(a["treeSize"] == size for a in gw.ledger.access.events(["AccessBatchAnchored"])):
+        assert time.monotonic() < deadline, "no anchor of the whole journal"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, Path, list[Path]]]:
+    """A batch-mode gateway after every Synthea bundle was uploaded and each record released once; yields the
+    gateway, its journal export and the released records (as received, decrypted, one file each)."""
+    tmp = tmp_path_factory.mktemp("conformance")
+    out = tmp / "released"
+    out.mkdir()
+    with running_gateway(tmp, ledger_mode="batch") as gw:
+        hospital, clinic = gw.login(dev(HOSPITAL)), gw.login(dev(CLINIC))
+        files: list[Path] = []
+        for n, sample in enumerate(SYNTHEA):
+            patient = 10 + n
+            up = hospital.post(
+                "/v1/records", params={"patient": dev(patient).address}, content=sample.read_bytes(), headers=FHIR
+            )
+            assert up.status_code == 201, up.text
+            _grant_all(gw, patient, dev(CLINIC).address)
+            for rec in up.json()["records"]:
+                got = clinic.get(f"/v1/records/{rec['recordId']}", params={"purpose": "treatment"})
+                assert got.status_code == 200, got.text
+                path = out / f"{sample.stem}.{rec['category']}.json"
+                path.write_bytes(open_release(got.json(), CLINIC, dev(CLINIC).address))
+                files.append(path)
+        _wait_anchored(gw, len(files))
+        export = tmp / "journal.jsonl"
+        assert gw.components.journal.export(export) == len(files)
+        yield gw, export, files
+
+
+def test_every_released_record_validates(released, fhir_validator: FhirValidator) -> None:
+    _gw, _export, files = released
+    assert len(files) >= 20
+    failures = {f.name: _errors(fhir_validator.validate(f)) for f in files}
+    assert {name: errs for name, errs in failures.items() if errs} == {}
+
+
+def _audit_bundle(gw: RunningGateway, journal: Path, out: Path) -> dict[str, Any]:
+    report = replay(gw.client, gw.manifest, journal=journal, clock_skew=_skew(gw))
+    bundle: dict[str, Any] = orjson.loads(write_outputs(report, out)["fhir"].read_bytes())
+    return bundle
+
+
+def test_the_auditors_bundle_validates_and_is_the_same_on_a_rerun(
+    released, fhir_validator: FhirValidator, tmp_path: Path
+) -> None:
+    gw, export, files = released
+    bundle = _audit_bundle(gw, export, tmp_path / "a")
+    assert len(bundle["entry"]) == len(files)
+    report = fhir_validator.validate(tmp_path / "a" / "audit-events.json")
+    assert _errors(report) == []
+    assert _audit_bundle(gw, export, tmp_path / "b")["entry"] == bundle["entry"]  # ids derive from access hashes
+    purposes = bundle["entry"][0]["resource"]["purposeOfEvent"][0]["coding"]
+    assert [c["code"] for c in purposes] == ["TREAT", "treatment"]
+
+
+def _tampered(export: Path, path: Path) -> None:
+    """The journal with one entry's record id and category forged: its access is of no known record."""
+    lines = [orjson.loads(line) for line in export.read_bytes().splitlines() if line.strip()]
+    lines[2]["record_id"] = "0x" + "ab" * 32
+    lines[2]["category"] = 99
+    lines.append(dict(lines[3]))  # a replayed entry: the same access hash twice
+    path.write_bytes(b"\n".join(orjson.dumps(o) for o in lines) + b"\n")
+
+
+def test_the_auditors_bundle_of_a_tampered_journal_validates(
+    released, fhir_validator: FhirValidator, tmp_path: Path
+) -> None:
+    gw, export, _ = released
+    journal = tmp_path / "tampered.jsonl"
+    _tampered(export, journal)
+    bundle = _audit_bundle(gw, journal, tmp_path / "t")
+    assert any(e["resource"]["outcome"] == "4" for e in bundle["entry"])  # the tampering was seen
+    assert _errors(fhir_validator.validate(tmp_path / "t" / "audit-events.json")) == []
+    assert b'""' not in (tmp_path / "t" / "audit-events.json").read_bytes()
+    urls = [e["fullUrl"] for e in bundle["entry"]]
+    assert len(set(urls)) == len(urls)
