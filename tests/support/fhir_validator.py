@@ -86,12 +86,20 @@ class FhirValidator:
             raise RuntimeError(f"fhir-validator exited (code {self._proc.poll()})")
         return orjson.loads(line)
 
-    def validate(self, path: Path) -> Report:
+    def _ask(self, path: Path) -> Any:
         stdin: IO[bytes] = self._proc.stdin  # type: ignore[assignment]
         stdin.write(str(path.resolve()).encode() + b"\n")
         stdin.flush()
-        d = self._read()
+        return self._read()
+
+    def validate(self, path: Path) -> Report:
+        d = self._ask(path)
         return Report(d["file"], _issues(d["errors"]), _issues(d["warnings"]))
+
+    def summarize(self, folder: Path) -> dict[str, Any]:
+        """The CLI's summary of every ``*.json`` under ``folder`` (files, failed, errors, warnings, results)."""
+        summary: dict[str, Any] = self._ask(folder)
+        return summary
 
     def validate_json(self, resource: Any, path: Path) -> Report:
         """Writes ``resource`` (a dict, or JSON bytes) to ``path`` and validates it."""

@@ -25,8 +25,8 @@ import org.hl7.fhir.common.hapi.validation.validator.FhirInstanceValidator;
  * FHIR R4 conformance check of many files in one JVM (start-up is ~5 s, a resource 20-100 ms).
  *
  * <p>{@code java -jar fhir-validator.jar PATH...} validates files (directories: their *.json, recursively) and
- * prints one JSON summary. {@code --serve} reads one path a line on stdin and answers one JSON line each, so a
- * test session keeps one JVM. Exit code: 0 when no file has an error, 1 otherwise, 2 on bad usage.
+ * prints one JSON summary. {@code --serve} reads one path a line on stdin and answers one JSON line each (for a
+ * directory: its summary), so a test session keeps one JVM. Exit code: 0 when no file has an error, 1 otherwise, 2 on bad usage.
  */
 public final class Main {
   private final FhirValidator validator;
@@ -58,8 +58,9 @@ public final class Main {
     for (String arg : args) {
       files.addAll(expand(Path.of(arg)));
     }
-    boolean ok = main.summarize(files, out);
-    System.exit(ok ? 0 : 1);
+    Report summary = main.summary(files, "\n");
+    out.println(summary.json);
+    System.exit(summary.errors == 0 ? 0 : 1);
   }
 
   /** One path a line in, one JSON line out, until stdin closes. */
@@ -67,13 +68,16 @@ public final class Main {
     BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
     out.println("{\"ready\":true}");
     for (String line = in.readLine(); line != null; line = in.readLine()) {
-      if (!line.isBlank()) {
-        out.println(fileReport(Path.of(line.strip())).json);
+      if (line.isBlank()) {
+        continue;
       }
+      Path path = Path.of(line.strip());
+      out.println(Files.isDirectory(path) ? summary(expand(path), "").json : fileReport(path).json);
     }
   }
 
-  private boolean summarize(List<Path> files, PrintStream out) {
+  /** The summary of many files; {@code newline} separates the results (none on the --serve protocol). */
+  private Report summary(List<Path> files, String newline) {
     int errors = 0;
     int warnings = 0;
     int failed = 0;
@@ -83,12 +87,13 @@ public final class Main {
       errors += report.errors;
       warnings += report.warnings;
       failed += report.errors > 0 ? 1 : 0;
-      body.append(body.length() == 0 ? "\n  " : ",\n  ").append(report.json);
+      body.append(body.length() == 0 ? "" : ",").append(newline).append(report.json);
     }
-    out.printf(
-        "{\"files\":%d,\"failed\":%d,\"errors\":%d,\"warnings\":%d,\"results\":[%s\n]}%n",
-        files.size(), failed, errors, warnings, body);
-    return failed == 0;
+    String json =
+        String.format(
+            "{\"files\":%d,\"failed\":%d,\"errors\":%d,\"warnings\":%d,\"results\":[%s%s]}",
+            files.size(), failed, errors, warnings, body, newline);
+    return new Report(failed, warnings, json); // a summary's "errors" count the files that failed
   }
 
   private static List<Path> expand(Path path) throws IOException {
