@@ -20,7 +20,7 @@ from node_client.keys import dev_account
 from tests.support.chain import Accounts, Chain
 
 #: fixtures defined in the support package, available to every directory
-pytest_plugins = ["tests.support.ipfs_fixture"]
+pytest_plugins = ["tests.support.ipfs_fixture", "tests.support.fhir_validator"]
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ ignored, never dropped silently.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,8 @@ class RecordDraft:
     """One record before encryption: the resources of one category from one upload.
 
     ``bundle`` is a FHIR ``collection`` Bundle whose entries keep the sender's ``fullUrl`` when there was
-    one, so that references inside the upload (``urn:uuid:...``) still resolve inside the record. The
+    one, so that references inside the upload (``urn:uuid:...``) still resolve inside the record; an entry
+    sent without one gets a ``urn:uuid:`` derived from the upload (R4 requires it in a collection). The
     resource dicts are shared with the parsed upload, not copied.
     """
 
@@ -69,7 +71,7 @@ def group(resource: dict[str, Any]) -> Grouping:
     refused: list[FhirIssue] = []
 
     def add(category: Category, res: dict[str, Any], full_url: str | None, indexed: Iterable[IndexEntry]) -> None:
-        entry: dict[str, Any] = {"resource": res} if full_url is None else {"fullUrl": full_url, "resource": res}
+        entry = {"fullUrl": full_url or _local_full_url(res, where), "resource": res}
         entries.setdefault(category, []).append(entry)
         index.setdefault(category, []).extend(indexed)
 
@@ -100,6 +102,17 @@ def group(resource: dict[str, Any]) -> Grouping:
         for category in sorted(entries)
     )
     return Grouping(records=records, ignored=tuple(ignored))
+
+
+#: the namespace of the fullUrls given to entries sent without one (a single resource, a transaction's POST)
+_FULL_URL_NS = uuid.uuid5(uuid.NAMESPACE_URL, "urn:hcl:record-entry")
+
+
+def _local_full_url(resource: Mapping[str, Any], where: str) -> str:
+    """A ``urn:uuid:`` for an entry sent without a ``fullUrl`` (a collection Bundle's entries must have one):
+    derived from the resource's type, id and place in the upload, so the same upload gives the same record."""
+    key = f"{where}|{resource.get('resourceType')}/{resource.get('id', '')}"
+    return f"urn:uuid:{uuid.uuid5(_FULL_URL_NS, key)}"
 
 
 def _flatten(resource: dict[str, Any]) -> Iterator[tuple[dict[str, Any] | None, str | None, str]]:

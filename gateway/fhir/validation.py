@@ -87,6 +87,13 @@ R4_ONLY_RESOURCE_TYPES: Final = frozenset(
 )
 
 
+#: why a search URL in a reference is refused: only a FHIR server processing a transaction resolves one
+_CONDITIONAL: Final = (
+    "a conditional reference (search URL) only means something to a server that resolves it while processing"
+    " a transaction; stored records keep references as sent, so send a literal reference"
+    " (urn:uuid:... to an entry of the upload, or Type/id)"
+)
+
 _BOM: Final = b"\xef\xbb\xbf"
 _RESOURCE_TYPE_SHAPE: Final = re.compile(r"[A-Z][A-Za-z]{1,63}")
 # A JSON number with 16+ characters may have more significant digits than a double keeps (15 are
@@ -111,7 +118,8 @@ def parse(body: bytes, *, max_entries: int = 10_000, max_depth: int = 64) -> dic
        anything else looks at them).
     3. One iterative (non-recursive) walk over the whole document: nesting at most ``max_depth`` levels,
        FHIR JSON rules the models do not enforce (no ``null`` outside arrays, no empty objects or
-       arrays), every ``resourceType`` a known R4 resource type, ``Bundle.type`` a known code, entries of
+       arrays), no conditional reference (``Patient?identifier=...``: a search URL, meaningless once
+       stored), every ``resourceType`` a known R4 resource type, ``Bundle.type`` a known code, entries of
        nested Bundles counted against ``max_entries`` too, and no number that would change when stored
        as a double (e.g. ``1234567890123456789.0123456789``): silently altering a clinical value is
        worse than refusing it. Trailing zeros (``1.50``) are not preserved; the value is.
@@ -223,6 +231,8 @@ def _scan(doc: dict[str, Any], body: bytes, *, max_depth: int, max_entries: int)
                         issues.append(FhirIssue(_render((node, key)), "null: FHIR JSON omits absent elements"))
                     elif kind is float and child in lossy:
                         issues.append(_lossy_issue((node, key), child))
+                    elif key == "reference" and kind is str and "?" in child:
+                        issues.append(FhirIssue(_render((node, key)), _CONDITIONAL))
                 stack.extend(reversed(children))  # so that pop() visits in document order
             else:  # list
                 if not value:

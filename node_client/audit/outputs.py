@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import html
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -185,12 +186,58 @@ def _html_timeline(report: AuditReport) -> list[str]:
 
 # ---------------------------------------------------------------------------------------- FHIR
 
+#: the namespace of the AuditEvent ids: uuid5(namespace, access hash) names one access, on every rerun
+_AUDIT_NS = uuid.uuid5(uuid.NAMESPACE_URL, "urn:hcl:audit-event")
 
-def _audit_event(i: int, r: AccessRow) -> dict[str, Any]:
+#: the project's purposes in HL7 v3 PurposeOfUse (the extensible binding of AuditEvent.purposeOfEvent)
+_V3_PURPOSE = {
+    "treatment": ("TREAT", "treatment"),
+    "emergency": ("ETREAT", "emergency treatment"),
+    "referral": ("TREAT", "treatment"),  # referral and result recognition serve the patient's care
+    "care-coordination": ("COC", "coordination of care"),
+    "research": ("HRESCH", "healthcare research"),
+    "payment": ("HPAYMT", "healthcare payment"),
+    "public-health": ("PUBHLTH", "public health"),
+}
+
+
+def _event_ids(rows: list[AccessRow]) -> list[str]:
+    """UUIDs that stay the same for the same accesses (derived from their hashes), so reruns give the same
+    Bundle; a hash seen again (a replayed entry in a tampered journal) gets its occurrence number too."""
+    seen: Counter[str] = Counter()
+    ids = []
+    for r in rows:
+        key = r.access_hash or f"{r.source}:{r.tx_hash}:{r.entry_index}"
+        seen[key] += 1
+        ids.append(str(uuid.uuid5(_AUDIT_NS, key if seen[key] == 1 else f"{key}#{seen[key]}")))
+    return ids
+
+
+def _purpose(purpose: str) -> dict[str, Any]:
+    """The local purpose code, and the v3 PurposeOfUse one beside it when there is one."""
+    coding = [{"system": "urn:hcl:purpose", "code": purpose or "unknown"}]
+    if v3 := _V3_PURPOSE.get(purpose):
+        coding.insert(
+            0, {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": v3[0], "display": v3[1]}
+        )
+    return {"coding": coding}
+
+
+def _pruned(value: Any) -> Any:
+    """``value`` without empty strings, objects or arrays (FHIR JSON forbids them), e.g. a tampered entry's
+    unknown category."""
+    if isinstance(value, dict):
+        return {k: p for k, v in value.items() if (p := _pruned(v)) not in ("", {}, [], None)}
+    if isinstance(value, list):
+        return [p for v in value if (p := _pruned(v)) not in ("", {}, [], None)]
+    return value
+
+
+def _audit_event(event_id: str, r: AccessRow) -> dict[str, Any]:
     """One patient-read ``AuditEvent`` (IHE BALP style): outcome 0 = authorized, 4 = anomalous."""
     ev: dict[str, Any] = {
         "resourceType": "AuditEvent",
-        "id": f"access-{i}",
+        "id": event_id,
         "type": {
             "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
             "code": "rest",
@@ -200,7 +247,7 @@ def _audit_event(i: int, r: AccessRow) -> dict[str, Any]:
         "action": "R",
         "recorded": _iso(r.time),
         "outcome": "4" if r.status == "anomaly" else "0",
-        "purposeOfEvent": [{"coding": [{"system": "urn:hcl:purpose", "code": r.purpose}]}],
+        "purposeOfEvent": [_purpose(r.purpose)],
         "agent": [
             {
                 "who": {
@@ -229,11 +276,16 @@ def _audit_event(i: int, r: AccessRow) -> dict[str, Any]:
         ev["agent"].append({"who": {**who, "display": r.gateway_name or r.gateway}, "requestor": False})
     if r.kinds:
         ev["outcomeDesc"] = ", ".join(r.kinds)
-    return ev
+    pruned: dict[str, Any] = _pruned(ev)
+    return pruned
 
 
 def _fhir_bundle(report: AuditReport, rows: Iterable[AccessRow]) -> dict[str, Any]:
     """A FHIR R4 ``Bundle`` (collection) of ``AuditEvent`` resources, one per access, with the consent as an
     entity."""
-    items = [{"fullUrl": f"urn:uuid:hcl-audit-{i}", "resource": _audit_event(i, r)} for i, r in enumerate(rows)]
+    rows = list(rows)
+    items = [
+        {"fullUrl": f"urn:uuid:{i}", "resource": _audit_event(i, r)}
+        for i, r in zip(_event_ids(rows), rows, strict=True)
+    ]
     return {"resourceType": "Bundle", "type": "collection", "timestamp": report.generated_at, "entry": items}

@@ -867,7 +867,7 @@ def test_bundle_with_100000_entries(gw: RunningGateway) -> None:
 
 
 #: invalid for some validator but deliberately accepted by ours; why is pinned in tests/gateway/test_fhir.py
-ACCEPTED_SAMPLES = {"Bundle-TransactionWithInvalidResourceType.json", "Bundle-TransactionWithResourcelessEntry.json"}
+ACCEPTED_SAMPLES = {"Bundle-TransactionWithResourcelessEntry.json"}
 INVALID = [
     p
     for p in sorted((SAMPLES / "invalid").rglob("*.json"))
