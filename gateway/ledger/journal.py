@@ -133,8 +133,10 @@ CREATE TABLE IF NOT EXISTS checkpoint (
 );
 CREATE TABLE IF NOT EXISTS by_patient (
     patient BLOB NOT NULL,
+    time INTEGER NOT NULL,
+    access BLOB NOT NULL,
     idx INTEGER NOT NULL,
-    PRIMARY KEY (patient, idx)
+    PRIMARY KEY (patient, time, access, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS requester_counts (
     requester TEXT PRIMARY KEY,
@@ -146,6 +148,15 @@ CREATE TABLE IF NOT EXISTS requester_counts (
 def _address_key(address: str) -> bytes:
     """An address as the 20 bytes the patient index is keyed by."""
     return bytes.fromhex(address[2:])
+
+
+#: a patient index row: (patient key, release time in seconds, access hash, journal index); the access
+#: log pages by (time, access hash) descending, the order it merges chain and peer entries in
+IndexRow = tuple[bytes, int, bytes, int]
+
+
+def _index_row(entry: JournalEntry, idx: int) -> IndexRow:
+    return (_address_key(entry.patient), entry.released_at // 1000, entry.access_hash, idx)
 
 
 @dataclass(slots=True)
@@ -161,10 +172,10 @@ class _Request:
 
     __slots__ = ("blobs", "future", "leaves", "parties")
 
-    def __init__(self, blobs: list[bytes], leaves: list[bytes], parties: list[tuple[bytes, str]]) -> None:
+    def __init__(self, blobs: list[bytes], leaves: list[bytes], entries: list[JournalEntry]) -> None:
         self.blobs = blobs
         self.leaves = leaves
-        self.parties = parties  # (patient key, requester) of each entry, for the indexes
+        self.parties = entries  # for the indexes
         self.future: Future[list[int]] = Future()
 
 
@@ -393,12 +404,12 @@ class Journal:
         anchors = self._read_anchors(conn)
         tail = _Tail(frontier, ZERO_HASH)
         nodes: list[Node] = []
-        patients: list[tuple[bytes, int]] = []
+        patients: list[IndexRow] = []
         counts: collections.Counter[str] = collections.Counter()
         for idx, blob, made in self._replay(conn, tail):
             nodes += made
             entry = JournalEntry.from_bytes(blob)
-            patients.append((_address_key(entry.patient), idx))
+            patients.append(_index_row(entry, idx))
             counts[entry.requester] += 1
             while anchors and anchors[0].tree_size == frontier.size:
                 self._check_anchor_root(anchors.pop(0), frontier.root())
@@ -416,13 +427,13 @@ class Journal:
     def _write_derived(
         conn: sqlite3.Connection,
         nodes: list[Node],
-        patients: list[tuple[bytes, int]],
+        patients: list[IndexRow],
         counts: collections.Counter[str],
     ) -> None:
         """Writes what the entries imply (tree nodes, patient index, requester counts) in the caller's
         transaction."""
         conn.executemany("INSERT INTO nodes (height, j, hash) VALUES (?, ?, ?)", nodes)
-        conn.executemany("INSERT INTO by_patient (patient, idx) VALUES (?, ?)", patients)
+        conn.executemany("INSERT INTO by_patient (patient, time, access, idx) VALUES (?, ?, ?, ?)", patients)
         conn.executemany(
             "INSERT INTO requester_counts (requester, entries) VALUES (?, ?)"
             " ON CONFLICT (requester) DO UPDATE SET entries = entries + excluded.entries",
@@ -473,8 +484,7 @@ class Journal:
                 raise TypeError("expected a JournalEntry")
             blobs.append(e.to_bytes())
         # hash in the caller's thread: the single writer is the bottleneck, callers are not
-        parties = [(_address_key(e.patient), e.requester) for e in entries]
-        req = _Request(blobs, [leaf_hash(b) for b in blobs], parties)
+        req = _Request(blobs, [leaf_hash(b) for b in blobs], list(entries))
         with self._state_lock:
             self._raise_if_unusable()
             self._queue.put(req)
@@ -554,17 +564,17 @@ class Journal:
         chain = self._chain_head
         rows: list[tuple[int, bytes, bytes, bytes]] = []
         nodes: list[Node] = []
-        patients: list[tuple[bytes, int]] = []
+        patients: list[IndexRow] = []
         counts: collections.Counter[str] = collections.Counter()
         firsts: list[int] = []
         for req in batch:
             firsts.append(idx)
-            for blob, leaf, (patient, requester) in zip(req.blobs, req.leaves, req.parties, strict=True):
+            for blob, leaf, e in zip(req.blobs, req.leaves, req.parties, strict=True):
                 chain = _chain(chain, leaf)
                 rows.append((idx, blob, leaf, chain))
                 nodes += frontier.append(leaf)
-                patients.append((patient, idx))
-                counts[requester] += 1
+                patients.append(_index_row(e, idx))
+                counts[e.requester] += 1
                 idx += 1
         checkpoint = frontier.size // self.checkpoint_every != self._frontier.size // self.checkpoint_every
         try:
@@ -844,19 +854,21 @@ class Journal:
     # ------------------------------------------------------------------ indexes
 
     def patient_entries(
-        self, patient: str, *, before: int | None = None, limit: int = -1
+        self, patient: str, *, before: tuple[int, bytes] | None = None, limit: int = -1
     ) -> list[tuple[int, JournalEntry]]:
-        """The patient's entries newest first, below index ``before`` (a page cursor), at most ``limit``
-        (-1: all); each row checked as in :meth:`entries`. An index range scan, not a journal scan."""
+        """The patient's entries newest first by (release second, access hash), those below ``before``
+        (a page cursor), at most ``limit`` (-1: all); each row checked as in :meth:`entries`. An index
+        range scan, whatever the journal's size."""
         with self._tree_lock:
             frontier = self._frontier
-        below = frontier.size if before is None else min(before, frontier.size)
+        t, access = before if before is not None else (1 << 62, b"")
         out: list[tuple[int, JournalEntry]] = []
         with self._reader() as conn:
             conn.execute("BEGIN")
             indexes = conn.execute(
-                "SELECT idx FROM by_patient WHERE patient = ? AND idx < ? ORDER BY idx DESC LIMIT ?",
-                (_address_key(patient), below, limit),
+                "SELECT idx FROM by_patient WHERE patient = ? AND (time, access) < (?, ?)"
+                " AND idx < ? ORDER BY time DESC, access DESC LIMIT ?",
+                (_address_key(patient), t, access, frontier.size, limit),
             ).fetchall()
             for (idx,) in indexes:
                 for i, blob, _leaf, _chain in self._checked_rows(conn, idx, idx + 1, frontier):

@@ -22,8 +22,10 @@ class JournalIndex:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
 
-    def page_of(self, patient: str, *, before: int | None = None, limit: int = 50) -> list[tuple[int, JournalEntry]]:
-        """At most ``limit`` of the patient's entries with index below ``before``, newest first."""
+    def page_of(
+        self, patient: str, *, before: tuple[int, bytes] | None = None, limit: int = 50
+    ) -> list[tuple[int, JournalEntry]]:
+        """At most ``limit`` of the patient's entries below ``before`` ((time, access hash)), newest first."""
         return self.journal.patient_entries(patient, before=before, limit=limit)
 
     def entries_of(self, patient: str) -> Iterator[tuple[int, JournalEntry]]:

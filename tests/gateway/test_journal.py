@@ -474,7 +474,7 @@ def test_flipped_byte_in_the_database_file_is_caught(jpath: Path) -> None:
         fill(j, 20)
     # closing the last connection checkpoints the WAL into the main file
     data = bytearray(jpath.read_bytes())
-    needle = entry(9).access_hash
+    needle = entry(9).record_id  # (its access hash is also in the patient index)
     at = data.find(needle)
     assert at > 0 and data.count(needle) == 1
     data[at + 5] ^= 0x80
@@ -934,7 +934,7 @@ def test_a_schema_1_journal_is_migrated_once(jpath: Path) -> None:
     conn.close()
     with Journal(jpath) as j:
         assert j.root() == root and [j.inclusion_proof(i) for i in range(30)] == proofs
-        assert [i for i, _ in j.patient_entries(PATIENT)] == list(range(29, -1, -1))
+        assert sorted(i for i, _ in j.patient_entries(PATIENT)) == list(range(30))
         assert j.requester_counts() == {REQUESTER: 30}
         assert j.verify_all() == 30
     conn = db(jpath)
@@ -945,10 +945,21 @@ def test_a_schema_1_journal_is_migrated_once(jpath: Path) -> None:
 def test_patient_index_pages_newest_first(jpath: Path) -> None:
     other = "0x1111111111111111111111111111111111111111"
     with Journal(jpath) as j:
-        mixed = [entry(i) if i % 3 else dataclasses.replace(entry(i), patient=other) for i in range(30)]
+        # entry i is released at second 1_750_000_000 + i // 4: several share a second
+        mixed = [
+            dataclasses.replace(entry(i), released_at=1_750_000_000_000 + 250 * i, patient=PATIENT if i % 3 else other)
+            for i in range(30)
+        ]
         j.append_many(mixed)
-        mine = [i for i in range(30) if i % 3]
-        assert [i for i, _ in j.patient_entries(PATIENT, limit=5)] == mine[::-1][:5]
-        assert [i for i, _ in j.patient_entries(PATIENT, before=mine[-5], limit=100)] == mine[::-1][5:]
-        assert [i for i, _ in j.patient_entries(other)] == list(range(27, -1, -3))
+
+        def key(i: int) -> tuple[int, bytes]:
+            return (mixed[i].released_at // 1000, mixed[i].access_hash)
+
+        mine = sorted((i for i in range(30) if i % 3), key=key, reverse=True)
+        assert [i for i, _ in j.patient_entries(PATIENT)] == mine
+        first = [i for i, _ in j.patient_entries(PATIENT, limit=5)]
+        assert first == mine[:5]
+        rest = [i for i, _ in j.patient_entries(PATIENT, before=key(first[-1]), limit=100)]
+        assert rest == mine[5:]
+        assert len(j.patient_entries(other)) == 10
         assert j.patient_entries("0x2222222222222222222222222222222222222222") == []
