@@ -382,6 +382,28 @@ def test_patient_access_log_matches_the_chain(gw: RunningGateway, uploaded: dict
     assert any(c["state"] == "revoked" for c in consents["consents"])
 
 
+def test_access_log_pages_newest_first_with_a_cursor(gw: RunningGateway, uploaded: dict) -> None:
+    gw.wait_indexed()
+    me = gw.login(dev(10))
+    whole = me.get("/v1/me/access-log", params={"limit": 200}).json()
+    assert whole["cursor"] is None and whole["next"] is None and len(whole["accesses"]) >= 2
+    keys = [(a["time"], a["accessId"]) for a in whole["accesses"]]
+    assert keys == sorted(keys, reverse=True)
+    seen, url, pages = [], "/v1/me/access-log?limit=1", 0
+    while url:
+        page = me.get(url).json()
+        assert len(page["accesses"]) == 1 and page["emergencyWindows"] == whole["emergencyWindows"]
+        seen += [a["accessId"] for a in page["accesses"]]
+        url, pages = page["next"], pages + 1
+        assert (page["cursor"] is None) == (url is None)
+    assert seen == [a["accessId"] for a in whole["accesses"]] and pages == len(seen)
+    for bad in ({"cursor": "not-a-cursor"}, {"cursor": "A" * 53}, {"limit": 0}, {"limit": 201}):
+        r = me.get("/v1/me/access-log", params=bad)
+        assert r.status_code == 400, (bad, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["code"] == "invalid_request"
+
+
 # ---------------------------------------------------------------- retraction and key rotation
 
 
