@@ -963,3 +963,19 @@ def test_patient_index_pages_newest_first(jpath: Path) -> None:
         assert rest == mine[5:]
         assert len(j.patient_entries(other)) == 10
         assert j.patient_entries("0x2222222222222222222222222222222222222222") == []
+
+
+def test_verify_journal_command(jpath: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hcl gateway verify-journal``: the full check, exit 0 when intact and 1 naming the bad entry."""
+    from typer.testing import CliRunner
+
+    from gateway.cli import gateway_app
+
+    with Journal(jpath, checkpoint_every=8) as j:
+        fill(j, 20)
+    monkeypatch.setenv("HCL_DATA_DIR", str(jpath.parent))
+    ok = CliRunner().invoke(gateway_app, ["verify-journal"])
+    assert ok.exit_code == 0 and "20 entries verified" in ok.output, ok.output
+    _tamper(jpath, "UPDATE entries SET entry = ? WHERE idx = 3", entry(4).to_bytes())  # before the checkpoint
+    bad = CliRunner().invoke(gateway_app, ["verify-journal"])
+    assert bad.exit_code == 1 and "entry 3" in bad.output, bad.output
