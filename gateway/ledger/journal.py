@@ -318,6 +318,7 @@ class Journal:
                 f"an anchor covers {a.tree_size} entries but the journal has {frontier.size}", frontier.size
             )
         self._check_stored_nodes(conn, made)
+        self._check_nothing_beyond(conn, frontier.size)
         self._frontier = frontier
         self._chain_head = tail.chain
         last = self._read_anchors(conn, last_only=True)
@@ -381,6 +382,15 @@ class Journal:
         for height, j, h in made:
             if node(height, j) != h:
                 raise JournalCorrupt(f"stored tree node ({height}, {j}) differs from the entries", j << height)
+
+    @staticmethod
+    def _check_nothing_beyond(conn: sqlite3.Connection, size: int) -> None:
+        """No stored node past the last row: rows were removed after they were written (the next append
+        would otherwise collide with their nodes). One index probe per level."""
+        for height in range(1, 64):
+            row = conn.execute("SELECT j FROM nodes WHERE height = ? AND j >= ? LIMIT 1", (height, size >> height))
+            if row.fetchone() is not None:
+                raise JournalCorrupt("the stored tree covers entries that are missing", size)
 
     @staticmethod
     def _disk_node(conn: sqlite3.Connection) -> Callable[[int, int], bytes]:

@@ -32,7 +32,7 @@ from node_client import merkle
 from node_client.journal_entry import JournalEntry, unhex
 from node_client.vocabulary import CATEGORIES, PURPOSES
 
-__all__ = ["History", "PageKey", "holder_entries", "network", "network_page"]
+__all__ = ["History", "PageKey", "holder_entries", "network_page"]
 
 #: where a page of the access log ends: (time in seconds, access id); pages are newest first by this key
 PageKey = tuple[int, bytes]
@@ -68,8 +68,9 @@ def holder_entries(
 
 
 def network_page(c: Components, patient: str, *, before: PageKey | None, limit: int) -> History:
-    """One page of :func:`network`, newest first by (time, access id): each source (chain read model,
-    this journal, every peer) is asked for at most ``limit + 1`` entries below ``before``, then merged."""
+    """One page of the patient's whole history (the chain's strict entries, this journal's and every peer's,
+    asked in parallel), newest first by (time, access id): each source is asked for at most ``limit + 1``
+    entries below ``before``, then merged."""
     categories = read_model.record_categories_of(c.db, patient)
     accesses = read_model.accesses_page(c.db, patient, before=before, limit=limit + 1)
     journal = c.journal_index.page_of(patient, before=before, limit=limit + 1) if c.journal_index else []
@@ -83,22 +84,6 @@ def network_page(c: Components, patient: str, *, before: PageKey | None, limit: 
     merged = sorted((e for e in out.entries if before is None or _key(e) < before), key=_key, reverse=True)
     out.entries = merged[:limit]
     out.next = _key(out.entries[-1]) if len(merged) > limit else None
-    return out
-
-
-def network(c: Components, patient: str) -> History:
-    """The whole history: the chain's strict entries, this journal's and every peer's (in parallel)."""
-    categories = read_model.record_categories_of(c.db, patient)  # once: every batch entry needs it
-    journal = list(c.journal_index.entries_of(patient)) if c.journal_index else []
-    out = History(
-        entries=_strict(c, patient, read_model.accesses_of(c.db, patient)) + _own_batch(c, patient, categories, journal)
-    )
-    peers = c.federation.directory.peers()
-    if peers:
-        with ThreadPoolExecutor(max_workers=min(8, len(peers)), thread_name_prefix="hcl-history") as pool:
-            asked = [(p, pool.submit(c.federation.accesses, p, patient)) for p in peers]
-            _collect(c, patient, categories, asked, out)
-    out.entries.sort(key=lambda e: int(e["time"]), reverse=True)
     return out
 
 

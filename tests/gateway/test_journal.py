@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -979,3 +980,41 @@ def test_verify_journal_command(jpath: Path, monkeypatch: pytest.MonkeyPatch) ->
     _tamper(jpath, "UPDATE entries SET entry = ? WHERE idx = 3", entry(4).to_bytes())  # before the checkpoint
     bad = CliRunner().invoke(gateway_app, ["verify-journal"])
     assert bad.exit_code == 1 and "entry 3" in bad.output, bad.output
+
+
+def test_a_truncated_unanchored_tail_is_caught_by_its_stored_nodes(jpath: Path) -> None:
+    with Journal(jpath) as j:
+        fill(j, 20)
+    _tamper(jpath, "DELETE FROM entries WHERE idx >= 17")
+    with pytest.raises(JournalCorrupt, match="covers entries that are missing") as info:
+        Journal(jpath)
+    assert info.value.index == 17
+
+
+_CRASHING_WRITER = """
+import sys
+from pathlib import Path
+from gateway.ledger.journal import Journal
+from tests.gateway.test_journal import entry
+j = Journal(Path(sys.argv[1]), checkpoint_every=8)
+for b in range(40):
+    j.append_many([entry(i) for i in range(5 * b, 5 * b + 5)])
+"""
+
+
+@pytest.mark.parametrize(("point", "survivors"), [("journal.before_commit:7", 30), ("journal.after_commit:7", 35)])
+def test_kill_9_mid_commit_leaves_nodes_index_and_checkpoint_consistent(
+    jpath: Path, point: str, survivors: int
+) -> None:
+    """SIGKILL in the writer around a commit that also crosses a checkpoint (30 -> 35 over 32): what
+    reopens is exactly the committed batches, with their tree nodes, index rows and checkpoint."""
+    env = {**os.environ, "HCL_TEST_CRASH_AT": point}
+    done = subprocess.run([sys.executable, "-c", _CRASHING_WRITER, str(jpath)], env=env, capture_output=True)
+    assert done.returncode == -9, done.stderr.decode()
+    with Journal(jpath, checkpoint_every=8) as j:
+        assert j.size == survivors
+        assert j.verify_all() == survivors
+        assert j.root() == root_from_leaf_hashes([entry(i).leaf_hash() for i in range(survivors)])
+        fill(j, 12, start=survivors)  # and it goes on from there
+        assert len(j.patient_entries(PATIENT)) == survivors + 12
+        assert j.verify_all() == survivors + 12
