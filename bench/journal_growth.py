@@ -4,6 +4,8 @@
 importable (run it with main's tree on PYTHONPATH to get a schema 1 file); ``... measure <db>`` opens it
 and prints one line: open seconds, RSS before/after, first and second page of one patient's newest 50
 entries, one inclusion proof. Run each measurement in a fresh process (peak RSS is the process's).
+``... startup <db> <code dir> <label>`` starts a whole gateway process (batch mode, Hardhat chain) twice on a
+copy of the journal, with ``<code dir>`` as its PYTHONPATH, and prints its time to healthy and peak RSS.
 Numbers: docs/performance.md, "Bounded growth".
 """
 
@@ -88,10 +90,37 @@ def measure(path: Path) -> None:
     j.close()
 
 
+def startup(journal: Path, code: str, label: str) -> None:
+    """A whole ``hcl gateway serve`` (batch mode) on a copy of ``journal``: seconds to healthy and peak RSS."""
+    import shutil
+
+    import httpx
+
+    from bench.gateway import chain, gateway_process
+
+    folder = Path(f"/tmp/journal-growth-{label}")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    with chain(folder) as net:
+        data = folder / "gateway-batch-local"
+        data.mkdir()
+        shutil.copy(journal, data / "journal.db")
+        for attempt in (1, 2):
+            t0 = time.perf_counter()
+            with gateway_process(folder, net, extra_env={"PYTHONPATH": code}) as gw:
+                ready = time.perf_counter() - t0
+                size = httpx.get(gw.url + "/healthz", timeout=10).json()["checks"]["journal"]["size"]
+                print(
+                    f"{label} start {attempt}: healthy after {ready:.1f} s, peak RSS {gw.peak_rss_mb():.0f} MB, size {size}"
+                )
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["generate"]:
         generate(Path(sys.argv[2]), int(sys.argv[3]))
     elif sys.argv[1:2] == ["measure"]:
         measure(Path(sys.argv[2]))
+    elif sys.argv[1:2] == ["startup"]:
+        startup(Path(sys.argv[2]), sys.argv[3], sys.argv[4])
     else:
         sys.exit(__doc__)
