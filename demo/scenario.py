@@ -1117,7 +1117,8 @@ def _settled_log(r: _Run, timeout: float = 30.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         with _asking("reading Wang's access log"):
-            log = r.me.my_access_log()
+            log = r.me.my_access_log()  # the newest page: its emergency windows and unavailable holders
+            log["accesses"] = list(r.me.iter_access_log())  # every page
         by_id = {a["accessId"]: a for a in log["accesses"]}
         missing = [a for a in r.access_ids if a not in by_id]
         unproven = {a: by_id[a]["verification"] for a in r.access_ids if a in by_id and not by_id[a]["verified"]}
@@ -1300,7 +1301,7 @@ def _compare_with_chain(s: Session, me: GatewayClient, patient: str, releases: l
     out = s.out
     s.wait_indexed()
     with _asking("reading Wang's access log"):
-        log = me.my_access_log()["accesses"]
+        log = list(me.iter_access_log())
     strict = [a for a in log if a["ledger"]["mode"] == "strict"]
     batch = [a for a in log if a["ledger"]["mode"] == "batch"]
     events = [e for e in s.ledger.access.events(["AccessLogged"]) if e["patient"] == patient]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -168,10 +169,16 @@ class GatewayClient:
         acted for — ledgered here and sealed to that member's key, so the asking gateway cannot open it."""
         return self._json("GET", f"/v1/federation/records/{record_id}", params={"purpose": purpose})
 
-    def holder_accesses(self, patient: str) -> dict[str, Any]:
+    def holder_accesses(self, patient: str, *, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
         """Gateway-to-gateway (after :meth:`act_for` the patient): this gateway's journal entries of the patient,
-        each with its leaf hash, inclusion proof and anchor, for the patient's gateway to check (``entries``)."""
-        return self._json("GET", f"/v1/federation/patients/{patient}/accesses")
+        each with its leaf hash, inclusion proof and anchor, for the patient's gateway to check (``entries``):
+        all, or with ``limit`` a page, newest first, after ``cursor``."""
+        params: dict[str, str | int] = {}
+        if cursor is not None:
+            params["cursor"] = cursor
+        if limit is not None:
+            params["limit"] = limit
+        return self._json("GET", f"/v1/federation/patients/{patient}/accesses", params=params)
 
     def holder_pin(self, record_ids: list[str]) -> dict[str, Any]:
         """Gateway-to-gateway (after :meth:`act_for` the asking gateway itself): pin the ciphertexts of these
@@ -223,9 +230,25 @@ class GatewayClient:
         """The signed-in patient's consents (``consents``: current, one per institution; ``history``)."""
         return self._json("GET", "/v1/me/consents")
 
-    def my_access_log(self) -> dict[str, Any]:
-        """Who read the signed-in patient's records (``accesses``) and the emergency windows opened on them."""
-        return self._json("GET", "/v1/me/access-log")
+    def my_access_log(self, *, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        """One page of who read the signed-in patient's records (``accesses``, newest first) and the emergency
+        windows opened on them; ``cursor`` (the previous page's, None at the end) asks for the next page."""
+        params: dict[str, str | int] = {}
+        if cursor is not None:
+            params["cursor"] = cursor
+        if limit is not None:
+            params["limit"] = limit
+        return self._json("GET", "/v1/me/access-log", params=params)
+
+    def iter_access_log(self, *, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every entry of the signed-in patient's access log, newest first, page after page."""
+        cursor: str | None = None
+        while True:
+            page = self.my_access_log(cursor=cursor, limit=limit)
+            yield from page["accesses"]
+            cursor = page.get("cursor")
+            if not cursor:
+                return
 
     def proof(self, ref: str | int) -> dict[str, Any]:
         """The ledger proof of a release: journal index (batch; ``anchored`` false until anchored) or access id."""

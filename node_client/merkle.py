@@ -39,14 +39,18 @@ an append creates). Callers that need more (the journal does) wrap it in their o
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "MerkleTree",
+    "NodeSource",
+    "consistency_path",
+    "inclusion_path",
     "leaf_hash",
     "node_hash",
+    "range_hash",
     "root_from_inclusion_proof",
     "root_from_leaf_hashes",
     "verify_consistency",
@@ -58,6 +62,9 @@ _sha256 = hashlib.sha256
 
 #: MTH of the empty tree: SHA-256 of the empty string (no prefix).
 EMPTY_ROOT: bytes = _sha256(b"").digest()
+
+#: ``node(height, j)``: the hash of the complete aligned subtree over leaves ``[j * 2**height, (j + 1) * 2**height)``
+NodeSource = Callable[[int, int], bytes]
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -239,25 +246,8 @@ class MerkleTree:
         return bytes(self._levels[height][j * HASH_SIZE : (j + 1) * HASH_SIZE])
 
     def _range_hash(self, start: int, end: int) -> bytes:
-        """MTH(D[start:end]) for a range that occurs in the RFC recursion.
-
-        Such a range starts at a multiple of the largest power of two >= its length (it is a left
-        part, hence complete and aligned, or a right part ending at some tree size). Its length in
-        binary then names stored aligned subtrees, which are folded right to left.
-        """
-        length = end - start
-        if length <= 0:
-            raise ValueError("empty range")
-        parts: list[bytes] = []
-        offset = start
-        for height in range(length.bit_length() - 1, -1, -1):
-            if length >> height & 1:
-                parts.append(self._node(height, offset >> height))
-                offset += 1 << height
-        node = parts.pop()
-        while parts:
-            node = node_hash(parts.pop(), node)
-        return node
+        """MTH(D[start:end]) for a range that occurs in the RFC recursion (see :func:`range_hash`)."""
+        return range_hash(self._node, start, end)
 
     def _check_size(self, size: int | None) -> int:
         if size is None:
@@ -290,18 +280,7 @@ class MerkleTree:
             raise ValueError(f"leaf index {index} not in a tree of size {size}")
         if index < self._base:
             raise ValueError(f"leaf {index} precedes the frontier this tree was built from")
-        path: list[bytes] = []
-        start, end, m = 0, size, index
-        while end - start > 1:
-            k = _split(end - start)
-            if m < k:
-                path.append(self._range_hash(start + k, end))
-                end = start + k
-            else:
-                path.append(self._range_hash(start, start + k))
-                start, m = start + k, m - k
-        path.reverse()
-        return path
+        return inclusion_path(self._node, index, size)
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """PROOF(old_size, D[new_size]) of RFC 6962 2.1.2 / RFC 9162 2.1.4.1.
@@ -316,23 +295,72 @@ class MerkleTree:
             return []
         if old_size < self._base:
             raise ValueError(f"size {old_size} precedes the frontier this tree was built from ({self._base})")
-        proof: list[bytes] = []
-        start, end, m, whole = 0, new_size, old_size, True
-        while True:
-            n = end - start
-            if m == n:
-                if not whole:
-                    proof.append(self._range_hash(start, end))
-                break
-            k = _split(n)
-            if m <= k:
-                proof.append(self._range_hash(start + k, end))
-                end = start + k
-            else:
-                proof.append(self._range_hash(start, start + k))
-                start, m, whole = start + k, m - k, False
-        proof.reverse()
-        return proof
+        return consistency_path(self._node, old_size, new_size)
+
+
+# ---------------------------------------------------------------------- proofs over any node store
+
+
+def range_hash(node: NodeSource, start: int, end: int) -> bytes:
+    """MTH(D[start:end]) for a range that occurs in the RFC recursion, from stored aligned subtrees.
+
+    Such a range starts at a multiple of the largest power of two >= its length (it is a left
+    part, hence complete and aligned, or a right part ending at some tree size). Its length in
+    binary then names stored aligned subtrees ``node(height, j)``, which are folded right to left.
+    """
+    length = end - start
+    if length <= 0:
+        raise ValueError("empty range")
+    parts: list[bytes] = []
+    offset = start
+    for height in range(length.bit_length() - 1, -1, -1):
+        if length >> height & 1:
+            parts.append(node(height, offset >> height))
+            offset += 1 << height
+    result = parts.pop()
+    while parts:
+        result = node_hash(parts.pop(), result)
+    return result
+
+
+def inclusion_path(node: NodeSource, index: int, size: int) -> list[bytes]:
+    """PATH(index, D[size]) (RFC 9162 2.1.3.1), leaf to root, over ``node(height, j)`` lookups.
+
+    Shared by the in-memory tree and the gateway's on-disk one, so both give identical proofs.
+    """
+    path: list[bytes] = []
+    start, end, m = 0, size, index
+    while end - start > 1:
+        k = _split(end - start)
+        if m < k:
+            path.append(range_hash(node, start + k, end))
+            end = start + k
+        else:
+            path.append(range_hash(node, start, start + k))
+            start, m = start + k, m - k
+    path.reverse()
+    return path
+
+
+def consistency_path(node: NodeSource, old_size: int, new_size: int) -> list[bytes]:
+    """PROOF(old_size, D[new_size]) (RFC 9162 2.1.4.1) for ``0 < old_size < new_size``."""
+    proof: list[bytes] = []
+    start, end, m, whole = 0, new_size, old_size, True
+    while True:
+        n = end - start
+        if m == n:
+            if not whole:
+                proof.append(range_hash(node, start, end))
+            break
+        k = _split(n)
+        if m <= k:
+            proof.append(range_hash(node, start + k, end))
+            end = start + k
+        else:
+            proof.append(range_hash(node, start, start + k))
+            start, m, whole = start + k, m - k, False
+    proof.reverse()
+    return proof
 
 
 # ---------------------------------------------------------------------- verification

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from gateway.problems import Problem
 from gateway.wiring import Components
+from node_client.paging import decode_cursor
 
-__all__ = ["CallerDep", "ComponentsDep", "read_body"]
+__all__ = ["PAGE_LIMIT_MAX", "CallerDep", "ComponentsDep", "CursorQuery", "LimitQuery", "page_key", "read_body"]
+
+#: the largest page of an access log (a page costs one index range per source, whatever the history)
+PAGE_LIMIT_MAX = 200
+CursorQuery = Annotated[
+    str | None, Query(max_length=128, description="the `cursor` of the previous page (absent: the newest entries)")
+]
+LimitQuery = Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX, description="entries per page")]
+
+
+def page_key(cursor: str | None) -> tuple[int, bytes] | None:
+    """A page cursor as (time, access id); a cursor this gateway did not make is a 400."""
+    if cursor is None:
+        return None
+    try:
+        return decode_cursor(cursor)
+    except ValueError:
+        raise Problem("invalid_request", "cursor is not one this gateway returned") from None
 
 
 async def get_components(request: Request) -> Components:

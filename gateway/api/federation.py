@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from gateway.api.deps import ComponentsDep
+from gateway.api.deps import ComponentsDep, CursorQuery, LimitQuery, page_key
 from gateway.api.models import PinsIn
 from gateway.api.records import discovered, discovery_query, parse_purpose, parse_record_id
 from gateway.api.schemas import DiscoveredRecords, HolderAccesses, Pins, Release, problems
@@ -57,14 +57,21 @@ def holder_discover(
 
 
 @router.get("/v1/federation/patients/{address}/accesses", responses=problems(401, 403, 503))
-def holder_accesses(address: str, c: ComponentsDep, peer: PeerDep) -> HolderAccesses:
+def holder_accesses(
+    address: str, c: ComponentsDep, peer: PeerDep, cursor: CursorQuery = None, limit: LimitQuery | None = None
+) -> HolderAccesses:
     """This gateway's journal entries of a patient, with their proofs, for the patient's own gateway: only
-    when the gateway acts for that patient (a history is the patient's to see)."""
+    when the gateway acts for that patient (a history is the patient's to see). All of them, or with
+    ``limit`` a page, newest first, after ``cursor``."""
+    before = page_key(cursor)
     if not is_address(address) or to_checksum_address(address) != peer.acting_for:
         raise Problem("not_patient", "a patient's access history is answered only to the patient's gateway for them")
     c.metrics.peer_requests.labels(kind="history").inc()
     return HolderAccesses.model_validate(
-        {"patient": peer.acting_for, "entries": access_history.holder_entries(c, peer.acting_for)}
+        {
+            "patient": peer.acting_for,
+            "entries": access_history.holder_entries(c, peer.acting_for, before=before, limit=limit),
+        }
     )
 
 

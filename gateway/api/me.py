@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from fastapi import APIRouter
 
-from gateway.api.deps import CallerDep, ComponentsDep
+from gateway.api.deps import CallerDep, ComponentsDep, CursorQuery, LimitQuery, page_key
 from gateway.api.schemas import (
     AccessEntry,
     AccessLog,
@@ -21,6 +23,7 @@ from gateway.services import access_history
 from gateway.storage import emergency_reasons, read_model
 from gateway.storage.db import status_text
 from node_client.contracts import ConsentStatus
+from node_client.paging import encode_cursor
 from node_client.vocabulary import CATEGORIES, PURPOSES, categories_of, purposes_of
 
 router = APIRouter(prefix="/v1/me", tags=["patients"])
@@ -95,16 +98,20 @@ def my_consents(c: ComponentsDep, caller: CallerDep) -> MyConsents:
     )
 
 
-@router.get("/access-log", responses=problems(503))
-def my_access_log(c: ComponentsDep, caller: CallerDep) -> AccessLog:
+@router.get("/access-log", responses=problems(400, 503))
+def my_access_log(c: ComponentsDep, caller: CallerDep, cursor: CursorQuery = None, limit: LimitQuery = 50) -> AccessLog:
     """Who read which of my records, when, why — at every institution's gateway; emergency accesses flagged;
-    each entry checked against the chain here (``verified``, ``verification``)."""
-    history = access_history.network(c, caller)
+    each entry checked against the chain here (``verified``, ``verification``). Newest first, a page at a
+    time: ``cursor`` (and the ``next`` link) give the following page, absent on the last one."""
+    history = access_history.network_page(c, caller, before=page_key(cursor), limit=limit)
     reasons = emergency_reasons.of_patient(c.db, caller)
     emergencies = read_model.emergencies_of(c.db, caller)
+    following = encode_cursor(*history.next) if history.next is not None else None
     return AccessLog(
         patient=caller,
         accesses=[AccessEntry.model_validate(e) for e in history.entries],
+        cursor=following,
+        next=f"/v1/me/access-log?{urlencode({'cursor': following, 'limit': limit})}" if following else None,
         unavailable=[UnavailableHolder.model_validate(u) for u in history.unavailable],
         emergencyWindows=[
             EmergencyWindow(

@@ -485,6 +485,8 @@ class AccessLog(_Out):
     patient: Address
     accesses: list[AccessEntry]
     emergencyWindows: list[EmergencyWindow]
+    cursor: str | None = Field(default=None, description="pass as `cursor` for the next page; absent on the last page")
+    next: str | None = Field(default=None, description="the next page's URL (same `limit`); absent on the last page")
     unavailable: list[UnavailableHolder] = Field(
         default_factory=list, description="gateways that did not answer (their batch-mode entries are missing)"
     )

@@ -22,6 +22,7 @@ from gateway.federation.directory import Directory, Peer
 from gateway.problems import PROBLEMS, Problem
 from node_client._exceptions import GatewayProblem, GatewayUnavailable
 from node_client.gateway_client import GatewayClient, connection_pool
+from node_client.paging import encode_cursor
 
 __all__ = ["Federation"]
 
@@ -69,9 +70,13 @@ class Federation:
             )
         return body
 
-    def accesses(self, peer: Peer, patient: str) -> list[dict[str, Any]]:
-        """``peer``'s journal entries of ``patient`` (acting for the patient), each with its proof, unchecked."""
-        body = self._ask(peer, patient, lambda gw: gw.holder_accesses(patient))
+    def accesses(
+        self, peer: Peer, patient: str, before: tuple[int, bytes] | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """``peer``'s journal entries of ``patient`` (acting for the patient), each with its proof, unchecked:
+        all, or (``limit``) a page newest first below ``before`` (a peer too old to page answers all)."""
+        cursor = encode_cursor(*before) if before is not None else None
+        body = self._ask(peer, patient, lambda gw: gw.holder_accesses(patient, cursor=cursor, limit=limit))
         entries = body.get("entries")
         if not isinstance(entries, list):
             raise errors.HolderUnavailable(f"{_label(peer)} answered without entries", holder=peer.address)

@@ -26,10 +26,19 @@ from typing import Any, BinaryIO, Final, NamedTuple
 import orjson
 
 from gateway.crashpoints import crashpoint
+from gateway.ledger.frontier import Frontier, Node
 from gateway.storage.fs import fsync_dir
 from node_client.journal_entry import ENTRY_SIZE, ENTRY_VERSION, JournalEntry
 from node_client.journal_entry import unhex as _unhex
-from node_client.merkle import MerkleTree, leaf_hash
+from node_client.merkle import (
+    EMPTY_ROOT,
+    MerkleTree,
+    consistency_path,
+    inclusion_path,
+    leaf_hash,
+    node_hash,
+    range_hash,
+)
 
 __all__ = [
     "ENTRY_SIZE",
@@ -49,7 +58,10 @@ log = logging.getLogger("hcl.gateway.journal")
 ZERO_HASH = b"\x00" * 32
 EXPORT_FORMAT = "hcl-release-journal"
 EXPORT_VERSION = 1
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: interior nodes, checkpoint and the patient/requester indexes on disk
+#: a checkpoint (size, chain head, frontier) is written every this many entries: opening re-verifies
+#: at most this many rows (the rest was verified when written; ``verify_all`` re-checks everything)
+CHECKPOINT_EVERY = 16384
 
 _sha256 = hashlib.sha256
 
@@ -107,17 +119,63 @@ CREATE TABLE IF NOT EXISTS anchors (
     block_number INTEGER,
     anchored_at INTEGER
 );
+CREATE TABLE IF NOT EXISTS nodes (
+    height INTEGER NOT NULL,
+    j INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (height, j)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    size INTEGER NOT NULL,
+    chain_head BLOB NOT NULL,
+    frontier BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS by_patient (
+    patient BLOB NOT NULL,
+    time INTEGER NOT NULL,
+    access BLOB NOT NULL,
+    idx INTEGER NOT NULL,
+    PRIMARY KEY (patient, time, access, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS requester_counts (
+    requester TEXT PRIMARY KEY,
+    entries INTEGER NOT NULL
+)
 """
+
+
+def _address_key(address: str) -> bytes:
+    """An address as the 20 bytes the patient index is keyed by."""
+    return bytes.fromhex(address[2:])
+
+
+#: a patient index row: (patient key, release time in seconds, access hash, journal index); the access
+#: log pages by (time, access hash) descending, the order it merges chain and peer entries in
+IndexRow = tuple[bytes, int, bytes, int]
+
+
+def _index_row(entry: JournalEntry, idx: int) -> IndexRow:
+    return (_address_key(entry.patient), entry.released_at // 1000, entry.access_hash, idx)
+
+
+@dataclass(slots=True)
+class _Tail:
+    """Where a replay of rows has got to: the tree's frontier and the hash chain's head."""
+
+    frontier: Frontier
+    chain: bytes
 
 
 class _Request:
     """One caller's append: its encoded entries, their leaf hashes and the future of their indexes."""
 
-    __slots__ = ("blobs", "future", "leaves")
+    __slots__ = ("blobs", "future", "leaves", "parties")
 
-    def __init__(self, blobs: list[bytes], leaves: list[bytes]) -> None:
+    def __init__(self, blobs: list[bytes], leaves: list[bytes], entries: list[JournalEntry]) -> None:
         self.blobs = blobs
         self.leaves = leaves
+        self.parties = entries  # for the indexes
         self.future: Future[list[int]] = Future()
 
 
@@ -133,21 +191,28 @@ _STOP: Final = _Stop.STOP
 class Journal:
     """The durable release journal (docs/audit.md, "The release journal"). Thread-safe.
 
-    Opening loads every row, re-derives each leaf hash from the stored entry, checks the hash chain
-    and the recorded anchors, and builds the in-memory Merkle tree: O(n), a few seconds per million
-    rows, and ~64 bytes of memory per entry for the tree. Then every root and proof is O(log n) from
-    memory. (At a sustained 2,000 releases/s that is 7 M entries an hour: a journal meant to run for
-    long at that rate needs epochs/rotation, which this version does not do.)
+    Memory and opening time do not grow with history: the Merkle tree is kept as its frontier
+    (O(log n) hashes), its interior nodes, the patient index and per-requester counts are written to
+    disk in the entries' own transaction, and opening re-verifies only the rows after the last
+    checkpoint (at most ``checkpoint_every``). :meth:`verify_all` re-checks every row and node.
     """
 
-    def __init__(self, path: Path, *, batch_max: int = 512, batch_wait_ms: float = 2.0) -> None:
-        if batch_max < 1:
-            raise ValueError("batch_max must be >= 1")
+    def __init__(
+        self,
+        path: Path,
+        *,
+        batch_max: int = 512,
+        batch_wait_ms: float = 2.0,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+    ) -> None:
+        if batch_max < 1 or checkpoint_every < 1:
+            raise ValueError("batch_max and checkpoint_every must be >= 1")
         if batch_wait_ms < 0:
             raise ValueError("batch_wait_ms must be >= 0")
         self.path = Path(path)
         self.batch_max = batch_max
         self.batch_wait = batch_wait_ms / 1000.0
+        self.checkpoint_every = checkpoint_every
         #: committed transactions of entries (one fsync each): appends / commits is the batching factor
         self.commits = 0
         #: entries committed by this process
@@ -200,11 +265,13 @@ class Journal:
         for statement in _SCHEMA.split(";"):  # not executescript(): it would COMMIT first
             if statement.strip():
                 conn.execute(statement)
+        if version < 2:
+            self._migrate_to_v2(conn)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
         if created:  # the new database (and its WAL) must survive a crash as directory entries too
             fsync_dir(self.path.parent)
-        self._tree = MerkleTree()
+        self._frontier = Frontier()
         self._chain_head = ZERO_HASH
         self._last_anchor: Anchor | None = None
         self._load()
@@ -234,16 +301,70 @@ class Journal:
         return conn
 
     def _load(self) -> None:
-        """Rebuilds the tree from disk, verifying every row, then checks the recorded anchors."""
+        """Loads the checkpoint, re-verifies the rows after it and the anchors they reach."""
         assert self._conn is not None
-        expected = 0
-        chain = ZERO_HASH
-        tree = self._tree
-        chunk: list[bytes] = []
+        conn = self._conn
+        frontier, chain = self._read_checkpoint(conn)
+        tail_anchors = self._read_anchors(conn, after=frontier.size)
+        made: list[Node] = []
+        tail = _Tail(frontier, chain)
+        for _idx, _blob, nodes in self._replay(conn, tail):
+            made += nodes
+            if tail_anchors and tail_anchors[0].tree_size == frontier.size:
+                self._check_anchor_root(tail_anchors.pop(0), frontier.root())
+        if tail_anchors:
+            a = tail_anchors[0]
+            raise JournalCorrupt(
+                f"an anchor covers {a.tree_size} entries but the journal has {frontier.size}", frontier.size
+            )
+        self._check_stored_nodes(conn, made)
+        self._check_nothing_beyond(conn, frontier.size)
+        self._frontier = frontier
+        self._chain_head = tail.chain
+        last = self._read_anchors(conn, last_only=True)
+        if last and last[0].tree_size <= frontier.size:
+            self._check_anchor_root(last[0], range_hash(self._disk_node(conn), 0, last[0].tree_size))
+        self._last_anchor = last[0] if last else None
+        anchored = self._last_anchor.tree_size if self._last_anchor else 0
+        if frontier.size > anchored:
+            # unanchored rows from a previous run: age them by their release time (wall clock)
+            row = conn.execute("SELECT entry FROM entries WHERE idx = ?", (anchored,)).fetchone()
+            age = max(0.0, time.time() - JournalEntry.from_bytes(bytes(row[0])).released_at / 1000)
+            self._commit_times.append((frontier.size, time.monotonic() - age))
+
+    @staticmethod
+    def _check_anchor_root(anchor: Anchor, root: bytes) -> None:
+        if anchor.root != root:
+            raise JournalCorrupt(f"the entries do not hash to the root anchored at size {anchor.tree_size}")
+
+    def _read_checkpoint(self, conn: sqlite3.Connection) -> tuple[Frontier, bytes]:
+        """The checkpoint's frontier and chain head, checked against the stored nodes and row."""
+        row = conn.execute("SELECT size, chain_head, frontier FROM checkpoint WHERE id = 1").fetchone()
+        if row is None:
+            return Frontier(), ZERO_HASH
+        try:
+            frontier = Frontier.decode(int(row[0]), bytes(row[2]))
+        except (TypeError, ValueError) as exc:
+            raise JournalCorrupt(f"bad checkpoint: {exc}") from None
+        node = self._disk_node(conn)
+        for height, j, h in frontier.nodes():
+            if node(height, j) != h:
+                raise JournalCorrupt("the checkpoint does not match the stored tree", j << height)
+        stored = conn.execute("SELECT chain_hash FROM entries WHERE idx = ?", (frontier.size - 1,)).fetchone()
+        if stored is None or stored[0] != row[1]:
+            raise JournalCorrupt("the checkpoint's chain head does not match its row", frontier.size - 1)
+        return frontier, bytes(row[1])
+
+    def _replay(self, conn: sqlite3.Connection, tail: _Tail) -> Iterator[tuple[int, bytes, list[Node]]]:
+        """Rows from ``tail.frontier.size`` on, each verified (index, leaf, chain) and appended to the tail:
+        ``(idx, entry, nodes made)``. The cost of opening is this loop over the rows after the checkpoint."""
+        frontier, chain = tail.frontier, tail.chain
+        expected = frontier.size
         sha = _sha256
-        rows = self._conn.execute("SELECT idx, entry, leaf_hash, chain_hash FROM entries ORDER BY idx")
+        rows = conn.execute(
+            "SELECT idx, entry, leaf_hash, chain_hash FROM entries WHERE idx >= ? ORDER BY idx", (expected,)
+        )
         for idx, blob, leaf, stored_chain in rows:
-            # the fast check inline (this loop is the cost of opening); _check_row names the fault
             if (
                 idx != expected
                 or type(blob) is not bytes
@@ -251,33 +372,90 @@ class Journal:
                 or sha(chain + leaf).digest() != stored_chain
             ):
                 self._check_row(expected, idx, blob, leaf, stored_chain, chain)
-            chain = stored_chain
-            chunk.append(leaf)
+            chain = tail.chain = stored_chain
             expected += 1
-            if len(chunk) == 65536:
-                tree.extend(chunk)
-                chunk.clear()
-        tree.extend(chunk)
-        self._chain_head = chain
-        anchors = self._read_anchors(self._conn)
-        previous = 0
-        for a in anchors:
-            if a.tree_size <= previous:
-                raise JournalCorrupt("anchor tree sizes do not increase")
-            previous = a.tree_size
-            if a.tree_size > tree.size:
-                raise JournalCorrupt(
-                    f"an anchor covers {a.tree_size} entries but the journal has {tree.size}", tree.size
-                )
-            if a.root != tree.root(a.tree_size):
-                raise JournalCorrupt(f"the entries do not hash to the root anchored at size {a.tree_size}")
-        self._last_anchor = anchors[-1] if anchors else None
-        anchored = self._last_anchor.tree_size if self._last_anchor else 0
-        if tree.size > anchored:
-            # unanchored rows from a previous run: age them by their release time (wall clock)
-            row = self._conn.execute("SELECT entry FROM entries WHERE idx = ?", (anchored,)).fetchone()
-            age = max(0.0, time.time() - JournalEntry.from_bytes(bytes(row[0])).released_at / 1000)
-            self._commit_times.append((tree.size, time.monotonic() - age))
+            yield idx, blob, frontier.append(leaf)
+
+    def _check_stored_nodes(self, conn: sqlite3.Connection, made: list[Node]) -> None:
+        """The interior nodes recomputed from rows must be the ones stored when they were written."""
+        node = self._disk_node(conn)
+        for height, j, h in made:
+            if node(height, j) != h:
+                raise JournalCorrupt(f"stored tree node ({height}, {j}) differs from the entries", j << height)
+
+    @staticmethod
+    def _check_nothing_beyond(conn: sqlite3.Connection, size: int) -> None:
+        """No stored node past the last row: rows were removed after they were written (the next append
+        would otherwise collide with their nodes). One index probe per level."""
+        for height in range(1, 64):
+            row = conn.execute("SELECT j FROM nodes WHERE height = ? AND j >= ? LIMIT 1", (height, size >> height))
+            if row.fetchone() is not None:
+                raise JournalCorrupt("the stored tree covers entries that are missing", size)
+
+    @staticmethod
+    def _disk_node(conn: sqlite3.Connection) -> Callable[[int, int], bytes]:
+        """``node(height, j)`` read from disk: leaves from ``entries``, interior nodes from ``nodes``."""
+
+        def node(height: int, j: int) -> bytes:
+            if height == 0:
+                row = conn.execute("SELECT leaf_hash FROM entries WHERE idx = ?", (j,)).fetchone()
+            else:
+                row = conn.execute("SELECT hash FROM nodes WHERE height = ? AND j = ?", (height, j)).fetchone()
+            if row is None or not isinstance(row[0], bytes):
+                raise JournalCorrupt(f"stored tree node ({height}, {j}) missing", j << height)
+            return row[0]
+
+        return node
+
+    def _migrate_to_v2(self, conn: sqlite3.Connection) -> None:
+        """Once, from schema 1: verifies every row and anchor and writes the nodes, indexes and checkpoint
+        (streamed in chunks, inside the caller's transaction)."""
+        frontier = Frontier()
+        anchors = self._read_anchors(conn)
+        tail = _Tail(frontier, ZERO_HASH)
+        nodes: list[Node] = []
+        patients: list[IndexRow] = []
+        counts: collections.Counter[str] = collections.Counter()
+        for idx, blob, made in self._replay(conn, tail):
+            nodes += made
+            entry = JournalEntry.from_bytes(blob)
+            patients.append(_index_row(entry, idx))
+            counts[entry.requester] += 1
+            while anchors and anchors[0].tree_size == frontier.size:
+                self._check_anchor_root(anchors.pop(0), frontier.root())
+            if len(patients) >= 65536:
+                self._write_derived(conn, nodes, patients, counts)
+                nodes, patients, counts = [], [], collections.Counter()
+        if anchors:
+            raise JournalCorrupt(f"the entries do not hash to the root anchored at size {anchors[0].tree_size}")
+        self._write_derived(conn, nodes, patients, counts)
+        if frontier.size:
+            self._write_checkpoint(conn, frontier, tail.chain)
+        log.info("journal %s migrated to schema 2 (%d entries)", self.path, frontier.size)
+
+    @staticmethod
+    def _write_derived(
+        conn: sqlite3.Connection,
+        nodes: list[Node],
+        patients: list[IndexRow],
+        counts: collections.Counter[str],
+    ) -> None:
+        """Writes what the entries imply (tree nodes, patient index, requester counts) in the caller's
+        transaction."""
+        conn.executemany("INSERT INTO nodes (height, j, hash) VALUES (?, ?, ?)", nodes)
+        conn.executemany("INSERT INTO by_patient (patient, time, access, idx) VALUES (?, ?, ?, ?)", patients)
+        conn.executemany(
+            "INSERT INTO requester_counts (requester, entries) VALUES (?, ?)"
+            " ON CONFLICT (requester) DO UPDATE SET entries = entries + excluded.entries",
+            list(counts.items()),
+        )
+
+    @staticmethod
+    def _write_checkpoint(conn: sqlite3.Connection, frontier: Frontier, chain: bytes) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO checkpoint (id, size, chain_head, frontier) VALUES (1, ?, ?, ?)",
+            (frontier.size, chain, frontier.encode()),
+        )
 
     @staticmethod
     def _check_row(expected: int, idx: int, blob: bytes, leaf: bytes, stored_chain: bytes, chain: bytes) -> None:
@@ -289,10 +467,11 @@ class Journal:
             raise JournalCorrupt("hash chain broken", idx)
 
     @staticmethod
-    def _read_anchors(conn: sqlite3.Connection) -> list[Anchor]:
-        rows = conn.execute(
-            "SELECT tree_size, root, tx_hash, block_number, anchored_at FROM anchors ORDER BY tree_size"
-        ).fetchall()
+    def _read_anchors(conn: sqlite3.Connection, *, after: int = 0, last_only: bool = False) -> list[Anchor]:
+        """Recorded anchors of tree size > ``after``, ascending (or only the latest one)."""
+        sql = "SELECT tree_size, root, tx_hash, block_number, anchored_at FROM anchors WHERE tree_size > ?"
+        sql += " ORDER BY tree_size DESC LIMIT 1" if last_only else " ORDER BY tree_size"
+        rows = conn.execute(sql, (after,)).fetchall()
         # a NULL or non-blob root (the column is nullable) can only come from outside: it then fails
         # the root comparison on open instead of crashing with a TypeError
         return [
@@ -315,7 +494,7 @@ class Journal:
                 raise TypeError("expected a JournalEntry")
             blobs.append(e.to_bytes())
         # hash in the caller's thread: the single writer is the bottleneck, callers are not
-        req = _Request(blobs, [leaf_hash(b) for b in blobs])
+        req = _Request(blobs, [leaf_hash(b) for b in blobs], list(entries))
         with self._state_lock:
             self._raise_if_unusable()
             self._queue.put(req)
@@ -390,16 +569,24 @@ class Journal:
             self._fail(exc, [r for r in batch if not r.future.done()])
 
     def _commit(self, batch: list[_Request]) -> bool:
-        idx = self._tree.size
+        frontier = self._frontier.copy()  # becomes the journal's only once committed
+        idx = frontier.size
         chain = self._chain_head
         rows: list[tuple[int, bytes, bytes, bytes]] = []
+        nodes: list[Node] = []
+        patients: list[IndexRow] = []
+        counts: collections.Counter[str] = collections.Counter()
         firsts: list[int] = []
         for req in batch:
             firsts.append(idx)
-            for blob, leaf in zip(req.blobs, req.leaves, strict=True):
+            for blob, leaf, e in zip(req.blobs, req.leaves, req.parties, strict=True):
                 chain = _chain(chain, leaf)
                 rows.append((idx, blob, leaf, chain))
+                nodes += frontier.append(leaf)
+                patients.append(_index_row(e, idx))
+                counts[e.requester] += 1
                 idx += 1
+        checkpoint = frontier.size // self.checkpoint_every != self._frontier.size // self.checkpoint_every
         try:
             with self._conn_lock:
                 conn = self._conn
@@ -410,6 +597,9 @@ class Journal:
                     conn.executemany(
                         "INSERT INTO entries (idx, entry, leaf_hash, chain_hash) VALUES (?, ?, ?, ?)", rows
                     )
+                    self._write_derived(conn, nodes, patients, counts)
+                    if checkpoint:
+                        self._write_checkpoint(conn, frontier, chain)
                     crashpoint("journal.before_commit")
                     conn.execute("COMMIT")
                 except BaseException:
@@ -423,8 +613,7 @@ class Journal:
         crashpoint("journal.after_commit")
         now = time.monotonic()
         with self._tree_lock:
-            for row in rows:
-                self._tree.append(row[2])
+            self._frontier = frontier
             self._chain_head = chain
             self._commit_times.append((idx, now))
         self.commits += 1
@@ -470,7 +659,7 @@ class Journal:
     @property
     def size(self) -> int:
         """Number of durable entries."""
-        return self._tree.size
+        return self._frontier.size
 
     @property
     def available(self) -> bool:
@@ -482,21 +671,51 @@ class Journal:
         """Why the journal became unavailable, if it did."""
         return self._error
 
-    def root(self, size: int | None = None) -> bytes:
+    def _snapshot(self, size: int | None) -> tuple[int, Frontier]:
+        """``size`` checked against the current tree (default: all of it) and the current frontier."""
         with self._tree_lock:
-            return self._tree.root(size)
+            frontier = self._frontier
+        if size is None:
+            return frontier.size, frontier
+        if not 0 <= size <= frontier.size:
+            raise ValueError(f"size {size} out of range: the tree has {frontier.size} leaves")
+        return size, frontier
+
+    def root(self, size: int | None = None) -> bytes:
+        """MTH of the first ``size`` entries: from memory for the current size, else O(log n) node reads."""
+        size, frontier = self._snapshot(size)
+        if size == frontier.size:
+            return frontier.root()
+        if size == 0:
+            return EMPTY_ROOT
+        with self._reader() as conn:
+            return range_hash(self._disk_node(conn), 0, size)
 
     def leaf_hash(self, idx: int) -> bytes:
-        with self._tree_lock:
-            return self._tree.leaf(idx)
+        """The leaf hash of entry ``idx``, its row checked (``IndexError`` when out of range)."""
+        if not 0 <= idx < self.size:
+            raise IndexError(f"leaf index {idx} out of range for size {self.size}")
+        for _i, _entry, leaf in self.entries(idx, idx + 1):
+            return leaf
+        raise JournalCorrupt("entry missing", idx)
 
     def inclusion_proof(self, idx: int, size: int | None = None) -> list[bytes]:
-        with self._tree_lock:
-            return self._tree.inclusion_proof(idx, size)
+        """PATH(idx, D[size]) from the stored nodes (same proof as the in-memory tree gave)."""
+        size, _frontier = self._snapshot(size)
+        if not 0 <= idx < size:
+            raise ValueError(f"leaf index {idx} not in a tree of size {size}")
+        with self._reader() as conn:
+            return inclusion_path(self._disk_node(conn), idx, size)
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
-        with self._tree_lock:
-            return self._tree.consistency_proof(old_size, new_size)
+        """PROOF(old_size, D[new_size]) from the stored nodes."""
+        new_size, _frontier = self._snapshot(new_size)
+        if not 0 <= old_size <= new_size:
+            raise ValueError(f"old size {old_size} not in 0..{new_size}")
+        if old_size == 0 or old_size == new_size:
+            return []
+        with self._reader() as conn:
+            return consistency_path(self._disk_node(conn), old_size, new_size)
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
@@ -515,40 +734,68 @@ class Journal:
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, JournalEntry, bytes]]:
         """``(idx, entry, leaf_hash)`` for ``start <= idx < stop`` (default: the current size).
 
-        Each row is checked against the in-memory tree (verified at open, extended only by our own
-        commits), so a row altered on disk since is reported as :class:`JournalCorrupt`.
+        Each row is checked against the stored tree (see :meth:`_checked_rows`), so a row altered on
+        disk since it was written is reported as :class:`JournalCorrupt`.
         """
-        size = self.size
-        stop = size if stop is None else min(stop, size)
+        with self._tree_lock:
+            frontier = self._frontier
+        stop = frontier.size if stop is None else min(stop, frontier.size)
         start = max(start, 0)
         if start >= stop:
             return
         with self._reader() as conn:
-            expected = start
-            for idx, blob, _leaf in conn.execute(
-                "SELECT idx, entry, leaf_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, stop)
-            ):
-                leaf = self._tree.leaf(expected)
-                if idx != expected:
-                    raise JournalCorrupt("entry missing or out of place", expected)
-                if not isinstance(blob, bytes) or leaf_hash(blob) != leaf:
-                    raise JournalCorrupt("entry changed on disk", idx)
+            for idx, blob, leaf, _chain_hash in self._checked_rows(conn, start, stop, frontier):
                 try:
                     entry = JournalEntry.from_bytes(blob)
                 except ValueError as exc:  # a valid leaf hash over an invalid encoding: never written by us
                     raise JournalCorrupt(f"entry does not decode: {exc}", idx) from exc
                 yield idx, entry, leaf
+
+    def _checked_rows(
+        self, conn: sqlite3.Connection, start: int, stop: int, frontier: Frontier
+    ) -> Iterator[tuple[int, bytes, bytes, bytes]]:
+        """Rows ``start..stop`` as ``(idx, entry, leaf, chain_hash)``, each in place, hashing to its leaf,
+        and with its sibling hashing to their stored parent node (the unpaired last leaf: to the
+        frontier's). A consistent rewrite of rows then also needs the tree rewritten to go unseen here;
+        the anchored roots catch even that (:meth:`verify_all`, the auditor)."""
+        lo, hi = start & ~1, min(frontier.size, stop + (stop & 1))
+        expected = lo
+        for chunk in range(lo, hi, 8192):
+            end = min(chunk + 8192, hi)
+            rows = conn.execute(
+                "SELECT idx, entry, leaf_hash, chain_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (chunk, end),
+            ).fetchall()
+            parents = dict(
+                conn.execute(
+                    "SELECT j, hash FROM nodes WHERE height = 1 AND j >= ? AND j < ?", (chunk >> 1, end >> 1)
+                ).fetchall()
+            )
+            for pos, (idx, blob, leaf, chain_hash) in enumerate(rows):
+                if idx != expected:
+                    raise JournalCorrupt("entry missing or out of place", max(expected, start))
+                if not isinstance(blob, bytes) or leaf_hash(blob) != leaf:
+                    raise JournalCorrupt("entry changed on disk", idx)
+                if idx & 1:
+                    if node_hash(rows[pos - 1][2], leaf) != parents.get(idx >> 1):
+                        raise JournalCorrupt("entry differs from the one committed", max(idx - 1, start))
+                elif idx == frontier.size - 1 and leaf != frontier.last_leaf():
+                    raise JournalCorrupt("entry differs from the one committed", idx)
                 expected += 1
-            if expected != stop:
-                raise JournalCorrupt("entry missing", expected)
+                if start <= idx < stop:
+                    yield idx, blob, leaf, chain_hash
+        if expected != hi:
+            raise JournalCorrupt("entry missing", expected)
 
     def verify_chain(self, start: int = 0) -> None:
         """Re-reads rows ``start..size`` from disk and checks them; raises :class:`JournalCorrupt`.
 
         Each row must hash to its leaf, chain from the previous row's stored ``chain_hash``, and agree
-        with the in-memory tree. ``start > 0`` trusts row ``start - 1``'s chain hash (checked earlier).
+        with the stored tree. ``start > 0`` trusts row ``start - 1``'s chain hash (checked earlier).
         """
-        size = self.size
+        with self._tree_lock:
+            frontier = self._frontier
+        size = frontier.size
         if not 0 <= start <= size:
             raise ValueError(f"start {start} not in 0..{size}")
         with self._reader() as conn:
@@ -558,30 +805,103 @@ class Journal:
                 if row is None or not isinstance(row[0], bytes):
                     raise JournalCorrupt("entry missing", start - 1)
                 chain = row[0]
-            expected = start
-            rows = conn.execute(
-                "SELECT idx, entry, leaf_hash, chain_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
-                (start, size),
-            )
-            for idx, blob, leaf, stored_chain in rows:
-                self._check_row(expected, idx, blob, leaf, stored_chain, chain)
-                if leaf != self._tree.leaf(idx):
-                    raise JournalCorrupt("entry differs from the one committed", idx)
+            for idx, _blob, leaf, stored_chain in self._checked_rows(conn, start, size, frontier):
+                if _chain(chain, leaf) != stored_chain:
+                    raise JournalCorrupt("hash chain broken", idx)
                 chain = stored_chain
-                expected += 1
-            if expected != size:
-                raise JournalCorrupt("entry missing", expected)
+
+    def verify_all(self) -> int:
+        """Re-verifies everything from the rows up (what opening skips before the checkpoint): every
+        row and the hash chain, every stored tree node level by level, the checkpoint, every anchor and
+        the indexes' totals. O(n) time, O(1) memory; returns the number of entries checked."""
+        with self._tree_lock:
+            frontier = self._frontier
+        size = frontier.size
+        with self._reader() as conn:
+            conn.execute("BEGIN")  # one snapshot
+            self.verify_chain()
+            self._verify_levels(conn, size)
+            node = self._disk_node(conn)
+            for height, j, h in frontier.nodes():
+                if node(height, j) != h:
+                    raise JournalCorrupt("the stored tree does not end in the journal's frontier", j << height)
+            self._read_checkpoint(conn)
+            for a in self._read_anchors(conn):
+                if a.tree_size > size:
+                    raise JournalCorrupt(f"an anchor covers {a.tree_size} entries but the journal has {size}", size)
+                self._check_anchor_root(a, range_hash(node, 0, a.tree_size))
+            indexed, counted = conn.execute(
+                "SELECT (SELECT COUNT(*) FROM by_patient WHERE idx < :n),"
+                " (SELECT COALESCE(SUM(entries), 0) FROM requester_counts)",
+                {"n": size},
+            ).fetchone()
+            if indexed != size or counted < size:
+                raise JournalCorrupt(f"the indexes cover {indexed}/{counted} of {size} entries")
+            conn.execute("COMMIT")
+        return size
+
+    @staticmethod
+    def _verify_levels(conn: sqlite3.Connection, size: int) -> None:
+        """Each stored level hashes from the one below (level 0: the rows' leaf hashes, checked already)."""
+        height = 1
+        while size >> height:
+            below_sql = (
+                "SELECT leaf_hash FROM entries WHERE idx < ? ORDER BY idx"
+                if height == 1
+                else f"SELECT hash FROM nodes WHERE height = {height - 1} AND j < ? ORDER BY j"
+            )
+            below = conn.execute(below_sql, ((size >> (height - 1)),))
+            count = 0
+            for j, h in conn.execute("SELECT j, hash FROM nodes WHERE height = ? ORDER BY j", (height,)):
+                pair = below.fetchmany(2)
+                if j != count or len(pair) != 2 or node_hash(pair[0][0], pair[1][0]) != h:
+                    raise JournalCorrupt(f"stored tree node ({height}, {j}) does not hash from below", j << height)
+                count += 1
+            if count != size >> height:
+                raise JournalCorrupt(f"stored tree level {height} has {count} of {size >> height} nodes")
+            height += 1
+
+    # ------------------------------------------------------------------ indexes
+
+    def patient_entries(
+        self, patient: str, *, before: tuple[int, bytes] | None = None, limit: int = -1
+    ) -> list[tuple[int, JournalEntry]]:
+        """The patient's entries newest first by (release second, access hash), those below ``before``
+        (a page cursor), at most ``limit`` (-1: all); each row checked as in :meth:`entries`. An index
+        range scan, whatever the journal's size."""
+        with self._tree_lock:
+            frontier = self._frontier
+        t, access = before if before is not None else (1 << 62, b"")
+        out: list[tuple[int, JournalEntry]] = []
+        with self._reader() as conn:
+            conn.execute("BEGIN")
+            indexes = conn.execute(
+                "SELECT idx FROM by_patient WHERE patient = ? AND (time, access) < (?, ?)"
+                " AND idx < ? ORDER BY time DESC, access DESC LIMIT ?",
+                (_address_key(patient), t, access, frontier.size, limit),
+            ).fetchall()
+            for (idx,) in indexes:
+                for i, blob, _leaf, _chain in self._checked_rows(conn, idx, idx + 1, frontier):
+                    out.append((i, JournalEntry.from_bytes(blob)))
+            conn.execute("COMMIT")
+        return out
+
+    def requester_counts(self) -> collections.Counter[str]:
+        """Journal entries per requesting institution (kept up to date at append)."""
+        with self._reader() as conn:
+            rows = conn.execute("SELECT requester, entries FROM requester_counts").fetchall()
+        return collections.Counter({r.decode() if isinstance(r, bytes) else r: n for r, n in rows})
 
     # ------------------------------------------------------------------ anchoring bookkeeping
 
     def pending_anchor(self) -> tuple[int, bytes] | None:
         """``(size, root)`` to anchor next, or None when everything is anchored already."""
         with self._tree_lock:
-            size = self._tree.size
+            frontier = self._frontier
             anchored = self._last_anchor.tree_size if self._last_anchor else 0
-            if size <= anchored:
-                return None
-            return size, self._tree.root(size)
+        if frontier.size <= anchored:
+            return None
+        return frontier.size, frontier.root()
 
     def record_anchor(
         self, tree_size: int, root: bytes, tx_hash: str, block_number: int, anchored_at: int | None = None
@@ -635,7 +955,7 @@ class Journal:
         """``time.monotonic()`` when the oldest unanchored entry was committed; None if all are anchored."""
         with self._tree_lock:
             anchored = self._last_anchor.tree_size if self._last_anchor else 0
-            if self._tree.size <= anchored:
+            if self._frontier.size <= anchored:
                 return None
             for end, when in self._commit_times:
                 if end > anchored:
@@ -653,8 +973,8 @@ class Journal:
         """
         path = Path(path)
         with self._tree_lock:
-            size = self._tree.size
-            root = self._tree.root(size)
+            frontier = self._frontier
+        size, root = frontier.size, frontier.root()
         tmp = path.with_name(path.name + ".tmp")
         try:
             with open(tmp, "wb") as f, self._reader() as conn:
@@ -676,7 +996,7 @@ class Journal:
                     "chain_head": _hex(head),
                 }
                 f.write(orjson.dumps(header) + b"\n")
-                chain = self._export_entries(conn, f, size)
+                chain = self._export_entries(conn, f, frontier)
                 if chain != head:  # cannot happen unless the file changed under the snapshot
                     raise JournalCorrupt("chain head changed during the export", size - 1)
                 for a in anchors:
@@ -699,24 +1019,17 @@ class Journal:
         fsync_dir(path.parent)
         return size
 
-    def _export_entries(self, conn: sqlite3.Connection, f: BinaryIO, size: int) -> bytes:
-        """Writes the entry lines of the first ``size`` rows, each checked as in :meth:`verify_chain` and
-        against the tree; returns the chain hash of the last one."""
+    def _export_entries(self, conn: sqlite3.Connection, f: BinaryIO, frontier: Frontier) -> bytes:
+        """Writes the entry lines of the frontier's rows, each checked as in :meth:`verify_chain`;
+        returns the chain hash of the last one."""
         chain = ZERO_HASH
-        expected = 0
-        for idx, blob, leaf, stored_chain in conn.execute(
-            "SELECT idx, entry, leaf_hash, chain_hash FROM entries WHERE idx < ? ORDER BY idx", (size,)
-        ):
-            self._check_row(expected, idx, blob, leaf, stored_chain, chain)
-            if leaf != self._tree.leaf(idx):
-                raise JournalCorrupt("entry differs from the one committed", idx)
+        for idx, blob, leaf, stored_chain in self._checked_rows(conn, 0, frontier.size, frontier):
+            if _chain(chain, leaf) != stored_chain:
+                raise JournalCorrupt("hash chain broken", idx)
             chain = stored_chain
             obj = {"type": "entry", "idx": idx, **JournalEntry.from_bytes(blob).to_json()}
             obj.update(encoded=_hex(blob), leaf_hash=_hex(leaf), chain_hash=_hex(chain))
             f.write(orjson.dumps(obj) + b"\n")
-            expected += 1
-        if expected != size:
-            raise JournalCorrupt("entry missing", expected)
         return chain
 
     @property

@@ -1,15 +1,12 @@
-"""Which journal entries concern which patient, and how many each institution made: an in-memory index.
+"""Which journal entries concern which patient, and how many each institution made.
 
-The journal itself is append-only and ordered by index, which is what Merkle proofs need, but a
-patient's access log must not scan every entry of every patient (a million releases is a few minutes'
-load in batch mode). The index catches up incrementally when asked (never on the release hot path),
-and keeps 4 bytes per entry (``array('L')`` of indexes per patient).
+Both are kept by the journal itself on disk (``by_patient``, ``requester_counts``), written in the same
+transaction as the entries: nothing is rebuilt at start and a patient's page is an index range scan,
+whatever the journal's size. This class is the read side the services use.
 """
 
 from __future__ import annotations
 
-import threading
-from array import array
 from collections import Counter
 from collections.abc import Iterator
 
@@ -20,39 +17,24 @@ __all__ = ["JournalIndex"]
 
 
 class JournalIndex:
-    """Journal indexes by patient address, caught up on demand."""
+    """Journal entries by patient, newest first, in pages."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
-        self._position = 0
-        self._by_patient: dict[str, array[int]] = {}
-        self._by_requester: Counter[str] = Counter()
-        self._lock = threading.Lock()
 
-    def refresh(self) -> int:
-        """Indexes entries appended since the last call; returns the journal size now covered."""
-        with self._lock:
-            size = self.journal.size
-            for idx, entry, _leaf in self.journal.entries(self._position, size):
-                self._by_patient.setdefault(entry.patient, array("L")).append(idx)
-                self._by_requester[entry.requester] += 1
-            self._position = max(self._position, size)
-            return self._position
+    def page_of(
+        self, patient: str, *, before: tuple[int, bytes] | None = None, limit: int = 50
+    ) -> list[tuple[int, JournalEntry]]:
+        """At most ``limit`` of the patient's entries below ``before`` ((time, access hash)), newest first."""
+        return self.journal.patient_entries(patient, before=before, limit=limit)
 
     def entries_of(self, patient: str) -> Iterator[tuple[int, JournalEntry]]:
-        """The patient's journal entries, oldest first (each read and checked against the tree)."""
-        self.refresh()
-        with self._lock:
-            indexes = list(self._by_patient.get(patient, ()))
-        for idx in indexes:
-            for i, entry, _leaf in self.journal.entries(idx, idx + 1):
-                yield i, entry
+        """All the patient's journal entries, oldest first (each read and checked against the tree)."""
+        yield from reversed(self.journal.patient_entries(patient))
 
     def requester_counts(self) -> Counter[str]:
         """Journal entries per requesting institution."""
-        self.refresh()
-        with self._lock:
-            return Counter(self._by_requester)
+        return self.journal.requester_counts()
 
     def entry(self, idx: int) -> JournalEntry | None:
         for _i, entry, _leaf in self.journal.entries(idx, idx + 1):

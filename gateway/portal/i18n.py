@@ -108,6 +108,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "state_not yet valid": ("未生效", "not yet valid"),
     "timeline": ("访问记录：谁在何时因何读取了什么", "Access log: who read what, when, why"),
     "no_accesses": ("还没有人读取您的数据。", "Nobody has read your data yet."),
+    "older_accesses": ("更早的访问记录", "Older accesses"),
     "time": ("时间", "Time"),
     "reader": ("读取机构", "Reader"),
     "purpose": ("用途", "Purpose"),

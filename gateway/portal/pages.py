@@ -439,6 +439,21 @@ async def preview(
     )
 
 
+@router.get("/portal/patient/access-log", response_class=HTMLResponse)
+def patient_access_page(request: Request, c: ComponentsDep, cursor: str) -> HTMLResponse:
+    """The timeline's next page (the button under it asks for it): one page, never the whole history."""
+    v = require_viewer(request, c, "patient")
+    return _render(
+        request,
+        c,
+        "access_page.html",
+        viewer=v,
+        access=me.my_access_log(c, v.address, cursor=cursor),
+        term_of={t.slug: t for t in CATEGORIES},
+        purpose_of={t.slug: t for t in PURPOSES},
+    )
+
+
 @router.get("/portal/hospital/records", response_class=HTMLResponse)
 def hospital_records(request: Request, c: ComponentsDep, patient: str, purpose: str = "treatment") -> HTMLResponse:
     """The patient's records this institution may read now (the discovery API, as a table)."""

@@ -18,7 +18,7 @@ A gateway that hides an entry is found by the auditor's replay of its journal ag
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,10 @@ from node_client import merkle
 from node_client.journal_entry import JournalEntry, unhex
 from node_client.vocabulary import CATEGORIES, PURPOSES
 
-__all__ = ["History", "holder_entries", "network"]
+__all__ = ["History", "PageKey", "holder_entries", "network_page"]
+
+#: where a page of the access log ends: (time in seconds, access id); pages are newest first by this key
+PageKey = tuple[int, bytes]
 
 log = logging.getLogger("hcl.gateway.history")
 
@@ -43,35 +46,63 @@ class History:
 
     entries: list[dict[str, Any]] = field(default_factory=list)
     unavailable: list[dict[str, str]] = field(default_factory=list)
+    #: the last entry's key when more entries follow (a page of :func:`network_page`)
+    next: PageKey | None = None
 
 
-def holder_entries(c: Components, patient: str) -> list[dict[str, Any]]:
-    """This gateway's journal entries of the patient, each with its proof (what a peer is answered)."""
+def _key(e: dict[str, Any]) -> PageKey:
+    return int(e["time"]), bytes.fromhex(str(e["accessId"])[2:])
+
+
+def holder_entries(
+    c: Components, patient: str, *, before: PageKey | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """This gateway's journal entries of the patient, each with its proof (what a peer is answered): all,
+    oldest first, or a page (newest first, below ``before``, at most ``limit``)."""
     if c.journal_index is None:
         return []  # strict mode: every release is on chain, the peer has it already
-    return [proofs.batch_proof(c, idx, entry) for idx, entry in c.journal_index.entries_of(patient)]
+    if before is None and limit is None:
+        return [proofs.batch_proof(c, idx, entry) for idx, entry in c.journal_index.entries_of(patient)]
+    page = c.journal_index.page_of(patient, before=before, limit=-1 if limit is None else limit)
+    return [proofs.batch_proof(c, idx, entry) for idx, entry in page]
 
 
-def network(c: Components, patient: str) -> History:
-    """The whole history: the chain's strict entries, this journal's and every peer's (in parallel)."""
-    categories = read_model.record_categories_of(c.db, patient)  # once: every batch entry needs it
-    out = History(entries=_strict(c, patient) + _own_batch(c, patient, categories))
+def network_page(c: Components, patient: str, *, before: PageKey | None, limit: int) -> History:
+    """One page of the patient's whole history (the chain's strict entries, this journal's and every peer's,
+    asked in parallel), newest first by (time, access id): each source is asked for at most ``limit + 1``
+    entries below ``before``, then merged."""
+    categories = read_model.record_categories_of(c.db, patient)
+    accesses = read_model.accesses_page(c.db, patient, before=before, limit=limit + 1)
+    journal = c.journal_index.page_of(patient, before=before, limit=limit + 1) if c.journal_index else []
+    out = History(entries=_strict(c, patient, accesses) + _own_batch(c, patient, categories, journal))
     peers = c.federation.directory.peers()
     if peers:
         with ThreadPoolExecutor(max_workers=min(8, len(peers)), thread_name_prefix="hcl-history") as pool:
-            asked = [(p, pool.submit(c.federation.accesses, p, patient)) for p in peers]
-            for peer, future in asked:
-                try:
-                    items = future.result()
-                except (errors.DomainError, Problem) as exc:
-                    out.unavailable.append(
-                        {"gateway": peer.address, "name": peer.name, "code": exc.code, "detail": exc.detail}
-                    )
-                    continue
-                checked = (_checked(c, peer, patient, i, categories) for i in items)
-                out.entries += [e for e in checked if e is not None]
-    out.entries.sort(key=lambda e: int(e["time"]), reverse=True)
+            asked = [(p, pool.submit(c.federation.accesses, p, patient, before, limit + 1)) for p in peers]
+            _collect(c, patient, categories, asked, out)
+    # a peer that ignores paging answers everything: the key filter and the cut keep the page exact
+    merged = sorted((e for e in out.entries if before is None or _key(e) < before), key=_key, reverse=True)
+    out.entries = merged[:limit]
+    out.next = _key(out.entries[-1]) if len(merged) > limit else None
     return out
+
+
+def _collect(
+    c: Components,
+    patient: str,
+    categories: dict[bytes, int],
+    asked: list[tuple[Peer, Future[list[dict[str, Any]]]]],
+    out: History,
+) -> None:
+    """Adds each peer's answer, checked, to ``out`` (or the peer to ``out.unavailable``)."""
+    for peer, future in asked:
+        try:
+            items = future.result()
+        except (errors.DomainError, Problem) as exc:
+            out.unavailable.append({"gateway": peer.address, "name": peer.name, "code": exc.code, "detail": exc.detail})
+            continue
+        checked = (_checked(c, peer, patient, i, categories) for i in items)
+        out.entries += [e for e in checked if e is not None]
 
 
 def _entry(c: Components, e: JournalEntry, categories: dict[bytes, int], holder: str) -> dict[str, Any]:
@@ -92,11 +123,11 @@ def _entry(c: Components, e: JournalEntry, categories: dict[bytes, int], holder:
     }
 
 
-def _strict(c: Components, patient: str) -> list[dict[str, Any]]:
+def _strict(c: Components, patient: str, accesses: list[read_model.PatientAccess]) -> list[dict[str, Any]]:
     reasons = emergency_reasons.of_patient(c.db, patient)
     holders = {r.record_id: r.gateway for r in read_model.records_of(c.db, patient)}
     out = []
-    for a in read_model.accesses_of(c.db, patient):
+    for a in accesses:
         holder = holders.get(a.record_id)
         out.append(
             {
@@ -120,14 +151,16 @@ def _strict(c: Components, patient: str) -> list[dict[str, Any]]:
     return out
 
 
-def _own_batch(c: Components, patient: str, categories: dict[bytes, int]) -> list[dict[str, Any]]:
-    if c.journal is None or c.journal_index is None:
+def _own_batch(
+    c: Components, patient: str, categories: dict[bytes, int], journal: list[tuple[int, JournalEntry]]
+) -> list[dict[str, Any]]:
+    if c.journal is None or not journal:
         return []
     reasons = emergency_reasons.of_patient(c.db, patient)
     anchor = c.journal.last_anchor()
     anchored_size = anchor.tree_size if anchor is not None else 0
     out = []
-    for idx, e in c.journal_index.entries_of(patient):
+    for idx, e in journal:
         row = _entry(c, e, categories, c.gateway_account.address)
         row["emergencyReason"] = reasons.get(e.consent_id) if e.emergency else None
         row["ledger"] = {"mode": "batch", "journalIndex": idx}

@@ -224,6 +224,7 @@ CREATE TABLE IF NOT EXISTS chain_accesses (
 );
 CREATE INDEX IF NOT EXISTS chain_accesses_patient ON chain_accesses (patient);
 CREATE INDEX IF NOT EXISTS chain_accesses_hash ON chain_accesses (access_hash);
+CREATE INDEX IF NOT EXISTS chain_accesses_patient_time ON chain_accesses (patient, time, access_hash);
 
 CREATE TABLE IF NOT EXISTS chain_anchors (
     gateway     TEXT NOT NULL,

@@ -346,6 +346,19 @@ def accesses_of(db: Database, patient: str) -> list[PatientAccess]:
     return [PatientAccess(*_access_fields(r), category=_optional_int(r["category"])) for r in rows.fetchall()]
 
 
+def accesses_page(db: Database, patient: str, *, before: tuple[int, bytes] | None, limit: int) -> list[PatientAccess]:
+    """At most ``limit`` of the patient's strict-mode accesses below ``before`` ((time, access hash)),
+    newest first: one range of the (patient, time, access_hash) index, however long the history."""
+    t, access = before if before is not None else (1 << 62, b"")
+    rows = db.read().execute(
+        "SELECT a.*, r.category FROM chain_accesses a LEFT JOIN chain_records r ON r.record_id = a.record_id"
+        " WHERE a.patient = ? AND (a.time, a.access_hash) < (?, ?)"
+        " ORDER BY a.time DESC, a.access_hash DESC LIMIT ?",
+        (patient, t, access, limit),
+    )
+    return [PatientAccess(*_access_fields(r), category=_optional_int(r["category"])) for r in rows.fetchall()]
+
+
 def access_counts(db: Database) -> dict[str, int]:
     """Requester → number of its strict-mode accesses."""
     rows = db.read().execute("SELECT requester, COUNT(*) AS n FROM chain_accesses GROUP BY requester")

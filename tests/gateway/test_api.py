@@ -21,6 +21,7 @@ from node_client._client import TxResult
 from node_client.commitments import reason_commitment
 from node_client.contracts import AccessEntry, AccessOutcome, Action
 from node_client.gateway_client import KEEPALIVE_EXPIRY
+from node_client.paging import encode_cursor
 from node_client.vocabulary import Category, Purpose, parse_categories, parse_purposes
 from tests.support.gateway_harness import (
     AUDITOR,
@@ -400,6 +401,50 @@ def test_patient_access_log_matches_the_chain(gw: RunningGateway, uploaded: dict
     assert len(records) == len(uploaded["records"])
     consents = me.get("/v1/me/consents").json()
     assert any(c["state"] == "revoked" for c in consents["consents"])
+
+
+def test_access_log_pages_newest_first_with_a_cursor(gw: RunningGateway, uploaded: dict) -> None:
+    gw.wait_indexed()
+    me = gw.login(dev(10))
+    whole = me.get("/v1/me/access-log", params={"limit": 200}).json()
+    assert whole["cursor"] is None and whole["next"] is None and len(whole["accesses"]) >= 2
+    keys = [(a["time"], a["accessId"]) for a in whole["accesses"]]
+    assert keys == sorted(keys, reverse=True)
+    seen, url, pages = [], "/v1/me/access-log?limit=1", 0
+    while url:
+        page = me.get(url).json()
+        assert len(page["accesses"]) == 1 and page["emergencyWindows"] == whole["emergencyWindows"]
+        seen += [a["accessId"] for a in page["accesses"]]
+        url, pages = page["next"], pages + 1
+        assert (page["cursor"] is None) == (url is None)
+    assert seen == [a["accessId"] for a in whole["accesses"]] and pages == len(seen)
+    for bad in ({"cursor": "not-a-cursor"}, {"cursor": "A" * 53}, {"limit": 0}, {"limit": 201}):
+        r = me.get("/v1/me/access-log", params=bad)
+        assert r.status_code == 400, (bad, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["code"] == "invalid_request"
+
+
+def test_portal_timeline_fetches_the_next_page(gw: RunningGateway, uploaded: dict) -> None:
+    """The patient page's "older accesses" button asks /portal/patient/access-log for the page after a
+    cursor: an HTML fragment of the following entries (and its own button while more follow)."""
+    gw.wait_indexed()
+    api = gw.login(dev(10))
+    whole = api.get("/v1/me/access-log").json()["accesses"]
+    assert len(whole) >= 2
+    http = gw.http()
+    token = api.headers["Authorization"].split()[1]
+    assert http.post(
+        "/portal/session", json={"token": token, "page": "patient"}, headers={"X-HCL-Portal": "1"}
+    ).is_success
+    assert 'data-action="older-accesses"' not in http.get("/portal/patient/sections").text  # fewer than a page
+    cursor = encode_cursor(whole[0]["time"], bytes.fromhex(whole[0]["accessId"][2:]))
+    page = http.get("/portal/patient/access-log", params={"cursor": cursor, "lang": "en"})
+    assert page.status_code == 200, page.text
+    assert page.text.count('<li class="access') == len(whole) - 1
+    assert 'data-action="older-accesses"' not in page.text
+    assert http.get("/portal/patient/access-log", params={"cursor": "bad"}).status_code == 400
+    assert gw.http().get("/portal/patient/access-log", params={"cursor": cursor}).status_code == 401
 
 
 # ---------------------------------------------------------------- retraction and key rotation

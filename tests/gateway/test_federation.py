@@ -262,6 +262,7 @@ def test_the_patient_sees_every_gateways_releases_in_one_history_each_checked(fe
             assert by_holder[dev_account(GW_A).address]["accessId"] == from_a["accessId"]
             assert {e["verification"] for e in log["accesses"]} == {"anchored_root"}
             assert all(e["requester"] == dev_account(CLINIC).address for e in log["accesses"])
+            _pages_across_gateways_make_the_whole_history(fed, log)
             _a_gateway_that_alters_or_invents_an_entry_is_flagged(fed, b)
         # B alone: A's entries are missing and B says so
         with GatewayClient(fed.url(GW_A)) as gw:
@@ -269,6 +270,22 @@ def test_the_patient_sees_every_gateways_releases_in_one_history_each_checked(fe
             log = gw.my_access_log()
         assert [u["gateway"] for u in log["unavailable"]] == [dev_account(GW_B).address]
         assert [e["holder"] for e in log["accesses"]] == [dev_account(GW_A).address]
+
+
+def _pages_across_gateways_make_the_whole_history(fed: Federation, whole: dict) -> None:
+    """One entry a page: B's own journal and A's (asked with the cursor over the federation) interleave
+    newest first into exactly the whole history, and A answers a page, not everything."""
+    with GatewayClient(fed.url(GW_B)) as gw:
+        gw.sign_in(dev_account(13))
+        first = gw.my_access_log(limit=1)
+        assert len(first["accesses"]) == 1 and first["cursor"] and first["next"].endswith("limit=1")
+        assert [e["accessId"] for e in gw.iter_access_log(limit=1)] == [e["accessId"] for e in whole["accesses"]]
+    patient = dev_account(13).address
+    with GatewayClient(fed.url(GW_A)) as gw:
+        gw.act_for(dev_account(GW_B), patient)
+        assert len(gw.holder_accesses(patient, limit=1)["entries"]) == 1
+        newest = gw.holder_accesses(patient, limit=1)["entries"][0]
+        assert gw.holder_accesses(patient, cursor=first["cursor"], limit=5)["entries"] in ([], [newest])
 
 
 def _a_gateway_that_alters_or_invents_an_entry_is_flagged(fed: Federation, b: Components) -> None:

@@ -7,6 +7,7 @@ covered by the gateway API tests).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -14,6 +15,7 @@ import shutil
 import sqlite3
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +34,7 @@ from gateway.ledger.journal import (
     read_export,
 )
 from node_client.merkle import (
+    MerkleTree,
     leaf_hash,
     root_from_leaf_hashes,
     verify_consistency,
@@ -472,7 +475,7 @@ def test_flipped_byte_in_the_database_file_is_caught(jpath: Path) -> None:
         fill(j, 20)
     # closing the last connection checkpoints the WAL into the main file
     data = bytearray(jpath.read_bytes())
-    needle = entry(9).access_hash
+    needle = entry(9).record_id  # (its access hash is also in the patient index)
     at = data.find(needle)
     assert at > 0 and data.count(needle) == 1
     data[at + 5] ^= 0x80
@@ -544,17 +547,17 @@ def test_a_consistent_rewrite_is_caught_by_the_recorded_anchor(jpath: Path) -> N
         Journal(jpath)
 
 
-def test_an_unanchored_consistent_rewrite_is_only_visible_to_the_chain_anchors(jpath: Path) -> None:
-    """Documents the limit: rows after the last anchor can be rewritten consistently by someone with
-    write access to the file; only the on-chain roots (compared by the auditor) expose it."""
+def test_an_unanchored_consistent_rewrite_is_caught_by_the_stored_tree(jpath: Path) -> None:
+    """Rows after the last anchor rewritten consistently (leaf and chain hashes) no longer hash to the
+    interior nodes stored with them. (Someone who also rewrites the nodes is only visible to the chain
+    anchors, through the auditor.)"""
     with Journal(jpath) as j:
         fill(j, 20)
         j.record_anchor(15, j.root(15), "0xfeed", 3)
-        root20 = j.root(20)
     _rewrite_from(jpath, 17, entry(999))
-    with Journal(jpath) as j:
-        assert j.root(15) == j.anchors()[0].root
-        assert j.root(20) != root20
+    with pytest.raises(JournalCorrupt, match="stored tree node") as info:
+        Journal(jpath)
+    assert info.value.index == 16
 
 
 def test_truncated_anchored_tail_is_caught(jpath: Path) -> None:
@@ -866,3 +869,152 @@ def test_export_of_an_empty_journal(journal: Journal, tmp_path: Path) -> None:
     assert journal.export(out) == 0
     exported = read_export(out)
     assert exported.size == 0 and exported.root == hashlib.sha256(b"").digest()
+
+
+# ------------------------------------------------------------------------------------ bounded state
+
+
+def test_stored_tree_gives_the_in_memory_trees_roots_and_proofs(jpath: Path) -> None:
+    """Proofs read from the on-disk nodes are bit for bit those of node_client's in-memory tree."""
+    tree = MerkleTree()
+    with Journal(jpath, batch_max=7) as j:
+        for n in (1, 2, 5, 13, 21):  # batches cross node and checkpoint boundaries at odd places
+            for i in fill(j, n, start=tree.size):
+                tree.append(entry(i).leaf_hash())
+    with Journal(jpath) as j:
+        assert j.size == tree.size == 42
+        for size in range(1, 43):
+            assert j.root(size) == tree.root(size)
+            for idx in range(size):
+                assert j.inclusion_proof(idx, size) == tree.inclusion_proof(idx, size)
+            for old in range(size + 1):
+                assert j.consistency_proof(old, size) == tree.consistency_proof(old, size)
+        assert [j.leaf_hash(i) for i in range(42)] == [tree.leaf(i) for i in range(42)]
+        assert j.verify_all() == 42
+
+
+def test_opening_reverifies_only_rows_after_the_checkpoint(jpath: Path) -> None:
+    with Journal(jpath, checkpoint_every=8) as j:
+        fill(j, 20)  # one batch: the checkpoint is at 20
+        fill(j, 3, start=20)
+    conn = db(jpath)
+    assert conn.execute("SELECT size FROM checkpoint").fetchone() == (20,)
+    conn.close()
+    blob = bytearray(entry(5).to_bytes())
+    blob[100] ^= 0x01
+    _tamper(jpath, "UPDATE entries SET entry = ? WHERE idx = 5", bytes(blob))
+    with Journal(jpath, checkpoint_every=8) as j:  # row 5 precedes the checkpoint: not read at open
+        assert j.size == 23
+        with pytest.raises(JournalCorrupt) as info:
+            j.verify_all()  # the explicit full check finds it
+        assert info.value.index == 5
+    _tamper(jpath, "UPDATE entries SET entry = ? WHERE idx = 5", entry(5).to_bytes())
+    _rewrite_from(jpath, 21, entry(999))  # after the checkpoint: caught at open
+    with pytest.raises(JournalCorrupt) as info:
+        Journal(jpath)
+    assert info.value.index == 20
+
+
+def test_a_tampered_stored_node_is_caught_by_verify_all(jpath: Path) -> None:
+    with Journal(jpath, checkpoint_every=16) as j:
+        fill(j, 40)
+    _tamper(jpath, "UPDATE nodes SET hash = ? WHERE height = 2 AND j = 1", b"\x07" * 32)
+    with Journal(jpath) as j, pytest.raises(JournalCorrupt, match=r"node \(2, 1\)"):
+        j.verify_all()
+
+
+def test_a_schema_1_journal_is_migrated_once(jpath: Path) -> None:
+    with Journal(jpath) as j:
+        fill(j, 30)
+        j.record_anchor(25, j.root(25), "0xfeed", 3)
+        root, proofs = j.root(), [j.inclusion_proof(i) for i in range(30)]
+    conn = db(jpath)  # back to what schema 1 had
+    for table in ("nodes", "checkpoint", "by_patient", "requester_counts"):
+        conn.execute(f"DROP TABLE {table}")
+    conn.execute("PRAGMA user_version=1")
+    conn.close()
+    with Journal(jpath) as j:
+        assert j.root() == root and [j.inclusion_proof(i) for i in range(30)] == proofs
+        assert sorted(i for i, _ in j.patient_entries(PATIENT)) == list(range(30))
+        assert j.requester_counts() == {REQUESTER: 30}
+        assert j.verify_all() == 30
+    conn = db(jpath)
+    assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    conn.close()
+
+
+def test_patient_index_pages_newest_first(jpath: Path) -> None:
+    other = "0x1111111111111111111111111111111111111111"
+    with Journal(jpath) as j:
+        # entry i is released at second 1_750_000_000 + i // 4: several share a second
+        mixed = [
+            dataclasses.replace(entry(i), released_at=1_750_000_000_000 + 250 * i, patient=PATIENT if i % 3 else other)
+            for i in range(30)
+        ]
+        j.append_many(mixed)
+
+        def key(i: int) -> tuple[int, bytes]:
+            return (mixed[i].released_at // 1000, mixed[i].access_hash)
+
+        mine = sorted((i for i in range(30) if i % 3), key=key, reverse=True)
+        assert [i for i, _ in j.patient_entries(PATIENT)] == mine
+        first = [i for i, _ in j.patient_entries(PATIENT, limit=5)]
+        assert first == mine[:5]
+        rest = [i for i, _ in j.patient_entries(PATIENT, before=key(first[-1]), limit=100)]
+        assert rest == mine[5:]
+        assert len(j.patient_entries(other)) == 10
+        assert j.patient_entries("0x2222222222222222222222222222222222222222") == []
+
+
+def test_verify_journal_command(jpath: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hcl gateway verify-journal``: the full check, exit 0 when intact and 1 naming the bad entry."""
+    from typer.testing import CliRunner
+
+    from gateway.cli import gateway_app
+
+    with Journal(jpath, checkpoint_every=8) as j:
+        fill(j, 20)
+    monkeypatch.setenv("HCL_DATA_DIR", str(jpath.parent))
+    ok = CliRunner().invoke(gateway_app, ["verify-journal"])
+    assert ok.exit_code == 0 and "20 entries verified" in ok.output, ok.output
+    _tamper(jpath, "UPDATE entries SET entry = ? WHERE idx = 3", entry(4).to_bytes())  # before the checkpoint
+    bad = CliRunner().invoke(gateway_app, ["verify-journal"])
+    assert bad.exit_code == 1 and "entry 3" in bad.output, bad.output
+
+
+def test_a_truncated_unanchored_tail_is_caught_by_its_stored_nodes(jpath: Path) -> None:
+    with Journal(jpath) as j:
+        fill(j, 20)
+    _tamper(jpath, "DELETE FROM entries WHERE idx >= 17")
+    with pytest.raises(JournalCorrupt, match="covers entries that are missing") as info:
+        Journal(jpath)
+    assert info.value.index == 17
+
+
+_CRASHING_WRITER = """
+import sys
+from pathlib import Path
+from gateway.ledger.journal import Journal
+from tests.gateway.test_journal import entry
+j = Journal(Path(sys.argv[1]), checkpoint_every=8)
+for b in range(40):
+    j.append_many([entry(i) for i in range(5 * b, 5 * b + 5)])
+"""
+
+
+@pytest.mark.parametrize(("point", "survivors"), [("journal.before_commit:7", 30), ("journal.after_commit:7", 35)])
+def test_kill_9_mid_commit_leaves_nodes_index_and_checkpoint_consistent(
+    jpath: Path, point: str, survivors: int
+) -> None:
+    """SIGKILL in the writer around a commit that also crosses a checkpoint (30 -> 35 over 32): what
+    reopens is exactly the committed batches, with their tree nodes, index rows and checkpoint."""
+    env = {**os.environ, "HCL_TEST_CRASH_AT": point}
+    done = subprocess.run([sys.executable, "-c", _CRASHING_WRITER, str(jpath)], env=env, capture_output=True)
+    assert done.returncode == -9, done.stderr.decode()
+    with Journal(jpath, checkpoint_every=8) as j:
+        assert j.size == survivors
+        assert j.verify_all() == survivors
+        assert j.root() == root_from_leaf_hashes([entry(i).leaf_hash() for i in range(survivors)])
+        fill(j, 12, start=survivors)  # and it goes on from there
+        assert len(j.patient_entries(PATIENT)) == survivors + 12
+        assert j.verify_all() == survivors + 12

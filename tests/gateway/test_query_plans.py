@@ -9,14 +9,17 @@ measurement), fails the test. The database holds enough rows that the planner ha
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.ledger.journal import Journal
 from gateway.storage import read_model, record_keys
 from gateway.storage.db import Database
+from node_client.journal_entry import JournalEntry
 
 PATIENT, GRANTEE = "0x" + "11" * 20, "0x" + "22" * 20
 
@@ -34,6 +37,23 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Database:
             " VALUES (?, 'Observation', ?, 'http://loinc.org', ?, 'x', '2026-01-01')",
             [(_rid(i % 200), str(i), "718-7" if i % 2 else f"code-{i}") for i in range(4000)],
         )
+        conn.executemany(
+            "INSERT INTO chain_accesses (tx_hash, log_index, requester, patient, record_id, consent_id, purpose,"
+            " emergency, access_hash, block, time) VALUES (?, 0, ?, ?, ?, ?, 1, 0, ?, ?, ?)",
+            [
+                (
+                    f"0x{i:064x}",
+                    GRANTEE,
+                    PATIENT if i % 3 else GRANTEE,
+                    _rid(i),
+                    _rid(i),
+                    _rid(-i),
+                    i,
+                    1_750_000_000 + i,
+                )
+                for i in range(2000)
+            ],
+        )
     return db
 
 
@@ -45,6 +65,10 @@ HOT: dict[str, Callable[[Database], Any]] = {
     "consents_of": lambda db: read_model.consents_of(db, PATIENT),
     "emergencies_of": lambda db: read_model.emergencies_of(db, PATIENT),
     "access_by_hash": lambda db: read_model.access_by_hash(db, b"\x01" * 32),
+    "accesses_page": lambda db: read_model.accesses_page(db, PATIENT, before=None, limit=51),
+    "accesses_page_after": lambda db: read_model.accesses_page(
+        db, PATIENT, before=(1_750_000_000, b"\x05" * 32), limit=51
+    ),
     "held": lambda db: record_keys.held(db, _rid(1)),
     "discoverable_records_of": lambda db: record_keys.discoverable_records_of(db, PATIENT),
     "indexed_resources": lambda db: record_keys.indexed_resources(db, _rid(1)),
@@ -79,3 +103,52 @@ def test_a_hot_query_searches_an_index(db: Database, name: str) -> None:
 def test_discovery_by_code_uses_the_per_record_index(db: Database) -> None:
     ((_, steps),) = _plans(db, HOT["indexed_resources_by_code"])
     assert any("resource_index_record_code" in s for s in steps), steps
+
+
+def test_an_access_log_page_needs_no_sort(db: Database) -> None:
+    """Newest first straight off the (patient, time, access_hash) index: no temporary B-tree to sort a
+    patient's whole history before the first page."""
+    for name in ("accesses_page", "accesses_page_after"):
+        ((_sql, steps),) = _plans(db, HOT[name])
+        assert any("chain_accesses_patient_time" in s for s in steps), steps
+        assert not [s for s in steps if "TEMP B-TREE" in s], (name, steps)
+
+
+class _TracedJournal(Journal):
+    """A real journal whose read connections record what they execute."""
+
+    statements: list[str]
+
+    def _connect(self, *, readonly: bool = False) -> Any:
+        conn = super()._connect(readonly=readonly)
+        if readonly:
+            conn.set_trace_callback(self.statements.append)
+        return conn
+
+
+def test_journal_reads_search_indexes(tmp_path: Path) -> None:
+    """A patient's page, a proof and a root of a past size read O(page + log n) rows by index, never the
+    journal: what keeps the first access-log page fast at any history size."""
+    _TracedJournal.statements = []
+    with _TracedJournal(tmp_path / "journal.db") as j:
+        j.append_many(
+            [
+                JournalEntry(
+                    GRANTEE, PATIENT if i % 2 else GRANTEE, _rid(i), 1, _rid(-i), False, _rid(i), 1_750_000_000_000 + i
+                )
+                for i in range(3000)
+            ]
+        )
+        j.patient_entries(PATIENT, limit=51)
+        j.patient_entries(PATIENT, before=(1_750_000_001, b"\x05" * 32), limit=51)
+        j.inclusion_proof(1234, 2999)
+        j.consistency_proof(1000, 2999)
+        j.root(2001)
+        list(j.entries(10, 30))
+        statements = [s for s in j.statements if s.lstrip().upper().startswith("SELECT")]
+        conn = sqlite3.connect(tmp_path / "journal.db")
+        assert statements
+        for sql in set(statements):
+            steps = [str(r[3]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql.replace("?", "1"))]
+            assert not [s for s in steps if s.startswith("SCAN") or "TEMP B-TREE" in s], (sql, steps)
+        conn.close()

@@ -282,6 +282,17 @@
     $("#records-list").innerHTML = await resp.text();
     $("#record-view").innerHTML = "";
   };
+  actions["older-accesses"] = async (button) => {
+    const q = new URLSearchParams({ cursor: button.dataset.cursor });
+    const resp = await fetch(`/portal/patient/access-log?${q}`, { credentials: "same-origin" });
+    if (!resp.ok) throw new ProblemError(await resp.json(), resp.status);
+    const page = document.createElement("div");
+    page.innerHTML = await resp.text();
+    $("#timeline ol.timeline").append(...page.querySelectorAll("ol.timeline > li"));
+    const more = $("button[data-action=older-accesses]", page);
+    if (more) button.replaceWith(more); else button.remove();
+    return more;
+  };
   async function openRelease(body, recordId) {
     if (body.resource) return body.resource;
     if (!state.x25519) throw new Error(t("need_enc_key"));
