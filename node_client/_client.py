@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import requests
@@ -199,6 +200,26 @@ class ChainClient:
             return bytes(self.rpc(lambda: self.w3.eth.get_block(block))["hash"])
         except BlockNotFound:
             return None
+
+    def block_headers(self, blocks: Iterable[int], *, chunk: int = 500) -> dict[int, tuple[bytes, int]]:
+        """Block number → (hash, timestamp) of ``blocks``, asked in JSON-RPC batches of ``chunk`` (one round
+        trip each: catching up with a long chain read one ``eth_getBlockByNumber`` per block, 77 % of its
+        time). A block beyond the head raises :class:`BlockNotFound`."""
+        wanted = sorted(set(blocks))
+        out: dict[int, tuple[bytes, int]] = {}
+        for i in range(0, len(wanted), chunk):
+            part = wanted[i : i + chunk]
+            for number, block in zip(part, self.rpc(partial(self._batch_blocks, part)), strict=True):
+                if not block:
+                    raise BlockNotFound(f"block {number} not found")
+                out[number] = (bytes(block["hash"]), int(block["timestamp"]))
+        return out
+
+    def _batch_blocks(self, numbers: list[int]) -> list[Any]:
+        with self.w3.batch_requests() as batch:
+            for n in numbers:
+                batch.add(self.w3.eth.get_block(n))
+            return list(batch.execute())
 
     def block_timestamp(self, block: BlockIdentifier = "latest") -> int:
         """The timestamp of ``block``."""

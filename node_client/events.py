@@ -121,10 +121,12 @@ def read_events(
     to_block: int | None = None,
     names: Iterable[str] | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
+    topics: Sequence[str | None] | None = None,
 ) -> Iterator[EventRecord]:
     """Every event of the given contracts from ``from_block`` to ``to_block`` (default: latest), in order.
 
-    ``names`` restricts to these event names (decoded either way, filtered after decoding).
+    ``names`` restricts to these event names (decoded either way, filtered after decoding); ``topics``
+    is the node's topic filter (e.g. ``[None, "0x<indexed id>"]``: the node finds them, not a scan here).
     """
     decoder = EventDecoder(addresses)
     wanted = set(names) if names is not None else None
@@ -135,6 +137,8 @@ def read_events(
         end = min(start + size - 1, last)
         try:
             params: FilterParams = {"address": decoder.addresses, "fromBlock": start, "toBlock": end}
+            if topics is not None:
+                params["topics"] = list(topics)
             logs: Sequence[Mapping[str, Any]] = client.rpc(partial(client.w3.eth.get_logs, params))
         except Web3RPCError:
             if size == 1:

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from gateway.problems import Problem
 from gateway.wiring import Components
 
-__all__ = ["CallerDep", "ComponentsDep", "read_body"]
+__all__ = ["CallerDep", "ComponentsDep", "complete_read_model", "read_body"]
 
 
 async def get_components(request: Request) -> Components:
@@ -30,6 +30,12 @@ async def get_caller(request: Request, c: ComponentsDep) -> str:
 
 
 CallerDep = Annotated[str, Depends(get_caller)]
+
+
+async def complete_read_model(c: ComponentsDep) -> None:
+    """For routes answered from the read model alone: 503 ``catching_up`` until it has reached the head
+    once (a fresh start reads the chain's history in the background)."""
+    c.indexer.require_complete()
 
 
 async def read_body(request: Request, limit: int) -> bytes:

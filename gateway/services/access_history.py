@@ -54,6 +54,7 @@ def holder_entries(c: Components, patient: str) -> list[dict[str, Any]]:
 
 def network(c: Components, patient: str) -> History:
     """The whole history: the chain's strict entries, this journal's and every peer's (in parallel)."""
+    c.indexer.require_complete()  # the chain's strict entries and the peers come from the read model
     categories = read_model.record_categories_of(c.db, patient)  # once: every batch entry needs it
     out = History(entries=_strict(c, patient) + _own_batch(c, patient, categories))
     peers = c.federation.directory.peers()

@@ -63,6 +63,14 @@ class RunningGateway:
         """An HTTP client carrying a bearer token for ``account``: the signed-in client's ``http``."""
         return self.sign_in(account).http
 
+    def wait_caught_up(self, timeout: float = 30.0) -> None:
+        """Blocks until the indexer has reached the head once (it catches up in the background at start)."""
+        deadline = time.monotonic() + timeout
+        while self.components.indexer.catching_up:
+            if time.monotonic() > deadline:
+                raise TimeoutError("indexer did not catch up")
+            time.sleep(0.02)
+
     def wait_indexed(self, timeout: float = 10.0) -> None:
         """Blocks until the gateway's indexer has seen the current head."""
         head = self.client.block_number()
@@ -120,7 +128,7 @@ def running_gateway(tmp: Path, **overrides: Any) -> Iterator[RunningGateway]:
         )
         components = build_components(settings)
         with serving(settings, components) as server:
-            yield RunningGateway(
+            running = RunningGateway(
                 f"http://127.0.0.1:{port}",
                 settings,
                 components,
@@ -130,6 +138,8 @@ def running_gateway(tmp: Path, **overrides: Any) -> Iterator[RunningGateway]:
                 server,
                 node,
             )
+            running.wait_caught_up()  # the tests start from a read model at the head, as before
+            yield running
     finally:
         node.stop()
 
