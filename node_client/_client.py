@@ -27,7 +27,7 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import BlockNotFound, ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
 from web3.middleware.formatting import FormattingMiddlewareBuilder
 from web3.middleware.proof_of_authority import extradata_to_poa_cleanup
-from web3.types import BlockIdentifier, Nonce, TxParams, TxReceipt, Wei
+from web3.types import BlockIdentifier, Nonce, RPCEndpoint, TxParams, TxReceipt, Wei
 
 from node_client._exceptions import (
     ChainUnavailable,
@@ -212,14 +212,20 @@ class ChainClient:
             for number, block in zip(part, self.rpc(partial(self._batch_blocks, part)), strict=True):
                 if not block:
                     raise BlockNotFound(f"block {number} not found")
-                out[number] = (bytes(block["hash"]), int(block["timestamp"]))
+                out[number] = (bytes.fromhex(block["hash"][2:]), int(block["timestamp"], 16))
         return out
 
     def _batch_blocks(self, numbers: list[int]) -> list[Any]:
-        with self.w3.batch_requests() as batch:
-            for n in numbers:
-                batch.add(self.w3.eth.get_block(n))
-            return list(batch.execute())
+        """One JSON-RPC batch of ``eth_getBlockByNumber`` (without transactions), the node's answers as
+        they are: web3's formatting of each block cost as much as the round trip."""
+        calls = [(RPCEndpoint("eth_getBlockByNumber"), [hex(n), False]) for n in numbers]
+        answers = cast(HTTPProvider, self.w3.provider).make_batch_request(calls)
+        if not isinstance(answers, list):  # the node refused the whole batch
+            raise Web3RPCError(str(answers.get("error")), rpc_response=answers)
+        failed = [a for a in answers if a.get("error") is not None]
+        if failed or len(answers) != len(numbers):
+            raise Web3RPCError(f"block batch: {failed[0]['error'] if failed else 'answers missing'}")
+        return [a.get("result") for a in answers]
 
     def block_timestamp(self, block: BlockIdentifier = "latest") -> int:
         """The timestamp of ``block``."""
