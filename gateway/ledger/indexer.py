@@ -15,6 +15,13 @@ through :class:`~gateway.ledger.restrictions.PendingRestrictions`. Each poll fir
 read model is at is still on the chain (its hash); if a reorganisation deeper than the confirmation depth
 replaced it, the read model is rebuilt from the deployment block (decisions go to the chain meanwhile).
 
+Catching up with a long chain (a fresh data directory, a rebuild) happens in the indexer's thread while
+the gateway serves: until the first poll reaches the head, :attr:`Indexer.catching_up` holds, decisions go
+to the chain (the read model is not synced) and views only the read model can answer refuse
+(:meth:`Indexer.require_complete`). Pages are sized by the events they return (:attr:`Indexer.page_events`:
+a page's events are held in memory until it commits), and the timestamps of their blocks come in JSON-RPC
+batches (one ``eth_getBlockByNumber`` per block was three quarters of a catch-up's time).
+
 A decision reads several rows; :meth:`Indexer.view` names the block (number, hash, timestamp) the read
 model is at and when the chain's head was last seen at most that block (the start of the last complete
 poll), and :meth:`Indexer.unchanged_since` tells whether a page was applied meanwhile (a write

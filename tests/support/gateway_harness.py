@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +87,40 @@ def open_release(body: dict[str, Any], account_index: int, requester: str) -> by
     return _open_release(body, dev_encryption_key(account_index)[0], requester)
 
 
+#: the thread serving each running server (see :func:`stop_serving`)
+_THREADS: weakref.WeakKeyDictionary[uvicorn.Server, threading.Thread] = weakref.WeakKeyDictionary()
+
+
+def stop_serving(server: uvicorn.Server) -> None:
+    """Shuts the server down (its components stop with it) and waits until it has."""
+    server.should_exit = True
+    thread = _THREADS.get(server)
+    if thread is not None:
+        thread.join(timeout=30)
+
+
+@contextmanager
+def restarted(gw: RunningGateway, prepare: Callable[[Components], None] | None = None) -> Iterator[RunningGateway]:
+    """``gw`` stopped and started again on its data directory and chain (new components: ``prepare``d before
+    they start), not waited for to catch up; the restarted one stops at the end of the block."""
+    stop_serving(gw.server)
+    settings = gw.settings.model_copy(update={"port": free_port()})
+    components = build_components(settings)
+    if prepare is not None:
+        prepare(components)
+    with serving(settings, components) as server:
+        yield replace(
+            gw, url=f"http://127.0.0.1:{settings.port}", settings=settings, components=components, server=server
+        )
+
+
 @contextmanager
 def serving(settings: GatewaySettings, components: Components) -> Iterator[uvicorn.Server]:
     """The gateway app on ``settings.port`` in a background thread, until the block ends."""
     app = create_app(settings, components=components)
     server = uvicorn.Server(server_config(settings, app))
     thread = threading.Thread(target=server.run, daemon=True)
+    _THREADS[server] = thread
     thread.start()
     deadline = time.monotonic() + 60
     while not server.started:
