@@ -116,6 +116,7 @@ def healthz(c: ComponentsDep, response: Response) -> Health:
         catchingUp=st.catching_up,
     )
     c.metrics.indexed_block.set(st.indexed_block)
+    c.metrics.indexer_catching_up.set(int(st.catching_up))
     if lag is not None:
         c.metrics.indexer_lag.set(lag)
     journal = _journal_check(c)

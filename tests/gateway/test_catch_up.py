@@ -120,6 +120,7 @@ def test_a_gateway_serves_while_it_catches_up(tmp_path: Path) -> None:
             assert health.status_code == 200, health.text  # decisions go to the chain meanwhile
             assert indexer["catchingUp"] is True and indexer["synced"] is False
             assert indexer["lagBlocks"] > 1_000
+            assert "hcl_indexer_catching_up 1.0" in gw.http().get("/metrics").text
             record = bytes.fromhex(records["lab-results"].removeprefix("0x"))
             assert read_model.record(gw.components.db, record) is None
 
