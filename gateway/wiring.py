@@ -215,7 +215,7 @@ def build_components(settings: GatewaySettings) -> Components:
         anchorer=anchorer,
         anchor_guard=guard,
         member_names=names,
-        replicator=_replicator(settings, db, federation, metrics),
+        replicator=_replicator(settings, db, federation, metrics, indexer),
         strict=strict,
     )
 
@@ -231,8 +231,11 @@ def _registrar(
     )
 
 
-def _replicator(settings: GatewaySettings, db: Database, federation: Federation, metrics: Metrics) -> Replicator | None:
-    """The replication worker when records live on IPFS and replicas are wanted (a directory has no swarm)."""
+def _replicator(
+    settings: GatewaySettings, db: Database, federation: Federation, metrics: Metrics, indexer: Indexer
+) -> Replicator | None:
+    """The replication worker when records live on IPFS and replicas are wanted (a directory has no swarm);
+    it waits while the read model catches up (the peers it chooses from are the read model's members)."""
     if settings.store is not StoreKind.IPFS or settings.replicas == 0:
         return None
-    return Replicator(db, federation, metrics, replicas=settings.replicas)
+    return Replicator(db, federation, metrics, replicas=settings.replicas, ready=lambda: not indexer.catching_up)
