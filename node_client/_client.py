@@ -204,12 +204,17 @@ class ChainClient:
     def block_headers(self, blocks: Iterable[int], *, chunk: int = 500) -> dict[int, tuple[bytes, int]]:
         """Block number → (hash, timestamp) of ``blocks``, asked in JSON-RPC batches of ``chunk`` (one round
         trip each: catching up with a long chain read one ``eth_getBlockByNumber`` per block, 77 % of its
-        time). A block beyond the head raises :class:`BlockNotFound`."""
+        time). A node that refuses batches is asked block by block. A block beyond the head raises
+        :class:`BlockNotFound`."""
         wanted = sorted(set(blocks))
         out: dict[int, tuple[bytes, int]] = {}
         for i in range(0, len(wanted), chunk):
             part = wanted[i : i + chunk]
-            for number, block in zip(part, self.rpc(partial(self._batch_blocks, part)), strict=True):
+            try:
+                answers = self.rpc(partial(self._batch_blocks, part))
+            except Web3RPCError:  # e.g. a proxy without batches, or a smaller batch limit than ``chunk``
+                answers = [self.rpc(partial(self._raw_block, n)) for n in part]
+            for number, block in zip(part, answers, strict=True):
                 if not block:
                     raise BlockNotFound(f"block {number} not found")
                 out[number] = (bytes.fromhex(block["hash"][2:]), int(block["timestamp"], 16))
@@ -226,6 +231,13 @@ class ChainClient:
         if failed or len(answers) != len(numbers):
             raise Web3RPCError(f"block batch: {failed[0]['error'] if failed else 'answers missing'}")
         return [a.get("result") for a in answers]
+
+    def _raw_block(self, number: int) -> Any:
+        """One ``eth_getBlockByNumber`` (without transactions), answered as the node has it."""
+        answer = self.w3.provider.make_request(RPCEndpoint("eth_getBlockByNumber"), [hex(number), False])
+        if answer.get("error") is not None:
+            raise Web3RPCError(str(answer["error"]), rpc_response=answer)
+        return answer.get("result")
 
     def block_timestamp(self, block: BlockIdentifier = "latest") -> int:
         """The timestamp of ``block``."""
