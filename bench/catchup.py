@@ -7,7 +7,7 @@ seconds, not minutes). After each step:
 * a fresh read model is indexed from the deployment block in a separate process, the way a gateway
   started on an empty data directory does (events/s, and that process's peak RSS, imports included);
 * a gateway process (``hcl gateway serve`` on an empty data directory) is timed from launch to the
-  first answer of ``/healthz`` (any status).
+  first answer of ``/healthz`` (any status) and to its read model caught up, with its peak RSS then.
 
 ``code`` points both at another checkout (``--code /work/main``: the numbers before a change).
 """
@@ -117,8 +117,10 @@ def catch_up(net: Chain, folder: Path, code: Path) -> dict[str, Any]:
     return result
 
 
-def first_healthz(net: Chain, folder: Path, code: Path, timeout: float = 600) -> float:
-    """Seconds from launching ``hcl gateway serve`` (of ``code``, empty data dir) to its first ``/healthz``."""
+def fresh_gateway(net: Chain, folder: Path, code: Path, timeout: float = 600) -> dict[str, float]:
+    """``hcl gateway serve`` of ``code`` on an empty data dir: seconds from launch to its first ``/healthz``
+    and to its read model caught up (``catchingUp`` false; a gateway without the flag caught up before it
+    answered), and the process's peak RSS by then."""
     port = free_port()
     env = {
         **os.environ,
@@ -135,17 +137,33 @@ def first_healthz(net: Chain, folder: Path, code: Path, timeout: float = 600) ->
     started = time.monotonic()
     proc = subprocess.Popen([hcl, "gateway", "serve"], env=env, cwd=code, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
+    first: float | None = None
     try:
         while time.monotonic() - started < timeout and proc.poll() is None:
             try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                return round(time.monotonic() - started, 2)
+                indexer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["checks"]["indexer"]
             except httpx.HTTPError:
                 time.sleep(0.05)
-        raise RuntimeError("the gateway did not answer /healthz")
+                continue
+            first = first if first is not None else round(time.monotonic() - started, 2)
+            if not indexer.get("catchingUp", False):
+                return {
+                    "first_healthz_s": first,
+                    "gateway_caught_up_s": round(time.monotonic() - started, 2),
+                    "gateway_peak_rss_mb": _peak_rss_mb(proc.pid),
+                }
+            time.sleep(0.05)
+        raise RuntimeError("the gateway did not answer /healthz or did not catch up")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
 
 
 def run_catchup_bench(
@@ -169,7 +187,7 @@ def run_catchup_bench(
             for label, code in codes.items():
                 point = {"code": label, "consents": total, "blocks": net.client.block_number()}
                 point.update(catch_up(net, Path(tmp), code))
-                point["first_healthz_s"] = first_healthz(net, Path(tmp), code)
+                point.update(fresh_gateway(net, Path(tmp), code))
                 log(f"  {point}")
                 points.append(point)
     return {

@@ -274,7 +274,18 @@ def growth_cmd(
     previous = orjson.loads(out.read_bytes()) if out.exists() else {}
     out.write_bytes(orjson.dumps({**previous, part: data}, option=orjson.OPT_INDENT_2))
     table = Table(title="Catch-up of a fresh read model from the deployment block")
-    for col in ("code", "grants", "blocks", "events", "seconds", "events/s", "peak RSS MB", "first /healthz s"):
+    for col in (
+        "code",
+        "grants",
+        "blocks",
+        "events",
+        "seconds",
+        "events/s",
+        "peak RSS MB",
+        "first /healthz s",
+        "gateway caught up s",
+        "gateway peak RSS MB",
+    ):
         table.add_column(col, justify="right")
     for p in data["points"]:
         table.add_row(
@@ -286,6 +297,8 @@ def growth_cmd(
             f"{p['events_per_s']:,}",
             f"{p['peak_rss_mb']:.0f}",
             f"{p['first_healthz_s']:.1f}",
+            f"{p['gateway_caught_up_s']:.1f}",
+            f"{p['gateway_peak_rss_mb']:.0f}",
         )
     goals = data["goals"]
     table.caption = (
