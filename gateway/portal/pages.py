@@ -173,6 +173,7 @@ def _providers(c: Components) -> list[dict[str, Any]]:
 
 
 def _patient(c: Components, v: Viewer) -> dict[str, Any]:
+    c.indexer.require_complete()
     records = me.my_records(c, v.address).records
     by_category: dict[str, list[MyRecord]] = {}
     for r in records:
@@ -228,6 +229,7 @@ def _reports(c: Components) -> list[dict[str, Any]]:
 
 
 def _auditor(c: Components, v: Viewer) -> dict[str, Any]:
+    c.indexer.require_complete()
     per_member: Counter[str] = Counter(read_model.access_counts(c.db))
     journal_size = c.journal.size if c.journal is not None else 0
     if c.journal_index is not None:
