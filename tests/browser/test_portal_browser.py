@@ -184,7 +184,7 @@ def test_health_code_story_from_patient_to_hospital_and_back(
     ]
     assert ts == access["time"]
     text = entry.inner_text()
-    assert "Riverside Community Health Centre" in text and "检验结果" in text and local_time(gw, ts) in text
+    assert "河滨社区卫生服务中心" in text and "检验结果" in text and local_time(gw, ts) in text
     assert entry.locator("a[href^='/portal/tx/0x']").count() == 1
     shot(patient, "06-patient-timeline")
 
