@@ -55,11 +55,9 @@ def test_every_message_the_templates_and_the_script_use_exists_in_both_languages
     used: set[str] = set()
     for path in (ROOT / "gateway" / "portal" / "templates").glob("*.html"):
         used |= set(re.findall(r"""\bt\(\s*["']([a-z_A-Z0-9 .-]+)["']\s*\)""", path.read_text()))
-    used |= set(
-        re.findall(
-            r"""\bt\(\s*["']([a-z_0-9]+)["']\s*\)""", (ROOT / "gateway" / "portal" / "static" / "portal.js").read_text()
-        )
-    )
+    for script in ("portal.js", "record_view.js"):
+        text = (ROOT / "gateway" / "portal" / "static" / script).read_text()
+        used |= set(re.findall(r"""\bt\(\s*["']([a-z_0-9]+)["']\s*\)""", text))
     assert used, "no t(...) calls found: the pattern is wrong"
     missing = sorted(k for k in used if k not in i18n.MESSAGES)
     assert not missing, missing
