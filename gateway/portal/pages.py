@@ -29,7 +29,7 @@ from gateway.api.deps import ComponentsDep
 from gateway.api.models import SignedGrantIn
 from gateway.api.records import discover
 from gateway.api.schemas import MyRecord
-from gateway.portal import i18n
+from gateway.portal import i18n, proof
 from gateway.portal.session import (
     ROLE_PAGES,
     RolePage,
@@ -505,10 +505,16 @@ def transaction(tx_hash: str, request: Request, c: ComponentsDep) -> HTMLRespons
                         "contract": type(contract).__name__,
                         "event": decoded["event"],
                         "args": {k: _show(v) for k, v in decoded["args"].items()},
+                        "raw": dict(decoded["args"]),
                     }
                 )
                 break
     block = client.rpc(lambda: client.w3.eth.get_block(receipt["blockNumber"]))
+    lang = i18n.negotiate(request)
+    t, dt = i18n.translator(lang), _formatter(c)
+    for e in events:
+        e["facts"] = proof.facts(c, e["raw"], lang, t, dt)
+    verified, sentence = proof.verdict(receipt, events, t)
     return _render(
         request,
         c,
@@ -518,6 +524,8 @@ def transaction(tx_hash: str, request: Request, c: ComponentsDep) -> HTMLRespons
         events=events,
         block_time=int(block["timestamp"]),
         sender=receipt["from"],
+        verified=verified,
+        verdict=sentence,
     )
 
 

@@ -193,6 +193,8 @@ def test_health_code_story_from_patient_to_hospital_and_back(
     href = entry.locator("a[href^='/portal/tx/0x']").get_attribute("href")
     proof = new_page()
     proof.goto(gw.url + href)
+    assert "联盟链第" in proof.inner_text("#proof-verdict") and "已验证" in proof.inner_text("#proof-verdict")
+    proof.click("#proof-technical summary")
     assert "AccessLedger.AccessLogged" in proof.inner_text("main")
     shot(proof, "07-ledger-proof")
 
@@ -289,6 +291,24 @@ def test_the_opened_record_reads_like_a_lab_sheet(net: tuple[RunningGateway, Pat
         else ["Medication", "Status", "Dosage", "Prescribed / valid until"]
     )
     shot(page, f"51-{lang}-record-view-medications")
+
+    # the proof of that read, in words first: the verdict, who read what and why, the raw event folded away
+    tx = page.inner_text("#record-view p.muted").split(": ")[-1].split("：")[-1].strip()
+    page.goto(f"{gw.url}/portal/tx/{tx}?lang={lang}")
+    block = gw.client.w3.eth.get_transaction_receipt(tx)["blockNumber"]
+    verdict = page.inner_text("#proof-verdict")
+    assert verdict == (
+        f"此次访问已记录在联盟链第 {block} 号区块中；已验证。"
+        if lang == "zh-CN"
+        else f"This access is in block {block} of the consortium ledger; verified."
+    )
+    facts = page.inner_text("dl.facts")
+    if lang == "zh-CN":
+        assert "市第一人民医院" in facts and "用药与处方" in facts and "诊疗" in facts and "否" in facts, facts
+    else:
+        assert "City First People's Hospital" in facts and "Medications and prescriptions" in facts, facts
+    assert not page.locator("#proof-technical").evaluate("d => d.open")
+    shot(page, f"52-{lang}-ledger-proof-readable")
 
 
 def wait_indexed(gw: RunningGateway) -> None:

@@ -305,6 +305,8 @@ def test_transaction_page_decodes_the_ledger_events(gw: RunningGateway) -> None:
     tx = gw.ledger.consents.set_emergency_opt_out(dev(PATIENT), True)
     page = http.get(f"/portal/tx/{tx.tx_hash}?lang=en")
     assert page.status_code == 200 and "ConsentRegistry.EmergencyOptOutSet" in page.text
+    assert 'data-verified="1"' in page.text and "of the consortium ledger; verified." in page.text
+    assert "Emergency access preference changed" in page.text
     assert dev(PATIENT).address in page.text
     gw.ledger.consents.set_emergency_opt_out(dev(PATIENT), False)
     assert http.get("/portal/tx/0x1234").status_code == 400
