@@ -201,7 +201,7 @@ def test_health_code_story_from_patient_to_hospital_and_back(
     # she revokes (the key is gone after the reload: unlock again), one click and a confirmation
     unlock(patient, keys / "wang.json")
     patient.on("dialog", lambda d: d.accept())
-    row = patient.locator("#consents tr[data-state=active]", has_text="Riverside").first
+    row = patient.locator("#consents tr[data-state=active]", has_text="河滨社区卫生服务中心").first
     row.locator("button[data-action=revoke]").click()
     patient.wait_for_selector("#consents tr[data-state=revoked]")
     shot(patient, "08-patient-revoked")
