@@ -272,6 +272,8 @@ def test_the_opened_record_reads_like_a_lab_sheet(net: tuple[RunningGateway, Pat
     assert times == sorted(times, reverse=True), times  # newest first
     assert page.locator("#record-view details summary").inner_text() in ("原始 FHIR JSON", "Raw FHIR JSON")
     shot(page, f"50-{lang}-record-view-lab")
+    page.set_viewport_size({"width": 320, "height": 640})  # on a phone: one card per result, the plot fits
+    assert_fits(page, 320, f"53-{lang}-record-view-phone")
 
     flags = page.evaluate(
         "b => { const v = document.querySelector('#record-view'); v.replaceChildren(window.hclRecord.render(b,"
