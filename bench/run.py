@@ -244,6 +244,71 @@ def consent_cmd(
     console.print(f"written: {out}")
 
 
+@app.command("growth")
+def growth_cmd(
+    quick: QuickOpt = False,
+    part: Annotated[str, typer.Option(help="which cost to follow as the chain grows (only: catchup)")] = "catchup",
+    steps: Annotated[
+        str | None, typer.Option(help="grants added before each point, comma-separated (default 10000,10000,30000)")
+    ] = None,
+    per_block: Annotated[int, typer.Option(help="grants mined to a block")] = 25,
+    before: Annotated[
+        Path | None, typer.Option(help="another checkout measured on the same chain (e.g. main's: before)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="result file (default bench/results/growth.json)")] = None,
+) -> None:
+    """Cost over time: a fresh read model's catch-up (events/s, peak RSS) and a fresh gateway's first
+    /healthz, as a chain grows."""
+    from bench.catchup import ROOT as CODE
+    from bench.catchup import run_catchup_bench
+
+    if part != "catchup":
+        raise typer.BadParameter(f"unknown part {part!r} (only: catchup)")
+    sizes = [int(s) for s in steps.split(",")] if steps else ([2_000] if quick else [10_000, 10_000, 30_000])
+    codes = {"before": before, "after": CODE} if before is not None else {"this": CODE}
+    data = run_catchup_bench(
+        steps=sizes, per_block=per_block, codes=codes, log=lambda m: console.print(f"[dim]{m}[/dim]")
+    )
+    data["quick"] = quick
+    out = out or RESULTS / ("growth-quick.json" if quick else "growth.json")
+    previous = orjson.loads(out.read_bytes()) if out.exists() else {}
+    out.write_bytes(orjson.dumps({**previous, part: data}, option=orjson.OPT_INDENT_2))
+    table = Table(title="Catch-up of a fresh read model from the deployment block")
+    for col in (
+        "code",
+        "grants",
+        "blocks",
+        "events",
+        "seconds",
+        "events/s",
+        "peak RSS MB",
+        "first /healthz s",
+        "gateway caught up s",
+        "gateway peak RSS MB",
+    ):
+        table.add_column(col, justify="right")
+    for p in data["points"]:
+        table.add_row(
+            p["code"],
+            f"{p['consents']:,}",
+            f"{p['blocks']:,}",
+            f"{p['events']:,}",
+            f"{p['seconds']:.2f}",
+            f"{p['events_per_s']:,}",
+            f"{p['peak_rss_mb']:.0f}",
+            f"{p['first_healthz_s']:.1f}",
+            f"{p['gateway_caught_up_s']:.1f}",
+            f"{p['gateway_peak_rss_mb']:.0f}",
+        )
+    goals = data["goals"]
+    table.caption = (
+        f"goals: >= {goals['events_per_s']:,} events/s, <= {goals['peak_rss_mb']} MB, /healthz within "
+        f"{goals['first_healthz_s']} s of start"
+    )
+    console.print(table)
+    console.print(f"written: {out}")
+
+
 @app.command("upload")
 def upload_cmd(
     quick: QuickOpt = False,

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import portal
 from gateway.api import accesses, auth, consents, federation, me, records, system, transactions
+from gateway.api.deps import complete_read_model
 from gateway.framing import RejectAmbiguousFraming
 from gateway.observability import configure_logging
 from gateway.openapi import install_openapi
@@ -150,8 +151,9 @@ def create_app(settings: GatewaySettings | None = None, *, components: Component
     app.add_middleware(RequestTiming)
     app.add_middleware(RejectAmbiguousFraming)  # outermost: nothing of a smuggled request reaches the app
 
-    for module in (auth, records, federation, consents, transactions, accesses, me, system):
+    for module in (auth, records, federation, consents, transactions, accesses, system):
         app.include_router(module.router)
+    app.include_router(me.router, dependencies=[Depends(complete_read_model)])  # the caller's lists: read model
     app.include_router(portal.router)
     app.mount("/static", StaticFiles(directory=portal.STATIC_DIR), name="static")
     return app

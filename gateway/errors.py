@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AnchorLagging",
+    "CatchingUp",
     "ChainRejected",
     "ChainUnavailable",
     "ConsentAlreadyUsed",
@@ -232,6 +233,13 @@ class AnchorLagging(Unavailable):
     more would grow what a lost gateway could take with it unanchored."""
 
     code = "anchor_lagging"
+
+
+class CatchingUp(Unavailable):
+    """The read model is still catching up with the chain (a fresh start or a rebuild): a view only it
+    can answer would be incomplete, so none is given (decisions go to the chain meanwhile)."""
+
+    code = "catching_up"
 
 
 class HolderUnavailable(Unavailable):

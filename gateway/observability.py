@@ -94,6 +94,11 @@ class Metrics:
         )
         self.indexer_lag = Gauge("hcl_indexer_lag_blocks", "Blocks the indexer is behind the head", registry=r)
         self.indexed_block = Gauge("hcl_indexed_block", "Last block indexed", registry=r)
+        self.indexer_catching_up = Gauge(
+            "hcl_indexer_catching_up",
+            "1 until the read model has reached the head since start (or a rebuild)",
+            registry=r,
+        )
         self.anchor_lag = Gauge("hcl_anchor_lag_seconds", "Age of the oldest unanchored journal entry", registry=r)
         self.replication_backlog = Gauge(
             "hcl_replication_backlog_records", "Records waiting to be pinned by peer gateways (IPFS store)", registry=r

@@ -58,6 +58,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "storage_unavailable": (503, "Record storage is unreachable; nothing was released"),
     "journal_unavailable": (503, "The release journal is unavailable; nothing was released"),
     "anchor_lagging": (503, "The journal is not being anchored on-chain in time; nothing was released"),
+    "catching_up": (503, "The gateway is still reading the chain's history; ask again shortly"),
     "holder_unavailable": (503, "The institution holding the record does not answer; nothing was released"),
     "storage_full": (507, "Record storage is full"),
     "internal_error": (500, "Internal error"),

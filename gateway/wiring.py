@@ -87,7 +87,7 @@ class Components:
     _lock: GatewayLock | None = None
 
     def start(self) -> None:
-        """Catches the read model up with the chain once, then follows it; starts anchoring in batch mode.
+        """Starts following the chain (the read model catches up in the background); starts anchoring in batch mode.
 
         The FHIR models load in the background (1-3 s) so the first upload is not the one that pays.
         """
@@ -107,10 +107,8 @@ class Components:
         threading.Thread(target=warm_up, name="hcl-fhir-warm-up", daemon=True).start()
         for address in read_model.member_addresses(self.db):
             self.member_names.member_added(address)  # members indexed before a restart, still unnamed?
-        try:
-            self.indexer.poll_once()
-        except Exception:  # the chain may be down at start: /healthz shows it, requests fail closed
-            log.exception("initial indexing failed")
+        # the indexer catches up in its thread while the gateway serves (from genesis: minutes on a long
+        # chain); until it has, decisions go to the chain and /healthz says ``catchingUp``
         self.indexer.start()
         if self.anchorer is not None:
             self.anchorer.start()
@@ -217,7 +215,7 @@ def build_components(settings: GatewaySettings) -> Components:
         anchorer=anchorer,
         anchor_guard=guard,
         member_names=names,
-        replicator=_replicator(settings, db, federation, metrics),
+        replicator=_replicator(settings, db, federation, metrics, indexer),
         strict=strict,
     )
 
@@ -233,8 +231,11 @@ def _registrar(
     )
 
 
-def _replicator(settings: GatewaySettings, db: Database, federation: Federation, metrics: Metrics) -> Replicator | None:
-    """The replication worker when records live on IPFS and replicas are wanted (a directory has no swarm)."""
+def _replicator(
+    settings: GatewaySettings, db: Database, federation: Federation, metrics: Metrics, indexer: Indexer
+) -> Replicator | None:
+    """The replication worker when records live on IPFS and replicas are wanted (a directory has no swarm);
+    it waits while the read model catches up (the peers it chooses from are the read model's members)."""
     if settings.store is not StoreKind.IPFS or settings.replicas == 0:
         return None
-    return Replicator(db, federation, metrics, replicas=settings.replicas)
+    return Replicator(db, federation, metrics, replicas=settings.replicas, ready=lambda: not indexer.catching_up)

@@ -89,6 +89,7 @@ def proof(ref: str, c: ComponentsDep, caller: CallerDep) -> StrictProof | Anchor
         raise Problem("invalid_request", "an access id is 32 bytes of hex") from None
     row = read_model.access_by_hash(c.db, access_hash)
     if row is None:
+        c.indexer.require_complete()  # not read yet is not "no such access"
         raise Problem(
             "record_not_found", "no ledgered access with this id (batch-mode releases: use journalIndex)", status=404
         )

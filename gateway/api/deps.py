@@ -10,7 +10,16 @@ from gateway.problems import Problem
 from gateway.wiring import Components
 from node_client.paging import decode_cursor
 
-__all__ = ["PAGE_LIMIT_MAX", "CallerDep", "ComponentsDep", "CursorQuery", "LimitQuery", "page_key", "read_body"]
+__all__ = [
+    "PAGE_LIMIT_MAX",
+    "CallerDep",
+    "ComponentsDep",
+    "CursorQuery",
+    "LimitQuery",
+    "complete_read_model",
+    "page_key",
+    "read_body",
+]
 
 #: the largest page of an access log (a page costs one index range per source, whatever the history)
 PAGE_LIMIT_MAX = 200
@@ -48,6 +57,12 @@ async def get_caller(request: Request, c: ComponentsDep) -> str:
 
 
 CallerDep = Annotated[str, Depends(get_caller)]
+
+
+async def complete_read_model(c: ComponentsDep) -> None:
+    """For routes answered from the read model alone: 503 ``catching_up`` until it has reached the head
+    once (a fresh start reads the chain's history in the background)."""
+    c.indexer.require_complete()
 
 
 async def read_body(request: Request, limit: int) -> bytes:

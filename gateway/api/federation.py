@@ -105,6 +105,7 @@ async def holder_pins(body: PinsIn, c: ComponentsDep, peer: PeerDep) -> Pins:
         try:
             replication.accept_pins(c.db, c.store, peer.gateway, rids, timeout=timeout)
         except RecordNotFound:
+            c.indexer.require_complete()  # not read yet is not "not registered" (the asker retries a 503)
             c.catch_up()  # registered a moment ago: this gateway's read model may be a block behind
             replication.accept_pins(c.db, c.store, peer.gateway, rids, timeout=timeout)
 

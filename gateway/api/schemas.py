@@ -523,6 +523,11 @@ class IndexerCheck(_Out):
     confirmations: int = 0
     reorgs: int = 0
     pendingRestrictions: int = 0
+    catchingUp: bool = Field(
+        False,
+        description="the read model has not reached the head since the gateway started (or since a rebuild):"
+        " decisions go to the chain meanwhile, as when it lags, so health is not failed by it",
+    )
 
 
 class JournalCheck(_Out):

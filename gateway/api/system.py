@@ -113,8 +113,10 @@ def healthz(c: ComponentsDep, response: Response) -> Health:
         confirmations=st.confirmations,
         reorgs=st.reorgs,
         pendingRestrictions=st.pending_restrictions,
+        catchingUp=st.catching_up,
     )
     c.metrics.indexed_block.set(st.indexed_block)
+    c.metrics.indexer_catching_up.set(int(st.catching_up))
     if lag is not None:
         c.metrics.indexer_lag.set(lag)
     journal = _journal_check(c)
@@ -194,6 +196,7 @@ def _member_status(value: int) -> MemberStatusSlug:
 @router.get("/v1/members", responses=problems(503))
 def members(c: ComponentsDep) -> Members:
     """The consortium directory: address, display name (off-chain), roles, status, encryption key."""
+    c.indexer.require_complete()
     return Members(
         members=[
             Member(

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway import errors
@@ -69,8 +69,10 @@ class Replicator:
         replicas: int,
         poll: float = 1.0,
         max_backoff: float = 30.0,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.db = db
+        self.ready = ready  # False while the read model, whose members are the directory, catches up
         self.federation = federation
         self.metrics = metrics
         self.replicas = replicas
@@ -117,7 +119,7 @@ class Replicator:
         """One round over what is due: asks each chosen peer for its records; returns how many were due."""
         now = time.time()
         due = replicas.due(self.db, now, BATCH * 8)
-        if not due:
+        if not due or not self.ready():  # an incomplete directory would choose other peers than the whole one
             return 0
         peers = self.federation.directory.peers()
         failed: dict[bytes, str] = {}

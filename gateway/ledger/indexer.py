@@ -15,6 +15,13 @@ through :class:`~gateway.ledger.restrictions.PendingRestrictions`. Each poll fir
 read model is at is still on the chain (its hash); if a reorganisation deeper than the confirmation depth
 replaced it, the read model is rebuilt from the deployment block (decisions go to the chain meanwhile).
 
+Catching up with a long chain (a fresh data directory, a rebuild) happens in the indexer's thread while
+the gateway serves: until the first poll reaches the head, :attr:`Indexer.catching_up` holds, decisions go
+to the chain (the read model is not synced) and views only the read model can answer refuse
+(:meth:`Indexer.require_complete`). Pages are sized by the events they return (:attr:`Indexer.page_events`:
+a page's events are held in memory until it commits), and the timestamps of their blocks come in JSON-RPC
+batches (one ``eth_getBlockByNumber`` per block was three quarters of a catch-up's time).
+
 A decision reads several rows; :meth:`Indexer.view` names the block (number, hash, timestamp) the read
 model is at and when the chain's head was last seen at most that block (the start of the last complete
 poll), and :meth:`Indexer.unchanged_since` tells whether a page was applied meanwhile (a write
@@ -32,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from gateway import errors
 from gateway.ledger.member_names import MemberNames
 from gateway.ledger.restrictions import PendingRestrictions
 from gateway.storage import read_model
@@ -66,6 +74,7 @@ class IndexerStatus:
     confirmations: int = 0
     reorgs: int = 0  # reorganisations that reached the read model (each one rebuilt it)
     pending_restrictions: int = 0
+    catching_up: bool = False
 
     @property
     def lag_blocks(self) -> int:
@@ -94,6 +103,7 @@ class Indexer:
         deploy_block: int,
         poll_interval: float = 0.25,
         page_size: int = 2_000,
+        page_events: int = 5_000,
         member_names: MemberNames | None = None,
         confirmations: int = 0,
     ) -> None:
@@ -103,12 +113,16 @@ class Indexer:
         self.deploy_block = deploy_block
         self.poll_interval = poll_interval
         self.page_size = page_size
+        self.page_events = page_events  # events a page aims at (memory: a page is applied as one list)
+        self._span = max(1, page_size // 8)  # blocks of the next page, adapted to the events per block
+        self._page_times: dict[int, tuple[bytes, int]] = {}  # headers of the page being applied
         self.confirmations = max(0, confirmations)
         self.restrictions = PendingRestrictions()
         self.reorgs = 0
         self._head = 0
         self._head_time = 0  # timestamp of the seen head (see ``synced``)
         self._seen_head = 0  # the newest confirmed head whose events are all applied
+        self._caught_up = False  # a poll has applied everything up to the head it read (see ``catching_up``)
         self._seen_at = 0.0  # monotonic time at which that poll read the head (the head was at most it then)
         self._indexed = int(db.get_meta("indexed_block", str(deploy_block - 1)) or 0)
         self._last_poll = 0.0
@@ -137,6 +151,7 @@ class Indexer:
             self.confirmations,
             self.reorgs,
             len(self.restrictions),
+            self.catching_up,
         )
 
     @property
@@ -174,6 +189,19 @@ class Indexer:
         return self._generation == generation
 
     @property
+    def catching_up(self) -> bool:
+        """Whether no poll has reached the head yet since the gateway started (or since a rebuild after a
+        deep reorganisation): the read model is incomplete, and may be by much. Decisions go to the chain;
+        views that only the read model can answer say so (:class:`~gateway.errors.CatchingUp`)."""
+        return not self._caught_up
+
+    def require_complete(self) -> None:
+        """For a view only the read model can answer (lists, history): :class:`~gateway.errors.CatchingUp`
+        while it is :attr:`catching_up`, rather than an answer missing what it has not read yet."""
+        if self.catching_up:
+            raise errors.CatchingUp(f"the read model is at block {self._indexed} of {self._head}; ask again shortly")
+
+    @property
     def synced(self) -> bool:
         """Whether the read model holds every event up to the newest head the gateway has seen, and that
         was recent (within :attr:`freshness`). A poll in progress does not unsync it; a failed one does."""
@@ -187,7 +215,12 @@ class Indexer:
     # ------------------------------------------------------------------ work
 
     def catch_up(self) -> None:
-        """Indexes up to the head now, so a caller reads its own write (best effort: the poller retries)."""
+        """Indexes up to the head now, so a caller reads its own write (best effort: the poller retries).
+
+        Not while :attr:`catching_up`: that poll may take minutes, and the read model is not synced
+        meanwhile, so readers ask the chain anyway."""
+        if self.catching_up:
+            return
         try:
             self.poll_once()
         except Exception:  # noqa: BLE001 - the write stands; reading it back waits for the poller
@@ -204,22 +237,26 @@ class Indexer:
             self._follow_reorgs(confirmed)
             applied = 0
             start = self.indexed_block + 1
-            while start <= confirmed:
-                end = min(start + self.page_size - 1, confirmed)
-                applied += self._apply_page(start, end)
+            while start <= confirmed and not self._stopping():
+                end = min(start + self._span - 1, confirmed)
+                events = self._apply_page(start, end)
+                applied += events
+                self._span = self._next_span(end - start + 1, events)
                 start = end + 1
             if self._at is None or self._at[0] != self._indexed:  # nothing to apply since the gateway started
                 at_hash, at_time = self._header(self._indexed)
                 self._generation += 1
                 self._at = (self._indexed, at_hash, at_time)
                 self._generation += 1
-            self._note_unconfirmed(head)
+            if self._indexed >= confirmed:  # (a poll stopped mid-way leaves the rest to the next one)
+                self._note_unconfirmed(head)
             if self.member_names is not None:
                 self.member_names.refresh()  # names of members added at run time (a stat unless one lacks it)
             self._last_poll = time.monotonic()
             if self._indexed >= confirmed:
                 self._head_time = head_time
                 self._seen_head = max(self._seen_head, confirmed)
+                self._caught_up = True
                 self._seen_at = polled_at
             self._error = None
         return applied
@@ -237,6 +274,28 @@ class Indexer:
             self._thread.join(timeout=10)
             self._thread = None
 
+    def registration(self, record_id: bytes) -> tuple[bytes, bytes] | None:
+        """(contentHash, locator) of the record's registration, asked of the chain (one ``eth_getLogs``
+        filtered by its id, up to the confirmed head): for a release while the read model catches up."""
+        client = self.ledger.client
+        confirmed = client.block_number() - self.confirmations
+        found = read_events(
+            client,
+            {"RecordRegistry": self.ledger.addresses["RecordRegistry"]},
+            from_block=self.deploy_block,
+            to_block=confirmed,
+            names=("RecordRegistered",),
+            page_size=max(1, confirmed - self.deploy_block + 1),
+            topics=[None, "0x" + record_id.hex()],
+        )
+        for ev in found:
+            return bytes(ev.args["contentHash"]), bytes(ev.args["locator"])
+        return None
+
+    def _stopping(self) -> bool:
+        """Whether the poller thread is asked to stop (a long catch-up ends between pages)."""
+        return self._stop.is_set() and threading.current_thread() is self._thread
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -251,16 +310,28 @@ class Indexer:
                 log.exception("indexer poll failed")
             self._stop.wait(self.poll_interval)
 
+    def _next_span(self, span: int, events: int) -> int:
+        """Blocks in the next page: about :attr:`page_events` events' worth at the density just read (a
+        page is held in memory until it commits), at most twice the last span and :attr:`page_size`."""
+        if events == 0:
+            return min(self.page_size, 2 * span)
+        return max(1, min(self.page_size, 2 * span, span * self.page_events // events))
+
     def _apply_page(self, start: int, end: int) -> int:
-        """Blocks ``start..end`` into the read model in one transaction, if they extend the block it is at."""
+        """Blocks ``start..end`` into the read model in one transaction, if they extend the block it is at.
+
+        The timestamps of the blocks with events (and the end block's hash) come in JSON-RPC batches,
+        read after the logs as one fresh read each; the check of the block the read model is at follows."""
         events = list(read_events(self.ledger.client, self.ledger.addresses, from_block=start, to_block=end))
-        end_hash, end_time = self._header(end, fresh=True)
+        headers = self.ledger.client.block_headers([end, *(ev.block_number for ev in events)])
+        end_hash, end_time = headers[end]
         self._headers[end] = (end_hash, end_time)
         if self._at is not None and self.ledger.client.block_hash(self._at[0]) != self._at[1]:
             raise ChainReorganised(f"block {self._at[0]} was replaced while block {end} was read")
         self._generation += 1
         try:
             with self.db.write() as conn:
+                self._page_times = headers
                 for ev in events:
                     self._apply(conn, ev)
                 self.db.set_meta(conn, "indexed_block", end)
@@ -268,6 +339,7 @@ class Indexer:
             self._indexed = end
             self._at = (end, end_hash, end_time)
         finally:
+            self._page_times = {}
             self._generation += 1
             with self._page_done:
                 self._page_done.notify_all()
@@ -309,6 +381,7 @@ class Indexer:
                 self.db.set_meta(conn, "indexed_block", self.deploy_block - 1)
                 conn.execute("DELETE FROM meta WHERE key = 'indexed_hash'")
             self._indexed, self._at, self._seen_head = self.deploy_block - 1, None, 0
+            self._caught_up = False
             self._headers.clear()
         finally:
             self._generation += 1
@@ -328,7 +401,9 @@ class Indexer:
         return h
 
     def _time(self, block: int) -> int:
-        return self._header(block)[1]
+        """The timestamp of an event's block (of the page being applied: batched; else asked once)."""
+        h = self._page_times.get(block)
+        return h[1] if h is not None else self._header(block)[1]
 
     def _apply(self, conn: sqlite3.Connection, ev: EventRecord) -> None:
         """One event into the read model (events the read model does not keep are skipped)."""

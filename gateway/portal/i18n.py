@@ -284,6 +284,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "访问日志未能及时在链上锚定，未发布任何数据",
         "The journal is not being anchored on-chain in time; nothing was released",
     ),
+    "problem_catching_up": (
+        "网关仍在读取链上历史，请稍后再试",
+        "The gateway is still reading the chain's history; ask again shortly",
+    ),
     "problem_holder_unavailable": (
         "保存该记录的机构暂不可达，未发布任何数据",
         "The institution holding the record does not answer; nothing was released",

@@ -182,6 +182,7 @@ def _providers(c: Components, lang: str) -> list[dict[str, Any]]:
 
 
 def _patient(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
+    c.indexer.require_complete()
     records = me.my_records(c, v.address).records
     by_category: dict[str, list[MyRecord]] = {}
     for r in records:
@@ -237,6 +238,7 @@ def _reports(c: Components) -> list[dict[str, Any]]:
 
 
 def _auditor(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
+    c.indexer.require_complete()
     per_member: Counter[str] = Counter(read_model.access_counts(c.db))
     journal_size = c.journal.size if c.journal is not None else 0
     if c.journal_index is not None:

@@ -71,8 +71,9 @@ class Viewer:
 
 
 def active_roles(c: Components, address: str) -> int:
-    """Roles of an *active* member, from the indexer's read model (0 for non-members and suspended)."""
-    m = read_model.member(c.db, address)
+    """Roles of an *active* member (0 for non-members and suspended): the read model's, the chain's while
+    the read model is catching up (it may not have read the member yet)."""
+    m = c.policy.member(address) if c.indexer.catching_up else read_model.member(c.db, address)
     return m.roles if m is not None and m.status is MemberStatus.ACTIVE else 0
 
 

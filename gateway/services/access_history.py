@@ -71,6 +71,7 @@ def network_page(c: Components, patient: str, *, before: PageKey | None, limit: 
     """One page of the patient's whole history (the chain's strict entries, this journal's and every peer's,
     asked in parallel), newest first by (time, access id): each source is asked for at most ``limit + 1``
     entries below ``before``, then merged."""
+    c.indexer.require_complete()  # the chain's strict entries and the peers come from the read model
     categories = read_model.record_categories_of(c.db, patient)
     accesses = read_model.accesses_page(c.db, patient, before=before, limit=limit + 1)
     journal = c.journal_index.page_of(patient, before=before, limit=limit + 1) if c.journal_index else []

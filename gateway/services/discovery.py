@@ -52,6 +52,7 @@ class Discovery:
 
 def local(c: Components, *, caller: str, query: Query) -> Discovery:
     """The records this gateway holds of the patient that ``caller`` (a checked member) may see now."""
+    c.indexer.require_complete()  # the records' list is the read model's (a peer asking lists us unavailable)
     allowed: dict[int, bool] = {}
     out = Discovery()
     holder = c.gateway_account.address

@@ -26,6 +26,8 @@ def holder_elsewhere(c: Components, record_id: bytes) -> Peer | None:
     """The peer gateway holding the record, or ``None`` when this gateway answers for it (it holds it, or
     the read model does not know the record and the local path gives the precise refusal)."""
     row = read_model.record(c.db, record_id)
+    if row is None and record_keys.held(c.db, record_id) is None:
+        c.indexer.require_complete()  # held elsewhere, perhaps: the directory is the read model's
     if row is None or row.gateway == c.gateway_account.address or record_keys.held(c.db, record_id) is not None:
         return None
     peer = c.federation.directory.peer(row.gateway)

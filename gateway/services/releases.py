@@ -63,6 +63,11 @@ def _onchain_content(c: Components, record_id: bytes, *, offline: bool = False) 
     if row is None:
         if offline:
             raise NeedsChain("the record is not in the read model yet")
+        if c.indexer.catching_up:  # indexing "once" would be the whole catch-up: the chain says
+            found = c.indexer.registration(record_id)
+            if found is None:
+                raise errors.RecordNotFound("the record's registration is not visible on-chain")
+            return found
         c.indexer.poll_once()
         row = read_model.record(c.db, record_id)
     if row is None:

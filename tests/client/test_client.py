@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from web3.exceptions import BlockNotFound
 
 import node_client
 from node_client import errors
@@ -93,6 +94,28 @@ def test_read_events_pages_over_block_ranges(ledger: Ledger, manifest: Manifest)
     assert {"MemberAdded", "ProposalCreated", "ProposalApproved", "ProposalExecuted"} <= names
     only = list(read_events(ledger.client, addresses, from_block=manifest.deploy_block, names=["MemberAdded"]))
     assert len(only) == len(manifest.members) == 7
+
+
+def test_read_events_decodes_as_web3_does(ledger: Ledger, manifest: Manifest) -> None:
+    """The raw logs sliced word by word give what web3's own event decoding gives (addresses checksummed)."""
+    events = list(read_events(ledger.client, ledger.addresses, from_block=manifest.deploy_block))
+    added = [e for e in events if e.name == "MemberAdded"]
+    by_web3 = ledger.members.contract.events.MemberAdded().get_logs(from_block=manifest.deploy_block)
+    assert len(by_web3) == len(added) > 0
+    assert [dict(e.args) for e in added] == [dict(w["args"]) for w in by_web3]
+    assert [(e.block_number, e.tx_hash, e.log_index) for e in added] == [
+        (w["blockNumber"], w["transactionHash"].to_0x_hex(), w["logIndex"]) for w in by_web3
+    ]
+
+
+def test_block_headers_come_in_batches_as_one_by_one(ledger: Ledger) -> None:
+    client = ledger.client
+    head = client.block_number()
+    blocks = [0, 1, head, head - 1, 1]
+    headers = client.block_headers(blocks, chunk=2)
+    assert headers == {n: (client.block_hash(n), client.block_timestamp(n)) for n in set(blocks)}
+    with pytest.raises(BlockNotFound):
+        client.block_headers([head + 1_000])
 
 
 def test_manifest_round_trip_and_chain_check(tmp_path: Path, manifest: Manifest, client: ChainClient) -> None:

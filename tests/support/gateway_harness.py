@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,14 @@ class RunningGateway:
         """An HTTP client carrying a bearer token for ``account``: the signed-in client's ``http``."""
         return self.sign_in(account).http
 
+    def wait_caught_up(self, timeout: float = 30.0) -> None:
+        """Blocks until the indexer has reached the head once (it catches up in the background at start)."""
+        deadline = time.monotonic() + timeout
+        while self.components.indexer.catching_up:
+            if time.monotonic() > deadline:
+                raise TimeoutError("indexer did not catch up")
+            time.sleep(0.02)
+
     def wait_indexed(self, timeout: float = 10.0) -> None:
         """Blocks until the gateway's indexer has seen the current head."""
         head = self.client.block_number()
@@ -81,18 +90,58 @@ def open_release(body: dict[str, Any], account_index: int, requester: str) -> by
     return _open_release(body, dev_encryption_key(account_index)[0], requester)
 
 
+#: the thread serving each running server (see :func:`stop_serving`)
+_THREADS: weakref.WeakKeyDictionary[uvicorn.Server, threading.Thread] = weakref.WeakKeyDictionary()
+
+
+def stop_serving(server: uvicorn.Server) -> None:
+    """Shuts the server down (its components stop with it) and waits until it has."""
+    server.should_exit = True
+    thread = _THREADS.get(server)
+    if thread is not None:
+        thread.join(timeout=30)
+
+
 @contextmanager
-def serving(settings: GatewaySettings, components: Components) -> Iterator[uvicorn.Server]:
-    """The gateway app on ``settings.port`` in a background thread, until the block ends."""
+def restarted(gw: RunningGateway, prepare: Callable[[Components], None] | None = None) -> Iterator[RunningGateway]:
+    """``gw`` stopped and started again on its data directory and chain (new components: ``prepare``d before
+    they start), not waited for to catch up; the restarted one stops at the end of the block."""
+    stop_serving(gw.server)
+    settings = gw.settings.model_copy(update={"port": free_port()})
+    components = build_components(settings)
+    if prepare is not None:
+        prepare(components)
+    with serving(settings, components, caught_up=False) as server:
+        yield replace(
+            gw, url=f"http://127.0.0.1:{settings.port}", settings=settings, components=components, server=server
+        )
+
+
+def _first_poll(components: Components, timeout: float = 60) -> None:
+    """Until the indexer has caught up once or failed a poll (the chain may be down on purpose): the
+    gateway no longer waits for it at start, the tests begin where they used to."""
+    indexer = components.indexer
+    deadline = time.monotonic() + timeout
+    while indexer.catching_up and indexer.status().error is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@contextmanager
+def serving(settings: GatewaySettings, components: Components, *, caught_up: bool = True) -> Iterator[uvicorn.Server]:
+    """The gateway app on ``settings.port`` in a background thread, until the block ends (from when its
+    read model has caught up with the chain, or failed to, unless not ``caught_up``)."""
     app = create_app(settings, components=components)
     server = uvicorn.Server(server_config(settings, app))
     thread = threading.Thread(target=server.run, daemon=True)
+    _THREADS[server] = thread
     thread.start()
     deadline = time.monotonic() + 60
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("gateway did not start")
         time.sleep(0.05)
+    if caught_up:
+        _first_poll(components)
     try:
         yield server
     finally:
@@ -123,7 +172,7 @@ def running_gateway(tmp: Path, **overrides: Any) -> Iterator[RunningGateway]:
         )
         components = build_components(settings)
         with serving(settings, components) as server:
-            yield RunningGateway(
+            running = RunningGateway(
                 f"http://127.0.0.1:{port}",
                 settings,
                 components,
@@ -133,6 +182,7 @@ def running_gateway(tmp: Path, **overrides: Any) -> Iterator[RunningGateway]:
                 server,
                 node,
             )
+            yield running
     finally:
         node.stop()
 
