@@ -28,6 +28,7 @@ from gateway.ledger.anchoring import Anchorer, AnchorGuard
 from gateway.ledger.indexer import Indexer
 from gateway.ledger.journal import Journal
 from gateway.ledger.journal_index import JournalIndex
+from gateway.ledger.journal_service import JournalAppender
 from gateway.ledger.member_names import MemberNames
 from gateway.ledger.registrations import Registrar
 from gateway.ledger.strict_commit import StrictCommitter, ledger_commit
@@ -84,7 +85,13 @@ class Components:
     member_names: MemberNames = field(default_factory=lambda: MemberNames(None))
     replicator: Replicator | None = None  # IPFS store with replicas > 0 only
     strict: StrictCommitter | None = None  # strict mode only
+    #: where releases are journaled (batch mode): the journal itself, or a worker's client of the primary's
+    appender: JournalAppender | None = None
     _lock: GatewayLock | None = None
+
+    def __post_init__(self) -> None:
+        if self.appender is None:
+            self.appender = self.journal
 
     def start(self) -> None:
         """Catches the read model up with the chain once, then follows it; starts anchoring in batch mode.

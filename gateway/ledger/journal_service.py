@@ -22,6 +22,7 @@ import queue
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Protocol
 from gateway.ledger.journal import Journal, JournalUnavailable
 from node_client.journal_entry import JournalEntry
 
-__all__ = ["REFUSED", "JournalAppender", "JournalClient", "JournalServer"]
+__all__ = ["LAGGING", "REFUSED", "AnchorsLagging", "JournalAppender", "JournalClient", "JournalServer"]
 
 log = logging.getLogger("hcl.gateway.journal_service")
 
@@ -38,6 +39,8 @@ _REQUEST = struct.Struct("<IQ")
 _ANSWER = struct.Struct("<QQ")
 #: the index of an answer that says "not journaled": nothing may be released
 REFUSED = 2**64 - 1
+#: the index of an answer that says "not journaled: anchoring lags" (the primary's anchorer, for the workers)
+LAGGING = 2**64 - 2
 _MAX_ENTRY = 4096  # entries are ~200 bytes; anything larger is a broken peer
 
 
@@ -55,6 +58,10 @@ class JournalAppender(Protocol):
     def error(self) -> BaseException | None: ...
 
 
+class AnchorsLagging(JournalUnavailable):
+    """Not journaled because the oldest unanchored entry is older than the bound (503 anchor_lagging)."""
+
+
 # ------------------------------------------------------------------------------------------ server
 
 
@@ -62,9 +69,10 @@ class JournalServer:
     """Serves a :class:`Journal` on a Unix socket: each request joins the journal's group commit and is
     answered after its fsync. A thread reads each connection, another writes its answers in batches."""
 
-    def __init__(self, journal: Journal, path: Path) -> None:
+    def __init__(self, journal: Journal, path: Path, *, lagging: Callable[[], str | None] = lambda: None) -> None:
         self.journal = journal
         self.path = Path(path)
+        self.lagging = lagging  # the anchor-lag check a single process makes before appending
         self._listener: socket.socket | None = None
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -137,6 +145,9 @@ class JournalServer:
                 break
             entry = JournalEntry.from_bytes(bytes(buffer[offset + _REQUEST.size : end]))
             offset = end
+            if self.lagging() is not None:
+                answers.put((rid, LAGGING))
+                continue
             try:
                 future = self.journal.submit([entry])
             except JournalUnavailable:
@@ -286,7 +297,9 @@ class JournalClient:
 
 
 def _resolve(future: Future[int], index: int) -> None:
-    if index == REFUSED:
+    if index == LAGGING and not future.done():
+        future.set_exception(AnchorsLagging("the journal's anchors lag behind the bound; nothing released"))
+    elif index == REFUSED:
         _refuse(future, "the journal writer could not make the entry durable")
     elif not future.done():
         future.set_result(index)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from gateway.ledger.journal import Journal, JournalUnavailable
-from gateway.ledger.journal_service import JournalAppender, JournalClient, JournalServer
+from gateway.ledger.journal_service import AnchorsLagging, JournalAppender, JournalClient, JournalServer
 from tests.gateway.test_journal import entry
 
 
@@ -140,3 +140,19 @@ def test_kill_9_of_a_worker_mid_load_loses_nothing_durable(served: tuple[Journal
     assert survivor.append(entry(10_000)) == journal.size - 1  # the writer serves on
     journal.verify_chain()
     survivor.close()
+
+
+def test_lagging_anchors_refuse_appends_as_lagging(short_dir: Path) -> None:
+    journal = Journal(short_dir / "journal.db")
+    problem: list[str] = []
+    server = JournalServer(journal, short_dir / "journal.sock", lagging=lambda: problem[0] if problem else None)
+    server.start()
+    client = JournalClient(server.path)
+    assert client.append(entry(0)) == 0
+    problem.append("anchors lag")
+    with pytest.raises(AnchorsLagging):
+        client.append(entry(1))
+    assert journal.size == 1 and client.available  # refused, not journaled; the connection stays
+    server.stop()
+    journal.close()
+    client.close()
