@@ -120,6 +120,12 @@ class Indexer:
         self._at: tuple[int, bytes, int] | None = None  # (indexed block, its hash, its timestamp)
         self._generation = 0  # bumped before and after each page is applied: odd while writing
         self._page_done = threading.Condition()  # notified when a page has been applied
+        #: called after every change of the state above (the primary of several processes publishes it)
+        self.on_change: Callable[[Indexer], None] | None = None
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
 
     # ------------------------------------------------------------------ state
 
@@ -211,8 +217,10 @@ class Indexer:
             if self._at is None or self._at[0] != self._indexed:  # nothing to apply since the gateway started
                 at_hash, at_time = self._header(self._indexed)
                 self._generation += 1
+                self._changed()
                 self._at = (self._indexed, at_hash, at_time)
                 self._generation += 1
+                self._changed()
             self._note_unconfirmed(head)
             if self.member_names is not None:
                 self.member_names.refresh()  # names of members added at run time (a stat unless one lacks it)
@@ -222,6 +230,7 @@ class Indexer:
                 self._seen_head = max(self._seen_head, confirmed)
                 self._seen_at = polled_at
             self._error = None
+            self._changed()
         return applied
 
     def start(self) -> None:
@@ -249,6 +258,7 @@ class Indexer:
             except Exception as exc:  # keep following; the error is visible in /healthz
                 self._error = f"{type(exc).__name__}: {exc}"
                 log.exception("indexer poll failed")
+            self._changed()  # an error unsyncs the workers' followers too
             self._stop.wait(self.poll_interval)
 
     def _apply_page(self, start: int, end: int) -> int:
@@ -259,6 +269,7 @@ class Indexer:
         if self._at is not None and self.ledger.client.block_hash(self._at[0]) != self._at[1]:
             raise ChainReorganised(f"block {self._at[0]} was replaced while block {end} was read")
         self._generation += 1
+        self._changed()
         try:
             with self.db.write() as conn:
                 for ev in events:
@@ -269,6 +280,7 @@ class Indexer:
             self._at = (end, end_hash, end_time)
         finally:
             self._generation += 1
+            self._changed()
             with self._page_done:
                 self._page_done.notify_all()
         return len(events)
@@ -303,6 +315,7 @@ class Indexer:
             self.confirmations,
         )
         self._generation += 1
+        self._changed()
         try:
             with self.db.write() as conn:
                 read_model.clear(conn)
@@ -312,6 +325,7 @@ class Indexer:
             self._headers.clear()
         finally:
             self._generation += 1
+            self._changed()
 
     # ------------------------------------------------------------------ events
 
