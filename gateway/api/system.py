@@ -25,9 +25,10 @@ from gateway.api.schemas import (
     StorageCheck,
     problems,
 )
+from gateway.ledger.journal_service import JournalAppender
 from gateway.problems import PROBLEMS, Problem
 from gateway.storage import read_model
-from gateway.wiring import Components
+from gateway.wiring import Components, Role
 from node_client.contracts import MemberStatus
 from node_client.vocabulary import roles_of
 
@@ -45,6 +46,8 @@ def _failed(exc: Exception) -> str:
 
 
 def _journal_check(c: Components) -> JournalCheck | None:
+    if c.role is Role.WORKER and c.appender is not None:
+        return _worker_journal_check(c.appender)
     if c.journal is None or c.anchorer is None:
         return None
     last = c.journal.last_anchor()
@@ -65,6 +68,14 @@ def _journal_check(c: Components) -> JournalCheck | None:
         anchorLagSeconds=c.anchorer.lag_seconds,
         anchorError=c.anchorer.last_error,
     )
+
+
+def _worker_journal_check(appender: JournalAppender) -> JournalCheck:
+    """A worker's journal is the primary's: healthy while the primary answers (its own /healthz is the
+    anchor's; sizes are not known here)."""
+    ok = appender.available
+    error = None if ok else f"the journal writer (primary process) is unreachable: {appender.error!r}"
+    return JournalCheck(ok=ok, error=error, size=0, anchoredSize=0, anchorLagSeconds=0.0, anchorError=None)
 
 
 def _chain_check(c: Components) -> tuple[ChainCheck, int]:
