@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,10 +24,11 @@ import time
 
 import uvicorn
 
+from gateway.api.system import journal_check
 from gateway.app import create_app, server_config
-from gateway.observability import configure_logging
+from gateway.observability import MULTIPROC_ENV, configure_logging
 from gateway.settings import GatewaySettings
-from gateway.wiring import build_components, build_worker_components
+from gateway.wiring import Components, build_components, build_worker_components
 
 __all__ = ["ORPHAN_GRACE", "WORKER_FD_ENV", "serve", "serve_worker"]
 
@@ -56,6 +58,9 @@ class _Primary:
 
     def run(self) -> None:
         configure_logging(self.settings.log_level)
+        self.metrics_dir = self.settings.data_dir.resolve() / "metrics"
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)  # the last run's counts must not add to this one's
+        self.metrics_dir.mkdir(parents=True)
         components = build_components(self.settings)
         components.start()
         try:
@@ -64,6 +69,7 @@ class _Primary:
                 signal.signal(sig, lambda *_: self._stop.set())
             self.children = [self._spawn(listener) for listener in listeners]
             while not self._stop.wait(0.2):
+                _publish_journal_check(components)
                 for i, child in enumerate(self.children):
                     if child.poll() is not None:
                         log.error("worker %d exited with %s; starting another", child.pid, child.returncode)
@@ -94,6 +100,7 @@ class _Primary:
             "HCL_PUBLIC_URL": s.public_url,
             "HCL_DATA_DIR": str(s.data_dir.resolve()),
             "HCL_WORKERS": str(s.workers),
+            MULTIPROC_ENV: str(self.metrics_dir),
         }
         code = "from gateway.processes import serve_worker; serve_worker()"
         return subprocess.Popen([sys.executable, "-c", code], pass_fds=(listener.fileno(),), env=env)
@@ -109,6 +116,20 @@ class _Primary:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+
+
+def _publish_journal_check(c: Components) -> None:
+    """Writes the journal's health for the workers' /healthz (atomically: a reader sees one whole check)."""
+    check = journal_check(c)
+    if check is None:
+        return
+    path = c.settings.journal_status_path
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_bytes(check.model_dump_json().encode())
+        os.replace(tmp, path)
+    except OSError as exc:  # the workers then call the status stale: degraded, fail closed
+        log.error("cannot publish the journal status: %r", exc)
 
 
 def serve_worker() -> None:

@@ -149,6 +149,11 @@ class GatewaySettings(ClientSettings):
         return self.data_dir / "journal.sock"
 
     @property
+    def journal_status_path(self) -> Path:
+        """The primary's journal check (JSON, rewritten every 0.2 s), shown by the workers' /healthz."""
+        return self.data_dir / "journal.status.json"
+
+    @property
     def indexer_state_path(self) -> Path:
         """The primary indexer's state, memory-mapped by the workers."""
         return self.data_dir / "indexer.state"

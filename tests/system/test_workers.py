@@ -119,7 +119,15 @@ def test_two_workers_journal_each_release_once_and_survive_kill_9(gateway: Gatew
     replacement = set(_workers(gw)) - set(first)
     assert len(replacement) == 1  # the primary started another worker
     with gw.http() as anyone:
-        assert anyone.get("/healthz").status_code == 200
+        health = anyone.get("/healthz")
+        assert health.status_code == 200
+        assert health.json()["checks"]["journal"]["size"] >= len(acked)  # the primary's published check
+        released = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in anyone.get("/metrics").text.splitlines()
+            if line.startswith("hcl_releases_total{")
+        )
+        assert released >= len(acked)  # every worker's count, the killed one's included
 
     indexes = [a["journalIndex"] for a in acked]
     assert len(set(indexes)) == len(indexes)  # exactly once each
