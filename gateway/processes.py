@@ -12,6 +12,7 @@ wait for it. A worker whose primary is gone fails closed (its appends have nowhe
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import shutil
@@ -68,6 +69,9 @@ class _Primary:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self._stop.set())
             self.children = [self._spawn(listener) for listener in listeners]
+            self._wait_serving()
+            if components.anchorer is not None:
+                components.anchorer.start()
             while not self._stop.wait(0.2):
                 _publish_journal_check(components)
                 for i, child in enumerate(self.children):
@@ -77,6 +81,23 @@ class _Primary:
         finally:
             self._stop_children()
             components.stop()
+
+    def _wait_serving(self, timeout: float = 60.0) -> None:
+        """Until a worker answers HTTP (or ``timeout``): anchoring starts then, as it does in one process
+        once its server is up, so the backlog of a previous run is anchored by a gateway that serves."""
+        host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "") else self.settings.host
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._stop.is_set():
+            conn = http.client.HTTPConnection(host, self.settings.port, timeout=1)
+            try:
+                conn.request("GET", "/healthz")
+                conn.getresponse().read()
+                return
+            except (OSError, http.client.HTTPException):
+                time.sleep(0.1)
+            finally:
+                conn.close()
+        log.warning("no worker answered within %.0f s; anchoring starts anyway", timeout)
 
     def _bind(self) -> socket.socket:
         s = self.settings

@@ -139,8 +139,8 @@ class Components:
         self.indexer.start()
         if self.journal_server is not None:
             self.journal_server.start()
-        if self.anchorer is not None:
-            self.anchorer.start()
+        if self.anchorer is not None and self.role is not Role.PRIMARY:
+            self.anchorer.start()  # a primary's starts once its workers serve (gateway.processes)
         if self.strict is not None:
             self.strict.start()
         if self.replicator is not None:
