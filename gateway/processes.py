@@ -56,10 +56,10 @@ class _Primary:
         self.settings = settings
         self.children: list[subprocess.Popen[bytes]] = []
         self._stop = threading.Event()
+        self.metrics_dir = settings.data_dir.resolve() / "metrics"  # the workers' prometheus values
 
     def run(self) -> None:
         configure_logging(self.settings.log_level)
-        self.metrics_dir = self.settings.data_dir.resolve() / "metrics"
         shutil.rmtree(self.metrics_dir, ignore_errors=True)  # the last run's counts must not add to this one's
         self.metrics_dir.mkdir(parents=True)
         components = build_components(self.settings)
