@@ -134,8 +134,11 @@ class JournalServer:
                 self._connections.discard(conn)
 
     def _submit_frames(self, buffer: bytearray, answers: queue.SimpleQueue[tuple[int, int] | None]) -> int:
-        """Submits every complete frame of ``buffer``; returns how many bytes they took."""
+        """Submits the complete frames of ``buffer`` as one journal request (consecutive indexes, one
+        transaction: a future per read, not per entry); returns how many bytes they took."""
         offset = 0
+        rids: list[int] = []
+        entries: list[JournalEntry] = []
         while len(buffer) - offset >= _REQUEST.size:
             length, rid = _REQUEST.unpack_from(buffer, offset)
             if length > _MAX_ENTRY:
@@ -143,17 +146,22 @@ class JournalServer:
             end = offset + _REQUEST.size + length
             if len(buffer) < end:
                 break
-            entry = JournalEntry.from_bytes(bytes(buffer[offset + _REQUEST.size : end]))
+            entries.append(JournalEntry.from_bytes(bytes(buffer[offset + _REQUEST.size : end])))
+            rids.append(rid)
             offset = end
-            if self.lagging() is not None:
+        if not rids:
+            return offset
+        if self.lagging() is not None:
+            for rid in rids:
                 answers.put((rid, LAGGING))
-                continue
-            try:
-                future = self.journal.submit([entry])
-            except JournalUnavailable:
+            return offset
+        try:
+            future = self.journal.submit(entries)
+        except JournalUnavailable:
+            for rid in rids:
                 answers.put((rid, REFUSED))
-                continue
-            future.add_done_callback(functools.partial(_answer, answers, rid))
+            return offset
+        future.add_done_callback(functools.partial(_answer, answers, rids))
         return offset
 
     def _send(self, conn: socket.socket, answers: queue.SimpleQueue[tuple[int, int] | None]) -> None:
@@ -175,9 +183,11 @@ class JournalServer:
             conn.close()
 
 
-def _answer(answers: queue.SimpleQueue[tuple[int, int] | None], rid: int, future: Future[list[int]]) -> None:
-    """Queues the answer to request ``rid`` (runs in the journal's writer thread: only a queue put)."""
-    answers.put((rid, REFUSED if future.exception() is not None else future.result()[0]))
+def _answer(answers: queue.SimpleQueue[tuple[int, int] | None], rids: list[int], future: Future[list[int]]) -> None:
+    """Queues the answers to requests ``rids`` (runs in the journal's writer thread: only queue puts)."""
+    indexes = [REFUSED] * len(rids) if future.exception() is not None else future.result()
+    for rid, index in zip(rids, indexes, strict=True):
+        answers.put((rid, index))
 
 
 # ------------------------------------------------------------------------------------------ client
