@@ -118,6 +118,9 @@ def test_two_workers_journal_each_release_once_and_survive_kill_9(gateway: Gatew
         t.join(30)
     replacement = set(_workers(gw)) - set(first)
     assert len(replacement) == 1  # the primary started another worker
+    for _ in range(6):  # read-model views answer in every worker (a new connection lands on any of them)
+        with gw.http(dev(PATIENT)) as patient:
+            assert patient.get("/v1/me/records").status_code == 200
     with gw.http() as anyone:
         health = anyone.get("/healthz")
         assert health.status_code == 200
