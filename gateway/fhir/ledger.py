@@ -127,7 +127,7 @@ def capability_statement(base: str, date: str) -> dict[str, Any]:
                 "mode": "server",
                 "security": {
                     "cors": False,
-                    "description": "Authorization: Bearer <token> from POST /v1/auth/challenge and /v1/auth/token"
+                    "description": "`Authorization: Bearer` with the token of POST /v1/auth/challenge and /v1/auth/token"
                     " (a ledger key's signature); SMART on FHIR is not supported.",
                 },
                 "resource": [
