@@ -11,10 +11,10 @@ from eth_utils import is_address, to_checksum_address
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from gateway import errors
 from gateway.api.deps import PAGE_LIMIT_MAX, CallerDep, ComponentsDep, CursorQuery, page_key
 from gateway.api.schemas import problems
 from gateway.fhir import ledger as fhir_ledger
-from gateway.problems import Problem
 from gateway.services import access_history
 from gateway.storage import read_model
 from gateway.storage.db import status_text
@@ -40,7 +40,7 @@ class FhirResponse(JSONResponse):
 
 def _patient(value: str) -> str:
     if not is_address(value):
-        raise Problem("invalid_request", "patient must be a ledger address (0x followed by 40 hex digits)")
+        raise errors.InvalidRequest("patient must be a ledger address (0x followed by 40 hex digits)")
     return to_checksum_address(value)
 
 
@@ -56,7 +56,7 @@ def _grantee_only(c: Components, caller: str, patient: str) -> str | None:
         return None
     if c.policy.member(caller).status is MemberStatus.ACTIVE:
         return caller
-    raise Problem("wrong_role", "only the patient, auditors and the consent's grantee may read consents")
+    raise errors.WrongRole("only the patient, auditors and the consent's grantee may read consents")
 
 
 @router.get("/metadata", response_class=FhirResponse, responses=_BUNDLE)
@@ -112,7 +112,7 @@ def audit_events(
     time (``_count``; the ``next`` link pages on). The patient and auditors only."""
     who = _patient(patient)
     if caller != who and not _audit_role(c, caller):
-        raise Problem("wrong_role", "only the patient and auditors may read a patient's accesses")
+        raise errors.WrongRole("only the patient and auditors may read a patient's accesses")
     history = access_history.network_page(c, who, before=page_key(cursor), limit=count)
     following = encode_cursor(*history.next) if history.next is not None else None
     query = {"patient": who, "_count": count}
