@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from node_client.audit import replay, write_outputs
 from node_client.vocabulary import parse_categories, parse_purposes
 from tests.support.fhir_validator import FhirValidator, Report
 from tests.support.gateway_harness import AUDITOR, CLINIC, HOSPITAL, LAB, SAMPLES, RunningGateway, dev, running_gateway
@@ -160,3 +161,20 @@ def test_audit_events_page_and_validate(
     assert urls == [e["fullUrl"] for e in whole["entry"]]
     refused = gw.login(dev(CLINIC)).get("/fhir/AuditEvent", params={"patient": patient})
     assert refused.status_code == 403 and refused.json()["code"] == "wrong_role"
+
+
+def test_the_gateway_and_the_auditor_map_an_access_alike(
+    gw: RunningGateway, granted: dict[str, Any], tmp_path: Path
+) -> None:
+    """One mapping: the auditor's Bundle (replayed from the chain) and the gateway's searchset name the same
+    accesses with the same ids, purposes and agents; only the observer differs."""
+    ours = _get(gw, PATIENT, "/fhir/AuditEvent", patient=dev(PATIENT).address)["entry"]
+    report = replay(gw.client, gw.manifest)
+    audit = orjson.loads(write_outputs(report, tmp_path)["fhir"].read_bytes())["entry"]
+    theirs = {e["fullUrl"]: e["resource"] for e in audit}
+    assert ours and all(e["fullUrl"] in theirs for e in ours)
+    for e in ours:
+        mine, auditors = e["resource"], theirs[e["fullUrl"]]
+        for element in ("type", "subtype", "recorded", "purposeOfEvent", "entity"):
+            assert mine[element] == auditors[element], element
+        assert mine["agent"][0] == auditors["agent"][0]
