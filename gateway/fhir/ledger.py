@@ -43,8 +43,9 @@ def _address(address: str, display: str = "") -> dict[str, Any]:
 
 
 def consent(c: ConsentFacts, now: int) -> dict[str, Any]:
-    """An R4 ``Consent``: active while in force, inactive once revoked or expired (not yet valid: proposed)."""
-    status = "inactive" if c.revoked or now >= c.valid_until else "active" if now >= c.valid_from else "proposed"
+    """An R4 ``Consent``: inactive once revoked or expired, else active (one not yet valid says so by its
+    ``provision.period``, as a directive in force whose permit starts later)."""
+    status = "inactive" if c.revoked or now >= c.valid_until else "active"
     ids = [{"system": "urn:hcl:consent-id", "value": c.consent_id}]
     if c.tx_hash:
         ids.append({"system": "urn:hcl:tx-hash", "value": c.tx_hash})

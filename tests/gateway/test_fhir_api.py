@@ -104,6 +104,9 @@ def test_consents_round_trip_and_validate(
     assert {c["code"] for c in provision["purpose"]} == {"TREAT", "HRESCH"}
     assert provision["period"]["end"] > provision["period"]["start"]
     assert any(i["system"] == "urn:hcl:tx-hash" for i in clinic["identifier"])
+    assert (
+        clinic["dateTime"] <= provision["period"]["end"] and clinic["scope"]["coding"][0]["code"] == "patient-privacy"
+    )
     again = _get(gw, PATIENT, "/fhir/Consent", patient=dev(PATIENT).address)
     assert [e["fullUrl"] for e in again["entry"]] == [e["fullUrl"] for e in bundle["entry"]]  # uuid5 of the id
 
