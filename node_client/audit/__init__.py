@@ -28,6 +28,7 @@ The phases, one module each:
 * :mod:`~node_client.audit.evidence` — stored ciphertexts and requesters' claims;
 * :mod:`~node_client.audit.checkpoint` — what a run settled, for a later ``resume``;
 * :mod:`~node_client.audit.outputs` — JSON, CSV, HTML and FHIR AuditEvent reports;
+* :mod:`~node_client.audit.fhir` — the one AuditEvent mapping (shared with the gateway's /fhir API);
 * :mod:`~node_client.audit.run` — :func:`replay`, the phases in order.
 
 When a journal entry is judged (docs/audit.md, "Judging a batch entry")

@@ -136,6 +136,9 @@ def test_a_gateway_serves_while_it_catches_up(tmp_path: Path) -> None:
             patient = gw.login(dev(PATIENT))
             r = patient.get("/v1/me/records")
             assert r.status_code == 503 and r.json()["code"] == "catching_up", r.text
+            for fhir in ("/fhir/Consent", "/fhir/AuditEvent"):  # the FHIR views of the same read model
+                r = patient.get(fhir, params={"patient": dev(PATIENT).address})
+                assert r.status_code == 503 and r.json()["code"] == "catching_up", (fhir, r.text)
             assert gw.components.indexer.catching_up  # all of it while the read model was behind
 
             gw.components.indexer.page_size = 2_000  # let it finish
@@ -143,3 +146,5 @@ def test_a_gateway_serves_while_it_catches_up(tmp_path: Path) -> None:
             assert gw.http().get("/healthz").json()["checks"]["indexer"]["catchingUp"] is False
             r = patient.get("/v1/me/records")
             assert r.status_code == 200 and len(r.json()["records"]) == len(records), r.text
+            r = patient.get("/fhir/Consent", params={"patient": dev(PATIENT).address})
+            assert r.status_code == 200 and r.json()["total"] == 1, r.text

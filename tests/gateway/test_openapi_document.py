@@ -80,6 +80,8 @@ def test_every_operation_declares_a_success_body_and_every_ref_resolves() -> Non
                     assert schema, (method, path, status, media)  # a model, or a string for text and files
                     if media == "application/json":
                         assert set(schema) & {"$ref", "anyOf", "oneOf"}, (method, path, status, schema)
+                    elif media == "application/fhir+json":  # the /fhir API: a FHIR resource, whatever its type
+                        assert schema["required"] == ["resourceType"], (method, path, status, schema)
                     else:
                         assert schema.get("type") == "string", (method, path, status, media)
     refs = set(_refs(doc))
@@ -95,6 +97,8 @@ def test_every_operation_declares_a_success_body_and_every_ref_resolves() -> Non
     proof = doc["paths"]["/v1/accesses/{ref}/proof"]["get"]["responses"]
     assert "Retry-After" in proof["202"]["headers"]
     assert list(doc["paths"]["/v1/journal"]["get"]["responses"]["200"]["content"]) == ["application/jsonl"]
+    for fhir in ("/fhir/metadata", "/fhir/Consent", "/fhir/AuditEvent"):
+        assert list(doc["paths"][fhir]["get"]["responses"]["200"]["content"]) == ["application/fhir+json"], fhir
 
 
 def test_a_route_declares_its_own_problem_statuses_whatever_its_name() -> None:

@@ -176,7 +176,7 @@ def _seeded_strategy(
             plain,
             op.as_strategy(generation_mode=mode, headers=headers, path_parameters={"consent_id": seeds["consent_id"]}),
         )
-    if path == "/v1/records" and op.method.upper() == "POST":
+    if (path == "/v1/records" and op.method.upper() == "POST") or path in ("/fhir/Consent", "/fhir/AuditEvent"):
         return st.one_of(
             plain,
             st.sampled_from(patients).flatmap(

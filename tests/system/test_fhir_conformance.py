@@ -1,8 +1,9 @@
 """FHIR conformance, judged by the HAPI FHIR R4 validator: every FHIR resource the project emits validates.
 
 What is emitted: the records a gateway releases (the shipped Synthea bundles and the HL7 R4 examples uploaded,
-released through the real gateway and opened with the requester's key; the gateway API emits no other FHIR) and
-the auditor's AuditEvent Bundle, of a clean and of a tampered journal. Zero errors, except the validator limits
+released through the real gateway and opened with the requester's key), the gateway's FHIR read API (``/fhir``:
+CapabilityStatement, Consent and AuditEvent searchsets) and the auditor's AuditEvent Bundle, of a clean and of a
+tampered journal. Zero errors, except the validator limits
 in :data:`ALLOWED` and one sender's own defects (:data:`SENDER_DEFECTS`).
 """
 
@@ -23,7 +24,16 @@ import pytest
 from node_client.audit import replay, write_outputs
 from node_client.vocabulary import CATEGORIES, parse_categories, parse_purposes
 from tests.support.fhir_validator import FhirValidator, Issue, Report
-from tests.support.gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, open_release, running_gateway
+from tests.support.gateway_harness import (
+    AUDITOR,
+    CLINIC,
+    HOSPITAL,
+    SAMPLES,
+    RunningGateway,
+    dev,
+    open_release,
+    running_gateway,
+)
 
 pytestmark = [pytest.mark.fhir, pytest.mark.slow]
 
@@ -149,6 +159,33 @@ def test_every_released_record_validates(released, fhir_validator: FhirValidator
         _tally(f"released records ({'Synthea' if f.name.startswith(SYNTHEA_NAMES) else 'HL7 examples'})", f, report)
         failures[f.name] = _errors(report)
     assert {name: errs for name, errs in failures.items() if errs} == {}
+
+
+def test_the_gateways_fhir_read_api_validates(released, fhir_validator: FhirValidator, tmp_path: Path) -> None:
+    """``/fhir/metadata``, and per patient of the released records ``/fhir/Consent`` (as the patient) and
+    ``/fhir/AuditEvent`` (as the auditor: batch-mode journal entries here)."""
+    gw, _export, files = released
+    auditor, events = gw.login(dev(AUDITOR)), 0
+    answers = {"gateway /fhir/metadata": [gw.http().get("/fhir/metadata")]}
+    for patient in range(10, 11 + len(SYNTHEA)):
+        address = dev(patient).address
+        answers.setdefault("gateway /fhir/Consent", []).append(
+            gw.login(dev(patient)).get("/fhir/Consent", params={"patient": address})
+        )
+        answers.setdefault("gateway /fhir/AuditEvent", []).append(
+            auditor.get("/fhir/AuditEvent", params={"patient": address, "_count": 200})
+        )
+    failures = {}
+    for kind, responses in answers.items():
+        for n, r in enumerate(responses):
+            assert r.status_code == 200 and r.headers["content-type"].startswith("application/fhir+json"), r.text
+            path = tmp_path / f"{kind.rsplit('/', 1)[-1]}-{n}.json"
+            report = fhir_validator.validate_json(r.content, path)
+            _tally(kind, path, report)
+            failures[path.name] = _errors(report)
+            events += len(r.json().get("entry") or ()) if kind.endswith("AuditEvent") else 0
+    assert {name: errs for name, errs in failures.items() if errs} == {}
+    assert events == len(files)  # every release, once
 
 
 def _audit_bundle(gw: RunningGateway, journal: Path, out: Path) -> dict[str, Any]:
