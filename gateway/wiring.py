@@ -190,7 +190,11 @@ def build_components(settings: GatewaySettings) -> Components:
             on_batch=metrics.strict_batch_entries.observe,
         )
     if settings.ledger_mode is LedgerMode.BATCH:
-        journal = Journal(settings.journal_path)
+        journal = Journal(
+            settings.journal_path,
+            segment_entries=settings.journal_segment_entries,
+            segment_seconds=settings.journal_segment_seconds,
+        )
         guard = AnchorGuard(journal, ledger, account, deploy_block=manifest.deploy_block, confirmations=confirmations)
         anchorer = Anchorer(
             journal, guard.anchor, interval=settings.anchor_interval, size_threshold=settings.anchor_threshold
