@@ -1112,17 +1112,16 @@ class Journal:
 
     def pending_anchor(self) -> tuple[int, bytes] | None:
         """``(size, root)`` to anchor next, or None when everything is anchored already: the end of the
-        first sealed segment not yet anchored, if any (so each sealed segment's last root is on-chain),
-        else the whole journal."""
+        last sealed segment if it is not anchored yet (so a sealed segment's last root is on-chain; when
+        several were sealed between two anchors, the earlier ones are covered by it), else the whole journal."""
         with self._tree_lock:
             frontier = self._frontier
             anchored = self._last_anchor.tree_size if self._last_anchor else 0
             segments = self._segments
         if frontier.size <= anchored:
             return None
-        for s in segments:
-            if s.hi > anchored:
-                return s.hi, s.root
+        if segments and segments[-1].hi > anchored:
+            return segments[-1].hi, segments[-1].root
         return frontier.size, frontier.root()
 
     def record_anchor(

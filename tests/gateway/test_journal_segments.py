@@ -96,14 +96,16 @@ def test_export_streams_every_segment_in_the_one_format(tmp_path: Path) -> None:
     assert [a.tree_size for a in exported.anchors] == [10, 35]
 
 
-def test_each_sealed_segment_end_is_anchored_first(tmp_path: Path) -> None:
-    with _segmented(tmp_path / "journal.db") as j:
-        assert _sealed(j, 3)
-        for size in (10, 20, 30, 35):
+def test_the_last_sealed_segment_end_is_anchored_first(tmp_path: Path) -> None:
+    with _segmented(tmp_path / "journal.db", batches=5) as j:
+        assert _sealed(j, 2)
+        for size in (20, 25):  # [0, 10) is covered by the root at 20
             pending = j.pending_anchor()
             assert pending == (size, j.root(size))
             j.record_anchor(*pending, "0xfeed", size)
         assert j.pending_anchor() is None
+        fill(j, 5, start=25)
+        assert _sealed(j, 3) and j.pending_anchor() == (30, j.root(30))
 
 
 def test_opening_reads_no_sealed_segment_but_verify_all_reads_them_all(tmp_path: Path) -> None:

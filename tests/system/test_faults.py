@@ -66,6 +66,9 @@ BATCH_POINTS = [
     "release.after_ledger:5",
     "journal.before_commit:6",
     "journal.after_commit:4",
+    "journal.segment_written:2",  # the gateway seals a segment every 6 entries here
+    "journal.segment_before_commit:2",
+    "journal.segment_after_commit",
     "anchor.before_tx:2",
     "anchor.after_tx",
     "anchor.after_tx:2",
@@ -211,6 +214,7 @@ def _check_after_crash(gw: GatewayProcess, chain: FaultChain, acked: Ledgered, l
     else:
         with Journal(settings.journal_path) as journal:
             journal.verify_chain()
+            assert journal.verify_all() == journal.size, label  # sealed segments included
             entries = {idx: "0x" + e.access_hash.hex() for idx, e, _ in journal.entries()}
             for r in acked.releases:
                 assert entries.get(r["journalIndex"]) == r["accessId"], (label, "acknowledged release not journaled", r)
@@ -246,7 +250,8 @@ def chain(tmp_path: Path) -> Iterator[FaultChain]:
 @pytest.mark.parametrize("mode", ["strict", "batch"])
 def test_kill_9_at_every_crash_point(mode: str, chain: FaultChain, tmp_path: Path) -> None:
     points = STRICT_POINTS if mode == "strict" else BATCH_POINTS
-    gw = GatewayProcess(chain, tmp_path / f"gw-{mode}", mode=mode)
+    tiny = {"journal_segment_entries": 6} if mode == "batch" else {}
+    gw = GatewayProcess(chain, tmp_path / f"gw-{mode}", mode=mode, **tiny)
     acked = Ledgered()
     anchored: list[int] = []
     for n, point in enumerate(points):
