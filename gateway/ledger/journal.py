@@ -357,6 +357,8 @@ class Journal:
         store = Store(conn, self._read_segments(conn), self.path)
         try:
             yield store
+        except FileNotFoundError as exc:  # a sealed file removed while the journal is open
+            raise JournalCorrupt(str(exc)) from exc
         finally:
             self.sealed_reads += store.reads
             store.close()

@@ -164,6 +164,15 @@ def test_a_missing_or_resized_sealed_segment_refuses_to_open(tmp_path: Path) -> 
         Journal(path)
 
 
+def test_a_sealed_segment_removed_while_open_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    with _segmented(path) as j:
+        segment_path(path, 2).unlink()
+        assert j.inclusion_proof(3, 10) == _tree(10).inclusion_proof(3)  # segment 1 still reads
+        with pytest.raises(JournalCorrupt, match="missing"):
+            list(j.entries(12, 13))
+
+
 _ROTATING_WRITER = """
 import sys
 from pathlib import Path
