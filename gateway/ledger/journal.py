@@ -188,8 +188,11 @@ class _Tail:
     chain: bytes
 
 
-class _SealAborted(Exception):
-    """Sealing a segment failed before its manifest commit: nothing changed in the open database."""
+class _SealReady(NamedTuple):
+    """A sealed file written by the sealer thread, for the writer to record (the tree's frontier at its end)."""
+
+    segment: Segment
+    frontier: Frontier
 
 
 def _frontier_at(size: int) -> list[tuple[int, int]]:
@@ -270,7 +273,10 @@ class Journal:
         self._anchor_lock = threading.Lock()  # serialises record_anchor
         self._closed = False
         self._error: BaseException | None = None
-        self._queue: queue.SimpleQueue[_Request | _Stop] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Request | _Stop | _SealReady] = queue.SimpleQueue()
+        self._seal_lock = threading.Lock()  # starting a sealer vs close() joining it
+        self._sealer: threading.Thread | None = None
+        self._seal_pending = False  # from starting a sealer until the writer recorded (or it dropped) its file
         self._listeners: list[Callable[[int], None]] = []
         self._commit_times: collections.deque[tuple[int, float]] = collections.deque()
 
@@ -641,11 +647,16 @@ class Journal:
                 item = self._queue.get()
                 if item is _STOP:
                     return
+                if isinstance(item, _SealReady):
+                    if not self._finish_seal(item):
+                        return
+                    continue
                 if not item.future.set_running_or_notify_cancel():
                     continue  # its caller gave up before we started: not written, not reported
                 batch = [item]
                 count = len(item.blobs)
                 stop = False
+                ready: _SealReady | None = None
                 deadline: float | None = None
                 while count < self.batch_max:
                     try:
@@ -666,12 +677,15 @@ class Journal:
                     if item is _STOP:
                         stop = True
                         break
+                    if isinstance(item, _SealReady):  # after this batch
+                        ready = item
+                        break
                     # RUNNING from here: a late cancel() fails, so the result is always deliverable
                     if item.future.set_running_or_notify_cancel():
                         batch.append(item)
                         count += len(item.blobs)
                 previous_requests = len(batch)
-                if not self._commit(batch) or stop:
+                if not self._commit(batch) or (ready is not None and not self._finish_seal(ready)) or stop:
                     return
         except BaseException as exc:  # a bug here must not leave callers waiting forever
             log.exception("journal writer crashed")
@@ -728,6 +742,7 @@ class Journal:
         self.commits += 1
         self.appended += len(rows)
         self.max_batch = max(self.max_batch, len(rows))
+        self._maybe_seal()  # before the callers hear back: a sealer is then already under way
         for req, first in zip(batch, firsts, strict=True):
             req.future.set_result(list(range(first, first + len(req.blobs))))
         for listener in list(self._listeners):
@@ -735,7 +750,7 @@ class Journal:
                 listener(idx)
             except Exception:
                 log.exception("journal commit listener failed")
-        return self._maybe_seal()
+        return True
 
     # ------------------------------------------------------------------ segments
 
@@ -751,65 +766,87 @@ class Journal:
         by_time = self.segment_seconds and time.time() - self._open_since >= self.segment_seconds
         return (lo, hi) if by_size or by_time else None
 
-    def _maybe_seal(self) -> bool:
-        """Seals the open segment when due (in the writer thread, between batches). A failure before the
-        manifest commit leaves the rows where they were (retried in a minute); a failed manifest commit
-        fails the journal like any failed write. Returns False when the journal failed."""
+    def _maybe_seal(self) -> None:
+        """Starts sealing the open segment when due, in a thread of its own: the copy and the hash need no
+        write lock, so appends go on meanwhile; the writer records it when it is ready (:meth:`_finish_seal`)."""
         due = self._seal_due()
         if due is None:
-            return True
-        try:
-            with self._conn_lock:
-                assert self._conn is not None
-                self._seal(self._conn, *due)
-        except _SealAborted as exc:
-            log.warning("journal segment not sealed, retrying later: %r", exc.__cause__)
-            self._seal_retry_at = time.monotonic() + 60
-        except BaseException as exc:  # noqa: BLE001 - like a failed commit: fail closed
-            log.error("journal segment commit failed; the journal is now unavailable: %r", exc)
-            self._fail(exc, [])
-            return False
-        return True
+            return
+        with self._seal_lock:
+            if self._closed or self._seal_pending:
+                return
+            self._seal_pending = True
+            self._sealer = threading.Thread(
+                target=self._prepare_seal, args=due, name=f"journal-sealer:{self.path.name}", daemon=True
+            )
+            self._sealer.start()
 
-    def _seal(self, conn: sqlite3.Connection, lo: int, hi: int) -> None:
-        """Writes rows ``[lo, hi)`` to a new sealed file (fsync, rename, directory fsync), then in one
-        transaction of the open database records it in the manifest, drops the rows and nodes it now
-        holds and moves the checkpoint up to ``hi`` if it was below."""
+    def _prepare_seal(self, lo: int, hi: int) -> None:
+        """Sealer thread: writes rows ``[lo, hi)`` (committed, so immutable) to a new file on a connection of
+        its own (fsync, hash, rename, directory fsync), then queues it for the writer. A failure leaves
+        the rows where they were; sealing is retried a minute later."""
         seq = self._segments[-1].seq + 1 if self._segments else 1
         final = segment_path(self.path, seq)
         tmp = final.with_name(final.name + ".tmp")
         try:
-            with self._routed(conn) as store:
-                at_hi = Frontier.decode(hi, b"".join(self._disk_node(store)(h, j) for h, j in _frontier_at(hi)))
-                chain = store.chain_hash(hi - 1)
-            assert chain is not None
-            write_segment(conn, tmp, lo, hi, chain, at_hi.root())
+            conn = self._connect()
+            try:
+                with self._routed(conn) as store:
+                    nodes = self._disk_node(store)
+                    at_hi = Frontier.decode(hi, b"".join(nodes(h, j) for h, j in _frontier_at(hi)))
+                    chain = store.chain_hash(hi - 1)
+                assert chain is not None
+                write_segment(conn, tmp, lo, hi, chain, at_hi.root())
+            finally:
+                conn.close()
             digest, size = file_digest(tmp)
             os.replace(tmp, final)
             fsync_dir(self.path.parent)
-        except BaseException as exc:
+        except Exception as exc:  # noqa: BLE001 - nothing changed in the open database: retry later
             tmp.unlink(missing_ok=True)
-            raise _SealAborted() from exc
+            log.warning("journal segment not sealed, retrying in a minute: %r", exc)
+            self._seal_retry_at = time.monotonic() + 60
+            self._seal_pending = False
+            return
         crashpoint("journal.segment_written")
         segment = Segment(seq, lo, hi, chain, at_hi.root(), digest, size, int(time.time()))
-        conn.execute("BEGIN IMMEDIATE")
+        self._queue.put(_SealReady(segment, at_hi))
+
+    def _finish_seal(self, ready: _SealReady) -> bool:
+        """Writer thread: records a prepared segment in one transaction (manifest row, sealed rows and
+        nodes deleted, checkpoint moved up to its end if below). A failure fails the journal like any
+        failed write; returns False then."""
+        s = ready.segment
+        self._seal_pending = False
         try:
-            conn.execute("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", tuple(segment))
-            drop_sealed(conn, lo, hi)
-            row = conn.execute("SELECT size FROM checkpoint WHERE id = 1").fetchone()
-            if row is None or row[0] < hi:
-                self._write_checkpoint(conn, at_hi, chain)
-            crashpoint("journal.segment_before_commit")
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
-            raise
+            with self._conn_lock:
+                conn = self._conn
+                if conn is None:
+                    raise JournalUnavailable("the journal is closed")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", tuple(s))
+                    drop_sealed(conn, s.lo, s.hi)
+                    row = conn.execute("SELECT size FROM checkpoint WHERE id = 1").fetchone()
+                    if row is None or row[0] < s.hi:
+                        self._write_checkpoint(conn, ready.frontier, s.chain_head)
+                    crashpoint("journal.segment_before_commit")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        conn.execute("ROLLBACK")
+                    raise
+        except BaseException as exc:  # noqa: BLE001 - like a failed commit: fail closed
+            log.error("journal segment commit failed; the journal is now unavailable: %r", exc)
+            self._fail(exc, [])
+            return False
         crashpoint("journal.segment_after_commit")
         with self._tree_lock:
-            self._segments = [*self._segments, segment]
-        self._open_since = segment.sealed_at
-        log.info("journal segment %s sealed: entries [%d, %d), %d bytes", final.name, lo, hi, size)
+            self._segments = [*self._segments, s]
+        self._open_since = s.sealed_at
+        log.info("journal segment %d sealed: entries [%d, %d), %d bytes", s.seq, s.lo, s.hi, s.bytes)
+        self._maybe_seal()  # the open segment may have grown past the threshold again meanwhile
+        return True
 
     def _fail(self, exc: BaseException, batch: list[_Request]) -> None:
         """Marks the journal unavailable and fails ``batch`` and everything still queued."""
@@ -824,7 +861,7 @@ class Journal:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is not _STOP:
+            if isinstance(item, _Request):
                 pending.append(item)
         for req in pending:
             with contextlib.suppress(InvalidStateError):  # cancelled by its caller meanwhile
@@ -1264,7 +1301,11 @@ class Journal:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(_STOP)
+        with self._seal_lock:
+            sealer = self._sealer
+        if sealer is not None:  # its file is recorded (or discarded) before the writer stops
+            sealer.join()
+        self._queue.put(_STOP)
         self._writer.join()
         with self._conn_lock:
             if self._conn is not None:
