@@ -353,6 +353,22 @@ class Journal:
         ).fetchall()
         return [Segment(*r) for r in rows]
 
+    def _snapshot_segments(self, conn: sqlite3.Connection) -> list[Segment]:
+        """The manifest as of ``conn``'s snapshot: the in-memory list (sealed segments never change, seq is
+        1, 2, ...) cut to the snapshot's last seq, or extended by the rows after it; two index searches,
+        not a read of the whole manifest per request."""
+        with self._tree_lock:
+            known = self._segments
+        last = conn.execute("SELECT MAX(seq) FROM segments").fetchone()[0] or 0
+        if last <= len(known):
+            return known[:last]
+        extra = conn.execute(
+            "SELECT seq, lo, hi, chain_head, root, file_sha256, bytes, sealed_at FROM segments WHERE seq > ?"
+            " ORDER BY seq",
+            (len(known),),
+        ).fetchall()
+        return [*known, *(Segment(*r) for r in extra)]
+
     @contextlib.contextmanager
     def _routed(self, conn: sqlite3.Connection) -> Iterator[Store]:
         """A :class:`Store` over ``conn`` and the sealed files its snapshot's manifest names (a read
@@ -360,7 +376,7 @@ class Journal:
         began = not conn.in_transaction
         if began:
             conn.execute("BEGIN")
-        store = Store(conn, self._read_segments(conn), self.path)
+        store = Store(conn, self._snapshot_segments(conn), self.path)
         try:
             yield store
         except FileNotFoundError as exc:  # a sealed file removed while the journal is open
