@@ -220,3 +220,20 @@ def test_kill_9_at_each_rotation_crash_point(tmp_path: Path, point: str, sealed:
         assert _sealed(j, sealed + 1)
         assert j.root() == _tree(n + 10).root() and j.verify_all() == n + 10
         assert len(j.patient_entries(PATIENT)) == n + 10
+
+
+def test_verify_journal_command_reads_sealed_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hcl gateway verify-journal`` over a segmented journal: exit 0 intact, 1 once a sealed file changed
+    (which the gateway's own start-up does not look for)."""
+    from typer.testing import CliRunner
+
+    from gateway.cli import gateway_app
+
+    path = tmp_path / "journal.db"
+    _segmented(path).close()
+    monkeypatch.setenv("HCL_DATA_DIR", str(tmp_path))
+    ok = CliRunner().invoke(gateway_app, ["verify-journal"])
+    assert ok.exit_code == 0 and "35 entries verified: segment files" in ok.output, ok.output
+    _flip_a_sealed_entry(path)
+    bad = CliRunner().invoke(gateway_app, ["verify-journal"])
+    assert bad.exit_code == 1 and "journal-000001.db changed" in bad.output, bad.output
