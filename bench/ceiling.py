@@ -45,14 +45,16 @@ def create_app(sizes: list[int]) -> FastAPI:
 
 
 @contextmanager
-def ceiling_process(folder: Path, sizes: list[int]) -> Iterator[str]:
-    """Starts the bare app as its own process on a free port; yields its URL and stops it after."""
+def ceiling_process(folder: Path, sizes: list[int], *, workers: int = 1) -> Iterator[str]:
+    """Starts the bare app as its own process (``workers`` > 1: that many uvicorn workers) on a free port;
+    yields its URL and stops it after."""
     from bench.gateway import wait_healthy
     from node_client._node import free_port
 
     port = free_port()
-    log = (folder / "ceiling.log").open("wb")
+    log = (folder / f"ceiling-w{workers}.log").open("wb")
     cmd = [sys.executable, "-m", "bench.ceiling", "--port", str(port), "--sizes", ",".join(map(str, sizes))]
+    cmd += ["--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"
     try:
@@ -73,10 +75,31 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--sizes", required=True, help="comma-separated body sizes in bytes")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     args = parser.parse_args(argv)
+    if args.workers > 1:  # uvicorn's own workers (one shared socket) need the app by name
+        os.environ[_SIZES_ENV] = args.sizes
+        uvicorn.run(
+            "bench.ceiling:app_from_env",
+            factory=True,
+            workers=args.workers,
+            host="127.0.0.1",
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+        )
+        return
     app = create_app([int(s) for s in args.sizes.split(",")])
     # the gateway's call (gateway/cli.py), word for word but the app
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+_SIZES_ENV = "HCL_CEILING_SIZES"
+
+
+def app_from_env() -> FastAPI:
+    """The app of a uvicorn worker: the sizes come from the parent's environment."""
+    return create_app([int(s) for s in os.environ[_SIZES_ENV].split(",")])
 
 
 if __name__ == "__main__":

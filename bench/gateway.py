@@ -85,11 +85,16 @@ class GatewayProcess:
     data_dir: Path
 
     def peak_rss_mb(self) -> float:
-        """Peak resident set size of the gateway process so far (VmHWM), in MB."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """Peak resident set size of the gateway's processes so far (the sum of each one's VmHWM: a primary's
+        and its workers' with ``HCL_WORKERS`` > 1), in MB."""
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        total = 0.0
+        for p in [pid, *map(int, children)]:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+        return total or float("nan")
 
     def metric(self, name: str, labels: str = "") -> float:
         """The sum of a Prometheus counter's samples matching ``labels`` (a substring), from /metrics."""

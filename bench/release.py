@@ -18,6 +18,7 @@ ceiling being shared by the runs of that (size, clients) in every mode and store
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -67,6 +68,8 @@ class Plan:
     #: release takes (a strict release on a Clique network waits ~5 s for its block and 3 confirmations)
     quiet: float = 1.0
     driver: str = field(default_factory=lambda: "wrk" if shutil.which("wrk") else "httpx")
+    #: gateway processes to compare (``HCL_WORKERS``; batch mode only, strict runs always use 1)
+    workers: list[int] = field(default_factory=lambda: [1])
 
 
 def default_plan(*, quick: bool, ipfs: bool, mode: str | None = None) -> Plan:
@@ -82,6 +85,17 @@ def default_plan(*, quick: bool, ipfs: bool, mode: str | None = None) -> Plan:
             plan.grid[("batch", "ipfs")] = [(10 * 1024, c) for c in CLIENTS] + [(1024 * 1024, 8)]
     if mode is not None:
         plan.gateways = [g for g in plan.gateways if g[0] == mode]
+    return plan
+
+
+def restrict(plan: Plan, *, workers: list[int] | None, only: tuple[int, int] | None) -> Plan:
+    """``--workers`` (batch gateways run once per count) and ``--only SIZExCLIENTS`` (that one run, batch and
+    local store only): the comparison of issue 15 without the whole grid."""
+    if workers:
+        plan.workers = workers
+    if only is not None:
+        plan.gateways = [("batch", "local")]
+        plan.grid = {("batch", "local"): [only]}
     return plan
 
 
@@ -246,38 +260,44 @@ def one_run(
 
 def run_release_bench(plan: Plan, *, ipfs_api: str | None = None, log: Any = print) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
-    ceilings: dict[tuple[int, int], dict[str, Any]] = {}
+    ceilings: dict[tuple[int, int, int], dict[str, Any]] = {}
     all_sizes = sorted({s for grid in plan.grid.values() for s, _ in grid})
-    with (
-        tempfile.TemporaryDirectory(prefix="hcl-bench-release-") as tmp,
-        ceiling_process(Path(tmp), all_sizes) as ceiling_url,
-    ):
+    with tempfile.TemporaryDirectory(prefix="hcl-bench-release-") as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
+        ceiling_urls = {n: stack.enter_context(ceiling_process(folder, all_sizes, workers=n)) for n in plan.workers}
         for mode, store in plan.gateways:
             grid = plan.grid[(mode, store)]
             sizes = tuple(sorted({s for s, _ in grid}))
-            (folder / f"{mode}-{store}").mkdir(parents=True, exist_ok=True)
-            with chain(folder / f"{mode}-{store}") as net:
-                grant_all(net)
-                with gateway_process(folder / f"{mode}-{store}", net, mode=mode, store=store, ipfs_api=ipfs_api) as gw:
-                    log(f"{mode}/{store}: seeding records of {', '.join(_fmt(s) for s in sizes)}")
-                    records = seed_records(gw, sizes)
-                    wait_indexed(gw, net)
-                    tokens = [login(gw.url, r) for r in READERS]
-                    for size, clients in grid:
-                        if (size, clients) not in ceilings:  # once per (size, clients), reused across gateways
-                            ceilings[(size, clients)] = ceiling_run(ceiling_url, size, tokens, clients, plan, folder)
-                        run = one_run(
-                            net, gw, mode, store, size, records[size], tokens, clients, plan, folder / f"{mode}-{store}"
-                        )
-                        run = _with_ceiling(run, ceilings[(size, clients)])
+            for workers in plan.workers if mode == "batch" else [1]:
+                name = f"{mode}-{store}" + (f"-w{workers}" if workers > 1 else "")
+                (folder / name).mkdir(parents=True, exist_ok=True)
+                with chain(folder / name) as net:
+                    grant_all(net)
+                    env = {"HCL_WORKERS": str(workers)}
+                    with gateway_process(
+                        folder / name, net, mode=mode, store=store, ipfs_api=ipfs_api, extra_env=env
+                    ) as gw:
                         log(
-                            f"{mode}/{store} {_fmt(size)} x{clients}: {run['releases_per_s']:.0f}/s "
-                            f"p50 {run['p50_ms']} p99 {run['p99_ms']} ms, ledgered {run['ledgered']} "
-                            f"released {run['released']}; ceiling {run['ceiling_releases_per_s']:.0f}/s "
-                            f"p99 {run['ceiling_p99_ms']} ms, ratio {run['ratio_to_ceiling']}"
+                            f"{mode}/{store} x{workers} processes: seeding records of {', '.join(_fmt(s) for s in sizes)}"
                         )
-                        runs.append(run)
+                        records = seed_records(gw, sizes)
+                        wait_indexed(gw, net)
+                        tokens = [login(gw.url, r) for r in READERS]
+                        for size, clients in grid:
+                            key = (size, clients, workers)
+                            if key not in ceilings:  # once per (size, clients, workers), reused across gateways
+                                ceilings[key] = ceiling_run(ceiling_urls[workers], size, tokens, clients, plan, folder)
+                            run = one_run(
+                                net, gw, mode, store, size, records[size], tokens, clients, plan, folder / name
+                            )
+                            run = {**_with_ceiling(run, ceilings[key]), "workers": workers}
+                            log(
+                                f"{mode}/{store} x{workers} {_fmt(size)} x{clients}: {run['releases_per_s']:.0f}/s "
+                                f"p50 {run['p50_ms']} p99 {run['p99_ms']} ms, ledgered {run['ledgered']} "
+                                f"released {run['released']}; ceiling {run['ceiling_releases_per_s']:.0f}/s "
+                                f"p99 {run['ceiling_p99_ms']} ms, ratio {run['ratio_to_ceiling']}"
+                            )
+                            runs.append(run)
     return {
         "runs": runs,
         "notes": NOTES,

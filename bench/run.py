@@ -192,15 +192,24 @@ def release_cmd(
         str | None,
         typer.Option(help="only this ledger mode (batch or strict); its runs replace that mode's in the result file"),
     ] = None,
+    workers: Annotated[
+        str | None, typer.Option(help="gateway processes to compare in batch mode, e.g. 1,2 (HCL_WORKERS)")
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option(help="just this batch/local run, SIZExCLIENTS in bytes, e.g. 10240x64")
+    ] = None,
 ) -> None:
     """Ledgered releases/s and latency: sizes x concurrent clients x ledger mode x store (a gateway process,
     a separate load process)."""
-    from bench.release import default_plan, run_release_bench
+    from bench.release import default_plan, restrict, run_release_bench
 
     if mode not in (None, "batch", "strict"):
         raise typer.BadParameter("batch or strict", param_hint="--mode")
-    with _kubo() if not quick and mode != "strict" else contextlib.nullcontext(None) as api:
+    with _kubo() if not quick and mode != "strict" and not only else contextlib.nullcontext(None) as api:
         plan = default_plan(quick=quick, ipfs=api is not None, mode=mode)
+        size_clients = (int(only.split("x")[0]), int(only.split("x")[1])) if only else None
+        counts = [int(n) for n in workers.split(",")] if workers else None
+        plan = restrict(plan, workers=counts, only=size_clients)
         if seconds:
             plan.seconds = seconds
         data = run_release_bench(plan, ipfs_api=api, log=lambda m: console.print(f"[dim]{m}[/dim]"))

@@ -66,6 +66,7 @@ CLINIC = 5  # Riverside Community Health Centre
 LAB = 6  # Regional Clinical Laboratory
 COUNTY = 19  # Lakeside County Hospital, onboarded by `seed` through governance; its ED breaks the glass
 COUNTY_NAME = "Lakeside County Hospital"
+COUNTY_NAME_ZH = "湖滨县人民医院"
 COUNTY_ROLES = Role.HOSPITAL | Role.EMERGENCY
 
 PASSWORD = "demo"  # the demo keystores' password: a demo, never a real password
@@ -379,7 +380,9 @@ def _onboard_county_hospital(s: Session) -> tuple[str, bool]:
     members = s.ledger.members
     county = dev_account(COUNTY)
     _, public = dev_encryption_key(COUNTY)
-    spec = MemberSpec(county.address, int(COUNTY_ROLES), public, COUNTY_NAME, "hospital")
+    spec = MemberSpec(
+        county.address, int(COUNTY_ROLES), public, COUNTY_NAME, "hospital", name_zh=COUNTY_NAME_ZH, name_en=COUNTY_NAME
+    )
     out.print()
     out.rule(f"[bold]Onboarding {COUNTY_NAME} through governance", align="left")
     out.print(
@@ -494,9 +497,7 @@ def _record_in_manifest(s: Session, spec: MemberSpec) -> None:
         return
     members.append(
         {
-            "address": to_checksum_address(spec.address),
-            "name": spec.name,
-            "kind": spec.kind,
+            **spec.metadata,  # exactly what is hashed, the localised names included
             "roles": spec.roles,
             "metadataHash": "0x" + spec.metadata_hash.hex(),
             "encryptionKey": "0x" + spec.encryption_key.hex(),

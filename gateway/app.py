@@ -120,14 +120,20 @@ def install_docs(app: FastAPI) -> None:
     app.add_api_route("/redoc", redoc, methods=["GET"], name="redoc", include_in_schema=False)
 
 
-def create_app(settings: GatewaySettings | None = None, *, components: Components | None = None) -> FastAPI:
-    """Builds the app. Components are built from ``settings`` (or taken as given) and started with it."""
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    components: Components | None = None,
+    build: Callable[[GatewaySettings], Components] = build_components,
+) -> FastAPI:
+    """Builds the app. Components are built from ``settings`` by ``build`` (or taken as given) and started
+    with it (a worker of several processes passes :func:`~gateway.wiring.build_worker_components`)."""
     settings = settings or (components.settings if components else GatewaySettings())
     configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        c = components or build_components(settings)
+        c = components or build(settings)
         app.state.components = c
         c.start()
         try:

@@ -27,10 +27,8 @@ def gateway_serve(
     host: Annotated[str | None, typer.Option(help="interface [env HCL_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="port [env HCL_PORT]")] = None,
 ) -> None:
-    """Run the gateway (settings from HCL_* variables and hcl.toml)."""
-    import uvicorn
-
-    from gateway.app import create_app, server_config
+    """Run the gateway (settings from HCL_* variables and hcl.toml; HCL_WORKERS > 1: several processes)."""
+    from gateway.processes import serve
     from gateway.settings import GatewaySettings
 
     overrides: dict[str, Any] = {}
@@ -38,8 +36,7 @@ def gateway_serve(
         overrides["host"] = host
     if port:
         overrides["port"] = port
-    settings = GatewaySettings(**overrides)
-    uvicorn.Server(server_config(settings, create_app(settings))).run()
+    serve(GatewaySettings(**overrides))
 
 
 @gateway_app.command("rotate-kek")

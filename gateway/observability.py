@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
-__all__ = ["JsonFormatter", "Metrics", "configure_logging"]
+__all__ = ["MULTIPROC_ENV", "JsonFormatter", "Metrics", "configure_logging"]
+
+#: set by the primary of several processes for its workers: prometheus_client then keeps their values in
+#: files there, and any worker's /metrics shows the sum of all of them
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -109,3 +115,12 @@ class Metrics:
         self.replicas_pinned = Counter(
             "hcl_replicas_pinned_total", "Other institutions' ciphertexts pinned here, verified", registry=r
         )
+
+    def exposition(self) -> bytes:
+        """The text format: this registry's, or every worker's together (several processes)."""
+        folder = os.environ.get(MULTIPROC_ENV)
+        if not folder:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, folder)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)

@@ -120,6 +120,13 @@ class GatewaySettings(ClientSettings):
         description="batch mode: releases are refused (503 anchor_lagging) once the oldest unanchored"
         " journal entry is older than this (s)",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="HTTP worker processes (batch mode). Above 1 a primary process owns the journal, the anchorer"
+        " and the indexer; the workers share the port and append to the journal over a Unix socket (docs/performance.md)",
+    )
     display_timezone: str = Field("Asia/Shanghai", description="time zone of times shown on portal pages")
     audit_reports_dir: Path | None = Field(
         None,
@@ -131,6 +138,8 @@ class GatewaySettings(ClientSettings):
     def _defaults(self) -> GatewaySettings:
         if self.kek_file is None:
             self.kek_file = self.data_dir / "kek.key"
+        if self.workers > 1 and self.ledger_mode is not LedgerMode.BATCH:
+            raise ValueError("workers > 1 needs ledger_mode batch (strict mode's group commit is per process)")
         if not self.public_url:
             self.public_url = f"http://{self.host}:{self.port}"
         return self
@@ -142,6 +151,26 @@ class GatewaySettings(ClientSettings):
     @property
     def journal_path(self) -> Path:
         return self.data_dir / "journal.db"
+
+    @property
+    def journal_socket(self) -> Path:
+        """Where the primary of several processes serves the journal to its workers."""
+        return self.data_dir / "journal.sock"
+
+    @property
+    def journal_status_path(self) -> Path:
+        """The primary's journal check (JSON, rewritten every 0.2 s), shown by the workers' /healthz."""
+        return self.data_dir / "journal.status.json"
+
+    @property
+    def indexer_state_path(self) -> Path:
+        """The primary indexer's state, memory-mapped by the workers."""
+        return self.data_dir / "indexer.state"
+
+    @property
+    def nonce_lock_path(self) -> Path:
+        """Serialises the gateway account's transactions across its processes."""
+        return self.data_dir / "nonce.lock"
 
     @property
     def blob_dir(self) -> Path:

@@ -8,11 +8,14 @@ functions take the :class:`Components`; this module builds them and knows nothin
 
 from __future__ import annotations
 
+import enum
+import functools
 import logging
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
@@ -26,8 +29,10 @@ from gateway.fhir import warm_up
 from gateway.ledger.account import gateway_account
 from gateway.ledger.anchoring import Anchorer, AnchorGuard
 from gateway.ledger.indexer import Indexer
+from gateway.ledger.indexer_state import IndexerFollower, SharedIndexerState
 from gateway.ledger.journal import Journal
 from gateway.ledger.journal_index import JournalIndex
+from gateway.ledger.journal_service import JournalAppender, JournalClient, JournalServer
 from gateway.ledger.member_names import MemberNames
 from gateway.ledger.registrations import Registrar
 from gateway.ledger.strict_commit import StrictCommitter, ledger_commit
@@ -43,7 +48,7 @@ from node_client._client import ChainClient
 from node_client._exceptions import ChainUnavailable
 from node_client.deploy import Ledger, Manifest
 
-__all__ = ["Components", "build_components"]
+__all__ = ["Components", "Role", "build_components", "build_worker_components"]
 
 log = logging.getLogger("hcl.gateway")
 
@@ -59,6 +64,14 @@ def limit_recursion() -> None:
     """Puts the recursion limit back to :data:`RECURSION_LIMIT` if something raised it."""
     if sys.getrecursionlimit() > RECURSION_LIMIT:
         sys.setrecursionlimit(RECURSION_LIMIT)
+
+
+class Role(enum.Enum):
+    """Which part of the gateway a process plays (``settings.workers``)."""
+
+    SINGLE = "single"  # the whole gateway in one process
+    PRIMARY = "primary"  # of several: journal writer, anchorer, indexer; serves no HTTP
+    WORKER = "worker"  # of several: serves HTTP, journals through the primary
 
 
 @dataclass
@@ -84,7 +97,15 @@ class Components:
     member_names: MemberNames = field(default_factory=lambda: MemberNames(None))
     replicator: Replicator | None = None  # IPFS store with replicas > 0 only
     strict: StrictCommitter | None = None  # strict mode only
+    #: where releases are journaled (batch mode): the journal itself, or a worker's client of the primary's
+    appender: JournalAppender | None = None
+    role: Role = Role.SINGLE
+    journal_server: JournalServer | None = None  # the primary's, for its workers
     _lock: GatewayLock | None = None
+
+    def __post_init__(self) -> None:
+        if self.appender is None:
+            self.appender = self.journal
 
     def start(self) -> None:
         """Starts following the chain (the read model catches up in the background); starts anchoring in batch mode.
@@ -92,6 +113,10 @@ class Components:
         The FHIR models load in the background (1-3 s) so the first upload is not the one that pays.
         """
         limit_recursion()
+        if self.role is Role.WORKER:  # the primary holds the lock, checks the anchors, follows the chain
+            threading.Thread(target=warm_up, name="hcl-fhir-warm-up", daemon=True).start()
+            self.indexer.start()
+            return
         # one gateway per data dir (reconcile takes the same lock, so it never runs beside a gateway)
         self._lock = GatewayLock(self.settings.data_dir).acquire()
         if self.anchor_guard is not None:
@@ -110,8 +135,10 @@ class Components:
         # the indexer catches up in its thread while the gateway serves (from genesis: minutes on a long
         # chain); until it has, decisions go to the chain and /healthz says ``catchingUp``
         self.indexer.start()
-        if self.anchorer is not None:
-            self.anchorer.start()
+        if self.journal_server is not None:
+            self.journal_server.start()
+        if self.anchorer is not None and self.role is not Role.PRIMARY:
+            self.anchorer.start()  # a primary's starts once its workers serve (gateway.processes)
         if self.strict is not None:
             self.strict.start()
         if self.replicator is not None:
@@ -137,6 +164,10 @@ class Components:
             self.strict.stop()
         self.indexer.stop()
         self.federation.close()
+        if self.journal_server is not None:
+            self.journal_server.stop()
+        if isinstance(self.appender, JournalClient):
+            self.appender.close()
         if self.journal is not None:
             self.journal.close()
         self.db.close()
@@ -152,40 +183,89 @@ def _kek(path: Path, db: Database) -> Kek:
     return Kek.load(path)
 
 
+@dataclass
+class _Parts:
+    """What every process of a gateway builds alike: the chain, the stores, the account, the names."""
+
+    settings: GatewaySettings
+    manifest: Manifest
+    ledger: Ledger
+    db: Database
+    account: LocalAccount
+    names: MemberNames
+    confirmations: int
+
+    @classmethod
+    def build(cls, settings: GatewaySettings) -> _Parts:
+        # several processes send with one key: they take turns for nonces (none is needed in one process)
+        nonce_lock = settings.nonce_lock_path if settings.workers > 1 else None
+        client = ChainClient(rpc_url=settings.rpc_url, timeout=settings.rpc_timeout, nonce_lock=nonce_lock)
+        manifest = Manifest.load(settings.manifest)
+        ledger = manifest.connect(client)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        confirmations = manifest.confirmations if settings.confirmations is None else settings.confirmations
+        return cls(
+            settings,
+            manifest,
+            ledger,
+            Database(settings.db_path),
+            gateway_account(settings, dev=ledger.dev),
+            MemberNames(Path(settings.manifest), manifest.members),
+            confirmations,
+        )
+
+    def components(self, indexer: Indexer, kek: Kek, metrics: Metrics, **extra: Any) -> Components:
+        """The :class:`Components` around ``indexer``, with the process's own ledger parts in ``extra``."""
+        settings, db, account = self.settings, self.db, self.account
+        auth = Authenticator(
+            db,
+            load_or_create_key(settings.token_key_file),
+            domain=settings.public_url.split("://", 1)[-1],
+            uri=settings.public_url,
+            chain_id=self.manifest.chain_id,
+            token_ttl=settings.token_ttl,
+            challenge_ttl=settings.challenge_ttl,
+        )
+        policy = AccessPolicy(self.ledger, db=db, indexer=indexer)
+        federation = Federation(
+            Directory(db, self.names, account.address), account, timeout=settings.federation_timeout
+        )
+        return Components(
+            settings=settings,
+            manifest=self.manifest,
+            ledger=self.ledger,
+            gateway_account=account,
+            db=db,
+            store=make_store(settings),
+            kek=kek,
+            policy=policy,
+            indexer=indexer,
+            auth=auth,
+            metrics=metrics,
+            federation=federation,
+            peers=PeerVerifier(policy, db),
+            registrar=_registrar(settings, self.ledger, account, indexer, metrics),
+            member_names=self.names,
+            **extra,
+        )
+
+
 def build_components(settings: GatewaySettings) -> Components:
-    client = ChainClient(rpc_url=settings.rpc_url, timeout=settings.rpc_timeout)
-    manifest = Manifest.load(settings.manifest)
-    ledger = manifest.connect(client)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db_path)
-    store = make_store(settings)
-    account = gateway_account(settings, dev=ledger.dev)
+    """The gateway of one process, or the primary of several (``settings.workers > 1``)."""
+    p = _Parts.build(settings)
     metrics = Metrics()
-    names = MemberNames(Path(settings.manifest), manifest.members)
-    confirmations = manifest.confirmations if settings.confirmations is None else settings.confirmations
     indexer = Indexer(
-        ledger,
-        db,
-        deploy_block=manifest.deploy_block,
+        p.ledger,
+        p.db,
+        deploy_block=p.manifest.deploy_block,
         poll_interval=settings.indexer_poll,
-        member_names=names,
-        confirmations=confirmations,
+        member_names=p.names,
+        confirmations=p.confirmations,
     )
-    auth = Authenticator(
-        db,
-        load_or_create_key(settings.token_key_file),
-        domain=settings.public_url.split("://", 1)[-1],
-        uri=settings.public_url,
-        chain_id=manifest.chain_id,
-        token_ttl=settings.token_ttl,
-        challenge_ttl=settings.challenge_ttl,
-    )
-    policy = AccessPolicy(ledger, db=db, indexer=indexer)
-    federation = Federation(Directory(db, names, account.address), account, timeout=settings.federation_timeout)
-    journal = anchorer = guard = strict = None
+    journal = anchorer = guard = strict = server = None
     if settings.ledger_mode is LedgerMode.STRICT:
         strict = StrictCommitter(
-            ledger_commit(ledger, account, confirmations),
+            ledger_commit(p.ledger, p.account, p.confirmations),
             max_batch=settings.strict_batch_max,
             on_batch=metrics.strict_batch_entries.observe,
         )
@@ -195,33 +275,48 @@ def build_components(settings: GatewaySettings) -> Components:
             segment_entries=settings.journal_segment_entries,
             segment_seconds=settings.journal_segment_seconds,
         )
-        guard = AnchorGuard(journal, ledger, account, deploy_block=manifest.deploy_block, confirmations=confirmations)
+        guard = AnchorGuard(
+            journal, p.ledger, p.account, deploy_block=p.manifest.deploy_block, confirmations=p.confirmations
+        )
         anchorer = Anchorer(
             journal, guard.anchor, interval=settings.anchor_interval, size_threshold=settings.anchor_threshold
         )
-    return Components(
-        settings=settings,
-        manifest=manifest,
-        ledger=ledger,
-        gateway_account=account,
-        db=db,
-        store=store,
-        kek=_kek(Path(settings.kek_file or settings.data_dir / "kek.key"), db),
-        policy=policy,
-        indexer=indexer,
-        auth=auth,
-        metrics=metrics,
-        federation=federation,
-        peers=PeerVerifier(policy, db),
-        registrar=_registrar(settings, ledger, account, indexer, metrics),
+    if settings.workers > 1 and journal is not None and anchorer is not None:
+        # the workers follow this indexer and append to this journal
+        indexer.on_change = SharedIndexerState(settings.indexer_state_path, create=True).publish
+        server = JournalServer(
+            journal, settings.journal_socket, lagging=functools.partial(anchorer.lagging, settings.max_anchor_lag)
+        )
+    c = p.components(
+        indexer,
+        _kek(Path(settings.kek_file or settings.data_dir / "kek.key"), p.db),
+        metrics,
         journal=journal,
         journal_index=JournalIndex(journal) if journal is not None else None,
         anchorer=anchorer,
         anchor_guard=guard,
-        member_names=names,
-        replicator=_replicator(settings, db, federation, metrics, indexer),
         strict=strict,
+        journal_server=server,
+        role=Role.PRIMARY if server is not None else Role.SINGLE,
     )
+    c.replicator = _replicator(settings, p.db, c.federation, metrics, indexer)
+    return c
+
+
+def build_worker_components(settings: GatewaySettings) -> Components:
+    """An HTTP worker of a multi-process gateway: decides from the primary's read model (followed through
+    its published indexer state) and journals through the primary's journal server."""
+    p = _Parts.build(settings)
+    follower = IndexerFollower(
+        p.ledger,
+        p.db,
+        SharedIndexerState(settings.indexer_state_path),
+        deploy_block=p.manifest.deploy_block,
+        poll_interval=settings.indexer_poll,
+        confirmations=p.confirmations,
+    )
+    kek = Kek.load(Path(settings.kek_file or settings.data_dir / "kek.key"))  # the primary made or rotated it
+    return p.components(follower, kek, Metrics(), appender=JournalClient(settings.journal_socket), role=Role.WORKER)
 
 
 def _registrar(

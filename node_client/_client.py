@@ -10,11 +10,13 @@ this boundary: a revert becomes the Solidity error's own exception class, an unr
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import requests
@@ -88,21 +90,24 @@ class _NonceManager:
 
     The first use asks the node for the pending count; afterwards nonces are handed out locally so that
     two threads sending for the same key never reuse one. A failed send resynchronises from the node.
+    With ``lock_file``, processes sharing one key take turns (an ``flock`` held until the transaction is
+    sent) and each turn asks the node, so none reuses a nonce another process has just sent.
     """
 
-    def __init__(self, w3: Web3) -> None:
+    def __init__(self, w3: Web3, lock_file: Path | None = None) -> None:
         self._w3 = w3
         self._lock = threading.Lock()
         self._next: dict[str, int] = {}
         self._sender_locks: dict[str, threading.Lock] = {}
+        self._lock_file = lock_file
 
     @contextlib.contextmanager
     def reserve(self, address: str) -> Iterator[int]:
         """Yields the sender's next nonce; it is consumed only if the block exits without error."""
         with self._lock:
             sender_lock = self._sender_locks.setdefault(address, threading.Lock())
-        with sender_lock:
-            nonce = self._next.get(address)
+        with sender_lock, self._processes_lock():
+            nonce = None if self._lock_file is not None else self._next.get(address)
             if nonce is None:
                 nonce = self._w3.eth.get_transaction_count(cast(ChecksumAddress, address), "pending")
             try:
@@ -111,6 +116,15 @@ class _NonceManager:
                 self._next.pop(address, None)  # resync from the node next time
                 raise
             self._next[address] = nonce + 1
+
+    @contextlib.contextmanager
+    def _processes_lock(self) -> Iterator[None]:
+        if self._lock_file is None:
+            yield
+            return
+        with open(self._lock_file, "a+b") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file closes
+            yield
 
     def reset(self) -> None:
         """Forgets every cached nonce (after a chain reorg, ``evm_revert`` or a restart of the node)."""
@@ -140,6 +154,7 @@ class ChainClient:
         rpc_url: str,
         timeout: float = DEFAULT_TIMEOUT,
         gas_margin: float = DEFAULT_GAS_MARGIN,
+        nonce_lock: Path | None = None,
     ) -> None:
         self.rpc_urls = [u.strip().rstrip("/") for u in rpc_url.split(",") if u.strip()]
         if not self.rpc_urls:
@@ -150,7 +165,7 @@ class ChainClient:
         self.gas_margin = gas_margin
         self.w3 = Web3(self._provider(self.rpc_urls[0]))
         self.w3.middleware_onion.inject(_PoaTolerant, layer=0)
-        self._nonces = _NonceManager(self.w3)
+        self._nonces = _NonceManager(self.w3, nonce_lock)
         self._fees: tuple[float, dict[str, int]] = (0.0, {})  # (monotonic time, fees) for transact_data
         self._chain_id: int | None = None
 

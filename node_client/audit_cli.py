@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
+from zoneinfo import ZoneInfo
 
 import orjson
 import typer
@@ -106,18 +107,27 @@ def replay_cmd(
             "--detail", help="per-access rows in the outputs: 'all', or 'issues' (not ok) for very large ledgers"
         ),
     ] = "all",
+    lang: Annotated[
+        str, typer.Option("--lang", help="language of report.html: 'en' or 'zh' (names, labels, verdict)")
+    ] = "en",
+    tz: Annotated[str, typer.Option("--tz", help="time zone of the times in report.html")] = "Asia/Shanghai",
     as_json: Annotated[bool, typer.Option("--json", help="quiet: print the summary as JSON only")] = False,
 ) -> None:
     """Replays every event from the deploy block (plus each gateway's journal) and writes the audit outputs."""
     from node_client.audit import DETAILS, read_checkpoint, replay, write_checkpoint, write_outputs
+    from node_client.audit.html_report import LANGS, ReportLanguage, member_names
 
     try:
         if detail not in DETAILS:
             raise ValueError(f"--detail must be one of {', '.join(DETAILS)}")
+        if lang not in LANGS:
+            raise ValueError(f"--lang must be one of {', '.join(LANGS)}")
+        manifest = chain.load_manifest()
+        language = ReportLanguage(lang, str(ZoneInfo(tz)), member_names(manifest.members, lang))
         run = partial(
             replay,
             chain.client(),
-            chain.load_manifest(),
+            manifest,
             journals=journal or (),
             from_block=from_block,
             to_block=to_block,
@@ -136,7 +146,7 @@ def replay_cmd(
         else:
             with _progress_bar() as progress:
                 report = run(progress=progress)
-        paths = write_outputs(report, out, detail=detail)
+        paths = write_outputs(report, out, detail=detail, language=language)
         if checkpoint is not None:
             paths["checkpoint"] = write_checkpoint(report, checkpoint)
     except Exception as exc:  # noqa: BLE001 - any failure to audit is exit 2, never a false "clean"

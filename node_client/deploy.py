@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 MANIFEST_VERSION = 1
+#: metadata keys hashed only when a member has them (older members' hashes stay what they were)
+OPTIONAL_METADATA = ("endpoint", "name_zh", "name_en")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,8 @@ class MemberSpec:
     """An institution to onboard: its address, roles, X25519 public key and off-chain description.
 
     ``endpoint`` is where a gateway member is reached (``https://…``): part of the hashed metadata, so a
-    tampered manifest cannot redirect other gateways; empty for every other member."""
+    tampered manifest cannot redirect other gateways; empty for every other member. ``name_zh`` and
+    ``name_en`` are the name as the portal shows it in each language (``name`` where one is empty)."""
 
     address: str
     roles: int
@@ -55,14 +58,17 @@ class MemberSpec:
     name: str
     kind: str = ""
     endpoint: str = ""
+    name_zh: str = ""
+    name_en: str = ""
 
     @property
     def metadata(self) -> dict[str, str]:
-        """The off-chain description whose hash is registered: ``endpoint`` only when there is one, so the
-        hash of a member without one is what it always was."""
+        """The off-chain description whose hash is registered: ``endpoint`` and the localised names only
+        when set, so the hash of a member without them is what it always was."""
         meta = {"name": self.name, "kind": self.kind, "address": to_checksum_address(self.address)}
-        if self.endpoint:
-            meta["endpoint"] = self.endpoint
+        for key in OPTIONAL_METADATA:
+            if getattr(self, key):
+                meta[key] = getattr(self, key)
         return meta
 
     @property
@@ -280,6 +286,16 @@ DEV_CONSORTIUM: tuple[tuple[int, int, str, str], ...] = (
     (8, int(Role.AUDITOR), "Provincial Health Data Audit Office", "auditor"),
     (9, int(Role.REGULATOR), "Municipal Health Commission", "regulator"),
 )
+#: The dev institutions' Chinese names (the portal's zh-CN pages show these; English pages show ``name``).
+DEV_NAMES_ZH: dict[int, str] = {
+    3: "区域健康数据网关",
+    4: "市第一人民医院",
+    5: "河滨社区卫生服务中心",
+    6: "区域临床检验中心",
+    7: "港湾街药房",
+    8: "省卫生健康数据审计办公室",
+    9: "市卫生健康委员会",
+}
 DEV_ADMINS: tuple[int, ...] = (0, 1, 2)
 DEV_THRESHOLD = 2
 #: Dev accounts used as patients by demos and tests.
@@ -289,7 +305,9 @@ DEV_PATIENTS: tuple[int, ...] = tuple(range(10, 20))
 def dev_members() -> list[MemberSpec]:
     """The dev consortium's members (throw-away keys of Hardhat's public mnemonic)."""
     return [
-        MemberSpec(dev_account(i).address, roles, dev_encryption_key(i)[1], name, kind)
+        MemberSpec(
+            dev_account(i).address, roles, dev_encryption_key(i)[1], name, kind, name_zh=DEV_NAMES_ZH[i], name_en=name
+        )
         for i, roles, name, kind in DEV_CONSORTIUM
     ]
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.api.deps import ComponentsDep
 from gateway.api.schemas import (
@@ -25,9 +26,10 @@ from gateway.api.schemas import (
     StorageCheck,
     problems,
 )
+from gateway.ledger.journal_service import JournalAppender
 from gateway.problems import PROBLEMS, Problem
 from gateway.storage import read_model
-from gateway.wiring import Components
+from gateway.wiring import Components, Role
 from node_client.contracts import MemberStatus
 from node_client.vocabulary import roles_of
 
@@ -44,7 +46,10 @@ def _failed(exc: Exception) -> str:
     return type(exc).__name__
 
 
-def _journal_check(c: Components) -> JournalCheck | None:
+def journal_check(c: Components) -> JournalCheck | None:
+    """The journal's health: this process's journal, or (a worker's) the one its primary publishes."""
+    if c.role is Role.WORKER and c.appender is not None:
+        return _worker_journal_check(c.appender, c.settings.journal_status_path)
     if c.journal is None or c.anchorer is None:
         return None
     last = c.journal.last_anchor()
@@ -65,6 +70,30 @@ def _journal_check(c: Components) -> JournalCheck | None:
         anchorLagSeconds=c.anchorer.lag_seconds,
         anchorError=c.anchorer.last_error,
     )
+
+
+#: how old the primary's published journal check may be before a worker calls it stale (it writes every 0.2 s)
+STATUS_STALE_S = 2.0
+
+
+def _worker_journal_check(appender: JournalAppender, status: Path) -> JournalCheck:
+    """A worker's journal is the primary's: its published check, failed if the primary does not answer or
+    has stopped publishing."""
+    try:
+        published = JournalCheck.model_validate_json(status.read_bytes())
+        age = time.time() - status.stat().st_mtime
+    except (OSError, ValueError):
+        published, age = None, 0.0
+    problem = None
+    if not appender.available:
+        problem = f"the journal writer (primary process) is unreachable: {appender.error!r}"
+    elif published is None or age > STATUS_STALE_S:
+        problem = "the primary process publishes no journal status"
+    if published is None:
+        return JournalCheck(ok=False, error=problem, size=0, anchoredSize=0, anchorLagSeconds=0.0, anchorError=None)
+    if problem is not None:
+        return published.model_copy(update={"ok": False, "error": problem})
+    return published
 
 
 def _chain_check(c: Components) -> tuple[ChainCheck, int]:
@@ -119,7 +148,7 @@ def healthz(c: ComponentsDep, response: Response) -> Health:
     c.metrics.indexer_catching_up.set(int(st.catching_up))
     if lag is not None:
         c.metrics.indexer_lag.set(lag)
-    journal = _journal_check(c)
+    journal = journal_check(c)
     ok = chain.ok and storage.ok and database.ok and indexer.ok and (journal is None or journal.ok)
     parts: dict[str, Any] = {"chain": chain, "storage": storage, "database": database, "indexer": indexer}
     if journal is not None:  # batch mode only: absent, not null, in strict mode
@@ -155,7 +184,7 @@ _METRICS: dict[int | str, dict[str, Any]] = {
 @router.get("/metrics", response_class=PlainTextResponse, responses=_METRICS)
 def metrics(c: ComponentsDep) -> Response:
     """Prometheus metrics."""
-    return Response(generate_latest(c.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(c.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/problems/{code}", response_class=HTMLResponse, responses=problems(404))

@@ -84,6 +84,13 @@ class Anchorer:
         since = self.journal.unanchored_since()
         return 0.0 if since is None else max(0.0, time.monotonic() - since)
 
+    def lagging(self, bound: float) -> str | None:
+        """Why no release may be journaled now (the oldest unanchored entry is older than ``bound`` s), or None."""
+        lag = self.lag_seconds
+        if lag <= bound:
+            return None
+        return f"the oldest journal entry has waited {lag:.0f}s for its anchor (bound {bound:.0f}s); nothing released"
+
     def _anchored_size(self) -> int:
         last = self.journal.last_anchor()
         return last.tree_size if last else 0

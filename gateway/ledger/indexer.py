@@ -134,6 +134,12 @@ class Indexer:
         self._at: tuple[int, bytes, int] | None = None  # (indexed block, its hash, its timestamp)
         self._generation = 0  # bumped before and after each page is applied: odd while writing
         self._page_done = threading.Condition()  # notified when a page has been applied
+        #: called after every change of the state above (the primary of several processes publishes it)
+        self.on_change: Callable[[Indexer], None] | None = None
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
 
     # ------------------------------------------------------------------ state
 
@@ -246,8 +252,10 @@ class Indexer:
             if self._at is None or self._at[0] != self._indexed:  # nothing to apply since the gateway started
                 at_hash, at_time = self._header(self._indexed)
                 self._generation += 1
+                self._changed()
                 self._at = (self._indexed, at_hash, at_time)
                 self._generation += 1
+                self._changed()
             if self._indexed >= confirmed:  # (a poll stopped mid-way leaves the rest to the next one)
                 self._note_unconfirmed(head)
             if self.member_names is not None:
@@ -259,6 +267,7 @@ class Indexer:
                 self._caught_up = True
                 self._seen_at = polled_at
             self._error = None
+            self._changed()
         return applied
 
     def start(self) -> None:
@@ -308,6 +317,7 @@ class Indexer:
             except Exception as exc:  # keep following; the error is visible in /healthz
                 self._error = f"{type(exc).__name__}: {exc}"
                 log.exception("indexer poll failed")
+            self._changed()  # an error unsyncs the workers' followers too
             self._stop.wait(self.poll_interval)
 
     def _next_span(self, span: int, events: int) -> int:
@@ -329,6 +339,7 @@ class Indexer:
         if self._at is not None and self.ledger.client.block_hash(self._at[0]) != self._at[1]:
             raise ChainReorganised(f"block {self._at[0]} was replaced while block {end} was read")
         self._generation += 1
+        self._changed()
         try:
             with self.db.write() as conn:
                 self._page_times = headers
@@ -341,6 +352,7 @@ class Indexer:
         finally:
             self._page_times = {}
             self._generation += 1
+            self._changed()
             with self._page_done:
                 self._page_done.notify_all()
         return len(events)
@@ -375,6 +387,7 @@ class Indexer:
             self.confirmations,
         )
         self._generation += 1
+        self._changed()
         try:
             with self.db.write() as conn:
                 read_model.clear(conn)
@@ -385,6 +398,7 @@ class Indexer:
             self._headers.clear()
         finally:
             self._generation += 1
+            self._changed()
 
     # ------------------------------------------------------------------ events
 

@@ -650,6 +650,11 @@ class Journal:
             return []
         return self._submit(list(entries)).future.result()
 
+    def submit(self, entries: Sequence[JournalEntry]) -> Future[list[int]]:
+        """Queues entries for the group commit without waiting; the future holds their indexes once durable
+        (the journal server answers a worker from it)."""
+        return self._submit(list(entries)).future
+
     async def append_async(self, entry: JournalEntry) -> int:
         """:meth:`append` for coroutines: awaits durability without blocking the event loop."""
         return (await asyncio.wrap_future(self._submit([entry]).future))[0]

@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 from eth_utils import to_checksum_address
 
+from node_client.deploy import OPTIONAL_METADATA
+
 __all__ = ["MemberNames"]
 
 log = logging.getLogger("hcl.gateway.members")
@@ -28,15 +30,21 @@ def _names(members: Iterable[Mapping[str, Any]]) -> dict[str, str]:
 
 
 def _metadata(members: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
-    """address → the off-chain metadata whose hash is on chain (``endpoint`` only for a gateway that has one)."""
+    """address → the off-chain metadata whose hash is on chain (``endpoint``, ``name_zh`` and ``name_en``
+    only for a member that has them, as :attr:`node_client.deploy.MemberSpec.metadata` hashes it)."""
     out: dict[str, dict[str, str]] = {}
     for m in members:
         address = to_checksum_address(m["address"])
         meta = {"name": str(m.get("name", "")), "kind": str(m.get("kind", "")), "address": address}
-        if m.get("endpoint"):
-            meta["endpoint"] = str(m["endpoint"])
+        for key in OPTIONAL_METADATA:
+            if m.get(key):
+                meta[key] = str(m[key])
         out[address] = meta
     return out
+
+
+#: which metadata key holds a member's name in each portal language
+NAME_KEYS = {"zh-CN": "name_zh", "zh": "name_zh", "en": "name_en"}
 
 
 class MemberNames(Mapping[str, str]):
@@ -73,6 +81,17 @@ class MemberNames(Mapping[str, str]):
     def metadata(self, address: str) -> dict[str, str] | None:
         """The member's off-chain metadata as the manifest has it (to be checked against its on-chain hash)."""
         return self._metadata.get(address)
+
+    def name(self, address: str, lang: str) -> str:
+        """The member's name in ``lang`` (zh-CN or en), else its ``name``; "" for an unnamed address."""
+        meta = self._metadata.get(address)
+        if meta is None:
+            return self._names.get(address, "")
+        return meta.get(NAME_KEYS.get(lang, ""), "") or meta["name"]
+
+    def in_language(self, lang: str) -> dict[str, str]:
+        """address → name in ``lang``: for code that takes a plain mapping (the health-code summary)."""
+        return {address: self.name(address, lang) for address in self._names}
 
     def member_added(self, address: str) -> None:
         """A ``MemberAdded`` was applied: look for this member's name until one appears."""

@@ -29,7 +29,7 @@ from gateway.api.deps import ComponentsDep
 from gateway.api.models import SignedGrantIn
 from gateway.api.records import discover
 from gateway.api.schemas import MyRecord
-from gateway.portal import i18n
+from gateway.portal import i18n, proof
 from gateway.portal.session import (
     ROLE_PAGES,
     RolePage,
@@ -78,12 +78,17 @@ def _formatter(c: Components) -> Callable[[int | float | None], str]:
     return dt
 
 
+def _short(a: str) -> str:
+    return f"{a[:8]}…{a[-6:]}" if a and len(a) > 16 else a
+
+
 def _render(
     request: Request, c: Components, name: str, status: int = 200, *, viewer: Viewer | None = None, **ctx: Any
 ) -> HTMLResponse:
     """A page or fragment; ``viewer`` is who the page acts as (shown in the header), never guessed."""
     lang = i18n.negotiate(request)
     v = viewer
+    short = _short
     response = templates.TemplateResponse(
         request,
         name,
@@ -93,8 +98,10 @@ def _render(
             "js_messages": i18n.js_messages(lang),
             "dt": _formatter(c),
             "viewer": v,
-            "viewer_name": c.member_names.get(v.address, "") if v else "",
-            "short": lambda a: f"{a[:8]}…{a[-6:]}" if a and len(a) > 16 else a,
+            "viewer_name": c.member_names.name(v.address, lang) if v else "",
+            "short": short,
+            # an institution as this page's reader names it (name_zh / name_en), else its shortened address
+            "member": lambda a: (c.member_names.name(a, lang) or short(a)) if a else "",
             "term": lambda t: t.zh if lang == "zh-CN" else t.en,
             "fhir_type": lambda rt: i18n.translator(lang)(f"fhir_{rt}") if rt in i18n.FHIR_TYPES else rt,
             "dev": c.ledger.dev,
@@ -141,7 +148,7 @@ def role_page(page: str, request: Request, c: ComponentsDep) -> HTMLResponse:
         return not_found(request, c)
     v = viewer(request, c, page)
     forbidden = v is not None and not _allowed(page, v)
-    ctx = PAGE_DATA[page](c, v) if v is not None and not forbidden else {}
+    ctx = PAGE_DATA[page](c, v, i18n.negotiate(request)) if v is not None and not forbidden else {}
     return _render(request, c, "role_page.html", page=page, viewer=v, forbidden=forbidden, **ctx)
 
 
@@ -154,17 +161,19 @@ def role_sections(page: str, request: Request, c: ComponentsDep) -> HTMLResponse
     v = require_viewer(request, c, page)
     if not _allowed(page, v):
         return _render(request, c, "forbidden.html", status=403, page=page, viewer=v)
-    return _render(request, c, f"{page}_sections.html", page=page, viewer=v, **PAGE_DATA[page](c, v))
+    return _render(
+        request, c, f"{page}_sections.html", page=page, viewer=v, **PAGE_DATA[page](c, v, i18n.negotiate(request))
+    )
 
 
 # ---------------------------------------------------------------- page data
 
 
-def _providers(c: Components) -> list[dict[str, Any]]:
+def _providers(c: Components, lang: str) -> list[dict[str, Any]]:
     return [
         {
             "address": m.address,
-            "name": c.member_names.get(m.address, "") or m.address,
+            "name": c.member_names.name(m.address, lang) or m.address,
             "roles": roles_of(m.roles),
         }
         for m in read_model.active_members(c.db)
@@ -172,7 +181,7 @@ def _providers(c: Components) -> list[dict[str, Any]]:
     ]
 
 
-def _patient(c: Components, v: Viewer) -> dict[str, Any]:
+def _patient(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
     c.indexer.require_complete()
     records = me.my_records(c, v.address).records
     by_category: dict[str, list[MyRecord]] = {}
@@ -190,7 +199,7 @@ def _patient(c: Components, v: Viewer) -> dict[str, Any]:
         "purpose_of": {t.slug: t for t in PURPOSES},
         "categories": CATEGORIES,
         "purposes": PURPOSES,
-        "providers": _providers(c),
+        "providers": _providers(c, lang),
         "consents": consents.consents,
         "access": me.my_access_log(c, v.address),
         "guardians": guardians,
@@ -198,7 +207,7 @@ def _patient(c: Components, v: Viewer) -> dict[str, Any]:
     }
 
 
-def _hospital(c: Components, v: Viewer) -> dict[str, Any]:
+def _hospital(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
     return {
         "emergency_categories": [t for t in CATEGORIES if t.emergency_safe],
         "can_break_glass": bool(v.roles & int(Role.EMERGENCY)),
@@ -228,7 +237,7 @@ def _reports(c: Components) -> list[dict[str, Any]]:
     return out
 
 
-def _auditor(c: Components, v: Viewer) -> dict[str, Any]:
+def _auditor(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
     c.indexer.require_complete()
     per_member: Counter[str] = Counter(read_model.access_counts(c.db))
     journal_size = c.journal.size if c.journal is not None else 0
@@ -240,7 +249,7 @@ def _auditor(c: Components, v: Viewer) -> dict[str, Any]:
             "accessId": "0x" + e.access_id.hex(),
             "patient": e.patient,
             "member": e.member,
-            "memberName": c.member_names.get(e.member, ""),
+            "memberName": c.member_names.name(e.member, lang),
             "time": e.time,
             "validUntil": e.valid_until,
             "reason": reasons.get(e.access_id),
@@ -261,7 +270,7 @@ def _auditor(c: Components, v: Viewer) -> dict[str, Any]:
         },
         "emergencies": emergencies,
         "per_member": [
-            {"address": a, "name": c.member_names.get(a, ""), "count": n} for a, n in per_member.most_common()
+            {"address": a, "name": c.member_names.name(a, lang), "count": n} for a, n in per_member.most_common()
         ],
         "reports": _reports(c),
         "reports_dir": _report_dir(c),
@@ -269,7 +278,7 @@ def _auditor(c: Components, v: Viewer) -> dict[str, Any]:
 
 
 #: what each role page shows (computed only for a viewer allowed to see it)
-PAGE_DATA: dict[str, Callable[[Components, Viewer], dict[str, Any]]] = {
+PAGE_DATA: dict[str, Callable[[Components, Viewer, str], dict[str, Any]]] = {
     "patient": _patient,
     "hospital": _hospital,
     "auditor": _auditor,
@@ -297,7 +306,7 @@ def open_session(body: SessionIn, request: Request, c: ComponentsDep) -> JSONRes
     response = JSONResponse(
         {
             "address": address,
-            "name": c.member_names.get(address, ""),
+            "name": c.member_names.name(address, i18n.negotiate(request)),
             "page": body.page,
             "roles": roles_of(v.roles),
             "home": v.home,
@@ -377,7 +386,7 @@ def make_code(body: SignedGrantIn, request: Request, c: ComponentsDep) -> HTMLRe
     domain = c.ledger.consents.domain()
     text = hc.encode(signed, domain)
     code = hc.qr(text)
-    summary = hc.summary(signed, domain, members=c.member_names)
+    summary = hc.summary(signed, domain, members=c.member_names.in_language(i18n.negotiate(request)))
     return _render(
         request,
         c,
@@ -417,7 +426,8 @@ async def preview(
         raise Problem("invalid_request", "upload a picture of the code or paste its text")
     try:
         signed, domain = hc.decode(code_text)
-        summary = hc.summary(signed, domain, ledger=c.ledger, members=c.member_names)
+        names = c.member_names.in_language(i18n.negotiate(request))
+        summary = hc.summary(signed, domain, ledger=c.ledger, members=names)
     except hc.HealthCodeError as exc:
         raise Problem("invalid_request", f"not a valid health code: {exc}") from None
     except ChainUnavailable as exc:
@@ -497,10 +507,16 @@ def transaction(tx_hash: str, request: Request, c: ComponentsDep) -> HTMLRespons
                         "contract": type(contract).__name__,
                         "event": decoded["event"],
                         "args": {k: _show(v) for k, v in decoded["args"].items()},
+                        "raw": dict(decoded["args"]),
                     }
                 )
                 break
     block = client.rpc(lambda: client.w3.eth.get_block(receipt["blockNumber"]))
+    lang = i18n.negotiate(request)
+    t, dt = i18n.translator(lang), _formatter(c)
+    for e in events:
+        e["facts"] = proof.facts(c, e["raw"], lang, t, dt)
+    verified, sentence = proof.verdict(receipt, events, t)
     return _render(
         request,
         c,
@@ -510,6 +526,8 @@ def transaction(tx_hash: str, request: Request, c: ComponentsDep) -> HTMLRespons
         events=events,
         block_time=int(block["timestamp"]),
         sender=receipt["from"],
+        verified=verified,
+        verdict=sentence,
     )
 
 

@@ -34,6 +34,7 @@ from gateway import errors
 from gateway.access.policy import Confirmed, Decision, NeedsChain, StaleView, StateView
 from gateway.crashpoints import crashpoint
 from gateway.ledger.journal import JournalEntry, JournalUnavailable
+from gateway.ledger.journal_service import AnchorsLagging
 from gateway.ledger.strict_commit import Committed
 from gateway.settings import LedgerMode
 from gateway.storage import read_model, record_keys
@@ -286,10 +287,12 @@ def release(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Re
     if c.settings.ledger_mode is LedgerMode.STRICT:
         ledger_info = _log_access(c, p, caller, record_id, purpose)
     else:
-        assert c.journal is not None  # built with batch mode
+        assert c.appender is not None  # built with batch mode
         _check_anchor_lag(c)
         try:
-            index = c.journal.append(_entry(p))
+            index = c.appender.append(_entry(p))
+        except AnchorsLagging as exc:  # a worker's: the primary checked its anchorer
+            raise errors.AnchorLagging(str(exc)) from exc
         except JournalUnavailable as exc:
             raise errors.JournalUnavailable("the access could not be journaled; nothing released") from exc
         ledger_info = {"mode": "batch", "journalIndex": index}
@@ -353,11 +356,9 @@ def _strict_logged(c: Components, p: _Prepared, caller: str, purpose: int, done:
 
 def _check_anchor_lag(c: Components) -> None:
     """Batch mode: no release while the oldest unanchored entry is older than ``max_anchor_lag``."""
-    if c.anchorer is not None and c.anchorer.lag_seconds > c.settings.max_anchor_lag:
-        raise errors.AnchorLagging(
-            f"the oldest journal entry has waited {c.anchorer.lag_seconds:.0f}s for its anchor"
-            f" (bound {c.settings.max_anchor_lag:.0f}s); nothing released"
-        )
+    problem = c.anchorer.lagging(c.settings.max_anchor_lag) if c.anchorer is not None else None
+    if problem is not None:
+        raise errors.AnchorLagging(problem)
 
 
 async def release_async(c: Components, *, caller: str, record_id: bytes, purpose: int) -> Release:
@@ -367,7 +368,7 @@ async def release_async(c: Components, *, caller: str, record_id: bytes, purpose
     lagging read model, a refusal that needs the chain's reason — runs :func:`release` in the thread
     pool. Same checks, same order, same result."""
     strict = c.settings.ledger_mode is LedgerMode.STRICT
-    ledger_ready = c.strict is not None if strict else c.journal is not None
+    ledger_ready = c.strict is not None if strict else c.appender is not None
     if not ledger_ready or c.store.remote or not c.policy.cache_ready():
         return await run_in_threadpool(release, c, caller=caller, record_id=record_id, purpose=purpose)
     try:
@@ -378,10 +379,12 @@ async def release_async(c: Components, *, caller: str, record_id: bytes, purpose
     if strict:
         ledger_info = await _log_access_async(c, p, caller, record_id, purpose)
     else:
-        assert c.journal is not None
+        assert c.appender is not None
         _check_anchor_lag(c)
         try:
-            index = await c.journal.append_async(_entry(p))
+            index = await c.appender.append_async(_entry(p))
+        except AnchorsLagging as exc:
+            raise errors.AnchorLagging(str(exc)) from exc
         except JournalUnavailable as exc:
             raise errors.JournalUnavailable("the access could not be journaled; nothing released") from exc
         ledger_info = {"mode": "batch", "journalIndex": index}

@@ -4,9 +4,8 @@ and ``audit-events.json`` (a FHIR R4 Bundle of AuditEvent)."""
 from __future__ import annotations
 
 import csv
-import html
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from node_client.audit.html_report import ReportLanguage, render
 from node_client.audit.model import AccessRow, AuditReport, detail_rows
 
 __all__ = ["write_outputs"]
@@ -47,9 +47,12 @@ def _iso(t: int) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
-def write_outputs(report: AuditReport, folder: Path, *, detail: str = "all") -> dict[str, Path]:
-    """Writes ``report.json`` (machine), ``accesses.csv`` (spreadsheets), ``report.html`` (a person)
-    and ``audit-events.json`` (a FHIR R4 Bundle of AuditEvent) into ``folder``; returns the paths.
+def write_outputs(
+    report: AuditReport, folder: Path, *, detail: str = "all", language: ReportLanguage | None = None
+) -> dict[str, Path]:
+    """Writes ``report.json`` (machine), ``accesses.csv`` (spreadsheets), ``report.html`` (a person, in
+    ``language``: English by default) and ``audit-events.json`` (a FHIR R4 Bundle of AuditEvent) into
+    ``folder``; returns the paths.
 
     ``detail="issues"`` lists per access only those that are not ``ok`` (anomalous, for review,
     pending) in the JSON, CSV and FHIR outputs; summaries and the HTML tables still count every
@@ -73,115 +76,9 @@ def write_outputs(report: AuditReport, folder: Path, *, detail: str = "all") -> 
             d["kinds"] = ";".join(r.kinds)
             d["time_iso"] = _iso(r.time)
             w.writerow({k: d.get(k) for k in _CSV_FIELDS})
-    paths["html"].write_text(_html(report), encoding="utf-8")
+    paths["html"].write_text(render(report, language or ReportLanguage()), encoding="utf-8")
     paths["fhir"].write_bytes(orjson.dumps(_fhir_bundle(report, rows), option=orjson.OPT_INDENT_2))
     return paths
-
-
-# ---------------------------------------------------------------------------------------- HTML
-
-_STYLE = (
-    "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;"
-    "margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;font-size:.9em}"
-    ".error{background:#fde2e2}.review{background:#fff4d6}.ok{color:#176f2c}.bad{color:#b00020}"
-    "code{font-size:.85em}</style></head><body>"
-)
-
-
-def _html(report: AuditReport) -> str:
-    e = html.escape
-    s = report.summary
-    verdict = "CLEAN" if report.exit_code == 0 else "ANOMALIES FOUND"
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>HealthCode Ledger audit</title>",
-        _STYLE,
-        "<h1>HealthCode Ledger audit</h1>",
-        f"<p>Chain {report.chain_id}, blocks {report.from_block}–{report.to_block}, generated {e(report.generated_at)}.</p>",
-        f"<h2 class='{'ok' if report.exit_code == 0 else 'bad'}'>{verdict}</h2>",
-        "<table><tr><th>accesses</th><th>ok</th><th>review</th><th>anomalous</th><th>pending</th>"
-        "<th>errors</th><th>journal entries</th><th>anchors</th></tr>",
-        f"<tr><td>{s['accesses']}</td><td>{s['accesses_ok']}</td><td>{s['accesses_review']}</td>"
-        f"<td>{s['accesses_anomalous']}</td><td>{s['accesses_pending']}</td><td>{s['errors']}</td>"
-        f"<td>{s['journal_entries']}</td><td>{s['anchors']}</td></tr></table>",
-        "<h2>Anomalies</h2>",
-    ]
-    parts += _html_anomalies(report)
-    parts += _html_gateways(report)
-    for title, key in (("Per institution", "requester"), ("Per patient", "patient")):
-        parts += _html_groups(report, title, key)
-    parts += _html_timeline(report)
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def _html_anomalies(report: AuditReport) -> list[str]:
-    e = html.escape
-    if not report.anomalies:
-        return ["<p class='ok'>None.</p>"]
-    parts = ["<table><tr><th>severity</th><th>kind</th><th>message</th><th>evidence</th></tr>"]
-    for a in sorted(report.anomalies, key=lambda a: a.severity != "error"):
-        ev = "<br>".join(f"{e(str(k))}: <code>{e(str(v))}</code>" for k, v in a.evidence.items() if v is not None)
-        parts.append(
-            f"<tr class='{a.severity}'><td>{a.severity}</td><td>{e(a.kind)}</td><td>{e(a.message)}</td><td>{ev}</td></tr>"
-        )
-    parts.append("</table>")
-    return parts
-
-
-def _html_gateways(report: AuditReport) -> list[str]:
-    """Per gateway: whose journal was given (and how it was recognised), its anchors, its accesses."""
-    e = html.escape
-    by_gw: dict[str, dict[str, Any]] = report.summary.get("by_gateway") or {}
-    if not by_gw:
-        return []
-    how = {j["gateway"]: j["matched_by"] for j in report.summary.get("journals") or [] if j.get("gateway")}
-    parts = [
-        "<h2>Per gateway</h2><table><tr><th>gateway</th><th>journal</th><th>anchors</th><th>strict</th>"
-        "<th>journal entries</th><th>ok</th><th>review</th><th>anomalous</th><th>pending</th></tr>"
-    ]
-    for g, c in by_gw.items():
-        label = (g or "(none)") + (f" ({c['name']})" if c.get("name") else "")
-        journal = f"{c['journal_file']} ({how.get(g, '')})" if c.get("journal_file") else ""
-        journal = journal or ("not given" if c["anchors"] else "")  # no anchors: a strict-mode gateway
-        counts = "".join(
-            f"<td>{c[k]}</td>" for k in ("anchors", "strict", "journal", "ok", "review", "anomaly", "pending")
-        )
-        parts.append(f"<tr><td>{e(label)}</td><td>{e(journal)}</td>{counts}</tr>")
-    parts.append("</table>")
-    return parts
-
-
-def _html_groups(report: AuditReport, title: str, key: str) -> list[str]:
-    """Accesses per institution (``key="requester"``) or per patient, by status."""
-    e = html.escape
-    groups: dict[str, Counter[str]] = defaultdict(Counter)
-    for r in report.accesses:
-        label = r.requester + (f" ({r.requester_name})" if key == "requester" and r.requester_name else "")
-        groups[label if key == "requester" else r.patient][r.status] += 1
-    parts = [
-        f"<h2>{title}</h2><table><tr><th>{key}</th><th>accesses</th><th>ok</th><th>review</th>"
-        "<th>anomalous</th><th>pending</th></tr>"
-    ]
-    for label, c in sorted(groups.items()):
-        parts.append(
-            f"<tr><td>{e(label)}</td><td>{sum(c.values())}</td><td>{c['ok']}</td><td>{c['review']}</td>"
-            f"<td>{c['anomaly']}</td><td>{c['pending']}</td></tr>"
-        )
-    parts.append("</table>")
-    return parts
-
-
-def _html_timeline(report: AuditReport) -> list[str]:
-    by_hour: Counter[str] = Counter(_iso(r.time)[:13] for r in report.accesses)
-    if not by_hour:
-        return []
-    top = max(by_hour.values())
-    parts = ["<h2>Accesses over time (per hour)</h2><table>"]
-    for hour, count in sorted(by_hour.items()):
-        bar = "█" * max(1, round(40 * count / top))
-        parts.append(f"<tr><td>{html.escape(hour)}:00Z</td><td>{count}</td><td>{bar}</td></tr>")
-    parts.append("</table>")
-    return parts
 
 
 # ---------------------------------------------------------------------------------------- FHIR

@@ -26,6 +26,7 @@ from node_client._exceptions import DeploymentError
 from node_client.deploy import (
     DEV_ADMINS,
     DEV_CONSORTIUM,
+    DEV_NAMES_ZH,
     DEV_THRESHOLD,
     MemberSpec,
     dev_encryption_key,
@@ -61,6 +62,7 @@ class Institution:
     admin: bool = False
     validator: bool = False
     gateway: bool = False  # runs a gateway of its own, a member apart (see :attr:`gateway_name`)
+    name_zh: str = ""  # the Chinese name the portal and the audit report show (``name`` when empty)
 
     @property
     def slug(self) -> str:
@@ -71,6 +73,16 @@ class Institution:
     def gateway_name(self) -> str:
         """The member name of the institution's gateway."""
         return f"{self.name} gateway"
+
+    @property
+    def gateway_name_zh(self) -> str:
+        return f"{self.name_zh}网关" if self.name_zh else ""
+
+    def member(self, address: str, roles: int, public: bytes, *, gateway: bool = False) -> MemberSpec:
+        """Its member (or its gateway's), with the localised names in the hashed metadata."""
+        name, zh = (self.gateway_name, self.gateway_name_zh) if gateway else (self.name, self.name_zh)
+        kind = "gateway" if gateway else self.kind
+        return MemberSpec(address, roles, public, name, kind, name_zh=zh, name_en=name if zh else "")
 
     @property
     def gateway_slug(self) -> str:
@@ -133,8 +145,15 @@ class Consortium:
             raise DeploymentError(f"a dev network has 1 to {len(hosts)} validators, not {validators}")
         chosen = {entry[2] for entry in hosts[:validators]}
         institutions = tuple(
-            Institution(name, kind, roles, validator=name in chosen, gateway=name in chosen and kind != "gateway")
-            for _i, roles, name, kind in DEV_CONSORTIUM
+            Institution(
+                name,
+                kind,
+                roles,
+                validator=name in chosen,
+                gateway=name in chosen and kind != "gateway",
+                name_zh=DEV_NAMES_ZH[i],
+            )
+            for i, roles, name, kind in DEV_CONSORTIUM
         )
         return cls(DEV_CHAIN_ID_NETWORK, DEV_THRESHOLD, institutions, dev=True)
 
@@ -179,6 +198,7 @@ def _institution(raw: dict[str, Any]) -> Institution:
         admin=bool(raw.get("admin", False)),
         validator=bool(raw.get("validator", False)),
         gateway=bool(raw.get("gateway", False)),
+        name_zh=str(raw.get("name_zh", "")),
     )
 
 
@@ -225,7 +245,7 @@ def materialise(
             keys.admins.append(account)
         jwk = folder / "keys" / f"{inst.slug}.x25519.jwk"
         public = _public_x25519(jwk)
-        keys.members.append(MemberSpec(account.address, inst.roles, public, inst.name, inst.kind))
+        keys.members.append(inst.member(account.address, inst.roles, public))
     for n, inst in enumerate(consortium.gateways):
         spec = _gateway_member(consortium, inst, n, folder, password, keys)
         keys.gateways[inst.name] = replace(spec, endpoint=(endpoints or {}).get(inst.name, ""))
@@ -237,16 +257,16 @@ def _gateway_member(
     consortium: Consortium, inst: Institution, n: int, folder: Path, password: str, keys: Keys
 ) -> MemberSpec:
     """The ``n``-th gateway's member: dev account ``20 + n`` on a dev network, fresh keys otherwise."""
-    roles, kind = int(Role.GATEWAY), "gateway"
+    roles = int(Role.GATEWAY)
     if consortium.dev:
         index = DEV_GATEWAY_ACCOUNTS + n
         keys.gateway_dev_accounts[inst.name] = index
-        return MemberSpec(dev_account(index).address, roles, dev_encryption_key(index)[1], inst.gateway_name, kind)
+        return inst.member(dev_account(index).address, roles, dev_encryption_key(index)[1], gateway=True)
     path = folder / "keys" / f"{inst.gateway_slug}.json"
     account = _keystore(path, password)
     keys.gateway_keystores[inst.name] = path
     public = _public_x25519(folder / "keys" / f"{inst.gateway_slug}.x25519.jwk")
-    return MemberSpec(account.address, roles, public, inst.gateway_name, kind)
+    return inst.member(account.address, roles, public, gateway=True)
 
 
 def _keystore(path: Path, password: str) -> LocalAccount:

@@ -14,6 +14,7 @@ and state that is saved is first checked by axe-core against WCAG 2.1 A and AA (
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,9 +164,9 @@ def test_health_code_story_from_patient_to_hospital_and_back(
     assert hospital.get_by_role("button", name="打开：检验结果 · ").count() >= 1, names
     lab = hospital.locator("#records-found tbody tr", has_text="检验结果").first
     lab.locator("button[data-action=open-record]").click()
-    hospital.wait_for_selector("#record-resources li")
-    opened = hospital.inner_text("#record-resources")
-    assert "观察结果" in opened and "Hemoglobin A1c" in opened, opened[:500]
+    hospital.wait_for_selector("#record-view[data-ready]")
+    opened = hospital.inner_text("#record-view")
+    assert "检验与观察结果" in opened and "Hemoglobin A1c" in opened, opened[:500]
     # on a zh-CN page the resource types and dates are Chinese too (the coded display text is the data's)
     assert "Observation" not in opened and "年" in opened and "T0" not in opened, opened[:500]
     shot(hospital, "05-hospital-record-open")
@@ -184,7 +185,7 @@ def test_health_code_story_from_patient_to_hospital_and_back(
     ]
     assert ts == access["time"]
     text = entry.inner_text()
-    assert "Riverside Community Health Centre" in text and "检验结果" in text and local_time(gw, ts) in text
+    assert "河滨社区卫生服务中心" in text and "检验结果" in text and local_time(gw, ts) in text
     assert entry.locator("a[href^='/portal/tx/0x']").count() == 1
     shot(patient, "06-patient-timeline")
 
@@ -192,13 +193,15 @@ def test_health_code_story_from_patient_to_hospital_and_back(
     href = entry.locator("a[href^='/portal/tx/0x']").get_attribute("href")
     proof = new_page()
     proof.goto(gw.url + href)
+    assert "联盟链第" in proof.inner_text("#proof-verdict") and "已验证" in proof.inner_text("#proof-verdict")
+    proof.click("#proof-technical summary")
     assert "AccessLedger.AccessLogged" in proof.inner_text("main")
     shot(proof, "07-ledger-proof")
 
     # she revokes (the key is gone after the reload: unlock again), one click and a confirmation
     unlock(patient, keys / "wang.json")
     patient.on("dialog", lambda d: d.accept())
-    row = patient.locator("#consents tr[data-state=active]", has_text="Riverside").first
+    row = patient.locator("#consents tr[data-state=active]", has_text="河滨社区卫生服务中心").first
     row.locator("button[data-action=revoke]").click()
     patient.wait_for_selector("#consents tr[data-state=revoked]")
     shot(patient, "08-patient-revoked")
@@ -210,6 +213,104 @@ def test_health_code_story_from_patient_to_hospital_and_back(
     assert error.get_attribute("data-code") == "consent_revoked"
     assert "患者已撤销授权" in error.inner_text() and "revoked" in error.inner_text()
     shot(hospital, "09-hospital-refused")
+
+
+#: a result with a reference range and one with an interpretation code, as other labs send them
+FLAGGED = {
+    "resourceType": "Bundle",
+    "entry": [
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}], "text": "Glucose"},
+                "effectiveDateTime": "2024-05-02",
+                "valueQuantity": {"value": 7.84321, "unit": "mmol/L", "code": "mmol/L"},
+                "referenceRange": [{"low": {"value": 3.9}, "high": {"value": 6.1}}],
+            }
+        },
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "code": {"text": "Potassium"},
+                "effectiveDateTime": "2024-05-01",
+                "valueQuantity": {"value": 3.1, "unit": "mmol/L"},
+                "interpretation": [{"coding": [{"code": "L"}]}],
+            }
+        },
+    ],
+}
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+def test_the_opened_record_reads_like_a_lab_sheet(net: tuple[RunningGateway, Path], new_page: Any, lang: str) -> None:
+    """The hospital opens Wang's lab results: one row per test, the latest on top, rounded with its unit,
+    HbA1c's two results as a trend plot; the medications as a table; the raw JSON behind a <details>."""
+    gw, keys = net
+    wang, hospital = dev(WANG).address, dev(HOSPITAL).address
+    now = gw.client.block_timestamp()
+    gw.ledger.consents.grant(dev(WANG), hospital, (1 << 4) | (1 << 2), 1, now, now + 86400)  # lab, medications
+    page = new_page()
+    page.goto(f"{gw.url}/portal/hospital?lang={lang}")
+    unlock(page, keys / "hospital.json", enc_key=keys / "hospital.x25519.jwk")
+    page.fill("#patient", wang)
+    page.click("#records-form button[type=submit]")
+    lab_name = "检验结果" if lang == "zh-CN" else "Laboratory results"
+    page.locator("#records-found tbody tr", has_text=lab_name).first.locator("button").click()
+    page.wait_for_selector("#record-view[data-ready]")
+    hba1c = page.locator("#record-results tr[data-code='4548-4']")
+    assert hba1c.get_attribute("data-count") == "2"
+    assert re.search(r"\b\d\.\d %", hba1c.locator(".value").inner_text()), hba1c.inner_text()
+    assert not re.search(r"\d\.\d{4,}", page.inner_text("#record-results")), "unrounded values"
+    plot = hba1c.locator("svg.trend[role=img]")
+    assert plot.get_attribute("data-points") == "2" and "Hemoglobin A1c" in (plot.locator("title").text_content() or "")
+    times = [
+        t
+        for t in page.locator("#record-results tbody tr td:nth-child(4) time").evaluate_all(
+            "ts => ts.map(t => t.getAttribute('datetime'))"
+        )
+    ]
+    assert times == sorted(times, reverse=True), times  # newest first
+    assert page.locator("#record-view details summary").inner_text() in ("原始 FHIR JSON", "Raw FHIR JSON")
+    shot(page, f"50-{lang}-record-view-lab")
+    page.set_viewport_size({"width": 320, "height": 640})  # on a phone: one card per result, the plot fits
+    assert_fits(page, 320, f"53-{lang}-record-view-phone")
+
+    flags = page.evaluate(
+        "b => { const v = document.querySelector('#record-view'); v.replaceChildren(window.hclRecord.render(b,"
+        " { t: (k) => k, date: (d) => d, typeName: (x) => x })); return [...v.querySelectorAll('abbr.flag')]"
+        ".map(a => a.textContent + ' ' + a.closest('tr').querySelector('.value').textContent); }",
+        FLAGGED,
+    )
+    assert flags == ["H 7.8 mmol/L", "L 3.1 mmol/L"], flags
+
+    med_name = "用药与处方" if lang == "zh-CN" else "Medications and prescriptions"
+    page.locator("#records-found tbody tr", has_text=med_name).first.locator("button").click()
+    page.wait_for_selector("#record-view[data-ready] #record-medications tbody tr")
+    headers = page.locator("#record-medications th[scope=col]").all_inner_texts()
+    assert headers == (
+        ["药品", "状态", "用法用量", "开具日期 / 有效期"]
+        if lang == "zh-CN"
+        else ["Medication", "Status", "Dosage", "Prescribed / valid until"]
+    )
+    shot(page, f"51-{lang}-record-view-medications")
+
+    # the proof of that read, in words first: the verdict, who read what and why, the raw event folded away
+    tx = page.inner_text("#record-view p.muted").split(": ")[-1].split("：")[-1].strip()
+    page.goto(f"{gw.url}/portal/tx/{tx}?lang={lang}")
+    block = gw.client.w3.eth.get_transaction_receipt(tx)["blockNumber"]
+    verdict = page.inner_text("#proof-verdict")
+    assert verdict == (
+        f"此次访问已记录在联盟链第 {block} 号区块中；已验证。"
+        if lang == "zh-CN"
+        else f"This access is in block {block} of the consortium ledger; verified."
+    )
+    facts = page.inner_text("dl.facts")
+    if lang == "zh-CN":
+        assert "市第一人民医院" in facts and "用药与处方" in facts and "诊疗" in facts and "否" in facts, facts
+    else:
+        assert "City First People's Hospital" in facts and "Medications and prescriptions" in facts, facts
+    assert not page.locator("#proof-technical").evaluate("d => d.open")
+    shot(page, f"52-{lang}-ledger-proof-readable")
 
 
 def wait_indexed(gw: RunningGateway) -> None:
@@ -618,7 +719,7 @@ def test_keyboard_only_each_role_keeps_the_focus(net: tuple[RunningGateway, Path
     press_and_keep_focus(hospital, "Enter", "#records-found tbody tr", "find records")
     assert hospital.get_by_role("button", name="Open: Medications and prescriptions · ").count() >= 1
     tab_to(hospital, "button[data-action=open-record]")
-    assert press_and_keep_focus(hospital, "Enter", "#record-resources li", "open record") == "h3"
+    assert press_and_keep_focus(hospital, "Enter", "#record-view[data-ready]", "open record") == "h3"
     shot(hospital, "22-hospital-keyboard")
 
     patient.on("dialog", lambda d: d.accept())

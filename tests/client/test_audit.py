@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from node_client.audit import AuditReport, replay, write_outputs
+from node_client.audit.html_report import ReportLanguage, member_names
 from node_client.audit_cli import audit_app
 from node_client.commitments import reason_commitment
 from node_client.contracts import Action
@@ -112,6 +113,23 @@ def test_clean_strict_ledger_has_no_errors_and_lists_the_emergency_for_review(st
     assert {e["resource"]["resourceType"] for e in bundle["entry"]} == {"AuditEvent"}
 
 
+def test_the_html_report_in_chinese_names_institutions_and_says_the_verdict_first(strict, tmp_path: Path) -> None:
+    """``--lang zh``: the verdict sentence first, institutions by their Chinese names, purposes by label,
+    local times; the raw evidence only in the folded technical detail."""
+    gw, _records = strict
+    report = replay(gw.client, gw.manifest)
+    language = ReportLanguage("zh", "Asia/Shanghai", member_names(gw.manifest.members, "zh"))
+    page = write_outputs(report, tmp_path / "zh", language=language)["html"].read_text()
+    assert "<html lang='zh-CN'>" in page and "无异常" in page
+    sentence = f"联盟链第 {report.from_block}–{report.to_block} 号区块中的全部 4 次访问均有授权并已上链记录；已验证。"
+    assert sentence in page and page.index(sentence) < page.index("<details")
+    assert "市第一人民医院" in page and "City First" not in page.split("<details")[0]
+    assert f"访问机构: 市第一人民医院 ({dev(HOSPITAL).address})" in page  # the emergency to review, by name
+    assert " CST" in page and "purpose: 1" not in page.split("<details")[0]
+    english = write_outputs(report, tmp_path / "en")["html"].read_text()
+    assert "All 4 accesses in blocks" in english and "City First People&#x27;s Hospital" in english
+
+
 def test_emergency_reasons_open_their_commitments(strict, tmp_path: Path) -> None:
     """The auditor fetches the gateway's emergency reasons and checks each against the chain's commitment;
     a reason changed afterwards, or one for no window, is reported."""
@@ -153,6 +171,9 @@ def test_cli_exit_codes_and_json(strict, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert orjson.loads(res.stdout)["summary"]["accesses"] == 4
     assert (out / "report.json").exists() and (out / "accesses.csv").exists()
+    zh = runner.invoke(audit_app, [*args[:-1], str(tmp_path / "zh"), "--lang", "zh", "--json"])
+    assert zh.exit_code == 0 and "市第一人民医院" in (tmp_path / "zh" / "report.html").read_text()
+    assert runner.invoke(audit_app, [*args, "--lang", "fr", "--json"]).exit_code == 2
     bad = runner.invoke(audit_app, [*args[:-4], "--manifest", str(tmp_path / "missing.json"), "--json"])
     assert bad.exit_code == 2
     journal = tmp_path / "j.jsonl"

@@ -38,12 +38,31 @@ def test_the_metadata_hash_of_a_member_without_an_endpoint_is_unchanged() -> Non
     )
     assert _spec().metadata_hash == hashlib.sha256(legacy).digest() == metadata_hash(_spec().metadata)
     assert set(_spec().metadata) == {"name", "kind", "address"}
-    # the dev consortium's hashes, as Hardhat deployments registered them
+    # the dev consortium's hashes: its localised names are hashed with the rest (a member without them,
+    # like every manifest written before they existed, hashes name, kind and address only, as above)
     hospital = next(m for m in dev_members() if m.kind == "hospital")
+    base = {"name": hospital.name, "kind": "hospital", "address": dev_account(4).address}
+    assert hospital.name_zh == "市第一人民医院"
     assert (
         hospital.metadata_hash.hex()
-        == metadata_hash({"name": hospital.name, "kind": "hospital", "address": dev_account(4).address}).hex()
+        == metadata_hash({**base, "name_zh": "市第一人民医院", "name_en": hospital.name}).hex()
     )
+
+
+def test_a_consortium_file_gives_an_institution_and_its_gateway_chinese_names(tmp_path: Path) -> None:
+    from node_client.network.consortium import Consortium
+
+    path = _file(
+        tmp_path,
+        '[[institution]]\nname = "Hill Hospital"\nname_zh = "山城医院"\nkind = "hospital"\nroles = ["hospital"]\n'
+        "admin = true\nvalidator = true\ngateway = true\n",
+    )
+    (inst,) = Consortium.load(path).institutions
+    member = inst.member(ADDRESS, int(Role.HOSPITAL), b"\x01" * 32)
+    gateway = inst.member(ADDRESS, int(Role.GATEWAY), b"\x01" * 32, gateway=True)
+    assert (member.name_zh, member.name_en) == ("山城医院", "Hill Hospital")
+    assert (gateway.name_zh, gateway.name_en, gateway.kind) == ("山城医院网关", "Hill Hospital gateway", "gateway")
+    assert Consortium.development(1).institutions[1].name_zh == "市第一人民医院"
 
 
 def test_an_endpoint_is_part_of_the_hashed_metadata() -> None:

@@ -55,11 +55,9 @@ def test_every_message_the_templates_and_the_script_use_exists_in_both_languages
     used: set[str] = set()
     for path in (ROOT / "gateway" / "portal" / "templates").glob("*.html"):
         used |= set(re.findall(r"""\bt\(\s*["']([a-z_A-Z0-9 .-]+)["']\s*\)""", path.read_text()))
-    used |= set(
-        re.findall(
-            r"""\bt\(\s*["']([a-z_0-9]+)["']\s*\)""", (ROOT / "gateway" / "portal" / "static" / "portal.js").read_text()
-        )
-    )
+    for script in ("portal.js", "record_view.js"):
+        text = (ROOT / "gateway" / "portal" / "static" / script).read_text()
+        used |= set(re.findall(r"""\bt\(\s*["']([a-z_0-9]+)["']\s*\)""", text))
     assert used, "no t(...) calls found: the pattern is wrong"
     missing = sorted(k for k in used if k not in i18n.MESSAGES)
     assert not missing, missing
@@ -144,6 +142,8 @@ def test_each_role_page_shows_and_acts_as_its_own_sign_in(gw: RunningGateway) ->
     assert _header_address(hospital_page.text) == dev(CLINIC).address
     assert "Riverside Community Health Centre" in hospital_page.text.split("</header>")[0]
     assert "Riverside" not in patient_page.text.split("</header>")[0]
+    # in Chinese the institution has its Chinese name (name_zh of its member metadata)
+    assert "河滨社区卫生服务中心" in desk.get("/portal/hospital?lang=zh-CN").text.split("</header>")[0]
     # each page's helpers act as that page's viewer: the patient's draft is the patient's
     draft = desk.post(
         "/portal/patient/draft",
@@ -283,11 +283,30 @@ def _directory_name(http: httpx.Client, address: str) -> str:
 # ---------------------------------------------------------------- ledger proof and reports
 
 
+def test_member_names_in_each_language_and_hashes_of_members_without_them() -> None:
+    """name_zh/name_en are hashed only when set: an older member's metadata hash is unchanged, and it shows
+    its ``name`` in both languages; the manifest entry hashes to what the spec registered."""
+    from gateway.ledger.member_names import MemberNames
+    from node_client.deploy import _manifest_entry, metadata_hash
+
+    old = MemberSpec(dev(18).address, int(Role.CLINIC), b"\x01" * 32, "Old Clinic", "clinic")
+    new = dataclasses.replace(old, address=dev(19).address, name="Hill Clinic", name_zh="山城诊所")
+    assert old.metadata_hash == metadata_hash({"name": "Old Clinic", "kind": "clinic", "address": old.address})
+    names = MemberNames(None, [_manifest_entry(old), _manifest_entry(new)])
+    assert names.name(old.address, "zh-CN") == names.name(old.address, "en") == "Old Clinic"
+    assert names.name(new.address, "zh-CN") == "山城诊所" and names.name(new.address, "en") == "Hill Clinic"
+    assert names[new.address] == "Hill Clinic" and names.name(dev(17).address, "en") == ""
+    for spec in (old, new):
+        assert metadata_hash(names.metadata(spec.address) or {}) == spec.metadata_hash
+
+
 def test_transaction_page_decodes_the_ledger_events(gw: RunningGateway) -> None:
     http = gw.http()
     tx = gw.ledger.consents.set_emergency_opt_out(dev(PATIENT), True)
     page = http.get(f"/portal/tx/{tx.tx_hash}?lang=en")
     assert page.status_code == 200 and "ConsentRegistry.EmergencyOptOutSet" in page.text
+    assert 'data-verified="1"' in page.text and "of the consortium ledger; verified." in page.text
+    assert "Emergency access preference changed" in page.text
     assert dev(PATIENT).address in page.text
     gw.ledger.consents.set_emergency_opt_out(dev(PATIENT), False)
     assert http.get("/portal/tx/0x1234").status_code == 400

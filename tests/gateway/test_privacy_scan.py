@@ -23,6 +23,8 @@ import pytest
 from rich.console import Console
 
 from demo import scenario as demo
+from gateway.storage import emergency_reasons
+from node_client.commitments import reason_commitment
 from tests.support.gateway_harness import SAMPLES, RunningGateway, dev, running_gateway
 
 pytestmark = pytest.mark.slow  # the whole demo, then every block, log and written slot scanned (~20 s)
@@ -221,12 +223,17 @@ def test_positive_control_calldata_to_an_eoa_is_found(after_demo: tuple[RunningG
 
 def test_positive_controls_storage_and_logs_are_scanned(after_demo: tuple[RunningGateway, Haystack]) -> None:
     """What is on-chain by design is found where it should be: a patient's address in a record's storage
-    slot (RecordRegistry packs it there), and the hash of the emergency reason in a log."""
+    slot (RecordRegistry packs it there), and the salted commitment to the emergency reason in a log; the
+    bare SHA-256 of the reason (what hashing a guess of the wording gives) is nowhere."""
     import hashlib
 
-    _gw, hay = after_demo
+    gw, hay = after_demo
     wang = bytes.fromhex(dev(demo.WANG.account).address[2:])
     assert any(wang in data for where, data in hay.parts if where.startswith("storage"))
     assert any(wang in data for where, data in hay.parts if " SSTORE " in where)
-    reason_hash = hashlib.sha256(demo.EMERGENCY_REASON.encode()).digest()
-    assert any(reason_hash in data for where, data in hay.parts if " log " in where)
+    (opening,) = [o for o in emergency_reasons.openings(gw.components.db) if o.reason == demo.EMERGENCY_REASON]
+    assert opening.salt is not None
+    commitment = reason_commitment(demo.EMERGENCY_REASON, opening.salt)
+    assert any(commitment in data for where, data in hay.parts if " log " in where)
+    guess = hashlib.sha256(demo.EMERGENCY_REASON.encode()).digest()
+    assert not any(guess in data for _where, data in hay.parts)

@@ -308,7 +308,8 @@
     const plain = await recipient.open(b64(body.encryption.ciphertext), aad);
     return JSON.parse(new TextDecoder().decode(plain));
   }
-  // the opened record in the page's language: FHIR type names from the catalog, dates as its readers write them
+  // the opened record in the page's language (record_view.js lays it out): FHIR type names from the
+  // catalog, dates as its readers write them
   const typeName = (rt) => M[`fhir_${rt}`] || rt;
   function localDate(value) {
     if (!value) return "";
@@ -318,16 +319,6 @@
     const opts = dateOnly ? { dateStyle: "long", timeZone: "UTC" } : { dateStyle: "long", timeStyle: "short" };
     return new Intl.DateTimeFormat(document.documentElement.lang || undefined, opts).format(d);
   }
-  function resourceLines(fhir) {
-    const list = fhir.resourceType === "Bundle" ? (fhir.entry || []).map((e) => e.resource) : [fhir];
-    return list.map((r) => {
-      const cc = r.code || r.medicationCodeableConcept || r.vaccineCode || r.type && r.type[0] || {};
-      const text = cc.text || (cc.coding && cc.coding[0] && (cc.coding[0].display || cc.coding[0].code)) || "";
-      const when = r.effectiveDateTime || r.recordedDate || r.authoredOn || r.occurrenceDateTime || r.onsetDateTime || (r.period && r.period.start) || "";
-      const value = r.valueQuantity ? ` = ${r.valueQuantity.value} ${r.valueQuantity.unit || ""}` : "";
-      return { type: typeName(r.resourceType), text: `${text}${value}`, when: localDate(when) };
-    });
-  }
   actions["open-record"] = async (button) => {
     requireKey();
     const id = button.dataset.recordId;
@@ -335,22 +326,18 @@
     const fhir = await openRelease(body, id);
     const view = $("#record-view");
     view.innerHTML = "";
+    delete view.dataset.ready;
     const h = document.createElement("h3"); h.textContent = `${t("decrypted_record")} ${id.slice(0, 10)}…`;
-    const ul = document.createElement("ul"); ul.id = "record-resources";
-    for (const line of resourceLines(fhir)) {
-      const li = document.createElement("li");
-      li.textContent = `${line.type}: ${line.text}${line.when ? ` (${line.when})` : ""}`;
-      ul.appendChild(li);
-    }
     const proof = document.createElement("p");
     proof.className = "muted";
     const l = body.ledger || {};
     proof.textContent = `${t("proof")}: ${l.txHash || `${t("journal_entry")} #${l.journalIndex}`}`;
     const details = document.createElement("details");
-    const summary = document.createElement("summary"); summary.textContent = "FHIR JSON";
+    const summary = document.createElement("summary"); summary.textContent = t("raw_fhir");
     const pre = document.createElement("pre"); pre.textContent = JSON.stringify(fhir, null, 2);
     details.append(summary, pre);
-    view.append(h, ul, proof, details);
+    view.append(h, window.hclRecord.render(fhir, { t, date: localDate, typeName }), proof, details);
+    view.dataset.ready = "1";
     view.scrollIntoView({ behavior: "smooth" });
     return h;
   };
