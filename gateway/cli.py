@@ -83,9 +83,10 @@ def gateway_export_journal(
 @gateway_app.command("verify-journal")
 @handle_errors
 def gateway_verify_journal() -> None:
-    """Re-verify the whole release journal (batch mode): every row, the hash chain, every stored Merkle node,
-    the checkpoint, every recorded anchor and the indexes. The gateway's start-up only re-checks the rows after
-    the last checkpoint; this reads everything (minutes for tens of millions of entries). Stop the gateway
+    """Re-verify the whole release journal (batch mode): every sealed segment file's hash, every row, the hash
+    chain, every stored Merkle node, the checkpoint, every recorded anchor and the indexes. The gateway's
+    start-up only re-checks the open segment's rows after the last checkpoint and trusts sealed segments by
+    their recorded roots; this reads everything (minutes for tens of millions of entries). Stop the gateway
     first. Exit 0: intact; 1: corrupt (the first bad entry is named); 2: cannot open it."""
     from gateway.ledger.journal import Journal, JournalCorrupt, JournalUnavailable
     from gateway.settings import GatewaySettings
@@ -108,7 +109,9 @@ def gateway_verify_journal() -> None:
         raise typer.Exit(1) from None
     finally:
         journal.close()
-    console.print(f"{count} entries verified: rows, hash chain, tree nodes, checkpoint, anchors and indexes intact")
+    console.print(
+        f"{count} entries verified: segment files, rows, hash chain, tree nodes, checkpoint, anchors and indexes intact"
+    )
 
 
 @gateway_app.command("reconcile")

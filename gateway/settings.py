@@ -70,6 +70,15 @@ class GatewaySettings(ClientSettings):
         200, gt=0, le=1000, description="most records registered in one transaction (uploads are group-committed)"
     )
     anchor_threshold: int = Field(10_000, gt=0, description="anchor early after this many new entries")
+    journal_segment_entries: int = Field(
+        1_000_000,
+        ge=0,
+        description="batch mode: seal the journal's open segment into a read-only file once it holds this"
+        ' many entries (0: never by size; docs/audit.md, "Segments")',
+    )
+    journal_segment_seconds: float = Field(
+        0.0, ge=0, description="batch mode: also seal the open segment once it is this old (s; 0: never by age)"
+    )
     strict_batch_max: int = Field(
         64,
         ge=1,

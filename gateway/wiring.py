@@ -270,7 +270,11 @@ def build_components(settings: GatewaySettings) -> Components:
             on_batch=metrics.strict_batch_entries.observe,
         )
     if settings.ledger_mode is LedgerMode.BATCH:
-        journal = Journal(settings.journal_path)
+        journal = Journal(
+            settings.journal_path,
+            segment_entries=settings.journal_segment_entries,
+            segment_seconds=settings.journal_segment_seconds,
+        )
         guard = AnchorGuard(
             journal, p.ledger, p.account, deploy_block=p.manifest.deploy_block, confirmations=p.confirmations
         )

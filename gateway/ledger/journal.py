@@ -27,6 +27,15 @@ import orjson
 
 from gateway.crashpoints import crashpoint
 from gateway.ledger.frontier import Frontier, Node
+from gateway.ledger.segments import (
+    Segment,
+    Store,
+    drop_sealed,
+    file_digest,
+    segment_path,
+    stray_files,
+    write_segment,
+)
 from gateway.storage.fs import fsync_dir
 from node_client.journal_entry import ENTRY_SIZE, ENTRY_VERSION, JournalEntry
 from node_client.journal_entry import unhex as _unhex
@@ -58,10 +67,12 @@ log = logging.getLogger("hcl.gateway.journal")
 ZERO_HASH = b"\x00" * 32
 EXPORT_FORMAT = "hcl-release-journal"
 EXPORT_VERSION = 1
-SCHEMA_VERSION = 2  # 2: interior nodes, checkpoint and the patient/requester indexes on disk
+SCHEMA_VERSION = 3  # 2: interior nodes, checkpoint and the patient/requester indexes on disk; 3: segments
 #: a checkpoint (size, chain head, frontier) is written every this many entries: opening re-verifies
 #: at most this many rows (the rest was verified when written; ``verify_all`` re-checks everything)
 CHECKPOINT_EVERY = 16384
+#: entries per sealed segment file (docs/audit.md, "Segments"); 0: never rotate by size
+SEGMENT_ENTRIES = 1_000_000
 
 _sha256 = hashlib.sha256
 
@@ -141,6 +152,16 @@ CREATE TABLE IF NOT EXISTS by_patient (
 CREATE TABLE IF NOT EXISTS requester_counts (
     requester TEXT PRIMARY KEY,
     entries INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS segments (
+    seq INTEGER PRIMARY KEY,
+    lo INTEGER NOT NULL,
+    hi INTEGER NOT NULL,
+    chain_head BLOB NOT NULL,
+    root BLOB NOT NULL,
+    file_sha256 BLOB NOT NULL,
+    bytes INTEGER NOT NULL,
+    sealed_at INTEGER NOT NULL
 )
 """
 
@@ -165,6 +186,24 @@ class _Tail:
 
     frontier: Frontier
     chain: bytes
+
+
+class _SealReady(NamedTuple):
+    """A sealed file written by the sealer thread, for the writer to record (the tree's frontier at its end)."""
+
+    segment: Segment
+    frontier: Frontier
+
+
+def _frontier_at(size: int) -> list[tuple[int, int]]:
+    """``(height, j)`` of the complete subtrees a tree of ``size`` leaves is made of, left to right."""
+    out = []
+    offset = 0
+    for height in range(size.bit_length() - 1, -1, -1):
+        if size >> height & 1:
+            out.append((height, offset >> height))
+            offset += 1 << height
+    return out
 
 
 class _Request:
@@ -204,15 +243,24 @@ class Journal:
         batch_max: int = 512,
         batch_wait_ms: float = 2.0,
         checkpoint_every: int = CHECKPOINT_EVERY,
+        segment_entries: int = SEGMENT_ENTRIES,
+        segment_seconds: float = 0.0,
     ) -> None:
         if batch_max < 1 or checkpoint_every < 1:
             raise ValueError("batch_max and checkpoint_every must be >= 1")
-        if batch_wait_ms < 0:
-            raise ValueError("batch_wait_ms must be >= 0")
+        if batch_wait_ms < 0 or segment_entries < 0 or segment_seconds < 0:
+            raise ValueError("batch_wait_ms, segment_entries and segment_seconds must be >= 0")
         self.path = Path(path)
         self.batch_max = batch_max
         self.batch_wait = batch_wait_ms / 1000.0
         self.checkpoint_every = checkpoint_every
+        self.segment_entries = segment_entries
+        self.segment_seconds = segment_seconds
+        #: rows and nodes read from sealed segment files by this object (opening should read ~none)
+        self.sealed_reads = 0
+        self._segments: list[Segment] = []
+        self._open_since = time.time()  # when the open segment began (wall clock: survives restarts)
+        self._seal_retry_at = 0.0
         #: committed transactions of entries (one fsync each): appends / commits is the batching factor
         self.commits = 0
         #: entries committed by this process
@@ -225,7 +273,10 @@ class Journal:
         self._anchor_lock = threading.Lock()  # serialises record_anchor
         self._closed = False
         self._error: BaseException | None = None
-        self._queue: queue.SimpleQueue[_Request | _Stop] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Request | _Stop | _SealReady] = queue.SimpleQueue()
+        self._seal_lock = threading.Lock()  # starting a sealer vs close() joining it
+        self._sealer: threading.Thread | None = None
+        self._seal_pending = False  # from starting a sealer until the writer recorded (or it dropped) its file
         self._listeners: list[Callable[[int], None]] = []
         self._commit_times: collections.deque[tuple[int, float]] = collections.deque()
 
@@ -271,10 +322,70 @@ class Journal:
         conn.execute("COMMIT")
         if created:  # the new database (and its WAL) must survive a crash as directory entries too
             fsync_dir(self.path.parent)
+        self._open_segments(conn)
         self._frontier = Frontier()
         self._chain_head = ZERO_HASH
         self._last_anchor: Anchor | None = None
         self._load()
+
+    def _open_segments(self, conn: sqlite3.Connection) -> None:
+        """Loads the manifest, deletes files of rotations that never committed, and checks each sealed file
+        is there with its recorded size (a stat: their content is trusted by the anchored roots)."""
+        self._segments = self._read_segments(conn)
+        for stray in stray_files(self.path, self._segments[-1].seq if self._segments else 0):
+            log.warning("deleting %s: a segment rotation that did not commit", stray)
+            stray.unlink(missing_ok=True)
+        for s in self._segments:
+            path = segment_path(self.path, s.seq)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise JournalCorrupt(f"sealed segment {path.name} is missing", s.lo) from None
+            if size != s.bytes:
+                raise JournalCorrupt(f"sealed segment {path.name} has {size} bytes, sealed with {s.bytes}", s.lo)
+        if self._segments:
+            self._open_since = float(self._segments[-1].sealed_at)
+
+    @staticmethod
+    def _read_segments(conn: sqlite3.Connection) -> list[Segment]:
+        rows = conn.execute(
+            "SELECT seq, lo, hi, chain_head, root, file_sha256, bytes, sealed_at FROM segments ORDER BY seq"
+        ).fetchall()
+        return [Segment(*r) for r in rows]
+
+    def _snapshot_segments(self, conn: sqlite3.Connection) -> list[Segment]:
+        """The manifest as of ``conn``'s snapshot: the in-memory list (sealed segments never change, seq is
+        1, 2, ...) cut to the snapshot's last seq, or extended by the rows after it; two index searches,
+        not a read of the whole manifest per request."""
+        with self._tree_lock:
+            known = self._segments
+        last = conn.execute("SELECT MAX(seq) FROM segments").fetchone()[0] or 0
+        if last <= len(known):
+            return known[:last]
+        extra = conn.execute(
+            "SELECT seq, lo, hi, chain_head, root, file_sha256, bytes, sealed_at FROM segments WHERE seq > ?"
+            " ORDER BY seq",
+            (len(known),),
+        ).fetchall()
+        return [*known, *(Segment(*r) for r in extra)]
+
+    @contextlib.contextmanager
+    def _routed(self, conn: sqlite3.Connection) -> Iterator[Store]:
+        """A :class:`Store` over ``conn`` and the sealed files its snapshot's manifest names (a read
+        transaction is begun if none is open, so the manifest and the rows agree)."""
+        began = not conn.in_transaction
+        if began:
+            conn.execute("BEGIN")
+        store = Store(conn, self._snapshot_segments(conn), self.path)
+        try:
+            yield store
+        except FileNotFoundError as exc:  # a sealed file removed while the journal is open
+            raise JournalCorrupt(str(exc)) from exc
+        finally:
+            self.sealed_reads += store.reads
+            store.close()
+            if began and conn.in_transaction:
+                conn.execute("COMMIT")
 
     def _lock_file(self) -> int:
         """An exclusive ``flock`` on ``<db>.lock``: two processes appending to one journal would fork it."""
@@ -303,8 +414,12 @@ class Journal:
     def _load(self) -> None:
         """Loads the checkpoint, re-verifies the rows after it and the anchors they reach."""
         assert self._conn is not None
-        conn = self._conn
-        frontier, chain = self._read_checkpoint(conn)
+        with self._routed(self._conn) as store:
+            self._load_from(store)
+
+    def _load_from(self, store: Store) -> None:
+        conn = store.conn
+        frontier, chain = self._read_checkpoint(store)
         tail_anchors = self._read_anchors(conn, after=frontier.size)
         made: list[Node] = []
         tail = _Tail(frontier, chain)
@@ -317,41 +432,60 @@ class Journal:
             raise JournalCorrupt(
                 f"an anchor covers {a.tree_size} entries but the journal has {frontier.size}", frontier.size
             )
-        self._check_stored_nodes(conn, made)
+        self._check_stored_nodes(store, made)
         self._check_nothing_beyond(conn, frontier.size)
         self._frontier = frontier
         self._chain_head = tail.chain
         last = self._read_anchors(conn, last_only=True)
         if last and last[0].tree_size <= frontier.size:
-            self._check_anchor_root(last[0], range_hash(self._disk_node(conn), 0, last[0].tree_size))
+            self._check_anchor_root(last[0], range_hash(self._disk_node(store), 0, last[0].tree_size))
+        self._check_segment_anchors(conn, store.segments)
         self._last_anchor = last[0] if last else None
         anchored = self._last_anchor.tree_size if self._last_anchor else 0
         if frontier.size > anchored:
             # unanchored rows from a previous run: age them by their release time (wall clock)
-            row = conn.execute("SELECT entry FROM entries WHERE idx = ?", (anchored,)).fetchone()
-            age = max(0.0, time.time() - JournalEntry.from_bytes(bytes(row[0])).released_at / 1000)
+            row = store.fetch(store.db(anchored, anchored + 1), "SELECT entry FROM entries WHERE idx = ?", (anchored,))
+            age = max(0.0, time.time() - JournalEntry.from_bytes(bytes(row[0][0])).released_at / 1000)
             self._commit_times.append((frontier.size, time.monotonic() - age))
+        if frontier.size and not store.segments:
+            row = conn.execute("SELECT entry FROM entries WHERE idx = 0").fetchone()
+            self._open_since = JournalEntry.from_bytes(bytes(row[0])).released_at / 1000
+
+    def _check_segment_anchors(self, conn: sqlite3.Connection, segments: list[Segment]) -> None:
+        """A sealed segment's recorded root must be the one anchored at its end, when one was."""
+        for s in segments:
+            row = conn.execute("SELECT root FROM anchors WHERE tree_size = ?", (s.hi,)).fetchone()
+            if row is not None and row[0] != s.root:
+                raise JournalCorrupt(f"sealed segment {s.seq}'s root is not the one anchored at {s.hi}", s.lo)
 
     @staticmethod
     def _check_anchor_root(anchor: Anchor, root: bytes) -> None:
         if anchor.root != root:
             raise JournalCorrupt(f"the entries do not hash to the root anchored at size {anchor.tree_size}")
 
-    def _read_checkpoint(self, conn: sqlite3.Connection) -> tuple[Frontier, bytes]:
-        """The checkpoint's frontier and chain head, checked against the stored nodes and row."""
-        row = conn.execute("SELECT size, chain_head, frontier FROM checkpoint WHERE id = 1").fetchone()
+    def _read_checkpoint(self, store: Store) -> tuple[Frontier, bytes]:
+        """The checkpoint's frontier and chain head, checked against the stored nodes and row; a checkpoint
+        at the end of the last sealed segment against its manifest row instead (no sealed file read)."""
+        row = store.conn.execute("SELECT size, chain_head, frontier FROM checkpoint WHERE id = 1").fetchone()
         if row is None:
+            if store.segments:
+                raise JournalCorrupt("sealed segments but no checkpoint", 0)
             return Frontier(), ZERO_HASH
         try:
             frontier = Frontier.decode(int(row[0]), bytes(row[2]))
         except (TypeError, ValueError) as exc:
             raise JournalCorrupt(f"bad checkpoint: {exc}") from None
-        node = self._disk_node(conn)
+        if frontier.size < store.sealed_end:
+            raise JournalCorrupt("the checkpoint precedes the last sealed segment", frontier.size)
+        if store.segments and frontier.size == store.sealed_end:
+            last = store.segments[-1]
+            if frontier.root() != last.root or row[1] != last.chain_head:
+                raise JournalCorrupt("the checkpoint does not match the last sealed segment", frontier.size - 1)
+            return frontier, bytes(row[1])
         for height, j, h in frontier.nodes():
-            if node(height, j) != h:
+            if store.node(height, j) != h:
                 raise JournalCorrupt("the checkpoint does not match the stored tree", j << height)
-        stored = conn.execute("SELECT chain_hash FROM entries WHERE idx = ?", (frontier.size - 1,)).fetchone()
-        if stored is None or stored[0] != row[1]:
+        if store.chain_hash(frontier.size - 1) != row[1]:
             raise JournalCorrupt("the checkpoint's chain head does not match its row", frontier.size - 1)
         return frontier, bytes(row[1])
 
@@ -376,11 +510,11 @@ class Journal:
             expected += 1
             yield idx, blob, frontier.append(leaf)
 
-    def _check_stored_nodes(self, conn: sqlite3.Connection, made: list[Node]) -> None:
+    @staticmethod
+    def _check_stored_nodes(store: Store, made: list[Node]) -> None:
         """The interior nodes recomputed from rows must be the ones stored when they were written."""
-        node = self._disk_node(conn)
         for height, j, h in made:
-            if node(height, j) != h:
+            if store.node(height, j) != h:
                 raise JournalCorrupt(f"stored tree node ({height}, {j}) differs from the entries", j << height)
 
     @staticmethod
@@ -393,17 +527,14 @@ class Journal:
                 raise JournalCorrupt("the stored tree covers entries that are missing", size)
 
     @staticmethod
-    def _disk_node(conn: sqlite3.Connection) -> Callable[[int, int], bytes]:
-        """``node(height, j)`` read from disk: leaves from ``entries``, interior nodes from ``nodes``."""
+    def _disk_node(store: Store) -> Callable[[int, int], bytes]:
+        """``node(height, j)`` read from disk, wherever it lives (open database or sealed file)."""
 
         def node(height: int, j: int) -> bytes:
-            if height == 0:
-                row = conn.execute("SELECT leaf_hash FROM entries WHERE idx = ?", (j,)).fetchone()
-            else:
-                row = conn.execute("SELECT hash FROM nodes WHERE height = ? AND j = ?", (height, j)).fetchone()
-            if row is None or not isinstance(row[0], bytes):
+            h = store.node(height, j)
+            if h is None:
                 raise JournalCorrupt(f"stored tree node ({height}, {j}) missing", j << height)
-            return row[0]
+            return h
 
         return node
 
@@ -537,11 +668,16 @@ class Journal:
                 item = self._queue.get()
                 if item is _STOP:
                     return
+                if isinstance(item, _SealReady):
+                    if not self._finish_seal(item):
+                        return
+                    continue
                 if not item.future.set_running_or_notify_cancel():
                     continue  # its caller gave up before we started: not written, not reported
                 batch = [item]
                 count = len(item.blobs)
                 stop = False
+                ready: _SealReady | None = None
                 deadline: float | None = None
                 while count < self.batch_max:
                     try:
@@ -562,12 +698,15 @@ class Journal:
                     if item is _STOP:
                         stop = True
                         break
+                    if isinstance(item, _SealReady):  # after this batch
+                        ready = item
+                        break
                     # RUNNING from here: a late cancel() fails, so the result is always deliverable
                     if item.future.set_running_or_notify_cancel():
                         batch.append(item)
                         count += len(item.blobs)
                 previous_requests = len(batch)
-                if not self._commit(batch) or stop:
+                if not self._commit(batch) or (ready is not None and not self._finish_seal(ready)) or stop:
                     return
         except BaseException as exc:  # a bug here must not leave callers waiting forever
             log.exception("journal writer crashed")
@@ -624,6 +763,7 @@ class Journal:
         self.commits += 1
         self.appended += len(rows)
         self.max_batch = max(self.max_batch, len(rows))
+        self._maybe_seal()  # before the callers hear back: a sealer is then already under way
         for req, first in zip(batch, firsts, strict=True):
             req.future.set_result(list(range(first, first + len(req.blobs))))
         for listener in list(self._listeners):
@@ -631,6 +771,102 @@ class Journal:
                 listener(idx)
             except Exception:
                 log.exception("journal commit listener failed")
+        return True
+
+    # ------------------------------------------------------------------ segments
+
+    def _seal_due(self) -> tuple[int, int] | None:
+        """``(lo, hi)`` of the segment to seal now, or None: the open segment has reached
+        ``segment_entries`` or is older than ``segment_seconds``. ``hi`` is even, so every pair of
+        leaves (and its height-1 node) lives in one file."""
+        lo = self._segments[-1].hi if self._segments else 0
+        hi = self._frontier.size & ~1
+        if hi - lo < 2 or time.monotonic() < self._seal_retry_at:
+            return None
+        by_size = self.segment_entries and hi - lo >= self.segment_entries
+        by_time = self.segment_seconds and time.time() - self._open_since >= self.segment_seconds
+        return (lo, hi) if by_size or by_time else None
+
+    def _maybe_seal(self) -> None:
+        """Starts sealing the open segment when due, in a thread of its own: the copy and the hash need no
+        write lock, so appends go on meanwhile; the writer records it when it is ready (:meth:`_finish_seal`)."""
+        due = self._seal_due()
+        if due is None:
+            return
+        with self._seal_lock:
+            if self._closed or self._seal_pending:
+                return
+            self._seal_pending = True
+            self._sealer = threading.Thread(
+                target=self._prepare_seal, args=due, name=f"journal-sealer:{self.path.name}", daemon=True
+            )
+            self._sealer.start()
+
+    def _prepare_seal(self, lo: int, hi: int) -> None:
+        """Sealer thread: writes rows ``[lo, hi)`` (committed, so immutable) to a new file on a connection of
+        its own (fsync, hash, rename, directory fsync), then queues it for the writer. A failure leaves
+        the rows where they were; sealing is retried a minute later."""
+        seq = self._segments[-1].seq + 1 if self._segments else 1
+        final = segment_path(self.path, seq)
+        tmp = final.with_name(final.name + ".tmp")
+        try:
+            conn = self._connect()
+            try:
+                with self._routed(conn) as store:
+                    nodes = self._disk_node(store)
+                    at_hi = Frontier.decode(hi, b"".join(nodes(h, j) for h, j in _frontier_at(hi)))
+                    chain = store.chain_hash(hi - 1)
+                assert chain is not None
+                write_segment(conn, tmp, lo, hi, chain, at_hi.root())
+            finally:
+                conn.close()
+            digest, size = file_digest(tmp)
+            os.replace(tmp, final)
+            fsync_dir(self.path.parent)
+        except Exception as exc:  # noqa: BLE001 - nothing changed in the open database: retry later
+            tmp.unlink(missing_ok=True)
+            log.warning("journal segment not sealed, retrying in a minute: %r", exc)
+            self._seal_retry_at = time.monotonic() + 60
+            self._seal_pending = False
+            return
+        crashpoint("journal.segment_written")
+        segment = Segment(seq, lo, hi, chain, at_hi.root(), digest, size, int(time.time()))
+        self._queue.put(_SealReady(segment, at_hi))
+
+    def _finish_seal(self, ready: _SealReady) -> bool:
+        """Writer thread: records a prepared segment in one transaction (manifest row, sealed rows and
+        nodes deleted, checkpoint moved up to its end if below). A failure fails the journal like any
+        failed write; returns False then."""
+        s = ready.segment
+        self._seal_pending = False
+        try:
+            with self._conn_lock:
+                conn = self._conn
+                if conn is None:
+                    raise JournalUnavailable("the journal is closed")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", tuple(s))
+                    drop_sealed(conn, s.lo, s.hi)
+                    row = conn.execute("SELECT size FROM checkpoint WHERE id = 1").fetchone()
+                    if row is None or row[0] < s.hi:
+                        self._write_checkpoint(conn, ready.frontier, s.chain_head)
+                    crashpoint("journal.segment_before_commit")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        conn.execute("ROLLBACK")
+                    raise
+        except BaseException as exc:  # noqa: BLE001 - like a failed commit: fail closed
+            log.error("journal segment commit failed; the journal is now unavailable: %r", exc)
+            self._fail(exc, [])
+            return False
+        crashpoint("journal.segment_after_commit")
+        with self._tree_lock:
+            self._segments = [*self._segments, s]
+        self._open_since = s.sealed_at
+        log.info("journal segment %d sealed: entries [%d, %d), %d bytes", s.seq, s.lo, s.hi, s.bytes)
+        self._maybe_seal()  # the open segment may have grown past the threshold again meanwhile
         return True
 
     def _fail(self, exc: BaseException, batch: list[_Request]) -> None:
@@ -646,7 +882,7 @@ class Journal:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is not _STOP:
+            if isinstance(item, _Request):
                 pending.append(item)
         for req in pending:
             with contextlib.suppress(InvalidStateError):  # cancelled by its caller meanwhile
@@ -693,8 +929,8 @@ class Journal:
             return frontier.root()
         if size == 0:
             return EMPTY_ROOT
-        with self._reader() as conn:
-            return range_hash(self._disk_node(conn), 0, size)
+        with self._reader() as conn, self._routed(conn) as store:
+            return range_hash(self._disk_node(store), 0, size)
 
     def leaf_hash(self, idx: int) -> bytes:
         """The leaf hash of entry ``idx``, its row checked (``IndexError`` when out of range)."""
@@ -709,8 +945,8 @@ class Journal:
         size, _frontier = self._snapshot(size)
         if not 0 <= idx < size:
             raise ValueError(f"leaf index {idx} not in a tree of size {size}")
-        with self._reader() as conn:
-            return inclusion_path(self._disk_node(conn), idx, size)
+        with self._reader() as conn, self._routed(conn) as store:
+            return inclusion_path(self._disk_node(store), idx, size)
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """PROOF(old_size, D[new_size]) from the stored nodes."""
@@ -719,8 +955,8 @@ class Journal:
             raise ValueError(f"old size {old_size} not in 0..{new_size}")
         if old_size == 0 or old_size == new_size:
             return []
-        with self._reader() as conn:
-            return consistency_path(self._disk_node(conn), old_size, new_size)
+        with self._reader() as conn, self._routed(conn) as store:
+            return consistency_path(self._disk_node(store), old_size, new_size)
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
@@ -748,8 +984,8 @@ class Journal:
         start = max(start, 0)
         if start >= stop:
             return
-        with self._reader() as conn:
-            for idx, blob, leaf, _chain_hash in self._checked_rows(conn, start, stop, frontier):
+        with self._reader() as conn, self._routed(conn) as store:
+            for idx, blob, leaf, _chain_hash in self._checked_rows(store, start, stop, frontier):
                 try:
                     entry = JournalEntry.from_bytes(blob)
                 except ValueError as exc:  # a valid leaf hash over an invalid encoding: never written by us
@@ -757,7 +993,7 @@ class Journal:
                 yield idx, entry, leaf
 
     def _checked_rows(
-        self, conn: sqlite3.Connection, start: int, stop: int, frontier: Frontier
+        self, store: Store, start: int, stop: int, frontier: Frontier
     ) -> Iterator[tuple[int, bytes, bytes, bytes]]:
         """Rows ``start..stop`` as ``(idx, entry, leaf, chain_hash)``, each in place, hashing to its leaf,
         and with its sibling hashing to their stored parent node (the unpaired last leaf: to the
@@ -765,16 +1001,13 @@ class Journal:
         the anchored roots catch even that (:meth:`verify_all`, the auditor)."""
         lo, hi = start & ~1, min(frontier.size, stop + (stop & 1))
         expected = lo
-        for chunk in range(lo, hi, 8192):
-            end = min(chunk + 8192, hi)
-            rows = conn.execute(
-                "SELECT idx, entry, leaf_hash, chain_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
-                (chunk, end),
-            ).fetchall()
+        for chunk, end, rows in self._row_chunks(store, lo, hi):
             parents = dict(
-                conn.execute(
-                    "SELECT j, hash FROM nodes WHERE height = 1 AND j >= ? AND j < ?", (chunk >> 1, end >> 1)
-                ).fetchall()
+                store.fetch(
+                    store.db(chunk, end),
+                    "SELECT j, hash FROM nodes WHERE height = 1 AND j >= ? AND j < ?",
+                    (chunk >> 1, end >> 1),
+                )
             )
             for pos, (idx, blob, leaf, chain_hash) in enumerate(rows):
                 if idx != expected:
@@ -792,6 +1025,20 @@ class Journal:
         if expected != hi:
             raise JournalCorrupt("entry missing", expected)
 
+    @staticmethod
+    def _row_chunks(store: Store, lo: int, hi: int) -> Iterator[tuple[int, int, list[tuple[Any, ...]]]]:
+        """Rows ``[lo, hi)`` in chunks ``(chunk start, chunk end, rows)``, none crossing a segment boundary."""
+        chunk = lo
+        while chunk < hi:
+            end = store.chunk_end(chunk, hi)
+            rows = store.fetch(
+                store.db(chunk, end),
+                "SELECT idx, entry, leaf_hash, chain_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (chunk, end),
+            )
+            yield chunk, end, rows
+            chunk = end
+
     def verify_chain(self, start: int = 0) -> None:
         """Re-reads rows ``start..size`` from disk and checks them; raises :class:`JournalCorrupt`.
 
@@ -803,38 +1050,37 @@ class Journal:
         size = frontier.size
         if not 0 <= start <= size:
             raise ValueError(f"start {start} not in 0..{size}")
-        with self._reader() as conn:
+        with self._reader() as conn, self._routed(conn) as store:
             chain = ZERO_HASH
             if start > 0:
-                row = conn.execute("SELECT chain_hash FROM entries WHERE idx = ?", (start - 1,)).fetchone()
-                if row is None or not isinstance(row[0], bytes):
+                stored = store.chain_hash(start - 1)
+                if stored is None:
                     raise JournalCorrupt("entry missing", start - 1)
-                chain = row[0]
-            for idx, _blob, leaf, stored_chain in self._checked_rows(conn, start, size, frontier):
+                chain = stored
+            for idx, _blob, leaf, stored_chain in self._checked_rows(store, start, size, frontier):
                 if _chain(chain, leaf) != stored_chain:
                     raise JournalCorrupt("hash chain broken", idx)
                 chain = stored_chain
 
     def verify_all(self) -> int:
-        """Re-verifies everything from the rows up (what opening skips before the checkpoint): every
-        row and the hash chain, every stored tree node level by level, the checkpoint, every anchor and
-        the indexes' totals. O(n) time, O(1) memory; returns the number of entries checked."""
+        """Re-verifies everything from the rows up (what opening skips: rows before the checkpoint and
+        sealed segments): every sealed file's hash, every row and the hash chain, every stored tree node
+        recomputed, each segment's recorded root and chain head, the checkpoint, every anchor and the
+        indexes' totals. O(n) time, O(log n) memory; returns the number of entries checked."""
         with self._tree_lock:
             frontier = self._frontier
         size = frontier.size
-        with self._reader() as conn:
-            conn.execute("BEGIN")  # one snapshot
-            self.verify_chain()
-            self._verify_levels(conn, size)
-            node = self._disk_node(conn)
-            for height, j, h in frontier.nodes():
-                if node(height, j) != h:
-                    raise JournalCorrupt("the stored tree does not end in the journal's frontier", j << height)
-            self._read_checkpoint(conn)
-            for a in self._read_anchors(conn):
-                if a.tree_size > size:
-                    raise JournalCorrupt(f"an anchor covers {a.tree_size} entries but the journal has {size}", size)
-                self._check_anchor_root(a, range_hash(node, 0, a.tree_size))
+        with self._reader() as conn, self._routed(conn) as store:
+            for s, previous in zip(store.segments, [0] + [s.hi for s in store.segments], strict=False):
+                self._check_segment_file(s, previous)
+            anchors = self._read_anchors(conn)
+            if anchors and anchors[-1].tree_size > size:
+                a = anchors[-1]
+                raise JournalCorrupt(f"an anchor covers {a.tree_size} entries but the journal has {size}", size)
+            replayed = self._verify_tree(store, size, anchors)
+            if replayed.nodes() != frontier.nodes():
+                raise JournalCorrupt("the stored tree does not end in the journal's frontier", size)
+            self._read_checkpoint(store)
             indexed, counted = conn.execute(
                 "SELECT (SELECT COUNT(*) FROM by_patient WHERE idx < :n),"
                 " (SELECT COALESCE(SUM(entries), 0) FROM requester_counts)",
@@ -842,29 +1088,56 @@ class Journal:
             ).fetchone()
             if indexed != size or counted < size:
                 raise JournalCorrupt(f"the indexes cover {indexed}/{counted} of {size} entries")
-            conn.execute("COMMIT")
         return size
 
-    @staticmethod
-    def _verify_levels(conn: sqlite3.Connection, size: int) -> None:
-        """Each stored level hashes from the one below (level 0: the rows' leaf hashes, checked already)."""
-        height = 1
-        while size >> height:
-            below_sql = (
-                "SELECT leaf_hash FROM entries WHERE idx < ? ORDER BY idx"
-                if height == 1
-                else f"SELECT hash FROM nodes WHERE height = {height - 1} AND j < ? ORDER BY j"
-            )
-            below = conn.execute(below_sql, ((size >> (height - 1)),))
-            count = 0
-            for j, h in conn.execute("SELECT j, hash FROM nodes WHERE height = ? ORDER BY j", (height,)):
-                pair = below.fetchmany(2)
-                if j != count or len(pair) != 2 or node_hash(pair[0][0], pair[1][0]) != h:
-                    raise JournalCorrupt(f"stored tree node ({height}, {j}) does not hash from below", j << height)
-                count += 1
-            if count != size >> height:
-                raise JournalCorrupt(f"stored tree level {height} has {count} of {size >> height} nodes")
-            height += 1
+    def _check_segment_file(self, s: Segment, previous_hi: int) -> None:
+        """A sealed file is the one sealed: same SHA-256 and size, its range right after the previous one."""
+        path = segment_path(self.path, s.seq)
+        if s.lo != previous_hi or s.hi <= s.lo:
+            raise JournalCorrupt(f"sealed segment {s.seq} has range [{s.lo}, {s.hi})", s.lo)
+        try:
+            digest, size = file_digest(path)
+        except FileNotFoundError:
+            raise JournalCorrupt(f"sealed segment {path.name} is missing", s.lo) from None
+        if (digest, size) != (s.sha256, s.bytes):
+            raise JournalCorrupt(f"sealed segment {path.name} changed since it was sealed", s.lo)
+
+    def _verify_tree(self, store: Store, size: int, anchors: list[Anchor]) -> Frontier:
+        """Replays every row, sealed or open, through a fresh frontier: each row's leaf and chain hash,
+        each interior node it completes against the stored one (and no extra node), each anchor and each
+        segment's recorded root and chain head as the replay reaches their size."""
+        tail = _Tail(Frontier(), ZERO_HASH)
+        segments = list(store.segments)
+        made = expected = 0
+        for _chunk, _end, rows in self._row_chunks(store, 0, size):
+            for idx, blob, leaf, stored_chain in rows:
+                if idx != expected or type(blob) is not bytes or leaf_hash(blob) != leaf:
+                    self._check_row(expected, idx, blob, leaf, stored_chain, tail.chain)
+                if _chain(tail.chain, leaf) != stored_chain:
+                    raise JournalCorrupt("hash chain broken", idx)
+                tail.chain = stored_chain
+                expected += 1
+                for height, j, h in tail.frontier.append(leaf):
+                    if store.node(height, j) != h:
+                        raise JournalCorrupt(f"stored tree node ({height}, {j}) differs from the entries", j << height)
+                    made += 1
+                self._check_reached(tail, anchors, segments)
+        if expected != size:
+            raise JournalCorrupt("entry missing", expected)
+        stored = store.conn.execute("SELECT COUNT(*) FROM nodes").fetchone()[0]
+        stored += sum(store.file(s).execute("SELECT COUNT(*) FROM nodes").fetchone()[0] for s in store.segments)
+        if stored != made:
+            raise JournalCorrupt(f"{stored} stored tree nodes where the entries make {made}")
+        return tail.frontier
+
+    def _check_reached(self, tail: _Tail, anchors: list[Anchor], segments: list[Segment]) -> None:
+        size = tail.frontier.size
+        while anchors and anchors[0].tree_size == size:
+            self._check_anchor_root(anchors.pop(0), tail.frontier.root())
+        if segments and segments[0].hi == size:
+            s = segments.pop(0)
+            if s.root != tail.frontier.root() or s.chain_head != tail.chain:
+                raise JournalCorrupt(f"sealed segment {s.seq} does not end in its recorded root and chain head", s.lo)
 
     # ------------------------------------------------------------------ indexes
 
@@ -878,17 +1151,15 @@ class Journal:
             frontier = self._frontier
         t, access = before if before is not None else (1 << 62, b"")
         out: list[tuple[int, JournalEntry]] = []
-        with self._reader() as conn:
-            conn.execute("BEGIN")
+        with self._reader() as conn, self._routed(conn) as store:
             indexes = conn.execute(
                 "SELECT idx FROM by_patient WHERE patient = ? AND (time, access) < (?, ?)"
                 " AND idx < ? ORDER BY time DESC, access DESC LIMIT ?",
                 (_address_key(patient), t, access, frontier.size, limit),
             ).fetchall()
             for (idx,) in indexes:
-                for i, blob, _leaf, _chain in self._checked_rows(conn, idx, idx + 1, frontier):
+                for i, blob, _leaf, _chain in self._checked_rows(store, idx, idx + 1, frontier):
                     out.append((i, JournalEntry.from_bytes(blob)))
-            conn.execute("COMMIT")
         return out
 
     def requester_counts(self) -> collections.Counter[str]:
@@ -900,12 +1171,17 @@ class Journal:
     # ------------------------------------------------------------------ anchoring bookkeeping
 
     def pending_anchor(self) -> tuple[int, bytes] | None:
-        """``(size, root)`` to anchor next, or None when everything is anchored already."""
+        """``(size, root)`` to anchor next, or None when everything is anchored already: the end of the
+        last sealed segment if it is not anchored yet (so a sealed segment's last root is on-chain; when
+        several were sealed between two anchors, the earlier ones are covered by it), else the whole journal."""
         with self._tree_lock:
             frontier = self._frontier
             anchored = self._last_anchor.tree_size if self._last_anchor else 0
+            segments = self._segments
         if frontier.size <= anchored:
             return None
+        if segments and segments[-1].hi > anchored:
+            return segments[-1].hi, segments[-1].root
         return frontier.size, frontier.root()
 
     def record_anchor(
@@ -982,15 +1258,15 @@ class Journal:
         size, root = frontier.size, frontier.root()
         tmp = path.with_name(path.name + ".tmp")
         try:
-            with open(tmp, "wb") as f, self._reader() as conn:
-                conn.execute("BEGIN")  # one snapshot for the anchors, the head and the rows
+            with open(tmp, "wb") as f, self._reader() as conn, self._routed(conn) as store:
+                # one snapshot for the anchors, the head and the rows (sealed segments, then the open one)
                 anchors = [a for a in self._read_anchors(conn) if a.tree_size <= size]
                 head = ZERO_HASH
                 if size:
-                    row = conn.execute("SELECT chain_hash FROM entries WHERE idx = ?", (size - 1,)).fetchone()
-                    if row is None:
+                    stored = store.chain_hash(size - 1)
+                    if stored is None:
                         raise JournalCorrupt("entry missing", size - 1)
-                    head = bytes(row[0])
+                    head = stored
                 header = {
                     "type": "header",
                     "format": EXPORT_FORMAT,
@@ -1001,7 +1277,7 @@ class Journal:
                     "chain_head": _hex(head),
                 }
                 f.write(orjson.dumps(header) + b"\n")
-                chain = self._export_entries(conn, f, frontier)
+                chain = self._export_entries(store, f, frontier)
                 if chain != head:  # cannot happen unless the file changed under the snapshot
                     raise JournalCorrupt("chain head changed during the export", size - 1)
                 for a in anchors:
@@ -1014,7 +1290,6 @@ class Journal:
                         "anchored_at": a.anchored_at,
                     }
                     f.write(orjson.dumps(anchor) + b"\n")
-                conn.execute("COMMIT")
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:
@@ -1024,11 +1299,11 @@ class Journal:
         fsync_dir(path.parent)
         return size
 
-    def _export_entries(self, conn: sqlite3.Connection, f: BinaryIO, frontier: Frontier) -> bytes:
+    def _export_entries(self, store: Store, f: BinaryIO, frontier: Frontier) -> bytes:
         """Writes the entry lines of the frontier's rows, each checked as in :meth:`verify_chain`;
         returns the chain hash of the last one."""
         chain = ZERO_HASH
-        for idx, blob, leaf, stored_chain in self._checked_rows(conn, 0, frontier.size, frontier):
+        for idx, blob, leaf, stored_chain in self._checked_rows(store, 0, frontier.size, frontier):
             if _chain(chain, leaf) != stored_chain:
                 raise JournalCorrupt("hash chain broken", idx)
             chain = stored_chain
@@ -1047,7 +1322,11 @@ class Journal:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(_STOP)
+        with self._seal_lock:
+            sealer = self._sealer
+        if sealer is not None:  # its file is recorded (or discarded) before the writer stops
+            sealer.join()
+        self._queue.put(_STOP)
         self._writer.join()
         with self._conn_lock:
             if self._conn is not None:

@@ -939,7 +939,7 @@ def test_a_schema_1_journal_is_migrated_once(jpath: Path) -> None:
         assert j.requester_counts() == {REQUESTER: 30}
         assert j.verify_all() == 30
     conn = db(jpath)
-    assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (3,)
     conn.close()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,7 @@ def test_journal_reads_search_indexes(tmp_path: Path) -> None:
     """A patient's page, a proof and a root of a past size read O(page + log n) rows by index, never the
     journal: what keeps the first access-log page fast at any history size."""
     _TracedJournal.statements = []
-    with _TracedJournal(tmp_path / "journal.db") as j:
+    with _TracedJournal(tmp_path / "journal.db", segment_entries=1000) as j:  # reads cross sealed segments
         j.append_many(
             [
                 JournalEntry(
@@ -139,6 +140,10 @@ def test_journal_reads_search_indexes(tmp_path: Path) -> None:
                 for i in range(3000)
             ]
         )
+        deadline = time.monotonic() + 10
+        while not j._segments:  # sealed by a sealer thread right after the commit
+            assert time.monotonic() < deadline, "not sealed"
+            time.sleep(0.01)
         j.patient_entries(PATIENT, limit=51)
         j.patient_entries(PATIENT, before=(1_750_000_001, b"\x05" * 32), limit=51)
         j.inclusion_proof(1234, 2999)

@@ -66,6 +66,9 @@ BATCH_POINTS = [
     "release.after_ledger:5",
     "journal.before_commit:6",
     "journal.after_commit:4",
+    "journal.segment_written:2",  # the gateway seals a segment every 6 entries here
+    "journal.segment_before_commit:2",
+    "journal.segment_after_commit",
     "anchor.before_tx:2",
     "anchor.after_tx",
     "anchor.after_tx:2",
@@ -217,6 +220,7 @@ def _check_after_crash(gw: GatewayProcess, chain: FaultChain, acked: Ledgered, l
     else:
         with Journal(settings.journal_path) as journal:
             journal.verify_chain()
+            assert journal.verify_all() == journal.size, label  # sealed segments included
             entries = {idx: "0x" + e.access_hash.hex() for idx, e, _ in journal.entries()}
             for r in acked.releases:
                 assert entries.get(r["journalIndex"]) == r["accessId"], (label, "acknowledged release not journaled", r)
@@ -258,7 +262,8 @@ WORKERS_POINTS = [p for p in BATCH_POINTS if not p.startswith("release.")]
 )
 def test_kill_9_at_every_crash_point(mode: str, workers: int, chain: FaultChain, tmp_path: Path) -> None:
     points = STRICT_POINTS if mode == "strict" else BATCH_POINTS if workers == 1 else WORKERS_POINTS
-    gw = GatewayProcess(chain, tmp_path / f"gw-{mode}", mode=mode, workers=workers)
+    tiny = {"journal_segment_entries": 6} if mode == "batch" else {}  # rotations: the journal.segment_* points
+    gw = GatewayProcess(chain, tmp_path / f"gw-{mode}", mode=mode, workers=workers, **tiny)
     acked = Ledgered()
     anchored: list[int] = []
     for n, point in enumerate(points):
