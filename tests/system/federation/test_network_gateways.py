@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from node_client.cli import app
-from node_client.deploy import Manifest, metadata_hash
+from node_client.deploy import OPTIONAL_METADATA, Manifest, metadata_hash
 from node_client.network import Consortium, Network
 from node_client.vocabulary import Role
 
@@ -53,7 +53,8 @@ def test_the_manifest_and_the_chain_name_each_gateway_and_its_endpoint(gateway_n
     assert gateway_network.manifest_path is not None
     ledger = Manifest.load(gateway_network.manifest_path).connect(gateway_network.client(2))
     for entry in members:
-        meta = {k: entry[k] for k in ("name", "kind", "address", "endpoint")}
+        meta = {k: entry[k] for k in ("name", "kind", "address", *OPTIONAL_METADATA) if k in entry}
+        assert meta["endpoint"] and meta["name_zh"].endswith("网关")  # hashed: a manifest edit cannot change them
         on_chain = ledger.members.member_of(str(entry["address"]))
         assert on_chain.metadata_hash == metadata_hash(meta) == bytes.fromhex(str(entry["metadataHash"])[2:])
         assert ledger.members.is_active(str(entry["address"]), int(Role.GATEWAY))
