@@ -401,6 +401,7 @@ class ChainClient:
             )
         except TimeExhausted as exc:
             raise TransactionError(f"no receipt for {hex_hash} after {self.timeout}s", tx_hash=hex_hash) from exc
+        self._until_head(int(receipt["blockNumber"]))
         if receipt["status"] != 1:
             if fn is not None and sender is not None:
                 try:
@@ -436,6 +437,14 @@ class ChainClient:
                     tx_hash=result.tx_hash,
                 )
             time.sleep(0.2)
+
+    def _until_head(self, number: int) -> None:
+        """Waits until the node's head is at least block ``number``. geth stores a block's receipts before it
+        moves its head onto the block: a call at "latest" right after the receipt (the next transaction's gas
+        estimate) could still run on the block before, and be refused for want of this transaction."""
+        deadline = time.monotonic() + self.timeout
+        while self.block_number() < number and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _receipt_or_none(self, tx_hash: HexBytes) -> TxReceipt | None:
         try:

@@ -211,7 +211,7 @@ def test_release_without_ledger_entry_is_reported_from_the_requesters_claims(gw,
     journal = g.components.journal
 
     class NoLedgerJournal:
-        """Pretends to journal: returns the next index, writes nothing."""
+        """Pretends to journal: returns the next index, writes nothing (what releases see is its answer)."""
 
         def append(self, entry: JournalEntry) -> int:
             return journal.size
@@ -219,7 +219,7 @@ def test_release_without_ledger_entry_is_reported_from_the_requesters_claims(gw,
         async def append_async(self, entry: JournalEntry) -> int:  # the event-loop release path
             return journal.size
 
-    monkeypatch.setattr(g.components, "journal", NoLedgerJournal())
+    monkeypatch.setattr(g.components, "appender", NoLedgerJournal())  # what the release path appends through
     skipped = _reads(g, record, 1)[0]
     monkeypatch.undo()
     assert skipped["ledger"]["mode"] == "batch" and "encryption" in skipped
