@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -22,6 +22,9 @@ from node_client._cli_common import ChainOpts, KeyOpt, PasswordFileOpt, SignerOp
 
 if TYPE_CHECKING:
     from node_client.audit import AuditReport
+    from node_client.gateway_client import GatewayClient
+
+T = TypeVar("T")
 
 __all__ = ["audit_app"]
 
@@ -211,19 +214,7 @@ def fetch_journal_cmd(
 
     Exit 0 written; 2 the gateway refused (not an auditor, strict mode) or does not answer.
     """
-    from node_client._exceptions import NodeClientError
-    from node_client.gateway_client import GatewayClient
-
-    try:
-        if key is None:
-            raise ValueError("--key: the auditor's (or regulator's) keystore")
-        account = SignerOpts(key=key, password_file=password_file).account()
-        with GatewayClient(url) as gw:
-            gw.sign_in(account)
-            size = gw.download_journal(out)
-    except (NodeClientError, ValueError, OSError) as exc:
-        err_console.print(f"[red]fetch failed[/red] {type(exc).__name__}: {exc}")
-        raise typer.Exit(2) from None
+    size = _as_auditor(url, key, password_file, lambda gw: gw.download_journal(out))
     err_console.print(f"wrote {out} ({size} bytes) from {url}")
 
 
@@ -237,8 +228,14 @@ def fetch_reasons_cmd(
     """Download the emergency reasons a gateway relayed, each with the salt that opens its on-chain
     commitment, signed in as an auditor. Exit 0 written; 2 the gateway refused or does not answer.
     """
-    import orjson
+    openings = _as_auditor(url, key, password_file, lambda gw: gw.emergency_reasons())
+    out.write_bytes(b"".join(orjson.dumps(o) + b"\n" for o in openings))
+    err_console.print(f"wrote {out} ({len(openings)} reasons) from {url}")
 
+
+def _as_auditor(url: str, key: Path | None, password_file: Path | None, fetch: Callable[[GatewayClient], T]) -> T:
+    """``fetch`` on the gateway at ``url`` signed in with the auditor's keystore; exit 2 (with why) if the
+    key is missing, the gateway refuses or does not answer."""
     from node_client._exceptions import NodeClientError
     from node_client.gateway_client import GatewayClient
 
@@ -248,9 +245,7 @@ def fetch_reasons_cmd(
         account = SignerOpts(key=key, password_file=password_file).account()
         with GatewayClient(url) as gw:
             gw.sign_in(account)
-            openings = gw.emergency_reasons()
-        out.write_bytes(b"".join(orjson.dumps(o) + b"\n" for o in openings))
+            return fetch(gw)
     except (NodeClientError, ValueError, OSError) as exc:
         err_console.print(f"[red]fetch failed[/red] {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None
-    err_console.print(f"wrote {out} ({len(openings)} reasons) from {url}")

@@ -732,24 +732,13 @@ class Journal:
                 idx += 1
         checkpoint = frontier.size // self.checkpoint_every != self._frontier.size // self.checkpoint_every
         try:
-            with self._conn_lock:
-                conn = self._conn
-                if conn is None:
-                    raise JournalUnavailable("the journal is closed")
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.executemany(
-                        "INSERT INTO entries (idx, entry, leaf_hash, chain_hash) VALUES (?, ?, ?, ?)", rows
-                    )
-                    self._write_derived(conn, nodes, patients, counts)
-                    if checkpoint:
-                        self._write_checkpoint(conn, frontier, chain)
-                    crashpoint("journal.before_commit")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        conn.execute("ROLLBACK")
-                    raise
+            with self._transaction() as conn:
+                conn.executemany("INSERT INTO entries (idx, entry, leaf_hash, chain_hash) VALUES (?, ?, ?, ?)", rows)
+                self._write_derived(conn, nodes, patients, counts)
+                if checkpoint:
+                    self._write_checkpoint(conn, frontier, chain)
+                crashpoint("journal.before_commit")
+                conn.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - the writer fails the whole journal on any error (fail closed), then re-raises to waiters
             log.error("journal write failed; the journal is now unavailable: %r", exc)
             self._fail(exc, batch)
@@ -840,23 +829,14 @@ class Journal:
         s = ready.segment
         self._seal_pending = False
         try:
-            with self._conn_lock:
-                conn = self._conn
-                if conn is None:
-                    raise JournalUnavailable("the journal is closed")
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.execute("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", tuple(s))
-                    drop_sealed(conn, s.lo, s.hi)
-                    row = conn.execute("SELECT size FROM checkpoint WHERE id = 1").fetchone()
-                    if row is None or row[0] < s.hi:
-                        self._write_checkpoint(conn, ready.frontier, s.chain_head)
-                    crashpoint("journal.segment_before_commit")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        conn.execute("ROLLBACK")
-                    raise
+            with self._transaction() as conn:
+                conn.execute("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", tuple(s))
+                drop_sealed(conn, s.lo, s.hi)
+                row = conn.execute("SELECT size FROM checkpoint WHERE id = 1").fetchone()
+                if row is None or row[0] < s.hi:
+                    self._write_checkpoint(conn, ready.frontier, s.chain_head)
+                crashpoint("journal.segment_before_commit")
+                conn.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - like a failed commit: fail closed
             log.error("journal segment commit failed; the journal is now unavailable: %r", exc)
             self._fail(exc, [])
@@ -868,6 +848,22 @@ class Journal:
         log.info("journal segment %d sealed: entries [%d, %d), %d bytes", s.seq, s.lo, s.hi, s.bytes)
         self._maybe_seal()  # the open segment may have grown past the threshold again meanwhile
         return True
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """The writer's one way to write: BEGIN IMMEDIATE under the connection lock; the body commits (after
+        its crash point), any error rolls back and propagates."""
+        with self._conn_lock:
+            conn = self._conn
+            if conn is None:
+                raise JournalUnavailable("the journal is closed")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.execute("ROLLBACK")
+                raise
 
     def _fail(self, exc: BaseException, batch: list[_Request]) -> None:
         """Marks the journal unavailable and fails ``batch`` and everything still queued."""
