@@ -13,103 +13,20 @@ and state that is saved is first checked by axe-core against WCAG 2.1 A and AA (
 
 from __future__ import annotations
 
-import io
 import re
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
-from rich.console import Console
 
-from demo import scenario as demo
 from node_client import healthcode as hc
 from node_client.signing import sign
+from tests.browser.steps import LI, TIMEOUT_MS, WANG, local_time, make_code, shot, unlock
 from tests.support import browser_harness
 from tests.support.axe import assert_accessible
-from tests.support.browser_harness import chromium
-from tests.support.gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
+from tests.support.gateway_harness import CLINIC, HOSPITAL, RunningGateway, dev
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a real Chromium against a real gateway (~1 min)
-
-WANG, LI = 10, 11
-TIMEOUT_MS = 120_000  # scrypt keystore decryption in JavaScript takes seconds on a busy 2-core machine
-
-
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, Path]]:
-    tmp = tmp_path_factory.mktemp("portal")
-    with running_gateway(tmp) as gw:
-        keys = tmp / "keys"
-        demo.seed(
-            url=gw.url,
-            manifest=gw.settings.manifest,
-            rpc_url=gw.settings.rpc_url,
-            keys_dir=keys,
-            samples=SAMPLES,
-            console=Console(file=io.StringIO()),
-        )
-        yield gw, keys
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def new_page(browser: Any) -> Iterator[Any]:
-    contexts: list[Any] = []
-    errors: list[str] = []
-
-    def make(**kwargs: Any) -> Any:
-        ctx = browser.new_context(accept_downloads=True, **kwargs)
-        contexts.append(ctx)
-        page = ctx.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        return page
-
-    yield make
-    for ctx in contexts:
-        ctx.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
-
-
-def shot(page: Any, name: str, *, full_page: bool = True) -> Path:
-    """Checks ``page`` with axe (zero WCAG 2.1 A/AA violations), then saves its screenshot."""
-    assert_accessible(page, name)
-    return browser_harness.shot(page, name, full_page=full_page)
-
-
-def unlock(page: Any, keystore: Path, password: str = "demo", enc_key: Path | None = None) -> None:
-    page.set_input_files("#keystore", str(keystore))
-    page.fill("#password", password)
-    if enc_key is not None:
-        page.set_input_files("#enckey", str(enc_key))
-    page.click("#unlock-button")
-    page.wait_for_selector("#key-status[data-state=unlocked]")
-
-
-def local_time(gw: RunningGateway, ts: int) -> str:
-    zone = ZoneInfo(gw.settings.display_timezone)
-    return datetime.fromtimestamp(ts, UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def make_code(page: Any, grantee: str, categories: list[str]) -> Path:
-    page.select_option("#grantee", grantee)
-    for slug in categories:
-        page.check(f"#code-form input[name=categories][value={slug}]")
-    page.click("#code-form button[type=submit]")
-    page.wait_for_selector("#health-code img")
-    with page.expect_download() as dl:
-        page.click("#download-png")
-    path = Path(dl.value.path())
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    return path
 
 
 def test_health_code_story_from_patient_to_hospital_and_back(
