@@ -109,7 +109,15 @@ _U40 = 1 << 40
 
 
 class HealthCodeError(NodeClientError):
-    """A health code cannot be built or read: wrong prefix, unknown version, bad checksum or length."""
+    """A health code cannot be built or read: wrong prefix, unknown version, bad checksum or length.
+
+    ``kind`` names the fault in a stable word (``checksum``, ``no_code_in_picture``, ...) so that a page
+    can say it in its own language; the message is the English one for logs and the CLI.
+    """
+
+    def __init__(self, message: str, kind: str = "other") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 # ---------------------------------------------------------------- codec
@@ -178,21 +186,23 @@ def encode(signed: SignedMessage, domain: Domain) -> str:
 def _payload(text: str) -> bytes:
     text = text.strip()
     if not text.upper().startswith(PREFIX):
-        raise HealthCodeError(f"not a health code: it must start with {PREFIX!r}")
+        raise HealthCodeError(f"not a health code: it must start with {PREFIX!r}", "prefix")
     try:
         raw: bytes = base45.b45decode(text[len(PREFIX) :].upper())
     except ValueError:
-        raise HealthCodeError("health code text is damaged (not valid base45)") from None
+        raise HealthCodeError("health code text is damaged (not valid base45)", "damaged") from None
     if len(raw) < 2:
-        raise HealthCodeError("health code is too short")
+        raise HealthCodeError("health code is too short", "length")
     if raw[0] != VERSION:
-        raise HealthCodeError(f"unsupported health code version {raw[0]} (this reader knows version {VERSION})")
+        raise HealthCodeError(
+            f"unsupported health code version {raw[0]} (this reader knows version {VERSION})", "version"
+        )
     return raw
 
 
 def _expected_length(kind: int) -> int:
     if kind not in (_GRANT, _REVOKE, _GRANT | _EXPLICIT_SIGNER, _REVOKE | _EXPLICIT_SIGNER):
-        raise HealthCodeError(f"unknown health code message type 0x{kind:02x}")
+        raise HealthCodeError(f"unknown health code message type 0x{kind:02x}", "version")
     size = _HEAD.size + _TAIL_FIELDS.size + _SIG_LEN + _CHECK_LEN
     if kind & 0x7F == _GRANT:
         size += _GRANT_FIELDS.size
@@ -210,10 +220,12 @@ def decode(text: str) -> tuple[SignedMessage, Domain]:
     kind = raw[1]
     expected = _expected_length(kind)
     if len(raw) != expected:
-        raise HealthCodeError(f"health code has {len(raw)} bytes, expected {expected} (cut short or padded?)")
+        raise HealthCodeError(
+            f"health code has {len(raw)} bytes, expected {expected} (cut short or padded?)", "length"
+        )
     body, check = raw[:-_CHECK_LEN], raw[-_CHECK_LEN:]
     if _checksum(body) != check:
-        raise HealthCodeError("health code checksum does not match: the code is damaged")
+        raise HealthCodeError("health code checksum does not match: the code is damaged", "checksum")
     _v, _k, chain_id, contract, patient, grantee = _HEAD.unpack_from(body, 0)
     off = _HEAD.size
     grant_fields: tuple[Any, ...] | None = None
@@ -302,7 +314,9 @@ def read_image(source: str | Path | bytes) -> str:
     else:
         path = Path(source)
         if path.suffix.lower() == ".svg":
-            raise HealthCodeError(f"{path}: reading SVG pictures is not supported; use the PNG or the code text")
+            raise HealthCodeError(
+                f"{path}: reading SVG pictures is not supported; use the PNG or the code text", "unreadable_picture"
+            )
         opened = path
     try:
         with Image.open(opened) as img:
@@ -311,13 +325,13 @@ def read_image(source: str | Path | bytes) -> str:
                 img.convert("L"), formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
             )
     except FileNotFoundError:
-        raise HealthCodeError(f"{path}: no such file") from None
+        raise HealthCodeError(f"{path}: no such file", "unreadable_picture") from None
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise HealthCodeError(f"{path}: not a readable picture ({exc})") from None
+        raise HealthCodeError(f"{path}: not a readable picture ({exc})", "unreadable_picture") from None
     texts = [b.text for b in barcodes if b.valid and b.text.strip().upper().startswith(PREFIX)]
     if not texts:
         found = f" ({len(barcodes)} other QR code(s) found)" if barcodes else ""
-        raise HealthCodeError(f"{path}: no health code found in the picture{found}")
+        raise HealthCodeError(f"{path}: no health code found in the picture{found}", "no_code_in_picture")
     return texts[0].strip()
 
 

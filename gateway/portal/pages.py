@@ -8,6 +8,7 @@ Everything that changes state goes through the ``/v1`` API with a bearer token, 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -58,6 +59,7 @@ STATIC_DIR = HERE / "static"
 router = APIRouter(include_in_schema=False)
 
 MAX_PICTURE_BYTES = 10 * 1024 * 1024
+log = logging.getLogger("hcl.gateway.portal")
 
 #: Content-Security-Policy of every portal page: nothing from anywhere but the gateway itself.
 CSP = (
@@ -403,6 +405,14 @@ def make_code(body: SignedGrantIn, request: Request, c: ComponentsDep) -> HTMLRe
 # ---------------------------------------------------------------- hospital helpers
 
 
+def _code_problem(request: Request, exc: hc.HealthCodeError) -> Problem:
+    """A code that cannot be read, said in the page's language (the English detail stays in the log)."""
+    log.info("health code refused: %s", exc)
+    t = i18n.translator(i18n.negotiate(request))
+    reason = f"hc_{exc.kind}" if f"hc_{exc.kind}" in i18n.MESSAGES else "hc_other"
+    return Problem("invalid_request", f"{t('hc_invalid')}{t('colon')}{t(reason)}")
+
+
 @router.post("/portal/hospital/preview", response_class=HTMLResponse)
 async def preview(
     request: Request,
@@ -421,15 +431,15 @@ async def preview(
         try:
             code_text = hc.read_image(data)
         except hc.HealthCodeError as exc:
-            raise Problem("invalid_request", str(exc)) from None
+            raise _code_problem(request, exc) from None
     if not code_text:
-        raise Problem("invalid_request", "upload a picture of the code or paste its text")
+        raise Problem("invalid_request", i18n.translator(i18n.negotiate(request))("hc_missing"))
     try:
         signed, domain = hc.decode(code_text)
         names = c.member_names.in_language(i18n.negotiate(request))
         summary = hc.summary(signed, domain, ledger=c.ledger, members=names)
     except hc.HealthCodeError as exc:
-        raise Problem("invalid_request", f"not a valid health code: {exc}") from None
+        raise _code_problem(request, exc) from None
     except ChainUnavailable as exc:
         raise Problem("chain_unavailable", str(exc)) from exc
     payload = signed.as_dict()

@@ -47,7 +47,7 @@
     if (err instanceof ProblemError) {
       const p = err.problem;
       const title = (p.code && M[`problem_${p.code}`]) || p.title || t("error");
-      return p.detail && p.detail !== title ? `${title}: ${p.detail}` : title;
+      return p.detail && p.detail !== title ? `${title}${t("colon")}${p.detail}` : title;
     }
     return err && err.message ? err.message : String(err);
   }
@@ -74,12 +74,9 @@
     const el = $("#toast");
     el.textContent = text; el.hidden = false; el.className = bad ? "bad" : "ok";
     if (spoken) announce(text);
-    document.body.classList.add("toasting");
-    clearTimeout(toast.timer); toast.timer = setTimeout(hideToast, 6000);
   }
   function hideToast() {
     $("#toast").hidden = true;
-    document.body.classList.remove("toasting");
   }
   const isBusy = (button) => !!button && button.getAttribute("aria-disabled") === "true";
   // aria-disabled, not disabled: a disabled button drops the keyboard focus to <body>

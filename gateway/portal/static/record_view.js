@@ -170,6 +170,20 @@
       [t("med_name"), t("med_status"), t("med_dosage"), t("med_dates")], rows);
   }
 
+  // what a listed resource is: its code, else its name (directory resources), else for a Patient what the
+  // record holds of her (sex, birth year); nothing rather than an empty label
+  function describe(r, ctx) {
+    const cc = r.code || r.vaccineCode || (r.type && r.type[0]) || null;
+    if (textOf(cc)) return textOf(cc);
+    const name = Array.isArray(r.name) ? r.name[0] : r.name;
+    if (typeof name === "string") return name;
+    if (name && (name.text || name.family)) return name.text || [name.family, ...(name.given || [])].join(" ");
+    if (r.resourceType === "Patient") {
+      return [r.gender && ctx.t(`gender_${r.gender}`), r.birthDate && r.birthDate.slice(0, 4)].filter(Boolean).join(" · ");
+    }
+    return "";
+  }
+
   // ------------------------------------------------------------------ the whole view
   function render(fhir, ctx) {
     const list = fhir.resourceType === "Bundle" ? (fhir.entry || []).map((e) => e.resource).filter(Boolean) : [fhir];
@@ -183,8 +197,8 @@
     if (others.length) {
       out.append(el("h4", { id: "record-other-title" }, ctx.t("record_other")));
       out.append(el("ul", { id: "record-resources", "aria-labelledby": "record-other-title" }, ...others.map(({ r, when }) => {
-        const cc = r.code || r.vaccineCode || (r.type && r.type[0]) || {};
-        return el("li", {}, `${ctx.typeName(r.resourceType)}: ${textOf(cc)}${when ? ` (${ctx.date(when)})` : ""}`);
+        const what = describe(r, ctx);
+        return el("li", {}, `${ctx.typeName(r.resourceType)}${what ? `${ctx.t("colon")}${what}` : ""}${when ? ` (${ctx.date(when)})` : ""}`);
       })));
     }
     return out;
