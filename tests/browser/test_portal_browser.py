@@ -545,11 +545,11 @@ def tab_to(page: Any, selector: str, *, back: bool = False, limit: int = 120) ->
     raise AssertionError(f"{limit} presses of Tab never reached {selector}")
 
 
-def press_and_keep_focus(page: Any, key: str, done: str, action: str) -> str:
-    """Presses ``key`` on the focused control, waits for ``done`` and the end of the work, and fails if
-    the keyboard focus then sits on <body> or on something hidden; returns what has the focus."""
+def press_and_keep_focus(page: Any, key: str, done: str, action: str, *, state: str = "visible") -> str:
+    """Presses ``key`` on the focused control, waits for ``done`` (in ``state``) and the end of the work, and
+    fails if the keyboard focus then sits on <body> or on something hidden; returns what has the focus."""
     page.keyboard.press(key)
-    page.wait_for_selector(done)
+    page.wait_for_selector(done, state=state)
     page.wait_for_selector("[aria-busy]", state="detached")
     where = page.evaluate(
         """() => { const a = document.activeElement;
@@ -662,6 +662,40 @@ def test_keyboard_only_each_role_keeps_the_focus(net: tuple[RunningGateway, Path
     unlock_by_keyboard(auditor, keys / "auditor.json")
     for page in (hospital, patient, auditor):
         assert_focus_rings(page)
+
+
+def test_keyboard_only_guardians_opt_out_and_break_glass(net: tuple[RunningGateway, Path], new_page: Any) -> None:
+    """The paths the main flows do not take, by keyboard only: a patient names and removes a guardian and
+    opts out of emergency access and back; a hospital opens an emergency window. The focus never drops."""
+    gw, keys = net
+    aunt, stranger = dev(17).address, dev(13).address
+    page = new_page()
+    page.goto(f"{gw.url}/portal/patient?lang=en")
+    unlock_by_keyboard(page, keys / "zhang.json")
+    tab_to(page, "#guardian-address")
+    page.keyboard.type(aunt)
+    tab_to(page, "#guardian-days")
+    page.keyboard.type("30")
+    tab_to(page, "#guardian-form button[type=submit]")
+    press_and_keep_focus(page, "Enter", f"#guardians code:text('{aunt}')", "name a guardian")
+    tab_to(page, "#guardians button[data-action=remove-guardian]", back=True)
+    while aunt not in page.evaluate("document.activeElement.closest('li').innerText"):
+        tab_to(page, "#guardians button[data-action=remove-guardian]")
+    press_and_keep_focus(page, "Enter", f"#guardians li:has-text('{aunt}')", "remove a guardian", state="detached")
+    for state in ("1", "0"):
+        tab_to(page, "button[data-action=opt-out]")
+        press_and_keep_focus(page, "Enter", f"#optout-state[data-opted-out='{state}']", "opt out or back")
+
+    hospital = new_page()
+    hospital.goto(f"{gw.url}/portal/hospital?lang=en")
+    unlock_by_keyboard(hospital, keys / "hospital.json", keys / "hospital.x25519.jwk")
+    tab_to(hospital, "#bg-patient")
+    hospital.keyboard.type(stranger)
+    tab_to(hospital, "#bg-reason")
+    hospital.keyboard.type("Found unresponsive; checking allergies and medications")
+    tab_to(hospital, "#break-glass-form button[type=submit]")
+    press_and_keep_focus(hospital, "Enter", "#window-open", "break glass")
+    shot(hospital, "23-hospital-break-glass-keyboard")
 
 
 #: what sticks out of the viewport, skipping what is meant to be off-screen (the skip link, screen-reader text)
