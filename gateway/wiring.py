@@ -33,6 +33,7 @@ from gateway.ledger.indexer_state import IndexerFollower, SharedIndexerState
 from gateway.ledger.journal import Journal
 from gateway.ledger.journal_index import JournalIndex
 from gateway.ledger.journal_service import JournalAppender, JournalClient, JournalServer
+from gateway.ledger.journal_view import JournalView
 from gateway.ledger.member_names import MemberNames
 from gateway.ledger.registrations import Registrar
 from gateway.ledger.strict_commit import StrictCommitter, ledger_commit
@@ -305,7 +306,8 @@ def build_components(settings: GatewaySettings) -> Components:
 
 def build_worker_components(settings: GatewaySettings) -> Components:
     """An HTTP worker of a multi-process gateway: decides from the primary's read model (followed through
-    its published indexer state) and journals through the primary's journal server."""
+    its published indexer state), journals through the primary's journal server and reads the journal
+    (proofs, exports, a patient's history) from its database."""
     p = _Parts.build(settings)
     follower = IndexerFollower(
         p.ledger,
@@ -316,7 +318,16 @@ def build_worker_components(settings: GatewaySettings) -> Components:
         confirmations=p.confirmations,
     )
     kek = Kek.load(Path(settings.kek_file or settings.data_dir / "kek.key"))  # the primary made or rotated it
-    return p.components(follower, kek, Metrics(), appender=JournalClient(settings.journal_socket), role=Role.WORKER)
+    view = JournalView(settings.journal_path)  # proofs, exports and the patient index, read from its database
+    return p.components(
+        follower,
+        kek,
+        Metrics(),
+        journal=view,
+        journal_index=JournalIndex(view),
+        appender=JournalClient(settings.journal_socket),
+        role=Role.WORKER,
+    )
 
 
 def _registrar(

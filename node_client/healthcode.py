@@ -220,9 +220,7 @@ def decode(text: str) -> tuple[SignedMessage, Domain]:
     kind = raw[1]
     expected = _expected_length(kind)
     if len(raw) != expected:
-        raise HealthCodeError(
-            f"health code has {len(raw)} bytes, expected {expected} (cut short or padded?)", "length"
-        )
+        raise HealthCodeError(f"health code has {len(raw)} bytes, expected {expected} (cut short or padded?)", "length")
     body, check = raw[:-_CHECK_LEN], raw[-_CHECK_LEN:]
     if _checksum(body) != check:
         raise HealthCodeError("health code checksum does not match: the code is damaged", "checksum")

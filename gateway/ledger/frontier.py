@@ -10,10 +10,21 @@ from __future__ import annotations
 
 from node_client.merkle import EMPTY_ROOT, HASH_SIZE, node_hash
 
-__all__ = ["Frontier", "Node"]
+__all__ = ["Frontier", "Node", "subtrees"]
 
 #: a complete aligned subtree: ``(height, j, hash)`` covers leaves ``[j * 2**height, (j + 1) * 2**height)``
 Node = tuple[int, int, bytes]
+
+
+def subtrees(size: int) -> list[tuple[int, int]]:
+    """``(height, j)`` of the complete subtrees a tree of ``size`` leaves is made of, left to right."""
+    out = []
+    offset = 0
+    for height in range(size.bit_length() - 1, -1, -1):
+        if size >> height & 1:
+            out.append((height, offset >> height))
+            offset += 1 << height
+    return out
 
 
 class Frontier:

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Final, NamedTuple
 import orjson
 
 from gateway.crashpoints import crashpoint
-from gateway.ledger.frontier import Frontier, Node
+from gateway.ledger.frontier import Frontier, Node, subtrees
 from gateway.ledger.segments import (
     Segment,
     Store,
@@ -193,17 +193,6 @@ class _SealReady(NamedTuple):
 
     segment: Segment
     frontier: Frontier
-
-
-def _frontier_at(size: int) -> list[tuple[int, int]]:
-    """``(height, j)`` of the complete subtrees a tree of ``size`` leaves is made of, left to right."""
-    out = []
-    offset = 0
-    for height in range(size.bit_length() - 1, -1, -1):
-        if size >> height & 1:
-            out.append((height, offset >> height))
-            offset += 1 << height
-    return out
 
 
 class _Request:
@@ -803,7 +792,7 @@ class Journal:
             try:
                 with self._routed(conn) as store:
                     nodes = self._disk_node(store)
-                    at_hi = Frontier.decode(hi, b"".join(nodes(h, j) for h, j in _frontier_at(hi)))
+                    at_hi = Frontier.decode(hi, b"".join(nodes(h, j) for h, j in subtrees(hi)))
                     chain = store.chain_hash(hi - 1)
                 assert chain is not None
                 write_segment(conn, tmp, lo, hi, chain, at_hi.root())
@@ -896,7 +885,12 @@ class Journal:
     @property
     def size(self) -> int:
         """Number of durable entries."""
-        return self._frontier.size
+        return self._committed().size
+
+    def _committed(self) -> Frontier:
+        """The committed tree's frontier, the one every read works on (a reader sees no later entry)."""
+        with self._tree_lock:
+            return self._frontier
 
     @property
     def available(self) -> bool:
@@ -910,8 +904,7 @@ class Journal:
 
     def _snapshot(self, size: int | None) -> tuple[int, Frontier]:
         """``size`` checked against the current tree (default: all of it) and the current frontier."""
-        with self._tree_lock:
-            frontier = self._frontier
+        frontier = self._committed()
         if size is None:
             return frontier.size, frontier
         if not 0 <= size <= frontier.size:
@@ -974,8 +967,7 @@ class Journal:
         Each row is checked against the stored tree (see :meth:`_checked_rows`), so a row altered on
         disk since it was written is reported as :class:`JournalCorrupt`.
         """
-        with self._tree_lock:
-            frontier = self._frontier
+        frontier = self._committed()
         stop = frontier.size if stop is None else min(stop, frontier.size)
         start = max(start, 0)
         if start >= stop:
@@ -1041,8 +1033,7 @@ class Journal:
         Each row must hash to its leaf, chain from the previous row's stored ``chain_hash``, and agree
         with the stored tree. ``start > 0`` trusts row ``start - 1``'s chain hash (checked earlier).
         """
-        with self._tree_lock:
-            frontier = self._frontier
+        frontier = self._committed()
         size = frontier.size
         if not 0 <= start <= size:
             raise ValueError(f"start {start} not in 0..{size}")
@@ -1063,8 +1054,7 @@ class Journal:
         sealed segments): every sealed file's hash, every row and the hash chain, every stored tree node
         recomputed, each segment's recorded root and chain head, the checkpoint, every anchor and the
         indexes' totals. O(n) time, O(log n) memory; returns the number of entries checked."""
-        with self._tree_lock:
-            frontier = self._frontier
+        frontier = self._committed()
         size = frontier.size
         with self._reader() as conn, self._routed(conn) as store:
             for s, previous in zip(store.segments, [0] + [s.hi for s in store.segments], strict=False):
@@ -1143,8 +1133,7 @@ class Journal:
         """The patient's entries newest first by (release second, access hash), those below ``before``
         (a page cursor), at most ``limit`` (-1: all); each row checked as in :meth:`entries`. An index
         range scan, whatever the journal's size."""
-        with self._tree_lock:
-            frontier = self._frontier
+        frontier = self._committed()
         t, access = before if before is not None else (1 << 62, b"")
         out: list[tuple[int, JournalEntry]] = []
         with self._reader() as conn, self._routed(conn) as store:
@@ -1249,8 +1238,7 @@ class Journal:
         ``path`` (rename, then directory fsync) once complete and fsynced.
         """
         path = Path(path)
-        with self._tree_lock:
-            frontier = self._frontier
+        frontier = self._committed()
         size, root = frontier.size, frontier.root()
         tmp = path.with_name(path.name + ".tmp")
         try:

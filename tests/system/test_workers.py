@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from gateway.ledger.journal import Journal
+from node_client import merkle
 from node_client.audit.journal import load_journal
 from node_client.vocabulary import parse_categories, parse_purposes
 from tests.support.fault_harness import FaultChain, GatewayProcess
@@ -160,3 +161,35 @@ def test_primary_gone_workers_refuse_and_say_why(gateway: GatewayProcess) -> Non
         h = health.get("/healthz")
         assert h.status_code == 503 and not h.json()["checks"]["journal"]["ok"], h.text
         assert "primary" in h.json()["checks"]["journal"]["error"]
+
+
+def test_workers_answer_journal_reads_from_the_database(gateway: GatewayProcess) -> None:
+    """Proofs, the patient's history and the journal export need the journal's tree, which the primary
+    writes: each worker reads it from the database (journal_view), so every connection gets them."""
+    gw = gateway
+    records = _upload(gw)
+    with gw.http(dev(CLINIC)) as clinic:
+        released = [clinic.get(f"/v1/records/{r}", params={"purpose": "treatment"}).json() for r in records]
+    deadline = time.monotonic() + 30
+    for body in released:
+        idx = body["ledger"]["journalIndex"]
+        for _ in range(4):  # a new connection each time: both workers answer
+            with gw.http(dev(PATIENT)) as patient:
+                while (p := patient.get(f"/v1/accesses/{idx}/proof")).status_code == 202:
+                    assert time.monotonic() < deadline, "not anchored within 30 s"
+                    time.sleep(0.2)
+                assert p.status_code == 200, p.text
+                proof = p.json()
+                leaf = merkle.leaf_hash(bytes.fromhex(proof["entry"][2:]))
+                path = [bytes.fromhex(h[2:]) for h in proof["inclusionProof"]]
+                root = merkle.root_from_inclusion_proof(leaf, idx, proof["anchor"]["treeSize"], path)
+                assert proof["accessId"] == body["accessId"] and "0x" + root.hex() == proof["anchor"]["root"]
+                log = patient.get("/v1/me/access-log").json()
+                assert {b["accessId"] for b in released} <= {a["accessId"] for a in log["accesses"]}
+    with gw.http(dev(8)) as auditor:  # dev 8: the auditor
+        export = auditor.get("/v1/journal")
+        assert export.status_code == 200, export.text
+    path = gw.settings().data_dir / "worker-export.jsonl"
+    path.write_bytes(export.content)
+    loaded = load_journal(path)
+    assert not loaded.problems and len(loaded.entries) >= len(released)
