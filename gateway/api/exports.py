@@ -292,8 +292,10 @@ def _access_html(rl: ExportLanguage, patient: str, pages: Iterable[list[dict[str
     yield _table_head(rl, ACCESS_COLUMNS).encode() + b"<tbody>"
     ids = frozenset({2, 8, 9, 10, 11})
     for page in pages:
-        rows = (
-            f"<tr{' class=emergency' if e['emergency'] else ''}>{_cells(_access_row(rl, e), ids)}</tr>" for e in page
+        rows = (  # on paper the time as people write it; the CSV keeps ISO 8601 for spreadsheets
+            f"<tr{' class=emergency' if e['emergency'] else ''}>"
+            f"{_cells([rl.when(int(e['time'])), *_access_row(rl, e)[1:]], ids)}</tr>"
+            for e in page
         )
         yield "".join(rows).encode()
     yield b"</tbody></table></section></body></html>"
