@@ -21,7 +21,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from gateway.api.deps import PAGE_LIMIT_MAX, CallerDep, ComponentsDep
-from gateway.api.fhir import FHIR_JSON, consent_facts
+from gateway.api.fhir import _RESOURCE, FHIR_JSON, consent_facts
 from gateway.api.me import my_consents
 from gateway.api.schemas import MyConsents, problems
 from gateway.fhir import ledger as fhir_ledger
@@ -40,6 +40,17 @@ LangQuery = Annotated[Literal["en", "zh-CN"], Query(description="the language of
 PAGE_SIZE = PAGE_LIMIT_MAX
 MEDIA = {"csv": "text/csv; charset=utf-8", "html": "text/html; charset=utf-8", "fhir": FHIR_JSON}
 SUFFIX = {"csv": "csv", "html": "html", "fhir": "fhir.json"}
+_FILE = {"type": "string", "format": "binary"}
+_FILES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the file (Content-Disposition: attachment), streamed",
+        "content": {
+            MEDIA["csv"]: {"schema": _FILE},
+            MEDIA["html"]: {"schema": _FILE},
+            FHIR_JSON: {"schema": _RESOURCE},
+        },
+    }
+}
 
 #: key → (English, 中文): the exports' own words; the rest are the audit report's (ReportLanguage)
 TEXT: dict[str, tuple[str, str]] = {
@@ -125,7 +136,7 @@ def _response(body: Iterator[bytes], what: str, fmt: Format, patient: str) -> St
     return StreamingResponse(body, media_type=MEDIA[fmt], headers=headers)
 
 
-@router.get("/access-log", responses=problems(400, 503), response_class=StreamingResponse)
+@router.get("/access-log", responses=_FILES | problems(400, 503), response_class=StreamingResponse)
 def access_log(
     c: ComponentsDep, caller: CallerDep, fmt: FormatQuery = "csv", lang: LangQuery = "en"
 ) -> StreamingResponse:
@@ -143,7 +154,7 @@ def access_log(
     return _response(body, "access-log", fmt, caller)
 
 
-@router.get("/consents", responses=problems(400, 503), response_class=StreamingResponse)
+@router.get("/consents", responses=_FILES | problems(400, 503), response_class=StreamingResponse)
 def consents(
     c: ComponentsDep, caller: CallerDep, fmt: FormatQuery = "csv", lang: LangQuery = "en"
 ) -> StreamingResponse:
