@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import portal
-from gateway.api import accesses, auth, consents, federation, fhir, me, records, system, transactions
+from gateway.api import accesses, auth, consents, exports, federation, fhir, me, records, system, transactions
 from gateway.api.deps import complete_read_model
 from gateway.framing import RejectAmbiguousFraming
 from gateway.observability import configure_logging
@@ -160,6 +160,7 @@ def create_app(
     for module in (auth, records, federation, consents, transactions, accesses, system, fhir):
         app.include_router(module.router)
     app.include_router(me.router, dependencies=[Depends(complete_read_model)])  # the caller's lists: read model
+    app.include_router(exports.router, dependencies=[Depends(complete_read_model)])  # the same lists, downloaded
     app.include_router(portal.router)
     app.mount("/static", StaticFiles(directory=portal.STATIC_DIR), name="static")
     return app

@@ -66,7 +66,8 @@ def metadata(request: Request) -> FhirResponse:
     return FhirResponse(fhir_ledger.capability_statement(str(request.base_url) + "fhir", date))
 
 
-def _consent_facts(c: Components, patient: str, grantee: str | None) -> list[fhir_ledger.ConsentFacts]:
+def consent_facts(c: Components, patient: str, grantee: str | None = None) -> list[fhir_ledger.ConsentFacts]:
+    """The patient's on-chain consents (only those granted to ``grantee`` when given), as the FHIR mapping takes them."""
     granted = {e.consent_id: e.time for e in read_model.consent_events_of(c.db, patient) if e.kind == "granted"}
     return [
         fhir_ledger.ConsentFacts(
@@ -95,7 +96,7 @@ def consents(request: Request, c: ComponentsDep, caller: CallerDep, patient: Pat
     grantee = _grantee_only(c, caller, who)
     c.indexer.require_complete()
     now = c.ledger.client.block_timestamp()
-    resources = [fhir_ledger.consent(f, now) for f in _consent_facts(c, who, grantee)]
+    resources = [fhir_ledger.consent(f, now) for f in consent_facts(c, who, grantee)]
     return FhirResponse(fhir_ledger.searchset(resources, total=len(resources), self_url=str(request.url)))
 
 

@@ -4,14 +4,27 @@ searchset Bundles. (Accesses map through the auditor's one mapping, :mod:`node_c
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from node_client.audit.fhir import audit_event, event_ids, iso_time, pruned, purpose_concept
 from node_client.audit.model import AccessRow
 from node_client.vocabulary import CATEGORIES, PURPOSES, categories_of, purposes_of
 
-__all__ = ["CONSENT_NS", "ConsentFacts", "access_row", "audit_events", "capability_statement", "consent", "searchset"]
+__all__ = [
+    "CONSENT_NS",
+    "ConsentFacts",
+    "access_row",
+    "audit_events",
+    "bundle_entry",
+    "capability_statement",
+    "consent",
+    "searchset",
+    "streamed_collection",
+]
 
 #: uuid5(CONSENT_NS, consent id) names one on-chain consent in every Bundle
 CONSENT_NS = uuid.uuid5(uuid.NAMESPACE_URL, "urn:hcl:consent")
@@ -100,10 +113,26 @@ def searchset(
     if total is not None:
         bundle["total"] = total
     bundle["link"] = links
-    bundle["entry"] = [
-        {"fullUrl": f"urn:uuid:{r['id']}", "resource": r, "search": {"mode": "match"}} for r in resources
-    ]
+    bundle["entry"] = [bundle_entry(r) | {"search": {"mode": "match"}} for r in resources]
     return bundle
+
+
+def bundle_entry(resource: dict[str, Any]) -> dict[str, Any]:
+    """A Bundle entry of ``resource``, named by its ``urn:uuid:`` id."""
+    return {"fullUrl": f"urn:uuid:{resource['id']}", "resource": resource}
+
+
+def streamed_collection(pages: Iterable[list[dict[str, Any]]], timestamp: str) -> Iterator[bytes]:
+    """A ``collection`` Bundle written as the pages of resources come, never whole in memory (an export of a
+    long history); no ``entry`` when there is none (FHIR JSON has no empty arrays)."""
+    head = orjson.dumps({"resourceType": "Bundle", "type": "collection", "timestamp": timestamp})
+    yield head[:-1]
+    first = True
+    for page in pages:
+        for resource in page:
+            yield (b',"entry":[' if first else b",") + orjson.dumps(bundle_entry(resource))
+            first = False
+    yield b"}" if first else b"]}"
 
 
 def _search(name: str, kind: str, doc: str) -> dict[str, str]:

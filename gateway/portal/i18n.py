@@ -379,6 +379,32 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "event_RecordRegistered": ("病历已登记", "Record registered"),
     "back_to_portal": ("返回首页", "Back to the portal's start page"),
     "back": ("返回", "Back"),
+    # exports and portal upload (issue 17): the patient's downloads, the institution's FHIR upload form
+    "exports_title": ("下载我的数据", "Download my data"),
+    "exports_help": (
+        "您的访问记录和授权，可下载为表格（Excel 可直接打开）、可打印的网页，或供医疗系统导入的 FHIR 文件。",
+        "Your access history and your consents as a spreadsheet (opens in Excel), a printable page, or a FHIR "
+        "file for a hospital system.",
+    ),
+    "exports_access-log": ("访问记录", "Access history"),
+    "exports_consents": ("授权", "Consents"),
+    "exports_csv": ("表格（CSV）", "Spreadsheet (CSV)"),
+    "exports_html": ("可打印网页（HTML）", "Printable page (HTML)"),
+    "exports_fhir": ("FHIR 数据包（JSON）", "FHIR Bundle (JSON)"),
+    "upload_title": ("上传病历（FHIR）", "Upload records (FHIR)"),
+    "upload_help": (
+        "选择一个 FHIR R4 JSON 文件（资源或 Bundle）。网关校验后按数据类别分成病历，加密保存并在链上登记。",
+        "Choose a FHIR R4 JSON file (a resource or a Bundle). The gateway validates it, splits it into records "
+        "by data category, encrypts and stores them and registers them on the ledger.",
+    ),
+    "upload_file": ("FHIR 文件（JSON）", "FHIR file (JSON)"),
+    "upload_button": ("上传", "Upload"),
+    "choose_fhir_file": ("请先选择 FHIR 文件", "Choose a FHIR file first"),
+    "uploaded_title": ("已上传 {n} 份病历", "{n} record(s) uploaded"),
+    "uploaded_ledger": ("链上登记", "Registered on the ledger"),
+    "uploaded_ignored": ("未保存的资源", "Resources not stored"),
+    "upload_resources": ("{n} 个资源", "{n} resource(s)"),
+    "upload_problems": ("问题所在位置", "Where the problems are"),
 }
 
 #: FHIR resource types as a reader of that language names them (the opened record, the records table);

@@ -14,17 +14,17 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from eth_utils import is_address, to_checksum_address
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 from hexbytes import HexBytes
 from pydantic import BaseModel, Field
 
-from gateway.api import me
+from gateway.api import exports, me
 from gateway.api.consents import _signed
 from gateway.api.deps import ComponentsDep
 from gateway.api.models import SignedGrantIn
@@ -211,6 +211,7 @@ def _patient(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
 
 def _hospital(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
     return {
+        "category_labels": {t.slug: t.zh if lang == "zh-CN" else t.en for t in CATEGORIES},
         "emergency_categories": [t for t in CATEGORIES if t.emergency_safe],
         "can_break_glass": bool(v.roles & int(Role.EMERGENCY)),
         "purposes": PURPOSES,
@@ -474,6 +475,17 @@ def patient_access_page(request: Request, c: ComponentsDep, cursor: str) -> HTML
         term_of={t.slug: t for t in CATEGORIES},
         purpose_of={t.slug: t for t in PURPOSES},
     )
+
+
+@router.get("/portal/patient/exports/{what}")
+def patient_export(
+    what: Literal["access-log", "consents"], request: Request, c: ComponentsDep, fmt: exports.FormatQuery = "csv"
+) -> StreamingResponse:
+    """The patient's download links: the ``/v1/me/exports`` files of the signed-in patient, in the page's language."""
+    v = require_viewer(request, c, "patient")
+    c.indexer.require_complete()
+    export = exports.access_log if what == "access-log" else exports.consents
+    return export(c, v.address, fmt, "en" if i18n.negotiate(request) == "en" else "zh-CN")
 
 
 @router.get("/portal/hospital/records", response_class=HTMLResponse)

@@ -188,6 +188,25 @@ def test_the_gateways_fhir_read_api_validates(released, fhir_validator: FhirVali
     assert events == len(files)  # every release, once
 
 
+def test_the_patients_fhir_exports_validate(released, fhir_validator: FhirValidator, tmp_path: Path) -> None:
+    """``/v1/me/exports/{access-log,consents}?format=fhir``: each patient's streamed collection Bundles of
+    AuditEvent and Consent, through the same mappings as ``/fhir``."""
+    gw, _export, files = released
+    failures, events = {}, 0
+    for patient in range(10, 11 + len(SYNTHEA)):
+        me = gw.login(dev(patient))
+        for what in ("access-log", "consents"):
+            r = me.get(f"/v1/me/exports/{what}", params={"format": "fhir"})
+            assert r.status_code == 200 and r.headers["content-type"] == "application/fhir+json", r.text
+            path = tmp_path / f"{what}-{patient}.json"
+            report = fhir_validator.validate_json(r.content, path)
+            _tally(f"patient's FHIR export ({what})", path, report)
+            failures[path.name] = _errors(report)
+            events += len(r.json().get("entry") or ()) if what == "access-log" else 0
+    assert {name: errs for name, errs in failures.items() if errs} == {}
+    assert events == len(files)  # every release, once
+
+
 def _audit_bundle(gw: RunningGateway, journal: Path, out: Path) -> dict[str, Any]:
     report = replay(gw.client, gw.manifest, journal=journal, clock_skew=_skew(gw))
     bundle: dict[str, Any] = orjson.loads(write_outputs(report, out)["fhir"].read_bytes())

@@ -279,6 +279,65 @@
     $("#records-list").innerHTML = await resp.text();
     $("#record-view").innerHTML = "";
   };
+  // the upload API the CLI uses (POST /v1/records), its answer shown as given: the records made, or the
+  // problem with every FHIR issue at its path
+  function el(tag, text, attrs = {}) {
+    const node = document.createElement(tag);
+    if (text !== undefined) node.textContent = text;
+    Object.entries(attrs).forEach(([k, v]) => node.setAttribute(k, v));
+    return node;
+  }
+  function uploaded(result) {
+    const labels = JSON.parse($("#category-labels").textContent);
+    const box = el("div", undefined, { class: "upload-result", id: "upload-done" });
+    const h = el("h3", t("uploaded_title").replace("{n}", result.records.length), { tabindex: "-1" });
+    const list = el("ul");
+    result.records.forEach((r) => {
+      const li = el("li", undefined, { "data-category": r.category });
+      li.append(el("strong", labels[r.category] || r.category), ` · ${t("upload_resources").replace("{n}", r.resources)} · `,
+        el("code", r.recordId));
+      list.append(li);
+    });
+    const tx = el("p", `${t("uploaded_ledger")}: `);
+    tx.append(el("a", result.txHash, { href: `/portal/tx/${result.txHash}` }));
+    box.append(h, list, tx);
+    if (result.ignored.length) {
+      const ignored = el("ul");
+      result.ignored.forEach((i) => ignored.append(el("li", `${i.resourceType}: ${i.reason}`)));
+      box.append(el("h4", t("uploaded_ignored")), ignored);
+    }
+    return box;
+  }
+  function uploadProblem(err) {
+    const p = err.problem;
+    const box = el("div", undefined, { class: "upload-result problem", id: "upload-problem", role: "alert", "data-code": p.code || "" });
+    box.append(el("h3", (p.code && M[`problem_${p.code}`]) || p.title || t("error"), { tabindex: "-1" }));
+    if (p.detail) box.append(el("p", p.detail));
+    const issues = p.issues || p.errors || [];
+    if (issues.length) {
+      const list = el("ul", undefined, { "aria-label": t("upload_problems") });
+      issues.forEach((i) => { const li = el("li"); li.append(el("code", i.path), `: ${i.message}`); list.append(li); });
+      box.append(list);
+    }
+    return box;
+  }
+  actions["upload-bundle"] = async (form) => {
+    requireKey();
+    const body = await readJsonFile(form.bundle);
+    if (body === null) throw new Error(t("choose_fhir_file"));
+    const q = new URLSearchParams({ patient: form.patient.value.trim() });
+    const resp = await fetch(`/v1/records?${q}`, {
+      method: "POST", body,
+      headers: { "Authorization": `Bearer ${state.token}`, "Content-Type": "application/fhir+json", "Accept": "application/json" },
+    });
+    const out = $("#upload-result");
+    out.innerHTML = "";
+    try { out.append(uploaded(await parse(resp))); } catch (err) {
+      if (!(err instanceof ProblemError)) throw err;
+      out.append(uploadProblem(err));
+    }
+    return $("h3", out);
+  };
   actions["older-accesses"] = async (button) => {
     const q = new URLSearchParams({ cursor: button.dataset.cursor });
     const resp = await fetch(`/portal/patient/access-log?${q}`, { credentials: "same-origin" });
