@@ -66,6 +66,7 @@ class Category(enum.IntEnum):
     GENOMICS = 11
     MENTAL_HEALTH = 12
     SEXUAL_REPRODUCTIVE_HEALTH = 13
+    IDENTIFIERS = 14
 
 
 class Purpose(enum.IntEnum):
@@ -112,6 +113,13 @@ CATEGORIES: tuple[Term, ...] = (
         "sexual-reproductive-health",
         "Sexual and reproductive health",
         "性与生殖健康",
+        sensitive=True,
+    ),
+    Term(
+        14,
+        "identifiers",
+        "Identifiers (names, national IDs, MRNs, addresses, phone numbers)",
+        "身份标识（姓名、证件号、病历号、地址、电话）",
         sensitive=True,
     ),
 )

@@ -24,14 +24,15 @@ library Vocabulary {
     uint8 internal constant CAT_GENOMICS = 11;
     uint8 internal constant CAT_MENTAL_HEALTH = 12;
     uint8 internal constant CAT_SEXUAL_REPRODUCTIVE_HEALTH = 13;
-    uint8 internal constant CATEGORY_COUNT = 14;
+    uint8 internal constant CAT_IDENTIFIERS = 14;
+    uint8 internal constant CATEGORY_COUNT = 15;
 
     /// @dev Every defined category bit.
-    uint16 internal constant ALL_CATEGORIES = 0x3fff;
+    uint16 internal constant ALL_CATEGORIES = 0x7fff;
     /// @dev Categories an emergency (break-glass) access may read: allergies, medications, conditions, immunizations.
     uint16 internal constant EMERGENCY_SAFE_CATEGORIES = 0x008e;
-    /// @dev Sensitive categories: genomic and genetic data, mental health, sexual and reproductive health.
-    uint16 internal constant SENSITIVE_CATEGORIES = 0x3800;
+    /// @dev Sensitive categories: genomic and genetic data, mental health, sexual and reproductive health, identifiers (names, national ids, mrns, addresses, phone numbers).
+    uint16 internal constant SENSITIVE_CATEGORIES = 0x7800;
 
     // ---- purposes of use (bit numbers) ----
     uint8 internal constant PURPOSE_TREATMENT = 0;

@@ -18,7 +18,7 @@ from typing import Any, Final
 from gateway.fhir.issues import FhirIssue, InvalidFhir
 from node_client.vocabulary import CATEGORIES, Category
 
-__all__ = ["CATEGORY_BY_TYPE", "SENSITIVE_CATEGORIES", "category_of"]
+__all__ = ["CATEGORY_BY_TYPE", "SENSITIVE_CATEGORIES", "category_of", "sensitive_categories"]
 
 _DIRECTORY: Final = "directory data (who/where), not patient health data"
 _FINANCIAL: Final = "billing/insurance data, not patient health data"
@@ -35,10 +35,10 @@ _QUESTIONNAIRE: Final = (
 #: Types absent from the table are not records either ("no data category is defined").
 CATEGORY_BY_TYPE: Final[Mapping[str, Category | str]] = MappingProxyType(
     {
-        # who the patient is
+        # who the patient is: a Patient is split into demographics and identifiers (gateway.fhir.patient)
         "Patient": Category.DEMOGRAPHICS,
-        "RelatedPerson": Category.DEMOGRAPHICS,  # the patient's contacts and relatives
-        "Person": Category.DEMOGRAPHICS,
+        "RelatedPerson": Category.IDENTIFIERS,  # the patient's contacts and relatives: names, phones, addresses
+        "Person": Category.IDENTIFIERS,
         "AllergyIntolerance": Category.ALLERGIES,
         "Medication": Category.MEDICATIONS,
         "MedicationRequest": Category.MEDICATIONS,
@@ -125,7 +125,7 @@ def _is_icd10(system: str) -> bool:
 # health data before it is a medication. The code sets are small and explicit (no terminology server, so
 # no SNOMED subsumption): extend them, do not replace them with text matching ("respiratory depression" is
 # not a mental-health finding). The rules look at every coding anywhere in a resource, its contained
-# resources and a document's resources (see _sensitive_categories), not only the primary code: an
+# resources and a document's resources (see sensitive_categories), not only the primary code: an
 # Encounter whose reasonCode is a depression is mental-health data too.
 
 _MENTAL_HEALTH_CODES: Final = frozenset(
@@ -253,7 +253,7 @@ def _icd10_category(code: str) -> Category | None:
     return None
 
 
-#: The sensitive categories of the vocabulary (genomics, mental health, sexual/reproductive health).
+#: The sensitive categories of the vocabulary (genomics, mental health, sexual/reproductive health, identifiers).
 SENSITIVE_CATEGORIES: Final = frozenset(Category(t.bit) for t in CATEGORIES if t.sensitive)
 
 
@@ -271,7 +271,7 @@ def _coding_category(system: str, code: str) -> Category | None:
     return None
 
 
-def _sensitive_categories(resource: Mapping[str, Any]) -> frozenset[Category]:
+def sensitive_categories(resource: Mapping[str, Any]) -> frozenset[Category]:
     """Every sensitive category that ``resource`` holds data of, wherever it sits.
 
     One walk over the whole JSON tree (iterative: the body is hostile), so nothing nested escapes: every
@@ -454,7 +454,7 @@ def category_of(resource: Mapping[str, Any]) -> Category | None:
     """The data category that governs ``resource``, or None if it is not a record (see :func:`ignore_reason`).
 
     Type and refinements first (:func:`_base_category`); then, winning over them, the one sensitive
-    category the resource holds data of anywhere inside it (:func:`_sensitive_categories`: any coding,
+    category the resource holds data of anywhere inside it (:func:`sensitive_categories`: any coding,
     contained resources, a document's resources at any depth). A document Bundle is otherwise an
     encounter document (ENCOUNTERS); any other Bundle is a container, not a record (:func:`group`
     flattens it).
@@ -466,7 +466,7 @@ def category_of(resource: Mapping[str, Any]) -> Category | None:
     base = _base_category(resource)
     if base is None:
         return None
-    held = _sensitive_categories(resource)
+    held = sensitive_categories(resource)
     if len(held) > 1:
         names = " and ".join(CATEGORIES[c].slug for c in sorted(held))
         raise InvalidFhir(

@@ -15,6 +15,8 @@ from typing import Any
 from gateway.fhir.categories import CATEGORY_BY_TYPE, category_of
 from gateway.fhir.index import IndexEntry, index_entry
 from gateway.fhir.issues import FhirIssue, InvalidFhir
+from gateway.fhir.patient import identifying_patient, minimal_patient, unstored_elements
+from gateway.fhir.references import Target, Targets, self_contained
 from gateway.fhir.validation import R4_ONLY_RESOURCE_TYPES
 from node_client.vocabulary import Category
 
@@ -26,14 +28,16 @@ class RecordDraft:
     """One record before encryption: the resources of one category from one upload.
 
     ``bundle`` is a FHIR ``collection`` Bundle whose entries keep the sender's ``fullUrl`` when there was
-    one, so that references inside the upload (``urn:uuid:...``) still resolve inside the record; an entry
-    sent without one gets a ``urn:uuid:`` derived from the upload (R4 requires it in a collection). The
-    resource dicts are shared with the parsed upload, not copied.
+    one; an entry sent without one gets a ``urn:uuid:`` derived from the upload (R4 requires it in a
+    collection). Its first ``own`` entries are the category's data; the entries after them are copies of
+    what their references need (:func:`~gateway.fhir.references.self_contained`: the minimal Patient,
+    Practitioners, Organizations, Locations, Medications), so that every reference resolves inside the record.
     """
 
     category: Category
     bundle: dict[str, Any]
     index: tuple[IndexEntry, ...]
+    own: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,44 +66,62 @@ def group(resource: dict[str, Any]) -> Grouping:
     * A resource holding two sensitive categories (itself, contained or within a document) makes the
       upload fail with :class:`InvalidFhir`, every such resource reported at its path.
     * An entry without a resource (e.g. a transaction DELETE) and every resource without a category are
-      reported in ``ignored`` as (resource type, reason); nothing disappears silently. The invariant is
-      ``sum(len(record entries)) + len(ignored) == number of entries`` (a document counting as one).
+      reported in ``ignored`` as (resource type, reason); nothing disappears silently.
+    * A Patient is split (:mod:`~gateway.fhir.patient`): its minimal form (sex, birth year, languages) is the
+      DEMOGRAPHICS record's, its names, identifiers, contact points and addresses the IDENTIFIERS record's;
+      what neither keeps is reported in ``ignored``. The invariant is ``sum(own entries of every record but
+      IDENTIFIERS) + len(ignored) == number of entries + Patients with unstored elements`` (a document
+      counting as one).
+    * Each record then stands alone (:func:`~gateway.fhir.references.self_contained`): what its references
+      need is copied in when it is not another category's data, and other references become logical ones.
     """
     entries: dict[Category, list[dict[str, Any]]] = {}
     index: dict[Category, list[IndexEntry]] = {}
     ignored: list[tuple[str, str]] = []
     refused: list[FhirIssue] = []
+    targets = Targets()
 
-    def add(category: Category, res: dict[str, Any], full_url: str | None, indexed: Iterable[IndexEntry]) -> None:
-        entry = {"fullUrl": full_url or _local_full_url(res, where), "resource": res}
-        entries.setdefault(category, []).append(entry)
+    def add(category: Category, res: dict[str, Any], url: str, indexed: Iterable[IndexEntry]) -> None:
+        entries.setdefault(category, []).append({"fullUrl": url, "resource": res})
         index.setdefault(category, []).extend(indexed)
 
     for res, full_url, where in _flatten(resource):
         if res is None:
             ignored.append(("BundleEntry", where))  # where = why: "Bundle.entry[2] has no resource (DELETE ...)"
             continue
+        url = full_url or _local_full_url(res, where)
         try:
             category = category_of(res)
         except InvalidFhir as exc:
             refused.extend(FhirIssue(where, issue.message) for issue in exc.issues)
             continue
+        if res.get("resourceType") == "Patient" and category in (Category.DEMOGRAPHICS, Category.IDENTIFIERS):
+            minimal = minimal_patient(res)
+            targets.add(Target(url, minimal))
+            add(Category.DEMOGRAPHICS, minimal, url, (index_entry(minimal, full_url),))
+            if (identifying := identifying_patient(res)) is not None:
+                add(Category.IDENTIFIERS, identifying, url, (index_entry(identifying, full_url),))
+            if (unstored := unstored_elements(res)) is not None:
+                ignored.append(("Patient", unstored))
+            continue
+        targets.add(Target(url, res))
         if category is None:
             ignored.append((str(res.get("resourceType")), ignore_reason(res)))
         elif res.get("resourceType") == "Bundle":  # a document, kept whole
-            add(category, res, full_url, (index_entry(r, u) for r, u in _document_resources(res)))
+            add(category, res, url, (index_entry(r, u) for r, u in _document_resources(res)))
         else:
-            add(category, res, full_url, (index_entry(res, full_url),))
+            add(category, res, url, (index_entry(res, full_url),))
 
     if refused:
         raise InvalidFhir(refused)
     records = tuple(
         RecordDraft(
             category=category,
-            bundle={"resourceType": "Bundle", "type": "collection", "entry": entries[category]},
+            bundle={"resourceType": "Bundle", "type": "collection", "entry": self_contained(category, own, targets)},
             index=tuple(index[category]),
+            own=len(own),
         )
-        for category in sorted(entries)
+        for category, own in sorted(entries.items())
     )
     return Grouping(records=records, ignored=tuple(ignored))
 

@@ -16,7 +16,7 @@ The model is written from the documented rules (``IConsentRegistry``), not from 
   provider with the EMERGENCY capability, ``now < until``, the category is one the window was opened
   for, the patient is not opted out, and the patient has not opted out since the window was opened
   (opting out ends open windows for good);
-* categories >= 14 and purposes >= 7 are never allowed.
+* categories >= 15 and purposes >= 7 are never allowed.
 
 Every block is placed at a timestamp the model chooses (``evm_setNextBlockTimestamp``) and every
 comparison pins the block it asks about, so nothing depends on the wall clock. Each example runs on
@@ -70,7 +70,7 @@ MINUTE = 60
 HOUR = 3600
 DAY = 24 * HOUR
 EMERGENCY_WINDOW = 4 * HOUR
-N_CATEGORIES = 14
+N_CATEGORIES = 15
 N_PURPOSES = 7
 SAMPLES_PER_STEP = 16  # check() calls per step, in one JSON-RPC batch
 
@@ -204,7 +204,7 @@ CATEGORIES = mostly(
         st.integers(1, (1 << N_CATEGORIES) - 1),
         st.sampled_from([1 << Category.ALLERGIES, 1 << Category.LAB_RESULTS | 1 << Category.IMAGING]),
     ),
-    st.sampled_from([0, 1 << 14, 1 << 15]),
+    st.sampled_from([0, 1 << 15]),
 )
 PURPOSES = mostly(
     st.one_of(st.integers(1, (1 << N_PURPOSES) - 1), st.sampled_from([1 << Purpose.TREATMENT, 1 << Purpose.EMERGENCY])),
@@ -442,7 +442,7 @@ class ConsentMachine(RuleBasedStateMachine):
             queries.append((p, g, rng.choice(cats), Purpose.EMERGENCY))
         # Then random ones, a few of them outside the vocabulary.
         while len(queries) < SAMPLES_PER_STEP:
-            cat = rng.choice([*range(N_CATEGORIES), 14, 15, 255]) if rng.random() < 0.1 else rng.randrange(N_CATEGORIES)
+            cat = rng.choice([*range(N_CATEGORIES), 15, 16, 255]) if rng.random() < 0.1 else rng.randrange(N_CATEGORIES)
             pur = rng.choice([7, 255]) if rng.random() < 0.05 else rng.randrange(N_PURPOSES)
             queries.append((rng.choice(patients), rng.choice(grantees), cat, pur))
         self._compare(queries)

@@ -66,7 +66,7 @@ class ConsentMachine(RuleBasedStateMachine):
     @rule(
         p=st.integers(0, 1),
         g=st.integers(0, 1),
-        categories=st.integers(1, 2**14 - 1),
+        categories=st.integers(1, 2**15 - 1),
         purposes=st.integers(1, 127),
         start=st.integers(-3, 3),
         steps=st.integers(0, 4),

@@ -12,6 +12,7 @@ import collections
 import math
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from gateway import fhir
 from gateway.fhir import (
+    COPYABLE,
     MAX_ISSUES,
     R4_ONLY_RESOURCE_TYPES,
     FhirIssue,
@@ -32,6 +34,7 @@ from gateway.fhir import (
     group,
     index_entry,
     parse,
+    sensitive_categories,
     validation,
 )
 from node_client.vocabulary import Category
@@ -90,17 +93,57 @@ def check_grouping(doc: dict[str, Any]) -> fhir.Grouping:
         assert record.bundle["resourceType"] == "Bundle" and record.bundle["type"] == "collection"
         assert set(record.bundle) == {"resourceType", "type", "entry"}
         assert record.bundle["entry"], "no empty records"
+        own, copies = record.bundle["entry"][: record.own], record.bundle["entry"][record.own :]
         for entry in record.bundle["entry"]:
             assert set(entry) <= {"fullUrl", "resource"}
-            assert category_of(entry["resource"]) == record.category
-        assert len(record.index) >= len(record.bundle["entry"])
+        for entry in own:  # a Patient's identifying half is the IDENTIFIERS record's
+            patient = entry["resource"]["resourceType"] == "Patient" and record.category is Category.IDENTIFIERS
+            assert category_of(entry["resource"]) == (Category.DEMOGRAPHICS if patient else record.category)
+        check_stands_alone(record.category, record.bundle, copies)
+        assert len(record.index) >= record.own
         # what gets hashed and encrypted is valid FHIR again
         assert parse(canonical_json(record.bundle)) == orjson.loads(canonical_json(record.bundle))
     for resource_type, reason in grouping.ignored:
         assert resource_type and reason, "ignored resources carry a type and a reason"
-    stored = sum(len(r.bundle["entry"]) for r in grouping.records)
-    assert stored + len(grouping.ignored) == entry_count(doc), "no resource may be lost"
+    # a Patient is one entry of DEMOGRAPHICS (its identifying half in IDENTIFIERS) and, when part of it is
+    # not stored, also one line of ignored
+    stored = sum(r.own for r in grouping.records if r.category is not Category.IDENTIFIERS)
+    split = sum(1 for t, why in grouping.ignored if t == "Patient" and why.startswith("not stored:"))
+    assert stored + len(grouping.ignored) - split == entry_count(doc), "no resource may be lost"
     return grouping
+
+
+def references_of(value: Any) -> Iterator[str]:
+    """Every ``reference`` string in a resource or Bundle."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if isinstance(ref := v.get("reference"), str):
+                yield ref
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
+def check_stands_alone(category: Category, bundle: dict[str, Any], copies: list[dict[str, Any]]) -> None:
+    """Every reference of a record (outside its documents, which are kept as sent) resolves inside it; copies
+    are only the minimal Patient and directory/medication resources; nothing identifies the patient outside
+    IDENTIFIERS."""
+    inside = {e["fullUrl"] for e in bundle["entry"]}
+    for entry in bundle["entry"]:
+        res = entry["resource"]
+        if res["resourceType"] == "Bundle":
+            continue
+        for ref in references_of(res):
+            assert ref in inside or ref.startswith("#"), (category, res["resourceType"], ref)
+        if res["resourceType"] == "Patient" and category is not Category.IDENTIFIERS:
+            assert not set(res) & {"name", "identifier", "telecom", "address", "photo", "contact", "text"}, res
+            assert len(res.get("birthDate", "")) <= 4
+    for entry in copies:
+        res = entry["resource"]
+        assert res["resourceType"] == "Patient" or res["resourceType"] in COPYABLE
+        assert not (sensitive_categories(res) - {category}), "no other sensitive data copied in"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -125,8 +168,9 @@ SYNTHEA_EXPECTED: dict[str, tuple[str, int, dict[Category, int], dict[str, int]]
             Category.PROCEDURES: 11,
             Category.CARE_PLANS: 8,  # 3 CarePlans + 5 Goals
             Category.SEXUAL_REPRODUCTIVE_HEALTH: 3,  # NuvaRing, Trinessa, Seasonique prescriptions
+            Category.IDENTIFIERS: 1,  # the Patient's names, SSN, MRN, licence, address, phone
         },
-        {"Organization": 3, "Practitioner": 3, "Claim": 39, "ExplanationOfBenefit": 33},
+        {"Patient": 1, "Organization": 3, "Practitioner": 3, "Claim": 39, "ExplanationOfBenefit": 33},
     ),
     "patient-2-7b4cf3d5.json": (
         "transaction",
@@ -140,8 +184,9 @@ SYNTHEA_EXPECTED: dict[str, tuple[str, int, dict[Category, int], dict[str, int]]
             Category.VITAL_SIGNS: 17,
             Category.PROCEDURES: 9,
             Category.CARE_PLANS: 7,
+            Category.IDENTIFIERS: 1,
         },
-        {"Location": 2, "Organization": 2, "Practitioner": 2, "PractitionerRole": 2, "Provenance": 1},
+        {"Patient": 1, "Location": 2, "Organization": 2, "Practitioner": 2, "PractitionerRole": 2, "Provenance": 1},
     ),
     "patient-3-cc3bf71c.json": (
         "transaction",
@@ -155,14 +200,15 @@ SYNTHEA_EXPECTED: dict[str, tuple[str, int, dict[Category, int], dict[str, int]]
             Category.IMMUNIZATIONS: 21,
             Category.VITAL_SIGNS: 70,
             Category.PROCEDURES: 6,
+            Category.IDENTIFIERS: 1,
         },
-        {"Location": 2, "Organization": 2, "Practitioner": 2, "PractitionerRole": 2, "Provenance": 1},
+        {"Patient": 1, "Location": 2, "Organization": 2, "Practitioner": 2, "PractitionerRole": 2, "Provenance": 1},
     ),
     "edge-batch-Roland928_Nienow652.json": (
         "batch",
         61,
-        {Category.DEMOGRAPHICS: 1, Category.ENCOUNTERS: 13, Category.IMMUNIZATIONS: 19},
-        {"Organization": 1, "Practitioner": 1, "Claim": 13, "ExplanationOfBenefit": 13},
+        {Category.DEMOGRAPHICS: 1, Category.ENCOUNTERS: 13, Category.IMMUNIZATIONS: 19, Category.IDENTIFIERS: 1},
+        {"Patient": 1, "Organization": 1, "Practitioner": 1, "Claim": 13, "ExplanationOfBenefit": 13},
     ),
 }
 
@@ -184,7 +230,7 @@ def test_synthea_bundle_validates_and_groups(name: str) -> None:
     done = time.perf_counter()
     assert check_grouping(doc) == grouping
 
-    records = {r.category: len(r.bundle["entry"]) for r in grouping.records}
+    records = {r.category: r.own for r in grouping.records}
     ignored = dict(collections.Counter(t for t, _ in grouping.ignored))
     print(
         f"\n{name}: {bundle_type}, {entries} entries; parse {1000 * (parsed - started):.0f} ms,"
@@ -263,8 +309,8 @@ HL7_EXPECTED: dict[str, set[Category]] = {
     "AllergyIntolerance-medication.json": {Category.ALLERGIES},
     "MedicationRequest-medrx002.json": {Category.MEDICATIONS},
     "MedicationRequest-medrx0302.json": {Category.MEDICATIONS},
-    "Patient-example.json": {Category.DEMOGRAPHICS},
-    "Patient-f001.json": {Category.DEMOGRAPHICS},
+    "Patient-example.json": {Category.DEMOGRAPHICS, Category.IDENTIFIERS},
+    "Patient-f001.json": {Category.DEMOGRAPHICS, Category.IDENTIFIERS},
     "Bundle-father.json": {Category.ENCOUNTERS},  # a document: kept whole
     "Bundle-lipids.json": {Category.LAB_RESULTS},  # DiagnosticReport (HM) + 4 uncategorized LOINC results
     "Bundle-f001.json": {Category.LAB_RESULTS, Category.CARE_PLANS},  # DiagnosticReport + ServiceRequest
@@ -393,8 +439,9 @@ def test_invalid_sample_outcome_is_pinned(name: str) -> None:
 def test_resourceless_transaction_entry_is_reported_as_ignored() -> None:
     doc = load(INVALID / "microsoft-fhir-server/Bundle-TransactionWithResourcelessEntry.json")
     grouping = check_grouping(doc)
-    assert [r.category for r in grouping.records] == [Category.DEMOGRAPHICS]
-    assert grouping.ignored == (
+    assert [r.category for r in grouping.records] == [Category.DEMOGRAPHICS, Category.IDENTIFIERS]
+    assert grouping.ignored[0][0] == "Patient" and grouping.ignored[0][1].startswith("not stored: managingOrganization")
+    assert grouping.ignored[1:] == (
         ("Organization", fhir.CATEGORY_BY_TYPE["Organization"]),
         ("BundleEntry", "Bundle.entry[2] has no resource (DELETE Patient/does-not-exist)"),
     )
@@ -877,11 +924,11 @@ def test_a_single_resource_is_a_one_entry_record() -> None:
     patient = {"resourceType": "Patient", "id": "p", "birthDate": "1970-01-01"}
     (record,) = check_grouping(patient).records
     (entry,) = record.bundle["entry"]
-    assert entry["resource"] == patient
+    assert entry["resource"] == {**patient, "birthDate": "1970"}  # demographics keep the birth year only
     # R4 wants a fullUrl on every entry of a collection: one derived from the upload, the same on a retry
     assert uuid.UUID(entry["fullUrl"].removeprefix("urn:uuid:")).version == 5
     assert check_grouping(dict(patient)).records[0].bundle["entry"][0]["fullUrl"] == entry["fullUrl"]
-    assert record.index == (IndexEntry("Patient", "p", None, None, None, "1970-01-01"),)
+    assert record.index == (IndexEntry("Patient", "p", None, None, None, "1970"),)
 
 
 def test_nested_bundles_are_flattened_and_nested_documents_kept_whole() -> None:
@@ -1151,7 +1198,7 @@ def test_a_document_is_filed_by_what_it_holds_at_any_depth(where: str) -> None:
 def test_a_sensitive_document_nested_in_a_transaction_is_filed_by_its_content() -> None:
     """Nested Bundles: the outer transaction is split as always; the document inside it is classified whole."""
     synthea = load(SYNTHEA / "patient-2-7b4cf3d5.json")
-    plain = {r.category: len(r.bundle["entry"]) for r in group(synthea).records}
+    plain = {r.category: r.own for r in group(synthea).records}
     synthea["entry"].append(
         {
             "fullUrl": "urn:uuid:0b9b4c0e-5a55-4b0f-9a53-6a1f3a0e7d09",
@@ -1160,7 +1207,7 @@ def test_a_sensitive_document_nested_in_a_transaction_is_filed_by_its_content() 
         }
     )
     grouping = check_grouping(parse(orjson.dumps(synthea)))
-    records = {r.category: len(r.bundle["entry"]) for r in grouping.records}
+    records = {r.category: r.own for r in grouping.records}
     assert records == plain | {Category.MENTAL_HEALTH: 1}
     assert sensitive_codes_outside(grouping, MDD_CODE, PHQ9_CODE) == []
 
@@ -1221,12 +1268,12 @@ def test_contained_resources_are_classified(resource: dict[str, Any], expected: 
 
 def test_a_synthea_encounter_with_a_contained_depression_diagnosis_leaves_the_encounters_record() -> None:
     synthea = load(SYNTHEA / "patient-1-Emmie273_Kovacek682.json")
-    plain = {r.category: len(r.bundle["entry"]) for r in group(synthea).records}
+    plain = {r.category: r.own for r in group(synthea).records}
     encounter = next(e["resource"] for e in synthea["entry"] if e["resource"]["resourceType"] == "Encounter")
     encounter["contained"] = [mdd_condition(id="dx", subject=encounter["subject"])]
     encounter["reasonReference"] = [{"reference": "#dx"}]
     grouping = check_grouping(parse(orjson.dumps(synthea)))
-    records = {r.category: len(r.bundle["entry"]) for r in grouping.records}
+    records = {r.category: r.own for r in grouping.records}
     assert records == plain | {Category.ENCOUNTERS: plain[Category.ENCOUNTERS] - 1, Category.MENTAL_HEALTH: 1}
     assert sensitive_codes_outside(grouping, MDD_CODE) == []
 
