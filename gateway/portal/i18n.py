@@ -379,6 +379,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "event_RecordRegistered": ("病历已登记", "Record registered"),
     "back_to_portal": ("返回首页", "Back to the portal's start page"),
     "back": ("返回", "Back"),
+    # paged discovery: the hospital page's record list loads a page at a time
+    "more_records": ("更多病历", "More records"),
 }
 
 #: FHIR resource types as a reader of that language names them (the opened record, the records table);
