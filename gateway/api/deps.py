@@ -17,6 +17,7 @@ __all__ = [
     "ComponentsDep",
     "CursorQuery",
     "LimitQuery",
+    "PeerLimitQuery",
     "complete_read_model",
     "page_key",
     "page_links",
@@ -29,6 +30,8 @@ CursorQuery = Annotated[
     str | None, Query(max_length=128, description="the `cursor` of the previous page (absent: the newest entries)")
 ]
 LimitQuery = Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX, description="entries per page")]
+#: what a gateway asks a peer for: one more than its page, to know whether another page follows
+PeerLimitQuery = Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX + 1, description="entries per page")]
 
 
 def page_key(cursor: str | None) -> PageKey | None:

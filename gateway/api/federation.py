@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from gateway.api.deps import ComponentsDep, CursorQuery, LimitQuery, page_key, page_links
+from gateway.api.deps import ComponentsDep, CursorQuery, PeerLimitQuery, page_key, page_links
 from gateway.api.models import PinsIn
 from gateway.api.records import discovered, discovery_query, parse_purpose, parse_record_id
 from gateway.api.schemas import DiscoveredRecords, HolderAccesses, Pins, Release, problems
@@ -50,7 +50,7 @@ def holder_discover(
     code: Annotated[str | None, Query()] = None,
     purpose: Annotated[str, Query()] = "treatment",
     cursor: CursorQuery = None,
-    limit: LimitQuery | None = None,
+    limit: PeerLimitQuery | None = None,
 ) -> DiscoveredRecords:
     """The records this gateway holds of a patient that the member acted for may see now: all of them, or
     with ``limit`` a page, newest first by (registeredAt, recordId), after ``cursor``."""
@@ -65,7 +65,7 @@ def holder_discover(
 
 @router.get("/v1/federation/patients/{address}/accesses", responses=problems(401, 403, 503))
 def holder_accesses(
-    address: str, c: ComponentsDep, peer: PeerDep, cursor: CursorQuery = None, limit: LimitQuery | None = None
+    address: str, c: ComponentsDep, peer: PeerDep, cursor: CursorQuery = None, limit: PeerLimitQuery | None = None
 ) -> HolderAccesses:
     """This gateway's journal entries of a patient, with their proofs, for the patient's own gateway: only
     when the gateway acts for that patient (a history is the patient's to see). All of them, or with
