@@ -128,6 +128,9 @@ class GatewaySettings(ClientSettings):
         " and the indexer; the workers share the port and append to the journal over a Unix socket (docs/performance.md)",
     )
     display_timezone: str = Field("Asia/Shanghai", description="time zone of times shown on portal pages")
+    portal_page_size: int = Field(
+        50, ge=1, le=200, description='rows per page of the portal\'s lists (a "more records" button loads the next)'
+    )
     audit_reports_dir: Path | None = Field(
         None,
         description="folder of `hcl audit replay --out` folders listed on the auditor page; default <data_dir>/audit",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -38,6 +38,32 @@ FHIR_JSON = "application/fhir+json"
 #: (its ``keep_alive``, 15 s; uvicorn's own default is 5 s, as is httpx's). With equal timeouts a request
 #: can go out on a connection the server is closing that instant, and comes back as a connection reset.
 KEEPALIVE_EXPIRY = 4.0
+
+
+#: the largest page a gateway gives (``limit``) of any list: what the iterators ask for unless told
+PAGE_MAX = 200
+
+
+def _paged(query: Mapping[str, str], cursor: str | None, limit: int | None) -> dict[str, str | int]:
+    """``query`` with a page's ``cursor`` and ``limit`` (each only if given)."""
+    params: dict[str, str | int] = dict(query)
+    if cursor is not None:
+        params["cursor"] = cursor
+    if limit is not None:
+        params["limit"] = limit
+    return params
+
+
+def _pages(fetch: Callable[[str | None], dict[str, Any]], items: str) -> Iterator[dict[str, Any]]:
+    """Every item of a paged list: ``fetch(cursor)`` gives a page (``None``: the first), whose ``cursor``
+    asks for the next; a gateway that does not page answers one page without it."""
+    cursor: str | None = None
+    while True:
+        page = fetch(cursor)
+        yield from page[items]
+        cursor = page.get("cursor")
+        if not cursor:
+            return
 
 
 def connection_pool(url: str, *, timeout: float) -> httpx.Client:
@@ -138,8 +164,10 @@ class GatewayClient:
         return self._body(resp)
 
     def members(self) -> list[dict[str, Any]]:
-        """The consortium directory: address, name, roles, status, encryption key."""
-        return list(self._json("GET", "/v1/members")["members"])
+        """The consortium directory: address, name, roles, status, encryption key (every page of it)."""
+        return list(
+            _pages(lambda cursor: self._json("GET", "/v1/members", params=_paged({}, cursor, PAGE_MAX)), "members")
+        )
 
     # ------------------------------------------------------------ records
 
@@ -149,19 +177,46 @@ class GatewayClient:
             "POST", "/v1/records", params={"patient": patient}, content=fhir, headers={"Content-Type": FHIR_JSON}
         )
 
-    def discover(self, patient: str, *, purpose: str = "treatment", **filters: str) -> dict[str, Any]:
-        """Record metadata of ``patient`` under the caller's consents; filters: ``category``, ``code``, ``since``."""
-        params = {"purpose": purpose, **filters}
+    def discover(
+        self,
+        patient: str,
+        *,
+        purpose: str = "treatment",
+        cursor: str | None = None,
+        limit: int | None = None,
+        **filters: str,
+    ) -> dict[str, Any]:
+        """One page of record metadata of ``patient`` under the caller's consents, newest first; filters:
+        ``category``, ``code``, ``since``; ``cursor`` (the previous page's) asks for the next page."""
+        params = _paged({"purpose": purpose, **filters}, cursor, limit)
         return self._json("GET", f"/v1/patients/{patient}/records", params=params)
+
+    def iter_discover(
+        self, patient: str, *, purpose: str = "treatment", limit: int | None = None, **filters: str
+    ) -> Iterator[dict[str, Any]]:
+        """Every record :meth:`discover` finds, newest first, page after page (the peers' ``unavailable``
+        and the consented categories are each page's: see :meth:`discover`)."""
+        return _pages(
+            lambda cursor: self.discover(patient, purpose=purpose, cursor=cursor, limit=limit, **filters), "records"
+        )
 
     def release(self, record_id: str, purpose: str) -> dict[str, Any]:
         """A record released to the caller (consent checked, access ledgered), still sealed: see :meth:`open`."""
         return self._json("GET", f"/v1/records/{record_id}", params={"purpose": purpose})
 
-    def holder_discover(self, patient: str, *, purpose: str = "treatment", **filters: str) -> dict[str, Any]:
+    def holder_discover(
+        self,
+        patient: str,
+        *,
+        purpose: str = "treatment",
+        cursor: str | None = None,
+        limit: int | None = None,
+        **filters: str,
+    ) -> dict[str, Any]:
         """Gateway-to-gateway (after :meth:`act_for`): the records *this* gateway holds of ``patient`` that the
-        member acted for may see, with the same filters as :meth:`discover`."""
-        params = {"purpose": purpose, **filters}
+        member acted for may see, with the same filters as :meth:`discover`: all, or with ``limit`` a page,
+        newest first, after ``cursor``."""
+        params = _paged({"purpose": purpose, **filters}, cursor, limit)
         return self._json("GET", f"/v1/federation/patients/{patient}/records", params=params)
 
     def holder_release(self, record_id: str, purpose: str) -> dict[str, Any]:
@@ -173,11 +228,7 @@ class GatewayClient:
         """Gateway-to-gateway (after :meth:`act_for` the patient): this gateway's journal entries of the patient,
         each with its leaf hash, inclusion proof and anchor, for the patient's gateway to check (``entries``):
         all, or with ``limit`` a page, newest first, after ``cursor``."""
-        params: dict[str, str | int] = {}
-        if cursor is not None:
-            params["cursor"] = cursor
-        if limit is not None:
-            params["limit"] = limit
+        params = _paged({}, cursor, limit)
         return self._json("GET", f"/v1/federation/patients/{patient}/accesses", params=params)
 
     def holder_pin(self, record_ids: list[str]) -> dict[str, Any]:
@@ -213,8 +264,14 @@ class GatewayClient:
         return self._json("POST", "/v1/emergency-access", json=body)
 
     def emergency_reasons(self) -> list[dict[str, Any]]:
-        """The openings of the emergency reasons the gateway relayed (auditors and regulators only)."""
-        return list(self._json("GET", "/v1/emergency-reasons")["reasons"])
+        """The openings of the emergency reasons the gateway relayed, oldest first (auditors and regulators
+        only): every page of them."""
+        return list(self.iter_emergency_reasons())
+
+    def iter_emergency_reasons(self, *, limit: int = PAGE_MAX) -> Iterator[dict[str, Any]]:
+        """The openings of :meth:`emergency_reasons`, page after page."""
+        path = "/v1/emergency-reasons"
+        return _pages(lambda cursor: self._json("GET", path, params=_paged({}, cursor, limit)), "reasons")
 
     def relay(self, signed_transaction: str) -> dict[str, Any]:
         """Relays the caller's own signed guardian or opt-out transaction (``POST /v1/transactions``)."""
@@ -233,22 +290,11 @@ class GatewayClient:
     def my_access_log(self, *, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
         """One page of who read the signed-in patient's records (``accesses``, newest first) and the emergency
         windows opened on them; ``cursor`` (the previous page's, None at the end) asks for the next page."""
-        params: dict[str, str | int] = {}
-        if cursor is not None:
-            params["cursor"] = cursor
-        if limit is not None:
-            params["limit"] = limit
-        return self._json("GET", "/v1/me/access-log", params=params)
+        return self._json("GET", "/v1/me/access-log", params=_paged({}, cursor, limit))
 
     def iter_access_log(self, *, limit: int | None = None) -> Iterator[dict[str, Any]]:
         """Every entry of the signed-in patient's access log, newest first, page after page."""
-        cursor: str | None = None
-        while True:
-            page = self.my_access_log(cursor=cursor, limit=limit)
-            yield from page["accesses"]
-            cursor = page.get("cursor")
-            if not cursor:
-                return
+        return _pages(lambda cursor: self.my_access_log(cursor=cursor, limit=limit), "accesses")
 
     def proof(self, ref: str | int) -> dict[str, Any]:
         """The ledger proof of a release: journal index (batch; ``anchored`` false until anchored) or access id."""

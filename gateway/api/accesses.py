@@ -24,7 +24,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 
-from gateway.api.deps import CallerDep, ComponentsDep
+from gateway.api.deps import CallerDep, ComponentsDep, CursorQuery, LimitQuery, page_key, page_links
 from gateway.api.schemas import (
     AnchoredBatchProof,
     EmergencyReasonOpening,
@@ -145,11 +145,17 @@ def journal(c: ComponentsDep, caller: CallerDep) -> FileResponse:
     )
 
 
-@router.get("/v1/emergency-reasons", responses=problems(403))
-def reasons(c: ComponentsDep, caller: CallerDep) -> EmergencyReasonOpenings:
+@router.get("/v1/emergency-reasons", responses=problems(400, 403))
+def reasons(
+    c: ComponentsDep, caller: CallerDep, cursor: CursorQuery = None, limit: LimitQuery = 50
+) -> EmergencyReasonOpenings:
     """The emergency reasons this gateway relayed, each with its salt (the opening of the ``reasonHash``
-    on chain), for auditors and regulators: ``hcl audit replay --reasons`` checks them against the chain."""
+    on chain), for auditors and regulators: ``hcl audit replay --reasons`` checks them against the chain.
+    Oldest first, a page at a time: ``cursor`` (and the ``next`` link) give the following page."""
+    after = page_key(cursor)
     c.policy.require_member(caller, int(AUDIT_ROLES))
+    page = emergency_reasons.openings(c.db, after=after, limit=limit + 1)
+    last = (page[limit - 1].created_at, page[limit - 1].access_id) if len(page) > limit else None
     return EmergencyReasonOpenings(
         reasons=[
             EmergencyReasonOpening(
@@ -159,6 +165,7 @@ def reasons(c: ComponentsDep, caller: CallerDep) -> EmergencyReasonOpenings:
                 reason=o.reason,
                 salt=None if o.salt is None else "0x" + o.salt.hex(),
             )
-            for o in emergency_reasons.openings(c.db)
-        ]
+            for o in page[:limit]
+        ],
+        **page_links("/v1/emergency-reasons", {"limit": limit}, last),
     )

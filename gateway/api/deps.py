@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import Depends, Query, Request
 
 from gateway.problems import Problem
 from gateway.wiring import Components
-from node_client.paging import decode_cursor
+from node_client.paging import PageKey, decode_cursor, encode_cursor
 
 __all__ = [
     "PAGE_LIMIT_MAX",
@@ -16,27 +17,39 @@ __all__ = [
     "ComponentsDep",
     "CursorQuery",
     "LimitQuery",
+    "PeerLimitQuery",
     "complete_read_model",
     "page_key",
+    "page_links",
     "read_body",
 ]
 
-#: the largest page of an access log (a page costs one index range per source, whatever the history)
+#: the largest page of any list (a page costs one index range per source, whatever the history)
 PAGE_LIMIT_MAX = 200
 CursorQuery = Annotated[
     str | None, Query(max_length=128, description="the `cursor` of the previous page (absent: the newest entries)")
 ]
 LimitQuery = Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX, description="entries per page")]
+#: what a gateway asks a peer for: one more than its page, to know whether another page follows
+PeerLimitQuery = Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX + 1, description="entries per page")]
 
 
-def page_key(cursor: str | None) -> tuple[int, bytes] | None:
-    """A page cursor as (time, access id); a cursor this gateway did not make is a 400."""
+def page_key(cursor: str | None) -> PageKey | None:
+    """A page cursor as its key, (time, 32-byte id); a cursor this gateway did not make is a 400."""
     if cursor is None:
         return None
     try:
         return decode_cursor(cursor)
     except ValueError:
         raise Problem("invalid_request", "cursor is not one this gateway returned") from None
+
+
+def page_links(path: str, query: dict[str, str | int], following: PageKey | None) -> dict[str, str | None]:
+    """A page's ``cursor`` and ``next`` (the same ``query`` from the cursor on), both ``None`` on the last."""
+    if following is None:
+        return {"cursor": None, "next": None}
+    cursor = encode_cursor(*following)
+    return {"cursor": cursor, "next": f"{path}?{urlencode({**query, 'cursor': cursor})}"}
 
 
 async def get_components(request: Request) -> Components:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from gateway.api.deps import ComponentsDep, CursorQuery, LimitQuery, page_key
+from gateway.api.deps import ComponentsDep, CursorQuery, PeerLimitQuery, page_key, page_links
 from gateway.api.models import PinsIn
 from gateway.api.records import discovered, discovery_query, parse_purpose, parse_record_id
 from gateway.api.schemas import DiscoveredRecords, HolderAccesses, Pins, Release, problems
@@ -25,6 +25,7 @@ from gateway.federation import replication
 from gateway.problems import Problem
 from gateway.services import access_history, discovery, releases
 from node_client.federation import SignedRequest
+from node_client.vocabulary import PURPOSES
 
 router = APIRouter(tags=["federation"])
 
@@ -48,17 +49,23 @@ def holder_discover(
     since: Annotated[str | None, Query()] = None,
     code: Annotated[str | None, Query()] = None,
     purpose: Annotated[str, Query()] = "treatment",
+    cursor: CursorQuery = None,
+    limit: PeerLimitQuery | None = None,
 ) -> DiscoveredRecords:
-    """The records this gateway holds of a patient that the member acted for may see now."""
+    """The records this gateway holds of a patient that the member acted for may see now: all of them, or
+    with ``limit`` a page, newest first by (registeredAt, recordId), after ``cursor``."""
+    before = page_key(cursor)
     c.policy.require_member(peer.acting_for)
     c.metrics.peer_requests.labels(kind="discover").inc()
     query = discovery_query(address, purpose=purpose, category=category, since=since, code=code)
-    return discovered(discovery.local(c, caller=peer.acting_for, query=query), query)
+    found = discovery.local(c, caller=peer.acting_for, query=query, before=before, limit=limit)
+    again: dict[str, str | int] = {**query.filters, "purpose": PURPOSES[query.purpose].slug, "limit": limit or 0}
+    return discovered(found, query, page_links(f"/v1/federation/patients/{query.patient}/records", again, found.next))
 
 
 @router.get("/v1/federation/patients/{address}/accesses", responses=problems(401, 403, 503))
 def holder_accesses(
-    address: str, c: ComponentsDep, peer: PeerDep, cursor: CursorQuery = None, limit: LimitQuery | None = None
+    address: str, c: ComponentsDep, peer: PeerDep, cursor: CursorQuery = None, limit: PeerLimitQuery | None = None
 ) -> HolderAccesses:
     """This gateway's journal entries of a patient, with their proofs, for the patient's own gateway: only
     when the gateway acts for that patient (a history is the patient's to see). All of them, or with

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from gateway.api.deps import CallerDep, ComponentsDep, read_body
+from gateway.api.deps import CallerDep, ComponentsDep, CursorQuery, LimitQuery, page_key, page_links, read_body
 from gateway.api.schemas import (
     DiscoveredRecord,
     DiscoveredRecords,
@@ -160,7 +160,7 @@ def retract_record(record_id: str, c: ComponentsDep, caller: CallerDep) -> Retra
     return Retracted(recordId=record_id, retracted=True, txHash=tx)
 
 
-@router.get("/v1/patients/{address}/records", responses=problems(503))
+@router.get("/v1/patients/{address}/records", responses=problems(400, 503))
 def discover(
     address: str,
     c: ComponentsDep,
@@ -169,12 +169,19 @@ def discover(
     since: Annotated[str | None, Query(description="ISO date: resources dated on or after")] = None,
     code: Annotated[str | None, Query(description="a resource code, e.g. LOINC 4548-4")] = None,
     purpose: Annotated[str, Query()] = "treatment",
+    cursor: CursorQuery = None,
+    limit: LimitQuery = 50,
 ) -> DiscoveredRecords:
     """Record metadata of a patient at every institution's gateway, only for categories the caller
-    currently has consent for; each record names its holder, and gateways that did not answer are listed."""
+    currently has consent for; each record names its holder, and gateways that did not answer are listed.
+    Newest first by (registeredAt, recordId), a page at a time: ``cursor`` (and the ``next`` link) give
+    the following page, absent on the last one."""
     c.policy.require_member(caller)
+    before = page_key(cursor)
     query = discovery_query(address, purpose=purpose, category=category, since=since, code=code)
-    return discovered(discovery.network(c, caller=caller, query=query), query)
+    found = discovery.network(c, caller=caller, query=query, before=before, limit=limit)
+    again: dict[str, str | int] = {**query.filters, "purpose": PURPOSES[query.purpose].slug, "limit": limit}
+    return discovered(found, query, page_links(f"/v1/patients/{query.patient}/records", again, found.next))
 
 
 def discovery_query(
@@ -194,7 +201,7 @@ def discovery_query(
     )
 
 
-def discovered(found: discovery.Discovery, query: discovery.Query) -> DiscoveredRecords:
+def discovered(found: discovery.Discovery, query: discovery.Query, links: dict[str, str | None]) -> DiscoveredRecords:
     """The answer's document; a record a peer described wrongly is left out (and logged), not a 500."""
     records = []
     for r in found.records:
@@ -208,4 +215,5 @@ def discovered(found: discovery.Discovery, query: discovery.Query) -> Discovered
         records=records,
         consentedCategories=[CATEGORIES[k].slug for k in found.consented],
         unavailable=[UnavailableHolder.model_validate(u) for u in found.unavailable],
+        **links,
     )

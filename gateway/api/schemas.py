@@ -109,6 +109,13 @@ class _Out(BaseModel):
     """Response bodies: built by the routes, never parsed from a client."""
 
 
+class _Page(_Out):
+    """A page of a list: ``cursor`` and ``next`` lead to the following page, absent on the last one."""
+
+    cursor: str | None = Field(default=None, description="pass as `cursor` for the next page; absent on the last page")
+    next: str | None = Field(default=None, description="the next page's URL (same query); absent on the last page")
+
+
 # ---------------------------------------------------------------------------------------- sign-in
 
 
@@ -245,8 +252,9 @@ class UnavailableHolder(_Out):
     detail: str
 
 
-class DiscoveredRecords(_Out):
-    """A patient's records the caller currently has consent for, at every institution's gateway."""
+class DiscoveredRecords(_Page):
+    """A patient's records the caller currently has consent for, at every institution's gateway: a page,
+    newest first by (registeredAt, recordId); ``consentedCategories`` are those of the records looked at."""
 
     patient: Address
     purpose: Purpose
@@ -327,7 +335,9 @@ class EmergencyReasonOpening(_Out):
     salt: str | None
 
 
-class EmergencyReasonOpenings(_Out):
+class EmergencyReasonOpenings(_Page):
+    """A page of the emergency reasons this gateway relayed, oldest first."""
+
     reasons: list[EmergencyReasonOpening]
 
 
@@ -591,5 +601,7 @@ class Member(_Out):
     encryptionKey: str = Field(description="the member's X25519 release key, 0x-prefixed hex")
 
 
-class Members(_Out):
+class Members(_Page):
+    """A page of the directory, in the order members were added (then by address)."""
+
     members: list[Member]

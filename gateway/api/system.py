@@ -6,11 +6,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eth_utils import to_checksum_address
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.api.deps import ComponentsDep
+from gateway.api.deps import ComponentsDep, CursorQuery, LimitQuery, page_key, page_links
 from gateway.api.schemas import (
     ChainCheck,
     DatabaseCheck,
@@ -222,10 +223,14 @@ def _member_status(value: int) -> MemberStatusSlug:
     return _MEMBER_STATUS.get(value, "unknown")
 
 
-@router.get("/v1/members", responses=problems(503))
-def members(c: ComponentsDep) -> Members:
-    """The consortium directory: address, display name (off-chain), roles, status, encryption key."""
+@router.get("/v1/members", responses=problems(400, 503))
+def members(c: ComponentsDep, cursor: CursorQuery = None, limit: LimitQuery = 50) -> Members:
+    """The consortium directory: address, display name (off-chain), roles, status, encryption key. In the
+    order members were added, a page at a time: ``cursor`` (and the ``next`` link) give the following page."""
+    after = _member_key(page_key(cursor))
     c.indexer.require_complete()
+    page = read_model.members_page(c.db, after=after, limit=limit + 1)
+    last = page[limit - 1] if len(page) > limit else None
     return Members(
         members=[
             Member(
@@ -235,6 +240,22 @@ def members(c: ComponentsDep) -> Members:
                 status=_member_status(m.status),
                 encryptionKey="0x" + m.encryption_key.hex(),
             )
-            for m in read_model.members(c.db)
-        ]
+            for m in page[:limit]
+        ],
+        **page_links("/v1/members", {"limit": limit}, None if last is None else (last.since, _padded(last.address))),
     )
+
+
+def _padded(address: str) -> bytes:
+    """An address as the 32 bytes of a page cursor's id (left-padded, as the ABI pads it)."""
+    return bytes.fromhex(address[2:]).rjust(32, b"\0")
+
+
+def _member_key(key: tuple[int, bytes] | None) -> tuple[int, str] | None:
+    """A members page cursor's key as (since block, address); 400 for a key that holds no address."""
+    if key is None:
+        return None
+    block, raw = key
+    if raw[:12] != bytes(12):
+        raise Problem("invalid_request", "cursor is not one this gateway returned")
+    return block, to_checksum_address(raw[12:])

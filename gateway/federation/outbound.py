@@ -55,10 +55,23 @@ class Federation:
         return GatewayClient(peer.endpoint, http=http)
 
     def discover(
-        self, peer: Peer, acting_for: str, patient: str, purpose: str, filters: dict[str, str]
+        self,
+        peer: Peer,
+        acting_for: str,
+        patient: str,
+        purpose: str,
+        filters: dict[str, str],
+        before: tuple[int, bytes] | None = None,
+        limit: int | None = None,
     ) -> dict[str, Any]:
-        """The records ``peer`` holds of ``patient`` that ``acting_for`` may see (its answer, as a dict)."""
-        return self._ask(peer, acting_for, lambda gw: gw.holder_discover(patient, purpose=purpose, **filters))
+        """The records ``peer`` holds of ``patient`` that ``acting_for`` may see (its answer, as a dict): all,
+        or (``limit``) a page newest first below ``before`` (a peer too old to page answers all)."""
+        cursor = encode_cursor(*before) if before is not None else None
+        return self._ask(
+            peer,
+            acting_for,
+            lambda gw: gw.holder_discover(patient, purpose=purpose, cursor=cursor, limit=limit, **filters),
+        )
 
     def release(self, peer: Peer, acting_for: str, record_id: bytes, purpose: str) -> dict[str, Any]:
         """The record released by its holder ``peer`` to ``acting_for``: ledgered there, sealed to them."""

@@ -405,6 +405,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "uploaded_ignored": ("未保存的资源", "Resources not stored"),
     "upload_resources": ("{n} 个资源", "{n} resource(s)"),
     "upload_problems": ("问题所在位置", "Where the problems are"),
+    # paged discovery: the hospital page's record list loads a page at a time
+    "more_records": ("更多病历", "More records"),
 }
 
 #: FHIR resource types as a reader of that language names them (the opened record, the records table);

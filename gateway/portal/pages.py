@@ -489,11 +489,15 @@ def patient_export(
 
 
 @router.get("/portal/hospital/records", response_class=HTMLResponse)
-def hospital_records(request: Request, c: ComponentsDep, patient: str, purpose: str = "treatment") -> HTMLResponse:
-    """The patient's records this institution may read now (the discovery API, as a table)."""
+def hospital_records(
+    request: Request, c: ComponentsDep, patient: str, purpose: str = "treatment", cursor: str | None = None
+) -> HTMLResponse:
+    """The patient's records this institution may read now (the discovery API, as a table): the first page,
+    or with ``cursor`` the following one's rows (the "more records" button under the table asks for it)."""
     v = require_viewer(request, c, "hospital")
-    found = discover(patient, c, v.address, purpose=purpose)
-    return _render(request, c, "hospital_records.html", viewer=v, found=found, term_of={t.slug: t for t in CATEGORIES})
+    found = discover(patient, c, v.address, purpose=purpose, cursor=cursor, limit=c.settings.portal_page_size)
+    template = "hospital_records_more.html" if cursor else "hospital_records.html"
+    return _render(request, c, template, viewer=v, found=found, term_of={t.slug: t for t in CATEGORIES})
 
 
 # ---------------------------------------------------------------- ledger links and reports

@@ -30,12 +30,11 @@ from gateway.storage import emergency_reasons, read_model
 from gateway.wiring import Components
 from node_client import merkle
 from node_client.journal_entry import JournalEntry, unhex
+from node_client.paging import PageKey
 from node_client.vocabulary import CATEGORIES, PURPOSES
 
 __all__ = ["History", "PageKey", "holder_entries", "network_page"]
 
-#: where a page of the access log ends: (time in seconds, access id); pages are newest first by this key
-PageKey = tuple[int, bytes]
 
 log = logging.getLogger("hcl.gateway.history")
 

@@ -124,6 +124,8 @@ CREATE TABLE IF NOT EXISTS emergency_reasons (
     salt       BLOB,              -- of the reason's commitment on chain; NULL: kept before salting
     created_at INTEGER NOT NULL
 );
+-- GET /v1/emergency-reasons pages oldest first by (created_at, access_id)
+CREATE INDEX IF NOT EXISTS emergency_reasons_created ON emergency_reasons (created_at, access_id);
 
 CREATE TABLE IF NOT EXISTS chain_members (
     address        TEXT PRIMARY KEY,
@@ -133,6 +135,8 @@ CREATE TABLE IF NOT EXISTS chain_members (
     metadata_hash  BLOB NOT NULL,
     since_block    INTEGER NOT NULL
 );
+-- GET /v1/members pages by (since_block, address): the order members were added in
+CREATE INDEX IF NOT EXISTS chain_members_since ON chain_members (since_block, address);
 
 CREATE TABLE IF NOT EXISTS chain_consents (
     patient     TEXT NOT NULL,
@@ -207,6 +211,8 @@ CREATE TABLE IF NOT EXISTS chain_records (
     tx_hash      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chain_records_patient ON chain_records (patient);
+-- discovery pages a patient's records newest first by (time, record_id): one range of this index per page
+CREATE INDEX IF NOT EXISTS chain_records_patient_time ON chain_records (patient, time, record_id);
 
 CREATE TABLE IF NOT EXISTS chain_accesses (
     tx_hash     TEXT NOT NULL,

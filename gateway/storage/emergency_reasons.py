@@ -49,12 +49,17 @@ class Opening:
     patient: str
     reason: str
     salt: bytes | None  # None: kept before salting (a bare SHA-256)
+    created_at: int  # unix seconds: with the access id, its place in the list
 
 
-def openings(db: Database) -> list[Opening]:
-    """Every reason this gateway kept, with its salt, oldest first."""
+def openings(db: Database, *, after: tuple[int, bytes] | None = None, limit: int = -1) -> list[Opening]:
+    """The reasons this gateway kept, with their salts, oldest first by (created_at, access id): all, or at
+    most ``limit`` strictly after ``after`` (one range of the (created_at, access_id) index)."""
+    t, access = after if after is not None else (-1, b"")
     rows = db.read().execute(
-        "SELECT access_id, member, patient, reason, salt FROM emergency_reasons ORDER BY created_at, access_id"
+        "SELECT access_id, member, patient, reason, salt, created_at FROM emergency_reasons"
+        " WHERE (created_at, access_id) > (?, ?) ORDER BY created_at, access_id LIMIT ?",
+        (t, access, limit),
     )
     return [
         Opening(
@@ -63,6 +68,7 @@ def openings(db: Database) -> list[Opening]:
             str(r["patient"]),
             str(r["reason"]),
             None if r["salt"] is None else bytes(r["salt"]),
+            int(r["created_at"]),
         )
         for r in rows
     ]

@@ -37,7 +37,7 @@ __all__ = [
     "guardians_of",
     "member",
     "member_addresses",
-    "members",
+    "members_page",
     "opted_out",
     "record",
     "record_categories_of",
@@ -177,9 +177,15 @@ def member(db: Database, address: str) -> Member | None:
     return None if row is None else _member(row)
 
 
-def members(db: Database) -> list[Member]:
-    """Every member ever added, in the order they were (``since`` block)."""
-    return [_member(r) for r in db.read().execute("SELECT * FROM chain_members ORDER BY since_block").fetchall()]
+def members_page(db: Database, *, after: tuple[int, str] | None, limit: int) -> list[Member]:
+    """At most ``limit`` of every member ever added, in the order they were (``since`` block, then address),
+    after ``after`` ((since block, address)): one range of the (since_block, address) index."""
+    block, address = after if after is not None else (-1, "")
+    rows = db.read().execute(
+        "SELECT * FROM chain_members WHERE (since_block, address) > (?, ?) ORDER BY since_block, address LIMIT ?",
+        (block, address, limit),
+    )
+    return [_member(r) for r in rows.fetchall()]
 
 
 def active_members(db: Database) -> list[Member]:

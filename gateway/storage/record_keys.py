@@ -9,7 +9,7 @@ reads take the :class:`~gateway.storage.db.Database`. A row's ``state`` is a :cl
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from gateway.storage.db import Database, RecordState, status_text
@@ -23,7 +23,7 @@ __all__ = [
     "NewRecordKey",
     "ResourceRef",
     "delete_pending",
-    "discoverable_records_of",
+    "discoverable_page",
     "held",
     "indexed_resources",
     "insert_pending",
@@ -88,7 +88,7 @@ class KeyState:
 
 @dataclass(frozen=True, slots=True)
 class DiscoverableRecord:
-    """A registered, not retracted record of a patient that this gateway holds (newest block first)."""
+    """A registered, not retracted record of a patient that this gateway holds."""
 
     record_id: bytes
     category: int
@@ -210,18 +210,44 @@ def states(db: Database) -> list[KeyState]:
     ]
 
 
-def discoverable_records_of(db: Database, patient: str) -> list[DiscoverableRecord]:
-    """The patient's records registered through this gateway and not retracted, newest block first."""
-    rows = (
-        db.read()
-        .execute(
-            "SELECT r.record_id, r.category, r.provider, r.time, r.block, r.tx_hash FROM chain_records r"
-            " JOIN record_keys k ON k.record_id = r.record_id AND k.state = ?"
-            " WHERE r.patient = ? AND r.status != ? ORDER BY r.block DESC",
-            (RecordState.REGISTERED, patient, status_text(RecordStatus.RETRACTED)),
-        )
-        .fetchall()
+def discoverable_page(
+    db: Database,
+    patient: str,
+    *,
+    before: tuple[int, bytes] | None,
+    limit: int,
+    categories: Collection[int] | None = None,
+    excluded: Collection[int] = (),
+    code: str | None = None,
+    since: str | None = None,
+) -> list[DiscoverableRecord]:
+    """At most ``limit`` of the patient's records registered through this gateway and not retracted, newest
+    first by (time, record id), strictly below ``before``: only ``categories`` (if given), none of ``excluded``, and with ``code``/``since`` only records
+    with such a resource. One range of the (patient, time, record_id) index, however many records."""
+    t, rid = before if before is not None else (1 << 62, b"")
+    q = (
+        "SELECT r.record_id, r.category, r.provider, r.time, r.block, r.tx_hash FROM chain_records r"
+        " JOIN record_keys k ON k.record_id = r.record_id AND k.state = ?"
+        " WHERE r.patient = ? AND r.status != ? AND (r.time, r.record_id) < (?, ?)"
     )
+    args: list[object] = [RecordState.REGISTERED, patient, status_text(RecordStatus.RETRACTED), t, rid]
+    if categories is not None:
+        q += f" AND r.category IN ({','.join('?' * len(categories))})"
+        args += sorted(categories)
+    if excluded:
+        q += f" AND r.category NOT IN ({','.join('?' * len(excluded))})"
+        args += sorted(excluded)
+    if code or since:
+        q += " AND EXISTS (SELECT 1 FROM resource_index i WHERE i.record_id = r.record_id"
+        if code:
+            q += " AND i.code = ?"
+            args.append(code)
+        if since:
+            q += " AND i.date >= ?"
+            args.append(since)
+        q += ")"
+    q += " ORDER BY r.time DESC, r.record_id DESC LIMIT ?"
+    args.append(limit)
     return [
         DiscoverableRecord(
             bytes(r["record_id"]),
@@ -231,7 +257,7 @@ def discoverable_records_of(db: Database, patient: str) -> list[DiscoverableReco
             int(r["block"]),
             str(r["tx_hash"]),
         )
-        for r in rows
+        for r in db.read().execute(q, args).fetchall()
     ]
 
 

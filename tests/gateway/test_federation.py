@@ -311,3 +311,30 @@ def _a_gateway_that_alters_or_invents_an_entry_is_flagged(fed: Federation, b: Co
         "inclusionProof": [],
     }
     assert _checked(b, peer, patient, invented, {})["verification"] == "root_not_on_chain"
+
+
+def test_discovery_pages_merge_every_gateways_records_by_key(fed: Federation, both: dict[int, Components]) -> None:
+    """Each page asks each gateway for at most limit + 1 records below the cursor's key: the pages, merged
+    newest first, neither repeat nor skip a record of either holder; the peer's own page has a cursor."""
+    for gw in (GW_A, GW_B, GW_A, GW_B):
+        _upload(fed, gw, 15)
+    _grant(fed, 15, CLINIC, "encounters,medications,lab-results,conditions")
+    _wait_indexed(both, fed)
+    patient = dev_account(15).address
+    with _clinic_at(fed, GW_A) as clinic:
+        whole = clinic.discover(patient, limit=200)
+        assert whole["cursor"] is None and {r["holder"] for r in whole["records"]} == {
+            dev_account(GW_A).address,
+            dev_account(GW_B).address,
+        }
+        keys = [(r["registeredAt"], r["recordId"]) for r in whole["records"]]
+        assert keys == sorted(keys, reverse=True) and len(set(keys)) == len(keys)
+        walked = [r["recordId"] for r in clinic.iter_discover(patient, limit=3)]
+        assert walked == [r for _, r in keys]
+    with GatewayClient(fed.url(GW_B)) as b:
+        b.act_for(dev_account(GW_A), dev_account(CLINIC).address)
+        page = b.holder_discover(patient, limit=1)
+        theirs = [r for r in whole["records"] if r["holder"] == dev_account(GW_B).address]
+        assert [r["recordId"] for r in page["records"]] == [theirs[0]["recordId"]] and page["cursor"]
+        rest = b.holder_discover(patient, limit=200, cursor=page["cursor"])
+        assert [r["recordId"] for r in rest["records"]] == [r["recordId"] for r in theirs[1:]]

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from gateway.ledger.journal import Journal
-from gateway.storage import read_model, record_keys
+from gateway.storage import emergency_reasons, read_model, record_keys
 from gateway.storage.db import Database
 from node_client.journal_entry import JournalEntry
 
@@ -55,6 +55,30 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Database:
                 for i in range(2000)
             ],
         )
+        conn.executemany(
+            "INSERT INTO chain_records (record_id, patient, provider, category, content_hash, locator, status,"
+            " gateway, block, time, tx_hash) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
+            [
+                (
+                    _rid(i),
+                    PATIENT if i % 3 else GRANTEE,
+                    GRANTEE,
+                    i % 5,
+                    _rid(i),
+                    b"x",
+                    GRANTEE,
+                    i,
+                    1_750_000_000 + i,
+                    "0x",
+                )
+                for i in range(2000)
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO record_keys (record_id, patient, provider, category, content_hash, locator, upload_id,"
+            " state, size, created_at) VALUES (?, ?, ?, ?, ?, ?, 'u', 'registered', 1, 0)",
+            [(_rid(i), PATIENT if i % 3 else GRANTEE, GRANTEE, i % 5, _rid(i), b"x") for i in range(2000)],
+        )
     return db
 
 
@@ -71,7 +95,19 @@ HOT: dict[str, Callable[[Database], Any]] = {
         db, PATIENT, before=(1_750_000_000, b"\x05" * 32), limit=51
     ),
     "held": lambda db: record_keys.held(db, _rid(1)),
-    "discoverable_records_of": lambda db: record_keys.discoverable_records_of(db, PATIENT),
+    "discoverable_page": lambda db: record_keys.discoverable_page(db, PATIENT, before=None, limit=51),
+    "discoverable_page_filtered": lambda db: record_keys.discoverable_page(
+        db,
+        PATIENT,
+        before=(1_750_000_900, _rid(900)),
+        limit=51,
+        categories={1, 2, 3},
+        excluded={2},
+        code="718-7",
+        since="2025-01-01",
+    ),
+    "emergency_reasons_page": lambda db: emergency_reasons.openings(db, after=(1_750_000_000, b"\x05" * 32), limit=51),
+    "members_page": lambda db: read_model.members_page(db, after=(5, GRANTEE), limit=51),
     "indexed_resources": lambda db: record_keys.indexed_resources(db, _rid(1)),
     "indexed_resources_by_code": lambda db: record_keys.indexed_resources(db, _rid(1), code="718-7"),
 }
@@ -112,6 +148,27 @@ def test_an_access_log_page_needs_no_sort(db: Database) -> None:
     for name in ("accesses_page", "accesses_page_after"):
         ((_sql, steps),) = _plans(db, HOT[name])
         assert any("chain_accesses_patient_time" in s for s in steps), steps
+        assert not [s for s in steps if "TEMP B-TREE" in s], (name, steps)
+
+
+def test_a_discovery_page_needs_no_sort(db: Database) -> None:
+    """Newest first straight off the (patient, time, record_id) index, whatever the filters: a page reads
+    O(page) rows of the patient's records, never sorts all of them first."""
+    for name in ("discoverable_page", "discoverable_page_filtered"):
+        ((sql, steps),) = _plans(db, HOT[name])
+        assert any("chain_records_patient_time" in s for s in steps), (name, steps)
+        assert not [s for s in steps if "TEMP B-TREE" in s], (name, steps)
+        if "EXISTS" in sql:
+            assert any("resource_index_record_code" in s for s in steps), (name, steps)
+
+
+def test_other_list_pages_need_no_sort(db: Database) -> None:
+    for name, index in (
+        ("emergency_reasons_page", "emergency_reasons_created"),
+        ("members_page", "chain_members_since"),
+    ):
+        ((_sql, steps),) = _plans(db, HOT[name])
+        assert any(index in s for s in steps), (name, steps)
         assert not [s for s in steps if "TEMP B-TREE" in s], (name, steps)
 
 

@@ -349,6 +349,20 @@
     if (more) button.replaceWith(more); else button.remove();
     return more;
   };
+  // the record list's next page: its rows join the table; focus moves to the new "more" button, else to
+  // the first new row's "open" (never to <body>)
+  actions["more-records"] = async (button) => {
+    const q = new URLSearchParams({ patient: button.dataset.patient, purpose: button.dataset.purpose, cursor: button.dataset.cursor });
+    const resp = await fetch(`/portal/hospital/records?${q}`, { credentials: "same-origin" });
+    if (!resp.ok) throw new ProblemError(await resp.json(), resp.status);
+    const page = document.createElement("div");
+    page.innerHTML = await resp.text();
+    const rows = [...page.querySelectorAll("tbody > tr")];
+    $("#records-found tbody").append(...rows);
+    const more = $("button[data-action=more-records]", page);
+    if (more) button.replaceWith(more); else button.remove();
+    return more || (rows.length ? $("button", rows[0]) : null);
+  };
   async function openRelease(body, recordId) {
     if (body.resource) return body.resource;
     if (!state.x25519) throw new Error(t("need_enc_key"));
