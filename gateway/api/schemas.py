@@ -32,6 +32,8 @@ __all__ = [
     "EmergencyOpened",
     "EmergencyReasonOpening",
     "EmergencyReasonOpenings",
+    "EmergencyReviewOut",
+    "EmergencyReviews",
     "Health",
     "HolderAccesses",
     "Members",
@@ -42,6 +44,7 @@ __all__ = [
     "Proof",
     "Release",
     "Retracted",
+    "ReviewsAnchor",
     "StrictProof",
     "TokenOut",
     "TxDraft",
@@ -593,3 +596,36 @@ class Member(_Out):
 
 class Members(_Out):
     members: list[Member]
+
+
+# ---------------------------------------------------------------------------------------- emergency reviews
+
+
+class EmergencyReviewOut(_Out):
+    """A kept review: the signed ``EmergencyReview`` fields, the note, and its place in the hash chain."""
+
+    idx: int = Field(description="its Merkle leaf index")
+    accessId: Hex32
+    verdict: str
+    noteHash: Hex32
+    reviewer: Address
+    reviewedAt: int
+    note: str
+    signature: str
+    leafHash: Hex32
+    chainHash: Hex32
+
+
+class ReviewsAnchor(_Out):
+    """A root of the first ``size`` reviews, anchored with ``AccessLedger.anchorReviews``."""
+
+    size: int
+    root: Hex32
+    txHash: str
+    blockNumber: int
+
+
+class EmergencyReviews(_Out):
+    reviews: list[EmergencyReviewOut]
+    anchors: list[ReviewsAnchor]
+    cursor: str | None = Field(default=None, description="pass as `cursor` for the next page; absent on the last page")
