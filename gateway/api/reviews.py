@@ -8,14 +8,14 @@ review it too). Design and checks: docs/audit.md, "Reviews of emergency accesses
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from eth_utils import to_checksum_address
 from fastapi import APIRouter, Query
 
 from gateway.api.deps import CallerDep, ComponentsDep, CursorQuery, LimitQuery, page_key
 from gateway.api.models import ReviewDraftIn, SignedReviewIn
-from gateway.api.schemas import EmergencyReviewOut, EmergencyReviews, ReviewsAnchor, problems
+from gateway.api.schemas import EmergencyReviewOut, EmergencyReviews, ReviewDraft, ReviewsAnchor, problems
 from gateway.services import reviews
 from gateway.storage import emergency_reviews
 from node_client.paging import encode_cursor
@@ -35,11 +35,12 @@ def _out(r: StoredReview) -> EmergencyReviewOut:
 
 
 @router.post("/v1/emergency-reviews/draft", responses=problems(403, 404))
-def review_draft(body: ReviewDraftIn, c: ComponentsDep, caller: CallerDep) -> dict[str, Any]:
+def review_draft(body: ReviewDraftIn, c: ComponentsDep, caller: CallerDep) -> ReviewDraft:
     """The EIP-712 ``EmergencyReview`` the signed-in auditor would sign now (``typedData`` for
     ``eth_signTypedData_v4``; ``message`` for the submission)."""
     c.policy.require_member(caller, int(Role.AUDITOR))
-    return reviews.draft(c, caller, _b(body.accessId), body.verdict, body.note, int(time.time()))
+    d = reviews.draft(c, caller, _b(body.accessId), body.verdict, body.note, int(time.time()))
+    return ReviewDraft(type="EmergencyReview", message=d["message"], typedData=d["typedData"])
 
 
 @router.post("/v1/emergency-reviews", status_code=201, responses=problems(403, 404, 409, 422))

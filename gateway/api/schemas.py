@@ -44,6 +44,7 @@ __all__ = [
     "Proof",
     "Release",
     "Retracted",
+    "ReviewDraft",
     "ReviewsAnchor",
     "StrictProof",
     "TokenOut",
@@ -614,6 +615,14 @@ class EmergencyReviewOut(_Out):
     signature: str
     leafHash: Hex32
     chainHash: Hex32
+
+
+class ReviewDraft(_Out):
+    """The ``EmergencyReview`` to sign: ``message`` (submit it as signed) and the full ``typedData``."""
+
+    type: Literal["EmergencyReview"]
+    message: dict[str, Any]
+    typedData: dict[str, Any] = Field(description="for eth_signTypedData_v4")
 
 
 class ReviewsAnchor(_Out):

@@ -8,6 +8,7 @@ unanchored, and the next review, or ``anchor_pending`` at start, anchors everyth
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from gateway.problems import Problem
 from gateway.storage import emergency_reviews, read_model
@@ -27,7 +28,7 @@ def _require_emergency(c: Components, access_id: bytes) -> None:
         raise Problem("emergency_access_unknown", f"no emergency access 0x{access_id.hex()} on chain")
 
 
-def draft(c: Components, reviewer: str, access_id: bytes, verdict: str, note: str, now: int) -> dict[str, object]:
+def draft(c: Components, reviewer: str, access_id: bytes, verdict: str, note: str, now: int) -> dict[str, Any]:
     """The typed data the auditor signs (the page signs exactly this, after checking the note's hash)."""
     _require_emergency(c, access_id)
     if verdict not in REVIEW_VERDICTS:
