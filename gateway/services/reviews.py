@@ -1,15 +1,14 @@
 """An auditor's review of an emergency access: checked, kept (hash-chained) and its root anchored on chain.
 
 Reviews are rare human acts, so the root of all reviews is anchored (``AccessLedger.anchorReviews``) as
-soon as one is kept, in the request; an anchor that fails (chain down) leaves the review kept and
-unanchored, and the next review, or ``anchor_pending`` at start, anchors everything since.
+soon as one is kept, in the request (:mod:`gateway.ledger.review_anchoring`).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from gateway.ledger.review_anchoring import anchor_pending
 from gateway.problems import Problem
 from gateway.storage import emergency_reviews, read_model
 from gateway.wiring import Components
@@ -18,9 +17,7 @@ from node_client.reviews import StoredReview, note_hash
 from node_client.signing import REVIEW_VERDICTS, EmergencyReview, recover_signer, typed_data
 from node_client.vocabulary import Role
 
-__all__ = ["anchor_pending", "draft", "submit"]
-
-log = logging.getLogger("hcl.gateway.reviews")
+__all__ = ["draft", "submit"]
 
 
 def _require_emergency(c: Components, access_id: bytes) -> None:
@@ -60,19 +57,5 @@ def submit(c: Components, caller: str, review: EmergencyReview, note: str, signa
         stored = emergency_reviews.append(c.db, domain, review, note, signature)
     except emergency_reviews.AlreadyReviewed as exc:
         raise Problem("already_reviewed", str(exc)) from None
-    anchor_pending(c)
+    anchor_pending(c.db, c.ledger, c.gateway_account)
     return stored
-
-
-def anchor_pending(c: Components) -> None:
-    """Anchors the root of every kept review if the last anchor does not cover them all (logged, not raised)."""
-    pending = emergency_reviews.pending_anchor(c.db)
-    if pending is None:
-        return
-    size, root = pending
-    try:
-        result = c.ledger.access.anchor_reviews(c.gateway_account, root, size)
-    except Exception as exc:  # noqa: BLE001 - the review is kept; the next one (or the next start) anchors it
-        log.warning("anchoring %d reviews failed (will retry): %s", size, exc)
-        return
-    emergency_reviews.record_anchor(c.db, size, root, result.tx_hash, result.block_number)

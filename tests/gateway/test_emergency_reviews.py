@@ -13,8 +13,9 @@ from node_client import merkle
 from node_client.commitments import reason_commitment
 from node_client.paging import decode_cursor
 from node_client.reviews import StoredReview, check_reviews, signed_review
+from node_client.signing import EmergencyReview
 from node_client.vocabulary import parse_categories
-from tests.support.gateway_harness import AUDITOR, HOSPITAL, SALT, RunningGateway, dev, running_gateway
+from tests.support.gateway_harness import AUDITOR, HOSPITAL, SALT, RunningGateway, dev, restarted, running_gateway
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +116,23 @@ def test_the_draft_is_the_typed_data_the_auditor_signs(gw: RunningGateway) -> No
     assert d["typedData"]["primaryType"] == "EmergencyReview"
     assert d["message"]["reviewer"] == dev(AUDITOR).address
     assert d["message"]["noteHash"] == _review(gw, access_id, note="fine")["message"]["noteHash"]
+
+
+def test_a_review_left_unanchored_is_anchored_at_the_next_start(gw: RunningGateway) -> None:
+    """A review kept while its anchor failed (chain down) is covered by the anchor the gateway sends at start."""
+    access_id = _break_glass(gw, 15)
+    body = _review(gw, access_id, note="kept while the chain was down")
+    m = body["message"]
+    review = EmergencyReview(access_id, m["verdict"], bytes.fromhex(m["noteHash"][2:]), m["reviewer"], m["reviewedAt"])
+    c = gw.components
+    kept = emergency_reviews.append(
+        c.db, gw.ledger.consents.domain(), review, body["note"], bytes.fromhex(body["signature"][2:])
+    )
+    assert emergency_reviews.pending_anchor(c.db) is not None
+    with restarted(gw) as again:  # Components.start anchors what is pending, in the background
+        deadline = time.monotonic() + 30
+        while emergency_reviews.pending_anchor(again.components.db) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        size, root = again.ledger.access.reviews_anchors(c.gateway_account.address)[-1]
+        assert size == kept.idx + 1
+        assert root == merkle.root_from_leaf_hashes([r.leaf_hash for r in emergency_reviews.every(again.components.db)])
