@@ -98,6 +98,12 @@ contract AccessLedger is IAccessLedger {
     }
 
     /// @inheritdoc IAccessLedger
+    function anchorReviews(bytes32 root, uint64 size) external onlyGateway {
+        if (root == bytes32(0)) revert AccessLedgerInvalidRoot();
+        emit EmergencyReviewsAnchored(msg.sender, root, size, uint40(block.timestamp));
+    }
+
+    /// @inheritdoc IAccessLedger
     function latestAnchor(address gateway) external view returns (Anchor memory) {
         AnchorSlot memory a = _anchors[gateway];
         return Anchor(a.treeSize, a.anchoredAt, a.count);

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import portal
-from gateway.api import accesses, auth, consents, exports, federation, fhir, me, records, system, transactions
+from gateway.api import accesses, auth, consents, exports, federation, fhir, me, records, reviews, system, transactions
 from gateway.api.deps import complete_read_model
 from gateway.framing import RejectAmbiguousFraming
 from gateway.observability import configure_logging
@@ -157,7 +157,7 @@ def create_app(
     app.add_middleware(RequestTiming)
     app.add_middleware(RejectAmbiguousFraming)  # outermost: nothing of a smuggled request reaches the app
 
-    for module in (auth, records, federation, consents, transactions, accesses, system, fhir):
+    for module in (auth, records, federation, consents, transactions, accesses, reviews, system, fhir):
         app.include_router(module.router)
     app.include_router(me.router, dependencies=[Depends(complete_read_model)])  # the caller's lists: read model
     app.include_router(exports.router, dependencies=[Depends(complete_read_model)])  # the same lists, downloaded

@@ -62,6 +62,9 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "holder_unavailable": (503, "The institution holding the record does not answer; nothing was released"),
     "storage_full": (507, "Record storage is full"),
     "internal_error": (500, "Internal error"),
+    "review_signature_invalid": (422, "The review's signature, signer or note does not verify"),
+    "emergency_access_unknown": (404, "No such emergency access"),
+    "already_reviewed": (409, "This auditor already reviewed this emergency access"),
 }
 
 

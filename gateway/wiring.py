@@ -36,6 +36,7 @@ from gateway.ledger.journal_service import JournalAppender, JournalClient, Journ
 from gateway.ledger.journal_view import JournalView
 from gateway.ledger.member_names import MemberNames
 from gateway.ledger.registrations import Registrar
+from gateway.ledger.review_anchoring import anchor_pending
 from gateway.ledger.strict_commit import StrictCommitter, ledger_commit
 from gateway.observability import Metrics
 from gateway.ops.lock import GatewayLock
@@ -144,6 +145,9 @@ class Components:
             self.strict.start()
         if self.replicator is not None:
             self.replicator.start()
+        # reviews a failed anchor (chain down) left unanchored: in the background, the chain may be slow
+        args = (self.db, self.ledger, self.gateway_account)
+        threading.Thread(target=anchor_pending, args=args, name="hcl-review-anchor", daemon=True).start()
 
     def catch_up(self) -> None:
         """Indexes up to the head now, so a caller reads its own write (best effort: the poller retries)."""

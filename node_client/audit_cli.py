@@ -21,6 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from node_client._cli_common import ChainOpts, KeyOpt, PasswordFileOpt, SignerOpts, err_console, option_groups
 
 if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
     from node_client.audit import AuditReport
     from node_client.gateway_client import GatewayClient
 
@@ -104,6 +106,14 @@ def replay_cmd(
             "window's reasonHash on chain",
         ),
     ] = None,
+    reviews: Annotated[
+        Path | None,
+        typer.Option(
+            "--reviews",
+            help="a gateway's auditors' reviews of emergency accesses (hcl audit fetch-reviews): signatures, hash "
+            "chain and anchored roots are checked; unreviewed emergencies are counted",
+        ),
+    ] = None,
     detail: Annotated[
         str,
         typer.Option(
@@ -140,6 +150,7 @@ def replay_cmd(
             store=store if store is None or "://" in store else Path(store),
             claims=claims,
             reasons=reasons,
+            reviews=reviews,
             checkpoint=checkpoint is not None,
             max_staleness=max_staleness,
             resume=read_checkpoint(resume) if resume is not None else None,
@@ -197,6 +208,12 @@ def _print_outcome(report: AuditReport, paths: dict[str, Path], out: Path, *, as
             f"  journal {j['journal']}: gateway {j['gateway'] or '(unmatched)'} {j['gateway_name']} "
             f"({j['matched_by']}), {j['entries']} entries, {j['anchors_reproduced']}/{j['anchors']} anchors reproduced"
         )
+    if s.get("emergency_reviews") is not None:
+        r = s["emergency_reviews"]
+        err_console.print(
+            f"  emergency reviews at {r['gateway']}: {r['reviews']} ({r['anchored']} anchored); "
+            f"unreviewed emergency accesses: {len(r['unreviewed'])}"
+        )
     for a in report.errors[:20]:
         err_console.print(
             f"  [red]{a.kind}[/red] {a.message} {a.evidence.get('tx_hash') or a.evidence.get('entry_index', '')}"
@@ -214,7 +231,7 @@ def fetch_journal_cmd(
 
     Exit 0 written; 2 the gateway refused (not an auditor, strict mode) or does not answer.
     """
-    size = _as_auditor(url, key, password_file, lambda gw: gw.download_journal(out))
+    size = _as_auditor(url, key, password_file, lambda gw, _: gw.download_journal(out))
     err_console.print(f"wrote {out} ({size} bytes) from {url}")
 
 
@@ -228,14 +245,67 @@ def fetch_reasons_cmd(
     """Download the emergency reasons a gateway relayed, each with the salt that opens its on-chain
     commitment, signed in as an auditor. Exit 0 written; 2 the gateway refused or does not answer.
     """
-    openings = _as_auditor(url, key, password_file, lambda gw: gw.emergency_reasons())
+    openings = _as_auditor(url, key, password_file, lambda gw, _: gw.emergency_reasons())
     out.write_bytes(b"".join(orjson.dumps(o) + b"\n" for o in openings))
     err_console.print(f"wrote {out} ({len(openings)} reasons) from {url}")
 
 
-def _as_auditor(url: str, key: Path | None, password_file: Path | None, fetch: Callable[[GatewayClient], T]) -> T:
-    """``fetch`` on the gateway at ``url`` signed in with the auditor's keystore; exit 2 (with why) if the
-    key is missing, the gateway refuses or does not answer."""
+@audit_app.command("fetch-reviews")
+def fetch_reviews_cmd(
+    out: Annotated[Path, typer.Argument(help="JSON Lines file to write (then: hcl audit replay --reviews OUT)")],
+    url: Annotated[str, typer.Option("--url", envvar="HCL_GATEWAY_URL", help="the gateway's base URL")],
+    key: KeyOpt = None,
+    password_file: PasswordFileOpt = None,
+) -> None:
+    """Download the auditors' reviews of emergency accesses a gateway keeps, oldest first, after a header
+    naming the gateway (whose anchored roots the replay checks them against). Exit 0 written; 2 refused."""
+    from node_client.audit.reviews import FORMAT
+
+    def fetch(gw: GatewayClient, _: LocalAccount) -> list[dict[str, object]]:
+        header = {"type": "header", "format": FORMAT, "gateway": gw.health()["deployment"]["gateway"]}
+        return [header, *gw.emergency_reviews()]
+
+    lines = _as_auditor(url, key, password_file, fetch)
+    out.write_bytes(b"".join(orjson.dumps(o) + b"\n" for o in lines))
+    err_console.print(f"wrote {out} ({len(lines) - 1} reviews) from {url}")
+
+
+@audit_app.command("review")
+def review_cmd(
+    access_id: Annotated[str, typer.Argument(help="the emergency access id (0x…, as the auditor page lists it)")],
+    verdict: Annotated[str, typer.Option("--verdict", help="justified, unjustified or needs-follow-up")],
+    note: Annotated[str, typer.Option("--note", help="what the auditor found (kept off-chain; its hash is signed)")],
+    url: Annotated[str, typer.Option("--url", envvar="HCL_GATEWAY_URL", help="the gateway's base URL")],
+    key: KeyOpt = None,
+    password_file: PasswordFileOpt = None,
+) -> None:
+    """Sign a review of an emergency access with the auditor's keystore and submit it to the gateway, which
+    keeps it and anchors the reviews' root on chain. Exit 0 kept; 2 refused (not an auditor, reviewed already...)."""
+    kept = _as_auditor(url, key, password_file, partial(_review, access_id, verdict, note))
+    err_console.print(f"review {kept['idx']} kept at {url}: {kept['verdict']} of {kept['accessId']}")
+
+
+def _review(access_id: str, verdict: str, note: str, gw: GatewayClient, account: LocalAccount) -> dict[str, object]:
+    """Signs what the gateway's draft says only if it is what the auditor asked for (its domain is the chain's)."""
+    from node_client.reviews import signed_review
+    from node_client.signing import Domain
+
+    draft = gw.review_draft(access_id, verdict, note)
+    d = draft["typedData"]["domain"]
+    domain = Domain(d["chainId"], d["verifyingContract"], d["name"], d["version"])
+    signed = signed_review(
+        account, domain, bytes.fromhex(access_id.removeprefix("0x")), verdict, note, draft["message"]["reviewedAt"]
+    )
+    if signed["message"] != draft["message"]:
+        raise ValueError(f"the gateway's draft {draft['message']} is not the review asked for {signed['message']}")
+    return gw.submit_review(signed)
+
+
+def _as_auditor(
+    url: str, key: Path | None, password_file: Path | None, fetch: Callable[[GatewayClient, LocalAccount], T]
+) -> T:
+    """``fetch(gateway, account)`` on the gateway at ``url`` signed in with the auditor's keystore; exit 2
+    (with why) if the key is missing, the gateway refuses or does not answer."""
     from node_client._exceptions import NodeClientError
     from node_client.gateway_client import GatewayClient
 
@@ -245,7 +315,7 @@ def _as_auditor(url: str, key: Path | None, password_file: Path | None, fetch: C
         account = SignerOpts(key=key, password_file=password_file).account()
         with GatewayClient(url) as gw:
             gw.sign_in(account)
-            return fetch(gw)
+            return fetch(gw, account)
     except (NodeClientError, ValueError, OSError) as exc:
         err_console.print(f"[red]fetch failed[/red] {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None

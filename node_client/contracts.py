@@ -674,6 +674,18 @@ class AccessLedger(_Wrapper):
     def anchor_batch(self, gateway: LocalAccount, root: bytes, tree_size: int) -> TxResult:
         return self._transact(gateway, "anchorBatch", _b32(root), tree_size)
 
+    def anchor_reviews(self, gateway: LocalAccount, root: bytes, size: int) -> TxResult:
+        """Anchors the Merkle root of the first ``size`` emergency-access reviews the gateway keeps."""
+        return self._transact(gateway, "anchorReviews", _b32(root), size)
+
+    def reviews_anchors(self, gateway: str, *, from_block: int | None = None) -> list[tuple[int, bytes]]:
+        """``(size, root)`` of every ``EmergencyReviewsAnchored`` of ``gateway``, in chain order."""
+        return [
+            (int(ev["size"]), bytes(ev["root"]))
+            for ev in self.events(["EmergencyReviewsAnchored"], from_block=from_block)
+            if ev["gateway"].lower() == gateway.lower()
+        ]
+
     def latest_anchor(self, gateway: str) -> Anchor:
         size, at, count = self._call("latestAnchor", to_checksum_address(gateway))
         return Anchor(size, at, count)

@@ -273,6 +273,27 @@ class GatewayClient:
         path = "/v1/emergency-reasons"
         return _pages(lambda cursor: self._json("GET", path, params=_paged({}, cursor, limit)), "reasons")
 
+    def review_draft(self, access_id: str, verdict: str, note: str) -> dict[str, Any]:
+        """The ``EmergencyReview`` typed data the signed-in auditor would sign now (``message``, ``typedData``)."""
+        return self._json(
+            "POST", "/v1/emergency-reviews/draft", json={"accessId": access_id, "verdict": verdict, "note": note}
+        )
+
+    def submit_review(self, signed: dict[str, Any]) -> dict[str, Any]:
+        """Submits a signed review (:func:`node_client.reviews.signed_review`); returns it as kept."""
+        return self._json("POST", "/v1/emergency-reviews", json=signed)
+
+    def emergency_reviews(self) -> list[dict[str, Any]]:
+        """Every review the gateway keeps, oldest first (all pages; auditors and regulators only)."""
+        out: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 200}
+        while True:
+            page = self._json("GET", "/v1/emergency-reviews", params=params)
+            out += page["reviews"]
+            if not page.get("cursor"):
+                return out[::-1]
+            params["cursor"] = page["cursor"]
+
     def relay(self, signed_transaction: str) -> dict[str, Any]:
         """Relays the caller's own signed guardian or opt-out transaction (``POST /v1/transactions``)."""
         return self._json("POST", "/v1/transactions", json={"signedTransaction": signed_transaction})

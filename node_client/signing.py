@@ -1,4 +1,5 @@
-"""EIP-712 consent messages: the one place that builds, signs and verifies them.
+"""EIP-712 messages (consents, and auditors' reviews of emergency accesses): the one place that builds,
+signs and verifies them.
 
 The patient (or a guardian) signs a ``ConsentGrant`` or ``ConsentRevoke`` off-line; any active member
 submits it with ``ConsentRegistry.grantBySig`` / ``revokeBySig``. The types here are byte-for-byte the
@@ -17,7 +18,7 @@ from typing import Any
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 
 from node_client._exceptions import SignatureError
 
@@ -26,12 +27,18 @@ __all__ = [
     "CONSENT_REVOKE_TYPES",
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
+    "EMERGENCY_REVIEW_TYPES",
+    "REVIEW_VERDICTS",
     "ConsentGrant",
     "ConsentRevoke",
     "Domain",
+    "EmergencyReview",
     "SignedMessage",
+    "TypedMessage",
+    "digest",
     "recover_signer",
     "sign",
+    "sign_typed",
     "typed_data",
     "verify",
 ]
@@ -67,6 +74,20 @@ CONSENT_REVOKE_TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "deadline", "type": "uint256"},
     ]
 }
+
+#: an auditor's review of a break-glass access (off-chain; its Merkle root is anchored, docs/audit.md)
+EMERGENCY_REVIEW_TYPES: dict[str, list[dict[str, str]]] = {
+    "EmergencyReview": [
+        {"name": "accessId", "type": "bytes32"},
+        {"name": "verdict", "type": "string"},
+        {"name": "noteHash", "type": "bytes32"},
+        {"name": "reviewer", "type": "address"},
+        {"name": "reviewedAt", "type": "uint64"},
+    ]
+}
+
+#: what an auditor may conclude about an emergency access
+REVIEW_VERDICTS: tuple[str, ...] = ("justified", "unjustified", "needs-follow-up")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +159,33 @@ class ConsentRevoke:
 
 
 @dataclass(frozen=True, slots=True)
+class EmergencyReview:
+    """An auditor's verdict on emergency access ``access_id``; the note itself stays off-chain (its hash here)."""
+
+    access_id: bytes
+    verdict: str
+    note_hash: bytes
+    reviewer: str
+    reviewed_at: int
+
+    primary_type = "EmergencyReview"
+    types = EMERGENCY_REVIEW_TYPES
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "accessId": "0x" + self.access_id.hex(),
+            "verdict": self.verdict,
+            "noteHash": "0x" + self.note_hash.hex(),
+            "reviewer": to_checksum_address(self.reviewer),
+            "reviewedAt": self.reviewed_at,
+        }
+
+
+#: every message type signed under the domain
+TypedMessage = ConsentGrant | ConsentRevoke | EmergencyReview
+
+
+@dataclass(frozen=True, slots=True)
 class SignedMessage:
     """A signed grant or revoke, with the address that claims to have signed it."""
 
@@ -154,7 +202,7 @@ class SignedMessage:
         }
 
 
-def typed_data(domain: Domain, message: ConsentGrant | ConsentRevoke) -> dict[str, Any]:
+def typed_data(domain: Domain, message: TypedMessage) -> dict[str, Any]:
     """The full typed-data JSON, as a wallet's ``eth_signTypedData_v4`` takes it."""
     return {
         "types": {"EIP712Domain": _DOMAIN_TYPE, **message.types},
@@ -166,13 +214,24 @@ def typed_data(domain: Domain, message: ConsentGrant | ConsentRevoke) -> dict[st
 
 def sign(account: LocalAccount, domain: Domain, message: ConsentGrant | ConsentRevoke) -> SignedMessage:
     """Signs ``message`` under ``domain`` with a local key."""
+    return SignedMessage(message, account.address, sign_typed(account, domain, message))
+
+
+def sign_typed(account: LocalAccount, domain: Domain, message: TypedMessage) -> bytes:
+    """The signature of ``message`` under ``domain`` by a local key."""
     signed = Account.sign_typed_data(
         account.key, domain_data=domain.as_dict(), message_types=message.types, message_data=message.message()
     )
-    return SignedMessage(message, account.address, bytes(signed.signature))
+    return bytes(signed.signature)
 
 
-def recover_signer(domain: Domain, message: ConsentGrant | ConsentRevoke, signature: bytes) -> str:
+def digest(domain: Domain, message: TypedMessage) -> bytes:
+    """The EIP-712 hash a signature of ``message`` signs (what a review's Merkle leaf commits to)."""
+    encoded = encode_typed_data(full_message=typed_data(domain, message))
+    return bytes(keccak(b"\x19" + encoded.version + encoded.header + encoded.body))
+
+
+def recover_signer(domain: Domain, message: TypedMessage, signature: bytes) -> str:
     """The address whose key produced ``signature`` (EOA signatures only)."""
     encoded = encode_typed_data(full_message=typed_data(domain, message))
     try:

@@ -72,6 +72,10 @@ interface IAccessLedger {
         uint64 treeSize,
         uint40 anchoredAt
     );
+    /// @dev `gateway` anchored the RFC 6962 Merkle root of the first `size` auditors' reviews of emergency
+    /// accesses it keeps (off-chain, signed by each auditor). A distinct event from {AccessBatchAnchored}, so a
+    /// reviews root can never be taken for a journal root.
+    event EmergencyReviewsAnchored(address indexed gateway, bytes32 root, uint64 size, uint40 anchoredAt);
 
     /**
      * @dev Ledgers one release (strict mode). Reverts unless it is authorized at this block.
@@ -115,6 +119,16 @@ interface IAccessLedger {
      * Emits an {AccessBatchAnchored} event.
      */
     function anchorBatch(bytes32 root, uint64 treeSize) external;
+
+    /**
+     * @dev Anchors the Merkle root `root` of the first `size` emergency-access reviews the caller keeps.
+     * Nothing is stored: an auditor reads the roots from the events and checks each extends the last.
+     *
+     * Requirements: the caller is an active GATEWAY member; `root` is not zero.
+     *
+     * Emits an {EmergencyReviewsAnchored} event.
+     */
+    function anchorReviews(bytes32 root, uint64 size) external;
 
     /// @dev The latest anchor of `gateway` (all zero if none); its root is in the matching {AccessBatchAnchored} event.
     function latestAnchor(address gateway) external view returns (Anchor memory);

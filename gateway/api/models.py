@@ -10,7 +10,9 @@ __all__ = [
     "ChallengeIn",
     "EmergencyIn",
     "PinsIn",
+    "ReviewDraftIn",
     "SignedGrantIn",
+    "SignedReviewIn",
     "SignedRevokeIn",
     "TokenIn",
 ]
@@ -99,3 +101,35 @@ class SignedTxIn(_Strict):
     """A transaction the caller signed (EIP-1559), to relay."""
 
     signedTransaction: str = Field(pattern=r"^0x([0-9a-fA-F]{2})+$", max_length=8192)
+
+
+# ---------------------------------------------------------------------------------------- emergency reviews
+
+Hex32In = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
+Verdict = Literal["justified", "unjustified", "needs-follow-up"]  # node_client.signing.REVIEW_VERDICTS
+
+
+class ReviewMessage(_Strict):
+    """The EIP-712 ``EmergencyReview`` message exactly as signed."""
+
+    accessId: str = Hex32In
+    verdict: str = Field(max_length=32)  # checked against the verdicts after the signature: a 422, not a 400
+    noteHash: str = Hex32In
+    reviewer: str = HexAddress
+    reviewedAt: int = Field(ge=0, lt=1 << 64)
+
+
+class SignedReviewIn(_Strict):
+    """An auditor's signed review of an emergency access, and the note whose hash it signs."""
+
+    message: ReviewMessage
+    note: str = Field(max_length=4000)
+    signature: str = HexBytes
+
+
+class ReviewDraftIn(_Strict):
+    """What the auditor means to say: the typed data to sign is returned."""
+
+    accessId: str = Hex32In
+    verdict: Verdict
+    note: str = Field(max_length=4000)

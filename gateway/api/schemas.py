@@ -32,6 +32,8 @@ __all__ = [
     "EmergencyOpened",
     "EmergencyReasonOpening",
     "EmergencyReasonOpenings",
+    "EmergencyReviewOut",
+    "EmergencyReviews",
     "Health",
     "HolderAccesses",
     "Members",
@@ -42,6 +44,8 @@ __all__ = [
     "Proof",
     "Release",
     "Retracted",
+    "ReviewDraft",
+    "ReviewsAnchor",
     "StrictProof",
     "TokenOut",
     "TxDraft",
@@ -605,3 +609,44 @@ class Members(_Page):
     """A page of the directory, in the order members were added (then by address)."""
 
     members: list[Member]
+
+
+# ---------------------------------------------------------------------------------------- emergency reviews
+
+
+class EmergencyReviewOut(_Out):
+    """A kept review: the signed ``EmergencyReview`` fields, the note, and its place in the hash chain."""
+
+    idx: int = Field(description="its Merkle leaf index")
+    accessId: Hex32
+    verdict: str
+    noteHash: Hex32
+    reviewer: Address
+    reviewedAt: int
+    note: str
+    signature: str
+    leafHash: Hex32
+    chainHash: Hex32
+
+
+class ReviewDraft(_Out):
+    """The ``EmergencyReview`` to sign: ``message`` (submit it as signed) and the full ``typedData``."""
+
+    type: Literal["EmergencyReview"]
+    message: dict[str, Any]
+    typedData: dict[str, Any] = Field(description="for eth_signTypedData_v4")
+
+
+class ReviewsAnchor(_Out):
+    """A root of the first ``size`` reviews, anchored with ``AccessLedger.anchorReviews``."""
+
+    size: int
+    root: Hex32
+    txHash: str
+    blockNumber: int
+
+
+class EmergencyReviews(_Out):
+    reviews: list[EmergencyReviewOut]
+    anchors: list[ReviewsAnchor]
+    cursor: str | None = Field(default=None, description="pass as `cursor` for the next page; absent on the last page")

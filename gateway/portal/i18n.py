@@ -407,6 +407,31 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "upload_problems": ("问题所在位置", "Where the problems are"),
     # paged discovery: the hospital page's record list loads a page at a time
     "more_records": ("更多病历", "More records"),
+    # auditors' reviews of emergency accesses (auditor page, /v1/emergency-reviews)
+    "unreviewed_count": ("待审核紧急访问：{n}", "Unreviewed emergency accesses: {n}"),
+    "review_state": ("审核", "Review"),
+    "not_reviewed": ("未审核", "Not reviewed"),
+    "review_this": ("审核此紧急访问", "Review this emergency access"),
+    "review_verdict": ("审核结论", "Verdict"),
+    "review_note": ("审核说明", "Note"),
+    "sign_review": ("签名并提交审核", "Sign and submit the review"),
+    "verdict_justified": ("合理", "Justified"),
+    "verdict_unjustified": ("不合理", "Unjustified"),
+    "verdict_needs-follow-up": ("需跟进", "Needs follow-up"),
+    "review_anchored": ("已上链锚定", "anchored on chain"),
+    "review_not_anchored": ("尚未锚定", "not anchored yet"),
+    "review_saved": ("审核已签名并保存", "The review is signed and kept"),
+    "review_hash_mismatch": (
+        "网关给出的说明哈希与本页计算的不同，未签名",
+        "The gateway's hash of the note differs from this page's; nothing was signed",
+    ),
+    "problem_review_signature_invalid": (
+        "审核的签名、签名人或说明无法验证",
+        "The review's signature, signer or note does not verify",
+    ),
+    "problem_emergency_access_unknown": ("没有这次紧急访问", "No such emergency access"),
+    "problem_already_reviewed": ("您已审核过这次紧急访问", "This auditor already reviewed this emergency access"),
+    "event_EmergencyReviewsAnchored": ("紧急访问审核已锚定", "Emergency access reviews anchored"),
 }
 
 #: FHIR resource types as a reader of that language names them (the opened record, the records table);

@@ -43,10 +43,12 @@ from gateway.portal.session import (
     viewer,
 )
 from gateway.problems import Problem
-from gateway.storage import emergency_reasons, read_model
+from gateway.storage import emergency_reasons, emergency_reviews, read_model
 from gateway.wiring import Components
 from node_client import healthcode as hc
 from node_client._exceptions import ChainUnavailable
+from node_client.reviews import StoredReview
+from node_client.signing import REVIEW_VERDICTS
 from node_client.vocabulary import CATEGORIES, PROVIDER_ROLES, PURPOSES, Role, roles_of
 
 __all__ = ["STATIC_DIR", "router", "templates"]
@@ -240,6 +242,18 @@ def _reports(c: Components) -> list[dict[str, Any]]:
     return out
 
 
+def _review_view(r: StoredReview, anchored: int) -> dict[str, Any]:
+    """A kept review as the auditor page shows it; ``anchored``: its root is on chain."""
+    m = r.review
+    return {
+        "verdict": m.verdict,
+        "note": r.note,
+        "reviewer": m.reviewer,
+        "time": m.reviewed_at,
+        "anchored": r.idx < anchored,
+    }
+
+
 def _auditor(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
     c.indexer.require_complete()
     per_member: Counter[str] = Counter(read_model.access_counts(c.db))
@@ -247,6 +261,8 @@ def _auditor(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
     if c.journal_index is not None:
         per_member.update(c.journal_index.requester_counts())
     reasons = emergency_reasons.every(c.db)
+    reviewed = emergency_reviews.reviewed(c.db)
+    anchored = max((a[0] for a in emergency_reviews.anchors(c.db)), default=0)
     emergencies = [
         {
             "accessId": "0x" + e.access_id.hex(),
@@ -258,6 +274,8 @@ def _auditor(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
             "reason": reasons.get(e.access_id),
             "txHash": e.tx_hash,
             "categories": [CATEGORIES[t.bit] for t in CATEGORIES if e.categories >> t.bit & 1],
+            "reviews": [_review_view(r, anchored) for r in reviewed.get(e.access_id, [])],
+            "mine": any(r.review.reviewer.lower() == v.address.lower() for r in reviewed.get(e.access_id, [])),
         }
         for e in read_model.emergencies(c.db)
     ]
@@ -272,6 +290,9 @@ def _auditor(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
             "anchors": totals.anchors,
         },
         "emergencies": emergencies,
+        "unreviewed": sum(1 for e in emergencies if not e["reviews"]),
+        "verdicts": REVIEW_VERDICTS,
+        "can_review": bool(v.roles & int(Role.AUDITOR)),
         "per_member": [
             {"address": a, "name": c.member_names.name(a, lang), "count": n} for a, n in per_member.most_common()
         ],

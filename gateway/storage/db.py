@@ -3,7 +3,7 @@
 Two kinds of tables live here:
 
 * gateway-owned state the chain must never see: wrapped data keys, the per-resource discovery index,
-  sign-in nonces, emergency reasons (free text);
+  sign-in nonces, emergency reasons (free text), auditors' reviews of emergency accesses;
 * ``chain_*`` tables, a read model rebuilt from contract events by :mod:`gateway.ledger.indexer`. They can be
   dropped and rebuilt from the chain at any time; the chain stays the source of truth.
 
@@ -126,6 +126,29 @@ CREATE TABLE IF NOT EXISTS emergency_reasons (
 );
 -- GET /v1/emergency-reasons pages oldest first by (created_at, access_id)
 CREATE INDEX IF NOT EXISTS emergency_reasons_created ON emergency_reasons (created_at, access_id);
+
+-- auditors' signed reviews of emergency accesses, in order and hash-chained (gateway/storage/emergency_reviews.py)
+CREATE TABLE IF NOT EXISTS emergency_reviews (
+    idx         INTEGER PRIMARY KEY,   -- 0, 1, ...: the Merkle leaf index
+    access_id   BLOB NOT NULL,
+    reviewer    TEXT NOT NULL,
+    verdict     TEXT NOT NULL,
+    note        TEXT NOT NULL,
+    note_hash   BLOB NOT NULL,
+    reviewed_at INTEGER NOT NULL,
+    signature   BLOB NOT NULL,
+    leaf_hash   BLOB NOT NULL,
+    chain_hash  BLOB NOT NULL,
+    UNIQUE (access_id, reviewer)
+);
+
+-- the reviews' Merkle roots this gateway anchored (AccessLedger.anchorReviews)
+CREATE TABLE IF NOT EXISTS emergency_review_anchors (
+    size    INTEGER PRIMARY KEY,
+    root    BLOB NOT NULL,
+    tx_hash TEXT NOT NULL,
+    block   INTEGER NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS chain_members (
     address        TEXT PRIMARY KEY,

@@ -50,6 +50,13 @@ ANOMALY_KINDS: tuple[str, ...] = (
     "release_without_ledger_entry",
     "emergency_reason_mismatch",
     "emergency_reason_unknown",
+    "review_signature_invalid",
+    "review_note_mismatch",
+    "review_chain_broken",
+    "review_root_mismatch",
+    "review_unanchored",
+    "review_of_unknown_emergency",
+    "review_by_non_auditor",
 )
 #: Kinds that are listed for a person to review but are not errors (break-glass access is legitimate; a
 #: release in the gateway's staleness window after a change is within what it promises, but the journal

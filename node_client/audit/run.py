@@ -27,11 +27,13 @@ from node_client.audit.evidence import check_blobs, check_claims, check_reasons
 from node_client.audit.journal import load_journal
 from node_client.audit.judge import Judge
 from node_client.audit.model import REVIEW_KINDS, Anomaly, AuditReport, Findings, Progress, hex0x
+from node_client.audit.reviews import check_review_file
 from node_client.audit.state import State
 from node_client.audit.timing import measure_skew, schedule, timing_verdicts
 from node_client.deploy import Manifest
 from node_client.events import EventRecord
 from node_client.merkle import MerkleTree
+from node_client.signing import Domain
 
 __all__ = ["DEFAULT_MAX_STALENESS", "replay"]
 
@@ -56,6 +58,7 @@ def replay(
     store: Path | str | None = None,
     claims: Path | None = None,
     reasons: Path | None = None,
+    reviews: Path | None = None,
     checkpoint: bool = False,
     checkpoint_margin: int = CHECKPOINT_MARGIN,
     max_staleness: float = DEFAULT_MAX_STALENESS,
@@ -80,7 +83,9 @@ def replay(
     on-chain ``contentHash``. ``claims`` is a JSON Lines file of release responses a requester says
     it received: each must be on the ledger (see :func:`node_client.audit.evidence.check_claims`).
     ``reasons`` is a JSON Lines file of emergency-reason openings a gateway kept: each must open its
-    window's on-chain ``reasonHash`` (:func:`node_client.audit.evidence.check_reasons`).
+    window's on-chain ``reasonHash`` (:func:`node_client.audit.evidence.check_reasons`). ``reviews`` is a
+    gateway's auditors' reviews of emergency accesses (:func:`node_client.audit.reviews.check_review_file`;
+    the summary's ``emergency_reviews`` counts the windows no valid review covers); refused with ``resume``.
     ``checkpoint`` fills :attr:`AuditReport.checkpoint` (a JSON-able dict) for a later ``resume``; its
     state stands ``checkpoint_margin`` seconds before the newest journal entry (see :data:`CHECKPOINT_MARGIN`).
     """
@@ -88,6 +93,8 @@ def replay(
     clock = _Clock(time.perf_counter())
     paths, given = _inputs(journal, journals, gateway, gateways)
     cp = _resume(client, manifest, resume, claims)
+    if reviews is not None and cp is not None:
+        raise ValueError("--reviews needs every emergency window: run it on a full replay, not with --resume")
     if len(paths) > 1 and (cp is not None or checkpoint):
         raise ValueError("checkpoints hold one journal: --checkpoint and --resume take a single --journal")
     origin, start, end = _span(client, manifest, cp, from_block, to_block)
@@ -114,6 +121,12 @@ def replay(
     if reasons is not None:
         for a in check_reasons(reasons, chain.events):
             findings.report(a, ("run", 0))
+    reviewed = None
+    if reviews is not None:
+        domain = Domain(chain_id=manifest.chain_id, verifying_contract=manifest.contracts["ConsentRegistry"])
+        found, reviewed = check_review_file(reviews, chain.events, domain, judge.state.members)
+        for a in found:
+            findings.report(a, ("run", 0))
     checkpoint_data = (
         build_checkpoint(
             manifest, cp, chain, jv, judge.rows, findings, unsettled=unsettled[0], margin=checkpoint_margin
@@ -123,6 +136,7 @@ def replay(
     )
     report = _report(manifest, cp, chain, jvs, judge, findings, clock, max_staleness)
     report.checkpoint = checkpoint_data
+    report.summary["emergency_reviews"] = reviewed
     return report
 
 

@@ -611,3 +611,26 @@ def test_a_second_gateway_may_log_access(ledger: Ledger, accounts: Accounts, tre
     check, result = log(ledger, accounts, record_id, gateway=second)
     assert check.consent_id == consent_id
     assert ledger.client.w3.eth.get_transaction(result.tx_hash)["from"] == second.address
+
+
+# ---------------------------------------------------------------- anchorReviews
+
+
+def test_anchor_reviews_emits_its_own_event_and_leaves_the_journal_anchor_alone(
+    ledger: Ledger, accounts: Accounts
+) -> None:
+    result = ledger.access.anchor_reviews(accounts.gateway, h("reviews:2"), 2)
+    at = ledger.client.block_timestamp(result.block_number)
+    (ev,) = ledger.access.events_in(result, "EmergencyReviewsAnchored")
+    assert ev.args == {"gateway": accounts.gateway.address, "root": h("reviews:2"), "size": 2, "anchoredAt": at}
+    assert not ledger.access.events_in(result, "AccessBatchAnchored")
+    assert ledger.access.latest_anchor(accounts.gateway.address).count == 0
+    assert ledger.access.reviews_anchors(accounts.gateway.address) == [(2, h("reviews:2"))]
+
+
+@pytest.mark.parametrize("caller", ["hospital", "auditor", "outsider"])
+def test_only_a_gateway_may_anchor_reviews(ledger: Ledger, accounts: Accounts, caller: str) -> None:
+    with pytest.raises(errors.AccessLedgerNotGateway):
+        ledger.access.anchor_reviews(getattr(accounts, caller), h("reviews"), 1)
+    with pytest.raises(errors.AccessLedgerInvalidRoot):
+        ledger.access.anchor_reviews(accounts.gateway, ZERO32, 1)

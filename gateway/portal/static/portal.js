@@ -237,6 +237,24 @@
     toast(t("revoked_ok"));
     await refresh();
   };
+  // an auditor's review of an emergency access: the page checks the note's hash in the gateway's draft
+  // (node_client/reviews.py note_hash) before signing, so the signature covers the note the auditor wrote
+  const REVIEW_NOTE_TAG = "hcl/emergency-review-note/v1\0";
+  actions["review-emergency"] = async (form) => {
+    requireKey();
+    const accessId = form.dataset.accessId, note = form.note.value, verdict = form.verdict.value;
+    const draft = await api("POST", "/v1/emergency-reviews/draft", { accessId, verdict, note });
+    const noteHash = E.sha256(E.concat([E.toUtf8Bytes(REVIEW_NOTE_TAG), E.toUtf8Bytes(note)]));
+    const m = draft.message;
+    if (m.noteHash !== noteHash || m.accessId !== accessId || m.verdict !== verdict || m.reviewer !== state.address) {
+      throw new Error(t("review_hash_mismatch"));
+    }
+    const signed = await signTyped(draft);
+    await api("POST", "/v1/emergency-reviews", { message: m, note, signature: signed.signature });
+    toast(t("review_saved"));
+    await refresh();
+    return $(`[id="review-${accessId}"] .review`) || $("#unreviewed");
+  };
   async function relayed(fn, args) {
     const raw = await signAndRelay(fn, args);
     const result = typeof raw === "string" ? await api("POST", "/v1/transactions", { signedTransaction: raw }) : raw;
