@@ -222,12 +222,15 @@ def test_draft_is_the_typed_data_the_patient_signs(gw: RunningGateway) -> None:
 def test_preview_refuses_what_is_not_a_health_code(gw: RunningGateway, tmp_path: Path) -> None:
     clinic = portal_client(gw, dev(CLINIC), "hospital")
     h = {"X-HCL-Portal": "1"}
-    r = clinic.post("/portal/hospital/preview", data={"text": ""}, headers=h)
-    assert r.status_code == 400 and "upload a picture" in r.json()["detail"]
-    r = clinic.post("/portal/hospital/preview", files={"picture": ("x.png", b"not a picture", "image/png")}, headers=h)
-    assert r.status_code == 400 and "not a readable picture" in r.json()["detail"]
-    r = clinic.post("/portal/hospital/preview", data={"text": "HCL:XYZ"}, headers=h)
-    assert r.status_code == 400 and "not a valid health code" in r.json()["detail"]
+    r = clinic.post("/portal/hospital/preview?lang=en", data={"text": ""}, headers=h)
+    assert r.status_code == 400 and "Upload a picture" in r.json()["detail"]
+    picture = {"picture": ("x.png", b"not a picture", "image/png")}
+    r = clinic.post("/portal/hospital/preview?lang=en", files=picture, headers=h)
+    assert r.status_code == 400 and "the picture cannot be read" in r.json()["detail"]
+    r = clinic.post("/portal/hospital/preview?lang=en", data={"text": "HCL:XYZ"}, headers=h)
+    assert r.status_code == 400 and "Not a valid health code" in r.json()["detail"]
+    r = clinic.post("/portal/hospital/preview?lang=zh-CN", data={"text": "HCL:XYZ"}, headers=h)
+    assert r.json()["detail"] == "不是有效的健康码：文本已损坏"  # the page's language, the reason too
 
 
 # ---------------------------------------------------------------- members added at run time
