@@ -230,21 +230,26 @@ class GatewayClient:
         """The signed-in patient's consents (``consents``: current, one per institution; ``history``)."""
         return self._json("GET", "/v1/me/consents")
 
-    def my_access_log(self, *, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
+    def my_access_log(
+        self, *, cursor: str | None = None, limit: int | None = None, since: int | None = None
+    ) -> dict[str, Any]:
         """One page of who read the signed-in patient's records (``accesses``, newest first) and the emergency
-        windows opened on them; ``cursor`` (the previous page's, None at the end) asks for the next page."""
+        windows opened on them; ``cursor`` (the previous page's, None at the end) asks for the next page,
+        ``since`` (Unix seconds: a previous answer's ``latest``) keeps only the entries of that second or later."""
         params: dict[str, str | int] = {}
         if cursor is not None:
             params["cursor"] = cursor
         if limit is not None:
             params["limit"] = limit
+        if since is not None:
+            params["since"] = since
         return self._json("GET", "/v1/me/access-log", params=params)
 
-    def iter_access_log(self, *, limit: int | None = None) -> Iterator[dict[str, Any]]:
-        """Every entry of the signed-in patient's access log, newest first, page after page."""
+    def iter_access_log(self, *, limit: int | None = None, since: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every entry of the signed-in patient's access log (after ``since``), newest first, page after page."""
         cursor: str | None = None
         while True:
-            page = self.my_access_log(cursor=cursor, limit=limit)
+            page = self.my_access_log(cursor=cursor, limit=limit, since=since)
             yield from page["accesses"]
             cursor = page.get("cursor")
             if not cursor:
