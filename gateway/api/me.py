@@ -147,8 +147,16 @@ def my_access_log(
     "/access-events",
     responses={
         **problems(401, 503),
-        200: {"content": {"text/event-stream": {}}, "description": "one `access` event per new access"},
+        200: {
+            "content": {
+                "text/event-stream": {
+                    "schema": {"type": "string", "description": "`access` events, data: an access log entry (JSON)"}
+                }
+            },
+            "description": "one `access` event per new access",
+        },
     },
+    response_class=StreamingResponse,
 )
 async def my_access_events(request: Request, c: ComponentsDep, caller: CallerDep) -> StreamingResponse:
     """New accesses of my records as they are ledgered (server-sent events): each an ``access`` event whose

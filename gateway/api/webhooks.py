@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 
 from gateway.api.deps import CallerDep, ComponentsDep
 from gateway.api.schemas import Webhook, WebhookRequest, Webhooks, problems
@@ -52,11 +52,12 @@ def my_webhooks(c: ComponentsDep, caller: CallerDep) -> Webhooks:
     return Webhooks(webhooks=[Webhook(id=s.id, url=s.url, createdAt=s.created_at) for s in subs])
 
 
-@router.delete("/{sub_id}", status_code=204, responses=problems(401, 403, 404))
-def unsubscribe(sub_id: str, c: ComponentsDep, caller: CallerDep) -> Response:
-    """Ends the subscription; its pending deliveries are dropped."""
+@router.delete("/{sub_id}", responses=problems(401, 403, 404))
+def unsubscribe(sub_id: str, c: ComponentsDep, caller: CallerDep) -> Webhook:
+    """Ends the subscription (answered as it was); its pending deliveries are dropped."""
     _require_member(c, caller)
+    gone = next((s for s in notifications.subscriptions_of(c.db, caller) if s.id == sub_id), None)
     with c.db.write() as conn:
-        if not notifications.remove_subscription(conn, caller, sub_id):
+        if gone is None or not notifications.remove_subscription(conn, caller, sub_id):
             raise Problem("not_found", "you have no webhook of that id")
-    return Response(status_code=204)
+    return Webhook(id=gone.id, url=gone.url, createdAt=gone.created_at)

@@ -363,6 +363,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "event_RecordRegistered": ("病历已登记", "Record registered"),
     "back_to_portal": ("返回首页", "Back to the portal's start page"),
     "back": ("返回", "Back"),
+    # notifications: the patient page's live access timeline
+    "live_new_access": ("新的访问：{who} 读取了 {what}", "New access: {who} read {what}"),
+    "live_new_emergency": ("紧急访问：{who} 读取了 {what}", "Emergency access: {who} read {what}"),
+    "live_record": ("一份病历", "a record"),
+    "live_following": ("正在实时显示新的访问", "New accesses appear here as they happen"),
+    "live_new_badge": ("新", "New"),
 }
 
 #: FHIR resource types as a reader of that language names them (the opened record, the records table);

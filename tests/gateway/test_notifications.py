@@ -274,6 +274,9 @@ def test_webhook_is_signed_retried_and_survives_a_restart(gw: RunningGateway, re
             while again.components.db.read().execute("SELECT COUNT(*) FROM webhook_deliveries").fetchone()[0]:
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
+            gone = again.login(dev(HOSPITAL)).delete(f"/v1/webhooks/{reg.json()['id']}")
+            assert gone.status_code == 200 and gone.json()["url"] == receiver.url
+            assert again.login(dev(HOSPITAL)).get("/v1/webhooks").json()["webhooks"] == []
         finally:
             receiver.stop()
             stream.close()
