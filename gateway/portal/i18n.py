@@ -369,6 +369,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "live_record": ("一份病历", "a record"),
     "live_following": ("正在实时显示新的访问", "New accesses appear here as they happen"),
     "live_new_badge": ("新", "New"),
+    "problem_invalid_webhook_url": (
+        "Webhook 地址须为完整的 http(s) 地址",
+        "The webhook URL is not an absolute http(s) URL",
+    ),
 }
 
 #: FHIR resource types as a reader of that language names them (the opened record, the records table);

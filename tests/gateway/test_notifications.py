@@ -280,3 +280,51 @@ def test_webhook_is_signed_retried_and_survives_a_restart(gw: RunningGateway, re
         finally:
             receiver.stop()
             stream.close()
+
+
+# ---------------------------------------------------------------- several processes
+
+
+@pytest.mark.slow
+def test_with_two_workers_every_stream_hears_every_release_and_stop_does_not_hang(tmp_path: Path) -> None:
+    """HCL_WORKERS=2: streams and releases land on either worker; the primary's feed sees every release
+    in its journal and each worker's hub passes it on. SIGTERM with streams open still stops at once."""
+    from tests.support.fault_harness import FaultChain, GatewayProcess
+    from tests.system.test_faults import BUNDLE
+
+    chain = FaultChain.start(tmp_path)
+    gw = GatewayProcess(chain, tmp_path / "gw", mode="batch", workers=2).start()
+    try:
+        now = chain.client.block_timestamp()
+        chain.ledger.consents.grant(
+            dev(PATIENT),
+            dev(CLINIC).address,
+            parse_categories("allergies,lab-results"),
+            parse_purposes("treatment"),
+            now,
+            now + 86_400,
+        )
+        with gw.http(dev(HOSPITAL)) as hospital:
+            up = hospital.post("/v1/records", params={"patient": dev(PATIENT).address}, content=BUNDLE, headers=FHIR)
+            assert up.status_code == 201, up.text
+        record = up.json()["records"][0]["recordId"]
+        streams = [_Stream(gw.url, gw.token(dev(PATIENT))) for _ in range(4)]  # four connections: both workers
+        released = set()
+        for _ in range(6):
+            with gw.http(dev(CLINIC)) as clinic:  # a fresh connection each: either worker serves it
+                r = clinic.get(f"/v1/records/{record}", params={"purpose": "treatment"})
+                assert r.status_code == 200, r.text
+                released.add(r.json()["accessId"])
+        for s in streams:
+            assert {json.loads(s.event()["data"])["accessId"] for _ in released} == released
+        started = time.monotonic()
+        assert gw.stop() == 0
+        assert time.monotonic() - started < 15
+        for s in streams:
+            s.thread.join(5)
+            assert not s.thread.is_alive()
+            s.close()
+    finally:
+        if gw.proc is not None and gw.proc.poll() is None:
+            gw.kill()
+        chain.stop()
