@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from typing import Any
 
 from gateway.ledger.journal import Journal
@@ -24,6 +25,13 @@ from node_client.vocabulary import CATEGORIES, PURPOSES
 __all__ = ["AccessFeed"]
 
 log = logging.getLogger("hcl.gateway.notify")
+
+#: accesses moved into the outbox per transaction
+BATCH = 500
+#: how long a delivered event stays in the outbox (a stream resuming with Last-Event-ID finds it), and how
+#: often older ones are removed
+KEEP_SECONDS = 7 * 86_400
+PRUNE_EVERY = 3600.0
 
 
 class AccessFeed:
@@ -50,16 +58,24 @@ class AccessFeed:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        pruned = 0.0
         while not self._stop.is_set():
+            behind = False
             try:
-                self.poll()
+                behind = self.poll() >= BATCH
+                if time.monotonic() - pruned > PRUNE_EVERY:
+                    with self.db.write() as conn:
+                        notifications.prune(conn, time.time() - KEEP_SECONDS)
+                    pruned = time.monotonic()
             except Exception:  # a closed journal at shutdown, a locked database: try again next time
                 log.warning("notification feed poll failed", exc_info=True)
-            self._wake.wait(self.interval)
-            self._wake.clear()
+            if not behind:
+                self._wake.wait(self.interval)
+                self._wake.clear()
 
     def poll(self) -> int:
-        """Moves what is new into the outbox now; answers how many events it added."""
+        """Moves what is new into the outbox (a step of at most ``BATCH`` per source); answers how many
+        events it added."""
         return self._journal() + self._chain()
 
     def _journal(self) -> int:
@@ -68,6 +84,7 @@ class AccessFeed:
         size, start = self.journal.size, notifications.position(self.db, "journal")
         if start is None or start > size:  # first start (or a journal replaced): from now on
             start = size
+        size = min(size, start + BATCH)  # a long way behind (a restart under load): a bounded step at a time
         entries = list(self.journal.entries(start, size))
         added = 0
         with self.db.write() as conn:
@@ -83,18 +100,20 @@ class AccessFeed:
             start = last
         elif start > last:  # the read model was rebuilt: read it again (the outbox drops repeats)
             start = 0
-        rows = read_model.accesses_after(self.db, start)
+        rows = read_model.accesses_after(self.db, start, limit=BATCH)
         added = 0
         with self.db.write() as conn:
             for n, a in rows:
+                start = n
+                if a.time < time.time() - KEEP_SECONDS:  # re-read after a rebuild, its event long pruned: old news
+                    continue
                 ledger = {"mode": "strict", "txHash": a.tx_hash, "blockNumber": a.block}
                 added += self._add(conn, a, a.time, ledger)
-                start = n
             notifications.set_position(conn, self.db, "chain", start)
         return added
 
     def _add(
-        self, conn: sqlite3.Connection, e: JournalEntry | read_model.PatientAccess, time: int, ledger: dict[str, Any]
+        self, conn: sqlite3.Connection, e: JournalEntry | read_model.PatientAccess, at: int, ledger: dict[str, Any]
     ) -> bool:
         """Puts one access in the outbox, shaped as the access log shows it (``GET /v1/me/access-log``)."""
         record = read_model.record(self.db, e.record_id)
@@ -108,7 +127,7 @@ class AccessFeed:
             "category": CATEGORIES[record.category].slug if record is not None else None,
             "purpose": PURPOSES[e.purpose].slug,
             "emergency": e.emergency,
-            "time": time,
+            "time": at,
             "holder": holder,
             "holderName": self.names.get(holder, ""),
             "ledger": ledger,

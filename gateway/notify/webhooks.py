@@ -62,12 +62,19 @@ class Deliverer:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                for d in notifications.deliveries_due(self.db, time.time()):
-                    if self._stop.is_set():
-                        return
-                    self.deliver(d)
+                self.deliver_due()
             except Exception:
                 log.warning("webhook delivery pass failed", exc_info=True)
+
+    def deliver_due(self) -> None:
+        """Tries every delivery due; after a receiver failed, its other deliveries wait for the next pass
+        (one receiver that is down or slow does not hold up the others for its timeout per delivery)."""
+        down: set[str] = set()
+        for d in notifications.deliveries_due(self.db, time.time()):
+            if self._stop.is_set():
+                return
+            if d.subscription.id not in down and not self.deliver(d):
+                down.add(d.subscription.id)
 
     def deliver(self, d: Delivery) -> bool:
         """One try of ``d``; the outbox is updated either way."""

@@ -28,6 +28,7 @@ __all__ = [
     "failed",
     "last_seq",
     "position",
+    "prune",
     "remove_subscription",
     "set_position",
     "subscriptions_of",
@@ -91,6 +92,15 @@ def add_event(
             (seq, time.time(), provider),
         )
     return seq
+
+
+def prune(conn: sqlite3.Connection, before: float) -> int:
+    """Removes the events made before ``before`` (Unix seconds) that no delivery still waits for."""
+    return conn.execute(
+        "DELETE FROM access_events WHERE created_at < ?"
+        " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_seq = access_events.seq)",
+        (int(before),),
+    ).rowcount
 
 
 def _event(r: sqlite3.Row) -> AccessEvent:

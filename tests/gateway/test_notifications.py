@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.storage import notifications
+from gateway.storage.db import Database
 from node_client.vocabulary import parse_categories, parse_purposes
 from node_client.webhooks import WebhookSignatureError, verify_webhook
 from tests.support.gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, restarted, running_gateway
@@ -280,6 +282,27 @@ def test_webhook_is_signed_retried_and_survives_a_restart(gw: RunningGateway, re
         finally:
             receiver.stop()
             stream.close()
+
+
+def test_the_outbox_keeps_each_access_once_and_prunes_only_what_nobody_waits_for(tmp_path: Path) -> None:
+    db = Database(tmp_path / "gateway.db")
+    hospital, lab = dev(HOSPITAL).address, dev(CLINIC).address
+    with db.write() as conn:
+        notifications.add_subscription(conn, "wh_1", hospital, "http://127.0.0.1:9/hook", b"k" * 32)
+        first = notifications.add_event(conn, b"\x01" * 32, "0xP", hospital, {"n": 1})
+        again = notifications.add_event(conn, b"\x01" * 32, "0xP", hospital, {"n": 1})  # the feed re-reading
+        other = notifications.add_event(conn, b"\x02" * 32, "0xP", lab, {"n": 2})  # no subscriber: no delivery
+    assert first is not None and again is None and other is not None and other > first
+    (pending,) = notifications.deliveries_due(db, time.time() + 1)
+    assert pending.event.seq == first and pending.subscription.url.endswith("/hook") and pending.attempts == 0
+    with db.write() as conn:
+        assert notifications.prune(conn, time.time() + 60) == 1  # the one no delivery waits for
+    assert [e.seq for e in notifications.events_after(db, 0)] == [first]
+    with db.write() as conn:
+        notifications.delivered(conn, pending)
+        assert notifications.prune(conn, time.time() + 60) == 1
+    assert notifications.events_after(db, 0) == [] and notifications.last_seq(db) == 0
+    db.close()
 
 
 # ---------------------------------------------------------------- several processes
