@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +19,20 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import portal
-from gateway.api import accesses, auth, consents, exports, federation, fhir, me, records, reviews, system, transactions
+from gateway.api import (
+    accesses,
+    auth,
+    consents,
+    exports,
+    federation,
+    fhir,
+    me,
+    records,
+    reviews,
+    system,
+    transactions,
+    webhooks,
+)
 from gateway.api.deps import complete_read_model
 from gateway.framing import RejectAmbiguousFraming
 from gateway.observability import configure_logging
@@ -27,7 +41,7 @@ from gateway.problems import install_problem_handlers
 from gateway.settings import GatewaySettings
 from gateway.wiring import Components, build_components
 
-__all__ = ["create_app", "server_config"]
+__all__ = ["GatewayServer", "create_app", "server_config"]
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -157,13 +171,24 @@ def create_app(
     app.add_middleware(RequestTiming)
     app.add_middleware(RejectAmbiguousFraming)  # outermost: nothing of a smuggled request reaches the app
 
-    for module in (auth, records, federation, consents, transactions, accesses, reviews, system, fhir):
+    for module in (auth, records, federation, consents, transactions, accesses, reviews, system, fhir, webhooks):
         app.include_router(module.router)
     app.include_router(me.router, dependencies=[Depends(complete_read_model)])  # the caller's lists: read model
     app.include_router(exports.router, dependencies=[Depends(complete_read_model)])  # the same lists, downloaded
     app.include_router(portal.router)
     app.mount("/static", StaticFiles(directory=portal.STATIC_DIR), name="static")
     return app
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, ending the live event streams as its shutdown begins: uvicorn waits for open
+    requests before it stops the app, and a stream never finishes on its own."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        c = getattr(getattr(self.config.app, "state", None), "components", None)
+        if c is not None and c.events is not None:
+            c.events.stop()
+        await super().shutdown(sockets)
 
 
 def server_config(settings: GatewaySettings, app: ASGIApp) -> uvicorn.Config:

@@ -115,6 +115,12 @@ class Metrics:
         self.replicas_pinned = Counter(
             "hcl_replicas_pinned_total", "Other institutions' ciphertexts pinned here, verified", registry=r
         )
+        self.webhook_deliveries = Counter(
+            "hcl_webhook_deliveries_total",
+            "Webhook delivery attempts, by outcome (delivered, failed)",
+            ["outcome"],
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The text format: this registry's, or every worker's together (several processes)."""

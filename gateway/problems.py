@@ -52,6 +52,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "not_record_holder": (403, "Only the gateway that registered a record may ask for replicas of it"),
     "payload_too_large": (413, "The request body is too large"),
     "unsupported_media_type": (415, "Unsupported media type"),
+    "invalid_webhook_url": (422, "The webhook URL is not an absolute http(s) URL"),
     "chain_rejected": (409, "The chain refused the transaction"),
     "integrity_error": (502, "Stored data does not match the ledger"),
     "chain_unavailable": (503, "The chain is unreachable; nothing was released"),

@@ -23,10 +23,8 @@ import sys
 import threading
 import time
 
-import uvicorn
-
 from gateway.api.system import journal_check
-from gateway.app import create_app, server_config
+from gateway.app import GatewayServer, create_app, server_config
 from gateway.observability import MULTIPROC_ENV, configure_logging
 from gateway.settings import GatewaySettings
 from gateway.wiring import Components, build_components, build_worker_components
@@ -44,7 +42,7 @@ ORPHAN_GRACE = 1.0
 def serve(settings: GatewaySettings) -> None:
     """Runs the gateway until SIGTERM/SIGINT: in this process, or as a primary and its workers."""
     if settings.workers == 1:
-        uvicorn.Server(server_config(settings, create_app(settings))).run()
+        GatewayServer(server_config(settings, create_app(settings))).run()
     else:
         _Primary(settings).run()
 
@@ -159,7 +157,7 @@ def serve_worker() -> None:
     listener = socket.socket(fileno=int(os.environ[WORKER_FD_ENV]))
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), name="hcl-orphan-watch", daemon=True).start()
     app = create_app(settings, build=build_worker_components)
-    uvicorn.Server(server_config(settings, app)).run(sockets=[listener])
+    GatewayServer(server_config(settings, app)).run(sockets=[listener])
 
 
 def _exit_when_orphaned(parent: int) -> None:

@@ -94,6 +94,15 @@ class GatewaySettings(ClientSettings):
         False, description="release FHIR JSON unencrypted (only behind TLS termination you trust)"
     )
     indexer_poll: float = Field(0.25, gt=0, description="seconds between chain polls")
+    notify_poll: float = Field(
+        0.25, gt=0, description="seconds between looks for new accesses (live streams, webhooks; docs/notifications.md)"
+    )
+    sse_heartbeat: float = Field(15.0, gt=0, description="seconds between keep-alive comments on an idle event stream")
+    webhook_timeout: float = Field(5.0, gt=0, description="seconds a webhook receiver has to answer a delivery")
+    webhook_backoff: float = Field(
+        2.0, gt=0, description="seconds before a failed delivery's first retry (doubled each time)"
+    )
+    webhook_backoff_max: float = Field(3600.0, gt=0, description="the longest wait between two tries of a delivery")
     federation_timeout: float = Field(
         10.0, gt=0, description="seconds to wait for another institution's gateway (discovery, forwarded releases)"
     )

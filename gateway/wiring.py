@@ -38,6 +38,9 @@ from gateway.ledger.member_names import MemberNames
 from gateway.ledger.registrations import Registrar
 from gateway.ledger.review_anchoring import anchor_pending
 from gateway.ledger.strict_commit import StrictCommitter, ledger_commit
+from gateway.notify.feed import AccessFeed
+from gateway.notify.hub import EventHub
+from gateway.notify.webhooks import Deliverer
 from gateway.observability import Metrics
 from gateway.ops.lock import GatewayLock
 from gateway.settings import GatewaySettings, LedgerMode, StoreKind
@@ -103,11 +106,31 @@ class Components:
     appender: JournalAppender | None = None
     role: Role = Role.SINGLE
     journal_server: JournalServer | None = None  # the primary's, for its workers
+    #: every process's: the live streams of new accesses (docs/notifications.md)
+    events: EventHub | None = None
+    #: the journal owner's (one process, or the primary): fill the outbox, deliver webhooks
+    feed: AccessFeed | None = None
+    deliverer: Deliverer | None = None
     _lock: GatewayLock | None = None
 
     def __post_init__(self) -> None:
         if self.appender is None:
             self.appender = self.journal
+        s = self.settings
+        if self.events is None:
+            self.events = EventHub(self.db, interval=s.notify_poll)
+        if self.role is not Role.WORKER and self.feed is None:
+            self.feed = AccessFeed(
+                self.db, self.member_names, self.gateway_account.address, journal=self.journal, interval=s.notify_poll
+            )
+            self.deliverer = Deliverer(
+                self.db,
+                self.metrics,
+                interval=s.notify_poll,
+                timeout=s.webhook_timeout,
+                backoff=s.webhook_backoff,
+                backoff_max=s.webhook_backoff_max,
+            )
 
     def start(self) -> None:
         """Starts following the chain (the read model catches up in the background); starts anchoring in batch mode.
@@ -118,6 +141,7 @@ class Components:
         if self.role is Role.WORKER:  # the primary holds the lock, checks the anchors, follows the chain
             threading.Thread(target=warm_up, name="hcl-fhir-warm-up", daemon=True).start()
             self.indexer.start()
+            self._start_notifications()
             return
         # one gateway per data dir (reconcile takes the same lock, so it never runs beside a gateway)
         self._lock = GatewayLock(self.settings.data_dir).acquire()
@@ -148,6 +172,12 @@ class Components:
         # reviews a failed anchor (chain down) left unanchored: in the background, the chain may be slow
         args = (self.db, self.ledger, self.gateway_account)
         threading.Thread(target=anchor_pending, args=args, name="hcl-review-anchor", daemon=True).start()
+        self._start_notifications()
+
+    def _start_notifications(self) -> None:
+        for part in (self.events, self.feed, self.deliverer):
+            if part is not None:
+                part.start()
 
     def catch_up(self) -> None:
         """Indexes up to the head now, so a caller reads its own write (best effort: the poller retries)."""
@@ -160,6 +190,9 @@ class Components:
             self.catch_up()
 
     def stop(self) -> None:
+        for part in (self.events, self.feed, self.deliverer):
+            if part is not None:
+                part.stop()
         self.registrar.stop()
         if self.replicator is not None:
             self.replicator.stop()

@@ -308,14 +308,18 @@ class GatewayClient:
         """The signed-in patient's consents (``consents``: current, one per institution; ``history``)."""
         return self._json("GET", "/v1/me/consents")
 
-    def my_access_log(self, *, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
+    def my_access_log(
+        self, *, cursor: str | None = None, limit: int | None = None, since: int | None = None
+    ) -> dict[str, Any]:
         """One page of who read the signed-in patient's records (``accesses``, newest first) and the emergency
-        windows opened on them; ``cursor`` (the previous page's, None at the end) asks for the next page."""
-        return self._json("GET", "/v1/me/access-log", params=_paged({}, cursor, limit))
+        windows opened on them; ``cursor`` (the previous page's, None at the end) asks for the next page,
+        ``since`` (Unix seconds: a previous answer's ``latest``) keeps only the entries of that second or later."""
+        query = {"since": str(since)} if since is not None else {}
+        return self._json("GET", "/v1/me/access-log", params=_paged(query, cursor, limit))
 
-    def iter_access_log(self, *, limit: int | None = None) -> Iterator[dict[str, Any]]:
-        """Every entry of the signed-in patient's access log, newest first, page after page."""
-        return _pages(lambda cursor: self.my_access_log(cursor=cursor, limit=limit), "accesses")
+    def iter_access_log(self, *, limit: int | None = None, since: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every entry of the signed-in patient's access log (after ``since``), newest first, page after page."""
+        return _pages(lambda cursor: self.my_access_log(cursor=cursor, limit=limit, since=since), "accesses")
 
     def proof(self, ref: str | int) -> dict[str, Any]:
         """The ledger proof of a release: journal index (batch; ``anchored`` false until anchored) or access id."""

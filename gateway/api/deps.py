@@ -18,6 +18,7 @@ __all__ = [
     "CursorQuery",
     "LimitQuery",
     "PeerLimitQuery",
+    "SinceQuery",
     "complete_read_model",
     "page_key",
     "page_links",
@@ -28,6 +29,15 @@ __all__ = [
 PAGE_LIMIT_MAX = 200
 CursorQuery = Annotated[
     str | None, Query(max_length=128, description="the `cursor` of the previous page (absent: the newest entries)")
+]
+SinceQuery = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        lt=1 << 40,
+        description="Unix seconds: only the entries of that second or later (a poller sends the `latest` it was "
+        "given and drops the accessIds it has seen: that second's entries come again)",
+    ),
 ]
 LimitQuery = Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX, description="entries per page")]
 #: what a gateway asks a peer for: one more than its page, to know whether another page follows

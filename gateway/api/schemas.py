@@ -504,6 +504,30 @@ class AccessLog(_Out):
     unavailable: list[UnavailableHolder] = Field(
         default_factory=list, description="gateways that did not answer (their batch-mode entries are missing)"
     )
+    latest: int | None = Field(
+        default=None,
+        description="Unix seconds of this answer's newest entry: pass as `since` to poll for what comes after "
+        "(absent when there is none: keep the `since` you sent)",
+    )
+
+
+class WebhookRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=2048, description="http(s) URL that receives a signed POST per access")
+
+
+class Webhook(_Out):
+    """A webhook subscription; ``secret`` only in the answer to its registration."""
+
+    id: str
+    url: str
+    createdAt: int
+    secret: str | None = Field(default=None, description="the HMAC key (hex), shown once: keep it")
+
+
+class Webhooks(_Out):
+    webhooks: list[Webhook]
 
 
 # ---------------------------------------------------------------------------------------- system

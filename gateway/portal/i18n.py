@@ -432,6 +432,16 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "problem_emergency_access_unknown": ("没有这次紧急访问", "No such emergency access"),
     "problem_already_reviewed": ("您已审核过这次紧急访问", "This auditor already reviewed this emergency access"),
     "event_EmergencyReviewsAnchored": ("紧急访问审核已锚定", "Emergency access reviews anchored"),
+    # notifications: the patient page's live access timeline
+    "live_new_access": ("新的访问：{who} 读取了 {what}", "New access: {who} read {what}"),
+    "live_new_emergency": ("紧急访问：{who} 读取了 {what}", "Emergency access: {who} read {what}"),
+    "live_record": ("一份病历", "a record"),
+    "live_following": ("正在实时显示新的访问", "New accesses appear here as they happen"),
+    "live_new_badge": ("新", "New"),
+    "problem_invalid_webhook_url": (
+        "Webhook 地址须为完整的 http(s) 地址",
+        "The webhook URL is not an absolute http(s) URL",
+    ),
 }
 
 #: FHIR resource types as a reader of that language names them (the opened record, the records table);

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from gateway.api import exports, me
 from gateway.api.consents import _signed
-from gateway.api.deps import ComponentsDep
+from gateway.api.deps import ComponentsDep, SinceQuery
 from gateway.api.models import SignedGrantIn
 from gateway.api.records import discover
 from gateway.api.schemas import MyRecord
@@ -484,15 +484,18 @@ async def preview(
 
 
 @router.get("/portal/patient/access-log", response_class=HTMLResponse)
-def patient_access_page(request: Request, c: ComponentsDep, cursor: str) -> HTMLResponse:
-    """The timeline's next page (the button under it asks for it): one page, never the whole history."""
+def patient_access_page(
+    request: Request, c: ComponentsDep, cursor: str | None = None, since: SinceQuery = None
+) -> HTMLResponse:
+    """The timeline's next page (the button under it asks for it), or what came ``since`` (a live event
+    asks for its entry, rendered as the timeline renders it): one page, never the whole history."""
     v = require_viewer(request, c, "patient")
     return _render(
         request,
         c,
         "access_page.html",
         viewer=v,
-        access=me.my_access_log(c, v.address, cursor=cursor),
+        access=me.my_access_log(c, v.address, cursor=cursor, since=since),
         term_of={t.slug: t for t in CATEGORIES},
         purpose_of={t.slug: t for t in PURPOSES},
     )
@@ -507,6 +510,14 @@ def patient_export(
     c.indexer.require_complete()
     export = exports.access_log if what == "access-log" else exports.consents
     return export(c, v.address, fmt, "en" if i18n.negotiate(request) == "en" else "zh-CN")
+
+
+@router.get("/portal/patient/access-events", include_in_schema=False)
+async def patient_access_events(request: Request, c: ComponentsDep) -> StreamingResponse:
+    """The patient page's live timeline: ``GET /v1/me/access-events`` for the signed-in patient's cookie
+    (an ``EventSource`` cannot send a bearer token)."""
+    v = require_viewer(request, c, "patient")
+    return me.access_stream(request, c, v.address)
 
 
 @router.get("/portal/hospital/records", response_class=HTMLResponse)

@@ -66,10 +66,13 @@ def holder_entries(
     return [proofs.batch_proof(c, idx, entry) for idx, entry in page]
 
 
-def network_page(c: Components, patient: str, *, before: PageKey | None, limit: int) -> History:
+def network_page(
+    c: Components, patient: str, *, before: PageKey | None, limit: int, since: int | None = None
+) -> History:
     """One page of the patient's whole history (the chain's strict entries, this journal's and every peer's,
     asked in parallel), newest first by (time, access id): each source is asked for at most ``limit + 1``
-    entries below ``before``, then merged."""
+    entries below ``before``, then merged; only those of second ``since`` or later when given (a polling
+    client's: newest first, so they are the first of each source's answer)."""
     c.indexer.require_complete()  # the chain's strict entries and the peers come from the read model
     categories = read_model.record_categories_of(c.db, patient)
     accesses = read_model.accesses_page(c.db, patient, before=before, limit=limit + 1)
@@ -81,7 +84,11 @@ def network_page(c: Components, patient: str, *, before: PageKey | None, limit: 
             asked = [(p, pool.submit(c.federation.accesses, p, patient, before, limit + 1)) for p in peers]
             _collect(c, patient, categories, asked, out)
     # a peer that ignores paging answers everything: the key filter and the cut keep the page exact
-    merged = sorted((e for e in out.entries if before is None or _key(e) < before), key=_key, reverse=True)
+    merged = sorted(
+        (e for e in out.entries if (before is None or _key(e) < before) and (since is None or int(e["time"]) >= since)),
+        key=_key,
+        reverse=True,
+    )
     out.entries = merged[:limit]
     out.next = _key(out.entries[-1]) if len(merged) > limit else None
     return out

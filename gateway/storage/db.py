@@ -265,6 +265,35 @@ CREATE TABLE IF NOT EXISTS chain_anchors (
     tx_hash     TEXT NOT NULL,
     PRIMARY KEY (gateway, idx)
 );
+
+-- notifications (gateway/storage/notifications.py): the outbox of new accesses, written by the one process
+-- that follows the journal and the read model, read by every process (live streams, webhooks)
+CREATE TABLE IF NOT EXISTS access_events (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    access_id  BLOB NOT NULL UNIQUE,
+    patient    TEXT NOT NULL,
+    provider   TEXT,
+    payload    TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS access_events_patient ON access_events (patient, seq);
+CREATE TABLE IF NOT EXISTS webhook_subscriptions (
+    id         TEXT PRIMARY KEY,
+    member     TEXT NOT NULL,
+    url        TEXT NOT NULL,
+    secret     BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_subscriptions_member ON webhook_subscriptions (member);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    subscription TEXT NOT NULL REFERENCES webhook_subscriptions (id) ON DELETE CASCADE,
+    event_seq    INTEGER NOT NULL REFERENCES access_events (seq),
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      REAL NOT NULL,
+    last_error   TEXT,
+    PRIMARY KEY (subscription, event_seq)
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_at);
 """
 
 

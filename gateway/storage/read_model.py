@@ -25,6 +25,7 @@ __all__ = [
     "PatientAccess",
     "access_by_hash",
     "access_counts",
+    "accesses_after",
     "accesses_of",
     "active_members",
     "anchor_block",
@@ -35,6 +36,7 @@ __all__ = [
     "emergencies",
     "emergencies_of",
     "guardians_of",
+    "last_access_row",
     "member",
     "member_addresses",
     "members_page",
@@ -363,6 +365,24 @@ def accesses_page(db: Database, patient: str, *, before: tuple[int, bytes] | Non
         (patient, t, access, limit),
     )
     return [PatientAccess(*_access_fields(r), category=_optional_int(r["category"])) for r in rows.fetchall()]
+
+
+def accesses_after(db: Database, rowid: int, *, limit: int = 500) -> list[tuple[int, PatientAccess]]:
+    """Strict-mode accesses indexed after row ``rowid``, in the order they were indexed (the notification
+    feed follows them); ``rowid`` 0: from the first."""
+    rows = db.read().execute(
+        "SELECT a.rowid AS n, a.*, r.category FROM chain_accesses a LEFT JOIN chain_records r"
+        " ON r.record_id = a.record_id WHERE a.rowid > ? ORDER BY a.rowid LIMIT ?",
+        (rowid, limit),
+    )
+    return [
+        (int(r["n"]), PatientAccess(*_access_fields(r), category=_optional_int(r["category"]))) for r in rows.fetchall()
+    ]
+
+
+def last_access_row(db: Database) -> int:
+    """The row of the last strict-mode access indexed (0: none)."""
+    return int(db.read().execute("SELECT MAX(rowid) FROM chain_accesses").fetchone()[0] or 0)
 
 
 def access_counts(db: Database) -> dict[str, int]:

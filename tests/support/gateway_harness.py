@@ -20,7 +20,7 @@ import httpx
 import uvicorn
 from eth_account.signers.local import LocalAccount
 
-from gateway.app import create_app, server_config
+from gateway.app import GatewayServer, create_app, server_config
 from gateway.settings import GatewaySettings
 from gateway.wiring import Components, build_components
 from node_client._client import ChainClient
@@ -131,7 +131,7 @@ def serving(settings: GatewaySettings, components: Components, *, caught_up: boo
     """The gateway app on ``settings.port`` in a background thread, until the block ends (from when its
     read model has caught up with the chain, or failed to, unless not ``caught_up``)."""
     app = create_app(settings, components=components)
-    server = uvicorn.Server(server_config(settings, app))
+    server = GatewayServer(server_config(settings, app))
     thread = threading.Thread(target=server.run, daemon=True)
     _THREADS[server] = thread
     thread.start()

@@ -9,7 +9,7 @@
   const E = V.ethers;
   const M = JSON.parse(document.getElementById("hcl-messages").textContent);
   const t = (k) => M[k] || k;
-  const state = { signer: null, address: null, token: null, x25519: null, stream: null };
+  const state = { signer: null, address: null, token: null, x25519: null, stream: null, events: null };
   const $ = (sel, root = document) => root.querySelector(sel);
   // each role page (patient, hospital, auditor) has its own session: it signs in and out as itself
   const PAGE = document.body.dataset.page;
@@ -122,6 +122,42 @@
     showWho(who);
     keyStatus();
     await refresh();
+    follow();
+  }
+
+  // ------------------------------------------------------------------ live access timeline (patient page)
+  // The gateway pushes each new access of the signed-in patient (server-sent events on the page's own
+  // cookie); the entry is then fetched rendered as the timeline renders it, put on top and announced:
+  // politely, or at once for an emergency.
+  function follow() {
+    if (PAGE !== "patient" || state.events || !window.EventSource) return;
+    const es = new EventSource("/portal/patient/access-events");
+    state.events = es;
+    es.addEventListener("open", () => { const p = $("#live-following"); if (p) p.hidden = false; });
+    es.addEventListener("access", (e) => { arrived(JSON.parse(e.data)).catch(() => {}); });
+  }
+  async function arrived(access) {
+    const id = `li[data-access-id="${access.accessId}"]`;
+    if (!$("#timeline ol.timeline") || $(id)) return;
+    const q = new URLSearchParams({ since: access.time });
+    const resp = await fetch(`/portal/patient/access-log?${q}`, { credentials: "same-origin" });
+    if (!resp.ok) return;
+    const box = document.createElement("div");
+    box.innerHTML = await resp.text();
+    const item = $(id, box);
+    const list = $("#timeline ol.timeline");
+    if (!item || !list || $(id)) return;
+    item.classList.add("new");
+    const badge = document.createElement("span");
+    badge.className = "badge new"; badge.textContent = t("live_new_badge");
+    item.prepend(badge);
+    list.prepend(item);
+    const none = $("#no-accesses"); if (none) none.remove();
+    const who = $(".who", item).textContent.trim();
+    const what = $(".what", item).textContent.trim() || t("live_record");
+    const text = t(access.emergency ? "live_new_emergency" : "live_new_access").replace("{who}", who).replace("{what}", what);
+    const region = $(access.emergency ? "#live-assertive" : "#live-polite");
+    if (region) { region.textContent = ""; setTimeout(() => { region.textContent = text; }, 100); }
   }
   function showWho(who) { // the header says who this page now acts as
     const box = $("#who");
@@ -472,6 +508,7 @@
   };
 
   actions["sign-out"] = async () => {
+    if (state.events) { state.events.close(); state.events = null; }
     await portal("POST", "/portal/logout", { page: PAGE });
     state.signer = null; state.token = null; state.x25519 = null;
     window.location.reload();
