@@ -142,9 +142,9 @@ def test_a_history_longer_than_a_page_streams_a_page_at_a_time(
     reads: list[int] = []
     real = access_history.network_page
 
-    def counted(c: Any, patient: str, *, before: Any, limit: int) -> access_history.History:
-        reads.append(limit)
-        return real(c, patient, before=before, limit=limit)
+    def counted(c: Any, patient: str, **kwargs: Any) -> access_history.History:
+        reads.append(kwargs["limit"])
+        return real(c, patient, **kwargs)
 
     monkeypatch.setattr(exports, "PAGE_SIZE", 2)
     monkeypatch.setattr(exports.access_history, "network_page", counted)
