@@ -59,6 +59,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "session_expired": ("登录已过期，请重新解锁。", "Your session expired; unlock again."),
     # patient
     "patient_title": ("我的健康数据", "My health data"),
+    # an institution's key unlocked on the patient page: said, not silently shown an empty page
+    "member_key_title": ("这是机构的密钥", "This is an institution's key"),
+    "member_key_help": ("此密钥属于联盟成员 ", "This key belongs to the consortium member "),
+    "member_key_help_after": (
+        "，不是患者。患者页面只显示该地址作为患者的数据。",
+        ", not to a patient. This page shows only the data of that address as a patient.",
+    ),
+    "member_key_go": ("前往机构页面", "Go to the institution's page"),
     "my_records": ("我的病历", "My records"),
     "no_records": ("还没有登记的病历。", "No records registered yet."),
     "category": ("类别", "Category"),

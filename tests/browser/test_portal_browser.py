@@ -56,8 +56,7 @@ def test_health_code_story_from_patient_to_hospital_and_back(
     hospital = new_page()
     hospital.goto(f"{gw.url}/portal/hospital")
     unlock(hospital, keys / "clinic.json", enc_key=keys / "clinic.x25519.jwk")
-    hospital.set_input_files("#picture", str(picture))
-    hospital.click("#scan-form button[type=submit]")
+    hospital.set_input_files("#picture", str(picture))  # choosing the picture previews it: no second press
     hospital.wait_for_selector("#code-summary")
     assert hospital.get_attribute("#code-summary", "data-submittable") == "1"
     assert hospital.inner_text("#summary-patient") == wang
@@ -232,6 +231,18 @@ def test_the_opened_record_reads_like_a_lab_sheet(net: tuple[RunningGateway, Pat
 
 def wait_indexed(gw: RunningGateway) -> None:
     gw.wait_indexed()
+
+
+def test_an_institutions_key_on_the_patient_page_is_said_so(net: tuple[RunningGateway, Path], new_page: Any) -> None:
+    gw, keys = net
+    page = new_page()
+    page.goto(f"{gw.url}/portal/patient?lang=en")
+    unlock(page, keys / "clinic.json")
+    notice = page.locator("#member-key")
+    notice.wait_for()
+    assert "This is an institution's key" in notice.inner_text()
+    assert notice.locator("a").get_attribute("href") == "/portal/hospital"
+    shot(page, "05-patient-page-institution-key")
 
 
 def test_wrong_keystore_password_is_refused_in_the_page(net: tuple[RunningGateway, Path], new_page: Any) -> None:

@@ -542,6 +542,10 @@
     e.preventDefault();
     run(el.dataset.action, el, el.closest(".preview, section, form") || el.parentElement);
   });
+  // a chosen picture of a code is previewed at once (no second press of "preview")
+  document.addEventListener("change", (e) => {
+    if (e.target.id === "picture" && e.target.files.length) e.target.form.requestSubmit();
+  });
   $("#toast").addEventListener("click", hideToast);
   document.addEventListener("keydown", (e) => { if (e.key === "Escape") hideToast(); });
   wire(document);
