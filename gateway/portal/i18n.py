@@ -413,6 +413,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "uploaded_ignored": ("未保存的资源", "Resources not stored"),
     "upload_resources": ("{n} 个资源", "{n} resource(s)"),
     "upload_problems": ("问题所在位置", "Where the problems are"),
+    "upload_issue_count": ("发现 {n} 个问题（校验器原文为英文）：", "{n} issue(s) found:"),
     # paged discovery: the hospital page's record list loads a page at a time
     "more_records": ("更多病历", "More records"),
     # auditors' reviews of emergency accesses (auditor page, /v1/emergency-reviews)

@@ -148,6 +148,9 @@ def test_the_hospital_uploads_a_fhir_file(net: tuple[RunningGateway, Path], new_
     assert page.locator("#upload-problem li").all_inner_texts() == [
         f"{i['path']}: {i['message']}" for i in problem["issues"]
     ]
+    count = page.inner_text("#upload-issue-count")
+    assert count == (f"发现 {len(problem['issues'])} 个问题（校验器原文为英文）：" if lang == "zh-CN" else count)
+    assert page.locator("#upload-problem li span[lang=en]").count() == len(problem["issues"])
     shot(page, f"63-{lang}-hospital-upload-problem")
     if lang == "en":
         _fits(page, "63-en-hospital-upload-problem")

@@ -366,11 +366,16 @@
     const p = err.problem;
     const box = el("div", undefined, { class: "upload-result problem", id: "upload-problem", role: "alert", "data-code": p.code || "" });
     box.append(el("h3", (p.code && M[`problem_${p.code}`]) || p.title || t("error"), { tabindex: "-1" }));
-    if (p.detail) box.append(el("p", p.detail));
     const issues = p.issues || p.errors || [];
+    // the count in the page's language; each issue as the API gives it (the validator's English, marked
+    // as English so a screen reader reads it so), at the path the sender can find in its own file
+    if (issues.length) box.append(el("p", t("upload_issue_count").replace("{n}", issues.length), { id: "upload-issue-count" }));
+    else if (p.detail) box.append(el("p", p.detail));
     if (issues.length) {
       const list = el("ul", undefined, { "aria-label": t("upload_problems") });
-      issues.forEach((i) => { const li = el("li"); li.append(el("code", i.path), `: ${i.message}`); list.append(li); });
+      issues.forEach((i) => {
+        const li = el("li"); li.append(el("code", i.path), ": ", el("span", i.message, { lang: "en" })); list.append(li);
+      });
       box.append(list);
     }
     return box;
