@@ -301,8 +301,10 @@ class GatewayClient:
     # ------------------------------------------------------------ what a patient sees; proofs; the journal
 
     def my_records(self) -> list[dict[str, Any]]:
-        """The signed-in patient's records (category, provider, registered, status, tx), newest first."""
-        return list(self._json("GET", "/v1/me/records")["records"])
+        """The signed-in patient's records (category, provider, registered, status, tx), newest first (every page)."""
+        return list(
+            _pages(lambda cursor: self._json("GET", "/v1/me/records", params=_paged({}, cursor, PAGE_MAX)), "records")
+        )
 
     def my_consents(self) -> dict[str, Any]:
         """The signed-in patient's consents (``consents``: current, one per institution; ``history``)."""

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from gateway.api.deps import CallerDep, ComponentsDep, CursorQuery, LimitQuery, SinceQuery, page_key
+from gateway.api.deps import CallerDep, ComponentsDep, CursorQuery, LimitQuery, SinceQuery, page_key, page_links
 from gateway.api.schemas import (
     AccessEntry,
     AccessLog,
@@ -37,9 +37,12 @@ def _hex(value: bytes) -> str:
     return "0x" + bytes(value).hex()
 
 
-@router.get("/records", responses=problems(503))
-def my_records(c: ComponentsDep, caller: CallerDep) -> MyRecords:
-    """My records: category, provider, when registered, status."""
+@router.get("/records", responses=problems(400, 503))
+def my_records(c: ComponentsDep, caller: CallerDep, cursor: CursorQuery = None, limit: LimitQuery = 50) -> MyRecords:
+    """My records: category, provider, when registered, status. Newest first, a page at a time: ``cursor``
+    (and the ``next`` link) give the following page, absent on the last one."""
+    rows = read_model.records_page(c.db, caller, before=page_key(cursor), limit=limit + 1)
+    following = (rows[limit - 1].time, rows[limit - 1].record_id) if len(rows) > limit else None
     return MyRecords(
         patient=caller,
         records=[
@@ -52,8 +55,9 @@ def my_records(c: ComponentsDep, caller: CallerDep) -> MyRecords:
                 registeredAt=r.time,
                 txHash=r.tx_hash,
             )
-            for r in read_model.records_of(c.db, caller)
+            for r in rows[:limit]
         ],
+        **page_links("/v1/me/records", {"limit": limit}, following),
     )
 
 

@@ -426,7 +426,7 @@ class MyRecord(_Out):
     txHash: TxHash
 
 
-class MyRecords(_Out):
+class MyRecords(_Page):
     patient: Address
     records: list[MyRecord]
 

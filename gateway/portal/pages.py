@@ -29,7 +29,6 @@ from gateway.api.consents import _signed
 from gateway.api.deps import ComponentsDep, SinceQuery
 from gateway.api.models import SignedGrantIn
 from gateway.api.records import discover
-from gateway.api.schemas import MyRecord
 from gateway.portal import i18n, proof
 from gateway.portal.session import (
     ROLE_PAGES,
@@ -187,10 +186,7 @@ def _providers(c: Components, lang: str) -> list[dict[str, Any]]:
 
 def _patient(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
     c.indexer.require_complete()
-    records = me.my_records(c, v.address).records
-    by_category: dict[str, list[MyRecord]] = {}
-    for r in records:
-        by_category.setdefault(r.category, []).append(r)
+    mine = me.my_records(c, v.address, limit=c.settings.portal_page_size)  # newest first; "more" pages on
     now = int(time.time())
     guardians = [
         {"address": g.guardian, "validUntil": g.valid_until, "current": g.valid_until > now}
@@ -198,7 +194,7 @@ def _patient(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
     ]
     consents = me.my_consents(c, v.address)
     return {
-        "records_by_category": by_category,
+        "mine": mine,
         "term_of": {t.slug: t for t in CATEGORIES},
         "purpose_of": {t.slug: t for t in PURPOSES},
         "categories": CATEGORIES,
@@ -519,6 +515,15 @@ async def patient_access_events(request: Request, c: ComponentsDep) -> Streaming
     (an ``EventSource`` cannot send a bearer token)."""
     v = require_viewer(request, c, "patient")
     return me.access_stream(request, c, v.address)
+
+
+@router.get("/portal/patient/records", response_class=HTMLResponse)
+def patient_records(request: Request, c: ComponentsDep, cursor: str) -> HTMLResponse:
+    """The next page of the signed-in patient's records, as rows (the "more records" button asks for it)."""
+    v = require_viewer(request, c, "patient")
+    c.indexer.require_complete()
+    mine = me.my_records(c, v.address, cursor=cursor, limit=c.settings.portal_page_size)
+    return _render(request, c, "patient_records_more.html", viewer=v, mine=mine, term_of={t.slug: t for t in CATEGORIES})
 
 
 @router.get("/portal/hospital/records", response_class=HTMLResponse)

@@ -249,6 +249,18 @@ def records_of(db: Database, patient: str) -> list[ChainRecord]:
     return [_record(r) for r in rows.fetchall()]
 
 
+def records_page(db: Database, patient: str, *, before: tuple[int, bytes] | None, limit: int) -> list[ChainRecord]:
+    """At most ``limit`` of the patient's records newest first by (time, record id), below ``before``: one
+    range of the (patient, time, record_id) index, whatever her history."""
+    time, record = before if before is not None else (1 << 62, b"")
+    rows = db.read().execute(
+        "SELECT * FROM chain_records WHERE patient = ? AND (time, record_id) < (?, ?)"
+        " ORDER BY time DESC, record_id DESC LIMIT ?",
+        (patient, time, record, limit),
+    )
+    return [_record(r) for r in rows.fetchall()]
+
+
 def record_categories_of(db: Database, patient: str) -> dict[bytes, int]:
     """Record id → category, of the patient's records."""
     return {

@@ -70,3 +70,28 @@ def test_more_records_loads_the_next_page_and_keeps_the_focus(
     shown = rows.evaluate_all("rs => rs.map(r => r.dataset.record)")
     assert shown == [r["recordId"] for r in whole]
     assert page.evaluate("document.activeElement !== document.body")
+
+
+def test_the_patients_own_records_page_too(net: tuple[RunningGateway, Path], new_page: Any) -> None:
+    """Her own list shows the newest page; "more records" appends the next, newest first, until all are shown."""
+    gw, keys = net
+    whole = gw.login(dev(WANG)).get("/v1/me/records", params={"limit": 200}).json()["records"]
+    assert len(whole) > PAGE
+    page = new_page()
+    page.goto(f"{gw.url}/portal/patient?lang=en")
+    unlock(page, keys / "wang.json")
+    rows = page.locator("#records tbody tr")
+    rows.first.wait_for()
+    assert rows.count() == PAGE
+    more = page.locator("#records button[data-action=more-my-records]")
+    more.focus()
+    page.keyboard.press("Enter")
+    rows.nth(min(2 * PAGE, len(whole)) - 1).wait_for()
+    assert page.evaluate("document.activeElement !== document.body")
+    while (n := rows.count()) < len(whole):
+        more.click()
+        rows.nth(min(n + PAGE, len(whole)) - 1).wait_for()
+    more.wait_for(state="detached")
+    assert rows.evaluate_all("rs => rs.map(r => r.dataset.record)") == [r["recordId"] for r in whole]
+    assert page.evaluate("document.activeElement.id") == "records-title"
+    shot(page, "paging-my-records-en")

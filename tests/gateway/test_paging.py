@@ -158,3 +158,18 @@ def test_the_client_iterates_every_page_of_discovery(gw: RunningGateway, uploade
         walked = list(client.iter_discover(dev(PATIENT).address, limit=2))
         assert [r["recordId"] for r in walked] == [r["recordId"] for r in whole]
         assert set(uploaded) <= {r["recordId"] for r in walked}
+
+
+def test_my_records_page_too(gw: RunningGateway, uploaded: list[str]) -> None:
+    """The patient's own list: every record (hidden from the clinic or not), newest first, a page at a time;
+    the client follows the pages; a bad cursor is 400."""
+    patient = gw.login(dev(PATIENT))
+    whole = patient.get("/v1/me/records", params={"limit": 200}).json()
+    assert whole["next"] is None and set(uploaded) <= {r["recordId"] for r in whole["records"]}
+    keys = [(r["registeredAt"], r["recordId"]) for r in whole["records"]]
+    assert keys == sorted(keys, reverse=True)
+    assert _walk(patient, "/v1/me/records?limit=3") == [r for _, r in keys]
+    with GatewayClient(gw.url) as client:
+        client.sign_in(dev(PATIENT))
+        assert [r["recordId"] for r in client.my_records()] == [r for _, r in keys]
+    assert patient.get("/v1/me/records", params={"cursor": "bad"}).json()["code"] == "invalid_request"

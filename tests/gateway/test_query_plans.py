@@ -108,6 +108,7 @@ HOT: dict[str, Callable[[Database], Any]] = {
     ),
     "emergency_reasons_page": lambda db: emergency_reasons.openings(db, after=(1_750_000_000, b"\x05" * 32), limit=51),
     "members_page": lambda db: read_model.members_page(db, after=(5, GRANTEE), limit=51),
+    "my_records_page": lambda db: read_model.records_page(db, PATIENT, before=(1_750_000_900, _rid(900)), limit=51),
     "indexed_resources": lambda db: record_keys.indexed_resources(db, _rid(1)),
     "indexed_resources_by_code": lambda db: record_keys.indexed_resources(db, _rid(1), code="718-7"),
 }
@@ -166,6 +167,7 @@ def test_other_list_pages_need_no_sort(db: Database) -> None:
     for name, index in (
         ("emergency_reasons_page", "emergency_reasons_created"),
         ("members_page", "chain_members_since"),
+        ("my_records_page", "chain_records_patient_time"),
     ):
         ((_sql, steps),) = _plans(db, HOT[name])
         assert any(index in s for s in steps), (name, steps)

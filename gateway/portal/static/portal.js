@@ -422,6 +422,18 @@
     if (more) button.replaceWith(more); else button.remove();
     return more || (rows.length ? $("button", rows[0]) : null);
   };
+  // the patient's own list, the same way
+  actions["more-my-records"] = async (button) => {
+    const resp = await fetch(`/portal/patient/records?${new URLSearchParams({ cursor: button.dataset.cursor })}`, { credentials: "same-origin" });
+    if (!resp.ok) throw new ProblemError(await resp.json(), resp.status);
+    const page = document.createElement("div");
+    page.innerHTML = await resp.text();
+    const rows = [...page.querySelectorAll("tbody > tr")];
+    $("#records tbody").append(...rows);
+    const more = $("button[data-action=more-my-records]", page);
+    if (more) button.replaceWith(more); else button.remove();
+    return more || $("#records-title");
+  };
   async function openRelease(body, recordId) {
     if (body.resource) return body.resource;
     if (!state.x25519) throw new Error(t("need_enc_key"));
