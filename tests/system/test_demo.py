@@ -13,9 +13,10 @@ import pytest
 from rich.console import Console
 
 from demo import scenario as demo
+from node_client.audit.fhir import iso_time, purpose_concept
 from node_client.contracts import MemberStatus
 from node_client.keys import keystore_address
-from tests.support.gateway_harness import SAMPLES, dev, running_gateway
+from tests.support.gateway_harness import SAMPLES, RunningGateway, dev, running_gateway
 
 pytestmark = pytest.mark.slow  # the whole demo against a real gateway and chain (~20 s)
 
@@ -68,7 +69,36 @@ def test_seed_is_idempotent_and_run_plays_the_scenario(tmp_path: Path) -> None:
         second = demo.run(**common, console=con)
         assert second.ok and second.consent_id != result.consent_id, out.getvalue()
         assert second.chain_events == 8
+        _consents_round_trip_as_fhir(gw)
         print(f"seed {seed_seconds:.1f} s, run {run_seconds:.1f} s")
+
+
+def _consents_round_trip_as_fhir(gw: RunningGateway) -> None:
+    """Every consent the demo granted reads back from ``/fhir/Consent`` as the same facts ``/v1/me/consents``
+    gives (grantee, categories, purposes, period, state): the FHIR read API speaks for the demo's ledger."""
+    seen = 0
+    for patient in (10, 11, 12):
+        http = gw.login(dev(patient))
+        mine = http.get("/v1/me/consents").json()["consents"]
+        bundle = http.get("/fhir/Consent", params={"patient": dev(patient).address}).json()
+        fhir = {
+            next(i["value"] for i in e["resource"]["identifier"] if i["system"] == "urn:hcl:consent-id"): e["resource"]
+            for e in bundle.get("entry") or []
+        }
+        assert set(fhir) == {c["consentId"] for c in mine}, patient
+        for c in mine:
+            r = fhir[c["consentId"]]
+            assert r["organization"][0]["identifier"]["value"] == c["grantee"]
+            assert [x["code"] for x in r["provision"]["class"]] == c["categories"]
+            expected = [purpose_concept(slug)["coding"][0]["code"] for slug in c["purposes"]]
+            assert [x["code"] for x in r["provision"]["purpose"]] == expected
+            assert (r["provision"]["period"]["start"], r["provision"]["period"]["end"]) == (
+                iso_time(c["validFrom"]),
+                iso_time(c["validUntil"]),
+            )
+            assert (r["status"] == "active") == (c["state"] == "active")
+            seen += 1
+    assert seen >= 1  # the demo's consent of Wang to the clinic (re-granted by the second run)
 
 
 def test_run_without_seed_or_gateway_stops_with_a_clear_error(tmp_path: Path) -> None:
