@@ -35,6 +35,7 @@ from gateway.api import (
 )
 from gateway.api.deps import complete_read_model
 from gateway.framing import RejectAmbiguousFraming
+from gateway.ledger.member_names import display_language, negotiate
 from gateway.observability import configure_logging
 from gateway.openapi import install_openapi
 from gateway.problems import install_problem_handlers
@@ -80,6 +81,25 @@ class RequestTiming:
                 c.metrics.request_seconds.labels(path, scope["method"], str(status)).observe(
                     time.perf_counter() - started
                 )
+
+
+class DisplayLanguage:
+    """ASGI middleware: institutions' names in API answers in the language of ``Accept-Language`` (zh-CN or
+    en; their ``name`` otherwise), through :data:`gateway.ledger.member_names.display_language`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        header = dict(scope.get("headers") or ()).get(b"accept-language") if scope["type"] == "http" else None
+        if not header:
+            await self.app(scope, receive, send)
+            return
+        token = display_language.set(negotiate(header.decode("latin-1")))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            display_language.reset(token)
 
 
 #: The docs pages load only the gateway's own files (``/static/vendor/``, copied from npm at install).
@@ -169,6 +189,7 @@ def create_app(
     install_docs(app)
 
     app.add_middleware(RequestTiming)
+    app.add_middleware(DisplayLanguage)
     app.add_middleware(RejectAmbiguousFraming)  # outermost: nothing of a smuggled request reaches the app
 
     for module in (auth, records, federation, consents, transactions, accesses, reviews, system, fhir, webhooks):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,28 @@ from eth_utils import to_checksum_address
 
 from node_client.deploy import OPTIONAL_METADATA
 
-__all__ = ["MemberNames"]
+__all__ = ["MemberNames", "display_language", "negotiate"]
 
 log = logging.getLogger("hcl.gateway.members")
+
+#: The language an API request asked for names in (``Accept-Language``: zh-CN or en, set per request by the
+#: app's middleware); "" gives each member's ``name``. The portal passes its page's language explicitly.
+display_language: ContextVar[str] = ContextVar("hcl_display_language", default="")
+
+
+def negotiate(accept_language: str) -> str:
+    """zh-CN or en, whichever ``accept_language`` prefers (q-values honoured), else ""."""
+    best, best_q = "", 0.0
+    for part in accept_language.split(","):
+        tag, _, params = part.strip().partition(";")
+        try:
+            q = float(params.strip()[2:]) if params.strip().startswith("q=") else 1.0
+        except ValueError:
+            continue
+        lang = {"zh": "zh-CN", "en": "en"}.get(tag.strip().lower().split("-")[0], "")
+        if lang and q > best_q:
+            best, best_q = lang, q
+    return best
 
 
 def _names(members: Iterable[Mapping[str, Any]]) -> dict[str, str]:
@@ -68,7 +88,8 @@ class MemberNames(Mapping[str, str]):
     # ---------------------------------------------------------------- Mapping
 
     def __getitem__(self, address: str) -> str:
-        return self._names[address]
+        lang = display_language.get()
+        return self._names[address] if not lang or address not in self._names else self.name(address, lang)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)

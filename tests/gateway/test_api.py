@@ -108,6 +108,15 @@ def test_member_directory_has_names_from_off_chain_metadata(gw: RunningGateway) 
     by_addr = {m["address"]: m for m in members}
     assert by_addr[dev(HOSPITAL).address]["name"] == "City First People's Hospital"
     assert "emergency" in by_addr[dev(HOSPITAL).address]["roles"]
+    # names in the language the client asks for (Accept-Language, q-values honoured), else the default name
+    for header, name in (
+        ("zh-CN,zh;q=0.9,en;q=0.8", "市第一人民医院"),
+        ("en-GB", "City First People's Hospital"),
+        ("fr, zh;q=0.5", "市第一人民医院"),
+        ("fr", "City First People's Hospital"),
+    ):
+        named = gw.http().get("/v1/members", headers={"Accept-Language": header}).json()["members"]
+        assert {m["address"]: m["name"] for m in named}[dev(HOSPITAL).address] == name, header
 
 
 # ---------------------------------------------------------------- authentication
