@@ -523,7 +523,9 @@ def patient_records(request: Request, c: ComponentsDep, cursor: str) -> HTMLResp
     v = require_viewer(request, c, "patient")
     c.indexer.require_complete()
     mine = me.my_records(c, v.address, cursor=cursor, limit=c.settings.portal_page_size)
-    return _render(request, c, "patient_records_more.html", viewer=v, mine=mine, term_of={t.slug: t for t in CATEGORIES})
+    return _render(
+        request, c, "patient_records_more.html", viewer=v, mine=mine, term_of={t.slug: t for t in CATEGORIES}
+    )
 
 
 @router.get("/portal/hospital/records", response_class=HTMLResponse)

@@ -120,6 +120,8 @@ def test_health_code_story_from_patient_to_hospital_and_back(
     row = patient.locator("#consents tr[data-state=active]", has_text="河滨社区卫生服务中心").first
     row.locator("button[data-action=revoke]").click()
     patient.wait_for_selector("#consents tr[data-state=revoked]")
+    state = patient.locator("#consents tr[data-state=revoked] .state").first
+    assert state.inner_text() == "已撤销" and state.evaluate("s => s.getClientRects().length") == 1  # one line
     shot(patient, "08-patient-revoked")
 
     # the centre tries again: refused, with the reason in plain words, and nothing released
