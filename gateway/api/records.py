@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from eth_utils import is_address, to_checksum_address
@@ -21,6 +21,7 @@ from gateway.api.schemas import (
     Release,
     Retracted,
     UnavailableHolder,
+    UnchangedRecord,
     Uploaded,
     UploadedRecord,
     problems,
@@ -91,20 +92,35 @@ def parse_purpose(value: str) -> int:
     return mask.bit_length() - 1
 
 
-@router.post("/v1/records", status_code=201, responses=problems(409, 413, 415, 422, 503, 507), openapi_extra=_FHIR_BODY)
+_UNCHANGED: dict[int | str, dict[str, Any]] = {
+    200: {"model": Uploaded, "description": "nothing new: the gateway already holds every resource"}
+}
+
+
+@router.post(
+    "/v1/records",
+    status_code=201,
+    responses={**_UNCHANGED, **problems(409, 413, 415, 422, 503, 507)},
+    openapi_extra=_FHIR_BODY,
+)
 async def upload_records(
     request: Request,
+    response: Response,
     c: ComponentsDep,
     caller: CallerDep,
     patient: Annotated[str, Query(description="the patient's address")],
 ) -> Uploaded:
     """Upload a FHIR R4 resource or Bundle for a patient: validated, grouped by category into records,
-    encrypted, stored and registered on-chain in one transaction."""
+    encrypted, stored and registered on-chain in one transaction. Idempotent: what the gateway already
+    holds is not stored again (``unchanged``; 200 when nothing is new), a changed record gets a new version
+    (``amends``); a transaction entry's ``ifNoneExist`` (``identifier=system|value``) is honoured."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in FHIR_TYPES:
         raise Problem("unsupported_media_type", "send application/fhir+json", status=415)
     body = await read_body(request, c.settings.max_body_bytes)
     result = await run_in_threadpool(uploads.upload, c, provider=caller, patient=patient, body=body)
+    if not result.records:
+        response.status_code = 200
     return Uploaded(
         uploadId=result.upload_id,
         patient=result.patient,
@@ -119,8 +135,14 @@ async def upload_records(
                 locator=r.locator,
                 contentHash="0x" + r.content_hash.hex(),
                 size=r.size,
+                amends=None if r.previous is None else "0x" + r.previous.hex(),
+                txHash=r.tx_hash or None,
             )
             for r in result.records
+        ],
+        unchanged=[
+            UnchangedRecord(category=CATEGORIES[u.category].slug, recordIds=["0x" + i.hex() for i in u.record_ids])
+            for u in result.unchanged
         ],
         ignored=[IgnoredResource(resourceType=t, reason=why) for t, why in result.ignored],
     )

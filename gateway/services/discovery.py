@@ -74,6 +74,8 @@ def local(c: Components, *, caller: str, query: Query) -> Discovery:
                 "provider": row.provider,
                 "providerName": c.member_names.get(row.provider, ""),
                 "registeredAt": row.time,
+                "status": row.status,
+                "amends": None if row.previous is None else "0x" + row.previous.hex(),
                 "holder": holder,
                 "holderName": c.member_names.get(holder, ""),
                 "resources": [
