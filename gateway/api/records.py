@@ -14,10 +14,12 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from gateway.api.deps import CallerDep, ComponentsDep, read_body
+from gateway.api.models import LookupIn
 from gateway.api.schemas import (
     DiscoveredRecord,
     DiscoveredRecords,
     IgnoredResource,
+    PatientFound,
     Release,
     Retracted,
     UnavailableHolder,
@@ -28,7 +30,7 @@ from gateway.api.schemas import (
 )
 from gateway.errors import DomainError
 from gateway.problems import Problem
-from gateway.services import discovery, forwarding, releases, uploads
+from gateway.services import discovery, forwarding, lookup, releases, uploads
 from node_client.vocabulary import CATEGORIES, PURPOSES, parse_categories, parse_purposes
 
 router = APIRouter(tags=["records"])
@@ -180,6 +182,20 @@ def retract_record(record_id: str, c: ComponentsDep, caller: CallerDep) -> Retra
     """Erase a record (patient or uploading provider): its data key is destroyed and it is retracted on-chain."""
     tx = uploads.retract(c, caller=caller, record_id=parse_record_id(record_id))
     return Retracted(recordId=record_id, retracted=True, txHash=tx)
+
+
+@router.post("/v1/patients/lookup", response_model=PatientFound, responses=problems(404, 502, 503))
+async def lookup_patient(body: LookupIn, c: ComponentsDep, caller: CallerDep) -> Response:
+    """Find a patient by an identifier (``system|value``; ``phone`` and a number): only with a current
+    consent of hers for ``identifiers`` for that purpose, and ledgered as a release of her identifiers
+    record (which the answer carries, sealed to the caller). ``404 patient_not_found`` alike for an unknown
+    identifier and one the caller may not look up."""
+    purpose = parse_purpose(body.purpose)
+    found = await run_in_threadpool(
+        lookup.lookup, c, caller=caller, system=body.system, value=body.value, purpose=purpose
+    )
+    out = {"patient": found.patient, "recordId": "0x" + found.record_id.hex(), "release": found.release.body}
+    return Response(orjson.dumps(out), media_type="application/json")
 
 
 @router.get("/v1/patients/{address}/records", responses=problems(503))

@@ -220,6 +220,14 @@ class PlaintextRelease(_ReleaseBase):
 Release = EncryptedRelease | PlaintextRelease
 
 
+class PatientFound(_Out):
+    """The patient, and the release of her identifiers record the lookup was (ledgered like any release)."""
+
+    patient: Address
+    recordId: Hex32 = Field(description="her identifiers record, released to the caller")
+    release: Release
+
+
 class Retracted(_Out):
     recordId: str
     retracted: bool

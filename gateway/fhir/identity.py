@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 
 from gateway.fhir.issues import FhirIssue, InvalidFhir
 
-__all__ = ["conditional_creates", "identity"]
+__all__ = ["conditional_creates", "identity", "lookup_keys", "normalised_identifier"]
 
 
 def identity(resource: Mapping[str, Any], full_url: str) -> str:
@@ -65,3 +65,25 @@ def conditional_creates(resource: Mapping[str, Any]) -> dict[int, str]:
     if refused:
         raise InvalidFhir(refused)
     return out
+
+
+def normalised_identifier(system: str, value: str) -> str:
+    """``system|value`` as the identifier lookup keys it: both trimmed; a phone number (system ``phone``)
+    reduced to its digits and a leading ``+``, so ``+86 138-0013-8000`` and ``+8613800138000`` agree."""
+    system, value = system.strip(), value.strip()
+    if system == "phone":
+        value = ("+" if value.startswith("+") else "") + "".join(ch for ch in value if ch.isdigit())
+    return f"{system}|{value}"
+
+
+def lookup_keys(patient: Mapping[str, Any]) -> list[str]:
+    """What a patient can be looked up by (:func:`normalised_identifier`): each ``identifier``'s
+    ``system|value``, and each phone number as ``phone|digits``."""
+    out = []
+    for ident in patient.get("identifier") or ():
+        if isinstance(ident, dict) and isinstance(ident.get("system"), str) and isinstance(ident.get("value"), str):
+            out.append(normalised_identifier(ident["system"], ident["value"]))
+    for tel in patient.get("telecom") or ():
+        if isinstance(tel, dict) and tel.get("system") == "phone" and isinstance(tel.get("value"), str):
+            out.append(normalised_identifier("phone", tel["value"]))
+    return sorted(set(out))

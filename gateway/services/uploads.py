@@ -28,8 +28,8 @@ from eth_utils import is_address, to_checksum_address
 from gateway import errors
 from gateway.crashpoints import crashpoint
 from gateway.fhir import RecordDraft, canonical_json, group, parse
-from gateway.fhir.identity import conditional_creates
-from gateway.storage import record_keys, replicas, versions
+from gateway.fhir.identity import conditional_creates, lookup_keys
+from gateway.storage import identifier_index, record_keys, replicas, versions
 from gateway.storage.blobs import BlobStoreError, StorageFull, cid_to_str
 from gateway.storage.crypto import encrypt_record
 from gateway.storage.db import RecordState
@@ -37,6 +37,7 @@ from gateway.wiring import Components
 from node_client._client import TxResult
 from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
 from node_client.contracts import RecordInput, RecordStatus
+from node_client.vocabulary import Category
 
 __all__ = ["UnchangedRecord", "UploadResult", "UploadedRecord", "retract", "upload"]
 
@@ -89,6 +90,7 @@ class _Stored:
     index: list[record_keys.IndexRow]
     resources: list[tuple[bytes, bytes]]
     out: UploadedRecord
+    lookup: list[bytes] = field(default_factory=list)  # identifier_index digests (an identifiers record)
 
 
 @dataclass(slots=True)
@@ -183,6 +185,14 @@ def _conditional_creates(
     return {**resource, "entry": [e for i, e in enumerate(entries) if i not in held]}, reported
 
 
+def _lookup_digests(c: Components, draft: RecordDraft) -> list[bytes]:
+    """An identifiers record's Patients' identifiers, keyed for the lookup index."""
+    if draft.category != Category.IDENTIFIERS:
+        return []
+    own = [e["resource"] for e in draft.bundle["entry"][: draft.own] if e["resource"].get("resourceType") == "Patient"]
+    return [identifier_index.digest(c.index_key, k) for p in own for k in lookup_keys(p)]
+
+
 def _keyed(c: Components, draft: RecordDraft) -> list[tuple[bytes, bytes]]:
     return [(versions.keyed(c.index_key, ident), digest) for ident, digest in draft.resources]
 
@@ -244,6 +254,7 @@ def _store_blob(c: Components, w: _Written, draft: RecordDraft) -> None:
             UploadedRecord(
                 record_id, category, len(draft.index), key.content_hash, cid_to_str(locator), len(ciphertext)
             ),
+            _lookup_digests(c, draft),
         )
     )
     if len(w.records) == 1:
@@ -261,6 +272,7 @@ def _write_pending(c: Components, w: _Written) -> None:
             record_keys.insert_pending(conn, [r.key for r in kept], [i for r in kept for i in r.index])
             for r in kept:
                 versions.insert(conn, r.key.record_id, r.resources)
+                identifier_index.insert(conn, r.key.record_id, w.patient, r.lookup)
     except sqlite3.Error as exc:  # disk full, I/O error: the transaction rolled back, only blobs to undo
         _discard_blobs(c, w.blobs)
         if "full" in str(exc).lower():

@@ -94,6 +94,14 @@ CREATE TABLE IF NOT EXISTS record_resources (
 );
 CREATE INDEX IF NOT EXISTS record_resources_identity ON record_resources (identity);
 
+-- find a patient by an identifier (gateway.storage.identifier_index): keyed, never the identifier itself
+CREATE TABLE IF NOT EXISTS identifier_index (
+    digest    BLOB NOT NULL,        -- HMAC-SHA256(index key, "lookup|" + normalised "system|value")
+    patient   TEXT NOT NULL,
+    record_id BLOB NOT NULL,        -- the identifiers record that holds it
+    PRIMARY KEY (digest, record_id)
+);
+
 CREATE TABLE IF NOT EXISTS nonces (
     nonce      TEXT PRIMARY KEY,
     address    TEXT NOT NULL,

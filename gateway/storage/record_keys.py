@@ -157,6 +157,7 @@ def delete_pending(conn: sqlite3.Connection, record_ids: Sequence[bytes]) -> Non
     """Forgets these records' index entries, and their keys while still pending (an upload undone)."""
     conn.executemany("DELETE FROM resource_index WHERE record_id = ?", [(r,) for r in record_ids])
     conn.executemany("DELETE FROM record_resources WHERE record_id = ?", [(r,) for r in record_ids])
+    conn.executemany("DELETE FROM identifier_index WHERE record_id = ?", [(r,) for r in record_ids])
     conn.executemany(
         "DELETE FROM record_keys WHERE record_id = ? AND state = ?", [(r, RecordState.PENDING) for r in record_ids]
     )
