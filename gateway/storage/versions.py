@@ -81,9 +81,8 @@ def _current(
             "SELECT r.record_id, r.identity, r.hash, k.created_at FROM record_resources r"
             " JOIN record_keys k ON k.record_id = r.record_id"
             f" WHERE r.identity IN ({marks}) AND k.patient = ? AND k.provider = ? AND k.category = ?"
-            f" AND {_live('k')} AND NOT EXISTS (SELECT 1 FROM record_keys n"
-            f" WHERE n.previous_id = k.record_id AND {_live('n')})",
-            (*chunk, patient, provider, category, *_live_args(), *_live_args()),
+            f" AND {_live('k')} AND NOT {_superseded('k')}",
+            (*chunk, patient, provider, category, *_live_args(), *_superseded_args()),
         ).fetchall()
         yield from ((bytes(r[0]), bytes(r[1]), bytes(r[2]), int(r[3])) for r in rows)
 
@@ -97,14 +96,26 @@ def _live_args() -> tuple[str, str, int]:
     return (RecordState.REGISTERED, RecordState.PENDING, int(time.time()) - IN_FLIGHT_SECONDS)
 
 
+def _superseded(t: str) -> str:
+    """SQL: record ``t`` has a later version (even one retracted since: on chain it stays ``Amended``, so it
+    cannot be amended again), unless that version is a pending row a crash left behind."""
+    return (
+        f"EXISTS (SELECT 1 FROM record_keys n WHERE n.previous_id = {t}.record_id"
+        " AND NOT (n.state = ? AND n.created_at < ?))"
+    )
+
+
+def _superseded_args() -> tuple[str, int]:
+    return (RecordState.PENDING, int(time.time()) - IN_FLIGHT_SECONDS)
+
+
 def holder_of_identity(conn: sqlite3.Connection, *, patient: str, identity: bytes) -> bytes | None:
     """A current record of ``patient`` at this gateway (any provider) holding a resource of that keyed
     identity: what a conditional create (``ifNoneExist``) asks."""
     row = conn.execute(
         "SELECT r.record_id FROM record_resources r JOIN record_keys k ON k.record_id = r.record_id"
-        f" WHERE r.identity = ? AND k.patient = ? AND {_live('k')} AND NOT EXISTS (SELECT 1 FROM record_keys n"
-        f" WHERE n.previous_id = k.record_id AND {_live('n')}) LIMIT 1",
-        (identity, patient, *_live_args(), *_live_args()),
+        f" WHERE r.identity = ? AND k.patient = ? AND {_live('k')} AND NOT {_superseded('k')} LIMIT 1",
+        (identity, patient, *_live_args(), *_superseded_args()),
     ).fetchone()
     return None if row is None else bytes(row[0])
 

@@ -140,3 +140,30 @@ def test_hcl_patient_lookup(gw: RunningGateway, tmp_path: Path) -> None:
         out = CliRunner().invoke(hcl, ["patient", "lookup", *args, "--key", str(keystore)])
         assert out.exit_code == code, out.output
         assert (dev(PATIENT).address in out.stdout) is (code == 0)
+
+
+def test_in_batch_mode_a_lookup_is_a_journal_entry_in_her_access_log(tmp_path: Path) -> None:
+    """Batch mode: the lookup is journaled like any release (``ledgered == released``), and her access log
+    shows the read of her identifiers record by the clinic."""
+    with running_gateway(tmp_path, ledger_mode="batch") as bgw:
+        up = bgw.login(dev(HOSPITAL)).post(
+            "/v1/records", params={"patient": dev(PATIENT).address}, content=SYNTHEA.read_bytes(), headers=FHIR
+        )
+        assert up.status_code == 201, up.text
+        now = bgw.client.block_timestamp()
+        bgw.ledger.consents.grant(
+            dev(PATIENT),
+            dev(CLINIC).address,
+            parse_categories("identifiers"),
+            parse_purposes("treatment"),
+            now,
+            now + 3600,
+        )
+        journal = bgw.http().get("/healthz").json()["checks"]["journal"]["size"]
+        found = _lookup(bgw, CLINIC, **SSN).json()
+        ledger = found["release"]["ledger"]
+        assert found["patient"] == dev(PATIENT).address and ledger["mode"] == "batch"
+        assert bgw.http().get("/healthz").json()["checks"]["journal"]["size"] == journal + 1
+        log = bgw.login(dev(PATIENT)).get("/v1/me/access-log").json()["accesses"]
+        (entry,) = [a for a in log if a["accessId"] == found["release"]["accessId"]]
+        assert entry["category"] == "identifiers" and entry["requester"] == dev(CLINIC).address

@@ -158,3 +158,18 @@ def test_two_identical_uploads_at_once_make_one_record_set(gw: RunningGateway) -
     assert sorted(a.status_code for a in answers) == [200, 201], [a.text for a in answers]
     created = next(a.json() for a in answers if a.status_code == 201)
     assert len(_registered(gw, 13)) == len(created["records"])
+
+
+def test_after_the_current_version_is_retracted_an_upload_makes_a_new_record(gw: RunningGateway) -> None:
+    """The retracted version's predecessor stays Amended on chain (it cannot be amended again): the next
+    upload of that resource is a new record, not an amendment the chain would refuse."""
+    obs = orjson.loads((SAMPLES / "hl7-r4" / "Observation-f001.json").read_bytes())
+    (v1,) = _upload(gw, 14, obs).json()["records"]
+    obs["valueQuantity"]["value"] += 1
+    (v2,) = _upload(gw, 14, obs).json()["records"]
+    assert v2["amends"] == v1["recordId"]
+    assert gw.login(dev(HOSPITAL)).delete(f"/v1/records/{v2['recordId']}").status_code == 200
+    r = _upload(gw, 14, obs)
+    assert r.status_code == 201, r.text
+    (v3,) = r.json()["records"]
+    assert v3["amends"] is None and v3["recordId"] not in (v1["recordId"], v2["recordId"])
