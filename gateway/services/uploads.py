@@ -145,13 +145,13 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
         "upload registered",
         extra={"upload": w.upload_id, "records": len(w.records), "provider": provider, "txs": len(txs)},
     )
-    last = txs[0] if txs else None
+    first = txs[0] if txs else None  # the registration of the new records, else the first amendment
     return UploadResult(
         w.upload_id,
         patient,
         provider,
-        last.tx_hash if last else None,
-        last.block_number if last else None,
+        first.tx_hash if first else None,
+        first.block_number if first else None,
         [r.out for r in w.records],
         ignored,
         w.unchanged,
