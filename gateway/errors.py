@@ -42,6 +42,7 @@ __all__ = [
     "NotMember",
     "NotPatient",
     "NotRecordHolder",
+    "PatientNotFound",
     "PayloadTooLarge",
     "RecordNotFound",
     "RecordRetracted",
@@ -185,6 +186,12 @@ class RecordNotFound(DomainError):
 
 class NotFound(DomainError):
     code = "not_found"
+
+
+class PatientNotFound(DomainError):
+    """An identifier lookup found no patient the caller may look up (unknown and not allowed alike)."""
+
+    code = "patient_not_found"
 
 
 class RecordRetracted(DomainError):

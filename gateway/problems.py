@@ -48,6 +48,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "emergency_not_allowed": (403, "Emergency access is not allowed here"),
     "record_not_found": (404, "No such record"),
     "not_found": (404, "Not found"),
+    "patient_not_found": (404, "No patient you may look up has this identifier"),
     "record_retracted": (410, "The record was retracted"),
     "not_record_holder": (403, "Only the gateway that registered a record may ask for replicas of it"),
     "payload_too_large": (413, "The request body is too large"),

@@ -192,6 +192,11 @@ class GatewaySettings(ClientSettings):
     def token_key_file(self) -> Path:
         return self.data_dir / "token.key"
 
+    @property
+    def index_key_file(self) -> Path:
+        """The HMAC key of the gateway's keyed indexes (resource identities, the identifier lookup)."""
+        return self.data_dir / "index.key"
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -95,6 +95,8 @@ class Components:
     federation: Federation
     peers: PeerVerifier
     registrar: Registrar
+    #: HMAC key of the keyed indexes (gateway.storage.versions, the identifier lookup): never logged, never on chain
+    index_key: bytes = field(default=b"", repr=False)
     journal: Journal | None = None
     anchorer: Anchorer | None = None
     journal_index: JournalIndex | None = None
@@ -283,6 +285,7 @@ class _Parts:
             federation=federation,
             peers=PeerVerifier(policy, db),
             registrar=_registrar(settings, self.ledger, account, indexer, metrics),
+            index_key=load_or_create_key(settings.index_key_file),
             member_names=self.names,
             **extra,
         )

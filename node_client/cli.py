@@ -42,6 +42,7 @@ from node_client._client import ChainClient
 from node_client.audit_cli import audit_app
 from node_client.code_cli import code_app
 from node_client.network_cli import network_app
+from node_client.patient_cli import patient_app
 
 if TYPE_CHECKING:
     from node_client.contracts import Action
@@ -65,6 +66,7 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(code_app, name="code")
 app.add_typer(audit_app, name="audit")
 app.add_typer(network_app, name="network")
+app.add_typer(patient_app, name="patient")
 _BUILT_IN = frozenset({"deploy", "gas-report", "chain", "member", "consent", "keys", "dev", "code", "audit", "network"})
 
 # ---------------------------------------------------------------- top level

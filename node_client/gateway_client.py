@@ -204,6 +204,13 @@ class GatewayClient:
         """A record released to the caller (consent checked, access ledgered), still sealed: see :meth:`open`."""
         return self._json("GET", f"/v1/records/{record_id}", params={"purpose": purpose})
 
+    def lookup_patient(self, system: str, value: str, *, purpose: str = "treatment") -> dict[str, Any]:
+        """The patient whose identifier ``system|value`` is (``patient``), if the caller holds her consent for
+        ``identifiers``: a release of her identifiers record, ledgered (``release``, sealed: :meth:`open`).
+        The identifier goes in the body, never in a URL. Unknown or not allowed: 404 ``patient_not_found``."""
+        body = {"system": system, "value": value, "purpose": purpose}
+        return self._json("POST", "/v1/patients/lookup", json=body)
+
     def holder_discover(
         self,
         patient: str,

@@ -56,7 +56,7 @@ class Token:
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """The token MAC key: 32 random bytes in a 0600 file created on first start."""
+    """A 32-byte secret key (the token MAC key, the index key): random, in a 0600 file created on first start."""
     if path.exists():
         key = path.read_bytes()
         if len(key) != 32:

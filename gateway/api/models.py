@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "ChallengeIn",
     "EmergencyIn",
+    "LookupIn",
     "PinsIn",
     "ReviewDraftIn",
     "SignedGrantIn",
@@ -82,6 +83,14 @@ class EmergencyIn(_Strict):
     signedTransaction: str = Field(pattern=r"^0x([0-9a-fA-F]{2})+$", max_length=8192)
     reason: str = Field(min_length=3, max_length=2000)
     salt: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$", description="the 32 random bytes the commitment is salted with")
+
+
+class LookupIn(_Strict):
+    """``POST /v1/patients/lookup``: an identifier, in the body so that it is in no URL or access log."""
+
+    system: str = Field(min_length=1, max_length=512, description="the identifier's system (a URI), or phone")
+    value: str = Field(min_length=1, max_length=256, description="the identifier's value")
+    purpose: str = Field("treatment", max_length=64, description="why you look the patient up, as for a release")
 
 
 class TxDraftIn(_Strict):

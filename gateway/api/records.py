@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from eth_utils import is_address, to_checksum_address
@@ -14,20 +14,23 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from gateway.api.deps import CallerDep, ComponentsDep, CursorQuery, LimitQuery, page_key, page_links, read_body
+from gateway.api.models import LookupIn
 from gateway.api.schemas import (
     DiscoveredRecord,
     DiscoveredRecords,
     IgnoredResource,
+    PatientFound,
     Release,
     Retracted,
     UnavailableHolder,
+    UnchangedRecord,
     Uploaded,
     UploadedRecord,
     problems,
 )
 from gateway.errors import DomainError
 from gateway.problems import Problem
-from gateway.services import discovery, forwarding, releases, uploads
+from gateway.services import discovery, forwarding, lookup, releases, uploads
 from node_client.vocabulary import CATEGORIES, PURPOSES, parse_categories, parse_purposes
 
 router = APIRouter(tags=["records"])
@@ -91,20 +94,35 @@ def parse_purpose(value: str) -> int:
     return mask.bit_length() - 1
 
 
-@router.post("/v1/records", status_code=201, responses=problems(409, 413, 415, 422, 503, 507), openapi_extra=_FHIR_BODY)
+_UNCHANGED: dict[int | str, dict[str, Any]] = {
+    200: {"model": Uploaded, "description": "nothing new: the gateway already holds every resource"}
+}
+
+
+@router.post(
+    "/v1/records",
+    status_code=201,
+    responses={**_UNCHANGED, **problems(409, 413, 415, 422, 503, 507)},
+    openapi_extra=_FHIR_BODY,
+)
 async def upload_records(
     request: Request,
+    response: Response,
     c: ComponentsDep,
     caller: CallerDep,
     patient: Annotated[str, Query(description="the patient's address")],
 ) -> Uploaded:
     """Upload a FHIR R4 resource or Bundle for a patient: validated, grouped by category into records,
-    encrypted, stored and registered on-chain in one transaction."""
+    encrypted, stored and registered on-chain in one transaction. Idempotent: what the gateway already
+    holds is not stored again (``unchanged``; 200 when nothing is new), a changed record gets a new version
+    (``amends``); a transaction entry's ``ifNoneExist`` (``identifier=system|value``) is honoured."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in FHIR_TYPES:
         raise Problem("unsupported_media_type", "send application/fhir+json", status=415)
     body = await read_body(request, c.settings.max_body_bytes)
     result = await run_in_threadpool(uploads.upload, c, provider=caller, patient=patient, body=body)
+    if not result.records:
+        response.status_code = 200
     return Uploaded(
         uploadId=result.upload_id,
         patient=result.patient,
@@ -119,8 +137,14 @@ async def upload_records(
                 locator=r.locator,
                 contentHash="0x" + r.content_hash.hex(),
                 size=r.size,
+                amends=None if r.previous is None else "0x" + r.previous.hex(),
+                txHash=r.tx_hash or None,
             )
             for r in result.records
+        ],
+        unchanged=[
+            UnchangedRecord(category=CATEGORIES[u.category].slug, recordIds=["0x" + i.hex() for i in u.record_ids])
+            for u in result.unchanged
         ],
         ignored=[IgnoredResource(resourceType=t, reason=why) for t, why in result.ignored],
     )
@@ -158,6 +182,20 @@ def retract_record(record_id: str, c: ComponentsDep, caller: CallerDep) -> Retra
     """Erase a record (patient or uploading provider): its data key is destroyed and it is retracted on-chain."""
     tx = uploads.retract(c, caller=caller, record_id=parse_record_id(record_id))
     return Retracted(recordId=record_id, retracted=True, txHash=tx)
+
+
+@router.post("/v1/patients/lookup", response_model=PatientFound, responses=problems(404, 502, 503))
+async def lookup_patient(body: LookupIn, c: ComponentsDep, caller: CallerDep) -> Response:
+    """Find a patient by an identifier (``system|value``; ``phone`` and a number): only with a current
+    consent of hers for ``identifiers`` for that purpose, and ledgered as a release of her identifiers
+    record (which the answer carries, sealed to the caller). ``404 patient_not_found`` alike for an unknown
+    identifier and one the caller may not look up."""
+    purpose = parse_purpose(body.purpose)
+    found = await run_in_threadpool(
+        lookup.lookup, c, caller=caller, system=body.system, value=body.value, purpose=purpose
+    )
+    out = {"patient": found.patient, "recordId": "0x" + found.record_id.hex(), "release": found.release.body}
+    return Response(orjson.dumps(out), media_type="application/json")
 
 
 @router.get("/v1/patients/{address}/records", responses=problems(400, 503))

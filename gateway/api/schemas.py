@@ -146,6 +146,15 @@ class UploadedRecord(_Out):
     locator: str = Field(description="where the ciphertext is stored (as registered on-chain)")
     contentHash: Hex32 = Field(description="SHA-256 of the ciphertext, as registered on-chain")
     size: int = Field(description="ciphertext bytes")
+    amends: Hex32 | None = Field(None, description="the record this one is a new version of (registry amend)")
+    txHash: TxHash | None = Field(None, description="the transaction that registered it")
+
+
+class UnchangedRecord(_Out):
+    """A record of the upload the gateway already holds, resource for resource: nothing was stored."""
+
+    category: Category
+    recordIds: list[Hex32] = Field(description="the current records holding every resource of it")
 
 
 class IgnoredResource(_Out):
@@ -154,14 +163,16 @@ class IgnoredResource(_Out):
 
 
 class Uploaded(_Out):
-    """An upload: its records, registered on-chain in one transaction."""
+    """An upload: its new records, registered on-chain in one transaction, and new versions of records it
+    changed (one ``amend`` each); what the gateway already held is listed in ``unchanged``."""
 
     uploadId: str
     patient: Address
     provider: Address
-    txHash: TxHash
-    blockNumber: int
+    txHash: TxHash | None = Field(description="the registration (or first amendment); null when nothing was new")
+    blockNumber: int | None
     records: list[UploadedRecord]
+    unchanged: list[UnchangedRecord] = Field(default_factory=list)
     ignored: list[IgnoredResource] = Field(description="resources not stored, with the reason")
 
 
@@ -220,6 +231,14 @@ class PlaintextRelease(_ReleaseBase):
 Release = EncryptedRelease | PlaintextRelease
 
 
+class PatientFound(_Out):
+    """The patient, and the release of her identifiers record the lookup was (ledgered like any release)."""
+
+    patient: Address
+    recordId: Hex32 = Field(description="her identifiers record, released to the caller")
+    release: Release
+
+
 class Retracted(_Out):
     recordId: str
     retracted: bool
@@ -242,6 +261,8 @@ class DiscoveredRecord(_Out):
     provider: Address
     providerName: str = Field(description="the provider's display name (off-chain metadata); may be empty")
     registeredAt: int = Field(description="unix seconds of the registering block")
+    status: str = Field("active", description="active (the current version) or amended (history, still releasable)")
+    amends: Hex32 | None = Field(None, description="the record this version replaces")
     holder: Address = Field(description="the gateway holding the record (a release is forwarded to it)")
     holderName: str = Field("", description="the holding gateway's display name; may be empty")
     resources: list[IndexedResource]

@@ -7,12 +7,15 @@ ignored, never dropped silently.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.fhir.canonical import canonical_json
 from gateway.fhir.categories import CATEGORY_BY_TYPE, category_of
+from gateway.fhir.identity import identity
 from gateway.fhir.index import IndexEntry, index_entry
 from gateway.fhir.issues import FhirIssue, InvalidFhir
 from gateway.fhir.patient import identifying_patient, minimal_patient, unstored_elements
@@ -32,12 +35,15 @@ class RecordDraft:
     collection). Its first ``own`` entries are the category's data; the entries after them are copies of
     what their references need (:func:`~gateway.fhir.references.self_contained`: the minimal Patient,
     Practitioners, Organizations, Locations, Medications), so that every reference resolves inside the record.
+    ``resources`` are the own entries' (identity, SHA-256 of the canonical JSON as stored): what an upload
+    of the same resources is recognised by (:mod:`~gateway.fhir.identity`).
     """
 
     category: Category
     bundle: dict[str, Any]
     index: tuple[IndexEntry, ...]
     own: int
+    resources: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +82,15 @@ def group(resource: dict[str, Any]) -> Grouping:
       need is copied in when it is not another category's data, and other references become logical ones.
     """
     entries: dict[Category, list[dict[str, Any]]] = {}
+    identities: dict[Category, list[str]] = {}
     index: dict[Category, list[IndexEntry]] = {}
     ignored: list[tuple[str, str]] = []
     refused: list[FhirIssue] = []
     targets = Targets()
 
-    def add(category: Category, res: dict[str, Any], url: str, indexed: Iterable[IndexEntry]) -> None:
+    def add(category: Category, res: dict[str, Any], url: str, indexed: Iterable[IndexEntry], sent: Any = None) -> None:
         entries.setdefault(category, []).append({"fullUrl": url, "resource": res})
+        identities.setdefault(category, []).append(identity(res if sent is None else sent, url))
         index.setdefault(category, []).extend(indexed)
 
     for res, full_url, where in _flatten(resource):
@@ -98,9 +106,9 @@ def group(resource: dict[str, Any]) -> Grouping:
         if res.get("resourceType") == "Patient" and category in (Category.DEMOGRAPHICS, Category.IDENTIFIERS):
             minimal = minimal_patient(res)
             targets.add(Target(url, minimal))
-            add(Category.DEMOGRAPHICS, minimal, url, (index_entry(minimal, full_url),))
+            add(Category.DEMOGRAPHICS, minimal, url, (index_entry(minimal, full_url),), res)
             if (identifying := identifying_patient(res)) is not None:
-                add(Category.IDENTIFIERS, identifying, url, (index_entry(identifying, full_url),))
+                add(Category.IDENTIFIERS, identifying, url, (index_entry(identifying, full_url),), res)
             if (unstored := unstored_elements(res)) is not None:
                 ignored.append(("Patient", unstored))
             continue
@@ -115,15 +123,21 @@ def group(resource: dict[str, Any]) -> Grouping:
     if refused:
         raise InvalidFhir(refused)
     records = tuple(
-        RecordDraft(
-            category=category,
-            bundle={"resourceType": "Bundle", "type": "collection", "entry": self_contained(category, own, targets)},
-            index=tuple(index[category]),
-            own=len(own),
-        )
+        _draft(category, self_contained(category, own, targets), tuple(index[category]), identities[category])
         for category, own in sorted(entries.items())
     )
     return Grouping(records=records, ignored=tuple(ignored))
+
+
+def _draft(
+    category: Category, entries: list[dict[str, Any]], index: tuple[IndexEntry, ...], ids: list[str]
+) -> RecordDraft:
+    """The record of ``category``: its own entries (one per identity, first) hashed as they are stored."""
+    hashes = tuple(
+        (i, hashlib.sha256(canonical_json(e["resource"])).digest()) for i, e in zip(ids, entries, strict=False)
+    )
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
+    return RecordDraft(category=category, bundle=bundle, index=index, own=len(ids), resources=hashes)
 
 
 #: the namespace of the fullUrls given to entries sent without one (a single resource, a transaction's POST)

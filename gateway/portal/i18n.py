@@ -451,6 +451,20 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Webhook 地址须为完整的 http(s) 地址",
         "The webhook URL is not an absolute http(s) URL",
     ),
+    # ---- idempotent uploads and the identifier lookup (issue 16) ----
+    "uploaded_unchanged": ("{n} 份病历已在网关，未重复保存", "{n} record(s) already held, not stored again"),
+    "uploaded_amends": ("新版本，替代", "new version of"),
+    "problem_patient_not_found": ("未找到您可查询的患者", "No patient you may look up has this identifier"),
+    "lookup_title": ("凭证件号查找患者", "Find a patient by ID"),
+    "lookup_help": (
+        "需患者对“身份标识”类别的有效授权；每次查找都会像调阅一样记入患者的访问记录。",
+        "Needs the patient's current consent for identifiers; every lookup is ledgered in her access history "
+        "like a record read.",
+    ),
+    "lookup_system": ("证件类型（系统 URI，或 phone）", "ID system (a URI, or phone)"),
+    "lookup_value": ("证件号码", "ID number"),
+    "lookup_button": ("查找患者", "Find patient"),
+    "lookup_found": ("已找到患者，地址已填入", "Patient found; her address is filled in"),
 }
 
 #: FHIR resource types as a reader of that language names them (the opened record, the records table);

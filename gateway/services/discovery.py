@@ -109,6 +109,8 @@ def _described(c: Components, row: record_keys.DiscoverableRecord, query: Query)
         "provider": row.provider,
         "providerName": c.member_names.get(row.provider, ""),
         "registeredAt": row.time,
+        "status": row.status,
+        "amends": None if row.previous is None else "0x" + row.previous.hex(),
         "holder": holder,
         "holderName": c.member_names.get(holder, ""),
         "resources": [

@@ -348,6 +348,9 @@ def _strict_failure(c: Components, p: _Prepared, caller: str, purpose: int, exc:
 def _strict_logged(c: Components, p: _Prepared, caller: str, purpose: int, done: Committed) -> dict[str, Any]:
     """The ledger part of the response once the entry is mined; a refused entry raises the chain's reason."""
     if not done.outcome.logged:
+        refusal = done.outcome.refusal
+        if refusal is not None and refusal.error_name == "AccessLedgerRecordRetracted":  # retracted meanwhile
+            raise errors.RecordRetracted("the record was retracted")
         # consent changed between the check and the transaction: the chain has the last word
         raise c.policy.explain(p.patient, caller, p.category, purpose)
     p.consent_id, p.emergency = done.outcome.consent_id, done.outcome.emergency

@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS record_keys (
     state        TEXT NOT NULL,     -- RecordState: pending | registered | shredded | retracted | missing_blob
     tx_hash      TEXT,
     size         INTEGER NOT NULL,
-    created_at   INTEGER NOT NULL
+    created_at   INTEGER NOT NULL,
+    previous_id  BLOB               -- the record this one amends (a new version of it); NULL: a first version
 );
 CREATE INDEX IF NOT EXISTS record_keys_patient ON record_keys (patient);
 CREATE INDEX IF NOT EXISTS record_keys_state ON record_keys (state);
@@ -82,6 +83,24 @@ CREATE TABLE IF NOT EXISTS resource_index (
 DROP INDEX IF EXISTS resource_index_record;
 DROP INDEX IF EXISTS resource_index_code;
 CREATE INDEX IF NOT EXISTS resource_index_record_code ON resource_index (record_id, code);
+
+-- the resources each record holds, for idempotent uploads and versions (gateway.storage.versions): the
+-- identity is keyed with the gateway's index key, so no identifier is stored in the clear
+CREATE TABLE IF NOT EXISTS record_resources (
+    record_id BLOB NOT NULL,
+    identity  BLOB NOT NULL,        -- HMAC-SHA256(index key, gateway.fhir.identity.identity(resource))
+    hash      BLOB NOT NULL,        -- SHA-256 of the resource's canonical JSON as stored in the record
+    PRIMARY KEY (record_id, identity)
+);
+CREATE INDEX IF NOT EXISTS record_resources_identity ON record_resources (identity);
+
+-- find a patient by an identifier (gateway.storage.identifier_index): keyed, never the identifier itself
+CREATE TABLE IF NOT EXISTS identifier_index (
+    digest    BLOB NOT NULL,        -- HMAC-SHA256(index key, "lookup|" + normalised "system|value")
+    patient   TEXT NOT NULL,
+    record_id BLOB NOT NULL,        -- the identifiers record that holds it
+    PRIMARY KEY (digest, record_id)
+);
 
 CREATE TABLE IF NOT EXISTS nonces (
     nonce      TEXT PRIMARY KEY,
@@ -298,7 +317,7 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_at
 
 
 #: (table, column, declaration) of columns added since their table shipped (see ``Database._add_columns``)
-ADDED_COLUMNS = (("emergency_reasons", "salt", "BLOB"),)
+ADDED_COLUMNS = (("emergency_reasons", "salt", "BLOB"), ("record_keys", "previous_id", "BLOB"))
 
 
 class Database:

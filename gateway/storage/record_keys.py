@@ -28,7 +28,6 @@ __all__ = [
     "indexed_resources",
     "insert_pending",
     "mark_registered",
-    "mark_upload_registered",
     "set_state",
     "shred",
     "states",
@@ -50,6 +49,7 @@ class NewRecordKey:
     upload_id: str
     size: int
     created_at: int
+    previous_id: bytes | None = None  # the record this one amends (gateway.storage.versions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +96,8 @@ class DiscoverableRecord:
     time: int
     block: int
     tx_hash: str
+    status: str = "active"  # on chain: active, or amended (a later version replaces it)
+    previous: bytes | None = None  # the record this one amends
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +118,7 @@ def insert_pending(conn: sqlite3.Connection, keys: Sequence[NewRecordKey], index
     """An upload's keys (state ``pending``) and its discovery index."""
     conn.executemany(
         "INSERT INTO record_keys (record_id, patient, provider, category, content_hash, locator, wrapped_key,"
-        " kek_id, upload_id, state, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " kek_id, upload_id, state, size, created_at, previous_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 k.record_id,
@@ -131,6 +133,7 @@ def insert_pending(conn: sqlite3.Connection, keys: Sequence[NewRecordKey], index
                 RecordState.PENDING,
                 k.size,
                 k.created_at,
+                k.previous_id,
             )
             for k in keys
         ],
@@ -139,14 +142,6 @@ def insert_pending(conn: sqlite3.Connection, keys: Sequence[NewRecordKey], index
         "INSERT INTO resource_index (record_id, resource_type, resource_id, code_system, code, display, date)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         [(i.record_id, i.resource_type, i.resource_id, i.code_system, i.code, i.display, i.date) for i in index],
-    )
-
-
-def mark_upload_registered(conn: sqlite3.Connection, upload_id: str, tx_hash: str) -> None:
-    """Every record of the upload is registered on-chain (by ``tx_hash``)."""
-    conn.execute(
-        "UPDATE record_keys SET state = ?, tx_hash = ? WHERE upload_id = ?",
-        (RecordState.REGISTERED, tx_hash, upload_id),
     )
 
 
@@ -161,6 +156,8 @@ def mark_registered(conn: sqlite3.Connection, registrations: Iterable[tuple[byte
 def delete_pending(conn: sqlite3.Connection, record_ids: Sequence[bytes]) -> None:
     """Forgets these records' index entries, and their keys while still pending (an upload undone)."""
     conn.executemany("DELETE FROM resource_index WHERE record_id = ?", [(r,) for r in record_ids])
+    conn.executemany("DELETE FROM record_resources WHERE record_id = ?", [(r,) for r in record_ids])
+    conn.executemany("DELETE FROM identifier_index WHERE record_id = ?", [(r,) for r in record_ids])
     conn.executemany(
         "DELETE FROM record_keys WHERE record_id = ? AND state = ?", [(r, RecordState.PENDING) for r in record_ids]
     )
@@ -222,11 +219,13 @@ def discoverable_page(
     since: str | None = None,
 ) -> list[DiscoverableRecord]:
     """At most ``limit`` of the patient's records registered through this gateway and not retracted, newest
-    first by (time, record id), strictly below ``before``: only ``categories`` (if given), none of ``excluded``, and with ``code``/``since`` only records
-    with such a resource. One range of the (patient, time, record_id) index, however many records."""
+    first by (time, record id), strictly below ``before``: only ``categories`` (if given), none of
+    ``excluded``, and with ``code``/``since`` only records with such a resource. One range of the
+    (patient, time, record_id) index, however many records."""
     t, rid = before if before is not None else (1 << 62, b"")
     q = (
-        "SELECT r.record_id, r.category, r.provider, r.time, r.block, r.tx_hash FROM chain_records r"
+        "SELECT r.record_id, r.category, r.provider, r.time, r.block, r.tx_hash, r.status, k.previous_id"
+        " FROM chain_records r"
         " JOIN record_keys k ON k.record_id = r.record_id AND k.state = ?"
         " WHERE r.patient = ? AND r.status != ? AND (r.time, r.record_id) < (?, ?)"
     )
@@ -256,6 +255,8 @@ def discoverable_page(
             int(r["time"]),
             int(r["block"]),
             str(r["tx_hash"]),
+            str(r["status"]),
+            None if r["previous_id"] is None else bytes(r["previous_id"]),
         )
         for r in db.read().execute(q, args).fetchall()
     ]

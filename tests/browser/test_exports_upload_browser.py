@@ -105,13 +105,14 @@ def test_the_patient_downloads_her_exports(
 @pytest.mark.parametrize("lang", ["zh-CN", "en"])
 def test_the_hospital_uploads_a_fhir_file(net: tuple[RunningGateway, Path], new_page: Any, lang: str) -> None:
     gw, keys = net
-    li = dev(LI).address
+    who = LI if lang == "zh-CN" else WANG  # a patient each: the same file again for one is not stored again
+    patient = dev(who).address
     page = new_page()
     page.goto(f"{gw.url}/portal/hospital?lang={lang}")
     unlock(page, keys / "hospital.json")
-    before = {r["recordId"] for r in gw.login(dev(LI)).get("/v1/me/records").json()["records"]}
+    before = {r["recordId"] for r in gw.login(dev(who)).get("/v1/me/records").json()["records"]}
 
-    page.fill("#up-patient", li)
+    page.fill("#up-patient", patient)
     page.set_input_files("#up-file", str(VALID))
     page.click("#upload-form button[type=submit]")
     page.wait_for_selector("#upload-done h3")
@@ -121,10 +122,14 @@ def test_the_hospital_uploads_a_fhir_file(net: tuple[RunningGateway, Path], new_
     record = done.locator("code").inner_text()
     tx = page.locator("#upload-done a[href^='/portal/tx/']").inner_text()
     gw.wait_indexed()
-    mine = gw.login(dev(LI)).get("/v1/me/records").json()["records"]
+    mine = gw.login(dev(who)).get("/v1/me/records").json()["records"]
     (new,) = [r for r in mine if r["recordId"] not in before]
     assert (new["recordId"], new["txHash"], new["provider"]) == (record, tx, dev(HOSPITAL).address)
     shot(page, f"62-{lang}-hospital-upload-done")
+
+    page.click("#upload-form button[type=submit]")  # the same file again: held already, nothing stored
+    page.wait_for_selector("#upload-done #upload-unchanged")
+    assert page.locator("#upload-done a[href^='/portal/tx/']").count() == 0
 
     page.set_input_files("#up-file", str(INVALID))
     page.click("#upload-form button[type=submit]")
@@ -134,7 +139,7 @@ def test_the_hospital_uploads_a_fhir_file(net: tuple[RunningGateway, Path], new_
         gw.login(dev(HOSPITAL))
         .post(
             "/v1/records",
-            params={"patient": li},
+            params={"patient": patient},
             content=INVALID.read_bytes(),
             headers={"Content-Type": "application/fhir+json"},
         )

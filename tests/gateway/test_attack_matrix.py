@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import socket
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -608,7 +609,15 @@ def test_relay_refuses_calls_outside_its_list(gw: RunningGateway, function: str)
 
 
 def _fresh_record(gw: RunningGateway, patient: int, path: Path = IMMUNIZATION) -> dict[str, Any]:
-    (record,) = _upload(gw, patient, path)
+    """A new record of the resource at ``path`` under a new identity (the same resource again is held
+    already: an upload of it stores nothing)."""
+    resource = {k: v for k, v in orjson.loads(path.read_bytes()).items() if k != "identifier"}
+    resource["id"] = uuid.uuid4().hex
+    r = gw.login(dev(HOSPITAL)).post(
+        "/v1/records", params={"patient": dev(patient).address}, content=orjson.dumps(resource), headers=FHIR
+    )
+    assert r.status_code == 201, r.text
+    (record,) = r.json()["records"]
     return record
 
 

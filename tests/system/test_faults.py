@@ -97,15 +97,19 @@ def test_every_crash_point_is_exercised() -> None:
     assert len(STRICT_POINTS) + len(BATCH_POINTS) - 1 >= 20  # kills of a gateway (one kills reconcile)
 
 
-def _bundle() -> bytes:
+def bundle(tag: str = "") -> bytes:
+    """An allergy and a lab result; a ``tag`` makes them new resources (their own ids, no identifiers), so
+    that the upload is stored and registered: the same upload again is held already and stores nothing."""
     resources = [
         orjson.loads((SAMPLES / "hl7-r4" / name).read_bytes())
         for name in ("AllergyIntolerance-example.json", "Observation-f001.json")
     ]
+    if tag:
+        resources = [{**{k: v for k, v in r.items() if k != "identifier"}, "id": f"{r['id']}.{tag}"} for r in resources]
     return orjson.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]})
 
 
-BUNDLE = _bundle()
+BUNDLE = bundle()
 
 
 @dataclass
@@ -138,7 +142,8 @@ def _drive(gw: GatewayProcess, acked: Ledgered, seed: int, max_ops: int = 60) ->
                 try:
                     if i % 3 == 0 or not live:
                         patient = dev(PATIENTS[(i + k) % len(PATIENTS)]).address
-                        r = hospital.post("/v1/records", params={"patient": patient}, content=BUNDLE, headers=FHIR)
+                        content = bundle(f"{seed}.{k}.{i}")
+                        r = hospital.post("/v1/records", params={"patient": patient}, content=content, headers=FHIR)
                         if r.status_code == 201:
                             with acked.lock:
                                 acked.uploads.update({x["recordId"]: patient for x in r.json()["records"]})

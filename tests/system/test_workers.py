@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,10 +72,11 @@ def _workers(gw: GatewayProcess) -> list[int]:
 
 
 def _upload(gw: GatewayProcess) -> list[str]:
-    from tests.system.test_faults import BUNDLE
+    from tests.system.test_faults import bundle
 
     with gw.http(dev(HOSPITAL)) as hospital:
-        r = hospital.post("/v1/records", params={"patient": dev(PATIENT).address}, content=BUNDLE, headers=FHIR)
+        body = bundle(uuid.uuid4().hex)  # new resources each time: the same upload again stores nothing
+        r = hospital.post("/v1/records", params={"patient": dev(PATIENT).address}, content=body, headers=FHIR)
         assert r.status_code == 201, r.text
         return [x["recordId"] for x in r.json()["records"]]
 

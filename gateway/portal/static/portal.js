@@ -326,6 +326,19 @@
     toast(t("submitted_ok"));
     return $("#submitted");
   };
+  // find a patient by an ID (POST /v1/patients/lookup: the ID stays out of URLs); her address fills the forms
+  actions["lookup-patient"] = async (form) => {
+    requireKey();
+    const found = $("#lookup-found"); found.hidden = true;
+    const purpose = $("#purpose") ? $("#purpose").value : "treatment";
+    const result = await api("POST", "/v1/patients/lookup",
+      { system: form.system.value.trim(), value: form.value.value.trim(), purpose });
+    ["#patient", "#up-patient", "#bg-patient"].forEach((sel) => { const input = $(sel); if (input) input.value = result.patient; });
+    found.textContent = `${t("lookup_found")}${t("colon")}${result.patient}`; found.hidden = false;
+    form.value.value = "";
+    toast(t("lookup_found"));
+    return $("#patient");
+  };
   actions["find-records"] = async (form) => {
     const q = new URLSearchParams({ patient: form.patient.value.trim(), purpose: form.purpose.value });
     const resp = await fetch(`/portal/hospital/records?${q}`, { credentials: "same-origin" });
@@ -350,11 +363,18 @@
       const li = el("li", undefined, { "data-category": r.category });
       li.append(el("strong", labels[r.category] || r.category), ` · ${t("upload_resources").replace("{n}", r.resources)} · `,
         el("code", r.recordId));
+      if (r.amends) li.append(` · ${t("uploaded_amends")} `, el("code", r.amends));
       list.append(li);
     });
-    const tx = el("p", `${t("uploaded_ledger")}: `);
-    tx.append(el("a", result.txHash, { href: `/portal/tx/${result.txHash}` }));
-    box.append(h, list, tx);
+    box.append(h, list);
+    if (result.txHash) {
+      const tx = el("p", `${t("uploaded_ledger")}: `);
+      tx.append(el("a", result.txHash, { href: `/portal/tx/${result.txHash}` }));
+      box.append(tx);
+    }
+    if (result.unchanged && result.unchanged.length) {
+      box.append(el("p", t("uploaded_unchanged").replace("{n}", result.unchanged.length), { id: "upload-unchanged" }));
+    }
     if (result.ignored.length) {
       const ignored = el("ul");
       result.ignored.forEach((i) => ignored.append(el("li", `${i.resourceType}: ${i.reason}`)));
