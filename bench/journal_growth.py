@@ -112,7 +112,7 @@ def copy_journal(journal: Path, data_dir: Path) -> int:
 
 
 def gateway_point(
-    net: Chain, folder: Path, journal: Path, *, starts: int = 2, repeats: int = 5, code: Path | None = None
+    net: Chain, folder: Path, journal: Path, *, starts: int = 2, repeats: int = 9, code: Path | None = None
 ) -> dict[str, Any]:
     """A whole gateway on a copy of ``journal``, started ``starts`` times on the same data directory: each
     start's seconds to ``/healthz`` 200 and peak RSS; on the last, the heavy patient's first access-log

@@ -26,6 +26,8 @@ def growth_svg(data: dict[str, Any], out: Path) -> Path:
     _journal(axes[0], data.get("journal"))
     _records(axes[1][0], data.get("records"))
     _catchup(axes[1][1:], data.get("catchup"))
+    for ax in axes.flat:
+        ax.set_ylim(bottom=0)  # after the lines: the top still fits them and the goal
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="svg", metadata={"Date": None})
     plt.close(fig)
@@ -38,9 +40,10 @@ def _panel(ax: Any, title: str, xlabel: str, ylabel: str, goal: float | None, *,
     ax.set_ylabel(ylabel)
     if logx:
         ax.set_xscale("log")
+    else:
+        ax.xaxis.set_major_formatter(lambda v, _: f"{v / 1000:g}k")
     if goal is not None:
         ax.axhline(goal, color="tab:red", linestyle="--", linewidth=1, label=f"goal {goal:g}")
-    ax.set_ylim(bottom=0)
     ax.grid(True, which="major", alpha=0.3)
 
 
@@ -51,6 +54,8 @@ def _journal(axes: Any, part: dict[str, Any] | None) -> None:
     x = [p["size"] for p in pts]
     _panel(axes[0], "Gateway start-up to /healthz 200", "journal entries", "seconds", goals["healthz_s"])
     axes[0].plot(x, [p["healthz_s"] for p in pts], "o-", label="slowest start")
+    if all(len(p["starts"]) > 1 for p in pts):
+        axes[0].plot(x, [p["starts"][-1]["healthz_s"] for p in pts], "s--", label="restart")
     _panel(axes[1], "Gateway peak RSS", "journal entries", "MB", goals["peak_rss_mb"])
     axes[1].plot(x, [p["peak_rss_mb"] for p in pts], "o-", label="after start")
     axes[1].plot(x, [p["peak_rss_after_mb"] for p in pts], "s--", label="after the pages")
@@ -68,6 +73,8 @@ def _records(ax: Any, part: dict[str, Any] | None) -> None:
     x = [p["records"] for p in pts]
     _panel(ax, "Records, first page", "the patient's records", "ms (p50)", part["goals"]["discovery_code_ms"])
     ax.plot(x, [p["discovery_code_ms"] for p in pts], "o-", label=f"discovery, code={part['code']}")
+    if all("discovery_rare_ms" in p for p in pts):
+        ax.plot(x, [p["discovery_rare_ms"] for p in pts], "v-.", label="discovery, a rare code")
     ax.plot(x, [p["discovery_ms"] for p in pts], "s--", label="discovery")
     ax.plot(x, [p["me_records_ms"] for p in pts], "^:", label="/v1/me/records")
     ax.legend(fontsize=8)
@@ -77,8 +84,8 @@ def _catchup(axes: Any, part: dict[str, Any] | None) -> None:
     if not part:
         return
     goals = part["goals"]
-    _panel(axes[0], "Catch-up from the deployment block", "events", "events/s", goals["events_per_s"])
-    _panel(axes[1], "Fresh gateway, first /healthz", "events", "seconds", goals["first_healthz_s"])
+    _panel(axes[0], "Catch-up from the deployment block", "events", "events/s", goals["events_per_s"], logx=False)
+    _panel(axes[1], "Fresh gateway, first /healthz", "events", "seconds", goals["first_healthz_s"], logx=False)
     for code in dict.fromkeys(p["code"] for p in part["points"]):
         pts = [p for p in part["points"] if p["code"] == code]
         x = [p["events"] for p in pts]

@@ -11,8 +11,10 @@ records are listed, never released).
 
 The gateway-wide index has ``total_rows`` resource rows when the patient has the largest size: the other
 dev patients' records (4 resources each, all HbA1c, LOINC 4548-4: the code asked for) fill the rest; of
-the patient's own records every other one has that code. At each size: the hospital's discovery of the
-patient with ``code=4548-4`` and without, and the patient's ``GET /v1/me/records``, first pages, p50 ms.
+the patient's own records every other one has that code, and 1 in 100 a rarer one (``RARE``: a page of it
+reads up to ~5,000 of the patient's records). At each size: the hospital's discovery of the patient with
+``code=4548-4``, with the rare code and without, and the patient's ``GET /v1/me/records``, first pages,
+p50 ms.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = ["fill", "run_records_bench"]
 PATIENT = 10
 OTHERS = tuple(range(11, 18))
 CODE = "4548-4"
+RARE = "8462-4"  # on 1 in 100 of the patient's records: a page of it reads ~5,000 of them
 OTHER_CODES = ("2345-7", "718-7", "8480-6")
 ROWS_PER_RECORD = 4
 LAB = next(t.bit for t in CATEGORIES if t.slug == "lab-results")
@@ -49,7 +52,7 @@ def _records(patient: int, first: int, n: int, *, every_other: bool) -> list[tup
     out = []
     for i in range(first, first + n):
         rid = hashlib.sha256(b"%d/%d" % (patient, i)).digest()
-        code = CODE if not every_other or i % 2 == 0 else "8462-4"
+        code = CODE if not every_other or i % 2 == 0 else RARE if i % 100 == 1 else "2339-0"
         out.append((rid, address, 1_750_000_000 + i, (code, *OTHER_CODES) if every_other else (CODE,) * 4))
     return out
 
@@ -92,6 +95,7 @@ def _measure(url: str, patient: str, repeats: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for who, label, path in (
         (HOSPITAL, "discovery_code", f"/v1/patients/{patient}/records?code={CODE}"),
+        (HOSPITAL, "discovery_rare", f"/v1/patients/{patient}/records?code={RARE}"),
         (HOSPITAL, "discovery", f"/v1/patients/{patient}/records"),
         (PATIENT, "me_records", "/v1/me/records"),
     ):

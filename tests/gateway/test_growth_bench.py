@@ -62,7 +62,8 @@ def test_the_plot_is_drawn_from_a_result_file(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     from bench.plot import growth_svg
 
-    journal = {"size": 10_000, "healthz_s": 3.1, "peak_rss_mb": 140, "peak_rss_after_mb": 141}
+    starts = [{"healthz_s": 3.1, "peak_rss_mb": 140}, {"healthz_s": 2.0, "peak_rss_mb": 130}]
+    journal = {"size": 10_000, "starts": starts, "healthz_s": 3.1, "peak_rss_mb": 140, "peak_rss_after_mb": 141}
     data = {
         "journal": {
             "goals": {"healthz_s": 5, "peak_rss_mb": 300, "access_log_ms": 50},
