@@ -729,6 +729,8 @@ SUITE: dict[str, Callable[..., None]] = {
 def run_all(ctx: typer.Context, quick: QuickOpt = False) -> None:
     """Without a command: run every benchmark (``--quick``: each at its small size)."""
     if ctx.invoked_subcommand is not None:
+        if quick:  # ``./scripts/bench --quick growth`` means the command's own --quick
+            ctx.default_map = {ctx.invoked_subcommand: {"quick": True}}
         return
     failed = []
     for name, command in SUITE.items():
