@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,17 @@ def gateway_process(
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def timed(call: Callable[[], httpx.Response], repeats: int) -> tuple[float, list[float], httpx.Response]:
+    """``call`` made ``repeats`` times: the median and every time in ms, and the last response."""
+    times, r = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        r = call()
+        times.append(round((time.perf_counter() - t0) * 1000, 2))
+    assert r is not None
+    return statistics.median(times), times, r
 
 
 def signed_in(url: str, index: int, *, timeout: float = 120) -> GatewayClient:

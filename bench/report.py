@@ -124,6 +124,7 @@ def markdown() -> str:
             ]
         out.append("")
     out += _federation()
+    out += _growth()
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -192,6 +193,106 @@ def _federation() -> list[str]:
     if fed.get("notes"):
         out += ["", fed["notes"]]
     return out + [""]
+
+
+def _growth() -> list[str]:
+    """Cost as history grows (``./scripts/bench growth``): the plot, then a table per part."""
+    data = _load("growth")
+    if not data:
+        return []
+    out = ["### Growth (`bench/results/growth.json`, plotted by `./scripts/bench growth --plot`)", ""]
+    out += ["![growth curves: start-up, RSS and first pages vs history](growth.svg)", ""]
+    return (
+        out
+        + _growth_journal(data.get("journal"))
+        + _growth_records(data.get("records"))
+        + _growth_catchup(data.get("catchup"))
+    )
+
+
+def _growth_env(part: dict[str, Any]) -> str:
+    """The run's commit and machine, and how busy the machine was (the load average over its last 5 min)."""
+    load = part.get("load_average")
+    return _env(part["environment"]) + (f", load {load[1]:.1f} at its end" if load else "")
+
+
+def _growth_journal(part: dict[str, Any] | None) -> list[str]:
+    if not part:
+        return []
+    g = part["goals"]
+    out = [
+        f"A whole gateway on a journal of N entries ({_growth_env(part)}): seconds to `/healthz` 200 and "
+        "peak RSS of each start, the peak after the pages, one patient's first access-log page and an "
+        "inclusion proof (p50 ms).",
+        "",
+        "| entries | journal MB | /healthz s | peak RSS MB | RSS after pages MB | access-log page ms | proof ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in part["points"]:
+        starts = " / ".join(f"{s['healthz_s']:.1f}" for s in p["starts"])
+        rss = " / ".join(f"{s['peak_rss_mb']:.0f}" for s in p["starts"])
+        out.append(
+            f"| {p['entries']:,} | {p['journal_mb']:,.0f} | {starts} | {rss} | {p['peak_rss_after_mb']:.0f} | "
+            f"{p['access_log_ms']:.1f} | {p['proof_ms']:.1f} |"
+        )
+    return out + [
+        "",
+        f"Goals: at {g['at_entries']:,} entries start-up ≤ {g['healthz_s']} s and RSS ≤ {g['peak_rss_mb']} MB; "
+        f"the first access-log page ≤ {g['access_log_ms']} ms at any size.",
+        "",
+    ]
+
+
+def _growth_records(part: dict[str, Any] | None) -> list[str]:
+    if not part:
+        return []
+    g = part["goals"]
+    out = [
+        f"A patient's records among the gateway's ({_growth_env(part)}): first pages, p50 ms.",
+        "",
+        f"| records | gateway-wide rows | discovery `code={part['code']}` | discovery, a rare code | discovery "
+        "| `/v1/me/records` |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in part["points"]:
+        out.append(
+            f"| {p['records']:,} | {p['gateway_rows']:,} | {p['discovery_code_ms']:.1f} | "
+            f"{p['discovery_rare_ms']:.1f} | {p['discovery_ms']:.1f} | {p['me_records_ms']:.1f} |"
+        )
+    return out + [
+        "",
+        f"Goal: discovery with `code=` ≤ {g['discovery_code_ms']} ms for {g['at_records']:,} records among "
+        f"{g['at_rows']:,} rows.",
+        "",
+    ]
+
+
+def _growth_catchup(part: dict[str, Any] | None) -> list[str]:
+    if not part:
+        return []
+    g = part["goals"]
+    out = [
+        f"Catch-up of a fresh read model from the deployment block ({_growth_env(part)}); a fresh "
+        "gateway's first `/healthz` and read model caught up.",
+        "",
+        "| grants (blocks) | code | catch-up s | events/s | catch-up peak MB | first /healthz s | gateway caught up s "
+        "| gateway peak MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    shown = None
+    for p in part["points"]:
+        grants = "" if p["consents"] == shown else f"{p['consents']:,} ({p['blocks']:,})"
+        shown = p["consents"]
+        out.append(
+            f"| {grants} | {p['code']} | {p['seconds']:.2f} | {p['events_per_s']:,} | {p['peak_rss_mb']:.0f} | "
+            f"{p['first_healthz_s']:.1f} | {p['gateway_caught_up_s']:.1f} | {p['gateway_peak_rss_mb']:.0f} |"
+        )
+    return out + [
+        "",
+        f"Goals: ≥ {g['events_per_s']:,} events/s, ≤ {g['peak_rss_mb']} MB, `/healthz` within "
+        f"{g['first_healthz_s']} s of start.",
+        "",
+    ]
 
 
 def write() -> Path:

@@ -5,6 +5,8 @@ or ``./scripts/bench gas`` runs one. Each writes ``bench/results/<name>.json`` a
 ``./scripts/bench network`` creates a 3-validator geth Clique network for its run (about 4 minutes in
 all): part of the full run when geth is built, never of ``--quick``; so is ``./scripts/bench federation``
 (the same network with a gateway per institution: local vs cross-institution releases/s, about 5 minutes).
+``./scripts/bench growth`` follows cost as history grows (catch-up, a 10k → 10M-entry journal, a patient's
+records among 200k rows; generated journals are kept under ``HCL_BENCH_SCRATCH``) and plots docs/growth.svg.
 Throughput benchmarks of the gateway (release, upload, consent) are meant to be added here as
 further commands and ``SUITE`` entries.
 """
@@ -12,6 +14,7 @@ further commands and ``SUITE`` entries.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -253,35 +256,86 @@ def consent_cmd(
     console.print(f"written: {out}")
 
 
+GROWTH_PARTS = ("catchup", "journal", "records")
+
+
+def _ints(text: str | None) -> list[int] | None:
+    return [int(s) for s in text.split(",")] if text else None
+
+
 @app.command("growth")
 def growth_cmd(
     quick: QuickOpt = False,
-    part: Annotated[str, typer.Option(help="which cost to follow as the chain grows (only: catchup)")] = "catchup",
+    part: Annotated[
+        str, typer.Option(help="which cost to follow as history grows: catchup|journal|records|all")
+    ] = "all",
     steps: Annotated[
-        str | None, typer.Option(help="grants added before each point, comma-separated (default 10000,10000,30000)")
+        str | None, typer.Option(help="catchup: grants added before each point (default 10000,10000,30000)")
     ] = None,
-    per_block: Annotated[int, typer.Option(help="grants mined to a block")] = 25,
+    per_block: Annotated[int, typer.Option(help="catchup: grants mined to a block")] = 25,
     before: Annotated[
-        Path | None, typer.Option(help="another checkout measured on the same chain (e.g. main's: before)")
+        Path | None, typer.Option(help="catchup: another checkout measured on the same chain (e.g. main's)")
     ] = None,
+    sizes: Annotated[
+        str | None, typer.Option(help="journal: entries at each point (default 10000,100000,1000000,10000000)")
+    ] = None,
+    records: Annotated[str | None, typer.Option(help="records: the patient's records at each point")] = None,
+    rows: Annotated[int | None, typer.Option(help="records: gateway-wide resource rows (default 200,000)")] = None,
+    plot: Annotated[
+        bool, typer.Option("--plot", help="only redraw docs/growth.svg from the result file (another's: beside it)")
+    ] = False,
     out: Annotated[Path | None, typer.Option(help="result file (default bench/results/growth.json)")] = None,
 ) -> None:
-    """Cost over time: a fresh read model's catch-up (events/s, peak RSS) and a fresh gateway's first
-    /healthz, as a chain grows."""
+    """Cost over time: a fresh read model's catch-up, a gateway on a growing journal, discovery among
+    growing records; each part's points under its key of the result file, plotted in docs/growth.svg."""
+    out = out or RESULTS / ("growth-quick.json" if quick else "growth.json")
+    if plot:
+        _growth_plot(out)
+        return
+    parts = GROWTH_PARTS if part == "all" else (part,)
+    if any(p not in GROWTH_PARTS for p in parts):
+        raise typer.BadParameter(f"unknown part {part!r} (catchup, journal, records or all)")
+    log = lambda m: console.print(f"[dim]{m}[/dim]")  # noqa: E731
+    for name in parts:
+        console.rule(f"growth: {name}")
+        if name == "catchup":
+            data = _growth_catchup(quick, _ints(steps), per_block, before, log)
+        elif name == "journal":
+            data = _growth_journal(quick, _ints(sizes), log)
+        else:
+            data = _growth_records(quick, _ints(records), rows, log)
+        data["quick"] = quick
+        data["load_average"] = [round(v, 2) for v in os.getloadavg()]  # 1, 5, 15 min: the machine is shared
+        previous = orjson.loads(out.read_bytes()) if out.exists() else {}
+        out.write_bytes(orjson.dumps({**previous, name: data}, option=orjson.OPT_INDENT_2))
+        console.print(f"written: {out}")
+    if not quick:
+        _growth_plot(out)
+
+
+def _growth_plot(result: Path) -> None:
+    """docs/growth.svg from bench/results/growth.json; another result file's plot goes beside it."""
+    from bench.plot import growth_svg
+
+    svg = ROOT / "docs" / "growth.svg" if result == RESULTS / "growth.json" else result.with_suffix(".svg")
+    try:
+        growth_svg(orjson.loads(result.read_bytes()), svg)
+    except ImportError:
+        console.print("[yellow]no matplotlib (the bench extra): pip install -c constraints.txt -e '.[bench]'[/yellow]")
+        raise typer.Exit(1) from None
+    console.print(f"plotted: {svg}")
+
+
+def _growth_catchup(
+    quick: bool, steps: list[int] | None, per_block: int, before: Path | None, log: Callable[[str], None]
+) -> dict:  # type: ignore[type-arg]
     from bench.catchup import ROOT as CODE
     from bench.catchup import run_catchup_bench
 
-    if part != "catchup":
-        raise typer.BadParameter(f"unknown part {part!r} (only: catchup)")
-    sizes = [int(s) for s in steps.split(",")] if steps else ([2_000] if quick else [10_000, 10_000, 30_000])
     codes = {"before": before, "after": CODE} if before is not None else {"this": CODE}
     data = run_catchup_bench(
-        steps=sizes, per_block=per_block, codes=codes, log=lambda m: console.print(f"[dim]{m}[/dim]")
+        steps=steps or ([2_000] if quick else [10_000, 10_000, 30_000]), per_block=per_block, codes=codes, log=log
     )
-    data["quick"] = quick
-    out = out or RESULTS / ("growth-quick.json" if quick else "growth.json")
-    previous = orjson.loads(out.read_bytes()) if out.exists() else {}
-    out.write_bytes(orjson.dumps({**previous, part: data}, option=orjson.OPT_INDENT_2))
     table = Table(title="Catch-up of a fresh read model from the deployment block")
     for col in (
         "code",
@@ -315,7 +369,60 @@ def growth_cmd(
         f"{goals['first_healthz_s']} s of start"
     )
     console.print(table)
-    console.print(f"written: {out}")
+    return data
+
+
+def _growth_journal(quick: bool, sizes: list[int] | None, log: Callable[[str], None]) -> dict:  # type: ignore[type-arg]
+    from bench.journal_growth import run_journal_bench
+
+    sizes = sizes or ([10_000, 50_000] if quick else [10_000, 100_000, 1_000_000, 10_000_000])
+    data = run_journal_bench(sizes, starts=1 if quick else 2, log=log)
+    table = Table(title="A whole gateway (batch mode) on a journal of N entries")
+    for col in ("entries", "journal MB", "/healthz s", "peak RSS MB", "after pages MB", "access log ms", "proof ms"):
+        table.add_column(col, justify="right")
+    for p in data["points"]:
+        table.add_row(
+            f"{p['entries']:,}",
+            f"{p['journal_mb']:,.0f}",
+            " / ".join(f"{s['healthz_s']:.1f}" for s in p["starts"]),
+            " / ".join(f"{s['peak_rss_mb']:.0f}" for s in p["starts"]),
+            f"{p['peak_rss_after_mb']:.0f}",
+            f"{p['access_log_ms']:.1f}",
+            f"{p['proof_ms']:.1f}" + ("" if p["proof_status"] == 200 else f" ({p['proof_status']})"),
+        )
+    goals = data["goals"]
+    table.caption = (
+        f"goals at {goals['at_entries']:,} entries: /healthz <= {goals['healthz_s']} s, RSS <= "
+        f"{goals['peak_rss_mb']} MB; first access-log page <= {goals['access_log_ms']} ms at any size"
+    )
+    console.print(table)
+    return data
+
+
+def _growth_records(quick: bool, sizes: list[int] | None, rows: int | None, log: Callable[[str], None]) -> dict:  # type: ignore[type-arg]
+    from bench.records_growth import run_records_bench
+
+    sizes = sizes or ([100, 1_000] if quick else [100, 1_000, 10_000])
+    data = run_records_bench(sizes, total_rows=rows or (20_000 if quick else 200_000), log=log)
+    table = Table(title=f"First pages of a patient's records ({data['code']} on most gateway-wide rows)")
+    for col in ("records", "gateway rows", "code= ms", "rare code= ms", "discovery ms", "/v1/me/records ms"):
+        table.add_column(col, justify="right")
+    for p in data["points"]:
+        table.add_row(
+            f"{p['records']:,}",
+            f"{p['gateway_rows']:,}",
+            f"{p['discovery_code_ms']:.1f}",
+            f"{p['discovery_rare_ms']:.1f}",
+            f"{p['discovery_ms']:.1f}",
+            f"{p['me_records_ms']:.1f}",
+        )
+    goals = data["goals"]
+    table.caption = (
+        f"goal: discovery with code= <= {goals['discovery_code_ms']} ms for {goals['at_records']:,} records "
+        f"among {goals['at_rows']:,} rows (p50 of {len(data['points'][0]['discovery_times_ms'])})"
+    )
+    console.print(table)
+    return data
 
 
 @app.command("upload")
@@ -612,6 +719,7 @@ SUITE: dict[str, Callable[..., None]] = {
     "upload": upload_cmd,
     "consent": consent_cmd,
     "audit": audit_cmd,
+    "growth": growth_cmd,
     "network": _network_in_suite,
     "federation": _federation_in_suite,
 }
@@ -621,6 +729,8 @@ SUITE: dict[str, Callable[..., None]] = {
 def run_all(ctx: typer.Context, quick: QuickOpt = False) -> None:
     """Without a command: run every benchmark (``--quick``: each at its small size)."""
     if ctx.invoked_subcommand is not None:
+        if quick:  # ``./scripts/bench --quick growth`` means the command's own --quick
+            ctx.default_map = {ctx.invoked_subcommand: {"quick": True}}
         return
     failed = []
     for name, command in SUITE.items():
