@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ChainOpts",
     "DevAccountOpt",
+    "GatewayUrlOpt",
     "JsonOpt",
     "KeyOpt",
     "ManifestOpt",
@@ -75,6 +76,7 @@ ManifestOpt = Annotated[
     Path | None, typer.Option("--manifest", help="deployment manifest [env HCL_MANIFEST]", show_default=False)
 ]
 KeyOpt = Annotated[Path | None, typer.Option("--key", help="encrypted keystore file of the signer")]
+GatewayUrlOpt = Annotated[str, typer.Option("--url", envvar="HCL_GATEWAY_URL", help="the gateway's base URL")]
 PasswordFileOpt = Annotated[
     Path | None, typer.Option("--password-file", help="file holding the keystore password [env HCL_KEY_PASSWORD]")
 ]

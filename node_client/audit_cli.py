@@ -18,7 +18,15 @@ import orjson
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from node_client._cli_common import ChainOpts, KeyOpt, PasswordFileOpt, SignerOpts, err_console, option_groups
+from node_client._cli_common import (
+    ChainOpts,
+    GatewayUrlOpt,
+    KeyOpt,
+    PasswordFileOpt,
+    SignerOpts,
+    err_console,
+    option_groups,
+)
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -223,7 +231,7 @@ def _print_outcome(report: AuditReport, paths: dict[str, Path], out: Path, *, as
 @audit_app.command("fetch-journal")
 def fetch_journal_cmd(
     out: Annotated[Path, typer.Argument(help="JSON Lines file to write (then: hcl audit replay --journal OUT)")],
-    url: Annotated[str, typer.Option("--url", envvar="HCL_GATEWAY_URL", help="the gateway's base URL")],
+    url: GatewayUrlOpt,
     key: KeyOpt = None,
     password_file: PasswordFileOpt = None,
 ) -> None:
@@ -238,7 +246,7 @@ def fetch_journal_cmd(
 @audit_app.command("fetch-reasons")
 def fetch_reasons_cmd(
     out: Annotated[Path, typer.Argument(help="JSON Lines file to write (then: hcl audit replay --reasons OUT)")],
-    url: Annotated[str, typer.Option("--url", envvar="HCL_GATEWAY_URL", help="the gateway's base URL")],
+    url: GatewayUrlOpt,
     key: KeyOpt = None,
     password_file: PasswordFileOpt = None,
 ) -> None:
@@ -253,7 +261,7 @@ def fetch_reasons_cmd(
 @audit_app.command("fetch-reviews")
 def fetch_reviews_cmd(
     out: Annotated[Path, typer.Argument(help="JSON Lines file to write (then: hcl audit replay --reviews OUT)")],
-    url: Annotated[str, typer.Option("--url", envvar="HCL_GATEWAY_URL", help="the gateway's base URL")],
+    url: GatewayUrlOpt,
     key: KeyOpt = None,
     password_file: PasswordFileOpt = None,
 ) -> None:
@@ -275,7 +283,7 @@ def review_cmd(
     access_id: Annotated[str, typer.Argument(help="the emergency access id (0x…, as the auditor page lists it)")],
     verdict: Annotated[str, typer.Option("--verdict", help="justified, unjustified or needs-follow-up")],
     note: Annotated[str, typer.Option("--note", help="what the auditor found (kept off-chain; its hash is signed)")],
-    url: Annotated[str, typer.Option("--url", envvar="HCL_GATEWAY_URL", help="the gateway's base URL")],
+    url: GatewayUrlOpt,
     key: KeyOpt = None,
     password_file: PasswordFileOpt = None,
 ) -> None:

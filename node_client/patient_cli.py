@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from node_client._cli_common import KeyOpt, PasswordFileOpt, SignerOpts, console, err_console, print_json
+from node_client._cli_common import GatewayUrlOpt, KeyOpt, PasswordFileOpt, SignerOpts, console, err_console, print_json
 
 __all__ = ["patient_app"]
 
@@ -21,7 +21,7 @@ patient_app = typer.Typer(help="A patient at a gateway: find her by an identifie
 
 @patient_app.command("lookup")
 def lookup_cmd(
-    url: Annotated[str, typer.Option("--url", envvar="HCL_GATEWAY_URL", help="the gateway's base URL")],
+    url: GatewayUrlOpt,
     system: Annotated[str, typer.Option("--system", help="the identifier's system (a URI), or phone")],
     value: Annotated[str, typer.Option("--value", help="the identifier's value")],
     purpose: Annotated[str, typer.Option("--purpose", help="why you look her up")] = "treatment",

@@ -5,34 +5,21 @@ A page's uncaught script errors fail the test that opened it.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 
-from demo import scenario as demo
-from tests.browser.steps import TIMEOUT_MS
+from tests.browser.steps import TIMEOUT_MS, seeded_gateway
 from tests.support.browser_harness import chromium
-from tests.support.gateway_harness import SAMPLES, RunningGateway, running_gateway
+from tests.support.gateway_harness import RunningGateway
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, Path]]:
-    tmp = tmp_path_factory.mktemp("portal")
-    with running_gateway(tmp) as gw:
-        keys = tmp / "keys"
-        demo.seed(
-            url=gw.url,
-            manifest=gw.settings.manifest,
-            rpc_url=gw.settings.rpc_url,
-            keys_dir=keys,
-            samples=SAMPLES,
-            console=Console(file=io.StringIO()),
-        )
-        yield gw, keys
+    with seeded_gateway(tmp_path_factory.mktemp("portal")) as seeded:
+        yield seeded
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from rich.console import Console
+
+from demo import scenario as demo
 from tests.support import browser_harness
 from tests.support.axe import assert_accessible
-from tests.support.gateway_harness import RunningGateway
+from tests.support.gateway_harness import SAMPLES, RunningGateway, running_gateway
 
 WANG, LI = 10, 11
 TIMEOUT_MS = 120_000  # scrypt keystore decryption in JavaScript takes seconds on a busy 2-core machine
@@ -49,3 +55,19 @@ def make_code(page: Any, grantee: str, categories: list[str]) -> Path:
     path = Path(dl.value.path())
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return path
+
+
+@contextlib.contextmanager
+def seeded_gateway(tmp: Path, **settings: Any) -> Iterator[tuple[RunningGateway, Path]]:
+    """A gateway (with ``settings``) and the demo seeded on it; the demo's keystores under ``tmp/keys``."""
+    with running_gateway(tmp, **settings) as gw:
+        keys = tmp / "keys"
+        demo.seed(
+            url=gw.url,
+            manifest=gw.settings.manifest,
+            rpc_url=gw.settings.rpc_url,
+            keys_dir=keys,
+            samples=SAMPLES,
+            console=Console(file=io.StringIO()),
+        )
+        yield gw, keys

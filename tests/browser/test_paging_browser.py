@@ -3,18 +3,15 @@ page's rows, by keyboard too, and the focus stays on the list (the new button, o
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 
-from demo import scenario as demo
 from node_client.vocabulary import CATEGORIES
-from tests.browser.steps import WANG, shot, unlock
-from tests.support.gateway_harness import HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
+from tests.browser.steps import WANG, seeded_gateway, shot, unlock
+from tests.support.gateway_harness import HOSPITAL, RunningGateway, dev
 
 PAGE = 2  # the portal's page size here: Wang's seeded records fill several pages
 
@@ -22,18 +19,8 @@ PAGE = 2  # the portal's page size here: Wang's seeded records fill several page
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, Path]]:
     """The seeded demo gateway of conftest.py, with a small portal page."""
-    tmp = tmp_path_factory.mktemp("paging")
-    with running_gateway(tmp, portal_page_size=PAGE) as gw:
-        keys = tmp / "keys"
-        demo.seed(
-            url=gw.url,
-            manifest=gw.settings.manifest,
-            rpc_url=gw.settings.rpc_url,
-            keys_dir=keys,
-            samples=SAMPLES,
-            console=Console(file=io.StringIO()),
-        )
-        yield gw, keys
+    with seeded_gateway(tmp_path_factory.mktemp("paging"), portal_page_size=PAGE) as seeded:
+        yield seeded
 
 
 @pytest.mark.parametrize(("lang", "width"), [("zh-CN", 1280), ("en", 320)])

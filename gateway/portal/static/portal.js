@@ -428,30 +428,29 @@
     if (more) button.replaceWith(more); else button.remove();
     return more;
   };
-  // the record list's next page: its rows join the table; focus moves to the new "more" button, else to
-  // the first new row's "open" (never to <body>)
+  // a list's next page (rendered rows and the next "more" button, from the page's own route): the rows join
+  // the table, the new button replaces the pressed one; returns the new button, or null on the last page
+  async function appendPage(button, url, tbody) {
+    const resp = await fetch(url, { credentials: "same-origin" });
+    if (!resp.ok) throw new ProblemError(await resp.json(), resp.status);
+    const page = document.createElement("div");
+    page.innerHTML = await resp.text();
+    const rows = [...page.querySelectorAll("tbody > tr")];
+    $(tbody).append(...rows);
+    const more = $(`button[data-action=${button.dataset.action}]`, page);
+    if (more) button.replaceWith(more); else button.remove();
+    return { more, rows };
+  }
+  // focus then moves to the new "more" button, else to the first new row's "open" (the hospital's) or to
+  // the list's heading (the patient's): never to <body>
   actions["more-records"] = async (button) => {
     const q = new URLSearchParams({ patient: button.dataset.patient, purpose: button.dataset.purpose, cursor: button.dataset.cursor });
-    const resp = await fetch(`/portal/hospital/records?${q}`, { credentials: "same-origin" });
-    if (!resp.ok) throw new ProblemError(await resp.json(), resp.status);
-    const page = document.createElement("div");
-    page.innerHTML = await resp.text();
-    const rows = [...page.querySelectorAll("tbody > tr")];
-    $("#records-found tbody").append(...rows);
-    const more = $("button[data-action=more-records]", page);
-    if (more) button.replaceWith(more); else button.remove();
+    const { more, rows } = await appendPage(button, `/portal/hospital/records?${q}`, "#records-found tbody");
     return more || (rows.length ? $("button", rows[0]) : null);
   };
-  // the patient's own list, the same way
   actions["more-my-records"] = async (button) => {
-    const resp = await fetch(`/portal/patient/records?${new URLSearchParams({ cursor: button.dataset.cursor })}`, { credentials: "same-origin" });
-    if (!resp.ok) throw new ProblemError(await resp.json(), resp.status);
-    const page = document.createElement("div");
-    page.innerHTML = await resp.text();
-    const rows = [...page.querySelectorAll("tbody > tr")];
-    $("#records tbody").append(...rows);
-    const more = $("button[data-action=more-my-records]", page);
-    if (more) button.replaceWith(more); else button.remove();
+    const q = new URLSearchParams({ cursor: button.dataset.cursor });
+    const { more } = await appendPage(button, `/portal/patient/records?${q}`, "#records tbody");
     return more || $("#records-title");
   };
   async function openRelease(body, recordId) {
