@@ -45,8 +45,9 @@ POINTS: dict[str, str] = {
     "journal.after_commit": "journal rows committed, the waiting releases not told",
     "journal.segment_written": "a sealed segment file fsynced and renamed into place, not in the manifest (its rows"
     " still in the open database)",
-    "journal.segment_before_commit": "manifest row inserted and the sealed rows deleted, COMMIT not done",
+    "journal.segment_before_commit": "manifest row inserted, COMMIT not done",
     "journal.segment_after_commit": "segment sealed and committed, the journal's memory not updated",
+    "journal.drop_before_commit": "a chunk of sealed rows deleted from the open database, COMMIT not done",
     "anchor.before_tx": "Merkle root computed, anchorBatch not sent",
     "anchor.after_tx": "anchorBatch mined, the anchor not recorded in the journal",
     "anchor.after_record": "anchor mined and recorded",

@@ -73,6 +73,8 @@ SCHEMA_VERSION = 3  # 2: interior nodes, checkpoint and the patient/requester in
 CHECKPOINT_EVERY = 16384
 #: entries per sealed segment file (docs/audit.md, "Segments"); 0: never rotate by size
 SEGMENT_ENTRIES = 1_000_000
+#: sealed rows deleted from the open database per writer transaction, between batches of appends
+DROP_CHUNK = 4096
 
 _sha256 = hashlib.sha256
 
@@ -208,12 +210,15 @@ class _Request:
 
 
 class _Stop(enum.Enum):
-    """What :meth:`Journal.close` queues after the last request: the writer stops there."""
+    """Markers in the writer's queue: ``STOP`` (queued by :meth:`Journal.close` after the last request: the
+    writer stops there) and ``DROP`` (delete the next chunk of sealed rows from the open database)."""
 
     STOP = enum.auto()
+    DROP = enum.auto()
 
 
 _STOP: Final = _Stop.STOP
+_DROP: Final = _Stop.DROP
 
 
 class Journal:
@@ -283,6 +288,8 @@ class Journal:
             if isinstance(exc, sqlite3.DatabaseError):  # malformed, not a database
                 raise JournalCorrupt(f"{self.path} is not a readable journal database: {exc}") from exc
             raise
+        if self._segments:  # rows a crash left behind after their seal: deleted in the background
+            self._queue.put(_DROP)
         self._writer = threading.Thread(target=self._run, name=f"journal-writer:{self.path.name}", daemon=True)
         self._writer.start()
 
@@ -657,6 +664,10 @@ class Journal:
                 item = self._queue.get()
                 if item is _STOP:
                     return
+                if item is _DROP:
+                    if not self._drop_chunk():
+                        return
+                    continue
                 if isinstance(item, _SealReady):
                     if not self._finish_seal(item):
                         return
@@ -686,6 +697,9 @@ class Journal:
                             break
                     if item is _STOP:
                         stop = True
+                        break
+                    if item is _DROP:  # after this batch, at the back of the queue
+                        self._queue.put(_DROP)
                         break
                     if isinstance(item, _SealReady):  # after this batch
                         ready = item
@@ -812,15 +826,15 @@ class Journal:
         self._queue.put(_SealReady(segment, at_hi))
 
     def _finish_seal(self, ready: _SealReady) -> bool:
-        """Writer thread: records a prepared segment in one transaction (manifest row, sealed rows and
-        nodes deleted, checkpoint moved up to its end if below). A failure fails the journal like any
-        failed write; returns False then."""
+        """Writer thread: records a prepared segment in one short transaction (manifest row, checkpoint moved
+        up to its end if below); from then on reads of its rows go to the file, and the copies left in the
+        open database are deleted a chunk at a time between appends (:meth:`_drop_chunk`), so a seal never
+        holds the writer for long. A failure fails the journal like any failed write; returns False then."""
         s = ready.segment
         self._seal_pending = False
         try:
             with self._transaction() as conn:
                 conn.execute("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", tuple(s))
-                drop_sealed(conn, s.lo, s.hi)
                 row = conn.execute("SELECT size FROM checkpoint WHERE id = 1").fetchone()
                 if row is None or row[0] < s.hi:
                     self._write_checkpoint(conn, ready.frontier, s.chain_head)
@@ -835,7 +849,33 @@ class Journal:
             self._segments = [*self._segments, s]
         self._open_since = s.sealed_at
         log.info("journal segment %d sealed: entries [%d, %d), %d bytes", s.seq, s.lo, s.hi, s.bytes)
+        self._queue.put(_DROP)
         self._maybe_seal()  # the open segment may have grown past the threshold again meanwhile
+        return True
+
+    def _drop_chunk(self) -> bool:
+        """Writer thread: deletes the next :data:`DROP_CHUNK` sealed rows (and the inner nodes inside them)
+        still in the open database, then queues itself again behind the appends waiting. A chunk stays in
+        one segment, and the one that ends a segment also deletes that segment's nodes across chunk ends
+        (never a node across two segments: those stay in the open database). Reads never see these copies
+        (the manifest sends them to the file), so a crash between chunks only leaves work for the next
+        opening."""
+        segments = self._segments
+        try:
+            with self._transaction() as conn:
+                first = conn.execute("SELECT MIN(idx) FROM entries").fetchone()[0]
+                home = next((seg for seg in segments if seg.lo <= (first or 0) < seg.hi), None)
+                if first is not None and home is not None:
+                    hi = min(first + DROP_CHUNK, home.hi)
+                    drop_sealed(conn, home.lo if hi == home.hi else first, hi)
+                crashpoint("journal.drop_before_commit")
+                conn.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001 - like a failed commit: fail closed
+            log.error("deleting sealed rows failed; the journal is now unavailable: %r", exc)
+            self._fail(exc, [])
+            return False
+        if first is not None and home is not None:
+            self._queue.put(_DROP)
         return True
 
     @contextlib.contextmanager
@@ -1110,7 +1150,11 @@ class Journal:
                 self._check_reached(tail, anchors, segments)
         if expected != size:
             raise JournalCorrupt("entry missing", expected)
-        stored = store.conn.execute("SELECT COUNT(*) FROM nodes").fetchone()[0]
+        # the open database's own nodes: not the copies of a sealed segment's still being deleted
+        stored = store.conn.execute(
+            "SELECT COUNT(*) FROM nodes n WHERE NOT EXISTS (SELECT 1 FROM segments s"
+            " WHERE (n.j << n.height) >= s.lo AND ((n.j + 1) << n.height) <= s.hi)"
+        ).fetchone()[0]
         stored += sum(store.file(s).execute("SELECT COUNT(*) FROM nodes").fetchone()[0] for s in store.segments)
         if stored != made:
             raise JournalCorrupt(f"{stored} stored tree nodes where the entries make {made}")
