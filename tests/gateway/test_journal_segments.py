@@ -206,7 +206,7 @@ for b in range(6):
         ("journal.segment_written:2", 1),  # the second rotation, [10, 20), killed before its manifest row
         ("journal.segment_before_commit:2", 1),
         ("journal.segment_after_commit:2", 2),
-        ("journal.drop_before_commit:3", 2),  # the second seal's rows, not yet deleted from the open database
+        ("journal.drop_before_commit:2", 2),  # the second seal's rows, not yet deleted from the open database
     ],
 )
 def test_kill_9_at_each_rotation_crash_point(tmp_path: Path, point: str, sealed: int) -> None:

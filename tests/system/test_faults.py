@@ -69,6 +69,7 @@ BATCH_POINTS = [
     "journal.segment_written:2",  # the gateway seals a segment every 6 entries here
     "journal.segment_before_commit:2",
     "journal.segment_after_commit",
+    "journal.drop_before_commit:2",  # the second seal's copies not yet deleted from the open database
     "anchor.before_tx:2",
     "anchor.after_tx",
     "anchor.after_tx:2",
