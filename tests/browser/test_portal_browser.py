@@ -126,7 +126,7 @@ def test_health_code_story_from_patient_to_hospital_and_back(
 
     # the centre tries again: refused, with the reason in plain words, and nothing released
     lab.locator("button[data-action=open-record]").click()
-    error = hospital.locator("#patient-records .error")
+    error = hospital.locator("#records-form .error")
     error.wait_for(state="visible")
     assert error.get_attribute("data-code") == "consent_revoked"
     assert "患者已撤销授权" in error.inner_text() and "revoked" in error.inner_text()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from eth_account.signers.local import LocalAccount
 
 from gateway.settings import GatewaySettings
@@ -28,6 +29,7 @@ from node_client._client import ChainClient
 from node_client._node import HardhatNode, free_port
 from node_client.deploy import Ledger, Manifest, deploy_dev
 from node_client.gateway_client import GatewayClient
+from tests.support.gateway_harness import SAMPLES
 
 HCL = Path(sys.executable).with_name("hcl")
 GATEWAY = 3  # dev account of the dev consortium's gateway
@@ -266,3 +268,13 @@ class GatewayProcess:
             text=True,
             timeout=120,
         )
+
+
+_ALLERGY = orjson.loads((SAMPLES / "hl7-r4" / "AllergyIntolerance-example.json").read_bytes())
+
+
+def fresh_allergy() -> bytes:
+    """The HL7 allergy example as a new resource at each call (its own id, no identifier): an upload the
+    gateway does not hold yet, so it is stored and registered (the same upload again would store nothing)."""
+    resource = {k: v for k, v in _ALLERGY.items() if k != "identifier"}
+    return orjson.dumps({**resource, "id": f"{_ALLERGY['id']}.{os.urandom(6).hex()}"})

@@ -24,13 +24,12 @@ from gateway.ledger.journal import Journal
 from gateway.ops.reconcile import reconcile
 from gateway.storage.db import Database
 from node_client.vocabulary import parse_categories, parse_purposes
-from tests.support.fault_harness import FaultChain, GatewayProcess, TcpProxy
-from tests.support.gateway_harness import CLINIC, HOSPITAL, SAMPLES, dev
+from tests.support.fault_harness import FaultChain, GatewayProcess, TcpProxy, fresh_allergy
+from tests.support.gateway_harness import CLINIC, HOSPITAL, dev
 
 pytestmark = pytest.mark.slow  # gateway processes through chain, store and disk outages (~1 min)
 
 FHIR = {"Content-Type": "application/fhir+json"}
-ALLERGY = (SAMPLES / "hl7-r4" / "AllergyIntolerance-example.json").read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,9 @@ def _grant(chain: FaultChain, patient: int) -> None:
 
 def _upload(gw: GatewayProcess, patient: int) -> str:
     with gw.http(dev(HOSPITAL)) as hospital:
-        r = hospital.post("/v1/records", params={"patient": dev(patient).address}, content=ALLERGY, headers=FHIR)
+        r = hospital.post(
+            "/v1/records", params={"patient": dev(patient).address}, content=fresh_allergy(), headers=FHIR
+        )
     assert r.status_code == 201, r.text
     return str(r.json()["records"][0]["recordId"])
 
@@ -135,7 +136,7 @@ def test_chain_endpoint_stopped_and_started_again(mode: str, request: pytest.Fix
                 _assert_refused(*_release(gw, record), "chain_unavailable")
             with gw.http(dev(HOSPITAL)) as hospital:
                 r = hospital.post(
-                    "/v1/records", params={"patient": dev(patient).address}, content=ALLERGY, headers=FHIR
+                    "/v1/records", params={"patient": dev(patient).address}, content=fresh_allergy(), headers=FHIR
                 )
             assert r.status_code == 503 and r.json()["code"] == "chain_unavailable", r.text
             health = gw.health()
@@ -222,7 +223,9 @@ def test_blob_directory_replaced_by_a_file(chain: FaultChain, tmp_path: Path) ->
         try:
             _assert_refused(*_release(gw, record), "storage_unavailable")
             with gw.http(dev(HOSPITAL)) as hospital:
-                r = hospital.post("/v1/records", params={"patient": dev(13).address}, content=ALLERGY, headers=FHIR)
+                r = hospital.post(
+                    "/v1/records", params={"patient": dev(13).address}, content=fresh_allergy(), headers=FHIR
+                )
             _assert_refused(r.status_code, r.json(), "storage_unavailable")
             assert gw.health()["checks"]["storage"]["ok"] is False
             assert _ledger_count(gw, chain) == before
@@ -281,7 +284,9 @@ def test_ipfs_node_stopped_and_started_again(chain: FaultChain, tmp_path: Path) 
         try:
             _assert_refused(*_release(gw, record), "storage_unavailable")
             with gw.http(dev(HOSPITAL)) as hospital:
-                r = hospital.post("/v1/records", params={"patient": dev(14).address}, content=ALLERGY, headers=FHIR)
+                r = hospital.post(
+                    "/v1/records", params={"patient": dev(14).address}, content=fresh_allergy(), headers=FHIR
+                )
             _assert_refused(r.status_code, r.json(), "storage_unavailable")
             assert _ledger_count(gw, chain) == before
         finally:
@@ -337,7 +342,7 @@ def test_blob_store_disk_full_is_507_and_leaves_nothing(chain: FaultChain, tmp_p
         _grant(chain, 15)
         filler = _fill(data_dir / "blobs")
         with gw.http(dev(HOSPITAL)) as hospital:
-            r = hospital.post("/v1/records", params={"patient": dev(15).address}, content=ALLERGY, headers=FHIR)
+            r = hospital.post("/v1/records", params={"patient": dev(15).address}, content=fresh_allergy(), headers=FHIR)
         _assert_refused(r.status_code, r.json(), "storage_full")
         assert not list((data_dir / "blobs").glob("*/.tmp-*"))  # no partial blob
         db = Database(gw.settings().db_path)

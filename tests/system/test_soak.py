@@ -25,14 +25,13 @@ import pytest
 
 from gateway.ledger.journal import Journal
 from node_client.vocabulary import parse_categories, parse_purposes
-from tests.support.fault_harness import GATEWAY, FaultChain, GatewayProcess
-from tests.support.gateway_harness import CLINIC, HOSPITAL, LAB, SAMPLES, dev
+from tests.support.fault_harness import GATEWAY, FaultChain, GatewayProcess, fresh_allergy
+from tests.support.gateway_harness import CLINIC, HOSPITAL, LAB, dev
 
 pytestmark = pytest.mark.slow  # HCL_SOAK_SECONDS of mixed load (60 s by default)
 
 SECONDS = float(os.environ.get("HCL_SOAK_SECONDS", "60")) / 2  # per mode
 FHIR = {"Content-Type": "application/fhir+json"}
-ALLERGY = (SAMPLES / "hl7-r4" / "AllergyIntolerance-example.json").read_bytes()
 PATIENTS = tuple(range(10, 16))
 READERS = (CLINIC, CLINIC, LAB)
 REVOCATIONS = 4
@@ -81,7 +80,7 @@ def test_soak_with_revocations_mid_stream(mode: str, chain: FaultChain, tmp_path
     hospital_token = gw.token(dev(HOSPITAL))
     with httpx.Client(base_url=gw.url, timeout=30, headers={"Authorization": f"Bearer {hospital_token}"}) as h:
         for patient in records:
-            r = h.post("/v1/records", params={"patient": patient}, content=ALLERGY, headers=FHIR)
+            r = h.post("/v1/records", params={"patient": patient}, content=fresh_allergy(), headers=FHIR)
             assert r.status_code == 201, r.text
             records[patient].append(r.json()["records"][0]["recordId"])
     uploads = len(records)
@@ -93,7 +92,7 @@ def test_soak_with_revocations_mid_stream(mode: str, chain: FaultChain, tmp_path
             while not stop.is_set():
                 patient = rnd.choice(list(records))
                 try:
-                    r = h.post("/v1/records", params={"patient": patient}, content=ALLERGY, headers=FHIR)
+                    r = h.post("/v1/records", params={"patient": patient}, content=fresh_allergy(), headers=FHIR)
                 except httpx.TransportError as exc:
                     failures.append(f"upload: {exc!r}")
                     return
