@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,15 +35,24 @@ _POLL_INTERVAL: Final = 0.1
 _LOG_TAIL_BYTES: Final = 4000
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` that nothing listens on right now.
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
 
-    The OS picks it (bind to port 0), so parallel test workers do not collide; another process
-    could still take it before the node binds, which :meth:`HardhatNode.start` then reports.
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that nothing listens on right now, never one this process was given
+    before: the OS picks it (bind to port 0), and two calls in a row may get the same port from it, which
+    a network choosing a dozen ports before starting its nodes would then give to two of them. Another
+    process could still take it before the node binds, which :meth:`HardhatNode.start` then reports.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    with _handed_out_lock:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 def _port_in_use(host: str, port: int) -> bool:
