@@ -91,7 +91,8 @@ class DisplayLanguage:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        header = dict(scope.get("headers") or ()).get(b"accept-language") if scope["type"] == "http" else None
+        headers = scope.get("headers", ()) if scope["type"] == "http" else ()
+        header = next((value for name, value in headers if name == b"accept-language"), None)  # no dict per request
         if not header:
             await self.app(scope, receive, send)
             return

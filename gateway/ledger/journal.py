@@ -865,16 +865,18 @@ class Journal:
             with self._transaction() as conn:
                 first = conn.execute("SELECT MIN(idx) FROM entries").fetchone()[0]
                 home = next((seg for seg in segments if first is not None and seg.lo <= first < seg.hi), None)
-                if home is not None:  # else nothing sealed is left in the open database
+                more = False  # nothing sealed is left in the open database unless a chunk says otherwise
+                if home is not None:
                     hi = min(first + DROP_CHUNK, home.hi)
                     drop_sealed(conn, home.lo if hi == home.hi else first, hi)
+                    more = hi < home.hi or home is not segments[-1]  # more here, or segments a crash left
                     crashpoint("journal.drop_before_commit")
                 conn.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - like a failed commit: fail closed
             log.error("deleting sealed rows failed; the journal is now unavailable: %r", exc)
             self._fail(exc, [])
             return False
-        if home is not None and (hi < home.hi or home is not segments[-1]):  # more here, or left by a crash
+        if more:
             self._queue.put(_DROP)
         return True
 
