@@ -88,14 +88,18 @@ class GatewayProcess:
     def peak_rss_mb(self) -> float:
         """Peak resident set size of the gateway's processes so far (the sum of each one's VmHWM: a primary's
         and its workers' with ``HCL_WORKERS`` > 1), in MB."""
+        return sum(self.peak_rss_each_mb()) or float("nan")
+
+    def peak_rss_each_mb(self) -> list[float]:
+        """Each process's VmHWM in MB: the first is the gateway (or the primary), then its workers."""
         pid = self.process.pid
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        total = 0.0
+        each = []
         for p in [pid, *map(int, children)]:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
-                    total += int(line.split()[1]) / 1024
-        return total or float("nan")
+                    each.append(round(int(line.split()[1]) / 1024, 1))
+        return each
 
     def metric(self, name: str, labels: str = "") -> float:
         """The sum of a Prometheus counter's samples matching ``labels`` (a substring), from /metrics."""

@@ -255,6 +255,7 @@ def one_run(
         run.update(_strict_ledger(net, block0 + 1, net.client.block_number()))
     run["released"] = int(gw.metric("hcl_releases_total") - released0)
     run["peak_rss_mb"] = round(gw.peak_rss_mb(), 1)
+    run["peak_rss_each_mb"] = gw.peak_rss_each_mb()  # the primary (or the one process) first
     return run
 
 

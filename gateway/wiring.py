@@ -137,7 +137,8 @@ class Components:
     def start(self) -> None:
         """Starts following the chain (the read model catches up in the background); starts anchoring in batch mode.
 
-        The FHIR models load in the background (1-3 s) so the first upload is not the one that pays.
+        The FHIR models load in the background (1-3 s) so the first upload is not the one that pays; not in
+        a primary of several processes, which serves no uploads (25 MB less).
         """
         limit_recursion()
         if self.role is Role.WORKER:  # the primary holds the lock, checks the anchors, follows the chain
@@ -157,7 +158,8 @@ class Components:
             except BaseException:
                 self._lock.release()
                 raise
-        threading.Thread(target=warm_up, name="hcl-fhir-warm-up", daemon=True).start()
+        if self.role is not Role.PRIMARY:  # a primary serves no HTTP, so never validates an upload
+            threading.Thread(target=warm_up, name="hcl-fhir-warm-up", daemon=True).start()
         for address in read_model.member_addresses(self.db):
             self.member_names.member_added(address)  # members indexed before a restart, still unnamed?
         # the indexer catches up in its thread while the gateway serves (from genesis: minutes on a long
