@@ -465,6 +465,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "lookup_value": ("证件号码", "ID number"),
     "lookup_button": ("查找患者", "Find patient"),
     "lookup_found": ("已找到患者，地址已填入", "Patient found; her address is filled in"),
+    # health code version 2: the patient's category key carried in a grant (blinded categories, issue 16)
+    "hc_category_key": (
+        "码中附带的类别密钥不是该患者本人的",
+        "the category key in the code is not the patient's own",
+    ),
 }
 
 #: FHIR resource types as a reader of that language names them (the opened record, the records table);

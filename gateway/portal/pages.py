@@ -454,9 +454,10 @@ async def preview(
     if not code_text:
         raise Problem("invalid_request", i18n.translator(i18n.negotiate(request))("hc_missing"))
     try:
-        signed, domain = hc.decode(code_text)
+        code = hc.decode(code_text)
+        signed, domain = code.signed, code.domain
         names = c.member_names.in_language(i18n.negotiate(request))
-        summary = hc.summary(signed, domain, ledger=c.ledger, members=names)
+        summary = hc.summary(signed, domain, category_key=code.category_key, ledger=c.ledger, members=names)
     except hc.HealthCodeError as exc:
         raise _code_problem(request, exc) from None
     except ChainUnavailable as exc:

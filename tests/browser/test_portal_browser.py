@@ -431,7 +431,7 @@ def test_an_injected_wallet_signs_instead_of_a_keystore(net: tuple[RunningGatewa
     page.wait_for_selector("#key-status[data-state=unlocked]")
     assert li in page.inner_text("#key-status")
     make_code(page, dev(CLINIC).address, ["allergies"])
-    signed, _domain = hc.decode(page.input_value("#code-text"))
+    signed = hc.decode(page.input_value("#code-text")).signed
     assert signed.signer == li and signed.message.patient == li
     shot(page, "17-patient-wallet-code")
 
