@@ -67,8 +67,12 @@ def _signed(c: Components, body: SignedGrantIn | SignedRevokeIn) -> signing.Sign
 
 @router.post("/v1/consents", status_code=201, responses=problems(409, 422, 503))
 def grant(body: SignedGrantIn, c: ComponentsDep, caller: CallerDep) -> ConsentGranted:
-    """Submit a patient- (or guardian-) signed ConsentGrant — the health-code payload — with grantBySig."""
+    """Submit a patient- (or guardian-) signed ConsentGrant — the health-code payload — with grantBySig.
+
+    A code that carries the patient's category key hands it to this gateway first (a bad one: 422, nothing sent)."""
     signed = _signed(c, body)
+    if body.categoryKey is not None:
+        c.category_keys.learn(body.message.patient, bytes.fromhex(body.categoryKey[2:]))
     try:
         consent_id, tx = c.ledger.consents.grant_by_sig(c.gateway_account, signed)
     except ChainUnavailable as exc:

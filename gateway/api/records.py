@@ -132,7 +132,7 @@ async def upload_records(
         records=[
             UploadedRecord(
                 recordId="0x" + r.record_id.hex(),
-                category=CATEGORIES[r.category].slug,
+                category=c.category_keys.name_slot(result.patient, r.category),
                 resources=r.resources,
                 locator=r.locator,
                 contentHash="0x" + r.content_hash.hex(),
@@ -143,7 +143,10 @@ async def upload_records(
             for r in result.records
         ],
         unchanged=[
-            UnchangedRecord(category=CATEGORIES[u.category].slug, recordIds=["0x" + i.hex() for i in u.record_ids])
+            UnchangedRecord(
+                category=c.category_keys.name_slot(result.patient, u.category),
+                recordIds=["0x" + i.hex() for i in u.record_ids],
+            )
             for u in result.unchanged
         ],
         ignored=[IgnoredResource(resourceType=t, reason=why) for t, why in result.ignored],

@@ -465,6 +465,18 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "lookup_value": ("证件号码", "ID number"),
     "lookup_button": ("查找患者", "Find patient"),
     "lookup_found": ("已找到患者，地址已填入", "Patient found; her address is filled in"),
+    # ---- blinded categories: the patient's category key (issue 16)
+    "problem_category_key_invalid": ("类别密钥不是患者本人签署的", "The category key is not signed by the patient"),
+    "problem_category_key_needed": (
+        "本网关尚无该患者的类别密钥：请患者登录本机构门户一次，或出示携带密钥的健康码",
+        "This gateway does not hold the patient's category key: she signs in to this portal once, or shows a "
+        "health code that carries it",
+    ),
+    "problem_category_key_conflict": (
+        "本网关已保存该患者的另一把类别密钥",
+        "This gateway holds another category key for the patient",
+    ),
+    "slot_n": ("受保护类别 {n}", "Protected category {n}"),
     # health code version 2: the patient's category key carried in a grant (blinded categories, issue 16)
     "hc_category_key": (
         "码中附带的类别密钥不是该患者本人的",
