@@ -17,7 +17,6 @@ import typer
 from eth_account.signers.local import LocalAccount
 from rich.table import Table
 
-from node_client import blinding
 from node_client import healthcode as hc
 from node_client._cli_common import (
     ChainOpts,
@@ -27,6 +26,7 @@ from node_client._cli_common import (
     err_console,
     handle_errors,
     option_groups,
+    own_category_key,
     parse_address,
     parse_duration,
     print_json,
@@ -139,8 +139,8 @@ def code_new(
 def _slots(account: LocalAccount, patient: str, domain: Domain, categories: int) -> tuple[int, bytes | None]:
     """The slot mask of a grant's categories, and the patient's key signature (None for a guardian)."""
     if account.address.lower() == patient.lower():
-        signature = blinding.sign_category_key(account, domain)
-        return blinding.category_key(domain, patient, signature).slots(categories), signature
+        key, signature = own_category_key(account, domain)
+        return key.slots(categories), signature
     if categories & ~EMERGENCY_SAFE:
         raise ValueError(
             "a guardian cannot make the patient's category key: only emergency-safe categories "

@@ -27,6 +27,7 @@ from node_client._cli_common import (
     err_console,
     handle_errors,
     option_groups,
+    own_category_key,
     print_json,
 )
 
@@ -98,14 +99,11 @@ def category_key_cmd(
     Prints only your address and the key's fingerprint (the same wallet always makes the same key); the key
     itself, which tells which slot holds which of your categories, goes only to the gateway you name.
     """
-    from node_client import blinding
     from node_client.gateway_client import GatewayClient
 
     ledger = chain.ledger()
     account = signer.account(dev=ledger.dev)
-    domain = ledger.consents.domain()
-    signature = blinding.sign_category_key(account, domain)
-    key = blinding.category_key(domain, account.address, signature)
+    key, signature = own_category_key(account, ledger.consents.domain())
     out: dict[str, object] = {"patient": account.address, "fingerprint": _fingerprint(key.key)}
     if enrol is not None:
         with GatewayClient(enrol) as gw:
