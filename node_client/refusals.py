@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from node_client._exceptions import ContractRevert
+from node_client.blinding import PUBLIC_SLOTS
 from node_client.contracts import Consent, ConsentStatus, Member, MemberStatus
 from node_client.vocabulary import PROVIDER_ROLES, Category, Purpose
 
@@ -26,15 +27,20 @@ class Refusal:
     valid_until: int | None = None
 
 
-def refusal(member: Member, consent: Consent, now: int, category: int, purpose: int) -> Refusal:
-    """Why ``member`` may not read ``category`` for ``purpose`` under ``consent`` at chain time ``now``."""
+def refusal(
+    member: Member, consent: Consent, now: int, category: int, purpose: int, *, category_name: str | None = None
+) -> Refusal:
+    """Why ``member`` may not read ``category`` (a slot, as the chain has it) for ``purpose`` under ``consent``
+    at chain time ``now``. ``category_name``: what the reader calls the slot (the gateway names it with the
+    patient's key); without it an emergency-safe slot is named, a blinded one is ``slot-N``."""
     if member.status is MemberStatus.SUSPENDED:
         return Refusal("member_suspended", f"{member.address} is suspended")
     if member.status is not MemberStatus.ACTIVE:
         return Refusal("not_member", f"{member.address} is not an active member")
     if not member.roles & int(PROVIDER_ROLES):
         return Refusal("wrong_role", f"{member.address} is not a care provider")
-    cat, pur = Category(category).name.lower(), Purpose(purpose).name.lower()
+    pur = Purpose(purpose).name.lower()
+    cat = category_name or (Category(category).name.lower() if category in PUBLIC_SLOTS else f"slot-{category}")
     if purpose == Purpose.EMERGENCY and (
         consent.status is not ConsentStatus.ACTIVE or not consent.purposes >> purpose & 1
     ):
