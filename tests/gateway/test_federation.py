@@ -31,8 +31,9 @@ from node_client.deploy import Ledger, dev_encryption_key
 from node_client.federation import HEADERS, signing_message
 from node_client.gateway_client import GatewayClient, open_release
 from node_client.keys import dev_account
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
 from tests.support.federation import GW_A, GW_B, deploy_with_gateways, gateway_settings, served
+from tests.support.gateway_harness import slots_of
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "fhir" / "synthea" / "patient-1-Emmie273_Kovacek682.json"
 HOSPITAL, CLINIC, LAB = 4, 5, 6
@@ -88,7 +89,7 @@ def _grant(fed: Federation, patient: int, grantee: int, categories: str) -> None
     fed.ledger.consents.grant(
         dev_account(patient),
         dev_account(grantee).address,
-        parse_categories(categories),
+        slots_of(fed.ledger.consents.domain(), dev_account(patient), categories),
         parse_purposes("treatment,referral"),
         now - 60,
         now + 86_400,
