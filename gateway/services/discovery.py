@@ -25,7 +25,7 @@ from gateway.storage import record_keys
 from gateway.storage.category_keys import slot_name
 from gateway.wiring import Components
 from node_client.paging import PageKey
-from node_client.vocabulary import PURPOSES, SLOT_COUNT
+from node_client.vocabulary import PURPOSES
 
 __all__ = ["Discovery", "Query", "local", "network"]
 
@@ -179,15 +179,15 @@ def _theirs(c: Components, peer: Peer, patient: str, answer: dict[str, Any]) -> 
     if not isinstance(records, list):
         return []
     return [
-        {**r, "category": _renamed(c, patient, r.get("category")), "holder": peer.address, "holderName": peer.name}
+        {
+            **r,
+            "category": c.category_keys.renamed(patient, r.get("category")),
+            "holder": peer.address,
+            "holderName": peer.name,
+        }
         for r in records
         if isinstance(r, dict)
     ]
-
-
-def _renamed(c: Components, patient: str, name: object) -> object:
-    slot = name.removeprefix("slot-") if isinstance(name, str) else ""
-    return c.category_keys.name_slot(patient, int(slot)) if slot.isdigit() and int(slot) < SLOT_COUNT else name
 
 
 def _missing(peer: Peer, exc: errors.DomainError | Problem) -> dict[str, str]:

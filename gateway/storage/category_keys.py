@@ -104,6 +104,12 @@ class CategoryKeys:
         """``slot`` of the patient's mask named for people and API answers (slug, or ``slot-N``)."""
         return slot_name(None if slot in PUBLIC_SLOTS else self.get(patient), slot)
 
+    def renamed(self, patient: str, name: object) -> object:
+        """A slot as a peer gateway named it: its ``slot-N`` (it lacks her key) named here if this gateway holds
+        the key; anything else as it came."""
+        n = name.removeprefix("slot-") if isinstance(name, str) else ""
+        return self.name_slot(patient, int(n)) if n.isdigit() and int(n) < SLOT_COUNT else name
+
     def parse(self, patient: str, value: str) -> int:
         """A category list as people and peers write it (``mental-health,slot-9``) → the patient's slot mask:
         a slug through her key (``category_key_needed`` for a blinded one without it), ``slot-N`` as is.
