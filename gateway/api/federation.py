@@ -40,7 +40,7 @@ async def get_peer_request(request: Request, c: ComponentsDep) -> SignedRequest:
 PeerDep = Annotated[SignedRequest, Depends(get_peer_request)]
 
 
-@router.get("/v1/federation/patients/{address}/records", responses=problems(401, 403, 503))
+@router.get("/v1/federation/patients/{address}/records", responses=problems(401, 403, 409, 503))
 def holder_discover(
     address: str,
     c: ComponentsDep,

@@ -202,12 +202,14 @@ async def lookup_patient(body: LookupIn, c: ComponentsDep, caller: CallerDep) ->
     return Response(orjson.dumps(out), media_type="application/json")
 
 
-@router.get("/v1/patients/{address}/records", responses=problems(400, 503))
+@router.get("/v1/patients/{address}/records", responses=problems(400, 409, 503))
 def discover(
     address: str,
     c: ComponentsDep,
     caller: CallerDep,
-    category: Annotated[str | None, Query(description="e.g. lab-results")] = None,
+    category: Annotated[
+        str | None, Query(description="e.g. lab-results,mental-health; slot-N: one of the patient's slots as is")
+    ] = None,
     since: Annotated[str | None, Query(description="ISO date: resources dated on or after")] = None,
     code: Annotated[str | None, Query(description="a resource code, e.g. LOINC 4548-4")] = None,
     purpose: Annotated[str, Query()] = "treatment",
