@@ -49,6 +49,7 @@ from rich.table import Table
 from node_client import signing
 from node_client._client import ChainClient
 from node_client._exceptions import ContractRevert, GatewayProblem, GatewayUnavailable, NodeClientError
+from node_client.blinding import category_key, sign_category_key
 from node_client.commitments import new_salt, reason_commitment
 from node_client.contracts import Action, ConsentStatus, MemberStatus, ProposalStatus
 from node_client.deploy import Ledger, Manifest, MemberSpec, dev_encryption_key
@@ -763,6 +764,7 @@ class _Run:
     county: LocalAccount = field(default_factory=lambda: dev_account(COUNTY))
     records: list[dict[str, Any]] = field(default_factory=list)  # Wang's records (step 1)
     categories: int = 0  # what the health code grants (step 2)
+    slots: int = 0  # the same, as Wang's slots on chain (her category key places them)
     purposes: int = 0
     consent_id: str = ""  # the consent the code became on-chain (step 3)
     lab_record: str = ""  # the record holding the latest HbA1c (step 4)
@@ -887,10 +889,11 @@ def _wang_signs_a_health_code(r: _Run) -> dict[str, Any]:
         )
     now = r.s.chain_now()
     r.categories, r.purposes = parse_categories(r.grant), parse_purposes(GRANT_PURPOSES)
-    grant = consents.build_grant(
-        r.wang.address, r.clinic.address, r.categories, r.purposes, now, now + GRANT_DAYS * 86_400, deadline=now + 3600
-    )
     domain = consents.domain()
+    r.slots = category_key(domain, r.wang.address, sign_category_key(r.wang, domain)).slots(r.categories)
+    grant = consents.build_grant(
+        r.wang.address, r.clinic.address, r.slots, r.purposes, now, now + GRANT_DAYS * 86_400, deadline=now + 3600
+    )
     signed = signing.sign(r.wang, domain, grant)
     payload: dict[str, Any] = signed.as_dict()
     r.out.print(
@@ -944,7 +947,7 @@ def _centre_submits_the_code(r: _Run, payload: dict[str, Any]) -> None:
     if (
         "0x" + onchain.consent_id.hex() != r.consent_id
         or onchain.status is not ConsentStatus.ACTIVE
-        or onchain.categories != r.categories
+        or onchain.categories != r.slots
         or onchain.purposes != r.purposes
     ):
         raise DemoError(f"the chain does not hold the consent the gateway reported: {onchain}")

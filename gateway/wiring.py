@@ -127,7 +127,12 @@ class Components:
             self.events = EventHub(self.db, interval=s.notify_poll)
         if self.role is not Role.WORKER and self.feed is None:
             self.feed = AccessFeed(
-                self.db, self.member_names, self.gateway_account.address, journal=self.journal, interval=s.notify_poll
+                self.db,
+                self.member_names,
+                self.category_keys,
+                self.gateway_account.address,
+                journal=self.journal,
+                interval=s.notify_poll,
             )
             self.deliverer = Deliverer(
                 self.db,
@@ -270,7 +275,8 @@ class _Parts:
             token_ttl=settings.token_ttl,
             challenge_ttl=settings.challenge_ttl,
         )
-        policy = AccessPolicy(self.ledger, db=db, indexer=indexer)
+        category_keys = CategoryKeys(db, kek, Domain(self.manifest.chain_id, self.ledger.consents.address))
+        policy = AccessPolicy(self.ledger, db=db, indexer=indexer, category_keys=category_keys)
         federation = Federation(
             Directory(db, self.names, account.address), account, timeout=settings.federation_timeout
         )
@@ -289,7 +295,7 @@ class _Parts:
             federation=federation,
             peers=PeerVerifier(policy, db),
             registrar=_registrar(settings, self.ledger, account, indexer, metrics),
-            category_keys=CategoryKeys(db, kek, Domain(self.manifest.chain_id, self.ledger.consents.address)),
+            category_keys=category_keys,
             index_key=load_or_create_key(settings.index_key_file),
             member_names=self.names,
             **extra,

@@ -27,7 +27,9 @@ def category_key_request(
 
 
 @router.post(
-    "/v1/category-keys", status_code=201, responses={200: {"description": "already held"}, **problems(409, 422)}
+    "/v1/category-keys",
+    status_code=201,
+    responses={200: {"model": CategoryKeyLearned, "description": "already held"}, **problems(409, 422)},
 )
 def learn_category_key(
     body: CategoryKeyIn, response: Response, c: ComponentsDep, _caller: CallerDep

@@ -17,7 +17,7 @@ from gateway.wiring import Components
 from node_client import signing
 from node_client._exceptions import ChainUnavailable, ContractRevert, SignatureError
 from node_client.commitments import reason_commitment
-from node_client.vocabulary import CATEGORIES, Role, categories_of
+from node_client.vocabulary import Role
 
 router = APIRouter(tags=["consents"])
 
@@ -125,7 +125,7 @@ def emergency_access(body: EmergencyIn, c: ComponentsDep, caller: CallerDep) -> 
     return EmergencyOpened(
         accessId="0x" + bytes(ev["accessId"]).hex(),
         patient=ev["patient"],
-        categories=[CATEGORIES[int(t)].slug for t in categories_of(ev["categories"])],
+        categories=c.category_keys.name_slots(ev["patient"], ev["categories"]),
         validUntil=ev["validUntil"],
         txHash=result.tx_hash,
     )

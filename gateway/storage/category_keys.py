@@ -18,7 +18,7 @@ from gateway.storage.db import Database
 from node_client._exceptions import SignatureError
 from node_client.blinding import PUBLIC_SLOTS, CategoryKey, category_key
 from node_client.signing import Domain
-from node_client.vocabulary import CATEGORIES, SLOT_COUNT
+from node_client.vocabulary import CATEGORIES, SLOT_COUNT, parse_categories
 
 __all__ = ["CategoryKeys", "slot_name"]
 
@@ -103,6 +103,28 @@ class CategoryKeys:
     def name_slot(self, patient: str, slot: int) -> str:
         """``slot`` of the patient's mask named for people and API answers (slug, or ``slot-N``)."""
         return slot_name(None if slot in PUBLIC_SLOTS else self.get(patient), slot)
+
+    def renamed(self, patient: str, name: object) -> object:
+        """A slot as a peer gateway named it: its ``slot-N`` (it lacks her key) named here if this gateway holds
+        the key; anything else as it came."""
+        n = name.removeprefix("slot-") if isinstance(name, str) else ""
+        return self.name_slot(patient, int(n)) if n.isdigit() and int(n) < SLOT_COUNT else name
+
+    def parse(self, patient: str, value: str) -> int:
+        """A category list as people and peers write it (``mental-health,slot-9``) → the patient's slot mask:
+        a slug through her key (``category_key_needed`` for a blinded one without it), ``slot-N`` as is.
+        ValueError names a term that is neither."""
+        slots = 0
+        for raw in value.split(","):
+            term = raw.strip().lower()
+            n = term.removeprefix("slot-")
+            if n != term and n.isdigit() and int(n) < SLOT_COUNT:
+                slots |= 1 << int(n)
+            elif term:
+                slots |= 1 << self.slot(patient, int(parse_categories(term)).bit_length() - 1)
+        if not slots:
+            raise ValueError("at least one category is required")
+        return slots
 
     def name_slots(self, patient: str, mask: int) -> list[str]:
         """The set bits of a slot mask, named, in slot order."""
