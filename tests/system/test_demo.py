@@ -65,6 +65,10 @@ def test_seed_is_idempotent_and_run_plays_the_scenario(tmp_path: Path) -> None:
         for n in range(1, 10):
             assert f"Step {n}." in text
         assert "consent_revoked" in text and "match" in text and "EMERGENCY" in text
+        # the chain holds Wang's slots; what the demo prints names her categories (her gateway holds her key)
+        assert "on-chain slots" in text and "Laboratory results" in text and "slot-" not in text
+        granted = gw.ledger.consents.consent_of(dev(10).address, dev(demo.CLINIC).address).categories
+        assert granted == gw.slots(dev(10), demo.GRANT_CATEGORIES)
 
         # repeatable on the same network: the re-grant replaces the revoked consent
         con, out = _console()
