@@ -320,6 +320,11 @@ on-chain format and never change.
 
 {cats}
 
+On chain a category bit is a *slot* (0–15): the four emergency-safe categories keep their own bit for every
+patient; every other category, and the spare slot 15, sits in the slot her category key gives it
+(`node_client/blinding.py`, [data on chain](data-on-chain.md#blinded-categories)). The API, the portal and
+the CLI speak the bits above and map them to her slots; a signed `ConsentGrant` carries the slots.
+
 Emergency (break-glass) access may only read the emergency-safe categories; sensitive categories are
 marked in the portal and never readable in an emergency.
 

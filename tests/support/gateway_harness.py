@@ -159,7 +159,8 @@ def serving(settings: GatewaySettings, components: Components, *, caught_up: boo
 
 
 @contextmanager
-def running_gateway(tmp: Path, **overrides: Any) -> Iterator[RunningGateway]:
+def running_gateway(tmp: Path, *, enrolled: bool = True, **overrides: Any) -> Iterator[RunningGateway]:
+    """A gateway on a fresh dev chain; ``enrolled``: it holds every dev patient's category key already."""
     node = HardhatNode(log_path=tmp / "hardhat.log").start(port=free_port())
     try:
         client = ChainClient(rpc_url=node.url)
@@ -180,7 +181,8 @@ def running_gateway(tmp: Path, **overrides: Any) -> Iterator[RunningGateway]:
             **overrides,
         )
         components = build_components(settings)
-        enrol_dev_patients(components)
+        if enrolled:
+            enrol_dev_patients(components)
         with serving(settings, components) as server:
             running = RunningGateway(
                 f"http://127.0.0.1:{port}",
