@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from bench.gateway import patient_key
 from gateway.ledger.anchoring import Anchorer
 from gateway.ledger.journal import Journal, JournalEntry
 from node_client._client import ChainClient
@@ -140,12 +141,17 @@ def generate_ledger(
         gateway = dev_account(GATEWAY)
         log(f"deployed on {node.url}; registering records and consents")
 
-        # records: one per category per patient, registered by the gateway for a rotating provider
-        records: list[tuple[str, bytes, int]] = []  # (patient, record id, category)
+        # records: one per category per patient, each in the patient's slot of it, registered by the
+        # gateway for a rotating provider
+        domain = ledger.consents.domain()
+        keys = {p: patient_key(domain, p) for p in PATIENTS}
+        records: list[tuple[str, bytes, int]] = []  # (patient, record id, slot)
         for p in PATIENTS:
             patient = dev_account(p).address
             batch = [
-                RecordInput(_h(f"rec-{p}-{c}"), c, _h(f"ct-{p}-{c}"), b"\x01\x55\x12\x20" + _h(f"ct-{p}-{c}"))
+                RecordInput(
+                    _h(f"rec-{p}-{c}"), keys[p].slot(c), _h(f"ct-{p}-{c}"), b"\x01\x55\x12\x20" + _h(f"ct-{p}-{c}")
+                )
                 for c in range(len(CATEGORIES))
             ]
             ledger.records.register_batch(gateway, patient, dev_account(PROVIDERS[p % len(PROVIDERS)]).address, batch)
@@ -159,7 +165,7 @@ def generate_ledger(
                 cid, _ = ledger.consents.grant(
                     dev_account(p),
                     dev_account(q).address,
-                    all_categories,
+                    keys[p].slots(all_categories),
                     1 << int(Purpose.TREATMENT),
                     now,
                     now + 365 * 86_400,

@@ -32,6 +32,7 @@ from eth_utils import function_signature_to_4byte_selector
 from bench.gateway import Chain, chain, environment
 from node_client._client import ChainClient
 from node_client._node import free_port
+from node_client.blinding import category_key, sign_category_key
 from node_client.deploy import Manifest
 from node_client.keys import dev_account
 from node_client.vocabulary import parse_categories, parse_purposes
@@ -81,7 +82,10 @@ def grow(
     nonces = _rpc_batch(url, [("eth_getTransactionCount", [k.address, "latest"]) for k in keys])
     next_nonce = [int(n, 16) for n in nonces]
     now = client.block_timestamp()
-    cats, purposes = parse_categories("lab-results,vital-signs"), parse_purposes("treatment")
+    domain = manifest.connect(client).consents.domain()
+    lab = parse_categories("lab-results,vital-signs")
+    slots = [category_key(domain, k.address, sign_category_key(k, domain)).slots(lab) for k in keys]  # hers
+    purposes = parse_purposes("treatment")
     providers = [dev_account(i).address for i in PROVIDERS]
     _rpc_batch(url, [("evm_setAutomine", [False])])
     try:
@@ -91,7 +95,7 @@ def grow(
                 k = n % patients
                 data = _GRANT + abi_encode(
                     ["address", "uint16", "uint8", "uint40", "uint40"],
-                    [providers[n // patients % len(providers)], cats, purposes, now - 60, now + 10**8],
+                    [providers[n // patients % len(providers)], slots[k], purposes, now - 60, now + 10**8],
                 )
                 tx = {"to": manifest.contracts["ConsentRegistry"], "data": data, "gas": 300_000, "value": 0,
                       "nonce": next_nonce[k], "chainId": chain_id, "maxFeePerGas": 10**11,

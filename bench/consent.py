@@ -20,12 +20,23 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
-from bench.gateway import Chain, chain, environment, gateway_process, grant_all, seed_records, signed_in, wait_indexed
+from bench.gateway import (
+    Chain,
+    chain,
+    environment,
+    gateway_process,
+    grant_all,
+    patient_key,
+    patient_slots,
+    seed_records,
+    signed_in,
+    wait_indexed,
+)
 from node_client._exceptions import GatewayProblem
 from node_client.deploy import Ledger
 from node_client.gateway_client import GatewayClient
 from node_client.keys import dev_account
-from node_client.vocabulary import Category, Purpose, parse_categories, parse_purposes
+from node_client.vocabulary import Category, Purpose, parse_purposes
 
 GOAL_P99_MS = 1.0
 
@@ -61,7 +72,8 @@ def decision_latency(folder: Path, net: Chain, n: int) -> dict[str, Any]:
                 raise RuntimeError("the read model did not sync")
             time.sleep(0.05)
         patient, reader = dev_account(10).address, dev_account(5).address
-        cat, pur = int(Category.LAB_RESULTS), int(Purpose.TREATMENT)
+        # the policy and the contract compare slots: lab results' slot of this patient
+        cat, pur = patient_key(c.ledger.consents.domain(), 10).slot(Category.LAB_RESULTS), int(Purpose.TREATMENT)
         cached: list[float] = []
         for _ in range(n):
             t0 = time.perf_counter()
@@ -100,6 +112,7 @@ def _revoke(ledger: Ledger, patient: LocalAccount, reader: str, mined_at: list[f
 def revocation_delay(folder: Path, net: Chain, trials: int) -> dict[str, Any]:
     ledger = net.manifest.connect(net.client)
     patient = dev_account(11)
+    slots = patient_slots(ledger.consents.domain(), 11, "lab-results,vital-signs")
     reader = 6  # the lab
     results = []
     with gateway_process(folder, net, mode="batch") as gw:
@@ -111,7 +124,7 @@ def revocation_delay(folder: Path, net: Chain, trials: int) -> dict[str, Any]:
                 ledger.consents.grant(
                     patient,
                     dev_account(reader).address,
-                    parse_categories("lab-results,vital-signs"),
+                    slots,
                     parse_purposes("treatment"),
                     now,
                     now + 86_400,

@@ -57,8 +57,9 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.gateway import environment, login, observation_bundle, signed_in
+from bench.gateway import enrol, environment, login, observation_bundle, signed_in
 from bench.network import send_grants
+from node_client._client import ChainClient
 from node_client._exceptions import GatewayProblem, NodeError
 from node_client.deploy import Manifest
 from node_client.keys import dev_account
@@ -447,6 +448,9 @@ def _setup(
     network: Network, manifest: Manifest, plan: FederationPlan, log: Any
 ) -> tuple[list[list[str]], dict[str, Any]]:
     patients = list(range(10, 10 + plan.patients))
+    domain = manifest.connect(ChainClient(rpc_url=network.nodes[0].url, timeout=60)).consents.domain()
+    for gw, institution in INSTITUTIONS.items():  # each patient hands each institution her key (not timed)
+        enrol(network.gateways[gw].url, domain, patients, by=institution)
     t0 = time.monotonic()
     held = upload_all(network, patients)
     uploaded = time.monotonic() - t0

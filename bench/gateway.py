@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +30,11 @@ import orjson
 
 from node_client._client import ChainClient
 from node_client._node import HardhatNode, free_port
+from node_client.blinding import CategoryKey, category_key, sign_category_key
 from node_client.deploy import Manifest, deploy_dev
 from node_client.gateway_client import GatewayClient
 from node_client.keys import dev_account
+from node_client.signing import Domain
 from node_client.vocabulary import parse_categories, parse_purposes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +79,25 @@ def chain(folder: Path) -> Iterator[Chain]:
         yield Chain(node, client, manifest, path, node.url)
     finally:
         node.stop()
+
+
+def patient_key(domain: Domain, patient: int) -> CategoryKey:
+    """Dev account ``patient``'s category key (what her wallet makes from her CategoryKeyRequest)."""
+    account = dev_account(patient)
+    return category_key(domain, account.address, sign_category_key(account, domain))
+
+
+def patient_slots(domain: Domain, patient: int, categories: str) -> int:
+    """``categories`` (slugs) as dev account ``patient``'s on-chain slot mask: what her consents carry."""
+    return patient_key(domain, patient).slots(parse_categories(categories))
+
+
+def enrol(url: str, domain: Domain, patients: Iterable[int], *, by: int = HOSPITAL) -> None:
+    """Each patient's category key handed to the gateway at ``url`` (her signed request, submitted by the
+    institution ``by``): before it, the gateway files only emergency-safe records of hers. Not measured."""
+    with signed_in(url, by, timeout=30) as gw:
+        for p in patients:
+            gw.enrol_category_key(dev_account(p).address, sign_category_key(dev_account(p), domain))
 
 
 @dataclass
@@ -157,6 +178,7 @@ def gateway_process(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, timeout=90, what=f"the gateway did not start; see {log.name}", poll=0.2)
+        enrol(url, net.manifest.connect(net.client).consents.domain(), PATIENTS)
         yield GatewayProcess(url, proc, data_dir)
     finally:
         proc.terminate()
@@ -239,15 +261,18 @@ def observation_bundle(size: int, serial: int, *, resources: int = 1) -> bytes:
 
 
 def grant_all(net: Chain, readers: tuple[int, ...] = READERS, categories: str = "lab-results,vital-signs") -> None:
-    """Every demo patient lets every reader see ``categories`` for treatment, for a year (signed by the patient)."""
+    """Every demo patient lets every reader see ``categories`` for treatment, for a year (signed by the
+    patient, in her slots)."""
     ledger = net.manifest.connect(net.client)
+    domain = ledger.consents.domain()
     now = net.client.block_timestamp()
     for p in PATIENTS:
+        slots = patient_slots(domain, p, categories)
         for r in readers:
             ledger.consents.grant(
                 dev_account(p),
                 dev_account(r).address,
-                parse_categories(categories),
+                slots,
                 parse_purposes("treatment"),
                 now,
                 now + 365 * 86_400,

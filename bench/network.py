@@ -53,6 +53,7 @@ from bench.gateway import (
     gateway_process,
     login,
     observation_bundle,
+    patient_slots,
     signed_in,
     wait_indexed,
 )
@@ -64,7 +65,7 @@ from node_client.deploy import Ledger, Manifest
 from node_client.keys import dev_account
 from node_client.network import Consortium, Network
 from node_client.network.geth import GETH_VERSION
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
 
 ROOT = Path(__file__).resolve().parents[1]
 VALIDATORS = 3
@@ -192,7 +193,9 @@ def send_grants(network: Network, manifest: Manifest, pairs: list[tuple[int, int
         ledgers[p] = (node, ledger)
     accounts = {i: dev_account(i) for i in {*patients, *(g for _, g in pairs)}}
     now = ledgers[patients[0]][1].client.block_timestamp()
-    categories, purposes = parse_categories("lab-results,vital-signs"), parse_purposes("treatment")
+    domain = ledgers[patients[0]][1].consents.domain()
+    slots = {p: patient_slots(domain, p, "lab-results,vital-signs") for p in patients}  # each in her slots
+    purposes = parse_purposes("treatment")
     barrier = threading.Barrier(len(pairs))
     out: list[_Grant | None] = [None] * len(pairs)
     errors: list[str] = []
@@ -203,7 +206,7 @@ def send_grants(network: Network, manifest: Manifest, pairs: list[tuple[int, int
         t0 = time.perf_counter()
         try:
             _, tx = ledger.consents.grant(
-                accounts[patient], accounts[grantee].address, categories, purposes, now, now + 365 * 86_400
+                accounts[patient], accounts[grantee].address, slots[patient], purposes, now, now + 365 * 86_400
             )
         except Exception as exc:  # noqa: BLE001 - reported below, with the pair
             errors.append(f"{patient}->{grantee}: {exc!r}")

@@ -27,12 +27,23 @@ from typing import Any
 
 import httpx
 
-from bench.gateway import HOSPITAL, chain, environment, gateway_process, grant_all, login, timed, wait_indexed
+from bench.gateway import (
+    HOSPITAL,
+    chain,
+    environment,
+    gateway_process,
+    grant_all,
+    login,
+    patient_key,
+    timed,
+    wait_indexed,
+)
 from gateway.storage import record_keys
 from gateway.storage.db import Database, status_text
 from node_client.contracts import RecordStatus
 from node_client.keys import dev_account
-from node_client.vocabulary import CATEGORIES
+from node_client.signing import Domain
+from node_client.vocabulary import Category
 
 __all__ = ["fill", "run_records_bench"]
 
@@ -42,7 +53,6 @@ CODE = "4548-4"
 RARE = "8462-4"  # on 1 in 100 of the patient's records: a page of it reads ~5,000 of them
 OTHER_CODES = ("2345-7", "718-7", "8480-6")
 ROWS_PER_RECORD = 4
-LAB = next(t.bit for t in CATEGORIES if t.slug == "lab-results")
 GOALS = {"discovery_code_ms": 50, "at_records": 10_000, "at_rows": 200_000}
 
 
@@ -57,11 +67,12 @@ def _records(patient: int, first: int, n: int, *, every_other: bool) -> list[tup
     return out
 
 
-def fill(db: Database, records: Sequence[tuple[Any, ...]], *, provider: str, gateway: str) -> None:
-    """The rows an upload (keys, index, then registered) and the indexer (``chain_records``) write."""
+def fill(db: Database, records: Sequence[tuple[Any, ...]], *, provider: str, gateway: str, slot: int) -> None:
+    """The rows an upload (keys, index, then registered) and the indexer (``chain_records``) write, for
+    records of one patient in ``slot`` (her slot of lab results)."""
     keys, index = [], []
     for rid, patient, t, codes in records:
-        keys.append(record_keys.NewRecordKey(rid, patient, provider, LAB, rid, rid, rid, "bench", rid.hex(), 1000, t))
+        keys.append(record_keys.NewRecordKey(rid, patient, provider, slot, rid, rid, rid, "bench", rid.hex(), 1000, t))
         index += [
             record_keys.IndexRow(rid, "Observation", f"o{k}", "http://loinc.org", c, "bench", "2026-01-01")
             for k, c in enumerate(codes)
@@ -77,7 +88,7 @@ def fill(db: Database, records: Sequence[tuple[Any, ...]], *, provider: str, gat
                     rid,
                     patient,
                     provider,
-                    LAB,
+                    slot,
                     rid,
                     rid,
                     status_text(RecordStatus.ACTIVE),
@@ -116,7 +127,8 @@ def run_records_bench(
         grant_all(net)
         with gateway_process(Path(tmp), net) as gw:
             wait_indexed(gw, net)
-            points = _grow(gw.url, Database(gw.data_dir / "gateway.db"), sizes, total_rows, repeats, log)
+            domain = net.manifest.connect(net.client).consents.domain()
+            points = _grow(gw.url, Database(gw.data_dir / "gateway.db"), domain, sizes, total_rows, repeats, log)
     return {
         "part": "records",
         "code": CODE,
@@ -128,17 +140,24 @@ def run_records_bench(
 
 
 def _grow(
-    url: str, db: Database, sizes: Sequence[int], total_rows: int, repeats: int, log: Callable[[str], None]
+    url: str,
+    db: Database,
+    domain: Domain,
+    sizes: Sequence[int],
+    total_rows: int,
+    repeats: int,
+    log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     gateway, provider = dev_account(3).address, dev_account(HOSPITAL).address
+    lab = {p: patient_key(domain, p).slot(Category.LAB_RESULTS) for p in (PATIENT, *OTHERS)}
     background = max(0, total_rows - ROWS_PER_RECORD * max(sizes)) // ROWS_PER_RECORD
     for k, other in enumerate(OTHERS):  # the other patients' records, interleaved in time with the patient's
         share = background // len(OTHERS) + (k < background % len(OTHERS))
-        fill(db, _records(other, 0, share, every_other=False), provider=provider, gateway=gateway)
+        fill(db, _records(other, 0, share, every_other=False), provider=provider, gateway=gateway, slot=lab[other])
     points, have = [], 0
     for size in sizes:
         mine = _records(PATIENT, have, size - have, every_other=True)
-        fill(db, mine, provider=provider, gateway=gateway)
+        fill(db, mine, provider=provider, gateway=gateway, slot=lab[PATIENT])
         have = size
         rows = db.read().execute("SELECT count(*) FROM resource_index").fetchone()[0]
         point = {"records": size, "gateway_rows": rows, **_measure(url, dev_account(PATIENT).address, repeats)}

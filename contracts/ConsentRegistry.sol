@@ -202,7 +202,7 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         uint8 category,
         uint8 purpose
     ) external view returns (bool allowed, bytes32 consentId, bool emergency) {
-        if (category >= Vocabulary.CATEGORY_COUNT || purpose >= Vocabulary.PURPOSE_COUNT) return (false, 0, false);
+        if (category >= Vocabulary.SLOT_COUNT || purpose >= Vocabulary.PURPOSE_COUNT) return (false, 0, false);
         uint16 roles = _members.activeRoles(grantee);
         if (roles & Vocabulary.PROVIDER_ROLES == 0) return (false, 0, false);
 
@@ -288,7 +288,7 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         if (_members.activeRoles(terms.grantee) & Vocabulary.PROVIDER_ROLES == 0) {
             revert ConsentInvalidGrantee(terms.grantee);
         }
-        if (terms.categories == 0 || terms.categories & ~Vocabulary.ALL_CATEGORIES != 0) {
+        if (terms.categories == 0 || terms.categories & ~Vocabulary.ALL_SLOTS != 0) {
             revert ConsentInvalidCategories(terms.categories);
         }
         if (terms.purposes == 0 || terms.purposes & ~Vocabulary.ALL_PURPOSES != 0) {

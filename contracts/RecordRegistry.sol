@@ -150,7 +150,7 @@ contract RecordRegistry is IRecordRegistry {
         bytes calldata locator,
         uint16 gateway
     ) private {
-        if (category >= Vocabulary.CATEGORY_COUNT) revert RecordInvalidCategory(category);
+        if (category >= Vocabulary.SLOT_COUNT) revert RecordInvalidCategory(category);
         if (recordId == bytes32(0) || contentHash == bytes32(0) || locator.length == 0) {
             revert RecordInvalidInput(recordId);
         }

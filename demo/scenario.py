@@ -49,6 +49,7 @@ from rich.table import Table
 from node_client import signing
 from node_client._client import ChainClient
 from node_client._exceptions import ContractRevert, GatewayProblem, GatewayUnavailable, NodeClientError
+from node_client.blinding import category_key, sign_category_key
 from node_client.commitments import new_salt, reason_commitment
 from node_client.contracts import Action, ConsentStatus, MemberStatus, ProposalStatus
 from node_client.deploy import Ledger, Manifest, MemberSpec, dev_encryption_key
@@ -630,6 +631,7 @@ def _upload_patient(s: Session, p: DemoPatient, samples: Path, result: SeedResul
             cats = ", ".join(f"{c} {n}" for c, n in sorted(per_cat.items()))
             table.add_row(p.name, by, cats, "\n".join(sorted({r["txHash"] for r in held})), "already there")
             continue
+        _hand_over_category_key(s, p, uploader.address)
         with _asking(f"uploading {p.name}'s records as {s.name(uploader.address)}"):
             up = s.login(uploader).upload(patient.address, body)
         if up["patient"] != patient.address or not up["records"]:
@@ -642,6 +644,22 @@ def _upload_patient(s: Session, p: DemoPatient, samples: Path, result: SeedResul
         result.uploaded[p.name] = ", ".join(txs)
     else:
         result.skipped.append(p.name)
+
+
+def _hand_over_category_key(s: Session, p: DemoPatient, uploader: str) -> None:
+    """``p`` signs in to the uploader's gateway once and hands it her category key (her signed
+    CategoryKeyRequest): without it the gateway files only her emergency-safe records."""
+    patient = dev_account(p.account)
+    where = s.url_of(uploader)
+    signature = sign_category_key(patient, s.ledger.consents.domain())
+    with _asking(f"handing {p.name}'s category key to {where}"):
+        learned = s.login(patient, where).enrol_category_key(patient.address, signature)["learned"]
+    if learned:
+        _ok(
+            s.out,
+            f"{p.name} signs in at {where} and hands over her category key: the gateway now knows which of "
+            "her on-chain slots is which category (nobody reading the chain does)",
+        )
 
 
 def _parts(s: Session, p: DemoPatient, raw: bytes) -> list[tuple[int, bytes]]:
@@ -763,6 +781,7 @@ class _Run:
     county: LocalAccount = field(default_factory=lambda: dev_account(COUNTY))
     records: list[dict[str, Any]] = field(default_factory=list)  # Wang's records (step 1)
     categories: int = 0  # what the health code grants (step 2)
+    slots: int = 0  # the same, as Wang's slots on chain (her category key places them)
     purposes: int = 0
     consent_id: str = ""  # the consent the code became on-chain (step 3)
     lab_record: str = ""  # the record holding the latest HbA1c (step 4)
@@ -886,13 +905,16 @@ def _wang_signs_a_health_code(r: _Run) -> dict[str, Any]:
             "the new grant replaces it)"
         )
     now = r.s.chain_now()
-    r.categories, r.purposes = parse_categories(r.grant), parse_purposes(GRANT_PURPOSES)
-    grant = consents.build_grant(
-        r.wang.address, r.clinic.address, r.categories, r.purposes, now, now + GRANT_DAYS * 86_400, deadline=now + 3600
-    )
     domain = consents.domain()
+    key_signature = sign_category_key(r.wang, domain)  # her wallet makes the same key every time
+    r.categories, r.purposes = parse_categories(r.grant), parse_purposes(GRANT_PURPOSES)
+    r.slots = category_key(domain, r.wang.address, key_signature).slots(r.categories)
+    grant = consents.build_grant(
+        r.wang.address, r.clinic.address, r.slots, r.purposes, now, now + GRANT_DAYS * 86_400, deadline=now + 3600
+    )
     signed = signing.sign(r.wang, domain, grant)
-    payload: dict[str, Any] = signed.as_dict()
+    # the code carries her category key too: the centre's gateway learns it when the code is submitted
+    payload: dict[str, Any] = {**signed.as_dict(), "categoryKey": "0x" + key_signature.hex()}
     r.out.print(
         Panel(
             _code_summary(r, grant, signed, domain, payload),
@@ -912,6 +934,11 @@ def _code_summary(r: _Run, grant: Any, signed: Any, domain: Any, payload: dict[s
     summary.add_row(
         "what",
         "\n".join(f"{_term(c, CATEGORIES).en} ({_term(c, CATEGORIES).zh})" for c in _slugs(r.categories, CATEGORIES)),
+    )
+    summary.add_row(
+        "on-chain slots",
+        f"{', '.join(str(b) for b in range(16) if r.slots >> b & 1)} (Wang's keyed permutation: the chain "
+        "does not say which category a slot is)",
     )
     summary.add_row(
         "why", ", ".join(f"{_term(p, PURPOSES).en} ({_term(p, PURPOSES).zh})" for p in _slugs(r.purposes, PURPOSES))
@@ -944,7 +971,7 @@ def _centre_submits_the_code(r: _Run, payload: dict[str, Any]) -> None:
     if (
         "0x" + onchain.consent_id.hex() != r.consent_id
         or onchain.status is not ConsentStatus.ACTIVE
-        or onchain.categories != r.categories
+        or onchain.categories != r.slots
         or onchain.purposes != r.purposes
     ):
         raise DemoError(f"the chain does not hold the consent the gateway reported: {onchain}")

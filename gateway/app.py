@@ -22,6 +22,7 @@ from gateway import portal
 from gateway.api import (
     accesses,
     auth,
+    category_keys,
     consents,
     exports,
     federation,
@@ -193,7 +194,19 @@ def create_app(
     app.add_middleware(DisplayLanguage)
     app.add_middleware(RejectAmbiguousFraming)  # outermost: nothing of a smuggled request reaches the app
 
-    for module in (auth, records, federation, consents, transactions, accesses, reviews, system, fhir, webhooks):
+    for module in (
+        auth,
+        records,
+        federation,
+        consents,
+        category_keys,
+        transactions,
+        accesses,
+        reviews,
+        system,
+        fhir,
+        webhooks,
+    ):
         app.include_router(module.router)
     app.include_router(me.router, dependencies=[Depends(complete_read_model)])  # the caller's lists: read model
     app.include_router(exports.router, dependencies=[Depends(complete_read_model)])  # the same lists, downloaded

@@ -20,6 +20,9 @@ from typing import Any, ClassVar
 __all__ = [
     "AnchorLagging",
     "CatchingUp",
+    "CategoryKeyConflict",
+    "CategoryKeyInvalid",
+    "CategoryKeyNeeded",
     "ChainRejected",
     "ChainUnavailable",
     "ConsentAlreadyUsed",
@@ -178,6 +181,24 @@ class EmergencyNotAllowed(ConsentRefused):
 
 
 # ---------------------------------------------------------------- the record
+
+
+class CategoryKeyInvalid(DomainError):
+    """A category key whose signature is not the patient's (``POST /v1/category-keys``, a health code)."""
+
+    code = "category_key_invalid"
+
+
+class CategoryKeyNeeded(DomainError):
+    """A record that is not emergency-safe, or a slot to be named, and the patient's category key is not held."""
+
+    code = "category_key_needed"
+
+
+class CategoryKeyConflict(DomainError):
+    """A patient's category key other than the one this gateway holds for her."""
+
+    code = "category_key_conflict"
 
 
 class RecordNotFound(DomainError):

@@ -46,12 +46,14 @@ from gateway.ops.lock import GatewayLock
 from gateway.settings import GatewaySettings, LedgerMode, StoreKind
 from gateway.storage import read_model
 from gateway.storage.blobs import BlobStore, make_store
+from gateway.storage.category_keys import CategoryKeys
 from gateway.storage.crypto import Kek
 from gateway.storage.db import Database
 from gateway.storage.keyrotation import finish_pending_rotation
 from node_client._client import ChainClient
 from node_client._exceptions import ChainUnavailable
 from node_client.deploy import Ledger, Manifest
+from node_client.signing import Domain
 
 __all__ = ["Components", "Role", "build_components", "build_worker_components"]
 
@@ -95,6 +97,8 @@ class Components:
     federation: Federation
     peers: PeerVerifier
     registrar: Registrar
+    #: the patients' category keys this gateway holds (naming slots, registering blinded records)
+    category_keys: CategoryKeys
     #: HMAC key of the keyed indexes (gateway.storage.versions, the identifier lookup): never logged, never on chain
     index_key: bytes = field(default=b"", repr=False)
     journal: Journal | None = None
@@ -123,7 +127,12 @@ class Components:
             self.events = EventHub(self.db, interval=s.notify_poll)
         if self.role is not Role.WORKER and self.feed is None:
             self.feed = AccessFeed(
-                self.db, self.member_names, self.gateway_account.address, journal=self.journal, interval=s.notify_poll
+                self.db,
+                self.member_names,
+                self.category_keys,
+                self.gateway_account.address,
+                journal=self.journal,
+                interval=s.notify_poll,
             )
             self.deliverer = Deliverer(
                 self.db,
@@ -268,7 +277,8 @@ class _Parts:
             token_ttl=settings.token_ttl,
             challenge_ttl=settings.challenge_ttl,
         )
-        policy = AccessPolicy(self.ledger, db=db, indexer=indexer)
+        category_keys = CategoryKeys(db, kek, Domain(self.manifest.chain_id, self.ledger.consents.address))
+        policy = AccessPolicy(self.ledger, db=db, indexer=indexer, category_keys=category_keys)
         federation = Federation(
             Directory(db, self.names, account.address), account, timeout=settings.federation_timeout
         )
@@ -287,6 +297,7 @@ class _Parts:
             federation=federation,
             peers=PeerVerifier(policy, db),
             registrar=_registrar(settings, self.ledger, account, indexer, metrics),
+            category_keys=category_keys,
             index_key=load_or_create_key(settings.index_key_file),
             member_names=self.names,
             **extra,

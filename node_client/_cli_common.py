@@ -41,7 +41,9 @@ from node_client.refusals import revert_hint
 from node_client.settings import ClientSettings
 
 if TYPE_CHECKING:
+    from node_client.blinding import CategoryKey
     from node_client.deploy import Ledger, Manifest
+    from node_client.signing import Domain
 
 __all__ = [
     "ChainOpts",
@@ -57,8 +59,10 @@ __all__ = [
     "err_console",
     "handle_errors",
     "option_groups",
+    "own_category_key",
     "parse_address",
     "parse_duration",
+    "parse_slot",
     "print_json",
     "read_password",
 ]
@@ -243,6 +247,35 @@ def parse_duration(value: str) -> int:
 
 
 # ---------------------------------------------------------------- printing
+
+
+def own_category_key(account: LocalAccount, domain: Domain) -> tuple[CategoryKey, bytes]:
+    """The signer's own category key (she is the patient) and the signature that makes it."""
+    from node_client import blinding
+
+    signature = blinding.sign_category_key(account, domain)
+    return blinding.category_key(domain, account.address, signature), signature
+
+
+def parse_slot(value: str, key: CategoryKey | None) -> int:
+    """One category (a slug) or slot (``slot-N``) → the patient's slot; a blinded category needs her key."""
+    from node_client.blinding import PUBLIC_SLOTS
+    from node_client.vocabulary import SLOT_COUNT, parse_categories
+
+    if value.startswith("slot-") and value[5:].isdigit() and int(value[5:]) < SLOT_COUNT:
+        return int(value[5:])
+    mask = parse_categories(value)
+    if mask & (mask - 1):
+        raise ValueError("give exactly one category")
+    category = mask.bit_length() - 1
+    if key is not None:
+        return key.slot(category)
+    if category not in PUBLIC_SLOTS:
+        raise ValueError(
+            f"{value} sits in a slot of its own for each patient: give the slot (slot-N, as `hcl consent list` "
+            "shows it) or sign as the patient (--key / --dev-account)"
+        )
+    return category
 
 
 def print_json(data: Any) -> None:

@@ -33,8 +33,10 @@ from node_client._cli_common import (
     err_console,
     handle_errors,
     option_groups,
+    own_category_key,
     parse_address,
     parse_duration,
+    parse_slot,
     print_json,
     read_password,
 )
@@ -45,7 +47,9 @@ from node_client.network_cli import network_app
 from node_client.patient_cli import patient_app
 
 if TYPE_CHECKING:
+    from node_client.blinding import CategoryKey
     from node_client.contracts import Action
+    from node_client.deploy import Ledger
 
 __all__ = ["COMMANDS_GROUP", "app", "main", "parse_duration"]
 
@@ -380,16 +384,17 @@ def consent_grant(
     chain: ChainOpts,
     signer: SignerOpts,
 ) -> None:
-    """Grant a consent as the patient (the signer), effective now."""
+    """Grant a consent as the patient (the signer), effective now: the categories go on chain as her slots."""
     from node_client.vocabulary import parse_categories, parse_purposes
 
     ledger = chain.ledger()
     patient = signer.account(dev=ledger.dev)
+    key, _signature = own_category_key(patient, ledger.consents.domain())
     now = ledger.client.block_timestamp()
     consent_id, result = ledger.consents.grant(
         patient,
         parse_address(grantee, "grantee"),
-        parse_categories(categories),
+        key.slots(parse_categories(categories)),
         parse_purposes(purposes),
         now,
         now + parse_duration(valid),
@@ -420,13 +425,20 @@ def consent_list(
     patient: Annotated[str, typer.Option(help="patient address")],
     *,
     chain: ChainOpts,
+    signer: SignerOpts,
     as_json: JsonOpt = False,
 ) -> None:
-    """List a patient's consents (current state of every institution ever granted)."""
-    from node_client.vocabulary import CATEGORIES, PURPOSES
+    """List a patient's consents (current state of every institution ever granted).
+
+    Emergency-safe categories by name, the others as their slot (slot-N): which category a slot holds is
+    known only with her key, so as the patient (--key / --dev-account) every category is named.
+    """
+    from node_client.refusals import slot_word
+    from node_client.vocabulary import CATEGORIES, PURPOSES, SLOT_COUNT
 
     ledger = chain.ledger()
     who = parse_address(patient, "patient")
+    key = _key_of(who, ledger, signer)
     grantees: dict[str, None] = {}
     for ev in ledger.consents.events(["ConsentGranted"]):
         if ev["patient"] == who:
@@ -445,7 +457,13 @@ def consent_list(
                 "grantee": grantee,
                 "consentId": c.consent_id,
                 "state": state,
-                "categories": [t.slug for t in CATEGORIES if c.categories >> t.bit & 1],
+                "categories": [
+                    CATEGORIES[cat].slug
+                    if (cat := _category_in(s, key)) is not None
+                    else slot_word(s).replace(" ", "-")
+                    for s in range(SLOT_COUNT)
+                    if c.categories >> s & 1
+                ],
                 "purposes": [t.slug for t in PURPOSES if c.purposes >> t.bit & 1],
                 "validFrom": c.valid_from,
                 "validUntil": c.valid_until,
@@ -463,37 +481,61 @@ def consent_list(
     console.print(table)
 
 
+def _key_of(patient: str, ledger: Ledger, signer: SignerOpts) -> CategoryKey | None:
+    """The patient's category key when she is the signer given, else None (no signer: no key)."""
+    if signer.key is None and signer.dev_account is None:
+        return None
+    account = signer.account(dev=ledger.dev)
+    if account.address != patient:
+        raise ValueError(f"the signer {account.address} is not the patient {patient}: only she can make her key")
+    return own_category_key(account, ledger.consents.domain())[0]
+
+
+def _category_in(slot: int, key: CategoryKey | None) -> int | None:
+    """The category in ``slot``: with the key any, without it only an emergency-safe one."""
+    from node_client.blinding import PUBLIC_SLOTS
+
+    if key is not None:
+        return key.category(slot)
+    return slot if slot in PUBLIC_SLOTS else None
+
+
 @consent_app.command("check")
 @handle_errors
 @option_groups
 def consent_check(
     patient: Annotated[str, typer.Argument(help="patient address")],
     grantee: Annotated[str, typer.Argument(help="member address")],
-    category: Annotated[str, typer.Argument(help="one category, e.g. lab-results")],
+    category: Annotated[str, typer.Argument(help="one category, e.g. lab-results, or a slot, e.g. slot-9")],
     purpose: Annotated[str, typer.Argument(help="one purpose, e.g. treatment")] = "treatment",
     *,
     chain: ChainOpts,
+    signer: SignerOpts,
     as_json: JsonOpt = False,
 ) -> None:
     """Ask the chain whether a member may read a category of a patient's data for a purpose, now.
 
+    An emergency-safe category or a slot (slot-N) needs no key; another category is found in its slot with
+    the patient's key, so check it as the patient (--key / --dev-account).
     A refusal names its reason (no consent, revoked, expired, category, purpose, suspended member, ...).
     Exits 0 when allowed, 3 when refused.
     """
     from node_client.refusals import refusal
-    from node_client.vocabulary import parse_categories, parse_purposes
+    from node_client.vocabulary import parse_purposes
 
-    cat_mask, pur_mask = parse_categories(category), parse_purposes(purpose)
-    if cat_mask & (cat_mask - 1) or pur_mask & (pur_mask - 1):
+    pur_mask = parse_purposes(purpose)
+    if pur_mask & (pur_mask - 1):
         raise ValueError("check takes exactly one category and one purpose")
     ledger = chain.ledger()
     who, whose = parse_address(grantee, "grantee"), parse_address(patient, "patient")
-    cat, pur = cat_mask.bit_length() - 1, pur_mask.bit_length() - 1
+    cat, pur = parse_slot(category, _key_of(whose, ledger, signer)), pur_mask.bit_length() - 1
     result = ledger.consents.check(whose, who, cat, pur)
     why = None
     if not result.allowed:
         now = ledger.client.block_timestamp()
-        why = refusal(ledger.members.member_of(who), ledger.consents.consent_of(whose, who), now, cat, pur)
+        named = None if category.startswith("slot-") else category
+        member, consent = ledger.members.member_of(who), ledger.consents.consent_of(whose, who)
+        why = refusal(member, consent, now, cat, pur, category_name=named)
     if as_json:
         body = {"allowed": result.allowed, "consentId": result.consent_id, "emergency": result.emergency}
         if why is not None:

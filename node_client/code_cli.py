@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from eth_account.signers.local import LocalAccount
 from rich.table import Table
 
 from node_client import healthcode as hc
@@ -25,12 +26,14 @@ from node_client._cli_common import (
     err_console,
     handle_errors,
     option_groups,
+    own_category_key,
     parse_address,
     parse_duration,
     print_json,
 )
 from node_client._exceptions import ChainUnavailable, DeploymentError
-from node_client.signing import ConsentGrant, ConsentRevoke, sign
+from node_client.signing import ConsentGrant, ConsentRevoke, Domain, sign
+from node_client.vocabulary import EMERGENCY_SAFE
 
 __all__ = ["app", "code_app"]
 
@@ -80,6 +83,13 @@ def code_new(
         str | None, typer.Option(help="patient address when a guardian signs (default: the signer)")
     ] = None,
     revoke: Annotated[bool, typer.Option("--revoke", help="make a revocation code instead of a grant")] = False,
+    category_key: Annotated[
+        bool,
+        typer.Option(
+            "--category-key/--no-category-key",
+            help="put the patient's category key in a grant, so the grantee's gateway can name her categories",
+        ),
+    ] = True,
     out: Annotated[Path | None, typer.Option(help="write the code: .png or .svg picture, or .txt")] = None,
     *,
     chain: ChainOpts,
@@ -88,6 +98,8 @@ def code_new(
     """Sign a consent as the patient (or guardian) and make its health code.
 
     The domain and the pair's nonce are read from the chain named by the manifest; nothing is sent.
+    The categories become the patient's slots with her category key (signed with the same key file); a
+    guardian, who cannot make her key, may grant only the emergency-safe categories.
     """
     from node_client.vocabulary import parse_categories, parse_purposes
 
@@ -99,27 +111,42 @@ def code_new(
     now = ledger.client.block_timestamp()
     domain = ledger.consents.domain()
     message: ConsentGrant | ConsentRevoke
+    key_signature: bytes | None = None
     if revoke:
         message = ledger.consents.build_revoke(patient_addr, grantee_addr, deadline=now + deadline_s)
     else:
         if not categories:
             raise ValueError("--categories is required for a grant")
+        slots, key_signature = _slots(account, patient_addr, domain, parse_categories(categories))
         message = ledger.consents.build_grant(
             patient_addr,
             grantee_addr,
-            parse_categories(categories),
+            slots,
             parse_purposes(purposes),
             now,
             now + parse_duration(valid),
             deadline=now + deadline_s,
         )
-    text = hc.encode(sign(account, domain, message), domain)
+    text = hc.encode(sign(account, domain, message), domain, key_signature if category_key else None)
     if out is not None:
         _write(text, out)
         version = hc.qr(text).version
         console.print(f"health code written to {out} (QR version {version}, {len(text)} characters)", soft_wrap=True)
     else:
         typer.echo(text)
+
+
+def _slots(account: LocalAccount, patient: str, domain: Domain, categories: int) -> tuple[int, bytes | None]:
+    """The slot mask of a grant's categories, and the patient's key signature (None for a guardian)."""
+    if account.address.lower() == patient.lower():
+        key, signature = own_category_key(account, domain)
+        return key.slots(categories), signature
+    if categories & ~EMERGENCY_SAFE:
+        raise ValueError(
+            "a guardian cannot make the patient's category key: only emergency-safe categories "
+            "(allergies, medications, conditions, immunizations) can be granted here"
+        )
+    return categories, None  # the emergency-safe categories keep their bit for every patient
 
 
 def _print_summary(s: hc.HealthCodeSummary) -> None:
@@ -163,8 +190,7 @@ def code_show(
     Works off-line (signature and deadline); with a reachable chain it also checks whether the code was
     already used and whether a guardian signer is a current guardian.
     """
-    text = _read_source(source)
-    signed, domain = hc.decode(text)
+    code = hc.decode(_read_source(source))
     ledger = None
     members = None
     if not offline:
@@ -174,7 +200,7 @@ def code_show(
         except (ChainUnavailable, DeploymentError) as exc:
             err_console.print(f"[yellow]offline check[/yellow]: {type(exc).__name__}: {exc}")
             ledger = None
-    s = hc.summary(signed, domain, ledger=ledger, members=members)
+    s = hc.summary(code.signed, code.domain, category_key=code.category_key, ledger=ledger, members=members)
     if as_json:
         print_json(s.as_dict())
     else:
@@ -191,8 +217,8 @@ def code_submit(
     signer: SignerOpts,
 ) -> None:
     """Submit a health code to the chain as a member (grantBySig / revokeBySig)."""
-    text = _read_source(source)
-    signed, domain = hc.decode(text)
+    code = hc.decode(_read_source(source))
+    signed, domain = code.signed, code.domain
     ledger = chain.ledger()
     on_chain = ledger.consents.domain()
     if (on_chain.chain_id, on_chain.verifying_contract.lower()) != (domain.chain_id, domain.verifying_contract.lower()):

@@ -169,6 +169,17 @@ class GatewayClient:
             _pages(lambda cursor: self._json("GET", "/v1/members", params=_paged({}, cursor, PAGE_MAX)), "members")
         )
 
+    # ------------------------------------------------------------ category keys
+
+    def category_key_request(self, patient: str) -> dict[str, Any]:
+        """The ``CategoryKeyRequest`` ``patient`` signs to hand over her category key (``typedData``)."""
+        return self._json("GET", "/v1/category-keys/request", params={"patient": patient})
+
+    def enrol_category_key(self, patient: str, signature: bytes) -> dict[str, Any]:
+        """Hands the patient's category key (her signed request) to the gateway; ``learned``: it is new there."""
+        body = {"patient": patient, "signature": "0x" + signature.hex()}
+        return self._json("POST", "/v1/category-keys", json=body)
+
     # ------------------------------------------------------------ records
 
     def upload(self, patient: str, fhir: bytes) -> dict[str, Any]:

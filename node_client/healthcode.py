@@ -3,17 +3,20 @@
 A health code is a signed EIP-712 ``ConsentGrant`` (or ``ConsentRevoke``) from :mod:`node_client.signing`,
 packed into a small binary payload, text-encoded with base45 (RFC 9285) and prefixed with ``HCL:``.
 base45's 45-character alphabet is exactly QR's alphanumeric set, so a QR encoder stores 5.5 bits per
-character; a typical grant is 165 bytes → 252 characters → QR version 9 at error correction M.
+character; a typical grant is 165 bytes → 252 characters → QR version 9 at error correction M, and
+with the patient's category key 230 bytes → 345 characters → QR version 11.
 
 The prefix is ``HCL:``, not the EU Digital COVID Certificate's ``HC1:``: a DCC reader must not mistake
 a consent for a vaccination certificate (and vice versa).
 
-Binary layout, version 1 (big-endian, no padding)::
+Binary layout, version 2 (big-endian, no padding)::
 
     off  size  field
-      0     1  version                       = 1
+      0     1  version                       = 2 (1 is read too: the same layout, never the 0x40 bit)
       1     1  kind                          0x01 grant, 0x02 revoke; | 0x80 when a signer other than
-                                             the patient (a guardian) follows the fields
+                                             the patient (a guardian) follows the fields; | 0x40 when
+                                             the patient's category-key signature follows (grants
+                                             signed by the patient only)
       2     8  chainId                       u64
      10    20  verifyingContract             the ConsentRegistry
      30    20  patient
@@ -28,9 +31,12 @@ Binary layout, version 1 (big-endian, no padding)::
             5  deadline                      u40 unix seconds (EIP-712 uint256; larger values refused)
           [20] signer                        only with kind | 0x80; otherwise the patient signed
            65  signature                     r ‖ s ‖ v
+          [65] category-key signature        only with kind | 0x40: the patient's CategoryKeyRequest
+                                             signature (:mod:`node_client.blinding`), so that the
+                                             grantee's gateway learns which slot holds which category
             4  checksum                      first 4 bytes of SHA-256 over everything before it
 
-The domain's ``name`` and ``version`` are not carried: payload version 1 means ``"HealthCode Ledger"``,
+The domain's ``name`` and ``version`` are not carried: payload versions 1 and 2 mean ``"HealthCode Ledger"``,
 ``"1"``. Only 65-byte (ECDSA) signatures fit; an ERC-1271 contract wallet's longer signature is refused
 at encoding.
 
@@ -58,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 import base45
 from eth_utils import to_checksum_address
 
+from node_client import blinding
 from node_client._exceptions import NodeClientError, SignatureError
 from node_client.signing import (
     DOMAIN_NAME,
@@ -68,7 +75,7 @@ from node_client.signing import (
     SignedMessage,
     verify,
 )
-from node_client.vocabulary import CATEGORIES, PURPOSES
+from node_client.vocabulary import CATEGORIES, PURPOSES, SLOT_COUNT
 
 if TYPE_CHECKING:
     import segno
@@ -79,6 +86,7 @@ __all__ = [
     "MAX_QR_VERSION",
     "PREFIX",
     "VERSION",
+    "HealthCode",
     "HealthCodeError",
     "HealthCodeSummary",
     "TermView",
@@ -92,13 +100,15 @@ __all__ = [
 ]
 
 PREFIX = "HCL:"
-VERSION = 1
+VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 MAX_QR_VERSION = 15
 QR_ERROR = "m"
 
 _GRANT = 0x01
 _REVOKE = 0x02
 _EXPLICIT_SIGNER = 0x80
+_CATEGORY_KEY = 0x40
 
 _HEAD = struct.Struct(">BBQ20s20s20s")  # version, kind, chainId, contract, patient, grantee
 _GRANT_FIELDS = struct.Struct(">HB5s5s")  # categories, purposes, validFrom, validUntil
@@ -137,8 +147,28 @@ def _checksum(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()[:_CHECK_LEN]
 
 
-def encode(signed: SignedMessage, domain: Domain) -> str:
-    """Packs a signed grant or revoke and its domain into health-code text (``HCL:...``)."""
+@dataclass(frozen=True, slots=True)
+class HealthCode:
+    """A decoded health code: the signed message, its domain and the category-key signature it may carry."""
+
+    signed: SignedMessage
+    domain: Domain
+    #: the patient's CategoryKeyRequest signature (checked at decoding to be hers), or None
+    category_key: bytes | None = None
+
+    def key(self) -> blinding.CategoryKey | None:
+        """The patient's category key the code carries (None when it carries none)."""
+        if self.category_key is None:
+            return None
+        return blinding.category_key(self.domain, self.signed.message.patient, self.category_key)
+
+
+def encode(signed: SignedMessage, domain: Domain, category_key: bytes | None = None) -> str:
+    """Packs a signed grant or revoke and its domain into health-code text (``HCL:...``).
+
+    ``category_key``, the patient's :func:`node_client.blinding.sign_category_key` signature, goes into a
+    grant she signed herself (a guardian cannot make her key, a revocation needs none).
+    """
     msg = signed.message
     if (domain.name, domain.version) != (DOMAIN_NAME, DOMAIN_VERSION):
         raise HealthCodeError(f"domain {domain.name!r} v{domain.version} is not {DOMAIN_NAME!r} v{DOMAIN_VERSION}")
@@ -162,6 +192,9 @@ def encode(signed: SignedMessage, domain: Domain) -> str:
         kind, fields = _REVOKE, b""
     else:  # pragma: no cover - typing guards this
         raise HealthCodeError(f"cannot encode {type(msg).__name__}")
+    if category_key is not None:
+        _check_category_key(domain, signed, category_key)
+        kind |= _CATEGORY_KEY
     body = b"".join(
         (
             _HEAD.pack(
@@ -176,11 +209,27 @@ def encode(signed: SignedMessage, domain: Domain) -> str:
             _TAIL_FIELDS.pack(msg.nonce, _u40(msg.deadline, "deadline")),
             _addr(signed.signer) if explicit else b"",
             bytes(signed.signature),
+            bytes(category_key or b""),
         )
     )
     body += _checksum(body)
     encoded: bytes = base45.b45encode(body)
     return PREFIX + encoded.decode("ascii")
+
+
+def _check_category_key(domain: Domain, signed: SignedMessage, signature: bytes) -> blinding.CategoryKey:
+    """A carried key must be the patient's own, in a grant she signed: anything else is refused."""
+    msg = signed.message
+    if not isinstance(msg, ConsentGrant) or to_checksum_address(signed.signer) != to_checksum_address(msg.patient):
+        raise HealthCodeError("only a grant the patient signed herself carries her category key", "category_key")
+    if len(signature) != _SIG_LEN:
+        raise HealthCodeError(f"a category-key signature is {_SIG_LEN} bytes, not {len(signature)}", "category_key")
+    try:
+        return blinding.category_key(domain, msg.patient, signature)
+    except SignatureError as exc:
+        raise HealthCodeError(
+            f"the category key in the health code is not the patient's: {exc}", "category_key"
+        ) from None
 
 
 def _payload(text: str) -> bytes:
@@ -193,32 +242,38 @@ def _payload(text: str) -> bytes:
         raise HealthCodeError("health code text is damaged (not valid base45)", "damaged") from None
     if len(raw) < 2:
         raise HealthCodeError("health code is too short", "length")
-    if raw[0] != VERSION:
+    if raw[0] not in _READABLE_VERSIONS:
         raise HealthCodeError(
-            f"unsupported health code version {raw[0]} (this reader knows version {VERSION})", "version"
+            f"unsupported health code version {raw[0]} (this reader knows versions 1 and {VERSION})", "version"
         )
     return raw
 
 
-def _expected_length(kind: int) -> int:
-    if kind not in (_GRANT, _REVOKE, _GRANT | _EXPLICIT_SIGNER, _REVOKE | _EXPLICIT_SIGNER):
+_KINDS = {
+    1: (_GRANT, _REVOKE, _GRANT | _EXPLICIT_SIGNER, _REVOKE | _EXPLICIT_SIGNER),
+    2: (_GRANT, _REVOKE, _GRANT | _EXPLICIT_SIGNER, _REVOKE | _EXPLICIT_SIGNER, _GRANT | _CATEGORY_KEY),
+}
+
+
+def _expected_length(version: int, kind: int) -> int:
+    if kind not in _KINDS[version]:
         raise HealthCodeError(f"unknown health code message type 0x{kind:02x}", "version")
     size = _HEAD.size + _TAIL_FIELDS.size + _SIG_LEN + _CHECK_LEN
-    if kind & 0x7F == _GRANT:
+    if kind & 0x0F == _GRANT:
         size += _GRANT_FIELDS.size
-    return size + (20 if kind & _EXPLICIT_SIGNER else 0)
+    return size + (20 if kind & _EXPLICIT_SIGNER else 0) + (_SIG_LEN if kind & _CATEGORY_KEY else 0)
 
 
-def decode(text: str) -> tuple[SignedMessage, Domain]:
-    """Reads health-code text back into the signed message and its domain.
+def decode(text: str) -> HealthCode:
+    """Reads health-code text back into the signed message, its domain and the category key it carries.
 
-    Raises :class:`HealthCodeError` on a wrong prefix, an unknown version or type, a wrong length or a
-    checksum mismatch. It does **not** check the signature: see :func:`summary` or
-    :func:`node_client.signing.verify`.
+    Raises :class:`HealthCodeError` on a wrong prefix, an unknown version or type, a wrong length, a
+    checksum mismatch, or a carried category key that is not the patient's (kind ``category_key``). It
+    does **not** check the consent's signature: see :func:`summary` or :func:`node_client.signing.verify`.
     """
     raw = _payload(text)
     kind = raw[1]
-    expected = _expected_length(kind)
+    expected = _expected_length(raw[0], kind)
     if len(raw) != expected:
         raise HealthCodeError(f"health code has {len(raw)} bytes, expected {expected} (cut short or padded?)", "length")
     body, check = raw[:-_CHECK_LEN], raw[-_CHECK_LEN:]
@@ -227,7 +282,7 @@ def decode(text: str) -> tuple[SignedMessage, Domain]:
     _v, _k, chain_id, contract, patient, grantee = _HEAD.unpack_from(body, 0)
     off = _HEAD.size
     grant_fields: tuple[Any, ...] | None = None
-    if kind & 0x7F == _GRANT:
+    if kind & 0x0F == _GRANT:
         grant_fields = _GRANT_FIELDS.unpack_from(body, off)
         off += _GRANT_FIELDS.size
     nonce, deadline = _TAIL_FIELDS.unpack_from(body, off)
@@ -239,6 +294,7 @@ def decode(text: str) -> tuple[SignedMessage, Domain]:
         signer = to_checksum_address(body[off : off + 20])
         off += 20
     signature = bytes(body[off : off + _SIG_LEN])
+    key_signature = bytes(body[off + _SIG_LEN : off + 2 * _SIG_LEN]) if kind & _CATEGORY_KEY else None
     deadline_int = int.from_bytes(deadline, "big")
     message: ConsentGrant | ConsentRevoke
     if grant_fields is not None:
@@ -256,7 +312,10 @@ def decode(text: str) -> tuple[SignedMessage, Domain]:
     else:
         message = ConsentRevoke(patient=patient_addr, grantee=grantee_addr, nonce=nonce, deadline=deadline_int)
     domain = Domain(chain_id=chain_id, verifying_contract=to_checksum_address(contract))
-    return SignedMessage(message, signer, signature), domain
+    signed = SignedMessage(message, signer, signature)
+    if key_signature is not None:
+        _check_category_key(domain, signed, key_signature)
+    return HealthCode(signed, domain, key_signature)
 
 
 def payload_size(text: str) -> int:
@@ -379,6 +438,7 @@ class HealthCodeSummary:
     ledger_nonce: int | None = None
     ledger_matches: bool | None = None  # with a ledger: the code is for this chain and ConsentRegistry
     sensitive: bool = field(default=False)
+    category_key: bool = False  # the code carries the patient's category key (categories named in full)
 
     @property
     def submittable(self) -> bool | None:
@@ -413,6 +473,7 @@ class HealthCodeSummary:
         if self.kind == "grant":
             rows += [
                 ("categories", "\n".join(term(t) for t in self.categories) or "-"),
+                ("category key", "included 已附带" if self.category_key else "not included 未附带"),
                 ("purposes", "\n".join(term(t) for t in self.purposes) or "-"),
                 ("valid from", fmt(self.valid_from)),
                 ("valid until", fmt(self.valid_until)),
@@ -469,6 +530,7 @@ class HealthCodeSummary:
             "online": self.online,
             "checkedAt": ts(self.checked_at),
             "submittable": self.submittable,
+            "categoryKey": self.category_key,
         }
 
 
@@ -484,10 +546,28 @@ def _names(members: Mapping[str, str] | Iterable[Mapping[str, Any]] | None) -> d
     return {to_checksum_address(m["address"]): str(m.get("name", "")) for m in members}
 
 
+def _slot_terms(slots: int, key: blinding.CategoryKey | None) -> tuple[TermView, ...]:
+    """The categories in a slot mask: named with the patient's key, else only the public slots by name."""
+    named: list[TermView] = []
+    unnamed: list[TermView] = []
+    for slot in range(SLOT_COUNT):
+        if not slots >> slot & 1:
+            continue
+        cat = key.category(slot) if key is not None else (slot if slot in blinding.PUBLIC_SLOTS else None)
+        if cat is None:
+            unnamed.append(TermView(f"slot-{slot}", f"Protected category {slot}", f"受保护类别 {slot}"))
+        else:
+            t = CATEGORIES[cat]
+            named.append(TermView(t.slug, t.en, t.zh, t.sensitive))
+    order = {t.slug: t.bit for t in CATEGORIES}
+    return (*sorted(named, key=lambda v: order[v.slug]), *unnamed)
+
+
 def summary(
     signed: SignedMessage,
     domain: Domain,
     *,
+    category_key: bytes | None = None,
     ledger: Ledger | None = None,
     members: Mapping[str, str] | Iterable[Mapping[str, Any]] | None = None,
     now: int | None = None,
@@ -499,6 +579,8 @@ def summary(
     moved on), whether a guardian signer is a current guardian, whether the code is for this ledger, and
     recognises contract-wallet signers (their signatures are checked on-chain only). ``members`` (the
     manifest's member list, or an address → name mapping) gives the grantee's display name.
+    ``category_key`` (the patient's key signature, :attr:`HealthCode.category_key`) names the blinded
+    slots; without it they read "Protected category N" (slot N).
     """
     msg = signed.message
     names = _names(members)
@@ -537,7 +619,8 @@ def summary(
     purps: tuple[TermView, ...] = ()
     valid_from = valid_until = None
     if isinstance(msg, ConsentGrant):
-        cats = tuple(TermView(t.slug, t.en, t.zh, t.sensitive) for t in CATEGORIES if msg.categories >> t.bit & 1)
+        key = None if category_key is None else _check_category_key(domain, signed, category_key)
+        cats = _slot_terms(msg.categories, key)
         purps = tuple(TermView(t.slug, t.en, t.zh) for t in PURPOSES if msg.purposes >> t.bit & 1)
         valid_from, valid_until = _utc(msg.valid_from), _utc(msg.valid_until)
     return HealthCodeSummary(
@@ -566,4 +649,5 @@ def summary(
         ledger_nonce=ledger_nonce,
         ledger_matches=matches,
         sensitive=any(t.sensitive for t in cats),
+        category_key=category_key is not None,
     )

@@ -1,22 +1,41 @@
-"""``hcl patient``: what a hospital does with a patient at a gateway.
+"""``hcl patient``: a patient at a gateway — a hospital finds her, she hands a gateway her category key.
 
     hcl patient lookup --url https://gw.example --system urn:oid:2.16.156.10011.1.1 --value 110101... --key hospital.json
+    hcl patient category-key --key patient.json --enrol https://gw.example
 
 A lookup is a release of the patient's identifiers record to you (her consent for ``identifiers`` needed,
-ledgered in her access log); the identifier travels in the request body, never in a URL.
+ledgered in her access log); the identifier travels in the request body, never in a URL. Her category key
+(:mod:`node_client.blinding`) tells a gateway which slot holds which of her categories: she signs its
+request with her own key, and only the gateways she enrols it with (or shows a health code to) hold it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 import typer
 
-from node_client._cli_common import GatewayUrlOpt, KeyOpt, PasswordFileOpt, SignerOpts, console, err_console, print_json
+from node_client._cli_common import (
+    ChainOpts,
+    GatewayUrlOpt,
+    JsonOpt,
+    KeyOpt,
+    PasswordFileOpt,
+    SignerOpts,
+    console,
+    err_console,
+    handle_errors,
+    option_groups,
+    own_category_key,
+    print_json,
+)
 
 __all__ = ["patient_app"]
 
-patient_app = typer.Typer(help="A patient at a gateway: find her by an identifier.", no_args_is_help=True)
+patient_app = typer.Typer(
+    help="A patient at a gateway: find her by an identifier; hand a gateway her category key.", no_args_is_help=True
+)
 
 
 @patient_app.command("lookup")
@@ -58,3 +77,49 @@ def lookup_cmd(
         return
     console.print(found["patient"])
     err_console.print(f"ledgered as a release of her identifiers record {found['recordId']}")
+
+
+@patient_app.command("category-key")
+@handle_errors
+@option_groups
+def category_key_cmd(
+    enrol: Annotated[
+        str | None,
+        typer.Option(
+            "--enrol", metavar="GATEWAY_URL", help="hand the key to this gateway (POST /v1/category-keys), signed in"
+        ),
+    ] = None,
+    *,
+    chain: ChainOpts,
+    signer: SignerOpts,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make your category key (sign your CategoryKeyRequest) and, with --enrol, hand it to a gateway.
+
+    Prints only your address and the key's fingerprint (the same wallet always makes the same key); the key
+    itself, which tells which slot holds which of your categories, goes only to the gateway you name.
+    """
+    from node_client.gateway_client import GatewayClient
+
+    ledger = chain.ledger()
+    account = signer.account(dev=ledger.dev)
+    key, signature = own_category_key(account, ledger.consents.domain())
+    out: dict[str, object] = {"patient": account.address, "fingerprint": _fingerprint(key.key)}
+    if enrol is not None:
+        with GatewayClient(enrol) as gw:
+            gw.sign_in(account)
+            out["gateway"], out["learned"] = enrol, bool(gw.enrol_category_key(account.address, signature)["learned"])
+    if as_json:
+        print_json(out)
+        return
+    console.print(f"category key of {account.address}: fingerprint {out['fingerprint']}", soft_wrap=True)
+    if enrol is None:
+        err_console.print("not sent anywhere: --enrol GATEWAY_URL hands it to a gateway (a health code carries it too)")
+    else:
+        said = "now holds it" if out["learned"] else "already held it"
+        console.print(f"the gateway {enrol} {said}", soft_wrap=True)
+
+
+def _fingerprint(key: bytes) -> str:
+    """A short public name of a key: tells two keys apart, reveals nothing of the permutation."""
+    return hashlib.sha256(b"hcl/category-key-fingerprint/v1\x00" + key).hexdigest()[:16]

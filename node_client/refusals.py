@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from node_client._exceptions import ContractRevert
+from node_client.blinding import PUBLIC_SLOTS
 from node_client.contracts import Consent, ConsentStatus, Member, MemberStatus
-from node_client.vocabulary import PROVIDER_ROLES, Category, Purpose
+from node_client.vocabulary import PROVIDER_ROLES, SLOT_COUNT, Category, Purpose
 
-__all__ = ["Refusal", "refusal", "revert_hint"]
+__all__ = ["Refusal", "refusal", "revert_hint", "slot_word"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,15 +27,27 @@ class Refusal:
     valid_until: int | None = None
 
 
-def refusal(member: Member, consent: Consent, now: int, category: int, purpose: int) -> Refusal:
-    """Why ``member`` may not read ``category`` for ``purpose`` under ``consent`` at chain time ``now``."""
+def slot_word(slot: int) -> str:
+    """A slot in a sentence, for one who holds no key: an emergency-safe one by its category, else "slot N"."""
+    if slot in PUBLIC_SLOTS:
+        return Category(slot).name.lower()
+    return f"slot {slot}" if 0 <= slot < SLOT_COUNT else str(slot)
+
+
+def refusal(
+    member: Member, consent: Consent, now: int, category: int, purpose: int, *, category_name: str | None = None
+) -> Refusal:
+    """Why ``member`` may not read slot ``category`` for ``purpose`` under ``consent`` at chain time ``now``.
+
+    ``category_name`` names the slot's category (by one who holds the patient's key); else :func:`slot_word`.
+    """
     if member.status is MemberStatus.SUSPENDED:
         return Refusal("member_suspended", f"{member.address} is suspended")
     if member.status is not MemberStatus.ACTIVE:
         return Refusal("not_member", f"{member.address} is not an active member")
     if not member.roles & int(PROVIDER_ROLES):
         return Refusal("wrong_role", f"{member.address} is not a care provider")
-    cat, pur = Category(category).name.lower(), Purpose(purpose).name.lower()
+    cat, pur = category_name or slot_word(category), Purpose(purpose).name.lower()
     if purpose == Purpose.EMERGENCY and (
         consent.status is not ConsentStatus.ACTIVE or not consent.purposes >> purpose & 1
     ):

@@ -1,4 +1,4 @@
-"""EIP-712 messages (consents, and auditors' reviews of emergency accesses): the one place that builds,
+"""EIP-712 messages (consents, a patient's category-key request, auditors' reviews of emergency accesses): the one place that builds,
 signs and verifies them.
 
 The patient (or a guardian) signs a ``ConsentGrant`` or ``ConsentRevoke`` off-line; any active member
@@ -23,12 +23,15 @@ from eth_utils import keccak, to_checksum_address
 from node_client._exceptions import SignatureError
 
 __all__ = [
+    "CATEGORY_KEY_TYPES",
     "CONSENT_GRANT_TYPES",
     "CONSENT_REVOKE_TYPES",
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
     "EMERGENCY_REVIEW_TYPES",
+    "KEY_STATEMENT",
     "REVIEW_VERDICTS",
+    "CategoryKeyRequest",
     "ConsentGrant",
     "ConsentRevoke",
     "Domain",
@@ -83,6 +86,19 @@ EMERGENCY_REVIEW_TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "noteHash", "type": "bytes32"},
         {"name": "reviewer", "type": "address"},
         {"name": "reviewedAt", "type": "uint64"},
+    ]
+}
+
+#: what the patient's wallet shows her when she signs (both languages: one fixed text, one key)
+KEY_STATEMENT = (
+    "HealthCode Ledger: make my category key. Give it only to institutions that hold my records. "
+    "健康码账本：生成我的类别密钥，仅提供给保存我病历的机构。"
+)
+
+CATEGORY_KEY_TYPES: dict[str, list[dict[str, str]]] = {
+    "CategoryKeyRequest": [
+        {"name": "patient", "type": "address"},
+        {"name": "statement", "type": "string"},
     ]
 }
 
@@ -181,8 +197,22 @@ class EmergencyReview:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class CategoryKeyRequest:
+    """The fixed message a patient signs to make (or show again) her category key."""
+
+    patient: str
+    statement: str = KEY_STATEMENT
+
+    primary_type = "CategoryKeyRequest"
+    types = CATEGORY_KEY_TYPES
+
+    def message(self) -> dict[str, Any]:
+        return {"patient": to_checksum_address(self.patient), "statement": self.statement}
+
+
 #: every message type signed under the domain
-TypedMessage = ConsentGrant | ConsentRevoke | EmergencyReview
+TypedMessage = ConsentGrant | ConsentRevoke | EmergencyReview | CategoryKeyRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,35 +4,26 @@
 pragma solidity ^0.8.24;
 
 /**
- * @dev The stable vocabulary shared by the contracts and the Python client: data categories (bit
+ * @dev The stable vocabulary shared by the contracts and the Python client: category slots (bit
  * numbers in a `uint16` mask), purposes of use (bit numbers in a `uint8` mask) and member roles (bits of
  * a `uint16` mask). Bit numbers never change once deployed; new entries take new bits.
+ *
+ * On chain a category bit is a slot. The emergency-safe categories keep their own bit (named below);
+ * every other category sits in a slot chosen per patient by her key (node_client/blinding.py,
+ * docs/data-on-chain.md), so the contracts compare slots and never learn which category a slot holds.
  */
 library Vocabulary {
-    // ---- data categories (bit numbers) ----
-    uint8 internal constant CAT_DEMOGRAPHICS = 0;
+    // ---- category slots (bit numbers) ----
     uint8 internal constant CAT_ALLERGIES = 1;
     uint8 internal constant CAT_MEDICATIONS = 2;
     uint8 internal constant CAT_CONDITIONS = 3;
-    uint8 internal constant CAT_LAB_RESULTS = 4;
-    uint8 internal constant CAT_IMAGING = 5;
-    uint8 internal constant CAT_ENCOUNTERS = 6;
     uint8 internal constant CAT_IMMUNIZATIONS = 7;
-    uint8 internal constant CAT_VITAL_SIGNS = 8;
-    uint8 internal constant CAT_PROCEDURES = 9;
-    uint8 internal constant CAT_CARE_PLANS = 10;
-    uint8 internal constant CAT_GENOMICS = 11;
-    uint8 internal constant CAT_MENTAL_HEALTH = 12;
-    uint8 internal constant CAT_SEXUAL_REPRODUCTIVE_HEALTH = 13;
-    uint8 internal constant CAT_IDENTIFIERS = 14;
-    uint8 internal constant CATEGORY_COUNT = 15;
+    uint8 internal constant SLOT_COUNT = 16;
 
-    /// @dev Every defined category bit.
-    uint16 internal constant ALL_CATEGORIES = 0x7fff;
+    /// @dev Every slot bit.
+    uint16 internal constant ALL_SLOTS = 0xffff;
     /// @dev Categories an emergency (break-glass) access may read: allergies, medications, conditions, immunizations.
     uint16 internal constant EMERGENCY_SAFE_CATEGORIES = 0x008e;
-    /// @dev Sensitive categories: genomic and genetic data, mental health, sexual and reproductive health, identifiers (names, national ids, mrns, addresses, phone numbers).
-    uint16 internal constant SENSITIVE_CATEGORIES = 0x7800;
 
     // ---- purposes of use (bit numbers) ----
     uint8 internal constant PURPOSE_TREATMENT = 0;

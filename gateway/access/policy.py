@@ -38,6 +38,7 @@ from web3.types import BlockIdentifier
 
 from gateway import errors
 from gateway.storage import read_model
+from gateway.storage.category_keys import CategoryKeys
 from gateway.storage.db import record_status, status_text
 from node_client._exceptions import ChainUnavailable
 from node_client.contracts import (
@@ -51,7 +52,7 @@ from node_client.contracts import (
 )
 from node_client.deploy import Ledger
 from node_client.refusals import refusal
-from node_client.vocabulary import PROVIDER_ROLES, Category, Purpose, Role
+from node_client.vocabulary import PROVIDER_ROLES, SLOT_COUNT, Purpose, Role
 
 if TYPE_CHECKING:
     from gateway.ledger.indexer import Indexer
@@ -122,10 +123,19 @@ class Decision:
 class AccessPolicy:
     """Membership, record and consent checks: from the synced read model, else from the chain."""
 
-    def __init__(self, ledger: Ledger, *, db: Database | None = None, indexer: Indexer | None = None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        db: Database | None = None,
+        indexer: Indexer | None = None,
+        category_keys: CategoryKeys | None = None,
+    ) -> None:
         self.ledger = ledger
         self.db = db
         self.indexer = indexer
+        #: names the slot a refusal is about (a problem's detail), never needed to decide
+        self.category_keys = category_keys
 
     # ------------------------------------------------------------------ one block's state per decision
 
@@ -269,7 +279,7 @@ class AccessPolicy:
         """A *yes* from the synced read model, or ``None`` (then the chain decides). ``member``: the
         requester's record if the caller already read it from the read model (saves the lookup).
         ``view``: the read model's block the decision reads (its timestamp is the chain's time)."""
-        if purpose == Purpose.EMERGENCY or not 0 <= category < len(Category):
+        if purpose == Purpose.EMERGENCY or not 0 <= category < SLOT_COUNT:
             return None
         if view is None and not self.cache_ready():
             return None
@@ -368,6 +378,7 @@ class AccessPolicy:
             return errors.ChainUnavailable(str(exc))
         except errors.DomainError as error:
             return error
-        why = refusal(member, consent, now, category, purpose)
+        name = self.category_keys.name_slot(patient, category) if self.category_keys is not None else None
+        why = refusal(member, consent, now, category, purpose, category_name=name)
         extra = {} if why.valid_until is None else {"validUntil": why.valid_until}
         return _REFUSALS[why.code](why.detail, **extra)

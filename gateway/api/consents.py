@@ -17,7 +17,7 @@ from gateway.wiring import Components
 from node_client import signing
 from node_client._exceptions import ChainUnavailable, ContractRevert, SignatureError
 from node_client.commitments import reason_commitment
-from node_client.vocabulary import CATEGORIES, Role, categories_of
+from node_client.vocabulary import Role
 
 router = APIRouter(tags=["consents"])
 
@@ -67,8 +67,12 @@ def _signed(c: Components, body: SignedGrantIn | SignedRevokeIn) -> signing.Sign
 
 @router.post("/v1/consents", status_code=201, responses=problems(409, 422, 503))
 def grant(body: SignedGrantIn, c: ComponentsDep, caller: CallerDep) -> ConsentGranted:
-    """Submit a patient- (or guardian-) signed ConsentGrant — the health-code payload — with grantBySig."""
+    """Submit a patient- (or guardian-) signed ConsentGrant — the health-code payload — with grantBySig.
+
+    A code that carries the patient's category key hands it to this gateway first (a bad one: 422, nothing sent)."""
     signed = _signed(c, body)
+    if body.categoryKey is not None:
+        c.category_keys.learn(body.message.patient, bytes.fromhex(body.categoryKey[2:]))
     try:
         consent_id, tx = c.ledger.consents.grant_by_sig(c.gateway_account, signed)
     except ChainUnavailable as exc:
@@ -121,7 +125,7 @@ def emergency_access(body: EmergencyIn, c: ComponentsDep, caller: CallerDep) -> 
     return EmergencyOpened(
         accessId="0x" + bytes(ev["accessId"]).hex(),
         patient=ev["patient"],
-        categories=[CATEGORIES[int(t)].slug for t in categories_of(ev["categories"])],
+        categories=c.category_keys.name_slots(ev["patient"], ev["categories"]),
         validUntil=ev["validUntil"],
         txHash=result.tx_hash,
     )

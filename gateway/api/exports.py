@@ -93,6 +93,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "check_proof_mismatch": ("altered", "已被篡改"),
     "journal_entry": ("journal entry #{n}", "日志条目 #{n}"),
     "for_patient": ("Patient: {patient}", "患者：{patient}"),
+    # a blinded slot this gateway cannot name (no category key of the patient): the portal's words
+    "slot_n": ("Protected category {n}", "受保护类别 {n}"),
 }
 
 
@@ -112,6 +114,11 @@ class ExportLanguage(ReportLanguage):
     def iso(self, ts: int) -> str:
         """ISO 8601 with the display time zone's offset (what a spreadsheet and a reader both take)."""
         return datetime.fromtimestamp(ts, UTC).astimezone(ZoneInfo(self.tz)).isoformat(timespec="seconds")
+
+    def category(self, value: Any) -> str:
+        """The category's name, or for ``slot-N`` (a blinded slot not named here) "Protected category N"."""
+        slot = str(value).removeprefix("slot-")
+        return self.t("slot_n", n=slot) if slot != str(value) else super().category(value)
 
     def joined(self, values: Iterable[str], of: Callable[[str], str]) -> str:
         return ("、" if self.lang == "zh" else ", ").join(of(v) for v in values)

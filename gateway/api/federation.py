@@ -40,7 +40,7 @@ async def get_peer_request(request: Request, c: ComponentsDep) -> SignedRequest:
 PeerDep = Annotated[SignedRequest, Depends(get_peer_request)]
 
 
-@router.get("/v1/federation/patients/{address}/records", responses=problems(401, 403, 503))
+@router.get("/v1/federation/patients/{address}/records", responses=problems(401, 403, 409, 503))
 def holder_discover(
     address: str,
     c: ComponentsDep,
@@ -57,10 +57,12 @@ def holder_discover(
     before = page_key(cursor)
     c.policy.require_member(peer.acting_for)
     c.metrics.peer_requests.labels(kind="discover").inc()
-    query = discovery_query(address, purpose=purpose, category=category, since=since, code=code)
+    query = discovery_query(c, address, purpose=purpose, category=category, since=since, code=code)
     found = discovery.local(c, caller=peer.acting_for, query=query, before=before, limit=limit)
     again: dict[str, str | int] = {**query.filters, "purpose": PURPOSES[query.purpose].slug, "limit": limit or 0}
-    return discovered(found, query, page_links(f"/v1/federation/patients/{query.patient}/records", again, found.next))
+    return discovered(
+        c, found, query, page_links(f"/v1/federation/patients/{query.patient}/records", again, found.next)
+    )
 
 
 @router.get("/v1/federation/patients/{address}/accesses", responses=problems(401, 403, 503))

@@ -28,7 +28,7 @@ from gateway.storage.db import status_text
 from gateway.wiring import Components
 from node_client.contracts import ConsentStatus
 from node_client.paging import encode_cursor
-from node_client.vocabulary import CATEGORIES, PURPOSES, categories_of, purposes_of
+from node_client.vocabulary import PURPOSES, purposes_of
 
 router = APIRouter(prefix="/v1/me", tags=["patients"])
 
@@ -48,7 +48,7 @@ def my_records(c: ComponentsDep, caller: CallerDep, cursor: CursorQuery = None, 
         records=[
             MyRecord(
                 recordId=_hex(r.record_id),
-                category=CATEGORIES[r.category].slug,
+                category=c.category_keys.name_slot(caller, r.category),
                 provider=r.provider,
                 providerName=c.member_names.get(r.provider, ""),
                 status=r.status,
@@ -83,7 +83,7 @@ def my_consents(c: ComponentsDep, caller: CallerDep) -> MyConsents:
                 grantee=r.grantee,
                 granteeName=c.member_names.get(r.grantee, ""),
                 state=state(r),
-                categories=[CATEGORIES[int(x)].slug for x in categories_of(r.categories)],
+                categories=c.category_keys.name_slots(caller, r.categories),
                 purposes=[PURPOSES[int(x)].slug for x in purposes_of(r.purposes)],
                 validFrom=r.valid_from,
                 validUntil=r.valid_until,
@@ -136,7 +136,7 @@ def my_access_log(
                 accessId=_hex(e.access_id),
                 member=e.member,
                 memberName=c.member_names.get(e.member, ""),
-                categories=[CATEGORIES[int(x)].slug for x in categories_of(e.categories)],
+                categories=c.category_keys.name_slots(caller, e.categories),
                 reason=reasons.get(e.access_id),
                 openedAt=e.time,
                 validUntil=e.valid_until,

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "CategoryKeyIn",
     "ChallengeIn",
     "EmergencyIn",
     "LookupIn",
@@ -64,6 +65,18 @@ class SignedGrantIn(_Strict):
     message: GrantMessage
     signer: str = HexAddress
     signature: str = HexBytes
+    categoryKey: str | None = Field(
+        default=None,
+        pattern=r"^0x[0-9a-fA-F]{130}$",
+        description="the patient's category-key signature the health code carries: this gateway keeps her key",
+    )
+
+
+class CategoryKeyIn(_Strict):
+    """A patient's signed ``CategoryKeyRequest``: handing her category key to this gateway."""
+
+    patient: str = HexAddress
+    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$", description="65 bytes, r || s || v")
 
 
 class SignedRevokeIn(_Strict):

@@ -31,7 +31,8 @@ from gateway.api.schemas import (
 from gateway.errors import DomainError
 from gateway.problems import Problem
 from gateway.services import discovery, forwarding, lookup, releases, uploads
-from node_client.vocabulary import CATEGORIES, PURPOSES, parse_categories, parse_purposes
+from gateway.wiring import Components
+from node_client.vocabulary import PURPOSES, SLOT_COUNT, parse_purposes
 
 router = APIRouter(tags=["records"])
 log = logging.getLogger("hcl.gateway.records")
@@ -132,7 +133,7 @@ async def upload_records(
         records=[
             UploadedRecord(
                 recordId="0x" + r.record_id.hex(),
-                category=CATEGORIES[r.category].slug,
+                category=c.category_keys.name_slot(result.patient, r.category),
                 resources=r.resources,
                 locator=r.locator,
                 contentHash="0x" + r.content_hash.hex(),
@@ -143,7 +144,10 @@ async def upload_records(
             for r in result.records
         ],
         unchanged=[
-            UnchangedRecord(category=CATEGORIES[u.category].slug, recordIds=["0x" + i.hex() for i in u.record_ids])
+            UnchangedRecord(
+                category=c.category_keys.name_slot(result.patient, u.category),
+                recordIds=["0x" + i.hex() for i in u.record_ids],
+            )
             for u in result.unchanged
         ],
         ignored=[IgnoredResource(resourceType=t, reason=why) for t, why in result.ignored],
@@ -198,12 +202,14 @@ async def lookup_patient(body: LookupIn, c: ComponentsDep, caller: CallerDep) ->
     return Response(orjson.dumps(out), media_type="application/json")
 
 
-@router.get("/v1/patients/{address}/records", responses=problems(400, 503))
+@router.get("/v1/patients/{address}/records", responses=problems(400, 409, 503))
 def discover(
     address: str,
     c: ComponentsDep,
     caller: CallerDep,
-    category: Annotated[str | None, Query(description="e.g. lab-results")] = None,
+    category: Annotated[
+        str | None, Query(description="e.g. lab-results,mental-health; slot-N: one of the patient's slots as is")
+    ] = None,
     since: Annotated[str | None, Query(description="ISO date: resources dated on or after")] = None,
     code: Annotated[str | None, Query(description="a resource code, e.g. LOINC 4548-4")] = None,
     purpose: Annotated[str, Query()] = "treatment",
@@ -216,30 +222,33 @@ def discover(
     the following page, absent on the last one."""
     c.policy.require_member(caller)
     before = page_key(cursor)
-    query = discovery_query(address, purpose=purpose, category=category, since=since, code=code)
+    query = discovery_query(c, address, purpose=purpose, category=category, since=since, code=code)
     found = discovery.network(c, caller=caller, query=query, before=before, limit=limit)
     again: dict[str, str | int] = {**query.filters, "purpose": PURPOSES[query.purpose].slug, "limit": limit}
-    return discovered(found, query, page_links(f"/v1/patients/{query.patient}/records", again, found.next))
+    return discovered(c, found, query, page_links(f"/v1/patients/{query.patient}/records", again, found.next))
 
 
 def discovery_query(
-    address: str, *, purpose: str, category: str | None, since: str | None, code: str | None
+    c: Components, address: str, *, purpose: str, category: str | None, since: str | None, code: str | None
 ) -> discovery.Query:
-    """The discovery request's parameters, checked (400 for a bad one)."""
+    """The discovery request's parameters, checked (400 for a bad one); ``category`` names categories (or
+    ``slot-N``), mapped to the patient's slots (409 ``category_key_needed`` for a blinded one without her key)."""
     if not is_address(address):
         raise Problem("invalid_request", "not an address")
+    patient = to_checksum_address(address)
     wanted = None
     if category:
         try:
-            wanted = {t.bit for t in CATEGORIES if parse_categories(category) >> t.bit & 1}
+            mask = c.category_keys.parse(patient, category)
         except ValueError as exc:
             raise Problem("invalid_request", str(exc)) from None
-    return discovery.Query(
-        to_checksum_address(address), parse_purpose(purpose), wanted, code or None, parse_since(since)
-    )
+        wanted = {s for s in range(SLOT_COUNT) if mask >> s & 1}
+    return discovery.Query(patient, parse_purpose(purpose), wanted, code or None, parse_since(since))
 
 
-def discovered(found: discovery.Discovery, query: discovery.Query, links: dict[str, str | None]) -> DiscoveredRecords:
+def discovered(
+    c: Components, found: discovery.Discovery, query: discovery.Query, links: dict[str, str | None]
+) -> DiscoveredRecords:
     """The answer's document; a record a peer described wrongly is left out (and logged), not a 500."""
     records = []
     for r in found.records:
@@ -251,7 +260,7 @@ def discovered(found: discovery.Discovery, query: discovery.Query, links: dict[s
         patient=query.patient,
         purpose=PURPOSES[query.purpose].slug,
         records=records,
-        consentedCategories=[CATEGORIES[k].slug for k in found.consented],
+        consentedCategories=[c.category_keys.name_slot(query.patient, k) for k in found.consented],
         unavailable=[UnavailableHolder.model_validate(u) for u in found.unavailable],
         **links,
     )

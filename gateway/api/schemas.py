@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from node_client.blinding import BLINDED_SLOTS
 from node_client.vocabulary import CATEGORIES, PURPOSES, ROLES
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "AccessLog",
     "AnchoredBatchProof",
     "BatchProof",
+    "CategoryKeyLearned",
+    "CategoryKeyRequestOut",
     "ChallengeOut",
     "ConsentGranted",
     "ConsentRevoked",
@@ -100,7 +103,8 @@ if TYPE_CHECKING:  # the slugs are data (node_client.vocabulary), so to a type c
     Purpose = str
     RoleSlug = str
 else:  # to pydantic and the OpenAPI document, enums of the vocabulary's slugs
-    Category = Literal[tuple(t.slug for t in CATEGORIES)]
+    # ``slot-N``: a blinded slot of a patient whose category key this gateway does not hold (docs/data-on-chain.md)
+    Category = Literal[(*(t.slug for t in CATEGORIES), *(f"slot-{n}" for n in BLINDED_SLOTS))]
     Purpose = Literal[tuple(t.slug for t in PURPOSES)]
     RoleSlug = Literal[tuple(t.slug for t in ROLES)]
 MemberStatusSlug = Literal["active", "suspended", "removed", "unknown"]
@@ -672,6 +676,21 @@ class EmergencyReviewOut(_Out):
     signature: str
     leafHash: Hex32
     chainHash: Hex32
+
+
+class CategoryKeyLearned(_Out):
+    """Whether this gateway learned the key now (201) or already held it (200)."""
+
+    patient: Address
+    learned: bool
+
+
+class CategoryKeyRequestOut(_Out):
+    """The ``CategoryKeyRequest`` the patient signs to hand over her category key."""
+
+    type: Literal["CategoryKeyRequest"]
+    message: dict[str, Any]
+    typedData: dict[str, Any] = Field(description="for eth_signTypedData_v4")
 
 
 class ReviewDraft(_Out):

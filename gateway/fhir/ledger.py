@@ -12,7 +12,7 @@ import orjson
 
 from node_client.audit.fhir import audit_event, event_ids, iso_time, pruned, purpose_concept
 from node_client.audit.model import AccessRow
-from node_client.vocabulary import CATEGORIES, PURPOSES, categories_of, purposes_of
+from node_client.vocabulary import CATEGORIES, PURPOSES, purposes_of
 
 __all__ = [
     "CONSENT_NS",
@@ -30,7 +30,10 @@ __all__ = [
 CONSENT_NS = uuid.uuid5(uuid.NAMESPACE_URL, "urn:hcl:consent")
 ADDRESS = "urn:hcl:address"
 CATEGORY_SYSTEM = "urn:hcl:category"
+#: a blinded slot whose category the gateway cannot name (it lacks the patient's key): the slot number
+SLOT_SYSTEM = "urn:hcl:category-slot"
 SCOPE = {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}
+CATEGORY_BY_SLUG = {t.slug: t for t in CATEGORIES}
 LOINC_CONSENT = {"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}
 
 
@@ -42,7 +45,8 @@ class ConsentFacts:
     patient: str
     grantee: str
     grantee_name: str
-    categories: int
+    #: the consent's slots named (``gateway.storage.category_keys``): a slug, or ``slot-N``
+    categories: list[str]
     purposes: int
     valid_from: int
     valid_until: int
@@ -88,17 +92,20 @@ def consent(c: ConsentFacts, now: int) -> dict[str, Any]:
                 }
             ],
             "purpose": [purpose_concept(PURPOSES[int(p)].slug)["coding"][0] for p in purposes_of(c.purposes)],
-            "class": [
-                {"system": CATEGORY_SYSTEM, "code": CATEGORIES[int(x)].slug} for x in categories_of(c.categories)
-            ],
-            "code": [
-                {"coding": [{"system": CATEGORY_SYSTEM, "code": t.slug, "display": t.en}]}
-                for t in (CATEGORIES[int(x)] for x in categories_of(c.categories))
-            ],
+            "class": [{k: v for k, v in _category(n).items() if k != "display"} for n in c.categories],
+            "code": [{"coding": [_category(n)]} for n in c.categories],
         },
     }
     out: dict[str, Any] = pruned(res)
     return out
+
+
+def _category(name: str) -> dict[str, str]:
+    """A named slot as a coding: the category's, or a slot of the local system when it has no name here."""
+    slot = name.removeprefix("slot-")
+    if slot != name:
+        return {"system": SLOT_SYSTEM, "code": slot, "display": f"Protected category {slot}"}
+    return {"system": CATEGORY_SYSTEM, "code": name, "display": CATEGORY_BY_SLUG[name].en}
 
 
 def searchset(

@@ -18,9 +18,10 @@ from typing import Any
 from gateway.ledger.journal import Journal
 from gateway.ledger.member_names import MemberNames
 from gateway.storage import notifications, read_model
+from gateway.storage.category_keys import CategoryKeys
 from gateway.storage.db import Database
 from node_client.journal_entry import JournalEntry
-from node_client.vocabulary import CATEGORIES, PURPOSES
+from node_client.vocabulary import PURPOSES
 
 __all__ = ["AccessFeed"]
 
@@ -38,9 +39,17 @@ class AccessFeed:
     """A thread that moves new journal entries and strict accesses into ``access_events``."""
 
     def __init__(
-        self, db: Database, names: MemberNames, gateway: str, *, journal: Journal | None, interval: float
+        self,
+        db: Database,
+        names: MemberNames,
+        keys: CategoryKeys,
+        gateway: str,
+        *,
+        journal: Journal | None,
+        interval: float,
     ) -> None:
-        self.db, self.names, self.gateway, self.journal, self.interval = db, names, gateway, journal, interval
+        self.db, self.names, self.keys, self.gateway = db, names, keys, gateway
+        self.journal, self.interval = journal, interval
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,7 +133,7 @@ class AccessFeed:
             "requester": e.requester,
             "requesterName": self.names.get(e.requester, ""),
             "recordId": "0x" + e.record_id.hex(),
-            "category": CATEGORIES[record.category].slug if record is not None else None,
+            "category": self.keys.name_slot(e.patient, record.category) if record is not None else None,
             "purpose": PURPOSES[e.purpose].slug,
             "emergency": e.emergency,
             "time": at,

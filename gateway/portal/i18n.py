@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastapi import Request
 
-__all__ = ["DEFAULT", "FHIR_TYPES", "LANGS", "MESSAGES", "negotiate", "translator"]
+from node_client.vocabulary import CATEGORIES, Term
+
+__all__ = ["DEFAULT", "FHIR_TYPES", "LANGS", "MESSAGES", "SlotTerm", "category_term", "negotiate", "translator"]
 
 LANGS = ("zh-CN", "en")
 DEFAULT = "zh-CN"
@@ -465,6 +468,23 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "lookup_value": ("证件号码", "ID number"),
     "lookup_button": ("查找患者", "Find patient"),
     "lookup_found": ("已找到患者，地址已填入", "Patient found; her address is filled in"),
+    # ---- blinded categories: the patient's category key (issue 16)
+    "problem_category_key_invalid": ("类别密钥不是患者本人签署的", "The category key is not signed by the patient"),
+    "problem_category_key_needed": (
+        "本网关尚无该患者的类别密钥：请患者登录本机构门户一次，或出示携带密钥的健康码",
+        "This gateway does not hold the patient's category key: she signs in to this portal once, or shows a "
+        "health code that carries it",
+    ),
+    "problem_category_key_conflict": (
+        "本网关已保存该患者的另一把类别密钥",
+        "This gateway holds another category key for the patient",
+    ),
+    "slot_n": ("受保护类别 {n}", "Protected category {n}"),
+    # health code version 2: the patient's category key carried in a grant (blinded categories, issue 16)
+    "hc_category_key": (
+        "码中附带的类别密钥不是该患者本人的",
+        "the category key in the code is not the patient's own",
+    ),
 }
 
 #: FHIR resource types as a reader of that language names them (the opened record, the records table);
@@ -512,6 +532,29 @@ def translator(lang: str) -> Callable[[str], str]:
         return entry[index] if entry else key
 
     return t
+
+
+@dataclass(frozen=True, slots=True)
+class SlotTerm:
+    """A blinded slot this gateway cannot name (it lacks the patient's key): "Protected category N"."""
+
+    slug: str
+    en: str
+    zh: str
+    sensitive: bool = False
+
+
+_CATEGORY_OF = {t.slug: t for t in CATEGORIES}
+
+
+def category_term(name: str) -> Term | SlotTerm:
+    """A category as the API and ``category_keys`` name a slot (a slug, or ``slot-N``), labelled in both
+    languages: pages show these names, never ``CATEGORIES`` indexed by a slot."""
+    if name in _CATEGORY_OF:
+        return _CATEGORY_OF[name]
+    zh, en = MESSAGES["slot_n"]
+    n = name.removeprefix("slot-")
+    return SlotTerm(name, en.format(n=n), zh.format(n=n))
 
 
 @functools.cache

@@ -47,7 +47,7 @@ from gateway.wiring import Components
 from node_client import healthcode as hc
 from node_client._exceptions import ChainUnavailable
 from node_client.reviews import StoredReview
-from node_client.signing import REVIEW_VERDICTS
+from node_client.signing import REVIEW_VERDICTS, ConsentGrant
 from node_client.vocabulary import CATEGORIES, PROVIDER_ROLES, PURPOSES, Role, roles_of
 
 __all__ = ["STATIC_DIR", "router", "templates"]
@@ -106,6 +106,8 @@ def _render(
             # an institution as this page's reader names it (name_zh / name_en), else its shortened address
             "member": lambda a: (c.member_names.name(a, lang) or short(a)) if a else "",
             "term": lambda t: t.zh if lang == "zh-CN" else t.en,
+            # a category as the API names a patient's slot (slug, or "slot-N" without her key), labelled
+            "category": i18n.category_term,
             "fhir_type": lambda rt: i18n.translator(lang)(f"fhir_{rt}") if rt in i18n.FHIR_TYPES else rt,
             "dev": c.ledger.dev,
             **ctx,
@@ -195,7 +197,6 @@ def _patient(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
     consents = me.my_consents(c, v.address)
     return {
         "mine": mine,
-        "term_of": {t.slug: t for t in CATEGORIES},
         "purpose_of": {t.slug: t for t in PURPOSES},
         "categories": CATEGORIES,
         "purposes": PURPOSES,
@@ -269,7 +270,7 @@ def _auditor(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
             "validUntil": e.valid_until,
             "reason": reasons.get(e.access_id),
             "txHash": e.tx_hash,
-            "categories": [CATEGORIES[t.bit] for t in CATEGORIES if e.categories >> t.bit & 1],
+            "categories": [i18n.category_term(n) for n in c.category_keys.name_slots(e.patient, e.categories)],
             "reviews": [_review_view(r, anchored) for r in reviewed.get(e.access_id, [])],
             "mine": any(r.review.reviewer.lower() == v.address.lower() for r in reviewed.get(e.access_id, [])),
         }
@@ -365,7 +366,7 @@ def draft(body: DraftIn, request: Request, c: ComponentsDep) -> dict[str, Any]:
 
     The page signs exactly this with the patient's key; the gateway never sees the key.
     """
-    from node_client.signing import ConsentGrant, ConsentRevoke, typed_data
+    from node_client.signing import ConsentRevoke, typed_data
     from node_client.vocabulary import parse_categories, parse_purposes
 
     require_portal_post(request)
@@ -388,8 +389,10 @@ def draft(body: DraftIn, request: Request, c: ComponentsDep) -> dict[str, Any]:
                 raise Problem("invalid_request", str(exc)) from None
             if not cats or not purps:
                 raise Problem("invalid_request", "pick at least one category and one purpose")
+            # the chain keeps the patient's slots: her key is needed (she handed it over at sign-in)
+            slots = c.category_keys.require(v.address).slots(cats)
             message = c.ledger.consents.build_grant(
-                v.address, grantee, cats, purps, now, now + body.validDays * 86400, deadline=deadline
+                v.address, grantee, slots, purps, now, now + body.validDays * 86400, deadline=deadline
             )
         domain = c.ledger.consents.domain()
     except ChainUnavailable as exc:
@@ -405,9 +408,11 @@ def make_code(body: SignedGrantIn, request: Request, c: ComponentsDep) -> HTMLRe
     v = require_viewer(request, c, "patient")
     signed = _signed(c, body)  # checked against the contract's domain, which it has read
     domain = c.ledger.consents.domain()
-    text = hc.encode(signed, domain)
+    key = _carried_key(c, body)
+    text = hc.encode(signed, domain, category_key=key)
     code = hc.qr(text)
-    summary = hc.summary(signed, domain, members=c.member_names.in_language(i18n.negotiate(request)))
+    names = c.member_names.in_language(i18n.negotiate(request))
+    summary = hc.summary(signed, domain, category_key=key, members=names)
     return _render(
         request,
         c,
@@ -419,6 +424,16 @@ def make_code(body: SignedGrantIn, request: Request, c: ComponentsDep) -> HTMLRe
         png_uri=code.png_data_uri(scale=8, border=4),
         summary=summary,
     )
+
+
+def _carried_key(c: Components, body: SignedGrantIn) -> bytes | None:
+    """The patient's category-key signature her code carries (from her sign-in, sent with the grant), checked
+    and kept here; none in a code a guardian signs (the key is the patient's alone to hand over)."""
+    if body.categoryKey is None or body.signer.lower() != body.message.patient.lower():
+        return None
+    key = bytes.fromhex(body.categoryKey[2:])
+    c.category_keys.learn(body.message.patient, key)
+    return key
 
 
 # ---------------------------------------------------------------- hospital helpers
@@ -454,13 +469,17 @@ async def preview(
     if not code_text:
         raise Problem("invalid_request", i18n.translator(i18n.negotiate(request))("hc_missing"))
     try:
-        signed, domain = hc.decode(code_text)
+        code = hc.decode(code_text)
+        signed, domain, carried = code.signed, code.domain, code.category_key
         names = c.member_names.in_language(i18n.negotiate(request))
-        summary = hc.summary(signed, domain, ledger=c.ledger, members=names)
+        summary = hc.summary(signed, domain, category_key=code.category_key, ledger=c.ledger, members=names)
     except hc.HealthCodeError as exc:
         raise _code_problem(request, exc) from None
     except ChainUnavailable as exc:
         raise Problem("chain_unavailable", str(exc)) from exc
+    if carried is not None:
+        c.category_keys.learn(summary.patient, carried)  # shown to this institution: the patient hands it over
+    mask = signed.message.categories if isinstance(signed.message, ConsentGrant) else 0
     payload = signed.as_dict()
     consent_id = None
     if summary.kind == "revoke" and summary.ledger_matches:
@@ -476,6 +495,7 @@ async def preview(
         summary=summary,
         payload={"payload": payload, "consentId": consent_id},
         for_me=summary.grantee == v.address,
+        categories=[i18n.category_term(n) for n in c.category_keys.name_slots(summary.patient, mask)],
         term=lambda tv: tv.zh if i18n.negotiate(request) == "zh-CN" else tv.en,
     )
 
@@ -493,7 +513,6 @@ def patient_access_page(
         "access_page.html",
         viewer=v,
         access=me.my_access_log(c, v.address, cursor=cursor, since=since),
-        term_of={t.slug: t for t in CATEGORIES},
         purpose_of={t.slug: t for t in PURPOSES},
     )
 
@@ -523,9 +542,7 @@ def patient_records(request: Request, c: ComponentsDep, cursor: str) -> HTMLResp
     v = require_viewer(request, c, "patient")
     c.indexer.require_complete()
     mine = me.my_records(c, v.address, cursor=cursor, limit=c.settings.portal_page_size)
-    return _render(
-        request, c, "patient_records_more.html", viewer=v, mine=mine, term_of={t.slug: t for t in CATEGORIES}
-    )
+    return _render(request, c, "patient_records_more.html", viewer=v, mine=mine)
 
 
 @router.get("/portal/hospital/records", response_class=HTMLResponse)
@@ -537,7 +554,7 @@ def hospital_records(
     v = require_viewer(request, c, "hospital")
     found = discover(patient, c, v.address, purpose=purpose, cursor=cursor, limit=c.settings.portal_page_size)
     template = "hospital_records_more.html" if cursor else "hospital_records.html"
-    return _render(request, c, template, viewer=v, found=found, term_of={t.slug: t for t in CATEGORIES})
+    return _render(request, c, template, viewer=v, found=found)
 
 
 # ---------------------------------------------------------------- ledger links and reports

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from gateway.portal.i18n import category_term
 from gateway.storage import read_model
 from gateway.wiring import Components
-from node_client.vocabulary import CATEGORIES, PURPOSES
+from node_client.vocabulary import PURPOSES
 
 __all__ = ["facts", "verdict"]
 
@@ -21,7 +22,11 @@ TIME_ARGS = ("validFrom", "validUntil")
 
 
 def _labels(mask: int, terms: tuple[Any, ...], lang: str) -> str:
-    return ("、" if lang == "zh-CN" else ", ").join(_term(t, lang) for t in terms if mask >> t.bit & 1)
+    return _joined([_term(t, lang) for t in terms if mask >> t.bit & 1], lang)
+
+
+def _joined(labels: list[str], lang: str) -> str:
+    return ("、" if lang == "zh-CN" else ", ").join(labels)
 
 
 def _term(term: Any, lang: str) -> str:
@@ -29,9 +34,10 @@ def _term(term: Any, lang: str) -> str:
 
 
 def _record_category(c: Components, record_id: Any, lang: str) -> str | None:
-    """The accessed record's category, from the read model (the event carries only the record id)."""
+    """The accessed record's category, from the read model (the event carries only the record id): its slot,
+    named with the patient's key if this gateway holds it."""
     rec = read_model.record(c.db, bytes(record_id))
-    return _term(CATEGORIES[rec.category], lang) if rec is not None and rec.category < len(CATEGORIES) else None
+    return None if rec is None else _term(category_term(c.category_keys.name_slot(rec.patient, rec.category)), lang)
 
 
 def facts(
@@ -45,8 +51,9 @@ def facts(
             out.append((t(f"arg_{key}"), f"{name} ({args[key]})" if name else args[key]))
     if "recordId" in args and (category := _record_category(c, args["recordId"], lang)):
         out.append((t("category"), category))
-    if "categories" in args:
-        out.append((t("categories"), _labels(int(args["categories"]), CATEGORIES, lang)))
+    if "categories" in args:  # the patient's slots (every event with categories names its patient)
+        names = c.category_keys.name_slots(str(args.get("patient", "")), int(args["categories"]))
+        out.append((t("categories"), _joined([_term(category_term(n), lang) for n in names], lang)))
     if "purpose" in args and int(args["purpose"]) < len(PURPOSES):
         out.append((t("purpose"), _term(PURPOSES[int(args["purpose"])], lang)))
     if "purposes" in args:

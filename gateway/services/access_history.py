@@ -31,7 +31,7 @@ from gateway.wiring import Components
 from node_client import merkle
 from node_client.journal_entry import JournalEntry, unhex
 from node_client.paging import PageKey
-from node_client.vocabulary import CATEGORIES, PURPOSES
+from node_client.vocabulary import PURPOSES
 
 __all__ = ["History", "PageKey", "holder_entries", "network_page"]
 
@@ -119,7 +119,7 @@ def _entry(c: Components, e: JournalEntry, categories: dict[bytes, int], holder:
         "requester": e.requester,
         "requesterName": c.member_names.get(e.requester, ""),
         "recordId": "0x" + e.record_id.hex(),
-        "category": CATEGORIES[cat].slug if cat is not None else None,
+        "category": c.category_keys.name_slot(e.patient, cat) if cat is not None else None,
         "purpose": PURPOSES[e.purpose].slug,
         "emergency": e.emergency,
         "emergencyReason": None,
@@ -142,7 +142,7 @@ def _strict(c: Components, patient: str, accesses: list[read_model.PatientAccess
                 "requester": a.requester,
                 "requesterName": c.member_names.get(a.requester, ""),
                 "recordId": "0x" + a.record_id.hex(),
-                "category": CATEGORIES[a.category].slug if a.category is not None else None,
+                "category": c.category_keys.name_slot(patient, a.category) if a.category is not None else None,
                 "purpose": PURPOSES[a.purpose].slug,
                 "emergency": a.emergency,
                 "emergencyReason": reasons.get(a.consent_id) if a.emergency else None,

@@ -22,9 +22,10 @@ from gateway import errors
 from gateway.federation.directory import Peer
 from gateway.problems import Problem
 from gateway.storage import record_keys
+from gateway.storage.category_keys import slot_name
 from gateway.wiring import Components
 from node_client.paging import PageKey
-from node_client.vocabulary import CATEGORIES, PURPOSES
+from node_client.vocabulary import PURPOSES
 
 __all__ = ["Discovery", "Query", "local", "network"]
 
@@ -33,7 +34,8 @@ log = logging.getLogger("hcl.gateway.discovery")
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """What is asked: the patient's records, for a purpose, optionally narrowed (``filters`` as sent on)."""
+    """What is asked: the patient's records, for a purpose, optionally narrowed (``filters`` as sent on).
+    ``categories`` are her slots: a peer is asked for a blinded one as ``slot-N``, which it needs no key for."""
 
     patient: str
     purpose: int
@@ -45,7 +47,7 @@ class Query:
     def filters(self) -> dict[str, str]:
         out = {"code": self.code or "", "since": self.since or ""}
         if self.categories is not None:
-            out["category"] = ",".join(CATEGORIES[c].slug for c in sorted(self.categories))
+            out["category"] = ",".join(slot_name(None, s) for s in sorted(self.categories))
         return {k: v for k, v in out.items() if v}
 
 
@@ -105,7 +107,7 @@ def _described(c: Components, row: record_keys.DiscoverableRecord, query: Query)
     indexed = record_keys.indexed_resources(c.db, row.record_id, code=query.code, since=query.since)
     return {
         "recordId": "0x" + row.record_id.hex(),
-        "category": CATEGORIES[row.category].slug,
+        "category": c.category_keys.name_slot(query.patient, row.category),
         "provider": row.provider,
         "providerName": c.member_names.get(row.provider, ""),
         "registeredAt": row.time,
@@ -149,7 +151,7 @@ def network(c: Components, *, caller: str, query: Query, before: PageKey | None,
                 except (errors.DomainError, Problem) as exc:
                     out.unavailable.append(_missing(peer, exc))
                     continue
-                out.records.extend(_theirs(peer, answer))
+                out.records.extend(_theirs(c, peer, query.patient, answer))
     # a peer that ignores paging answers everything: the key filter and the cut keep the page exact
     keyed = [(k, r) for r in out.records if (k := _key(r)) is not None and (before is None or k < before)]
     keyed.sort(key=lambda kr: kr[0], reverse=True)
@@ -170,12 +172,22 @@ def _key(record: dict[str, Any]) -> PageKey | None:
         return None
 
 
-def _theirs(peer: Peer, answer: dict[str, Any]) -> list[dict[str, Any]]:
-    """A peer's records, each naming the peer as holder (whatever the peer says of itself)."""
+def _theirs(c: Components, peer: Peer, patient: str, answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """A peer's records, each naming the peer as holder (whatever the peer says of itself); a slot the peer
+    could not name (``slot-N``, it lacks her key) named here if this gateway holds it."""
     records = answer.get("records")
     if not isinstance(records, list):
         return []
-    return [{**r, "holder": peer.address, "holderName": peer.name} for r in records if isinstance(r, dict)]
+    return [
+        {
+            **r,
+            "category": c.category_keys.renamed(patient, r.get("category")),
+            "holder": peer.address,
+            "holderName": peer.name,
+        }
+        for r in records
+        if isinstance(r, dict)
+    ]
 
 
 def _missing(peer: Peer, exc: errors.DomainError | Problem) -> dict[str, str]:

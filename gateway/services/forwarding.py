@@ -43,6 +43,8 @@ def release_elsewhere(c: Components, *, peer: Peer, caller: str, record_id: byte
     """The holder's release to ``caller`` (sealed to the caller's key), after checking the caller here."""
     c.policy.require_member(caller)
     body = c.federation.release(peer, caller, record_id, PURPOSES[purpose].slug)
+    if isinstance(body.get("patient"), str) and "category" in body:  # the holder may lack her key: name it here
+        body["category"] = c.category_keys.renamed(body["patient"], body["category"])
     c.metrics.forwarded.inc()
     log.info("release forwarded", extra={"record": record_id.hex(), "requester": caller, "holder": peer.address})
     return body

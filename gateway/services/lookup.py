@@ -44,12 +44,14 @@ class Found:
 
 def lookup(c: Components, *, caller: str, system: str, value: str, purpose: int) -> Found:
     """The patient whose identifier ``system|value`` is, if ``caller`` may read her identifiers for
-    ``purpose`` now; the read is ledgered. Else :class:`~gateway.errors.PatientNotFound`."""
+    ``purpose`` now; the read is ledgered. Else :class:`~gateway.errors.PatientNotFound`. The consent is checked
+    by the release, for the slot her identifiers record is registered in (her key placed it there)."""
     c.policy.require_member(caller)
     key = identifier_index.digest(c.index_key, normalised_identifier(system, value))
     candidates = identifier_index.records_of(c.db, key)
     if not candidates:
-        c.policy.check(_NOBODY, caller, int(Category.IDENTIFIERS), purpose)  # as costly as a refusal
+        # as costly as a refusal (nobody has a category key: the bit is only a slot like any other)
+        c.policy.check(_NOBODY, caller, int(Category.IDENTIFIERS), purpose)
         raise errors.PatientNotFound(_NOT_FOUND)
     for patient, record_id in candidates:  # one, unless two patients share an identifier
         try:

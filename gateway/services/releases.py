@@ -45,7 +45,7 @@ from gateway.wiring import Components
 from node_client import hpke
 from node_client._exceptions import ChainUnavailable, ContractRevert, TransactionError
 from node_client.contracts import AccessEntry, Member, Record, RecordStatus
-from node_client.vocabulary import CATEGORIES, PURPOSES
+from node_client.vocabulary import PURPOSES
 
 __all__ = ["Release", "release", "release_async"]
 
@@ -270,7 +270,7 @@ def _finish(c: Components, p: _Prepared, ledger_info: dict[str, Any]) -> Release
         "accessId": "0x" + p.access_hash.hex(),
         "recordId": "0x" + p.record_id.hex(),
         "patient": p.patient,
-        "category": CATEGORIES[p.category].slug,
+        "category": c.category_keys.name_slot(p.patient, p.category),
         "purpose": PURPOSES[p.purpose].slug,
         "consentId": "0x" + p.consent_id.hex(),
         "emergency": p.emergency,

@@ -47,7 +47,7 @@ log = logging.getLogger("hcl.gateway.uploads")
 @dataclass(frozen=True, slots=True)
 class UploadedRecord:
     record_id: bytes
-    category: int
+    category: int  # the slot (named per patient at the API)
     resources: int
     content_hash: bytes
     locator: str
@@ -60,7 +60,7 @@ class UploadedRecord:
 class UnchangedRecord:
     """A record of the upload that the gateway already holds, resource for resource: nothing was done."""
 
-    category: int
+    category: int  # the slot
     record_ids: tuple[bytes, ...]
 
 
@@ -101,6 +101,8 @@ class _Written:
     patient: str
     provider: str
     created_at: int
+    #: category → the slot its records take on chain for this patient (node_client.blinding)
+    slots: dict[int, int] = field(default_factory=dict)
     records: list[_Stored] = field(default_factory=list)
     unchanged: list[UnchangedRecord] = field(default_factory=list)
 
@@ -125,7 +127,9 @@ def upload(c: Components, *, provider: str, patient: str, body: bytes) -> Upload
             "no patient health data in this upload",
             issues=[{"path": t, "message": reason} for t, reason in grouping.ignored],
         )
-    w = _Written(uuid.uuid4().hex, patient, provider, int(time.time()))
+    # every slot before anything is written: without the patient's key only emergency-safe records register
+    slots = {int(d.category): c.category_keys.slot(patient, int(d.category)) for d in grouping.records}
+    w = _Written(uuid.uuid4().hex, patient, provider, int(time.time()), slots)
     todo = _changed(c, w, grouping.records)
     if not todo:
         log.info("upload unchanged", extra={"upload": w.upload_id, "provider": provider})
@@ -202,11 +206,10 @@ def _changed(c: Components, w: _Written, drafts: tuple[RecordDraft, ...]) -> lis
     conn = c.db.read()
     todo = []
     for draft in drafts:
-        d = versions.decide(
-            conn, patient=w.patient, provider=w.provider, category=int(draft.category), resources=_keyed(c, draft)
-        )
+        slot = w.slots[int(draft.category)]
+        d = versions.decide(conn, patient=w.patient, provider=w.provider, category=slot, resources=_keyed(c, draft))
         if d.unchanged:
-            w.unchanged.append(UnchangedRecord(int(draft.category), d.unchanged))
+            w.unchanged.append(UnchangedRecord(slot, d.unchanged))
         else:
             todo.append(draft)
     return todo
@@ -224,7 +227,7 @@ def _store_blobs(c: Components, w: _Written, drafts: list[RecordDraft]) -> None:
 
 def _store_blob(c: Components, w: _Written, draft: RecordDraft) -> None:
     record_id = secrets.token_bytes(32)
-    category = int(draft.category)
+    category = w.slots[int(draft.category)]  # the slot: what the chain and every table hold
     plaintext = canonical_json(draft.bundle)
     ciphertext, data_key = encrypt_record(plaintext, record_id=record_id, patient=w.patient, category=category)
     locator = c.store.put(ciphertext)

@@ -102,6 +102,13 @@ CREATE TABLE IF NOT EXISTS identifier_index (
     PRIMARY KEY (digest, record_id)
 );
 
+-- patients' category keys, wrapped under the KEK (gateway/storage/category_keys.py)
+CREATE TABLE IF NOT EXISTS category_keys (
+    patient    TEXT PRIMARY KEY,     -- lower-case 0x address
+    wrapped    BLOB NOT NULL,        -- Kek.wrap(key, record_id=SHA-256(tag || patient))
+    learned_at INTEGER NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS nonces (
     nonce      TEXT PRIMARY KEY,
     address    TEXT NOT NULL,

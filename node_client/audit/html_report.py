@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from node_client.audit.judge import slot_slug
 from node_client.audit.model import AuditReport
 from node_client.vocabulary import CATEGORIES, PURPOSES
 
@@ -111,8 +112,12 @@ class ReportLanguage:
         return (term.zh if self.lang == "zh" else term.en) if term else str(value)
 
     def category(self, value: Any) -> str:
-        term = next((c for c in CATEGORIES if value in (c.bit, c.slug)), None)
-        return (term.zh if self.lang == "zh" else term.en) if term else str(value)
+        """A slot (number) or its slug: emergency-safe ones by category, the others as protected slots."""
+        name = slot_slug(value) if isinstance(value, int) else str(value)
+        if name.startswith("slot-") and name[5:].isdigit():
+            return f"受保护类别 {name[5:]}" if self.lang == "zh" else f"slot {name[5:]}"
+        term = next((c for c in CATEGORIES if name == c.slug), None)
+        return (term.zh if self.lang == "zh" else term.en) if term else name
 
 
 def member_names(members: Iterable[Mapping[str, Any]], lang: str) -> dict[str, str]:

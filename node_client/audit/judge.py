@@ -18,9 +18,10 @@ from node_client.audit.anchors import JournalView
 from node_client.audit.chain import ChainView
 from node_client.audit.journal import Entry
 from node_client.audit.model import REVIEW_KINDS, AccessRow, Anomaly, Finding, Findings, hex0x
-from node_client.audit.state import ACTIVE, CATEGORY_COUNT, ROLE_GATEWAY, State, Windows, run_of
+from node_client.audit.state import ACTIVE, ROLE_GATEWAY, State, Windows, run_of
+from node_client.blinding import PUBLIC_SLOTS
 from node_client.events import EventRecord
-from node_client.vocabulary import CATEGORIES, PURPOSES
+from node_client.vocabulary import CATEGORIES, PURPOSES, SLOT_COUNT
 
 __all__ = ["Change", "Judge", "Key", "KeyWatch", "slug"]
 
@@ -28,6 +29,16 @@ __all__ = ["Change", "Judge", "Key", "KeyWatch", "slug"]
 Key = tuple[str, str, bytes, int]
 #: (anomaly kind, evidence) of what made a key's verdict unclean at a block
 Change = tuple[str, dict[str, Any]]
+
+
+def slot_slug(slot: int | None) -> str:
+    """A record's slot as the auditor, who holds no patient's category key, can name it: an emergency-safe
+    slot by its category, any other as ``slot-N`` (which category it holds differs per patient)."""
+    if slot is None:
+        return ""
+    if slot in PUBLIC_SLOTS:
+        return CATEGORIES[slot].slug
+    return f"slot-{slot}" if 0 <= slot < SLOT_COUNT else str(slot)
 
 
 def slug(table: tuple[Any, ...], bit: int | None) -> str:
@@ -151,7 +162,7 @@ class Judge:
         # clean entries, grouped by (journal, key, evaluation, end of their validity run): the same next change
         self.groups: dict[tuple[int, int, int, int], list[int]] = {}
         self._hex: dict[bytes, str] = {}
-        self._cat_slugs = [t.slug for t in CATEGORIES]
+        self._cat_slugs = [slot_slug(s) for s in range(SLOT_COUNT)]
         self._purpose_slugs = {i: t.slug for i, t in enumerate(PURPOSES)}
         self._clean: list[dict[Key, tuple[int, int, int, int, list[int]]]] = [{} for _ in self.jvs]
         self._legacy: dict[Key, tuple[int, int, int, int]] = {}
@@ -227,7 +238,7 @@ class Judge:
             requester_name=self.names.get(e["requester"], ""),
             patient=e["patient"],
             record_id=hex0x(rid),
-            category=slug(CATEGORIES, category),
+            category=slot_slug(category),
             purpose=slug(PURPOSES, purpose),
             consent_id=hex0x(bytes(e["consentId"])),
             emergency=bool(e["emergency"]),
@@ -299,9 +310,7 @@ class Judge:
             return
         found, category, t = self._judge_v1(en, jv.skew) if b is None else self._judge_v2(j, i, en, b)
         row.category = (
-            self._cat_slugs[category]
-            if category is not None and 0 <= category < CATEGORY_COUNT
-            else slug(CATEGORIES, category)
+            self._cat_slugs[category] if category is not None and 0 <= category < SLOT_COUNT else slot_slug(category)
         )
         if jv.anchor_of[i] is None:
             if t <= self._end_ts - self.anchor_grace:

@@ -12,7 +12,7 @@ from typing import Any
 
 from node_client.audit.model import Finding, hex0x, unhex
 from node_client.events import EventRecord
-from node_client.vocabulary import CATEGORIES, PURPOSES, Purpose, Role
+from node_client.vocabulary import PURPOSES, SLOT_COUNT, Purpose, Role
 
 __all__ = ["ACTIVE", "ROLE_GATEWAY", "Consent", "State", "Verdict", "Windows", "run_of"]
 
@@ -21,7 +21,6 @@ _PROVIDER_ROLES = 0x0F
 _ROLE_EMERGENCY = int(Role.EMERGENCY)
 ROLE_GATEWAY = int(Role.GATEWAY)
 _PURPOSE_EMERGENCY = int(Purpose.EMERGENCY)
-CATEGORY_COUNT = len(CATEGORIES)
 _PURPOSE_COUNT = len(PURPOSES)
 _EMERGENCY_WINDOW = 4 * 3600
 ACTIVE, _SUSPENDED, _REMOVED = 1, 2, 3
@@ -211,7 +210,7 @@ class State:
         if rec is None or rec[0] != patient or rec[2] == R_RETRACTED:
             return ()
         category = rec[1]
-        if not (0 <= category < CATEGORY_COUNT and 0 <= purpose < _PURPOSE_COUNT):
+        if not (0 <= category < SLOT_COUNT and 0 <= purpose < _PURPOSE_COUNT):
             return ()
         out: list[tuple[int, int]] = []
         c = self.consents.get((patient, requester))
@@ -240,8 +239,8 @@ class State:
             found.append(("record_mismatch", f"record belongs to {rec_patient}, not {patient}", {}))
         if rec_status == R_RETRACTED:
             found.append(("record_mismatch", "record was retracted", {}))
-        if not (0 <= category < CATEGORY_COUNT and 0 <= purpose < _PURPOSE_COUNT):
-            found.append(("entry_without_valid_consent", "category or purpose outside the vocabulary", {}))
+        if not (0 <= category < SLOT_COUNT and 0 <= purpose < _PURPOSE_COUNT):
+            found.append(("entry_without_valid_consent", "slot or purpose outside the vocabulary", {}))
             return found, category, None, False
         c = self.consents.get((patient, requester))
         covering = c if c is not None and c.covers(category, purpose) else None

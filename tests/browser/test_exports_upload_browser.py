@@ -32,7 +32,7 @@ def history(net: tuple[RunningGateway, Path]) -> None:
     """The clinic reads two of Wang's records under a consent she gives it: her history has entries."""
     gw, _ = net
     now = gw.client.block_timestamp()
-    every = parse_categories(t.slug for t in CATEGORIES)
+    every = gw.slots(dev(WANG), parse_categories(t.slug for t in CATEGORIES))
     gw.ledger.consents.grant(dev(WANG), dev(CLINIC).address, every, parse_purposes("treatment"), now, now + 86_400)
     gw.wait_indexed()
     clinic = gw.login(dev(CLINIC))

@@ -14,7 +14,7 @@ from tests.browser.test_portal_browser import assert_fits
 from tests.support.gateway_harness import HOSPITAL, RunningGateway, dev
 
 SSN = ("http://hl7.org/fhir/sid/us-ssn", "999-30-4482")  # Wang's (Synthea patient-1's) in the demo
-IDENTIFIERS, TREATMENT = 1 << 14, 1
+TREATMENT = 1
 
 
 def _look_up(page: Any, system: str, value: str) -> None:
@@ -41,7 +41,8 @@ def test_find_a_patient_by_id(net: tuple[RunningGateway, Path], new_page: Any, l
         page.reload()
         unlock(page, keys / "hospital.json", enc_key=keys / "hospital.x25519.jwk")
         now = gw.client.block_timestamp()
-        gw.ledger.consents.grant(dev(WANG), dev(HOSPITAL).address, IDENTIFIERS, TREATMENT, now, now + 86400)
+        identifiers = gw.slots(dev(WANG), "identifiers")
+        gw.ledger.consents.grant(dev(WANG), dev(HOSPITAL).address, identifiers, TREATMENT, now, now + 86400)
     _look_up(page, SSN[0], "999-00-0000")  # an ID nobody has: the same answer
     _not_found(page)
     shot(page, f"60-{lang}-hospital-lookup-not-found")

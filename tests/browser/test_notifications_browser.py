@@ -39,7 +39,7 @@ def _clinic_reads(gw: RunningGateway) -> None:
     record, category = _record_of(gw, ("observations", "laboratory", "conditions", "medications"))
     now = gw.client.block_timestamp()
     gw.ledger.consents.grant(
-        dev(WANG), dev(CLINIC).address, parse_categories(category), parse_purposes("treatment"), now, now + 3600
+        dev(WANG), dev(CLINIC).address, gw.slots(dev(WANG), category), parse_purposes("treatment"), now, now + 3600
     )
     gw.wait_indexed()
     r = gw.login(dev(CLINIC)).get(f"/v1/records/{record}", params={"purpose": "treatment"})

@@ -30,7 +30,7 @@ def test_more_records_loads_the_next_page_and_keeps_the_focus(
     gw, keys = net
     wang, hospital = dev(WANG).address, dev(HOSPITAL).address
     now = gw.client.block_timestamp()
-    every = sum(1 << t.bit for t in CATEGORIES)
+    every = gw.slots(dev(WANG), sum(1 << t.bit for t in CATEGORIES))
     gw.ledger.consents.grant(dev(WANG), hospital, every, 1, now, now + 86400)
     gw.wait_indexed()
     whole = gw.login(dev(HOSPITAL)).get(f"/v1/patients/{wang}/records", params={"limit": 200}).json()["records"]

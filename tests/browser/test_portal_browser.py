@@ -166,7 +166,7 @@ def test_the_opened_record_reads_like_a_lab_sheet(net: tuple[RunningGateway, Pat
     gw, keys = net
     wang, hospital = dev(WANG).address, dev(HOSPITAL).address
     now = gw.client.block_timestamp()
-    gw.ledger.consents.grant(dev(WANG), hospital, (1 << 4) | (1 << 2), 1, now, now + 86400)  # lab, medications
+    gw.ledger.consents.grant(dev(WANG), hospital, gw.slots(dev(WANG), "lab-results,medications"), 1, now, now + 86400)
     page = new_page()
     page.goto(f"{gw.url}/portal/hospital?lang={lang}")
     unlock(page, keys / "hospital.json", enc_key=keys / "hospital.x25519.jwk")
@@ -265,7 +265,13 @@ def _signed_code(gw: RunningGateway, patient: int, grantee: int, *, deadline_in:
     ledger = gw.ledger
     now = gw.client.block_timestamp()
     message = ledger.consents.build_grant(
-        dev(patient).address, dev(grantee).address, 1 << 4, 1, now, now + 86400, deadline=now + deadline_in
+        dev(patient).address,
+        dev(grantee).address,
+        gw.slots(dev(patient), "lab-results"),
+        1,
+        now,
+        now + 86400,
+        deadline=now + deadline_in,
     )
     domain = ledger.consents.domain()
     return hc.encode(sign(dev(patient), domain, message), domain)
@@ -431,7 +437,7 @@ def test_an_injected_wallet_signs_instead_of_a_keystore(net: tuple[RunningGatewa
     page.wait_for_selector("#key-status[data-state=unlocked]")
     assert li in page.inner_text("#key-status")
     make_code(page, dev(CLINIC).address, ["allergies"])
-    signed, _domain = hc.decode(page.input_value("#code-text"))
+    signed = hc.decode(page.input_value("#code-text")).signed
     assert signed.signer == li and signed.message.patient == li
     shot(page, "17-patient-wallet-code")
 

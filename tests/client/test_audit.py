@@ -18,10 +18,11 @@ from typer.testing import CliRunner
 from node_client.audit import AuditReport, replay, write_outputs
 from node_client.audit.html_report import ReportLanguage, member_names
 from node_client.audit_cli import audit_app
+from node_client.blinding import category_key, sign_category_key
 from node_client.commitments import reason_commitment
 from node_client.contracts import Action
 from node_client.merkle import MerkleTree
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import Category, parse_categories, parse_purposes
 from tests.support.gateway_harness import (
     AUDITOR,
     CLINIC,
@@ -41,7 +42,7 @@ FHIR = {"Content-Type": "application/fhir+json"}
 def _grant(gw: RunningGateway, patient: int, grantee: str, categories: str, purposes: str = "treatment") -> bytes:
     now = gw.client.block_timestamp()
     consent_id, _ = gw.ledger.consents.grant(
-        dev(patient), grantee, parse_categories(categories), parse_purposes(purposes), now, now + 86_400
+        dev(patient), grantee, gw.slots(dev(patient), categories), parse_purposes(purposes), now, now + 86_400
     )
     return consent_id
 
@@ -111,6 +112,28 @@ def test_clean_strict_ledger_has_no_errors_and_lists_the_emergency_for_review(st
     bundle = orjson.loads(paths["fhir"].read_bytes())
     assert bundle["resourceType"] == "Bundle" and len(bundle["entry"]) == 4
     assert {e["resource"]["resourceType"] for e in bundle["entry"]} == {"AuditEvent"}
+
+
+def test_the_auditor_names_emergency_safe_slots_by_category_and_the_others_by_slot(strict, tmp_path: Path) -> None:
+    """The auditor holds no patient's category key: a blinded slot is ``slot-N`` in every output, never
+    the category whose bit number it happens to be."""
+    gw, _records = strict
+    domain = gw.ledger.consents.domain()
+    encounters = category_key(domain, dev(10).address, sign_category_key(dev(10), domain)).slot(Category.ENCOUNTERS)
+    report = replay(gw.client, gw.manifest)
+    assert {r.category for r in report.accesses} == {"allergies", "medications", f"slot-{encounters}"}
+    paths = write_outputs(report, tmp_path / "out")
+    assert f"slot-{encounters}" in paths["csv"].read_text() and "encounters" not in paths["csv"].read_text()
+    assert "encounters" not in paths["fhir"].read_text()
+    zh, en = ReportLanguage("zh", "Asia/Shanghai", {}), ReportLanguage("en", "UTC", {})
+    assert (zh.category(encounters), en.category(f"slot-{encounters}")) == (
+        f"受保护类别 {encounters}",
+        f"slot {encounters}",
+    )
+    assert (en.category(int(Category.MEDICATIONS)), zh.category("medications")) == (
+        "Medications and prescriptions",
+        "用药与处方",
+    )
 
 
 def test_the_html_report_in_chinese_names_institutions_and_says_the_verdict_first(strict, tmp_path: Path) -> None:

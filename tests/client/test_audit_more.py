@@ -30,7 +30,8 @@ OBSERVATION = SAMPLES / "hl7-r4" / "Observation-f001.json"
 
 def _grant(gw: RunningGateway, patient: int, grantee: str, categories: int) -> None:
     now = gw.client.block_timestamp()
-    gw.ledger.consents.grant(dev(patient), grantee, categories, parse_purposes("treatment"), now, now + 86_400)
+    slots = gw.slots(dev(patient), categories)
+    gw.ledger.consents.grant(dev(patient), grantee, slots, parse_purposes("treatment"), now, now + 86_400)
 
 
 def _wait_anchored(gw: RunningGateway) -> None:

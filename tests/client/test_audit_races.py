@@ -75,7 +75,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def _grant(gw: RunningGateway, patient: int, reader: int, category: int) -> int:
     now = gw.client.block_timestamp()
     _cid, tx = gw.ledger.consents.grant(
-        dev(patient), dev(reader).address, category, parse_purposes("treatment"), now, now + 86_400
+        dev(patient),
+        dev(reader).address,
+        gw.slots(dev(patient), category),
+        parse_purposes("treatment"),
+        now,
+        now + 86_400,
     )
     return tx.block_number
 

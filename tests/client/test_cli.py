@@ -8,9 +8,11 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from node_client.blinding import category_key, sign_category_key
 from node_client.cli import app, parse_duration
 from node_client.deploy import Ledger, Manifest
 from node_client.keys import keystore_address, load_keystore
+from node_client.vocabulary import Category
 
 runner = CliRunner()
 
@@ -164,18 +166,32 @@ def test_consent_grant_check_list_revoke(env: dict[str, str], ledger: Ledger, ac
         env=env,
     )
     assert granted.exit_code == 0, granted.output
-    ok = runner.invoke(app, ["consent", "check", patient, hospital, "lab-results", "treatment", "--json"], env=env)
+    domain = ledger.consents.domain()
+    lab = category_key(domain, patient, sign_category_key(accounts.patients[0], domain)).slot(Category.LAB_RESULTS)
+    assert ledger.consents.consent_of(patient, hospital).categories == 1 << Category.ALLERGIES | 1 << lab  # her slots
+    as_her = ["--dev-account", "10"]
+    ok = runner.invoke(app, ["consent", "check", patient, hospital, "lab-results", *as_her, "--json"], env=env)
     assert ok.exit_code == 0 and orjson.loads(ok.output)["allowed"] is True
-    refused = runner.invoke(app, ["consent", "check", patient, hospital, "imaging", "treatment"], env=env)
+    by_slot = runner.invoke(app, ["consent", "check", patient, hospital, f"slot-{lab}", "--json"], env=env)
+    assert by_slot.exit_code == 0 and orjson.loads(by_slot.output)["allowed"] is True  # no key needed
+    keyless = runner.invoke(app, ["consent", "check", patient, hospital, "lab-results"], env=env)
+    assert keyless.exit_code == 2 and "slot of its own" in keyless.output
+    refused = runner.invoke(app, ["consent", "check", patient, hospital, "imaging", "treatment", *as_her], env=env)
     assert refused.exit_code == 3 and "the consent does not cover imaging (wrong_category)" in refused.output
-    research = runner.invoke(app, ["consent", "check", patient, hospital, "lab-results", "research", "--json"], env=env)
+    research = runner.invoke(
+        app, ["consent", "check", patient, hospital, "lab-results", "research", *as_her, "--json"], env=env
+    )
     assert research.exit_code == 3 and orjson.loads(research.output)["reason"] == "wrong_purpose"
     listed = orjson.loads(runner.invoke(app, ["consent", "list", "--patient", patient, "--json"], env=env).output)
     assert listed[0]["grantee"] == hospital and listed[0]["state"] == "active"
-    assert listed[0]["categories"] == ["allergies", "lab-results"]
+    assert listed[0]["categories"] == ["allergies", f"slot-{lab}"]  # without her key
+    mine = runner.invoke(app, ["consent", "list", "--patient", patient, *as_her, "--json"], env=env)
+    assert orjson.loads(mine.output)[0]["categories"] == ["allergies", "lab-results"]
+    not_hers = runner.invoke(app, ["consent", "list", "--patient", patient, "--dev-account", "11"], env=env)
+    assert not_hers.exit_code == 2 and "only she can make her key" in not_hers.output
     revoked = runner.invoke(app, ["consent", "revoke", "--grantee", hospital, "--dev-account", "10"], env=env)
     assert revoked.exit_code == 0
-    after = runner.invoke(app, ["consent", "check", patient, hospital, "lab-results"], env=env)
+    after = runner.invoke(app, ["consent", "check", patient, hospital, "allergies"], env=env)
     assert after.exit_code == 3 and "revoked this institution's consent (consent_revoked)" in after.output
 
 

@@ -21,7 +21,7 @@ from node_client.cli import app
 from node_client.deploy import dev_encryption_key
 from node_client.gateway_client import GatewayClient, open_release
 from node_client.keys import new_keystore
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
 from tests.support.gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
 
 AUDITOR = 8
@@ -43,7 +43,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
         gw.ledger.consents.grant(
             dev(10),
             dev(CLINIC).address,
-            parse_categories("lab-results"),
+            gw.slots(dev(10), "lab-results"),
             parse_purposes("treatment"),
             now,
             now + 86_400,
@@ -146,7 +146,7 @@ def test_upload_consent_discover_read_proof_revoke_through_the_client(batch: Run
     record_id = up["records"][0]["recordId"]
 
     consents, now = batch.ledger.consents, batch.client.block_timestamp()
-    categories, purposes = parse_categories("lab-results"), parse_purposes("treatment")
+    categories, purposes = batch.slots(patient, "lab-results"), parse_purposes("treatment")
     grant = consents.build_grant(
         patient.address, clinic_acct.address, categories, purposes, now, now + 86_400, deadline=now + 3600
     )

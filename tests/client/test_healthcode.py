@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import base45
 import orjson
@@ -12,6 +13,7 @@ import segno
 from eth_utils import to_checksum_address
 from typer.testing import CliRunner
 
+from node_client import blinding
 from node_client import healthcode as hc
 from node_client._exceptions import NodeClientError
 from node_client.code_cli import app
@@ -26,6 +28,8 @@ DOMAIN = Domain(chain_id=31337, verifying_contract="0x5FbDB2315678afecb367f032d9
 PATIENT = dev_account(10)
 GUARDIAN = dev_account(11)
 HOSPITAL = dev_account(4)
+KEY_SIGNATURE = blinding.sign_category_key(PATIENT, DOMAIN)
+KEY = blinding.category_key(DOMAIN, PATIENT.address, KEY_SIGNATURE)
 
 
 def _grant(**kw: int) -> ConsentGrant:
@@ -45,6 +49,16 @@ def _grant(**kw: int) -> ConsentGrant:
 
 def _revoke() -> ConsentRevoke:
     return ConsentRevoke(patient=PATIENT.address, grantee=HOSPITAL.address, nonce=3, deadline=T0 + 3600)
+
+
+def _parts(text: str) -> tuple[SignedMessage, Domain]:
+    code = hc.decode(text)
+    return code.signed, code.domain
+
+
+def _summary(text: str, **kw: Any) -> hc.HealthCodeSummary:
+    code = hc.decode(text)
+    return hc.summary(code.signed, code.domain, category_key=code.category_key, **kw)
 
 
 def _raw(text: str) -> bytearray:
@@ -68,14 +82,15 @@ def test_grant_round_trip() -> None:
     text = hc.encode(signed, DOMAIN)
     assert text.startswith("HCL:")
     assert set(text[4:]) <= set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:")
-    assert hc.decode(text) == (signed, DOMAIN)
+    assert hc.decode(text) == hc.HealthCode(signed, DOMAIN)
     assert hc.payload_size(text) == 165 and len(text) == 252
 
 
 def test_guardian_grant_carries_the_signer() -> None:
     signed = sign(GUARDIAN, DOMAIN, _grant())
     text = hc.encode(signed, DOMAIN)
-    back, domain = hc.decode(text)
+    code = hc.decode(text)
+    back, domain = code.signed, code.domain
     assert back == signed and back.signer == GUARDIAN.address and domain == DOMAIN
     assert hc.payload_size(text) == 185
 
@@ -83,7 +98,7 @@ def test_guardian_grant_carries_the_signer() -> None:
 def test_revoke_round_trip() -> None:
     signed = sign(PATIENT, DOMAIN, _revoke())
     text = hc.encode(signed, DOMAIN)
-    assert hc.decode(text) == (signed, DOMAIN)
+    assert hc.decode(text) == hc.HealthCode(signed, DOMAIN)
     assert hc.payload_size(text) == 152
 
 
@@ -93,12 +108,49 @@ def test_extreme_values_round_trip() -> None:
     )
     domain = Domain(chain_id=2**64 - 1, verifying_contract=to_checksum_address("0x" + "ff" * 20))
     signed = sign(PATIENT, domain, big)
-    assert hc.decode(hc.encode(signed, domain)) == (signed, domain)
+    assert hc.decode(hc.encode(signed, domain)) == hc.HealthCode(signed, domain)
+
+
+def test_a_grant_carries_the_patients_category_key() -> None:
+    signed = sign(PATIENT, DOMAIN, _grant(categories=KEY.slots(0x12)))
+    text = hc.encode(signed, DOMAIN, KEY_SIGNATURE)
+    code = hc.decode(text)
+    assert code == hc.HealthCode(signed, DOMAIN, KEY_SIGNATURE)
+    assert code.key() == KEY and hc.decode(hc.encode(signed, DOMAIN)).key() is None
+    assert hc.payload_size(text) == 165 + 65 and _raw(text)[:2] == bytes([2, 0x41])
+
+
+def test_a_version_1_code_still_decodes() -> None:
+    signed = sign(GUARDIAN, DOMAIN, _grant())
+    raw = _raw(hc.encode(signed, DOMAIN))
+    raw[0] = 1  # version 1 is version 2 without the category key
+    assert hc.decode(_text(raw)) == hc.HealthCode(signed, DOMAIN)
+    raw = _raw(hc.encode(sign(PATIENT, DOMAIN, _grant()), DOMAIN, KEY_SIGNATURE))
+    raw[0] = 1
+    with pytest.raises(hc.HealthCodeError, match="message type"):
+        hc.decode(_text(raw))
+
+
+def test_a_category_key_that_is_not_the_patients_is_refused() -> None:
+    signed = sign(PATIENT, DOMAIN, _grant())
+    someone_elses = blinding.sign_category_key(GUARDIAN, DOMAIN)
+    with pytest.raises(hc.HealthCodeError, match="not the patient's") as info:
+        hc.encode(signed, DOMAIN, someone_elses)
+    assert info.value.kind == "category_key"
+    raw = _raw(hc.encode(signed, DOMAIN, KEY_SIGNATURE))
+    raw[-5 - 65 : -5] = someone_elses  # swapped in after encoding, checksum fixed
+    with pytest.raises(hc.HealthCodeError, match="not the patient's") as info:
+        hc.decode(_text(raw))
+    assert info.value.kind == "category_key"
+    with pytest.raises(hc.HealthCodeError, match="signed herself") as info:
+        hc.encode(sign(GUARDIAN, DOMAIN, _grant()), DOMAIN, KEY_SIGNATURE)  # a guardian cannot carry it
+    with pytest.raises(hc.HealthCodeError, match="signed herself"):
+        hc.encode(sign(PATIENT, DOMAIN, _revoke()), DOMAIN, KEY_SIGNATURE)
 
 
 def test_lowercase_and_whitespace_are_tolerated() -> None:
     text = hc.encode(sign(PATIENT, DOMAIN, _grant()), DOMAIN)
-    assert hc.decode(f"  {text.lower()}\n")[0] == hc.decode(text)[0]
+    assert hc.decode(f"  {text.lower()}\n") == hc.decode(text)
 
 
 @pytest.mark.parametrize(
@@ -152,8 +204,8 @@ def test_checksum_detects_damage() -> None:
 
 def test_unknown_version_and_type() -> None:
     raw = _raw(hc.encode(sign(PATIENT, DOMAIN, _grant()), DOMAIN))
-    raw[0] = 2
-    with pytest.raises(hc.HealthCodeError, match="version 2"):
+    raw[0] = 3
+    with pytest.raises(hc.HealthCodeError, match="version 3"):
         hc.decode(_text(raw))
     raw[0] = 1
     raw[1] = 0x03
@@ -190,6 +242,10 @@ def test_fits_qr_version_15_at_m(signer) -> None:
     typical = hc.encode(sign(PATIENT, DOMAIN, _grant()), DOMAIN)
     assert segno.make(typical, error="m", boost_error=False).version == 9
     assert hc.qr(typical).version == 9
+    widest = _grant(categories=0xFFFF, purposes=0xFF, nonce=2**64 - 1)
+    keyed = hc.encode(sign(PATIENT, DOMAIN, widest), DOMAIN, KEY_SIGNATURE)
+    assert len(keyed) == 4 + 345 and segno.make(keyed, error="m", boost_error=False).version == 11
+    assert hc.qr(keyed).version == 11
 
 
 def test_png_and_svg_and_read_back(tmp_path: Path) -> None:
@@ -198,7 +254,7 @@ def test_png_and_svg_and_read_back(tmp_path: Path) -> None:
         png = hc.render_png(text, tmp_path / "code.png")
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert hc.read_image(png) == text
-        assert hc.decode(hc.read_image(png))[0].message == message
+        assert hc.decode(hc.read_image(png)).signed.message == message
     svg = hc.render_svg(text, tmp_path / "code.svg")
     body = svg.read_text()
     assert body.lstrip().startswith("<?xml") or "<svg" in body[:200]
@@ -249,8 +305,8 @@ def test_render_refuses_non_codes(tmp_path: Path) -> None:
 
 
 def test_summary_offline_patient() -> None:
-    signed = sign(PATIENT, DOMAIN, _grant(categories=0x12 | 1 << 12))  # + mental health (sensitive)
-    s = hc.summary(*hc.decode(hc.encode(signed, DOMAIN)), members={HOSPITAL.address: "City Hospital"}, now=T0)
+    signed = sign(PATIENT, DOMAIN, _grant(categories=KEY.slots(0x12 | 1 << 12)))  # + mental health (sensitive)
+    s = _summary(hc.encode(signed, DOMAIN, KEY_SIGNATURE), members={HOSPITAL.address: "City Hospital"}, now=T0)
     assert s.kind == "grant" and s.patient == PATIENT.address and s.grantee == HOSPITAL.address
     assert s.grantee_name == "City Hospital"
     assert [t.slug for t in s.categories] == ["allergies", "lab-results", "mental-health"]
@@ -273,12 +329,24 @@ def test_summary_offline_patient() -> None:
     assert orjson.loads(orjson.dumps(s.as_dict()))["categories"][2]["sensitive"] is True
 
 
+def test_summary_names_blinded_slots_only_with_the_key() -> None:
+    slots = KEY.slots(1 << 1 | 1 << 12)  # allergies (public) + mental health (blinded)
+    mental = KEY.slot(12)
+    without = hc.summary(sign(PATIENT, DOMAIN, _grant(categories=slots)), DOMAIN, now=T0)
+    assert [t.slug for t in without.categories] == ["allergies", f"slot-{mental}"]
+    assert without.categories[1].zh == f"受保护类别 {mental}" and not without.category_key
+    assert dict(without.rows())["category key"].startswith("not included")
+    keyed = _summary(hc.encode(sign(PATIENT, DOMAIN, _grant(categories=slots)), DOMAIN, KEY_SIGNATURE), now=T0)
+    assert [t.slug for t in keyed.categories] == ["allergies", "mental-health"] and keyed.sensitive
+    assert keyed.as_dict()["categoryKey"] is True
+
+
 def test_summary_guardian_tampered_and_expired() -> None:
     signed = sign(GUARDIAN, DOMAIN, _grant())
     s = hc.summary(signed, DOMAIN, now=T0)
     assert s.signed_by == "guardian" and s.signer == GUARDIAN.address and s.signature == "valid"
     tampered = dataclasses.replace(signed, message=dataclasses.replace(signed.message, categories=0xFFFF))
-    t = hc.summary(*hc.decode(hc.encode(tampered, DOMAIN)), now=T0)  # re-encoding keeps the checksum right
+    t = _summary(hc.encode(tampered, DOMAIN), now=T0)  # re-encoding keeps the checksum right
     assert t.signature == "invalid" and "not by" in (t.signature_problem or "") and t.submittable is False
     other_chain = dataclasses.replace(DOMAIN, chain_id=1)
     assert hc.summary(signed, other_chain, now=T0).signature == "invalid"
@@ -307,7 +375,7 @@ def _chain_code(ledger: Ledger, patient, grantee: str, *, signer=None, deadline:
 def test_summary_online_used_after_submission(ledger: Ledger, accounts, manifest: Manifest) -> None:
     patient, hospital = accounts.patients[0], accounts.hospital
     text = _chain_code(ledger, patient, hospital.address)
-    signed, domain = hc.decode(text)
+    signed, domain = _parts(text)
     before = hc.summary(signed, domain, ledger=ledger, members=manifest.members)
     assert before.online and before.ledger_matches and before.used is False and before.ledger_nonce == 0
     assert before.signature == "valid" and before.submittable is True
@@ -321,7 +389,7 @@ def test_summary_online_used_after_submission(ledger: Ledger, accounts, manifest
 def test_summary_online_guardian(ledger: Ledger, accounts, chain) -> None:
     patient, guardian, hospital = accounts.patients[1], accounts.patients[2], accounts.hospital
     text = _chain_code(ledger, patient, hospital.address, signer=guardian)
-    signed, domain = hc.decode(text)
+    signed, domain = _parts(text)
     s = hc.summary(signed, domain, ledger=ledger)
     assert s.signed_by == "guardian" and s.guardian_authorized is False and s.submittable is False
     assert "NOT a current guardian" in dict(s.rows())["signed by"]
@@ -334,7 +402,7 @@ def test_summary_online_guardian(ledger: Ledger, accounts, chain) -> None:
 
 def test_summary_online_other_ledger_and_expiry(ledger: Ledger, accounts, chain) -> None:
     patient, hospital = accounts.patients[0], accounts.hospital
-    signed, domain = hc.decode(_chain_code(ledger, patient, hospital.address, deadline=60))
+    signed, domain = _parts(_chain_code(ledger, patient, hospital.address, deadline=60))
     elsewhere = dataclasses.replace(domain, verifying_contract="0x" + "12" * 20)
     s = hc.summary(signed, elsewhere, ledger=ledger)
     assert s.ledger_matches is False and s.used is None and s.submittable is False
@@ -384,7 +452,7 @@ def test_cli_new_show_submit(tmp_path: Path, env: dict[str, str], ledger: Ledger
         env=env,
     )
     assert made.exit_code == 0, made.output
-    assert "QR version 9" in made.output and png.exists()
+    assert "QR version 11" in made.output and png.exists()  # with the patient's category key
 
     shown = runner.invoke(app, ["show", str(png)], env=env)
     assert shown.exit_code == 0, shown.output
@@ -409,7 +477,8 @@ def test_cli_new_show_submit(tmp_path: Path, env: dict[str, str], ledger: Ledger
     assert submitted.exit_code == 0, submitted.output
     consent = ledger.consents.consent_of(patient.address, hospital.address)
     assert f"consent 0x{consent.consent_id.hex()} granted" in submitted.output
-    assert consent.categories == 0x12 and consent.purposes == 0x01
+    key = hc.decode(hc.read_image(png)).key()
+    assert key is not None and consent.categories == key.slots(0x12) and consent.purposes == 0x01
 
     again = runner.invoke(app, ["show", str(png), "--json"], env=env)
     assert orjson.loads(again.output)["used"] is True
@@ -482,7 +551,7 @@ def test_cli_errors(tmp_path: Path, env: dict[str, str], accounts) -> None:
 
 def test_summary_contract_signer_is_checked_on_chain(ledger: Ledger, accounts) -> None:
     patient = accounts.patients[0]
-    signed, domain = hc.decode(_chain_code(ledger, patient, accounts.hospital.address))
+    signed, domain = _parts(_chain_code(ledger, patient, accounts.hospital.address))
     wallet = ledger.records.address  # any address holding code stands in for an ERC-1271 wallet
     as_contract = dataclasses.replace(signed, signer=wallet)
     assert hc.summary(as_contract, domain).signature == "invalid"  # off-line: cannot tell

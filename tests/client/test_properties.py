@@ -185,7 +185,8 @@ def test_health_code_round_trip(code: tuple[signing.SignedMessage, signing.Domai
     signed, domain = code
     text = healthcode.encode(signed, domain)
     assert text.startswith(healthcode.PREFIX)
-    back, back_domain = healthcode.decode(text)
+    decoded = healthcode.decode(text)
+    back, back_domain = decoded.signed, decoded.domain
     assert back == signed and back_domain == domain
     signing.verify(back_domain, back)  # still the signer's signature
 

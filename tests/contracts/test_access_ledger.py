@@ -32,7 +32,7 @@ def access_hash(label: str) -> bytes:
 
 
 def add_record(
-    ledger: Ledger, accounts: Accounts, label: str, category: Category, *, patient: LocalAccount | None = None
+    ledger: Ledger, accounts: Accounts, label: str, category: int, *, patient: LocalAccount | None = None
 ) -> bytes:
     patient = patient or accounts.patients[0]
     ledger.records.register(
@@ -360,6 +360,23 @@ def test_a_category_outside_the_consent_is_not_authorized(
     assert_not_authorized(
         exc, accounts.hospital.address, accounts.patients[0].address, Category.MENTAL_HEALTH, Purpose.TREATMENT
     )
+
+
+def test_a_record_in_slot_15_is_released_under_a_consent_on_slot_15(
+    ledger: Ledger, accounts: Accounts, chain: Chain
+) -> None:
+    """Slot 15 (the spare of the blinded permutation) is a slot like any other: consent and record meet there."""
+    patient, hospital = accounts.patients[0], accounts.hospital.address
+    now = chain.now()
+    consent_id, _ = ledger.consents.grant(patient, hospital, 1 << 15, purpose_mask([Purpose.TREATMENT]), now, now + DAY)
+    record_id = add_record(ledger, accounts, "slot-15", 15)
+    assert ledger.records.record_of(record_id).category == 15
+    check, _ = log(ledger, accounts, record_id)
+    assert (check.allowed, check.consent_id, check.emergency) == (True, consent_id, False)
+    other = add_record(ledger, accounts, "slot-14", 14)
+    with pytest.raises(errors.AccessLedgerNotAuthorized) as exc:
+        log(ledger, accounts, other, label="other")
+    assert_not_authorized(exc, hospital, patient.address, 14, Purpose.TREATMENT)
 
 
 @pytest.mark.parametrize("purpose", [Purpose.RESEARCH, Purpose.PAYMENT, Purpose.EMERGENCY, 7, 255])

@@ -593,8 +593,9 @@ def test_grant_to_a_suspended_hospital_reverts(ledger, chain, accounts):
     assert info.value.grantee == accounts.hospital.address
 
 
-@pytest.mark.parametrize("categories", [0, 1 << 15, ALL_CATEGORIES | 1 << 15])
-def test_grant_rejects_invalid_categories(ledger, chain, accounts, categories):
+def test_grant_rejects_an_empty_category_mask(ledger, chain, accounts):
+    """Every bit of the uint16 mask is a slot (15 is the spare): only an empty mask is invalid."""
+    categories = 0
     now = chain.now()
     with pytest.raises(ConsentInvalidCategories) as info:
         ledger.consents.grant(

@@ -65,7 +65,7 @@ def _grant(
 ) -> bytes:
     now = gw.client.block_timestamp()
     consent_id, _ = gw.ledger.consents.grant(
-        dev(patient), grantee, parse_categories(categories), parse_purposes(purposes), now, now + seconds
+        dev(patient), grantee, gw.slots(dev(patient), categories), parse_purposes(purposes), now, now + seconds
     )
     return consent_id
 
@@ -308,7 +308,7 @@ def test_signed_health_code_grant_and_revoke(gw: RunningGateway, uploaded: dict)
     grant = gw.ledger.consents.build_grant(
         patient.address,
         dev(HOSPITAL).address,
-        parse_categories("allergies,conditions"),
+        gw.slots(patient, "allergies,conditions"),
         parse_purposes("treatment"),
         now,
         now + 30 * 86_400,

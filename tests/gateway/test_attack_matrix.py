@@ -41,7 +41,7 @@ from gateway.storage.crypto import Kek
 from node_client import signing
 from node_client.commitments import reason_commitment
 from node_client.contracts import Action
-from node_client.vocabulary import Category, Purpose, parse_categories, parse_purposes
+from node_client.vocabulary import Category, Purpose, parse_purposes
 from tests.support.gateway_harness import (
     CLINIC,
     HOSPITAL,
@@ -106,7 +106,7 @@ def _grant(
     consent_id, _ = gw.ledger.consents.grant(
         dev(patient),
         dev(grantee).address,
-        parse_categories(categories),
+        gw.slots(dev(patient), categories),
         parse_purposes(purposes),
         now + start,
         now + start + seconds,
@@ -160,7 +160,7 @@ def _signed_grant(
     grant = gw.ledger.consents.build_grant(
         dev(patient).address,
         dev(grantee).address,
-        parse_categories(categories),
+        gw.slots(dev(patient), categories),
         parse_purposes("treatment"),
         now,
         now + 86_400,
@@ -171,7 +171,7 @@ def _signed_grant(
 
 def _emergency_tx(gw: RunningGateway, member: LocalAccount, patient: int, categories: str, reason: str) -> str:
     fn = gw.ledger.consents.contract.functions.emergencyAccess(
-        dev(patient).address, parse_categories(categories), reason_commitment(reason, SALT)
+        dev(patient).address, gw.slots(dev(patient), categories), reason_commitment(reason, SALT)
     )
     tx = fn.build_transaction(
         {

@@ -18,7 +18,7 @@ from gateway.ledger.indexer import Indexer
 from gateway.storage import read_model
 from gateway.storage.db import Database
 from gateway.wiring import Components
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
 from tests.support.gateway_harness import (
     CLINIC,
     HOSPITAL,
@@ -51,7 +51,7 @@ def _upload(gw: RunningGateway) -> dict[str, str]:
 def _grant(gw: RunningGateway, grantee: str, categories: str) -> None:
     now = gw.client.block_timestamp()
     gw.ledger.consents.grant(
-        dev(PATIENT), grantee, parse_categories(categories), parse_purposes("treatment"), now - 10, now + 86_400
+        dev(PATIENT), grantee, gw.slots(dev(PATIENT), categories), parse_purposes("treatment"), now - 10, now + 86_400
     )
 
 

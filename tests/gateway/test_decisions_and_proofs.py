@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from node_client import merkle
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
 from tests.support.gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
 
 SYNTHEA = SAMPLES / "synthea" / "patient-1-Emmie273_Kovacek682.json"
@@ -41,7 +41,7 @@ def records(gw: RunningGateway) -> dict[str, str]:
 def _grant(gw: RunningGateway, grantee: str, categories: str, seconds: int = 86_400) -> None:
     now = gw.client.block_timestamp()
     gw.ledger.consents.grant(
-        dev(PATIENT), grantee, parse_categories(categories), parse_purposes("treatment"), now, now + seconds
+        dev(PATIENT), grantee, gw.slots(dev(PATIENT), categories), parse_purposes("treatment"), now, now + seconds
     )
     gw.components.catch_up()
 
@@ -93,7 +93,12 @@ def test_the_cache_never_starts_a_consent_early(gw: RunningGateway, records: dic
     lab = dev(6)
     now = gw.client.block_timestamp()
     gw.ledger.consents.grant(
-        dev(PATIENT), lab.address, parse_categories("lab-results"), parse_purposes("treatment"), now + 3600, now + 7200
+        dev(PATIENT),
+        lab.address,
+        gw.slots(dev(PATIENT), "lab-results"),
+        parse_purposes("treatment"),
+        now + 3600,
+        now + 7200,
     )
     gw.wait_indexed()
     r = gw.login(lab).get(f"/v1/records/{records['lab-results']}", params={"purpose": "treatment"})
@@ -163,7 +168,7 @@ def test_strict_releases_prove_by_their_transaction(tmp_path: Path) -> None:
         sgw.ledger.consents.grant(
             dev(PATIENT),
             dev(CLINIC).address,
-            parse_categories("allergies"),
+            sgw.slots(dev(PATIENT), "allergies"),
             parse_purposes("treatment"),
             now,
             now + 3600,

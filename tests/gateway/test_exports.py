@@ -19,7 +19,7 @@ import pytest
 from gateway.api import exports
 from gateway.services import access_history
 from node_client.deploy import DEV_NAMES_ZH
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
 from tests.support.fhir_validator import FhirValidator
 from tests.support.gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
 
@@ -43,7 +43,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
         consents = running.ledger.consents
         for grantee, purposes in ((HOSPITAL, "research"), (CLINIC, "treatment")):  # the first one revoked below
             now = running.client.block_timestamp()
-            every = parse_categories("lab-results,conditions,medications,allergies,demographics,encounters")
+            every = running.slots(dev(PATIENT), "lab-results,conditions,medications,allergies,demographics,encounters")
             consents.grant(dev(PATIENT), dev(grantee).address, every, parse_purposes(purposes), now, now + 86_400)
         consents.revoke(dev(PATIENT), dev(HOSPITAL).address)
         records = [r["recordId"] for r in up.json()["records"] if r["category"] in ("lab-results", "conditions")]

@@ -23,16 +23,18 @@ from eth_account.messages import encode_defunct
 from gateway.federation.directory import Directory
 from gateway.ledger.member_names import MemberNames
 from gateway.wiring import Components
-from node_client import hpke, merkle
+from node_client import hpke, merkle, signing
 from node_client._client import ChainClient
 from node_client._exceptions import GatewayProblem
 from node_client._node import HardhatNode, free_port
+from node_client.blinding import category_key, sign_category_key
 from node_client.deploy import Ledger, dev_encryption_key
 from node_client.federation import HEADERS, signing_message
 from node_client.gateway_client import GatewayClient, open_release
 from node_client.keys import dev_account
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import Category, parse_purposes
 from tests.support.federation import GW_A, GW_B, deploy_with_gateways, gateway_settings, served
+from tests.support.gateway_harness import slots_of
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "fhir" / "synthea" / "patient-1-Emmie273_Kovacek682.json"
 HOSPITAL, CLINIC, LAB = 4, 5, 6
@@ -88,7 +90,7 @@ def _grant(fed: Federation, patient: int, grantee: int, categories: str) -> None
     fed.ledger.consents.grant(
         dev_account(patient),
         dev_account(grantee).address,
-        parse_categories(categories),
+        slots_of(fed.ledger.consents.domain(), dev_account(patient), categories),
         parse_purposes("treatment,referral"),
         now - 60,
         now + 86_400,
@@ -338,3 +340,36 @@ def test_discovery_pages_merge_every_gateways_records_by_key(fed: Federation, bo
         assert [r["recordId"] for r in page["records"]] == [theirs[0]["recordId"]] and page["cursor"]
         rest = b.holder_discover(patient, limit=200, cursor=page["cursor"])
         assert [r["recordId"] for r in rest["records"]] == [r["recordId"] for r in theirs[1:]]
+
+
+def test_a_blinded_category_is_asked_of_a_peer_by_its_slot(fed: Federation, both: dict[int, Components]) -> None:
+    """Only B holds the patient's key: B maps ``mental-health`` to her slot and asks A for ``slot-N``, which A
+    filters without the key (a slug would be A's 409 ``category_key_needed``: A listed unavailable)."""
+    patient = Account.create()
+    domain = fed.ledger.consents.domain()
+    signature = sign_category_key(patient, domain)
+    both[GW_B].category_keys.learn(patient.address, signature)
+    slot = category_key(domain, patient.address, signature).slot(Category.MENTAL_HEALTH)
+    allergy = (SAMPLE.parents[1] / "hl7-r4" / "AllergyIntolerance-example.json").read_bytes()
+    with GatewayClient(fed.url(GW_A)) as hospital:
+        hospital.sign_in(dev_account(HOSPITAL))
+        (record,) = hospital.upload(patient.address, allergy)["records"]
+        now = fed.client.block_timestamp()
+        grant = fed.ledger.consents.build_grant(
+            patient.address,
+            dev_account(CLINIC).address,
+            1 << Category.ALLERGIES | 1 << slot,
+            parse_purposes("treatment"),
+            now - 60,
+            now + 3600,
+            deadline=now + 600,
+        )
+        hospital.submit_consent(signing.sign(patient, domain, grant).as_dict())
+    _wait_indexed(both, fed)
+    with _clinic_at(fed, GW_B) as clinic:
+        found = clinic.discover(patient.address, category="allergies,mental-health")
+        assert found["unavailable"] == []
+        assert [(r["recordId"], r["category"]) for r in found["records"]] == [(record["recordId"], "allergies")]
+    with _clinic_at(fed, GW_A) as clinic, pytest.raises(GatewayProblem) as needed:
+        clinic.discover(patient.address, category="mental-health")
+    assert (needed.value.status, needed.value.code) == (409, "category_key_needed")

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from node_client.audit import replay, write_outputs
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
 from tests.support.fhir_validator import FhirValidator, Report
 from tests.support.gateway_harness import AUDITOR, CLINIC, HOSPITAL, LAB, SAMPLES, RunningGateway, dev, running_gateway
 
@@ -44,13 +44,13 @@ def granted(gw: RunningGateway) -> dict[str, Any]:
     clinic_id, _ = gw.ledger.consents.grant(
         patient,
         dev(CLINIC).address,
-        parse_categories("conditions,medications"),
+        gw.slots(patient, "conditions,medications"),
         parse_purposes("treatment,research"),
         now,
         now + 86_400,
     )
     lab_id, _ = gw.ledger.consents.grant(
-        patient, dev(LAB).address, parse_categories("lab-results"), parse_purposes("treatment"), now, now + 3_600
+        patient, dev(LAB).address, gw.slots(patient, "lab-results"), parse_purposes("treatment"), now, now + 3_600
     )
     gw.ledger.consents.revoke(patient, dev(LAB).address)
     clinic = gw.login(dev(CLINIC))

@@ -24,8 +24,9 @@ from node_client.keys import dev_account
 def test_filled_records_are_what_discovery_pages(tmp_path: Path) -> None:
     db = Database(tmp_path / "gateway.db")
     gateway, provider = dev_account(3).address, dev_account(4).address
-    fill(db, _records(PATIENT, 0, 30, every_other=True), provider=provider, gateway=gateway)
-    fill(db, _records(11, 0, 30, every_other=False), provider=provider, gateway=gateway)
+    slot = 9  # any slot: the rows of a record, whichever category it holds
+    fill(db, _records(PATIENT, 0, 30, every_other=True), provider=provider, gateway=gateway, slot=slot)
+    fill(db, _records(11, 0, 30, every_other=False), provider=provider, gateway=gateway, slot=slot)
     patient = dev_account(PATIENT).address
     coded = record_keys.discoverable_page(db, patient, before=None, limit=50, code=CODE)
     assert len(coded) == 15  # every other record of the patient has the code; none of patient 11's

@@ -17,9 +17,19 @@ import pytest
 
 from gateway.storage import notifications
 from gateway.storage.db import Database
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.blinding import sign_category_key
+from node_client.vocabulary import parse_purposes
 from node_client.webhooks import WebhookSignatureError, verify_webhook
-from tests.support.gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, restarted, running_gateway
+from tests.support.gateway_harness import (
+    CLINIC,
+    HOSPITAL,
+    SAMPLES,
+    RunningGateway,
+    dev,
+    restarted,
+    running_gateway,
+    slots_of,
+)
 
 PATIENT = 15
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -44,7 +54,7 @@ def record(gw: RunningGateway) -> str:
     gw.ledger.consents.grant(
         dev(PATIENT),
         dev(CLINIC).address,
-        parse_categories(rec["category"]),
+        gw.slots(dev(PATIENT), rec["category"]),
         parse_purposes("treatment"),
         now,
         now + 86_400,
@@ -322,12 +332,15 @@ def test_with_two_workers_every_stream_hears_every_release_and_stop_does_not_han
         chain.ledger.consents.grant(
             dev(PATIENT),
             dev(CLINIC).address,
-            parse_categories("allergies,lab-results"),
+            slots_of(chain.ledger.consents.domain(), dev(PATIENT), "allergies,lab-results"),
             parse_purposes("treatment"),
             now,
             now + 86_400,
         )
         with gw.http(dev(HOSPITAL)) as hospital:
+            signature = sign_category_key(dev(PATIENT), chain.ledger.consents.domain())
+            key = {"patient": dev(PATIENT).address, "signature": "0x" + signature.hex()}
+            assert hospital.post("/v1/category-keys", json=key).status_code == 201
             up = hospital.post("/v1/records", params={"patient": dev(PATIENT).address}, content=BUNDLE, headers=FHIR)
             assert up.status_code == 201, up.text
         record = up.json()["records"][0]["recordId"]

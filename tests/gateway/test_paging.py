@@ -16,7 +16,7 @@ import pytest
 
 from gateway.storage import emergency_reasons
 from node_client.gateway_client import GatewayClient
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
 from tests.support.gateway_harness import AUDITOR, CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
 
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -64,7 +64,7 @@ def uploaded(gw: RunningGateway) -> list[str]:
     gw.ledger.consents.grant(
         dev(PATIENT),
         dev(CLINIC).address,
-        parse_categories("lab-results"),
+        gw.slots(dev(PATIENT), "lab-results"),
         parse_purposes("treatment"),
         now,
         now + 86_400,

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from gateway.fhir.identity import normalised_identifier
 from gateway.storage import identifier_index
 from node_client.cli import app as hcl
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
 from tests.gateway.test_privacy_scan import needles_of, scan_chain
 from tests.support.gateway_harness import (
     CLINIC,
@@ -62,7 +62,12 @@ def test_unknown_and_not_allowed_get_the_same_answer(gw: RunningGateway) -> None
     # a consent for other categories is no consent for identifiers
     now = gw.client.block_timestamp()
     gw.ledger.consents.grant(
-        dev(PATIENT), dev(LAB).address, parse_categories("lab-results"), parse_purposes("treatment"), now, now + 3600
+        dev(PATIENT),
+        dev(LAB).address,
+        gw.slots(dev(PATIENT), "lab-results"),
+        parse_purposes("treatment"),
+        now,
+        now + 3600,
     )
     assert _same_problem(_lookup(gw, LAB, **SSN)) == unknown
     assert gw.login(dev(CLINIC)).post("/v1/patients/lookup", json={**SSN, "extra": 1}).status_code == 400
@@ -71,7 +76,12 @@ def test_unknown_and_not_allowed_get_the_same_answer(gw: RunningGateway) -> None
 def test_found_with_an_identifiers_consent_and_ledgered_as_a_release(gw: RunningGateway) -> None:
     now = gw.client.block_timestamp()
     gw.ledger.consents.grant(
-        dev(PATIENT), dev(CLINIC).address, parse_categories("identifiers"), parse_purposes("treatment"), now, now + 3600
+        dev(PATIENT),
+        dev(CLINIC).address,
+        gw.slots(dev(PATIENT), "identifiers"),
+        parse_purposes("treatment"),
+        now,
+        now + 3600,
     )
     clinic = gw.sign_in(dev(CLINIC))
     found = clinic.lookup_patient(SSN["system"], SSN["value"])
@@ -154,7 +164,7 @@ def test_in_batch_mode_a_lookup_is_a_journal_entry_in_her_access_log(tmp_path: P
         bgw.ledger.consents.grant(
             dev(PATIENT),
             dev(CLINIC).address,
-            parse_categories("identifiers"),
+            bgw.slots(dev(PATIENT), "identifiers"),
             parse_purposes("treatment"),
             now,
             now + 3600,

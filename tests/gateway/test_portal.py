@@ -11,11 +11,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from gateway.portal import i18n
 from gateway.problems import PROBLEMS
 from node_client._exceptions import KeystoreError
+from node_client.blinding import sign_category_key
 from node_client.contracts import Action
 from node_client.deploy import Manifest, MemberSpec, dev_encryption_key
 from node_client.keys import read_x25519_jwk, write_x25519_jwk
@@ -209,7 +211,8 @@ def test_draft_is_the_typed_data_the_patient_signs(gw: RunningGateway) -> None:
     assert r.status_code == 200, r.text
     typed = r.json()["typedData"]
     assert typed["primaryType"] == "ConsentGrant" and typed["domain"]["name"] == "HealthCode Ledger"
-    assert typed["message"]["patient"] == dev(PATIENT).address and typed["message"]["categories"] == 0b10010
+    assert typed["message"]["patient"] == dev(PATIENT).address
+    assert typed["message"]["categories"] == gw.slots(dev(PATIENT), "allergies,lab-results")  # her slots
     assert typed["message"]["validUntil"] - typed["message"]["validFrom"] == 7 * 86400
     # from now, not from the idle chain's last block (which may be minutes old)
     assert typed["message"]["validFrom"] >= int(time.time()) - 1
@@ -219,6 +222,25 @@ def test_draft_is_the_typed_data_the_patient_signs(gw: RunningGateway) -> None:
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_request"
     none = patient.post("/portal/patient/draft", json={**body, "categories": []}, headers={"X-HCL-Portal": "1"})
     assert none.status_code == 400
+
+
+def test_draft_needs_the_patients_category_key(gw: RunningGateway) -> None:
+    """A patient whose key this gateway does not hold (her sign-in's hand-over failed) gets the localized 409,
+    and a draft once she has handed it over."""
+    fresh: LocalAccount = Account.create()
+    patient = portal_client(gw, fresh)
+    body = {"grantee": dev(CLINIC).address, "categories": ["mental-health"], "purposes": ["treatment"]}
+    r = patient.post("/portal/patient/draft", json=body, headers={"X-HCL-Portal": "1"})
+    assert r.status_code == 409 and r.json()["code"] == "category_key_needed", r.text
+    assert "problem_category_key_needed" in i18n.MESSAGES
+    domain = gw.components.category_keys.domain
+    handed = patient.post(
+        "/v1/category-keys",
+        json={"patient": fresh.address, "signature": "0x" + sign_category_key(fresh, domain).hex()},
+    )
+    assert handed.status_code == 201, handed.text
+    r = patient.post("/portal/patient/draft", json=body, headers={"X-HCL-Portal": "1"})
+    assert r.status_code == 200 and r.json()["message"]["categories"] == gw.slots(fresh, "mental-health")
 
 
 def test_preview_refuses_what_is_not_a_health_code(gw: RunningGateway, tmp_path: Path) -> None:

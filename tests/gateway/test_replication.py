@@ -34,8 +34,9 @@ from node_client.deploy import Ledger, dev_encryption_key
 from node_client.gateway_client import GatewayClient
 from node_client.keys import dev_account
 from node_client.network.kubo import KuboNode, connect, new_swarm_key
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
 from tests.support.federation import GW_A, GW_B, deploy_with_gateways, gateway_settings, served
+from tests.support.gateway_harness import slots_of
 from tests.support.network import kubo_node, need_kubo
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "fhir" / "synthea" / "patient-1-Emmie273_Kovacek682.json"
@@ -256,7 +257,7 @@ def test_a_gateway_that_lost_its_blob_store_recovers_every_blob_from_the_swarm(s
     sw.ledger.consents.grant(
         dev_account(13),
         dev_account(CLINIC).address,
-        parse_categories("lab-results"),
+        slots_of(sw.ledger.consents.domain(), dev_account(13), "lab-results"),
         parse_purposes("treatment"),
         now - 60,
         now + 3600,

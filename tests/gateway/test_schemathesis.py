@@ -46,7 +46,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from node_client.vocabulary import CATEGORIES, PURPOSES, Category, Purpose, parse_categories, parse_purposes
+from node_client.vocabulary import CATEGORIES, PURPOSES, Category, Purpose, parse_purposes
 from tests.support.gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, running_gateway
 
 pytestmark = pytest.mark.slow  # thousands of generated requests (~2 min)
@@ -104,7 +104,7 @@ def _seed(gw: RunningGateway) -> dict[str, Any]:
     consent_id, _ = gw.ledger.consents.grant(
         dev(PATIENT_A),
         dev(CLINIC).address,
-        parse_categories(",".join(sorted(granted))),
+        gw.slots(dev(PATIENT_A), ",".join(sorted(granted))),
         parse_purposes(",".join(PURPOSES[p].slug for p in GRANTED_PURPOSES)),
         now,
         now + 86_400,

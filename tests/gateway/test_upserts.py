@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
 from tests.support.gateway_harness import CLINIC, HOSPITAL, SAMPLES, RunningGateway, dev, open_release, running_gateway
 
 SYNTHEA = SAMPLES / "synthea" / "patient-1-Emmie273_Kovacek682.json"
@@ -80,7 +80,7 @@ def test_a_changed_observation_amends_its_record_and_the_old_version_stays_reada
     # both versions are releasable to a consented reader; discovery lists the current one and marks history
     now = gw.client.block_timestamp()
     gw.ledger.consents.grant(
-        dev(11), dev(CLINIC).address, parse_categories(new["category"]), parse_purposes("treatment"), now, now + 3600
+        dev(11), dev(CLINIC).address, gw.slots(dev(11), new["category"]), parse_purposes("treatment"), now, now + 3600
     )
     clinic = gw.login(dev(CLINIC))
     values = {}

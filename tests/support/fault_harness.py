@@ -27,9 +27,11 @@ from eth_account.signers.local import LocalAccount
 from gateway.settings import GatewaySettings
 from node_client._client import ChainClient
 from node_client._node import HardhatNode, free_port
+from node_client.blinding import sign_category_key
 from node_client.deploy import Ledger, Manifest, deploy_dev
 from node_client.gateway_client import GatewayClient
-from tests.support.gateway_harness import SAMPLES
+from node_client.keys import dev_account
+from tests.support.gateway_harness import DEV_ACCOUNTS, SAMPLES, slots_of
 
 HCL = Path(sys.executable).with_name("hcl")
 GATEWAY = 3  # dev account of the dev consortium's gateway
@@ -60,6 +62,10 @@ class FaultChain:
     def frozen(self):  # type: ignore[no-untyped-def]
         """The node stops answering (SIGSTOP of its process group) inside the block."""
         return self.node.frozen()
+
+    def slots(self, patient: LocalAccount, categories: str | int) -> int:
+        """``patient``'s slot mask of ``categories``: what a consent granted straight on chain carries."""
+        return slots_of(self.ledger.consents.domain(), patient, categories)
 
 
 class TcpProxy:
@@ -169,6 +175,7 @@ class GatewayProcess:
             **settings,
         }
         self._tokens: dict[str, str] = {}
+        self._enrolled = False
 
     def settings(self) -> GatewaySettings:
         return GatewaySettings(**self.values)
@@ -204,13 +211,28 @@ class GatewayProcess:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 httpx.get(self.url + "/healthz", timeout=5)
-                return self
             except httpx.TransportError:
+                pass
+            else:
+                self._enrol_dev_patients()
+                return self
                 pass
             if time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError(f"gateway did not answer within {timeout} s:\n{self.log_tail()}")
             time.sleep(0.05)
+
+    def _enrol_dev_patients(self) -> None:
+        """Every dev account's category key handed over once, as if each had signed in to the portal (the
+        gateway keeps them in its database across restarts): tests upload records of any of them."""
+        if self._enrolled:
+            return
+        domain = self.chain.ledger.consents.domain()
+        with GatewayClient(self.url, timeout=30) as gw:
+            gw.sign_in(dev_account(GATEWAY))
+            for i in range(DEV_ACCOUNTS):
+                gw.enrol_category_key(dev_account(i).address, sign_category_key(dev_account(i), domain))
+        self._enrolled = True
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -14,7 +14,7 @@ from node_client._client import ChainClient
 from node_client.deploy import Manifest, MemberSpec, deploy_dev, dev_encryption_key
 from node_client.keys import dev_account
 from node_client.vocabulary import Role
-from tests.support.gateway_harness import serving
+from tests.support.gateway_harness import enrol_dev_patients, serving
 
 GW_A, GW_B = 20, 21
 NAMES = {GW_A: "City First People's Hospital gateway", GW_B: "Riverside Community Health Centre gateway"}
@@ -56,7 +56,9 @@ def gateway_settings(tmp: Path, rpc_url: str, manifest: Path, gw: int, port: int
 
 @contextmanager
 def served(settings: GatewaySettings) -> Iterator[Components]:
-    """The gateway of ``settings`` served until the block ends (its data survives a restart)."""
+    """The gateway of ``settings`` served until the block ends (its data survives a restart), holding every
+    dev account's category key (as :func:`~tests.support.gateway_harness.running_gateway`'s does)."""
     components = build_components(settings)
+    enrol_dev_patients(components)
     with serving(settings, components):
         yield components

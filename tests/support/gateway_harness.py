@@ -25,10 +25,13 @@ from gateway.settings import GatewaySettings
 from gateway.wiring import Components, build_components
 from node_client._client import ChainClient
 from node_client._node import HardhatNode, free_port
+from node_client.blinding import category_key, sign_category_key
 from node_client.deploy import Ledger, Manifest, deploy_dev, dev_encryption_key
 from node_client.gateway_client import GatewayClient
 from node_client.gateway_client import open_release as _open_release
 from node_client.keys import dev_account
+from node_client.signing import Domain
+from node_client.vocabulary import parse_categories
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "fhir"
 #: the salt tests commit emergency reasons with (node_client.commitments; the portal draws a random one)
@@ -37,6 +40,7 @@ SALT_HEX = "0x" + SALT.hex()
 
 #: dev account indices of the dev consortium (node_client.deploy.DEV_CONSORTIUM)
 GATEWAY, HOSPITAL, CLINIC, LAB, PHARMACY, AUDITOR = 3, 4, 5, 6, 7, 8
+DEV_ACCOUNTS = 20  # funded by `hardhat node`
 
 
 @dataclass
@@ -49,6 +53,11 @@ class RunningGateway:
     ledger: Ledger
     server: uvicorn.Server
     node: HardhatNode
+
+    def slots(self, patient: LocalAccount, categories: str | int) -> int:
+        """The on-chain slot mask of ``categories`` (slugs or a category mask) for ``patient``: what a
+        consent granted straight on chain carries (the portal and the CLI map them the same way)."""
+        return slots_of(self.ledger.consents.domain(), patient, categories)
 
     def chain_paused(self):  # type: ignore[no-untyped-def]
         """The chain node stops answering (SIGSTOP) inside the block, and resumes after it."""
@@ -150,7 +159,8 @@ def serving(settings: GatewaySettings, components: Components, *, caught_up: boo
 
 
 @contextmanager
-def running_gateway(tmp: Path, **overrides: Any) -> Iterator[RunningGateway]:
+def running_gateway(tmp: Path, *, enrolled: bool = True, **overrides: Any) -> Iterator[RunningGateway]:
+    """A gateway on a fresh dev chain; ``enrolled``: it holds every dev patient's category key already."""
     node = HardhatNode(log_path=tmp / "hardhat.log").start(port=free_port())
     try:
         client = ChainClient(rpc_url=node.url)
@@ -171,6 +181,8 @@ def running_gateway(tmp: Path, **overrides: Any) -> Iterator[RunningGateway]:
             **overrides,
         )
         components = build_components(settings)
+        if enrolled:
+            enrol_dev_patients(components)
         with serving(settings, components) as server:
             running = RunningGateway(
                 f"http://127.0.0.1:{port}",
@@ -185,6 +197,20 @@ def running_gateway(tmp: Path, **overrides: Any) -> Iterator[RunningGateway]:
             yield running
     finally:
         node.stop()
+
+
+def enrol_dev_patients(components: Components) -> None:
+    """Every dev account's category key held by the gateway, as if each had signed in to its portal once:
+    tests upload records of any of them (a test of the key itself uses a fresh account)."""
+    domain = components.category_keys.domain
+    for i in range(DEV_ACCOUNTS):
+        components.category_keys.learn(dev(i).address, sign_category_key(dev(i), domain))
+
+
+def slots_of(domain: Domain, patient: LocalAccount, categories: str | int) -> int:
+    """``categories`` (slugs or a category mask) as ``patient``'s slot mask under ``domain``."""
+    mask = parse_categories(categories) if isinstance(categories, str) else categories
+    return category_key(domain, patient.address, sign_category_key(patient, domain)).slots(mask)
 
 
 def dev(i: int) -> LocalAccount:

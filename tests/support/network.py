@@ -95,10 +95,11 @@ def wait_until(condition: Callable[[], bool], *, timeout: float, what: str, inte
 @contextmanager
 def network_gateway(tmp: Path, network: Network, *, rpc: list[int] | None = None, **overrides: Any) -> Iterator[Any]:
     """The real gateway app (uvicorn, in a thread) on the network's dev deployment, signing as dev account
-    3; ``rpc``: the validators it talks to, in failover order (default: all). Yields its Components and URL."""
+    3; ``rpc``: the validators it talks to, in failover order (default: all); it holds every dev patient's
+    category key. Yields its Components and URL."""
     from gateway.settings import GatewaySettings
     from gateway.wiring import build_components
-    from tests.support.gateway_harness import serving
+    from tests.support.gateway_harness import enrol_dev_patients, serving
 
     assert network.manifest_path is not None
     port = free_port()
@@ -117,6 +118,7 @@ def network_gateway(tmp: Path, network: Network, *, rpc: list[int] | None = None
         **overrides,
     )
     components = build_components(settings)
+    enrol_dev_patients(components)
     with serving(settings, components):
         yield components, f"http://127.0.0.1:{port}"
 

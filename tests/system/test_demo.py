@@ -28,7 +28,7 @@ def _console() -> tuple[Console, io.StringIO]:
 
 def test_seed_is_idempotent_and_run_plays_the_scenario(tmp_path: Path) -> None:
     keys = tmp_path / "demo-keys"
-    with running_gateway(tmp_path) as gw:
+    with running_gateway(tmp_path, enrolled=False) as gw:  # the demo's patients hand over their keys
         common = {"url": gw.url, "manifest": gw.settings.manifest, "rpc_url": gw.settings.rpc_url, "keys_dir": keys}
 
         con, out = _console()
@@ -37,6 +37,8 @@ def test_seed_is_idempotent_and_run_plays_the_scenario(tmp_path: Path) -> None:
         seed_seconds = time.monotonic() - t0
         assert first.onboarded_now and set(first.uploaded) == {"Wang", "Li", "Zhang"}, out.getvalue()
         assert "MemberRegistryNotEnoughApprovals" in out.getvalue()  # one admin alone cannot onboard
+        held = gw.components.category_keys
+        assert all(held.get(dev(i).address) for i in (10, 11, 12))  # each patient handed hers over before her upload
         county = dev(demo.COUNTY).address
         assert gw.ledger.members.member_of(county).status is MemberStatus.ACTIVE
         manifest = orjson.loads(Path(gw.settings.manifest).read_bytes())
@@ -63,6 +65,10 @@ def test_seed_is_idempotent_and_run_plays_the_scenario(tmp_path: Path) -> None:
         for n in range(1, 10):
             assert f"Step {n}." in text
         assert "consent_revoked" in text and "match" in text and "EMERGENCY" in text
+        # the chain holds Wang's slots; what the demo prints names her categories (her gateway holds her key)
+        assert "on-chain slots" in text and "Laboratory results" in text and "slot-" not in text
+        granted = gw.ledger.consents.consent_of(dev(10).address, dev(demo.CLINIC).address).categories
+        assert granted == gw.slots(dev(10), demo.GRANT_CATEGORIES)
 
         # repeatable on the same network: the re-grant replaces the revoked consent
         con, out = _console()

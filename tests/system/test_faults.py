@@ -34,7 +34,7 @@ from gateway.ops.reconcile import reconcile
 from gateway.storage.blobs import LocalBlobStore
 from gateway.storage.db import Database
 from node_client.contracts import RecordStatus
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
 from tests.support.fault_harness import GATEWAY, FaultChain, GatewayProcess
 from tests.support.gateway_harness import CLINIC, HOSPITAL, SAMPLES, dev
 
@@ -248,7 +248,7 @@ def chain(tmp_path: Path) -> Iterator[FaultChain]:
         c.ledger.consents.grant(
             dev(p),
             dev(CLINIC).address,
-            parse_categories("allergies,lab-results"),
+            c.slots(dev(p), "allergies,lab-results"),
             parse_purposes("treatment"),
             now,
             now + 30 * 86_400,

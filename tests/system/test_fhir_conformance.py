@@ -107,7 +107,7 @@ def _skew(gw: RunningGateway) -> int:
 
 def _grant_all(gw: RunningGateway, patient: int, grantee: str) -> None:
     now = gw.client.block_timestamp()
-    every = parse_categories(t.slug for t in CATEGORIES)
+    every = gw.slots(dev(patient), parse_categories(t.slug for t in CATEGORIES))
     gw.ledger.consents.grant(dev(patient), grantee, every, parse_purposes("treatment"), now, now + 86_400)
 
 

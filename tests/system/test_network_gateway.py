@@ -28,7 +28,8 @@ from node_client.deploy import Ledger, Manifest, dev_encryption_key
 from node_client.gateway_client import GatewayClient, open_release
 from node_client.keys import dev_account
 from node_client.network import Consortium, Network
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
+from tests.support.gateway_harness import slots_of
 from tests.support.network import heal, network_gateway, partition, wait_until
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,7 @@ def _grant(net: Network, patient: int, grantee: int, categories: str, *, node: i
     consent_id, _ = ledger.consents.grant(
         dev_account(patient),
         dev_account(grantee).address,
-        parse_categories(categories),
+        slots_of(ledger.consents.domain(), dev_account(patient), categories),
         parse_purposes("treatment"),
         now - 60,
         now + 86_400,

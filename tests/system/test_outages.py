@@ -23,7 +23,7 @@ import pytest
 from gateway.ledger.journal import Journal
 from gateway.ops.reconcile import reconcile
 from gateway.storage.db import Database
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
 from tests.support.fault_harness import FaultChain, GatewayProcess, TcpProxy, fresh_allergy
 from tests.support.gateway_harness import CLINIC, HOSPITAL, dev
 
@@ -55,7 +55,12 @@ def own_chain(tmp_path: Path) -> Iterator[FaultChain]:
 def _grant(chain: FaultChain, patient: int) -> None:
     now = chain.client.block_timestamp()
     chain.ledger.consents.grant(
-        dev(patient), dev(CLINIC).address, parse_categories("allergies"), parse_purposes("treatment"), now, now + 86_400
+        dev(patient),
+        dev(CLINIC).address,
+        chain.slots(dev(patient), "allergies"),
+        parse_purposes("treatment"),
+        now,
+        now + 86_400,
     )
 
 

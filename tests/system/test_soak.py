@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from gateway.ledger.journal import Journal
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
 from tests.support.fault_harness import GATEWAY, FaultChain, GatewayProcess, fresh_allergy
 from tests.support.gateway_harness import CLINIC, HOSPITAL, LAB, dev
 
@@ -64,7 +64,7 @@ def test_soak_with_revocations_mid_stream(mode: str, chain: FaultChain, tmp_path
             chain.ledger.consents.grant(
                 dev(p),
                 dev(reader).address,
-                parse_categories("allergies"),
+                chain.slots(dev(p), "allergies"),
                 parse_purposes("treatment"),
                 now,
                 now + 86_400,

@@ -25,7 +25,7 @@ import pytest
 from gateway.ledger.journal import Journal
 from node_client import merkle
 from node_client.audit.journal import load_journal
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
 from tests.support.fault_harness import FaultChain, GatewayProcess
 from tests.support.gateway_harness import CLINIC, HOSPITAL, dev
 
@@ -42,7 +42,7 @@ def chain(tmp_path: Path) -> Iterator[FaultChain]:
     c.ledger.consents.grant(
         dev(PATIENT),
         dev(CLINIC).address,
-        parse_categories("allergies,lab-results"),
+        c.slots(dev(PATIENT), "allergies,lab-results"),
         parse_purposes("treatment"),
         now,
         now + 86_400,

@@ -9,7 +9,7 @@
   const E = V.ethers;
   const M = JSON.parse(document.getElementById("hcl-messages").textContent);
   const t = (k) => M[k] || k;
-  const state = { signer: null, address: null, token: null, x25519: null, stream: null, events: null };
+  const state = { signer: null, address: null, token: null, x25519: null, stream: null, events: null, categoryKey: null };
   const $ = (sel, root = document) => root.querySelector(sel);
   // each role page (patient, hospital, auditor) has its own session: it signs in and out as itself
   const PAGE = document.body.dataset.page;
@@ -121,8 +121,24 @@
     const who = await portal("POST", "/portal/session", { token: tok.token, page: PAGE });
     showWho(who);
     keyStatus();
+    if (PAGE === "patient" && !(who.roles || []).length) {
+      // a patient's sign-in hands her category key to this gateway (an institution's key names no records);
+      // a failure is shown, but she stays signed in
+      try { await handOverCategoryKey(); } catch (err) { showError(null, err); }
+    }
     await refresh();
     follow();
+  }
+
+  // the patient's signed CategoryKeyRequest (node_client/blinding.py): this gateway derives her key from it to
+  // name her records' slots; kept in the page to go into the health codes she makes (so the institution's
+  // gateway learns it too). Already held there: a 200, nothing to say.
+  async function handOverCategoryKey() {
+    const req = await api("GET", `/v1/category-keys/request?${new URLSearchParams({ patient: state.address })}`);
+    const { EIP712Domain, ...types } = req.typedData.types;
+    const signature = await state.signer.signTypedData(req.typedData.domain, types, req.typedData.message);
+    state.categoryKey = signature;
+    await api("POST", "/v1/category-keys", { patient: state.address, signature });
   }
 
   // ------------------------------------------------------------------ live access timeline (patient page)
@@ -260,6 +276,7 @@
       validDays: Number(form.validDays.value), deadlineHours: Number(form.deadlineHours.value),
     });
     const signed = await signTyped(draft);
+    if (state.categoryKey) signed.categoryKey = state.categoryKey; // the code carries her key
     const html = await portal("POST", "/portal/patient/health-code", signed);
     const out = $("#code-result"); out.innerHTML = html; out.scrollIntoView({ behavior: "smooth" });
     return $("#health-code h3", out);
@@ -354,6 +371,11 @@
     Object.entries(attrs).forEach(([k, v]) => node.setAttribute(k, v));
     return node;
   }
+  // a category as the API names it: a slug, or "slot-N" for a slot this gateway cannot name (no key)
+  function categoryLabel(labels, name) {
+    const slot = /^slot-(\d+)$/.exec(name);
+    return labels[name] || (slot ? t("slot_n").replace("{n}", slot[1]) : name);
+  }
   function uploaded(result) {
     const labels = JSON.parse($("#category-labels").textContent);
     const box = el("div", undefined, { class: "upload-result", id: "upload-done" });
@@ -361,7 +383,7 @@
     const list = el("ul");
     result.records.forEach((r) => {
       const li = el("li", undefined, { "data-category": r.category });
-      li.append(el("strong", labels[r.category] || r.category), ` · ${t("upload_resources").replace("{n}", r.resources)} · `,
+      li.append(el("strong", categoryLabel(labels, r.category)), ` · ${t("upload_resources").replace("{n}", r.resources)} · `,
         el("code", r.recordId));
       if (r.amends) li.append(` · ${t("uploaded_amends")} `, el("code", r.amends));
       list.append(li);
@@ -546,7 +568,7 @@
   actions["sign-out"] = async () => {
     if (state.events) { state.events.close(); state.events = null; }
     await portal("POST", "/portal/logout", { page: PAGE });
-    state.signer = null; state.token = null; state.x25519 = null;
+    state.signer = null; state.token = null; state.x25519 = null; state.categoryKey = null;
     window.location.reload();
   };
   actions["unlock"] = unlock;

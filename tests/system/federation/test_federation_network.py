@@ -18,13 +18,15 @@ import pytest
 from node_client._client import ChainClient
 from node_client._exceptions import GatewayProblem, NodeError
 from node_client.audit import replay
+from node_client.blinding import sign_category_key
 from node_client.deploy import Ledger, Manifest, dev_encryption_key
 from node_client.gateway_client import GatewayClient, open_release
 from node_client.hpke import HpkeError
 from node_client.keys import dev_account
 from node_client.network import Consortium, Network
 from node_client.network.kubo import KuboNode
-from node_client.vocabulary import parse_categories, parse_purposes
+from node_client.vocabulary import parse_purposes
+from tests.support.gateway_harness import slots_of
 from tests.support.network import wait_until
 
 pytestmark = pytest.mark.slow
@@ -51,12 +53,19 @@ def _signed_in(net: Network, gw: int, account: int) -> GatewayClient:
     return client
 
 
+def _upload(client: GatewayClient, net: Network, patient: int) -> dict:
+    """The patient hands her category key to the institution's gateway, which then uploads her bundle."""
+    account = dev_account(patient)
+    client.enrol_category_key(account.address, sign_category_key(account, _ledger(net).consents.domain()))
+    return client.upload(account.address, SAMPLE.read_bytes())
+
+
 def _upload_everywhere(net: Network, patient: int) -> dict[int, dict[str, str]]:
     """The patient's bundle uploaded at each gateway by its institution: gateway → category → record id."""
     out = {}
     for gw, uploader in UPLOADER.items():
         with _signed_in(net, gw, uploader) as client:
-            up = client.upload(dev_account(patient).address, SAMPLE.read_bytes())
+            up = _upload(client, net, patient)
         out[gw] = {r["category"]: r["recordId"] for r in up["records"]}
     return out
 
@@ -67,7 +76,7 @@ def _grant(net: Network, patient: int, grantee: int, categories: str) -> int:
     ledger.consents.grant(
         dev_account(patient),
         dev_account(grantee).address,
-        parse_categories(categories),
+        slots_of(ledger.consents.domain(), dev_account(patient), categories),
         parse_purposes("treatment"),
         now - 60,
         now + 86_400,
@@ -234,7 +243,7 @@ def _verified(log: dict, released: set[str]) -> bool:
 
 def test_each_ciphertext_is_pinned_on_another_institutions_node(net: Network) -> None:
     with _signed_in(net, 2, LAB) as lab:
-        uploaded = lab.upload(dev_account(15).address, SAMPLE.read_bytes())["records"]
+        uploaded = _upload(lab, net, 15)["records"]
     locators = [r["locator"] for r in uploaded]
     assert len(net.kubo) == 3 and locators
 
