@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from fastapi import Request
 
+from node_client.healthcode import TermView
 from node_client.vocabulary import CATEGORIES, Term
 
-__all__ = ["DEFAULT", "FHIR_TYPES", "LANGS", "MESSAGES", "SlotTerm", "category_term", "negotiate", "translator"]
+__all__ = ["DEFAULT", "FHIR_TYPES", "LANGS", "MESSAGES", "category_term", "negotiate", "translator"]
 
 LANGS = ("zh-CN", "en")
 DEFAULT = "zh-CN"
@@ -534,27 +534,17 @@ def translator(lang: str) -> Callable[[str], str]:
     return t
 
 
-@dataclass(frozen=True, slots=True)
-class SlotTerm:
-    """A blinded slot this gateway cannot name (it lacks the patient's key): "Protected category N"."""
-
-    slug: str
-    en: str
-    zh: str
-    sensitive: bool = False
-
-
 _CATEGORY_OF = {t.slug: t for t in CATEGORIES}
 
 
-def category_term(name: str) -> Term | SlotTerm:
+def category_term(name: str) -> Term | TermView:
     """A category as the API and ``category_keys`` name a slot (a slug, or ``slot-N``), labelled in both
     languages: pages show these names, never ``CATEGORIES`` indexed by a slot."""
     if name in _CATEGORY_OF:
         return _CATEGORY_OF[name]
     zh, en = MESSAGES["slot_n"]
     n = name.removeprefix("slot-")
-    return SlotTerm(name, en.format(n=n), zh.format(n=n))
+    return TermView(name, en.format(n=n), zh.format(n=n))  # a blinded slot without the key
 
 
 @functools.cache
