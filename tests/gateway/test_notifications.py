@@ -17,7 +17,6 @@ import pytest
 
 from gateway.storage import notifications
 from gateway.storage.db import Database
-from node_client.blinding import sign_category_key
 from node_client.vocabulary import parse_purposes
 from node_client.webhooks import WebhookSignatureError, verify_webhook
 from tests.support.gateway_harness import (
@@ -337,10 +336,7 @@ def test_with_two_workers_every_stream_hears_every_release_and_stop_does_not_han
             now,
             now + 86_400,
         )
-        with gw.http(dev(HOSPITAL)) as hospital:
-            signature = sign_category_key(dev(PATIENT), chain.ledger.consents.domain())
-            key = {"patient": dev(PATIENT).address, "signature": "0x" + signature.hex()}
-            assert hospital.post("/v1/category-keys", json=key).status_code == 201
+        with gw.http(dev(HOSPITAL)) as hospital:  # the harness handed the patients' keys over at start
             up = hospital.post("/v1/records", params={"patient": dev(PATIENT).address}, content=BUNDLE, headers=FHIR)
             assert up.status_code == 201, up.text
         record = up.json()["records"][0]["recordId"]
