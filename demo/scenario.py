@@ -616,6 +616,7 @@ def _upload(s: Session, samples: Path, result: SeedResult) -> None:
 def _upload_patient(s: Session, p: DemoPatient, samples: Path, result: SeedResult, table: Table) -> None:
     """Uploads each part of ``p``'s bundle not uploaded yet (one row each); an earlier seed's parts are kept."""
     patient = dev_account(p.account)
+    _hand_over_category_key(s, p, s.url)  # she signs in where she reads her records, as the portal does
     with _asking(f"listing {p.name}'s records"):
         mine = s.login(patient).my_records()
     path = samples / "synthea" / p.bundle
@@ -631,7 +632,7 @@ def _upload_patient(s: Session, p: DemoPatient, samples: Path, result: SeedResul
             cats = ", ".join(f"{c} {n}" for c, n in sorted(per_cat.items()))
             table.add_row(p.name, by, cats, "\n".join(sorted({r["txHash"] for r in held})), "already there")
             continue
-        _hand_over_category_key(s, p, uploader.address)
+        _hand_over_category_key(s, p, s.url_of(uploader.address))
         with _asking(f"uploading {p.name}'s records as {s.name(uploader.address)}"):
             up = s.login(uploader).upload(patient.address, body)
         if up["patient"] != patient.address or not up["records"]:
@@ -646,11 +647,11 @@ def _upload_patient(s: Session, p: DemoPatient, samples: Path, result: SeedResul
         result.skipped.append(p.name)
 
 
-def _hand_over_category_key(s: Session, p: DemoPatient, uploader: str) -> None:
-    """``p`` signs in to the uploader's gateway once and hands it her category key (her signed
-    CategoryKeyRequest): without it the gateway files only her emergency-safe records."""
+def _hand_over_category_key(s: Session, p: DemoPatient, where: str) -> None:
+    """``p`` signs in to the gateway at ``where`` once and hands it her category key (her signed
+    CategoryKeyRequest): without it that gateway files only her emergency-safe records and names her other
+    slots ``slot-N``."""
     patient = dev_account(p.account)
-    where = s.url_of(uploader)
     signature = sign_category_key(patient, s.ledger.consents.domain())
     with _asking(f"handing {p.name}'s category key to {where}"):
         learned = s.login(patient, where).enrol_category_key(patient.address, signature)["learned"]
@@ -859,6 +860,8 @@ def _wang_lists_records(r: _Run) -> None:
         raise DemoError("Wang has no records: start ./scripts/up first (it seeds)")
     if not any(rec["provider"] == r.hospital.address for rec in r.records):
         raise DemoError(f"none of Wang's records comes from {r.hospital_name}")
+    if unnamed := sorted({rec["category"] for rec in r.records if rec["category"].startswith("slot-")}):
+        raise DemoError(f"the gateway Wang signed in to names her slots {unnamed}: it does not hold her category key")
     if r.s.federated:
         r.out.print(
             "  Each institution keeps what it made, at its own gateway: the hospital the discharge records, "
