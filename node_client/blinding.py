@@ -33,6 +33,7 @@ __all__ = [
     "CategoryKey",
     "category_key",
     "sign_category_key",
+    "slot_name",
 ]
 
 #: the emergency-safe categories' bits, the same number on chain for every patient
@@ -104,3 +105,9 @@ def category_key(domain: Domain, patient: str, signature: bytes) -> CategoryKey:
     if signer.lower() != patient.lower():
         raise SignatureError(f"the category key is signed by {signer}, not by the patient {patient}")
     return CategoryKey(hashlib.sha256(_KEY_TAG + signature).digest())
+
+
+def slot_name(key: CategoryKey | None, slot: int) -> str:
+    """The category slug of ``slot``; ``slot-N`` for a blinded slot without the key (or the spare)."""
+    category = slot if slot in PUBLIC_SLOTS else None if key is None else key.category(slot)
+    return CATEGORIES[category].slug if category is not None else f"slot-{slot}"

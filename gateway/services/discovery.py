@@ -22,8 +22,8 @@ from gateway import errors
 from gateway.federation.directory import Peer
 from gateway.problems import Problem
 from gateway.storage import record_keys
-from gateway.storage.category_keys import slot_name
 from gateway.wiring import Components
+from node_client.blinding import slot_name
 from node_client.paging import PageKey
 from node_client.vocabulary import PURPOSES
 

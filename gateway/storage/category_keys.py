@@ -16,9 +16,9 @@ from gateway import errors
 from gateway.storage.crypto import Kek
 from gateway.storage.db import Database
 from node_client._exceptions import SignatureError
-from node_client.blinding import PUBLIC_SLOTS, CategoryKey, category_key
+from node_client.blinding import PUBLIC_SLOTS, CategoryKey, category_key, slot_name
 from node_client.signing import Domain
-from node_client.vocabulary import CATEGORIES, SLOT_COUNT, parse_categories
+from node_client.vocabulary import SLOT_COUNT, parse_categories
 
 __all__ = ["CategoryKeys", "slot_name"]
 
@@ -28,12 +28,6 @@ _AAD_TAG = b"hcl/category-key-aad/v1\x00"
 def _aad(patient: str) -> bytes:
     """The wrap's associated data: a key unwraps only as the key of the patient it was stored for."""
     return hashlib.sha256(_AAD_TAG + patient.lower().encode()).digest()
-
-
-def slot_name(key: CategoryKey | None, slot: int) -> str:
-    """The category slug of ``slot``; ``slot-N`` for a blinded slot without the key (or the spare)."""
-    category = slot if slot in PUBLIC_SLOTS else None if key is None else key.category(slot)
-    return CATEGORIES[category].slug if category is not None else f"slot-{slot}"
 
 
 class CategoryKeys:

@@ -19,9 +19,9 @@ from node_client.audit.chain import ChainView
 from node_client.audit.journal import Entry
 from node_client.audit.model import REVIEW_KINDS, AccessRow, Anomaly, Finding, Findings, hex0x
 from node_client.audit.state import ACTIVE, ROLE_GATEWAY, State, Windows, run_of
-from node_client.blinding import PUBLIC_SLOTS
+from node_client.blinding import slot_name
 from node_client.events import EventRecord
-from node_client.vocabulary import CATEGORIES, PURPOSES, SLOT_COUNT
+from node_client.vocabulary import PURPOSES, SLOT_COUNT
 
 __all__ = ["Change", "Judge", "Key", "KeyWatch", "slug"]
 
@@ -36,9 +36,7 @@ def slot_slug(slot: int | None) -> str:
     slot by its category, any other as ``slot-N`` (which category it holds differs per patient)."""
     if slot is None:
         return ""
-    if slot in PUBLIC_SLOTS:
-        return CATEGORIES[slot].slug
-    return f"slot-{slot}" if 0 <= slot < SLOT_COUNT else str(slot)
+    return slot_name(None, slot) if 0 <= slot < SLOT_COUNT else str(slot)
 
 
 def slug(table: tuple[Any, ...], bit: int | None) -> str:
