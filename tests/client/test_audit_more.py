@@ -15,7 +15,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from node_client.audit import read_checkpoint, replay, write_checkpoint
+from node_client.audit import Anomaly, read_checkpoint, replay, write_checkpoint
 from node_client.audit.journal import FieldCodec
 from node_client.audit_cli import audit_app
 from node_client.blobs import local_blob_path
@@ -312,6 +312,15 @@ def test_entries_are_judged_at_their_state_block_not_by_a_clock_skew(gw, tmp_pat
         if o["type"] == "entry":
             assert o["state_block_hash"] == "0x" + bytes(g.client.w3.eth.get_block(o["state_block"])["hash"]).hex()
             assert 0 <= o["released_at"] - o["state_seen_at"] < 1000
-    assert not [
-        a for a in report.anomalies if a.kind != "release_without_ledger_entry" and a.kind != "journal_entry_unanchored"
-    ]
+    # an entry not yet anchored (the background anchorer's timing) when a change was mined is rightly left
+    # for review: nothing proves it was released before the change; anything else is a finding
+    left = [a.to_json() for a in report.anomalies if not _explained_by_anchor_timing(a)]
+    assert not left, orjson.dumps(left).decode()
+
+
+def _explained_by_anchor_timing(a: Anomaly) -> bool:
+    """An anomaly this module's timing may produce: an entry anchored only after a later change, or not yet."""
+    if a.kind in ("release_without_ledger_entry", "journal_entry_unanchored"):
+        return True
+    anchor = a.evidence.get("anchor_block")
+    return a.kind == "access_in_staleness_window" and (anchor is None or anchor > a.evidence["change_block"])
