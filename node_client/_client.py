@@ -29,7 +29,7 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import BlockNotFound, ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
 from web3.middleware.formatting import FormattingMiddlewareBuilder
 from web3.middleware.proof_of_authority import extradata_to_poa_cleanup
-from web3.types import BlockIdentifier, Nonce, RPCEndpoint, TxParams, TxReceipt, Wei
+from web3.types import BlockIdentifier, RPCEndpoint, TxParams, TxReceipt, Wei
 
 from node_client._exceptions import (
     ChainUnavailable,
@@ -166,7 +166,7 @@ class ChainClient:
         self.w3 = Web3(self._provider(self.rpc_urls[0]))
         self.w3.middleware_onion.inject(_PoaTolerant, layer=0)
         self._nonces = _NonceManager(self.w3, nonce_lock)
-        self._fees: tuple[float, dict[str, int]] = (0.0, {})  # (monotonic time, fees) for transact_data
+        self._fees: tuple[float, dict[str, int]] = (0.0, {})  # (monotonic time, fees) for _send
         self._chain_id: int | None = None
 
     def _provider(self, url: str) -> HTTPProvider:
@@ -306,16 +306,30 @@ class ChainClient:
         before anything is sent. A transaction that is mined but reverted is replayed with ``eth_call``
         at its block to recover the error.
         """
+        call = {"to": fn.address, "data": fn._encode_transaction_data(), "value": value}
+        return self._send(call, signer=signer, gas=gas, fn=fn)
+
+    def _send(
+        self, tx: dict[str, Any], *, signer: LocalAccount, gas: int | None, fn: ContractFunction | None = None
+    ) -> TxResult:
+        """The one way a transaction this client signs is sent: gas, a nonce, fees, signature, broadcast,
+        receipt. A node that says the nonce is taken (the key was used by another program meanwhile) is
+        asked for the sender's count again and the transaction sent once more."""
         sender = signer.address
-        tx_params: TxParams = {"from": sender, "value": Wei(value), "chainId": self.chain_id}
+        params: dict[str, Any] = {"value": 0, "chainId": self.chain_id, **tx, "from": sender}
         if gas is None:
-            estimated = self.rpc(lambda: fn.estimate_gas(tx_params))
-            gas = int(estimated * self.gas_margin)
-        with self._nonces.reserve(sender) as nonce:
-            params: TxParams = {**tx_params, "gas": gas, "nonce": Nonce(nonce)}
-            tx = self.rpc(lambda: fn.build_transaction(params))
-            # eth-account types a transaction as a plain dict of its field types; web3 builds a TxParams
-            tx_hash = self._broadcast(signer.sign_transaction(cast(dict[str, Any], tx)).raw_transaction)
+            gas = int(self.rpc(lambda: self.w3.eth.estimate_gas(cast(TxParams, params))) * self.gas_margin)
+        else:  # a node that does not answer is found before it holds the transaction (it may mine it later)
+            self.block_number()
+        for attempt in (1, 2):
+            try:
+                with self._nonces.reserve(sender) as nonce:  # a refused send drops the cached nonce
+                    full: dict[str, Any] = {**params, **self._recent_fees(), "gas": gas, "nonce": nonce}
+                    tx_hash = self._broadcast(signer.sign_transaction(full).raw_transaction)
+                break
+            except TransactionError as exc:
+                if attempt == 2 or not _nonce_taken(exc):
+                    raise
         return self.wait(tx_hash, fn=fn, sender=sender)
 
     def _broadcast(self, raw: bytes) -> HexBytes:
@@ -352,16 +366,7 @@ class ChainClient:
     ) -> TxResult:
         """:meth:`transact` for calldata the caller encoded itself (web3's encoder takes ~25 ms for an array
         of a few dozen structs); ``fn``, the same call, only names the error of a mined revert."""
-        sender = signer.address
-        params: dict[str, Any] = {"from": sender, "to": to, "data": data, "value": 0, "chainId": self.chain_id}
-        if gas is None:
-            gas = int(self.rpc(lambda: self.w3.eth.estimate_gas(cast(TxParams, params))) * self.gas_margin)
-        else:  # a node that does not answer is found before it holds the transaction (it may mine it later)
-            self.block_number()
-        with self._nonces.reserve(sender) as nonce:
-            full: dict[str, Any] = {**params, **self._recent_fees(), "gas": gas, "nonce": nonce}
-            tx_hash = self._broadcast(signer.sign_transaction(full).raw_transaction)
-        return self.wait(tx_hash, fn=fn, sender=sender)
+        return self._send({"to": to, "data": data}, signer=signer, gas=gas, fn=fn)
 
     def _recent_fees(self, max_age: float = 1.0) -> dict[str, int]:
         """:meth:`_fill_fees`' answer, asked again once it is ``max_age`` seconds old: a group commit sends
@@ -379,15 +384,7 @@ class ChainClient:
 
     def send_raw(self, tx: dict[str, Any], *, signer: LocalAccount) -> TxResult:
         """Signs and sends a plain transaction (e.g. a contract deployment built by the caller)."""
-        sender = signer.address
-        with self._nonces.reserve(sender) as nonce:
-            full = {"chainId": self.chain_id, "value": 0, **tx, "from": sender, "nonce": nonce}
-            if "gas" not in full:
-                full["gas"] = int(self.rpc(lambda: self.w3.eth.estimate_gas(cast(TxParams, full))) * self.gas_margin)
-            self._fill_fees(full)
-            signed = signer.sign_transaction(full)
-            tx_hash = self.rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
-        return self.wait(tx_hash)
+        return self._send({k: v for k, v in tx.items() if k != "gas"}, signer=signer, gas=tx.get("gas"))
 
     def wait(
         self, tx_hash: HexBytes | bytes, *, fn: ContractFunction | None = None, sender: str | None = None
@@ -463,6 +460,12 @@ class ChainClient:
         tip = self.rpc(lambda: self.w3.eth.max_priority_fee)
         tx["maxPriorityFeePerGas"] = tip
         tx["maxFeePerGas"] = 2 * int(base) + int(tip)
+
+
+def _nonce_taken(exc: TransactionError) -> bool:
+    """Whether the node refused a send because its nonce is used (Hardhat, geth and Besu's words)."""
+    text = str(exc).lower()
+    return "nonce too low" in text or "replacement transaction underpriced" in text
 
 
 def _revert_from_rpc_error(exc: Web3RPCError) -> ContractRevert | None:

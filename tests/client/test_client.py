@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 from web3.exceptions import BlockNotFound
 
 import node_client
@@ -75,6 +76,30 @@ def test_nonce_recovers_after_a_failed_send(ledger: Ledger, accounts: Accounts) 
     ledger.records.register(
         accounts.gateway, h("good"), accounts.patients[0].address, accounts.hospital.address, 1, h("c"), cid("c")
     )
+
+
+def test_a_key_used_by_another_program_meanwhile_costs_no_failed_send(
+    ledger: Ledger, manifest: Manifest, accounts: Accounts
+) -> None:
+    """The gateway's key sends from a second client (an operator's CLI, a test) after this one cached its
+    nonce: the node refuses the stale nonce, the client asks again and the transaction goes through."""
+    p0, ok = accounts.patients[0].address, 1
+
+    def register(ledger: Ledger, name: str) -> None:
+        ledger.records.register(accounts.gateway, h(name), p0, accounts.hospital.address, ok, h(name), cid(name))
+
+    register(ledger, "mine-1")  # caches the gateway's nonce
+    other = manifest.connect(ChainClient(rpc_url=ledger.client.rpc_urls[0]))
+    register(other, "theirs-1")
+    register(other, "theirs-2")
+    register(ledger, "mine-2")
+    for name in ("mine-1", "theirs-1", "theirs-2", "mine-2"):
+        assert ledger.records.record_of(h(name)).patient == p0
+    # a refusal for another reason is not retried: it raises as the node said
+    client = ledger.client
+    fn = ledger.records.contract.functions.register(h("x"), p0, accounts.hospital.address, ok, h("x"), cid("x"))
+    with pytest.raises(errors.TransactionError, match=r"(?i)sender doesn't have enough funds|insufficient funds"):
+        client.transact(fn, signer=Account.create(), gas=300_000)
 
 
 def test_revert_in_a_mined_transaction_is_decoded(ledger: Ledger, accounts: Accounts) -> None:
