@@ -69,6 +69,9 @@ class Metrics:
             registry=r,
         )
         self.uploads = Counter("hcl_records_uploaded_total", "Records uploaded and registered", registry=r)
+        self.key_handovers = Counter(
+            "hcl_category_key_handovers_total", "Patients' category keys handed on, by to whom", ["to"], registry=r
+        )
         self.integrity_errors = Counter(
             "hcl_integrity_errors_total", "Stored ciphertext not matching the on-chain hash", registry=r
         )

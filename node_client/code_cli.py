@@ -32,6 +32,7 @@ from node_client._cli_common import (
     print_json,
 )
 from node_client._exceptions import ChainUnavailable, DeploymentError
+from node_client.blinding import category_key
 from node_client.signing import ConsentGrant, ConsentRevoke, Domain, sign
 from node_client.vocabulary import EMERGENCY_SAFE
 
@@ -82,6 +83,14 @@ def code_new(
     patient: Annotated[
         str | None, typer.Option(help="patient address when a guardian signs (default: the signer)")
     ] = None,
+    ward_key_from: Annotated[
+        str | None,
+        typer.Option(
+            "--ward-key-from",
+            metavar="GATEWAY_URL",
+            help="a guardian: fetch the patient's category key from a gateway that holds it (signed in as you)",
+        ),
+    ] = None,
     revoke: Annotated[bool, typer.Option("--revoke", help="make a revocation code instead of a grant")] = False,
     category_key: Annotated[
         bool,
@@ -98,8 +107,9 @@ def code_new(
     """Sign a consent as the patient (or guardian) and make its health code.
 
     The domain and the pair's nonce are read from the chain named by the manifest; nothing is sent.
-    The categories become the patient's slots with her category key (signed with the same key file); a
-    guardian, who cannot make her key, may grant only the emergency-safe categories.
+    The categories become the patient's slots with her category key (signed with the same key file). A
+    guardian cannot make her ward's key: with --ward-key-from a gateway that holds it hands it to her (a
+    current guardian), else she may grant only the emergency-safe categories.
     """
     from node_client.vocabulary import parse_categories, parse_purposes
 
@@ -117,7 +127,8 @@ def code_new(
     else:
         if not categories:
             raise ValueError("--categories is required for a grant")
-        slots, key_signature = _slots(account, patient_addr, domain, parse_categories(categories))
+        ward_key = _ward_key(ward_key_from, account, patient_addr, domain)
+        slots, key_signature = _slots(account, patient_addr, domain, parse_categories(categories), ward_key)
         message = ledger.consents.build_grant(
             patient_addr,
             grantee_addr,
@@ -136,15 +147,34 @@ def code_new(
         typer.echo(text)
 
 
-def _slots(account: LocalAccount, patient: str, domain: Domain, categories: int) -> tuple[int, bytes | None]:
-    """The slot mask of a grant's categories, and the patient's key signature (None for a guardian)."""
+def _ward_key(url: str | None, account: LocalAccount, patient: str, domain: Domain) -> bytes | None:
+    """The patient's key signature from the gateway at ``url``, where ``account`` signs in as her guardian."""
+    if url is None:
+        return None
+    if account.address.lower() == patient.lower():
+        raise ValueError("--ward-key-from is for a guardian: a patient makes her own key")
+    from node_client.gateway_client import GatewayClient
+
+    with GatewayClient(url) as gw:
+        gw.sign_in(account)
+        return gw.category_key_of(patient)
+
+
+def _slots(
+    account: LocalAccount, patient: str, domain: Domain, categories: int, ward_key: bytes | None = None
+) -> tuple[int, bytes | None]:
+    """The slot mask of a grant's categories, and the patient's key signature (a guardian's: only the one a
+    gateway handed her)."""
     if account.address.lower() == patient.lower():
         key, signature = own_category_key(account, domain)
         return key.slots(categories), signature
+    if ward_key is not None:
+        return category_key(domain, patient, ward_key).slots(categories), ward_key  # checks it is hers
     if categories & ~EMERGENCY_SAFE:
         raise ValueError(
             "a guardian cannot make the patient's category key: only emergency-safe categories "
-            "(allergies, medications, conditions, immunizations) can be granted here"
+            "(allergies, medications, conditions, immunizations) can be granted, unless --ward-key-from "
+            "names a gateway that holds her key"
         )
     return categories, None  # the emergency-safe categories keep their bit for every patient
 

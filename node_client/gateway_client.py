@@ -180,6 +180,11 @@ class GatewayClient:
         body = {"patient": patient, "signature": "0x" + signature.hex()}
         return self._json("POST", "/v1/category-keys", json=body)
 
+    def category_key_of(self, patient: str) -> bytes:
+        """The patient's category-key signature, handed to her or her current guardian (signed in); the caller
+        checks that it is hers (:func:`node_client.blinding.category_key`)."""
+        return bytes.fromhex(self._json("GET", f"/v1/category-keys/{patient}")["signature"][2:])
+
     # ------------------------------------------------------------ records
 
     def upload(self, patient: str, fhir: bytes) -> dict[str, Any]:

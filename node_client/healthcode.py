@@ -4,7 +4,8 @@ A health code is a signed EIP-712 ``ConsentGrant`` (or ``ConsentRevoke``) from :
 packed into a small binary payload, text-encoded with base45 (RFC 9285) and prefixed with ``HCL:``.
 base45's 45-character alphabet is exactly QR's alphanumeric set, so a QR encoder stores 5.5 bits per
 character; a typical grant is 165 bytes → 252 characters → QR version 9 at error correction M, and
-with the patient's category key 230 bytes → 345 characters → QR version 11.
+with the patient's category key 230 bytes → 345 characters → QR version 11 (a guardian's, who names herself:
+250 bytes → 375 characters → version 12).
 
 The prefix is ``HCL:``, not the EU Digital COVID Certificate's ``HC1:``: a DCC reader must not mistake
 a consent for a vaccination certificate (and vice versa).
@@ -15,8 +16,8 @@ Binary layout, version 2 (big-endian, no padding)::
       0     1  version                       = 2 (1 is read too: the same layout, never the 0x40 bit)
       1     1  kind                          0x01 grant, 0x02 revoke; | 0x80 when a signer other than
                                              the patient (a guardian) follows the fields; | 0x40 when
-                                             the patient's category-key signature follows (grants
-                                             signed by the patient only)
+                                             the patient's category-key signature follows (grants:
+                                             hers, or a guardian's who was handed it)
       2     8  chainId                       u64
      10    20  verifyingContract             the ConsentRegistry
      30    20  patient
@@ -167,7 +168,7 @@ def encode(signed: SignedMessage, domain: Domain, category_key: bytes | None = N
     """Packs a signed grant or revoke and its domain into health-code text (``HCL:...``).
 
     ``category_key``, the patient's :func:`node_client.blinding.sign_category_key` signature, goes into a
-    grant she signed herself (a guardian cannot make her key, a revocation needs none).
+    grant (hers, or her guardian's who was handed it by a gateway; a revocation needs none).
     """
     msg = signed.message
     if (domain.name, domain.version) != (DOMAIN_NAME, DOMAIN_VERSION):
@@ -218,10 +219,11 @@ def encode(signed: SignedMessage, domain: Domain, category_key: bytes | None = N
 
 
 def _check_category_key(domain: Domain, signed: SignedMessage, signature: bytes) -> blinding.CategoryKey:
-    """A carried key must be the patient's own, in a grant she signed: anything else is refused."""
+    """A carried key must be the patient's own (her signature), in a grant: anything else is refused. A
+    guardian's grant may carry it too, once a gateway handed it to her."""
     msg = signed.message
-    if not isinstance(msg, ConsentGrant) or to_checksum_address(signed.signer) != to_checksum_address(msg.patient):
-        raise HealthCodeError("only a grant the patient signed herself carries her category key", "category_key")
+    if not isinstance(msg, ConsentGrant):
+        raise HealthCodeError("only a grant carries the patient's category key", "category_key")
     if len(signature) != _SIG_LEN:
         raise HealthCodeError(f"a category-key signature is {_SIG_LEN} bytes, not {len(signature)}", "category_key")
     try:
@@ -251,7 +253,14 @@ def _payload(text: str) -> bytes:
 
 _KINDS = {
     1: (_GRANT, _REVOKE, _GRANT | _EXPLICIT_SIGNER, _REVOKE | _EXPLICIT_SIGNER),
-    2: (_GRANT, _REVOKE, _GRANT | _EXPLICIT_SIGNER, _REVOKE | _EXPLICIT_SIGNER, _GRANT | _CATEGORY_KEY),
+    2: (
+        _GRANT,
+        _REVOKE,
+        _GRANT | _EXPLICIT_SIGNER,
+        _REVOKE | _EXPLICIT_SIGNER,
+        _GRANT | _CATEGORY_KEY,
+        _GRANT | _EXPLICIT_SIGNER | _CATEGORY_KEY,
+    ),
 }
 
 

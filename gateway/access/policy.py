@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from eth_utils import to_checksum_address
 from web3.contract.contract import ContractFunction
 from web3.types import BlockIdentifier
 
@@ -187,6 +188,17 @@ class AccessPolicy:
             return self.ledger.client.call(fn, block=block)
         except ChainUnavailable as exc:
             raise errors.ChainUnavailable(str(exc)) from exc
+
+    def speaks_for(self, caller: str, patient: str) -> bool:
+        """Whether ``caller`` is the patient or her current guardian, asked of the chain's latest block (never
+        the read model: a guardian the patient removed loses it at once)."""
+        if caller.lower() == patient.lower():
+            return True
+        view = self.state_view(cache=False)
+        fn = self.ledger.consents.contract.functions.guardianUntil(
+            to_checksum_address(patient), to_checksum_address(caller)
+        )
+        return int(self._pinned(fn, view.block)) > view.block_time
 
     def _member_at(self, address: str, block: BlockIdentifier) -> Member:
         status, roles, since, key, meta = self._pinned(self.ledger.members.contract.functions.memberOf(address), block)

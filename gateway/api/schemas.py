@@ -685,6 +685,13 @@ class CategoryKeyLearned(_Out):
     learned: bool
 
 
+class CategoryKeyHandedOver(_Out):
+    """The patient's ``CategoryKeyRequest`` signature: the key is its SHA-256; it recovers to her."""
+
+    patient: Address
+    signature: str = Field(pattern=r"^0x[0-9a-f]{130}$")
+
+
 class CategoryKeyRequestOut(_Out):
     """The ``CategoryKeyRequest`` the patient signs to hand over her category key."""
 

@@ -4,13 +4,18 @@ On chain a category bit is a slot, permuted per patient by her key (:mod:`node_c
 gateway learns a patient's key when she hands it over: by signing in to its portal, or in a health code
 submitted through it (``POST /v1/category-keys``). It keeps the key wrapped under its KEK, bound to the
 patient, and needs it to register a record that is not emergency-safe and to name a slot to people; it
-never needs it to check a consent or to release (those compare slots).
+never needs it to check a consent or to release (those compare slots). It keeps her signature too, sealed
+under the key itself: the credential it hands her current guardian, who cannot make the key
+(``GET /v1/category-keys/{patient}``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway import errors
 from gateway.storage.crypto import Kek
@@ -20,14 +25,27 @@ from node_client.blinding import PUBLIC_SLOTS, CategoryKey, category_key, slot_n
 from node_client.signing import Domain
 from node_client.vocabulary import SLOT_COUNT, parse_categories
 
-__all__ = ["CategoryKeys", "slot_name"]
+__all__ = ["CategoryKeys", "key_binding", "slot_name"]
 
 _AAD_TAG = b"hcl/category-key-aad/v1\x00"
+_SIGNATURE_AAD_TAG = b"hcl/category-key-signature/v1\x00"
 
 
-def _aad(patient: str) -> bytes:
-    """The wrap's associated data: a key unwraps only as the key of the patient it was stored for."""
+def key_binding(patient: str) -> bytes:
+    """The wrap's associated data (``Kek.wrap``'s ``record_id``): a key unwraps only as the key of the
+    patient it was stored for (KEK rotation re-wraps with it)."""
     return hashlib.sha256(_AAD_TAG + patient.lower().encode()).digest()
+
+
+def _seal_signature(key: CategoryKey, patient: str, signature: bytes) -> bytes:
+    """The signature encrypted under the key it makes (nonce ‖ AES-256-GCM): readable only with the key, which
+    the KEK wraps, so a KEK rotation re-wraps the key alone."""
+    nonce = os.urandom(12)
+    return nonce + AESGCM(key.key).encrypt(nonce, signature, _SIGNATURE_AAD_TAG + patient.lower().encode())
+
+
+def _open_signature(key: CategoryKey, patient: str, sealed: bytes) -> bytes:
+    return AESGCM(key.key).decrypt(sealed[:12], sealed[12:], _SIGNATURE_AAD_TAG + patient.lower().encode())
 
 
 class CategoryKeys:
@@ -44,27 +62,42 @@ class CategoryKeys:
         return self._domain
 
     def learn(self, patient: str, signature: bytes) -> bool:
-        """Keeps the key ``signature`` makes; True if it is new here. A signature that is not the patient's
-        is ``category_key_invalid``; a key other than the one held is ``category_key_conflict``."""
+        """Keeps the key ``signature`` makes, and the signature; True if the key is new here. A signature that
+        is not the patient's is ``category_key_invalid``; a key other than the one held is
+        ``category_key_conflict``."""
         try:
             key = category_key(self._domain, patient, signature)
         except SignatureError as exc:
             raise errors.CategoryKeyInvalid(f"not the patient's category key: {exc}") from exc
+        p = patient.lower()
+        sealed = _seal_signature(key, p, signature)
         held = self.get(patient)
         if held is None:
-            wrapped = self._kek.wrap(key.key, record_id=_aad(patient))
+            wrapped = self._kek.wrap(key.key, record_id=key_binding(p))
             with self._db.write() as conn:
                 inserted = conn.execute(
-                    "INSERT OR IGNORE INTO category_keys (patient, wrapped, learned_at)"
-                    " VALUES (?, ?, strftime('%s','now'))",
-                    (patient.lower(), wrapped),
+                    "INSERT OR IGNORE INTO category_keys (patient, wrapped, learned_at, signature)"
+                    " VALUES (?, ?, strftime('%s','now'), ?)",
+                    (p, wrapped, sealed),
                 ).rowcount
             if inserted:
                 return True
             held = self.get(patient)  # another request stored one first
         if held != key:
             raise errors.CategoryKeyConflict(f"another category key of {patient} is held here")
+        with self._db.write() as conn:  # a key learned before signatures were kept gets its signature now
+            conn.execute("UPDATE category_keys SET signature = ? WHERE patient = ? AND signature IS NULL", (sealed, p))
         return False
+
+    def signature(self, patient: str) -> bytes | None:
+        """Her signature that makes the key held, or None: not held here, or learned before signatures were
+        kept (she signs in once more)."""
+        key = self.get(patient)
+        p = patient.lower()
+        row = self._db.read().execute("SELECT signature FROM category_keys WHERE patient = ?", (p,)).fetchone()
+        if key is None or row is None or row["signature"] is None:
+            return None
+        return _open_signature(key, p, bytes(row["signature"]))
 
     def get(self, patient: str) -> CategoryKey | None:
         """The patient's key, or None if she has not handed it to this gateway."""
@@ -75,7 +108,7 @@ class CategoryKeys:
         row = self._db.read().execute("SELECT wrapped FROM category_keys WHERE patient = ?", (p,)).fetchone()
         if row is None:
             return None
-        key = CategoryKey(self._kek.unwrap(bytes(row["wrapped"]), record_id=_aad(p)))
+        key = CategoryKey(self._kek.unwrap(bytes(row["wrapped"]), record_id=key_binding(p)))
         with self._lock:
             self._cache[p] = key
         return key

@@ -106,7 +106,9 @@ CREATE TABLE IF NOT EXISTS identifier_index (
 CREATE TABLE IF NOT EXISTS category_keys (
     patient    TEXT PRIMARY KEY,     -- lower-case 0x address
     wrapped    BLOB NOT NULL,        -- Kek.wrap(key, record_id=SHA-256(tag || patient))
-    learned_at INTEGER NOT NULL
+    learned_at INTEGER NOT NULL,
+    signature  BLOB                  -- her signature that makes it, wrapped alike under another tag (what a
+                                     -- guardian is handed); NULL: learned before it was kept
 );
 
 CREATE TABLE IF NOT EXISTS nonces (
@@ -324,7 +326,11 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_at
 
 
 #: (table, column, declaration) of columns added since their table shipped (see ``Database._add_columns``)
-ADDED_COLUMNS = (("emergency_reasons", "salt", "BLOB"), ("record_keys", "previous_id", "BLOB"))
+ADDED_COLUMNS = (
+    ("emergency_reasons", "salt", "BLOB"),
+    ("record_keys", "previous_id", "BLOB"),
+    ("category_keys", "signature", "BLOB"),
+)
 
 
 class Database:

@@ -3,7 +3,8 @@
 Crash-safe in three steps, each durable before the next:
 
 1. the new KEK is written to ``<kek>.new`` (0600, fsynced);
-2. every wrapped data key is re-wrapped in ONE database transaction (all or nothing);
+2. every wrapped data key (and patients' category keys) is re-wrapped in ONE database transaction (all or
+   nothing);
 3. the old KEK file is renamed to ``<kek>.<old key id>.retired`` and ``<kek>.new`` to ``<kek>``.
 
 If the process dies after 2 but before 3, :func:`finish_pending_rotation` (run at every start) sees that
@@ -17,7 +18,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.storage.crypto import Kek, rewrap
+from gateway.storage.category_keys import key_binding
+from gateway.storage.crypto import Kek, rewrap, wrapped_key_id
 from gateway.storage.db import Database
 from gateway.storage.fs import fsync_dir
 
@@ -52,7 +54,8 @@ def finish_pending_rotation(kek_file: Path, db: Database) -> None:
         .execute("SELECT COUNT(*) AS n FROM record_keys WHERE wrapped_key IS NOT NULL AND kek_id = ?", (old.key_id,))
         .fetchone()
     )
-    if row["n"] == 0:
+    keys = db.read().execute("SELECT wrapped FROM category_keys").fetchall()
+    if row["n"] == 0 and not any(wrapped_key_id(bytes(k["wrapped"])) == old.key_id for k in keys):
         log.warning("completing an interrupted KEK rotation", extra={"new": new.key_id})
         _swap(kek_file, old.key_id)
     else:
@@ -77,6 +80,14 @@ def rotate_kek(kek_file: Path, db: Database) -> RotationResult:
             for r in rows
         ]
         conn.executemany("UPDATE record_keys SET wrapped_key = ?, kek_id = ? WHERE record_id = ?", updates)
+        keys = [
+            (rewrap(bytes(r["wrapped"]), record_id=key_binding(r["patient"]), old=old, new=new), r["patient"])
+            for r in conn.execute("SELECT patient, wrapped FROM category_keys").fetchall()
+        ]
+        conn.executemany("UPDATE category_keys SET wrapped = ? WHERE patient = ?", keys)
     _swap(kek_file, old.key_id)
-    log.info("KEK rotated", extra={"old": old.key_id, "new": new.key_id, "rewrapped": len(updates)})
-    return RotationResult(old.key_id, new.key_id, len(updates))
+    log.info(
+        "KEK rotated",
+        extra={"old": old.key_id, "new": new.key_id, "rewrapped": len(updates), "category_keys": len(keys)},
+    )
+    return RotationResult(old.key_id, new.key_id, len(updates) + len(keys))

@@ -11,8 +11,10 @@ import pytest
 from eth_account import Account
 from typer.testing import CliRunner
 
+from node_client import healthcode as hc
 from node_client.blinding import category_key, sign_category_key
 from node_client.cli import app
+from node_client.vocabulary import Category
 from tests.support.gateway_harness import RunningGateway, dev, running_gateway
 
 runner = CliRunner()
@@ -75,3 +77,32 @@ def test_an_unreachable_gateway_is_a_clear_error(gw: RunningGateway) -> None:
         app, ["patient", "category-key", "--dev-account", "13", "--enrol", "http://127.0.0.1:9"], env=_env(gw)
     )
     assert out.exit_code == 1 and "GatewayUnavailable" in out.output, out.output
+
+
+def test_a_guardian_is_handed_her_wards_key_and_grants_a_blinded_category(gw: RunningGateway) -> None:
+    """``hcl code new --patient WARD --ward-key-from URL``: the gateway that holds the ward's key hands it to
+    her current guardian, whose grant names the ward's slot and whose code carries the ward's key; without
+    it a guardian may grant only the emergency-safe categories; a guardian removed meanwhile is refused."""
+    ward, guardian, clinic = dev(17), dev(18), dev(5)
+    domain = gw.ledger.consents.domain()
+    gw.ledger.consents.set_guardian(ward, guardian.address, gw.client.block_timestamp() + 86_400)
+    base = ["code", "new", "--dev-account", "18", "--patient", ward.address, "--grantee", clinic.address]
+    base += ["--categories", "mental-health"]
+    refused = runner.invoke(app, base, env=_env(gw))
+    assert refused.exit_code == 2 and "--ward-key-from" in refused.output, refused.output
+
+    made = runner.invoke(app, [*base, "--ward-key-from", gw.url], env=_env(gw))
+    assert made.exit_code == 0, made.output
+    code = hc.decode(made.stdout.strip())
+    key = category_key(domain, ward.address, sign_category_key(ward, domain))
+    assert code.signed.signer == guardian.address and code.key() == key
+    assert code.signed.message.categories == key.slots(1 << Category.MENTAL_HEALTH)
+    submitted = runner.invoke(app, ["code", "submit", "--dev-account", "4", made.stdout.strip()], env=_env(gw))
+    assert submitted.exit_code == 0, submitted.output
+    assert gw.ledger.consents.consent_of(ward.address, clinic.address).categories == key.slots(
+        1 << Category.MENTAL_HEALTH
+    )
+
+    gw.ledger.consents.remove_guardian(ward, guardian.address)
+    gone = runner.invoke(app, [*base, "--ward-key-from", gw.url], env=_env(gw))
+    assert gone.exit_code == 1 and "not_patient" in gone.output, gone.output

@@ -142,10 +142,18 @@ def test_a_category_key_that_is_not_the_patients_is_refused() -> None:
     with pytest.raises(hc.HealthCodeError, match="not the patient's") as info:
         hc.decode(_text(raw))
     assert info.value.kind == "category_key"
-    with pytest.raises(hc.HealthCodeError, match="signed herself") as info:
-        hc.encode(sign(GUARDIAN, DOMAIN, _grant()), DOMAIN, KEY_SIGNATURE)  # a guardian cannot carry it
-    with pytest.raises(hc.HealthCodeError, match="signed herself"):
+    with pytest.raises(hc.HealthCodeError, match="not the patient's"):
+        hc.encode(sign(GUARDIAN, DOMAIN, _grant()), DOMAIN, someone_elses)  # her own key is not her ward's
+    with pytest.raises(hc.HealthCodeError, match="only a grant"):
         hc.encode(sign(PATIENT, DOMAIN, _revoke()), DOMAIN, KEY_SIGNATURE)
+
+
+def test_a_guardian_who_was_handed_the_key_carries_it() -> None:
+    """The guardian signs the grant; the key signature is still the patient's, and the code carries it."""
+    signed = sign(GUARDIAN, DOMAIN, _grant())
+    code = hc.decode(hc.encode(signed, DOMAIN, KEY_SIGNATURE))
+    assert code.signed.signer == GUARDIAN.address and code.category_key == KEY_SIGNATURE
+    assert code.key() == blinding.category_key(DOMAIN, PATIENT.address, KEY_SIGNATURE)
 
 
 def test_lowercase_and_whitespace_are_tolerated() -> None:

@@ -60,3 +60,53 @@ def test_the_key_is_learned_once_and_names_the_slots(gw: RunningGateway) -> None
     on_chain = gw.ledger.records.record_of(bytes.fromhex(record["recordId"][2:]))
     key = category_key(domain, patient.address, signature)
     assert on_chain.category == key.slot(Category.LAB_RESULTS)
+
+
+def test_the_key_is_handed_to_the_patient_and_her_current_guardian_only(gw: RunningGateway) -> None:
+    """``GET /v1/category-keys/{patient}``: to her, or her guardian while the chain says so (a removed
+    guardian at once); anyone else 403 before learning whether the key is held; a key kept before its
+    signature was gets it back when she hands it over again."""
+    ward, guardian, stranger = dev(16), dev(18), dev(19)
+    domain = gw.ledger.consents.domain()
+    path = f"/v1/category-keys/{ward.address}"
+    mine = gw.login(ward).get(path)
+    assert mine.status_code == 200, mine.text
+    signature = bytes.fromhex(mine.json()["signature"][2:])
+    assert category_key(domain, ward.address, signature) == gw.components.category_keys.get(ward.address)
+    assert gw.login(guardian).get(path).json()["code"] == "not_patient"
+
+    gw.ledger.consents.set_guardian(ward, guardian.address, gw.client.block_timestamp() + 86_400)
+    handed = gw.login(guardian).get(path)
+    assert handed.status_code == 200 and handed.json() == mine.json()
+    assert gw.login(stranger).get(path).status_code == 403
+    unknown = Account.create().address
+    gw.ledger.consents.set_guardian(ward, guardian.address, gw.client.block_timestamp() + 86_400)
+    assert gw.login(guardian).get(f"/v1/category-keys/{unknown}").status_code == 403  # not her ward
+    gw.ledger.consents.remove_guardian(ward, guardian.address)
+    assert gw.login(guardian).get(path).json()["code"] == "not_patient"
+
+    with gw.components.db.write() as conn:  # as a key learned before signatures were kept
+        conn.execute("UPDATE category_keys SET signature = NULL WHERE patient = ?", (ward.address.lower(),))
+    assert gw.login(ward).get(path).json()["code"] == "not_found"
+    assert gw.login(ward).post("/v1/category-keys", json=mine.json()).status_code == 200
+    assert gw.login(ward).get(path).json() == mine.json()
+    assert gw.login(ward).get("/v1/category-keys/0x1234").json()["code"] == "invalid_request"
+
+
+def test_kek_rotation_rewraps_the_category_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A restart after ``rotate-kek`` reads every key and signature it held (they are wrapped under the KEK)."""
+    from gateway.storage.category_keys import CategoryKeys
+    from gateway.storage.crypto import Kek
+    from gateway.storage.keyrotation import finish_pending_rotation, rotate_kek
+
+    with running_gateway(tmp_path) as gw:
+        held = gw.components.category_keys
+        kek_file = gw.settings.kek_file
+        patients = [dev(i).address for i in range(10, 20)]
+        before = {p: (held.get(p), held.signature(p)) for p in patients}
+        result = rotate_kek(kek_file, gw.components.db)
+        assert result.rewrapped >= len(patients)
+        finish_pending_rotation(kek_file, gw.components.db)  # nothing pending: a no-op
+        fresh = CategoryKeys(gw.components.db, Kek.load(kek_file), held.domain)  # what a restart reads
+        assert {p: (fresh.get(p), fresh.signature(p)) for p in patients} == before
+        assert all(k is not None and s is not None for k, s in before.values())
