@@ -485,6 +485,15 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "码中附带的类别密钥不是该患者本人的",
         "the category key in the code is not the patient's own",
     ),
+    # a guardian makes a health code for her ward (the ward's key held by this gateway names her slots)
+    "code_for": ("为谁授权", "For whom"),
+    "code_for_me": ("我本人", "Myself"),
+    "code_for_ward": ("被监护人", "My ward"),
+    "code_for_help": (
+        "您是这些患者当前的监护人，可以代其签署授权。敏感类别需要本网关持有被监护人的类别密钥。",
+        "You are these patients' current guardian and may sign consents for them. A sensitive category needs "
+        "this gateway to hold your ward's category key.",
+    ),
 }
 
 #: FHIR resource types as a reader of that language names them (the opened record, the records table);

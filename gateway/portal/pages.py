@@ -194,6 +194,7 @@ def _patient(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
         {"address": g.guardian, "validUntil": g.valid_until, "current": g.valid_until > now}
         for g in read_model.guardians_of(c.db, v.address)
     ]
+    wards = [w.patient for w in read_model.wards_of(c.db, v.address) if w.valid_until > now]
     consents = me.my_consents(c, v.address)
     return {
         "mine": mine,
@@ -204,6 +205,7 @@ def _patient(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
         "consents": consents.consents,
         "access": me.my_access_log(c, v.address),
         "guardians": guardians,
+        "wards": wards,  # a guardian makes codes for them too
         "opted_out": read_model.opted_out(c.db, v.address),
     }
 
@@ -350,9 +352,10 @@ def close_session(body: LogoutIn, request: Request) -> Response:
 
 
 class DraftIn(BaseModel):
-    """What the patient picked in the health-code form."""
+    """What the patient (or her guardian, naming her as ``patient``) picked in the health-code form."""
 
     kind: str = Field("grant", pattern="^(grant|revoke)$")
+    patient: str | None = Field(None, max_length=64)
     grantee: str = Field(max_length=64)
     categories: list[str] = Field(default_factory=list, max_length=32)
     purposes: list[str] = Field(default_factory=list, max_length=16)
@@ -362,25 +365,29 @@ class DraftIn(BaseModel):
 
 @router.post("/portal/patient/draft")
 def draft(body: DraftIn, request: Request, c: ComponentsDep) -> dict[str, Any]:
-    """The EIP-712 typed data of the patient's grant (or revoke), with the pair's current nonce.
+    """The EIP-712 typed data of the patient's grant (or revoke), with the pair's current nonce: hers, or her
+    ward's when a guardian names the ward as ``patient`` (a current guardian: the chain's latest block says).
 
-    The page signs exactly this with the patient's key; the gateway never sees the key.
+    The page signs exactly this with the signer's key; the gateway never sees the key.
     """
     from node_client.signing import ConsentRevoke, typed_data
     from node_client.vocabulary import parse_categories, parse_purposes
 
     require_portal_post(request)
     v = require_viewer(request, c, "patient")
-    if not is_address(body.grantee):
-        raise Problem("invalid_request", "grantee is not an address")
+    if not is_address(body.grantee) or (body.patient is not None and not is_address(body.patient)):
+        raise Problem("invalid_request", "grantee or patient is not an address")
     grantee = to_checksum_address(body.grantee)
+    patient = to_checksum_address(body.patient or v.address)
+    if not c.policy.speaks_for(v.address, patient):
+        raise Problem("not_patient", "only the patient or her current guardian signs her consents")
     try:
         # the chain's clock only moves when a block is mined: an idle dev chain's last block can be minutes old
         now = max(c.ledger.client.block_timestamp(), int(time.time()))
         deadline = now + body.deadlineHours * 3600
         message: ConsentGrant | ConsentRevoke
         if body.kind == "revoke":
-            message = c.ledger.consents.build_revoke(v.address, grantee, deadline=deadline)
+            message = c.ledger.consents.build_revoke(patient, grantee, deadline=deadline)
         else:
             try:
                 cats = parse_categories(",".join(body.categories))
@@ -390,9 +397,9 @@ def draft(body: DraftIn, request: Request, c: ComponentsDep) -> dict[str, Any]:
             if not cats or not purps:
                 raise Problem("invalid_request", "pick at least one category and one purpose")
             # the chain keeps the patient's slots: her key is needed (she handed it over at sign-in)
-            slots = c.category_keys.require(v.address).slots(cats)
+            slots = c.category_keys.require(patient).slots(cats)
             message = c.ledger.consents.build_grant(
-                v.address, grantee, slots, purps, now, now + body.validDays * 86400, deadline=deadline
+                patient, grantee, slots, purps, now, now + body.validDays * 86400, deadline=deadline
             )
         domain = c.ledger.consents.domain()
     except ChainUnavailable as exc:
@@ -408,7 +415,7 @@ def make_code(body: SignedGrantIn, request: Request, c: ComponentsDep) -> HTMLRe
     v = require_viewer(request, c, "patient")
     signed = _signed(c, body)  # checked against the contract's domain, which it has read
     domain = c.ledger.consents.domain()
-    key = _carried_key(c, body)
+    key = _carried_key(c, v, body)
     text = hc.encode(signed, domain, category_key=key)
     code = hc.qr(text)
     names = c.member_names.in_language(i18n.negotiate(request))
@@ -426,13 +433,17 @@ def make_code(body: SignedGrantIn, request: Request, c: ComponentsDep) -> HTMLRe
     )
 
 
-def _carried_key(c: Components, body: SignedGrantIn) -> bytes | None:
-    """The patient's category-key signature her code carries (from her sign-in, sent with the grant), checked
-    and kept here; none in a code a guardian signs (the key is the patient's alone to hand over)."""
-    if body.categoryKey is None or body.signer.lower() != body.message.patient.lower():
+def _carried_key(c: Components, v: Viewer, body: SignedGrantIn) -> bytes | None:
+    """The patient's category-key signature her code carries: hers from her sign-in, sent with the grant
+    (checked and kept here); in a code her current guardian signs, the one this gateway holds for her."""
+    patient = body.message.patient
+    if body.signer.lower() != patient.lower():
+        guardian = body.signer.lower() == v.address.lower() and c.policy.speaks_for(v.address, patient)
+        return c.category_keys.signature(patient) if guardian else None
+    if body.categoryKey is None:
         return None
     key = bytes.fromhex(body.categoryKey[2:])
-    c.category_keys.learn(body.message.patient, key)
+    c.category_keys.learn(patient, key)
     return key
 
 

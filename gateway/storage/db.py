@@ -228,6 +228,7 @@ CREATE TABLE IF NOT EXISTS chain_guardians (
     valid_until INTEGER NOT NULL,
     PRIMARY KEY (patient, guardian)
 );
+CREATE INDEX IF NOT EXISTS chain_guardians_by_guardian ON chain_guardians (guardian);  -- a guardian's wards
 
 CREATE TABLE IF NOT EXISTS chain_optouts (
     patient   TEXT PRIMARY KEY,

@@ -44,6 +44,7 @@ __all__ = [
     "record",
     "record_categories_of",
     "records_of",
+    "wards_of",
 ]
 
 
@@ -209,6 +210,14 @@ def guardians_of(db: Database, patient: str) -> list[ChainGuardian]:
     """The patient's guardians (expired ones included), by address."""
     rows = db.read().execute(
         "SELECT patient, guardian, valid_until FROM chain_guardians WHERE patient = ? ORDER BY guardian", (patient,)
+    )
+    return [ChainGuardian(str(r["patient"]), str(r["guardian"]), int(r["valid_until"])) for r in rows.fetchall()]
+
+
+def wards_of(db: Database, guardian: str) -> list[ChainGuardian]:
+    """The patients whose guardian ``guardian`` is or was, by address."""
+    rows = db.read().execute(
+        "SELECT patient, guardian, valid_until FROM chain_guardians WHERE guardian = ? ORDER BY patient", (guardian,)
     )
     return [ChainGuardian(str(r["patient"]), str(r["guardian"]), int(r["valid_until"])) for r in rows.fetchall()]
 

@@ -109,3 +109,32 @@ def test_a_slot_without_the_key_shows_as_a_protected_category(
     assert protected in summary and allergies in summary, summary
     assert ("精神" not in summary) if lang == "zh-CN" else ("Mental" not in summary)
     _shots(page, f"62-hospital-protected-category-{lang}")
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+def test_a_guardian_makes_a_code_for_her_ward_with_the_wards_slot(
+    net: tuple[RunningGateway, Path], new_page: Any, tmp_path: Path, lang: str
+) -> None:
+    """A guardian signs in on the patient page: the code form offers her current ward; a code for the ward
+    names the ward as patient, the guardian as signer, grants the ward's slot of mental health (the gateway
+    holds the ward's key) and carries the ward's key signature, so the grantee's gateway learns it."""
+    gw, _keys = net
+    ward = dev(19)
+    guardian, keystore = _fresh_patient(tmp_path)
+    gw.ledger.consents.set_guardian(ward, guardian.address, gw.client.block_timestamp() + 86_400)
+    gw.wait_indexed()
+
+    page = new_page()
+    page.goto(f"{gw.url}/portal/patient?lang={lang}")
+    unlock(page, keystore)
+    page.wait_for_selector("#code-patient")
+    page.select_option("#code-patient", ward.address)
+    _shots(page, f"70-guardian-code-form-{lang}")
+    make_code(page, dev(CLINIC).address, ["mental-health"])
+    code = hc.decode(page.input_value("#code-text"))
+    domain = gw.ledger.consents.domain()
+    key = category_key(domain, ward.address, sign_category_key(ward, domain))
+    assert (code.signed.message.patient, code.signed.signer) == (ward.address, guardian.address)
+    assert code.signed.message.categories == 1 << key.slot(Category.MENTAL_HEALTH)
+    assert code.category_key == sign_category_key(ward, domain)
+    _shots(page, f"71-guardian-code-{lang}")

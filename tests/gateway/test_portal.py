@@ -224,6 +224,29 @@ def test_draft_is_the_typed_data_the_patient_signs(gw: RunningGateway) -> None:
     assert none.status_code == 400
 
 
+def test_only_a_current_guardian_drafts_for_a_ward(gw: RunningGateway) -> None:
+    """``patient`` names the ward: her current guardian gets the ward's grant in the ward's slots; anyone else
+    (or a guardian once removed) 403 ``not_patient``; a made code carries the ward's key only for her guardian."""
+    ward, guardian = dev(16), Account.create()
+    body = {"patient": ward.address, "grantee": dev(CLINIC).address, "categories": ["mental-health"]}
+    body["purposes"] = ["treatment"]
+    http = portal_client(gw, guardian)
+    refused = http.post("/portal/patient/draft", json=body, headers={"X-HCL-Portal": "1"})
+    assert refused.status_code == 403 and refused.json()["code"] == "not_patient"
+    gw.ledger.consents.set_guardian(ward, guardian.address, gw.client.block_timestamp() + 86_400)
+    r = http.post("/portal/patient/draft", json=body, headers={"X-HCL-Portal": "1"})
+    assert r.status_code == 200, r.text
+    message = r.json()["typedData"]["message"]
+    assert message["patient"] == ward.address and message["categories"] == gw.slots(ward, "mental-health")
+    gw.ledger.consents.remove_guardian(ward, guardian.address)
+    again = http.post("/portal/patient/draft", json=body, headers={"X-HCL-Portal": "1"})
+    assert again.json()["code"] == "not_patient"
+    assert (
+        http.post("/portal/patient/draft", json={**body, "patient": "0x12"}, headers={"X-HCL-Portal": "1"}).status_code
+        == 400
+    )
+
+
 def test_draft_needs_the_patients_category_key(gw: RunningGateway) -> None:
     """A patient whose key this gateway does not hold (her sign-in's hand-over failed) gets the localized 409,
     and a draft once she has handed it over."""

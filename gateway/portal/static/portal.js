@@ -271,12 +271,14 @@
     const purposes = checkedValues(form, "purposes");
     if (!categories.length) throw new Error(t("pick_category"));
     if (!purposes.length) throw new Error(t("pick_purpose"));
+    const ward = form.patient ? form.patient.value : ""; // a guardian's code for her ward
     const draft = await portal("POST", "/portal/patient/draft", {
-      kind: "grant", grantee: form.grantee.value, categories, purposes,
+      kind: "grant", grantee: form.grantee.value, categories, purposes, patient: ward || undefined,
       validDays: Number(form.validDays.value), deadlineHours: Number(form.deadlineHours.value),
     });
     const signed = await signTyped(draft);
-    if (state.categoryKey) signed.categoryKey = state.categoryKey; // the code carries her key
+    // the code carries her key (a ward's: the gateway adds the one it holds for her)
+    if (state.categoryKey && !ward) signed.categoryKey = state.categoryKey;
     const html = await portal("POST", "/portal/patient/health-code", signed);
     const out = $("#code-result"); out.innerHTML = html; out.scrollIntoView({ behavior: "smooth" });
     return $("#health-code h3", out);
