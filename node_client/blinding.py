@@ -33,6 +33,7 @@ __all__ = [
     "CategoryKey",
     "category_key",
     "sign_category_key",
+    "slot_category",
     "slot_name",
 ]
 
@@ -107,7 +108,14 @@ def category_key(domain: Domain, patient: str, signature: bytes) -> CategoryKey:
     return CategoryKey(hashlib.sha256(_KEY_TAG + signature).digest())
 
 
+def slot_category(key: CategoryKey | None, slot: int) -> int | None:
+    """The category in ``slot``: with the patient's key any (None for her spare), without it only a public one."""
+    if key is not None:
+        return key.category(slot)
+    return slot if slot in PUBLIC_SLOTS else None
+
+
 def slot_name(key: CategoryKey | None, slot: int) -> str:
     """The category slug of ``slot``; ``slot-N`` for a blinded slot without the key (or the spare)."""
-    category = slot if slot in PUBLIC_SLOTS else None if key is None else key.category(slot)
+    category = slot_category(key, slot)
     return CATEGORIES[category].slug if category is not None else f"slot-{slot}"

@@ -433,8 +433,8 @@ def consent_list(
     Emergency-safe categories by name, the others as their slot (slot-N): which category a slot holds is
     known only with her key, so as the patient (--key / --dev-account) every category is named.
     """
-    from node_client.refusals import slot_word
-    from node_client.vocabulary import CATEGORIES, PURPOSES, SLOT_COUNT
+    from node_client.blinding import slot_name
+    from node_client.vocabulary import PURPOSES, SLOT_COUNT
 
     ledger = chain.ledger()
     who = parse_address(patient, "patient")
@@ -457,13 +457,7 @@ def consent_list(
                 "grantee": grantee,
                 "consentId": c.consent_id,
                 "state": state,
-                "categories": [
-                    CATEGORIES[cat].slug
-                    if (cat := _category_in(s, key)) is not None
-                    else slot_word(s).replace(" ", "-")
-                    for s in range(SLOT_COUNT)
-                    if c.categories >> s & 1
-                ],
+                "categories": [slot_name(key, s) for s in range(SLOT_COUNT) if c.categories >> s & 1],
                 "purposes": [t.slug for t in PURPOSES if c.purposes >> t.bit & 1],
                 "validFrom": c.valid_from,
                 "validUntil": c.valid_until,
@@ -489,15 +483,6 @@ def _key_of(patient: str, ledger: Ledger, signer: SignerOpts) -> CategoryKey | N
     if account.address != patient:
         raise ValueError(f"the signer {account.address} is not the patient {patient}: only she can make her key")
     return own_category_key(account, ledger.consents.domain())[0]
-
-
-def _category_in(slot: int, key: CategoryKey | None) -> int | None:
-    """The category in ``slot``: with the key any, without it only an emergency-safe one."""
-    from node_client.blinding import PUBLIC_SLOTS
-
-    if key is not None:
-        return key.category(slot)
-    return slot if slot in PUBLIC_SLOTS else None
 
 
 @consent_app.command("check")

@@ -562,7 +562,7 @@ def _slot_terms(slots: int, key: blinding.CategoryKey | None) -> tuple[TermView,
     for slot in range(SLOT_COUNT):
         if not slots >> slot & 1:
             continue
-        cat = key.category(slot) if key is not None else (slot if slot in blinding.PUBLIC_SLOTS else None)
+        cat = blinding.slot_category(key, slot)
         if cat is None:
             unnamed.append(TermView(f"slot-{slot}", f"Protected category {slot}", f"受保护类别 {slot}"))
         else:

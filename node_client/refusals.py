@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from node_client._exceptions import ContractRevert
-from node_client.blinding import PUBLIC_SLOTS
+from node_client.blinding import slot_category
 from node_client.contracts import Consent, ConsentStatus, Member, MemberStatus
 from node_client.vocabulary import PROVIDER_ROLES, SLOT_COUNT, Category, Purpose
 
@@ -29,9 +29,10 @@ class Refusal:
 
 def slot_word(slot: int) -> str:
     """A slot in a sentence, for one who holds no key: an emergency-safe one by its category, else "slot N"."""
-    if slot in PUBLIC_SLOTS:
-        return Category(slot).name.lower()
-    return f"slot {slot}" if 0 <= slot < SLOT_COUNT else str(slot)
+    if not 0 <= slot < SLOT_COUNT:
+        return str(slot)
+    category = slot_category(None, slot)
+    return f"slot {slot}" if category is None else Category(category).name.lower()
 
 
 def refusal(
