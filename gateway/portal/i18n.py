@@ -486,6 +486,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "the category key in the code is not the patient's own",
     ),
     # a guardian makes a health code for her ward (the ward's key held by this gateway names her slots)
+    "wards_title": ("我的被监护人", "My wards"),
+    "wards_help": (
+        "您是这些患者当前的监护人：可以查看并撤销其授权，并查看谁读取了其数据。",
+        "You are these patients' current guardian: you see and may revoke their consents, and see who read their data.",
+    ),
+    "wards_consents": ("其授权", "Their consents"),
+    "wards_latest": ("最近的读取记录", "Latest accesses"),
+    "wards_no_accesses": ("还没有人读取其数据。", "Nobody has read their data yet."),
     "code_for": ("为谁授权", "For whom"),
     "code_for_me": ("我本人", "Myself"),
     "code_for_ward": ("被监护人", "My ward"),

@@ -194,7 +194,15 @@ def _patient(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
         {"address": g.guardian, "validUntil": g.valid_until, "current": g.valid_until > now}
         for g in read_model.guardians_of(c.db, v.address)
     ]
-    wards = [w.patient for w in read_model.wards_of(c.db, v.address) if w.valid_until > now]
+    wards = [  # her current wards: their consents (revocable) and latest accesses, and codes made for them
+        {
+            "address": w.patient,
+            "consents": me.my_consents(c, w.patient).consents,
+            "access": me.my_access_log(c, w.patient, limit=10),
+        }
+        for w in read_model.wards_of(c.db, v.address)
+        if w.valid_until > now
+    ]
     consents = me.my_consents(c, v.address)
     return {
         "mine": mine,
@@ -205,7 +213,7 @@ def _patient(c: Components, v: Viewer, lang: str) -> dict[str, Any]:
         "consents": consents.consents,
         "access": me.my_access_log(c, v.address),
         "guardians": guardians,
-        "wards": wards,  # a guardian makes codes for them too
+        "wards": wards,
         "opted_out": read_model.opted_out(c.db, v.address),
     }
 

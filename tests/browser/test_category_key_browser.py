@@ -138,3 +138,17 @@ def test_a_guardian_makes_a_code_for_her_ward_with_the_wards_slot(
     assert code.signed.message.categories == 1 << key.slot(Category.MENTAL_HEALTH)
     assert code.category_key == sign_category_key(ward, domain)
     _shots(page, f"71-guardian-code-{lang}")
+
+    # her ward's consents and latest accesses are on her page; she revokes one for the ward
+    now = gw.client.block_timestamp()
+    gw.ledger.consents.grant(ward, dev(CLINIC).address, gw.slots(ward, "allergies"), 1, now, now + 86_400)
+    gw.wait_indexed()
+    page.reload()
+    unlock(page, keystore)
+    row = page.locator(f"#wards tr[data-consent] button[data-patient='{ward.address}']")
+    row.wait_for()
+    _shots(page, f"72-guardian-wards-{lang}")
+    page.once("dialog", lambda d: d.accept())
+    row.click()
+    page.wait_for_selector("#wards tr[data-state=revoked]")
+    assert gw.ledger.consents.consent_of(ward.address, dev(CLINIC).address).status.name == "REVOKED"

@@ -286,7 +286,9 @@
   actions["revoke"] = async (button) => {
     requireKey();
     if (!window.confirm(t("confirm_revoke"))) return;
-    const draft = await portal("POST", "/portal/patient/draft", { kind: "revoke", grantee: button.dataset.grantee });
+    const draft = await portal("POST", "/portal/patient/draft", {
+      kind: "revoke", grantee: button.dataset.grantee, patient: button.dataset.patient, // a ward's, by her guardian
+    });
     const signed = await signTyped(draft);
     await api("POST", `/v1/consents/${button.dataset.consentId}/revoke`, signed);
     toast(t("revoked_ok"));
