@@ -190,15 +190,24 @@ class AccessPolicy:
             raise errors.ChainUnavailable(str(exc)) from exc
 
     def speaks_for(self, caller: str, patient: str) -> bool:
-        """Whether ``caller`` is the patient or her current guardian, asked of the chain's latest block (never
-        the read model: a guardian the patient removed loses it at once)."""
+        """Whether ``caller`` is the patient or her current guardian, asked of the chain (never the read model):
+        a guardianship counts once confirmed, and a removal mined above that block is in force at once."""
         if caller.lower() == patient.lower():
             return True
-        view = self.state_view(cache=False)
         fn = self.ledger.consents.contract.functions.guardianUntil(
             to_checksum_address(patient), to_checksum_address(caller)
         )
-        return int(self._pinned(fn, view.block)) > view.block_time
+        view = self.state_view(cache=False)
+        if int(self._pinned(fn, view.block)) <= view.block_time:
+            return False
+        if not self.confirmations:
+            return True
+        client = self.ledger.client
+        try:
+            head = client.rpc(lambda: client.w3.eth.get_block("latest"))
+        except ChainUnavailable as exc:
+            raise errors.ChainUnavailable(str(exc)) from exc
+        return int(self._pinned(fn, int(head["number"]))) > int(head["timestamp"])
 
     def _member_at(self, address: str, block: BlockIdentifier) -> Member:
         status, roles, since, key, meta = self._pinned(self.ledger.members.contract.functions.memberOf(address), block)

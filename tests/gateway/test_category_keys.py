@@ -110,3 +110,19 @@ def test_kek_rotation_rewraps_the_category_keys(tmp_path) -> None:  # type: igno
         fresh = CategoryKeys(gw.components.db, Kek.load(kek_file), held.domain)  # what a restart reads
         assert {p: (fresh.get(p), fresh.signature(p)) for p in patients} == before
         assert all(k is not None and s is not None for k, s in before.values())
+
+
+def test_with_confirmations_a_guardianship_counts_once_confirmed_and_a_removal_at_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """On a chain with confirmations (Clique), guardianship follows the rule of consents: an appointment
+    counts once confirmed, a removal mined above the confirmed block is in force as soon as it is seen."""
+    with running_gateway(tmp_path, confirmations=2) as g:
+        ward, guardian = dev(15), dev(18)
+        path = f"/v1/category-keys/{ward.address}"
+        mine = lambda: g.client.w3.provider.make_request("evm_mine", [])  # noqa: E731
+        g.ledger.consents.set_guardian(ward, guardian.address, g.client.block_timestamp() + 86_400)
+        http = g.login(guardian)
+        assert http.get(path).json()["code"] == "not_patient"  # not yet confirmed
+        mine(), mine()
+        assert http.get(path).status_code == 200
+        g.ledger.consents.remove_guardian(ward, guardian.address)
+        assert http.get(path).json()["code"] == "not_patient"  # the head says no, before it is confirmed
