@@ -49,8 +49,8 @@ def learn_category_key(
 def hand_over_category_key(
     c: ComponentsDep, caller: CallerDep, patient: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{40}$")]
 ) -> CategoryKeyHandedOver:
-    """Her signature that makes her category key, to the patient or her current guardian (asked of the chain's
-    latest block; a removed guardian is refused at once): a guardian cannot make her ward's key, and needs it
+    """Her signature that makes her category key, to the patient or her current guardian (asked of the chain:
+    a removed guardian is refused at once): a guardian cannot make her ward's key, and needs it
     to grant a blinded category for her ward (``hcl code new --patient WARD --ward-key-from URL``)."""
     if not c.policy.speaks_for(caller, patient):
         raise errors.NotPatient("only the patient or her current guardian is handed her category key")

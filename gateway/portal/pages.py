@@ -374,7 +374,7 @@ class DraftIn(BaseModel):
 @router.post("/portal/patient/draft")
 def draft(body: DraftIn, request: Request, c: ComponentsDep) -> dict[str, Any]:
     """The EIP-712 typed data of the patient's grant (or revoke), with the pair's current nonce: hers, or her
-    ward's when a guardian names the ward as ``patient`` (a current guardian: the chain's latest block says).
+    ward's when a guardian names the ward as ``patient`` (a current guardian: the chain says, AccessPolicy.speaks_for).
 
     The page signs exactly this with the signer's key; the gateway never sees the key.
     """
