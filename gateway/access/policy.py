@@ -197,17 +197,15 @@ class AccessPolicy:
         fn = self.ledger.consents.contract.functions.guardianUntil(
             to_checksum_address(patient), to_checksum_address(caller)
         )
-        view = self.state_view(cache=False)
-        if int(self._pinned(fn, view.block)) <= view.block_time:
-            return False
-        if not self.confirmations:
-            return True
         client = self.ledger.client
         try:
-            head = client.rpc(lambda: client.w3.eth.get_block("latest"))
+            blocks = [client.rpc(lambda: client.w3.eth.get_block("latest"))]  # the head: a removal is in force
+            if self.confirmations:  # and the confirmed block: an appointment counts once confirmed
+                confirmed = max(0, int(blocks[0]["number"]) - self.confirmations)
+                blocks.append(client.rpc(lambda: client.w3.eth.get_block(confirmed)))
         except ChainUnavailable as exc:
             raise errors.ChainUnavailable(str(exc)) from exc
-        return int(self._pinned(fn, int(head["number"]))) > int(head["timestamp"])
+        return all(int(self._pinned(fn, int(b["number"]))) > int(b["timestamp"]) for b in blocks)
 
     def _member_at(self, address: str, block: BlockIdentifier) -> Member:
         status, roles, since, key, meta = self._pinned(self.ledger.members.contract.functions.memberOf(address), block)

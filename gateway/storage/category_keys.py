@@ -85,19 +85,24 @@ class CategoryKeys:
             held = self.get(patient)  # another request stored one first
         if held != key:
             raise errors.CategoryKeyConflict(f"another category key of {patient} is held here")
-        with self._db.write() as conn:  # a key learned before signatures were kept gets its signature now
-            conn.execute("UPDATE category_keys SET signature = ? WHERE patient = ? AND signature IS NULL", (sealed, p))
+        if self._sealed(p) is None:  # a key learned before signatures were kept gets its signature now
+            with self._db.write() as conn:
+                conn.execute(
+                    "UPDATE category_keys SET signature = ? WHERE patient = ? AND signature IS NULL", (sealed, p)
+                )
         return False
 
     def signature(self, patient: str) -> bytes | None:
         """Her signature that makes the key held, or None: not held here, or learned before signatures were
         kept (she signs in once more)."""
-        key = self.get(patient)
         p = patient.lower()
+        sealed = self._sealed(p)
+        key = None if sealed is None else self.get(p)
+        return None if key is None or sealed is None else _open_signature(key, p, sealed)
+
+    def _sealed(self, p: str) -> bytes | None:
         row = self._db.read().execute("SELECT signature FROM category_keys WHERE patient = ?", (p,)).fetchone()
-        if key is None or row is None or row["signature"] is None:
-            return None
-        return _open_signature(key, p, bytes(row["signature"]))
+        return None if row is None or row["signature"] is None else bytes(row["signature"])
 
     def get(self, patient: str) -> CategoryKey | None:
         """The patient's key, or None if she has not handed it to this gateway."""
